@@ -1,0 +1,85 @@
+/** `flashback doctor [TARGET]`: is a target ready for Flashback, and how to fix what is not. */
+import type { Command } from 'commander';
+import { configuredTargets, environmentTarget, type ResolvedTarget, resolveTarget } from '../../config/targets.js';
+import type { Severity } from '../../doctor/checks.js';
+import { type DoctorReport, diagnose } from '../../doctor/doctor.js';
+import { ExitCode, UsageError } from '../../errors.js';
+import type { CliContext } from '../context.js';
+
+export function registerDoctor(program: Command, context: (cmd: Command) => CliContext): void {
+  program
+    .command('doctor')
+    .description('check that a target is ready for backups and capture, and say how to fix what is not')
+    .argument('[target]', 'target name or postgres:// URL (default: DATABASE_URL/PG*, else every configured target)')
+    .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `
+Checks: server version, wal_level, free replication slots and WAL senders,
+REPLICATION and SELECT privileges, tables without a primary key or replica
+identity index, unlogged tables, large objects, and the target's identity.
+
+Exit codes: 0 all ok; 1 warnings; 2 critical findings; 5 unreachable; 3 bad usage.`,
+    )
+    .action(async (ref: string | undefined, _opts, self: Command) => {
+      process.exitCode = await doctor(context(self), ref);
+    });
+}
+
+/** Runs doctor; returns the exit code reflecting the worst finding. */
+export async function doctor(ctx: CliContext, ref: string | undefined): Promise<number> {
+  const { config } = await ctx.config();
+  const targets: ResolvedTarget[] = [];
+  if (ref !== undefined) targets.push(resolveTarget(ref, config, ctx.env));
+  else {
+    const env = environmentTarget(ctx.env);
+    if (env !== undefined) targets.push(env);
+    else {
+      for (const e of configuredTargets(config, ctx.env)) {
+        if (e.error !== undefined) throw e.error;
+        targets.push(e.target!);
+      }
+    }
+  }
+  if (targets.length === 0) {
+    throw new UsageError('no target to check', {
+      hint: 'name a target or postgres:// URL, set DATABASE_URL, or declare targets in flashback.yaml',
+    });
+  }
+  const { store, note } = await ctx.fingerprints();
+  const reports: DoctorReport[] = [];
+  for (const t of targets) reports.push(await diagnose(t, store));
+  if (ctx.json) {
+    ctx.printJson(
+      reports.map((r) => ({
+        target: r.target,
+        connection: r.connection,
+        serverVersion: r.server?.version,
+        systemIdentifier: r.server?.identity.systemIdentifier,
+        worst: r.worst,
+        findings: r.findings,
+      })),
+    );
+  } else {
+    ctx.out(reports.map(formatReport).join('\n'));
+    if (note !== undefined) ctx.out(`note: ${note}\n`);
+  }
+  if (reports.some((r) => r.unreachable !== undefined)) return ExitCode.unreachable;
+  const worst = reports.map((r) => r.worst);
+  return worst.includes('critical') ? ExitCode.critical : worst.includes('warning') ? ExitCode.failed : ExitCode.ok;
+}
+
+const LABEL: Record<Severity, string> = { ok: 'ok', warning: 'WARNING', critical: 'CRITICAL' };
+
+function formatReport(r: DoctorReport): string {
+  const server = r.server === undefined ? '' : `, PostgreSQL ${r.server.version}`;
+  const lines = [`doctor: ${r.target} (${r.connection}${server})`];
+  for (const f of r.findings) {
+    lines.push(`  ${LABEL[f.severity].padEnd(9)} ${f.check.padEnd(22)} ${f.summary}`);
+    for (const d of f.details ?? []) lines.push(`  ${''.padEnd(9)} ${''.padEnd(22)}   ${d}`);
+    if (f.fix !== undefined && f.severity !== 'ok') lines.push(`  ${''.padEnd(9)} ${''.padEnd(22)} fix: ${f.fix}`);
+  }
+  const n = (s: Severity): number => r.findings.filter((f) => f.severity === s).length;
+  lines.push(`  summary: ${n('critical')} critical, ${n('warning')} warning, ${n('ok')} ok`);
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,63 @@
+/** `flashback init`: write a commented starter config and create the repository. */
+import { access, mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { configFilePath } from '../../config/load.js';
+import { starterConfig } from '../../config/starter.js';
+import { ExitCode, RepositoryError, UsageError } from '../../errors.js';
+import { Repository } from '../../repo/repository.js';
+import { openStorage } from '../../storage/open.js';
+import type { CliContext } from '../context.js';
+
+export function registerInit(program: Command, context: (cmd: Command) => CliContext): void {
+  program
+    .command('init')
+    .description('write a commented flashback.yaml and create the repository it names')
+    .option('--force', 'overwrite an existing configuration file')
+    .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `
+The file goes to --config PATH, FLASHBACK_CONFIG, or ./flashback.yaml.
+The repository is --repo PATH, FLASHBACK_REPO, or ./flashback-repo beside the file.
+An existing repository at that location is kept as it is.`,
+    )
+    .action(async (opts: { force?: boolean }, self: Command) => {
+      process.exitCode = await init(context(self), opts.force === true);
+    });
+}
+
+/** Writes the starter config and creates (or reuses) the repository; returns the exit code. */
+export async function init(ctx: CliContext, force: boolean): Promise<number> {
+  const { file } = configFilePath({ configPath: ctx.options.config, env: ctx.env, cwd: ctx.io.cwd });
+  const exists = await access(file).then(
+    () => true,
+    () => false,
+  );
+  if (exists && !force) {
+    throw new UsageError(`${file} already exists`, { hint: 'edit it, or pass --force to overwrite it with the starter' });
+  }
+  const repoGiven = ctx.options.repo ?? (ctx.env.FLASHBACK_REPO || undefined);
+  const repoInFile = repoGiven ?? './flashback-repo';
+  const location = /^[a-z][a-z0-9+.-]*:\/\//i.test(repoInFile) ? repoInFile : path.resolve(repoGiven === undefined ? path.dirname(file) : ctx.io.cwd, repoInFile);
+  const storage = openStorage(location);
+  let repo: Repository;
+  let created = true;
+  try {
+    repo = await Repository.init(storage);
+  } catch (err) {
+    if (!(err instanceof RepositoryError && err.code === 'repository.exists')) throw err;
+    repo = await Repository.open(storage);
+    created = false;
+  }
+  await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(file, starterConfig(repoGiven === undefined ? repoInFile : location));
+  if (ctx.json) {
+    ctx.printJson({ config: file, repository: storage.location, repositoryId: repo.config.id, created });
+  } else {
+    ctx.out(`wrote ${file}\n`);
+    ctx.out(`${created ? 'created' : 'using existing'} repository ${storage.location} (id ${repo.config.id})\n`);
+    ctx.out('next: declare your targets in the file, then run `flashback targets` and `flashback doctor`\n');
+  }
+  return ExitCode.ok;
+}

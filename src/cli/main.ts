@@ -1,0 +1,119 @@
+#!/usr/bin/env node
+/**
+ * The `flashback` command: builds the command tree and maps every error to
+ * a documented exit code (README "Exit codes"). A user's mistake prints a
+ * message and a hint, never a stack trace; `--debug` adds the stack.
+ */
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import { ExitCode, FlashbackError } from '../errors.js';
+import { redact } from '../secrets.js';
+import { registerDoctor } from './commands/doctor.js';
+import { registerInit } from './commands/init.js';
+import { registerTargets } from './commands/targets.js';
+import { CliContext, type CliIO, type GlobalOptions } from './context.js';
+import { VERSION } from '../version.js';
+
+/** Builds the command tree; `context` is created per invocation from the parsed global options. */
+export function buildProgram(io: CliIO): Command {
+  const program = new Command('flashback');
+  program
+    .description('Undo for a production PostgreSQL database.')
+    .version(VERSION, '-V, --version')
+    .option('-c, --config <path>', 'configuration file (default: FLASHBACK_CONFIG, else ./flashback.yaml)')
+    .option('-r, --repo <location>', 'repository location (default: FLASHBACK_REPO, else the config file\'s)')
+    .option('--debug', 'show stack traces and internal detail on errors')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+      outputError: (s, write) => write(`flashback: ${s.replace(/^error: /, 'error: ')}`),
+    });
+  const context = (cmd: Command): CliContext => new CliContext(cmd.optsWithGlobals<GlobalOptions>(), io);
+  registerInit(program, context);
+  registerTargets(program, context);
+  registerDoctor(program, context);
+  for (const sub of program.commands) sub.exitOverride();
+  return program;
+}
+
+/** Runs the CLI with `argv` (without node and script); returns the exit code. */
+export async function main(argv: readonly string[], io: CliIO): Promise<number> {
+  const program = buildProgram(io);
+  process.exitCode = undefined;
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return Number(process.exitCode ?? ExitCode.ok);
+  } catch (err) {
+    const debug = argv.includes('--debug');
+    const json = argv.includes('--json');
+    return reportError(err, io, debug, json);
+  }
+}
+
+/** Prints an error the way users should see it; returns its exit code. */
+export function reportError(err: unknown, io: CliIO, debug: boolean, json: boolean): number {
+  if (err instanceof CommanderError) {
+    // Commander has printed its message already (or help/version, which are not errors).
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return ExitCode.ok;
+    return ExitCode.usage;
+  }
+  if (err instanceof FlashbackError) {
+    if (json) {
+      io.stdout.write(redact(`${JSON.stringify({ error: { code: err.code, message: err.message, hint: err.hint, exitCode: err.exitCode } }, null, 2)}\n`));
+    }
+    let text = `flashback: error: ${err.message}\n`;
+    if (err.hint !== undefined) text += `hint: ${err.hint}\n`;
+    if (debug) text += `${err.stack ?? ''}\n${causeChain(err)}`;
+    io.stderr.write(redact(text));
+    return err.exitCode;
+  }
+  const e = err instanceof Error ? err : new Error(String(err));
+  let text = `flashback: internal error: ${e.message}\nThis is a bug in Flashback. Please report it with the output of the same command run with --debug.\n`;
+  if (debug) text += `${e.stack ?? ''}\n${causeChain(e)}`;
+  io.stderr.write(redact(text));
+  return ExitCode.internal;
+}
+
+function causeChain(err: Error): string {
+  let out = '';
+  let cause = err.cause;
+  while (cause !== undefined) {
+    out += `caused by: ${cause instanceof Error ? (cause.stack ?? cause.message) : String(cause)}\n`;
+    cause = cause instanceof Error ? cause.cause : undefined;
+  }
+  return out;
+}
+
+function isEntryPoint(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  const io: CliIO = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env, cwd: process.cwd() };
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupted) process.exit(ExitCode.interrupted);
+    interrupted = true;
+    process.stderr.write(`\nflashback: interrupted by ${signal}\n`);
+    process.exit(ExitCode.interrupted);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  main(process.argv.slice(2), io).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.exitCode = reportError(err, io, process.argv.includes('--debug'), false);
+    },
+  );
+}

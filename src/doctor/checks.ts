@@ -1,0 +1,198 @@
+/**
+ * `doctor`: checks that a target is ready for what Flashback does to it
+ * (consistent backups, logical decoding, restores by key), each finding with
+ * a severity and how to fix it. Findings are plain data; cli/ prints them.
+ */
+import type { PgClient } from '../pg/connect.js';
+import type { ServerInfo } from '../pg/server-info.js';
+
+/** How bad a finding is. `critical`: a capability will not work; `warning`: it works with a gap. */
+export type Severity = 'ok' | 'warning' | 'critical';
+
+/** One check's result. */
+export interface Finding {
+  /** Stable identifier, e.g. `wal-level`. */
+  readonly check: string;
+  readonly severity: Severity;
+  /** One line: what was found. */
+  readonly summary: string;
+  /** Objects the finding is about (tables, settings), one per line. */
+  readonly details?: readonly string[] | undefined;
+  /** What to do about it (absent when ok). */
+  readonly fix?: string | undefined;
+}
+
+/** The oldest major version Flashback supports: pgoutput logical messages (heartbeats) arrived in 14. */
+export const MIN_SERVER_VERSION = 140000;
+
+const RANK: Record<Severity, number> = { ok: 0, warning: 1, critical: 2 };
+
+/** The worst severity among findings (`ok` for none). */
+export function worstSeverity(findings: readonly Finding[]): Severity {
+  return findings.reduce<Severity>((w, f) => (RANK[f.severity] > RANK[w] ? f.severity : w), 'ok');
+}
+
+/** Runs every check against a connected target. */
+export async function runChecks(client: PgClient, server: ServerInfo): Promise<Finding[]> {
+  const settings = await readSettings(client);
+  return [
+    checkVersion(server),
+    checkWalLevel(settings),
+    checkCapacity('replication-slots', 'replication slots', settings.max_replication_slots, await count(client, 'SELECT count(*) FROM pg_replication_slots'), 'max_replication_slots'),
+    checkCapacity('wal-senders', 'WAL senders', settings.max_wal_senders, await count(client, 'SELECT count(*) FROM pg_stat_replication'), 'max_wal_senders'),
+    await checkReplicationRole(client),
+    await checkSelectPrivilege(client),
+    await checkReplicaIdentity(client),
+    await checkUnlogged(client),
+    await checkLargeObjects(client),
+  ];
+}
+
+interface Settings {
+  readonly wal_level: string;
+  readonly max_replication_slots: number;
+  readonly max_wal_senders: number;
+}
+
+async function readSettings(client: PgClient): Promise<Settings> {
+  const r = await client.query<{ wl: string; slots: string; senders: string }>(
+    `SELECT current_setting('wal_level') AS wl, current_setting('max_replication_slots') AS slots,
+            current_setting('max_wal_senders') AS senders`,
+  );
+  const row = r.rows[0]!;
+  return { wal_level: row.wl, max_replication_slots: Number(row.slots), max_wal_senders: Number(row.senders) };
+}
+
+async function count(client: PgClient, sql: string): Promise<number> {
+  return Number((await client.query<{ count: string }>(sql)).rows[0]?.count ?? 0);
+}
+
+function checkVersion(server: ServerInfo): Finding {
+  if (server.versionNum >= MIN_SERVER_VERSION) {
+    return { check: 'server-version', severity: 'ok', summary: `PostgreSQL ${server.version} (14 or newer is supported)` };
+  }
+  return {
+    check: 'server-version',
+    severity: 'critical',
+    summary: `PostgreSQL ${server.version} is too old: Flashback needs 14 or newer`,
+    fix: 'upgrade the server to PostgreSQL 14 or newer',
+  };
+}
+
+function checkWalLevel(s: Settings): Finding {
+  if (s.wal_level === 'logical') return { check: 'wal-level', severity: 'ok', summary: 'wal_level is logical' };
+  return {
+    check: 'wal-level',
+    severity: 'critical',
+    summary: `wal_level is ${s.wal_level}: consistent backups and change capture need logical`,
+    fix: 'ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL (on managed services: enable logical replication in the parameter group)',
+  };
+}
+
+/**
+ * Flashback needs one replication slot and one WAL sender for continuous
+ * capture, and one more of each while a backup creates its snapshot.
+ */
+function checkCapacity(check: string, what: string, max: number, used: number, setting: string): Finding {
+  const free = max - used;
+  const summary = `${free} of ${max} ${what} free`;
+  if (free >= 2) return { check, severity: 'ok', summary };
+  return {
+    check,
+    severity: free <= 0 ? 'critical' : 'warning',
+    summary: `${summary}: Flashback needs 1 for capture and 1 more while a backup starts`,
+    fix: `raise ${setting} by at least ${2 - free} (ALTER SYSTEM SET ${setting} = ${max + 2 - free}; then restart), or drop unused slots`,
+  };
+}
+
+async function checkReplicationRole(client: PgClient): Promise<Finding> {
+  const r = await client.query<{ usr: string; ok: string }>(
+    `SELECT current_user AS usr, (rolreplication OR rolsuper)::text AS ok FROM pg_roles WHERE rolname = current_user`,
+  );
+  const row = r.rows[0]!;
+  if (row.ok === 'true') {
+    return { check: 'replication-privilege', severity: 'ok', summary: `role "${row.usr}" may open replication connections` };
+  }
+  return {
+    check: 'replication-privilege',
+    severity: 'critical',
+    summary: `role "${row.usr}" lacks REPLICATION: no consistent snapshot or change capture`,
+    fix: `ALTER ROLE ${quoteIdent(row.usr)} REPLICATION; (on RDS: GRANT rds_replication TO ${quoteIdent(row.usr)})`,
+  };
+}
+
+/** User schemas: everything but the system's and extension members. */
+const USER_RELATIONS = `
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+   AND n.nspname NOT LIKE 'pg_temp%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
+
+async function checkSelectPrivilege(client: PgClient): Promise<Finding> {
+  const r = await client.query<{ name: string; kind: string }>(
+    `SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relkind::text AS kind ${USER_RELATIONS}
+       AND c.relkind IN ('r', 'p', 'm', 'S')
+       AND NOT has_table_privilege(c.oid, 'SELECT')
+     ORDER BY 1`,
+  );
+  if (r.rows.length === 0) {
+    return { check: 'select-privilege', severity: 'ok', summary: 'the role can read every table and sequence' };
+  }
+  return {
+    check: 'select-privilege',
+    severity: 'critical',
+    summary: `the role cannot read ${r.rows.length} table(s) or sequence(s): a backup would fail`,
+    details: r.rows.map((row) => `${row.name}${row.kind === 'S' ? ' (sequence)' : ''}`),
+    fix: 'GRANT pg_read_all_data TO <role>; or GRANT SELECT ON ALL TABLES IN SCHEMA <schema> TO <role> (and ON ALL SEQUENCES)',
+  };
+}
+
+async function checkReplicaIdentity(client: PgClient): Promise<Finding> {
+  // Leaf tables only: a partitioned parent holds no rows; its partitions are checked.
+  const r = await client.query<{ name: string; ident: string }>(
+    `SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relreplident::text AS ident ${USER_RELATIONS}
+       AND c.relkind = 'r' AND c.relpersistence = 'p'
+       AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident))
+     ORDER BY 1`,
+  );
+  if (r.rows.length === 0) {
+    return { check: 'replica-identity', severity: 'ok', summary: 'every table has a primary key or replica identity index' };
+  }
+  return {
+    check: 'replica-identity',
+    severity: 'warning',
+    summary: `${r.rows.length} table(s) have neither a primary key nor a replica identity index: rows cannot be found by key, and their updates and deletes cannot be captured unless REPLICA IDENTITY FULL`,
+    details: r.rows.map((row) => `${row.name}${row.ident === 'f' ? ' (REPLICA IDENTITY FULL: captured, matched by whole row)' : ''}`),
+    fix: 'ALTER TABLE <t> ADD PRIMARY KEY (...); or ALTER TABLE <t> REPLICA IDENTITY USING INDEX <unique index>; or, as a last resort, REPLICA IDENTITY FULL',
+  };
+}
+
+async function checkUnlogged(client: PgClient): Promise<Finding> {
+  const r = await client.query<{ name: string }>(
+    `SELECT format('%I.%I', n.nspname, c.relname) AS name ${USER_RELATIONS}
+       AND c.relkind IN ('r', 'p') AND c.relpersistence = 'u' ORDER BY 1`,
+  );
+  if (r.rows.length === 0) return { check: 'unlogged-tables', severity: 'ok', summary: 'no unlogged tables' };
+  return {
+    check: 'unlogged-tables',
+    severity: 'warning',
+    summary: `${r.rows.length} unlogged table(s): they are not in the WAL, so the change log cannot capture their changes (backups still copy them)`,
+    details: r.rows.map((row) => row.name),
+    fix: 'ALTER TABLE <t> SET LOGGED; if their changes matter between backups',
+  };
+}
+
+async function checkLargeObjects(client: PgClient): Promise<Finding> {
+  const n = await count(client, 'SELECT count(*) FROM pg_largeobject_metadata');
+  if (n === 0) return { check: 'large-objects', severity: 'ok', summary: 'no large objects' };
+  return {
+    check: 'large-objects',
+    severity: 'warning',
+    summary: `${n} large object(s): logical decoding does not carry large objects, so changes to them are not in the change log`,
+    fix: 'store such data in bytea columns, or rely on snapshots alone for it',
+  };
+}
+
+function quoteIdent(name: string): string {
+  return /^[a-z_][a-z0-9_]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
+}

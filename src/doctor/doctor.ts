@@ -1,0 +1,58 @@
+/** Running doctor's checks on one target, including its identity fingerprint. */
+import type { ResolvedTarget } from '../config/targets.js';
+import { TargetUnreachableError } from '../errors.js';
+import type { FingerprintStore } from '../guard/fingerprints.js';
+import { checkIdentity, type IdentityCheck, identityRefusal } from '../guard/identity.js';
+import { connect, describeConnection } from '../pg/connect.js';
+import { readServerInfo, type ServerInfo } from '../pg/server-info.js';
+import { type Finding, runChecks, type Severity, worstSeverity } from './checks.js';
+
+/** Doctor's report on one target. */
+export interface DoctorReport {
+  readonly target: string;
+  readonly connection: string;
+  /** Absent when the target could not be reached. */
+  readonly server?: ServerInfo | undefined;
+  readonly identity?: IdentityCheck | undefined;
+  readonly findings: readonly Finding[];
+  readonly worst: Severity;
+  /** The connection error, when unreachable. */
+  readonly unreachable?: TargetUnreachableError | undefined;
+}
+
+/** Connects to a target and runs every check; an unreachable target is a report, not a throw. */
+export async function diagnose(target: ResolvedTarget, fingerprints: FingerprintStore | undefined): Promise<DoctorReport> {
+  const base = { target: target.name, connection: describeConnection(target.connection) };
+  let client: Awaited<ReturnType<typeof connect>>;
+  try {
+    client = await connect(target, { timeoutSeconds: 10 });
+  } catch (err) {
+    if (!(err instanceof TargetUnreachableError)) throw err;
+    const finding: Finding = { check: 'connect', severity: 'critical', summary: err.message, fix: err.hint };
+    return { ...base, findings: [finding], worst: 'critical', unreachable: err };
+  }
+  try {
+    const server = await readServerInfo(client, target.connection);
+    const identity = await checkIdentity(target, server.identity, fingerprints);
+    const findings = [identityFinding(target, identity), ...(await runChecks(client, server))];
+    return { ...base, server, identity, findings, worst: worstSeverity(findings) };
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+function identityFinding(target: ResolvedTarget, check: IdentityCheck): Finding {
+  const refusal = identityRefusal(target, check);
+  if (refusal !== undefined) {
+    return { check: 'identity', severity: 'critical', summary: refusal.message.replace(/ Nothing was written\.$/, ''), fix: refusal.hint };
+  }
+  const summary: Record<IdentityCheck['status'], string> = {
+    new: 'fingerprint recorded (first contact)',
+    match: 'matches the recorded fingerprint',
+    changed: '',
+    'same-as-other': '',
+    'one-off': 'one-off target: fingerprint not recorded, no other target is this database',
+    unrecorded: 'fingerprint not checked: no repository configured',
+  };
+  return { check: 'identity', severity: 'ok', summary: summary[check.status] };
+}

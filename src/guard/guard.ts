@@ -1,0 +1,157 @@
+/**
+ * The guard: the one function every destructive command calls before it
+ * writes to a target. It shows who the target is and what is about to
+ * happen, refuses targets whose identity changed or collides with another
+ * target, and on protected targets requires the target's name, given as
+ * `--confirm NAME` or typed at a prompt. Without a terminal and without
+ * `--confirm` it refuses. Nothing is written before it returns.
+ */
+import { createInterface } from 'node:readline/promises';
+import type { ResolvedTarget } from '../config/targets.js';
+import { GuardRefusedError } from '../errors.js';
+import { connect, describeConnection, type PgClient } from '../pg/connect.js';
+import { readServerInfo, type ServerInfo } from '../pg/server-info.js';
+import { formatBytes } from '../util/format.js';
+import type { FingerprintStore } from './fingerprints.js';
+import { checkIdentity, type IdentityCheck, identityRefusal } from './identity.js';
+
+/** Where the guard talks to the user. */
+export interface GuardIO {
+  /** Read for the typed confirmation, only when it is a terminal (`isTTY`). */
+  readonly input: NodeJS.ReadableStream & { readonly isTTY?: boolean | undefined };
+  /** The banner and prompt go here (stderr in the CLI, so stdout stays machine-readable). */
+  readonly output: NodeJS.WritableStream;
+}
+
+/** A request to write to a target. */
+export interface GuardRequest {
+  readonly target: ResolvedTarget;
+  /** One line saying what will be done, e.g. `restore 3 tables (1,204 rows) into "shop"`. */
+  readonly action: string;
+  /** The value of `--confirm`, if given. */
+  readonly confirm?: string | undefined;
+  /** Fingerprint records; undefined when there is no repository (identity cannot be checked). */
+  readonly fingerprints: FingerprintStore | undefined;
+  readonly io: GuardIO;
+  /** An open connection to the target, if the caller has one. */
+  readonly client?: PgClient | undefined;
+}
+
+/** How a write was allowed. */
+export type ConfirmedBy = 'unprotected' | 'flag' | 'prompt';
+
+/** The guard's permission to write. */
+export interface GuardApproval {
+  readonly target: ResolvedTarget;
+  readonly server: ServerInfo;
+  readonly identity: IdentityCheck;
+  readonly confirmedBy: ConfirmedBy;
+}
+
+/** Checks identity and confirmation; throws GuardRefusedError (exit 4) to refuse. */
+export async function guard(req: GuardRequest): Promise<GuardApproval> {
+  const client = req.client ?? (await connect(req.target));
+  let server: ServerInfo;
+  try {
+    server = await readServerInfo(client, req.target.connection);
+  } finally {
+    if (req.client === undefined) await client.end().catch(() => {});
+  }
+  const identity = await checkIdentity(req.target, server.identity, req.fingerprints);
+  req.io.output.write(banner(req.target, server, identity, req.action));
+  const refusal = identityRefusal(req.target, identity);
+  if (refusal !== undefined) throw refusal;
+  const confirmedBy = await confirm(req.target, req.confirm, req.io);
+  return { target: req.target, server, identity, confirmedBy };
+}
+
+/**
+ * The confirmation step alone: a protected target needs its confirm name,
+ * from `--confirm` or typed at a terminal prompt.
+ */
+export async function confirm(target: ResolvedTarget, given: string | undefined, io: GuardIO): Promise<ConfirmedBy> {
+  if (!target.protected) return 'unprotected';
+  const expected = target.confirmName;
+  if (given !== undefined) {
+    if (given === expected) return 'flag';
+    throw wrongName(target, given);
+  }
+  if (io.input.isTTY !== true) {
+    throw new GuardRefusedError(
+      'not-confirmed',
+      target.name,
+      `refusing to write to protected target ${label(target)} without confirmation (no terminal to ask at). Nothing was written.`,
+      { hint: `check the target above, then re-run with --confirm ${expected}` },
+    );
+  }
+  const typed = await prompt(io, `Type ${kindOfName(target)} "${expected}" to continue, anything else to cancel: `);
+  if (typed === undefined) {
+    throw new GuardRefusedError('not-confirmed', target.name, `no confirmation given for ${label(target)}. Nothing was written.`);
+  }
+  if (typed !== expected) throw wrongName(target, typed);
+  return 'prompt';
+}
+
+function wrongName(target: ResolvedTarget, given: string): GuardRefusedError {
+  return new GuardRefusedError(
+    'wrong-confirmation',
+    target.name,
+    `confirmation "${given}" does not match ${kindOfName(target)} "${target.confirmName}" of ${label(target)}. Nothing was written.`,
+    { hint: 'check that this is the target you mean; confirm with its exact name' },
+  );
+}
+
+function kindOfName(target: ResolvedTarget): string {
+  return target.kind === 'config' ? 'the target name' : 'the database name';
+}
+
+function label(target: ResolvedTarget): string {
+  return target.kind === 'config' ? `"${target.name}"` : target.name;
+}
+
+async function prompt(io: GuardIO, question: string): Promise<string | undefined> {
+  const rl = createInterface({ input: io.input, output: io.output, terminal: false });
+  try {
+    const closed = new Promise<undefined>((resolve) => rl.once('close', () => resolve(undefined)));
+    io.output.write(question);
+    const answer = await Promise.race([rl.question(''), closed]);
+    return answer?.trim();
+  } finally {
+    rl.close();
+  }
+}
+
+/** The identity banner printed before every destructive action. */
+export function banner(target: ResolvedTarget, server: ServerInfo, identity: IdentityCheck, action: string): string {
+  const c = target.connection;
+  const protection = target.protected ? 'PROTECTED' : 'unprotected';
+  const role = server.inRecovery ? 'standby' : 'primary';
+  const lines = [
+    `target    ${target.name}  (${protection})`,
+    `server    PostgreSQL ${server.version} ${role} at ${c.host}:${c.port}, database "${server.identity.database}", ${formatBytes(server.sizeBytes)}`,
+    `identity  system ${server.identity.systemIdentifier}; ${identityLine(identity)}`,
+    `connect   ${describeConnection(c)}`,
+    `action    ${action}`,
+  ];
+  const width = Math.max(...lines.map((l) => l.length));
+  const rule = '='.repeat(Math.min(width, 100));
+  return `${rule}\n${lines.join('\n')}\n${rule}\n`;
+}
+
+/** One phrase describing an identity check result. */
+export function identityLine(check: IdentityCheck): string {
+  switch (check.status) {
+    case 'new':
+      return 'fingerprint recorded now (first contact)';
+    case 'match':
+      return `matches the fingerprint recorded ${check.record?.recorded ?? ''}`;
+    case 'changed':
+      return `CHANGED since ${check.record?.recorded ?? ''} (${check.changes.map((ch) => ch.field).join(', ')})`;
+    case 'same-as-other':
+      return `SAME DATABASE AS ${check.sameAs.map((r) => `"${r.target}"`).join(', ')}`;
+    case 'one-off':
+      return 'one-off target (not recorded)';
+    case 'unrecorded':
+      return 'not checked (no repository to keep fingerprints in)';
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * Opening connections to targets. Every value comes back in PostgreSQL's text
+ * form (no type parsing: nothing is lost to a JavaScript Date or number), and
+ * every connection failure becomes a TargetUnreachableError that names the
+ * target and host and never contains a password.
+ */
+import pg from 'pg';
+import type { ConnectionParams, ResolvedTarget } from '../config/targets.js';
+import { TargetUnreachableError } from '../errors.js';
+import { redact } from '../secrets.js';
+
+/** A connected client. Values of every type are returned as strings (or null). */
+export type PgClient = pg.Client;
+
+/** Options for `connect`. */
+export interface ConnectOptions {
+  /** Seconds to wait for the server; default 10. */
+  readonly timeoutSeconds?: number | undefined;
+  /** `application_name` shown in pg_stat_activity. */
+  readonly applicationName?: string | undefined;
+  /** Open a logical replication connection (`replication=database`). */
+  readonly replication?: boolean | undefined;
+}
+
+/** Returns every value as its text form. */
+const rawTypes = { getTypeParser: () => (value: string) => value };
+
+/** Opens a connection to a target; throws TargetUnreachableError on any connection failure. */
+export async function connect(target: ResolvedTarget, options: ConnectOptions = {}): Promise<PgClient> {
+  return connectParams(target.name, target.connection, options);
+}
+
+/** Opens a connection from bare parameters; `label` names it in errors. */
+export async function connectParams(
+  label: string,
+  params: ConnectionParams,
+  options: ConnectOptions = {},
+): Promise<PgClient> {
+  const timeout = options.timeoutSeconds ?? 10;
+  const config: pg.ClientConfig & { replication?: string } = {
+    host: params.host,
+    port: params.port,
+    database: params.database,
+    user: params.user,
+    connectionTimeoutMillis: timeout * 1000,
+    application_name: options.applicationName ?? 'flashback',
+    types: rawTypes,
+    ssl: sslOption(params.sslmode),
+  };
+  if (params.password !== undefined) config.password = params.password;
+  if (options.replication === true) config.replication = 'database';
+  const client = new pg.Client(config);
+  // An idle connection dropped by the server must not crash the process.
+  client.on('error', () => {});
+  try {
+    await client.connect();
+  } catch (err) {
+    await client.end().catch(() => {});
+    throw unreachable(label, params, err, timeout);
+  }
+  return client;
+}
+
+function sslOption(mode: ConnectionParams['sslmode']): pg.ClientConfig['ssl'] {
+  switch (mode) {
+    case 'require':
+      return { rejectUnauthorized: false };
+    case 'verify-ca':
+    case 'verify-full':
+      return { rejectUnauthorized: true };
+    default:
+      // pg has no "prefer": like disable, no TLS is attempted. Documented in docs/CONFIG.md.
+      return false;
+  }
+}
+
+/** `user@host:port/database`: how a connection is named in messages (never with a password). */
+export function describeConnection(p: ConnectionParams): string {
+  return `${p.user}@${p.host}:${p.port}/${p.database}`;
+}
+
+function unreachable(label: string, p: ConnectionParams, err: unknown, timeout: number): TargetUnreachableError {
+  const e = err as { code?: string; message?: string };
+  const where = `target "${label}" (${describeConnection(p)})`;
+  let why: string;
+  let hint: string;
+  switch (e.code) {
+    case 'ECONNREFUSED':
+      why = 'connection refused';
+      hint = `is PostgreSQL running and listening on ${p.host}:${p.port}?`;
+      break;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      why = `host "${p.host}" not found`;
+      hint = 'check the host name in the target or URL';
+      break;
+    case 'ETIMEDOUT':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      why = `network unreachable (${e.code})`;
+      hint = 'check the host, port and any firewall between here and the server';
+      break;
+    case '28P01':
+      why = `password authentication failed for user "${p.user}"`;
+      hint = 'check the password in the variable named by password_env (or PGPASSWORD)';
+      break;
+    case '28000':
+      why = redact(e.message ?? 'authorization rejected');
+      hint = 'check the user name, and that pg_hba.conf allows this host, user and database';
+      break;
+    case '3D000':
+      why = `database "${p.database}" does not exist`;
+      hint = 'check the database name in the target or URL';
+      break;
+    case '57P03':
+      why = 'the server is starting up or shutting down';
+      hint = 'try again in a moment';
+      break;
+    default: {
+      const msg = e.message ?? String(err);
+      if (/timeout/i.test(msg)) {
+        why = `no answer within ${timeout} s`;
+        hint = 'check the host, port and any firewall between here and the server';
+      } else if (/SASL|password must be a string|client password/i.test(msg)) {
+        why = 'the server asks for a password and none was given';
+        hint = 'set password_env on the target (or PGPASSWORD for a one-off target)';
+      } else {
+        why = redact(msg);
+        hint = 'check the target\'s connection settings (`flashback doctor TARGET` when it connects)';
+      }
+    }
+  }
+  return new TargetUnreachableError(label, `cannot connect to ${where}: ${why}`, { hint, cause: err });
+}

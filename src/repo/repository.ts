@@ -1,0 +1,81 @@
+/**
+ * The repository: Flashback's data, on a storage backend. This module owns
+ * the repository's identity file (`config.json`) and its format version;
+ * docs/REPOSITORY.md is the specification.
+ */
+import { randomUUID } from 'node:crypto';
+import { RepositoryError } from '../errors.js';
+import { ObjectNotFoundError, type Storage } from '../storage/storage.js';
+
+/** The format version this build writes and the newest it reads. */
+export const REPOSITORY_FORMAT_VERSION = 1;
+
+/** Contents of `config.json`, the file that makes a location a repository. */
+export interface RepositoryConfig {
+  readonly format: 'flashback-repository';
+  readonly version: number;
+  /** Random id, so two repositories are never confused. */
+  readonly id: string;
+  readonly created: string;
+}
+
+const CONFIG_KEY = 'config.json';
+
+/** An opened repository. */
+export class Repository {
+  private constructor(
+    readonly storage: Storage,
+    readonly config: RepositoryConfig,
+  ) {}
+
+  /** Creates a repository; refuses if the location already holds one. */
+  static async init(storage: Storage): Promise<Repository> {
+    const config: RepositoryConfig = {
+      format: 'flashback-repository',
+      version: REPOSITORY_FORMAT_VERSION,
+      id: randomUUID(),
+      created: new Date().toISOString(),
+    };
+    const written = await storage.writeIfAbsent(CONFIG_KEY, Buffer.from(`${JSON.stringify(config, null, 2)}\n`));
+    if (!written) {
+      throw new RepositoryError('exists', `a repository already exists at ${storage.location}`, {
+        hint: 'use it as it is, or choose another location',
+      });
+    }
+    return new Repository(storage, config);
+  }
+
+  /** Opens an existing repository; rejects a missing one and one of an unknown or newer format. */
+  static async open(storage: Storage): Promise<Repository> {
+    let bytes: Buffer;
+    try {
+      bytes = await storage.read(CONFIG_KEY);
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) {
+        throw new RepositoryError('missing', `no Flashback repository at ${storage.location}`, {
+          hint: 'check --repo / FLASHBACK_REPO / the config file, or create one with `flashback init`',
+        });
+      }
+      throw err;
+    }
+    let config: RepositoryConfig;
+    try {
+      config = JSON.parse(bytes.toString('utf8')) as RepositoryConfig;
+    } catch {
+      throw new RepositoryError('corrupt', `${storage.location}/${CONFIG_KEY} is not valid JSON`, {
+        hint: 'the repository identity file is damaged; restore it from a copy of the repository',
+      });
+    }
+    if (config.format !== 'flashback-repository' || typeof config.version !== 'number' || typeof config.id !== 'string') {
+      throw new RepositoryError('corrupt', `${storage.location}/${CONFIG_KEY} is not a Flashback repository identity file`);
+    }
+    if (config.version > REPOSITORY_FORMAT_VERSION) {
+      throw new RepositoryError(
+        'version',
+        `the repository at ${storage.location} has format version ${config.version}; this Flashback reads up to ${REPOSITORY_FORMAT_VERSION}`,
+        { hint: 'upgrade Flashback to work with this repository' },
+      );
+    }
+    return new Repository(storage, config);
+  }
+}
