@@ -93,9 +93,13 @@ export class ConfigError extends FlashbackError {
   }
 }
 
-function formatConfigProblems(file: string | undefined, problems: readonly ConfigProblem[]): string {
+function formatConfigProblems(
+  file: string | undefined,
+  problems: readonly ConfigProblem[],
+): string {
   const where = (p: ConfigProblem): string => {
-    const pos = p.line === undefined ? '' : `:${p.line}${p.column === undefined ? '' : `:${p.column}`}`;
+    const pos =
+      p.line === undefined ? '' : `:${p.line}${p.column === undefined ? '' : `:${p.column}`}`;
     const loc = file === undefined ? '' : `${file}${pos}: `;
     return `${loc}${p.path === '' ? '' : `${p.path}: `}${p.message}`;
   };

@@ -62,12 +62,19 @@ export class CliContext {
 
   /** The guard talks on stderr, so stdout stays machine-readable. */
   get guardIO(): GuardIO {
-    return { input: this.io.stdin, output: { write: (s: string) => (this.err(s), true) } as NodeJS.WritableStream };
+    return {
+      input: this.io.stdin,
+      output: { write: (s: string) => this.err(s) },
+    };
   }
 
   /** The configuration (loaded once). */
   config(): Promise<LoadedConfig> {
-    this.loaded ??= loadConfig({ configPath: this.options.config, env: this.env, cwd: this.io.cwd });
+    this.loaded ??= loadConfig({
+      configPath: this.options.config,
+      env: this.env,
+      cwd: this.io.cwd,
+    });
     return this.loaded;
   }
 
@@ -81,7 +88,10 @@ export class CliContext {
     if (fromEnv !== undefined && fromEnv !== '') return resolveLocation(fromEnv, this.io.cwd);
     const { file, config } = await this.config();
     if (config.repository === undefined) return undefined;
-    return resolveLocation(config.repository, file === undefined ? this.io.cwd : path.dirname(file));
+    return resolveLocation(
+      config.repository,
+      file === undefined ? this.io.cwd : path.dirname(file),
+    );
   }
 
   /** Opens the repository; throws RepositoryError if none is configured or it is missing. */
@@ -103,7 +113,8 @@ export class CliContext {
     try {
       return { store: new FingerprintStore(await this.repository()) };
     } catch (err) {
-      if (err instanceof RepositoryError) return { note: `identity fingerprints not checked: ${err.message}` };
+      if (err instanceof RepositoryError)
+        return { note: `identity fingerprints not checked: ${err.message}` };
       throw err;
     }
   }

@@ -9,11 +9,11 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { ExitCode, FlashbackError } from '../errors.js';
 import { redact } from '../secrets.js';
+import { VERSION } from '../version.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerInit } from './commands/init.js';
 import { registerTargets } from './commands/targets.js';
 import { CliContext, type CliIO, type GlobalOptions } from './context.js';
-import { VERSION } from '../version.js';
 
 /** Builds the command tree; `context` is created per invocation from the parsed global options. */
 export function buildProgram(io: CliIO): Command {
@@ -21,8 +21,14 @@ export function buildProgram(io: CliIO): Command {
   program
     .description('Undo for a production PostgreSQL database.')
     .version(VERSION, '-V, --version')
-    .option('-c, --config <path>', 'configuration file (default: FLASHBACK_CONFIG, else ./flashback.yaml)')
-    .option('-r, --repo <location>', 'repository location (default: FLASHBACK_REPO, else the config file\'s)')
+    .option(
+      '-c, --config <path>',
+      'configuration file (default: FLASHBACK_CONFIG, else ./flashback.yaml)',
+    )
+    .option(
+      '-r, --repo <location>',
+      "repository location (default: FLASHBACK_REPO, else the config file's)",
+    )
     .option('--debug', 'show stack traces and internal detail on errors')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
@@ -31,7 +37,8 @@ export function buildProgram(io: CliIO): Command {
       writeErr: (s) => io.stderr.write(s),
       outputError: (s, write) => write(`flashback: ${s.replace(/^error: /, 'error: ')}`),
     });
-  const context = (cmd: Command): CliContext => new CliContext(cmd.optsWithGlobals<GlobalOptions>(), io);
+  const context = (cmd: Command): CliContext =>
+    new CliContext(cmd.optsWithGlobals<GlobalOptions>(), io);
   registerInit(program, context);
   registerTargets(program, context);
   registerDoctor(program, context);
@@ -57,12 +64,21 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
 export function reportError(err: unknown, io: CliIO, debug: boolean, json: boolean): number {
   if (err instanceof CommanderError) {
     // Commander has printed its message already (or help/version, which are not errors).
-    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return ExitCode.ok;
+    if (
+      err.code === 'commander.helpDisplayed' ||
+      err.code === 'commander.version' ||
+      err.code === 'commander.help'
+    )
+      return ExitCode.ok;
     return ExitCode.usage;
   }
   if (err instanceof FlashbackError) {
     if (json) {
-      io.stdout.write(redact(`${JSON.stringify({ error: { code: err.code, message: err.message, hint: err.hint, exitCode: err.exitCode } }, null, 2)}\n`));
+      io.stdout.write(
+        redact(
+          `${JSON.stringify({ error: { code: err.code, message: err.message, hint: err.hint, exitCode: err.exitCode } }, null, 2)}\n`,
+        ),
+      );
     }
     let text = `flashback: error: ${err.message}\n`;
     if (err.hint !== undefined) text += `hint: ${err.hint}\n`;
@@ -98,7 +114,13 @@ function isEntryPoint(): boolean {
 }
 
 if (isEntryPoint()) {
-  const io: CliIO = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env, cwd: process.cwd() };
+  const io: CliIO = {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    stdin: process.stdin,
+    env: process.env,
+    cwd: process.cwd(),
+  };
   let interrupted = false;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (interrupted) process.exit(ExitCode.interrupted);

@@ -7,9 +7,9 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { isMap, LineCounter, parseDocument, type Document } from 'yaml';
+import { type Document, isMap, LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { type ConfigProblem, ConfigError } from '../errors.js';
+import { ConfigError, type ConfigProblem } from '../errors.js';
 import { configSchema, type FlashbackConfig } from './schema.js';
 
 /** The default file name looked for in the working directory. */
@@ -64,14 +64,21 @@ export function parseConfig(text: string, file: string | undefined): FlashbackCo
       file,
       doc.errors.map((e) => {
         const pos = lineCounter.linePos(e.pos[0]);
-        return { path: '', message: `not valid YAML: ${firstLine(e.message)}`, line: pos.line, column: pos.col };
+        return {
+          path: '',
+          message: `not valid YAML: ${firstLine(e.message)}`,
+          line: pos.line,
+          column: pos.col,
+        };
       }),
     );
   }
   const data: unknown = doc.toJS() ?? {};
   const result = configSchema.safeParse(data);
   if (result.success) return result.data;
-  const problems = result.error.issues.flatMap((issue) => toProblems(issue, data, doc, lineCounter));
+  const problems = result.error.issues.flatMap((issue) =>
+    toProblems(issue, data, doc, lineCounter),
+  );
   throw new ConfigError(file, problems, {
     hint: 'see docs/CONFIG.md, or `flashback init --config /tmp/example.yaml` for a commented example',
   });
@@ -112,7 +119,17 @@ function toProblems(
 function knownKeys(at: readonly string[]): readonly string[] {
   if (at.length === 0) return Object.keys(configSchema.shape);
   if (at[0] === 'targets' && at.length === 2) {
-    return ['url', 'host', 'port', 'database', 'user', 'password_env', 'sslmode', 'protected', 'description'];
+    return [
+      'url',
+      'host',
+      'port',
+      'database',
+      'user',
+      'password_env',
+      'sslmode',
+      'protected',
+      'description',
+    ];
   }
   return [];
 }

@@ -27,7 +27,9 @@ const targetSchema = z
     user: z.string().min(1).optional(),
     password_env: z
       .string()
-      .regex(ENV_NAME, { error: 'expected the name of an environment variable, e.g. PROD_PGPASSWORD' })
+      .regex(ENV_NAME, {
+        error: 'expected the name of an environment variable, e.g. PROD_PGPASSWORD',
+      })
       .optional(),
     sslmode: z.enum(SSL_MODES).optional(),
     protected: z.boolean({ error: 'expected true or false' }).default(true),
@@ -60,8 +62,7 @@ export const configSchema = z.strictObject({
   targets: z
     .record(
       z.string().regex(TARGET_NAME, {
-        error:
-          'target names are lower-case letters, digits, "-" and "_", starting with a letter',
+        error: 'target names are lower-case letters, digits, "-" and "_", starting with a letter',
       }),
       targetSchema,
     )

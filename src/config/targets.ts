@@ -136,12 +136,16 @@ function configTarget(name: string, t: TargetConfig, env: NodeJS.ProcessEnv): Re
   if (t.password_env !== undefined) {
     password = env[t.password_env];
     if (password === undefined) {
-      throw new ConfigError(undefined, [
-        {
-          path: `targets.${name}.password_env`,
-          message: `environment variable ${t.password_env} is not set`,
-        },
-      ], { hint: `export ${t.password_env}=... before running flashback` });
+      throw new ConfigError(
+        undefined,
+        [
+          {
+            path: `targets.${name}.password_env`,
+            message: `environment variable ${t.password_env} is not set`,
+          },
+        ],
+        { hint: `export ${t.password_env}=... before running flashback` },
+      );
     }
     registerSecret(password);
   }
@@ -176,15 +180,18 @@ function urlTarget(url: string, kind: TargetKind, name: string): ResolvedTarget 
   } catch (err) {
     throw new UsageError(`not a valid PostgreSQL URL: ${displayUrl(url)}`, { cause: err });
   }
-  const user = parsed.user ?? os.userInfo().username;
-  const database = parsed.database ?? user;
+  const user = parsed.user || os.userInfo().username;
+  const database = parsed.database || user;
   const connection: ConnectionParams = {
-    host: parsed.host ?? 'localhost',
-    port: parsePort(parsed.port ?? '5432', 'URL port'),
+    host: parsed.host || 'localhost',
+    port: parsePort(parsed.port || '5432', 'URL port'),
     database,
     user,
     password: secret(parsed.password),
-    sslmode: sslMode(new URL(url.replace(URL_RE, 'http://')).searchParams.get('sslmode') ?? undefined, 'sslmode'),
+    sslmode: sslMode(
+      new URL(url.replace(URL_RE, 'http://')).searchParams.get('sslmode') ?? undefined,
+      'sslmode',
+    ),
   };
   return { name, kind, connection, protected: true, confirmName: database };
 }

@@ -38,8 +38,20 @@ export async function runChecks(client: PgClient, server: ServerInfo): Promise<F
   return [
     checkVersion(server),
     checkWalLevel(settings),
-    checkCapacity('replication-slots', 'replication slots', settings.max_replication_slots, await count(client, 'SELECT count(*) FROM pg_replication_slots'), 'max_replication_slots'),
-    checkCapacity('wal-senders', 'WAL senders', settings.max_wal_senders, await count(client, 'SELECT count(*) FROM pg_stat_replication'), 'max_wal_senders'),
+    checkCapacity(
+      'replication-slots',
+      'replication slots',
+      settings.max_replication_slots,
+      await count(client, 'SELECT count(*) FROM pg_replication_slots'),
+      'max_replication_slots',
+    ),
+    checkCapacity(
+      'wal-senders',
+      'WAL senders',
+      settings.max_wal_senders,
+      await count(client, 'SELECT count(*) FROM pg_stat_replication'),
+      'max_wal_senders',
+    ),
     await checkReplicationRole(client),
     await checkSelectPrivilege(client),
     await checkReplicaIdentity(client),
@@ -60,7 +72,11 @@ async function readSettings(client: PgClient): Promise<Settings> {
             current_setting('max_wal_senders') AS senders`,
   );
   const row = r.rows[0]!;
-  return { wal_level: row.wl, max_replication_slots: Number(row.slots), max_wal_senders: Number(row.senders) };
+  return {
+    wal_level: row.wl,
+    max_replication_slots: Number(row.slots),
+    max_wal_senders: Number(row.senders),
+  };
 }
 
 async function count(client: PgClient, sql: string): Promise<number> {
@@ -69,7 +85,11 @@ async function count(client: PgClient, sql: string): Promise<number> {
 
 function checkVersion(server: ServerInfo): Finding {
   if (server.versionNum >= MIN_SERVER_VERSION) {
-    return { check: 'server-version', severity: 'ok', summary: `PostgreSQL ${server.version} (14 or newer is supported)` };
+    return {
+      check: 'server-version',
+      severity: 'ok',
+      summary: `PostgreSQL ${server.version} (14 or newer is supported)`,
+    };
   }
   return {
     check: 'server-version',
@@ -80,7 +100,8 @@ function checkVersion(server: ServerInfo): Finding {
 }
 
 function checkWalLevel(s: Settings): Finding {
-  if (s.wal_level === 'logical') return { check: 'wal-level', severity: 'ok', summary: 'wal_level is logical' };
+  if (s.wal_level === 'logical')
+    return { check: 'wal-level', severity: 'ok', summary: 'wal_level is logical' };
   return {
     check: 'wal-level',
     severity: 'critical',
@@ -93,7 +114,13 @@ function checkWalLevel(s: Settings): Finding {
  * Flashback needs one replication slot and one WAL sender for continuous
  * capture, and one more of each while a backup creates its snapshot.
  */
-function checkCapacity(check: string, what: string, max: number, used: number, setting: string): Finding {
+function checkCapacity(
+  check: string,
+  what: string,
+  max: number,
+  used: number,
+  setting: string,
+): Finding {
   const free = max - used;
   const summary = `${free} of ${max} ${what} free`;
   if (free >= 2) return { check, severity: 'ok', summary };
@@ -111,7 +138,11 @@ async function checkReplicationRole(client: PgClient): Promise<Finding> {
   );
   const row = r.rows[0]!;
   if (row.ok === 'true') {
-    return { check: 'replication-privilege', severity: 'ok', summary: `role "${row.usr}" may open replication connections` };
+    return {
+      check: 'replication-privilege',
+      severity: 'ok',
+      summary: `role "${row.usr}" may open replication connections`,
+    };
   }
   return {
     check: 'replication-privilege',
@@ -136,7 +167,11 @@ async function checkSelectPrivilege(client: PgClient): Promise<Finding> {
      ORDER BY 1`,
   );
   if (r.rows.length === 0) {
-    return { check: 'select-privilege', severity: 'ok', summary: 'the role can read every table and sequence' };
+    return {
+      check: 'select-privilege',
+      severity: 'ok',
+      summary: 'the role can read every table and sequence',
+    };
   }
   return {
     check: 'select-privilege',
@@ -156,13 +191,20 @@ async function checkReplicaIdentity(client: PgClient): Promise<Finding> {
      ORDER BY 1`,
   );
   if (r.rows.length === 0) {
-    return { check: 'replica-identity', severity: 'ok', summary: 'every table has a primary key or replica identity index' };
+    return {
+      check: 'replica-identity',
+      severity: 'ok',
+      summary: 'every table has a primary key or replica identity index',
+    };
   }
   return {
     check: 'replica-identity',
     severity: 'warning',
     summary: `${r.rows.length} table(s) have neither a primary key nor a replica identity index: rows cannot be found by key, and their updates and deletes cannot be captured unless REPLICA IDENTITY FULL`,
-    details: r.rows.map((row) => `${row.name}${row.ident === 'f' ? ' (REPLICA IDENTITY FULL: captured, matched by whole row)' : ''}`),
+    details: r.rows.map(
+      (row) =>
+        `${row.name}${row.ident === 'f' ? ' (REPLICA IDENTITY FULL: captured, matched by whole row)' : ''}`,
+    ),
     fix: 'ALTER TABLE <t> ADD PRIMARY KEY (...); or ALTER TABLE <t> REPLICA IDENTITY USING INDEX <unique index>; or, as a last resort, REPLICA IDENTITY FULL',
   };
 }
@@ -172,7 +214,8 @@ async function checkUnlogged(client: PgClient): Promise<Finding> {
     `SELECT format('%I.%I', n.nspname, c.relname) AS name ${USER_RELATIONS}
        AND c.relkind IN ('r', 'p') AND c.relpersistence = 'u' ORDER BY 1`,
   );
-  if (r.rows.length === 0) return { check: 'unlogged-tables', severity: 'ok', summary: 'no unlogged tables' };
+  if (r.rows.length === 0)
+    return { check: 'unlogged-tables', severity: 'ok', summary: 'no unlogged tables' };
   return {
     check: 'unlogged-tables',
     severity: 'warning',

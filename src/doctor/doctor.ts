@@ -21,14 +21,22 @@ export interface DoctorReport {
 }
 
 /** Connects to a target and runs every check; an unreachable target is a report, not a throw. */
-export async function diagnose(target: ResolvedTarget, fingerprints: FingerprintStore | undefined): Promise<DoctorReport> {
+export async function diagnose(
+  target: ResolvedTarget,
+  fingerprints: FingerprintStore | undefined,
+): Promise<DoctorReport> {
   const base = { target: target.name, connection: describeConnection(target.connection) };
   let client: Awaited<ReturnType<typeof connect>>;
   try {
     client = await connect(target, { timeoutSeconds: 10 });
   } catch (err) {
     if (!(err instanceof TargetUnreachableError)) throw err;
-    const finding: Finding = { check: 'connect', severity: 'critical', summary: err.message, fix: err.hint };
+    const finding: Finding = {
+      check: 'connect',
+      severity: 'critical',
+      summary: err.message,
+      fix: err.hint,
+    };
     return { ...base, findings: [finding], worst: 'critical', unreachable: err };
   }
   try {
@@ -44,7 +52,12 @@ export async function diagnose(target: ResolvedTarget, fingerprints: Fingerprint
 function identityFinding(target: ResolvedTarget, check: IdentityCheck): Finding {
   const refusal = identityRefusal(target, check);
   if (refusal !== undefined) {
-    return { check: 'identity', severity: 'critical', summary: refusal.message.replace(/ Nothing was written\.$/, ''), fix: refusal.hint };
+    return {
+      check: 'identity',
+      severity: 'critical',
+      summary: refusal.message.replace(/ Nothing was written\.$/, ''),
+      fix: refusal.hint,
+    };
   }
   const summary: Record<IdentityCheck['status'], string> = {
     new: 'fingerprint recorded (first contact)',

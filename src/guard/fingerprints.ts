@@ -3,9 +3,10 @@
  * `targets/<name>.json`. The first successful contact records a target's
  * fingerprint; later contacts compare against it. See docs/REPOSITORY.md.
  */
-import { ObjectNotFoundError } from '../storage/storage.js';
-import type { Repository } from '../repo/repository.js';
+
 import type { ServerIdentity } from '../pg/server-info.js';
+import type { Repository } from '../repo/repository.js';
+import { ObjectNotFoundError } from '../storage/storage.js';
 
 /** A recorded fingerprint. */
 export interface FingerprintRecord {
@@ -61,7 +62,11 @@ export class FingerprintStore {
   }
 
   /** Replaces a record: a deliberate acceptance of a changed or shared identity. */
-  async accept(target: string, identity: ServerIdentity, sameAs: readonly string[]): Promise<FingerprintRecord> {
+  async accept(
+    target: string,
+    identity: ServerIdentity,
+    sameAs: readonly string[],
+  ): Promise<FingerprintRecord> {
     const record = toRecord(target, identity, sameAs);
     await this.repo.storage.write(key(target), serialize(record));
     return record;
@@ -69,16 +74,23 @@ export class FingerprintStore {
 }
 
 /** The fields of `identity` that differ from `record`. */
-export function compareFingerprint(record: FingerprintRecord, identity: ServerIdentity): FingerprintChange[] {
+export function compareFingerprint(
+  record: FingerprintRecord,
+  identity: ServerIdentity,
+): FingerprintChange[] {
   const changes: FingerprintChange[] = [];
   for (const field of ['systemIdentifier', 'database', 'host'] as const) {
-    if (record[field] !== identity[field]) changes.push({ field, recorded: record[field], current: identity[field] });
+    if (record[field] !== identity[field])
+      changes.push({ field, recorded: record[field], current: identity[field] });
   }
   return changes;
 }
 
 /** True if two identities are the same database of the same cluster (host is not compared: aliases exist). */
-export function sameDatabase(a: { systemIdentifier: string; database: string }, b: { systemIdentifier: string; database: string }): boolean {
+export function sameDatabase(
+  a: { systemIdentifier: string; database: string },
+  b: { systemIdentifier: string; database: string },
+): boolean {
   return a.systemIdentifier === b.systemIdentifier && a.database === b.database;
 }
 
@@ -86,7 +98,11 @@ function key(target: string): string {
   return `targets/${target}.json`;
 }
 
-function toRecord(target: string, identity: ServerIdentity, sameAs: readonly string[]): FingerprintRecord {
+function toRecord(
+  target: string,
+  identity: ServerIdentity,
+  sameAs: readonly string[],
+): FingerprintRecord {
   return {
     target,
     systemIdentifier: identity.systemIdentifier,

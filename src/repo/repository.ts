@@ -36,7 +36,10 @@ export class Repository {
       id: randomUUID(),
       created: new Date().toISOString(),
     };
-    const written = await storage.writeIfAbsent(CONFIG_KEY, Buffer.from(`${JSON.stringify(config, null, 2)}\n`));
+    const written = await storage.writeIfAbsent(
+      CONFIG_KEY,
+      Buffer.from(`${JSON.stringify(config, null, 2)}\n`),
+    );
     if (!written) {
       throw new RepositoryError('exists', `a repository already exists at ${storage.location}`, {
         hint: 'use it as it is, or choose another location',
@@ -66,8 +69,15 @@ export class Repository {
         hint: 'the repository identity file is damaged; restore it from a copy of the repository',
       });
     }
-    if (config.format !== 'flashback-repository' || typeof config.version !== 'number' || typeof config.id !== 'string') {
-      throw new RepositoryError('corrupt', `${storage.location}/${CONFIG_KEY} is not a Flashback repository identity file`);
+    if (
+      config.format !== 'flashback-repository' ||
+      typeof config.version !== 'number' ||
+      typeof config.id !== 'string'
+    ) {
+      throw new RepositoryError(
+        'corrupt',
+        `${storage.location}/${CONFIG_KEY} is not a Flashback repository identity file`,
+      );
     }
     if (config.version > REPOSITORY_FORMAT_VERSION) {
       throw new RepositoryError(

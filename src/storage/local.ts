@@ -7,7 +7,14 @@
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { assertKey, assertPrefix, type ByteRange, ObjectNotFoundError, type ObjectInfo, type Storage } from './storage.js';
+import {
+  assertKey,
+  assertPrefix,
+  type ByteRange,
+  type ObjectInfo,
+  ObjectNotFoundError,
+  type Storage,
+} from './storage.js';
 
 /** Storage in a local directory. */
 export class LocalStorage implements Storage {
@@ -28,7 +35,8 @@ export class LocalStorage implements Storage {
     try {
       fh = await open(file, 'r');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ObjectNotFoundError(this.location, key);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new ObjectNotFoundError(this.location, key);
       throw err;
     }
     try {

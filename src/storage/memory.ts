@@ -1,5 +1,12 @@
 /** In-memory storage, for unit tests. Passes the same suite as every backend. */
-import { assertKey, assertPrefix, type ByteRange, ObjectNotFoundError, type ObjectInfo, type Storage } from './storage.js';
+import {
+  assertKey,
+  assertPrefix,
+  type ByteRange,
+  type ObjectInfo,
+  ObjectNotFoundError,
+  type Storage,
+} from './storage.js';
 
 /** Storage held in a Map; copies on write and read so callers cannot alias stored bytes. */
 export class MemoryStorage implements Storage {
@@ -10,7 +17,8 @@ export class MemoryStorage implements Storage {
     assertKey(key);
     const obj = this.objects.get(key);
     if (obj === undefined) throw new ObjectNotFoundError(this.location, key);
-    const bytes = range === undefined ? obj : obj.subarray(range.offset, range.offset + range.length);
+    const bytes =
+      range === undefined ? obj : obj.subarray(range.offset, range.offset + range.length);
     return Buffer.from(bytes);
   }
 

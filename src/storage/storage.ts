@@ -6,7 +6,7 @@
  * meaning live one layer up, in repo/. Every backend passes the shared
  * suite in test/storage/.
  */
-import { FlashbackError, ExitCode } from '../errors.js';
+import { ExitCode, FlashbackError } from '../errors.js';
 
 /** Metadata of a stored object. */
 export interface ObjectInfo {
@@ -78,7 +78,7 @@ export function assertKey(key: string): void {
 
 /** Throws unless `prefix` is '' or a valid key prefix. */
 export function assertPrefix(prefix: string): void {
-  if (prefix !== '' && !/^[A-Za-z0-9._\/-]*$/.test(prefix)) {
+  if (prefix !== '' && !/^[A-Za-z0-9._/-]*$/.test(prefix)) {
     throw new Error(`invalid storage prefix: ${JSON.stringify(prefix)}`);
   }
 }

@@ -1,6 +1,11 @@
 /** `flashback doctor [TARGET]`: is a target ready for Flashback, and how to fix what is not. */
 import type { Command } from 'commander';
-import { configuredTargets, environmentTarget, type ResolvedTarget, resolveTarget } from '../../config/targets.js';
+import {
+  configuredTargets,
+  environmentTarget,
+  type ResolvedTarget,
+  resolveTarget,
+} from '../../config/targets.js';
 import type { Severity } from '../../doctor/checks.js';
 import { type DoctorReport, diagnose } from '../../doctor/doctor.js';
 import { ExitCode, UsageError } from '../../errors.js';
@@ -9,8 +14,13 @@ import type { CliContext } from '../context.js';
 export function registerDoctor(program: Command, context: (cmd: Command) => CliContext): void {
   program
     .command('doctor')
-    .description('check that a target is ready for backups and capture, and say how to fix what is not')
-    .argument('[target]', 'target name or postgres:// URL (default: DATABASE_URL/PG*, else every configured target)')
+    .description(
+      'check that a target is ready for backups and capture, and say how to fix what is not',
+    )
+    .argument(
+      '[target]',
+      'target name or postgres:// URL (default: DATABASE_URL/PG*, else every configured target)',
+    )
     .option('--json', 'print JSON')
     .addHelpText(
       'after',
@@ -66,7 +76,11 @@ export async function doctor(ctx: CliContext, ref: string | undefined): Promise<
   }
   if (reports.some((r) => r.unreachable !== undefined)) return ExitCode.unreachable;
   const worst = reports.map((r) => r.worst);
-  return worst.includes('critical') ? ExitCode.critical : worst.includes('warning') ? ExitCode.failed : ExitCode.ok;
+  return worst.includes('critical')
+    ? ExitCode.critical
+    : worst.includes('warning')
+      ? ExitCode.failed
+      : ExitCode.ok;
 }
 
 const LABEL: Record<Severity, string> = { ok: 'ok', warning: 'WARNING', critical: 'CRITICAL' };
@@ -77,7 +91,8 @@ function formatReport(r: DoctorReport): string {
   for (const f of r.findings) {
     lines.push(`  ${LABEL[f.severity].padEnd(9)} ${f.check.padEnd(22)} ${f.summary}`);
     for (const d of f.details ?? []) lines.push(`  ${''.padEnd(9)} ${''.padEnd(22)}   ${d}`);
-    if (f.fix !== undefined && f.severity !== 'ok') lines.push(`  ${''.padEnd(9)} ${''.padEnd(22)} fix: ${f.fix}`);
+    if (f.fix !== undefined && f.severity !== 'ok')
+      lines.push(`  ${''.padEnd(9)} ${''.padEnd(22)} fix: ${f.fix}`);
   }
   const n = (s: Severity): number => r.findings.filter((f) => f.severity === s).length;
   lines.push(`  summary: ${n('critical')} critical, ${n('warning')} warning, ${n('ok')} ok`);

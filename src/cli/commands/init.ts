@@ -29,17 +29,25 @@ An existing repository at that location is kept as it is.`,
 
 /** Writes the starter config and creates (or reuses) the repository; returns the exit code. */
 export async function init(ctx: CliContext, force: boolean): Promise<number> {
-  const { file } = configFilePath({ configPath: ctx.options.config, env: ctx.env, cwd: ctx.io.cwd });
+  const { file } = configFilePath({
+    configPath: ctx.options.config,
+    env: ctx.env,
+    cwd: ctx.io.cwd,
+  });
   const exists = await access(file).then(
     () => true,
     () => false,
   );
   if (exists && !force) {
-    throw new UsageError(`${file} already exists`, { hint: 'edit it, or pass --force to overwrite it with the starter' });
+    throw new UsageError(`${file} already exists`, {
+      hint: 'edit it, or pass --force to overwrite it with the starter',
+    });
   }
   const repoGiven = ctx.options.repo ?? (ctx.env.FLASHBACK_REPO || undefined);
   const repoInFile = repoGiven ?? './flashback-repo';
-  const location = /^[a-z][a-z0-9+.-]*:\/\//i.test(repoInFile) ? repoInFile : path.resolve(repoGiven === undefined ? path.dirname(file) : ctx.io.cwd, repoInFile);
+  const location = /^[a-z][a-z0-9+.-]*:\/\//i.test(repoInFile)
+    ? repoInFile
+    : path.resolve(repoGiven === undefined ? path.dirname(file) : ctx.io.cwd, repoInFile);
   const storage = openStorage(location);
   let repo: Repository;
   let created = true;
@@ -53,11 +61,20 @@ export async function init(ctx: CliContext, force: boolean): Promise<number> {
   await mkdir(path.dirname(file), { recursive: true });
   await writeFile(file, starterConfig(repoGiven === undefined ? repoInFile : location));
   if (ctx.json) {
-    ctx.printJson({ config: file, repository: storage.location, repositoryId: repo.config.id, created });
+    ctx.printJson({
+      config: file,
+      repository: storage.location,
+      repositoryId: repo.config.id,
+      created,
+    });
   } else {
     ctx.out(`wrote ${file}\n`);
-    ctx.out(`${created ? 'created' : 'using existing'} repository ${storage.location} (id ${repo.config.id})\n`);
-    ctx.out('next: declare your targets in the file, then run `flashback targets` and `flashback doctor`\n');
+    ctx.out(
+      `${created ? 'created' : 'using existing'} repository ${storage.location} (id ${repo.config.id})\n`,
+    );
+    ctx.out(
+      'next: declare your targets in the file, then run `flashback targets` and `flashback doctor`\n',
+    );
   }
   return ExitCode.ok;
 }

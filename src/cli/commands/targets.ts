@@ -1,6 +1,11 @@
 /** `flashback targets` (describe targets) and `flashback targets accept NAME`. */
 import type { Command } from 'commander';
-import { configuredTargets, environmentTarget, type ResolvedTarget, resolveTarget } from '../../config/targets.js';
+import {
+  configuredTargets,
+  environmentTarget,
+  type ResolvedTarget,
+  resolveTarget,
+} from '../../config/targets.js';
 import { type ConfigError, ExitCode, FlashbackError, UsageError } from '../../errors.js';
 import { FingerprintStore } from '../../guard/fingerprints.js';
 import { confirm, identityLine } from '../../guard/guard.js';
@@ -34,13 +39,19 @@ export interface TargetReport {
     readonly changes: IdentityCheck['changes'];
     readonly sameAs: readonly string[];
   };
-  readonly error?: { readonly code: string; readonly message: string; readonly hint?: string | undefined };
+  readonly error?: {
+    readonly code: string;
+    readonly message: string;
+    readonly hint?: string | undefined;
+  };
 }
 
 export function registerTargets(program: Command, context: (cmd: Command) => CliContext): void {
   const cmd = program
     .command('targets')
-    .description('describe targets: address, server version, size, system identifier, last write, identity')
+    .description(
+      'describe targets: address, server version, size, system identifier, last write, identity',
+    )
     .argument('[targets...]', 'target names or postgres:// URLs (default: every configured target)')
     .option('--json', 'print JSON')
     .addHelpText(
@@ -57,7 +68,9 @@ Exit codes: 0 all reachable; 5 a target could not be reached; 3 bad config.`,
 
   cmd
     .command('accept')
-    .description("accept a target's changed identity, or that it shares a database with another target")
+    .description(
+      "accept a target's changed identity, or that it shares a database with another target",
+    )
     .argument('<target>', 'target name')
     .option('--confirm <name>', 'the target name, to confirm without a prompt (protected targets)')
     .option('--json', 'print JSON')
@@ -69,9 +82,14 @@ Exit codes: 0 all reachable; 5 a target could not be reached; 3 bad config.`,
 /** Describes targets; returns the exit code. */
 export async function listTargets(ctx: CliContext, refs: readonly string[]): Promise<number> {
   const { config } = await ctx.config();
-  const entries: Array<{ name: string; target?: ResolvedTarget; error?: ConfigError | FlashbackError }> = [];
+  const entries: Array<{
+    name: string;
+    target?: ResolvedTarget;
+    error?: ConfigError | FlashbackError;
+  }> = [];
   if (refs.length > 0) {
-    for (const ref of refs) entries.push({ name: ref, target: resolveTarget(ref, config, ctx.env) });
+    for (const ref of refs)
+      entries.push({ name: ref, target: resolveTarget(ref, config, ctx.env) });
   } else {
     entries.push(...configuredTargets(config, ctx.env));
     if (entries.length === 0) {
@@ -81,7 +99,10 @@ export async function listTargets(ctx: CliContext, refs: readonly string[]): Pro
   }
   if (entries.length === 0) {
     if (ctx.json) ctx.printJson([]);
-    else ctx.out('no targets configured\nhint: declare targets in flashback.yaml (`flashback init` writes a starter), or name a postgres:// URL\n');
+    else
+      ctx.out(
+        'no targets configured\nhint: declare targets in flashback.yaml (`flashback init` writes a starter), or name a postgres:// URL\n',
+      );
     return ExitCode.ok;
   }
   const { store, note } = await ctx.fingerprints();
@@ -89,7 +110,9 @@ export async function listTargets(ctx: CliContext, refs: readonly string[]): Pro
   // that are one database are reported as such on the very first run.
   const reports: TargetReport[] = [];
   for (const e of entries) {
-    reports.push(e.target === undefined ? errorReport(e.name, e.error!) : await describe(e.target, store));
+    reports.push(
+      e.target === undefined ? errorReport(e.name, e.error!) : await describe(e.target, store),
+    );
   }
   if (ctx.json) {
     ctx.printJson(reports);
@@ -100,7 +123,10 @@ export async function listTargets(ctx: CliContext, refs: readonly string[]): Pro
   return reports.some((r) => !r.reachable) ? ExitCode.unreachable : ExitCode.ok;
 }
 
-async function describe(target: ResolvedTarget, store: Awaited<ReturnType<CliContext['fingerprints']>>['store']): Promise<TargetReport> {
+async function describe(
+  target: ResolvedTarget,
+  store: Awaited<ReturnType<CliContext['fingerprints']>>['store'],
+): Promise<TargetReport> {
   const c = target.connection;
   const base = {
     name: target.name,
@@ -116,7 +142,8 @@ async function describe(target: ResolvedTarget, store: Awaited<ReturnType<CliCon
   try {
     client = await connect(target, { timeoutSeconds: 5 });
   } catch (err) {
-    if (err instanceof FlashbackError) return { ...base, ...errorReport(target.name, err), kind: target.kind };
+    if (err instanceof FlashbackError)
+      return { ...base, ...errorReport(target.name, err), kind: target.kind };
     throw err;
   }
   try {
@@ -167,7 +194,10 @@ function formatReport(r: TargetReport): string {
     rows.push(['error', r.error.message]);
     if (r.error.hint !== undefined) rows.push(['hint', r.error.hint]);
   } else {
-    rows.push(['server', `PostgreSQL ${r.serverVersion}, ${r.standby === true ? 'standby' : 'primary'}, ${formatBytes(r.sizeBytes ?? 0)}`]);
+    rows.push([
+      'server',
+      `PostgreSQL ${r.serverVersion}, ${r.standby === true ? 'standby' : 'primary'}, ${formatBytes(r.sizeBytes ?? 0)}`,
+    ]);
     rows.push(['system id', r.systemIdentifier ?? '']);
     const lw = r.lastWrite;
     rows.push([
@@ -182,10 +212,15 @@ function formatReport(r: TargetReport): string {
 }
 
 /** Re-records a target's fingerprint after a deliberate change; returns the exit code. */
-export async function acceptTarget(ctx: CliContext, name: string, confirmFlag: string | undefined): Promise<number> {
+export async function acceptTarget(
+  ctx: CliContext,
+  name: string,
+  confirmFlag: string | undefined,
+): Promise<number> {
   const { config } = await ctx.config();
   const target = resolveTarget(name, config, ctx.env);
-  if (target.kind !== 'config') throw new UsageError('only configured targets have recorded fingerprints to accept');
+  if (target.kind !== 'config')
+    throw new UsageError('only configured targets have recorded fingerprints to accept');
   const store = new FingerprintStore(await ctx.repository());
   const client = await connect(target);
   let info: ServerInfo;
@@ -205,7 +240,10 @@ export async function acceptTarget(ctx: CliContext, name: string, confirmFlag: s
   const lines = [
     `target "${target.name}" (${describeConnection(target.connection)})`,
     ...check.changes.map((c) => `  ${c.field}: recorded ${c.recorded}, now ${c.current}`),
-    ...check.sameAs.map((r) => `  same database as target "${r.target}" (${r.host}:${r.port}, system ${r.systemIdentifier}, database "${r.database}")`),
+    ...check.sameAs.map(
+      (r) =>
+        `  same database as target "${r.target}" (${r.host}:${r.port}, system ${r.systemIdentifier}, database "${r.database}")`,
+    ),
     '',
   ];
   ctx.err(lines.join('\n'));
@@ -213,6 +251,9 @@ export async function acceptTarget(ctx: CliContext, name: string, confirmFlag: s
   const sameAs = [...(before?.acceptedSameAs ?? []), ...check.sameAs.map((r) => r.target)];
   const record = await store.accept(target.name, info.identity, [...new Set(sameAs)]);
   if (ctx.json) ctx.printJson({ target: target.name, accepted: true, record });
-  else ctx.out(`accepted: target "${target.name}" is now recorded as system ${record.systemIdentifier}, database "${record.database}", host ${record.host}${record.acceptedSameAs.length > 0 ? `; shares its database with ${record.acceptedSameAs.join(', ')}` : ''}\n`);
+  else
+    ctx.out(
+      `accepted: target "${target.name}" is now recorded as system ${record.systemIdentifier}, database "${record.database}", host ${record.host}${record.acceptedSameAs.length > 0 ? `; shares its database with ${record.acceptedSameAs.join(', ')}` : ''}\n`,
+    );
   return ExitCode.ok;
 }

@@ -1,0 +1,15 @@
+#!/usr/bin/env node
+// Makes a fresh clone runnable: installs npm packages when node_modules is
+// missing or older than package-lock.json, then builds dist/. Used by
+// `npm run demo` and `npm test`, so each works as the first command on a new machine.
+import { execSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+
+const installed = 'node_modules/.package-lock.json';
+const stale =
+  !existsSync(installed) || statSync(installed).mtimeMs < statSync('package-lock.json').mtimeMs;
+if (stale) {
+  console.error('setup: installing npm packages (npm ci)…');
+  execSync('npm ci --no-audit --no-fund', { stdio: 'inherit' });
+}
+execSync('npx tsc -p tsconfig.json', { stdio: 'inherit' });

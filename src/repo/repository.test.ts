@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import { ExitCode, RepositoryError } from '../errors.js';
+import { MemoryStorage } from '../storage/memory.js';
+import { REPOSITORY_FORMAT_VERSION, Repository } from './repository.js';
+
+describe('repository identity', () => {
+  it('initialises once and opens again with the same id', async () => {
+    const s = new MemoryStorage();
+    const created = await Repository.init(s);
+    expect(created.config.version).toBe(REPOSITORY_FORMAT_VERSION);
+    expect((await Repository.open(s)).config.id).toBe(created.config.id);
+    await expect(Repository.init(s)).rejects.toMatchObject({ code: 'repository.exists' });
+  });
+
+  it('rejects a missing repository with exit code 6 and a hint', async () => {
+    const err = await Repository.open(new MemoryStorage()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RepositoryError);
+    expect(err).toMatchObject({ code: 'repository.missing', exitCode: ExitCode.repository });
+    expect((err as RepositoryError).hint).toContain('flashback init');
+  });
+
+  it('rejects a newer format version, naming both versions', async () => {
+    const s = new MemoryStorage();
+    await s.write(
+      'config.json',
+      Buffer.from(
+        JSON.stringify({ format: 'flashback-repository', version: 99, id: 'x', created: '' }),
+      ),
+    );
+    await expect(Repository.open(s)).rejects.toThrow(
+      /format version 99; this Flashback reads up to 1/,
+    );
+  });
+
+  it('rejects a damaged identity file', async () => {
+    const s = new MemoryStorage();
+    await s.write('config.json', Buffer.from('{not json'));
+    await expect(Repository.open(s)).rejects.toMatchObject({ code: 'repository.corrupt' });
+    await s.write('config.json', Buffer.from('{"format":"something-else"}'));
+    await expect(Repository.open(s)).rejects.toMatchObject({ code: 'repository.corrupt' });
+  });
+});

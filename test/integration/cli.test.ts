@@ -1,0 +1,213 @@
+/** The `flashback` command as users run it: output, JSON, exit codes, and no leaked passwords. */
+import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
+import { freshDatabase, runCli, sql, tempDir, type TestServer, testServers } from '../harness/pg.js';
+
+const servers = testServers();
+const pg15 = servers.find((s) => s.major === 15)!;
+const pg17 = servers.find((s) => s.major === 17)!;
+
+function targetYaml(name: string, s: TestServer, db: string, extra = ''): string {
+  return `  ${name}:\n    host: ${s.host}\n    port: ${s.port}\n    database: ${db}\n    user: ${s.user}\n    password_env: PW_${s.major}\n${extra}`;
+}
+const env = { PW_15: pg15.password, PW_17: pg17.password };
+
+describe('flashback targets, init and accept', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let shop: string;
+  let ledger: string;
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir());
+    shop = await freshDatabase(pg17, 'shop');
+    ledger = await freshDatabase(pg15, 'ledger');
+    await sql(pg17, shop, 'CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)');
+  });
+  afterAll(async () => cleanup());
+
+  it('init writes a commented config and a repository, and refuses to overwrite', async () => {
+    const r = await runCli(['init'], { cwd: dir });
+    expect(r.code).toBe(ExitCode.ok);
+    expect(r.stdout).toContain(`wrote ${path.join(dir, 'flashback.yaml')}`);
+    expect(r.stdout).toMatch(/created repository .*flashback-repo \(id [0-9a-f-]{36}\)/);
+    const text = await readFile(path.join(dir, 'flashback.yaml'), 'utf8');
+    expect(text).toContain('# Named databases.');
+    const again = await runCli(['init'], { cwd: dir });
+    expect(again.code).toBe(ExitCode.usage);
+    expect(again.stderr).toContain('flashback.yaml already exists');
+    expect(again.stderr).toContain('hint: edit it, or pass --force');
+    expect(again.stderr).not.toMatch(/\bat .*\.js:\d+/); // no stack trace for a user's mistake
+  });
+
+  it('describes each target: address, version, size, system id, last write, identity', async () => {
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `repository: ./flashback-repo\ntargets:\n${targetYaml('prod', pg17, shop, '    description: the shop\n')}${targetYaml('ledger', pg15, ledger, '    protected: false\n')}`,
+    );
+    const r = await runCli(['targets'], { cwd: dir, env });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(ExitCode.ok);
+    expect(r.stdout).toContain('prod  (protected)  the shop');
+    expect(r.stdout).toContain(`address     postgres@127.0.0.1:${pg17.port}/${shop}`);
+    expect(r.stdout).toMatch(/server      PostgreSQL 17\.\d+, primary, [\d.]+ MB/);
+    expect(r.stdout).toMatch(/last write  \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ, \d+ s ago \(commit timestamps\)/);
+    expect(r.stdout).toContain('identity    fingerprint recorded now (first contact)');
+    expect(r.stdout).toContain('ledger  (unprotected)');
+
+    const j = await runCli(['targets', '--json'], { cwd: dir, env });
+    expect(j.code).toBe(0);
+    const reports = JSON.parse(j.stdout) as Array<Record<string, unknown>>;
+    const prod = reports.find((x) => x.name === 'prod')!;
+    const [row] = await sql(pg17, shop, 'SELECT system_identifier::text AS sid, pg_database_size(current_database())::text AS size FROM pg_control_system()');
+    expect(prod).toMatchObject({
+      kind: 'config',
+      protected: true,
+      reachable: true,
+      host: '127.0.0.1',
+      port: pg17.port,
+      database: shop,
+      standby: false,
+      systemIdentifier: row?.sid,
+      sizeBytes: Number(row?.size),
+      identity: { status: 'match', changes: [], sameAs: [] },
+    });
+    expect(String(prod.serverVersion)).toMatch(/^17\./);
+    expect((prod.lastWrite as { source: string }).source).toBe('commit-timestamp');
+    expect(reports.find((x) => x.name === 'ledger')).toMatchObject({ protected: false, systemIdentifier: expect.any(String) });
+  });
+
+  it('refuses a write to a target whose identity changed until it is accepted through the guard', async () => {
+    // Point "ledger" at another server: its fingerprint no longer matches.
+    const moved = await freshDatabase(pg17, 'ledger');
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `repository: ./flashback-repo\ntargets:\n${targetYaml('prod', pg17, shop)}${targetYaml('ledger', pg17, moved)}`,
+    );
+    const listed = await runCli(['targets', 'ledger'], { cwd: dir, env });
+    expect(listed.stdout).toContain('identity    CHANGED since');
+    const doc = await runCli(['doctor', 'ledger'], { cwd: dir, env });
+    expect(doc.code).toBe(ExitCode.critical);
+    expect(doc.stdout).toMatch(/CRITICAL\s+identity\s+target "ledger" is not the database it was/);
+
+    const noTty = await runCli(['targets', 'accept', 'ledger'], { cwd: dir, env });
+    expect(noTty.code).toBe(ExitCode.refused);
+    expect(noTty.stderr).toContain('systemIdentifier: recorded');
+    expect(noTty.stderr).toContain('refusing to write to protected target "ledger" without confirmation');
+    const wrong = await runCli(['targets', 'accept', 'ledger', '--confirm', 'prod'], { cwd: dir, env });
+    expect(wrong.code).toBe(ExitCode.refused);
+    expect(wrong.stderr).toContain('confirmation "prod" does not match the target name "ledger"');
+    const right = await runCli(['targets', 'accept', 'ledger', '--confirm', 'ledger'], { cwd: dir, env });
+    expect(right.code).toBe(ExitCode.ok);
+    expect(right.stdout).toContain(`accepted: target "ledger" is now recorded as system`);
+    const after = await runCli(['targets', 'ledger', '--json'], { cwd: dir, env });
+    expect(JSON.parse(after.stdout)[0].identity.status).toBe('match');
+  });
+
+  it('flags a second name for the same database, and accepts it when deliberate', async () => {
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `repository: ./flashback-repo\ntargets:\n${targetYaml('prod', pg17, shop)}  staging:\n    url: postgres://postgres@127.0.0.1:${pg17.port}/${shop}\n    password_env: PW_17\n    protected: false\n`,
+    );
+    const r = await runCli(['targets', 'staging'], { cwd: dir, env });
+    expect(r.stdout).toContain('identity    SAME DATABASE AS "prod"');
+    const doc = await runCli(['doctor', 'staging', '--json'], { cwd: dir, env });
+    expect(doc.code).toBe(ExitCode.critical);
+    const finding = JSON.parse(doc.stdout)[0].findings.find((f: { check: string }) => f.check === 'identity');
+    expect(finding).toMatchObject({ severity: 'critical' });
+    expect(finding.summary).toContain('target "staging" is the same database as target "prod"');
+    // Unprotected: accepting needs no typed name.
+    const acc = await runCli(['targets', 'accept', 'staging'], { cwd: dir, env });
+    expect(acc.code).toBe(0);
+    expect(acc.stdout).toContain('shares its database with prod');
+    const after = await runCli(['doctor', 'staging', '--json'], { cwd: dir, env });
+    expect(JSON.parse(after.stdout)[0].findings[0]).toMatchObject({ check: 'identity', severity: 'ok' });
+  });
+});
+
+describe('errors and exit codes', () => {
+  it('names the target and host of an unreachable server, exit 5, and never prints the password', async () => {
+    const { dir, cleanup } = await tempDir();
+    const secret = 'Sup3r-S3cret-PW';
+    await writeFile(path.join(dir, 'flashback.yaml'), 'targets:\n  gone:\n    host: 127.0.0.1\n    port: 1\n    database: shop\n    password_env: GONE_PW\n');
+    for (const args of [['targets'], ['doctor', 'gone'], ['doctor', 'gone', '--debug'], [`postgres://app:${secret}@127.0.0.1:1/shop`].flatMap((u) => ['doctor', u, '--debug'])]) {
+      const r = await runCli(args, { cwd: dir, env: { GONE_PW: secret } });
+      expect(r.code).toBe(ExitCode.unreachable);
+      const all = r.stdout + r.stderr;
+      expect(all).toMatch(/cannot connect to .*127\.0\.0\.1:1\/shop.*connection refused/);
+      expect(all).not.toContain(secret);
+    }
+    await cleanup();
+  });
+
+  it('reports a wrong password as an authentication failure without printing either password', async () => {
+    const wrong = 'Wr0ng-Pa55word';
+    const u = `postgres://postgres:${wrong}@127.0.0.1:${pg17.port}/postgres`;
+    for (const debug of [[], ['--debug']]) {
+      const r = await runCli(['doctor', u, ...debug]);
+      expect(r.code).toBe(ExitCode.unreachable);
+      const all = r.stdout + r.stderr;
+      expect(all).toContain('password authentication failed for user "postgres"');
+      expect(all).toContain(`target "postgres://postgres@127.0.0.1:${pg17.port}/postgres"`);
+      expect(r.stdout + r.stderr).not.toContain(wrong);
+      expect(r.stdout + r.stderr).not.toContain(pg17.password);
+    }
+  });
+
+  it('rejects a bad config file with exit 3, the key path, and no stack trace unless --debug', async () => {
+    const { dir, cleanup } = await tempDir();
+    await writeFile(path.join(dir, 'flashback.yaml'), 'targets:\n  prod:\n    databse: shop\n');
+    const r = await runCli(['targets'], { cwd: dir });
+    expect(r.code).toBe(ExitCode.usage);
+    expect(r.stderr).toContain('flashback.yaml:3:5: targets.prod.databse: unknown key "databse" (did you mean database?)');
+    expect(r.stderr).not.toContain('    at ');
+    const d = await runCli(['targets', '--debug'], { cwd: dir });
+    expect(d.stderr).toContain('    at ');
+    const j = await runCli(['targets', '--json'], { cwd: dir });
+    expect(JSON.parse(j.stdout).error).toMatchObject({ code: 'config.invalid', exitCode: 3 });
+    const viaEnv = await runCli(['targets'], { env: { FLASHBACK_CONFIG: path.join(dir, 'missing.yaml') } });
+    expect(viaEnv.code).toBe(ExitCode.usage);
+    expect(viaEnv.stderr).toContain('missing.yaml: file not found');
+    await cleanup();
+  });
+
+  it('rejects unknown commands, options and targets with exit 3', async () => {
+    expect((await runCli(['frobnicate'])).code).toBe(ExitCode.usage);
+    expect((await runCli(['targets', '--frob'])).code).toBe(ExitCode.usage);
+    const t = await runCli(['doctor', 'nosuch']);
+    expect(t.code).toBe(ExitCode.usage);
+    expect(t.stderr).toContain('unknown target "nosuch"');
+    const v = await runCli(['--version']);
+    expect(v.code).toBe(0);
+    const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect(v.stdout.trim()).toBe(pkg.version);
+  });
+
+  it('uses DATABASE_URL or PG* variables for a one-off target', async () => {
+    const viaUrl = await runCli(['targets', '--json'], { env: { DATABASE_URL: `postgres://postgres@127.0.0.1:${pg15.port}/postgres`, PGPASSWORD: pg15.password } });
+    expect(viaUrl.code).toBe(0);
+    expect(JSON.parse(viaUrl.stdout)[0]).toMatchObject({ kind: 'env', protected: true, port: pg15.port });
+    const viaPg = await runCli(['doctor', '--json'], {
+      env: { PGHOST: '127.0.0.1', PGPORT: String(pg15.port), PGUSER: 'postgres', PGDATABASE: 'postgres', PGPASSWORD: pg15.password },
+    });
+    expect(JSON.parse(viaPg.stdout)[0].serverVersion).toMatch(/^15\./);
+  });
+});
+
+describe('library', () => {
+  it('is importable as "flashback" with its typed API', async () => {
+    const root = new URL('../..', import.meta.url);
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--input-type=module', '-e', "import * as f from 'flashback'; console.log(JSON.stringify([typeof f.guard, typeof f.loadConfig, f.ExitCode.refused]))"],
+      { cwd: root },
+    );
+    expect(JSON.parse(stdout)).toEqual(['function', 'function', 4]);
+    const types = await readFile(new URL('../../dist/index.d.ts', import.meta.url), 'utf8');
+    expect(types).toContain('guard');
+  });
+});
