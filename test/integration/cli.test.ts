@@ -5,7 +5,14 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
-import { freshDatabase, runCli, sql, tempDir, type TestServer, testServers } from '../harness/pg.js';
+import {
+  freshDatabase,
+  runCli,
+  sql,
+  type TestServer,
+  tempDir,
+  testServers,
+} from '../harness/pg.js';
 
 const servers = testServers();
 const pg15 = servers.find((s) => s.major === 15)!;
@@ -54,8 +61,10 @@ describe('flashback targets, init and accept', () => {
     expect(r.code).toBe(ExitCode.ok);
     expect(r.stdout).toContain('prod  (protected)  the shop');
     expect(r.stdout).toContain(`address     postgres@127.0.0.1:${pg17.port}/${shop}`);
-    expect(r.stdout).toMatch(/server      PostgreSQL 17\.\d+, primary, [\d.]+ MB/);
-    expect(r.stdout).toMatch(/last write  \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ, \d+ s ago \(commit timestamps\)/);
+    expect(r.stdout).toMatch(/server {6}PostgreSQL 17\.\d+, primary, [\d.]+ MB/);
+    expect(r.stdout).toMatch(
+      /last write {2}\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ, \d+ s ago \(commit timestamps\)/,
+    );
     expect(r.stdout).toContain('identity    fingerprint recorded now (first contact)');
     expect(r.stdout).toContain('ledger  (unprotected)');
 
@@ -63,7 +72,11 @@ describe('flashback targets, init and accept', () => {
     expect(j.code).toBe(0);
     const reports = JSON.parse(j.stdout) as Array<Record<string, unknown>>;
     const prod = reports.find((x) => x.name === 'prod')!;
-    const [row] = await sql(pg17, shop, 'SELECT system_identifier::text AS sid, pg_database_size(current_database())::text AS size FROM pg_control_system()');
+    const [row] = await sql(
+      pg17,
+      shop,
+      'SELECT system_identifier::text AS sid, pg_database_size(current_database())::text AS size FROM pg_control_system()',
+    );
     expect(prod).toMatchObject({
       kind: 'config',
       protected: true,
@@ -78,7 +91,10 @@ describe('flashback targets, init and accept', () => {
     });
     expect(String(prod.serverVersion)).toMatch(/^17\./);
     expect((prod.lastWrite as { source: string }).source).toBe('commit-timestamp');
-    expect(reports.find((x) => x.name === 'ledger')).toMatchObject({ protected: false, systemIdentifier: expect.any(String) });
+    expect(reports.find((x) => x.name === 'ledger')).toMatchObject({
+      protected: false,
+      systemIdentifier: expect.any(String),
+    });
   });
 
   it('refuses a write to a target whose identity changed until it is accepted through the guard', async () => {
@@ -97,11 +113,19 @@ describe('flashback targets, init and accept', () => {
     const noTty = await runCli(['targets', 'accept', 'ledger'], { cwd: dir, env });
     expect(noTty.code).toBe(ExitCode.refused);
     expect(noTty.stderr).toContain('systemIdentifier: recorded');
-    expect(noTty.stderr).toContain('refusing to write to protected target "ledger" without confirmation');
-    const wrong = await runCli(['targets', 'accept', 'ledger', '--confirm', 'prod'], { cwd: dir, env });
+    expect(noTty.stderr).toContain(
+      'refusing to write to protected target "ledger" without confirmation',
+    );
+    const wrong = await runCli(['targets', 'accept', 'ledger', '--confirm', 'prod'], {
+      cwd: dir,
+      env,
+    });
     expect(wrong.code).toBe(ExitCode.refused);
     expect(wrong.stderr).toContain('confirmation "prod" does not match the target name "ledger"');
-    const right = await runCli(['targets', 'accept', 'ledger', '--confirm', 'ledger'], { cwd: dir, env });
+    const right = await runCli(['targets', 'accept', 'ledger', '--confirm', 'ledger'], {
+      cwd: dir,
+      env,
+    });
     expect(right.code).toBe(ExitCode.ok);
     expect(right.stdout).toContain(`accepted: target "ledger" is now recorded as system`);
     const after = await runCli(['targets', 'ledger', '--json'], { cwd: dir, env });
@@ -117,7 +141,9 @@ describe('flashback targets, init and accept', () => {
     expect(r.stdout).toContain('identity    SAME DATABASE AS "prod"');
     const doc = await runCli(['doctor', 'staging', '--json'], { cwd: dir, env });
     expect(doc.code).toBe(ExitCode.critical);
-    const finding = JSON.parse(doc.stdout)[0].findings.find((f: { check: string }) => f.check === 'identity');
+    const finding = JSON.parse(doc.stdout)[0].findings.find(
+      (f: { check: string }) => f.check === 'identity',
+    );
     expect(finding).toMatchObject({ severity: 'critical' });
     expect(finding.summary).toContain('target "staging" is the same database as target "prod"');
     // Unprotected: accepting needs no typed name.
@@ -125,7 +151,10 @@ describe('flashback targets, init and accept', () => {
     expect(acc.code).toBe(0);
     expect(acc.stdout).toContain('shares its database with prod');
     const after = await runCli(['doctor', 'staging', '--json'], { cwd: dir, env });
-    expect(JSON.parse(after.stdout)[0].findings[0]).toMatchObject({ check: 'identity', severity: 'ok' });
+    expect(JSON.parse(after.stdout)[0].findings[0]).toMatchObject({
+      check: 'identity',
+      severity: 'ok',
+    });
   });
 });
 
@@ -133,8 +162,16 @@ describe('errors and exit codes', () => {
   it('names the target and host of an unreachable server, exit 5, and never prints the password', async () => {
     const { dir, cleanup } = await tempDir();
     const secret = 'Sup3r-S3cret-PW';
-    await writeFile(path.join(dir, 'flashback.yaml'), 'targets:\n  gone:\n    host: 127.0.0.1\n    port: 1\n    database: shop\n    password_env: GONE_PW\n');
-    for (const args of [['targets'], ['doctor', 'gone'], ['doctor', 'gone', '--debug'], [`postgres://app:${secret}@127.0.0.1:1/shop`].flatMap((u) => ['doctor', u, '--debug'])]) {
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      'targets:\n  gone:\n    host: 127.0.0.1\n    port: 1\n    database: shop\n    password_env: GONE_PW\n',
+    );
+    for (const args of [
+      ['targets'],
+      ['doctor', 'gone'],
+      ['doctor', 'gone', '--debug'],
+      [`postgres://app:${secret}@127.0.0.1:1/shop`].flatMap((u) => ['doctor', u, '--debug']),
+    ]) {
       const r = await runCli(args, { cwd: dir, env: { GONE_PW: secret } });
       expect(r.code).toBe(ExitCode.unreachable);
       const all = r.stdout + r.stderr;
@@ -163,13 +200,17 @@ describe('errors and exit codes', () => {
     await writeFile(path.join(dir, 'flashback.yaml'), 'targets:\n  prod:\n    databse: shop\n');
     const r = await runCli(['targets'], { cwd: dir });
     expect(r.code).toBe(ExitCode.usage);
-    expect(r.stderr).toContain('flashback.yaml:3:5: targets.prod.databse: unknown key "databse" (did you mean database?)');
+    expect(r.stderr).toContain(
+      'flashback.yaml:3:5: targets.prod.databse: unknown key "databse" (did you mean database?)',
+    );
     expect(r.stderr).not.toContain('    at ');
     const d = await runCli(['targets', '--debug'], { cwd: dir });
     expect(d.stderr).toContain('    at ');
     const j = await runCli(['targets', '--json'], { cwd: dir });
     expect(JSON.parse(j.stdout).error).toMatchObject({ code: 'config.invalid', exitCode: 3 });
-    const viaEnv = await runCli(['targets'], { env: { FLASHBACK_CONFIG: path.join(dir, 'missing.yaml') } });
+    const viaEnv = await runCli(['targets'], {
+      env: { FLASHBACK_CONFIG: path.join(dir, 'missing.yaml') },
+    });
     expect(viaEnv.code).toBe(ExitCode.usage);
     expect(viaEnv.stderr).toContain('missing.yaml: file not found');
     await cleanup();
@@ -183,16 +224,33 @@ describe('errors and exit codes', () => {
     expect(t.stderr).toContain('unknown target "nosuch"');
     const v = await runCli(['--version']);
     expect(v.code).toBe(0);
-    const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    const pkg = JSON.parse(
+      await readFile(new URL('../../package.json', import.meta.url), 'utf8'),
+    ) as { version: string };
     expect(v.stdout.trim()).toBe(pkg.version);
   });
 
   it('uses DATABASE_URL or PG* variables for a one-off target', async () => {
-    const viaUrl = await runCli(['targets', '--json'], { env: { DATABASE_URL: `postgres://postgres@127.0.0.1:${pg15.port}/postgres`, PGPASSWORD: pg15.password } });
+    const viaUrl = await runCli(['targets', '--json'], {
+      env: {
+        DATABASE_URL: `postgres://postgres@127.0.0.1:${pg15.port}/postgres`,
+        PGPASSWORD: pg15.password,
+      },
+    });
     expect(viaUrl.code).toBe(0);
-    expect(JSON.parse(viaUrl.stdout)[0]).toMatchObject({ kind: 'env', protected: true, port: pg15.port });
+    expect(JSON.parse(viaUrl.stdout)[0]).toMatchObject({
+      kind: 'env',
+      protected: true,
+      port: pg15.port,
+    });
     const viaPg = await runCli(['doctor', '--json'], {
-      env: { PGHOST: '127.0.0.1', PGPORT: String(pg15.port), PGUSER: 'postgres', PGDATABASE: 'postgres', PGPASSWORD: pg15.password },
+      env: {
+        PGHOST: '127.0.0.1',
+        PGPORT: String(pg15.port),
+        PGUSER: 'postgres',
+        PGDATABASE: 'postgres',
+        PGPASSWORD: pg15.password,
+      },
     });
     expect(JSON.parse(viaPg.stdout)[0].serverVersion).toMatch(/^15\./);
   });
@@ -203,7 +261,11 @@ describe('library', () => {
     const root = new URL('../..', import.meta.url);
     const { stdout } = await promisify(execFile)(
       process.execPath,
-      ['--input-type=module', '-e', "import * as f from 'flashback'; console.log(JSON.stringify([typeof f.guard, typeof f.loadConfig, f.ExitCode.refused]))"],
+      [
+        '--input-type=module',
+        '-e',
+        "import * as f from 'flashback'; console.log(JSON.stringify([typeof f.guard, typeof f.loadConfig, f.ExitCode.refused]))",
+      ],
       { cwd: root },
     );
     expect(JSON.parse(stdout)).toEqual(['function', 'function', 4]);
