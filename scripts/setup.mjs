@@ -5,11 +5,20 @@
 import { execSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 
+function run(command) {
+  try {
+    execSync(command, { stdio: 'inherit' });
+  } catch (err) {
+    console.error(`setup: \`${command}\` failed (exit ${err.status ?? '?'})`);
+    process.exit(err.status ?? 1);
+  }
+}
+
 const installed = 'node_modules/.package-lock.json';
 const stale =
   !existsSync(installed) || statSync(installed).mtimeMs < statSync('package-lock.json').mtimeMs;
 if (stale) {
   console.error('setup: installing npm packages (npm ci)…');
-  execSync('npm ci --no-audit --no-fund', { stdio: 'inherit' });
+  run('npm ci --no-audit --no-fund');
 }
-execSync('npx tsc -p tsconfig.json', { stdio: 'inherit' });
+run('npx tsc -p tsconfig.json');

@@ -4,7 +4,8 @@
  * happen, refuses targets whose identity changed or collides with another
  * target, and on protected targets requires the target's name, given as
  * `--confirm NAME` or typed at a prompt. Without a terminal and without
- * `--confirm` it refuses. Nothing is written before it returns.
+ * `--confirm` it refuses; a wrong `--confirm` is refused on any target.
+ * Nothing is written before it returns.
  */
 import { createInterface } from 'node:readline/promises';
 import type { ResolvedTarget } from '../config/targets.js';
@@ -74,12 +75,12 @@ export async function confirm(
   given: string | undefined,
   io: GuardIO,
 ): Promise<ConfirmedBy> {
-  if (!target.protected) return 'unprotected';
   const expected = target.confirmName;
-  if (given !== undefined) {
-    if (given === expected) return 'flag';
-    throw wrongName(target, given);
-  }
+  // A wrong name is refused even on an unprotected target: whoever typed it
+  // believes they are somewhere else.
+  if (given !== undefined && given !== expected) throw wrongName(target, given);
+  if (!target.protected) return 'unprotected';
+  if (given !== undefined) return 'flag';
   if (io.input.isTTY !== true) {
     throw new GuardRefusedError(
       'not-confirmed',

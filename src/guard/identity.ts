@@ -82,10 +82,14 @@ export function identityRefusal(
     const what = check.changes
       .map((c) => `${FIELD_NAMES[c.field]} was ${c.recorded}, now ${c.current}`)
       .join('; ');
+    const also =
+      check.sameAs.length > 0
+        ? `; it is now the same database as target ${check.sameAs.map((r) => `"${r.target}"`).join(', ')}`
+        : '';
     return new GuardRefusedError(
       'fingerprint-changed',
       target.name,
-      `target "${target.name}" is not the database it was when first recorded (${check.record?.recorded ?? '?'}): ${what}. Nothing was written.`,
+      `target "${target.name}" is not the database it was when first recorded (${check.record?.recorded ?? '?'}): ${what}${also}. Nothing was written.`,
       {
         hint: `if this change is deliberate (a new cluster, a moved server), accept it with: flashback targets accept ${target.name}`,
       },

@@ -132,6 +132,24 @@ describe('flashback targets, init and accept', () => {
     expect(JSON.parse(after.stdout)[0].identity.status).toBe('match');
   });
 
+  it('says when a changed target now is the same database as another (incident 5)', async () => {
+    // "prod2" is recorded on its own database, then repointed at prod's database.
+    const own = await freshDatabase(pg17, 'own');
+    const write = (db: string) =>
+      writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `repository: ./flashback-repo\ntargets:\n${targetYaml('prod', pg17, shop)}${targetYaml('prod2', pg17, db)}`,
+      );
+    await write(own);
+    expect((await runCli(['targets', 'prod2'], { cwd: dir, env })).code).toBe(0);
+    await write(shop);
+    const r = await runCli(['doctor', 'prod2'], { cwd: dir, env });
+    expect(r.code).toBe(ExitCode.critical);
+    expect(r.stdout).toContain(
+      `database was ${own}, now ${shop}; it is now the same database as target "prod"`,
+    );
+  });
+
   it('flags a second name for the same database, and accepts it when deliberate', async () => {
     await writeFile(
       path.join(dir, 'flashback.yaml'),

