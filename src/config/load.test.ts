@@ -6,9 +6,9 @@ import { ConfigError, ExitCode } from '../errors.js';
 import { loadConfig, parseConfig } from './load.js';
 import { starterConfig } from './starter.js';
 
-function problemsOf(text: string): ConfigError {
+function problemsOf(text: string, file = 'flashback.yaml'): ConfigError {
   try {
-    parseConfig(text, 'flashback.yaml');
+    parseConfig(text, file);
   } catch (err) {
     if (err instanceof ConfigError) return err;
     throw err;
@@ -73,11 +73,12 @@ targets:
   it('rejects bad target names, url mixed with fields, missing database, bad sslmode', () => {
     const e = problemsOf(
       'targets:\n  Prod DB:\n    database: x\n  a:\n    url: postgres://h/db\n    host: h\n  b:\n    host: h\n  c:\n    database: d\n    sslmode: maybe\n',
+      'test.yaml',
     );
     const text = e.message;
     expect(text).toContain('targets.Prod DB: invalid name "Prod DB"');
     expect(text).toContain('targets.a.host: give either url or host, not both');
-    expect(text).toContain('targets.b: a target needs either url or database');
+    expect(text).toContain('test.yaml:7:3: targets.b: a target needs either url or database');
     expect(text).toContain(
       'targets.c.sslmode: expected one of "disable", "prefer", "require", "verify-ca", "verify-full", got the string "maybe"',
     );

@@ -80,7 +80,7 @@ export function parseConfig(text: string, file: string | undefined): FlashbackCo
     toProblems(issue, data, doc, lineCounter),
   );
   throw new ConfigError(file, problems, {
-    hint: 'see docs/CONFIG.md, or `flashback init --config /tmp/example.yaml` for a commented example',
+    hint: 'see docs/CONFIG.md; `flashback init` in an empty directory writes a commented example',
   });
 }
 
@@ -158,7 +158,8 @@ function position(
     if (pair === undefined) break;
     const keyRange = (pair.key as { range?: [number, number, number] }).range;
     const valRange = (pair.value as { range?: [number, number, number] } | null)?.range;
-    offset = wantKey ? keyRange?.[0] : (valRange?.[0] ?? keyRange?.[0]);
+    // A problem with a whole mapping is shown at its key, a scalar's at its value.
+    offset = wantKey || isMap(pair.value) ? keyRange?.[0] : (valRange?.[0] ?? keyRange?.[0]);
     node = pair.value;
   }
   if (offset === undefined) return {};
