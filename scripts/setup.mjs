@@ -18,7 +18,10 @@ const installed = 'node_modules/.package-lock.json';
 const stale =
   !existsSync(installed) || statSync(installed).mtimeMs < statSync('package-lock.json').mtimeMs;
 if (stale) {
-  console.error('setup: installing npm packages (npm ci)…');
-  run('npm ci --no-audit --no-fund');
+  // Not `npm ci`: npm (npm/cli#4828) writes lock files without other
+  // platforms' optional packages and then `npm ci` refuses them as out of sync.
+  // `npm install` installs the lock file's versions all the same.
+  console.error('setup: installing npm packages…');
+  run('npm install --no-audit --no-fund');
 }
 run('npx tsc -p tsconfig.json');
