@@ -1,11 +1,13 @@
 /** The `flashback` command as users run it: output, JSON, exit codes, and no leaked passwords. */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import {
+  CLI,
   freshDatabase,
   runCli,
   sql,
@@ -246,6 +248,60 @@ describe('errors and exit codes', () => {
       await readFile(new URL('../../package.json', import.meta.url), 'utf8'),
     ) as { version: string };
     expect(v.stdout.trim()).toBe(pkg.version);
+  });
+
+  it('stops on SIGINT with exit 130', async () => {
+    // A server that accepts connections and never answers keeps the CLI waiting.
+    const hang = net.createServer(() => {});
+    await new Promise<void>((r) => hang.listen(0, '127.0.0.1', () => r()));
+    const port = (hang.address() as net.AddressInfo).port;
+    const child = spawn(process.execPath, [CLI, 'doctor', `postgres://x@127.0.0.1:${port}/db`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    await new Promise((r) => setTimeout(r, 700));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    hang.close();
+    expect(code).toBe(ExitCode.interrupted);
+    expect(stderr).toContain('interrupted by SIGINT');
+  });
+
+  it('keeps fingerprints in the repository named by --repo or FLASHBACK_REPO', async () => {
+    const { dir, cleanup } = await tempDir();
+    const r1 = await runCli(['init', '--repo', path.join(dir, 'r1')], { cwd: dir });
+    expect(r1.code).toBe(0);
+    await runCli(['init', '--force', '--repo', path.join(dir, 'r2')], { cwd: dir });
+    const yaml = `targets:\n${targetYaml('db15', pg15, 'postgres')}`;
+    await writeFile(path.join(dir, 'flashback.yaml'), yaml);
+    expect((await runCli(['targets', '--repo', 'r1'], { cwd: dir, env })).code).toBe(0);
+    expect(
+      (
+        await runCli(['targets'], {
+          cwd: dir,
+          env: { ...env, FLASHBACK_REPO: path.join(dir, 'r2') },
+        })
+      ).code,
+    ).toBe(0);
+    for (const r of ['r1', 'r2']) {
+      const rec = JSON.parse(await readFile(path.join(dir, r, 'targets', 'db15.json'), 'utf8'));
+      expect(rec).toMatchObject({ target: 'db15', database: 'postgres', port: pg15.port });
+    }
+    // Without any repository, targets still works and says fingerprints are not checked.
+    const none = await runCli(['targets'], { cwd: dir, env });
+    expect(none.stdout).toContain(
+      'note: identity fingerprints not checked: no repository configured',
+    );
+    const missing = await runCli(['targets', 'accept', 'db15', '--repo', path.join(dir, 'nope')], {
+      cwd: dir,
+      env,
+    });
+    expect(missing.code).toBe(ExitCode.repository);
+    expect(missing.stderr).toContain(`no Flashback repository at ${path.join(dir, 'nope')}`);
+    await cleanup();
   });
 
   it('uses DATABASE_URL or PG* variables for a one-off target', async () => {

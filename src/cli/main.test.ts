@@ -1,0 +1,59 @@
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { ExitCode, TargetUnreachableError } from '../errors.js';
+import { registerSecret } from '../secrets.js';
+import type { CliIO } from './context.js';
+import { reportError } from './main.js';
+
+function capture(): CliIO & { out: () => string; err: () => string } {
+  let out = '';
+  let err = '';
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  return {
+    stdout,
+    stderr,
+    stdin: new PassThrough(),
+    env: {},
+    cwd: '/',
+    out: () => out,
+    err: () => err,
+  };
+}
+
+describe('top-level error handler', () => {
+  it('reports a bug as an internal error (exit 70), with the stack only under --debug', () => {
+    const io = capture();
+    expect(reportError(new TypeError('x is undefined'), io, false, false)).toBe(ExitCode.internal);
+    expect(io.err()).toContain('flashback: internal error: x is undefined');
+    expect(io.err()).toContain('This is a bug in Flashback');
+    expect(io.err()).not.toContain('    at ');
+    const dbg = capture();
+    reportError(new TypeError('x is undefined'), dbg, true, false);
+    expect(dbg.err()).toContain('    at ');
+  });
+
+  it('prints a typed error with its hint and exit code, as JSON too, never with a secret', () => {
+    registerSecret('pw-in-message');
+    const io = capture();
+    const e = new TargetUnreachableError('prod', 'cannot connect: pw-in-message rejected', {
+      hint: 'check it',
+    });
+    expect(reportError(e, io, false, true)).toBe(ExitCode.unreachable);
+    expect(io.err()).toBe('flashback: error: cannot connect: ******** rejected\nhint: check it\n');
+    expect(JSON.parse(io.out())).toEqual({
+      error: {
+        code: 'target.unreachable',
+        message: 'cannot connect: ******** rejected',
+        hint: 'check it',
+        exitCode: 5,
+      },
+    });
+  });
+});
