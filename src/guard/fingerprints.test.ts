@@ -40,8 +40,10 @@ describe('fingerprint records', () => {
   });
 
   it('treats the same cluster and database as the same database whatever the host', () => {
-    expect(sameDatabase(prod, { ...prod, host: 'alias' })).toBe(true);
-    expect(sameDatabase(prod, { ...prod, database: 'other' })).toBe(false);
+    const alias: ServerIdentity = { ...prod, host: 'alias' };
+    const other: ServerIdentity = { ...prod, database: 'other' };
+    expect(sameDatabase(prod, alias)).toBe(true);
+    expect(sameDatabase(prod, other)).toBe(false);
   });
 
   it('replaces a record on accept, with the targets it shares a database with', async () => {
