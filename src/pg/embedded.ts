@@ -69,6 +69,8 @@ const BASE_SETTINGS: Readonly<Record<string, string>> = {
 };
 
 const SUPERUSER = 'postgres';
+/** Server directory names: `pg<major>-<owner pid>-<random>`. */
+const SERVER_DIR = /^pg\d+-(\d+)-[0-9a-f]{8}$/;
 const servers = new Set<EmbeddedServer>();
 let exitHookInstalled = false;
 
@@ -117,6 +119,7 @@ export class EmbeddedServer {
     const baseDir = options.baseDir ?? defaultBaseDir();
     await reapOrphanedServers(baseDir);
     await mkdir(baseDir, { recursive: true, mode: 0o755 });
+    // SERVER_DIR must match this name: the reaper finds the owner by it.
     const dir = path.join(
       baseDir,
       `pg${binaries.major}-${process.pid}-${randomBytes(4).toString('hex')}`,
@@ -409,17 +412,12 @@ export async function reapOrphanedServers(baseDir: string = defaultBaseDir()): P
   }
   let reaped = 0;
   for (const entry of entries) {
+    // Only our own server directories; their name carries the owner's PID, so
+    // even a directory whose owner died before writing owner.json is found.
+    const owner = SERVER_DIR.exec(entry)?.[1];
+    // A live owner (this process included, mid-start) is never an orphan.
+    if (owner === undefined || isAlive(Number(owner))) continue;
     const dir = path.join(baseDir, entry);
-    const owner = await readFile(path.join(dir, 'owner.json'), 'utf8')
-      .then((t) => (JSON.parse(t) as { pid?: unknown }).pid)
-      .catch(() => undefined);
-    if (typeof owner === 'number' && isAlive(owner) && owner !== process.pid) continue;
-    if (
-      typeof owner === 'number' &&
-      owner === process.pid &&
-      [...servers].some((s) => s.dir === dir)
-    )
-      continue;
     const pid = await postmasterPid(path.join(dir, 'data'));
     // SIGQUIT is PostgreSQL's immediate shutdown: the postmaster stops its children too.
     if (pid !== undefined && isPostgres(pid)) await stopPostmaster(pid, 'SIGQUIT', 10_000);

@@ -184,8 +184,15 @@ describe('errors and exit codes', () => {
     const secret = 'Sup3r-S3cret-PW';
     await writeFile(
       path.join(dir, 'flashback.yaml'),
-      'targets:\n  gone:\n    host: 127.0.0.1\n    port: 1\n    database: shop\n    password_env: GONE_PW\n',
+      'targets:\n  gone:\n    host: 127.0.0.1\n    port: 1\n    database: shop\n    password_env: GONE_PW\n    protected: false\n',
     );
+    const listed = await runCli(['targets', '--json'], { cwd: dir, env: { GONE_PW: secret } });
+    expect(JSON.parse(listed.stdout)[0]).toMatchObject({
+      name: 'gone',
+      reachable: false,
+      protected: false,
+      port: 1,
+    });
     for (const args of [
       ['targets'],
       ['doctor', 'gone'],

@@ -1,6 +1,7 @@
 /** The test harness itself: one server per version, and no postmaster outlives a crashed owner. */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -67,6 +68,17 @@ describe('crash cleanup', () => {
     expect(await reapOrphanedServers(baseDir)).toBe(1);
     expect(isAlive(started.pid)).toBe(false);
     expect(existsSync(started.dir)).toBe(false);
+    await cleanup();
+  });
+
+  it("removes only its own server directories: a dead owner's, even without owner.json", async () => {
+    const { dir: baseDir, cleanup } = await tempDir();
+    const dead = spawnSync(process.execPath, ['-e', '']).pid;
+    await mkdir(path.join(baseDir, `pg15-${dead}-deadbeef`, 'data'), { recursive: true });
+    await mkdir(path.join(baseDir, 'my-notes'));
+    await writeFile(path.join(baseDir, 'pg15-not-ours.txt'), 'keep');
+    expect(await reapOrphanedServers(baseDir)).toBe(1);
+    expect((await readdir(baseDir)).sort()).toEqual(['my-notes', 'pg15-not-ours.txt']);
     await cleanup();
   });
 

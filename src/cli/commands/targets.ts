@@ -142,8 +142,7 @@ async function describe(
   try {
     client = await connect(target, { timeoutSeconds: 5 });
   } catch (err) {
-    if (err instanceof FlashbackError)
-      return { ...base, ...errorReport(target.name, err), kind: target.kind };
+    if (err instanceof FlashbackError) return { ...errorReport(target.name, err), ...base };
     throw err;
   }
   try {
