@@ -23,6 +23,8 @@ export const ExitCode = {
   unreachable: 5,
   /** The repository is missing, not initialised, or of an unsupported format. */
   repository: 6,
+  /** The repository is locked by another process (see `flashback unlock`). */
+  locked: 7,
   /** A bug in Flashback. */
   internal: 70,
   /** Interrupted by SIGINT or SIGTERM. */
@@ -145,6 +147,13 @@ export class TargetUnreachableError extends FlashbackError {
 export class RepositoryError extends FlashbackError {
   constructor(code: string, message: string, options: FlashbackErrorOptions = {}) {
     super(`repository.${code}`, ExitCode.repository, message, options);
+  }
+}
+
+/** Another process holds a conflicting repository lock. */
+export class RepositoryLockedError extends FlashbackError {
+  constructor(message: string, options: FlashbackErrorOptions = {}) {
+    super('repository.locked', ExitCode.locked, message, options);
   }
 }
 

@@ -32,6 +32,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { ConnectionParams } from '../config/targets.js';
+import { isAlive } from '../util/process.js';
+
+export { isAlive } from '../util/process.js';
 import { OperationError } from '../errors.js';
 
 const execFileAsync = promisify(execFile);
@@ -432,16 +435,6 @@ export async function postmasterPid(dataDir: string): Promise<number | undefined
   const text = await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => undefined);
   const pid = Number.parseInt(text?.split('\n')[0] ?? '', 10);
   return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-}
-
-/** True if a process with this PID exists. */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Guards against killing an unrelated process that reused a stale PID. */

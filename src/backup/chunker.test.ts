@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import { decodeField } from '../pg/copy-text.js';
+import { Chunker, chooseBoundaryBits, type RawChunk } from './chunker.js';
+
+/** COPY text of rows (id, payload) with ids 1..n, optionally modified. */
+function table(
+  ids: number[],
+  payload: (id: number) => string = (id) => `row ${id} payload`,
+): Buffer {
+  return Buffer.from(ids.map((id) => `${id}\t${payload(id)}\n`).join(''));
+}
+
+function chunk(
+  data: Buffer,
+  opts = { keyColumns: 1, boundaryBits: 4, maxBytes: 1 << 20 },
+  splitEvery?: number,
+): RawChunk[] {
+  const c = new Chunker(opts);
+  const out: RawChunk[] = [];
+  if (splitEvery === undefined) out.push(...c.push(data));
+  else
+    for (let i = 0; i < data.length; i += splitEvery)
+      out.push(...c.push(data.subarray(i, i + splitEvery)));
+  out.push(...c.end());
+  return out;
+}
+
+const ids = Array.from({ length: 2000 }, (_, i) => i + 1);
+const hex = (cs: RawChunk[]) => cs.map((c) => c.content.toString('hex'));
+
+describe('key-defined chunking', () => {
+  it('keeps every byte, whole rows per chunk, and the same chunks however the stream is split', () => {
+    const data = table(ids);
+    const whole = chunk(data);
+    expect(Buffer.concat(whole.map((c) => c.content)).equals(data)).toBe(true);
+    expect(whole.reduce((n, c) => n + c.rows, 0)).toBe(2000);
+    for (const c of whole) expect(c.content[c.content.length - 1]).toBe(0x0a);
+    expect(whole.length).toBeGreaterThan(60); // mean 16 rows per chunk
+    for (const split of [1, 7, 100, 4096])
+      expect(hex(chunk(data, undefined, split))).toEqual(hex(whole));
+  });
+
+  it('changes only the chunk holding an updated row', () => {
+    const before = chunk(table(ids));
+    const after = chunk(
+      table(ids, (id) => (id === 1000 ? 'changed, and longer than before' : `row ${id} payload`)),
+    );
+    const b = new Set(hex(before));
+    expect(after.length).toBe(before.length);
+    expect(hex(after).filter((h) => !b.has(h))).toHaveLength(1);
+  });
+
+  it('changes only the chunks around inserted and deleted rows', () => {
+    const before = chunk(table(ids));
+    const edited = [...ids.filter((id) => id !== 500), 1000.5, 2001].sort((a, b) => a - b);
+    const after = chunk(table(edited));
+    const b = new Set(hex(before));
+    // One chunk lost a row, one gained a row, the last gained a row (or a new chunk began).
+    expect(hex(after).filter((h) => !b.has(h)).length).toBeLessThanOrEqual(4);
+  });
+
+  it('records the first and last key of each chunk, decoded', () => {
+    const data = Buffer.from('a\\tb\tx\n\\N\ty\n');
+    const [c] = chunk(data, { keyColumns: 1, boundaryBits: 20, maxBytes: 1 << 20 });
+    expect(c).toMatchObject({ rows: 2, first: ['a\tb'], last: [null] });
+  });
+
+  it('hashes the whole row when there is no key, and records no keys', () => {
+    const cs = chunk(table(ids), { keyColumns: 0, boundaryBits: 4, maxBytes: 1 << 20 });
+    expect(cs.length).toBeGreaterThan(60);
+    expect(cs[0]?.first).toBeNull();
+  });
+
+  it('cuts at maxBytes even without a boundary, bounding memory', () => {
+    const cs = chunk(table(ids), { keyColumns: 1, boundaryBits: 30, maxBytes: 4096 });
+    for (const c of cs.slice(0, -1)) {
+      expect(c.content.length).toBeGreaterThanOrEqual(4096);
+      expect(c.content.length).toBeLessThan(4096 + 64);
+    }
+  });
+
+  it('refuses a stream that ends mid-row', () => {
+    const c = new Chunker({ keyColumns: 1, boundaryBits: 4, maxBytes: 1 << 20 });
+    c.push(Buffer.from('1\tx\n2\ty'));
+    expect(() => c.end()).toThrow(/middle of a row/);
+  });
+
+  it('chooses boundary bits for about 1 MiB chunks', () => {
+    expect(chooseBoundaryBits(128)).toBe(13);
+    expect(chooseBoundaryBits(1 << 20)).toBe(0);
+    expect(chooseBoundaryBits(1)).toBe(17);
+  });
+});
+
+describe('COPY text fields', () => {
+  it('decodes NULL, escapes, octal and hex', () => {
+    expect(decodeField(Buffer.from('\\N'))).toBeNull();
+    expect(decodeField(Buffer.from('plain é'))).toBe('plain é');
+    expect(decodeField(Buffer.from('a\\\\b\\tc\\nd\\re'))).toBe('a\\b\tc\nd\re');
+    expect(decodeField(Buffer.from('\\101\\x42\\N!'))).toBe('ABN!');
+  });
+});

@@ -1,0 +1,134 @@
+/**
+ * Cutting a table's COPY stream into chunks at key-defined boundaries.
+ *
+ * A chunk ends after a row whose boundary hash (FNV-1a of the row's key
+ * columns as COPY text; of the whole row for tables without a key) has its
+ * low `boundaryBits` bits zero, or when it reaches `maxBytes`. Because
+ * boundaries depend on keys, not on positions or sizes, a change to some rows
+ * changes only the chunks holding them: unchanged key ranges produce the
+ * same chunks, which the repository stores once. Chunk sizes follow a
+ * geometric distribution with mean 2^boundaryBits rows.
+ */
+import { decodeField, endOfFields, splitFields } from '../pg/copy-text.js';
+
+/** A finished chunk: whole COPY lines, each ending in a newline. */
+export interface RawChunk {
+  readonly content: Buffer;
+  readonly rows: number;
+  readonly first: Array<string | null> | null;
+  readonly last: Array<string | null> | null;
+}
+
+/** How to cut. */
+export interface ChunkerOptions {
+  /** Number of leading key columns; 0 hashes the whole row and records no keys. */
+  readonly keyColumns: number;
+  readonly boundaryBits: number;
+  /** A chunk is cut at this size even without a boundary (bounds memory). */
+  readonly maxBytes: number;
+}
+
+/** Default ceiling for one chunk's content. */
+export const MAX_CHUNK_BYTES = 8 * 1024 * 1024;
+/** Target mean chunk size when choosing boundaryBits for a new table. */
+export const TARGET_CHUNK_BYTES = 1024 * 1024;
+
+/** boundaryBits giving chunks of about TARGET_CHUNK_BYTES for rows of `avgRowBytes`. */
+export function chooseBoundaryBits(avgRowBytes: number): number {
+  const rows = TARGET_CHUNK_BYTES / Math.max(8, avgRowBytes);
+  return Math.min(20, Math.max(0, Math.round(Math.log2(rows))));
+}
+
+const NEWLINE = 0x0a;
+
+/** Incremental chunker: feed COPY data with `push`, then call `end`. */
+export class Chunker {
+  private parts: Buffer[] = [];
+  private size = 0;
+  private rows = 0;
+  private carry: Buffer | undefined;
+  private first: Array<string | null> | null = null;
+  private lastLine: Buffer | undefined;
+  private readonly mask: number;
+
+  constructor(private readonly options: ChunkerOptions) {
+    this.mask = options.boundaryBits >= 32 ? 0xffffffff : (1 << options.boundaryBits) - 1;
+  }
+
+  /** Consumes COPY bytes (any split); returns chunks completed by them. */
+  push(data: Buffer): RawChunk[] {
+    const out: RawChunk[] = [];
+    let buf = data;
+    if (this.carry !== undefined) {
+      buf = Buffer.concat([this.carry, data]);
+      this.carry = undefined;
+    }
+    let start = 0;
+    let segStart = 0;
+    for (;;) {
+      const nl = buf.indexOf(NEWLINE, start);
+      if (nl < 0) break;
+      const lineEnd = nl + 1;
+      const keyEnd =
+        this.options.keyColumns > 0 ? endOfFields(buf, start, nl, this.options.keyColumns) : nl;
+      if (this.rows === 0 && this.options.keyColumns > 0)
+        this.first = this.keyOf(buf.subarray(start, nl));
+      this.rows++;
+      this.size += lineEnd - start;
+      const boundary =
+        (fnv1a(buf, start, keyEnd) & this.mask) === 0 || this.size >= this.options.maxBytes;
+      if (boundary) {
+        this.parts.push(buf.subarray(segStart, lineEnd));
+        this.lastLine = buf.subarray(start, nl);
+        out.push(this.finish());
+        segStart = lineEnd;
+      } else {
+        this.lastLine = buf.subarray(start, nl);
+      }
+      start = lineEnd;
+    }
+    if (segStart < start) this.parts.push(buf.subarray(segStart, start));
+    if (start < buf.length) this.carry = Buffer.from(buf.subarray(start));
+    // lastLine may point into `buf`, which stays referenced by `parts` anyway.
+    return out;
+  }
+
+  /** Flushes the last chunk. Throws if the stream ended mid-line. */
+  end(): RawChunk[] {
+    if (this.carry !== undefined) throw new Error('COPY data ended in the middle of a row');
+    return this.rows > 0 ? [this.finish()] : [];
+  }
+
+  private finish(): RawChunk {
+    const content = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
+    const chunk: RawChunk = {
+      content: Buffer.from(content),
+      rows: this.rows,
+      first: this.first,
+      last:
+        this.options.keyColumns > 0 && this.lastLine !== undefined
+          ? this.keyOf(this.lastLine)
+          : null,
+    };
+    this.parts = [];
+    this.size = 0;
+    this.rows = 0;
+    this.first = null;
+    this.lastLine = undefined;
+    return chunk;
+  }
+
+  private keyOf(line: Buffer): Array<string | null> {
+    return splitFields(line).slice(0, this.options.keyColumns).map(decodeField);
+  }
+}
+
+/** 32-bit FNV-1a over buf[start, end). */
+export function fnv1a(buf: Buffer, start: number, end: number): number {
+  let h = 0x811c9dc5;
+  for (let i = start; i < end; i++) {
+    h ^= buf[i]!;
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}

@@ -1,0 +1,104 @@
+/**
+ * Content-addressed chunks: `chunks/<first 2 hex>/<sha256 of the content>`.
+ * A chunk is written once (write-if-absent) and never modified; the same
+ * content from any table, snapshot or target is stored once. Reads verify the
+ * hash, so a damaged chunk is never handed to a restore.
+ */
+import { createHash } from 'node:crypto';
+import { OperationError } from '../errors.js';
+import type { Storage } from '../storage/storage.js';
+import { ObjectNotFoundError } from '../storage/storage.js';
+import { ChunkFormatError, type CodecName, decodeChunk, encodeChunk } from './codec.js';
+
+/** Result of storing a chunk. */
+export interface PutResult {
+  readonly id: string;
+  /** Bytes of the stored object (header + compressed), whether new or not. */
+  readonly storedSize: number;
+  /** False when an identical chunk was already in the repository (deduplicated). */
+  readonly isNew: boolean;
+}
+
+/** A chunk that is missing or fails its hash. */
+export class ChunkError extends OperationError {
+  constructor(
+    readonly chunkId: string,
+    message: string,
+    hint?: string,
+  ) {
+    super('repository.chunk', message, { hint });
+  }
+}
+
+/** The sha256 of content, as the chunk id (64 lower-case hex digits). */
+export function chunkId(content: Buffer): string {
+  return createHash('sha256').update(content).digest('hex');
+}
+
+/** The storage key of a chunk id. */
+export function chunkKey(id: string): string {
+  return `chunks/${id.slice(0, 2)}/${id}`;
+}
+
+/** Reads and writes chunks on a storage backend. */
+export class ChunkStore {
+  constructor(private readonly storage: Storage) {}
+
+  /**
+   * Stores content unless an identical chunk exists. The existence check comes
+   * first so deduplicated chunks cost no compression.
+   */
+  async put(content: Buffer, codec?: CodecName): Promise<PutResult> {
+    const id = chunkId(content);
+    const key = chunkKey(id);
+    const existing = await this.storage.stat(key);
+    if (existing !== undefined) return { id, storedSize: existing.size, isNew: false };
+    const stored = await encodeChunk(content, codec);
+    const isNew = await this.storage.writeIfAbsent(key, stored);
+    return { id, storedSize: stored.length, isNew };
+  }
+
+  /** Reads a chunk and verifies it: throws ChunkError if it is missing, undecodable, or its hash differs. */
+  async get(id: string): Promise<Buffer> {
+    let stored: Buffer;
+    try {
+      stored = await this.storage.read(chunkKey(id));
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) {
+        throw new ChunkError(
+          id,
+          `chunk ${id} is missing from ${this.storage.location}`,
+          'run `flashback check` to see what else is affected',
+        );
+      }
+      throw err;
+    }
+    let content: Buffer;
+    try {
+      content = (await decodeChunk(stored)).content;
+    } catch (err) {
+      if (err instanceof ChunkFormatError) {
+        throw new ChunkError(
+          id,
+          `chunk ${id} is damaged: ${err.message}`,
+          'run `flashback check --read-data` to see what else is affected',
+        );
+      }
+      throw err;
+    }
+    const actual = chunkId(content);
+    if (actual !== id) {
+      throw new ChunkError(
+        id,
+        `chunk ${id} is damaged: its content hashes to ${actual}`,
+        'run `flashback check --read-data` to see what else is affected',
+      );
+    }
+    return content;
+  }
+
+  /** True if the chunk object exists (not verified). */
+  async has(id: string): Promise<boolean> {
+    return (await this.storage.stat(chunkKey(id))) !== undefined;
+  }
+}

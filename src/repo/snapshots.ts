@@ -1,0 +1,204 @@
+/**
+ * Snapshot manifests: `snapshots/<id>.json`. A manifest is written last,
+ * with write-if-absent, after every chunk it names is stored: it is the
+ * commit point of a backup. A backup that dies before it leaves only
+ * unreferenced chunks (removed by prune), never a partial snapshot.
+ */
+import { randomBytes } from 'node:crypto';
+import { RepositoryError, UsageError } from '../errors.js';
+import { ObjectNotFoundError, type Storage } from '../storage/storage.js';
+
+/** The manifest format version this build writes and the newest it reads. */
+export const SNAPSHOT_FORMAT_VERSION = 1;
+
+/** One chunk of a table, in key order. */
+export interface ChunkRef {
+  /** sha256 of the chunk's content (COPY text lines). */
+  readonly id: string;
+  readonly rows: number;
+  /** Content bytes (uncompressed COPY text). */
+  readonly size: number;
+  /** Bytes of the stored object. */
+  readonly stored: number;
+  /** Key column values (text form) of the chunk's first and last rows; null without a key. */
+  readonly first: ReadonlyArray<string | null> | null;
+  readonly last: ReadonlyArray<string | null> | null;
+}
+
+/** How a table's rows are ordered and chunked. */
+export type KeyKind = 'primary' | 'replica-identity' | 'none';
+
+/** One table's data in a snapshot. */
+export interface TableSnapshot {
+  readonly schema: string;
+  readonly name: string;
+  /** Columns in the order the chunks hold them (key columns first). */
+  readonly columns: readonly string[];
+  /** Key columns (a prefix of `columns`); empty when keyKind is 'none'. */
+  readonly key: readonly string[];
+  readonly keyKind: KeyKind;
+  /**
+   * Chunking parameter: a chunk ends after a row whose boundary hash has its
+   * low `boundaryBits` bits zero. Kept per table and reused by later backups
+   * so boundaries, and so chunks, stay stable.
+   */
+  readonly boundaryBits: number;
+  readonly rows: number;
+  readonly bytes: number;
+  readonly storedBytes: number;
+  readonly chunks: readonly ChunkRef[];
+}
+
+/** Totals of a snapshot, for `list`. */
+export interface SnapshotTotals {
+  readonly tables: number;
+  readonly rows: number;
+  /** Uncompressed COPY bytes. */
+  readonly bytes: number;
+  /** Stored bytes of all chunks referenced. */
+  readonly storedBytes: number;
+  /** Chunks and stored bytes this backup added to the repository. */
+  readonly newChunks: number;
+  readonly newBytes: number;
+}
+
+/** A snapshot manifest. `schema` is the pg layer's schema model (opaque here). */
+export interface SnapshotManifest<Schema = unknown> {
+  readonly format: 'flashback-snapshot';
+  readonly version: number;
+  readonly id: string;
+  readonly target: string;
+  readonly database: string;
+  readonly systemIdentifier: string;
+  readonly host: string;
+  readonly serverVersion: string;
+  readonly serverVersionNum: number;
+  /** The exported snapshot's consistent point: the change log starts here. */
+  readonly lsn: string;
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly schema: Schema;
+  readonly tables: readonly TableSnapshot[];
+  readonly totals: SnapshotTotals;
+}
+
+/** A new snapshot id: UTC time (sortable, readable) plus randomness. */
+export function newSnapshotId(at = new Date()): string {
+  const t = at.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  return `${t}-${randomBytes(2).toString('hex')}`;
+}
+
+const ID = /^\d{8}-\d{6}-[0-9a-f]{4}$/;
+
+function manifestKey(id: string): string {
+  return `snapshots/${id}.json`;
+}
+
+/** Reads and writes manifests. */
+export class SnapshotStore {
+  constructor(private readonly storage: Storage) {}
+
+  /** Commits a snapshot. Fails if the id exists (never overwrites a snapshot). */
+  async commit(manifest: SnapshotManifest): Promise<void> {
+    const written = await this.storage.writeIfAbsent(
+      manifestKey(manifest.id),
+      Buffer.from(`${JSON.stringify(manifest)}\n`),
+    );
+    if (!written) throw new RepositoryError('exists', `snapshot ${manifest.id} already exists`);
+  }
+
+  /** Reads one manifest; rejects a newer format version. */
+  async read(id: string): Promise<SnapshotManifest> {
+    let bytes: Buffer;
+    try {
+      bytes = await this.storage.read(manifestKey(id));
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) throw unknownSnapshot(id);
+      throw err;
+    }
+    let m: SnapshotManifest;
+    try {
+      m = JSON.parse(bytes.toString('utf8')) as SnapshotManifest;
+    } catch {
+      throw new RepositoryError('corrupt', `snapshot ${id}: manifest is not valid JSON`, {
+        hint: 'run `flashback check` to see what else is affected',
+      });
+    }
+    if (
+      m.format !== 'flashback-snapshot' ||
+      typeof m.version !== 'number' ||
+      !Array.isArray(m.tables)
+    ) {
+      throw new RepositoryError('corrupt', `snapshot ${id}: not a snapshot manifest`);
+    }
+    if (m.version > SNAPSHOT_FORMAT_VERSION) {
+      throw new RepositoryError(
+        'version',
+        `snapshot ${id} has format version ${m.version}; this Flashback reads up to ${SNAPSHOT_FORMAT_VERSION}`,
+        {
+          hint: 'upgrade Flashback to read it',
+        },
+      );
+    }
+    return m;
+  }
+
+  /** Every snapshot id, oldest first. */
+  async ids(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const obj of this.storage.list('snapshots/')) {
+      const id = obj.key.slice('snapshots/'.length).replace(/\.json$/, '');
+      if (ID.test(id)) ids.push(id);
+    }
+    return ids.sort();
+  }
+
+  /** Every manifest, oldest first, optionally of one target. */
+  async all(target?: string): Promise<SnapshotManifest[]> {
+    const out: SnapshotManifest[] = [];
+    for (const id of await this.ids()) {
+      const m = await this.read(id);
+      if (target === undefined || m.target === target) out.push(m);
+    }
+    return out;
+  }
+
+  /**
+   * Resolves what a user typed: a full id, a unique prefix of one, or
+   * `latest` (optionally of one target). Throws UsageError naming the problem.
+   */
+  async resolve(ref: string, target?: string): Promise<SnapshotManifest> {
+    const ids = await this.ids();
+    if (ref === 'latest') {
+      const all = await this.all(target);
+      const last = all[all.length - 1];
+      if (last === undefined) {
+        throw new UsageError(
+          `no snapshots${target === undefined ? '' : ` of target "${target}"`} in the repository`,
+          {
+            hint: 'take one with `flashback backup TARGET`',
+          },
+        );
+      }
+      return last;
+    }
+    if (ids.includes(ref)) return this.read(ref);
+    const matches = ids.filter((id) => id.startsWith(ref));
+    if (matches.length === 1) return this.read(matches[0]!);
+    if (matches.length > 1) {
+      throw new UsageError(
+        `snapshot "${ref}" is ambiguous: ${matches.slice(0, 5).join(', ')}${matches.length > 5 ? ', …' : ''}`,
+        {
+          hint: 'give more of the id',
+        },
+      );
+    }
+    throw unknownSnapshot(ref);
+  }
+}
+
+function unknownSnapshot(ref: string): UsageError {
+  return new UsageError(`unknown snapshot "${ref}"`, {
+    hint: '`flashback list` shows the snapshots in the repository',
+  });
+}
