@@ -70,8 +70,10 @@ export function decodeField(field: Buffer): string | null {
         // \xHH (one or two hex digits)
         let v = 0;
         let k = 0;
-        while (k < 2 && i + 1 < field.length && isHex(field[i + 1]!))
-          (v = v * 16 + hex(field[++i]!)), k++;
+        while (k < 2 && i + 1 < field.length && isHex(field[i + 1]!)) {
+          v = v * 16 + hex(field[++i]!);
+          k++;
+        }
         out.push(k === 0 ? 0x78 : v);
         break;
       }
@@ -80,8 +82,10 @@ export function decodeField(field: Buffer): string | null {
           // \ooo (one to three octal digits)
           let v = n - 0x30;
           let k = 1;
-          while (k < 3 && i + 1 < field.length && field[i + 1]! >= 0x30 && field[i + 1]! <= 0x37)
-            (v = v * 8 + (field[++i]! - 0x30)), k++;
+          while (k < 3 && i + 1 < field.length && field[i + 1]! >= 0x30 && field[i + 1]! <= 0x37) {
+            v = v * 8 + (field[++i]! - 0x30);
+            k++;
+          }
           out.push(v & 0xff);
         } else out.push(n); // \\ and any other escaped character stand for themselves
     }

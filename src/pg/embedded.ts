@@ -32,10 +32,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { ConnectionParams } from '../config/targets.js';
+import { OperationError } from '../errors.js';
 import { isAlive } from '../util/process.js';
 
+/** Re-exported: tests and callers of this module check postmaster PIDs. */
 export { isAlive } from '../util/process.js';
-import { OperationError } from '../errors.js';
 
 const execFileAsync = promisify(execFile);
 
