@@ -166,7 +166,7 @@ export class OperationError extends FlashbackError {
 
 /** The process received SIGINT or SIGTERM and stopped its work. */
 export class InterruptedError extends FlashbackError {
-  constructor(signal: string) {
-    super('interrupted', ExitCode.interrupted, `interrupted by ${signal}`);
+  constructor(message = 'interrupted') {
+    super('interrupted', ExitCode.interrupted, message);
   }
 }

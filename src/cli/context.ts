@@ -11,6 +11,16 @@ import { Repository } from '../repo/repository.js';
 import { redact } from '../secrets.js';
 import { openStorage } from '../storage/open.js';
 
+/** Set while a cooperative command runs; see CliContext.interruptSignal. */
+let interruptHandler: (() => void) | undefined;
+
+/** Called by the CLI's signal handler: true if a running command will stop by itself. */
+export function requestInterrupt(): boolean {
+  if (interruptHandler === undefined) return false;
+  interruptHandler();
+  return true;
+}
+
 /** Options accepted by every command. */
 export interface GlobalOptions {
   readonly config?: string | undefined;
@@ -58,6 +68,17 @@ export class CliContext {
   /** Prints a value as JSON on stdout (the `--json` output of a command). */
   printJson(value: unknown): void {
     this.out(`${JSON.stringify(value, null, 2)}\n`);
+  }
+
+  /**
+   * A signal aborted on the first Ctrl-C (SIGINT/SIGTERM) for commands that
+   * stop cooperatively (finishing writes in flight, removing temporary files).
+   * Commands that never ask for it are stopped at once instead.
+   */
+  interruptSignal(): AbortSignal {
+    const controller = new AbortController();
+    interruptHandler = () => controller.abort();
+    return controller.signal;
   }
 
   /** The guard talks on stderr, so stdout stays machine-readable. */

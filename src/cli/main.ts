@@ -10,10 +10,14 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, FlashbackError } from '../errors.js';
 import { redact } from '../secrets.js';
 import { VERSION } from '../version.js';
+import { registerBackup } from './commands/backup.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerInit } from './commands/init.js';
+import { registerRestore } from './commands/restore.js';
+import { registerSnapshots } from './commands/snapshots.js';
 import { registerTargets } from './commands/targets.js';
-import { CliContext, type CliIO, type GlobalOptions } from './context.js';
+import { registerUnlock } from './commands/unlock.js';
+import { CliContext, type CliIO, type GlobalOptions, requestInterrupt } from './context.js';
 
 /** Builds the command tree; `context` is created per invocation from the parsed global options. */
 export function buildProgram(io: CliIO): Command {
@@ -42,6 +46,10 @@ export function buildProgram(io: CliIO): Command {
   registerInit(program, context);
   registerTargets(program, context);
   registerDoctor(program, context);
+  registerBackup(program, context);
+  registerSnapshots(program, context);
+  registerRestore(program, context);
+  registerUnlock(program, context);
   for (const sub of program.commands) sub.exitOverride();
   return program;
 }
@@ -126,7 +134,12 @@ if (isEntryPoint()) {
     if (interrupted) process.exit(ExitCode.interrupted);
     interrupted = true;
     process.stderr.write(`\nflashback: interrupted by ${signal}\n`);
-    process.exit(ExitCode.interrupted);
+    if (!requestInterrupt()) process.exit(ExitCode.interrupted);
+    // The command stops by itself (nothing committed, temporary files removed)
+    // and exits 130 through the error handler; a second signal exits at once.
+    process.stderr.write(
+      'flashback: stopping: finishing writes in flight (again to exit at once)\n',
+    );
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);

@@ -144,3 +144,15 @@ function unreachable(
     cause: err,
   });
 }
+
+/**
+ * Runs SQL with the extended query protocol, which accepts exactly one
+ * statement: user-supplied SQL (a --where predicate) can never smuggle in a
+ * second statement. (`queryMode` is node-postgres API missing from @types/pg.)
+ */
+export function queryOne(
+  client: PgClient,
+  text: string,
+): Promise<pg.QueryResult<Record<string, string | null>>> {
+  return client.query({ text, queryMode: 'extended' } as pg.QueryConfig);
+}

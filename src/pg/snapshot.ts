@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { ResolvedTarget } from '../config/targets.js';
 import { OperationError } from '../errors.js';
 import { connect, type PgClient } from './connect.js';
+import { quoteLiteral } from './schema/quote.js';
 
 /** An exported snapshot; `close()` ends it and drops the temporary slot. */
 export interface ExportedSnapshot {
@@ -57,32 +58,3 @@ export async function importSnapshot(client: PgClient, snapshot: ExportedSnapsho
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   await client.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot.name)}`);
 }
-
-/** A SQL string literal. */
-export function quoteLiteral(s: string): string {
-  return `'${s.replace(/'/g, "''")}'`;
-}
-
-/** A SQL identifier, quoted when needed. */
-export function quoteIdent(name: string): string {
-  return /^[a-z_][a-z0-9_$]*$/.test(name) && !RESERVED.has(name)
-    ? name
-    : `"${name.replace(/"/g, '""')}"`;
-}
-
-/** `schema.name`, each part quoted when needed. */
-export function qualified(schema: string, name: string): string {
-  return `${quoteIdent(schema)}.${quoteIdent(name)}`;
-}
-
-// Quoting a non-reserved word is harmless, so this list errs on the long side.
-const RESERVED = new Set(
-  (
-    'all analyse analyze and any array as asc asymmetric authorization binary both case cast check collate collation column ' +
-    'concurrently constraint create cross current_catalog current_date current_role current_schema current_time current_timestamp ' +
-    'current_user default deferrable desc distinct do else end except false fetch for foreign freeze from full grant group having ' +
-    'ilike in initially inner intersect into is isnull join lateral leading left like limit localtime localtimestamp natural not ' +
-    'notnull null offset on only or order outer overlaps placing primary references returning right select session_user similar ' +
-    'some symmetric system_user table tablesample then to trailing true union unique user using variadic verbose when where window with'
-  ).split(' '),
-);

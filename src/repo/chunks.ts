@@ -44,6 +44,11 @@ export function chunkKey(id: string): string {
 export class ChunkStore {
   constructor(private readonly storage: Storage) {}
 
+  /** Where the chunks are, for messages. */
+  get location(): string {
+    return this.storage.location;
+  }
+
   /**
    * Stores content unless an identical chunk exists. The existence check comes
    * first so deduplicated chunks cost no compression.

@@ -69,6 +69,10 @@ export interface SnapshotManifest<Schema = unknown> {
   readonly id: string;
   readonly target: string;
   readonly database: string;
+  /** The source database's encoding and locale, for `restore --create`. */
+  readonly encoding: string;
+  readonly collate: string;
+  readonly ctype: string;
   readonly systemIdentifier: string;
   readonly host: string;
   readonly serverVersion: string;

@@ -1,0 +1,121 @@
+/** `flashback restore SNAPSHOT --to TARGET`: a snapshot, some tables, or some rows. */
+import type { Command } from 'commander';
+import { resolveTarget } from '../../config/targets.js';
+import { ExitCode, UsageError } from '../../errors.js';
+import type { SchemaModel } from '../../pg/schema/model.js';
+import { type SnapshotManifest, SnapshotStore } from '../../repo/snapshots.js';
+import type { OnConflict, RestorePlan } from '../../restore/plan.js';
+import { restore } from '../../restore/restore.js';
+import type { CliContext } from '../context.js';
+import { table } from './snapshots.js';
+
+interface RestoreFlags {
+  to?: string;
+  table: string[];
+  where?: string;
+  onConflict: string;
+  create?: boolean;
+  dryRun?: boolean;
+  confirm?: string;
+}
+
+export function registerRestore(program: Command, context: (cmd: Command) => CliContext): void {
+  program
+    .command('restore')
+    .description('restore a snapshot, some of its tables, or some of their rows, into a database')
+    .argument('<snapshot>', 'snapshot id, a unique prefix of one, or "latest"')
+    .requiredOption('--to <target>', 'target name or postgres:// URL to restore into')
+    .option(
+      '--table <pattern>',
+      'only this table: name or schema.name, * and ? allowed (repeatable)',
+      (v: string, acc: string[]) => [...acc, v],
+      [],
+    )
+    .option('--where <sql>', 'only rows matching this SQL predicate (needs --table)')
+    .option(
+      '--on-conflict <mode>',
+      'rows whose key exists in the target: skip, update or fail',
+      'skip',
+    )
+    .option('--create', 'create the target database first (it must not exist)')
+    .option(
+      '--dry-run',
+      'print the plan (rows to insert, update, skip per table) and write nothing',
+    )
+    .option(
+      '--confirm <name>',
+      'the target name (for a URL target: its database name), to confirm without a prompt',
+    )
+    .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `
+Without --table/--where, the whole snapshot goes into an empty database.
+With them, rows are merged into existing tables: by default only rows whose
+key is absent are inserted and the rest counted as skipped. One transaction:
+a failure leaves the target as it was. Protected targets need --confirm.
+
+Examples:
+  flashback restore latest --to scratch --create
+  flashback restore 20261121-0300 --to prod --table workflow_steps --where "tenant_id = 42" --dry-run
+
+Exit codes: 0 restored (or planned); 1 failed, nothing written; 3 bad usage
+(unknown snapshot or table, invalid --where, non-empty database); 4 refused
+by the guard; 5 unreachable; 6 no repository; 7 locked; 130 interrupted.`,
+    )
+    .action(async (ref: string, opts: RestoreFlags, self: Command) => {
+      process.exitCode = await runRestore(context(self), ref, opts);
+    });
+}
+
+async function runRestore(ctx: CliContext, ref: string, opts: RestoreFlags): Promise<number> {
+  if (!['skip', 'update', 'fail'].includes(opts.onConflict)) {
+    throw new UsageError(`--on-conflict: expected skip, update or fail, got "${opts.onConflict}"`);
+  }
+  const { config } = await ctx.config();
+  const target = resolveTarget(opts.to, config, ctx.env);
+  const repo = await ctx.repository();
+  const manifest = (await new SnapshotStore(repo.storage).resolve(
+    ref,
+  )) as SnapshotManifest<SchemaModel>;
+  const result = await restore({
+    manifest,
+    repo,
+    target,
+    tables: opts.table,
+    where: opts.where,
+    onConflict: opts.onConflict as OnConflict,
+    create: opts.create,
+    dryRun: opts.dryRun,
+    confirm: opts.confirm,
+    io: ctx.guardIO,
+    signal: ctx.interruptSignal(),
+  });
+  if (ctx.json) {
+    ctx.printJson({ applied: result.applied, seconds: result.seconds, plan: result.plan });
+    return ExitCode.ok;
+  }
+  ctx.out(formatPlan(result.plan, result.applied));
+  ctx.out(
+    result.applied
+      ? `restored in ${result.seconds.toFixed(1)} s\n`
+      : 'dry run: nothing was written\n',
+  );
+  return ExitCode.ok;
+}
+
+function formatPlan(plan: RestorePlan, applied: boolean): string {
+  const head = `${applied ? 'restored' : 'plan'}: ${plan.mode} restore of snapshot ${plan.snapshot} into ${plan.target}${plan.where === undefined ? '' : ` where ${plan.where}`} (existing keys: ${plan.onConflict})\n`;
+  const n = (v: number | undefined): string => (v === undefined ? '?' : v.toLocaleString('en-US'));
+  const rows = plan.tables.map((t) => [
+    `${t.schema}.${t.name}`,
+    t.action,
+    n(t.snapshotRows),
+    n(t.insert),
+    n(t.update),
+    n(t.skip),
+  ]);
+  return (
+    head + table(['TABLE', 'ACTION', 'IN SNAPSHOT', 'INSERT', 'UPDATE', 'SKIP'], rows, [2, 3, 4, 5])
+  );
+}

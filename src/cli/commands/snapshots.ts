@@ -1,0 +1,122 @@
+/** `flashback list` and `flashback show SNAPSHOT`. */
+import type { Command } from 'commander';
+import { ExitCode } from '../../errors.js';
+import type { SchemaModel } from '../../pg/schema/model.js';
+import { type SnapshotManifest, SnapshotStore } from '../../repo/snapshots.js';
+import { formatBytes, formatTime } from '../../util/format.js';
+import type { CliContext } from '../context.js';
+
+export function registerSnapshots(program: Command, context: (cmd: Command) => CliContext): void {
+  program
+    .command('list')
+    .description('list the snapshots in the repository, oldest first')
+    .option('-t, --target <name>', 'only snapshots of this target')
+    .option('--json', 'print JSON')
+    .action(async (opts: { target?: string }, self: Command) => {
+      process.exitCode = await list(context(self), opts.target);
+    });
+  program
+    .command('show')
+    .description('show one snapshot: its source, totals, tables and anything not reproducible')
+    .argument('<snapshot>', 'snapshot id, a unique prefix of one, or "latest"')
+    .option('--json', 'print JSON')
+    .action(async (ref: string, _opts, self: Command) => {
+      process.exitCode = await show(context(self), ref);
+    });
+}
+
+async function list(ctx: CliContext, target: string | undefined): Promise<number> {
+  const store = new SnapshotStore((await ctx.repository()).storage);
+  const all = await store.all(target);
+  if (ctx.json) {
+    ctx.printJson(
+      all.map((m) => ({
+        id: m.id,
+        target: m.target,
+        database: m.database,
+        time: m.startedAt,
+        lsn: m.lsn,
+        serverVersion: m.serverVersion,
+        totals: m.totals,
+      })),
+    );
+    return ExitCode.ok;
+  }
+  if (all.length === 0) {
+    ctx.out(`no snapshots${target === undefined ? '' : ` of target "${target}"`}\n`);
+    return ExitCode.ok;
+  }
+  const rows = all.map((m) => [
+    m.id,
+    formatTime(m.startedAt),
+    m.target,
+    m.lsn,
+    String(m.totals.tables),
+    m.totals.rows.toLocaleString('en-US'),
+    formatBytes(m.totals.bytes),
+    formatBytes(m.totals.storedBytes),
+    formatBytes(m.totals.newBytes),
+  ]);
+  ctx.out(
+    table(
+      ['ID', 'TIME (UTC)', 'TARGET', 'LSN', 'TABLES', 'ROWS', 'SIZE', 'STORED', 'NEW'],
+      rows,
+      [4, 5, 6, 7, 8],
+    ),
+  );
+  return ExitCode.ok;
+}
+
+async function show(ctx: CliContext, ref: string): Promise<number> {
+  const store = new SnapshotStore((await ctx.repository()).storage);
+  const m = (await store.resolve(ref)) as SnapshotManifest<SchemaModel>;
+  if (ctx.json) {
+    ctx.printJson({
+      ...m,
+      schema: undefined,
+      tables: m.tables.map(({ chunks, ...t }) => ({ ...t, chunks: chunks.length })),
+      unsupported: m.schema.unsupported,
+    });
+    return ExitCode.ok;
+  }
+  ctx.out(`snapshot ${m.id}\n`);
+  ctx.out(
+    `  target    ${m.target}: database "${m.database}" on ${m.host}, PostgreSQL ${m.serverVersion}, system ${m.systemIdentifier}\n`,
+  );
+  ctx.out(
+    `  taken     ${formatTime(m.startedAt)} to ${formatTime(m.finishedAt)}, consistent at LSN ${m.lsn}\n`,
+  );
+  ctx.out(
+    `  totals    ${m.totals.tables} tables, ${m.totals.rows.toLocaleString('en-US')} rows, ${formatBytes(m.totals.bytes)} of data, ${formatBytes(m.totals.storedBytes)} stored, ${formatBytes(m.totals.newBytes)} new\n\n`,
+  );
+  const rows = m.tables.map((t) => [
+    `${t.schema}.${t.name}`,
+    t.rows.toLocaleString('en-US'),
+    String(t.chunks.length),
+    formatBytes(t.bytes),
+    formatBytes(t.storedBytes),
+    t.keyKind === 'none'
+      ? '(none: whole-row chunking)'
+      : `${t.key.join(', ')}${t.keyKind === 'replica-identity' ? ' (replica identity)' : ''}`,
+  ]);
+  ctx.out(table(['TABLE', 'ROWS', 'CHUNKS', 'SIZE', 'STORED', 'KEY'], rows, [1, 2, 3, 4]));
+  for (const u of m.schema.unsupported)
+    ctx.out(`\nnot reproducible: ${u.kind} ${u.name}: ${u.reason}`);
+  if (m.schema.unsupported.length > 0) ctx.out('\n');
+  return ExitCode.ok;
+}
+
+/** A plain text table; `right` lists columns aligned right (numbers). */
+export function table(
+  head: readonly string[],
+  rows: ReadonlyArray<readonly string[]>,
+  right: readonly number[] = [],
+): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => (right.includes(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return `${[line(head), ...rows.map(line)].join('\n')}\n`;
+}

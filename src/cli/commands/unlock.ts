@@ -1,0 +1,35 @@
+/** `flashback unlock`: remove stale repository locks. */
+import type { Command } from 'commander';
+import { ExitCode } from '../../errors.js';
+import { listLocks, removeLocks } from '../../repo/lock.js';
+import type { CliContext } from '../context.js';
+
+export function registerUnlock(program: Command, context: (cmd: Command) => CliContext): void {
+  program
+    .command('unlock')
+    .description('remove stale repository locks (of processes that are gone)')
+    .option(
+      '--all',
+      'remove every lock, also of running processes (only when you know they are gone)',
+    )
+    .option('--json', 'print JSON')
+    .action(async (opts: { all?: boolean }, self: Command) => {
+      const ctx = context(self);
+      const repo = await ctx.repository();
+      const removed = await removeLocks(repo.storage, { all: opts.all === true });
+      const remaining = await listLocks(repo.storage);
+      if (ctx.json) ctx.printJson({ removed, remaining });
+      else {
+        for (const l of removed)
+          ctx.out(
+            `removed lock of "${l.command}" (pid ${l.pid} on ${l.hostname}, since ${l.created})${l.staleReason === undefined ? '' : `: ${l.staleReason}`}\n`,
+          );
+        for (const l of remaining)
+          ctx.out(
+            `kept lock of "${l.command}" (pid ${l.pid} on ${l.hostname}, since ${l.created}): its process is running\n`,
+          );
+        if (removed.length === 0 && remaining.length === 0) ctx.out('no locks\n');
+      }
+      process.exitCode = ExitCode.ok;
+    });
+}

@@ -1,0 +1,118 @@
+/**
+ * What a restore will do, as plain data: computed first, printed by
+ * `--dry-run`, shown in the guard's banner, and asserted on by tests.
+ */
+import { UsageError } from '../errors.js';
+import type { SchemaModel } from '../pg/schema/model.js';
+import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
+
+/** What to do with snapshot rows whose key already exists in the target table. */
+export type OnConflict = 'skip' | 'update' | 'fail';
+
+/** How one table is restored. */
+export interface TablePlan {
+  readonly schema: string;
+  readonly name: string;
+  /**
+   * - `load`: the table is created (full restore, or absent from the target) and all matching rows loaded;
+   * - `merge`: the table exists in the target; matching rows are merged per `onConflict`.
+   */
+  readonly action: 'load' | 'merge';
+  /** Rows of this table in the snapshot. */
+  readonly snapshotRows: number;
+  readonly chunks: number;
+  /** Counts known before writing (exact after a dry run, or for loads without --where). */
+  readonly insert?: number | undefined;
+  readonly update?: number | undefined;
+  readonly skip?: number | undefined;
+}
+
+/** A whole restore. */
+export interface RestorePlan {
+  readonly snapshot: string;
+  readonly target: string;
+  /** `full`: the whole snapshot into an empty database; `selective`: some tables and/or rows into any database. */
+  readonly mode: 'full' | 'selective';
+  readonly where?: string | undefined;
+  readonly onConflict: OnConflict;
+  readonly tables: readonly TablePlan[];
+}
+
+/**
+ * Selects snapshot tables by patterns: `name` or `schema.name`, with `*` and
+ * `?` wildcards; a bare name matches in any schema. Every pattern must match
+ * at least one table (a typo must not silently restore nothing).
+ */
+export function selectTables(
+  manifest: SnapshotManifest<SchemaModel>,
+  patterns: readonly string[],
+): TableSnapshot[] {
+  if (patterns.length === 0) return [...manifest.tables];
+  const chosen = new Set<TableSnapshot>();
+  for (const p of patterns) {
+    const re = globToRegExp(p);
+    const hits = manifest.tables.filter((t) =>
+      re.test(p.includes('.') ? `${t.schema}.${t.name}` : t.name),
+    );
+    if (hits.length === 0) {
+      const names = manifest.tables.map((t) => `${t.schema}.${t.name}`);
+      throw new UsageError(`no table in snapshot ${manifest.id} matches "${p}"`, {
+        hint: `tables in it: ${names.slice(0, 12).join(', ')}${names.length > 12 ? ', …' : ''} (\`flashback show ${manifest.id}\`)`,
+      });
+    }
+    for (const h of hits) chosen.add(h);
+  }
+  return manifest.tables.filter((t) => chosen.has(t));
+}
+
+function globToRegExp(glob: string): RegExp {
+  const body = glob
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
+  return new RegExp(`^${body}$`);
+}
+
+/**
+ * Orders tables so that a table comes after the tables its foreign keys
+ * reference (among those being restored), keeping the given order otherwise.
+ * Merging into a live database checks foreign keys row by row, so parents
+ * must be restored first. Cycles keep their given order (deferrable
+ * constraints or a full restore handle those).
+ */
+export function orderByForeignKeys<T extends { schema: string; name: string }>(
+  tables: readonly T[],
+  schema: SchemaModel,
+): T[] {
+  const key = (s: string, n: string): string => `${s}.${n}`;
+  const chosen = new Map(tables.map((t) => [key(t.schema, t.name), t]));
+  const parents = new Map<string, Set<string>>();
+  for (const c of schema.constraints) {
+    if (c.type !== 'foreign-key' || c.references === undefined) continue;
+    const child = key(c.schema, c.table);
+    const parent = key(c.references.schema, c.references.name);
+    if (child !== parent && chosen.has(child) && chosen.has(parent)) {
+      if (!parents.has(child)) parents.set(child, new Set());
+      parents.get(child)!.add(parent);
+    }
+  }
+  const out: T[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = (k: string): void => {
+    if (state.has(k)) return;
+    state.set(k, 'visiting');
+    for (const p of parents.get(k) ?? []) if (state.get(p) !== 'visiting') visit(p);
+    state.set(k, 'done');
+    out.push(chosen.get(k)!);
+  };
+  for (const t of tables) visit(key(t.schema, t.name));
+  return out;
+}
+
+/** A one-line summary of a plan, for the guard's banner. */
+export function describePlan(plan: RestorePlan): string {
+  const rows = plan.tables.reduce((n, t) => n + (t.insert ?? t.snapshotRows), 0);
+  const what = plan.mode === 'full' ? 'full restore' : `restore ${plan.tables.length} table(s)`;
+  const where = plan.where === undefined ? '' : ` where ${plan.where}`;
+  return `${what} from snapshot ${plan.snapshot}${where}: up to ${rows.toLocaleString('en-US')} rows; existing keys: ${plan.onConflict}`;
+}

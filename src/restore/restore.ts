@@ -1,0 +1,506 @@
+/**
+ * `restore`: a snapshot, some of its tables, or some of their rows, into a
+ * database. Everything is written in one transaction: a failure or refusal
+ * leaves the target as it was. Chunks are streamed (one or two in memory at a
+ * time) and verified against their hash before a byte is sent.
+ *
+ * Modes:
+ * - full (no --table/--where): the target database must be empty; the schema
+ *   is created (pre-data), rows loaded, then indexes, constraints, triggers,
+ *   views and sequence values (post-data);
+ * - selective (--table and/or --where): tables that exist in the target are
+ *   merged: snapshot rows are loaded into a temporary table, rows not matching
+ *   the predicate dropped, and the rest inserted where their key is absent
+ *   (`--on-conflict skip`, the default), also updated where present
+ *   (`update`), or the restore fails on the first existing key (`fail`).
+ *   Into an empty database, the selected tables are created and loaded.
+ */
+import { once } from 'node:events';
+import { finished } from 'node:stream/promises';
+import { from as copyFrom } from 'pg-copy-streams';
+import type { ResolvedTarget } from '../config/targets.js';
+import { InterruptedError, OperationError, TargetUnreachableError, UsageError } from '../errors.js';
+import { FingerprintStore } from '../guard/fingerprints.js';
+import { type GuardIO, guard } from '../guard/guard.js';
+import { connect, connectParams, type PgClient, queryOne } from '../pg/connect.js';
+import { generateDdl } from '../pg/schema/ddl.js';
+import type { SchemaModel } from '../pg/schema/model.js';
+import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
+import { ChunkStore } from '../repo/chunks.js';
+import { RepositoryLock } from '../repo/lock.js';
+import type { Repository } from '../repo/repository.js';
+import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
+import {
+  describePlan,
+  type OnConflict,
+  orderByForeignKeys,
+  type RestorePlan,
+  selectTables,
+  type TablePlan,
+} from './plan.js';
+
+/** A restore request. */
+export interface RestoreOptions {
+  readonly manifest: SnapshotManifest<SchemaModel>;
+  readonly repo: Repository;
+  readonly target: ResolvedTarget;
+  /** Table patterns (`name`, `schema.name`, `*` wildcards). */
+  readonly tables?: readonly string[] | undefined;
+  /** SQL predicate over the table's columns; needs `tables`. */
+  readonly where?: string | undefined;
+  readonly onConflict?: OnConflict | undefined;
+  /** Create the target database first (it must not exist). */
+  readonly create?: boolean | undefined;
+  /** Compute and return the plan; write nothing. */
+  readonly dryRun?: boolean | undefined;
+  /** `--confirm` for the guard. */
+  readonly confirm?: string | undefined;
+  readonly io: GuardIO;
+  readonly signal?: AbortSignal | undefined;
+  readonly onProgress?:
+    | ((p: { table: string; rows: number; tablesDone: number; tablesTotal: number }) => void)
+    | undefined;
+}
+
+/** What was done (or, for a dry run, what would be). */
+export interface RestoreResult {
+  readonly plan: RestorePlan;
+  readonly applied: boolean;
+  readonly seconds: number;
+}
+
+/** Plans and (unless dry-run) applies a restore. */
+export async function restore(options: RestoreOptions): Promise<RestoreResult> {
+  const started = Date.now();
+  const { manifest, target } = options;
+  const selective = (options.tables?.length ?? 0) > 0 || options.where !== undefined;
+  if (options.where !== undefined && (options.tables?.length ?? 0) === 0) {
+    throw new UsageError(
+      "--where needs --table: a predicate is written against one table's columns",
+      {
+        hint: 'name the table(s) the predicate applies to with --table',
+      },
+    );
+  }
+  const selected = orderByForeignKeys(
+    selectTables(manifest, options.tables ?? []),
+    manifest.schema,
+  );
+  const onConflict = options.onConflict ?? 'skip';
+  const lock = await RepositoryLock.acquire(options.repo.storage, {
+    exclusive: false,
+    command: `restore ${manifest.id} to ${target.name}`,
+  });
+  let created = false;
+  try {
+    if (options.create === true && options.dryRun !== true)
+      created = await createDatabase(target, manifest);
+    const client = await connect(target, { applicationName: 'flashback restore' });
+    try {
+      const existing = await existingTables(client);
+      const empty = existing.size === 0;
+      if (!selective && !empty) {
+        throw new UsageError(
+          `database "${target.connection.database}" of target "${target.name}" is not empty (${existing.size} tables, e.g. ${[...existing].slice(0, 3).join(', ')}): a full restore needs an empty database`,
+          {
+            hint: 'restore into a new database with --create, or restore chosen tables or rows with --table/--where',
+          },
+        );
+      }
+      const missing = selected.filter((t) => !existing.has(`${t.schema}.${t.name}`));
+      if (!empty && missing.length > 0) {
+        throw new UsageError(
+          `table(s) ${missing.map((t) => `${t.schema}.${t.name}`).join(', ')} do not exist in "${target.connection.database}"`,
+          {
+            hint: 'a selective restore into a non-empty database merges into existing tables; restore into an empty database to create them',
+          },
+        );
+      }
+      if (options.where !== undefined)
+        await validateWhere(
+          client,
+          selected.filter((t) => existing.has(`${t.schema}.${t.name}`)),
+          options.where,
+        );
+      const chunks = new ChunkStore(options.repo.storage);
+      const base: RestorePlan = {
+        snapshot: manifest.id,
+        target: target.name,
+        mode: selective ? 'selective' : 'full',
+        where: options.where,
+        onConflict,
+        tables: selected.map((t) => ({
+          schema: t.schema,
+          name: t.name,
+          action: empty ? 'load' : 'merge',
+          snapshotRows: t.rows,
+          chunks: t.chunks.length,
+          ...(empty && options.where === undefined ? { insert: t.rows, update: 0, skip: 0 } : {}),
+        })),
+      };
+      if (options.dryRun === true) {
+        const plan =
+          empty && options.where === undefined
+            ? base
+            : await countMerge(client, chunks, selected, base, options);
+        return { plan, applied: false, seconds: (Date.now() - started) / 1000 };
+      }
+      await guard({
+        target,
+        action: describePlan(base),
+        confirm: options.confirm,
+        fingerprints: new FingerprintStore(options.repo),
+        io: options.io,
+        client,
+      });
+      const tables = await apply(client, chunks, selected, base, empty, options);
+      return { plan: { ...base, tables }, applied: true, seconds: (Date.now() - started) / 1000 };
+    } finally {
+      await client.end().catch(() => {});
+    }
+  } catch (err) {
+    // A database we created for this restore and could not fill is removed: nothing half-written stays.
+    if (created) await dropDatabase(target).catch(() => {});
+    throw err;
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Tables (relkind r/p) in user schemas of the connected database, as `schema.name`. */
+async function existingTables(client: PgClient): Promise<Set<string>> {
+  const r = await client.query<{ t: string }>(
+    `SELECT n.nspname || '.' || c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+        AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'`,
+  );
+  return new Set(r.rows.map((row) => row.t));
+}
+
+/** Runs the predicate against each target table with LIMIT 0, so a bad predicate fails before anything is written, with the server's message. */
+async function validateWhere(
+  client: PgClient,
+  tables: readonly TableSnapshot[],
+  where: string,
+): Promise<void> {
+  for (const t of tables) {
+    try {
+      await queryOne(
+        client,
+        `SELECT 1 FROM ONLY ${qualify(t.schema, t.name)} WHERE (${where}) LIMIT 0`,
+      );
+    } catch (err) {
+      throw new UsageError(
+        `invalid --where for table ${t.schema}.${t.name}: ${(err as Error).message}`,
+        {
+          hint: 'the predicate is SQL over the table\'s columns, e.g. --where "tenant_id = 42"',
+        },
+      );
+    }
+  }
+}
+
+/** Loads each table's snapshot rows into a temp table and counts what a merge would do; rolls back. */
+async function countMerge(
+  client: PgClient,
+  chunks: ChunkStore,
+  tables: readonly TableSnapshot[],
+  base: RestorePlan,
+  options: RestoreOptions,
+): Promise<RestorePlan> {
+  await client.query('BEGIN');
+  try {
+    const counted: TablePlan[] = [];
+    for (const [i, t] of tables.entries()) {
+      const staged = await stage(client, chunks, t, options.where, options.signal);
+      const existingKeys = t.key.length === 0 ? 0 : await countExisting(client, t, staged);
+      const matching = staged.rows;
+      const update = options.onConflict === 'update' ? existingKeys : 0;
+      counted.push({
+        ...base.tables[i]!,
+        insert: matching - existingKeys,
+        update,
+        skip: existingKeys - update,
+      });
+    }
+    return { ...base, tables: counted };
+  } finally {
+    await client.query('ROLLBACK').catch(() => {});
+  }
+}
+
+/** Applies the plan in one transaction. Returns the tables with final counts. */
+async function apply(
+  client: PgClient,
+  chunks: ChunkStore,
+  tables: readonly TableSnapshot[],
+  base: RestorePlan,
+  empty: boolean,
+  options: RestoreOptions,
+): Promise<TablePlan[]> {
+  const schema = options.manifest.schema;
+  const only =
+    base.mode === 'selective' ? new Set(tables.map((t) => `${t.schema}.${t.name}`)) : undefined;
+  const ddl = empty
+    ? generateDdl(schema, {
+        ...(only === undefined ? {} : { tables: only }),
+        includeOwnership: false,
+      })
+    : undefined;
+  const done: TablePlan[] = [];
+  await client.query('BEGIN');
+  try {
+    for (const s of ddl?.preData ?? []) await runDdl(client, s);
+    for (const [i, t] of tables.entries()) {
+      const plan = base.tables[i]!;
+      if (empty && options.where === undefined) {
+        const rows = await loadTable(client, chunks, t, options.signal);
+        done.push({ ...plan, insert: rows, update: 0, skip: 0 });
+      } else {
+        done.push({ ...plan, ...(await mergeTable(client, chunks, t, options)) });
+      }
+      options.onProgress?.({
+        table: `${t.schema}.${t.name}`,
+        rows: done[i]?.insert ?? 0,
+        tablesDone: i + 1,
+        tablesTotal: tables.length,
+      });
+    }
+    for (const s of ddl?.postData ?? []) await runDdl(client, s);
+    if (options.signal?.aborted === true)
+      throw new InterruptedError('restore interrupted: rolled back, nothing was written');
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
+  return done;
+}
+
+async function runDdl(
+  client: PgClient,
+  s: { kind: string; name: string; sql: string },
+): Promise<void> {
+  try {
+    await client.query(s.sql);
+  } catch (err) {
+    throw new OperationError(
+      'restore.ddl',
+      `creating ${s.kind} ${s.name} failed: ${(err as Error).message}; nothing was restored`,
+      {
+        hint: 'the statement was: ' + s.sql.slice(0, 300),
+        cause: err,
+      },
+    );
+  }
+}
+
+/** Streams a table's chunks into COPY FROM; returns rows loaded. */
+async function copyChunks(
+  client: PgClient,
+  chunks: ChunkStore,
+  t: TableSnapshot,
+  into: string,
+  signal: AbortSignal | undefined,
+): Promise<number> {
+  const sql = `COPY ${into} (${t.columns.map(quoteIdent).join(', ')}) FROM STDIN`;
+  const ws = client.query(copyFrom(sql));
+  const done = finished(ws);
+  done.catch(() => {}); // observed below; avoid an unhandled rejection while we write
+  let rows = 0;
+  let next = t.chunks[0] === undefined ? undefined : chunks.get(t.chunks[0].id);
+  try {
+    for (let i = 0; i < t.chunks.length; i++) {
+      if (signal?.aborted === true)
+        throw new InterruptedError('restore interrupted: rolled back, nothing was written');
+      const content = await next!;
+      // Fetch (and verify) the next chunk while this one is being sent.
+      next = t.chunks[i + 1] === undefined ? undefined : chunks.get(t.chunks[i + 1]!.id);
+      if (!ws.write(content)) await Promise.race([once(ws, 'drain'), done]);
+      rows += t.chunks[i]!.rows;
+    }
+    ws.end();
+    await done;
+  } catch (err) {
+    next?.catch(() => {});
+    ws.destroy();
+    await done.catch(() => {});
+    throw err;
+  }
+  return rows;
+}
+
+async function loadTable(
+  client: PgClient,
+  chunks: ChunkStore,
+  t: TableSnapshot,
+  signal: AbortSignal | undefined,
+): Promise<number> {
+  try {
+    return await copyChunks(client, chunks, t, qualify(t.schema, t.name), signal);
+  } catch (err) {
+    if (err instanceof InterruptedError || err instanceof OperationError) throw err;
+    throw new OperationError(
+      'restore.load',
+      `loading ${t.schema}.${t.name} failed: ${(err as Error).message}; nothing was restored`,
+      { cause: err },
+    );
+  }
+}
+
+/** A temp table holding the snapshot rows of `t` that match `where`. */
+async function stage(
+  client: PgClient,
+  chunks: ChunkStore,
+  t: TableSnapshot,
+  where: string | undefined,
+  signal: AbortSignal | undefined,
+): Promise<{ name: string; rows: number }> {
+  const name = quoteIdent(`flashback_restore_${t.name}`.slice(0, 60));
+  await client.query(`DROP TABLE IF EXISTS pg_temp.${name}`);
+  // LIKE copies column names and types, not constraints, identity or generation.
+  await client.query(
+    `CREATE TEMP TABLE ${name} (LIKE ${qualify(t.schema, t.name)}) ON COMMIT DROP`,
+  );
+  let rows = await copyChunks(client, chunks, t, `pg_temp.${name}`, signal);
+  if (where !== undefined) {
+    const r = await queryOne(
+      client,
+      `DELETE FROM pg_temp.${name} WHERE NOT coalesce((${where}), false)`,
+    );
+    rows -= r.rowCount ?? 0;
+  }
+  return { name: `pg_temp.${name}`, rows };
+}
+
+function keyMatch(t: TableSnapshot, a: string, b: string): string {
+  return t.key.map((k) => `${a}.${quoteIdent(k)} = ${b}.${quoteIdent(k)}`).join(' AND ');
+}
+
+/** Rows-equal test for keyless tables: every stored column, compared as text (json has no = operator). */
+function rowMatch(t: TableSnapshot, a: string, b: string): string {
+  return t.columns
+    .map((c) => `${a}.${quoteIdent(c)}::text IS NOT DISTINCT FROM ${b}.${quoteIdent(c)}::text`)
+    .join(' AND ');
+}
+
+async function countExisting(
+  client: PgClient,
+  t: TableSnapshot,
+  staged: { name: string },
+): Promise<number> {
+  const r = await client.query<{ n: string }>(
+    `SELECT count(*) AS n FROM ${staged.name} s WHERE EXISTS (SELECT 1 FROM ONLY ${qualify(t.schema, t.name)} d WHERE ${keyMatch(t, 'd', 's')})`,
+  );
+  return Number(r.rows[0]?.n ?? 0);
+}
+
+async function mergeTable(
+  client: PgClient,
+  chunks: ChunkStore,
+  t: TableSnapshot,
+  options: RestoreOptions,
+): Promise<{ insert: number; update: number; skip: number }> {
+  const target = qualify(t.schema, t.name);
+  const staged = await stage(client, chunks, t, options.where, options.signal);
+  const cols = t.columns.map(quoteIdent).join(', ');
+  const onConflict = options.onConflict ?? 'skip';
+  const identityAlways = options.manifest.schema.tables
+    .find((m) => m.schema === t.schema && m.name === t.name)
+    ?.columns.some((c) => c.identity === 'always');
+  const overriding = identityAlways === true ? ' OVERRIDING SYSTEM VALUE' : '';
+  try {
+    if (t.key.length === 0) {
+      // No key: a snapshot row is "present" when an identical row exists.
+      const r = await client.query(
+        `INSERT INTO ${target} (${cols})${overriding} SELECT ${cols} FROM ${staged.name} s WHERE NOT EXISTS (SELECT 1 FROM ONLY ${target} d WHERE ${rowMatch(t, 'd', 's')})`,
+      );
+      const insert = r.rowCount ?? 0;
+      return { insert, update: 0, skip: staged.rows - insert };
+    }
+    let update = 0;
+    if (onConflict === 'update') {
+      const rest = t.columns.filter((c) => !t.key.includes(c));
+      if (rest.length > 0) {
+        const r = await client.query(
+          `UPDATE ONLY ${target} d SET ${rest.map((c) => `${quoteIdent(c)} = s.${quoteIdent(c)}`).join(', ')} FROM ${staged.name} s WHERE ${keyMatch(t, 'd', 's')}`,
+        );
+        update = r.rowCount ?? 0;
+      } else {
+        update = await countExisting(client, t, staged);
+      }
+    }
+    const absent =
+      onConflict === 'fail'
+        ? ''
+        : ` WHERE NOT EXISTS (SELECT 1 FROM ONLY ${target} d WHERE ${keyMatch(t, 'd', 's')})`;
+    // With 'update', rows just updated exist now and are excluded here.
+    const r = await client.query(
+      `INSERT INTO ${target} (${cols})${overriding} SELECT ${cols} FROM ${staged.name} s${absent}`,
+    );
+    const insert = r.rowCount ?? 0;
+    return { insert, update, skip: staged.rows - insert - update };
+  } catch (err) {
+    const e = err as { code?: string; detail?: string; message: string };
+    if (onConflict === 'fail' && e.code === '23505') {
+      throw new OperationError(
+        'restore.conflict',
+        `restoring ${t.schema}.${t.name}: a row with the same key already exists (${e.detail ?? e.message}); nothing was restored`,
+        {
+          hint: "use --on-conflict skip to keep existing rows, or update to overwrite them with the snapshot's values",
+          cause: err,
+        },
+      );
+    }
+    throw new OperationError(
+      'restore.merge',
+      `restoring ${t.schema}.${t.name} failed: ${e.message}; nothing was restored`,
+      { cause: err },
+    );
+  }
+}
+
+function maintenance(target: ResolvedTarget): ResolvedTarget {
+  return { ...target, connection: { ...target.connection, database: 'postgres' } };
+}
+
+/** Creates the target's database with the snapshot's encoding and locale; refuses if it exists. Returns true when created. */
+async function createDatabase(
+  target: ResolvedTarget,
+  manifest: SnapshotManifest,
+): Promise<boolean> {
+  const db = target.connection.database;
+  let admin: PgClient;
+  try {
+    admin = await connectParams(target.name, maintenance(target).connection);
+  } catch (err) {
+    if (err instanceof TargetUnreachableError) throw err;
+    throw err;
+  }
+  try {
+    const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [db]);
+    if ((exists.rowCount ?? 0) > 0) {
+      throw new UsageError(
+        `database "${db}" already exists on target "${target.name}"; --create makes a new one`,
+        {
+          hint: 'drop --create to restore into it (a full restore needs it empty), or name a new database',
+        },
+      );
+    }
+    await admin.query(
+      `CREATE DATABASE ${quoteIdent(db)} TEMPLATE template0 ENCODING ${quoteLiteral(manifest.encoding)} LC_COLLATE ${quoteLiteral(manifest.collate)} LC_CTYPE ${quoteLiteral(manifest.ctype)}`,
+    );
+    return true;
+  } finally {
+    await admin.end().catch(() => {});
+  }
+}
+
+async function dropDatabase(target: ResolvedTarget): Promise<void> {
+  const admin = await connectParams(target.name, maintenance(target).connection);
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${quoteIdent(target.connection.database)}`);
+  } finally {
+    await admin.end().catch(() => {});
+  }
+}

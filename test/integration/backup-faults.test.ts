@@ -1,0 +1,116 @@
+/** Faults during backup: a full disk and Ctrl-C leave no snapshot, no temporary files, no lock, no slot; the next run works. */
+import { execFile, spawn } from 'node:child_process';
+import { readdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
+import { createSampleDatabase } from '../../src/sample/saas.js';
+import { CLI, connectTo, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
+
+const run = promisify(execFile);
+const server = testServers().find((s) => s.major === 17)!;
+
+async function files(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) out.push(path.relative(dir, path.join(e.parentPath, e.name)));
+  }
+  return out.sort();
+}
+
+describe('backup faults', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let db: string;
+  const env = { PW: server.password };
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir());
+    db = await freshDatabase(server, 'faults');
+    const c = await connectTo(server, db);
+    await createSampleDatabase(c, { tenants: 40 });
+    await c.end();
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `targets:\n  prod:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n`,
+    );
+  });
+  afterAll(async () => cleanup());
+
+  it('fails cleanly when the repository disk is full, and works once there is space', async () => {
+    const small = path.join(dir, 'small');
+    await run('mkdir', ['-p', small]);
+    // A real full disk: a 1 MB tmpfs (the tests run as root, as CI does).
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small]);
+    try {
+      expect((await runCli(['init', '--force', '--repo', small], { cwd: dir })).code).toBe(0);
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `targets:\n  prod:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n`,
+      );
+      const r = await runCli(['backup', 'prod', '--repo', small], { cwd: dir, env });
+      expect(r.code).toBe(ExitCode.failed);
+      expect(r.stderr).toContain('no space left in the repository');
+      expect(r.stderr).toContain('nothing was committed');
+      const left = await files(small);
+      expect(left.filter((f) => f.startsWith('snapshots/'))).toEqual([]);
+      expect(left.filter((f) => f.includes('.tmp-'))).toEqual([]);
+      expect(left.filter((f) => f.startsWith('locks/'))).toEqual([]);
+      expect((await runCli(['list', '--repo', small], { cwd: dir })).stdout).toContain(
+        'no snapshots',
+      );
+    } finally {
+      await run('umount', [small]);
+    }
+    // The temporary replication slot went with the failed backup's connection.
+    expect(
+      (
+        await sql(
+          server,
+          db,
+          "SELECT count(*) AS n FROM pg_replication_slots WHERE slot_name LIKE 'flashback_tmp_%' AND database = current_database()",
+        )
+      )[0]?.n,
+    ).toBe('0');
+  });
+
+  it('stops on Ctrl-C without committing, and the next backup works', async () => {
+    const repo = path.join(dir, 'repo');
+    expect((await runCli(['init', '--force', '--repo', repo], { cwd: dir })).code).toBe(0);
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `targets:\n  prod:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n`,
+    );
+    const child = spawn(
+      process.execPath,
+      [CLI, 'backup', 'prod', '--repo', repo, '--workers', '1'],
+      { cwd: dir, env: { ...process.env, ...env } },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    // Interrupt once the first chunks are being written.
+    for (
+      let i = 0;
+      i < 200 && (await files(repo)).filter((f) => f.startsWith('chunks/')).length === 0;
+      i++
+    ) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    expect(code).toBe(ExitCode.interrupted);
+    expect(stderr).toContain('backup interrupted: no snapshot was committed');
+    const left = await files(repo);
+    expect(
+      left.filter(
+        (f) => f.startsWith('snapshots/') || f.startsWith('locks/') || f.includes('.tmp-'),
+      ),
+    ).toEqual([]);
+    const again = await runCli(['backup', 'prod', '--repo', repo, '--json'], { cwd: dir, env });
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout).totals.tables).toBe(6);
+  });
+});

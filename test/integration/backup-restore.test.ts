@@ -1,0 +1,341 @@
+/** backup, list, show and restore against real servers, through the CLI as users run them. */
+import { createHash } from 'node:crypto';
+import { readdir, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
+import { SnapshotStore } from '../../src/repo/snapshots.js';
+import { createSampleDatabase } from '../../src/sample/saas.js';
+import { LocalStorage } from '../../src/storage/local.js';
+import {
+  connectTo,
+  freshDatabase,
+  runCli,
+  sql,
+  type TestServer,
+  tempDir,
+  testServers,
+} from '../harness/pg.js';
+
+/** sha256 of a table's COPY text in key order: equal hashes mean byte-identical contents. */
+async function tableHash(
+  server: TestServer,
+  db: string,
+  table: string,
+  orderBy: string,
+): Promise<string> {
+  const rows = await sql(
+    server,
+    db,
+    `SELECT string_agg(t::text, E'\\n' ORDER BY ${orderBy}) AS all FROM ${table} t`,
+  );
+  return createHash('sha256')
+    .update(rows[0]?.all ?? '')
+    .digest('hex');
+}
+
+const TABLES: Record<string, string> = {
+  tenants: 'id',
+  subscribers: 'id',
+  workflows: 'id',
+  workflow_steps: 'id',
+  files: 'id',
+  events: 't::text',
+};
+
+async function dirBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) total += (await stat(path.join(e.parentPath, e.name))).size;
+  }
+  return total;
+}
+
+describe.each(
+  testServers()
+    .filter((s) => s.major === 15 || s.major === 17)
+    .map((s) => [s.major, s] as const),
+)('backup and restore on PostgreSQL %i', (_major, server: TestServer) => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let source: string;
+  let firstId: string;
+  const env = { PW: server.password };
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir());
+    source = await freshDatabase(server, 'src');
+    const c = await connectTo(server, source);
+    // files: 12 × 2000 rows, about 2.5 MB of COPY text: a few chunks, so a change can hit only some.
+    await createSampleDatabase(c, { tenants: 12, subscribersPerTenant: 200, filesPerTenant: 2000 });
+    await c.end();
+    const t = (name: string, db: string, extra = '') =>
+      `  ${name}:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n${extra}`;
+    expect((await runCli(['init', '--repo', path.join(dir, 'repo')], { cwd: dir })).code).toBe(0);
+    // Replace init's starter file with the targets under test.
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `repository: ./repo\ntargets:\n${t('prod', source)}${t('copy', `restored_${source}`, '    protected: false\n')}`,
+    );
+  });
+  afterAll(async () => cleanup());
+
+  it('backs up a database and lists the snapshot', async () => {
+    const r = await runCli(['backup', 'prod', '--json'], { cwd: dir, env });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(ExitCode.ok);
+    const out = JSON.parse(r.stdout);
+    firstId = out.snapshot;
+    expect(firstId).toMatch(/^\d{8}-\d{6}-[0-9a-f]{4}$/);
+    expect(out.lsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    expect(out.totals).toMatchObject({ tables: 6 });
+    const counts = await sql(
+      server,
+      source,
+      'SELECT (SELECT count(*) FROM subscribers) + (SELECT count(*) FROM workflow_steps) + (SELECT count(*) FROM files) + (SELECT count(*) FROM events) + (SELECT count(*) FROM tenants) + (SELECT count(*) FROM workflows) AS n',
+    );
+    expect(out.totals.rows).toBe(Number(counts[0]?.n));
+    // Everything written is new; what is stored is what the repository grew by.
+    expect(out.totals.newBytes).toBe(out.totals.storedBytes);
+
+    const list = await runCli(['list'], { cwd: dir, env });
+    expect(list.stdout).toMatch(
+      new RegExp(
+        `${firstId}\\s+\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ\\s+prod\\s+[0-9A-F/]+\\s+6\\s+`,
+      ),
+    );
+    const show = await runCli(['show', firstId.slice(0, 12)], { cwd: dir, env });
+    expect(show.code).toBe(0);
+    expect(show.stdout).toMatch(/public\.workflow_steps\s+[\d,]+\s+\d+/);
+    expect(show.stdout).toContain('(none: whole-row chunking)'); // events has no key
+  });
+
+  it('restores the whole snapshot into a new database, byte for byte', async () => {
+    const r = await runCli(['restore', firstId, '--to', 'copy', '--create'], { cwd: dir, env });
+    expect(r.stderr).toContain('target    copy  (unprotected)');
+    expect(r.code).toBe(ExitCode.ok);
+    expect(r.stdout).toMatch(/restored: full restore of snapshot/);
+    for (const [t, order] of Object.entries(TABLES)) {
+      expect(await tableHash(server, `restored_${source}`, t, order), t).toBe(
+        await tableHash(server, source, t, order),
+      );
+    }
+    // Sequences keep their values: the next identity value continues where the source is.
+    const next = async (db: string) =>
+      (await sql(server, db, 'SELECT last_value FROM tenants_id_seq'))[0]?.last_value;
+    expect(await next(`restored_${source}`)).toBe(await next(source));
+  });
+
+  it('stores only the changed chunks when 1% of rows change', async () => {
+    const before = await dirBytes(path.join(dir, 'repo', 'chunks'));
+    // 1% of files rows, in one tenant's key range, plus a few new rows.
+    await sql(
+      server,
+      source,
+      `UPDATE files SET name = name || '.v2' WHERE id IN (SELECT id FROM files ORDER BY id LIMIT (SELECT count(*) / 100 FROM files) OFFSET 500)`,
+    );
+    await sql(
+      server,
+      source,
+      `INSERT INTO events (tenant_id, kind, at) VALUES (1, 'login', now())`,
+    );
+    const r = await runCli(['backup', 'prod', '--json'], { cwd: dir, env });
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    const after = await dirBytes(path.join(dir, 'repo', 'chunks'));
+    const store = new SnapshotStore(new LocalStorage(path.join(dir, 'repo')));
+    const [a, b] = [await store.read(firstId), await store.read(out.snapshot)];
+    const old = new Set(a.tables.flatMap((t) => t.chunks.map((c) => c.id)));
+    const fresh = new Map(
+      b.tables.flatMap((t) =>
+        t.chunks.filter((c) => !old.has(c.id)).map((c) => [c.id, c.stored] as const),
+      ),
+    );
+    // What the repository grew by is exactly the chunks that are new, counted once.
+    expect(after - before).toBe(out.totals.newBytes);
+    expect(out.totals.newBytes).toBe([...fresh.values()].reduce((x, y) => x + y, 0));
+    expect(out.totals.newChunks).toBe(fresh.size);
+    // Unchanged tables reuse every chunk; the changed ones rewrote only a few.
+    const ids = (m: typeof a, name: string) =>
+      m.tables.find((t) => t.name === name)!.chunks.map((c) => c.id);
+    for (const name of ['tenants', 'subscribers', 'workflows', 'workflow_steps'])
+      expect(ids(b, name)).toEqual(ids(a, name));
+    const changed = (name: string) => ids(b, name).filter((id) => !old.has(id)).length;
+    expect(changed('files')).toBeGreaterThan(0);
+    expect(changed('files')).toBeLessThanOrEqual(2);
+    expect(changed('events')).toBe(1);
+  });
+
+  it('puts back deleted rows of one tenant into the live database, keeping the rest', async () => {
+    const hashBefore = await tableHash(server, source, 'workflow_steps', 'id');
+    const count = async (where: string) =>
+      Number(
+        (await sql(server, source, `SELECT count(*) AS n FROM workflow_steps WHERE ${where}`))[0]
+          ?.n,
+      );
+    // A bad query deletes most of tenant 3's rows; some remain.
+    const deleted = await count('tenant_id = 3 AND step > 1');
+    const kept = await count('tenant_id = 3 AND step = 1');
+    expect(deleted).toBeGreaterThan(0);
+    expect(kept).toBeGreaterThan(0);
+    await sql(server, source, 'DELETE FROM workflow_steps WHERE tenant_id = 3 AND step > 1');
+    const dry = await runCli(
+      [
+        'restore',
+        'latest',
+        '--to',
+        'prod',
+        '--table',
+        'workflow_steps',
+        '--where',
+        'tenant_id = 3',
+        '--dry-run',
+        '--json',
+      ],
+      { cwd: dir, env },
+    );
+    expect(dry.code).toBe(0);
+    const plan = JSON.parse(dry.stdout).plan;
+    expect(plan.tables).toHaveLength(1);
+    expect(plan.tables[0]).toMatchObject({
+      name: 'workflow_steps',
+      action: 'merge',
+      insert: deleted,
+      update: 0,
+      skip: kept,
+    });
+    // The dry run wrote nothing.
+    expect(await count('tenant_id = 3')).toBe(kept);
+
+    const refused = await runCli(
+      [
+        'restore',
+        'latest',
+        '--to',
+        'prod',
+        '--table',
+        'workflow_steps',
+        '--where',
+        'tenant_id = 3',
+      ],
+      { cwd: dir, env },
+    );
+    expect(refused.code).toBe(ExitCode.refused);
+    expect(await count('tenant_id = 3')).toBe(kept);
+
+    const r = await runCli(
+      [
+        'restore',
+        'latest',
+        '--to',
+        'prod',
+        '--table',
+        'workflow_steps',
+        '--where',
+        'tenant_id = 3',
+        '--confirm',
+        'prod',
+        '--json',
+      ],
+      { cwd: dir, env },
+    );
+    expect(r.stderr).toContain('action    restore 1 table(s) from snapshot');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).plan.tables[0]).toMatchObject({ insert: deleted, skip: kept });
+    expect(await tableHash(server, source, 'workflow_steps', 'id')).toBe(hashBefore);
+  });
+
+  it('skips, updates or fails on existing keys as asked', async () => {
+    await sql(server, source, "UPDATE tenants SET plan = 'free' WHERE id = 2");
+    const base = [
+      'restore',
+      'latest',
+      '--to',
+      'prod',
+      '--table',
+      'tenants',
+      '--where',
+      'id <= 2',
+      '--confirm',
+      'prod',
+      '--json',
+    ];
+    const skip = JSON.parse((await runCli(base, { cwd: dir, env })).stdout).plan.tables[0];
+    expect(skip).toMatchObject({ insert: 0, update: 0, skip: 2 });
+    expect((await sql(server, source, 'SELECT plan FROM tenants WHERE id = 2'))[0]?.plan).toBe(
+      'free',
+    );
+    const upd = JSON.parse(
+      (await runCli([...base, '--on-conflict', 'update'], { cwd: dir, env })).stdout,
+    ).plan.tables[0];
+    expect(upd).toMatchObject({ insert: 0, update: 2, skip: 0 });
+    expect((await sql(server, source, 'SELECT plan FROM tenants WHERE id = 2'))[0]?.plan).toBe(
+      'enterprise',
+    );
+    const fail = await runCli([...base, '--on-conflict', 'fail'], { cwd: dir, env });
+    expect(fail.code).toBe(ExitCode.failed);
+    expect(fail.stderr).toContain('a row with the same key already exists');
+  });
+
+  it('rejects bad input with a clear message and writes nothing', async () => {
+    const cases: Array<[string[], number, string]> = [
+      [['restore', 'nope', '--to', 'copy'], ExitCode.usage, 'unknown snapshot "nope"'],
+      [
+        ['restore', 'latest', '--to', 'prod', '--table', 'nosuch'],
+        ExitCode.usage,
+        'no table in snapshot',
+      ],
+      [
+        [
+          'restore',
+          'latest',
+          '--to',
+          'prod',
+          '--table',
+          'tenants',
+          '--where',
+          'no_such_column = 1',
+        ],
+        ExitCode.usage,
+        'invalid --where for table public.tenants: column "no_such_column" does not exist',
+      ],
+      [
+        [
+          'restore',
+          'latest',
+          '--to',
+          'prod',
+          '--table',
+          'tenants',
+          '--where',
+          '1=1); DROP TABLE tenants; --',
+        ],
+        ExitCode.usage,
+        'invalid --where',
+      ],
+      [
+        ['restore', 'latest', '--to', 'prod', '--where', 'id = 1'],
+        ExitCode.usage,
+        '--where needs --table',
+      ],
+      [['restore', 'latest', '--to', 'prod'], ExitCode.usage, 'is not empty'],
+      [['restore', 'latest', '--to', 'copy', '--create'], ExitCode.usage, 'already exists'],
+      [
+        ['restore', 'latest', '--to', 'prod', '--on-conflict', 'maybe'],
+        ExitCode.usage,
+        '--on-conflict: expected skip, update or fail',
+      ],
+      [
+        ['backup', 'prod', '--repo', path.join(dir, 'none')],
+        ExitCode.repository,
+        'no Flashback repository',
+      ],
+    ];
+    for (const [args, code, text] of cases) {
+      const r = await runCli(args, { cwd: dir, env });
+      expect(`${args.join(' ')} → ${r.code}`).toBe(`${args.join(' ')} → ${code}`);
+      expect(r.stderr).toContain(text);
+    }
+    expect(Number((await sql(server, source, 'SELECT count(*) AS n FROM tenants'))[0]?.n)).toBe(12);
+  });
+});
