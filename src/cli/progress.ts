@@ -7,7 +7,8 @@ import { formatBytes } from '../util/format.js';
 
 /** A progress line writer; `update` may be called often, it throttles itself. */
 export class Progress {
-  private last = 0;
+  /** The first line appears only after one interval: short work prints no progress at all. */
+  private last = Date.now();
   private drawn = false;
   private readonly started = Date.now();
 

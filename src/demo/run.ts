@@ -34,7 +34,8 @@ async function flashback(
   args: readonly string[],
   note = '',
 ): Promise<number> {
-  say(`\n$ flashback ${args.join(' ')}${note === '' ? '' : `    # ${note}`}`);
+  const shown = args.map((a) => (/[\s'"]/.test(a) ? `"${a}"` : a)).join(' ');
+  say(`\n$ flashback ${shown}${note === '' ? '' : `    # ${note}`}`);
   const child = spawn(process.execPath, [CLI, ...args], {
     cwd: dir,
     env,
@@ -117,6 +118,62 @@ async function main(): Promise<void> {
     'doctor prod',
     await flashback(dir, env, ['doctor', 'prod'], 'exit 1: warnings, each with its fix'),
     1,
+  );
+
+  expectExit('backup prod', await flashback(dir, env, ['backup', 'prod']), 0);
+  expectExit('list', await flashback(dir, env, ['list']), 0);
+
+  say('\n--- Incident 4: a migration deletes the invoice files of every even-numbered tenant ---');
+  const live = await connectParams('demo', server.connection('app'));
+  const count = async (): Promise<number> =>
+    Number(
+      (await live.query<{ n: string }>("SELECT count(*) AS n FROM files WHERE kind = 'invoice'"))
+        .rows[0]?.n,
+    );
+  const before = await count();
+  await live.query("DELETE FROM files WHERE kind = 'invoice' AND tenant_id % 2 = 0");
+  await live.query(
+    "INSERT INTO files (tenant_id, kind, name, size_bytes, sha256, created_at) VALUES (2, 'invoice', 'new-after-the-mistake.pdf', 1234, sha256('x'), now())",
+  );
+  const after = await count();
+  say(
+    `(invoice files: ${before.toLocaleString('en-US')} before, ${after.toLocaleString('en-US')} after the migration; one new invoice arrived since)`,
+  );
+  const where = "kind = 'invoice'";
+  expectExit(
+    'restore dry run',
+    await flashback(
+      dir,
+      env,
+      ['restore', 'latest', '--to', 'prod', '--table', 'files', '--where', where, '--dry-run'],
+      'the plan; nothing written',
+    ),
+    0,
+  );
+  expectExit(
+    'restore',
+    await flashback(dir, env, [
+      'restore',
+      'latest',
+      '--to',
+      'prod',
+      '--table',
+      'files',
+      '--where',
+      where,
+      '--confirm',
+      'prod',
+    ]),
+    0,
+  );
+  const restored = await count();
+  await live.end();
+  if (restored !== before + 1)
+    throw new Error(
+      `demo: expected ${before + 1} invoice files after the restore, found ${restored}`,
+    );
+  say(
+    `(invoice files now: ${restored.toLocaleString('en-US')}: every deleted row is back, and the new one is kept)`,
   );
 
   say('\n--- Incident 5: a config change points "staging" at production\'s database ---');

@@ -109,10 +109,15 @@ export function orderByForeignKeys<T extends { schema: string; name: string }>(
   return out;
 }
 
-/** A one-line summary of a plan, for the guard's banner. */
+/** A one-line summary of a plan, for the guard's banner: exact row counts when known. */
 export function describePlan(plan: RestorePlan): string {
-  const rows = plan.tables.reduce((n, t) => n + (t.insert ?? t.snapshotRows), 0);
   const what = plan.mode === 'full' ? 'full restore' : `restore ${plan.tables.length} table(s)`;
   const where = plan.where === undefined ? '' : ` where ${plan.where}`;
-  return `${what} from snapshot ${plan.snapshot}${where}: up to ${rows.toLocaleString('en-US')} rows; existing keys: ${plan.onConflict}`;
+  const n = (f: (t: TablePlan) => number | undefined): string =>
+    plan.tables.reduce((a, t) => a + (f(t) ?? 0), 0).toLocaleString('en-US');
+  const known = plan.tables.every((t) => t.insert !== undefined);
+  const effect = known
+    ? `insert ${n((t) => t.insert)} rows, update ${n((t) => t.update)}, skip ${n((t) => t.skip)} (existing keys: ${plan.onConflict})`
+    : `up to ${n((t) => t.snapshotRows)} rows (existing keys: ${plan.onConflict})`;
+  return `${what} from snapshot ${plan.snapshot}${where}: ${effect}`;
 }

@@ -19,7 +19,7 @@ import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { ResolvedTarget } from '../config/targets.js';
-import { InterruptedError, OperationError, TargetUnreachableError, UsageError } from '../errors.js';
+import { InterruptedError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard } from '../guard/guard.js';
 import { connect, connectParams, type PgClient, queryOne } from '../pg/connect.js';
@@ -93,8 +93,27 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   });
   let created = false;
   try {
-    if (options.create === true && options.dryRun !== true)
-      created = await createDatabase(target, manifest);
+    if (options.create === true && options.dryRun === true) {
+      // Nothing to connect to yet, and creating it would be a write: plan from the manifest.
+      await assertNoDatabase(target);
+      const plan: RestorePlan = {
+        snapshot: manifest.id,
+        target: target.name,
+        mode: selective ? 'selective' : 'full',
+        where: options.where,
+        onConflict,
+        tables: selected.map((t) => ({
+          schema: t.schema,
+          name: t.name,
+          action: 'load',
+          snapshotRows: t.rows,
+          chunks: t.chunks.length,
+          ...(options.where === undefined ? { insert: t.rows, update: 0, skip: 0 } : {}),
+        })),
+      };
+      return { plan, applied: false, seconds: (Date.now() - started) / 1000 };
+    }
+    if (options.create === true) created = await createDatabase(target, manifest);
     const client = await connect(target, { applicationName: 'flashback restore' });
     try {
       const existing = await existingTables(client);
@@ -138,23 +157,18 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           ...(empty && options.where === undefined ? { insert: t.rows, update: 0, skip: 0 } : {}),
         })),
       };
-      if (options.dryRun === true) {
-        const plan =
-          empty && options.where === undefined
-            ? base
-            : await countMerge(client, chunks, selected, base, options);
-        return { plan, applied: false, seconds: (Date.now() - started) / 1000 };
-      }
-      await guard({
-        target,
-        action: describePlan(base),
-        confirm: options.confirm,
-        fingerprints: new FingerprintStore(options.repo),
-        io: options.io,
-        client,
-      });
-      const tables = await apply(client, chunks, selected, base, empty, options);
-      return { plan: { ...base, tables }, applied: true, seconds: (Date.now() - started) / 1000 };
+      const fingerprints = new FingerprintStore(options.repo);
+      const result = await run(client, chunks, selected, base, empty, options, (plan) =>
+        guard({
+          target,
+          action: describePlan(plan),
+          confirm: options.confirm,
+          fingerprints,
+          io: options.io,
+          client,
+        }),
+      );
+      return { ...result, seconds: (Date.now() - started) / 1000 };
     } finally {
       await client.end().catch(() => {});
     }
@@ -200,68 +214,72 @@ async function validateWhere(
   }
 }
 
-/** Loads each table's snapshot rows into a temp table and counts what a merge would do; rolls back. */
-async function countMerge(
-  client: PgClient,
-  chunks: ChunkStore,
-  tables: readonly TableSnapshot[],
-  base: RestorePlan,
-  options: RestoreOptions,
-): Promise<RestorePlan> {
-  await client.query('BEGIN');
-  try {
-    const counted: TablePlan[] = [];
-    for (const [i, t] of tables.entries()) {
-      const staged = await stage(client, chunks, t, options.where, options.signal);
-      const existingKeys = t.key.length === 0 ? 0 : await countExisting(client, t, staged);
-      const matching = staged.rows;
-      const update = options.onConflict === 'update' ? existingKeys : 0;
-      counted.push({
-        ...base.tables[i]!,
-        insert: matching - existingKeys,
-        update,
-        skip: existingKeys - update,
-      });
-    }
-    return { ...base, tables: counted };
-  } finally {
-    await client.query('ROLLBACK').catch(() => {});
-  }
-}
-
-/** Applies the plan in one transaction. Returns the tables with final counts. */
-async function apply(
+/**
+ * The restore in one transaction: create the schema (into an empty
+ * database), stage rows that need filtering or merging in temporary tables
+ * and count exactly what will happen, then ask the guard with those counts,
+ * then write. A dry run stops after counting and rolls back; so does a
+ * refusal. Rows that need no filtering are streamed straight into their table.
+ */
+async function run(
   client: PgClient,
   chunks: ChunkStore,
   tables: readonly TableSnapshot[],
   base: RestorePlan,
   empty: boolean,
   options: RestoreOptions,
-): Promise<TablePlan[]> {
-  const schema = options.manifest.schema;
+  confirm: (plan: RestorePlan) => Promise<unknown>,
+): Promise<{ plan: RestorePlan; applied: boolean }> {
   const only =
     base.mode === 'selective' ? new Set(tables.map((t) => `${t.schema}.${t.name}`)) : undefined;
   const ddl = empty
-    ? generateDdl(schema, {
+    ? generateDdl(options.manifest.schema, {
         ...(only === undefined ? {} : { tables: only }),
         includeOwnership: false,
       })
     : undefined;
-  const done: TablePlan[] = [];
   await client.query('BEGIN');
   try {
     for (const s of ddl?.preData ?? []) await runDdl(client, s);
+    const staged: Array<Staged | undefined> = [];
+    const planned: TablePlan[] = [];
     for (const [i, t] of tables.entries()) {
-      const plan = base.tables[i]!;
       if (empty && options.where === undefined) {
-        const rows = await loadTable(client, chunks, t, options.signal);
-        done.push({ ...plan, insert: rows, update: 0, skip: 0 });
-      } else {
-        done.push({ ...plan, ...(await mergeTable(client, chunks, t, options)) });
+        staged.push(undefined);
+        planned.push({ ...base.tables[i]!, insert: t.rows, update: 0, skip: 0 });
+        continue;
       }
+      const st = await stage(client, chunks, t, options.where, options.signal);
+      const existing =
+        t.key.length === 0
+          ? await countIdentical(client, t, st)
+          : await countExisting(client, t, st);
+      const update = options.onConflict === 'update' && t.key.length > 0 ? existing : 0;
+      staged.push({ ...st, existing });
+      planned.push({
+        ...base.tables[i]!,
+        insert: st.rows - existing,
+        update,
+        skip: existing - update,
+      });
+    }
+    const plan: RestorePlan = { ...base, tables: planned };
+    if (options.dryRun === true) {
+      await client.query('ROLLBACK');
+      return { plan, applied: false };
+    }
+    await confirm(plan);
+    const done: TablePlan[] = [];
+    for (const [i, t] of tables.entries()) {
+      const st = staged[i];
+      const counts =
+        st === undefined
+          ? { insert: await loadTable(client, chunks, t, options.signal), update: 0, skip: 0 }
+          : await mergeTable(client, t, st, options);
+      done.push({ ...planned[i]!, ...counts });
       options.onProgress?.({
         table: `${t.schema}.${t.name}`,
-        rows: done[i]?.insert ?? 0,
+        rows: counts.insert,
         tablesDone: i + 1,
         tablesTotal: tables.length,
       });
@@ -270,11 +288,11 @@ async function apply(
     if (options.signal?.aborted === true)
       throw new InterruptedError('restore interrupted: rolled back, nothing was written');
     await client.query('COMMIT');
+    return { plan: { ...plan, tables: done }, applied: true };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
     throw err;
   }
-  return done;
 }
 
 async function runDdl(
@@ -348,6 +366,13 @@ async function loadTable(
   }
 }
 
+/** Snapshot rows of one table staged in a temporary table, and how many of them already exist in the target. */
+interface Staged {
+  readonly name: string;
+  readonly rows: number;
+  readonly existing: number;
+}
+
 /** A temp table holding the snapshot rows of `t` that match `where`. */
 async function stage(
   client: PgClient,
@@ -377,6 +402,19 @@ function keyMatch(t: TableSnapshot, a: string, b: string): string {
   return t.key.map((k) => `${a}.${quoteIdent(k)} = ${b}.${quoteIdent(k)}`).join(' AND ');
 }
 
+/** Staged rows of a keyless table that have an identical row in the target. */
+async function countIdentical(
+  client: PgClient,
+  t: TableSnapshot,
+  staged: { name: string },
+): Promise<number> {
+  const target = qualify(t.schema, t.name);
+  const r = await client.query<{ n: string }>(
+    `SELECT count(*) AS n FROM ${staged.name} s WHERE EXISTS (SELECT 1 FROM ONLY ${target} d WHERE ${rowMatch(t, 'd', 's')})`,
+  );
+  return Number(r.rows[0]?.n ?? 0);
+}
+
 /** Rows-equal test for keyless tables: every stored column, compared as text (json has no = operator). */
 function rowMatch(t: TableSnapshot, a: string, b: string): string {
   return t.columns
@@ -395,14 +433,14 @@ async function countExisting(
   return Number(r.rows[0]?.n ?? 0);
 }
 
+/** Writes staged rows into their table per --on-conflict; returns what was done. */
 async function mergeTable(
   client: PgClient,
-  chunks: ChunkStore,
   t: TableSnapshot,
+  staged: Staged,
   options: RestoreOptions,
 ): Promise<{ insert: number; update: number; skip: number }> {
   const target = qualify(t.schema, t.name);
-  const staged = await stage(client, chunks, t, options.where, options.signal);
   const cols = t.columns.map(quoteIdent).join(', ');
   const onConflict = options.onConflict ?? 'skip';
   const identityAlways = options.manifest.schema.tables
@@ -411,7 +449,7 @@ async function mergeTable(
   const overriding = identityAlways === true ? ' OVERRIDING SYSTEM VALUE' : '';
   try {
     if (t.key.length === 0) {
-      // No key: a snapshot row is "present" when an identical row exists.
+      // No key: a snapshot row is present when an identical row exists.
       const r = await client.query(
         `INSERT INTO ${target} (${cols})${overriding} SELECT ${cols} FROM ${staged.name} s WHERE NOT EXISTS (SELECT 1 FROM ONLY ${target} d WHERE ${rowMatch(t, 'd', 's')})`,
       );
@@ -421,20 +459,19 @@ async function mergeTable(
     let update = 0;
     if (onConflict === 'update') {
       const rest = t.columns.filter((c) => !t.key.includes(c));
+      update = staged.existing;
       if (rest.length > 0) {
         const r = await client.query(
           `UPDATE ONLY ${target} d SET ${rest.map((c) => `${quoteIdent(c)} = s.${quoteIdent(c)}`).join(', ')} FROM ${staged.name} s WHERE ${keyMatch(t, 'd', 's')}`,
         );
         update = r.rowCount ?? 0;
-      } else {
-        update = await countExisting(client, t, staged);
       }
     }
     const absent =
       onConflict === 'fail'
         ? ''
         : ` WHERE NOT EXISTS (SELECT 1 FROM ONLY ${target} d WHERE ${keyMatch(t, 'd', 's')})`;
-    // With 'update', rows just updated exist now and are excluded here.
+    // With 'update', the rows just updated exist and are excluded here.
     const r = await client.query(
       `INSERT INTO ${target} (${cols})${overriding} SELECT ${cols} FROM ${staged.name} s${absent}`,
     );
@@ -464,31 +501,36 @@ function maintenance(target: ResolvedTarget): ResolvedTarget {
   return { ...target, connection: { ...target.connection, database: 'postgres' } };
 }
 
-/** Creates the target's database with the snapshot's encoding and locale; refuses if it exists. Returns true when created. */
-async function createDatabase(
-  target: ResolvedTarget,
-  manifest: SnapshotManifest,
-): Promise<boolean> {
-  const db = target.connection.database;
-  let admin: PgClient;
+/** Throws UsageError if the target's database exists (for --create). */
+async function assertNoDatabase(target: ResolvedTarget): Promise<void> {
+  const admin = await connectParams(target.name, maintenance(target).connection);
   try {
-    admin = await connectParams(target.name, maintenance(target).connection);
-  } catch (err) {
-    if (err instanceof TargetUnreachableError) throw err;
-    throw err;
-  }
-  try {
-    const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [db]);
+    const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [
+      target.connection.database,
+    ]);
     if ((exists.rowCount ?? 0) > 0) {
       throw new UsageError(
-        `database "${db}" already exists on target "${target.name}"; --create makes a new one`,
+        `database "${target.connection.database}" already exists on target "${target.name}"; --create makes a new one`,
         {
           hint: 'drop --create to restore into it (a full restore needs it empty), or name a new database',
         },
       );
     }
+  } finally {
+    await admin.end().catch(() => {});
+  }
+}
+
+/** Creates the target's database with the snapshot's encoding and locale (it must not exist). Returns true when created. */
+async function createDatabase(
+  target: ResolvedTarget,
+  manifest: SnapshotManifest,
+): Promise<boolean> {
+  await assertNoDatabase(target);
+  const admin = await connectParams(target.name, maintenance(target).connection);
+  try {
     await admin.query(
-      `CREATE DATABASE ${quoteIdent(db)} TEMPLATE template0 ENCODING ${quoteLiteral(manifest.encoding)} LC_COLLATE ${quoteLiteral(manifest.collate)} LC_CTYPE ${quoteLiteral(manifest.ctype)}`,
+      `CREATE DATABASE ${quoteIdent(target.connection.database)} TEMPLATE template0 ENCODING ${quoteLiteral(manifest.encoding)} LC_COLLATE ${quoteLiteral(manifest.collate)} LC_CTYPE ${quoteLiteral(manifest.ctype)}`,
     );
     return true;
   } finally {

@@ -240,6 +240,10 @@ describe.each(
       { cwd: dir, env },
     );
     expect(r.stderr).toContain('action    restore 1 table(s) from snapshot');
+    // The banner states the exact effect before anything is written.
+    expect(r.stderr).toContain(
+      `where tenant_id = 3: insert ${deleted.toLocaleString('en-US')} rows, update 0, skip ${kept.toLocaleString('en-US')} (existing keys: skip)`,
+    );
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout).plan.tables[0]).toMatchObject({ insert: deleted, skip: kept });
     expect(await tableHash(server, source, 'workflow_steps', 'id')).toBe(hashBefore);

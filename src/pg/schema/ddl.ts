@@ -20,6 +20,8 @@
  */
 import type {
   AclEntry,
+  AggregateModel,
+  CollationModel,
   ColumnModel,
   ConstraintModel,
   DdlStatement,
@@ -40,8 +42,10 @@ export interface GenerateDdlOptions {
    * `schema.name` keys of the tables to generate (for `restore --table`):
    * those tables, the partitions of any partitioned one among them, and
    * what they need (their schema, types, functions, sequences; their
-   * constraints, indexes, triggers, policies; a parent to attach to). A
-   * foreign key is generated only when its referenced table is selected too.
+   * constraints, indexes, triggers, policies). A selected partition's
+   * ancestors are selected too (without their other partitions), so it is
+   * attached as it was. A foreign key is generated only when its referenced
+   * table is selected too.
    * Default: everything.
    */
   readonly tables?: ReadonlySet<string>;
@@ -66,6 +70,7 @@ const PRIORITY = {
   setting: 0,
   schema: 1,
   extension: 2,
+  collation: 3,
   type: 3,
   function: 4,
   sequence: 5,
@@ -90,6 +95,16 @@ const PRIORITY = {
   sequenceValue: 43,
   refresh: 44,
 } as const;
+
+/**
+ * Privileges of the object kinds that have more than one (before PostgreSQL
+ * 17, which adds MAINTAIN on tables).
+ */
+const ALL_PRIVILEGES: Readonly<Record<string, readonly string[]>> = {
+  TABLE: ['DELETE', 'INSERT', 'REFERENCES', 'SELECT', 'TRIGGER', 'TRUNCATE', 'UPDATE'],
+  SEQUENCE: ['SELECT', 'UPDATE', 'USAGE'],
+  SCHEMA: ['CREATE', 'USAGE'],
+};
 
 interface Node {
   id: string;
@@ -152,6 +167,8 @@ interface Target {
   /** The keyword GRANT uses (TABLE for views, TYPE for domains...). */
   grantKeyword: string;
   name: string;
+  /** The name GRANT uses when it differs (an ordered-set aggregate's argument types). */
+  grantName?: string;
 }
 
 class Builder {
@@ -225,8 +242,10 @@ class Builder {
         );
       }
     }
+    for (const c of this.model.collations) this.collation(c);
     for (const t of this.model.types) this.type(t);
     for (const f of this.model.functions) this.function(f);
+    for (const a of this.model.aggregates) this.aggregate(a);
     for (const s of this.model.sequences) this.sequence(s);
     for (const t of this.model.tables) this.table(t);
     for (const v of this.model.views) this.view(v);
@@ -262,6 +281,15 @@ class Builder {
           selected.add(key);
           grew = true;
         }
+      }
+    }
+    // A selected partition is attached to its parent: its ancestors are selected too (with
+    // their indexes, constraints and triggers, which partitions inherit), not their other partitions.
+    for (const key of [...selected]) {
+      for (let t = this.tables.get(key); t?.partitionOf !== undefined; ) {
+        const parentKey = tableKey(t.partitionOf.schema, t.partitionOf.name);
+        selected.add(parentKey);
+        t = this.tables.get(parentKey);
       }
     }
     const satellites = new Map<string, Node[]>();
@@ -378,11 +406,6 @@ class Builder {
     this.add(node);
   }
 
-  private role(name: string, owner: string): string {
-    // Without ownership the restoring role owns everything: the owner's grants are its own.
-    return name === owner && !this.include.ownership ? 'CURRENT_USER' : quoteIdent(name);
-  }
-
   /**
    * GRANTs reproducing `acl` exactly: first the implicit defaults are
    * revoked (from PUBLIC and from the owner), then every entry is granted,
@@ -395,21 +418,28 @@ class Builder {
     acl: AclEntry[],
     columns: string,
   ): DdlStatement[] {
-    const on = `ON ${target.grantKeyword} ${target.name}`;
+    const on = `ON ${target.grantKeyword} ${target.grantName ?? target.name}`;
     const out: DdlStatement[] = [];
+    // Without ownership, whoever restores owns what it creates, with the owner's default
+    // privileges; what the recorded owner granted itself is left alone.
+    const withOwner = this.include.ownership;
     if (columns === '') {
       out.push(stmt('grant', target.name, `REVOKE ALL ${on} FROM PUBLIC`));
-      out.push(stmt('grant', target.name, `REVOKE ALL ${on} FROM ${this.role(owner, owner)}`));
+      if (withOwner)
+        out.push(stmt('grant', target.name, `REVOKE ALL ${on} FROM ${quoteIdent(owner)}`));
     }
-    const entries = [...acl].sort(
-      (a, b) => Number(a.grantor !== owner) - Number(b.grantor !== owner),
-    );
+    const entries = [...acl]
+      .filter((e) => withOwner || e.grantee !== owner)
+      .sort((a, b) => Number(a.grantor !== owner) - Number(b.grantor !== owner));
     for (const e of entries) {
-      const grantee = e.grantee === null ? 'PUBLIC' : this.role(e.grantee, owner);
+      const grantee = e.grantee === null ? 'PUBLIC' : quoteIdent(e.grantee);
       const byOther = e.grantor !== owner;
       if (byOther) out.push(stmt('grant', target.name, `SET ROLE ${quoteIdent(e.grantor)}`));
       const plain = e.privileges.filter((p) => !e.grantable.includes(p));
-      const list = (ps: string[]) => ps.map((p) => `${p}${columns}`).join(', ');
+      const list = (ps: string[]) =>
+        columns === '' && this.isAll(target.grantKeyword, ps)
+          ? 'ALL'
+          : ps.map((p) => `${p}${columns}`).join(', ');
       if (plain.length > 0) {
         out.push(stmt('grant', target.name, `GRANT ${list(plain)} ${on} TO ${grantee}`));
       }
@@ -427,6 +457,19 @@ class Builder {
     return out;
   }
 
+  /**
+   * Whether `privileges` are all an object of this kind has on the source's
+   * version: then GRANT ALL, so that restoring on a newer version (which may
+   * know more privileges, such as MAINTAIN from 17) grants all there too.
+   */
+  private isAll(keyword: string, privileges: readonly string[]): boolean {
+    const all = ALL_PRIVILEGES[keyword];
+    if (all === undefined) return false;
+    const expected = [...all];
+    if (keyword === 'TABLE' && this.model.serverVersionNum >= 170000) expected.push('MAINTAIN');
+    return expected.length === privileges.length && expected.every((p) => privileges.includes(p));
+  }
+
   // --- objects -------------------------------------------------------------
 
   private schema(s: SchemaModel['schemas'][number]): void {
@@ -442,6 +485,27 @@ class Builder {
     });
     if (s.comment !== undefined) this.comment(ref, target, s.comment);
     this.ownerAndGrants(ref, target, s.owner, s.acl);
+  }
+
+  private collation(c: CollationModel): void {
+    const ref = qualifiedRef('collation', c.schema, c.name);
+    const name = qualify(c.schema, c.name);
+    const parts = [`provider = ${c.provider}`];
+    if (c.lcCollate !== undefined) parts.push(`lc_collate = ${quoteLiteral(c.lcCollate)}`);
+    if (c.lcCtype !== undefined) parts.push(`lc_ctype = ${quoteLiteral(c.lcCtype)}`);
+    if (c.locale !== undefined) parts.push(`locale = ${quoteLiteral(c.locale)}`);
+    if (c.rules !== undefined) parts.push(`rules = ${quoteLiteral(c.rules)}`);
+    if (!c.deterministic) parts.push('deterministic = false');
+    this.add({
+      id: ref,
+      phase: Phase.Pre,
+      priority: PRIORITY.collation,
+      deps: c.dependsOn,
+      statements: [stmt('collation', name, `CREATE COLLATION ${name} (${parts.join(', ')})`)],
+    });
+    const target: Target = { keyword: 'COLLATION', grantKeyword: '', name };
+    if (c.comment !== undefined) this.comment(ref, target, c.comment);
+    this.ownerAndGrants(ref, target, c.owner, null);
   }
 
   private type(t: TypeModel): void {
@@ -542,6 +606,51 @@ class Builder {
     });
     if (f.comment !== undefined) this.comment(ref, target, f.comment);
     this.ownerAndGrants(ref, target, f.owner, f.acl);
+  }
+
+  private aggregate(a: AggregateModel): void {
+    const ref = functionRef(a.schema, a.name, a.signature);
+    const name = qualify(a.schema, a.name);
+    const o: string[] = [`SFUNC = ${a.sfunc}`, `STYPE = ${a.stype}`];
+    if (a.sspace !== undefined) o.push(`SSPACE = ${a.sspace}`);
+    if (a.finalfunc !== undefined) {
+      o.push(`FINALFUNC = ${a.finalfunc}`);
+      if (a.finalfuncExtra) o.push('FINALFUNC_EXTRA');
+      o.push(`FINALFUNC_MODIFY = ${a.finalfuncModify}`);
+    }
+    if (a.combinefunc !== undefined) o.push(`COMBINEFUNC = ${a.combinefunc}`);
+    if (a.serialfunc !== undefined) o.push(`SERIALFUNC = ${a.serialfunc}`);
+    if (a.deserialfunc !== undefined) o.push(`DESERIALFUNC = ${a.deserialfunc}`);
+    if (a.initcond !== undefined) o.push(`INITCOND = ${quoteLiteral(a.initcond)}`);
+    if (a.msfunc !== undefined) o.push(`MSFUNC = ${a.msfunc}`);
+    if (a.minvfunc !== undefined) o.push(`MINVFUNC = ${a.minvfunc}`);
+    if (a.mstype !== undefined) o.push(`MSTYPE = ${a.mstype}`);
+    if (a.msspace !== undefined) o.push(`MSSPACE = ${a.msspace}`);
+    if (a.mfinalfunc !== undefined) {
+      o.push(`MFINALFUNC = ${a.mfinalfunc}`);
+      if (a.mfinalfuncExtra) o.push('MFINALFUNC_EXTRA');
+      o.push(`MFINALFUNC_MODIFY = ${a.mfinalfuncModify}`);
+    }
+    if (a.minitcond !== undefined) o.push(`MINITCOND = ${quoteLiteral(a.minitcond)}`);
+    if (a.sortop !== undefined) o.push(`SORTOP = OPERATOR(${a.sortop})`);
+    o.push(`PARALLEL = ${a.parallel}`);
+    if (a.kind === 'hypothetical') o.push('HYPOTHETICAL');
+    const sql = `CREATE AGGREGATE ${name}(${a.arguments}) (\n    ${o.join(',\n    ')}\n)`;
+    this.add({
+      id: ref,
+      phase: Phase.Post,
+      priority: PRIORITY.function,
+      deps: a.dependsOn,
+      statements: [stmt('aggregate', `${name}(${a.identityArguments})`, sql)],
+    });
+    const target: Target = {
+      keyword: 'AGGREGATE',
+      grantKeyword: 'FUNCTION',
+      name: `${name}(${a.identityArguments})`,
+      grantName: `${name}(${a.signature})`,
+    };
+    if (a.comment !== undefined) this.comment(ref, target, a.comment);
+    this.ownerAndGrants(ref, target, a.owner, a.acl);
   }
 
   private sequenceTarget(s: SequenceModel): Target {

@@ -28,6 +28,7 @@ export type ObjectRef = string;
 export type RefKind =
   | 'schema'
   | 'extension'
+  | 'collation'
   | 'type'
   | 'function'
   | 'sequence'
@@ -76,6 +77,24 @@ export interface ExtensionModel {
   name: string;
   schema: string;
   version: string;
+  comment?: string;
+  dependsOn: ObjectRef[];
+}
+
+/** A collation created with CREATE COLLATION. */
+export interface CollationModel {
+  schema: string;
+  name: string;
+  provider: 'libc' | 'icu' | 'builtin';
+  deterministic: boolean;
+  /** libc: LC_COLLATE and LC_CTYPE. */
+  lcCollate?: string;
+  lcCtype?: string;
+  /** icu and builtin: the locale. */
+  locale?: string;
+  /** icu: tailoring rules (PostgreSQL 16+). */
+  rules?: string;
+  owner: string;
   comment?: string;
   dependsOn: ObjectRef[];
 }
@@ -148,7 +167,7 @@ export interface RangeTypeModel extends OwnedObject {
 /** A user-defined type. */
 export type TypeModel = EnumTypeModel | DomainTypeModel | CompositeTypeModel | RangeTypeModel;
 
-/** A function or procedure (aggregates are reported as unsupported). */
+/** A function or procedure (aggregates are AggregateModel). */
 export interface FunctionModel extends OwnedObject {
   kind: 'function' | 'procedure';
   schema: string;
@@ -159,6 +178,44 @@ export interface FunctionModel extends OwnedObject {
   signature: string;
   /** pg_get_functiondef: a complete CREATE OR REPLACE statement. */
   definition: string;
+}
+
+/**
+ * An aggregate function. Fields follow CREATE AGGREGATE's options; function
+ * and type names are qualified where search_path would not find them.
+ */
+export interface AggregateModel extends OwnedObject {
+  schema: string;
+  name: string;
+  kind: 'normal' | 'ordered-set' | 'hypothetical';
+  /** pg_get_function_arguments: `numeric`, `double precision ORDER BY anyelement`. */
+  arguments: string;
+  /** pg_get_function_identity_arguments, for ALTER/COMMENT/GRANT. */
+  identityArguments: string;
+  /** Argument types only, as for functions. */
+  signature: string;
+  sfunc: string;
+  stype: string;
+  sspace?: number;
+  finalfunc?: string;
+  finalfuncExtra: boolean;
+  /** READ_ONLY, SHAREABLE or READ_WRITE. */
+  finalfuncModify: string;
+  combinefunc?: string;
+  serialfunc?: string;
+  deserialfunc?: string;
+  initcond?: string;
+  msfunc?: string;
+  minvfunc?: string;
+  mstype?: string;
+  msspace?: number;
+  mfinalfunc?: string;
+  mfinalfuncExtra: boolean;
+  mfinalfuncModify: string;
+  minitcond?: string;
+  /** Sort operator (regoper text), for MIN/MAX-like aggregates. */
+  sortop?: string;
+  parallel: 'SAFE' | 'RESTRICTED' | 'UNSAFE';
 }
 
 /** A sequence: its current value (`lastValue`, `isCalled`) and its definition. */
@@ -405,8 +462,10 @@ export interface SchemaModel {
   serverVersionNum: number;
   schemas: NamespaceModel[];
   extensions: ExtensionModel[];
+  collations: CollationModel[];
   types: TypeModel[];
   functions: FunctionModel[];
+  aggregates: AggregateModel[];
   tables: TableModel[];
   sequences: SequenceModel[];
   constraints: ConstraintModel[];

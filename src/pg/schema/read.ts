@@ -15,7 +15,9 @@ import type { PgClient } from '../connect.js';
 import type {
   Acl,
   AclEntry,
+  AggregateModel,
   CheckConstraintModel,
+  CollationModel,
   ColumnModel,
   CompositeTypeModel,
   ConstraintModel,
@@ -240,8 +242,10 @@ class SchemaReader {
     await this.readMembers();
     const schemas = await this.readSchemas();
     const extensions = await this.readExtensions();
+    const collations = await this.readCollations();
     const types = await this.readTypes();
     const functions = await this.readFunctions();
+    const aggregates = await this.readAggregates();
     await this.readRelations();
     const sequences = await this.readSequences();
     const tables = await this.readTables();
@@ -260,8 +264,10 @@ class SchemaReader {
     };
     for (const x of schemas) withDeps(unqualifiedRef('schema', x.name), x);
     for (const x of extensions) withDeps(unqualifiedRef('extension', x.name), x);
+    for (const x of collations) withDeps(qualifiedRef('collation', x.schema, x.name), x);
     for (const x of types) withDeps(qualifiedRef('type', x.schema, x.name), x);
     for (const x of functions) withDeps(functionRef(x.schema, x.name, x.signature), x);
+    for (const x of aggregates) withDeps(functionRef(x.schema, x.name, x.signature), x);
     for (const x of sequences) withDeps(qualifiedRef('sequence', x.schema, x.name), x);
     for (const x of tables) withDeps(qualifiedRef('table', x.schema, x.name), x);
     for (const x of views) withDeps(qualifiedRef('view', x.schema, x.name), x);
@@ -278,8 +284,12 @@ class SchemaReader {
       serverVersionNum: this.version,
       schemas: schemas.sort(byName),
       extensions: extensions.sort(byName),
+      collations: collations.sort(byName),
       types: types.sort(byName),
       functions: functions.sort(
+        (a, b) => byName(a, b) || compare(a.identityArguments, b.identityArguments),
+      ),
+      aggregates: aggregates.sort(
         (a, b) => byName(a, b) || compare(a.identityArguments, b.identityArguments),
       ),
       tables: tables.sort(byName),
@@ -355,6 +365,57 @@ class SchemaReader {
         );
       }
       out.push(ext);
+    }
+    return out;
+  }
+
+  private async readCollations(): Promise<CollationModel[]> {
+    // The locale of an ICU collation moved from colliculocale (15, 16) to colllocale (17+).
+    const locale = this.version >= 170000 ? 'c.colllocale' : 'c.colliculocale';
+    const rules = this.version >= 160000 ? 'c.collicurules' : 'NULL::text';
+    const rows = await this.q(`
+      SELECT c.oid, n.nspname, c.collname, c.collprovider, c.collisdeterministic,
+        c.collcollate, c.collctype, ${locale} AS locale, ${rules} AS rules,
+        pg_get_userbyid(c.collowner) AS owner, obj_description(c.oid, 'pg_collation') AS comment
+      FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace
+      WHERE ${USER_NS} AND c.oid >= ${FIRST_NORMAL_OID}`);
+    const providers: Readonly<Record<string, CollationModel['provider']>> = {
+      c: 'libc',
+      i: 'icu',
+      b: 'builtin',
+    };
+    const out: CollationModel[] = [];
+    for (const r of rows) {
+      if (this.isMember('pg_collation', s(r, 'oid'))) continue;
+      const schema = s(r, 'nspname');
+      const name = s(r, 'collname');
+      const provider = providers[s(r, 'collprovider')];
+      if (provider === undefined) {
+        this.note(
+          'collation',
+          qualify(schema, name),
+          `collation provider '${s(r, 'collprovider')}' is not recreated`,
+        );
+        continue;
+      }
+      const c: CollationModel = {
+        schema,
+        name,
+        provider,
+        deterministic: bool(r, 'collisdeterministic'),
+        owner: s(r, 'owner'),
+        dependsOn: [],
+      };
+      if (provider === 'libc') {
+        setOpt(c, 'lcCollate', r.collcollate);
+        setOpt(c, 'lcCtype', r.collctype);
+      } else {
+        setOpt(c, 'locale', r.locale);
+      }
+      setOpt(c, 'rules', r.rules);
+      setOpt(c, 'comment', r.comment);
+      this.refs.set(`pg_collation:${s(r, 'oid')}`, qualifiedRef('collation', schema, name));
+      out.push(c);
     }
     return out;
   }
@@ -546,11 +607,8 @@ class SchemaReader {
       const schema = s(r, 'nspname');
       const name = s(r, 'proname');
       if (r.prokind === 'a') {
-        this.note(
-          'aggregate',
-          `${qualify(schema, name)}(${s(r, 'args')})`,
-          'aggregate functions are not recreated',
-        );
+        // Read with its pg_aggregate row (readAggregates); the ref resolves the same way.
+        this.refs.set(`pg_proc:${s(r, 'oid')}`, functionRef(schema, name, s(r, 'sig')));
         continue;
       }
       const f: FunctionModel = {
@@ -567,6 +625,76 @@ class SchemaReader {
       setOpt(f, 'comment', r.comment);
       this.refs.set(`pg_proc:${s(r, 'oid')}`, functionRef(schema, name, f.signature));
       out.push(f);
+    }
+    return out;
+  }
+
+  private async readAggregates(): Promise<AggregateModel[]> {
+    const fn = (col: string) => `CASE WHEN a.${col} <> 0 THEN a.${col}::regproc::text END`;
+    const rows = await this.q(`
+      SELECT p.oid, n.nspname, p.proname, a.aggkind, pg_get_function_arguments(p.oid) AS args,
+        pg_get_function_identity_arguments(p.oid) AS identity_args,
+        (SELECT coalesce(string_agg(format_type(x, NULL), ',' ORDER BY o), '')
+          FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS u(x, o)) AS sig,
+        a.aggtransfn::regproc::text AS sfunc, format_type(a.aggtranstype, NULL) AS stype,
+        a.aggtransspace, ${fn('aggfinalfn')} AS finalfunc, a.aggfinalextra, a.aggfinalmodify,
+        ${fn('aggcombinefn')} AS combinefunc, ${fn('aggserialfn')} AS serialfunc,
+        ${fn('aggdeserialfn')} AS deserialfunc, a.agginitval,
+        ${fn('aggmtransfn')} AS msfunc, ${fn('aggminvtransfn')} AS minvfunc,
+        CASE WHEN a.aggmtranstype <> 0 THEN format_type(a.aggmtranstype, NULL) END AS mstype,
+        a.aggmtransspace, ${fn('aggmfinalfn')} AS mfinalfunc, a.aggmfinalextra, a.aggmfinalmodify,
+        a.aggminitval, CASE WHEN a.aggsortop <> 0 THEN a.aggsortop::regoper::text END AS sortop,
+        p.proparallel, pg_get_userbyid(p.proowner) AS owner,
+        obj_description(p.oid, 'pg_proc') AS comment, ${aclJson('p.proacl')} AS acl
+      FROM pg_aggregate a JOIN pg_proc p ON p.oid = a.aggfnoid
+        JOIN pg_namespace n ON n.oid = p.pronamespace
+      WHERE ${USER_NS} AND p.oid >= ${FIRST_NORMAL_OID}`);
+    const modify: Readonly<Record<string, string>> = {
+      r: 'READ_ONLY',
+      s: 'SHAREABLE',
+      w: 'READ_WRITE',
+    };
+    const parallel: Readonly<Record<string, AggregateModel['parallel']>> = {
+      s: 'SAFE',
+      r: 'RESTRICTED',
+      u: 'UNSAFE',
+    };
+    const out: AggregateModel[] = [];
+    for (const r of rows) {
+      if (this.isMember('pg_proc', s(r, 'oid'))) continue;
+      const a: AggregateModel = {
+        schema: s(r, 'nspname'),
+        name: s(r, 'proname'),
+        kind: r.aggkind === 'o' ? 'ordered-set' : r.aggkind === 'h' ? 'hypothetical' : 'normal',
+        arguments: s(r, 'args'),
+        identityArguments: s(r, 'identity_args'),
+        signature: s(r, 'sig'),
+        sfunc: s(r, 'sfunc'),
+        stype: s(r, 'stype'),
+        finalfuncExtra: bool(r, 'aggfinalextra'),
+        finalfuncModify: modify[s(r, 'aggfinalmodify')] ?? 'READ_ONLY',
+        mfinalfuncExtra: bool(r, 'aggmfinalextra'),
+        mfinalfuncModify: modify[s(r, 'aggmfinalmodify')] ?? 'READ_ONLY',
+        parallel: parallel[s(r, 'proparallel')] ?? 'UNSAFE',
+        owner: s(r, 'owner'),
+        acl: parseAcl(r.acl ?? null),
+        dependsOn: [],
+      };
+      if (r.aggtransspace !== '0') setOpt(a, 'sspace', Number(r.aggtransspace));
+      if (r.aggmtransspace !== '0') setOpt(a, 'msspace', Number(r.aggmtransspace));
+      setOpt(a, 'finalfunc', r.finalfunc);
+      setOpt(a, 'combinefunc', r.combinefunc);
+      setOpt(a, 'serialfunc', r.serialfunc);
+      setOpt(a, 'deserialfunc', r.deserialfunc);
+      setOpt(a, 'initcond', r.agginitval);
+      setOpt(a, 'msfunc', r.msfunc);
+      setOpt(a, 'minvfunc', r.minvfunc);
+      setOpt(a, 'mstype', r.mstype);
+      setOpt(a, 'mfinalfunc', r.mfinalfunc);
+      setOpt(a, 'minitcond', r.aggminitval);
+      setOpt(a, 'sortop', r.sortop);
+      setOpt(a, 'comment', r.comment);
+      out.push(a);
     }
     return out;
   }
@@ -1195,8 +1323,6 @@ class SchemaReader {
       UNION ALL SELECT 'pg_cast', c.oid, 'cast',
         '(' || format_type(c.castsource, NULL) || ' AS ' || format_type(c.casttarget, NULL) || ')'
         FROM pg_cast c WHERE c.oid >= ${FIRST_NORMAL_OID} AND NOT ${internalPart('pg_cast', 'c.oid')}
-      UNION ALL SELECT 'pg_collation', c.oid, 'collation', ${ns('c.collnamespace')} || quote_ident(c.collname)
-        FROM pg_collation c WHERE c.oid >= ${FIRST_NORMAL_OID}
       UNION ALL SELECT 'pg_conversion', c.oid, 'conversion', ${ns('c.connamespace')} || quote_ident(c.conname)
         FROM pg_conversion c WHERE c.oid >= ${FIRST_NORMAL_OID}
       UNION ALL SELECT 'pg_ts_config', c.oid, 'text search configuration', ${ns('c.cfgnamespace')} || quote_ident(c.cfgname)
@@ -1251,7 +1377,6 @@ class SchemaReader {
       'operator class': 'user-defined operator classes are not recreated',
       'operator family': 'user-defined operator families are not recreated',
       cast: 'user-defined casts are not recreated',
-      collation: 'user-defined collations are not recreated',
       conversion: 'user-defined encoding conversions are not recreated',
       'text search configuration': 'text search configurations are not recreated',
       'text search dictionary': 'text search dictionaries are not recreated',
