@@ -30,6 +30,7 @@ import { ChunkStore } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
+import { parallelFullRestore } from './parallel.js';
 import {
   describePlan,
   type OnConflict,
@@ -49,6 +50,8 @@ export interface RestoreOptions {
   /** SQL predicate over the table's columns; needs `tables`. */
   readonly where?: string | undefined;
   readonly onConflict?: OnConflict | undefined;
+  /** Connections for a full restore into a database created by `create` (default 2). */
+  readonly workers?: number | undefined;
   /** Create the target database first (it must not exist). */
   readonly create?: boolean | undefined;
   /** Compute and return the plan; write nothing. */
@@ -158,6 +161,36 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         })),
       };
       const fingerprints = new FingerprintStore(options.repo);
+      const workers = options.workers ?? 2;
+      if (created && !selective && workers > 1) {
+        // Fast path: a database made for this restore is loaded in parallel;
+        // on any failure the catch below drops it, so nothing partial remains.
+        await guard({
+          target,
+          action: describePlan(base),
+          confirm: options.confirm,
+          fingerprints,
+          io: options.io,
+          client,
+        });
+        const ddl = generateDdl(manifest.schema, { includeOwnership: false });
+        const rows = await parallelFullRestore({
+          target,
+          chunks,
+          tables: selected,
+          preData: ddl.preData,
+          postData: ddl.postData,
+          workers,
+          signal: options.signal,
+        });
+        const tables = base.tables.map((t, i) => ({
+          ...t,
+          insert: rows[i] ?? 0,
+          update: 0,
+          skip: 0,
+        }));
+        return { plan: { ...base, tables }, applied: true, seconds: (Date.now() - started) / 1000 };
+      }
       const result = await run(client, chunks, selected, base, empty, options, (plan) =>
         guard({
           target,

@@ -17,6 +17,7 @@ interface RestoreFlags {
   create?: boolean;
   dryRun?: boolean;
   confirm?: string;
+  workers: string;
 }
 
 export function registerRestore(program: Command, context: (cmd: Command) => CliContext): void {
@@ -37,7 +38,11 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
       'rows whose key exists in the target: skip, update or fail',
       'skip',
     )
-    .option('--create', 'create the target database first (it must not exist)')
+    .option(
+      '--create',
+      'create the target database first (it must not exist); loads it in parallel',
+    )
+    .option('-j, --workers <n>', 'connections for a full restore with --create', '2')
     .option(
       '--dry-run',
       'print the plan (rows to insert, update, skip per table) and write nothing',
@@ -72,6 +77,10 @@ async function runRestore(ctx: CliContext, ref: string, opts: RestoreFlags): Pro
   if (!['skip', 'update', 'fail'].includes(opts.onConflict)) {
     throw new UsageError(`--on-conflict: expected skip, update or fail, got "${opts.onConflict}"`);
   }
+  const workers = Number(opts.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
+    throw new UsageError(`--workers: expected a whole number from 1 to 64, got "${opts.workers}"`);
+  }
   const { config } = await ctx.config();
   const target = resolveTarget(opts.to, config, ctx.env);
   const repo = await ctx.repository();
@@ -86,6 +95,7 @@ async function runRestore(ctx: CliContext, ref: string, opts: RestoreFlags): Pro
     where: opts.where,
     onConflict: opts.onConflict as OnConflict,
     create: opts.create,
+    workers,
     dryRun: opts.dryRun,
     confirm: opts.confirm,
     io: ctx.guardIO,

@@ -1,0 +1,225 @@
+/**
+ * The fast path of a full restore into a database created for it
+ * (`--create`): the schema in one transaction, then tables loaded by
+ * several connections at once (largest first), then post-data statements
+ * run in parallel where that is safe. Atomicity comes from the caller, which
+ * drops the new database if anything fails, so no partial restore remains
+ * under the target's name.
+ *
+ * Post-data scheduling: a statement that builds an index or adds a
+ * constraint names the tables it locks; a statement runs when no running
+ * statement touches the same tables (so no lock waits and no deadlocks), and
+ * never before an earlier statement it could depend on. Any statement the
+ * scheduler cannot classify is a barrier: it runs alone, after everything
+ * before it, as in the sequential order.
+ */
+import { once } from 'node:events';
+import { finished } from 'node:stream/promises';
+import { from as copyFrom } from 'pg-copy-streams';
+import type { ResolvedTarget } from '../config/targets.js';
+import { InterruptedError, OperationError } from '../errors.js';
+import { connect, type PgClient } from '../pg/connect.js';
+import type { DdlStatement } from '../pg/schema/model.js';
+import { qualify, quoteIdent } from '../pg/schema/quote.js';
+import type { ChunkStore } from '../repo/chunks.js';
+import type { TableSnapshot } from '../repo/snapshots.js';
+
+/** Inputs of a parallel full restore. */
+export interface ParallelRestore {
+  readonly target: ResolvedTarget;
+  readonly chunks: ChunkStore;
+  readonly tables: readonly TableSnapshot[];
+  readonly preData: readonly DdlStatement[];
+  readonly postData: readonly DdlStatement[];
+  readonly workers: number;
+  readonly signal?: AbortSignal | undefined;
+  readonly onTable?: ((table: string, rows: number) => void) | undefined;
+}
+
+/** Runs the restore; returns rows loaded per table (in `tables` order). */
+export async function parallelFullRestore(p: ParallelRestore): Promise<number[]> {
+  const conns: PgClient[] = [];
+  try {
+    for (let i = 0; i < Math.max(1, p.workers); i++) {
+      const c = await connect(p.target, { applicationName: 'flashback restore' });
+      // Restored data is committed once, at the end; per-transaction flushes buy nothing here.
+      await c.query("SET synchronous_commit = off; SET maintenance_work_mem = '256MB'");
+      conns.push(c);
+    }
+    const first = conns[0]!;
+    await first.query('BEGIN');
+    for (const s of p.preData) await exec(first, s);
+    await first.query('COMMIT');
+
+    const rows = new Map<TableSnapshot, number>();
+    const queue = [...p.tables].sort((a, b) => b.bytes - a.bytes);
+    await Promise.all(
+      conns.map(async (c) => {
+        for (let t = queue.shift(); t !== undefined; t = queue.shift()) {
+          if (p.signal?.aborted === true)
+            throw new InterruptedError('restore interrupted: the new database was dropped');
+          rows.set(t, await copyInto(c, p.chunks, t, p.signal));
+          p.onTable?.(`${t.schema}.${t.name}`, rows.get(t)!);
+        }
+      }),
+    );
+    await runScheduled(conns, p.postData, p.signal);
+    return p.tables.map((t) => rows.get(t) ?? 0);
+  } finally {
+    await Promise.all(conns.map((c) => c.end().catch(() => {})));
+  }
+}
+
+async function exec(c: PgClient, s: DdlStatement): Promise<void> {
+  try {
+    await c.query(s.sql);
+  } catch (err) {
+    throw new OperationError(
+      'restore.ddl',
+      `creating ${s.kind} ${s.name} failed: ${(err as Error).message}`,
+      {
+        hint: `the statement was: ${s.sql.slice(0, 300)}`,
+        cause: err,
+      },
+    );
+  }
+}
+
+/** One table's chunks into COPY FROM, in its own transaction; the next chunk is fetched while one is sent. */
+async function copyInto(
+  c: PgClient,
+  chunks: ChunkStore,
+  t: TableSnapshot,
+  signal: AbortSignal | undefined,
+): Promise<number> {
+  const ws = c.query(
+    copyFrom(
+      `COPY ${qualify(t.schema, t.name)} (${t.columns.map(quoteIdent).join(', ')}) FROM STDIN`,
+    ),
+  );
+  const done = finished(ws);
+  done.catch(() => {});
+  let rows = 0;
+  let next = t.chunks[0] === undefined ? undefined : chunks.get(t.chunks[0].id);
+  try {
+    for (let i = 0; i < t.chunks.length; i++) {
+      if (signal?.aborted === true)
+        throw new InterruptedError('restore interrupted: the new database was dropped');
+      const content = await next!;
+      next = t.chunks[i + 1] === undefined ? undefined : chunks.get(t.chunks[i + 1]!.id);
+      if (!ws.write(content)) await Promise.race([once(ws, 'drain'), done]);
+      rows += t.chunks[i]!.rows;
+    }
+    ws.end();
+    await done;
+    return rows;
+  } catch (err) {
+    next?.catch(() => {});
+    ws.destroy();
+    await done.catch(() => {});
+    if (err instanceof InterruptedError || err instanceof OperationError) throw err;
+    throw new OperationError(
+      'restore.load',
+      `loading ${t.schema}.${t.name} failed: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
+
+const IDENT = String.raw`(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)`;
+const QUALIFIED = String.raw`(${IDENT}(?:\.${IDENT})?)`;
+const CREATE_INDEX = new RegExp(
+  String.raw`^CREATE (?:UNIQUE )?INDEX ${IDENT} ON (?!ONLY )${QUALIFIED} `,
+);
+const ADD_KEY = new RegExp(
+  String.raw`^ALTER TABLE ONLY ${QUALIFIED} ADD CONSTRAINT ${IDENT} (?:PRIMARY KEY|UNIQUE|EXCLUDE) `,
+);
+const ADD_FK = new RegExp(
+  String.raw`^ALTER TABLE (?:ONLY )?${QUALIFIED} ADD CONSTRAINT ${IDENT} FOREIGN KEY .* REFERENCES ${QUALIFIED}`,
+  's',
+);
+
+/**
+ * Tables a statement locks, when it is one the scheduler may run beside
+ * others: a plain CREATE INDEX (not ON ONLY a partitioned table), adding a
+ * primary key, unique or exclusion constraint, or a foreign key. Undefined
+ * for anything else: a barrier.
+ */
+export function statementTables(sql: string): string[] | undefined {
+  const text = sql.trim();
+  const fk = ADD_FK.exec(text);
+  if (fk !== null) return [fk[1]!, fk[2]!];
+  const idx = CREATE_INDEX.exec(text);
+  if (idx !== null) return [idx[1]!];
+  const key = ADD_KEY.exec(text);
+  if (key !== null) return [key[1]!];
+  return undefined;
+}
+
+/** Runs statements on the connections, in order, in parallel where safe (see the module comment). */
+export async function runScheduled(
+  conns: readonly PgClient[],
+  statements: readonly DdlStatement[],
+  signal?: AbortSignal,
+): Promise<void> {
+  let i = 0;
+  while (i < statements.length) {
+    // A segment: consecutive statements the scheduler understands.
+    let j = i;
+    while (j < statements.length && statementTables(statements[j]!.sql) !== undefined) j++;
+    if (j === i) {
+      await exec(conns[0]!, statements[i]!);
+      i++;
+      continue;
+    }
+    await runSegment(conns, statements.slice(i, j), signal);
+    i = j;
+  }
+}
+
+async function runSegment(
+  conns: readonly PgClient[],
+  segment: readonly DdlStatement[],
+  signal?: AbortSignal,
+): Promise<void> {
+  const pending = segment.map((s) => ({ s, tables: statementTables(s.sql)! }));
+  const busy = new Set<string>();
+  let failure: unknown;
+  const take = (): (typeof pending)[number] | undefined => {
+    const k = pending.findIndex((p) => p.tables.every((t) => !busy.has(t)));
+    return k < 0 ? undefined : pending.splice(k, 1)[0];
+  };
+  let wake: (() => void) | undefined;
+  await Promise.all(
+    conns.map(async (c) => {
+      while (pending.length > 0 && failure === undefined) {
+        if (signal?.aborted === true)
+          throw new InterruptedError('restore interrupted: the new database was dropped');
+        const next = take();
+        if (next === undefined) {
+          // Everything left touches a busy table: wait for a statement to finish.
+          await new Promise<void>((r) => {
+            const prev = wake;
+            wake = () => {
+              prev?.();
+              r();
+            };
+          });
+          continue;
+        }
+        for (const t of next.tables) busy.add(t);
+        try {
+          await exec(c, next.s);
+        } catch (err) {
+          failure ??= err;
+        } finally {
+          for (const t of next.tables) busy.delete(t);
+          const w = wake;
+          wake = undefined;
+          w?.();
+        }
+      }
+    }),
+  );
+  if (failure !== undefined) throw failure;
+}
