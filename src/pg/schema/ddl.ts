@@ -18,6 +18,8 @@
  * each section turns check_function_bodies off, as pg_dump does: a function
  * body may mention tables that are created later.
  */
+
+import { inheritsKeepsOrder } from './inheritance.js';
 import type {
   AclEntry,
   AggregateModel,
@@ -784,26 +786,13 @@ class Builder {
     return sql;
   }
 
-  /**
-   * Whether CREATE TABLE ... INHERITS reproduces the column order: it puts
-   * the parents' columns first, merged by name, then the table's own.
-   */
-  private inheritsKeepsOrder(t: TableModel): boolean {
-    const order: string[] = [];
-    for (const p of t.inherits) {
-      const parent = this.tables.get(tableKey(p.schema, p.name));
-      if (parent === undefined) return false;
-      for (const c of parent.columns) if (!order.includes(c.name)) order.push(c.name);
-    }
-    for (const c of t.columns) if (!order.includes(c.name)) order.push(c.name);
-    return order.length === t.columns.length && order.every((n, i) => t.columns[i]?.name === n);
-  }
-
   private table(t: TableModel): void {
     const ref = qualifiedRef('table', t.schema, t.name);
     const key = tableKey(t.schema, t.name);
     const name = qualify(t.schema, t.name);
-    const viaInherits = t.inherits.length > 0 && this.inheritsKeepsOrder(t);
+    const viaInherits =
+      t.inherits.length > 0 &&
+      inheritsKeepsOrder(t, (schema, table) => this.tables.get(tableKey(schema, table)));
     const parent =
       t.partitionOf === undefined
         ? undefined

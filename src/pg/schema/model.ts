@@ -18,9 +18,10 @@ export const SCHEMA_MODEL_VERSION = 1;
 
 /**
  * A reference to a model object, used for dependencies: `kind:identity`
- * where identity is the quoted qualified name (see refs in read.ts), e.g.
- * `table:public."Order"`, `function:public.f(integer)`,
- * `constraint:public.t.t_pkey`. Built only by `objectRef`.
+ * where identity is the quoted qualified name, e.g. `table:public."Order"`,
+ * `function:public.f(integer)`, `constraint:public.t.t_pkey`. Built only by
+ * the functions in refs.ts. Views and materialized views are `view:`;
+ * aggregates are `function:`.
  */
 export type ObjectRef = string;
 
@@ -459,21 +460,33 @@ export interface UnsupportedObject {
 /** A database's schema. */
 export interface SchemaModel {
   version: 1;
+  /** server_version_num of the source, e.g. 170010. */
   serverVersionNum: number;
+  /** Every non-system schema, `public` included. */
   schemas: NamespaceModel[];
+  /** Installed extensions (not their member objects). */
   extensions: ExtensionModel[];
   collations: CollationModel[];
+  /** Enums, domains, composite and range types. */
   types: TypeModel[];
+  /** Functions and procedures. */
   functions: FunctionModel[];
   aggregates: AggregateModel[];
+  /** Ordinary and partitioned tables, partitions included. */
   tables: TableModel[];
+  /** Every sequence, including those behind serial and identity columns. */
   sequences: SequenceModel[];
+  /** Primary key, unique, exclusion and foreign-key constraints (checks are on the table). */
   constraints: ConstraintModel[];
+  /** Indexes that no constraint created. */
   indexes: IndexModel[];
+  /** Views and materialized views. */
   views: ViewModel[];
   triggers: TriggerModel[];
   rules: RuleModel[];
   policies: PolicyModel[];
+  /** Extended statistics objects (CREATE STATISTICS). */
   statistics: StatisticsModel[];
+  /** What exists in the database but is not recreated, each with the reason. */
   unsupported: UnsupportedObject[];
 }

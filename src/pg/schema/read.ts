@@ -12,6 +12,7 @@
  * the model or named in `unsupported`.
  */
 import type { PgClient } from '../connect.js';
+import { inheritsKeepsOrder } from './inheritance.js';
 import type {
   Acl,
   AclEntry,
@@ -249,6 +250,7 @@ class SchemaReader {
     await this.readRelations();
     const sequences = await this.readSequences();
     const tables = await this.readTables();
+    this.noteInheritanceOrder(tables);
     const views = await this.readViews();
     const { constraints, indexes } = await this.readConstraintsAndIndexes();
     const triggers = await this.readTriggers();
@@ -490,6 +492,7 @@ class SchemaReader {
 
     // Array types and multiranges stand for their element or range type in dependencies.
     const aliases: Array<[string, string]> = [];
+    const arrayTypes = new Set(rows.map((r) => r.typarray));
     const out: TypeModel[] = [];
     for (const r of rows) {
       const oid = s(r, 'oid');
@@ -567,7 +570,7 @@ class SchemaReader {
           break;
         case 'b':
           // Array types are recorded through their element type (the alias above).
-          if (!rows.some((x) => x.typarray === oid)) {
+          if (!arrayTypes.has(oid)) {
             this.note(
               'base type',
               qualify(schema, name),
@@ -706,7 +709,11 @@ class SchemaReader {
     this.relRows = await this.q(`
       SELECT c.oid, n.nspname, c.relname, c.relkind, c.relpersistence, c.relispartition,
         pg_get_userbyid(c.relowner) AS owner, obj_description(c.oid, 'pg_class') AS comment,
-        ${aclJson('c.relacl')} AS acl, to_json(coalesce(c.reloptions, '{}'))::text AS options,
+        ${aclJson('c.relacl')} AS acl,
+        -- TOAST storage parameters live on the TOAST table; CREATE TABLE takes them as toast.*.
+        to_json(coalesce(c.reloptions, '{}') || coalesce((SELECT array_agg('toast.' || o)
+          FROM pg_class t, unnest(t.reloptions) AS o WHERE t.oid = c.reltoastrelid), '{}'))::text
+          AS options,
         c.relrowsecurity, c.relforcerowsecurity, c.relreplident, c.reltablespace <> 0 AS in_tablespace,
         am.amname, c.reloftype <> 0 AS typed, c.relispopulated,
         CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partkey,
@@ -996,6 +1003,20 @@ class SchemaReader {
       out.push(t);
     }
     return out;
+  }
+
+  /** Children whose column order CREATE TABLE ... INHERITS cannot give (see inheritance.ts). */
+  private noteInheritanceOrder(tables: TableModel[]): void {
+    const byKey = new Map(tables.map((t) => [`${t.schema}\u0000${t.name}`, t]));
+    for (const t of tables) {
+      if (t.inherits.length === 0) continue;
+      if (inheritsKeepsOrder(t, (schema, name) => byKey.get(`${schema}\u0000${name}`))) continue;
+      this.note(
+        'inherited column order',
+        qualify(t.schema, t.name),
+        'a parent gained columns after this table inherited from it; the table is restored with its column order and then attached to its parent, which makes its inherited columns and constraints its own too (dropping one from the parent will no longer drop it here)',
+      );
+    }
   }
 
   private column(r: Row, notNull: Row | undefined): ColumnModel {
