@@ -38,6 +38,7 @@ import {
   SnapshotStore,
   type TableSnapshot,
 } from '../repo/snapshots.js';
+import { runWorkers } from '../util/workers.js';
 import { Chunker, chooseBoundaryBits, MAX_CHUNK_BYTES, type RawChunk } from './chunker.js';
 
 /** What to back up, and how. */
@@ -73,8 +74,35 @@ export interface BackupResult {
 /** Chunk writes in flight per worker: enough to overlap compression with COPY, bounded for memory. */
 const IN_FLIGHT = 4;
 
+/** True for a write that failed because the disk or quota is full. */
+function isDiskFull(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+function diskFull(location: string, cause: unknown): OperationError {
+  return new OperationError(
+    'backup.disk-full',
+    `no space left in the repository (${location}): nothing was committed`,
+    {
+      hint: 'free space or move the repository, then run the backup again: chunks already written are reused',
+      cause,
+    },
+  );
+}
+
 /** Runs a backup; throws on any failure, leaving no snapshot behind. */
 export async function backup(options: BackupOptions): Promise<BackupResult> {
+  try {
+    return await runBackup(options);
+  } catch (err) {
+    // A full disk can strike any write: a chunk, the lock, the manifest.
+    if (isDiskFull(err)) throw diskFull(options.repo.storage.location, err);
+    throw err;
+  }
+}
+
+async function runBackup(options: BackupOptions): Promise<BackupResult> {
   const started = new Date();
   const { target, repo } = options;
   const lock = await RepositoryLock.acquire(repo.storage, {
@@ -131,8 +159,10 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
         (a, b) => (estimates.get(key(b))?.bytes ?? 0) - (estimates.get(key(a))?.bytes ?? 0),
       );
       const results = new Map<string, TableSnapshot>();
-      await Promise.all(
-        workers.map(async (client) => {
+      await runWorkers(
+        workers.length,
+        async (i, signal) => {
+          const client = workers[i]!;
           for (let t = queue.shift(); t !== undefined; t = queue.shift()) {
             const prev = previous.get(key(t));
             const bits =
@@ -142,7 +172,7 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
               t,
               bits,
               chunks,
-              options.signal,
+              signal,
               (rows, bytes, newBytes, isNew) => {
                 progress.rows += rows;
                 progress.bytes += bytes;
@@ -155,7 +185,8 @@ export async function backup(options: BackupOptions): Promise<BackupResult> {
             progress.tablesDone++;
             report();
           }
-        }),
+        },
+        options.signal,
       );
       const tableSnaps = tables.map((t) => results.get(key(t))!);
       const manifest: SnapshotManifest<SchemaModel> = {
@@ -270,17 +301,7 @@ async function copyTable(
     stream.destroy();
     await Promise.allSettled(inflight);
     if (err instanceof InterruptedError) throw err;
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOSPC' || code === 'EDQUOT') {
-      throw new OperationError(
-        'backup.disk-full',
-        `no space left in the repository (${chunks.location}) while backing up ${qualify(t.schema, t.name)}: nothing was committed`,
-        {
-          hint: 'free space or move the repository, then run the backup again: chunks already written are reused',
-          cause: err,
-        },
-      );
-    }
+    if (isDiskFull(err)) throw diskFull(chunks.location, err);
     throw new OperationError(
       'backup.copy',
       `backup of table ${qualify(t.schema, t.name)} failed: ${(err as Error).message}`,

@@ -23,6 +23,7 @@ import type { DdlStatement } from '../pg/schema/model.js';
 import { qualify, quoteIdent } from '../pg/schema/quote.js';
 import type { ChunkStore } from '../repo/chunks.js';
 import type { TableSnapshot } from '../repo/snapshots.js';
+import { runWorkers } from '../util/workers.js';
 
 /** Inputs of a parallel full restore. */
 export interface ParallelRestore {
@@ -53,15 +54,17 @@ export async function parallelFullRestore(p: ParallelRestore): Promise<number[]>
 
     const rows = new Map<TableSnapshot, number>();
     const queue = [...p.tables].sort((a, b) => b.bytes - a.bytes);
-    await Promise.all(
-      conns.map(async (c) => {
+    await runWorkers(
+      conns.length,
+      async (i, signal) => {
         for (let t = queue.shift(); t !== undefined; t = queue.shift()) {
-          if (p.signal?.aborted === true)
+          if (signal.aborted)
             throw new InterruptedError('restore interrupted: the new database was dropped');
-          rows.set(t, await copyInto(c, p.chunks, t, p.signal));
+          rows.set(t, await copyInto(conns[i]!, p.chunks, t, signal));
           p.onTable?.(`${t.schema}.${t.name}`, rows.get(t)!);
         }
-      }),
+      },
+      p.signal,
     );
     await runScheduled(conns, p.postData, p.signal);
     return p.tables.map((t) => rows.get(t) ?? 0);

@@ -50,7 +50,7 @@ describe('backup faults', () => {
         `targets:\n  prod:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n`,
       );
       const r = await runCli(['backup', 'prod', '--repo', small], { cwd: dir, env });
-      expect(r.code).toBe(ExitCode.failed);
+      expect(r.code, r.stderr).toBe(ExitCode.failed);
       expect(r.stderr).toContain('no space left in the repository');
       expect(r.stderr).toContain('nothing was committed');
       const left = await files(small);
