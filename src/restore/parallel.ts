@@ -24,6 +24,7 @@ import { qualify, quoteIdent } from '../pg/schema/quote.js';
 import type { ChunkStore } from '../repo/chunks.js';
 import type { TableSnapshot } from '../repo/snapshots.js';
 import { runWorkers } from '../util/workers.js';
+import { columnList } from './sql.js';
 
 /** Inputs of a parallel full restore. */
 export interface ParallelRestore {
@@ -96,9 +97,7 @@ async function copyInto(
   signal: AbortSignal | undefined,
 ): Promise<number> {
   const ws = c.query(
-    copyFrom(
-      `COPY ${qualify(t.schema, t.name)} (${t.columns.map(quoteIdent).join(', ')}) FROM STDIN`,
-    ),
+    copyFrom(`COPY ${qualify(t.schema, t.name)}${columnList(t.columns)} FROM STDIN`),
   );
   const done = finished(ws);
   done.catch(() => {});

@@ -39,6 +39,8 @@ import {
   selectTables,
   type TablePlan,
 } from './plan.js';
+import { checkRoles } from './roles.js';
+import { columnList } from './sql.js';
 
 /** A restore request. */
 export interface RestoreOptions {
@@ -52,6 +54,10 @@ export interface RestoreOptions {
   readonly onConflict?: OnConflict | undefined;
   /** Connections for a full restore into a database created by `create` (default 2). */
   readonly workers?: number | undefined;
+  /** Restore ownership of objects (default true; `--no-owner` turns it off). */
+  readonly owners?: boolean | undefined;
+  /** Restore grants and policy roles (default true; `--no-acl` turns it off). */
+  readonly grants?: boolean | undefined;
   /** Create the target database first (it must not exist). */
   readonly create?: boolean | undefined;
   /** Compute and return the plan; write nothing. */
@@ -144,6 +150,11 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           selected.filter((t) => existing.has(`${t.schema}.${t.name}`)),
           options.where,
         );
+      if (empty)
+        await checkRoles(client, manifest.schema, {
+          owners: options.owners ?? true,
+          grants: options.grants ?? true,
+        });
       const chunks = new ChunkStore(options.repo.storage);
       const base: RestorePlan = {
         snapshot: manifest.id,
@@ -173,7 +184,10 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           io: options.io,
           client,
         });
-        const ddl = generateDdl(manifest.schema, { includeOwnership: false });
+        const ddl = generateDdl(manifest.schema, {
+          includeOwnership: options.owners ?? true,
+          includeGrants: options.grants ?? true,
+        });
         const rows = await parallelFullRestore({
           target,
           chunks,
@@ -268,7 +282,8 @@ async function run(
   const ddl = empty
     ? generateDdl(options.manifest.schema, {
         ...(only === undefined ? {} : { tables: only }),
-        includeOwnership: false,
+        includeOwnership: options.owners ?? true,
+        includeGrants: options.grants ?? true,
       })
     : undefined;
   await client.query('BEGIN');
@@ -354,7 +369,7 @@ async function copyChunks(
   into: string,
   signal: AbortSignal | undefined,
 ): Promise<number> {
-  const sql = `COPY ${into} (${t.columns.map(quoteIdent).join(', ')}) FROM STDIN`;
+  const sql = `COPY ${into}${columnList(t.columns)} FROM STDIN`;
   const ws = client.query(copyFrom(sql));
   const done = finished(ws);
   done.catch(() => {}); // observed below; avoid an unhandled rejection while we write
@@ -450,6 +465,7 @@ async function countIdentical(
 
 /** Rows-equal test for keyless tables: every stored column, compared as text (json has no = operator). */
 function rowMatch(t: TableSnapshot, a: string, b: string): string {
+  if (t.columns.length === 0) return 'true'; // rows of a table without columns are all alike
   return t.columns
     .map((c) => `${a}.${quoteIdent(c)}::text IS NOT DISTINCT FROM ${b}.${quoteIdent(c)}::text`)
     .join(' AND ');
@@ -474,7 +490,8 @@ async function mergeTable(
   options: RestoreOptions,
 ): Promise<{ insert: number; update: number; skip: number }> {
   const target = qualify(t.schema, t.name);
-  const cols = t.columns.map(quoteIdent).join(', ');
+  const cols = columnList(t.columns);
+  const select = t.columns.map(quoteIdent).join(', ');
   const onConflict = options.onConflict ?? 'skip';
   const identityAlways = options.manifest.schema.tables
     .find((m) => m.schema === t.schema && m.name === t.name)
@@ -484,7 +501,7 @@ async function mergeTable(
     if (t.key.length === 0) {
       // No key: a snapshot row is present when an identical row exists.
       const r = await client.query(
-        `INSERT INTO ${target} (${cols})${overriding} SELECT ${cols} FROM ${staged.name} s WHERE NOT EXISTS (SELECT 1 FROM ONLY ${target} d WHERE ${rowMatch(t, 'd', 's')})`,
+        `INSERT INTO ${target}${cols}${overriding} SELECT ${select} FROM ${staged.name} s WHERE NOT EXISTS (SELECT 1 FROM ONLY ${target} d WHERE ${rowMatch(t, 'd', 's')})`,
       );
       const insert = r.rowCount ?? 0;
       return { insert, update: 0, skip: staged.rows - insert };
@@ -506,7 +523,7 @@ async function mergeTable(
         : ` WHERE NOT EXISTS (SELECT 1 FROM ONLY ${target} d WHERE ${keyMatch(t, 'd', 's')})`;
     // With 'update', the rows just updated exist and are excluded here.
     const r = await client.query(
-      `INSERT INTO ${target} (${cols})${overriding} SELECT ${cols} FROM ${staged.name} s${absent}`,
+      `INSERT INTO ${target}${cols}${overriding} SELECT ${select} FROM ${staged.name} s${absent}`,
     );
     const insert = r.rowCount ?? 0;
     return { insert, update, skip: staged.rows - insert - update };

@@ -1,26 +1,12 @@
-/**
- * The schema layer against real servers: the fidelity fixture is read into
- * a model, its DDL applied to an empty database (with the rows copied in
- * between, as a restore does), and the restored database must read back as
- * the same model, hold the same rows, and (on PostgreSQL 15) give the same
- * `pg_dump --schema-only` as the source.
- */
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PgClient } from '../../src/pg/connect.js';
 import { generateDdl } from '../../src/pg/schema/ddl.js';
 import type { DdlStatement, SchemaModel, TableModel } from '../../src/pg/schema/model.js';
 import { qualify, quoteIdent } from '../../src/pg/schema/quote.js';
-import { readSchema } from '../../src/pg/schema/read.js';
 import { connectTo, freshDatabase, sql, type TestServer, testServers } from '../harness/pg.js';
-
-const execFileAsync = promisify(execFile);
-const FIXTURE = new URL('../fixtures/fidelity.sql', import.meta.url);
-/** Debian's pg_dump 15: the reference the restored schema is compared with. */
-const PG_DUMP = '/usr/bin/pg_dump';
+import { FIXTURE, PG_DUMP, readModel, schemaDump } from '../harness/schema.js';
 
 async function withClient<T>(
   server: TestServer,
@@ -33,18 +19,6 @@ async function withClient<T>(
   } finally {
     await c.end();
   }
-}
-
-async function readModel(server: TestServer, database: string): Promise<SchemaModel> {
-  // As the backup will: one REPEATABLE READ, read-only transaction.
-  return withClient(server, database, async (c) => {
-    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    try {
-      return await readSchema(c);
-    } finally {
-      await c.query('ROLLBACK');
-    }
-  });
 }
 
 async function apply(c: PgClient, statements: readonly DdlStatement[]): Promise<void> {
@@ -90,29 +64,6 @@ async function copyRows(from: PgClient, to: PgClient, model: SchemaModel): Promi
         : `INSERT INTO ${name} (${list})${override} VALUES (${params})`;
     for (const row of rows.rows as unknown[][]) await to.query(insert, row);
   }
-}
-
-/** `pg_dump --schema-only` of a database on a test server. */
-async function schemaDump(server: TestServer, database: string): Promise<string> {
-  const { stdout } = await execFileAsync(
-    PG_DUMP,
-    [
-      '--schema-only',
-      '--no-password',
-      '-h',
-      server.host,
-      '-p',
-      String(server.port),
-      '-U',
-      server.user,
-      database,
-    ],
-    { env: { ...process.env, PGPASSWORD: server.password }, maxBuffer: 64 * 1024 * 1024 },
-  );
-  // pg_dump 15.14+ brackets its output with `\restrict KEY` / `\unrestrict KEY`,
-  // a psql guard against meta-commands in restored object names (CVE-2025-8714).
-  // KEY is random per run; it says nothing about the schema.
-  return stdout.replace(/^\\(un)?restrict [A-Za-z0-9]+$/gm, '\\$1restrict KEY');
 }
 
 function table(model: SchemaModel, schema: string, name: string): TableModel {

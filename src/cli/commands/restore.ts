@@ -18,6 +18,8 @@ interface RestoreFlags {
   dryRun?: boolean;
   confirm?: string;
   workers: string;
+  owner: boolean;
+  acl: boolean;
 }
 
 export function registerRestore(program: Command, context: (cmd: Command) => CliContext): void {
@@ -43,6 +45,11 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
       'create the target database first (it must not exist); loads it in parallel',
     )
     .option('-j, --workers <n>', 'connections for a full restore with --create', '2')
+    .option(
+      '--no-owner',
+      'leave new objects owned by the restoring role (roles are not in a snapshot)',
+    )
+    .option('--no-acl', 'do not restore grants and policy roles')
     .option(
       '--dry-run',
       'print the plan (rows to insert, update, skip per table) and write nothing',
@@ -96,6 +103,8 @@ async function runRestore(ctx: CliContext, ref: string, opts: RestoreFlags): Pro
     onConflict: opts.onConflict as OnConflict,
     create: opts.create,
     workers,
+    owners: opts.owner,
+    grants: opts.acl,
     dryRun: opts.dryRun,
     confirm: opts.confirm,
     io: ctx.guardIO,
