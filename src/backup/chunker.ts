@@ -48,7 +48,11 @@ export class Chunker {
   private rows = 0;
   private carry: Buffer | undefined;
   private first: Array<string | null> | null = null;
-  private lastLine: Buffer | undefined;
+  // The last row is kept as offsets into its buffer, not as a slice: a
+  // Buffer per row made this loop allocation-bound.
+  private lastBuf: Buffer | undefined;
+  private lastStart = 0;
+  private lastEnd = 0;
   private readonly mask: number;
 
   constructor(private readonly options: ChunkerOptions) {
@@ -77,19 +81,18 @@ export class Chunker {
       this.size += lineEnd - start;
       const boundary =
         (fnv1a(buf, start, keyEnd) & this.mask) === 0 || this.size >= this.options.maxBytes;
+      this.lastBuf = buf;
+      this.lastStart = start;
+      this.lastEnd = nl;
       if (boundary) {
         this.parts.push(buf.subarray(segStart, lineEnd));
-        this.lastLine = buf.subarray(start, nl);
         out.push(this.finish());
         segStart = lineEnd;
-      } else {
-        this.lastLine = buf.subarray(start, nl);
       }
       start = lineEnd;
     }
     if (segStart < start) this.parts.push(buf.subarray(segStart, start));
     if (start < buf.length) this.carry = Buffer.from(buf.subarray(start));
-    // lastLine may point into `buf`, which stays referenced by `parts` anyway.
     return out;
   }
 
@@ -100,21 +103,22 @@ export class Chunker {
   }
 
   private finish(): RawChunk {
+    // One part is a view into a received buffer (kept alive until stored); several are joined into a new one.
     const content = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
     const chunk: RawChunk = {
-      content: Buffer.from(content),
+      content,
       rows: this.rows,
       first: this.first,
       last:
-        this.options.keyColumns > 0 && this.lastLine !== undefined
-          ? this.keyOf(this.lastLine)
+        this.options.keyColumns > 0 && this.lastBuf !== undefined
+          ? this.keyOf(this.lastBuf.subarray(this.lastStart, this.lastEnd))
           : null,
     };
     this.parts = [];
     this.size = 0;
     this.rows = 0;
     this.first = null;
-    this.lastLine = undefined;
+    this.lastBuf = undefined;
     return chunk;
   }
 
