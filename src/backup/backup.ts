@@ -28,6 +28,7 @@ import { readSchema } from '../pg/schema/read.js';
 import { readServerInfo } from '../pg/server-info.js';
 import { exportSnapshot, importSnapshot } from '../pg/snapshot.js';
 import { ChunkStore } from '../repo/chunks.js';
+import { type ChunkEncoder, createEncoder } from '../repo/compress-pool.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import {
@@ -38,7 +39,7 @@ import {
   SnapshotStore,
   type TableSnapshot,
 } from '../repo/snapshots.js';
-import { runWorkers } from '../util/workers.js';
+import { inFlight, runWorkers } from '../util/workers.js';
 import { Chunker, chooseBoundaryBits, MAX_CHUNK_BYTES, type RawChunk } from './chunker.js';
 
 /** What to back up, and how. */
@@ -113,6 +114,7 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
     const coordinator = await connect(target, { applicationName: 'flashback backup' });
     const workers: PgClient[] = [];
     let snapshot: Awaited<ReturnType<typeof exportSnapshot>> | undefined;
+    let encoder: ChunkEncoder | undefined;
     try {
       const info = await readServerInfo(coordinator, target.connection);
       const identity = await checkIdentity(target, info.identity, new FingerprintStore(repo));
@@ -143,7 +145,8 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
         workers.push(w);
         await importSnapshot(w, snapshot);
       }
-      const chunks = new ChunkStore(repo.storage);
+      encoder = createEncoder();
+      const chunks = new ChunkStore(repo.storage, encoder);
       const progress = {
         tablesDone: 0,
         tablesTotal: tables.length,
@@ -222,6 +225,7 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
       return { manifest, seconds: (Date.now() - started.getTime()) / 1000 };
     } finally {
       await Promise.all(workers.map((w) => w.end().catch(() => {})));
+      await encoder?.close();
       await coordinator.end().catch(() => {});
       await snapshot?.close();
     }
@@ -291,11 +295,11 @@ async function copyTable(
       if (signal?.aborted === true)
         throw new InterruptedError('backup interrupted: no snapshot was committed');
       for (const c of chunker.push(data)) {
-        inflight.push(store(c));
+        inflight.push(inFlight(store(c)));
         if (inflight.length >= IN_FLIGHT) await settle();
       }
     }
-    for (const c of chunker.end()) inflight.push(store(c));
+    for (const c of chunker.end()) inflight.push(inFlight(store(c)));
     while (inflight.length > 0) await settle();
   } catch (err) {
     stream.destroy();

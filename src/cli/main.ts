@@ -143,6 +143,11 @@ if (isEntryPoint()) {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A rejection nobody handled is a bug: report it as one (exit 70), not as a raw crash.
+  process.on('unhandledRejection', (err: unknown) => {
+    process.exitCode = reportError(err, io, process.argv.includes('--debug'), false);
+    process.exit(process.exitCode);
+  });
   main(process.argv.slice(2), io).then(
     (code) => {
       process.exitCode = code;

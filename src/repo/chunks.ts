@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import { OperationError } from '../errors.js';
 import type { Storage } from '../storage/storage.js';
 import { ObjectNotFoundError } from '../storage/storage.js';
-import { ChunkFormatError, type CodecName, decodeChunk, encodeChunk } from './codec.js';
+import { ChunkFormatError, type CodecName, decodeChunk } from './codec.js';
+import { type ChunkEncoder, inlineEncoder } from './compress-pool.js';
 
 /** Result of storing a chunk. */
 export interface PutResult {
@@ -42,7 +43,10 @@ export function chunkKey(id: string): string {
 
 /** Reads and writes chunks on a storage backend. */
 export class ChunkStore {
-  constructor(private readonly storage: Storage) {}
+  constructor(
+    private readonly storage: Storage,
+    private readonly encoder: ChunkEncoder = inlineEncoder,
+  ) {}
 
   /** Where the chunks are, for messages. */
   get location(): string {
@@ -58,7 +62,7 @@ export class ChunkStore {
     const key = chunkKey(id);
     const existing = await this.storage.stat(key);
     if (existing !== undefined) return { id, storedSize: existing.size, isNew: false };
-    const stored = await encodeChunk(content, codec);
+    const stored = await this.encoder.encode(content, codec);
     const isNew = await this.storage.writeIfAbsent(key, stored);
     return { id, storedSize: stored.length, isNew };
   }

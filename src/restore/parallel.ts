@@ -1,30 +1,12 @@
-/**
- * The fast path of a full restore into a database created for it
- * (`--create`): the schema in one transaction, then tables loaded by
- * several connections at once (largest first), then post-data statements
- * run in parallel where that is safe. Atomicity comes from the caller, which
- * drops the new database if anything fails, so no partial restore remains
- * under the target's name.
- *
- * Post-data scheduling: a statement that builds an index or adds a
- * constraint names the tables it locks; a statement runs when no running
- * statement touches the same tables (so no lock waits and no deadlocks), and
- * never before an earlier statement it could depend on. Any statement the
- * scheduler cannot classify is a barrier: it runs alone, after everything
- * before it, as in the sequential order.
- */
-import { once } from 'node:events';
-import { finished } from 'node:stream/promises';
-import { from as copyFrom } from 'pg-copy-streams';
 import type { ResolvedTarget } from '../config/targets.js';
 import { InterruptedError, OperationError } from '../errors.js';
 import { connect, type PgClient } from '../pg/connect.js';
 import type { DdlStatement } from '../pg/schema/model.js';
-import { qualify, quoteIdent } from '../pg/schema/quote.js';
+import { qualify } from '../pg/schema/quote.js';
 import type { ChunkStore } from '../repo/chunks.js';
 import type { TableSnapshot } from '../repo/snapshots.js';
 import { runWorkers } from '../util/workers.js';
-import { columnList } from './sql.js';
+import { copyChunks } from './load.js';
 
 /** Inputs of a parallel full restore. */
 export interface ParallelRestore {
@@ -96,29 +78,16 @@ async function copyInto(
   t: TableSnapshot,
   signal: AbortSignal | undefined,
 ): Promise<number> {
-  const ws = c.query(
-    copyFrom(`COPY ${qualify(t.schema, t.name)}${columnList(t.columns)} FROM STDIN`),
-  );
-  const done = finished(ws);
-  done.catch(() => {});
-  let rows = 0;
-  let next = t.chunks[0] === undefined ? undefined : chunks.get(t.chunks[0].id);
   try {
-    for (let i = 0; i < t.chunks.length; i++) {
-      if (signal?.aborted === true)
-        throw new InterruptedError('restore interrupted: the new database was dropped');
-      const content = await next!;
-      next = t.chunks[i + 1] === undefined ? undefined : chunks.get(t.chunks[i + 1]!.id);
-      if (!ws.write(content)) await Promise.race([once(ws, 'drain'), done]);
-      rows += t.chunks[i]!.rows;
-    }
-    ws.end();
-    await done;
-    return rows;
+    return await copyChunks(
+      c,
+      chunks,
+      t,
+      qualify(t.schema, t.name),
+      signal,
+      'restore interrupted: the new database was dropped',
+    );
   } catch (err) {
-    next?.catch(() => {});
-    ws.destroy();
-    await done.catch(() => {});
     if (err instanceof InterruptedError || err instanceof OperationError) throw err;
     throw new OperationError(
       'restore.load',

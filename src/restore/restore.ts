@@ -1,23 +1,3 @@
-/**
- * `restore`: a snapshot, some of its tables, or some of their rows, into a
- * database. Everything is written in one transaction: a failure or refusal
- * leaves the target as it was. Chunks are streamed (one or two in memory at a
- * time) and verified against their hash before a byte is sent.
- *
- * Modes:
- * - full (no --table/--where): the target database must be empty; the schema
- *   is created (pre-data), rows loaded, then indexes, constraints, triggers,
- *   views and sequence values (post-data);
- * - selective (--table and/or --where): tables that exist in the target are
- *   merged: snapshot rows are loaded into a temporary table, rows not matching
- *   the predicate dropped, and the rest inserted where their key is absent
- *   (`--on-conflict skip`, the default), also updated where present
- *   (`update`), or the restore fails on the first existing key (`fail`).
- *   Into an empty database, the selected tables are created and loaded.
- */
-import { once } from 'node:events';
-import { finished } from 'node:stream/promises';
-import { from as copyFrom } from 'pg-copy-streams';
 import type { ResolvedTarget } from '../config/targets.js';
 import { InterruptedError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
@@ -30,6 +10,7 @@ import { ChunkStore } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
+import { copyChunks } from './load.js';
 import { parallelFullRestore } from './parallel.js';
 import {
   describePlan,
@@ -354,7 +335,7 @@ async function runDdl(
       'restore.ddl',
       `creating ${s.kind} ${s.name} failed: ${(err as Error).message}; nothing was restored`,
       {
-        hint: 'the statement was: ' + s.sql.slice(0, 300),
+        hint: `the statement was: ${s.sql.slice(0, 300)}`,
         cause: err,
       },
     );
@@ -362,40 +343,6 @@ async function runDdl(
 }
 
 /** Streams a table's chunks into COPY FROM; returns rows loaded. */
-async function copyChunks(
-  client: PgClient,
-  chunks: ChunkStore,
-  t: TableSnapshot,
-  into: string,
-  signal: AbortSignal | undefined,
-): Promise<number> {
-  const sql = `COPY ${into}${columnList(t.columns)} FROM STDIN`;
-  const ws = client.query(copyFrom(sql));
-  const done = finished(ws);
-  done.catch(() => {}); // observed below; avoid an unhandled rejection while we write
-  let rows = 0;
-  let next = t.chunks[0] === undefined ? undefined : chunks.get(t.chunks[0].id);
-  try {
-    for (let i = 0; i < t.chunks.length; i++) {
-      if (signal?.aborted === true)
-        throw new InterruptedError('restore interrupted: rolled back, nothing was written');
-      const content = await next!;
-      // Fetch (and verify) the next chunk while this one is being sent.
-      next = t.chunks[i + 1] === undefined ? undefined : chunks.get(t.chunks[i + 1]!.id);
-      if (!ws.write(content)) await Promise.race([once(ws, 'drain'), done]);
-      rows += t.chunks[i]!.rows;
-    }
-    ws.end();
-    await done;
-  } catch (err) {
-    next?.catch(() => {});
-    ws.destroy();
-    await done.catch(() => {});
-    throw err;
-  }
-  return rows;
-}
-
 async function loadTable(
   client: PgClient,
   chunks: ChunkStore,
@@ -403,7 +350,14 @@ async function loadTable(
   signal: AbortSignal | undefined,
 ): Promise<number> {
   try {
-    return await copyChunks(client, chunks, t, qualify(t.schema, t.name), signal);
+    return await copyChunks(
+      client,
+      chunks,
+      t,
+      qualify(t.schema, t.name),
+      signal,
+      'restore interrupted: rolled back, nothing was written',
+    );
   } catch (err) {
     if (err instanceof InterruptedError || err instanceof OperationError) throw err;
     throw new OperationError(
@@ -435,7 +389,14 @@ async function stage(
   await client.query(
     `CREATE TEMP TABLE ${name} (LIKE ${qualify(t.schema, t.name)}) ON COMMIT DROP`,
   );
-  let rows = await copyChunks(client, chunks, t, `pg_temp.${name}`, signal);
+  let rows = await copyChunks(
+    client,
+    chunks,
+    t,
+    `pg_temp.${name}`,
+    signal,
+    'restore interrupted: rolled back, nothing was written',
+  );
   if (where !== undefined) {
     const r = await queryOne(
       client,

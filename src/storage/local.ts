@@ -134,14 +134,17 @@ export class LocalStorage implements Storage {
     const tmp = path.join(path.dirname(file), `.tmp-${randomBytes(8).toString('hex')}`);
     const fh = await open(tmp, 'wx', 0o644);
     try {
-      await fh.writeFile(data);
-      await fh.sync();
+      try {
+        await fh.writeFile(data);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
     } catch (err) {
-      await fh.close();
+      // Write, sync or close failed (a full disk can fail any of them): no temp file stays.
       await rm(tmp, { force: true });
       throw err;
     }
-    await fh.close();
     return tmp;
   }
 }

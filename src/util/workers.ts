@@ -31,3 +31,13 @@ export async function runWorkers(
   }
   if (first !== undefined) throw first.error;
 }
+
+/**
+ * Marks a promise that will be awaited later (an in-flight write, a prefetch)
+ * as handled now, so a rejection before that await does not crash the process
+ * as an unhandled rejection. Returns the same promise; awaiting it still throws.
+ */
+export function inFlight<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}

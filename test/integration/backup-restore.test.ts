@@ -4,6 +4,7 @@ import { readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
+import { ChunkStore } from '../../src/repo/chunks.js';
 import { SnapshotStore } from '../../src/repo/snapshots.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
 import { LocalStorage } from '../../src/storage/local.js';
@@ -98,6 +99,16 @@ describe.each(
     // Everything written is new; what is stored is what the repository grew by.
     expect(out.totals.newBytes).toBe(out.totals.storedBytes);
 
+    // The manifest's sizes are the chunks' real sizes.
+    const repoStorage = new LocalStorage(path.join(dir, 'repo'));
+    const manifest = await new SnapshotStore(repoStorage).read(firstId);
+    const chunkStore = new ChunkStore(repoStorage);
+    for (const t of manifest.tables) {
+      expect(t.bytes).toBe(t.chunks.reduce((n, c) => n + c.size, 0));
+      for (const c of t.chunks.slice(0, 3))
+        expect((await chunkStore.get(c.id)).length).toBe(c.size);
+    }
+    expect(out.totals.bytes).toBeGreaterThan(1_000_000);
     const list = await runCli(['list'], { cwd: dir, env });
     expect(list.stdout).toMatch(
       new RegExp(
