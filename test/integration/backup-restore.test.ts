@@ -292,6 +292,28 @@ describe.each(
     expect(fail.stderr).toContain('a row with the same key already exists');
   });
 
+  it('selects tables by pattern', async () => {
+    const r = await runCli(
+      [
+        'restore',
+        'latest',
+        '--to',
+        'prod',
+        '--table',
+        'work*',
+        '--table',
+        'public.tenant?',
+        '--dry-run',
+        '--json',
+      ],
+      { cwd: dir, env },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const names = JSON.parse(r.stdout).plan.tables.map((t: { name: string }) => t.name);
+    // Parents before children (foreign keys), whatever order the patterns gave.
+    expect(names).toEqual(['tenants', 'workflows', 'workflow_steps']);
+  });
+
   it('rejects bad input with a clear message and writes nothing', async () => {
     const cases: Array<[string[], number, string]> = [
       [['restore', 'nope', '--to', 'copy'], ExitCode.usage, 'unknown snapshot "nope"'],

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { ExitCode, RepositoryError, UsageError } from '../errors.js';
+import { MemoryStorage } from '../storage/memory.js';
+import { newSnapshotId, type SnapshotManifest, SnapshotStore } from './snapshots.js';
+
+function manifest(id: string, target = 'prod', version = 1): SnapshotManifest {
+  return {
+    format: 'flashback-snapshot',
+    version,
+    id,
+    target,
+    database: 'app',
+    encoding: 'UTF8',
+    collate: 'C',
+    ctype: 'C',
+    systemIdentifier: '1',
+    host: 'h',
+    serverVersion: '17.10',
+    serverVersionNum: 170010,
+    lsn: '0/1',
+    startedAt: '',
+    finishedAt: '',
+    schema: {},
+    tables: [],
+    totals: { tables: 0, rows: 0, bytes: 0, storedBytes: 0, newChunks: 0, newBytes: 0 },
+  };
+}
+
+describe('snapshot manifests', () => {
+  it('commits once, never overwrites, and resolves ids, prefixes and latest per target', async () => {
+    const store = new SnapshotStore(new MemoryStorage());
+    await store.commit(manifest('20261121-100000-aaaa'));
+    await store.commit(manifest('20261121-110000-bbbb', 'staging'));
+    await store.commit(manifest('20261121-120000-cccc'));
+    await expect(store.commit(manifest('20261121-100000-aaaa'))).rejects.toThrow(/already exists/);
+    expect(await store.ids()).toEqual([
+      '20261121-100000-aaaa',
+      '20261121-110000-bbbb',
+      '20261121-120000-cccc',
+    ]);
+    expect((await store.resolve('latest')).id).toBe('20261121-120000-cccc');
+    expect((await store.resolve('latest', 'staging')).id).toBe('20261121-110000-bbbb');
+    expect((await store.resolve('20261121-11')).id).toBe('20261121-110000-bbbb');
+    await expect(store.resolve('20261121-1')).rejects.toThrow(/ambiguous/);
+    await expect(store.resolve('nope')).rejects.toBeInstanceOf(UsageError);
+    await expect(store.resolve('latest', 'other')).rejects.toThrow(
+      /no snapshots of target "other"/,
+    );
+  });
+
+  it('rejects a manifest of a newer format, and a damaged one', async () => {
+    const s = new MemoryStorage();
+    const store = new SnapshotStore(s);
+    await store.commit(manifest('20261121-100000-aaaa', 'prod', 2));
+    const err = await store.read('20261121-100000-aaaa').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RepositoryError);
+    expect(err).toMatchObject({ exitCode: ExitCode.repository });
+    expect((err as Error).message).toContain('format version 2; this Flashback reads up to 1');
+    await s.write('snapshots/20261121-100000-bbbb.json', Buffer.from('{"format":'));
+    await expect(store.read('20261121-100000-bbbb')).rejects.toThrow(/not valid JSON/);
+  });
+
+  it('makes sortable, readable ids', () => {
+    expect(newSnapshotId(new Date('2026-11-21T16:05:30.123Z'))).toMatch(
+      /^20261121-160530-[0-9a-f]{4}$/,
+    );
+  });
+});
