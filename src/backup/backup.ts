@@ -16,12 +16,12 @@
  * Any failure or interruption before 6 leaves no snapshot, only unreferenced
  * chunks that `prune` removes.
  */
-import { to as copyTo } from 'pg-copy-streams';
 import type { ResolvedTarget } from '../config/targets.js';
 import { InterruptedError, OperationError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, identityRefusal } from '../guard/identity.js';
 import { connect, type PgClient } from '../pg/connect.js';
+import { CopyOut } from '../pg/copy-out.js';
 import type { SchemaModel, TableModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent } from '../pg/schema/quote.js';
 import { readSchema } from '../pg/schema/read.js';
@@ -289,7 +289,7 @@ async function copyTable(
         last: c.last,
       };
     });
-  const stream = client.query(copyTo(sql));
+  const stream = client.query(new CopyOut(sql));
   try {
     for await (const data of stream as AsyncIterable<Buffer>) {
       if (signal?.aborted === true)
