@@ -2,8 +2,9 @@
 import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
-import { InterruptedError } from '../errors.js';
+import { InterruptedError, OperationError } from '../errors.js';
 import type { PgClient } from '../pg/connect.js';
+import { qualify } from '../pg/schema/quote.js';
 import type { ChunkStore } from '../repo/chunks.js';
 import type { TableSnapshot } from '../repo/snapshots.js';
 import { inFlight } from '../util/workers.js';
@@ -44,5 +45,32 @@ export async function copyChunks(
     ws.destroy();
     await done.catch(() => {});
     throw err;
+  }
+}
+
+/**
+ * Loads all of a table's rows into the table itself; any failure other than
+ * an interruption becomes an OperationError naming the table, ending with
+ * `consequence` (what the caller guarantees happened to the target).
+ */
+export async function loadTable(
+  client: PgClient,
+  chunks: ChunkStore,
+  t: TableSnapshot,
+  signal: AbortSignal | undefined,
+  interrupted: string,
+  consequence: string,
+): Promise<number> {
+  try {
+    return await copyChunks(client, chunks, t, qualify(t.schema, t.name), signal, interrupted);
+  } catch (err) {
+    if (err instanceof InterruptedError || err instanceof OperationError) throw err;
+    throw new OperationError(
+      'restore.load',
+      `loading ${t.schema}.${t.name} failed: ${(err as Error).message}; ${consequence}`,
+      {
+        cause: err,
+      },
+    );
   }
 }

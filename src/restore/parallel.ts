@@ -2,11 +2,12 @@ import type { ResolvedTarget } from '../config/targets.js';
 import { InterruptedError, OperationError } from '../errors.js';
 import { connect, type PgClient } from '../pg/connect.js';
 import type { DdlStatement } from '../pg/schema/model.js';
-import { qualify } from '../pg/schema/quote.js';
 import type { ChunkStore } from '../repo/chunks.js';
 import type { TableSnapshot } from '../repo/snapshots.js';
 import { runWorkers } from '../util/workers.js';
-import { copyChunks } from './load.js';
+import { loadTable } from './load.js';
+
+const DROPPED = 'restore interrupted: the new database was dropped';
 
 /** Inputs of a parallel full restore. */
 export interface ParallelRestore {
@@ -41,9 +42,18 @@ export async function parallelFullRestore(p: ParallelRestore): Promise<number[]>
       conns.length,
       async (i, signal) => {
         for (let t = queue.shift(); t !== undefined; t = queue.shift()) {
-          if (signal.aborted)
-            throw new InterruptedError('restore interrupted: the new database was dropped');
-          rows.set(t, await copyInto(conns[i]!, p.chunks, t, signal));
+          if (signal.aborted) throw new InterruptedError(DROPPED);
+          rows.set(
+            t,
+            await loadTable(
+              conns[i]!,
+              p.chunks,
+              t,
+              signal,
+              DROPPED,
+              'the new database was dropped',
+            ),
+          );
           p.onTable?.(`${t.schema}.${t.name}`, rows.get(t)!);
         }
       },
@@ -67,32 +77,6 @@ async function exec(c: PgClient, s: DdlStatement): Promise<void> {
         hint: `the statement was: ${s.sql.slice(0, 300)}`,
         cause: err,
       },
-    );
-  }
-}
-
-/** One table's chunks into COPY FROM, in its own transaction; the next chunk is fetched while one is sent. */
-async function copyInto(
-  c: PgClient,
-  chunks: ChunkStore,
-  t: TableSnapshot,
-  signal: AbortSignal | undefined,
-): Promise<number> {
-  try {
-    return await copyChunks(
-      c,
-      chunks,
-      t,
-      qualify(t.schema, t.name),
-      signal,
-      'restore interrupted: the new database was dropped',
-    );
-  } catch (err) {
-    if (err instanceof InterruptedError || err instanceof OperationError) throw err;
-    throw new OperationError(
-      'restore.load',
-      `loading ${t.schema}.${t.name} failed: ${(err as Error).message}`,
-      { cause: err },
     );
   }
 }
@@ -164,8 +148,7 @@ async function runSegment(
   await Promise.all(
     conns.map(async (c) => {
       while (pending.length > 0 && failure === undefined) {
-        if (signal?.aborted === true)
-          throw new InterruptedError('restore interrupted: the new database was dropped');
+        if (signal?.aborted === true) throw new InterruptedError(DROPPED);
         const next = take();
         if (next === undefined) {
           // Everything left touches a busy table: wait for a statement to finish.

@@ -10,7 +10,7 @@ import { ChunkStore } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
-import { copyChunks } from './load.js';
+import { copyChunks, loadTable } from './load.js';
 import { parallelFullRestore } from './parallel.js';
 import {
   describePlan,
@@ -22,6 +22,9 @@ import {
 } from './plan.js';
 import { checkRoles } from './roles.js';
 import { columnList } from './sql.js';
+
+/** The interruption message of the single-transaction path. */
+const ROLLED_BACK = 'restore interrupted: rolled back, nothing was written';
 
 /** A restore request. */
 export interface RestoreOptions {
@@ -76,7 +79,6 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     selectTables(manifest, options.tables ?? []),
     manifest.schema,
   );
-  const onConflict = options.onConflict ?? 'skip';
   const lock = await RepositoryLock.acquire(options.repo.storage, {
     exclusive: false,
     command: `restore ${manifest.id} to ${target.name}`,
@@ -86,21 +88,15 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     if (options.create === true && options.dryRun === true) {
       // Nothing to connect to yet, and creating it would be a write: plan from the manifest.
       await assertNoDatabase(target);
-      const plan: RestorePlan = {
-        snapshot: manifest.id,
-        target: target.name,
-        mode: selective ? 'selective' : 'full',
-        where: options.where,
-        onConflict,
-        tables: selected.map((t) => ({
-          schema: t.schema,
-          name: t.name,
-          action: 'load',
-          snapshotRows: t.rows,
-          chunks: t.chunks.length,
-          ...(options.where === undefined ? { insert: t.rows, update: 0, skip: 0 } : {}),
-        })),
-      };
+      const plan = initialPlan(
+        manifest,
+        target,
+        selected,
+        selective,
+        options,
+        'load',
+        options.where === undefined,
+      );
       return { plan, applied: false, seconds: (Date.now() - started) / 1000 };
     }
     if (options.create === true) created = await createDatabase(target, manifest);
@@ -137,21 +133,15 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           grants: options.grants ?? true,
         });
       const chunks = new ChunkStore(options.repo.storage);
-      const base: RestorePlan = {
-        snapshot: manifest.id,
-        target: target.name,
-        mode: selective ? 'selective' : 'full',
-        where: options.where,
-        onConflict,
-        tables: selected.map((t) => ({
-          schema: t.schema,
-          name: t.name,
-          action: empty ? 'load' : 'merge',
-          snapshotRows: t.rows,
-          chunks: t.chunks.length,
-          ...(empty && options.where === undefined ? { insert: t.rows, update: 0, skip: 0 } : {}),
-        })),
-      };
+      const base = initialPlan(
+        manifest,
+        target,
+        selected,
+        selective,
+        options,
+        empty ? 'load' : 'merge',
+        empty && options.where === undefined,
+      );
       const fingerprints = new FingerprintStore(options.repo);
       const workers = options.workers ?? 2;
       if (created && !selective && workers > 1) {
@@ -207,6 +197,36 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   } finally {
     await lock.release();
   }
+}
+
+/**
+ * The plan before anything is counted: one entry per table, with counts
+ * only where the snapshot alone determines them (every row loaded).
+ */
+function initialPlan(
+  manifest: SnapshotManifest<SchemaModel>,
+  target: ResolvedTarget,
+  tables: readonly TableSnapshot[],
+  selective: boolean,
+  options: RestoreOptions,
+  action: TablePlan['action'],
+  countsKnown: boolean,
+): RestorePlan {
+  return {
+    snapshot: manifest.id,
+    target: target.name,
+    mode: selective ? 'selective' : 'full',
+    where: options.where,
+    onConflict: options.onConflict ?? 'skip',
+    tables: tables.map((t) => ({
+      schema: t.schema,
+      name: t.name,
+      action,
+      snapshotRows: t.rows,
+      chunks: t.chunks.length,
+      ...(countsKnown ? { insert: t.rows, update: 0, skip: 0 } : {}),
+    })),
+  };
 }
 
 /** Tables (relkind r/p) in user schemas of the connected database, as `schema.name`. */
@@ -303,7 +323,18 @@ async function run(
       const st = staged[i];
       const counts =
         st === undefined
-          ? { insert: await loadTable(client, chunks, t, options.signal), update: 0, skip: 0 }
+          ? {
+              insert: await loadTable(
+                client,
+                chunks,
+                t,
+                options.signal,
+                ROLLED_BACK,
+                'nothing was restored',
+              ),
+              update: 0,
+              skip: 0,
+            }
           : await mergeTable(client, t, st, options);
       done.push({ ...planned[i]!, ...counts });
       options.onProgress?.({
@@ -314,8 +345,7 @@ async function run(
       });
     }
     for (const s of ddl?.postData ?? []) await runDdl(client, s);
-    if (options.signal?.aborted === true)
-      throw new InterruptedError('restore interrupted: rolled back, nothing was written');
+    if (options.signal?.aborted === true) throw new InterruptedError(ROLLED_BACK);
     await client.query('COMMIT');
     return { plan: { ...plan, tables: done }, applied: true };
   } catch (err) {
@@ -342,32 +372,6 @@ async function runDdl(
   }
 }
 
-/** Streams a table's chunks into COPY FROM; returns rows loaded. */
-async function loadTable(
-  client: PgClient,
-  chunks: ChunkStore,
-  t: TableSnapshot,
-  signal: AbortSignal | undefined,
-): Promise<number> {
-  try {
-    return await copyChunks(
-      client,
-      chunks,
-      t,
-      qualify(t.schema, t.name),
-      signal,
-      'restore interrupted: rolled back, nothing was written',
-    );
-  } catch (err) {
-    if (err instanceof InterruptedError || err instanceof OperationError) throw err;
-    throw new OperationError(
-      'restore.load',
-      `loading ${t.schema}.${t.name} failed: ${(err as Error).message}; nothing was restored`,
-      { cause: err },
-    );
-  }
-}
-
 /** Snapshot rows of one table staged in a temporary table, and how many of them already exist in the target. */
 interface Staged {
   readonly name: string;
@@ -389,14 +393,7 @@ async function stage(
   await client.query(
     `CREATE TEMP TABLE ${name} (LIKE ${qualify(t.schema, t.name)}) ON COMMIT DROP`,
   );
-  let rows = await copyChunks(
-    client,
-    chunks,
-    t,
-    `pg_temp.${name}`,
-    signal,
-    'restore interrupted: rolled back, nothing was written',
-  );
+  let rows = await copyChunks(client, chunks, t, `pg_temp.${name}`, signal, ROLLED_BACK);
   if (where !== undefined) {
     const r = await queryOne(
       client,
