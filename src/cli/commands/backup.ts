@@ -47,8 +47,10 @@ async function runBackup(ctx: CliContext, ref: string, opts: { workers: string }
     onProgress: (p) =>
       progress.update(() => {
         const secs = progress.seconds;
+        // An ETA from the first few chunks (or from time spent on setup) is
+        // noise: show it once 5% of the estimated data is through.
         const eta =
-          p.estimatedBytes > p.bytes && p.bytes > 0
+          p.estimatedBytes > p.bytes && p.bytes >= p.estimatedBytes * 0.05
             ? ((p.estimatedBytes - p.bytes) * secs) / p.bytes
             : 0;
         return `backup ${target.name}: ${p.tablesDone}/${p.tablesTotal} tables, ${p.rows.toLocaleString('en-US')} rows, ${formatBytes(p.bytes)}, ${rate(p.bytes, secs)}, new ${formatBytes(p.newBytes)}${eta > 0 ? `, ETA ${clock(eta)}` : ''}`;
