@@ -229,7 +229,7 @@ function initialPlan(
   };
 }
 
-/** Tables (relkind r/p) in user schemas of the connected database, as `schema.name`. */
+/** Relations that hold or show rows (tables, views, materialized views, foreign tables) in user schemas, as `schema.name`. */
 async function existingTables(client: PgClient): Promise<Set<string>> {
   const r = await client.query<{ t: string }>(
     `SELECT n.nspname || '.' || c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -298,7 +298,7 @@ async function run(
         planned.push({ ...base.tables[i]!, insert: t.rows, update: 0, skip: 0 });
         continue;
       }
-      const st = await stage(client, chunks, t, options.where, options.signal);
+      const st = await stage(client, chunks, t, i, options.where, options.signal);
       const existing =
         t.key.length === 0
           ? await countIdentical(client, t, st)
@@ -379,15 +379,21 @@ interface Staged {
   readonly existing: number;
 }
 
-/** A temp table holding the snapshot rows of `t` that match `where`. */
+/**
+ * A temp table holding the snapshot rows of `t` that match `where`. Named by
+ * the table's position in the plan, not its name: every table is staged
+ * before any is merged, and tables of the same name in different schemas
+ * (or long names cut to the identifier limit) must not share a stage.
+ */
 async function stage(
   client: PgClient,
   chunks: ChunkStore,
   t: TableSnapshot,
+  position: number,
   where: string | undefined,
   signal: AbortSignal | undefined,
 ): Promise<{ name: string; rows: number }> {
-  const name = quoteIdent(`flashback_restore_${t.name}`.slice(0, 60));
+  const name = `flashback_restore_${position}`;
   await client.query(`DROP TABLE IF EXISTS pg_temp.${name}`);
   // LIKE copies column names and types, not constraints, identity or generation.
   await client.query(

@@ -376,3 +376,47 @@ describe.each(
     expect(Number((await sql(server, source, 'SELECT count(*) AS n FROM tenants'))[0]?.n)).toBe(12);
   });
 });
+
+describe('selective restore of same-named tables in different schemas', () => {
+  it('restores both: each table is staged separately', async () => {
+    const server = testServers().find((s) => s.major === 17)!;
+    const { dir, cleanup } = await tempDir();
+    const db = await freshDatabase(server, 'twins');
+    await sql(
+      server,
+      db,
+      `CREATE SCHEMA a; CREATE SCHEMA b;
+       CREATE TABLE a.items (id int PRIMARY KEY, v text); CREATE TABLE b.items (id int PRIMARY KEY, v text);
+       INSERT INTO a.items SELECT g, 'a' || g FROM generate_series(1, 50) g;
+       INSERT INTO b.items SELECT g, 'b' || g FROM generate_series(1, 70) g;`,
+    );
+    expect((await runCli(['init', '--repo', path.join(dir, 'repo')], { cwd: dir })).code).toBe(0);
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `repository: ./repo\ntargets:\n  t:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
+    );
+    const env = { PW: server.password };
+    expect((await runCli(['backup', 't'], { cwd: dir, env })).code).toBe(0);
+    await sql(server, db, 'DELETE FROM a.items WHERE id > 40; DELETE FROM b.items WHERE id > 60');
+    const r = await runCli(['restore', 'latest', '--to', 't', '--table', '*.items', '--json'], {
+      cwd: dir,
+      env,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const counts = JSON.parse(r.stdout).plan.tables.map(
+      (t: { schema: string; insert: number; skip: number }) => [t.schema, t.insert, t.skip],
+    );
+    expect(counts).toEqual([
+      ['a', 10, 40],
+      ['b', 10, 60],
+    ]);
+    expect(
+      await sql(
+        server,
+        db,
+        'SELECT (SELECT count(*) FROM a.items) AS a, (SELECT count(*) FROM b.items) AS b',
+      ),
+    ).toEqual([{ a: '50', b: '70' }]);
+    await cleanup();
+  });
+});

@@ -82,6 +82,30 @@ describe('crash cleanup', () => {
     await cleanup();
   });
 
+  it('restarts a server cleanly and after a crash, keeping its data, port and password', async () => {
+    const { dir: baseDir, cleanup } = await tempDir();
+    const { EmbeddedServer } = await import('../../src/pg/embedded.js');
+    const { connectParams } = await import('../../src/pg/connect.js');
+    const s = await EmbeddedServer.start({ major: 17, baseDir });
+    try {
+      const c = await connectParams('t', s.connection());
+      await c.query('CREATE TABLE kept (n int); INSERT INTO kept VALUES (1)');
+      await c.end();
+      for (const mode of ['fast', 'immediate'] as const) {
+        const before = s.pid;
+        await s.restart(mode);
+        expect(s.pid).not.toBe(before);
+        expect(isAlive(before)).toBe(false);
+        const again = await connectParams('t', s.connection());
+        expect((await again.query('SELECT count(*) AS n FROM kept')).rows[0]).toEqual({ n: '1' });
+        await again.end();
+      }
+    } finally {
+      await s.stop();
+      await cleanup();
+    }
+  });
+
   it('leaves servers of a live owner alone', async () => {
     const { dir: baseDir, cleanup } = await tempDir();
     const { EmbeddedServer } = await import('../../src/pg/embedded.js');
