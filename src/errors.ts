@@ -25,6 +25,12 @@ export const ExitCode = {
   repository: 6,
   /** The repository is locked by another process (see `flashback unlock`). */
   locked: 7,
+  /**
+   * Data is damaged or missing: `check` found a chunk or manifest that is
+   * missing, unreadable or fails its hash; `verify` found a restored snapshot
+   * that differs from what was backed up.
+   */
+  damaged: 8,
   /** A bug in Flashback. */
   internal: 70,
   /** Interrupted by SIGINT or SIGTERM. */
@@ -168,5 +174,12 @@ export class OperationError extends FlashbackError {
 export class InterruptedError extends FlashbackError {
   constructor(message = 'interrupted') {
     super('interrupted', ExitCode.interrupted, message);
+  }
+}
+
+/** Stored data is missing or damaged, or a restore-test found a difference. */
+export class DamagedError extends FlashbackError {
+  constructor(code: string, message: string, options: FlashbackErrorOptions = {}) {
+    super(code, ExitCode.damaged, message, options);
   }
 }

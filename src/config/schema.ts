@@ -2,13 +2,71 @@
  * The configuration file's schema (flashback.yaml), validated with zod.
  * Keys are snake_case as written in YAML; `docs/CONFIG.md` describes each.
  */
+import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
+import { parseDuration } from './duration.js';
 
 /** Target names: lower-case words, so they can never be mistaken for a URL or a flag. */
 export const TARGET_NAME = /^[a-z][a-z0-9_-]{0,62}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 export const SSL_MODES = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+
+/** A duration such as `30m`, `26h`, `1h30m`, `7d` (milliseconds after parsing). */
+const duration = z.string().transform((text, ctx) => {
+  const ms = parseDuration(text);
+  if (ms === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a duration such as 30m, 26h, 1h30m or 7d, got "${text}"`,
+    });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+/** A cron expression: 5 fields (minute hour day month weekday) or 6 (with seconds first). */
+const cron = z.string().superRefine((text, ctx) => {
+  try {
+    CronExpressionParser.parse(text, { tz: 'UTC' });
+  } catch (err) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `not a cron expression (${(err as Error).message}); e.g. "0 2 * * *" for 02:00 daily`,
+    });
+  }
+});
+
+/** When `flashback serve` runs each job for a target. */
+const scheduleSchema = z.strictObject({
+  backup: cron.optional(),
+  verify: cron.optional(),
+  prune: cron.optional(),
+});
+
+/**
+ * Freshness thresholds for `status`, metrics and alerts. Ages are measured
+ * from a snapshot's consistent point (its start) to now.
+ */
+const freshnessSchema = z.strictObject({
+  backup_warning: duration.optional(),
+  backup_critical: duration.optional(),
+  verified_warning: duration.optional(),
+  verified_critical: duration.optional(),
+  /** How late a scheduled run may be before the scheduler itself is a finding. */
+  missed_run_grace: duration.optional(),
+});
+
+/** Which snapshots `prune` keeps, per target. A snapshot kept by any rule stays. */
+const retentionSchema = z.strictObject({
+  keep_last: z.number().int().min(1, { error: 'keep at least 1 snapshot' }).optional(),
+  keep_hourly: z.number().int().min(0).optional(),
+  keep_daily: z.number().int().min(0).optional(),
+  keep_weekly: z.number().int().min(0).optional(),
+  keep_monthly: z.number().int().min(0).optional(),
+  keep_yearly: z.number().int().min(0).optional(),
+  keep_within: duration.optional(),
+});
 
 const targetSchema = z
   .strictObject({
@@ -34,6 +92,9 @@ const targetSchema = z
     sslmode: z.enum(SSL_MODES).optional(),
     protected: z.boolean({ error: 'expected true or false' }).default(true),
     description: z.string().optional(),
+    schedule: scheduleSchema.optional(),
+    freshness: freshnessSchema.optional(),
+    retention: retentionSchema.optional(),
   })
   .superRefine((t, ctx) => {
     if (t.url !== undefined) {
@@ -55,6 +116,57 @@ const targetSchema = z
     }
   });
 
+const webhookSchema = z
+  .strictObject({
+    url: z.url({ error: 'expected an http:// or https:// URL' }).optional(),
+    /** The URL is often a secret (Slack's is): read it from this variable instead. */
+    url_env: z
+      .string()
+      .regex(ENV_NAME, { error: 'expected the name of an environment variable' })
+      .optional(),
+    name: z.string().optional(),
+  })
+  .superRefine((w, ctx) => {
+    if ((w.url === undefined) === (w.url_env === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [], message: 'give exactly one of url and url_env' });
+    }
+  });
+
+const alertsSchema = z.strictObject({
+  webhooks: z.array(webhookSchema).default([]),
+  /** Attempts per alert before it is logged as undeliverable. */
+  attempts: z.number().int().min(1).max(20).default(5),
+  /** First retry delay; doubled for each later attempt. */
+  backoff: duration.default(2000),
+  /** Per-attempt timeout. */
+  timeout: duration.default(10_000),
+});
+
+const verifySchema = z.strictObject({
+  /**
+   * Where restore-tests run: `embedded` (a PostgreSQL of the snapshot's major
+   * version that Flashback starts, with throwaway settings) or a target name,
+   * in whose server a temporary database is created and dropped.
+   */
+  scratch: z.string().default('embedded'),
+  /** Parallel connections for the restore and the comparison. */
+  workers: z.number().int().min(1).max(64).default(2),
+});
+
+const serveSchema = z.strictObject({
+  /** host:port for /metrics and /healthz. */
+  listen: z
+    .string()
+    .regex(/^[^\s:]*:\d{1,5}$/, { error: 'expected host:port, e.g. 127.0.0.1:9187' })
+    .default('127.0.0.1:9187'),
+  /** Log lines: JSON (for log shippers) or human. */
+  log: z.enum(['json', 'human']).default('json'),
+  /** Time zone of the cron expressions. */
+  timezone: z.string().default('UTC'),
+  /** How often freshness is re-evaluated for alerts. */
+  check_interval: duration.default(60_000),
+});
+
 /** The whole configuration file. */
 export const configSchema = z.strictObject({
   version: z.literal(1, { error: 'expected 1 (the only configuration version so far)' }).optional(),
@@ -67,7 +179,60 @@ export const configSchema = z.strictObject({
       targetSchema,
     )
     .default({}),
+  /** Defaults for every target; a target's own `freshness`/`retention` keys override these. */
+  freshness: freshnessSchema.default({}),
+  retention: retentionSchema.default({}),
+  verify: verifySchema.default({ scratch: 'embedded', workers: 2 }),
+  alerts: alertsSchema.default({ webhooks: [], attempts: 5, backoff: 2000, timeout: 10_000 }),
+  serve: serveSchema.default({
+    listen: '127.0.0.1:9187',
+    log: 'json',
+    timezone: 'UTC',
+    check_interval: 60_000,
+  }),
 });
+
+/** Freshness thresholds in milliseconds, every one set. */
+export interface Freshness {
+  readonly backupWarning: number;
+  readonly backupCritical: number;
+  readonly verifiedWarning: number;
+  readonly verifiedCritical: number;
+  readonly missedRunGrace: number;
+}
+
+/** Defaults: a daily backup may be an hour late; no verified backup within 26 h is critical. */
+export const DEFAULT_FRESHNESS: Freshness = {
+  backupWarning: 25 * 3_600_000,
+  backupCritical: 49 * 3_600_000,
+  verifiedWarning: 25 * 3_600_000,
+  verifiedCritical: 26 * 3_600_000,
+  missedRunGrace: 30 * 60_000,
+};
+
+/** A target's thresholds: its own keys, else the file's top-level ones, else the defaults. */
+export function freshnessFor(config: FlashbackConfig, target: string): Freshness {
+  const own = config.targets[target]?.freshness ?? {};
+  const top = config.freshness;
+  return {
+    backupWarning: own.backup_warning ?? top.backup_warning ?? DEFAULT_FRESHNESS.backupWarning,
+    backupCritical: own.backup_critical ?? top.backup_critical ?? DEFAULT_FRESHNESS.backupCritical,
+    verifiedWarning:
+      own.verified_warning ?? top.verified_warning ?? DEFAULT_FRESHNESS.verifiedWarning,
+    verifiedCritical:
+      own.verified_critical ?? top.verified_critical ?? DEFAULT_FRESHNESS.verifiedCritical,
+    missedRunGrace:
+      own.missed_run_grace ?? top.missed_run_grace ?? DEFAULT_FRESHNESS.missedRunGrace,
+  };
+}
+
+/** A retention policy, as written. */
+export type RetentionConfig = z.output<typeof retentionSchema>;
+
+/** A target's retention policy: its own keys replace the top-level ones (no per-key merge). */
+export function retentionFor(config: FlashbackConfig, target: string): RetentionConfig {
+  return config.targets[target]?.retention ?? config.retention;
+}
 
 /** A target as written in the configuration file. */
 export type TargetConfig = z.output<typeof targetSchema>;

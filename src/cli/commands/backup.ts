@@ -1,8 +1,9 @@
 /** `flashback backup TARGET`: one consistent snapshot into the repository. */
 import type { Command } from 'commander';
-import { backup } from '../../backup/backup.js';
+import { type BackupProgress, backup } from '../../backup/backup.js';
 import { resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
+import { recordRun } from '../../monitor/record.js';
 import { formatBytes } from '../../util/format.js';
 import type { CliContext } from '../context.js';
 import { clock, Progress, rate } from '../progress.js';
@@ -39,23 +40,38 @@ async function runBackup(ctx: CliContext, ref: string, opts: { workers: string }
   const target = resolveTarget(ref, config, ctx.env);
   const repo = await ctx.repository();
   const progress = new Progress(ctx.io.stderr, !ctx.json);
-  const result = await backup({
-    target,
+  const onProgress = (p: BackupProgress): void =>
+    progress.update(() => {
+      const secs = progress.seconds;
+      // An ETA from the first few chunks (or from time spent on setup) is
+      // noise: show it once 5% of the estimated data is through.
+      const eta =
+        p.estimatedBytes > p.bytes && p.bytes >= p.estimatedBytes * 0.05
+          ? ((p.estimatedBytes - p.bytes) * secs) / p.bytes
+          : 0;
+      return `backup ${target.name}: ${p.tablesDone}/${p.tablesTotal} tables, ${p.rows.toLocaleString('en-US')} rows, ${formatBytes(p.bytes)}, ${rate(p.bytes, secs)}, new ${formatBytes(p.newBytes)}${eta > 0 ? `, ETA ${clock(eta)}` : ''}`;
+    });
+  const signal = ctx.interruptSignal();
+  const { value: result } = await recordRun(
     repo,
-    workers,
-    signal: ctx.interruptSignal(),
-    onProgress: (p) =>
-      progress.update(() => {
-        const secs = progress.seconds;
-        // An ETA from the first few chunks (or from time spent on setup) is
-        // noise: show it once 5% of the estimated data is through.
-        const eta =
-          p.estimatedBytes > p.bytes && p.bytes >= p.estimatedBytes * 0.05
-            ? ((p.estimatedBytes - p.bytes) * secs) / p.bytes
-            : 0;
-        return `backup ${target.name}: ${p.tablesDone}/${p.tablesTotal} tables, ${p.rows.toLocaleString('en-US')} rows, ${formatBytes(p.bytes)}, ${rate(p.bytes, secs)}, new ${formatBytes(p.newBytes)}${eta > 0 ? `, ETA ${clock(eta)}` : ''}`;
-      }),
-  });
+    { kind: 'backup', target: target.name, trigger: 'command' },
+    async () => {
+      const r = await backup({ target, repo, workers, signal, onProgress });
+      return {
+        value: r,
+        snapshot: r.manifest.id,
+        details: {
+          bytes: r.manifest.totals.bytes,
+          newBytes: r.manifest.totals.newBytes,
+          rows: r.manifest.totals.rows,
+        },
+      };
+    },
+    (err) =>
+      ctx.err(
+        `flashback: warning: could not record this run in the repository: ${(err as Error).message}\n`,
+      ),
+  );
   progress.done();
   const m = result.manifest;
   if (ctx.json) {

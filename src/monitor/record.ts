@@ -1,0 +1,100 @@
+/**
+ * Running a job so that its outcome is never silent: the run is recorded in
+ * the repository (runs/) whether it succeeds or fails, for `status`, `list`,
+ * metrics and alerts. Used by the commands and by `serve` alike.
+ */
+import { FlashbackError } from '../errors.js';
+import type { Repository } from '../repo/repository.js';
+import {
+  type NewRun,
+  type RunKind,
+  type RunProblem,
+  type RunRecord,
+  RunStore,
+  type RunTrigger,
+} from '../repo/runs.js';
+
+/** What a job reports back to be recorded with its success. */
+export interface JobOutcome<T> {
+  readonly value: T;
+  readonly snapshot?: string | null | undefined;
+  /** A job can complete and still fail (verify found differences). */
+  readonly ok?: boolean | undefined;
+  readonly problems?: readonly RunProblem[] | undefined;
+  readonly details?: Readonly<Record<string, number | string>> | undefined;
+}
+
+/** The job's own result and its record (undefined if recording failed). */
+export interface Recorded<T> {
+  readonly value: T;
+  readonly record: RunRecord | undefined;
+}
+
+/** Something that writes the record somewhere (the repository, and in tests anywhere). */
+export interface RunIdentity {
+  readonly kind: RunKind;
+  readonly target: string | null;
+  readonly trigger: RunTrigger;
+  /** For failures before the job names its snapshot (verify of a given snapshot). */
+  readonly snapshot?: string | null | undefined;
+}
+
+/**
+ * Runs `job` and records its outcome. A job's error is recorded and then
+ * rethrown unchanged; a failure to write the record is reported through
+ * `onRecordError` and never hides the job's own result or error.
+ */
+export async function recordRun<T>(
+  repo: Repository,
+  who: RunIdentity,
+  job: () => Promise<JobOutcome<T>>,
+  onRecordError: (err: unknown) => void = () => {},
+): Promise<Recorded<T>> {
+  const started = new Date();
+  const base = (): Omit<NewRun, 'ok' | 'snapshot'> => {
+    const finished = new Date();
+    return {
+      kind: who.kind,
+      target: who.target,
+      trigger: who.trigger,
+      startedAt: started.toISOString(),
+      finishedAt: finished.toISOString(),
+      seconds: (finished.getTime() - started.getTime()) / 1000,
+    };
+  };
+  const store = new RunStore(repo.storage);
+  const write = async (run: NewRun): Promise<RunRecord | undefined> => {
+    try {
+      return await store.record(run);
+    } catch (err) {
+      onRecordError(err);
+      return undefined;
+    }
+  };
+  let outcome: JobOutcome<T>;
+  try {
+    outcome = await job();
+  } catch (err) {
+    await write({
+      ...base(),
+      snapshot: who.snapshot ?? null,
+      ok: false,
+      error: describeError(err),
+    });
+    throw err;
+  }
+  const record = await write({
+    ...base(),
+    snapshot: outcome.snapshot ?? who.snapshot ?? null,
+    ok: outcome.ok ?? true,
+    ...(outcome.problems === undefined ? {} : { problems: outcome.problems }),
+    ...(outcome.details === undefined ? {} : { details: outcome.details }),
+  });
+  return { value: outcome.value, record };
+}
+
+/** An error as a record keeps it: the code and message a user saw. */
+export function describeError(err: unknown): { code: string; message: string } {
+  if (err instanceof FlashbackError) return { code: err.code, message: err.message };
+  return { code: 'internal', message: err instanceof Error ? err.message : String(err) };
+}
