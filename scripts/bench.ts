@@ -2,7 +2,8 @@
  * `npm run bench`: Flashback against the tools users have today, in one run,
  * on one server: pg_dump -Fc, pg_dump -Fd -j2, raw COPY TO a discard sink
  * (the ceiling), flashback backup; then pg_restore -j2 against flashback
- * restore; then a repeat backup after 1% of rows changed. Prints times,
+ * restore; `flashback check --read-data` (MB/s) and `flashback verify` (as a
+ * ratio to the restore); then a repeat backup after 1% of rows changed. Prints times,
  * sizes and ratios; `--json` prints them as data.
  *
  * Uses PostgreSQL 15 (embedded) because Debian's pg_dump 15 refuses newer
@@ -29,6 +30,9 @@ import type { SnapshotManifest } from '../src/repo/snapshots.js';
 import { restore } from '../src/restore/restore.js';
 import { createSampleDatabase } from '../src/sample/saas.js';
 import { LocalStorage } from '../src/storage/local.js';
+import { checkRepository } from '../src/verify/check.js';
+import { embeddedScratch } from '../src/verify/scratch.js';
+import { verifySnapshot } from '../src/verify/verify.js';
 
 const run = promisify(execFile);
 const json = process.argv.includes('--json');
@@ -168,6 +172,37 @@ async function main(): Promise<void> {
     );
     results.push({ name: 'flashback restore', seconds: frSecs });
 
+    // A restore-test: scratch server start, restore, and the chunk-by-chunk
+    // read-back, all of it (what `flashback verify` costs end to end).
+    log('flashback verify…');
+    const [verifySecs, verified] = await time(async () => {
+      const scratch = await embeddedScratch(server.major);
+      try {
+        return await verifySnapshot({
+          manifest: first.manifest as SnapshotManifest<SchemaModel>,
+          repo,
+          scratch,
+        });
+      } finally {
+        await scratch.close();
+      }
+    });
+    if (!verified.ok) throw new Error(`verify failed: ${verified.problems[0]?.message}`);
+    log('flashback check --read-data…');
+    const [checkSecs, checked] = await time(() => checkRepository({ repo, readDataPercent: 100 }));
+    if (checked.totals.errors > 0) throw new Error('check found damage in a fresh repository');
+    results.push({
+      name: 'flashback check --read-data',
+      seconds: checkSecs,
+      bytes: checked.totals.bytesRead,
+      note: `${(checked.totals.bytesRead / 1e6 / checkSecs).toFixed(0)} MB/s stored, ${(first.manifest.totals.bytes / 1e6 / checkSecs).toFixed(0)} MB/s of table data`,
+    });
+    results.push({
+      name: 'flashback verify',
+      seconds: verifySecs,
+      note: `restore ${verified.restoreSeconds.toFixed(1)} s + compare ${verified.compareSeconds.toFixed(1)} s + scratch server`,
+    });
+
     // 1% of rows changed the way applications change them: recent rows are
     // updated (the newest 1% of each large table). Uniformly scattered changes
     // are the worst case for chunk-level deduplication; measured separately.
@@ -207,6 +242,8 @@ async function main(): Promise<void> {
       backupVsPgDumpFdJ2: by('pg_dump -Fd -j2').seconds / fbSecs,
       backupThroughputVsRawCopy: copySecs / fbSecs,
       restoreVsPgRestoreJ2: prSecs / frSecs,
+      verifyVsRestore: verifySecs / frSecs,
+      checkReadDataStoredMBps: checked.totals.bytesRead / 1e6 / checkSecs,
       repeatBackupNewBytesVsFirst:
         second.manifest.totals.newBytes / first.manifest.totals.storedBytes,
       scatteredRepeatNewBytesVsFirst:
@@ -249,6 +286,9 @@ async function main(): Promise<void> {
       );
       process.stdout.write(
         `  restore speed vs pg_restore -j2      ${ratios.restoreVsPgRestoreJ2.toFixed(2)}x   (target >= 1.5)\n`,
+      );
+      process.stdout.write(
+        `  verify time vs restore time          ${ratios.verifyVsRestore.toFixed(2)}x   (target <= 1.3; lower is better)\n`,
       );
       process.stdout.write(
         `  repeat backup, new bytes vs first    ${(ratios.repeatBackupNewBytesVsFirst * 100).toFixed(1)}%   (target <= 5%; newest 1% of rows changed)\n`,

@@ -17,13 +17,13 @@
  * chunks that `prune` removes.
  */
 import type { ResolvedTarget } from '../config/targets.js';
-import { InterruptedError, OperationError } from '../errors.js';
+import { InterruptedError, OperationError, RepositoryError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, identityRefusal } from '../guard/identity.js';
 import { connect, type PgClient } from '../pg/connect.js';
-import { CopyOut } from '../pg/copy-out.js';
+import { CopyOut, tableCopySql } from '../pg/copy-out.js';
 import type { SchemaModel, TableModel } from '../pg/schema/model.js';
-import { qualify, quoteIdent } from '../pg/schema/quote.js';
+import { qualify } from '../pg/schema/quote.js';
 import { readSchema } from '../pg/schema/read.js';
 import { readServerInfo } from '../pg/server-info.js';
 import { exportSnapshot, importSnapshot } from '../pg/snapshot.js';
@@ -39,6 +39,7 @@ import {
   SnapshotStore,
   type TableSnapshot,
 } from '../repo/snapshots.js';
+import { faultpoint } from '../util/faultpoint.js';
 import { inFlight, runWorkers } from '../util/workers.js';
 import { Chunker, chooseBoundaryBits, MAX_CHUNK_BYTES, type RawChunk } from './chunker.js';
 
@@ -221,7 +222,11 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
       };
       if (options.signal?.aborted === true)
         throw new InterruptedError('backup interrupted: no snapshot was committed');
+      // Tests SIGKILL a backup at these points (src/util/faultpoint.ts): every
+      // chunk stored but no manifest; and committed but the lock still held.
+      await faultpoint('backup.before-manifest');
       await new SnapshotStore(repo.storage).commit(manifest);
+      await faultpoint('backup.after-manifest');
       return { manifest, seconds: (Date.now() - started.getTime()) / 1000 };
     } finally {
       await Promise.all(workers.map((w) => w.end().catch(() => {})));
@@ -269,8 +274,7 @@ async function copyTable(
 ): Promise<TableSnapshot> {
   const { key: k, kind } = tableKey(t);
   const columns = chunkColumns(t);
-  const order = k.length > 0 ? ` ORDER BY ${k.map(quoteIdent).join(', ')}` : '';
-  const sql = `COPY (SELECT ${columns.map(quoteIdent).join(', ')} FROM ONLY ${qualify(t.schema, t.name)}${order}) TO STDOUT`;
+  const sql = tableCopySql({ schema: t.schema, name: t.name, columns, key: k });
   const chunker = new Chunker({ keyColumns: k.length, boundaryBits, maxBytes: MAX_CHUNK_BYTES });
   const refs: ChunkRef[] = [];
   const inflight: Array<Promise<ChunkRef>> = [];
@@ -278,7 +282,9 @@ async function copyTable(
     refs.push(await inflight.shift()!);
   };
   const store = (c: RawChunk): Promise<ChunkRef> =>
-    chunks.put(c.content).then((r) => {
+    chunks.put(c.content).then(async (r) => {
+      // Tests SIGKILL a backup here, with data half written (src/util/faultpoint.ts).
+      await faultpoint('backup.during-data', signal);
       onChunk(c.rows, c.content.length, r.isNew ? r.storedSize : 0, r.isNew);
       return {
         id: r.id,
@@ -355,7 +361,15 @@ async function previousTables(
   const store = new SnapshotStore(repo.storage);
   const ids = await store.ids();
   for (let i = ids.length - 1; i >= 0; i--) {
-    const m = await store.read(ids[i]!);
+    let m: SnapshotManifest;
+    try {
+      m = await store.read(ids[i]!);
+    } catch (err) {
+      // A damaged manifest (of any target) must not stop new backups: they are
+      // what replaces it. `check` reports it; here it only costs chunk reuse.
+      if (err instanceof RepositoryError) continue;
+      throw err;
+    }
     if (m.target === target) return new Map(m.tables.map((t) => [key(t), t]));
   }
   return new Map();

@@ -11,12 +11,17 @@ import { ExitCode, FlashbackError } from '../errors.js';
 import { redact } from '../secrets.js';
 import { VERSION } from '../version.js';
 import { registerBackup } from './commands/backup.js';
+import { registerCheck } from './commands/check.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerInit } from './commands/init.js';
+import { registerPrune } from './commands/prune.js';
 import { registerRestore } from './commands/restore.js';
+import { registerServe } from './commands/serve.js';
 import { registerSnapshots } from './commands/snapshots.js';
+import { registerStatus } from './commands/status.js';
 import { registerTargets } from './commands/targets.js';
 import { registerUnlock } from './commands/unlock.js';
+import { registerVerify } from './commands/verify.js';
 import { CliContext, type CliIO, type GlobalOptions, requestInterrupt } from './context.js';
 
 /** Builds the command tree; `context` is created per invocation from the parsed global options. */
@@ -49,7 +54,12 @@ export function buildProgram(io: CliIO): Command {
   registerBackup(program, context);
   registerSnapshots(program, context);
   registerRestore(program, context);
+  registerPrune(program, context);
   registerUnlock(program, context);
+  registerCheck(program, context);
+  registerVerify(program, context);
+  registerStatus(program, context);
+  registerServe(program, context);
   for (const sub of program.commands) sub.exitOverride();
   return program;
 }
@@ -121,7 +131,8 @@ function isEntryPoint(): boolean {
   }
 }
 
-if (isEntryPoint()) {
+/** Runs the CLI as this process: real streams, signal handling, exit code. */
+export function runAsProcess(): void {
   const io: CliIO = {
     stdout: process.stdout,
     stderr: process.stderr,
@@ -157,3 +168,5 @@ if (isEntryPoint()) {
     },
   );
 }
+
+if (isEntryPoint()) runAsProcess();

@@ -10,6 +10,8 @@ describe('durations', () => {
     expect(parseDuration('2d')).toBe(172_800_000);
     expect(parseDuration('1w')).toBe(604_800_000);
     expect(parseDuration('1.5h')).toBe(5_400_000);
+    expect(parseDuration('100ms')).toBe(100);
+    expect(parseDuration('1s500ms')).toBe(1500);
   });
 
   it('rejects what is not a duration', () => {

@@ -1,10 +1,11 @@
 /**
  * Durations as written in the configuration file and on the command line:
- * one or more `<number><unit>` parts, units `s`, `m`, `h`, `d`, `w`
- * (e.g. `90s`, `30m`, `26h`, `1h30m`, `7d`).
+ * one or more `<number><unit>` parts, units `ms`, `s`, `m`, `h`, `d`, `w`
+ * (e.g. `500ms`, `90s`, `30m`, `26h`, `1h30m`, `7d`).
  */
 
 const UNIT_MS: Readonly<Record<string, number>> = {
+  ms: 1,
   s: 1000,
   m: 60_000,
   h: 3_600_000,
@@ -12,8 +13,8 @@ const UNIT_MS: Readonly<Record<string, number>> = {
   w: 7 * 86_400_000,
 };
 
-const WHOLE = /^(?:\d+(?:\.\d+)?[smhdw])+$/;
-const PART = /(\d+(?:\.\d+)?)([smhdw])/g;
+const WHOLE = /^(?:\d+(?:\.\d+)?(?:ms|[smhdw]))+$/;
+const PART = /(\d+(?:\.\d+)?)(ms|[smhdw])/g;
 
 /** Milliseconds of a duration, or undefined if the text is not one. */
 export function parseDuration(text: string): number | undefined {

@@ -115,23 +115,45 @@ function toProblems(
   return [{ path: at.join('.'), message, ...position(doc, lc, at, issue.code === 'invalid_key') }];
 }
 
-/** Keys accepted at a path, for "did you mean" suggestions. */
+/** Keys accepted at a path, for "did you mean" suggestions: read from the schema itself. */
 function knownKeys(at: readonly string[]): readonly string[] {
-  if (at.length === 0) return Object.keys(configSchema.shape);
-  if (at[0] === 'targets' && at.length === 2) {
-    return [
-      'url',
-      'host',
-      'port',
-      'database',
-      'user',
-      'password_env',
-      'sslmode',
-      'protected',
-      'description',
-    ];
+  let node: unknown = configSchema;
+  for (const segment of at) {
+    node = child(unwrap(node), segment);
+    if (node === undefined) return [];
   }
-  return [];
+  const shape = (unwrap(node) as { shape?: Record<string, unknown> }).shape;
+  return shape === undefined ? [] : Object.keys(shape);
+}
+
+/** Zod's internal definition of a schema (stable across zod 4 releases). */
+interface Def {
+  readonly type?: string;
+  readonly innerType?: unknown;
+  readonly in?: unknown;
+  readonly valueType?: unknown;
+  readonly element?: unknown;
+}
+
+function def(schema: unknown): Def {
+  return ((schema as { _zod?: { def?: Def } })._zod?.def ?? {}) as Def;
+}
+
+/** Through optional, default and pipe (transform) wrappers to the schema that has the shape. */
+function unwrap(schema: unknown): unknown {
+  let s = schema;
+  for (let d = def(s); d.innerType !== undefined || d.type === 'pipe'; d = def(s)) {
+    s = d.innerType ?? d.in;
+  }
+  return s;
+}
+
+/** The schema of a key (objects), a value (records) or an element (arrays). */
+function child(schema: unknown, key: string): unknown {
+  const d = def(schema);
+  if (d.type === 'record') return d.valueType;
+  if (d.type === 'array') return d.element;
+  return (schema as { shape?: Record<string, unknown> }).shape?.[key];
 }
 
 function unknownKeyMessage(key: string, known: readonly string[]): string {

@@ -18,7 +18,7 @@ const duration = z.string().transform((text, ctx) => {
   if (ms === undefined) {
     ctx.addIssue({
       code: 'custom',
-      message: `expected a duration such as 30m, 26h, 1h30m or 7d, got "${text}"`,
+      message: `expected a duration such as 500ms, 30s, 30m, 26h, 1h30m or 7d, got "${text}"`,
     });
     return z.NEVER;
   }

@@ -21,8 +21,31 @@ targets: {}
 #    sslmode: require           # disable | prefer | require | verify-ca | verify-full
 #    protected: true            # default: writes need --confirm prod or the name typed
 #    description: production shop database
+#    schedule:                  # for \`flashback serve\`; cron, in serve.timezone (UTC)
+#      backup: "0 */6 * * *"
+#      verify: "30 */6 * * *"
+#      prune: "0 4 * * *"
 #  scratch:
 #    url: postgres://postgres@localhost:5432/scratch
 #    protected: false           # writes go through without a typed confirmation
+
+# Thresholds of \`flashback status\`, the metrics and the alerts (these are the defaults).
+# freshness:
+#   backup_warning: 25h
+#   backup_critical: 49h
+#   verified_warning: 25h
+#   verified_critical: 26h
+
+# Which snapshots \`flashback prune\` keeps; without a policy nothing is removed.
+# retention:
+#   keep_last: 7
+#   keep_daily: 14
+#   keep_weekly: 8
+#   keep_monthly: 12
+
+# Where \`flashback serve\` sends alerts (Slack-compatible JSON).
+# alerts:
+#   webhooks:
+#     - url_env: SLACK_WEBHOOK_URL
 `;
 }

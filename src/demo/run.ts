@@ -8,14 +8,14 @@
  * Each capability extends this script as it lands.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connectParams } from '../pg/connect.js';
 import { EmbeddedServer } from '../pg/embedded.js';
 import { createSampleDatabase } from '../sample/saas.js';
 
-const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../cli/bin.js', import.meta.url));
 const started = Date.now();
 let server: EmbeddedServer | undefined;
 
@@ -121,6 +121,17 @@ async function main(): Promise<void> {
   );
 
   expectExit('backup prod', await flashback(dir, env, ['backup', 'prod']), 0);
+  expectExit(
+    'verify',
+    await flashback(
+      dir,
+      env,
+      ['verify', '--latest'],
+      'restore-test into a scratch PostgreSQL, compare every chunk',
+    ),
+    0,
+  );
+  expectExit('status', await flashback(dir, env, ['status'], 'exit 0: healthy'), 0);
   expectExit('list', await flashback(dir, env, ['list']), 0);
 
   say('\n--- Incident 4: a migration deletes the invoice files of every even-numbered tenant ---');
@@ -182,7 +193,34 @@ async function main(): Promise<void> {
   expectExit('doctor staging', caught, 2);
   say('(every write to staging is refused until someone runs `flashback targets accept staging`)');
 
+  say('\n--- Incident 1: a backup goes bad on disk, and nobody would have known ---');
+  const damaged = await damageOneChunk(path.join(dir, 'flashback-repo'), 'subscribers');
+  say(`(one byte flipped in chunk ${damaged.slice(0, 12)}… of table subscribers)`);
+  expectExit(
+    'check',
+    await flashback(dir, env, ['check', '--read-data'], 'every chunk read and hashed'),
+    8,
+  );
+  expectExit('verify', await flashback(dir, env, ['verify', '--latest']), 8);
+  expectExit('status', await flashback(dir, env, ['status'], 'exit 2: critical'), 2);
+
   say(`\nDemo finished in ${elapsed(started)}. Every outcome above was checked.`);
+}
+
+/** Flips one byte of the first chunk of `table` in the newest snapshot; returns the chunk id. */
+async function damageOneChunk(repo: string, table: string): Promise<string> {
+  const ids = (await readdir(path.join(repo, 'snapshots')))
+    .filter((f) => f.endsWith('.json'))
+    .sort();
+  const manifest = JSON.parse(
+    await readFile(path.join(repo, 'snapshots', ids[ids.length - 1]!), 'utf8'),
+  ) as { tables: Array<{ name: string; chunks: Array<{ id: string }> }> };
+  const id = manifest.tables.find((t) => t.name === table)!.chunks[0]!.id;
+  const file = path.join(repo, 'chunks', id.slice(0, 2), id);
+  const bytes = await readFile(file);
+  bytes[bytes.length >> 1]! ^= 0x20;
+  await writeFile(file, bytes);
+  return id;
 }
 
 async function shutdown(): Promise<void> {

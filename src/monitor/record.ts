@@ -39,17 +39,27 @@ export interface RunIdentity {
   readonly snapshot?: string | null | undefined;
 }
 
+/** Callbacks around the record. */
+export interface RecordHooks {
+  /** The record was written (success or failure): e.g. for metrics. */
+  readonly onRecorded?: ((record: RunRecord) => void) | undefined;
+  /** The record could not be written; the job's own outcome stands. */
+  readonly onRecordError?: ((err: unknown) => void) | undefined;
+}
+
 /**
  * Runs `job` and records its outcome. A job's error is recorded and then
  * rethrown unchanged; a failure to write the record is reported through
- * `onRecordError` and never hides the job's own result or error.
+ * `hooks.onRecordError` and never hides the job's own result or error.
  */
 export async function recordRun<T>(
   repo: Repository,
   who: RunIdentity,
   job: () => Promise<JobOutcome<T>>,
-  onRecordError: (err: unknown) => void = () => {},
+  hooksOrOnError: RecordHooks | ((err: unknown) => void) = {},
 ): Promise<Recorded<T>> {
+  const hooks: RecordHooks =
+    typeof hooksOrOnError === 'function' ? { onRecordError: hooksOrOnError } : hooksOrOnError;
   const started = new Date();
   const base = (): Omit<NewRun, 'ok' | 'snapshot'> => {
     const finished = new Date();
@@ -65,9 +75,11 @@ export async function recordRun<T>(
   const store = new RunStore(repo.storage);
   const write = async (run: NewRun): Promise<RunRecord | undefined> => {
     try {
-      return await store.record(run);
+      const rec = await store.record(run);
+      hooks.onRecorded?.(rec);
+      return rec;
     } catch (err) {
-      onRecordError(err);
+      hooks.onRecordError?.(err);
       return undefined;
     }
   };

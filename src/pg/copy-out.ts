@@ -17,6 +17,7 @@
  * handleError and handleReadyForQuery on this object as for any query.
  */
 import { Readable } from 'node:stream';
+import { qualify, quoteIdent } from './schema/quote.js';
 
 /** The parts of node-postgres's connection this uses. */
 interface Connection {
@@ -134,4 +135,19 @@ export class CopyOut extends Readable {
 
   /** node-postgres: the connection is ready for the next query. */
   handleReadyForQuery(): void {}
+}
+
+/**
+ * The COPY statement a snapshot reads a table with: the given columns, in key
+ * order (physical order without a key). Backup and verify must use the same
+ * statement, or a restored table would not re-cut into the same chunks.
+ */
+export function tableCopySql(t: {
+  readonly schema: string;
+  readonly name: string;
+  readonly columns: readonly string[];
+  readonly key: readonly string[];
+}): string {
+  const order = t.key.length > 0 ? ` ORDER BY ${t.key.map(quoteIdent).join(', ')}` : '';
+  return `COPY (SELECT ${t.columns.map(quoteIdent).join(', ')} FROM ONLY ${qualify(t.schema, t.name)}${order}) TO STDOUT`;
 }

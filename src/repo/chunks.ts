@@ -31,6 +31,15 @@ export class ChunkError extends OperationError {
   }
 }
 
+/** A chunk as listed: its id and the bytes its stored object takes. */
+export interface StoredChunk {
+  readonly id: string;
+  readonly storedSize: number;
+}
+
+/** `chunks/<hh>/<id>` where `<hh>` is the id's first two digits. */
+const CHUNK_KEY = /^chunks\/([0-9a-f]{2})\/(\1[0-9a-f]{62})$/;
+
 /** The sha256 of content, as the chunk id (64 lower-case hex digits). */
 export function chunkId(content: Buffer): string {
   return createHash('sha256').update(content).digest('hex');
@@ -109,5 +118,24 @@ export class ChunkStore {
   /** True if the chunk object exists (not verified). */
   async has(id: string): Promise<boolean> {
     return (await this.storage.stat(chunkKey(id))) !== undefined;
+  }
+
+  /**
+   * Every stored chunk with its stored size, in no particular order. Objects
+   * under `chunks/` not named like a chunk are skipped (never Flashback's).
+   */
+  async *list(): AsyncIterable<StoredChunk> {
+    for await (const obj of this.storage.list('chunks/')) {
+      const m = CHUNK_KEY.exec(obj.key);
+      if (m !== null) yield { id: m[2]!, storedSize: obj.size };
+    }
+  }
+
+  /**
+   * Deletes a chunk. Only prune calls this, under the exclusive lock, for
+   * chunks no manifest references. Deleting a missing chunk is not an error.
+   */
+  async delete(id: string): Promise<void> {
+    await this.storage.delete(chunkKey(id));
   }
 }

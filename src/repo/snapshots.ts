@@ -111,6 +111,15 @@ export class SnapshotStore {
     if (!written) throw new RepositoryError('exists', `snapshot ${manifest.id} already exists`);
   }
 
+  /**
+   * Deletes a snapshot: removing its manifest makes it disappear atomically
+   * (its chunks become unreferenced, for prune to collect). Only prune calls
+   * this, under the exclusive lock. Deleting a missing snapshot is not an error.
+   */
+  async delete(id: string): Promise<void> {
+    await this.storage.delete(manifestKey(id));
+  }
+
   /** Reads one manifest; rejects a newer format version. */
   async read(id: string): Promise<SnapshotManifest> {
     let bytes: Buffer;

@@ -71,7 +71,7 @@ export async function tempDir(): Promise<{ dir: string; cleanup: () => Promise<v
 }
 
 /** Path of the built CLI entry point (tests run against dist/, as users do). */
-export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../../dist/cli/bin.js', import.meta.url));
 
 /** The result of running the CLI. */
 export interface CliResult {

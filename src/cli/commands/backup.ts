@@ -67,10 +67,12 @@ async function runBackup(ctx: CliContext, ref: string, opts: { workers: string }
         },
       };
     },
-    (err) =>
-      ctx.err(
-        `flashback: warning: could not record this run in the repository: ${(err as Error).message}\n`,
-      ),
+    {
+      onRecordError: (err) =>
+        ctx.err(
+          `flashback: warning: could not record this run in the repository: ${(err as Error).message}\n`,
+        ),
+    },
   );
   progress.done();
   const m = result.manifest;

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { ExitCode } from '../../errors.js';
 import type { SchemaModel } from '../../pg/schema/model.js';
+import { type RunRecord, RunStore } from '../../repo/runs.js';
 import { type SnapshotManifest, SnapshotStore } from '../../repo/snapshots.js';
 import { formatBytes, formatTime } from '../../util/format.js';
 import type { CliContext } from '../context.js';
@@ -26,8 +27,22 @@ export function registerSnapshots(program: Command, context: (cmd: Command) => C
 }
 
 async function list(ctx: CliContext, target: string | undefined): Promise<number> {
-  const store = new SnapshotStore((await ctx.repository()).storage);
+  const { storage } = await ctx.repository();
+  const store = new SnapshotStore(storage);
   const all = await store.all(target);
+  const verified = await new RunStore(storage).verifications();
+  const verification = (id: string) => {
+    const v = verified.get(id);
+    return v === undefined
+      ? null
+      : {
+          ok: v.ok,
+          at: v.finishedAt,
+          seconds: v.seconds,
+          ...(v.error === undefined ? {} : { error: v.error }),
+          problems: v.problems?.length ?? 0,
+        };
+  };
   if (ctx.json) {
     ctx.printJson(
       all.map((m) => ({
@@ -38,6 +53,7 @@ async function list(ctx: CliContext, target: string | undefined): Promise<number
         lsn: m.lsn,
         serverVersion: m.serverVersion,
         totals: m.totals,
+        verification: verification(m.id),
       })),
     );
     return ExitCode.ok;
@@ -56,10 +72,11 @@ async function list(ctx: CliContext, target: string | undefined): Promise<number
     formatBytes(m.totals.bytes),
     formatBytes(m.totals.storedBytes),
     formatBytes(m.totals.newBytes),
+    verifiedCell(verified.get(m.id)),
   ]);
   ctx.out(
     table(
-      ['ID', 'TIME (UTC)', 'TARGET', 'LSN', 'TABLES', 'ROWS', 'SIZE', 'STORED', 'NEW'],
+      ['ID', 'TIME (UTC)', 'TARGET', 'LSN', 'TABLES', 'ROWS', 'SIZE', 'STORED', 'NEW', 'VERIFIED'],
       rows,
       [4, 5, 6, 7, 8],
     ),
@@ -104,6 +121,14 @@ async function show(ctx: CliContext, ref: string): Promise<number> {
     ctx.out(`\nnot reproducible: ${u.kind} ${u.name}: ${u.reason}`);
   if (m.schema.unsupported.length > 0) ctx.out('\n');
   return ExitCode.ok;
+}
+
+/** `pass 11-21 03:12`, `FAIL 11-21 03:12` (differences), `error 11-21 03:12` (could not run), or `-`. */
+function verifiedCell(v: RunRecord | undefined): string {
+  if (v === undefined) return '-';
+  const when = formatTime(v.finishedAt).slice(5, 16);
+  if (v.ok) return `pass ${when}`;
+  return `${(v.problems?.length ?? 0) > 0 ? 'FAIL' : 'error'} ${when}`;
 }
 
 /** A plain text table; `right` lists columns aligned right (numbers). */

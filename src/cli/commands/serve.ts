@@ -1,0 +1,70 @@
+/** `flashback serve`: scheduled backups, verifications and pruning; metrics, health and alerts. */
+import type { Command } from 'commander';
+import { ExitCode, UsageError } from '../../errors.js';
+import type { CliContext } from '../context.js';
+
+interface ServeFlags {
+  readonly listen?: string;
+  readonly log?: string;
+}
+
+export function registerServe(program: Command, context: (cmd: Command) => CliContext): void {
+  program
+    .command('serve')
+    .description(
+      'run scheduled backups, verifications and pruning; serve /metrics and /healthz; send alerts',
+    )
+    .option(
+      '--listen <host:port>',
+      'address for /metrics and /healthz (default: serve.listen, 127.0.0.1:9187)',
+    )
+    .option('--log <format>', 'log format: json or human (default: serve.log, json)')
+    .addHelpText(
+      'after',
+      `
+Jobs come from each target's schedule in flashback.yaml (cron expressions,
+5 fields, or 6 with seconds first, in serve.timezone, default UTC):
+
+  targets:
+    prod:
+      url: postgres://backup@db1/app
+      schedule: { backup: "0 2 * * *", verify: "30 3 * * *", prune: "0 5 * * *" }
+
+Jobs run one at a time; each outcome is recorded in the repository like a
+command's. The status (as \`flashback status\`) is re-evaluated every
+serve.check_interval and after each job: metrics are updated, and every new
+finding, and every recovery, is sent to the webhooks in alerts.webhooks.
+
+SIGTERM or SIGINT stops the running job cleanly (a backup commits nothing
+and releases its lock) and exits 0; a second signal exits at once (130).
+
+Exit codes: 0 stopped cleanly; 3 configuration error; 6 no repository.`,
+    )
+    .action(async (opts: ServeFlags, self: Command) => {
+      const ctx = context(self);
+      const { config } = await ctx.config();
+      const mode = opts.log ?? config.serve.log;
+      if (mode !== 'json' && mode !== 'human') {
+        throw new UsageError(`--log: expected json or human, got "${mode}"`);
+      }
+      if (opts.listen !== undefined && !/^[^\s:]*:\d{1,5}$/.test(opts.listen)) {
+        throw new UsageError(
+          `--listen: expected host:port, e.g. 127.0.0.1:9187, got "${opts.listen}"`,
+        );
+      }
+      const repo = await ctx.repository();
+      // Loaded here, not at start-up: the metrics and logging libraries cost
+      // every other command ~150 ms of start-up time.
+      const { createLogger } = await import('../../service/log.js');
+      const { serve } = await import('../../service/serve.js');
+      await serve({
+        config,
+        repo,
+        env: ctx.env,
+        log: createLogger(mode, ctx.io.stdout),
+        signal: ctx.interruptSignal(),
+        listen: opts.listen,
+      });
+      process.exitCode = ExitCode.ok;
+    });
+}

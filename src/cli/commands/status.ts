@@ -1,0 +1,76 @@
+/** `flashback status`: are the backups fresh, verified and succeeding? Exit 0/1/2 for cron and monitoring. */
+import type { Command } from 'commander';
+import { formatDuration } from '../../config/duration.js';
+import { UsageError } from '../../errors.js';
+import { readStatus, type Severity } from '../../monitor/status.js';
+import type { CliContext } from '../context.js';
+import { table } from './snapshots.js';
+
+const EXIT: Record<Severity, number> = { ok: 0, warning: 1, critical: 2 };
+
+export function registerStatus(program: Command, context: (cmd: Command) => CliContext): void {
+  program
+    .command('status')
+    .description('per target: newest and newest verified backup, their ages, failures; exit 0/1/2')
+    .option('-t, --target <name>', 'only this target (repeatable)', collect, [])
+    .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `
+Judged from the repository alone (snapshots and the record every backup and
+verify leaves), against the freshness thresholds in flashback.yaml (defaults:
+newest backup warning 25h, critical 49h; newest verified backup warning 25h,
+critical 26h). Also critical: the last backup attempt failed, or the newest
+verification found a difference. A scheduled job that ran before but not
+within missed_run_grace (30m) of when it was last due is a warning: the
+scheduler (\`flashback serve\`) has stopped doing its work.
+
+Targets shown: those with a schedule, snapshots or run records (or --target).
+
+Exit codes: 0 ok; 1 warning; 2 critical; 3 usage; 6 no repository.`,
+    )
+    .action(async (opts: { target: string[] }, self: Command) => {
+      process.exitCode = await status(context(self), opts.target);
+    });
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+async function status(ctx: CliContext, only: readonly string[]): Promise<number> {
+  const { config } = await ctx.config();
+  const repo = await ctx.repository();
+  const report = await readStatus(repo, config, {
+    targets: only.length > 0 ? only : undefined,
+  });
+  if (ctx.json) {
+    ctx.printJson(report);
+    return EXIT[report.severity];
+  }
+  if (report.targets.length === 0) {
+    throw new UsageError('no targets to report on: no schedules, snapshots or runs yet', {
+      hint: 'take a backup with `flashback backup TARGET`, or name one with --target',
+    });
+  }
+  const age = (s: number | undefined): string => (s === undefined ? '-' : formatDuration(s * 1000));
+  ctx.out(
+    table(
+      ['TARGET', 'NEWEST', 'AGE', 'VERIFIED', 'AGE', 'FAILED', 'STATUS'],
+      report.targets.map((t) => [
+        t.target,
+        t.newest?.id ?? '-',
+        age(t.newest?.ageSeconds),
+        t.newestVerified?.id ?? '-',
+        age(t.newestVerified?.ageSeconds),
+        String(t.backupFailures + t.failedVerifications.length),
+        t.severity === 'ok' ? 'ok' : t.severity.toUpperCase(),
+      ]),
+      [2, 4, 5],
+    ),
+  );
+  const findings = report.targets.flatMap((t) => t.findings);
+  if (findings.length > 0) ctx.out('\n');
+  for (const f of findings) ctx.out(`${f.severity}: ${f.message}\n`);
+  return EXIT[report.severity];
+}

@@ -1,0 +1,186 @@
+/**
+ * Alerts: what changed in the backups' health, sent to webhooks.
+ *
+ * The payload is Slack-compatible (`text`, with Slack's mrkdwn), so a Slack,
+ * Mattermost, Rocket.Chat or Discord (`/slack` URL) incoming webhook shows it
+ * as it is; a `flashback` object carries the same facts as data for anything
+ * else. Each alert is retried with exponential backoff; one that still fails
+ * is reported to the caller (logged), never thrown into the scheduler.
+ */
+import type { Finding, Severity } from './status.js';
+
+/** One alert. */
+export interface Alert {
+  /** `finding`: something is wrong; `recovered`: a target is healthy again. */
+  readonly event: 'finding' | 'recovered';
+  readonly severity: Severity;
+  readonly target: string;
+  readonly kind: Finding['kind'] | 'recovered';
+  readonly message: string;
+  readonly snapshot?: string | undefined;
+  readonly at: string;
+}
+
+/** A webhook as configured, with its URL resolved. */
+export interface Webhook {
+  readonly name: string;
+  readonly url: string;
+}
+
+/** Delivery settings. */
+export interface DeliveryOptions {
+  readonly attempts: number;
+  /** First retry delay (ms), doubled per attempt. */
+  readonly backoffMs: number;
+  readonly timeoutMs: number;
+}
+
+/** What happened to one delivery. */
+export interface DeliveryResult {
+  readonly webhook: string;
+  readonly ok: boolean;
+  readonly attempts: number;
+  readonly error?: string | undefined;
+}
+
+const ICON: Record<Severity, string> = {
+  ok: ':white_check_mark:',
+  warning: ':warning:',
+  critical: ':rotating_light:',
+};
+
+/** The JSON body sent for an alert. */
+export function alertPayload(alert: Alert): Record<string, unknown> {
+  const head =
+    alert.event === 'recovered'
+      ? `${ICON.ok} *Flashback: ${alert.target} recovered*`
+      : `${ICON[alert.severity]} *Flashback ${alert.severity.toUpperCase()}: ${alert.target}*`;
+  return {
+    text: `${head}\n${alert.message}`,
+    flashback: { ...alert },
+  };
+}
+
+/** Sends alerts to every webhook. */
+export class AlertSender {
+  constructor(
+    private readonly webhooks: readonly Webhook[],
+    private readonly options: DeliveryOptions,
+    private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void> = delay,
+  ) {}
+
+  get configured(): boolean {
+    return this.webhooks.length > 0;
+  }
+
+  /** Delivers to every webhook (in parallel); resolves with each outcome. */
+  send(alert: Alert, signal?: AbortSignal): Promise<DeliveryResult[]> {
+    const body = JSON.stringify(alertPayload(alert));
+    return Promise.all(this.webhooks.map((w) => this.deliver(w, body, signal)));
+  }
+
+  private async deliver(w: Webhook, body: string, signal?: AbortSignal): Promise<DeliveryResult> {
+    let error = '';
+    for (let attempt = 1; attempt <= this.options.attempts; attempt++) {
+      try {
+        const res = await fetch(w.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body,
+          signal: anySignal(AbortSignal.timeout(this.options.timeoutMs), signal),
+        });
+        // Drain the body so the connection is reused or closed.
+        await res.arrayBuffer().catch(() => undefined);
+        if (res.ok) return { webhook: w.name, ok: true, attempts: attempt };
+        error = `HTTP ${res.status} ${res.statusText}`;
+        // A 4xx other than 408/429 will not get better by retrying.
+        if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
+          return { webhook: w.name, ok: false, attempts: attempt, error };
+        }
+      } catch (err) {
+        error = (err as Error).message;
+      }
+      if (signal?.aborted === true) break;
+      if (attempt < this.options.attempts) {
+        await this.sleep(this.options.backoffMs * 2 ** (attempt - 1), signal).catch(() => {});
+      }
+    }
+    return { webhook: w.name, ok: false, attempts: this.options.attempts, error };
+  }
+}
+
+function anySignal(a: AbortSignal, b: AbortSignal | undefined): AbortSignal {
+  return b === undefined ? a : AbortSignal.any([a, b]);
+}
+
+function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t);
+        reject(new Error('aborted'));
+      },
+      { once: true },
+    );
+  });
+}
+
+/**
+ * Turns successive status evaluations into alerts: a finding not seen in the
+ * previous evaluation (or now more severe) is alerted once; a target whose
+ * findings all cleared is alerted once as recovered. Findings are keyed so
+ * that a growing age is the same finding, while every new failed backup run
+ * (its message names its time) is a new one: every failure is alerted.
+ */
+export class AlertTracker {
+  private previous = new Map<string, Severity>();
+  private unhealthy = new Set<string>();
+
+  /** Alerts for this evaluation's findings, given all targets evaluated. */
+  update(
+    targets: ReadonlyArray<{ target: string; severity: Severity; findings: readonly Finding[] }>,
+    at: string,
+  ): Alert[] {
+    const alerts: Alert[] = [];
+    const current = new Map<string, Severity>();
+    for (const t of targets) {
+      for (const f of t.findings) {
+        const key = findingKey(f);
+        current.set(key, f.severity);
+        const before = this.previous.get(key);
+        if (before === undefined || (before === 'warning' && f.severity === 'critical')) {
+          alerts.push({
+            event: 'finding',
+            severity: f.severity,
+            target: f.target,
+            kind: f.kind,
+            message: f.message,
+            ...(f.snapshot === undefined ? {} : { snapshot: f.snapshot }),
+            at,
+          });
+        }
+      }
+      if (t.severity !== 'ok') this.unhealthy.add(t.target);
+      else if (this.unhealthy.delete(t.target)) {
+        alerts.push({
+          event: 'recovered',
+          severity: 'ok',
+          target: t.target,
+          kind: 'recovered',
+          message: `every check of "${t.target}" passes again`,
+          at,
+        });
+      }
+    }
+    this.previous = current;
+    return alerts;
+  }
+}
+
+function findingKey(f: Finding): string {
+  const perEvent =
+    f.kind === 'backup-failed' || f.kind === 'verify-error' || f.kind === 'missed-run';
+  return [f.target, f.kind, f.snapshot ?? '', perEvent ? f.message : ''].join('\u0000');
+}

@@ -1,0 +1,291 @@
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../config/load.js';
+import { ExitCode, InterruptedError, RepositoryLockedError, UsageError } from '../errors.js';
+import { ChunkStore } from '../repo/chunks.js';
+import { listLocks, RepositoryLock } from '../repo/lock.js';
+import { Repository } from '../repo/repository.js';
+import { RunStore } from '../repo/runs.js';
+import { type ChunkRef, type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
+import { MemoryStorage } from '../storage/memory.js';
+import { prune } from './prune.js';
+
+/** A repository in memory with chunks of the given contents stored; returns their refs by name. */
+async function setup(contents: Record<string, string>) {
+  const storage = new MemoryStorage();
+  const repo = await Repository.init(storage);
+  const chunks = new ChunkStore(storage);
+  const refs: Record<string, ChunkRef> = {};
+  for (const [name, text] of Object.entries(contents)) {
+    const r = await chunks.put(Buffer.from(text.repeat(200)));
+    refs[name] = {
+      id: r.id,
+      rows: 200,
+      size: text.length * 200,
+      stored: r.storedSize,
+      first: null,
+      last: null,
+    };
+  }
+  return { storage, repo, chunks, refs, snapshots: new SnapshotStore(storage) };
+}
+
+function manifest(
+  id: string,
+  target: string,
+  startedAt: string,
+  chunks: ChunkRef[],
+): SnapshotManifest {
+  return {
+    format: 'flashback-snapshot',
+    version: 1,
+    id,
+    target,
+    database: 'app',
+    encoding: 'UTF8',
+    collate: 'C',
+    ctype: 'C',
+    systemIdentifier: '1',
+    host: 'h',
+    serverVersion: '17.10',
+    serverVersionNum: 170010,
+    lsn: '0/1',
+    startedAt,
+    finishedAt: startedAt,
+    schema: {},
+    tables: [
+      {
+        schema: 'public',
+        name: 't',
+        columns: ['id'],
+        key: ['id'],
+        keyKind: 'primary',
+        boundaryBits: 10,
+        rows: 200 * chunks.length,
+        bytes: chunks.reduce((n, c) => n + c.size, 0),
+        storedBytes: chunks.reduce((n, c) => n + c.stored, 0),
+        chunks,
+      },
+    ],
+    totals: {
+      tables: 1,
+      rows: 200 * chunks.length,
+      bytes: 0,
+      storedBytes: chunks.reduce((n, c) => n + c.stored, 0),
+      newChunks: 0,
+      newBytes: 0,
+    },
+  };
+}
+
+async function chunkIds(chunks: ChunkStore): Promise<string[]> {
+  const out: string[] = [];
+  for await (const c of chunks.list()) out.push(c.id);
+  return out.sort();
+}
+
+const config = (yaml: string) => parseConfig(yaml, undefined);
+
+describe('prune', () => {
+  it('removes the manifests, then exactly the unreferenced chunks; a dry run predicts it and deletes nothing', async () => {
+    const { storage, repo, chunks, refs, snapshots } = await setup({
+      shared: 'shared row\n',
+      b1: 'one\n',
+      b2: 'two\n',
+      b3: 'three\n',
+      staging: 'staging row\n',
+      dead: 'from a backup that died before its manifest\n',
+    });
+    await snapshots.commit(
+      manifest('20261101-000000-0001', 'prod', '2026-11-01T00:00:00.000Z', [
+        refs.shared!,
+        refs.b1!,
+      ]),
+    );
+    await snapshots.commit(
+      manifest('20261102-000000-0002', 'prod', '2026-11-02T00:00:00.000Z', [
+        refs.shared!,
+        refs.b2!,
+      ]),
+    );
+    await snapshots.commit(
+      manifest('20261103-000000-0003', 'prod', '2026-11-03T00:00:00.000Z', [
+        refs.shared!,
+        refs.b3!,
+      ]),
+    );
+    // Another target, under the same top-level policy: its newest is its own "last 1".
+    await snapshots.commit(
+      manifest('20261101-120000-0004', 'staging', '2026-11-01T12:00:00.000Z', [
+        refs.shared!,
+        refs.staging!,
+      ]),
+    );
+    const cfg = config('retention:\n  keep_last: 1\n');
+    const freed = refs.b1!.stored + refs.b2!.stored + refs.dead!.stored;
+
+    const before = await chunkIds(chunks);
+    const dry = await prune({ repo, config: cfg, dryRun: true });
+    expect(dry.plan.remove).toEqual(['20261101-000000-0001', '20261102-000000-0002']);
+    expect(dry.plan.targets.map((t) => t.target)).toEqual(['prod', 'staging']);
+    expect(dry.plan.targets[0]!.snapshots.map((s) => [s.id, s.keep, s.reasons])).toEqual([
+      ['20261101-000000-0001', false, []],
+      ['20261102-000000-0002', false, []],
+      ['20261103-000000-0003', true, ['last 1']],
+    ]);
+    expect(dry).toMatchObject({
+      dryRun: true,
+      snapshotsRemoved: 2,
+      chunksRemoved: 3,
+      chunksKept: 3,
+      bytesFreed: freed,
+    });
+    expect(await chunkIds(chunks)).toEqual(before);
+    expect((await snapshots.ids()).length).toBe(4);
+
+    const real = await prune({ repo, config: cfg });
+    expect(real).toMatchObject({
+      dryRun: false,
+      snapshotsRemoved: 2,
+      chunksRemoved: 3,
+      chunksKept: 3,
+      bytesFreed: freed,
+    });
+    expect(await snapshots.ids()).toEqual(['20261101-120000-0004', '20261103-000000-0003']);
+    expect(await chunkIds(chunks)).toEqual([refs.shared!.id, refs.b3!.id, refs.staging!.id].sort());
+    expect(await listLocks(storage)).toEqual([]);
+
+    // Nothing left to do: a second run removes nothing.
+    expect(await prune({ repo, config: cfg })).toMatchObject({
+      snapshotsRemoved: 0,
+      chunksRemoved: 0,
+      bytesFreed: 0,
+    });
+  });
+
+  it('keeps the newest snapshot whose latest verification passed', async () => {
+    const { repo, refs, snapshots, storage } = await setup({ a: 'a\n', b: 'b\n', c: 'c\n' });
+    await snapshots.commit(
+      manifest('20261101-000000-0001', 'prod', '2026-11-01T00:00:00.000Z', [refs.a!]),
+    );
+    await snapshots.commit(
+      manifest('20261102-000000-0002', 'prod', '2026-11-02T00:00:00.000Z', [refs.b!]),
+    );
+    await snapshots.commit(
+      manifest('20261103-000000-0003', 'prod', '2026-11-03T00:00:00.000Z', [refs.c!]),
+    );
+    const runs = new RunStore(storage);
+    const verify = (snapshot: string, ok: boolean, at: string) =>
+      runs.record({
+        kind: 'verify',
+        target: 'prod',
+        snapshot,
+        ok,
+        trigger: 'command',
+        startedAt: at,
+        finishedAt: at,
+        seconds: 1,
+      });
+    await verify('20261101-000000-0001', true, '2026-11-04T00:00:00.000Z');
+    await verify('20261102-000000-0002', true, '2026-11-04T01:00:00.000Z');
+    await verify('20261102-000000-0002', false, '2026-11-05T00:00:00.000Z'); // its latest failed
+    const r = await prune({ repo, config: config('retention:\n  keep_last: 1\n') });
+    expect(r.plan.remove).toEqual(['20261102-000000-0002']);
+    expect(r.plan.targets[0]!.snapshots[0]!.reasons).toEqual(['newest verified']);
+    expect(await snapshots.ids()).toEqual(['20261101-000000-0001', '20261103-000000-0003']);
+  });
+
+  it('removes nothing of a target without a policy, and refuses when the named target or every target has none', async () => {
+    const { repo, refs, snapshots, chunks } = await setup({
+      a: 'a\n',
+      b: 'b\n',
+      c: 'c\n',
+      d: 'd\n',
+    });
+    await snapshots.commit(
+      manifest('20261101-000000-0001', 'prod', '2026-11-01T00:00:00.000Z', [refs.a!]),
+    );
+    await snapshots.commit(
+      manifest('20261102-000000-0002', 'prod', '2026-11-02T00:00:00.000Z', [refs.b!]),
+    );
+    await snapshots.commit(
+      manifest('20261101-000000-0003', 'staging', '2026-11-01T00:00:00.000Z', [refs.c!]),
+    );
+    await snapshots.commit(
+      manifest('20261102-000000-0004', 'staging', '2026-11-02T00:00:00.000Z', [refs.d!]),
+    );
+    const targets =
+      'targets:\n  prod:\n    database: app\n    retention:\n      keep_last: 1\n  staging:\n    database: app2\n';
+
+    const refused = async (cfg: string, target?: string) => {
+      const err = await prune({ repo, config: config(cfg), target }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as UsageError).exitCode).toBe(ExitCode.usage);
+      return `${(err as Error).message} | ${(err as UsageError).hint}`;
+    };
+    expect(await refused(targets, 'staging')).toMatch(
+      /^no retention policy for target "staging": prune removes nothing without one \| set retention .*docs\/CONFIG\.md$/,
+    );
+    expect(await refused('retention: {}\n')).toMatch(
+      /^no retention policy configured \(targets with snapshots: prod, staging\): prune removes nothing without one \| set retention /,
+    );
+    expect(await refused(targets, 'nosuch')).toContain('target "nosuch" has no snapshots');
+    expect(await refused('retention:\n  keep_daily: 0\n')).toContain('keeps nothing');
+    expect((await snapshots.ids()).length).toBe(4);
+    expect((await chunkIds(chunks)).length).toBe(4);
+
+    const r = await prune({ repo, config: config(targets) });
+    expect(r.plan.remove).toEqual(['20261101-000000-0001']);
+    const staging = r.plan.targets.find((t) => t.target === 'staging')!;
+    expect(staging.policy).toBeNull();
+    expect(staging.snapshots.map((s) => s.reasons)).toEqual([
+      ['no retention policy'],
+      ['no retention policy'],
+    ]);
+    expect((await snapshots.ids()).length).toBe(3);
+  });
+
+  it('refuses while another process holds a lock; a dry run runs beside a shared one', async () => {
+    const { repo, refs, snapshots, storage } = await setup({ a: 'a\n', b: 'b\n' });
+    await snapshots.commit(
+      manifest('20261101-000000-0001', 'prod', '2026-11-01T00:00:00.000Z', [refs.a!]),
+    );
+    await snapshots.commit(
+      manifest('20261102-000000-0002', 'prod', '2026-11-02T00:00:00.000Z', [refs.b!]),
+    );
+    const cfg = config('retention:\n  keep_last: 1\n');
+    const backup = await RepositoryLock.acquire(storage, {
+      exclusive: false,
+      command: 'backup prod',
+    });
+    try {
+      const err = await prune({ repo, config: cfg }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RepositoryLockedError);
+      expect((err as Error).message).toContain('locked by "backup prod"');
+      expect((await prune({ repo, config: cfg, dryRun: true })).chunksRemoved).toBe(1);
+      expect((await snapshots.ids()).length).toBe(2);
+    } finally {
+      await backup.release();
+    }
+    expect(await listLocks(storage)).toEqual([]);
+  });
+
+  it('stops between deletes when interrupted, leaving the lock released', async () => {
+    const { repo, refs, snapshots, storage } = await setup({ a: 'a\n', b: 'b\n' });
+    await snapshots.commit(
+      manifest('20261101-000000-0001', 'prod', '2026-11-01T00:00:00.000Z', [refs.a!]),
+    );
+    await snapshots.commit(
+      manifest('20261102-000000-0002', 'prod', '2026-11-02T00:00:00.000Z', [refs.b!]),
+    );
+    const controller = new AbortController();
+    controller.abort();
+    const err = await prune({
+      repo,
+      config: config('retention:\n  keep_last: 1\n'),
+      signal: controller.signal,
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InterruptedError);
+    expect((await snapshots.ids()).length).toBe(2);
+    expect(await listLocks(storage)).toEqual([]);
+  });
+});

@@ -1,0 +1,269 @@
+/**
+ * `prune`: removes the snapshots each target's retention policy no longer
+ * keeps, then every chunk no remaining snapshot references.
+ *
+ * Deletes run in an order that is safe to kill at any point
+ * (docs/REPOSITORY.md "Pruning"): first the manifests of the removed
+ * snapshots (a snapshot disappears atomically with its manifest), then the
+ * chunks that the manifests still present, read again after those deletes,
+ * do not reference. A crash between any two deletes leaves unreferenced
+ * chunks, never a manifest naming a missing chunk; the next prune collects
+ * them. The whole run holds the exclusive repository lock, so no backup can
+ * be about to reference a chunk this deletes.
+ */
+import type { FlashbackConfig, RetentionConfig } from '../config/schema.js';
+import { retentionFor } from '../config/schema.js';
+import { InterruptedError, UsageError } from '../errors.js';
+import { ChunkStore, type StoredChunk } from '../repo/chunks.js';
+import { RepositoryLock } from '../repo/lock.js';
+import type { Repository } from '../repo/repository.js';
+import type { RunRecord } from '../repo/runs.js';
+import { RunStore } from '../repo/runs.js';
+import { type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
+import { faultpoint } from '../util/faultpoint.js';
+import { runWorkers } from '../util/workers.js';
+import { planRetention, type SnapshotDecision } from './policy.js';
+
+/** What to prune. */
+export interface PruneOptions {
+  readonly repo: Repository;
+  readonly config: FlashbackConfig;
+  /** Only this target's snapshots (chunks are collected repository-wide either way). */
+  readonly target?: string | undefined;
+  /** Plan and count, delete nothing; takes a shared lock instead of the exclusive one. */
+  readonly dryRun?: boolean | undefined;
+  /** The time `keep_within` counts back from; default now. */
+  readonly now?: Date | undefined;
+  /** Deletes in flight at once; default 8 (latency-bound on object storage, cheap locally). */
+  readonly concurrency?: number | undefined;
+  /** Stops between deletes (the repository stays consistent; the next prune finishes). */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** A snapshot's decision with what `list` shows of it. */
+export interface PlannedSnapshot extends SnapshotDecision {
+  readonly target: string;
+  readonly rows: number;
+  /** Stored bytes of every chunk it references (shared chunks included). */
+  readonly storedBytes: number;
+}
+
+/** The decisions for one target, oldest first. */
+export interface TargetPrunePlan {
+  readonly target: string;
+  /** The policy applied; null when the target has none (nothing of it is removed). */
+  readonly policy: RetentionConfig | null;
+  readonly snapshots: readonly PlannedSnapshot[];
+}
+
+/** The whole plan: what `--dry-run` prints and what a real run executes. */
+export interface PrunePlan {
+  /** The time `keep_within` counted back from. */
+  readonly now: string;
+  readonly targets: readonly TargetPrunePlan[];
+  /** Ids of the snapshots to remove, oldest first. */
+  readonly remove: readonly string[];
+}
+
+/** What a prune did (or, for a dry run, would do). */
+export interface PruneResult {
+  readonly dryRun: boolean;
+  readonly plan: PrunePlan;
+  readonly snapshotsRemoved: number;
+  readonly chunksRemoved: number;
+  /** Chunks still referenced, so kept. */
+  readonly chunksKept: number;
+  /** Stored bytes of the chunks removed (manifests are not counted). */
+  readonly bytesFreed: number;
+  readonly seconds: number;
+}
+
+/** Input of `planPrune`. */
+export interface PrunePlanInput {
+  /** Every manifest in the repository. */
+  readonly snapshots: readonly SnapshotManifest[];
+  /** Ids of snapshots whose latest verification passed. */
+  readonly verified: ReadonlySet<string>;
+  readonly config: FlashbackConfig;
+  readonly target?: string | undefined;
+  readonly now: Date;
+}
+
+const DEFAULT_CONCURRENCY = 8;
+
+const NO_POLICY_HINT =
+  'set retention (e.g. `retention: {keep_last: 7, keep_daily: 14}`) at the top level of flashback.yaml or under the target; see docs/CONFIG.md';
+
+/**
+ * Plans a prune: per target (those with snapshots, or only `target`), its
+ * policy's decisions. Throws UsageError when the named target has no policy,
+ * when no target considered has one, or when a policy keeps nothing.
+ */
+export function planPrune(input: PrunePlanInput): PrunePlan {
+  const byTarget = new Map<string, SnapshotManifest[]>();
+  for (const m of input.snapshots) {
+    const list = byTarget.get(m.target) ?? [];
+    list.push(m);
+    byTarget.set(m.target, list);
+  }
+  let names = [...byTarget.keys()].sort();
+  if (input.target !== undefined) {
+    if (!byTarget.has(input.target) && input.config.targets[input.target] === undefined) {
+      throw new UsageError(
+        `target "${input.target}" has no snapshots and is not in the configuration`,
+        { hint: '`flashback list` shows the snapshots and their targets' },
+      );
+    }
+    names = [input.target];
+  }
+  const targets = names.map((target): TargetPrunePlan => {
+    const manifests = new Map((byTarget.get(target) ?? []).map((m) => [m.id, m]));
+    const r = planRetention({
+      target,
+      snapshots: [...manifests.values()].map((m) => ({ id: m.id, time: m.startedAt })),
+      policy: retentionFor(input.config, target),
+      now: input.now,
+      verified: input.verified,
+    });
+    return {
+      target,
+      policy: r.policy,
+      snapshots: r.decisions.map((d) => {
+        const m = manifests.get(d.id)!;
+        return { ...d, target, rows: m.totals.rows, storedBytes: m.totals.storedBytes };
+      }),
+    };
+  });
+  const without = targets.filter((t) => t.policy === null).map((t) => t.target);
+  if (input.target !== undefined && without.length > 0) {
+    throw new UsageError(
+      `no retention policy for target "${input.target}": prune removes nothing without one`,
+      { hint: NO_POLICY_HINT },
+    );
+  }
+  if (targets.length > 0 && without.length === targets.length) {
+    throw new UsageError(
+      `no retention policy configured (targets with snapshots: ${without.join(', ')}): prune removes nothing without one`,
+      { hint: NO_POLICY_HINT },
+    );
+  }
+  const remove = targets
+    .flatMap((t) => t.snapshots)
+    .filter((s) => !s.keep)
+    .sort((a, b) => Date.parse(a.time) - Date.parse(b.time) || (a.id < b.id ? -1 : 1))
+    .map((s) => s.id);
+  return { now: input.now.toISOString(), targets, remove };
+}
+
+/** The ids whose newest verification passed. */
+export function verifiedIds(verifications: ReadonlyMap<string, RunRecord>): Set<string> {
+  return new Set([...verifications].filter(([, r]) => r.ok).map(([id]) => id));
+}
+
+/** Plans and (unless dry-run) executes a prune under the repository lock. */
+export async function prune(options: PruneOptions): Promise<PruneResult> {
+  const started = Date.now();
+  const dryRun = options.dryRun === true;
+  const storage = options.repo.storage;
+  // A dry run deletes nothing, so it need not stop backups; a real run must.
+  const lock = await RepositoryLock.acquire(storage, {
+    exclusive: !dryRun,
+    command: dryRun ? 'prune --dry-run' : 'prune',
+  });
+  try {
+    const snapshots = new SnapshotStore(storage);
+    const chunks = new ChunkStore(storage);
+    const manifests = await snapshots.all();
+    const plan = planPrune({
+      snapshots: manifests,
+      verified: verifiedIds(await new RunStore(storage).verifications()),
+      config: options.config,
+      target: options.target,
+      now: options.now ?? new Date(),
+    });
+    const removing = new Set(plan.remove);
+    const done = (removed: number, garbage: readonly StoredChunk[], kept: number): PruneResult => ({
+      dryRun,
+      plan,
+      snapshotsRemoved: removed,
+      chunksRemoved: garbage.length,
+      chunksKept: kept,
+      bytesFreed: garbage.reduce((n, c) => n + c.storedSize, 0),
+      seconds: (Date.now() - started) / 1000,
+    });
+
+    if (dryRun) {
+      const { garbage, kept } = await unreferenced(
+        chunks,
+        manifests.filter((m) => !removing.has(m.id)),
+      );
+      return done(plan.remove.length, garbage, kept);
+    }
+
+    const limit = options.concurrency ?? DEFAULT_CONCURRENCY;
+    // (1) Manifests first: each delete removes one whole snapshot.
+    await forEachLimited(plan.remove, limit, (id) => snapshots.delete(id), options.signal);
+    await faultpoint('prune.after-manifests');
+    // (2) Chunks: the referenced set comes from the manifests present now,
+    // not from the plan, so that it can only be larger than needed.
+    const { garbage, kept } = await unreferenced(chunks, await snapshots.all());
+    const [first, ...rest] = garbage;
+    if (first !== undefined) {
+      // One delete alone first, so a test can stop the run with some chunks
+      // gone and others not (deterministically, not racing parallel deletes).
+      await chunks.delete(first.id);
+      await faultpoint('prune.during-chunks');
+      await forEachLimited(rest, limit, (c) => chunks.delete(c.id), options.signal);
+    }
+    // (3) Run records are kept, also those of removed snapshots: they are
+    // the history `status` reads for failures, and tiny.
+    return done(plan.remove.length, garbage, kept);
+  } finally {
+    await lock.release();
+  }
+}
+
+/** The stored chunks no manifest in `manifests` references, and how many are referenced. */
+async function unreferenced(
+  chunks: ChunkStore,
+  manifests: readonly SnapshotManifest[],
+): Promise<{ garbage: StoredChunk[]; kept: number }> {
+  const referenced = new Set<string>();
+  for (const m of manifests) {
+    for (const t of m.tables) for (const c of t.chunks) referenced.add(c.id);
+  }
+  const garbage: StoredChunk[] = [];
+  let kept = 0;
+  for await (const c of chunks.list()) {
+    if (referenced.has(c.id)) kept++;
+    else garbage.push(c);
+  }
+  // Sorted, so a run's order of deletes is reproducible.
+  garbage.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return { garbage, kept };
+}
+
+/** Runs `fn` on every item, at most `limit` at once; stops taking new items when `signal` aborts. */
+async function forEachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<void>,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  let next = 0;
+  await runWorkers(
+    Math.max(1, Math.min(limit, items.length)),
+    async (_i, stop) => {
+      while (next < items.length) {
+        if (signal?.aborted === true) {
+          throw new InterruptedError(
+            'prune interrupted: the repository is consistent (unreferenced chunks may remain); run prune again to finish',
+          );
+        }
+        if (stop.aborted) return; // another delete failed: its error is the one reported
+        await fn(items[next++]!);
+      }
+    },
+    signal,
+  );
+}

@@ -1,0 +1,353 @@
+/**
+ * `flashback serve`: the long-running service.
+ *
+ * - runs the scheduled jobs (backup, verify, prune per target, cron
+ *   expressions in the config), one at a time: on a small machine two jobs
+ *   at once only slow each other, and a verify right after a backup should
+ *   see it. A job due while another runs waits; a job is never queued twice.
+ * - records every job's outcome in the repository (runs/), like the commands;
+ * - re-evaluates the status (the same function as `flashback status`) every
+ *   `serve.check_interval` and after each job, exposes it as Prometheus
+ *   metrics, and sends an alert for every new finding and every recovery;
+ * - serves GET /metrics and GET /healthz;
+ * - on SIGTERM/SIGINT stops the running job cooperatively (a backup commits
+ *   nothing and releases its lock), then exits.
+ */
+import { createServer, type Server } from 'node:http';
+import { backup } from '../backup/backup.js';
+import type { FlashbackConfig } from '../config/schema.js';
+import { resolveTarget } from '../config/targets.js';
+import { ConfigError } from '../errors.js';
+import { AlertSender, AlertTracker, type Webhook } from '../monitor/alerts.js';
+import { Metrics } from '../monitor/metrics.js';
+import { describeError, type RecordHooks, recordRun } from '../monitor/record.js';
+import { readStatus, type StatusReport } from '../monitor/status.js';
+import { prune } from '../prune/prune.js';
+import type { Repository } from '../repo/repository.js';
+import { formatBytes } from '../util/format.js';
+import { selectSnapshots, verifyAll } from '../verify/run.js';
+import type { Logger } from './log.js';
+import { type JobKind, jobName, nextDue, type ScheduledJob, scheduledJobs } from './schedule.js';
+
+/** What the service needs. */
+export interface ServeOptions {
+  readonly config: FlashbackConfig;
+  readonly repo: Repository;
+  readonly env: NodeJS.ProcessEnv;
+  readonly log: Logger;
+  /** Aborted to stop the service (SIGTERM). */
+  readonly signal: AbortSignal;
+  /** `host:port` to listen on; default from the config. Port 0 picks a free one. */
+  readonly listen?: string | undefined;
+  /** Called once listening, with the actual address. */
+  readonly onListening?: ((address: string) => void) | undefined;
+}
+
+/** The resolved webhooks; a missing url_env variable is a configuration error at start. */
+export function webhooks(config: FlashbackConfig, env: NodeJS.ProcessEnv): Webhook[] {
+  return config.alerts.webhooks.map((w, i) => {
+    const url = w.url ?? env[w.url_env!];
+    if (url === undefined || url === '') {
+      throw new ConfigError(undefined, [
+        {
+          path: `alerts.webhooks.${i}.url_env`,
+          message: `environment variable ${w.url_env} is not set`,
+        },
+      ]);
+    }
+    return {
+      name: w.name ?? (w.url_env !== undefined ? `$${w.url_env}` : `webhook ${i + 1}`),
+      url,
+    };
+  });
+}
+
+/** Runs until `signal` aborts; resolves after a clean stop. */
+export async function serve(options: ServeOptions): Promise<void> {
+  const { config, repo, log, signal } = options;
+  const metrics = new Metrics();
+  const tracker = new AlertTracker();
+  const sender = new AlertSender(webhooks(config, options.env), {
+    attempts: config.alerts.attempts,
+    backoffMs: config.alerts.backoff,
+    timeoutMs: config.alerts.timeout,
+  });
+  const jobs = scheduledJobs(config);
+  // Resolve every target now: a typo or a missing password variable fails at start, not at 2 a.m.
+  for (const j of jobs) resolveTarget(j.target, config, options.env);
+  const tz = config.serve.timezone;
+  const next = new Map<ScheduledJob, Date>(jobs.map((j) => [j, nextDue(j, new Date(), tz)]));
+  const queue: ScheduledJob[] = [];
+  let running: ScheduledJob | undefined;
+  let lastTick = Date.now();
+  let lastStatus: StatusReport | undefined;
+
+  const evaluate = async (): Promise<void> => {
+    try {
+      lastStatus = await readStatus(repo, config);
+      metrics.observeStatus(lastStatus);
+      const alerts = tracker.update(lastStatus.targets, lastStatus.at);
+      for (const a of alerts) {
+        log[a.event === 'recovered' ? 'info' : a.severity === 'critical' ? 'error' : 'warn'](
+          { target: a.target, kind: a.kind, snapshot: a.snapshot },
+          a.message,
+        );
+        if (!sender.configured) continue;
+        for (const d of await sender.send(a, signal)) {
+          metrics.alert(d.ok);
+          if (d.ok)
+            log.info(
+              { webhook: d.webhook, kind: a.kind, target: a.target, attempts: d.attempts },
+              'alert sent',
+            );
+          else
+            log.error(
+              {
+                webhook: d.webhook,
+                kind: a.kind,
+                target: a.target,
+                attempts: d.attempts,
+                error: d.error,
+              },
+              'alert could not be delivered',
+            );
+        }
+      }
+    } catch (err) {
+      metrics.error('status');
+      log.error({ error: describeError(err) }, 'status evaluation failed');
+    }
+  };
+
+  const runJob = async (job: ScheduledJob): Promise<void> => {
+    const started = Date.now();
+    log.info({ job: job.job, target: job.target }, `${jobName(job)}: started`);
+    const onRecordError = (err: unknown): void => {
+      metrics.error('record');
+      log.error({ error: describeError(err) }, 'could not record the run in the repository');
+    };
+    const hooks: RecordHooks = { onRecordError, onRecorded: (r) => metrics.observeRun(r) };
+    try {
+      const summary = await JOBS[job.job]({ job, options, signal, hooks });
+      log.info(
+        { job: job.job, target: job.target, seconds: (Date.now() - started) / 1000 },
+        `${jobName(job)}: ${summary}`,
+      );
+    } catch (err) {
+      const e = describeError(err);
+      log.error(
+        { job: job.job, target: job.target, seconds: (Date.now() - started) / 1000, error: e },
+        `${jobName(job)}: failed: ${e.message}`,
+      );
+    }
+  };
+
+  const server = await listen(options.listen ?? config.serve.listen, async (path) => {
+    if (path === '/metrics')
+      return { status: 200, type: metrics.contentType, body: await metrics.text() };
+    if (path === '/healthz') {
+      // Alive means the scheduler loop is turning; the backups' health is in `status`.
+      const alive = Date.now() - lastTick < 10_000;
+      return {
+        status: alive ? 200 : 503,
+        type: 'application/json',
+        body: `${JSON.stringify({
+          status: alive ? 'ok' : 'stalled',
+          backups: lastStatus?.severity ?? 'unknown',
+          running: running === undefined ? null : jobName(running),
+          queued: queue.map(jobName),
+          next: jobs.map((j) => ({ job: jobName(j), at: next.get(j)!.toISOString() })),
+        })}\n`,
+      };
+    }
+    return { status: 404, type: 'text/plain', body: 'not found: try /metrics or /healthz\n' };
+  });
+  const address = serverAddress(server);
+  options.onListening?.(address);
+  log.info(
+    {
+      listen: address,
+      jobs: jobs.map((j) => `${jobName(j)} (${j.cron})`),
+      timezone: tz,
+      webhooks: sender.configured,
+    },
+    'flashback serve started',
+  );
+
+  await evaluate();
+  let lastEvaluation = Date.now();
+  try {
+    while (!signal.aborted) {
+      lastTick = Date.now();
+      const now = new Date();
+      for (const j of jobs) {
+        if (next.get(j)! <= now) {
+          next.set(j, nextDue(j, now, tz));
+          if (running !== j && !queue.includes(j)) queue.push(j);
+          else
+            log.warn(
+              { job: j.job, target: j.target },
+              `${jobName(j)}: due again while still pending; skipped this time`,
+            );
+        }
+      }
+      const job = queue.shift();
+      if (job !== undefined) {
+        running = job;
+        await runJob(job);
+        running = undefined;
+        if (signal.aborted) break;
+        await evaluate();
+        lastEvaluation = Date.now();
+        continue;
+      }
+      if (Date.now() - lastEvaluation >= config.serve.check_interval) {
+        await evaluate();
+        lastEvaluation = Date.now();
+      }
+      await sleep(Math.min(1000, msUntilNext(next)), signal);
+    }
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections();
+    log.info({}, 'flashback serve stopped');
+  }
+}
+
+/** The work of each job kind; returns a one-line summary. */
+const JOBS: Record<
+  JobKind,
+  (ctx: {
+    job: ScheduledJob;
+    options: ServeOptions;
+    signal: AbortSignal;
+    hooks: RecordHooks;
+  }) => Promise<string>
+> = {
+  async backup({ job, options, signal, hooks }) {
+    const target = resolveTarget(job.target, options.config, options.env);
+    const r = await recordRun(
+      options.repo,
+      { kind: 'backup', target: job.target, trigger: 'schedule' },
+      async () => {
+        const b = await backup({ target, repo: options.repo, signal });
+        const t = b.manifest.totals;
+        return {
+          value: b,
+          snapshot: b.manifest.id,
+          details: { bytes: t.bytes, newBytes: t.newBytes, rows: t.rows },
+        };
+      },
+      hooks,
+    );
+    const m = r.value.manifest;
+    return `snapshot ${m.id} committed: ${m.totals.rows.toLocaleString('en-US')} rows, ${formatBytes(m.totals.bytes)}, ${formatBytes(m.totals.newBytes)} new`;
+  },
+  async verify({ job, options, signal, hooks }) {
+    const all = await selectSnapshots(options.repo, { kind: 'unverified', target: job.target });
+    const newest = all.at(-1);
+    if (newest === undefined) return 'nothing to verify: the newest snapshot is verified';
+    const results = await verifyAll({
+      repo: options.repo,
+      config: options.config,
+      env: options.env,
+      manifests: [newest],
+      trigger: 'schedule',
+      signal,
+      ...hooks,
+    });
+    const v = results[0]!.value;
+    if (v.ok)
+      return `snapshot ${v.snapshot} verified: restore ${v.restoreSeconds.toFixed(1)} s, compare ${v.compareSeconds.toFixed(1)} s`;
+    return `snapshot ${v.snapshot} FAILED verification: ${v.problems[0]?.message ?? ''}`;
+  },
+  async prune({ job, options, signal, hooks }) {
+    const r = await recordRun(
+      options.repo,
+      { kind: 'prune', target: job.target, trigger: 'schedule' },
+      async () => {
+        const p = await prune({
+          repo: options.repo,
+          config: options.config,
+          target: job.target,
+          signal,
+        });
+        return {
+          value: p,
+          details: {
+            snapshotsRemoved: p.snapshotsRemoved,
+            chunksRemoved: p.chunksRemoved,
+            bytesFreed: p.bytesFreed,
+          },
+        };
+      },
+      hooks,
+    );
+    return `${r.value.snapshotsRemoved} snapshot(s) and ${r.value.chunksRemoved} chunk(s) removed, ${formatBytes(r.value.bytesFreed)} freed`;
+  },
+};
+
+function msUntilNext(next: ReadonlyMap<ScheduledJob, Date>): number {
+  let min = Number.POSITIVE_INFINITY;
+  for (const d of next.values()) min = Math.min(min, d.getTime() - Date.now());
+  return Math.max(10, min);
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+interface Response {
+  readonly status: number;
+  readonly type: string;
+  readonly body: string;
+}
+
+async function listen(
+  address: string,
+  handle: (path: string) => Promise<Response>,
+): Promise<Server> {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i) || '127.0.0.1';
+  const port = Number(address.slice(i + 1));
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]!;
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res
+        .writeHead(405, { 'content-type': 'text/plain', allow: 'GET, HEAD' })
+        .end('method not allowed\n');
+      return;
+    }
+    handle(path).then(
+      (r) =>
+        res
+          .writeHead(r.status, { 'content-type': r.type })
+          .end(req.method === 'HEAD' ? undefined : r.body),
+      (err: unknown) =>
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
+}
+
+function serverAddress(server: Server): string {
+  const a = server.address();
+  if (a === null || typeof a === 'string') return String(a);
+  return `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+}

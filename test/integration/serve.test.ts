@@ -1,0 +1,313 @@
+/**
+ * `flashback serve` as a real process: scheduled backups and verifications,
+ * alerts to a real local HTTP receiver (Slack-compatible JSON, retried after
+ * a failed delivery), a freshness threshold crossed and recovered, a target
+ * that is down, a corrupted chunk caught by the scheduled verify, Prometheus
+ * metrics and /healthz scraped over HTTP, and a clean stop on SIGTERM in the
+ * middle of a backup.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
+import { createSampleDatabase } from '../../src/sample/saas.js';
+import { CLI, connectTo, freshDatabase, runCli, tempDir, testServers } from '../harness/pg.js';
+
+const server = testServers().find((s) => s.major === 17)!;
+const env = { PW: server.password };
+
+interface Received {
+  readonly body: {
+    text: string;
+    flashback: {
+      event: string;
+      kind: string;
+      target: string;
+      snapshot?: string;
+      severity: string;
+      message: string;
+    };
+  };
+  readonly status: number;
+}
+
+/** A webhook receiver: answers 500 to the first request, then 200; keeps every request. */
+async function receiver(): Promise<{
+  url: string;
+  received: Received[];
+  close: () => Promise<void>;
+}> {
+  const received: Received[] = [];
+  let first = true;
+  const http: Server = createServer((req, res) => {
+    let data = '';
+    req.on('data', (c: Buffer) => {
+      data += c.toString();
+    });
+    req.on('end', () => {
+      const status = first ? 500 : 200;
+      first = false;
+      received.push({ body: JSON.parse(data) as Received['body'], status });
+      res.writeHead(status).end();
+    });
+  });
+  await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+  const { port } = http.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/hook`,
+    received,
+    close: () => new Promise((r) => http.close(() => r())),
+  };
+}
+
+/** A port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as AddressInfo;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+interface Running {
+  readonly child: ChildProcess;
+  readonly logs: Array<Record<string, unknown>>;
+  stderr: string;
+  readonly exited: Promise<number | null>;
+}
+
+function startServe(dir: string, extraEnv: Record<string, string> = {}): Running {
+  const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0'], {
+    cwd: dir,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env, ...extraEnv },
+  });
+  const r: Running = {
+    child,
+    logs: [],
+    stderr: '',
+    exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))),
+  };
+  let buf = '';
+  child.stdout!.on('data', (c: Buffer) => {
+    buf += c.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      try {
+        r.logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        r.logs.push({ msg: line });
+      }
+    }
+  });
+  child.stderr!.on('data', (c: Buffer) => {
+    r.stderr += c.toString();
+  });
+  return r;
+}
+
+async function until<T>(what: string, f: () => T | undefined | false, ms = 30_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function stop(r: Running): Promise<number | null> {
+  r.child.kill('SIGTERM');
+  return r.exited;
+}
+
+function listenAddress(r: Running): string | undefined {
+  const started = r.logs.find((l) => l.msg === 'flashback serve started');
+  return started === undefined ? undefined : String(started.listen);
+}
+
+describe('serve', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let db: string;
+  let hook: Awaited<ReturnType<typeof receiver>>;
+
+  const config = (prod: string, extra = ''): string =>
+    `repository: repo
+serve:
+  check_interval: 1s
+alerts:
+  backoff: 100ms
+  webhooks:
+    - url_env: HOOK_URL
+targets:
+  prod:
+    host: ${server.host}
+    port: ${server.port}
+    database: ${db}
+    user: postgres
+    password_env: PW
+${prod}${extra}`;
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir());
+    db = await freshDatabase(server, 'serve');
+    const c = await connectTo(server, db);
+    await createSampleDatabase(c, { tenants: 10 });
+    await c.end();
+    expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
+    hook = await receiver();
+  });
+  afterAll(async () => {
+    await hook?.close();
+    await cleanup();
+  });
+
+  it('backs up on schedule, alerts a target that is down and a freshness threshold crossed and recovered, and serves metrics', async () => {
+    await writeFile(path.join(dir, 'flashback.yaml'), config(''));
+    expect((await runCli(['backup', 'prod'], { cwd: dir, env })).code).toBe(0);
+    expect((await runCli(['verify', '--latest'], { cwd: dir, env })).code).toBe(0);
+    const port = await closedPort();
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      config(
+        `    freshness: { backup_warning: 3s, backup_critical: 1h, verified_warning: 1h, verified_critical: 2h }
+    schedule:
+      backup: "*/5 * * * * *"
+`,
+        `  down:
+    host: 127.0.0.1
+    port: ${port}
+    database: nothing
+    user: postgres
+    schedule:
+      backup: "*/4 * * * * *"
+`,
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 3100)); // prod's snapshot is now past its 3 s warning
+    const serve = startServe(dir, { HOOK_URL: hook.url });
+    try {
+      const address = await until('the service to listen', () => listenAddress(serve));
+      const alerts = () => hook.received.map((r) => r.body.flashback);
+      await until('an alert that "down" failed', () =>
+        alerts().find((a) => a.target === 'down' && a.kind === 'backup-failed'),
+      );
+      const index = (f: (a: ReturnType<typeof alerts>[number]) => boolean) => () => {
+        const i = alerts().findIndex(f);
+        return i < 0 ? undefined : { i };
+      };
+      const warned = await until(
+        'a freshness warning for prod',
+        index((a) => a.target === 'prod' && a.kind === 'backup-age'),
+      );
+      expect(alerts()[warned.i]!.severity).toBe('warning');
+      const recovered = await until(
+        'prod to recover after its scheduled backup',
+        index((a) => a.target === 'prod' && a.event === 'recovered'),
+      );
+      expect(recovered.i).toBeGreaterThan(warned.i);
+
+      const down = alerts().find((a) => a.target === 'down' && a.kind === 'backup-failed')!;
+      expect(down.severity).toBe('critical');
+      expect(down.message).toContain('FAILED');
+      // Slack-compatible: the text says it all.
+      const text = hook.received.find((r) => r.body.flashback.target === 'down')!.body.text;
+      expect(text).toContain('CRITICAL: down');
+      // The first delivery got a 500 and was retried: the same alert arrived twice.
+      expect(hook.received[0]!.status).toBe(500);
+      expect(hook.received[1]!.body).toEqual(hook.received[0]!.body);
+
+      const metrics = await (await fetch(`http://${address}/metrics`)).text();
+      expect(metrics).toMatch(/^flashback_backup_age_seconds\{target="prod"\} \d+/m);
+      expect(metrics).toMatch(/^flashback_status\{target="down"\} 2$/m);
+      expect(metrics).toMatch(/^flashback_last_run_success\{target="prod",job="backup"\} 1$/m);
+      expect(metrics).toMatch(/^flashback_last_run_success\{target="down",job="backup"\} 0$/m);
+      expect(metrics).toMatch(
+        /^flashback_runs_total\{target="prod",job="backup",result="success"\} [1-9]/m,
+      );
+      const health = await fetch(`http://${address}/healthz`);
+      expect(health.status).toBe(200);
+      const h = (await health.json()) as { status: string; backups: string };
+      expect(h.status).toBe('ok');
+      expect(h.backups).toBe('critical');
+    } finally {
+      expect(await stop(serve)).toBe(0);
+    }
+    expect(serve.logs.some((l) => l.msg === 'flashback serve stopped')).toBe(true);
+
+    // The failures were recorded: `status` says critical without the service.
+    const st = await runCli(['status', '--target', 'down'], { cwd: dir, env });
+    expect(st.code, st.stdout + st.stderr).toBe(ExitCode.critical);
+    expect(st.stdout).toMatch(/critical: the last backup of "down" FAILED/);
+    expect(st.stdout).toContain('connect');
+  });
+
+  it('alerts when the scheduled verify finds a corrupted chunk, naming the snapshot', async () => {
+    await writeFile(path.join(dir, 'flashback.yaml'), config(''));
+    const b = await runCli(['backup', 'prod', '--json'], { cwd: dir, env });
+    expect(b.code, b.stderr).toBe(0);
+    const snapshot = (JSON.parse(b.stdout) as { snapshot: string }).snapshot;
+    const m = JSON.parse(
+      await readFile(path.join(dir, 'repo', 'snapshots', `${snapshot}.json`), 'utf8'),
+    ) as { tables: Array<{ name: string; chunks: Array<{ id: string }> }> };
+    const id = m.tables.find((t) => t.name === 'tenants')!.chunks[0]!.id;
+    const file = path.join(dir, 'repo', 'chunks', id.slice(0, 2), id);
+    const bytes = await readFile(file);
+    bytes[bytes.length - 5]! ^= 0x55;
+    await writeFile(file, bytes);
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      config('    schedule:\n      verify: "*/2 * * * * *"\n'),
+    );
+    const before = hook.received.length;
+    const serve = startServe(dir, { HOOK_URL: hook.url });
+    try {
+      const alert = await until('an alert for the failed verification', () =>
+        hook.received
+          .slice(before)
+          .map((r) => r.body.flashback)
+          .find((a) => a.kind === 'verify-failed'),
+      );
+      expect(alert.snapshot).toBe(snapshot);
+      expect(alert.severity).toBe('critical');
+      expect(alert.message).toContain(snapshot);
+      expect(alert.message).toContain('public.tenants');
+    } finally {
+      expect(await stop(serve)).toBe(0);
+    }
+    // Put the chunk back for the next test.
+    bytes[bytes.length - 5]! ^= 0x55;
+    await writeFile(file, bytes);
+    const st = await runCli(['status', '--target', 'prod'], { cwd: dir, env });
+    expect(st.code).toBe(ExitCode.critical);
+    expect(st.stdout).toContain(`snapshot ${snapshot} of "prod" FAILED verification`);
+  });
+
+  it('stops cleanly on SIGTERM in the middle of a backup: nothing committed, lock released', async () => {
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      config('    schedule:\n      backup: "* * * * * *"\n'),
+    );
+    const snapshotsBefore = (await readdir(path.join(dir, 'repo', 'snapshots'))).length;
+    const serve = startServe(dir, {
+      HOOK_URL: hook.url,
+      FLASHBACK_FAULTPOINT: 'backup.during-data',
+    });
+    await until('the backup to be mid-way', () =>
+      serve.stderr.includes('faultpoint backup.during-data reached'),
+    );
+    expect(await readdir(path.join(dir, 'repo', 'locks'))).toHaveLength(1);
+    expect(await stop(serve)).toBe(0);
+    expect((await readdir(path.join(dir, 'repo', 'snapshots'))).length).toBe(snapshotsBefore);
+    expect(await readdir(path.join(dir, 'repo', 'locks'))).toEqual([]);
+    const failed = serve.logs.find((l) => String(l.msg).startsWith('backup prod: failed'));
+    expect(String(failed?.msg)).toContain('interrupted');
+    // The next backup works.
+    await writeFile(path.join(dir, 'flashback.yaml'), config(''));
+    expect((await runCli(['backup', 'prod'], { cwd: dir, env })).code).toBe(0);
+  });
+});
