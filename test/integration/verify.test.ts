@@ -36,10 +36,12 @@ describe('verify', () => {
   let cleanup: () => Promise<void>;
   let repo: string;
   let snapshot: string;
+  let dbName: string;
 
   beforeAll(async () => {
     ({ dir, cleanup } = await tempDir());
     const db = await freshDatabase(server, 'verify');
+    dbName = db;
     const c = await connectTo(server, db);
     await createSampleDatabase(c, { tenants: 30 });
     await c.end();
@@ -151,6 +153,29 @@ describe('verify', () => {
     const problems = out.verified[0]!.problems;
     expect(problems.some((p) => p.table === 'public.subscribers' && p.chunk === 0)).toBe(true);
     expect(problems.map((p) => p.message).join('\n')).toContain('rows after restore');
+  });
+
+  it('verifies in a configured scratch target, which must be unprotected, and leaves nothing there', async () => {
+    const yaml = (protectedScratch: boolean) =>
+      `repository: repo\nverify:\n  scratch: scratch\n${targetYaml(server, dbName)}` +
+      `  scratch:\n    host: ${server.host}\n    port: ${server.port}\n    database: postgres\n    user: postgres\n    password_env: PW\n    protected: ${protectedScratch}\n`;
+    await writeFile(path.join(dir, 'flashback.yaml'), yaml(true));
+    const refused = await runCli(['verify', snapshot], { cwd: dir, env });
+    expect(refused.code, refused.stderr).toBe(ExitCode.usage);
+    expect(refused.stderr).toContain('protected');
+
+    await writeFile(path.join(dir, 'flashback.yaml'), yaml(false));
+    const r = await runCli(['verify', snapshot, '--json'], { cwd: dir, env });
+    expect(r.code, r.stderr).toBe(ExitCode.ok);
+    expect(
+      (JSON.parse(r.stdout) as { verified: Array<{ scratch: string }> }).verified[0]!.scratch,
+    ).toBe('target "scratch"');
+    const left = await connectTo(server);
+    const dbs = await left.query<{ datname: string }>(
+      "SELECT datname FROM pg_database WHERE datname LIKE 'flashback_verify_%'",
+    );
+    await left.end();
+    expect(dbs.rows).toEqual([]);
   });
 
   it('refuses unclear selections', async () => {
