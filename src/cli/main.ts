@@ -11,6 +11,7 @@ import { ExitCode, FlashbackError } from '../errors.js';
 import { redact } from '../secrets.js';
 import { VERSION } from '../version.js';
 import { registerBackup } from './commands/backup.js';
+import { registerCapture } from './commands/capture.js';
 import { registerCheck } from './commands/check.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerInit } from './commands/init.js';
@@ -52,6 +53,7 @@ export function buildProgram(io: CliIO): Command {
   registerTargets(program, context);
   registerDoctor(program, context);
   registerBackup(program, context);
+  registerCapture(program, context);
   registerSnapshots(program, context);
   registerRestore(program, context);
   registerPrune(program, context);

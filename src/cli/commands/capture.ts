@@ -1,0 +1,119 @@
+/** `flashback capture TARGET`: the continuous change log. */
+import type { Command } from 'commander';
+import { capture, slotName } from '../../capture/capture.js';
+import { parseDuration } from '../../config/duration.js';
+import { resolveTarget } from '../../config/targets.js';
+import { ExitCode, UsageError } from '../../errors.js';
+import { FingerprintStore } from '../../guard/fingerprints.js';
+import { guard } from '../../guard/guard.js';
+import { connect } from '../../pg/connect.js';
+import { dropSlot } from '../../pg/replication/slot.js';
+import { runScope } from '../../repo/runs.js';
+import type { CliContext } from '../context.js';
+import { Progress } from '../progress.js';
+
+interface CaptureFlags {
+  readonly flushInterval: string;
+  readonly heartbeat: string;
+  readonly dropSlot?: boolean;
+  readonly confirm?: string;
+}
+
+export function registerCapture(program: Command, context: (cmd: Command) => CliContext): void {
+  program
+    .command('capture')
+    .description('capture every change of a target continuously into the change log')
+    .argument('<target>', 'target name or postgres:// URL')
+    .option('--flush-interval <duration>', 'longest time a change waits before it is stored', '1s')
+    .option('--heartbeat <duration>', 'interval of heartbeat messages on the source', '5s')
+    .option('--drop-slot', "remove Flashback's replication slot from the target and stop")
+    .option('--confirm <name>', 'with --drop-slot: the target name, to confirm')
+    .addHelpText(
+      'after',
+      `
+Creates, on first use, the publication "flashback" (FOR ALL TABLES) and a
+logical replication slot "flashback_<target>" on the target, then streams
+every insert, update, delete and truncate into change-log segments in the
+repository, until Ctrl-C or SIGTERM. The slot's position moves only past
+changes that are stored, so a crash at any point loses nothing; a restart
+resumes exactly where the repository's log ends. A heartbeat on the source
+every few seconds measures the recovery point (\`flashback status\`).
+
+A slot that nobody reads keeps WAL on the server: stop capture for good with
+--drop-slot (through the guard, since it writes to the target).
+
+Exit codes: 0 stopped; 1 failed (the stream or the repository); 4 refused
+(identity, or --drop-slot not confirmed); 5 unreachable; 6 no repository.`,
+    )
+    .action(async (ref: string, opts: CaptureFlags, self: Command) => {
+      const ctx = context(self);
+      const { config } = await ctx.config();
+      const target = resolveTarget(ref, config, ctx.env);
+      const repo = await ctx.repository();
+      const slot = slotName(runScope(target.name));
+      if (opts.dropSlot === true) {
+        const client = await connect(target);
+        try {
+          await guard({
+            target,
+            action: `drop replication slot "${slot}": the change log of "${target.name}" stops here, and the WAL the slot holds is freed`,
+            confirm: opts.confirm,
+            fingerprints: new FingerprintStore(repo),
+            io: ctx.guardIO,
+            client,
+          });
+          const dropped = await dropSlot(client, slot);
+          ctx.out(
+            dropped
+              ? `dropped replication slot "${slot}"\n`
+              : `no replication slot "${slot}" on the target\n`,
+          );
+        } finally {
+          await client.end().catch(() => {});
+        }
+        process.exitCode = ExitCode.ok;
+        return;
+      }
+      const flushIntervalMs = duration('--flush-interval', opts.flushInterval);
+      const heartbeatMs = duration('--heartbeat', opts.heartbeat);
+      const progress = new Progress(ctx.io.stderr, true);
+      let totals = { transactions: 0, changes: 0, segments: 0 };
+      let newest: string | undefined;
+      const result = await capture({
+        target,
+        repo,
+        signal: ctx.interruptSignal(),
+        flushIntervalMs,
+        heartbeatMs,
+        onStart: (s) =>
+          ctx.err(
+            `capture ${target.name}: ${s.created ? 'created' : 'using'} slot "${s.slot}"; the log starts at ${s.logStart}, resuming from ${s.resumeFrom}\n`,
+          ),
+        onSegment: (s) => {
+          totals = {
+            transactions: totals.transactions + s.transactions,
+            changes: totals.changes + s.changes,
+            segments: totals.segments + 1,
+          };
+          newest = s.newestAt ?? newest;
+          progress.update(
+            () =>
+              `capture ${target.name}: ${totals.transactions.toLocaleString('en-US')} transactions, ${totals.changes.toLocaleString('en-US')} changes in ${totals.segments} segments; stored up to ${s.committed}${newest === undefined ? '' : `, recovery point ${((Date.now() - Date.parse(newest)) / 1000).toFixed(1)} s`}`,
+          );
+        },
+      });
+      progress.done();
+      ctx.err(
+        `capture ${target.name} stopped: ${result.transactions.toLocaleString('en-US')} transactions, ${result.changes.toLocaleString('en-US')} changes stored in ${result.segments} segments; the log is complete up to ${result.committed}\n`,
+      );
+      process.exitCode = ExitCode.ok;
+    });
+}
+
+function duration(flag: string, text: string): number {
+  const ms = parseDuration(text);
+  if (ms === undefined || ms <= 0) {
+    throw new UsageError(`${flag}: expected a duration such as 500ms, 1s or 5s, got "${text}"`);
+  }
+  return ms;
+}

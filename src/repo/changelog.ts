@@ -1,0 +1,321 @@
+/**
+ * The change log: `changes/<scope>/` holds a target's captured changes as a
+ * sequence of segments, plus `capture.json` describing the slot they come
+ * from. docs/REPOSITORY.md ("Change log") is the specification.
+ *
+ * A segment is an object `changes/<scope>/<seq>-<committed>.seg`:
+ * - `<seq>`: 12 decimal digits, 1, 2, 3, …: the order of segments;
+ * - `<committed>`: 16 hex digits, the end LSN of the last commit stored in
+ *   this or an earlier segment: capture resumes there after a restart, and
+ *   a reader that needs changes up to LSN X reads segments until it passes X.
+ * Its content (compressed like chunks: codec header + zstd) is one JSON
+ * array per line, a record (ChangeRecord below). Transactions are in commit
+ * order and never interleave; a large transaction may span segments (memory
+ * stays bounded while capturing it). A transaction counts only once its
+ * commit record is read: a Begin while another transaction is open means the
+ * open one was cut off by a crash (it comes again, whole, later).
+ *
+ * Every segment starts self-describing: before a table's first change in a
+ * segment, its relation record (columns, key) is repeated.
+ */
+import { RepositoryError } from '../errors.js';
+import { ObjectNotFoundError, type Storage } from '../storage/storage.js';
+import { decodeChunk, encodeChunk } from './codec.js';
+
+/** A value in a change: text form, null, or 0 for "unchanged TOASTed value, not sent". */
+export type ChangeValue = string | null | 0;
+
+/** One column of a relation record: name, type OID, type modifier, part of the key. */
+export type ChangeColumn = readonly [
+  name: string,
+  typeOid: number,
+  typeMod: number,
+  isKey: boolean,
+];
+
+/** The records of a segment (one JSON array per line). */
+export type ChangeRecord =
+  /** A table's description, before its changes: relation id, schema, name, replica identity, columns. */
+  | readonly [
+      'R',
+      relationId: number,
+      schema: string,
+      name: string,
+      replicaIdentity: string,
+      columns: readonly ChangeColumn[],
+    ]
+  /** A transaction begins: xid, commit LSN, commit time (ISO, microseconds). */
+  | readonly ['B', xid: number, commitLsn: string, commitTime: string]
+  | readonly ['I', relationId: number, row: readonly ChangeValue[]]
+  /** key: the old key when it changed (non-key columns null); old: the old row under REPLICA IDENTITY FULL. */
+  | readonly [
+      'U',
+      relationId: number,
+      key: readonly ChangeValue[] | null,
+      old: readonly ChangeValue[] | null,
+      row: readonly ChangeValue[],
+    ]
+  | readonly [
+      'D',
+      relationId: number,
+      key: readonly ChangeValue[] | null,
+      old: readonly ChangeValue[] | null,
+    ]
+  | readonly ['T', relationIds: readonly number[], cascade: boolean, restartIdentity: boolean]
+  /** The transaction commits: commit LSN, end LSN, commit time. */
+  | readonly ['C', commitLsn: string, endLsn: string, commitTime: string]
+  /** A heartbeat: its LSN and the source's clock when it was emitted. */
+  | readonly ['H', lsn: string, at: string];
+
+/** `changes/<scope>/capture.json`: where the log begins. */
+export interface CaptureInfo {
+  readonly format: 'flashback-capture';
+  readonly version: 1;
+  readonly target: string;
+  readonly slot: string;
+  readonly publication: string;
+  readonly systemIdentifier: string;
+  readonly database: string;
+  /**
+   * The slot's consistent point: every transaction committing at or after it
+   * is in the log. A snapshot whose LSN is at or after this joins the log
+   * without a gap.
+   */
+  readonly startLsn: string;
+  readonly created: string;
+}
+
+/** A segment as listed. */
+export interface SegmentInfo {
+  readonly key: string;
+  readonly seq: number;
+  /** End LSN of the last commit stored up to and including this segment (16-hex form sorts). */
+  readonly committed: bigint;
+  readonly size: number;
+}
+
+const PREFIX = 'changes/';
+const SEGMENT = /^(\d{12})-([0-9a-f]{16})\.seg$/;
+
+/** LSN text (`X/Y`) to its 64-bit value. */
+export function lsnValue(text: string): bigint {
+  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(text);
+  if (m === null) throw new RangeError(`not an LSN: "${text}"`);
+  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
+}
+
+/** A 64-bit LSN value as `X/Y`. */
+export function lsnText(value: bigint): string {
+  return `${(value >> 32n).toString(16).toUpperCase()}/${(value & 0xffff_ffffn).toString(16).toUpperCase()}`;
+}
+
+/** The change log of one target (its scope, as for run records). */
+export class ChangeLog {
+  constructor(
+    private readonly storage: Storage,
+    readonly scope: string,
+  ) {}
+
+  private get dir(): string {
+    return `${PREFIX}${this.scope}/`;
+  }
+
+  /** The capture description, or undefined before the first capture. */
+  async info(): Promise<CaptureInfo | undefined> {
+    try {
+      return JSON.parse(
+        (await this.storage.read(`${this.dir}capture.json`)).toString('utf8'),
+      ) as CaptureInfo;
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) return undefined;
+      throw err;
+    }
+  }
+
+  /** Writes the capture description (when the slot is created). */
+  async writeInfo(info: CaptureInfo): Promise<void> {
+    await this.storage.write(
+      `${this.dir}capture.json`,
+      Buffer.from(`${JSON.stringify(info, null, 2)}\n`),
+    );
+  }
+
+  /** Every segment, in order. */
+  async segments(): Promise<SegmentInfo[]> {
+    const out: SegmentInfo[] = [];
+    for await (const o of this.storage.list(this.dir)) {
+      const m = SEGMENT.exec(o.key.slice(this.dir.length));
+      if (m === null) continue;
+      out.push({ key: o.key, seq: Number(m[1]), committed: BigInt(`0x${m[2]}`), size: o.size });
+    }
+    return out.sort((a, b) => a.seq - b.seq);
+  }
+
+  /**
+   * Stores a segment. Fails if its sequence number is taken: two captures of
+   * one target never both write (the slot admits one reader; this is the
+   * repository-side guard).
+   */
+  async writeSegment(
+    seq: number,
+    committed: bigint,
+    records: readonly ChangeRecord[],
+  ): Promise<string> {
+    const key = `${this.dir}${String(seq).padStart(12, '0')}-${committed.toString(16).padStart(16, '0')}.seg`;
+    const text = records.map((r) => JSON.stringify(r)).join('\n');
+    const stored = await encodeChunk(Buffer.from(`${text}\n`, 'utf8'));
+    if (!(await this.storage.writeIfAbsent(key, stored))) {
+      throw new RepositoryError(
+        'changelog.conflict',
+        `change-log segment ${key} already exists: another capture of "${this.scope}" is writing`,
+        { hint: 'run one capture per target' },
+      );
+    }
+    return key;
+  }
+
+  /** Reads one segment's records. */
+  async readSegment(seg: SegmentInfo): Promise<ChangeRecord[]> {
+    const { content } = await decodeChunk(await this.storage.read(seg.key));
+    const out: ChangeRecord[] = [];
+    for (const line of content.toString('utf8').split('\n')) {
+      if (line !== '') out.push(JSON.parse(line) as ChangeRecord);
+    }
+    return out;
+  }
+}
+
+/** A committed transaction as readers see it. */
+export interface Transaction {
+  readonly xid: number;
+  readonly commitLsn: bigint;
+  readonly endLsn: bigint;
+  readonly commitTime: string;
+  readonly changes: readonly Change[];
+}
+
+/** A change with its table resolved. */
+export interface Change {
+  readonly op: 'insert' | 'update' | 'delete' | 'truncate';
+  readonly schema: string;
+  readonly table: string;
+  readonly columns: readonly ChangeColumn[];
+  readonly key: readonly ChangeValue[] | null;
+  readonly old: readonly ChangeValue[] | null;
+  readonly row: readonly ChangeValue[] | null;
+  /** For truncate: every table truncated together. */
+  readonly tables?: ReadonlyArray<{ schema: string; table: string }> | undefined;
+}
+
+/** Where reading stops, and what it reports besides transactions. */
+export interface ReadOptions {
+  /** Only transactions whose commit LSN is at or after this. */
+  readonly fromLsn?: bigint | undefined;
+  /** Stop after the last transaction whose commit LSN is before this. */
+  readonly untilLsn?: bigint | undefined;
+  /** Stop before the first transaction committed after this time (ISO). */
+  readonly untilTime?: string | undefined;
+  readonly onHeartbeat?: ((lsn: bigint, at: string) => void) | undefined;
+}
+
+/**
+ * The committed transactions of a log, in commit order, one at a time.
+ * Memory: one transaction's changes at a time (the reader's unit). Cut-off
+ * transactions (a Begin while one is open) and duplicates (a commit not
+ * after the last one yielded: at-least-once delivery) are skipped.
+ */
+export async function* readTransactions(
+  log: ChangeLog,
+  options: ReadOptions = {},
+): AsyncGenerator<Transaction> {
+  const relations = new Map<
+    number,
+    { schema: string; name: string; columns: readonly ChangeColumn[] }
+  >();
+  let open: { xid: number; commitLsn: bigint; commitTime: string; changes: Change[] } | undefined;
+  let last = -1n;
+  const rel = (id: number) => {
+    const r = relations.get(id);
+    if (r === undefined) {
+      throw new RepositoryError(
+        'changelog.corrupt',
+        `change log of "${log.scope}" refers to relation ${id} before describing it`,
+      );
+    }
+    return r;
+  };
+  for (const seg of await log.segments()) {
+    if (options.fromLsn !== undefined && seg.committed < options.fromLsn && open === undefined) {
+      // Everything committed in this segment is before the start; only its
+      // relation records could matter, and every segment repeats those.
+      continue;
+    }
+    for (const r of await log.readSegment(seg)) {
+      switch (r[0]) {
+        case 'R':
+          relations.set(r[1], { schema: r[2], name: r[3], columns: r[5] });
+          break;
+        case 'H':
+          options.onHeartbeat?.(lsnValue(r[1]), r[2]);
+          break;
+        case 'B': {
+          const commitLsn = lsnValue(r[2]);
+          if (options.untilTime !== undefined && r[3] > options.untilTime) return;
+          if (options.untilLsn !== undefined && commitLsn >= options.untilLsn) return;
+          open = { xid: r[1], commitLsn, commitTime: r[3], changes: [] };
+          break;
+        }
+        case 'I':
+        case 'U':
+        case 'D': {
+          if (open === undefined) break;
+          const t = rel(r[1]);
+          const base = { schema: t.schema, table: t.name, columns: t.columns };
+          if (r[0] === 'I')
+            open.changes.push({ ...base, op: 'insert', key: null, old: null, row: r[2] });
+          else if (r[0] === 'U')
+            open.changes.push({ ...base, op: 'update', key: r[2], old: r[3], row: r[4] });
+          else open.changes.push({ ...base, op: 'delete', key: r[2], old: r[3], row: null });
+          break;
+        }
+        case 'T': {
+          if (open === undefined) break;
+          const tables = r[1]
+            .map((id) => rel(id))
+            .map((t) => ({ schema: t.schema, table: t.name }));
+          for (const id of r[1]) {
+            const t = rel(id);
+            open.changes.push({
+              op: 'truncate',
+              schema: t.schema,
+              table: t.name,
+              columns: t.columns,
+              key: null,
+              old: null,
+              row: null,
+              tables,
+            });
+          }
+          break;
+        }
+        case 'C': {
+          if (open === undefined) break;
+          const endLsn = lsnValue(r[2]);
+          const tx = open;
+          open = undefined;
+          if (endLsn <= last) break; // delivered again after a restart
+          last = endLsn;
+          if (options.fromLsn !== undefined && tx.commitLsn < options.fromLsn) break;
+          yield {
+            xid: tx.xid,
+            commitLsn: tx.commitLsn,
+            endLsn,
+            commitTime: tx.commitTime,
+            changes: tx.changes,
+          };
+          break;
+        }
+      }
+    }
+  }
+}
