@@ -123,6 +123,14 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
       if (refusal !== undefined) throw refusal;
 
       snapshot = await exportSnapshot(target);
+      // The server's clock once the snapshot exists: every transaction the
+      // snapshot sees committed before this, so a restore to a later moment
+      // may start from it (src/history/state.ts).
+      const consistentAt = (
+        await coordinator.query<{ t: string }>(
+          `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
+        )
+      ).rows[0]!.t;
       await importSnapshot(coordinator, snapshot);
       const schema = await readSchema(coordinator);
       const tables = schema.tables.filter((t) => t.hasData);
@@ -207,6 +215,7 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
         serverVersion: info.version,
         serverVersionNum: info.versionNum,
         lsn: snapshot.lsn,
+        consistentAt,
         startedAt: started.toISOString(),
         finishedAt: new Date().toISOString(),
         schema,

@@ -20,7 +20,7 @@
  *   is idle.
  */
 import type { ResolvedTarget } from '../config/targets.js';
-import { OperationError } from '../errors.js';
+import { OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, identityRefusal } from '../guard/identity.js';
 import { connect, type PgClient } from '../pg/connect.js';
@@ -60,6 +60,8 @@ export interface CaptureOptions {
   readonly heartbeatMs?: number | undefined;
   /** Called after each segment is stored. */
   readonly onSegment?: ((s: SegmentStored) => void) | undefined;
+  /** Problems that do not stop capture (e.g. a table that cannot publish its updates). */
+  readonly onWarning?: ((message: string) => void) | undefined;
   /** Called once streaming (slot created or resumed). */
   readonly onStart?: ((s: CaptureStart) => void) | undefined;
 }
@@ -124,7 +126,19 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
     let info = await log.info();
     const existing = await slotInfo(client, slot);
     let created = false;
+    const unidentified = await tablesWithoutIdentity(client);
     if (existing === undefined) {
+      if (unidentified.length > 0) {
+        // A publication FOR ALL TABLES makes the server refuse UPDATE and
+        // DELETE on tables without a replica identity: creating it would
+        // break the application's writes. Never do that silently.
+        throw new UsageError(
+          `capture would break writes on "${target.name}": ${unidentified.length} table(s) have no primary key and no replica identity (${unidentified.slice(0, 5).join(', ')}${unidentified.length > 5 ? ', …' : ''}); once published, UPDATE and DELETE on them fail`,
+          {
+            hint: `give each a primary key, or run ALTER TABLE ${unidentified[0]} REPLICA IDENTITY FULL (and the same for the others), then start capture again`,
+          },
+        );
+      }
       if (info !== undefined) {
         throw new OperationError(
           'capture.slot-missing',
@@ -160,6 +174,11 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       );
     }
 
+    if (unidentified.length > 0) {
+      options.onWarning?.(
+        `${unidentified.length} table(s) have no primary key and no replica identity (${unidentified.slice(0, 5).join(', ')}): UPDATE and DELETE on them fail while the publication exists; set REPLICA IDENTITY FULL`,
+      );
+    }
     const segments = await log.segments();
     const lastSeg = segments[segments.length - 1];
     let seq = (lastSeg?.seq ?? 0) + 1;
@@ -375,4 +394,19 @@ function values(t: Tuple): ChangeValue[] {
 /** The slot of a target's change log, for `status` and `doctor`. */
 export async function captureSlotInfo(client: PgClient, scope: string) {
   return slotInfo(client, slotName(scope));
+}
+
+/** Ordinary tables (and partitions) whose updates and deletes cannot be published. */
+async function tablesWithoutIdentity(client: PgClient): Promise<string[]> {
+  const r = await client.query<{ t: string }>(
+    `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS t
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r'
+        AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+        AND (c.relreplident = 'n'
+             OR (c.relreplident = 'd' AND NOT EXISTS (
+                   SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))
+      ORDER BY 1`,
+  );
+  return r.rows.map((x) => x.t);
 }

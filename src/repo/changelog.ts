@@ -216,6 +216,12 @@ export interface ReadOptions {
   /** Stop before the first transaction committed after this time (ISO). */
   readonly untilTime?: string | undefined;
   readonly onHeartbeat?: ((lsn: bigint, at: string) => void) | undefined;
+  /**
+   * Called when reading stops at the first transaction past `untilLsn` or
+   * `untilTime`, with its commit LSN and time: proof that the log reaches
+   * beyond the limit.
+   */
+  readonly onPastLimit?: ((commitLsn: bigint, commitTime: string) => void) | undefined;
 }
 
 /**
@@ -260,8 +266,13 @@ export async function* readTransactions(
           break;
         case 'B': {
           const commitLsn = lsnValue(r[2]);
-          if (options.untilTime !== undefined && r[3] > options.untilTime) return;
-          if (options.untilLsn !== undefined && commitLsn >= options.untilLsn) return;
+          if (
+            (options.untilTime !== undefined && r[3] > options.untilTime) ||
+            (options.untilLsn !== undefined && commitLsn >= options.untilLsn)
+          ) {
+            options.onPastLimit?.(commitLsn, r[3]);
+            return;
+          }
           open = { xid: r[1], commitLsn, commitTime: r[3], changes: [] };
           break;
         }

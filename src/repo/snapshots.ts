@@ -79,6 +79,12 @@ export interface SnapshotManifest<Schema = unknown> {
   readonly serverVersionNum: number;
   /** The exported snapshot's consistent point: the change log starts here. */
   readonly lsn: string;
+  /**
+   * The source server's clock just after the snapshot was exported (ISO,
+   * microseconds): every transaction in the snapshot committed before it.
+   * Absent in manifests written before it was recorded.
+   */
+  readonly consistentAt?: string | undefined;
   readonly startedAt: string;
   readonly finishedAt: string;
   readonly schema: Schema;

@@ -10,15 +10,44 @@ import type { TableSnapshot } from '../repo/snapshots.js';
 import { inFlight } from '../util/workers.js';
 import { columnList } from './sql.js';
 
+/** A block of a table's rows: whole COPY text lines, and how many. */
+export interface RowBlock {
+  readonly content: Buffer;
+  readonly rows: number;
+}
+
 /**
- * Sends every chunk of `t` to `COPY <into> FROM STDIN`, fetching (and
- * verifying) the next chunk while one is being sent: at most two chunks are
- * in memory. Returns the rows sent. `interrupted` is the message used when
- * `signal` aborts.
+ * Where a table's rows come from: a snapshot's chunks, or (src/history) a
+ * snapshot's chunks with the change log up to a moment merged in. Blocks
+ * come in order, a few at a time: memory holds at most about two.
+ */
+export interface TableSource {
+  blocks(t: TableSnapshot): AsyncIterable<RowBlock>;
+}
+
+/** A snapshot's own rows: its chunks, each fetched (and hash-verified) while the previous one is sent. */
+export function snapshotSource(chunks: ChunkStore): TableSource {
+  return {
+    async *blocks(t) {
+      const fetch = (i: number): Promise<Buffer> | undefined =>
+        t.chunks[i] === undefined ? undefined : inFlight(chunks.get(t.chunks[i].id));
+      let next = fetch(0);
+      for (let i = 0; i < t.chunks.length; i++) {
+        const content = await next!;
+        next = fetch(i + 1);
+        yield { content, rows: t.chunks[i]!.rows };
+      }
+    },
+  };
+}
+
+/**
+ * Sends every block of `t` from `source` to `COPY <into> FROM STDIN`.
+ * Returns the rows sent. `interrupted` is the message used when `signal` aborts.
  */
 export async function copyChunks(
   client: PgClient,
-  chunks: ChunkStore,
+  source: TableSource,
   t: TableSnapshot,
   into: string,
   signal: AbortSignal | undefined,
@@ -26,17 +55,12 @@ export async function copyChunks(
 ): Promise<number> {
   const ws = client.query(copyFrom(`COPY ${into}${columnList(t.columns)} FROM STDIN`));
   const done = inFlight(finished(ws));
-  const fetch = (i: number): Promise<Buffer> | undefined =>
-    t.chunks[i] === undefined ? undefined : inFlight(chunks.get(t.chunks[i].id));
   let rows = 0;
-  let next = fetch(0);
   try {
-    for (let i = 0; i < t.chunks.length; i++) {
+    for await (const block of source.blocks(t)) {
       if (signal?.aborted === true) throw new InterruptedError(interrupted);
-      const content = await next!;
-      next = fetch(i + 1);
-      if (!ws.write(content)) await Promise.race([once(ws, 'drain'), done]);
-      rows += t.chunks[i]!.rows;
+      if (!ws.write(block.content)) await Promise.race([once(ws, 'drain'), done]);
+      rows += block.rows;
     }
     ws.end();
     await done;
@@ -55,7 +79,7 @@ export async function copyChunks(
  */
 export async function loadTable(
   client: PgClient,
-  chunks: ChunkStore,
+  chunks: TableSource,
   t: TableSnapshot,
   signal: AbortSignal | undefined,
   interrupted: string,

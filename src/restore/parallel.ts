@@ -2,17 +2,17 @@ import type { ResolvedTarget } from '../config/targets.js';
 import { InterruptedError, OperationError } from '../errors.js';
 import { connect, type PgClient } from '../pg/connect.js';
 import type { DdlStatement } from '../pg/schema/model.js';
-import type { ChunkStore } from '../repo/chunks.js';
 import type { TableSnapshot } from '../repo/snapshots.js';
 import { runWorkers } from '../util/workers.js';
-import { loadTable } from './load.js';
+import { loadTable, type TableSource } from './load.js';
 
 const DROPPED = 'restore interrupted: the new database was dropped';
 
 /** Inputs of a parallel full restore. */
 export interface ParallelRestore {
   readonly target: ResolvedTarget;
-  readonly chunks: ChunkStore;
+  /** Where each table's rows come from (a snapshot's chunks, or those merged with the change log). */
+  readonly source: TableSource;
   readonly tables: readonly TableSnapshot[];
   readonly preData: readonly DdlStatement[];
   readonly postData: readonly DdlStatement[];
@@ -47,7 +47,7 @@ export async function parallelFullRestore(p: ParallelRestore): Promise<number[]>
             t,
             await loadTable(
               conns[i]!,
-              p.chunks,
+              p.source,
               t,
               signal,
               DROPPED,

@@ -10,7 +10,7 @@ import { ChunkStore } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
-import { copyChunks, loadTable } from './load.js';
+import { copyChunks, loadTable, snapshotSource, type TableSource } from './load.js';
 import { parallelFullRestore } from './parallel.js';
 import {
   describePlan,
@@ -50,6 +50,11 @@ export interface RestoreOptions {
   readonly confirm?: string | undefined;
   readonly io: GuardIO;
   readonly signal?: AbortSignal | undefined;
+  /**
+   * Where table rows come from; default the snapshot's chunks. Point-in-time
+   * restores pass the snapshot merged with the change log (src/history).
+   */
+  readonly source?: TableSource | undefined;
   readonly onProgress?:
     | ((p: { table: string; rows: number; tablesDone: number; tablesTotal: number }) => void)
     | undefined;
@@ -132,7 +137,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           owners: options.owners ?? true,
           grants: options.grants ?? true,
         });
-      const chunks = new ChunkStore(options.repo.storage);
+      const chunks = options.source ?? snapshotSource(new ChunkStore(options.repo.storage));
       const base = initialPlan(
         manifest,
         target,
@@ -161,7 +166,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         });
         const rows = await parallelFullRestore({
           target,
-          chunks,
+          source: chunks,
           tables: selected,
           preData: ddl.preData,
           postData: ddl.postData,
@@ -271,7 +276,7 @@ async function validateWhere(
  */
 async function run(
   client: PgClient,
-  chunks: ChunkStore,
+  chunks: TableSource,
   tables: readonly TableSnapshot[],
   base: RestorePlan,
   empty: boolean,
@@ -387,7 +392,7 @@ interface Staged {
  */
 async function stage(
   client: PgClient,
-  chunks: ChunkStore,
+  chunks: TableSource,
   t: TableSnapshot,
   position: number,
   where: string | undefined,

@@ -85,6 +85,7 @@ Exit codes: 0 stopped; 1 failed (the stream or the repository); 4 refused
         signal: ctx.interruptSignal(),
         flushIntervalMs,
         heartbeatMs,
+        onWarning: (m) => ctx.err(`flashback: warning: ${m}\n`),
         onStart: (s) =>
           ctx.err(
             `capture ${target.name}: ${s.created ? 'created' : 'using'} slot "${s.slot}"; the log starts at ${s.logStart}, resuming from ${s.resumeFrom}\n`,

@@ -1,9 +1,19 @@
 /** `flashback restore SNAPSHOT --to TARGET`: a snapshot, some tables, or some rows. */
 import type { Command } from 'commander';
-import { resolveTarget } from '../../config/targets.js';
+import { isTargetUrl, resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
+import {
+  buildOverlay,
+  describePoint,
+  normaliseTime,
+  type PointInTime,
+  planPointInTime,
+  pointInTimeSource,
+} from '../../history/state.js';
 import type { SchemaModel } from '../../pg/schema/model.js';
+import { ChunkStore } from '../../repo/chunks.js';
 import { type SnapshotManifest, SnapshotStore } from '../../repo/snapshots.js';
+import type { TableSource } from '../../restore/load.js';
 import type { OnConflict, RestorePlan } from '../../restore/plan.js';
 import { restore } from '../../restore/restore.js';
 import type { CliContext } from '../context.js';
@@ -20,13 +30,19 @@ interface RestoreFlags {
   workers: string;
   owner: boolean;
   acl: boolean;
+  at?: string;
+  lsn?: string;
+  beforeXid?: string;
 }
 
 export function registerRestore(program: Command, context: (cmd: Command) => CliContext): void {
   program
     .command('restore')
     .description('restore a snapshot, some of its tables, or some of their rows, into a database')
-    .argument('<snapshot>', 'snapshot id, a unique prefix of one, or "latest"')
+    .argument(
+      '<snapshot>',
+      'snapshot id, a unique prefix of one, or "latest"; with --at/--lsn/--before-xid also the source target\'s name',
+    )
     .requiredOption('--to <target>', 'target name or postgres:// URL to restore into')
     .option(
       '--table <pattern>',
@@ -58,6 +74,9 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
       '--confirm <name>',
       'the target name (for a URL target: its database name), to confirm without a prompt',
     )
+    .option('--at <time>', 'the state at this moment: ISO 8601 (no zone = UTC) or now-5m')
+    .option('--lsn <lsn>', 'the state just before this WAL position')
+    .option('--before-xid <xid>', 'the state just before this transaction committed')
     .option('--json', 'print JSON')
     .addHelpText(
       'after',
@@ -67,8 +86,15 @@ With them, rows are merged into existing tables: by default only rows whose
 key is absent are inserted and the rest counted as skipped. One transaction:
 a failure leaves the target as it was. Protected targets need --confirm.
 
+With --at, --lsn or --before-xid, the rows are those of that moment: the
+newest snapshot before it, with the target's change log (\`flashback
+capture\`) up to the moment merged in chunk by chunk. Name the source
+target (or a snapshot of it, to choose the starting snapshot).
+
 Examples:
   flashback restore latest --to scratch --create
+  flashback restore prod --at now-1m --to scratch --create
+  flashback restore prod --before-xid 48211 --to prod --table files --where "kind = 'invoice'"
   flashback restore 20261121-0300 --to prod --table workflow_steps --where "tenant_id = 42" --dry-run
 
 Exit codes: 0 restored (or planned); 1 failed, nothing written; 3 bad usage
@@ -91,11 +117,31 @@ async function runRestore(ctx: CliContext, ref: string, opts: RestoreFlags): Pro
   const { config } = await ctx.config();
   const target = resolveTarget(opts.to, config, ctx.env);
   const repo = await ctx.repository();
-  const manifest = (await new SnapshotStore(repo.storage).resolve(
-    ref,
-  )) as SnapshotManifest<SchemaModel>;
+  const point = pointOf(opts);
+  let manifest: SnapshotManifest<SchemaModel>;
+  let source: TableSource | undefined;
+  let asOf: string | undefined;
+  if (point === undefined) {
+    manifest = (await new SnapshotStore(repo.storage).resolve(
+      ref,
+    )) as SnapshotManifest<SchemaModel>;
+  } else {
+    // The source is a target (its newest usable snapshot) or a chosen snapshot of one.
+    const isTarget = ref in config.targets || isTargetUrl(ref);
+    const forced = isTarget
+      ? undefined
+      : ((await new SnapshotStore(repo.storage).resolve(ref)) as SnapshotManifest<SchemaModel>);
+    const sourceName = forced?.target ?? resolveTarget(ref, config, ctx.env).name;
+    const plan = await planPointInTime(repo, sourceName, point, forced?.id);
+    const overlay = await buildOverlay(plan);
+    manifest = plan.manifest;
+    source = pointInTimeSource(new ChunkStore(repo.storage), overlay);
+    asOf = `as of ${describePoint(point)}: snapshot ${manifest.id} + ${overlay.transactions.toLocaleString('en-US')} transaction(s), ${overlay.changes.toLocaleString('en-US')} change(s) from the change log${overlay.last === undefined ? '' : ` (the last committed ${overlay.last.commitTime}, transaction ${overlay.last.xid})`}`;
+    if (!ctx.json) ctx.err(`${asOf}\n`);
+  }
   const result = await restore({
     manifest,
+    source,
     repo,
     target,
     tables: opts.table,
@@ -111,7 +157,12 @@ async function runRestore(ctx: CliContext, ref: string, opts: RestoreFlags): Pro
     signal: ctx.interruptSignal(),
   });
   if (ctx.json) {
-    ctx.printJson({ applied: result.applied, seconds: result.seconds, plan: result.plan });
+    ctx.printJson({
+      applied: result.applied,
+      seconds: result.seconds,
+      plan: result.plan,
+      ...(asOf === undefined ? {} : { asOf }),
+    });
     return ExitCode.ok;
   }
   ctx.out(formatPlan(result.plan, result.applied));
@@ -121,6 +172,26 @@ async function runRestore(ctx: CliContext, ref: string, opts: RestoreFlags): Pro
       : 'dry run: nothing was written\n',
   );
   return ExitCode.ok;
+}
+
+function pointOf(opts: RestoreFlags): PointInTime | undefined {
+  const given = [opts.at, opts.lsn, opts.beforeXid].filter((v) => v !== undefined);
+  if (given.length > 1) throw new UsageError('give one of --at, --lsn, --before-xid');
+  if (opts.at !== undefined) return { kind: 'time', at: normaliseTime(opts.at) };
+  if (opts.lsn !== undefined) {
+    if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(opts.lsn)) {
+      throw new UsageError(`--lsn: not a WAL position: "${opts.lsn}"`, { hint: 'e.g. 0/16B3748' });
+    }
+    return { kind: 'lsn', lsn: opts.lsn };
+  }
+  if (opts.beforeXid !== undefined) {
+    const xid = Number(opts.beforeXid);
+    if (!Number.isInteger(xid) || xid <= 0) {
+      throw new UsageError(`--before-xid: expected a transaction id, got "${opts.beforeXid}"`);
+    }
+    return { kind: 'xid', xid };
+  }
+  return undefined;
 }
 
 function formatPlan(plan: RestorePlan, applied: boolean): string {
