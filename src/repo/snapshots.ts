@@ -89,6 +89,13 @@ export interface SnapshotManifest<Schema = unknown> {
   readonly finishedAt: string;
   readonly schema: Schema;
   readonly tables: readonly TableSnapshot[];
+  /**
+   * Present when the snapshot was built from an earlier one plus the change
+   * log (`backup --from-log`), not by reading the source.
+   */
+  readonly fromLog?:
+    | { readonly base: string; readonly transactions: number; readonly changes: number }
+    | undefined;
   readonly totals: SnapshotTotals;
 }
 

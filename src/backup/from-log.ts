@@ -1,0 +1,365 @@
+/**
+ * `backup --from-log`: a new snapshot from the previous one plus the change
+ * log, without reading the source's tables.
+ *
+ * Each table's rows are the previous snapshot's, with the log's net effect
+ * (src/history/state.ts) merged in key order, then cut by the same chunker
+ * with the same parameters as a direct backup. Unchanged key ranges give the
+ * same chunks (stored once); so a snapshot from the log at LSN X has the same
+ * chunks, byte for byte, as a direct backup whose consistent point is X.
+ *
+ * Key order must be PostgreSQL's `ORDER BY key`. It is reproduced for keys of
+ * integer types, uuid, boolean, and text types under the "C"/"POSIX"
+ * collation (bytewise); a changed table with another key type is refused,
+ * by name, before anything is written. Tables without a key keep the
+ * snapshot's row order, with removed rows taken out and added rows appended
+ * (same rows as the source; a direct backup's physical order can differ).
+ *
+ * Sequences: their changes are not in the log. Each sequence that owns a
+ * column (serial, identity) is advanced to at least the largest value in
+ * its column, so a restore can insert; its exact value is the base
+ * snapshot's or that, whichever is larger.
+ */
+import { InterruptedError, UsageError } from '../errors.js';
+import {
+  buildOverlay,
+  type Overlay,
+  type PointInTime,
+  planPointInTime,
+  type TableOverlay,
+} from '../history/state.js';
+import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-text.js';
+import type { ColumnModel, SchemaModel } from '../pg/schema/model.js';
+import { ChangeLog, type ChangeValue, lsnText } from '../repo/changelog.js';
+import { ChunkStore } from '../repo/chunks.js';
+import { createEncoder } from '../repo/compress-pool.js';
+import { RepositoryLock } from '../repo/lock.js';
+import type { Repository } from '../repo/repository.js';
+import { runScope } from '../repo/runs.js';
+import {
+  type ChunkRef,
+  newSnapshotId,
+  type SnapshotManifest,
+  SnapshotStore,
+  type TableSnapshot,
+} from '../repo/snapshots.js';
+import { Chunker, MAX_CHUNK_BYTES, type RawChunk } from './chunker.js';
+
+/** What to build. */
+export interface FromLogOptions {
+  readonly repo: Repository;
+  readonly target: string;
+  /** Up to where; default: everything the log has stored. */
+  readonly point?: PointInTime | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** The committed snapshot and what it was made of. */
+export interface FromLogResult {
+  readonly manifest: SnapshotManifest<SchemaModel>;
+  readonly base: string;
+  readonly transactions: number;
+  readonly changes: number;
+  readonly seconds: number;
+}
+
+/** Builds and commits a snapshot from the log. */
+export async function backupFromLog(options: FromLogOptions): Promise<FromLogResult> {
+  const started = new Date();
+  const { repo, target } = options;
+  const lock = await RepositoryLock.acquire(repo.storage, {
+    exclusive: false,
+    command: `backup ${target} --from-log`,
+  });
+  const encoder = createEncoder();
+  try {
+    const point = options.point ?? (await logEnd(repo, target));
+    const plan = await planPointInTime(repo, target, point);
+    const base = plan.manifest;
+    const overlay = await buildOverlay(plan);
+    // Refuse before writing anything: every changed keyed table must have a key order we reproduce.
+    for (const t of base.tables) {
+      if (overlay.tables.has(`${t.schema}.${t.name}`) && t.key.length > 0)
+        comparatorFor(base.schema, t);
+    }
+    const chunks = new ChunkStore(repo.storage, encoder);
+    const tables: TableSnapshot[] = [];
+    let newChunks = 0;
+    let newBytes = 0;
+    for (const t of base.tables) {
+      if (options.signal?.aborted === true)
+        throw new InterruptedError('backup interrupted: no snapshot was committed');
+      const ov = overlay.tables.get(`${t.schema}.${t.name}`);
+      if (ov === undefined) {
+        tables.push(t); // unchanged: the same chunks
+        continue;
+      }
+      const chunker = new Chunker({
+        keyColumns: t.key.length,
+        boundaryBits: t.boundaryBits,
+        maxBytes: MAX_CHUNK_BYTES,
+      });
+      const refs: ChunkRef[] = [];
+      const store = async (c: RawChunk): Promise<void> => {
+        const r = await chunks.put(c.content);
+        if (r.isNew) {
+          newChunks++;
+          newBytes += r.storedSize;
+        }
+        refs.push({
+          id: r.id,
+          rows: c.rows,
+          size: c.content.length,
+          stored: r.storedSize,
+          first: c.first,
+          last: c.last,
+        });
+      };
+      for await (const lines of mergedLines(chunks, base, t, ov)) {
+        for (const c of chunker.push(lines)) await store(c);
+      }
+      for (const c of chunker.end()) await store(c);
+      tables.push({
+        ...t,
+        rows: refs.reduce((a, r) => a + r.rows, 0),
+        bytes: refs.reduce((a, r) => a + r.size, 0),
+        storedBytes: refs.reduce((a, r) => a + r.stored, 0),
+        chunks: refs,
+      });
+    }
+    const manifest: SnapshotManifest<SchemaModel> = {
+      ...base,
+      id: newSnapshotId(started),
+      lsn: overlay.last === undefined ? base.lsn : throughLsn(point, overlay),
+      consistentAt: overlay.last?.commitTime ?? base.consistentAt,
+      startedAt: started.toISOString(),
+      finishedAt: new Date().toISOString(),
+      schema: advanceSequences(base.schema, base.tables, tables),
+      tables,
+      totals: {
+        tables: tables.length,
+        rows: tables.reduce((a, t) => a + t.rows, 0),
+        bytes: tables.reduce((a, t) => a + t.bytes, 0),
+        storedBytes: tables.reduce((a, t) => a + t.storedBytes, 0),
+        newChunks,
+        newBytes,
+      },
+      fromLog: {
+        base: base.id,
+        transactions: overlay.transactions,
+        changes: overlay.changes,
+      },
+    };
+    await new SnapshotStore(repo.storage).commit(manifest);
+    return {
+      manifest,
+      base: base.id,
+      transactions: overlay.transactions,
+      changes: overlay.changes,
+      seconds: (Date.now() - started.getTime()) / 1000,
+    };
+  } finally {
+    await encoder.close();
+    await lock.release();
+  }
+}
+
+/** The log's end: the last stored commit. */
+async function logEnd(repo: Repository, target: string): Promise<PointInTime> {
+  const segs = await new ChangeLog(repo.storage, runScope(target)).segments();
+  const last = segs[segs.length - 1];
+  if (last === undefined || last.committed === 0n) {
+    throw new UsageError(`the change log of "${target}" has no stored transaction yet`, {
+      hint: `run \`flashback capture ${target}\`, or take a direct backup`,
+    });
+  }
+  return { kind: 'lsn', lsn: lsnText(last.committed) };
+}
+
+/** The snapshot's LSN: the point for --lsn; else just past the last transaction applied. */
+function throughLsn(point: PointInTime, overlay: Overlay): string {
+  if (point.kind === 'lsn') return point.lsn;
+  // Transactions committed at or after the commit LSN + 1 are not in it.
+  const [hi, lo] = overlay.last!.commitLsn.split('/').map((x) => BigInt(`0x${x}`)) as [
+    bigint,
+    bigint,
+  ];
+  return lsnText(((hi << 32n) | lo) + 1n);
+}
+
+type Compare = (a: readonly (string | null)[], b: readonly (string | null)[]) => number;
+
+/** A comparator reproducing PostgreSQL's ORDER BY over the table's key, or a UsageError naming why not. */
+export function comparatorFor(schema: SchemaModel, t: TableSnapshot): Compare {
+  const model = schema.tables.find((m) => m.schema === t.schema && m.name === t.name);
+  const per = t.key.map((k) => {
+    const col = model?.columns.find((c) => c.name === k);
+    return columnComparator(col, `${t.schema}.${t.name}`, k);
+  });
+  return (a, b) => {
+    for (let i = 0; i < per.length; i++) {
+      const x = a[i] ?? null;
+      const y = b[i] ?? null;
+      // ORDER BY ... ASC: NULLS LAST (keys are never null in a primary key).
+      if (x === null || y === null) {
+        if (x === y) continue;
+        return x === null ? 1 : -1;
+      }
+      const c = per[i]!(x, y);
+      if (c !== 0) return c;
+    }
+    return 0;
+  };
+}
+
+const INTEGER = /^(smallint|integer|bigint|oid)$/;
+const TEXT = /^(text|character varying(\(\d+\))?|character(\(\d+\))?|name)$/;
+
+function columnComparator(
+  col: ColumnModel | undefined,
+  table: string,
+  name: string,
+): (x: string, y: string) => number {
+  const type = col?.type ?? '?';
+  if (INTEGER.test(type)) {
+    return (x, y) => {
+      const a = BigInt(x);
+      const b = BigInt(y);
+      return a < b ? -1 : a > b ? 1 : 0;
+    };
+  }
+  if (type === 'uuid' || type === 'boolean') return (x, y) => (x < y ? -1 : x > y ? 1 : 0);
+  if (
+    TEXT.test(type) &&
+    (col?.collation === '"C"' ||
+      col?.collation === 'pg_catalog."C"' ||
+      col?.collation === '"POSIX"' ||
+      col?.collation === 'pg_catalog."POSIX"')
+  ) {
+    return (x, y) => Buffer.compare(Buffer.from(x, 'utf8'), Buffer.from(y, 'utf8'));
+  }
+  throw new UsageError(
+    `backup --from-log cannot order ${table} by its key column ${name} (${type}${col?.collation === undefined ? '' : ` COLLATE ${col.collation}`}) exactly as PostgreSQL does`,
+    {
+      hint: 'keys of integer types, uuid, boolean and text with COLLATE "C" are supported; take a direct backup instead',
+    },
+  );
+}
+
+/**
+ * The table's rows with the overlay applied, in key order, as COPY text
+ * blocks. Snapshot rows stream chunk by chunk; changed and new keys are
+ * merged in from a sorted list (the overlay, which is in memory anyway).
+ */
+async function* mergedLines(
+  chunks: ChunkStore,
+  base: SnapshotManifest<SchemaModel>,
+  t: TableSnapshot,
+  ov: TableOverlay,
+): AsyncGenerator<Buffer> {
+  const k = t.key.length;
+  if (k === 0) {
+    const removed = new Map(ov.removed);
+    if (!ov.truncated) {
+      for (const ref of t.chunks) {
+        const content = await chunks.get(ref.id);
+        const kept: string[] = [];
+        for (const line of content.toString('utf8').split('\n')) {
+          if (line === '') continue;
+          const n = removed.get(line);
+          if (n !== undefined) {
+            if (n <= 1) removed.delete(line);
+            else removed.set(line, n - 1);
+            continue;
+          }
+          kept.push(line);
+        }
+        if (kept.length > 0) yield Buffer.from(`${kept.join('\n')}\n`, 'utf8');
+      }
+    }
+    if (ov.added.length > 0) yield Buffer.from(`${ov.added.map(lineOf).join('\n')}\n`, 'utf8');
+    return;
+  }
+  const compare = comparatorFor(base.schema, t);
+  // Overlay entries with their decoded keys, sorted.
+  const entries = [...ov.byKey].map(([key, values]) => ({
+    key,
+    keyValues: splitFields(Buffer.from(key, 'utf8')).map(decodeField),
+    values,
+  }));
+  entries.sort((a, b) => compare(a.keyValues, b.keyValues));
+  let e = 0;
+  const out: string[] = [];
+  const flushOut = function* (): Generator<Buffer> {
+    if (out.length > 0) {
+      yield Buffer.from(`${out.join('\n')}\n`, 'utf8');
+      out.length = 0;
+    }
+  };
+  if (!ov.truncated) {
+    for (const ref of t.chunks) {
+      const content = await chunks.get(ref.id);
+      let pos = 0;
+      while (pos < content.length) {
+        let nl = content.indexOf(0x0a, pos);
+        if (nl < 0) nl = content.length;
+        const keyText = content.toString('utf8', pos, endOfFields(content, pos, nl, k));
+        const keyValues = splitFields(Buffer.from(keyText, 'utf8')).map(decodeField);
+        // Overlay keys before this row: new rows (or deletions of keys not in the snapshot).
+        while (e < entries.length && compare(entries[e]!.keyValues, keyValues) < 0) {
+          const v = entries[e++]!.values;
+          if (v !== null) out.push(lineOf(v));
+        }
+        if (e < entries.length && entries[e]!.key === keyText) {
+          const v = entries[e++]!.values;
+          if (v !== null) out.push(lineOf(resolveAgainst(v, content.subarray(pos, nl))));
+        } else {
+          out.push(content.toString('utf8', pos, nl));
+        }
+        pos = nl + 1;
+      }
+      yield* flushOut();
+    }
+  }
+  while (e < entries.length) {
+    const v = entries[e++]!.values;
+    if (v !== null) out.push(lineOf(v));
+  }
+  yield* flushOut();
+}
+
+function lineOf(values: readonly ChangeValue[]): string {
+  return values.map((v) => encodeField(v === 0 ? null : v)).join('\t');
+}
+
+function resolveAgainst(values: ChangeValue[], line: Buffer): ChangeValue[] {
+  if (!values.includes(0)) return values;
+  const fields = splitFields(line);
+  return values.map((v, i) => (v === 0 ? decodeField(fields[i]!) : v));
+}
+
+/**
+ * Sequences owning a column advanced to at least the column's largest value
+ * in the new snapshot (taken from the chunks' last keys when the column is
+ * the key, which is the common case for serial and identity keys).
+ */
+function advanceSequences(
+  schema: SchemaModel,
+  before: readonly TableSnapshot[],
+  after: readonly TableSnapshot[],
+): SchemaModel {
+  const changed = new Set(
+    after.filter((t, i) => t !== before[i]).map((t) => `${t.schema}.${t.name}`),
+  );
+  const sequences = schema.sequences.map((s) => {
+    const owner = s.identityOf ?? s.ownedBy;
+    if (owner === undefined || !changed.has(`${owner.schema}.${owner.table}`)) return s;
+    const t = after.find((x) => x.schema === owner.schema && x.name === owner.table);
+    if (t === undefined || t.key.length !== 1 || t.key[0] !== owner.column) return s;
+    const last = t.chunks[t.chunks.length - 1]?.last?.[0];
+    if (last === undefined || last === null || !/^-?\d+$/.test(last)) return s;
+    if (s.isCalled && BigInt(last) <= BigInt(s.lastValue)) return s;
+    return { ...s, lastValue: last, isCalled: true };
+  });
+  return { ...schema, sequences };
+}
