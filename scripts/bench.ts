@@ -8,7 +8,7 @@
  *
  * Uses PostgreSQL 15 (embedded) because Debian's pg_dump 15 refuses newer
  * servers. Needs /usr/bin/pg_dump and pg_restore (package postgresql-client-15).
- * Scale with BENCH_TENANTS (default 2400: about 5.4 million rows).
+ * Scale with BENCH_TENANTS (default 2700: about 5.1 million rows).
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -36,7 +36,7 @@ import { verifySnapshot } from '../src/verify/verify.js';
 
 const run = promisify(execFile);
 const json = process.argv.includes('--json');
-const tenants = Number(process.env.BENCH_TENANTS ?? 2400);
+const tenants = Number(process.env.BENCH_TENANTS ?? 2700);
 
 interface Row {
   readonly name: string;
