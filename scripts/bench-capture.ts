@@ -94,7 +94,6 @@ async function main(): Promise<void> {
     const target = resolveTarget('bench', config, env);
     const stop = new AbortController();
     const lags: number[] = [];
-    let storedTx = 0;
     let started!: () => void;
     const ready = new Promise<void>((r) => {
       started = r;
@@ -107,7 +106,6 @@ async function main(): Promise<void> {
       onStart: () => started(),
       onSegment: (s) => {
         lags.push(...s.lagsMs);
-        storedTx += s.transactions;
         committed = s.committed;
       },
     });

@@ -14,6 +14,7 @@ import { registerBackup } from './commands/backup.js';
 import { registerCapture } from './commands/capture.js';
 import { registerCheck } from './commands/check.js';
 import { registerDoctor } from './commands/doctor.js';
+import { registerHistory } from './commands/history.js';
 import { registerInit } from './commands/init.js';
 import { registerPrune } from './commands/prune.js';
 import { registerRestore } from './commands/restore.js';
@@ -54,6 +55,7 @@ export function buildProgram(io: CliIO): Command {
   registerDoctor(program, context);
   registerBackup(program, context);
   registerCapture(program, context);
+  registerHistory(program, context);
   registerSnapshots(program, context);
   registerRestore(program, context);
   registerPrune(program, context);

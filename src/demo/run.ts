@@ -52,7 +52,7 @@ function expectExit(what: string, got: number, want: number): void {
   if (got !== want) throw new Error(`demo: expected ${what} to exit ${want}, got ${got}`);
 }
 
-function targetsYaml(port: number, stagingDb: string): string {
+function targetsYaml(port: number, stagingDb: string, recovered = false): string {
   return `# Written by the Flashback demo.
 version: 1
 repository: ./flashback-repo
@@ -72,7 +72,19 @@ targets:
     password_env: DEMO_PGPASSWORD
     protected: false
     description: staging
-`;
+${
+  recovered
+    ? `  recovered:
+    host: 127.0.0.1
+    port: ${port}
+    database: app_recovered
+    user: postgres
+    password_env: DEMO_PGPASSWORD
+    protected: false
+    description: where a past state of prod is rebuilt
+`
+    : ''
+}`;
 }
 
 async function main(): Promise<void> {
@@ -120,6 +132,23 @@ async function main(): Promise<void> {
     1,
   );
 
+  say('\n--- The change log: every change of prod, seconds after it commits ---');
+  expectExit(
+    'capture refused',
+    await flashback(
+      dir,
+      env,
+      ['capture', 'prod'],
+      'refused: it would break DELETEs on a table without a key',
+    ),
+    3,
+  );
+  const live = await connectParams('demo', server.connection('app'));
+  await live.query('ALTER TABLE events REPLICA IDENTITY FULL');
+  say('(ALTER TABLE events REPLICA IDENTITY FULL, as the hint says)');
+  const capturing = startCapture(dir, env);
+  await capturing.ready;
+
   expectExit('backup prod', await flashback(dir, env, ['backup', 'prod']), 0);
   expectExit(
     'verify',
@@ -134,8 +163,15 @@ async function main(): Promise<void> {
   expectExit('status', await flashback(dir, env, ['status'], 'exit 0: healthy'), 0);
   expectExit('list', await flashback(dir, env, ['list']), 0);
 
+  // The application keeps writing from here on; one moment's state is recorded to compare with later.
+  const application = startApplication(live);
+  await new Promise((r) => setTimeout(r, 2000));
+  const moment = await snapshotOfState(live);
+  say(
+    `\n(the application writes continuously; at ${moment.at} prod has ${moment.events.toLocaleString('en-US')} events)`,
+  );
+
   say('\n--- Incident 4: a migration deletes the invoice files of every even-numbered tenant ---');
-  const live = await connectParams('demo', server.connection('app'));
   const count = async (): Promise<number> =>
     Number(
       (await live.query<{ n: string }>("SELECT count(*) AS n FROM files WHERE kind = 'invoice'"))
@@ -178,7 +214,6 @@ async function main(): Promise<void> {
     0,
   );
   const restored = await count();
-  await live.end();
   if (restored !== before + 1)
     throw new Error(
       `demo: expected ${before + 1} invoice files after the restore, found ${restored}`,
@@ -193,6 +228,43 @@ async function main(): Promise<void> {
   expectExit('doctor staging', caught, 2);
   say('(every write to staging is refused until someone runs `flashback targets accept staging`)');
 
+  say('\n--- Incident 5 as it happened: an old copy is loaded over production ---');
+  await live.query('TRUNCATE events');
+  await live.query("UPDATE subscribers SET status = 'unsubscribed' WHERE tenant_id = 7");
+  say(
+    '(TRUNCATE events; every subscriber of tenant 7 unsubscribed; the application goes on writing)',
+  );
+  const wait = Date.parse(moment.at) + 60_000 - Date.now();
+  if (wait > 0) {
+    say(`(waiting ${Math.ceil(wait / 1000)} s, until the recorded moment is a minute old)`);
+    await new Promise((r) => setTimeout(r, wait));
+  }
+  expectExit('status', await flashback(dir, env, ['status'], 'the recovery point: seconds'), 0);
+  await writeFile(path.join(dir, 'flashback.yaml'), targetsYaml(server.port, 'app', true));
+  say('\n(flashback.yaml gains a target "recovered": database app_recovered, unprotected)');
+  expectExit(
+    'restore --at',
+    await flashback(
+      dir,
+      env,
+      ['restore', 'prod', '--at', moment.at, '--to', 'recovered', '--create'],
+      'prod as it was one minute ago',
+    ),
+    0,
+  );
+  const recovered = await connectParams('demo', server.connection('app_recovered'));
+  const then = await snapshotOfState(recovered);
+  await recovered.end();
+  if (then.digest !== moment.digest) {
+    throw new Error(`demo: the state rebuilt at ${moment.at} differs from the state recorded then`);
+  }
+  say(
+    `(app_recovered holds prod as of ${moment.at}: ${then.events.toLocaleString('en-US')} events and every subscriber's status, identical to what was recorded at that moment)`,
+  );
+  await application.stop();
+  await live.end();
+  await capturing.stop();
+
   say('\n--- Incident 1: a backup goes bad on disk, and nobody would have known ---');
   const damaged = await damageOneChunk(path.join(dir, 'flashback-repo'), 'subscribers');
   say(`(one byte flipped in chunk ${damaged.slice(0, 12)}… of table subscribers)`);
@@ -205,6 +277,84 @@ async function main(): Promise<void> {
   expectExit('status', await flashback(dir, env, ['status'], 'exit 2: critical'), 2);
 
   say(`\nDemo finished in ${elapsed(started)}. Every outcome above was checked.`);
+}
+
+/** `flashback capture prod` in the background; `ready` once it streams, `stop` ends it cleanly. */
+function startCapture(
+  dir: string,
+  env: NodeJS.ProcessEnv,
+): { ready: Promise<void>; stop: () => Promise<void> } {
+  say('\n$ flashback capture prod &    # runs in the background from here on');
+  const child = spawn(process.execPath, [CLI, 'capture', 'prod', '--heartbeat', '1s'], {
+    cwd: dir,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  const exited = new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
+  const ready = new Promise<void>((resolve, reject) => {
+    let said = false;
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      const line = err.split('\n')[0];
+      if (!said && line !== undefined && line.includes('resuming from')) {
+        said = true;
+        say(line);
+        resolve();
+      }
+    });
+    void exited.then((code) => reject(new Error(`demo: capture exited ${code}: ${err}`)));
+  });
+  return {
+    ready,
+    stop: async () => {
+      child.kill('SIGTERM');
+      const code = await exited;
+      const last = err.trim().split('\n').pop();
+      say(`\n(capture stopped: ${last?.replace(/^capture prod stopped: /, '') ?? ''})`);
+      expectExit('capture', code, 0);
+    },
+  };
+}
+
+/** The application: an event and a subscriber update every 50 ms until stopped. */
+function startApplication(c: Awaited<ReturnType<typeof connectParams>>): {
+  stop: () => Promise<void>;
+} {
+  let running = true;
+  const loop = (async () => {
+    for (let i = 0; running; i++) {
+      await c.query(
+        "INSERT INTO events (tenant_id, kind, payload, at) VALUES ($1, 'page_view', '{}'::jsonb, now())",
+        [1 + (i % 200)],
+      );
+      await c.query(
+        "UPDATE subscribers SET status = CASE status WHEN 'active' THEN 'bounced'::subscriber_status ELSE 'active'::subscriber_status END WHERE id = $1",
+        [1 + ((i * 7919) % 100_000)],
+      );
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+    },
+  };
+}
+
+/** The server's clock, and a digest of what the incident touches (events, subscribers' statuses). */
+async function snapshotOfState(
+  c: Awaited<ReturnType<typeof connectParams>>,
+): Promise<{ at: string; digest: string; events: number }> {
+  const r = await c.query<{ at: string; digest: string; events: string }>(
+    `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at,
+            md5((SELECT string_agg(e::text, ',' ORDER BY e::text) FROM events e) ||
+                (SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM subscribers)) AS digest,
+            (SELECT count(*) FROM events)::text AS events`,
+  );
+  const row = r.rows[0]!;
+  return { at: row.at, digest: row.digest, events: Number(row.events) };
 }
 
 /** Flips one byte of the first chunk of `table` in the newest snapshot; returns the chunk id. */

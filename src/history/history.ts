@@ -1,0 +1,1020 @@
+/**
+ * Row history: every committed version of one row, found by its key, from
+ * the repository alone (no database connection).
+ *
+ * The row's starting state comes from one snapshot: the chunk that can hold
+ * the key is chosen from the manifest's per-chunk first/last key values and
+ * only that chunk is read (its hash verified). Then the change log is read
+ * one transaction at a time from the snapshot's LSN, and each transaction
+ * that touched the row gives one version: the committed state after it.
+ * Memory holds the current version and the versions found, never the log.
+ *
+ * Plain data in (a repository, names and text), plain data out (versions);
+ * the CLI (src/cli/commands/history.ts) only formats. docs/CAPTURE.md ("Row
+ * history") describes the behaviour for users.
+ */
+import { parseDuration } from '../config/duration.js';
+import {
+  DamagedError,
+  ExitCode,
+  FlashbackError,
+  type FlashbackErrorOptions,
+  UsageError,
+} from '../errors.js';
+import { decodeField, endOfFields, splitFields } from '../pg/copy-text.js';
+import type { SchemaModel } from '../pg/schema/model.js';
+import {
+  type CaptureInfo,
+  type Change,
+  ChangeLog,
+  type ChangeValue,
+  lsnText,
+  lsnValue,
+  readTransactions,
+  type Transaction,
+} from '../repo/changelog.js';
+import { ChunkError, ChunkStore } from '../repo/chunks.js';
+import { ChunkFormatError } from '../repo/codec.js';
+import type { Repository } from '../repo/repository.js';
+import { runScope } from '../repo/runs.js';
+import {
+  type ChunkRef,
+  type SnapshotManifest,
+  SnapshotStore,
+  type TableSnapshot,
+} from '../repo/snapshots.js';
+import type { Storage } from '../storage/storage.js';
+
+/** A column value in its PostgreSQL text form, or null. */
+export type Cell = string | null;
+
+/** What happened to the row in a version; `snapshot` is the starting state read from a snapshot. */
+export type VersionOp = 'snapshot' | 'insert' | 'update' | 'delete' | 'truncate';
+
+/** One version of the row: its state after a transaction (or as a snapshot holds it). */
+export interface RowVersion {
+  /**
+   * Commit time, UTC, ISO 8601 with microseconds; for a snapshot, the server
+   * time of its consistent point (when it was taken, for older manifests).
+   */
+  readonly time: string;
+  /** Transaction id; null for a snapshot. */
+  readonly xid: number | null;
+  /** Commit LSN; for a snapshot, its consistent point. */
+  readonly lsn: string;
+  readonly op: VersionOp;
+  /** The snapshot's id, for op `snapshot`. */
+  readonly snapshot?: string;
+  /** The row's key values after this version (key-column order). */
+  readonly key: readonly Cell[];
+  /** The key before this transaction, when the transaction changed it. */
+  readonly keyChangedFrom?: readonly Cell[];
+  /** The row after this version (column name to value); null once deleted or truncated. */
+  readonly row: Readonly<Record<string, Cell>> | null;
+  /** Columns whose value differs from the previous version; every column for the first one shown. */
+  readonly changed: readonly string[];
+  /** Previous values of the changed columns (absent for the first version shown). */
+  readonly old?: Readonly<Record<string, Cell>>;
+  /**
+   * Columns whose value is unknown (shown as null): an unchanged TOASTed value
+   * the server did not send, with no earlier version to take it from.
+   */
+  readonly unknown?: readonly string[];
+}
+
+/** How the user named the row's key. */
+export type KeySpec =
+  /** The KEY argument: one value, or comma-separated values in key-column order. */
+  | { readonly positional: string }
+  /** `--key col=value`, repeated: values by column name. */
+  | { readonly named: ReadonlyArray<readonly [column: string, value: string]> };
+
+/** What `rowHistory` needs. */
+export interface RowHistoryOptions {
+  readonly repo: Repository;
+  /** Target name; by default the only target with a change log. */
+  readonly target?: string | undefined;
+  /** `name` or `schema.name` (unquoted parts fold to lower case, as in SQL). */
+  readonly table: string;
+  readonly key: KeySpec;
+  /** Window start (ISO UTC with microseconds, from parseTimeArg). */
+  readonly since?: string | undefined;
+  /** Window end, inclusive. */
+  readonly until?: string | undefined;
+}
+
+/** The history of one row. */
+export interface RowHistory {
+  readonly target: string;
+  readonly schema: string;
+  readonly table: string;
+  readonly keyColumns: readonly string[];
+  /** The key asked for, normalised (integers in canonical form). */
+  readonly key: readonly string[];
+  /** Where the log begins (the capture slot's consistent point). */
+  readonly logStart: string;
+  /** The snapshot the starting state was read from, if any. */
+  readonly snapshot: {
+    readonly id: string;
+    readonly lsn: string;
+    readonly chunksRead: number;
+    readonly chunks: number;
+  } | null;
+  /** Things the reader should know: gaps, key changes, guesses. */
+  readonly notes: readonly string[];
+  /** Oldest first. The first is the state at the window's start (or the row's first appearance in it). */
+  readonly versions: readonly RowVersion[];
+}
+
+/** No version of the row exists in the window. Exit 3, like an unknown snapshot or table. */
+export class RowNotFoundError extends FlashbackError {
+  constructor(message: string, options: FlashbackErrorOptions = {}) {
+    super('history.not-found', ExitCode.usage, message, options);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Parsing what the user typed
+
+/** A table reference: `name`, `schema.name`, with "double quotes" for names needing them. */
+export interface TableName {
+  readonly schema: string | undefined;
+  readonly name: string;
+}
+
+/** Parses `name` / `schema.name`; unquoted parts fold to lower case, quoted ones are kept (`""` is a quote). */
+export function parseTableName(text: string): TableName {
+  const parts: string[] = [];
+  let i = 0;
+  const t = text.trim();
+  const bad = (why: string) =>
+    new UsageError(`table "${text}": ${why}`, {
+      hint: 'give the table as name or schema.name, e.g. subscribers or public.subscribers',
+    });
+  while (i <= t.length) {
+    let part = '';
+    if (t[i] === '"') {
+      i++;
+      for (;;) {
+        if (i >= t.length) throw bad('unterminated quoted name');
+        if (t[i] === '"') {
+          if (t[i + 1] === '"') {
+            part += '"';
+            i += 2;
+            continue;
+          }
+          i++;
+          break;
+        }
+        part += t[i];
+        i++;
+      }
+    } else {
+      const dot = t.indexOf('.', i);
+      const end = dot < 0 ? t.length : dot;
+      part = t.slice(i, end).toLowerCase();
+      if (part.includes('"')) throw bad('a quote inside a name must start it');
+      i = end;
+    }
+    if (part === '') throw bad('empty name');
+    parts.push(part);
+    if (i >= t.length) break;
+    if (t[i] !== '.') throw bad(`unexpected "${t[i]}" after a quoted name`);
+    i++;
+    if (i >= t.length) throw bad('empty name after "."');
+  }
+  if (parts.length === 1) return { schema: undefined, name: parts[0]! };
+  if (parts.length === 2) return { schema: parts[0]!, name: parts[1]! };
+  throw bad('expected at most schema.name');
+}
+
+/** Builds a KeySpec from the KEY argument and `--key col=value` options; exactly one form. */
+export function parseKeyArgs(positional: string | undefined, named: readonly string[]): KeySpec {
+  if (positional !== undefined && named.length > 0) {
+    throw new UsageError('give the key either as the KEY argument or with --key, not both', {
+      hint: 'e.g. `history subscribers 42`, or `history memberships --key tenant_id=7 --key email=a@b.example`',
+    });
+  }
+  if (positional !== undefined) return { positional };
+  if (named.length === 0) {
+    throw new UsageError('no key given: which row?', {
+      hint: 'give the primary-key value, e.g. `history subscribers 42`; for a composite key `7,42` in key-column order, or --key col=value per column',
+    });
+  }
+  const seen = new Set<string>();
+  const pairs: Array<readonly [string, string]> = [];
+  for (const n of named) {
+    const eq = n.indexOf('=');
+    if (eq <= 0) {
+      throw new UsageError(`--key ${n}: expected column=value`, {
+        hint: 'e.g. --key tenant_id=7 (the value is everything after the first "=")',
+      });
+    }
+    const column = n.slice(0, eq).trim();
+    if (seen.has(column)) throw new UsageError(`--key ${column} is given twice`);
+    seen.add(column);
+    pairs.push([column, n.slice(eq + 1)]);
+  }
+  return { named: pairs };
+}
+
+const INTEGER_TYPES = new Set(['smallint', 'integer', 'bigint', 'oid']);
+/** int2, int4, int8, oid: the type OIDs whose text form is a plain integer. */
+const INTEGER_OIDS = new Set([20, 21, 23, 26]);
+
+/**
+ * The key values in key-column order, checked against the table's key. A
+ * positional KEY is split at commas only for a composite key (a one-column
+ * key takes the whole argument, commas included). Integer columns accept
+ * any integer spelling and are normalised to PostgreSQL's (`042` → `42`);
+ * other values must be given in their text form exactly (as `col::text`).
+ */
+export function resolveKey(
+  spec: KeySpec,
+  keyColumns: readonly string[],
+  integer: readonly boolean[],
+  tableLabel: string,
+): string[] {
+  const example = keyColumns.map((c) => `--key ${c}=…`).join(' ');
+  let values: string[];
+  if ('positional' in spec) {
+    values = keyColumns.length === 1 ? [spec.positional] : spec.positional.split(',');
+    if (values.length !== keyColumns.length) {
+      throw new UsageError(
+        `${tableLabel} has the key (${keyColumns.join(', ')}): expected ${keyColumns.length} comma-separated values, got ${values.length} in "${spec.positional}"`,
+        { hint: `give them in that order, or by name: ${example}` },
+      );
+    }
+  } else {
+    const byName = new Map(spec.named);
+    for (const [c] of spec.named) {
+      if (!keyColumns.includes(c)) {
+        throw new UsageError(
+          `--key ${c}: "${c}" is not a key column of ${tableLabel}; its key is (${keyColumns.join(', ')})`,
+          { hint: example },
+        );
+      }
+    }
+    const missing = keyColumns.filter((c) => !byName.has(c));
+    if (missing.length > 0) {
+      throw new UsageError(
+        `${tableLabel} has the key (${keyColumns.join(', ')}): no value for ${missing.join(', ')}`,
+        { hint: example },
+      );
+    }
+    values = keyColumns.map((c) => byName.get(c)!);
+  }
+  return values.map((v, i) => {
+    if (integer[i] !== true) return v;
+    const t = v.trim();
+    if (!/^[+-]?\d+$/.test(t)) {
+      throw new UsageError(`${keyColumns[i]} of ${tableLabel} is an integer, not "${v}"`);
+    }
+    return BigInt(t).toString();
+  });
+}
+
+/**
+ * A time for --since/--until as ISO 8601 UTC with six fractional digits (the
+ * form commit times have, so they compare as strings). Accepts
+ * `YYYY-MM-DD[( |T)HH:MM[:SS[.ffffff]]][Z|±HH[:MM]]` (no zone: UTC), `now`,
+ * or a duration meaning that long ago (`90s`, `30m`, `2h`, `1d`, or `now-2h`).
+ */
+export function parseTimeArg(text: string, flag: string, now: Date = new Date()): string {
+  const t = text.trim();
+  if (t === 'now') return isoMicro(now.getTime(), '000');
+  // `2h` and `now-2h` (the form `restore --at` takes) both mean two hours ago.
+  const ago = parseDuration(t.replace(/^now-/, ''));
+  if (ago !== undefined) return isoMicro(now.getTime() - ago, '000');
+  const m =
+    /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$/i.exec(
+      t,
+    );
+  const bad = () =>
+    new UsageError(`${flag}: not a time: "${text}"`, {
+      hint: 'give an ISO time such as 2026-11-21T16:05:30Z or "2026-11-21 16:05:30.123456+01:00" (no zone means UTC), or a duration ago such as 30m or 2h',
+    });
+  if (m === null) throw bad();
+  const [y, mo, d, h, mi, s] = [m[1], m[2], m[3], m[4], m[5], m[6]].map((x) => Number(x ?? 0)) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  const ms = Date.UTC(y, mo - 1, d, h, mi, s);
+  const check = new Date(ms);
+  if (
+    check.getUTCFullYear() !== y ||
+    check.getUTCMonth() !== mo - 1 ||
+    check.getUTCDate() !== d ||
+    h > 23 ||
+    mi > 59 ||
+    s > 59
+  ) {
+    throw bad();
+  }
+  let offsetMin = 0;
+  const zone = m[8];
+  if (zone !== undefined && zone.toUpperCase() !== 'Z') {
+    const z = /^([+-])(\d{2}):?(\d{2})?$/.exec(zone)!;
+    offsetMin = (z[1] === '-' ? -1 : 1) * (Number(z[2]) * 60 + Number(z[3] ?? 0));
+  }
+  const frac = (m[7] ?? '').padEnd(6, '0');
+  // The offset is whole minutes, so the sub-second digits are unaffected.
+  return isoMicro(ms - offsetMin * 60_000, frac.slice(3), Number(frac.slice(0, 3)));
+}
+
+/** `YYYY-MM-DDTHH:MM:SS.ffffffZ` from milliseconds (plus extra milliseconds and three more digits). */
+function isoMicro(ms: number, micro: string, extraMs = 0): string {
+  const iso = new Date(Math.floor(ms) + extraMs).toISOString();
+  return `${iso.slice(0, 23)}${micro}Z`;
+}
+
+/** An ISO time with any number of fractional digits in the six-digit form (for comparisons and output). */
+export function normaliseTime(iso: string): string {
+  const m = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?Z$/.exec(iso);
+  if (m === null) return iso;
+  return `${m[1]}.${(m[2] ?? '').padEnd(6, '0').slice(0, 6)}Z`;
+}
+
+// ---------------------------------------------------------------------------
+// Finding a key in a snapshot
+
+/**
+ * Compares two keys in the table's key order, column by column: integer
+ * columns numerically; other columns only when equal (their order depends
+ * on collations and type rules Flashback does not reproduce), so the result
+ * is undefined when it cannot be known.
+ */
+export function compareKeys(
+  a: readonly Cell[],
+  b: readonly Cell[],
+  integer: readonly boolean[],
+): -1 | 0 | 1 | undefined {
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] ?? null;
+    const y = b[i] ?? null;
+    if (x === y) continue;
+    if (x === null || y === null || integer[i] !== true) return undefined;
+    const bx = BigInt(x);
+    const by = BigInt(y);
+    if (bx !== by) return bx < by ? -1 : 1;
+  }
+  return 0;
+}
+
+/**
+ * Positions of the chunks that can hold `key`, in the order to read them:
+ * chunks whose range provably excludes the key are left out (with integer
+ * keys, all but at most one), and a chunk whose first or last key is the key
+ * comes first. An empty list means no snapshot chunk holds the key.
+ */
+export function candidateChunks(
+  chunks: readonly ChunkRef[],
+  key: readonly string[],
+  integer: readonly boolean[],
+): number[] {
+  const exact: number[] = [];
+  const maybe: number[] = [];
+  chunks.forEach((c, i) => {
+    if (c.first === null || c.last === null) {
+      maybe.push(i);
+      return;
+    }
+    const lo = compareKeys(key, c.first, integer);
+    const hi = compareKeys(key, c.last, integer);
+    if (lo === -1 || hi === 1) return;
+    if (lo === 0 || hi === 0) exact.push(i);
+    else maybe.push(i);
+  });
+  return [...exact, ...maybe];
+}
+
+/** The row of a chunk (COPY text lines, key columns first) whose key fields equal `key`, decoded; or undefined. */
+export function findRowInChunk(content: Buffer, key: readonly string[]): Cell[] | undefined {
+  let pos = 0;
+  while (pos < content.length) {
+    let nl = content.indexOf(0x0a, pos);
+    if (nl < 0) nl = content.length;
+    const keyEnd = endOfFields(content, pos, nl, key.length);
+    const fields = splitFields(content.subarray(pos, keyEnd));
+    let match = fields.length === key.length;
+    for (let i = 0; match && i < key.length; i++) match = decodeField(fields[i]!) === key[i];
+    if (match) return splitFields(content.subarray(pos, nl)).map(decodeField);
+    pos = nl + 1;
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------
+// Following the row through the change log
+
+type State = 'unknown' | 'absent' | 'present';
+
+interface Snap {
+  readonly state: State;
+  readonly row: ReadonlyMap<string, Cell>;
+  readonly unknown: ReadonlySet<string>;
+  readonly key: readonly Cell[];
+}
+
+/**
+ * The row's state as changes are applied, one transaction at a time; pure
+ * (no I/O), so every rule about matching and carrying values is here.
+ */
+class RowTracker {
+  private state: State = 'unknown';
+  private row = new Map<string, Cell>();
+  private unknownCols = new Set<string>();
+  private key: Cell[];
+  private txStart: Snap | undefined;
+  private ops: Array<Change['op']> = [];
+  /** The old key of a row that moved into the followed key in this transaction. */
+  private movedFrom: Cell[] | undefined;
+  private readonly index = new WeakMap<object, Map<string, number>>();
+
+  constructor(
+    readonly keyColumns: readonly string[],
+    /** The key asked for, normalised. */
+    readonly requested: readonly string[],
+  ) {
+    this.key = [...requested];
+  }
+
+  get current(): State {
+    return this.state;
+  }
+
+  get currentKey(): readonly Cell[] {
+    return this.key;
+  }
+
+  /**
+   * Sets the state from a snapshot (null: the snapshot does not hold the
+   * key); before any change of a transaction touched the row.
+   */
+  start(row: ReadonlyMap<string, Cell> | null): void {
+    this.state = row === null ? 'absent' : 'present';
+    this.row = new Map(row ?? []);
+    this.unknownCols = new Set();
+  }
+
+  /** A transaction begins (its state before is taken at its first change of the row). */
+  begin(): void {
+    this.txStart = undefined;
+    this.ops = [];
+    this.movedFrom = undefined;
+  }
+
+  /** True if the change touches the row: by its old identity, or (insert, update) by its new key. */
+  concerns(c: Change): boolean {
+    return this.match(c) !== undefined;
+  }
+
+  /** Applies a change of the row's table (changes that do not concern the row are ignored). */
+  apply(c: Change): void {
+    const how = this.match(c);
+    if (how === undefined) return;
+    this.txStart ??= this.snap();
+    this.ops.push(c.op);
+    if (c.op === 'delete' || c.op === 'truncate') {
+      this.state = 'absent';
+      return;
+    }
+    if (how === 'moved-in') {
+      this.movedFrom = this.oldKey(c).map((v) => (v === undefined || v === 0 ? null : v));
+    }
+    const prev = this.state === 'present' ? this.row : undefined;
+    const next = new Map<string, Cell>();
+    const unknown = new Set<string>();
+    c.columns.forEach(([name], i) => {
+      const v = c.row?.[i];
+      if (v === 0 || v === undefined) {
+        // Unchanged TOASTed value: the server did not send it; the previous
+        // version has it (or the old row, under REPLICA IDENTITY FULL).
+        const o = c.old?.[i];
+        if (prev?.has(name) === true && !this.unknownCols.has(name))
+          next.set(name, prev.get(name)!);
+        else if (o !== undefined && o !== 0) next.set(name, o);
+        else {
+          next.set(name, null);
+          unknown.add(name);
+        }
+      } else next.set(name, v);
+    });
+    // Follow the row: its key is now the new row's (a column the change lacks keeps its value).
+    this.key = this.keyColumns.map((k, i) => (next.has(k) ? next.get(k)! : this.key[i]!));
+    this.state = 'present';
+    this.row = next;
+    this.unknownCols = unknown;
+  }
+
+  /** The version the transaction made, if it touched the row. */
+  commit(tx: Transaction): RowVersion | undefined {
+    const before = this.txStart;
+    this.txStart = undefined;
+    const last = this.ops[this.ops.length - 1];
+    if (before === undefined || last === undefined) return undefined;
+    const after = this.snap();
+    const base = { time: normaliseTime(tx.commitTime), xid: tx.xid, lsn: lsnText(tx.commitLsn) };
+    if (after.state !== 'present') {
+      // Inserted and deleted within one transaction: never visible, no version.
+      if (before.state === 'absent') return undefined;
+      const op = last === 'truncate' ? 'truncate' : 'delete';
+      if (before.state === 'unknown')
+        return { ...base, op, key: after.key, row: null, changed: [] };
+      return {
+        ...base,
+        op,
+        key: after.key,
+        row: null,
+        changed: [...before.row.keys()],
+        old: Object.fromEntries(before.row),
+      };
+    }
+    const present = before.state === 'present';
+    const from = present ? before.key : this.movedFrom;
+    const keyChangedFrom =
+      from !== undefined && !sameCells(from, after.key) ? { keyChangedFrom: from } : {};
+    const changed = present ? changedColumns(before.row, after.row) : [...after.row.keys()];
+    const old = present
+      ? { old: Object.fromEntries(changed.map((c) => [c, before.row.get(c) ?? null])) }
+      : {};
+    const unknown = after.unknown.size > 0 ? { unknown: [...after.unknown] } : {};
+    return {
+      ...base,
+      // The last change decides (a delete and re-insert in one transaction is an insert).
+      op: last === 'insert' ? 'insert' : 'update',
+      key: after.key,
+      ...keyChangedFrom,
+      row: Object.fromEntries(after.row),
+      changed,
+      ...old,
+      ...unknown,
+    };
+  }
+
+  private snap(): Snap {
+    return {
+      state: this.state,
+      row: new Map(this.row),
+      unknown: new Set(this.unknownCols),
+      key: [...this.key],
+    };
+  }
+
+  /**
+   * How a change concerns the row: by its old identity (`old`), by the new
+   * key of an insert (`new`), or as an update that moves another row into
+   * the followed key while no row holds it (`moved-in`).
+   */
+  private match(c: Change): 'old' | 'new' | 'moved-in' | undefined {
+    if (c.op === 'truncate') return this.state === 'absent' ? undefined : 'old';
+    if (c.op === 'insert') return this.sameKey(this.newKey(c)) ? 'new' : undefined;
+    if (this.matchesOld(c)) return 'old';
+    if (c.op === 'update' && this.state !== 'present' && this.sameKey(this.newKey(c))) {
+      return 'moved-in';
+    }
+    return undefined;
+  }
+
+  private indexOf(c: Change): Map<string, number> {
+    let m = this.index.get(c.columns);
+    if (m === undefined) {
+      m = new Map(c.columns.map(([name], i) => [name, i]));
+      this.index.set(c.columns, m);
+    }
+    return m;
+  }
+
+  /** The key columns' values in the new row (unchanged TOASTed key values: the old ones). */
+  private newKey(c: Change): Array<ChangeValue | undefined> {
+    const idx = this.indexOf(c);
+    const old = this.oldKey(c);
+    return this.keyColumns.map((k, i) => {
+      const at = idx.get(k);
+      const v = at === undefined ? undefined : c.row?.[at];
+      return v === 0 ? old[i] : v;
+    });
+  }
+
+  /**
+   * The key columns' values before an update or delete: from the old key
+   * (sent when the key changed, and for deletes), the old row (REPLICA
+   * IDENTITY FULL), else the new row (an update that kept its key).
+   * undefined where the change does not carry a key column.
+   */
+  private oldKey(c: Change): Array<ChangeValue | undefined> {
+    const idx = this.indexOf(c);
+    return this.keyColumns.map((k) => {
+      const at = idx.get(k);
+      if (at === undefined) return undefined;
+      if (c.key !== null) return c.columns[at]![3] ? c.key[at] : undefined;
+      if (c.old !== null) return c.old[at];
+      return c.op === 'update' ? c.row?.[at] : undefined;
+    });
+  }
+
+  private matchesOld(c: Change): boolean {
+    const old = this.oldKey(c);
+    if (old.every((v) => v !== undefined)) return this.sameKey(old);
+    // The change identifies rows by other columns (a replica identity index
+    // that is not the key): compare those with the row as we know it.
+    if (this.state !== 'present' || c.key === null) return false;
+    let any = false;
+    for (let i = 0; i < c.columns.length; i++) {
+      const [name, , , isKey] = c.columns[i]!;
+      if (!isKey) continue;
+      if (!this.row.has(name) || this.unknownCols.has(name)) return false;
+      if (this.row.get(name) !== c.key[i]) return false;
+      any = true;
+    }
+    return any;
+  }
+
+  private sameKey(values: ReadonlyArray<ChangeValue | undefined>): boolean {
+    return this.key.every((k, i) => values[i] === k);
+  }
+}
+
+function sameCells(a: readonly Cell[], b: readonly Cell[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/** Columns whose value differs, in the new row's order, then columns that went away. */
+function changedColumns(
+  before: ReadonlyMap<string, Cell>,
+  after: ReadonlyMap<string, Cell>,
+): string[] {
+  const out: string[] = [];
+  for (const [k, v] of after) if (!before.has(k) || before.get(k) !== v) out.push(k);
+  for (const k of before.keys()) if (!after.has(k)) out.push(k);
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// The repository side
+
+/** The change logs in a repository: scope and capture description. */
+export async function changeLogs(
+  storage: Storage,
+): Promise<Array<{ scope: string; info: CaptureInfo }>> {
+  const out: Array<{ scope: string; info: CaptureInfo }> = [];
+  for await (const o of storage.list('changes/')) {
+    const m = /^changes\/([^/]+)\/capture\.json$/.exec(o.key);
+    if (m === null) continue;
+    const info = await new ChangeLog(storage, m[1]!).info();
+    if (info !== undefined) out.push({ scope: m[1]!, info });
+  }
+  return out.sort((a, b) => (a.info.target < b.info.target ? -1 : 1));
+}
+
+async function selectLog(
+  storage: Storage,
+  target: string | undefined,
+): Promise<{ log: ChangeLog; info: CaptureInfo }> {
+  const logs = await changeLogs(storage);
+  const names = logs.map((l) => l.info.target).join(', ');
+  if (target !== undefined) {
+    const l = logs.find((x) => x.info.target === target || x.scope === runScope(target));
+    if (l === undefined) {
+      throw new UsageError(
+        `target "${target}" has no change log in this repository${logs.length > 0 ? ` (change logs: ${names})` : ''}`,
+        { hint: `start one with \`flashback capture ${target}\`` },
+      );
+    }
+    return { log: new ChangeLog(storage, l.scope), info: l.info };
+  }
+  if (logs.length === 0) {
+    throw new UsageError('no change log in this repository: row history needs one', {
+      hint: 'start capture with `flashback capture TARGET`',
+    });
+  }
+  if (logs.length > 1) {
+    throw new UsageError(`several targets have a change log (${names}): which one?`, {
+      hint: `give --target, e.g. --target ${logs[0]!.info.target}`,
+    });
+  }
+  return { log: new ChangeLog(storage, logs[0]!.scope), info: logs[0]!.info };
+}
+
+/** A snapshot manifest holding the table, with the table's entry. */
+interface SnapTable {
+  readonly manifest: SnapshotManifest;
+  readonly table: TableSnapshot;
+  readonly lsn: bigint;
+  /**
+   * Server time by which everything in the snapshot had committed
+   * (`consistentAt`; finishedAt in manifests without it), six-digit form.
+   */
+  readonly consistent: string;
+}
+
+function tableOf(m: SnapshotManifest, schema: string, name: string): TableSnapshot | undefined {
+  return m.tables.find((t) => t.schema === schema && t.name === name);
+}
+
+/** Column names of the table in the schema model (attnum order), when the manifest has them. */
+function modelColumns(m: SnapshotManifest, schema: string, name: string) {
+  const model = m.schema as Partial<SchemaModel> | null | undefined;
+  return model?.tables?.find((t) => t.schema === schema && t.name === name)?.columns;
+}
+
+function label(schema: string, name: string): string {
+  return `${schema}.${name}`;
+}
+
+/** Every version of one row, oldest first (see the module comment and docs/CAPTURE.md). */
+export async function rowHistory(o: RowHistoryOptions): Promise<RowHistory> {
+  const storage = o.repo.storage;
+  const { log, info } = await selectLog(storage, o.target);
+  const logStart = lsnValue(info.startLsn);
+  if (o.since !== undefined && o.until !== undefined && o.since > o.until) {
+    throw new UsageError(`--since (${o.since}) is after --until (${o.until})`);
+  }
+  const name = parseTableName(o.table);
+  const manifests = await new SnapshotStore(storage).all(info.target);
+
+  // The table: from the newest snapshot that has it; else as named (public by default).
+  let schema = name.schema;
+  let definedIn: SnapshotManifest | undefined;
+  for (const m of [...manifests].reverse()) {
+    const hits = m.tables.filter(
+      (t) => t.name === name.name && (schema === undefined || t.schema === schema),
+    );
+    if (hits.length > 1) {
+      throw new UsageError(
+        `table "${name.name}" is in several schemas (${hits.map((t) => t.schema).join(', ')})`,
+        { hint: `name it with its schema, e.g. ${hits[0]!.schema}.${name.name}` },
+      );
+    }
+    if (hits.length === 1) {
+      schema = hits[0]!.schema;
+      definedIn = m;
+      break;
+    }
+  }
+  const notes: string[] = [];
+  if (schema === undefined) {
+    schema = 'public';
+    notes.push(
+      `table "${name.name}" is in no snapshot of "${info.target}"; looking for public.${name.name} in the change log`,
+    );
+  }
+  const tableLabel = label(schema, name.name);
+
+  // Key columns and their types: from the snapshot, else from the log's relation record.
+  let tracker: RowTracker | undefined;
+  let integer: boolean[] = [];
+  if (definedIn !== undefined) {
+    const t = tableOf(definedIn, schema, name.name)!;
+    if (t.keyKind === 'none' || t.key.length === 0) {
+      throw new UsageError(
+        `${tableLabel} has neither a primary key nor a replica identity index: its rows have no key to follow`,
+        { hint: 'row history needs a key; add a primary key to the table' },
+      );
+    }
+    const types = modelColumns(definedIn, schema, name.name);
+    integer = t.key.map((k) => INTEGER_TYPES.has(types?.find((c) => c.name === k)?.type ?? ''));
+    tracker = new RowTracker(t.key, resolveKey(o.key, t.key, integer, tableLabel));
+  }
+  const keyFromLog = (c: Change): RowTracker => {
+    const cols = c.columns.filter((x) => x[3]);
+    if (cols.length === 0) {
+      throw new UsageError(
+        `${tableLabel} has no key in the change log (replica identity NOTHING or no key): its rows cannot be followed`,
+      );
+    }
+    integer = cols.map((x) => INTEGER_OIDS.has(x[1]));
+    const names = cols.map((x) => x[0]);
+    return new RowTracker(names, resolveKey(o.key, names, integer, tableLabel));
+  };
+
+  // Snapshots that hold the table and are not after the window's end, by LSN.
+  const snaps: SnapTable[] = manifests
+    .map((m) => ({
+      manifest: m,
+      table: tableOf(m, schema, name.name),
+      lsn: lsnValue(m.lsn),
+      consistent: normaliseTime(m.consistentAt ?? m.finishedAt),
+    }))
+    .filter((s): s is SnapTable => s.table !== undefined)
+    .filter((s) => o.until === undefined || s.consistent <= o.until)
+    .sort((a, b) => (a.lsn < b.lsn ? -1 : a.lsn > b.lsn ? 1 : 0));
+  // The base: the newest snapshot that hides no change the log has: one at or
+  // before the log's start (everything after it is in the log), or one that
+  // was consistent before --since (everything it holds is before the window).
+  const base = [...snaps]
+    .reverse()
+    .find((s) => s.lsn <= logStart || (o.since !== undefined && s.consistent < o.since));
+  const gapped = base !== undefined && base.lsn < logStart;
+  // Used only while the row's state is unknown: snapshots the log covers, by LSN.
+  const later = snaps.filter(
+    (s) => s !== base && s.lsn >= logStart && (base === undefined || s.lsn > base.lsn),
+  );
+
+  // The snapshot the starting state came from (a holder: set inside load()).
+  const start: { snapshot: RowHistory['snapshot'] } = { snapshot: null };
+  const versions: RowVersion[] = [];
+  // A version before --since: the one in effect when the window opens.
+  let pending: RowVersion | undefined;
+  let lastSeen: RowVersion | undefined;
+  const emit = (v: RowVersion, pre: boolean): void => {
+    lastSeen = v;
+    if (pre) {
+      pending = v;
+      return;
+    }
+    if (versions.length === 0 && pending !== undefined && pending.row !== null) {
+      versions.push(asFirst(pending));
+    }
+    versions.push(versions.length === 0 ? asFirst(v) : v);
+  };
+  const chunkStore = new ChunkStore(storage);
+  const load = async (s: SnapTable, t: RowTracker): Promise<void> => {
+    const key = t.currentKey as string[];
+    let found: Cell[] | undefined;
+    let read = 0;
+    for (const i of candidateChunks(s.table.chunks, key, integer)) {
+      read++;
+      const ref = s.table.chunks[i]!;
+      const content = await chunkStore.get(ref.id).catch((err: unknown) => {
+        if (!(err instanceof ChunkError)) throw err;
+        throw new DamagedError(
+          'history.chunk',
+          `${err.message} (snapshot ${s.manifest.id}, ${tableLabel}, chunk ${i + 1} of ${s.table.chunks.length})`,
+          { hint: err.hint, cause: err },
+        );
+      });
+      found = findRowInChunk(content, key);
+      if (found !== undefined) break;
+    }
+    start.snapshot = {
+      id: s.manifest.id,
+      lsn: s.manifest.lsn,
+      chunksRead: read,
+      chunks: s.table.chunks.length,
+    };
+    if (s.lsn < logStart) {
+      notes.push(
+        `snapshot ${s.manifest.id} (LSN ${s.manifest.lsn}) was taken before the change log began (LSN ${info.startLsn}): a change of this row committed between the two is not in the log, so a version may be missing there`,
+      );
+    }
+    let row: Map<string, Cell> | null = null;
+    if (found !== undefined) {
+      const values = found;
+      const byName = new Map(s.table.columns.map((c, i) => [c, values[i] ?? null]));
+      // In the table's column order (chunks hold key columns first), as the change log has it.
+      const order = modelColumns(s.manifest, schema, name.name)
+        ?.map((c) => c.name)
+        .filter((c) => byName.has(c));
+      const names =
+        order !== undefined && order.length === byName.size ? order : [...byName.keys()];
+      row = new Map(names.map((c) => [c, byName.get(c) ?? null]));
+    }
+    t.start(row);
+    if (row !== null) {
+      emit(
+        {
+          time: normaliseTime(s.manifest.consistentAt ?? s.manifest.startedAt),
+          xid: null,
+          lsn: s.manifest.lsn,
+          op: 'snapshot',
+          snapshot: s.manifest.id,
+          key: [...key],
+          row: Object.fromEntries(row),
+          changed: [...row.keys()],
+        },
+        o.since !== undefined && s.consistent < o.since,
+      );
+    }
+  };
+
+  if (tracker !== undefined && base !== undefined && !gapped) await load(base, tracker);
+  let crossed = 0;
+  const fromLsn = base !== undefined ? base.lsn : logStart;
+  for await (const tx of readable(readTransactions(log, { fromLsn, untilTime: o.until }), info)) {
+    while (crossed < later.length && later[crossed]!.lsn <= tx.commitLsn) crossed++;
+    tracker?.begin();
+    for (const c of tx.changes) {
+      if (c.schema !== schema || c.table !== name.name) continue;
+      if (tracker === undefined) {
+        tracker = keyFromLog(c);
+        tracker.begin();
+      }
+      if (tracker.current === 'unknown' && c.op !== 'insert' && tracker.concerns(c)) {
+        // The row's first change: its state before comes from the newest
+        // snapshot the log has passed (nothing touched the row since), else the base.
+        const s = crossed > 0 ? later[crossed - 1] : base;
+        if (s !== undefined) await load(s, tracker);
+      }
+      tracker.apply(c);
+    }
+    const v = tracker?.commit(tx);
+    if (v === undefined) continue;
+    if (v.keyChangedFrom !== undefined) {
+      notes.push(
+        `the key changed from (${v.keyChangedFrom.join(', ')}) to (${v.key.join(', ')}) in transaction ${v.xid} at ${v.time}: the history follows the row`,
+      );
+    }
+    emit(v, o.since !== undefined && v.time < o.since);
+  }
+  if (tracker !== undefined && tracker.current === 'unknown') {
+    // Untouched by the log: its state is what the newest usable snapshot holds.
+    const s = later[later.length - 1] ?? base;
+    if (s !== undefined) await load(s, tracker);
+  }
+  if (versions.length === 0 && pending !== undefined && pending.row !== null) {
+    versions.push(asFirst(pending));
+  }
+
+  if (versions.length === 0 || tracker === undefined) {
+    throw notFound(tableLabel, tracker, o, {
+      target: info.target,
+      logStart: info.startLsn,
+      snapshot: start.snapshot?.id,
+      lastSeen,
+    });
+  }
+  return {
+    target: info.target,
+    schema,
+    table: name.name,
+    keyColumns: tracker.keyColumns,
+    key: tracker.requested,
+    logStart: info.startLsn,
+    snapshot: start.snapshot,
+    notes,
+    versions,
+  };
+}
+
+/**
+ * The log's transactions, with a segment that does not decode or parse
+ * reported as damaged data (exit 8), not as a bug.
+ */
+async function* readable(
+  transactions: AsyncGenerator<Transaction>,
+  info: CaptureInfo,
+): AsyncGenerator<Transaction> {
+  try {
+    yield* transactions;
+  } catch (err) {
+    if (!(err instanceof ChunkFormatError || err instanceof SyntaxError)) throw err;
+    throw new DamagedError(
+      'history.log',
+      `the change log of "${info.target}" has a damaged segment: ${err.message}`,
+      { hint: 'run `flashback check` to see what else is affected', cause: err },
+    );
+  }
+}
+
+/** The error for a row with no version in the window, saying where Flashback looked. */
+function notFound(
+  tableLabel: string,
+  tracker: RowTracker | undefined,
+  o: RowHistoryOptions,
+  seen: {
+    target: string;
+    logStart: string;
+    snapshot: string | undefined;
+    lastSeen: RowVersion | undefined;
+  },
+): RowNotFoundError {
+  const keyText = tracker === undefined ? describeSpec(o.key) : tracker.requested.join(', ');
+  const window =
+    o.since !== undefined || o.until !== undefined
+      ? ` between ${o.since ?? 'the start of the log'} and ${o.until ?? 'now'}`
+      : '';
+  const where =
+    seen.snapshot !== undefined
+      ? `in snapshot ${seen.snapshot} or in the change log after it`
+      : `in the change log of "${seen.target}" (from LSN ${seen.logStart}) or in a snapshot`;
+  const last = seen.lastSeen;
+  const gone =
+    last !== undefined && last.row === null
+      ? `; it was ${last.op === 'truncate' ? 'truncated' : 'deleted'} at ${last.time} (transaction ${last.xid})`
+      : '';
+  const hint =
+    tracker === undefined
+      ? `the table is in no snapshot and has no change in the log: check its name (\`flashback show latest\` lists the tables of the newest snapshot)`
+      : `check the key (values as \`SELECT ${tracker.keyColumns.map((k) => `${k}::text`).join(', ')}\` prints them)${window === '' ? '' : ' and the time window'}`;
+  return new RowNotFoundError(
+    `no version of ${tableLabel} with key (${keyText})${window} ${where}${gone}`,
+    { hint },
+  );
+}
+
+function describeSpec(spec: KeySpec): string {
+  return 'positional' in spec
+    ? spec.positional
+    : spec.named.map(([c, v]) => `${c}=${v}`).join(', ');
+}
+
+/** The first version shown: every column counts as changed, no old values. */
+function asFirst(v: RowVersion): RowVersion {
+  const { old: _old, ...rest } = v;
+  return { ...rest, changed: v.row === null ? [] : Object.keys(v.row) };
+}

@@ -1,0 +1,354 @@
+/**
+ * `flashback history` end to end on PostgreSQL 17: a backup, a running
+ * `flashback capture`, a series of committed changes to one row (and noise
+ * around it), then every version the command reports is compared with what
+ * the database said (`col::text`) right after each commit.
+ */
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
+import type { RowVersion } from '../../src/history/history.js';
+import type { PgClient } from '../../src/pg/connect.js';
+import { ChangeLog, readTransactions } from '../../src/repo/changelog.js';
+import { createSampleDatabase } from '../../src/sample/saas.js';
+import { openStorage } from '../../src/storage/open.js';
+import { CLI, connectTo, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
+
+const server = testServers().find((s) => s.major === 17)!;
+
+type Row = Record<string, string | null>;
+
+/** What the database said after one committed step. */
+interface Step {
+  readonly xid: number;
+  /** The row after the commit (`col::text`), or null once it is gone. */
+  readonly row: Row | null;
+  /** Server clock right after the commit: a window boundary between steps. */
+  readonly after: string;
+}
+
+const SUBSCRIBER = `SELECT id::text, tenant_id::text, email::text, status::text, attributes::text, created_at::text
+  FROM subscribers WHERE id = 42`;
+const MEMBERSHIP = (email: string) =>
+  `SELECT tenant_id::text, email::text, role::text, note::text FROM memberships WHERE tenant_id = 2 AND email = '${email}'`;
+const NOW = `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`;
+/** A value far over the TOAST threshold, stored out of line (STORAGE EXTERNAL below). */
+const BIG = `jsonb_build_object('blob', (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g))`;
+
+describe('flashback history', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let db: string;
+  let c: PgClient;
+  let capture: ChildProcessWithoutNullStreams | undefined;
+  // A name of its own: replication slots are per server, shared by every test file.
+  const target = `hist${randomBytes(3).toString('hex')}`;
+  const slot = `flashback_${target}`;
+  const env = { PW: server.password };
+  const cli = (args: string[]) => runCli(args, { cwd: dir, env });
+  const steps: Step[] = [];
+  const moves: Step[] = [];
+  let before = '';
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir());
+    db = await freshDatabase(server, 'history');
+    c = await connectTo(server, db);
+    // 30,000 subscribers: several chunks, so finding the key's chunk is tested.
+    await createSampleDatabase(c, { tenants: 60 });
+    // A nullable column with out-of-line values, and a table with a composite text key;
+    // capture refuses tables it cannot identify rows of (events has no key).
+    await c.query(`
+      ALTER TABLE subscribers ALTER attributes SET STORAGE EXTERNAL, ALTER attributes DROP NOT NULL;
+      ALTER TABLE events REPLICA IDENTITY FULL;
+      CREATE TABLE memberships (
+        tenant_id bigint NOT NULL, email text NOT NULL, role text NOT NULL, note text,
+        PRIMARY KEY (tenant_id, email));
+      INSERT INTO memberships
+        SELECT t, 'user' || s || '@x.example', 'member', NULL
+          FROM generate_series(1, 3) t, generate_series(1, 300) s;`);
+    expect((await cli(['init', '--repo', 'repo'])).code).toBe(0);
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `repository: ./repo\ntargets:\n  ${target}:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n`,
+    );
+  });
+
+  afterAll(async () => {
+    if (capture !== undefined && capture.exitCode === null) capture.kill('SIGKILL');
+    // Slots hold WAL on the shared server: never leave one behind.
+    await sql(
+      server,
+      db,
+      `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '${slot}' AND active_pid IS NOT NULL`,
+    ).catch(() => {});
+    for (let i = 0; i < 50; i++) {
+      const left = await sql(
+        server,
+        db,
+        `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}' AND NOT active`,
+      ).catch(() => [{}]);
+      const still = await sql(
+        server,
+        db,
+        `SELECT 1 FROM pg_replication_slots WHERE slot_name = '${slot}'`,
+      );
+      if (left.length === 0 && still.length === 0) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await c?.end().catch(() => {});
+    await cleanup();
+  });
+
+  /** Runs statements in one transaction; returns its xid. */
+  async function tx(...statements: string[]): Promise<number> {
+    await c.query('BEGIN');
+    for (const s of statements) await c.query(s);
+    const { rows } = await c.query<{ xid: string }>(
+      'SELECT (txid_current() % 4294967296)::text AS xid',
+    );
+    await c.query('COMMIT');
+    return Number(rows[0]!.xid);
+  }
+
+  async function now(): Promise<string> {
+    return (await c.query<{ t: string }>(NOW)).rows[0]!.t;
+  }
+
+  async function step(into: Step[], read: string, ...statements: string[]): Promise<void> {
+    const xid = await tx(...statements);
+    const row = (await c.query<Row>(read)).rows[0] ?? null;
+    into.push({ xid, row, after: await now() });
+    // Noise between steps: other rows, other tables.
+    await tx(
+      `UPDATE subscribers SET status = 'bounced' WHERE id IN (41, 4242)`,
+      `INSERT INTO events (tenant_id, kind, payload, at) VALUES (1, 'noise', '{}', now())`,
+    );
+  }
+
+  it('records every version of a row while capture runs', async () => {
+    const backup = await cli(['backup', target]);
+    expect(backup.code, backup.stderr).toBe(0);
+    const snapshotRow = (await c.query<Row>(SUBSCRIBER)).rows[0]!;
+
+    const childEnv: NodeJS.ProcessEnv = { ...env };
+    for (const [k, v] of Object.entries(process.env)) {
+      if (!/^(PG|DATABASE_URL$|FLASHBACK_)/.test(k)) childEnv[k] = v;
+    }
+    capture = spawn(
+      process.execPath,
+      [CLI, 'capture', target, '--heartbeat', '1s', '--flush-interval', '200ms'],
+      { cwd: dir, env: childEnv },
+    );
+    let stderr = '';
+    capture.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    for (let i = 0; i < 200 && !stderr.includes('created slot'); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(stderr).toContain(`created slot "${slot}"`);
+    before = await now();
+
+    // Subscriber 42: two columns, a large (TOASTed) value, one column while
+    // the large value stays (not sent again), NULL, delete, re-insert.
+    await step(
+      steps,
+      SUBSCRIBER,
+      `UPDATE subscribers SET email = 'new42@example.com', status = 'unsubscribed' WHERE id = 42`,
+      `UPDATE subscribers SET status = 'active' WHERE id = 43`,
+    );
+    await step(steps, SUBSCRIBER, `UPDATE subscribers SET attributes = ${BIG} WHERE id = 42`);
+    await step(steps, SUBSCRIBER, `UPDATE subscribers SET status = 'bounced' WHERE id = 42`);
+    await step(steps, SUBSCRIBER, `UPDATE subscribers SET attributes = NULL WHERE id = 42`);
+    await step(
+      steps,
+      SUBSCRIBER,
+      'DELETE FROM workflow_steps WHERE subscriber_id = 42',
+      'DELETE FROM subscribers WHERE id = 42',
+    );
+    await step(
+      steps,
+      SUBSCRIBER,
+      `INSERT INTO subscribers (id, tenant_id, email, status, attributes, created_at) OVERRIDING SYSTEM VALUE
+         VALUES (42, 1, 'back42@example.com', 'active', '{"back": true}', '2026-11-21 16:00:00.123456+00')`,
+    );
+    // The composite key: a column, then the key itself (the row moves), then after the move.
+    await step(
+      moves,
+      MEMBERSHIP('user7@x.example'),
+      `UPDATE memberships SET role = 'admin' WHERE tenant_id = 2 AND email = 'user7@x.example'`,
+    );
+    await step(
+      moves,
+      MEMBERSHIP('renamed,7@x.example'),
+      `UPDATE memberships SET email = 'renamed,7@x.example', note = 'moved' WHERE tenant_id = 2 AND email = 'user7@x.example'`,
+    );
+    await step(
+      moves,
+      MEMBERSHIP('renamed,7@x.example'),
+      `UPDATE memberships SET note = E'after\\tthe move' WHERE tenant_id = 2 AND email = 'renamed,7@x.example'`,
+    );
+
+    // Wait until the log holds the last transaction, then stop capture.
+    const last = moves[moves.length - 1]!.xid;
+    const log = new ChangeLog(openStorage(path.join(dir, 'repo')), target);
+    let seen = false;
+    for (let i = 0; i < 100 && !seen; i++) {
+      for await (const t of readTransactions(log)) if (t.xid === last) seen = true;
+      if (!seen) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(seen, stderr).toBe(true);
+    capture.kill('SIGTERM');
+    const code = await new Promise<number | null>((r) => capture!.on('exit', (x) => r(x)));
+    expect(code, stderr).toBe(0);
+    expect(stderr).toContain(`capture ${target} stopped`);
+
+    // Every version of subscribers 42, as the database said after each commit.
+    const r = await cli(['history', 'subscribers', '42', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const versions = JSON.parse(r.stdout) as RowVersion[];
+    const cols = Object.keys(snapshotRow);
+    expect(versions.map((v) => [v.op, v.xid, v.changed, v.row])).toEqual([
+      ['snapshot', null, cols, snapshotRow],
+      ['update', steps[0]!.xid, ['email', 'status'], steps[0]!.row],
+      ['update', steps[1]!.xid, ['attributes'], steps[1]!.row],
+      // The large value was not sent again: carried from the version before.
+      ['update', steps[2]!.xid, ['status'], steps[2]!.row],
+      ['update', steps[3]!.xid, ['attributes'], steps[3]!.row],
+      ['delete', steps[4]!.xid, cols, null],
+      ['insert', steps[5]!.xid, cols, steps[5]!.row],
+    ]);
+    expect(steps[4]!.row).toBeNull();
+    expect(steps[1]!.row!.attributes!.length).toBeGreaterThan(12_800);
+    expect(versions[2]!.old).toEqual({ attributes: snapshotRow.attributes });
+    for (const v of versions.slice(1)) {
+      expect(v.time > before && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(v.time)).toBe(true);
+      expect(v.lsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    }
+    for (let i = 1; i < versions.length; i++) {
+      expect(versions[i]!.time >= versions[i - 1]!.time).toBe(true);
+      if (i > 1) expect(versions[i]!.time < steps[i - 1]!.after).toBe(true);
+    }
+    // The snapshot predates the capture slot: said so on stderr, stdout stays JSON.
+    expect(r.stderr).toContain('was taken before the change log began');
+  });
+
+  it('cuts the list with --since and --until', async () => {
+    const xids = (args: string[]) =>
+      cli(['history', 'subscribers', '42', '--json', ...args]).then((r) => {
+        expect(r.code, r.stderr).toBe(0);
+        return (JSON.parse(r.stdout) as RowVersion[]).map((v) => [v.op, v.xid, v.changed.length]);
+      });
+    // Opens after step 2: the version in effect then (every column), then steps 3 and 4.
+    expect(await xids(['--since', steps[1]!.after, '--until', steps[3]!.after])).toEqual([
+      ['update', steps[1]!.xid, 6],
+      ['update', steps[2]!.xid, 1],
+      ['update', steps[3]!.xid, 1],
+    ]);
+    // After the delete: the row appears again with the insert.
+    expect(await xids(['--since', steps[4]!.after])).toEqual([['insert', steps[5]!.xid, 6]]);
+    // Before the first change: the snapshot's version alone.
+    expect(await xids(['--until', before])).toEqual([['snapshot', null, 6]]);
+    // A window in which the row did not exist.
+    const gone = await cli([
+      'history',
+      'subscribers',
+      '42',
+      '--since',
+      steps[4]!.after,
+      '--until',
+      steps[4]!.after,
+    ]);
+    expect(gone.code).toBe(ExitCode.usage);
+    expect(gone.stderr).toContain(`it was deleted at`);
+    expect(gone.stderr).toContain(`(transaction ${steps[4]!.xid})`);
+  });
+
+  it('follows a composite key through a key change, by position or by name', async () => {
+    const r = await cli(['history', 'memberships', '2,user7@x.example', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const v = JSON.parse(r.stdout) as RowVersion[];
+    expect(v.map((x) => [x.op, x.xid, x.key, x.keyChangedFrom, x.changed, x.row])).toEqual([
+      [
+        'snapshot',
+        null,
+        ['2', 'user7@x.example'],
+        undefined,
+        ['tenant_id', 'email', 'role', 'note'],
+        { tenant_id: '2', email: 'user7@x.example', role: 'member', note: null },
+      ],
+      ['update', moves[0]!.xid, ['2', 'user7@x.example'], undefined, ['role'], moves[0]!.row],
+      [
+        'update',
+        moves[1]!.xid,
+        ['2', 'renamed,7@x.example'],
+        ['2', 'user7@x.example'],
+        ['email', 'note'],
+        moves[1]!.row,
+      ],
+      ['update', moves[2]!.xid, ['2', 'renamed,7@x.example'], undefined, ['note'], moves[2]!.row],
+    ]);
+    expect(r.stderr).toContain('the history follows the row');
+    // The new key (a comma inside a value: by name) starts where the row moved in.
+    const named = await cli([
+      'history',
+      'public.memberships',
+      '--key',
+      'email=renamed,7@x.example',
+      '--key',
+      'tenant_id=2',
+      '--json',
+    ]);
+    expect(named.code, named.stderr).toBe(0);
+    expect(
+      (JSON.parse(named.stdout) as RowVersion[]).map((x) => [x.op, x.xid, x.keyChangedFrom]),
+    ).toEqual([
+      ['update', moves[1]!.xid, ['2', 'user7@x.example']],
+      ['update', moves[2]!.xid, undefined],
+    ]);
+  });
+
+  it('prints a readable list, reads one chunk for an integer key, and explains mistakes', async () => {
+    const r = await cli(['history', 'subscribers', '42']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^public\.subscribers \(id\) = \(42\), target \w+: 7 versions\n/);
+    const chunks = Number(/read 1 of its (\d+) chunks of the table/.exec(r.stdout)?.[1]);
+    expect(chunks).toBeGreaterThan(1);
+    expect(r.stdout).toContain(`update  xid ${steps[0]!.xid}`);
+    expect(r.stdout).toMatch(/\n {4}email +user42@tenant-1\.example → new42@example\.com\n/);
+    expect(r.stdout).toMatch(/\n {4}status +unsubscribed → bounced\n/);
+    expect(r.stdout).toContain(`    attributes  {"back": true}\n`);
+    expect(r.stdout).toContain(`delete  xid ${steps[4]!.xid}`);
+    expect(r.stdout).toContain('(row deleted)');
+    // A row far into the table: still one chunk.
+    const far = await cli(['history', 'subscribers', '9990']);
+    expect(far.code, far.stderr).toBe(0);
+    expect(far.stdout).toMatch(/1 version\n/);
+    expect(far.stdout).toContain(`read 1 of its ${chunks} chunks`);
+
+    const missing = await cli(['history', 'subscribers', '99999']);
+    expect(missing.code).toBe(ExitCode.usage);
+    expect(missing.stderr).toMatch(
+      /no version of public\.subscribers with key \(99999\) in snapshot \S+ or in the change log after it/,
+    );
+    const count = await cli(['history', 'memberships', '2']);
+    expect(count.code).toBe(ExitCode.usage);
+    expect(count.stderr).toContain('has the key (tenant_id, email): expected 2');
+    const badTime = await cli(['history', 'subscribers', '42', '--since', 'yesterday']);
+    expect(badTime.code).toBe(ExitCode.usage);
+    expect(badTime.stderr).toContain('--since: not a time');
+  });
+
+  it('drops the capture slot', async () => {
+    const r = await cli(['capture', target, '--drop-slot', '--confirm', target]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`dropped replication slot "${slot}"`);
+    expect(
+      await sql(server, db, `SELECT 1 FROM pg_replication_slots WHERE slot_name = '${slot}'`),
+    ).toEqual([]);
+  });
+});
