@@ -567,7 +567,7 @@ describe('rowHistory', () => {
       if (o.key.endsWith('.seg')) await repo.storage.write(o.key, Buffer.from('FBC1\x00{not json'));
     }
     await expect(rowHistory({ repo, table: 't', key: { positional: '200' } })).rejects.toThrow(
-      /the change log of "prod" has a damaged segment/,
+      /change-log segment changes\/prod\/\S+ is damaged/,
     );
   });
 

@@ -895,7 +895,7 @@ export async function rowHistory(o: RowHistoryOptions): Promise<RowHistory> {
   if (tracker !== undefined && base !== undefined && !gapped) await load(base, tracker);
   let crossed = 0;
   const fromLsn = base !== undefined ? base.lsn : logStart;
-  for await (const tx of readable(readTransactions(log, { fromLsn, untilTime: o.until }), info)) {
+  for await (const tx of readTransactions(log, { fromLsn, untilTime: o.until })) {
     while (crossed < later.length && later[crossed]!.lsn <= tx.commitLsn) crossed++;
     tracker?.begin();
     for (const c of tx.changes) {
@@ -949,26 +949,6 @@ export async function rowHistory(o: RowHistoryOptions): Promise<RowHistory> {
     notes,
     versions,
   };
-}
-
-/**
- * The log's transactions, with a segment that does not decode or parse
- * reported as damaged data (exit 8), not as a bug.
- */
-async function* readable(
-  transactions: AsyncGenerator<Transaction>,
-  info: CaptureInfo,
-): AsyncGenerator<Transaction> {
-  try {
-    yield* transactions;
-  } catch (err) {
-    if (!(err instanceof ChunkFormatError || err instanceof SyntaxError)) throw err;
-    throw new DamagedError(
-      'history.log',
-      `the change log of "${info.target}" has a damaged segment: ${err.message}`,
-      { hint: 'run `flashback check` to see what else is affected', cause: err },
-    );
-  }
 }
 
 /** The error for a row with no version in the window, saying where Flashback looked. */

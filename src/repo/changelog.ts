@@ -18,9 +18,9 @@
  * Every segment starts self-describing: before a table's first change in a
  * segment, its relation record (columns, key) is repeated.
  */
-import { RepositoryError } from '../errors.js';
+import { DamagedError, RepositoryError } from '../errors.js';
 import { ObjectNotFoundError, type Storage } from '../storage/storage.js';
-import { decodeChunk, encodeChunk } from './codec.js';
+import { ChunkFormatError, decodeChunk, encodeChunk } from './codec.js';
 
 /** A value in a change: text form, null, or 0 for "unchanged TOASTed value, not sent". */
 export type ChangeValue = string | null | 0;
@@ -176,12 +176,30 @@ export class ChangeLog {
 
   /** Reads one segment's records. */
   async readSegment(seg: SegmentInfo): Promise<ChangeRecord[]> {
-    const { content } = await decodeChunk(await this.storage.read(seg.key));
-    const out: ChangeRecord[] = [];
-    for (const line of content.toString('utf8').split('\n')) {
-      if (line !== '') out.push(JSON.parse(line) as ChangeRecord);
+    try {
+      const { content } = await decodeChunk(await this.storage.read(seg.key));
+      const out: ChangeRecord[] = [];
+      for (const line of content.toString('utf8').split('\n')) {
+        if (line !== '') out.push(JSON.parse(line) as ChangeRecord);
+      }
+      return out;
+    } catch (err) {
+      if (
+        err instanceof ChunkFormatError ||
+        err instanceof SyntaxError ||
+        err instanceof ObjectNotFoundError
+      ) {
+        throw new DamagedError(
+          'changelog.damaged',
+          `change-log segment ${seg.key} is ${err instanceof ObjectNotFoundError ? 'missing' : `damaged (${err.message})`}: changes stored in it cannot be read`,
+          {
+            hint: 'restore the object from a copy of the repository; moments after it cannot be rebuilt from this log',
+            cause: err,
+          },
+        );
+      }
+      throw err;
     }
-    return out;
   }
 }
 
