@@ -34,7 +34,6 @@ import {
   type Transaction,
 } from '../repo/changelog.js';
 import { ChunkError, ChunkStore } from '../repo/chunks.js';
-import { ChunkFormatError } from '../repo/codec.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
 import {
