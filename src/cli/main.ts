@@ -22,6 +22,7 @@ import { registerServe } from './commands/serve.js';
 import { registerSnapshots } from './commands/snapshots.js';
 import { registerStatus } from './commands/status.js';
 import { registerTargets } from './commands/targets.js';
+import { registerUndo } from './commands/undo.js';
 import { registerUnlock } from './commands/unlock.js';
 import { registerVerify } from './commands/verify.js';
 import { CliContext, type CliIO, type GlobalOptions, requestInterrupt } from './context.js';
@@ -59,6 +60,7 @@ export function buildProgram(io: CliIO): Command {
   registerSnapshots(program, context);
   registerRestore(program, context);
   registerPrune(program, context);
+  registerUndo(program, context);
   registerUnlock(program, context);
   registerCheck(program, context);
   registerVerify(program, context);

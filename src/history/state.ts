@@ -62,9 +62,16 @@ export interface Overlay {
   readonly transactions: number;
   readonly changes: number;
   /** The last transaction applied (undefined: none in the window). */
-  readonly last:
-    | { readonly xid: number; readonly commitLsn: string; readonly commitTime: string }
-    | undefined;
+  readonly last: TransactionRef | undefined;
+  /** The first transaction after the window, when the log has one (for --before-xid: that transaction). */
+  readonly next: TransactionRef | undefined;
+}
+
+/** A transaction, as overlays name them. */
+export interface TransactionRef {
+  readonly xid: number;
+  readonly commitLsn: string;
+  readonly commitTime: string;
 }
 
 /** What a point-in-time rebuild uses. */
@@ -141,7 +148,20 @@ export async function planPointInTime(
       );
     }
   } else if (point.kind === 'xid') {
-    manifest = joined[joined.length - 1];
+    // The snapshot must be from before the transaction: find where it committed.
+    let commitLsn: bigint | undefined;
+    for await (const tx of readTransactions(log)) {
+      if (tx.xid === point.xid) {
+        commitLsn = tx.commitLsn;
+        break;
+      }
+    }
+    if (commitLsn === undefined) {
+      throw new UsageError(`transaction ${point.xid} is not in the change log of "${target}"`, {
+        hint: 'check the id (txid_current() on the source, or `flashback history`), or choose a time',
+      });
+    }
+    manifest = joined.filter((m) => lsnValue(m.lsn) <= commitLsn!).at(-1);
   } else {
     manifest = candidates[candidates.length - 1];
   }
@@ -171,7 +191,13 @@ export function describePoint(p: PointInTime): string {
  * log does not reach the point (it would silently miss changes) or when a
  * table's columns changed in the window (not supported yet: said, not guessed).
  */
-export async function buildOverlay(plan: PointInTimePlan): Promise<Overlay> {
+export async function buildOverlay(
+  plan: PointInTimePlan,
+  options: {
+    /** Start of the window (a commit LSN); default the snapshot's LSN. */
+    readonly fromLsn?: bigint | undefined;
+  } = {},
+): Promise<Overlay> {
   const { manifest, log, point } = plan;
   const tables = new Map<string, TableOverlay>();
   const byName = new Map(manifest.tables.map((t) => [`${t.schema}.${t.name}`, t]));
@@ -182,7 +208,8 @@ export async function buildOverlay(plan: PointInTimePlan): Promise<Overlay> {
   let changes = 0;
   let last: Overlay['last'];
   let foundXid = false;
-  const fromLsn = lsnValue(manifest.lsn);
+  let next: TransactionRef | undefined;
+  const fromLsn = options.fromLsn ?? lsnValue(manifest.lsn);
   const untilLsn = point.kind === 'lsn' ? lsnValue(point.lsn) : undefined;
   for await (const tx of readTransactions(log, {
     fromLsn,
@@ -192,15 +219,17 @@ export async function buildOverlay(plan: PointInTimePlan): Promise<Overlay> {
       if (lsn > newestLsn) newestLsn = lsn;
       if (at > newestTime) newestTime = at;
     },
-    onPastLimit: (lsn, at) => {
+    onPastLimit: (lsn, at, xid) => {
       if (lsn > newestLsn) newestLsn = lsn;
       if (at > newestTime) newestTime = at;
+      next = { xid, commitLsn: lsnText(lsn), commitTime: at };
     },
   })) {
     if (tx.endLsn > newestLsn) newestLsn = tx.endLsn;
     if (tx.commitTime > newestTime) newestTime = tx.commitTime;
     if (point.kind === 'xid' && tx.xid === point.xid) {
       foundXid = true;
+      next = { xid: tx.xid, commitLsn: lsnText(tx.commitLsn), commitTime: tx.commitTime };
       break;
     }
     for (const c of tx.changes) {
@@ -247,7 +276,7 @@ export async function buildOverlay(plan: PointInTimePlan): Promise<Overlay> {
       { hint: 'choose an earlier position, or make sure capture is running' },
     );
   }
-  return { tables, transactions, changes, last };
+  return { tables, transactions, changes, last, next };
 }
 
 /** Index of each chunk column in the change's (relation) column order; refuses a changed table. */
@@ -277,14 +306,16 @@ function reorder(values: readonly ChangeValue[], map: readonly number[]): Change
   return map.map((j) => values[j] ?? null);
 }
 
-function keyOf(values: readonly ChangeValue[], k: number): string {
+/** The key (COPY text of the first `k` values, tab-joined), as overlays index rows. */
+export function keyOf(values: readonly ChangeValue[], k: number): string {
   return values
     .slice(0, k)
     .map((v) => encodeField(v === 0 ? null : v))
     .join('\t');
 }
 
-function lineOf(values: readonly ChangeValue[]): string {
+/** A row as a COPY text line (without the newline). */
+export function lineOf(values: readonly ChangeValue[]): string {
   return values.map((v) => encodeField(v === 0 ? null : v)).join('\t');
 }
 

@@ -239,7 +239,7 @@ export interface ReadOptions {
    * `untilTime`, with its commit LSN and time: proof that the log reaches
    * beyond the limit.
    */
-  readonly onPastLimit?: ((commitLsn: bigint, commitTime: string) => void) | undefined;
+  readonly onPastLimit?: ((commitLsn: bigint, commitTime: string, xid: number) => void) | undefined;
 }
 
 /**
@@ -288,7 +288,7 @@ export async function* readTransactions(
             (options.untilTime !== undefined && r[3] > options.untilTime) ||
             (options.untilLsn !== undefined && commitLsn >= options.untilLsn)
           ) {
-            options.onPastLimit?.(commitLsn, r[3]);
+            options.onPastLimit?.(commitLsn, r[3], r[1]);
             return;
           }
           open = { xid: r[1], commitLsn, commitTime: r[3], changes: [] };

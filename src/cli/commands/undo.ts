@@ -1,0 +1,199 @@
+/** `flashback undo TARGET --tx XID | --since T1 --until T2`: put back what a transaction or a window changed. */
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { resolveTarget } from '../../config/targets.js';
+import { ExitCode, UsageError } from '../../errors.js';
+import { normaliseTime } from '../../history/state.js';
+import { type ConflictPolicy, type UndoReport, type UndoSelection, undo } from '../../undo/undo.js';
+import type { CliContext } from '../context.js';
+import { table } from './snapshots.js';
+
+interface UndoFlags {
+  tx?: string;
+  since?: string;
+  until?: string;
+  table: string[];
+  where?: string;
+  conflicts: string;
+  apply?: boolean;
+  out?: string;
+  by?: string;
+  order?: string;
+  orderFile?: string;
+  estimate?: boolean;
+  confirm?: string;
+}
+
+export function registerUndo(program: Command, context: (cmd: Command) => CliContext): void {
+  program
+    .command('undo')
+    .description('undo a transaction or a time window, row by row, keeping later writes')
+    .argument('<target>', 'the captured target whose changes to undo (the live database)')
+    .option('--tx <xid>', 'undo this transaction')
+    .option(
+      '--since <time>',
+      'undo every transaction committed after this time (ISO 8601, UTC; or now-10m)',
+    )
+    .option('--until <time>', '… and at or before this one (default: now)')
+    .option(
+      '--table <pattern>',
+      'only this table (repeatable; * and ? allowed)',
+      (v: string, acc: string[]) => [...acc, v],
+      [],
+    )
+    .option('--where <sql>', 'only rows matching this predicate')
+    .option(
+      '--conflicts <policy>',
+      'rows written again since: skip (listed), overwrite, or fail',
+      'skip',
+    )
+    .option('--apply', 'apply it (one transaction, through the guard); without it, a preview')
+    .option('--out <file>', 'write the exact SQL (with the rows) to this file for review')
+    .option('--by <column>', 'tenant by tenant: one transaction per value of this column')
+    .option('--order <values>', 'with --by: these values first, in this order (comma-separated)')
+    .option('--order-file <file>', 'with --by: the order, one value per line')
+    .option('--estimate', 'with --by: rows and expected time per tenant; nothing runs')
+    .option('--confirm <name>', 'the target name, to confirm --apply without a prompt')
+    .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `
+Computed from the change log (\`flashback capture\`) and the rows' history, so
+REPLICA IDENTITY FULL is not needed: deleted rows are re-inserted with their
+last values, updated rows set back (only the columns that changed), inserted
+rows removed, truncated rows put back. A row written again after the changes
+being undone is a conflict: shown with its versions (before, after the bad
+change, now) and skipped unless --conflicts overwrite. Foreign keys are
+satisfied by the order of the work; the plan is tried (and rolled back) even
+in a preview, so a plan that cannot be applied says why before anything is
+written. The apply is an ordinary write: capture records it, and its
+transaction id is printed, so an undo can itself be undone.
+
+Examples:
+  flashback undo prod --since 2026-11-21T14:00:00Z --until 2026-11-21T14:05:00Z --table workflow_steps
+  flashback undo prod --tx 48211 --out undo.sql
+  flashback undo prod --since now-2h --table files --where "kind = 'invoice'" --by tenant_id --order 42,17,9 --apply
+
+Exit codes: 0 done (or previewed); 1 failed or conflicts with --conflicts fail
+(nothing written); 3 usage (no change log, unknown xid, bad window); 4
+refused by the guard; 5 unreachable; 6 no repository.`,
+    )
+    .action(async (ref: string, opts: UndoFlags, self: Command) => {
+      process.exitCode = await runUndo(context(self), ref, opts);
+    });
+}
+
+async function runUndo(ctx: CliContext, ref: string, opts: UndoFlags): Promise<number> {
+  if (!['skip', 'overwrite', 'fail'].includes(opts.conflicts)) {
+    throw new UsageError(`--conflicts: expected skip, overwrite or fail, got "${opts.conflicts}"`);
+  }
+  let selection: UndoSelection;
+  if (opts.tx !== undefined) {
+    if (opts.since !== undefined || opts.until !== undefined)
+      throw new UsageError('give --tx or --since/--until, not both');
+    const xid = Number(opts.tx);
+    if (!Number.isInteger(xid) || xid <= 0)
+      throw new UsageError(`--tx: expected a transaction id, got "${opts.tx}"`);
+    selection = { kind: 'tx', xid };
+  } else if (opts.since !== undefined) {
+    selection = {
+      kind: 'window',
+      since: normaliseTime(opts.since),
+      until: normaliseTime(opts.until ?? 'now'),
+    };
+    if (selection.until <= selection.since) throw new UsageError('--until must be after --since');
+  } else {
+    throw new UsageError('give --tx XID, or --since TIME (and --until TIME)', {
+      hint: '`flashback impact --since … --until … --by …` shows what changed when',
+    });
+  }
+  if (
+    (opts.order !== undefined || opts.orderFile !== undefined || opts.estimate === true) &&
+    opts.by === undefined
+  ) {
+    throw new UsageError('--order, --order-file and --estimate go with --by COLUMN');
+  }
+  const order =
+    opts.orderFile !== undefined
+      ? (await readFile(opts.orderFile, 'utf8'))
+          .split('\n')
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : (opts.order
+          ?.split(',')
+          .map((s) => s.trim())
+          .filter(Boolean) ?? []);
+  const { config } = await ctx.config();
+  const target = resolveTarget(ref, config, ctx.env);
+  const repo = await ctx.repository();
+  const report = await undo({
+    repo,
+    target,
+    selection,
+    tables: opts.table,
+    where: opts.where,
+    conflicts: opts.conflicts as ConflictPolicy,
+    mode: opts.estimate === true ? 'estimate' : opts.apply === true ? 'apply' : 'preview',
+    out: opts.out,
+    by: opts.by,
+    order,
+    confirm: opts.confirm,
+    io: ctx.guardIO,
+    onTenant: (p) => {
+      if (!ctx.json)
+        ctx.err(
+          `undo ${opts.by} = ${p.value ?? 'NULL'}: ${p.rows.toLocaleString('en-US')} row(s) in ${p.seconds?.toFixed(2)} s, transaction ${p.xid} (${p.index}/${p.total})\n`,
+        );
+    },
+  });
+  if (ctx.json) {
+    ctx.printJson(report);
+  } else {
+    ctx.out(format(report));
+  }
+  return report.validation.ok ? ExitCode.ok : ExitCode.failed;
+}
+
+function format(r: UndoReport): string {
+  const n = (v: number) => v.toLocaleString('en-US');
+  let s = `${r.applied ? 'undone' : 'plan'}: undo of ${r.selection} on ${r.target} (rows before it from snapshot ${r.snapshot} and the change log; ${n(r.window.changes)} change(s) in the window)\n`;
+  s += table(
+    ['TABLE', 'REINSERT', 'REVERT', 'DELETE', 'CONFLICTS'],
+    r.tables.map((t) => [t.table, n(t.reinsert), n(t.revert), n(t.delete), n(t.conflicts)]),
+    [1, 2, 3, 4],
+  );
+  if (r.conflicts.length > 0) {
+    s += `\nconflicts (${r.policy === 'skip' ? 'skipped' : r.policy === 'overwrite' ? 'overwritten' : 'refused'}): rows written again after the changes being undone\n`;
+    for (const c of r.conflicts) {
+      s += `  ${c.table} ${c.op}\n    before: ${show(c.before)}\n    after:  ${show(c.after)}\n    now:    ${show(c.now)}\n`;
+    }
+  }
+  if (r.tenants.length > 0 && !r.applied) {
+    s += `\n${table(
+      ['TENANT', 'ROWS', 'EXPECTED'],
+      r.tenants.map((t) => [
+        t.value ?? 'NULL',
+        n(t.rows),
+        `${(t.estimatedSeconds ?? 0).toFixed(1)} s`,
+      ]),
+      [1, 2],
+    )}`;
+  }
+  if (r.out !== undefined) s += `\nthe exact SQL is in ${r.out}\n`;
+  if (r.applied) {
+    s += `applied in ${r.xids.length} transaction(s): ${r.xids.join(', ')} (each can be undone with \`flashback undo ${r.target} --tx XID\`)\n`;
+  } else if (!r.validation.ok) {
+    s += `this plan cannot be applied: ${r.validation.error}\nnothing was written\n`;
+  } else {
+    s +=
+      'preview: the plan applies cleanly (tried and rolled back); nothing was written. Run again with --apply.\n';
+  }
+  return s;
+}
+
+function show(row: Record<string, string | null> | null): string {
+  if (row === null) return '(no row)';
+  return Object.entries(row)
+    .map(([k, v]) => `${k}=${v === null ? 'NULL' : v.length > 40 ? `${v.slice(0, 40)}…` : v}`)
+    .join(' ');
+}

@@ -1,0 +1,688 @@
+/**
+ * `undo`: the inverse of a transaction or of a time window, row by row,
+ * computed from the change log and the rows' history (so REPLICA IDENTITY
+ * FULL is not needed: a deleted row's values come from the snapshot and the
+ * log before it).
+ *
+ * For each table the window touched, with K its changed keys:
+ * - `before`: the rows of K as they were when the window opened (the newest
+ *   snapshot before it, with the log up to then merged in, src/history);
+ * - `after`: the rows of K as the window left them (its net effect).
+ * Both are staged in temporary tables of the live database (streamed with
+ * COPY, never held in memory), and the plan is computed there:
+ * - a key in `before` only was deleted by the window: **reinsert** it;
+ * - a key in `after` only was inserted: **delete** it;
+ * - a key in both whose row differs was updated: **revert** exactly the
+ *   columns that changed, leaving the others as they are now;
+ * - a **conflict** is a row written again after the window: for a reinsert,
+ *   the key exists now; for a delete or revert, the live row is no longer
+ *   the one the window left. `--conflicts skip` (default) leaves them and
+ *   lists them with their three versions; `overwrite` applies anyway; `fail`
+ *   refuses the whole undo.
+ * Reinserts and reverts run parent tables first, deletes children first, so
+ * foreign keys hold; the whole plan runs inside a transaction even in a
+ * preview (then rolled back), so a plan that cannot be applied says why
+ * before anything is written.
+ */
+import { writeFile } from 'node:fs/promises';
+import type { ResolvedTarget } from '../config/targets.js';
+import { OperationError, UsageError } from '../errors.js';
+import { FingerprintStore } from '../guard/fingerprints.js';
+import { type GuardIO, guard } from '../guard/guard.js';
+import {
+  buildOverlay,
+  keyOf,
+  lineOf,
+  type Overlay,
+  type PointInTimePlan,
+  planPointInTime,
+  pointInTimeSource,
+  type TableOverlay,
+} from '../history/state.js';
+import { connect, type PgClient } from '../pg/connect.js';
+import { endOfFields } from '../pg/copy-text.js';
+import type { SchemaModel } from '../pg/schema/model.js';
+import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
+import { lsnText, lsnValue } from '../repo/changelog.js';
+import { ChunkStore } from '../repo/chunks.js';
+import type { Repository } from '../repo/repository.js';
+import type { TableSnapshot } from '../repo/snapshots.js';
+import { copyChunks, type RowBlock, type TableSource } from '../restore/load.js';
+import { orderByForeignKeys, selectTables } from '../restore/plan.js';
+import { columnList } from '../restore/sql.js';
+
+/** What to undo. */
+export type UndoSelection =
+  | { readonly kind: 'tx'; readonly xid: number }
+  /** Every transaction committed after `since` and at or before `until` (ISO, UTC, microseconds). */
+  | { readonly kind: 'window'; readonly since: string; readonly until: string };
+
+export type ConflictPolicy = 'skip' | 'overwrite' | 'fail';
+
+/** How to undo. */
+export interface UndoOptions {
+  readonly repo: Repository;
+  /** The live database the changes were captured from. */
+  readonly target: ResolvedTarget;
+  readonly selection: UndoSelection;
+  /** Only these tables (names or patterns, as restore --table). */
+  readonly tables?: readonly string[] | undefined;
+  /** Only rows matching this predicate (over the row version being put back; for deletes, the inserted row). */
+  readonly where?: string | undefined;
+  readonly conflicts?: ConflictPolicy | undefined;
+  /** preview: plan and validate (rolled back); apply: through the guard; estimate: per tenant. */
+  readonly mode: 'preview' | 'apply' | 'estimate';
+  /** Write the exact SQL (with the staged rows) to this file. */
+  readonly out?: string | undefined;
+  /** Tenant by tenant: the column, and the order (values in text form; the rest follow, ascending). */
+  readonly by?: string | undefined;
+  readonly order?: readonly string[] | undefined;
+  readonly confirm?: string | undefined;
+  readonly io: GuardIO;
+  readonly onTenant?: ((p: TenantProgress) => void) | undefined;
+}
+
+/** One table's plan. */
+export interface UndoTable {
+  readonly table: string;
+  readonly reinsert: number;
+  readonly revert: number;
+  readonly delete: number;
+  readonly conflicts: number;
+}
+
+/** A row written again after the window, with its three versions (column → text). */
+export interface Conflict {
+  readonly table: string;
+  readonly op: 'reinsert' | 'revert' | 'delete';
+  readonly before: Record<string, string | null> | null;
+  readonly after: Record<string, string | null> | null;
+  readonly now: Record<string, string | null> | null;
+}
+
+/** Progress and result of one tenant. */
+export interface TenantProgress {
+  readonly value: string | null;
+  readonly rows: number;
+  readonly index: number;
+  readonly total: number;
+  readonly seconds?: number | undefined;
+  readonly estimatedSeconds?: number | undefined;
+  readonly xid?: number | undefined;
+}
+
+/** The outcome. */
+export interface UndoReport {
+  readonly target: string;
+  readonly selection: string;
+  readonly snapshot: string;
+  readonly window: { readonly transactions: number; readonly changes: number };
+  readonly tables: readonly UndoTable[];
+  readonly conflicts: readonly Conflict[];
+  readonly policy: ConflictPolicy;
+  /** preview: whether the plan applies (it was run and rolled back), or why not. */
+  readonly validation: { readonly ok: boolean; readonly error?: string | undefined };
+  readonly applied: boolean;
+  /** Transactions of the apply: each can itself be undone with `undo --tx`. */
+  readonly xids: readonly number[];
+  readonly tenants: readonly TenantProgress[];
+  readonly out?: string | undefined;
+  readonly seconds: number;
+}
+
+/** Conflicts listed per table (all are counted). */
+const CONFLICT_SAMPLES = 20;
+/** Rows per second assumed for --estimate when no measure exists yet (set-based apply of staged rows). */
+const ESTIMATE_ROWS_PER_SECOND = 20_000;
+
+/** Computes, and unless previewing applies, the undo. */
+export async function undo(o: UndoOptions): Promise<UndoReport> {
+  const started = Date.now();
+  const policy = o.conflicts ?? 'skip';
+  const { pre, preOverlay, window, description } = await readWindow(o);
+  const manifest = pre.manifest;
+  const chosen =
+    o.tables === undefined || o.tables.length === 0
+      ? undefined
+      : new Set(selectTables(manifest, o.tables).map(name));
+  const touched = manifest.tables.filter(
+    (t) => window.tables.has(name(t)) && (chosen === undefined || chosen.has(name(t))),
+  );
+  const keyless = touched.filter((t) => t.key.length === 0);
+  if (keyless.length > 0) {
+    throw new UsageError(
+      `undo of tables without a key is not supported yet: ${keyless.map(name).join(', ')} changed in the window`,
+      {
+        hint: `leave them out with --table (e.g. --table ${touched.find((t) => t.key.length > 0)?.name ?? 'name'})`,
+      },
+    );
+  }
+  const ordered = orderByForeignKeys(touched, manifest.schema);
+  const chunks = new ChunkStore(o.repo.storage);
+  const client = await connect(o.target, { applicationName: 'flashback undo' });
+  try {
+    // Stage in a session of our own; temporary tables live until it ends.
+    const staged: Array<{ t: TableSnapshot; u: string }> = [];
+    for (const [i, t] of ordered.entries()) {
+      staged.push({
+        t,
+        u: await stageTable(client, chunks, t, i, preOverlay, window.tables.get(name(t))!, o.where),
+      });
+    }
+    const tables: UndoTable[] = [];
+    const conflicts: Conflict[] = [];
+    for (const { t, u } of staged) {
+      // Values come back as text (src/pg/connect.ts): compare the flag as text.
+      const q = await client.query<{ op: string; conflict: string; n: string }>(
+        `SELECT "fb op" AS op, "fb conflict"::text AS conflict, count(*)::text AS n FROM ${u} GROUP BY 1, 2`,
+      );
+      const r = { rows: q.rows.map((x) => ({ ...x, conflict: x.conflict === 'true' })) };
+      const count = (op: string, conflict?: boolean) =>
+        r.rows
+          .filter((x) => x.op === op && (conflict === undefined || x.conflict === conflict))
+          .reduce((a, x) => a + Number(x.n), 0);
+      tables.push({
+        table: name(t),
+        reinsert: count('reinsert'),
+        revert: count('revert'),
+        delete: count('delete'),
+        conflicts: r.rows.filter((x) => x.conflict).reduce((a, x) => a + Number(x.n), 0),
+      });
+      conflicts.push(...(await conflictSamples(client, t, u)));
+    }
+    const anyConflict = tables.some((t) => t.conflicts > 0);
+    if (policy === 'fail' && anyConflict) {
+      throw new OperationError(
+        'undo.conflict',
+        `${tables.reduce((a, t) => a + t.conflicts, 0)} row(s) were written again after the changes being undone (${conflicts
+          .slice(0, 3)
+          .map((c) => `${c.table} ${c.op}`)
+          .join(', ')}…): nothing was written`,
+        {
+          hint: 'preview with `--conflicts skip` to see them with their versions; `overwrite` applies anyway',
+        },
+      );
+    }
+    const statements = applyStatements(staged, manifest.schema, policy);
+    const base = {
+      target: o.target.name,
+      selection: description,
+      snapshot: manifest.id,
+      window: { transactions: window.transactions, changes: window.changes },
+      tables,
+      conflicts,
+      policy,
+    };
+    let out: string | undefined;
+    if (o.out !== undefined) {
+      await writeScript(client, o.out, staged, statements, base);
+      out = o.out;
+    }
+    const tenants =
+      o.by === undefined ? undefined : await tenantValues(client, staged, o.by, o.order ?? []);
+    if (o.mode === 'estimate') {
+      return {
+        ...base,
+        validation: { ok: true },
+        applied: false,
+        xids: [],
+        tenants: (
+          tenants ?? [
+            { value: null, rows: tables.reduce((a, t) => a + t.reinsert + t.revert + t.delete, 0) },
+          ]
+        ).map((x, i, all) => ({
+          value: x.value,
+          rows: x.rows,
+          index: i + 1,
+          total: all.length,
+          estimatedSeconds: 0.05 + x.rows / ESTIMATE_ROWS_PER_SECOND,
+        })),
+        ...(out === undefined ? {} : { out }),
+        seconds: (Date.now() - started) / 1000,
+      };
+    }
+    if (o.mode === 'preview') {
+      // Run it and roll back: a plan that cannot be applied says why now.
+      let validation: UndoReport['validation'] = { ok: true };
+      await client.query('BEGIN');
+      try {
+        for (const s of statements) await client.query(s.sql);
+      } catch (err) {
+        validation = { ok: false, error: (err as Error).message };
+      } finally {
+        await client.query('ROLLBACK');
+      }
+      return {
+        ...base,
+        validation,
+        applied: false,
+        xids: [],
+        tenants: [],
+        ...(out === undefined ? {} : { out }),
+        seconds: (Date.now() - started) / 1000,
+      };
+    }
+    const total = tables.reduce(
+      (a, t) => a + t.reinsert + t.revert + t.delete - (policy === 'skip' ? t.conflicts : 0),
+      0,
+    );
+    await guard({
+      target: o.target,
+      action: `undo ${description}: reinsert ${sum(tables, 'reinsert')}, revert ${sum(tables, 'revert')}, delete ${sum(tables, 'delete')} row(s) in ${tables.length} table(s)${anyConflict ? `; ${sum(tables, 'conflicts')} conflict(s) ${policy === 'skip' ? 'skipped' : 'overwritten'}` : ''}${tenants === undefined ? '' : `, tenant by tenant (${tenants.length})`}`,
+      confirm: o.confirm,
+      fingerprints: new FingerprintStore(o.repo),
+      io: o.io,
+      client,
+    });
+    const xids: number[] = [];
+    const done: TenantProgress[] = [];
+    const groups = tenants ?? [{ value: null, rows: total }];
+    for (const [i, g] of groups.entries()) {
+      const t0 = Date.now();
+      await client.query('BEGIN');
+      try {
+        for (const s of statements) {
+          await client.query(
+            tenants === undefined ? s.sql : s.byTenant(o.by!),
+            tenants === undefined ? [] : [g.value],
+          );
+        }
+        xids.push(
+          Number(
+            (await client.query<{ x: string }>('SELECT txid_current()::text AS x')).rows[0]!.x,
+          ),
+        );
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw new OperationError(
+          'undo.apply',
+          `undo failed${tenants === undefined ? '' : ` for ${o.by} = ${g.value} (tenants done before it stay undone)`}: ${(err as Error).message}; this transaction was rolled back`,
+          { cause: err },
+        );
+      }
+      const p: TenantProgress = {
+        value: g.value,
+        rows: g.rows,
+        index: i + 1,
+        total: groups.length,
+        seconds: (Date.now() - t0) / 1000,
+        xid: xids.at(-1),
+      };
+      done.push(p);
+      o.onTenant?.(p);
+    }
+    return {
+      ...base,
+      validation: { ok: true },
+      applied: true,
+      xids,
+      tenants: done,
+      ...(out === undefined ? {} : { out }),
+      seconds: (Date.now() - started) / 1000,
+    };
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+function name(t: { schema: string; name: string }): string {
+  return `${t.schema}.${t.name}`;
+}
+
+function sum(
+  tables: readonly UndoTable[],
+  k: 'reinsert' | 'revert' | 'delete' | 'conflicts',
+): number {
+  return tables.reduce((a, t) => a + t[k], 0);
+}
+
+/** The state before the window and the window's net effect. */
+async function readWindow(o: UndoOptions): Promise<{
+  pre: PointInTimePlan;
+  preOverlay: Overlay;
+  window: Overlay;
+  description: string;
+}> {
+  const sel = o.selection;
+  const pre = await planPointInTime(
+    o.repo,
+    o.target.name,
+    sel.kind === 'tx' ? { kind: 'xid', xid: sel.xid } : { kind: 'time', at: sel.since },
+  );
+  const preOverlay = await buildOverlay(pre);
+  const first = preOverlay.next;
+  if (first === undefined) {
+    throw new UsageError(
+      sel.kind === 'tx'
+        ? `transaction ${sel.xid} is not in the change log of "${o.target.name}"`
+        : `no transaction of "${o.target.name}" committed after ${sel.since} in the change log`,
+      { hint: 'check the window; `flashback impact` shows what changed when' },
+    );
+  }
+  const from = lsnValue(first.commitLsn);
+  const window = await buildOverlay(
+    {
+      ...pre,
+      point:
+        sel.kind === 'tx'
+          ? { kind: 'lsn', lsn: lsnText(from + 1n) }
+          : { kind: 'time', at: sel.until },
+    },
+    { fromLsn: from },
+  );
+  const description =
+    sel.kind === 'tx'
+      ? `transaction ${sel.xid} (committed ${first.commitTime})`
+      : `${window.transactions} transaction(s) committed from ${sel.since} to ${sel.until}`;
+  return { pre, preOverlay, window, description };
+}
+
+/**
+ * Stages one table: the rows of the window's keys before and after it, then
+ * the plan rows (the version to put back, the operation, whether it
+ * conflicts with the live row, and for reverts the columns that changed).
+ * Returns the plan table's name.
+ */
+async function stageTable(
+  client: PgClient,
+  chunks: ChunkStore,
+  t: TableSnapshot,
+  i: number,
+  preOverlay: Overlay,
+  win: TableOverlay,
+  where: string | undefined,
+): Promise<string> {
+  const live = `ONLY ${qualify(t.schema, t.name)}`;
+  const b = `pg_temp.fb_undo_before_${i}`;
+  const a = `pg_temp.fb_undo_after_${i}`;
+  const u = `pg_temp.fb_undo_${i}`;
+  for (const x of [b, a, u]) await client.query(`DROP TABLE IF EXISTS ${x}`);
+  for (const x of [b, a, u])
+    await client.query(
+      `CREATE TEMP TABLE ${x.slice('pg_temp.'.length)} (LIKE ${qualify(t.schema, t.name)})`,
+    );
+  const k = t.key.length;
+  const keys = new Set(win.byKey.keys());
+  // Before: the snapshot with the log up to the window, only the window's keys
+  // (all rows when the window truncated the table: they all come back).
+  const source = pointInTimeSource(chunks, preOverlay);
+  const needBefore = new Map<string, string>(); // rows whose after-version refers to them (unchanged TOAST)
+  for (const [key, v] of win.byKey) if (v !== null && v.includes(0)) needBefore.set(key, '');
+  const filtered: TableSource = {
+    async *blocks(table) {
+      for await (const block of source.blocks(table)) {
+        const kept = filterBlock(block, k, win.truncated ? undefined : keys, needBefore);
+        if (kept.rows > 0) yield kept;
+      }
+    },
+  };
+  await copyChunks(client, filtered, t, b, undefined, 'undo interrupted');
+  // After: the window's net effect (unchanged TOAST values from the before row).
+  const afterLines: string[] = [];
+  for (const [key, v] of win.byKey) {
+    if (v === null) continue;
+    if (!v.includes(0)) {
+      afterLines.push(lineOf(v));
+      continue;
+    }
+    const prev = needBefore.get(key);
+    if (prev === undefined || prev === '') {
+      throw new OperationError(
+        'undo.toast',
+        `row (${key}) of ${name(t)}: an unchanged TOASTed value has no earlier version`,
+      );
+    }
+    const fields = prev.split('\t');
+    afterLines.push(v.map((x, j) => (x === 0 ? fields[j]! : lineOf([x]))).join('\t'));
+  }
+  const afterSource: TableSource = {
+    async *blocks() {
+      for (let j = 0; j < afterLines.length; j += 10_000) {
+        const part = afterLines.slice(j, j + 10_000);
+        yield { content: Buffer.from(`${part.join('\n')}\n`, 'utf8'), rows: part.length };
+      }
+    },
+  };
+  await copyChunks(client, afterSource, t, a, undefined, 'undo interrupted');
+
+  await client.query(
+    `ALTER TABLE ${u} ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean, ADD COLUMN "fb changed" text[]`,
+  );
+  const cols = t.columns.map(quoteIdent).join(', ');
+  const pick = (alias: string) => t.columns.map((c) => `${alias}.${quoteIdent(c)}`).join(', ');
+  const keyEq = (x: string, y: string) =>
+    t.key.map((c) => `${x}.${quoteIdent(c)} = ${y}.${quoteIdent(c)}`).join(' AND ');
+  const same = (x: string, y: string) =>
+    t.columns
+      .map((c) => `${x}.${quoteIdent(c)}::text IS NOT DISTINCT FROM ${y}.${quoteIdent(c)}::text`)
+      .join(' AND ') || 'true';
+  const changed = `array_remove(ARRAY[${t.columns
+    .filter((c) => !t.key.includes(c))
+    .map(
+      (c) =>
+        `CASE WHEN b.${quoteIdent(c)}::text IS DISTINCT FROM a.${quoteIdent(c)}::text THEN ${quoteLiteral(c)} END`,
+    )
+    .join(', ')}]::text[], NULL)`;
+  await client.query(
+    `INSERT INTO ${u} (${cols}, "fb op", "fb conflict")
+       SELECT ${pick('b')}, 'reinsert', EXISTS (SELECT 1 FROM ${live} l WHERE ${keyEq('l', 'b')})
+         FROM ${b} b WHERE NOT EXISTS (SELECT 1 FROM ${a} a WHERE ${keyEq('a', 'b')})`,
+  );
+  await client.query(
+    `INSERT INTO ${u} (${cols}, "fb op", "fb conflict")
+       SELECT ${pick('a')}, 'delete', NOT EXISTS (SELECT 1 FROM ${live} l WHERE ${keyEq('l', 'a')} AND ${same('l', 'a')})
+         FROM ${a} a WHERE NOT EXISTS (SELECT 1 FROM ${b} b WHERE ${keyEq('a', 'b')})`,
+  );
+  await client.query(
+    `INSERT INTO ${u} (${cols}, "fb op", "fb conflict", "fb changed")
+       SELECT ${pick('b')}, 'revert', NOT EXISTS (SELECT 1 FROM ${live} l WHERE ${keyEq('l', 'a')} AND ${same('l', 'a')}), ${changed}
+         FROM ${b} b JOIN ${a} a ON ${keyEq('a', 'b')} WHERE NOT (${same('a', 'b')})`,
+  );
+  if (where !== undefined) {
+    try {
+      await client.query(`DELETE FROM ${u} WHERE NOT coalesce((${where}), false)`);
+    } catch (err) {
+      throw new UsageError(`--where: ${(err as Error).message}`, {
+        hint: `the predicate is evaluated on rows of ${name(t)}: the version being put back (for rows to delete, the row the window inserted)`,
+      });
+    }
+  }
+  return u;
+}
+
+/** Keeps the lines of a block whose key is in `keys` (all when undefined); remembers rows `needed` asks for. */
+function filterBlock(
+  block: RowBlock,
+  k: number,
+  keys: ReadonlySet<string> | undefined,
+  needed: Map<string, string>,
+): RowBlock {
+  const c = block.content;
+  const parts: Buffer[] = [];
+  let rows = 0;
+  let pos = 0;
+  while (pos < c.length) {
+    let nl = c.indexOf(0x0a, pos);
+    if (nl < 0) nl = c.length;
+    const key = c.toString('utf8', pos, endOfFields(c, pos, nl, k));
+    if (keys === undefined || keys.has(key)) {
+      parts.push(c.subarray(pos, nl + 1));
+      rows++;
+      if (needed.has(key)) needed.set(key, c.toString('utf8', pos, nl));
+    }
+    pos = nl + 1;
+  }
+  return { content: Buffer.concat(parts), rows };
+}
+
+/** Up to CONFLICT_SAMPLES conflicts of a table with before, after (the window's result) and now. */
+async function conflictSamples(client: PgClient, t: TableSnapshot, u: string): Promise<Conflict[]> {
+  const keyEq = (x: string, y: string) =>
+    t.key.map((c) => `${x}.${quoteIdent(c)} = ${y}.${quoteIdent(c)}`).join(' AND ');
+  const i = u.slice(u.lastIndexOf('_') + 1);
+  const r = await client.query<{
+    op: Conflict['op'];
+    b: Record<string, unknown> | string | null;
+    a: Record<string, unknown> | string | null;
+    l: Record<string, unknown> | string | null;
+  }>(
+    `SELECT u."fb op" AS op,
+            (SELECT row_to_json(b) FROM pg_temp.fb_undo_before_${i} b WHERE ${keyEq('b', 'u')}) AS b,
+            (SELECT row_to_json(a) FROM pg_temp.fb_undo_after_${i} a WHERE ${keyEq('a', 'u')}) AS a,
+            (SELECT row_to_json(l) FROM ONLY ${qualify(t.schema, t.name)} l WHERE ${keyEq('l', 'u')}) AS l
+       FROM ${u} u WHERE u."fb conflict" LIMIT ${CONFLICT_SAMPLES}`,
+  );
+  const text = (raw: Record<string, unknown> | string | null) => {
+    // json arrives as text (src/pg/connect.ts keeps every value's text form).
+    const row = typeof raw === 'string' ? (JSON.parse(raw) as Record<string, unknown>) : raw;
+    return row === null
+      ? null
+      : Object.fromEntries(
+          t.columns.map((c) => [
+            c,
+            row[c] === null || row[c] === undefined
+              ? null
+              : typeof row[c] === 'string'
+                ? row[c]
+                : JSON.stringify(row[c]),
+          ]),
+        );
+  };
+  return r.rows.map((x) => ({
+    table: name(t),
+    op: x.op,
+    before: text(x.b),
+    after: text(x.a),
+    now: text(x.l),
+  }));
+}
+
+/** A statement of the apply, whole and per tenant ($1 = the tenant's value as text). */
+interface Statement {
+  readonly sql: string;
+  byTenant(column: string): string;
+}
+
+/** The apply, in an order foreign keys accept: reinserts and reverts parents first, deletes children first. */
+function applyStatements(
+  staged: ReadonlyArray<{ t: TableSnapshot; u: string }>,
+  schema: SchemaModel,
+  policy: ConflictPolicy,
+): Statement[] {
+  const out: Statement[] = [];
+  const cond = policy === 'skip' ? ' AND NOT u."fb conflict"' : '';
+  const tenant = (sql: string) => (column: string) =>
+    `${sql} AND u.${quoteIdent(column)}::text IS NOT DISTINCT FROM $1`;
+  for (const { t, u } of staged) {
+    const target = `${qualify(t.schema, t.name)}`;
+    const cols = t.columns.map(quoteIdent).join(', ');
+    const keyEq = (x: string, y: string) =>
+      t.key.map((c) => `${x}.${quoteIdent(c)} = ${y}.${quoteIdent(c)}`).join(' AND ');
+    const always = schema.tables
+      .find((m) => m.schema === t.schema && m.name === t.name)
+      ?.columns.some((c) => c.identity === 'always');
+    const overriding = always === true ? ' OVERRIDING SYSTEM VALUE' : '';
+    const rest = t.columns.filter((c) => !t.key.includes(c));
+    const upsert =
+      policy === 'overwrite' && rest.length > 0
+        ? ` ON CONFLICT (${t.key.map(quoteIdent).join(', ')}) DO UPDATE SET ${rest.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(', ')}`
+        : policy === 'overwrite'
+          ? ' ON CONFLICT DO NOTHING'
+          : '';
+    const reinsert = `INSERT INTO ${target}${columnList(t.columns)}${overriding} SELECT ${cols} FROM ${u} u WHERE u."fb op" = 'reinsert'${cond}`;
+    // The tenant filter must come before ON CONFLICT: build both forms.
+    out.push({
+      sql: `${reinsert}${upsert}`,
+      byTenant: (column) => `${tenant(reinsert)(column)}${upsert}`,
+    });
+    if (rest.length > 0) {
+      const revert = `UPDATE ONLY ${target} l SET ${rest
+        .map(
+          (c) =>
+            `${quoteIdent(c)} = CASE WHEN ${quoteLiteral(c)} = ANY (u."fb changed") THEN u.${quoteIdent(c)} ELSE l.${quoteIdent(c)} END`,
+        )
+        .join(', ')} FROM ${u} u WHERE ${keyEq('l', 'u')} AND u."fb op" = 'revert'${cond}`;
+      out.push({ sql: revert, byTenant: tenant(revert) });
+    }
+  }
+  for (const { t, u } of [...staged].reverse()) {
+    const keyEq = t.key.map((c) => `l.${quoteIdent(c)} = u.${quoteIdent(c)}`).join(' AND ');
+    const del = `DELETE FROM ONLY ${qualify(t.schema, t.name)} l USING ${u} u WHERE ${keyEq} AND u."fb op" = 'delete'${cond}`;
+    out.push({ sql: del, byTenant: tenant(del) });
+  }
+  return out;
+}
+
+/** Tenants (values of `column` in the plan rows), the given order first, then the rest ascending. */
+async function tenantValues(
+  client: PgClient,
+  staged: ReadonlyArray<{ t: TableSnapshot; u: string }>,
+  column: string,
+  order: readonly string[],
+): Promise<Array<{ value: string | null; rows: number }>> {
+  const counts = new Map<string | null, number>();
+  for (const { t, u } of staged) {
+    if (!t.columns.includes(column)) {
+      throw new UsageError(`--by ${column}: table ${name(t)} has no column "${column}"`, {
+        hint: 'undo those tables separately (--table), or choose a column every changed table has',
+      });
+    }
+    const r = await client.query<{ v: string | null; n: string }>(
+      `SELECT ${quoteIdent(column)}::text AS v, count(*)::text AS n FROM ${u} GROUP BY 1`,
+    );
+    for (const x of r.rows) counts.set(x.v, (counts.get(x.v) ?? 0) + Number(x.n));
+  }
+  const out: Array<{ value: string | null; rows: number }> = [];
+  for (const v of order) {
+    if (counts.has(v)) {
+      out.push({ value: v, rows: counts.get(v)! });
+      counts.delete(v);
+    }
+  }
+  const rest = [...counts.entries()].sort(([x], [y]) => compareText(x, y));
+  for (const [value, rows] of rest) out.push({ value, rows });
+  return out;
+}
+
+function compareText(x: string | null, y: string | null): number {
+  if (x === y) return 0;
+  if (x === null) return 1;
+  if (y === null) return -1;
+  if (/^-?\d+$/.test(x) && /^-?\d+$/.test(y)) return BigInt(x) < BigInt(y) ? -1 : 1;
+  return x < y ? -1 : 1;
+}
+
+/**
+ * The exact SQL of the apply as a psql script: the staged plan rows (COPY
+ * data, so the script is self-contained and reviewable), then the statements.
+ */
+async function writeScript(
+  client: PgClient,
+  file: string,
+  staged: ReadonlyArray<{ t: TableSnapshot; u: string }>,
+  statements: readonly Statement[],
+  base: { target: string; selection: string; snapshot: string },
+): Promise<void> {
+  const { to: copyTo } = await import('pg-copy-streams');
+  const parts: string[] = [
+    `-- flashback undo of ${base.selection} on target "${base.target}" (rows before the window from snapshot ${base.snapshot} and the change log)`,
+    '-- Review, then run with: psql --single-transaction -v ON_ERROR_STOP=1 -f THIS_FILE',
+    'BEGIN;',
+  ];
+  for (const { t, u } of staged) {
+    const tmp = u.slice('pg_temp.'.length);
+    parts.push(
+      `CREATE TEMP TABLE ${tmp} (LIKE ${qualify(t.schema, t.name)}) ON COMMIT DROP;`,
+      `ALTER TABLE ${tmp} ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean, ADD COLUMN "fb changed" text[];`,
+      `COPY ${tmp} FROM stdin;`,
+    );
+    const chunks: Buffer[] = [];
+    for await (const b of client.query(copyTo(`COPY ${u} TO STDOUT`)) as AsyncIterable<Buffer>)
+      chunks.push(b);
+    parts.push(`${Buffer.concat(chunks).toString('utf8')}\\.`);
+  }
+  for (const s of statements) parts.push(`${s.sql};`);
+  parts.push('COMMIT;', '');
+  await writeFile(file, parts.join('\n'));
+}
