@@ -32,7 +32,12 @@ import {
 import type { ChunkStore } from '../repo/chunks.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
-import { type SnapshotManifest, SnapshotStore, type TableSnapshot } from '../repo/snapshots.js';
+import {
+  type ChunkRef,
+  type SnapshotManifest,
+  SnapshotStore,
+  type TableSnapshot,
+} from '../repo/snapshots.js';
 import { type RowBlock, snapshotSource, type TableSource } from '../restore/load.js';
 
 /** A moment to rebuild: a time, a WAL position, or just before a transaction. */
@@ -381,8 +386,13 @@ function resolveUnchanged(row: ChangeValue[], prev: ChangeValue[] | undefined): 
 }
 
 /** A restore TableSource: the snapshot's chunks with the overlay applied. */
-export function pointInTimeSource(chunks: ChunkStore, overlay: Overlay): TableSource {
-  const plain = snapshotSource(chunks);
+export function pointInTimeSource(
+  chunks: ChunkStore,
+  overlay: Overlay,
+  /** Only chunks this accepts are read (callers that need some keys only); default all. */
+  include?: (t: TableSnapshot, chunk: ChunkRef) => boolean,
+): TableSource {
+  const plain = snapshotSource(chunks, include);
   return {
     async *blocks(t) {
       const ov = overlay.tables.get(`${t.schema}.${t.name}`);

@@ -6,7 +6,7 @@ import { InterruptedError, OperationError } from '../errors.js';
 import type { PgClient } from '../pg/connect.js';
 import { qualify } from '../pg/schema/quote.js';
 import type { ChunkStore } from '../repo/chunks.js';
-import type { TableSnapshot } from '../repo/snapshots.js';
+import type { ChunkRef, TableSnapshot } from '../repo/snapshots.js';
 import { inFlight } from '../util/workers.js';
 import { columnList } from './sql.js';
 
@@ -26,16 +26,21 @@ export interface TableSource {
 }
 
 /** A snapshot's own rows: its chunks, each fetched (and hash-verified) while the previous one is sent. */
-export function snapshotSource(chunks: ChunkStore): TableSource {
+export function snapshotSource(
+  chunks: ChunkStore,
+  /** Only the chunks this accepts (e.g. those that can hold some keys); default all. */
+  include?: (t: TableSnapshot, chunk: ChunkRef) => boolean,
+): TableSource {
   return {
     async *blocks(t) {
+      const refs = include === undefined ? t.chunks : t.chunks.filter((c) => include(t, c));
       const fetch = (i: number): Promise<Buffer> | undefined =>
-        t.chunks[i] === undefined ? undefined : inFlight(chunks.get(t.chunks[i].id));
+        refs[i] === undefined ? undefined : inFlight(chunks.get(refs[i].id));
       let next = fetch(0);
-      for (let i = 0; i < t.chunks.length; i++) {
+      for (let i = 0; i < refs.length; i++) {
         const content = await next!;
         next = fetch(i + 1);
-        yield { content, rows: t.chunks[i]!.rows };
+        yield { content, rows: refs[i]!.rows };
       }
     },
   };

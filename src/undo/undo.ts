@@ -25,6 +25,7 @@
  * before anything is written.
  */
 import { writeFile } from 'node:fs/promises';
+import { comparatorFor } from '../backup/from-log.js';
 import type { ResolvedTarget } from '../config/targets.js';
 import { OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
@@ -40,13 +41,13 @@ import {
   type TableOverlay,
 } from '../history/state.js';
 import { connect, type PgClient } from '../pg/connect.js';
-import { endOfFields } from '../pg/copy-text.js';
+import { decodeField, endOfFields, splitFields } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
 import { lsnText, lsnValue } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import type { Repository } from '../repo/repository.js';
-import type { TableSnapshot } from '../repo/snapshots.js';
+import type { ChunkRef, TableSnapshot } from '../repo/snapshots.js';
 import { copyChunks, type RowBlock, type TableSource } from '../restore/load.js';
 import { orderByForeignKeys, selectTables } from '../restore/plan.js';
 import { columnList } from '../restore/sql.js';
@@ -166,7 +167,16 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
     for (const [i, t] of ordered.entries()) {
       staged.push({
         t,
-        u: await stageTable(client, chunks, t, i, preOverlay, window.tables.get(name(t))!, o.where),
+        u: await stageTable(
+          client,
+          chunks,
+          t,
+          i,
+          preOverlay,
+          window.tables.get(name(t))!,
+          o.where,
+          manifest.schema,
+        ),
       });
     }
     const tables: UndoTable[] = [];
@@ -392,6 +402,7 @@ async function stageTable(
   preOverlay: Overlay,
   win: TableOverlay,
   where: string | undefined,
+  schema: SchemaModel,
 ): Promise<string> {
   const live = `ONLY ${qualify(t.schema, t.name)}`;
   const b = `pg_temp.fb_undo_before_${i}`;
@@ -406,7 +417,14 @@ async function stageTable(
   const keys = new Set(win.byKey.keys());
   // Before: the snapshot with the log up to the window, only the window's keys
   // (all rows when the window truncated the table: they all come back).
-  const source = pointInTimeSource(chunks, preOverlay);
+  // Only chunks whose key range can hold one of the keys are read (when the
+  // key order can be reproduced; else all): undoing a few rows of a big table
+  // must not read all of it.
+  const source = pointInTimeSource(
+    chunks,
+    preOverlay,
+    win.truncated ? undefined : chunksHolding(schema, t, keys),
+  );
   const needBefore = new Map<string, string>(); // rows whose after-version refers to them (unchanged TOAST)
   for (const [key, v] of win.byKey) if (v !== null && v.includes(0)) needBefore.set(key, '');
   const filtered: TableSource = {
@@ -489,6 +507,35 @@ async function stageTable(
     }
   }
   return u;
+}
+
+/** A chunk filter: true when a chunk's [first, last] key range contains one of `keys`. */
+function chunksHolding(
+  schema: SchemaModel,
+  t: TableSnapshot,
+  keys: ReadonlySet<string>,
+): ((t: TableSnapshot, c: ChunkRef) => boolean) | undefined {
+  let compare: ReturnType<typeof comparatorFor>;
+  try {
+    compare = comparatorFor(schema, t);
+  } catch {
+    return undefined; // an order Flashback does not reproduce: read every chunk
+  }
+  const sorted = [...keys]
+    .map((k) => splitFields(Buffer.from(k, 'utf8')).map(decodeField))
+    .sort(compare);
+  return (_t, c) => {
+    if (c.first === null || c.last === null) return true;
+    // The first key not below the chunk's first key: is it within the chunk?
+    let lo = 0;
+    let hi = sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (compare(sorted[mid]!, c.first) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < sorted.length && compare(sorted[lo]!, c.last) <= 0;
+  };
 }
 
 /** Keeps the lines of a block whose key is in `keys` (all when undefined); remembers rows `needed` asks for. */
