@@ -20,7 +20,7 @@
  *   is idle.
  */
 import type { ResolvedTarget } from '../config/targets.js';
-import { OperationError, UsageError } from '../errors.js';
+import { FlashbackError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, identityRefusal } from '../guard/identity.js';
 import { connect, type PgClient } from '../pg/connect.js';
@@ -179,6 +179,16 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         `${unidentified.length} table(s) have no primary key and no replica identity (${unidentified.slice(0, 5).join(', ')}): UPDATE and DELETE on them fail while the publication exists; set REPLICA IDENTITY FULL`,
       );
     }
+    if (existing?.walStatus === 'lost') {
+      // The server would refuse to stream; say what it means for the log.
+      throw new OperationError(
+        'capture.slot-lost',
+        `replication slot "${slot}" of "${target.name}" has lost WAL it needed (wal_status lost, max_slot_wal_keep_size): changes after what the log holds are gone from the server, and the change log cannot continue without a gap`,
+        {
+          hint: `drop the slot (\`flashback capture ${target.name} --drop-slot\`), then a new change log and a new backup are needed (docs/CAPTURE.md, "Recovery point and slot safety")`,
+        },
+      );
+    }
     const segments = await log.segments();
     const lastSeg = segments[segments.length - 1];
     let seq = (lastSeg?.seq ?? 0) + 1;
@@ -248,7 +258,9 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
     };
     const flush = async (): Promise<void> => {
       if (records.length === 0) return;
-      const key = await log.writeSegment(seq, pendingCommitted, records);
+      const key = await log.writeSegment(seq, pendingCommitted, records).catch((err: unknown) => {
+        throw storeFailed(target.name, repo.storage.location, err);
+      });
       seq++;
       committed = pendingCommitted;
       const now = Date.now();
@@ -375,15 +387,76 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         default:
           break;
       }
-      if (bytes >= maxBytes) await flush();
+      // Checked here too, not only by the timer: while events keep arriving
+      // the read always wins the race against the timer, and nothing would
+      // be stored until the buffer filled.
+      if (bytes >= maxBytes || (records.length > 0 && Date.now() - firstAt >= flushMs)) {
+        await flush();
+      }
     }
     await flush();
     return { ...totals, committed: lsnText(committed) };
+  } catch (err) {
+    throw sourceFailed(target.name, err);
   } finally {
     if (heartbeat !== undefined) clearInterval(heartbeat);
     await stream?.close().catch(() => {});
     await client.end().catch(() => {});
   }
+}
+
+/** Socket errors of a connection that the server or the network dropped. */
+const CONNECTION_ERRNO = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+]);
+
+/**
+ * The source failing under capture's ordinary connection (a server
+ * restarting or shutting down, the network dropping it: a server error with
+ * a SQLSTATE, a reset socket) is an operational failure to retry, not a bug.
+ * Anything else is passed on unchanged.
+ */
+function sourceFailed(target: string, err: unknown): unknown {
+  if (err instanceof FlashbackError || !(err instanceof Error)) return err;
+  const code = (err as { code?: unknown }).code;
+  const fromServer = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
+  const dropped =
+    (typeof code === 'string' && CONNECTION_ERRNO.has(code)) ||
+    /Connection terminated|is not queryable/i.test(err.message);
+  if (!fromServer && !dropped) return err;
+  return new OperationError(
+    'capture.source-failed',
+    `capture of "${target}" failed on the source: ${err.message}`,
+    {
+      hint: 'nothing is lost: once the server is reachable again, capture resumes where the log ends (`flashback serve` retries by itself)',
+      cause: err,
+    },
+  );
+}
+
+/**
+ * A segment that could not be stored (a full, read-only or unmounted
+ * repository) is an operational failure, not a bug: nothing was acknowledged,
+ * so the slot keeps every change and the next capture stores them.
+ */
+function storeFailed(target: string, location: string, err: unknown): FlashbackError {
+  if (err instanceof FlashbackError) return err;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return new OperationError(
+    'capture.store-failed',
+    `cannot store the change log of "${target}" in the repository (${location}): ${err instanceof Error ? err.message : String(err)}; nothing is lost: the replication slot keeps every change not yet stored`,
+    {
+      hint:
+        code === 'ENOSPC' || code === 'EDQUOT'
+          ? 'free space in the repository, then start capture again: it resumes where the log ends'
+          : 'make the repository writable again (mount, permissions, space), then start capture again: it resumes where the log ends',
+      cause: err,
+    },
+  );
 }
 
 /** A tuple as stored: unchanged TOASTed values as 0. */

@@ -15,6 +15,7 @@ import { registerCapture } from './commands/capture.js';
 import { registerCheck } from './commands/check.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerHistory } from './commands/history.js';
+import { registerImpact } from './commands/impact.js';
 import { registerInit } from './commands/init.js';
 import { registerPrune } from './commands/prune.js';
 import { registerRestore } from './commands/restore.js';
@@ -57,6 +58,7 @@ export function buildProgram(io: CliIO): Command {
   registerBackup(program, context);
   registerCapture(program, context);
   registerHistory(program, context);
+  registerImpact(program, context);
   registerSnapshots(program, context);
   registerRestore(program, context);
   registerPrune(program, context);

@@ -5,6 +5,10 @@
 import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
+import { parseSize } from './size.js';
+
+/** Default of `capture.max_retained_wal`: 1 GB. */
+export const DEFAULT_MAX_RETAINED_WAL = 1024 ** 3;
 
 /** Target names: lower-case words, so they can never be mistaken for a URL or a flag. */
 export const TARGET_NAME = /^[a-z][a-z0-9_-]{0,62}$/;
@@ -23,6 +27,19 @@ const duration = z.string().transform((text, ctx) => {
     return z.NEVER;
   }
   return ms;
+});
+
+/** A size such as `512MB` or `2GB` (bytes after parsing; units are powers of 1024). */
+const size = z.string().transform((text, ctx) => {
+  const bytes = parseSize(text);
+  if (bytes === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a size such as 512MB, 2GB or 1.5GB, got "${text}"`,
+    });
+    return z.NEVER;
+  }
+  return bytes;
 });
 
 /** A cron expression: 5 fields (minute hour day month weekday) or 6 (with seconds first). */
@@ -55,6 +72,9 @@ const freshnessSchema = z.strictObject({
   verified_critical: duration.optional(),
   /** How late a scheduled run may be before the scheduler itself is a finding. */
   missed_run_grace: duration.optional(),
+  /** Age of the newest change or heartbeat stored in the change log (targets that have one). */
+  recovery_point_warning: duration.optional(),
+  recovery_point_critical: duration.optional(),
 });
 
 /** Which snapshots `prune` keeps, per target. A snapshot kept by any rule stays. */
@@ -95,6 +115,8 @@ const targetSchema = z
     schedule: scheduleSchema.optional(),
     freshness: freshnessSchema.optional(),
     retention: retentionSchema.optional(),
+    /** `flashback serve` runs a continuous capture of this target (its change log). */
+    capture: z.boolean({ error: 'expected true or false' }).optional(),
   })
   .superRefine((t, ctx) => {
     if (t.url !== undefined) {
@@ -153,6 +175,16 @@ const verifySchema = z.strictObject({
   workers: z.number().int().min(1).max(64).default(2),
 });
 
+/** Safety limits of continuous capture, for every target. */
+const captureSchema = z.strictObject({
+  /**
+   * WAL that Flashback's replication slot may hold back on the server before
+   * `doctor` and `status` warn: a slot nobody reads keeps WAL until the disk
+   * is full.
+   */
+  max_retained_wal: size.default(DEFAULT_MAX_RETAINED_WAL),
+});
+
 const serveSchema = z.strictObject({
   /** host:port for /metrics and /healthz. */
   listen: z
@@ -183,6 +215,7 @@ export const configSchema = z.strictObject({
   freshness: freshnessSchema.default({}),
   retention: retentionSchema.default({}),
   verify: verifySchema.default({ scratch: 'embedded', workers: 2 }),
+  capture: captureSchema.default({ max_retained_wal: DEFAULT_MAX_RETAINED_WAL }),
   alerts: alertsSchema.default({ webhooks: [], attempts: 5, backoff: 2000, timeout: 10_000 }),
   serve: serveSchema.default({
     listen: '127.0.0.1:9187',
@@ -199,15 +232,23 @@ export interface Freshness {
   readonly verifiedWarning: number;
   readonly verifiedCritical: number;
   readonly missedRunGrace: number;
+  readonly recoveryPointWarning: number;
+  readonly recoveryPointCritical: number;
 }
 
-/** Defaults: a daily backup may be an hour late; no verified backup within 26 h is critical. */
+/**
+ * Defaults: a daily backup may be an hour late; no verified backup within
+ * 26 h is critical; a change log more than a minute behind is a warning
+ * (capture stores changes within seconds and a heartbeat every 5 s).
+ */
 export const DEFAULT_FRESHNESS: Freshness = {
   backupWarning: 25 * 3_600_000,
   backupCritical: 49 * 3_600_000,
   verifiedWarning: 25 * 3_600_000,
   verifiedCritical: 26 * 3_600_000,
   missedRunGrace: 30 * 60_000,
+  recoveryPointWarning: 60_000,
+  recoveryPointCritical: 5 * 60_000,
 };
 
 /** A target's thresholds: its own keys, else the file's top-level ones, else the defaults. */
@@ -223,6 +264,14 @@ export function freshnessFor(config: FlashbackConfig, target: string): Freshness
       own.verified_critical ?? top.verified_critical ?? DEFAULT_FRESHNESS.verifiedCritical,
     missedRunGrace:
       own.missed_run_grace ?? top.missed_run_grace ?? DEFAULT_FRESHNESS.missedRunGrace,
+    recoveryPointWarning:
+      own.recovery_point_warning ??
+      top.recovery_point_warning ??
+      DEFAULT_FRESHNESS.recoveryPointWarning,
+    recoveryPointCritical:
+      own.recovery_point_critical ??
+      top.recovery_point_critical ??
+      DEFAULT_FRESHNESS.recoveryPointCritical,
   };
 }
 

@@ -3,7 +3,10 @@
  * (consistent backups, logical decoding, restores by key), each finding with
  * a severity and how to fix it. Findings are plain data; cli/ prints them.
  */
+import { judgeSlot, slotState } from '../capture/slot-health.js';
+import { formatSize } from '../config/size.js';
 import type { PgClient } from '../pg/connect.js';
+import { slotInfo } from '../pg/replication/slot.js';
 import type { ServerInfo } from '../pg/server-info.js';
 
 /** How bad a finding is. `critical`: a capability will not work; `warning`: it works with a gap. */
@@ -32,8 +35,22 @@ export function worstSeverity(findings: readonly Finding[]): Severity {
   return findings.reduce<Severity>((w, f) => (RANK[f.severity] > RANK[w] ? f.severity : w), 'ok');
 }
 
-/** Runs every check against a connected target. */
-export async function runChecks(client: PgClient, server: ServerInfo): Promise<Finding[]> {
+/** What the slot check needs: which slot is Flashback's, and how much WAL it may hold. */
+export interface SlotCheckOptions {
+  /** The target's name, for messages and fixes. */
+  readonly target: string;
+  /** Flashback's slot of this target (`flashback_<scope>`). */
+  readonly slot: string;
+  /** `capture.max_retained_wal`, in bytes. */
+  readonly maxRetainedWal: number;
+}
+
+/** Runs every check against a connected target; the slot check only with `slot`. */
+export async function runChecks(
+  client: PgClient,
+  server: ServerInfo,
+  options: { readonly slot?: SlotCheckOptions | undefined } = {},
+): Promise<Finding[]> {
   const settings = await readSettings(client);
   return [
     checkVersion(server),
@@ -57,7 +74,45 @@ export async function runChecks(client: PgClient, server: ServerInfo): Promise<F
     await checkReplicaIdentity(client),
     await checkUnlogged(client),
     await checkLargeObjects(client),
+    ...(options.slot === undefined ? [] : [await checkCaptureSlot(client, options.slot)]),
   ];
+}
+
+/**
+ * Flashback's own slot: a slot keeps WAL until it is read, so one that no
+ * capture reads, or that has fallen far behind, fills the server's disk; one
+ * whose WAL was removed (wal_status lost) means a gap in the change log.
+ */
+async function checkCaptureSlot(client: PgClient, o: SlotCheckOptions): Promise<Finding> {
+  const info = await slotInfo(client, o.slot);
+  if (info === undefined) {
+    return {
+      check: 'capture-slot',
+      severity: 'ok',
+      summary: `no replication slot "${o.slot}": capture of "${o.target}" has not been started`,
+    };
+  }
+  const state = slotState(info);
+  const problems = judgeSlot(o.target, state, o.maxRetainedWal);
+  const first = problems[0];
+  if (first === undefined) {
+    const held =
+      state.retainedWalBytes === undefined
+        ? ''
+        : `, holds ${formatSize(state.retainedWalBytes)} of WAL`;
+    return {
+      check: 'capture-slot',
+      severity: 'ok',
+      summary: `replication slot "${o.slot}" is read by a running capture${held}`,
+    };
+  }
+  return {
+    check: 'capture-slot',
+    severity: problems.some((p) => p.severity === 'critical') ? 'critical' : 'warning',
+    summary: first.message,
+    ...(problems.length > 1 ? { details: problems.slice(1).map((p) => p.message) } : {}),
+    fix: first.fix,
+  };
 }
 
 interface Settings {

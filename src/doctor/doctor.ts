@@ -1,10 +1,14 @@
 /** Running doctor's checks on one target, including its identity fingerprint. */
+
+import { slotName } from '../capture/capture.js';
+import { DEFAULT_MAX_RETAINED_WAL } from '../config/schema.js';
 import type { ResolvedTarget } from '../config/targets.js';
 import { TargetUnreachableError } from '../errors.js';
 import type { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, type IdentityCheck, identityRefusal } from '../guard/identity.js';
 import { connect, describeConnection } from '../pg/connect.js';
 import { readServerInfo, type ServerInfo } from '../pg/server-info.js';
+import { runScope } from '../repo/runs.js';
 import { type Finding, runChecks, type Severity, worstSeverity } from './checks.js';
 
 /** Doctor's report on one target. */
@@ -20,10 +24,17 @@ export interface DoctorReport {
   readonly unreachable?: TargetUnreachableError | undefined;
 }
 
+/** Options of `diagnose`. */
+export interface DiagnoseOptions {
+  /** `capture.max_retained_wal` in bytes; default 1 GB. */
+  readonly maxRetainedWal?: number | undefined;
+}
+
 /** Connects to a target and runs every check; an unreachable target is a report, not a throw. */
 export async function diagnose(
   target: ResolvedTarget,
   fingerprints: FingerprintStore | undefined,
+  options: DiagnoseOptions = {},
 ): Promise<DoctorReport> {
   const base = { target: target.name, connection: describeConnection(target.connection) };
   let client: Awaited<ReturnType<typeof connect>>;
@@ -42,7 +53,15 @@ export async function diagnose(
   try {
     const server = await readServerInfo(client, target.connection);
     const identity = await checkIdentity(target, server.identity, fingerprints);
-    const findings = [identityFinding(target, identity), ...(await runChecks(client, server))];
+    const slot = {
+      target: target.name,
+      slot: slotName(runScope(target.name)),
+      maxRetainedWal: options.maxRetainedWal ?? DEFAULT_MAX_RETAINED_WAL,
+    };
+    const findings = [
+      identityFinding(target, identity),
+      ...(await runChecks(client, server, { slot })),
+    ];
     return { ...base, server, identity, findings, worst: worstSeverity(findings) };
   } finally {
     await client.end().catch(() => {});

@@ -4,7 +4,7 @@
  * Names follow Prometheus conventions: base units (seconds, bytes), `_total`
  * for counters, one label set per target and job kind.
  */
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry, Summary } from 'prom-client';
 import type { RunRecord } from '../repo/runs.js';
 import type { StatusReport } from './status.js';
 
@@ -91,6 +91,54 @@ export class Metrics {
     labelNames: ['result'],
     registers: [this.registry],
   });
+  /** Per target: Unix ms of the newest change or heartbeat stored (the gauge is its age at scrape time). */
+  private readonly newestStored = new Map<string, number>();
+  private readonly recoveryPoint = new Gauge({
+    name: 'flashback_recovery_point_seconds',
+    help: 'Age of the newest change or heartbeat stored in the change log of a target (the data a restore to now would lose)',
+    labelNames: ['target'],
+    registers: [this.registry],
+    collect: () => this.collectRecoveryPoint(),
+  });
+  private readonly retainedWal = new Gauge({
+    name: 'flashback_slot_retained_wal_bytes',
+    help: "WAL held on the server by Flashback's replication slot of a target",
+    labelNames: ['target'],
+    registers: [this.registry],
+  });
+  private readonly captureTransactions = new Counter({
+    name: 'flashback_capture_transactions_total',
+    help: 'Transactions stored in the change log by the captures of this process',
+    labelNames: ['target'],
+    registers: [this.registry],
+  });
+  private readonly captureChanges = new Counter({
+    name: 'flashback_capture_changes_total',
+    help: 'Row changes (insert, update, delete, truncate) stored by the captures of this process',
+    labelNames: ['target'],
+    registers: [this.registry],
+  });
+  private readonly captureLag = new Summary({
+    name: 'flashback_capture_lag_seconds',
+    help: 'Time from a transaction committing on the source to being stored in the repository, over the last minute',
+    labelNames: ['target'],
+    percentiles: [0.5, 0.99],
+    maxAgeSeconds: 60,
+    ageBuckets: 6,
+    registers: [this.registry],
+  });
+  private readonly captureRunning = new Gauge({
+    name: 'flashback_capture_running',
+    help: 'Whether the capture of a target is streaming (1) or failed and waiting to retry (0)',
+    labelNames: ['target'],
+    registers: [this.registry],
+  });
+  private readonly captureFailures = new Counter({
+    name: 'flashback_capture_failures_total',
+    help: 'Failures of the captures of this process (each is retried with backoff)',
+    labelNames: ['target'],
+    registers: [this.registry],
+  });
 
   /** Sets the gauges from a status evaluation. */
   observeStatus(report: StatusReport): void {
@@ -107,6 +155,55 @@ export class Metrics {
           t.findings.filter((f) => f.severity === severity).length,
         );
       }
+      if (t.changeLog === null) {
+        this.newestStored.delete(target);
+      } else {
+        // The evaluation's age, as a point in time, so the gauge keeps ageing between evaluations.
+        this.noteStored(target, report.at, -t.changeLog.recoveryPointSeconds * 1000);
+      }
+      setOrRemove(this.retainedWal, { target }, t.changeLog?.slot?.retainedWalBytes);
+    }
+  }
+
+  /**
+   * The newest change or heartbeat of `target` now stored: at `at` (ISO)
+   * plus `offsetMs`. Only moves forward (a capture reports as it stores; an
+   * evaluation may have read the repository a moment earlier).
+   */
+  noteStored(target: string, at: string, offsetMs = 0): void {
+    const t = Date.parse(at) + offsetMs;
+    if (!Number.isFinite(t)) return;
+    const before = this.newestStored.get(target);
+    if (before === undefined || t > before) this.newestStored.set(target, t);
+  }
+
+  /** A segment stored by a capture of this process. */
+  observeSegment(
+    target: string,
+    s: {
+      transactions: number;
+      changes: number;
+      lagsMs: readonly number[];
+      newestAt?: string | undefined;
+    },
+  ): void {
+    this.captureTransactions.inc({ target }, s.transactions);
+    this.captureChanges.inc({ target }, s.changes);
+    for (const ms of s.lagsMs) this.captureLag.observe({ target }, Math.max(0, ms) / 1000);
+    if (s.newestAt !== undefined) this.noteStored(target, s.newestAt);
+  }
+
+  /** A capture started streaming, failed (and will be retried), or stopped with the service. */
+  captureState(target: string, state: 'streaming' | 'failed' | 'stopped'): void {
+    this.captureRunning.set({ target }, state === 'streaming' ? 1 : 0);
+    if (state === 'failed') this.captureFailures.inc({ target });
+  }
+
+  private collectRecoveryPoint(): void {
+    this.recoveryPoint.reset();
+    const now = Date.now();
+    for (const [target, at] of this.newestStored) {
+      this.recoveryPoint.set({ target }, Math.max(0, (now - at) / 1000));
     }
   }
 

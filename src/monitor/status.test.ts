@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../config/load.js';
 import type { RunRecord } from '../repo/runs.js';
+import { AlertTracker } from './alerts.js';
+import type { ChangeLogFacts } from './changelog-facts.js';
 import { evaluateStatus, previousDue } from './status.js';
 
 const NOW = new Date('2026-11-21T12:00:00.000Z');
@@ -173,5 +175,143 @@ describe('status evaluation', () => {
     expect(new Date(previousDue('0 2 * * *', NOW.getTime(), 'UTC')!).toISOString()).toBe(
       '2026-11-21T02:00:00.000Z',
     );
+  });
+});
+
+describe('status of a change log', () => {
+  const secondsAgo = (n: number): string => new Date(NOW.getTime() - n * 1000).toISOString();
+  // A fresh, verified backup: only the change log's findings remain.
+  const healthy = {
+    snapshots: [snap('s1', 1)],
+    runs: [run('verify', 0.5, true, { snapshot: 's1' })],
+  };
+  const log = (extra: Partial<ChangeLogFacts> = {}): ChangeLogFacts => ({
+    target: 'prod',
+    created: hoursAgo(3),
+    newestAt: secondsAgo(5),
+    committed: '0/3000060',
+    segments: 12,
+    ...extra,
+  });
+  const slot = (extra: object = {}) => ({
+    slot: 'flashback_prod',
+    active: true,
+    walStatus: 'reserved',
+    retainedWalBytes: 4096,
+    ...extra,
+  });
+  const evaluate = (changeLogs: ChangeLogFacts[], c = config, more: object = {}) =>
+    evaluateStatus({ now: NOW, config: c, ...healthy, changeLogs, ...more }).targets[0]!;
+
+  it('reports the recovery point: ok within a minute, a warning after, critical after 5 minutes', () => {
+    const fresh = evaluate([log()]);
+    expect(fresh.severity).toBe('ok');
+    expect(fresh.changeLog).toEqual({
+      newestAt: secondsAgo(5),
+      recoveryPointSeconds: 5,
+      committed: '0/3000060',
+      slot: null,
+    });
+    const behind = evaluate([log({ newestAt: secondsAgo(90) })]);
+    expect(behind.findings.map((f) => [f.kind, f.severity])).toEqual([
+      ['recovery-point', 'warning'],
+    ]);
+    expect(behind.findings[0]!.message).toContain('is 1m 30s behind');
+    expect(behind.findings[0]!.message).toContain(secondsAgo(90));
+    const stale = evaluate([log({ newestAt: secondsAgo(301) })]);
+    expect(stale.severity).toBe('critical');
+    expect(stale.findings[0]!.message).toContain('critical above 5m');
+  });
+
+  it('measures an empty log from its start, and lists a target that has only a change log', () => {
+    const empty = evaluate([log({ newestAt: undefined, created: secondsAgo(20) })]);
+    expect(empty.findings).toEqual([]);
+    expect(empty.changeLog?.recoveryPointSeconds).toBe(20);
+    expect(empty.changeLog?.newestAt).toBeNull();
+    const stuck = evaluate([log({ newestAt: undefined, created: secondsAgo(400) })]);
+    expect(stuck.findings[0]!.message).toMatch(/^nothing is stored in the change log of "prod"/);
+    expect(stuck.severity).toBe('critical');
+
+    const only = evaluateStatus({ now: NOW, config, snapshots: [], runs: [], changeLogs: [log()] });
+    expect(only.targets.map((t) => t.target)).toEqual(['prod']);
+    // A change log without any snapshot restores nothing.
+    expect(only.targets[0]!.findings.map((f) => f.kind)).toEqual(['no-backup']);
+  });
+
+  it('takes the recovery point thresholds from the config, per target over top level', () => {
+    const c = parseConfig(
+      'freshness:\n  recovery_point_warning: 10s\n  recovery_point_critical: 20s\ntargets:\n  prod:\n    database: app\n    freshness:\n      recovery_point_critical: 2m\n',
+      undefined,
+    );
+    const t = evaluate([log({ newestAt: secondsAgo(30) })], c);
+    expect(t.thresholds.recoveryPointWarning).toBe(10_000);
+    expect(t.thresholds.recoveryPointCritical).toBe(120_000);
+    expect(t.findings.map((f) => [f.kind, f.severity])).toEqual([['recovery-point', 'warning']]);
+  });
+
+  it('judges the replication slot: healthy, gone, lost WAL, too much WAL, not read, not checkable', () => {
+    const kinds = (s: ChangeLogFacts['slot'], c = config) =>
+      evaluate([log({ slot: s })], c).findings.map((f) => [f.kind, f.severity]);
+    expect(kinds(slot())).toEqual([]);
+    expect(evaluate([log({ slot: slot() })]).changeLog?.slot).toMatchObject({ active: true });
+    expect(kinds({ missing: true })).toEqual([['slot-missing', 'critical']]);
+    expect(kinds(slot({ walStatus: 'lost', retainedWalBytes: undefined }))).toEqual([
+      ['slot-lost', 'critical'],
+    ]);
+    expect(kinds(slot({ walStatus: 'unreserved' }))).toEqual([['slot-lost', 'warning']]);
+    // Default limit 1 GB (1024^3 bytes).
+    expect(kinds(slot({ retainedWalBytes: 1024 ** 3 }))).toEqual([]);
+    expect(kinds(slot({ retainedWalBytes: 1024 ** 3 + 1 }))).toEqual([['slot-wal', 'warning']]);
+    const small = parseConfig(
+      'capture:\n  max_retained_wal: 1MB\ntargets:\n  prod:\n    database: app\n',
+      undefined,
+    );
+    expect(kinds(slot({ retainedWalBytes: 2 * 1024 * 1024 }), small)).toEqual([
+      ['slot-wal', 'warning'],
+    ]);
+    expect(kinds(slot({ active: false }))).toEqual([['slot-inactive', 'warning']]);
+    const inactive = evaluate([log({ slot: slot({ active: false, retainedWalBytes: 5 << 20 }) })]);
+    expect(inactive.findings[0]!.message).toContain(
+      'capture of "prod" is not running: its replication slot "flashback_prod" holds 5.00 MiB of WAL',
+    );
+    expect(kinds({ error: 'connection refused' })).toEqual([['slot-unchecked', 'warning']]);
+  });
+
+  it('a capture failing in serve is a warning, critical once it has failed for longer than recovery_point_critical', () => {
+    const failing = (since: number) =>
+      evaluate([log()], config, {
+        captureFailures: [
+          { target: 'prod', since: secondsAgo(since), failures: 3, message: 'walsender ended' },
+        ],
+      }).findings;
+    expect(failing(10).map((f) => [f.kind, f.severity])).toEqual([['capture-failed', 'warning']]);
+    expect(failing(10)[0]!.message).toContain('failed 3 time(s)');
+    expect(failing(10)[0]!.message).toContain('walsender ended');
+    expect(failing(400).map((f) => f.severity)).toEqual(['critical']);
+    // Nobody reads the slot meanwhile: that is the same news, not a second finding.
+    const idle = evaluate([log({ slot: slot({ active: false }) })], config, {
+      captureFailures: [{ target: 'prod', since: secondsAgo(3), failures: 1, message: 'x' }],
+    });
+    expect(idle.findings.map((f) => f.kind)).toEqual(['capture-failed']);
+  });
+
+  it('alerts a recovery point finding once, again when it becomes critical, and on recovery', () => {
+    const tr = new AlertTracker();
+    const at = (newest: number) =>
+      evaluateStatus({
+        now: NOW,
+        config,
+        ...healthy,
+        changeLogs: [log({ newestAt: secondsAgo(newest) })],
+      }).targets;
+    expect(tr.update(at(5), 't0')).toEqual([]);
+    expect(tr.update(at(70), 't1').map((a) => [a.kind, a.severity])).toEqual([
+      ['recovery-point', 'warning'],
+    ]);
+    expect(tr.update(at(80), 't2')).toEqual([]);
+    expect(tr.update(at(400), 't3').map((a) => [a.kind, a.severity])).toEqual([
+      ['recovery-point', 'critical'],
+    ]);
+    expect(tr.update(at(2), 't4').map((a) => a.event)).toEqual(['recovered']);
   });
 });

@@ -17,14 +17,23 @@
  * - a verification that could not run (warning);
  * - a scheduled job that has run before but not within missed_run_grace of
  *   when it was last due (warning: the scheduler itself has stopped doing
- *   its work).
+ *   its work);
+ * - for a target with a change log: the recovery point (age of the newest
+ *   change or heartbeat stored) older than recovery_point_warning/critical;
+ *   its replication slot gone (critical: capture cannot resume), lost WAL
+ *   (critical), holding more than capture.max_retained_wal or not read by
+ *   any capture (warnings), or not checkable (warning);
+ * - in `serve`: a capture that failed and is being retried (warning,
+ *   critical once failing longer than recovery_point_critical).
  */
 import { CronExpressionParser } from 'cron-parser';
+import { judgeSlot, type SlotState } from '../capture/slot-health.js';
 import { formatDuration } from '../config/duration.js';
 import { type FlashbackConfig, type Freshness, freshnessFor } from '../config/schema.js';
 import type { Repository } from '../repo/repository.js';
 import { type RunKind, type RunRecord, RunStore } from '../repo/runs.js';
 import { type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
+import { type ChangeLogFacts, readChangeLogFacts } from './changelog-facts.js';
 
 export type Severity = 'ok' | 'warning' | 'critical';
 
@@ -37,7 +46,14 @@ export type FindingKind =
   | 'backup-failed'
   | 'verify-failed'
   | 'verify-error'
-  | 'missed-run';
+  | 'missed-run'
+  | 'recovery-point'
+  | 'slot-missing'
+  | 'slot-lost'
+  | 'slot-wal'
+  | 'slot-inactive'
+  | 'slot-unchecked'
+  | 'capture-failed';
 
 export interface Finding {
   readonly severity: Exclude<Severity, 'ok'>;
@@ -69,6 +85,17 @@ export interface TargetStatus {
   /** Snapshots whose latest verification found differences. */
   readonly failedVerifications: readonly string[];
   readonly snapshots: number;
+  /** The change log, for a target that has one. */
+  readonly changeLog: {
+    /** Source time of the newest change or heartbeat stored (null: nothing stored yet). */
+    readonly newestAt: string | null;
+    /** Its age (from the log's start while nothing is stored): the recovery point. */
+    readonly recoveryPointSeconds: number;
+    /** The log is complete up to this LSN. */
+    readonly committed: string | null;
+    /** The replication slot's state; null when not checked, missing, or not checkable. */
+    readonly slot: SlotState | null;
+  } | null;
   readonly thresholds: Freshness;
   readonly findings: readonly Finding[];
 }
@@ -87,6 +114,21 @@ export interface StatusInput {
   readonly targets?: readonly string[] | undefined;
   readonly snapshots: ReadonlyArray<Pick<SnapshotManifest, 'id' | 'target' | 'startedAt'>>;
   readonly runs: readonly RunRecord[];
+  /** Targets' change logs (read by `readStatus`); targets without one are absent. */
+  readonly changeLogs?: readonly ChangeLogFacts[] | undefined;
+  /** Captures run by `serve` that are failing now (serve alone knows). */
+  readonly captureFailures?: readonly CaptureFailure[] | undefined;
+}
+
+/** A capture in `serve` that failed and is being retried. */
+export interface CaptureFailure {
+  readonly target: string;
+  /** The first failure since capture last stored a segment. */
+  readonly since: string;
+  /** Failures since then. */
+  readonly failures: number;
+  /** The latest failure's message. */
+  readonly message: string;
 }
 
 const RANK: Record<Severity, number> = { ok: 0, warning: 1, critical: 2 };
@@ -100,17 +142,46 @@ export function worst(a: Severity, b: Severity): Severity {
 export async function readStatus(
   repo: Repository,
   config: FlashbackConfig,
-  options: { now?: Date; targets?: readonly string[] | undefined } = {},
+  options: ReadStatusOptions = {},
 ): Promise<StatusReport> {
   const snapshots = await new SnapshotStore(repo.storage).all();
   const runs = await new RunStore(repo.storage).list();
+  // Change logs are kept per target name: look for one of every target known.
+  const candidates = [
+    ...new Set([
+      ...Object.keys(config.targets),
+      ...snapshots.map((s) => s.target),
+      ...runs.flatMap((r) => (r.target === null ? [] : [r.target])),
+      ...(options.targets ?? []),
+    ]),
+  ];
+  const changeLogs = await readChangeLogFacts(repo, config, candidates, {
+    slots: options.slots,
+    env: options.env,
+  });
   return evaluateStatus({
     now: options.now ?? new Date(),
     config,
     targets: options.targets,
     snapshots,
     runs,
+    changeLogs,
+    captureFailures: options.captureFailures,
   });
+}
+
+/** Options for `readStatus`. */
+export interface ReadStatusOptions {
+  readonly now?: Date | undefined;
+  readonly targets?: readonly string[] | undefined;
+  /**
+   * Connect to each target with a change log to check its replication slot
+   * (best effort, 3 s connect timeout). Default false: the repository alone.
+   */
+  readonly slots?: boolean | undefined;
+  /** Environment for target passwords (with `slots`). */
+  readonly env?: NodeJS.ProcessEnv | undefined;
+  readonly captureFailures?: readonly CaptureFailure[] | undefined;
 }
 
 /** Judges every target. Pure. */
@@ -124,6 +195,8 @@ export function evaluateStatus(input: StatusInput): StatusReport {
           .map(([n]) => n),
         ...input.snapshots.map((s) => s.target),
         ...input.runs.flatMap((r) => (r.target === null ? [] : [r.target])),
+        ...(input.changeLogs ?? []).map((c) => c.target),
+        ...(input.captureFailures ?? []).map((c) => c.target),
       ]),
     ].sort();
   const targets = names.map((t) => evaluateTarget(t, input));
@@ -269,6 +342,68 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
     }
   }
 
+  // The change log: how far behind it is, and whether its slot is safe.
+  const log = input.changeLogs?.find((c) => c.target === target);
+  const failing = input.captureFailures?.find((c) => c.target === target);
+  let changeLog: TargetStatus['changeLog'] = null;
+  if (log !== undefined) {
+    const a = age(log.newestAt ?? log.created);
+    const level =
+      a > th.recoveryPointCritical
+        ? 'critical'
+        : a > th.recoveryPointWarning
+          ? 'warning'
+          : undefined;
+    if (level !== undefined) {
+      const limit = formatDuration(
+        level === 'critical' ? th.recoveryPointCritical : th.recoveryPointWarning,
+      );
+      add(
+        level,
+        'recovery-point',
+        log.newestAt === undefined
+          ? `nothing is stored in the change log of "${target}" since it began at ${log.created}, ${formatDuration(a)} ago (${level} above ${limit}): is capture running?`
+          : `the change log of "${target}" is ${formatDuration(a)} behind: its newest stored change or heartbeat is from ${log.newestAt} (${level} above ${limit}); is capture running?`,
+      );
+    }
+    const slot = log.slot;
+    let state: SlotState | null = null;
+    if (slot !== undefined && 'missing' in slot) {
+      add(
+        'critical',
+        'slot-missing',
+        `the change log of "${target}" continues from a replication slot that no longer exists on the server: capture cannot resume, and changes after ${log.committed ?? 'its start'} are not in the log; start a new change log and take a new backup`,
+      );
+    } else if (slot !== undefined && 'error' in slot) {
+      add(
+        'warning',
+        'slot-unchecked',
+        `could not check the replication slot of "${target}": ${slot.error}`,
+      );
+    } else if (slot !== undefined) {
+      state = slot;
+      for (const p of judgeSlot(target, slot, input.config.capture.max_retained_wal)) {
+        // While serve retries a failed capture, capture-failed says why nobody reads the slot.
+        if (p.kind === 'slot-inactive' && failing !== undefined) continue;
+        add(p.severity, p.kind, `${p.message}; ${p.fix}`);
+      }
+    }
+    changeLog = {
+      newestAt: log.newestAt ?? null,
+      recoveryPointSeconds: Math.round(a / 1000),
+      committed: log.committed ?? null,
+      slot: state,
+    };
+  }
+  if (failing !== undefined) {
+    const a = age(failing.since);
+    add(
+      a > th.recoveryPointCritical ? 'critical' : 'warning',
+      'capture-failed',
+      `capture of "${target}" failed ${failing.failures} time(s) since ${failing.since} and is being retried: ${failing.message}`,
+    );
+  }
+
   const severity = findings.reduce<Severity>((a, f) => worst(a, f.severity), 'ok');
   return {
     target,
@@ -301,6 +436,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
     backupFailures: failures,
     failedVerifications,
     snapshots: snaps.length,
+    changeLog,
     thresholds: th,
     findings,
   };

@@ -268,12 +268,12 @@ export async function* readTransactions(
     }
     return r;
   };
-  for (const seg of await log.segments()) {
-    if (options.fromLsn !== undefined && seg.committed < options.fromLsn && open === undefined) {
-      // Everything committed in this segment is before the start; only its
-      // relation records could matter, and every segment repeats those.
-      continue;
-    }
+  const segments = await log.segments();
+  const skip = skippable(segments, options.fromLsn);
+  for (const [i, seg] of segments.entries()) {
+    // Everything in a skipped segment belongs to transactions committed before
+    // the start; relation records are repeated in every segment.
+    if (i < skip) continue;
     for (const r of await log.readSegment(seg)) {
       switch (r[0]) {
         case 'R':
@@ -347,4 +347,22 @@ export async function* readTransactions(
       }
     }
   }
+}
+
+/**
+ * How many leading segments hold only transactions committed before
+ * `fromLsn`. Not simply those whose `committed` is below it: a segment can
+ * end inside a transaction that commits later (a large one, or one cut by a
+ * flush), whose Begin must not be skipped. With c the largest `committed`
+ * below `fromLsn`, the segments before the first one whose `committed` is c
+ * are safe: a transaction open at the end of one of them commits, in commit
+ * order, no later than the commits of that first segment, so at or before c.
+ */
+export function skippable(segments: readonly SegmentInfo[], fromLsn: bigint | undefined): number {
+  if (fromLsn === undefined) return 0;
+  let c = -1n;
+  for (const s of segments) if (s.committed < fromLsn && s.committed > c) c = s.committed;
+  if (c < 0n) return 0;
+  const first = segments.findIndex((s) => s.committed === c);
+  return Math.max(first, 0);
 }

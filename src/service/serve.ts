@@ -9,9 +9,13 @@
  * - re-evaluates the status (the same function as `flashback status`) every
  *   `serve.check_interval` and after each job, exposes it as Prometheus
  *   metrics, and sends an alert for every new finding and every recovery;
+ * - runs a continuous capture of every target with `capture: true`, each in
+ *   its own loop beside the job queue, restarted with backoff when it fails
+ *   (capture-loop.ts);
  * - serves GET /metrics and GET /healthz;
  * - on SIGTERM/SIGINT stops the running job cooperatively (a backup commits
- *   nothing and releases its lock), then exits.
+ *   nothing and releases its lock) and every capture (what was received is
+ *   stored first), then exits.
  */
 import { createServer, type Server } from 'node:http';
 import { backup } from '../backup/backup.js';
@@ -26,6 +30,7 @@ import { prune } from '../prune/prune.js';
 import type { Repository } from '../repo/repository.js';
 import { formatBytes } from '../util/format.js';
 import { selectSnapshots, verifyAll } from '../verify/run.js';
+import { CaptureLoop } from './capture-loop.js';
 import type { Logger } from './log.js';
 import { type JobKind, jobName, nextDue, type ScheduledJob, scheduledJobs } from './schedule.js';
 
@@ -75,16 +80,35 @@ export async function serve(options: ServeOptions): Promise<void> {
   const jobs = scheduledJobs(config);
   // Resolve every target now: a typo or a missing password variable fails at start, not at 2 a.m.
   for (const j of jobs) resolveTarget(j.target, config, options.env);
+  const captured = Object.keys(config.targets)
+    .filter((t) => config.targets[t]?.capture === true)
+    .sort()
+    .map((t) => resolveTarget(t, config, options.env));
   const tz = config.serve.timezone;
   const next = new Map<ScheduledJob, Date>(jobs.map((j) => [j, nextDue(j, new Date(), tz)]));
   const queue: ScheduledJob[] = [];
   let running: ScheduledJob | undefined;
   let lastTick = Date.now();
   let lastStatus: StatusReport | undefined;
+  // Captures stop with the service, and also if the loop below ends any other way.
+  const stopCaptures = new AbortController();
+  const onAbort = (): void => stopCaptures.abort();
+  signal.addEventListener('abort', onAbort, { once: true });
+  let captures: CaptureLoop[] = [];
 
-  const evaluate = async (): Promise<void> => {
+  // Evaluations run one at a time (a capture failure asks for one at any moment).
+  let evaluation = Promise.resolve();
+  const evaluate = (): Promise<void> => {
+    evaluation = evaluation.then(evaluateOnce);
+    return evaluation;
+  };
+  const evaluateOnce = async (): Promise<void> => {
     try {
-      lastStatus = await readStatus(repo, config);
+      lastStatus = await readStatus(repo, config, {
+        slots: true,
+        env: options.env,
+        captureFailures: captures.flatMap((c) => c.failure() ?? []),
+      });
       metrics.observeStatus(lastStatus);
       const alerts = tracker.update(lastStatus.targets, lastStatus.at);
       for (const a of alerts) {
@@ -156,6 +180,7 @@ export async function serve(options: ServeOptions): Promise<void> {
           backups: lastStatus?.severity ?? 'unknown',
           running: running === undefined ? null : jobName(running),
           queued: queue.map(jobName),
+          captures: captures.map((c) => c.describe()),
           next: jobs.map((j) => ({ job: jobName(j), at: next.get(j)!.toISOString() })),
         })}\n`,
       };
@@ -168,12 +193,35 @@ export async function serve(options: ServeOptions): Promise<void> {
     {
       listen: address,
       jobs: jobs.map((j) => `${jobName(j)} (${j.cron})`),
+      captures: captured.map((t) => t.name),
       timezone: tz,
       webhooks: sender.configured,
     },
     'flashback serve started',
   );
 
+  // A failure is evaluated (and alerted) at once, not at the next check.
+  const onCaptureEvent = (): void => {
+    if (!stopCaptures.signal.aborted) void evaluate();
+  };
+  captures = captured.map(
+    (target) =>
+      new CaptureLoop({
+        target,
+        repo,
+        signal: stopCaptures.signal,
+        log,
+        metrics,
+        onFailure: onCaptureEvent,
+        onRecovered: onCaptureEvent,
+      }),
+  );
+  // The first status waits (briefly) for the captures to connect: a slot
+  // nobody reads yet is not a finding at start-up.
+  await Promise.race([
+    Promise.all(captures.map((c) => c.settled)),
+    sleep(5000, stopCaptures.signal),
+  ]);
   await evaluate();
   let lastEvaluation = Date.now();
   try {
@@ -208,6 +256,10 @@ export async function serve(options: ServeOptions): Promise<void> {
       await sleep(Math.min(1000, msUntilNext(next)), signal);
     }
   } finally {
+    stopCaptures.abort();
+    signal.removeEventListener('abort', onAbort);
+    await Promise.all(captures.map((c) => c.done));
+    await evaluation;
     await new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeAllConnections();
     log.info({}, 'flashback serve stopped');

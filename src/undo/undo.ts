@@ -32,7 +32,6 @@ import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard } from '../guard/guard.js';
 import {
   buildOverlay,
-  keyOf,
   lineOf,
   type Overlay,
   type PointInTimePlan,
@@ -426,7 +425,7 @@ async function stageTable(
     win.truncated ? undefined : chunksHolding(schema, t, keys),
   );
   const needBefore = new Map<string, string>(); // rows whose after-version refers to them (unchanged TOAST)
-  for (const [key, v] of win.byKey) if (v !== null && v.includes(0)) needBefore.set(key, '');
+  for (const [key, v] of win.byKey) if (v?.includes(0)) needBefore.set(key, '');
   const filtered: TableSource = {
     async *blocks(table) {
       for await (const block of source.blocks(table)) {

@@ -27,7 +27,10 @@ export function registerDoctor(program: Command, context: (cmd: Command) => CliC
       `
 Checks: server version, wal_level, free replication slots and WAL senders,
 REPLICATION and SELECT privileges, tables without a primary key or replica
-identity index, unlogged tables, large objects, and the target's identity.
+identity index, unlogged tables, large objects, the target's identity, and
+Flashback's replication slot (flashback_<target>) if it exists: WAL it lost
+(critical), more WAL held than capture.max_retained_wal (default 1GB), or no
+capture reading it (warnings: a slot nobody reads fills the server's disk).
 
 Exit codes: 0 all ok; 1 warnings; 2 critical findings; 5 unreachable; 3 bad usage.`,
     )
@@ -58,7 +61,9 @@ export async function doctor(ctx: CliContext, ref: string | undefined): Promise<
   }
   const { store, note } = await ctx.fingerprints();
   const reports: DoctorReport[] = [];
-  for (const t of targets) reports.push(await diagnose(t, store));
+  for (const t of targets) {
+    reports.push(await diagnose(t, store, { maxRetainedWal: config.capture.max_retained_wal }));
+  }
   if (ctx.json) {
     ctx.printJson(
       reports.map((r) => ({

@@ -12,7 +12,7 @@ export function registerServe(program: Command, context: (cmd: Command) => CliCo
   program
     .command('serve')
     .description(
-      'run scheduled backups, verifications and pruning; serve /metrics and /healthz; send alerts',
+      'run scheduled backups, verifications and pruning, and continuous captures; serve /metrics and /healthz; send alerts',
     )
     .option(
       '--listen <host:port>',
@@ -35,8 +35,13 @@ command's. The status (as \`flashback status\`) is re-evaluated every
 serve.check_interval and after each job: metrics are updated, and every new
 finding, and every recovery, is sent to the webhooks in alerts.webhooks.
 
+A target with \`capture: true\` is also captured continuously (as
+\`flashback capture\`), beside the jobs; a failed capture is logged, alerted
+(capture-failed) and started again after 1 s, 2 s, 4 s, ... at most 60 s.
+
 SIGTERM or SIGINT stops the running job cleanly (a backup commits nothing
-and releases its lock) and exits 0; a second signal exits at once (130).
+and releases its lock) and every capture (what was received is stored
+first), and exits 0; a second signal exits at once (130).
 
 Exit codes: 0 stopped cleanly; 3 configuration error; 6 no repository.`,
     )

@@ -14,6 +14,10 @@ export function registerStatus(program: Command, context: (cmd: Command) => CliC
     .description('per target: newest and newest verified backup, their ages, failures; exit 0/1/2')
     .option('-t, --target <name>', 'only this target (repeatable)', collect, [])
     .option('--json', 'print JSON')
+    .option(
+      '--repository-only',
+      'judge from the repository alone: do not connect to targets to check their replication slots',
+    )
     .addHelpText(
       'after',
       `
@@ -25,12 +29,21 @@ verification found a difference. A scheduled job that ran before but not
 within missed_run_grace (30m) of when it was last due is a warning: the
 scheduler (\`flashback serve\`) has stopped doing its work.
 
-Targets shown: those with a schedule, snapshots or run records (or --target).
+For a target with a change log (\`flashback capture\`), RECOVERY is the
+recovery point: the age of the newest change or heartbeat stored in the
+repository (warning above 1m, critical above 5m: recovery_point_warning and
+recovery_point_critical). Its replication slot is checked on the server
+(3 s connect timeout; unreachable is a warning): gone or lost WAL is
+critical; more WAL held than capture.max_retained_wal (1GB), or no capture
+reading it, is a warning. --repository-only skips the connection.
+
+Targets shown: those with a schedule, snapshots, run records or a change
+log (or --target).
 
 Exit codes: 0 ok; 1 warning; 2 critical; 3 usage; 6 no repository.`,
     )
-    .action(async (opts: { target: string[] }, self: Command) => {
-      process.exitCode = await status(context(self), opts.target);
+    .action(async (opts: { target: string[]; repositoryOnly?: boolean }, self: Command) => {
+      process.exitCode = await status(context(self), opts.target, opts.repositoryOnly !== true);
     });
 }
 
@@ -38,11 +51,13 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-async function status(ctx: CliContext, only: readonly string[]): Promise<number> {
+async function status(ctx: CliContext, only: readonly string[], slots: boolean): Promise<number> {
   const { config } = await ctx.config();
   const repo = await ctx.repository();
   const report = await readStatus(repo, config, {
     targets: only.length > 0 ? only : undefined,
+    slots,
+    env: ctx.env,
   });
   if (ctx.json) {
     ctx.printJson(report);
@@ -56,7 +71,7 @@ async function status(ctx: CliContext, only: readonly string[]): Promise<number>
   const age = (s: number | undefined): string => (s === undefined ? '-' : formatDuration(s * 1000));
   ctx.out(
     table(
-      ['TARGET', 'NEWEST', 'AGE', 'VERIFIED', 'AGE', 'FAILED', 'STATUS'],
+      ['TARGET', 'NEWEST', 'AGE', 'VERIFIED', 'AGE', 'FAILED', 'RECOVERY', 'STATUS'],
       report.targets.map((t) => [
         t.target,
         t.newest?.id ?? '-',
@@ -64,9 +79,10 @@ async function status(ctx: CliContext, only: readonly string[]): Promise<number>
         t.newestVerified?.id ?? '-',
         age(t.newestVerified?.ageSeconds),
         String(t.backupFailures + t.failedVerifications.length),
+        age(t.changeLog?.recoveryPointSeconds),
         t.severity === 'ok' ? 'ok' : t.severity.toUpperCase(),
       ]),
-      [2, 4, 5],
+      [2, 4, 5, 6],
     ),
   );
   const findings = report.targets.flatMap((t) => t.findings);

@@ -1,0 +1,128 @@
+/**
+ * What `status` needs to know about each target's change log: how old the
+ * newest change or heartbeat durably stored is (the recovery point), and the
+ * state of the replication slot on the server. Read here, judged by the pure
+ * rules in status.ts.
+ *
+ * The repository answers the first; the second needs a connection to the
+ * target, made best effort (short timeout, any failure becomes a fact the
+ * rules turn into a warning, never an exception).
+ */
+import { captureSlotInfo } from '../capture/capture.js';
+import { type SlotState, slotState } from '../capture/slot-health.js';
+import type { FlashbackConfig } from '../config/schema.js';
+import { resolveTarget } from '../config/targets.js';
+import { FlashbackError } from '../errors.js';
+import { connect } from '../pg/connect.js';
+import { ChangeLog, lsnText, type SegmentInfo } from '../repo/changelog.js';
+import type { Repository } from '../repo/repository.js';
+import { runScope } from '../repo/runs.js';
+
+/** The slot as seen from the server: its state, gone, or why it could not be looked at. */
+export type SlotFacts = SlotState | { readonly missing: true } | { readonly error: string };
+
+/** A target's change log, as the status rules see it. */
+export interface ChangeLogFacts {
+  readonly target: string;
+  /** When the log began (`capture.json` `created`). */
+  readonly created: string;
+  /** Source time of the newest heartbeat or commit stored; undefined while nothing is. */
+  readonly newestAt: string | undefined;
+  /** The log is complete up to this LSN (the newest segment's `<committed>`). */
+  readonly committed: string | undefined;
+  readonly segments: number;
+  /** Undefined when the slot was not checked (repository only). */
+  readonly slot?: SlotFacts | undefined;
+}
+
+/** Options for `readChangeLogFacts`. */
+export interface ChangeLogFactsOptions {
+  /** Connect to each target to read its slot; default false (the repository alone). */
+  readonly slots?: boolean | undefined;
+  /** Environment for target passwords; needed with `slots`. */
+  readonly env?: NodeJS.ProcessEnv | undefined;
+  /** Connect timeout per target; default 3 s: status must not hang on one target. */
+  readonly timeoutSeconds?: number | undefined;
+}
+
+/**
+ * The change logs of the named targets (those without one are left out).
+ * Targets are looked up by name, as capture stores them
+ * (`changes/<scope>/capture.json`).
+ */
+export async function readChangeLogFacts(
+  repo: Repository,
+  config: FlashbackConfig,
+  targets: readonly string[],
+  options: ChangeLogFactsOptions = {},
+): Promise<ChangeLogFacts[]> {
+  const found = await Promise.all(
+    targets.map(async (target): Promise<ChangeLogFacts | undefined> => {
+      const log = new ChangeLog(repo.storage, runScope(target));
+      const info = await log.info();
+      if (info === undefined) return undefined;
+      const segments = await log.segments();
+      const newestAt = await newestStoredTime(log, segments);
+      const last = segments.at(-1);
+      const base = {
+        target,
+        created: info.created,
+        newestAt,
+        committed: last === undefined ? undefined : lsnText(last.committed),
+        segments: segments.length,
+      };
+      if (options.slots !== true) return base;
+      return { ...base, slot: await readSlot(target, config, options) };
+    }),
+  );
+  return found.filter((f): f is ChangeLogFacts => f !== undefined);
+}
+
+/**
+ * The source time of the newest heartbeat or commit in the log: the newest
+ * segment that has either decides (a segment can hold only the middle of a
+ * large transaction; then the one before it is read, and so on).
+ */
+export async function newestStoredTime(
+  log: ChangeLog,
+  segments: readonly SegmentInfo[],
+): Promise<string | undefined> {
+  for (let i = segments.length - 1; i >= 0; i--) {
+    let newest: string | undefined;
+    for (const r of await log.readSegment(segments[i]!)) {
+      const at = r[0] === 'H' ? r[2] : r[0] === 'C' ? r[3] : undefined;
+      if (at !== undefined && (newest === undefined || Date.parse(at) > Date.parse(newest))) {
+        newest = at;
+      }
+    }
+    if (newest !== undefined) return newest;
+  }
+  return undefined;
+}
+
+async function readSlot(
+  target: string,
+  config: FlashbackConfig,
+  options: ChangeLogFactsOptions,
+): Promise<SlotFacts> {
+  if (config.targets[target] === undefined) {
+    return { error: `"${target}" is not a target in the configuration file` };
+  }
+  try {
+    const resolved = resolveTarget(target, config, options.env ?? {});
+    const client = await connect(resolved, {
+      timeoutSeconds: options.timeoutSeconds ?? 3,
+      applicationName: 'flashback status',
+    });
+    try {
+      const info = await captureSlotInfo(client, runScope(target));
+      return info === undefined ? { missing: true } : slotState(info);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  } catch (err) {
+    return {
+      error: err instanceof FlashbackError || err instanceof Error ? err.message : String(err),
+    };
+  }
+}

@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import { MemoryStorage } from '../storage/memory.js';
+import { ChangeLog, lsnValue, readTransactions, skippable } from './changelog.js';
+
+const rel = ['R', 1, 'public', 't', 'd', [['id', 23, -1, true]]] as const;
+
+describe('change log reading', () => {
+  it('reads a transaction whose Begin is in a segment before fromLsn and its Commit after', async () => {
+    const log = new ChangeLog(new MemoryStorage(), 'prod');
+    await log.writeSegment(1, lsnValue('0/100'), [
+      rel,
+      ['B', 10, '0/F0', '2026-11-21T10:00:00.000000Z'],
+      ['I', 1, ['1']],
+      ['C', '0/F0', '0/100', '2026-11-21T10:00:00.000000Z'],
+      // A large transaction begins; the segment is cut before it commits.
+      ['B', 11, '0/200', '2026-11-21T10:00:01.000000Z'],
+      ['I', 1, ['2']],
+    ]);
+    await log.writeSegment(2, lsnValue('0/210'), [
+      rel,
+      ['I', 1, ['3']],
+      ['C', '0/200', '0/210', '2026-11-21T10:00:01.000000Z'],
+    ]);
+    const read = async (from?: string) => {
+      const out: Array<[number, string[]]> = [];
+      for await (const tx of readTransactions(
+        log,
+        from === undefined ? {} : { fromLsn: lsnValue(from) },
+      )) {
+        out.push([tx.xid, tx.changes.map((c) => String(c.row?.[0]))]);
+      }
+      return out;
+    };
+    expect(await read()).toEqual([
+      [10, ['1']],
+      [11, ['2', '3']],
+    ]);
+    expect(await read('0/150')).toEqual([[11, ['2', '3']]]);
+  });
+
+  it('skips only segments whose every transaction committed before the start', () => {
+    const seg = (seq: number, committed: number) => ({
+      key: `k${seq}`,
+      seq,
+      committed: BigInt(committed),
+      size: 1,
+    });
+    const segs = [seg(1, 100), seg(2, 100), seg(3, 200), seg(4, 300)];
+    expect(skippable(segs, undefined)).toBe(0);
+    expect(skippable(segs, 50n)).toBe(0);
+    expect(skippable(segs, 150n)).toBe(0); // segment 1 is the first with committed 100: keep from there
+    expect(skippable(segs, 250n)).toBe(2);
+    expect(skippable(segs, 1000n)).toBe(3);
+  });
+});

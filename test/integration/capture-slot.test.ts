@@ -1,0 +1,284 @@
+/**
+ * Slot safety: `doctor` and `status` judge Flashback's replication slot on
+ * the server (read by a running capture; holding more WAL than
+ * capture.max_retained_wal; not read by anyone; WAL lost; gone), `status`
+ * reports the recovery point and survives an unreachable target, and
+ * `capture --drop-slot` removes the slot through the guard.
+ */
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
+import { connectParams } from '../../src/pg/connect.js';
+import { EmbeddedServer } from '../../src/pg/embedded.js';
+import { dropSlot } from '../../src/pg/replication/slot.js';
+import { ChangeLog } from '../../src/repo/changelog.js';
+import { LocalStorage } from '../../src/storage/local.js';
+import { CAPTURE_SCHEMA, CaptureProcess } from '../harness/capture.js';
+import { connectTo, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
+import { TEST_BASE_DIR } from '../harness/servers.js';
+
+const shared = testServers().find((s) => s.major === 17)!;
+
+interface DoctorFinding {
+  check: string;
+  severity: string;
+  summary: string;
+  details?: string[];
+  fix?: string;
+}
+interface StatusTarget {
+  target: string;
+  findings: Array<{ kind: string; severity: string; message: string }>;
+  changeLog: {
+    newestAt: string | null;
+    recoveryPointSeconds: number;
+    slot: { active: boolean; retainedWalBytes: number } | null;
+  } | null;
+}
+
+function slotFinding(stdout: string): DoctorFinding | undefined {
+  const [report] = JSON.parse(stdout) as Array<{ findings: DoctorFinding[] }>;
+  return report!.findings.find((f) => f.check === 'capture-slot');
+}
+
+function statusOf(stdout: string, target = 'prod'): StatusTarget {
+  const r = JSON.parse(stdout) as { targets: StatusTarget[] };
+  return r.targets.find((t) => t.target === target)!;
+}
+
+async function captureBriefly(dir: string, env: Record<string, string>): Promise<void> {
+  const c = new CaptureProcess(dir, env).start();
+  await c.streaming();
+  // Long enough for a heartbeat (1 s) to be stored.
+  await new Promise((r) => setTimeout(r, 1500));
+  const last = await c.stop();
+  expect(last?.code, last?.stderr).toBe(0);
+}
+
+describe('slot safety on the shared PostgreSQL 17', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let db: string;
+  const env = { PW: shared.password };
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir());
+    db = await freshDatabase(shared, 'slot');
+    await sql(shared, db, CAPTURE_SCHEMA);
+    expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `repository: repo
+capture:
+  max_retained_wal: 512kB
+targets:
+  prod:
+    host: ${shared.host}
+    port: ${shared.port}
+    database: ${db}
+    user: postgres
+    password_env: PW
+  gone:
+    host: 127.0.0.1
+    port: 1
+    database: nothing
+    user: postgres
+`,
+    );
+  });
+  afterAll(async () => {
+    const c = await connectTo(shared, db);
+    await dropSlot(c, 'flashback_prod', { waitSeconds: 10 }).catch(() => {});
+    await c.end();
+    await sql(shared, 'postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+    await cleanup();
+  });
+
+  it('doctor and status: ok while capture runs; WAL held and nobody reading are warnings', async () => {
+    const doctorBefore = await runCli(['doctor', 'prod', '--json'], { cwd: dir, env });
+    expect(slotFinding(doctorBefore.stdout)).toMatchObject({
+      severity: 'ok',
+      summary: 'no replication slot "flashback_prod": capture of "prod" has not been started',
+    });
+
+    const capture = new CaptureProcess(dir, env).start();
+    try {
+      await capture.streaming();
+      await new Promise((r) => setTimeout(r, 1500));
+      const d = await runCli(['doctor', 'prod', '--json'], { cwd: dir, env });
+      const f = slotFinding(d.stdout);
+      expect(f?.severity, JSON.stringify(f)).toBe('ok');
+      expect(f?.summary).toMatch(/^replication slot "flashback_prod" is read by a running capture/);
+      const s = await runCli(['status', '--target', 'prod', '--json'], { cwd: dir, env });
+      const t = statusOf(s.stdout);
+      expect(t.changeLog?.slot?.active).toBe(true);
+      expect(t.changeLog!.recoveryPointSeconds).toBeLessThan(5);
+      expect(t.findings.map((x) => x.kind)).toEqual(['no-backup']);
+    } finally {
+      const last = await capture.stop();
+      expect(last?.code, last?.stderr).toBe(0);
+    }
+
+    // Nobody reads the slot now, and the database keeps writing WAL.
+    await sql(
+      shared,
+      db,
+      "INSERT INTO bulk SELECT g, repeat('x', 1000) FROM generate_series(1, 2000) g",
+    );
+    const d = await runCli(['doctor', 'prod', '--json'], { cwd: dir, env });
+    expect(d.code).toBe(ExitCode.failed);
+    const f = slotFinding(d.stdout)!;
+    expect(f.severity).toBe('warning');
+    expect(f.summary).toMatch(
+      /^replication slot "flashback_prod" of "prod" holds \d.* MiB of WAL on the server \(more than capture.max_retained_wal, 512 KiB\)$/,
+    );
+    expect(f.details).toEqual([
+      expect.stringMatching(/^capture of "prod" is not running: its replication slot/),
+    ]);
+    expect(f.fix).toContain('flashback capture prod --drop-slot');
+    const human = await runCli(['doctor', 'prod'], { cwd: dir, env });
+    expect(human.stdout).toMatch(/WARNING\s+capture-slot\s+replication slot "flashback_prod"/);
+
+    const s = await runCli(['status', '--target', 'prod', '--json'], { cwd: dir, env });
+    expect(s.code).toBe(ExitCode.critical); // no backup
+    const t = statusOf(s.stdout);
+    expect(t.findings.map((x) => [x.kind, x.severity])).toEqual([
+      ['no-backup', 'critical'],
+      ['slot-wal', 'warning'],
+      ['slot-inactive', 'warning'],
+    ]);
+    expect(t.changeLog?.slot?.retainedWalBytes).toBeGreaterThan(512 * 1024);
+    // The table shows the recovery point.
+    const h = await runCli(['status', '--target', 'prod'], { cwd: dir, env });
+    expect(h.stdout).toMatch(/RECOVERY/);
+    expect(h.stdout).toContain('warning: capture of "prod" is not running');
+    // The repository alone: no connection, no slot findings.
+    const offline = await runCli(['status', '--target', 'prod', '--json', '--repository-only'], {
+      cwd: dir,
+      env,
+    });
+    expect(statusOf(offline.stdout).findings.map((x) => x.kind)).toEqual(['no-backup']);
+  });
+
+  it('status reports a target it cannot reach as a warning, not a crash', async () => {
+    // A change log of "gone" (its server is down).
+    await new ChangeLog(new LocalStorage(path.join(dir, 'repo')), 'gone').writeInfo({
+      format: 'flashback-capture',
+      version: 1,
+      target: 'gone',
+      slot: 'flashback_gone',
+      publication: 'flashback',
+      systemIdentifier: '1',
+      database: 'nothing',
+      startLsn: '0/1000000',
+      created: new Date(Date.now() - 10 * 60_000).toISOString(),
+    });
+    const started = Date.now();
+    const s = await runCli(['status', '--target', 'gone', '--json'], { cwd: dir, env });
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(s.code, s.stderr).toBe(ExitCode.critical);
+    const t = statusOf(s.stdout, 'gone');
+    const kinds = Object.fromEntries(t.findings.map((f) => [f.kind, f]));
+    expect(kinds['slot-unchecked']?.severity).toBe('warning');
+    expect(kinds['slot-unchecked']?.message).toMatch(
+      /^could not check the replication slot of "gone": /,
+    );
+    // Nothing stored for 10 minutes: the recovery point is critical.
+    expect(kinds['recovery-point']?.severity).toBe('critical');
+    expect(kinds['recovery-point']?.message).toContain('nothing is stored in the change log');
+  });
+
+  it('capture --drop-slot removes the slot only when confirmed; status then says the log cannot continue', async () => {
+    const refused = await runCli(['capture', 'prod', '--drop-slot'], { cwd: dir, env });
+    expect(refused.code, refused.stderr).toBe(ExitCode.refused);
+    expect(refused.stderr).toContain('drop replication slot "flashback_prod"');
+    const slots = async () =>
+      (
+        await sql(
+          shared,
+          db,
+          "SELECT count(*) AS n FROM pg_replication_slots WHERE slot_name = 'flashback_prod'",
+        )
+      )[0]?.n;
+    expect(await slots()).toBe('1');
+
+    const dropped = await runCli(['capture', 'prod', '--drop-slot', '--confirm', 'prod'], {
+      cwd: dir,
+      env,
+    });
+    expect(dropped.code, dropped.stderr).toBe(0);
+    expect(dropped.stdout).toBe('dropped replication slot "flashback_prod"\n');
+    expect(await slots()).toBe('0');
+    const again = await runCli(['capture', 'prod', '--drop-slot', '--confirm', 'prod'], {
+      cwd: dir,
+      env,
+    });
+    expect(again.stdout).toBe('no replication slot "flashback_prod" on the target\n');
+
+    const s = await runCli(['status', '--target', 'prod', '--json'], { cwd: dir, env });
+    const t = statusOf(s.stdout);
+    expect(t.findings.find((f) => f.kind === 'slot-missing')).toMatchObject({
+      severity: 'critical',
+    });
+    // Capture refuses to continue a log whose slot is gone (changes are missing).
+    const resumed = await runCli(['capture', 'prod'], { cwd: dir, env });
+    expect(resumed.code).toBe(ExitCode.failed);
+    expect(resumed.stderr).toContain('no longer exists on the server');
+  });
+});
+
+describe('a slot that lost its WAL (private PostgreSQL 17, max_slot_wal_keep_size 1MB)', () => {
+  it('is critical in doctor and status, and capture fails rather than continue with a gap', async () => {
+    const server = await EmbeddedServer.start({
+      major: 17,
+      baseDir: TEST_BASE_DIR,
+      settings: { fsync: 'off', max_slot_wal_keep_size: '1MB' },
+    });
+    const { dir, cleanup } = await tempDir();
+    const env = { PW: server.password };
+    try {
+      const c = await connectParams('lost', server.connection());
+      await c.query(CAPTURE_SCHEMA);
+      expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `repository: repo\ntargets:\n  prod:\n    host: ${server.host}\n    port: ${server.port}\n    database: postgres\n    user: postgres\n    password_env: PW\n`,
+      );
+      await captureBriefly(dir, env);
+      // More WAL than the slot may keep, then checkpoints: the server removes it.
+      for (let i = 0; i < 4; i++) {
+        await c.query(
+          `INSERT INTO bulk SELECT g, repeat('y', 100) FROM generate_series(${i * 1000 + 1}, ${(i + 1) * 1000}) g`,
+        );
+        await c.query('SELECT pg_switch_wal()');
+      }
+      await c.query('CHECKPOINT');
+      await c.query('CHECKPOINT');
+      const state = await c.query<{ wal_status: string }>(
+        "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'flashback_prod'",
+      );
+      expect(state.rows[0]?.wal_status).toBe('lost');
+
+      const d = await runCli(['doctor', 'prod', '--json'], { cwd: dir, env });
+      expect(d.code).toBe(ExitCode.critical);
+      const f = slotFinding(d.stdout)!;
+      expect(f.severity).toBe('critical');
+      expect(f.summary).toContain('has lost WAL it needed (wal_status lost');
+      expect(f.summary).toContain('the change log has a gap');
+      const s = await runCli(['status', '--target', 'prod', '--json'], { cwd: dir, env });
+      expect(statusOf(s.stdout).findings.find((x) => x.kind === 'slot-lost')?.severity).toBe(
+        'critical',
+      );
+      const resumed = await runCli(['capture', 'prod'], { cwd: dir, env });
+      expect(resumed.code, resumed.stderr).toBe(ExitCode.failed);
+      expect(resumed.stderr).toContain('has lost WAL it needed');
+      expect(resumed.stderr).toContain('--drop-slot');
+      await dropSlot(c, 'flashback_prod');
+      await c.end();
+    } finally {
+      await server.stop();
+      await cleanup();
+    }
+  });
+});
