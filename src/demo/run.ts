@@ -261,11 +261,10 @@ async function main(): Promise<void> {
   say(
     `(app_recovered holds prod as of ${moment.at}: ${then.events.toLocaleString('en-US')} events and every subscriber's status, identical to what was recorded at that moment)`,
   );
-  await application.stop();
-  await live.end();
-  await capturing.stop();
 
-  say('\n--- Incident 1: a backup goes bad on disk, and nobody would have known ---');
+  say(
+    '\n--- Incident 1, the storage side: a backup goes bad on disk, and nobody would have known ---',
+  );
   const damaged = await damageOneChunk(path.join(dir, 'flashback-repo'), 'subscribers');
   say(`(one byte flipped in chunk ${damaged.slice(0, 12)}… of table subscribers)`);
   expectExit(
@@ -275,6 +274,69 @@ async function main(): Promise<void> {
   );
   expectExit('verify', await flashback(dir, env, ['verify', '--latest']), 8);
   expectExit('status', await flashback(dir, env, ['status'], 'exit 2: critical'), 2);
+  await damageOneChunk(path.join(dir, 'flashback-repo'), 'subscribers');
+  say('(the chunk is put back from a copy of the repository)');
+
+  say('\n--- Incident 1 as it happened: a fix runs a DELETE with the wrong predicate ---');
+  const steps = async (): Promise<Map<string, number>> =>
+    new Map(
+      (
+        await live.query<{ t: string; n: string }>(
+          'SELECT tenant_id::text AS t, count(*)::text AS n FROM workflow_steps GROUP BY 1',
+        )
+      ).rows.map((r) => [r.t, Number(r.n)]),
+    );
+  const stepsBefore = await steps();
+  const t1 = (await snapshotOfState(live)).at;
+  // The mistake comes from its own session (the application's connection is busy writing).
+  const fix = await connectParams('demo', server.connection('app'));
+  await fix.query('BEGIN');
+  const badXid = (await fix.query<{ x: string }>('SELECT txid_current()::text AS x')).rows[0]!.x;
+  await fix.query('DELETE FROM workflow_steps WHERE tenant_id % 50 = 7');
+  await fix.query('COMMIT');
+  await fix.end();
+  // The application goes on: a new workflow step for tenant 7 after the mistake.
+  await live.query(
+    'INSERT INTO workflow_steps (tenant_id, workflow_id, subscriber_id, step, updated_at) SELECT 7, w.id, s.id, 1, now() FROM workflows w, subscribers s WHERE w.tenant_id = 7 AND s.tenant_id = 7 AND NOT EXISTS (SELECT 1 FROM workflow_steps x WHERE x.workflow_id = w.id AND x.subscriber_id = s.id) LIMIT 1',
+  );
+  const t2 = (await snapshotOfState(live)).at;
+  await new Promise((r) => setTimeout(r, 1500)); // capture stores it, and a heartbeat past it, within a second or so
+  say(
+    `(transaction ${badXid} deleted the workflow steps of every tenant whose id ends in 7 or 57; one new step arrived since)`,
+  );
+  expectExit(
+    'impact',
+    await flashback(
+      dir,
+      env,
+      ['impact', '--since', t1, '--until', t2, '--by', 'tenant_id', '--table', 'workflow_steps'],
+      'who was hit',
+    ),
+    0,
+  );
+  expectExit(
+    'undo preview',
+    await flashback(dir, env, ['undo', 'prod', '--tx', badXid], 'the plan, tried and rolled back'),
+    0,
+  );
+  expectExit(
+    'undo',
+    await flashback(dir, env, ['undo', 'prod', '--tx', badXid, '--apply', '--confirm', 'prod']),
+    0,
+  );
+  const stepsAfter = await steps();
+  for (const [tenant, n] of stepsBefore) {
+    const want = n + (tenant === '7' ? 1 : 0);
+    if (stepsAfter.get(tenant) !== want) {
+      throw new Error(
+        `demo: tenant ${tenant} has ${stepsAfter.get(tenant)} workflow steps after the undo, expected ${want}`,
+      );
+    }
+  }
+  say('(every deleted step is back, and the step written after the mistake is kept)');
+  await application.stop();
+  await live.end();
+  await capturing.stop();
 
   say(`\nDemo finished in ${elapsed(started)}. Every outcome above was checked.`);
 }

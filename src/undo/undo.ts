@@ -277,7 +277,7 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
     );
     await guard({
       target: o.target,
-      action: `undo ${description}: reinsert ${sum(tables, 'reinsert')}, revert ${sum(tables, 'revert')}, delete ${sum(tables, 'delete')} row(s) in ${tables.length} table(s)${anyConflict ? `; ${sum(tables, 'conflicts')} conflict(s) ${policy === 'skip' ? 'skipped' : 'overwritten'}` : ''}${tenants === undefined ? '' : `, tenant by tenant (${tenants.length})`}`,
+      action: `undo ${description}: reinsert ${fmt(sum(tables, 'reinsert'))}, revert ${fmt(sum(tables, 'revert'))}, delete ${fmt(sum(tables, 'delete'))} row(s) in ${tables.length} table(s)${anyConflict ? `; ${fmt(sum(tables, 'conflicts'))} conflict(s) ${policy === 'skip' ? 'skipped' : 'overwritten'}` : ''}${tenants === undefined ? '' : `, tenant by tenant (${tenants.length})`}`,
       confirm: o.confirm,
       fingerprints: new FingerprintStore(o.repo),
       io: o.io,
@@ -337,6 +337,10 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
 
 function name(t: { schema: string; name: string }): string {
   return `${t.schema}.${t.name}`;
+}
+
+function fmt(n: number): string {
+  return n.toLocaleString('en-US');
 }
 
 function sum(

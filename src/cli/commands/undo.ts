@@ -140,7 +140,7 @@ async function runUndo(ctx: CliContext, ref: string, opts: UndoFlags): Promise<n
     confirm: opts.confirm,
     io: ctx.guardIO,
     onTenant: (p) => {
-      if (!ctx.json)
+      if (!ctx.json && opts.by !== undefined)
         ctx.err(
           `undo ${opts.by} = ${p.value ?? 'NULL'}: ${p.rows.toLocaleString('en-US')} row(s) in ${p.seconds?.toFixed(2)} s, transaction ${p.xid} (${p.index}/${p.total})\n`,
         );
