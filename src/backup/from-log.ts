@@ -20,7 +20,7 @@
  * its column, so a restore can insert; its exact value is the base
  * snapshot's or that, whichever is larger.
  */
-import { InterruptedError, UsageError } from '../errors.js';
+import { InterruptedError, OperationError, UsageError } from '../errors.js';
 import {
   buildOverlay,
   type Overlay,
@@ -329,7 +329,19 @@ async function* mergedLines(
 }
 
 function lineOf(values: readonly ChangeValue[]): string {
-  return values.map((v) => encodeField(v === 0 ? null : v)).join('\t');
+  return values
+    .map((v) => {
+      // 0: a large value the log did not send and nothing here resolved; NULL would be a lie.
+      if (v === 0) {
+        throw new OperationError(
+          'backup.from-log-toast',
+          'a row has an unchanged large (TOASTed) value whose earlier version is in neither the base snapshot nor the log: no snapshot was written',
+          { hint: 'take a direct backup' },
+        );
+      }
+      return encodeField(v);
+    })
+    .join('\t');
 }
 
 function resolveAgainst(values: ChangeValue[], line: Buffer): ChangeValue[] {

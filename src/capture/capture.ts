@@ -286,18 +286,33 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
     };
 
     let pending: Promise<ReplicationEvent | undefined> | undefined;
-    const stop = new Promise<'stop'>((resolve) => {
-      if (signal.aborted) resolve('stop');
-      signal.addEventListener('abort', () => resolve('stop'), { once: true });
-    });
+    // Each wait races a fresh promise that the timer or an abort settles, and
+    // both are removed afterwards: racing one long-lived promise would keep a
+    // reaction (holding each event) per iteration until shutdown.
+    const wake = (ms: number): { promise: Promise<'tick' | 'stop'>; cancel: () => void } => {
+      let done: (v: 'tick' | 'stop') => void = () => {};
+      const promise = new Promise<'tick' | 'stop'>((resolve) => {
+        done = resolve;
+      });
+      const onAbort = (): void => done('stop');
+      const timer = setTimeout(() => done('tick'), ms);
+      timer.unref();
+      if (signal.aborted) done('stop');
+      else signal.addEventListener('abort', onAbort, { once: true });
+      return {
+        promise,
+        cancel: () => {
+          clearTimeout(timer);
+          signal.removeEventListener('abort', onAbort);
+        },
+      };
+    };
     for (;;) {
       const wait = records.length === 0 ? 60_000 : Math.max(0, firstAt + flushMs - Date.now());
       pending ??= stream.read();
-      const ev = await Promise.race([
-        pending,
-        stop,
-        new Promise<'tick'>((resolve) => setTimeout(() => resolve('tick'), wait).unref()),
-      ]);
+      const w = wake(wait);
+      const ev = await Promise.race([pending, w.promise]);
+      w.cancel();
       if (ev === 'stop') break;
       if (ev === 'tick') {
         await flush();

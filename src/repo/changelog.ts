@@ -122,14 +122,23 @@ export class ChangeLog {
 
   /** The capture description, or undefined before the first capture. */
   async info(): Promise<CaptureInfo | undefined> {
+    let info: CaptureInfo;
     try {
-      return JSON.parse(
+      info = JSON.parse(
         (await this.storage.read(`${this.dir}capture.json`)).toString('utf8'),
       ) as CaptureInfo;
     } catch (err) {
       if (err instanceof ObjectNotFoundError) return undefined;
       throw err;
     }
+    if (info.version > 1) {
+      throw new RepositoryError(
+        'version',
+        `the change log of "${this.scope}" has format version ${info.version}; this Flashback reads up to 1`,
+        { hint: 'upgrade Flashback to read it' },
+      );
+    }
+    return info;
   }
 
   /** Writes the capture description (when the slot is created). */

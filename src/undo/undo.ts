@@ -34,12 +34,13 @@ import {
   buildOverlay,
   lineOf,
   type Overlay,
+  type PointInTime,
   type PointInTimePlan,
   planPointInTime,
   pointInTimeSource,
   type TableOverlay,
 } from '../history/state.js';
-import { connect, type PgClient } from '../pg/connect.js';
+import { connect, type PgClient, queryOne } from '../pg/connect.js';
 import { decodeField, endOfFields, splitFields } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
@@ -54,8 +55,11 @@ import { columnList } from '../restore/sql.js';
 /** What to undo. */
 export type UndoSelection =
   | { readonly kind: 'tx'; readonly xid: number }
-  /** Every transaction committed after `since` and at or before `until` (ISO, UTC, microseconds). */
-  | { readonly kind: 'window'; readonly since: string; readonly until: string };
+  /**
+   * Every transaction committed after `since` and at or before `until` (ISO,
+   * UTC, microseconds); without `until`, up to the end of the stored log.
+   */
+  | { readonly kind: 'window'; readonly since: string; readonly until?: string | undefined };
 
 export type ConflictPolicy = 'skip' | 'overwrite' | 'fail';
 
@@ -298,7 +302,9 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
         }
         xids.push(
           Number(
-            (await client.query<{ x: string }>('SELECT txid_current()::text AS x')).rows[0]!.x,
+            // The 32-bit xid, as the change log names transactions (txid_current() adds the epoch).
+            (await client.query<{ x: string }>('SELECT pg_current_xact_id()::xid::text AS x'))
+              .rows[0]!.x,
           ),
         );
         await client.query('COMMIT');
@@ -374,20 +380,19 @@ async function readWindow(o: UndoOptions): Promise<{
     );
   }
   const from = lsnValue(first.commitLsn);
-  const window = await buildOverlay(
-    {
-      ...pre,
-      point:
-        sel.kind === 'tx'
-          ? { kind: 'lsn', lsn: lsnText(from + 1n) }
-          : { kind: 'time', at: sel.until },
-    },
-    { fromLsn: from },
-  );
+  let point: PointInTime;
+  if (sel.kind === 'tx') point = { kind: 'lsn', lsn: lsnText(from + 1n) };
+  else if (sel.until !== undefined) point = { kind: 'time', at: sel.until };
+  else {
+    // Up to the last stored commit (the end LSN of a commit is past its commit LSN).
+    const segs = await pre.log.segments();
+    point = { kind: 'lsn', lsn: lsnText(segs.at(-1)?.committed ?? from + 1n) };
+  }
+  const window = await buildOverlay({ ...pre, point }, { fromLsn: from });
   const description =
     sel.kind === 'tx'
       ? `transaction ${sel.xid} (committed ${first.commitTime})`
-      : `${window.transactions} transaction(s) committed from ${sel.since} to ${sel.until}`;
+      : `${window.transactions} transaction(s) committed from ${sel.since} to ${sel.until ?? `the end of the log (${window.last?.commitTime ?? sel.since})`}`;
   return { pre, preOverlay, window, description };
 }
 
@@ -427,6 +432,7 @@ async function stageTable(
     chunks,
     preOverlay,
     win.truncated ? undefined : chunksHolding(schema, t, keys),
+    win.truncated ? undefined : keys,
   );
   const needBefore = new Map<string, string>(); // rows whose after-version refers to them (unchanged TOAST)
   for (const [key, v] of win.byKey) if (v?.includes(0)) needBefore.set(key, '');
@@ -468,7 +474,7 @@ async function stageTable(
   await copyChunks(client, afterSource, t, a, undefined, 'undo interrupted');
 
   await client.query(
-    `ALTER TABLE ${u} ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean, ADD COLUMN "fb changed" text[]`,
+    `ALTER TABLE ${u} ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean, ADD COLUMN "fb changed" text[], ADD COLUMN "fb after" text[]`,
   );
   const cols = t.columns.map(quoteIdent).join(', ');
   const pick = (alias: string) => t.columns.map((c) => `${alias}.${quoteIdent(c)}`).join(', ');
@@ -490,19 +496,23 @@ async function stageTable(
        SELECT ${pick('b')}, 'reinsert', EXISTS (SELECT 1 FROM ${live} l WHERE ${keyEq('l', 'b')})
          FROM ${b} b WHERE NOT EXISTS (SELECT 1 FROM ${a} a WHERE ${keyEq('a', 'b')})`,
   );
+  // "fb after": the row the window left, as text per column: the apply checks
+  // the live row still is that one (it may have changed since this plan).
+  const afterText = `ARRAY[${t.columns.map((c) => `a.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
   await client.query(
-    `INSERT INTO ${u} (${cols}, "fb op", "fb conflict")
-       SELECT ${pick('a')}, 'delete', NOT EXISTS (SELECT 1 FROM ${live} l WHERE ${keyEq('l', 'a')} AND ${same('l', 'a')})
+    `INSERT INTO ${u} (${cols}, "fb op", "fb conflict", "fb after")
+       SELECT ${pick('a')}, 'delete', NOT EXISTS (SELECT 1 FROM ${live} l WHERE ${keyEq('l', 'a')} AND ${same('l', 'a')}), ${afterText}
          FROM ${a} a WHERE NOT EXISTS (SELECT 1 FROM ${b} b WHERE ${keyEq('a', 'b')})`,
   );
   await client.query(
-    `INSERT INTO ${u} (${cols}, "fb op", "fb conflict", "fb changed")
-       SELECT ${pick('b')}, 'revert', NOT EXISTS (SELECT 1 FROM ${live} l WHERE ${keyEq('l', 'a')} AND ${same('l', 'a')}), ${changed}
+    `INSERT INTO ${u} (${cols}, "fb op", "fb conflict", "fb changed", "fb after")
+       SELECT ${pick('b')}, 'revert', NOT EXISTS (SELECT 1 FROM ${live} l WHERE ${keyEq('l', 'a')} AND ${same('l', 'a')}), ${changed}, ${afterText}
          FROM ${b} b JOIN ${a} a ON ${keyEq('a', 'b')} WHERE NOT (${same('a', 'b')})`,
   );
   if (where !== undefined) {
     try {
-      await client.query(`DELETE FROM ${u} WHERE NOT coalesce((${where}), false)`);
+      // Extended protocol: one statement only, so the predicate cannot carry another.
+      await queryOne(client, `DELETE FROM ${u} WHERE NOT coalesce((${where}), false)`);
     } catch (err) {
       throw new UsageError(`--where: ${(err as Error).message}`, {
         hint: `the predicate is evaluated on rows of ${name(t)}: the version being put back (for rows to delete, the row the window inserted)`,
@@ -622,6 +632,13 @@ function applyStatements(
 ): Statement[] {
   const out: Statement[] = [];
   const cond = policy === 'skip' ? ' AND NOT u."fb conflict"' : '';
+  // Conflicts are found when the plan is made; rows can be written again
+  // between then and the apply (a prompt, earlier tenants). Under skip, each
+  // statement re-checks the live row as it changes it.
+  const liveIs = (t: TableSnapshot) =>
+    policy === 'skip'
+      ? ` AND ARRAY[${t.columns.map((c) => `l.${quoteIdent(c)}::text`).join(', ')}]::text[] IS NOT DISTINCT FROM u."fb after"`
+      : '';
   const tenant = (sql: string) => (column: string) =>
     `${sql} AND u.${quoteIdent(column)}::text IS NOT DISTINCT FROM $1`;
   for (const { t, u } of staged) {
@@ -640,7 +657,11 @@ function applyStatements(
         : policy === 'overwrite'
           ? ' ON CONFLICT DO NOTHING'
           : '';
-    const reinsert = `INSERT INTO ${target}${columnList(t.columns)}${overriding} SELECT ${cols} FROM ${u} u WHERE u."fb op" = 'reinsert'${cond}`;
+    const absent =
+      policy === 'skip'
+        ? ` AND NOT EXISTS (SELECT 1 FROM ONLY ${target} l WHERE ${keyEq('l', 'u')})`
+        : '';
+    const reinsert = `INSERT INTO ${target}${columnList(t.columns)}${overriding} SELECT ${cols} FROM ${u} u WHERE u."fb op" = 'reinsert'${cond}${absent}`;
     // The tenant filter must come before ON CONFLICT: build both forms.
     out.push({
       sql: `${reinsert}${upsert}`,
@@ -652,13 +673,15 @@ function applyStatements(
           (c) =>
             `${quoteIdent(c)} = CASE WHEN ${quoteLiteral(c)} = ANY (u."fb changed") THEN u.${quoteIdent(c)} ELSE l.${quoteIdent(c)} END`,
         )
-        .join(', ')} FROM ${u} u WHERE ${keyEq('l', 'u')} AND u."fb op" = 'revert'${cond}`;
+        .join(
+          ', ',
+        )} FROM ${u} u WHERE ${keyEq('l', 'u')} AND u."fb op" = 'revert'${cond}${liveIs(t)}`;
       out.push({ sql: revert, byTenant: tenant(revert) });
     }
   }
   for (const { t, u } of [...staged].reverse()) {
     const keyEq = t.key.map((c) => `l.${quoteIdent(c)} = u.${quoteIdent(c)}`).join(' AND ');
-    const del = `DELETE FROM ONLY ${qualify(t.schema, t.name)} l USING ${u} u WHERE ${keyEq} AND u."fb op" = 'delete'${cond}`;
+    const del = `DELETE FROM ONLY ${qualify(t.schema, t.name)} l USING ${u} u WHERE ${keyEq} AND u."fb op" = 'delete'${cond}${liveIs(t)}`;
     out.push({ sql: del, byTenant: tenant(del) });
   }
   return out;
@@ -724,7 +747,7 @@ async function writeScript(
     const tmp = u.slice('pg_temp.'.length);
     parts.push(
       `CREATE TEMP TABLE ${tmp} (LIKE ${qualify(t.schema, t.name)}) ON COMMIT DROP;`,
-      `ALTER TABLE ${tmp} ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean, ADD COLUMN "fb changed" text[];`,
+      `ALTER TABLE ${tmp} ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean, ADD COLUMN "fb changed" text[], ADD COLUMN "fb after" text[];`,
       `COPY ${tmp} FROM stdin;`,
     );
     const chunks: Buffer[] = [];

@@ -34,7 +34,7 @@ export function registerUndo(program: Command, context: (cmd: Command) => CliCon
       '--since <time>',
       'undo every transaction committed after this time (ISO 8601, UTC; or now-10m)',
     )
-    .option('--until <time>', '… and at or before this one (default: now)')
+    .option('--until <time>', '… and at or before this one (default: the end of the change log)')
     .option(
       '--table <pattern>',
       'only this table (repeatable; * and ? allowed)',
@@ -96,12 +96,11 @@ async function runUndo(ctx: CliContext, ref: string, opts: UndoFlags): Promise<n
       throw new UsageError(`--tx: expected a transaction id, got "${opts.tx}"`);
     selection = { kind: 'tx', xid };
   } else if (opts.since !== undefined) {
-    selection = {
-      kind: 'window',
-      since: normaliseTime(opts.since),
-      until: normaliseTime(opts.until ?? 'now'),
-    };
-    if (selection.until <= selection.since) throw new UsageError('--until must be after --since');
+    const since = normaliseTime(opts.since);
+    const until = opts.until === undefined ? undefined : normaliseTime(opts.until);
+    if (until !== undefined && until <= since)
+      throw new UsageError('--until must be after --since');
+    selection = { kind: 'window', since, until };
   } else {
     throw new UsageError('give --tx XID, or --since TIME (and --until TIME)', {
       hint: '`flashback impact --since … --until … --by …` shows what changed when',
