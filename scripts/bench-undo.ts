@@ -1,0 +1,180 @@
+/**
+ * `npm run bench` (third part): undoing a bad DELETE of 100,000 rows in a
+ * 10-million-row table, against loading the same rows with COPY.
+ *
+ * A table `big (id bigint primary key, tenant_id int, payload text)` of
+ * BENCH_UNDO_ROWS rows (default 10,000,000) is backed up while capture runs;
+ * then two bad DELETEs of BENCH_UNDO_DELETED rows each (default 100,000):
+ * one of a contiguous key range (a tenant whose rows were inserted together)
+ * and one scattered over the whole table (every n-th row: the worst case for
+ * reading the snapshot). Each is undone with `undo --tx … --apply`, timed
+ * end to end (reading the log, staging the rows from the snapshot, applying);
+ * the baseline is COPY of the same rows into an empty copy of the table.
+ */
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { backup } from '../src/backup/backup.js';
+import { capture } from '../src/capture/capture.js';
+import { parseConfig } from '../src/config/load.js';
+import { resolveTarget } from '../src/config/targets.js';
+import { connectParams, type PgClient } from '../src/pg/connect.js';
+import { EmbeddedServer } from '../src/pg/embedded.js';
+import { Repository } from '../src/repo/repository.js';
+import { LocalStorage } from '../src/storage/local.js';
+import { undo } from '../src/undo/undo.js';
+
+const json = process.argv.includes('--json');
+const rows = Number(process.env.BENCH_UNDO_ROWS ?? 10_000_000);
+const deleted = Number(process.env.BENCH_UNDO_DELETED ?? 100_000);
+
+function log(s: string): void {
+  if (!json) process.stderr.write(`${s}\n`);
+}
+
+async function time<T>(f: () => Promise<T>): Promise<[number, T]> {
+  const t = performance.now();
+  const v = await f();
+  return [(performance.now() - t) / 1000, v];
+}
+
+/** The rows a statement selects, as COPY text (kept in memory: 100k rows are a few MB). */
+async function copyOut(c: PgClient, sql: string): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const b of c.query(copyTo(`COPY (${sql}) TO STDOUT`)) as AsyncIterable<Buffer>)
+    parts.push(b);
+  return Buffer.concat(parts);
+}
+
+async function main(): Promise<void> {
+  const work = await mkdtemp(path.join(os.tmpdir(), 'flashback-bench-undo-'));
+  const server = await EmbeddedServer.start({ major: 17 });
+  try {
+    const admin = await connectParams('bench', server.connection());
+    await admin.query('CREATE DATABASE bench');
+    await admin.end();
+    const db = await connectParams('bench', server.connection('bench'));
+    log(`creating a table of ${rows.toLocaleString('en-US')} rows…`);
+    // Tenants' rows are inserted in blocks (contiguous keys); payloads ~60 bytes.
+    await db.query(
+      `CREATE TABLE big (id bigint PRIMARY KEY, tenant_id int NOT NULL, payload text NOT NULL);
+       INSERT INTO big SELECT g, (g - 1) / ${deleted} + 1, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, ${rows}) g;
+       CREATE TABLE big_copy (LIKE big INCLUDING ALL);`,
+    );
+    await db.query('VACUUM ANALYZE big');
+
+    const repo = await Repository.init(new LocalStorage(path.join(work, 'repo')));
+    const config = parseConfig(
+      `targets:\n  bench:\n    url: ${server.url('bench')}\n    protected: false\n`,
+      undefined,
+    );
+    const target = resolveTarget('bench', config, process.env);
+    const stop = new AbortController();
+    let ready!: () => void;
+    const started = new Promise<void>((r) => {
+      ready = r;
+    });
+    let committed = '0/0';
+    const capturing = capture({
+      target,
+      repo,
+      signal: stop.signal,
+      heartbeatMs: 500,
+      flushIntervalMs: 200,
+      onStart: () => ready(),
+      onSegment: (s) => {
+        committed = s.committed;
+      },
+    });
+    await started;
+    log('backup…');
+    const [backupSecs] = await time(() => backup({ target, repo, workers: 2 }));
+
+    const lsn = (t: string) => {
+      const [a, b] = t.split('/');
+      return (BigInt(`0x${a}`) << 32n) | BigInt(`0x${b}`);
+    };
+    const results: Array<{
+      case: string;
+      undoSeconds: number;
+      copySeconds: number;
+      ratio: number;
+    }> = [];
+    const cases = [
+      {
+        name: `contiguous: one tenant's ${deleted.toLocaleString('en-US')} rows`,
+        where: `tenant_id = 7`,
+      },
+      {
+        name: `scattered: every ${Math.round(rows / deleted)}th row`,
+        where: `id % ${Math.round(rows / deleted)} = 3`,
+      },
+    ];
+    for (const c of cases) {
+      const victims = await copyOut(db, `SELECT * FROM big WHERE ${c.where} ORDER BY id`);
+      await db.query('BEGIN');
+      const xid = (await db.query<{ x: string }>('SELECT pg_current_xact_id()::xid::text AS x'))
+        .rows[0]!.x;
+      await db.query(`DELETE FROM big WHERE ${c.where}`);
+      await db.query('COMMIT');
+      const end = (await db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l'))
+        .rows[0]!.l;
+      while (lsn(committed) < lsn(end)) {
+        await db.query("SELECT pg_logical_emit_message(false, 'bench', 'x')");
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      log(`undo (${c.name})…`);
+      const [undoSecs, report] = await time(() =>
+        undo({
+          repo,
+          target,
+          selection: { kind: 'tx', xid: Number(xid) },
+          mode: 'apply',
+          io: { input: Readable.from([]), output: { write: () => true } },
+        }),
+      );
+      const back = report.tables.reduce((a, t) => a + t.reinsert, 0);
+      if (back !== deleted) throw new Error(`undo put back ${back} rows, expected ${deleted}`);
+      log('COPY of the same rows…');
+      await db.query('TRUNCATE big_copy');
+      const [copySecs] = await time(() =>
+        pipeline(Readable.from([victims]), db.query(copyFrom('COPY big_copy FROM STDIN'))),
+      );
+      results.push({
+        case: c.name,
+        undoSeconds: undoSecs,
+        copySeconds: copySecs,
+        ratio: undoSecs / copySecs,
+      });
+    }
+    stop.abort();
+    await capturing;
+    await db.end();
+    const report = { rows, deleted, backupSeconds: backupSecs, results };
+    if (json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    else {
+      process.stdout.write(
+        `\nundo of a bad DELETE of ${deleted.toLocaleString('en-US')} rows in a ${rows.toLocaleString('en-US')}-row table (PostgreSQL ${server.binaries.version})\n\n`,
+      );
+      for (const r of results) {
+        process.stdout.write(
+          `  ${r.case.padEnd(40)} undo ${r.undoSeconds.toFixed(2)} s, COPY of the same rows ${r.copySeconds.toFixed(2)} s: ${r.ratio.toFixed(1)}x\n`,
+        );
+      }
+    }
+  } finally {
+    await server.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(
+    `bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  process.exit(1);
+});
