@@ -25,6 +25,7 @@ import {
   type Change,
   ChangeLog,
   type ChangeValue,
+  findCommitLsn,
   lsnText,
   lsnValue,
   readTransactions,
@@ -160,13 +161,7 @@ export async function planPointInTime(
     }
   } else if (point.kind === 'xid') {
     // The snapshot must be from before the transaction: find where it committed.
-    let commitLsn: bigint | undefined;
-    for await (const tx of readTransactions(log)) {
-      if (tx.xid === point.xid) {
-        commitLsn = tx.commitLsn;
-        break;
-      }
-    }
+    const commitLsn = await findCommitLsn(log, point.xid);
     if (commitLsn === undefined) {
       throw new UsageError(`transaction ${point.xid} is not in the change log of "${target}"`, {
         hint: 'check the id (txid_current() on the source, or `flashback history`), or choose a time',

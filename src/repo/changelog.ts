@@ -112,7 +112,7 @@ export function lsnText(value: bigint): string {
 /** The change log of one target (its scope, as for run records). */
 export class ChangeLog {
   constructor(
-    private readonly storage: Storage,
+    readonly storage: Storage,
     readonly scope: string,
   ) {}
 
@@ -308,12 +308,38 @@ export async function* readTransactions(
         case 'D': {
           if (open === undefined) break;
           const t = rel(r[1]);
-          const base = { schema: t.schema, table: t.name, columns: t.columns };
+          // Plain literals (no spread): this runs once per change of a long log.
+          const { schema, name: table, columns } = t;
           if (r[0] === 'I')
-            open.changes.push({ ...base, op: 'insert', key: null, old: null, row: r[2] });
+            open.changes.push({
+              op: 'insert',
+              schema,
+              table,
+              columns,
+              key: null,
+              old: null,
+              row: r[2],
+            });
           else if (r[0] === 'U')
-            open.changes.push({ ...base, op: 'update', key: r[2], old: r[3], row: r[4] });
-          else open.changes.push({ ...base, op: 'delete', key: r[2], old: r[3], row: null });
+            open.changes.push({
+              op: 'update',
+              schema,
+              table,
+              columns,
+              key: r[2],
+              old: r[3],
+              row: r[4],
+            });
+          else
+            open.changes.push({
+              op: 'delete',
+              schema,
+              table,
+              columns,
+              key: r[2],
+              old: r[3],
+              row: null,
+            });
           break;
         }
         case 'T': {
@@ -374,4 +400,23 @@ export function skippable(segments: readonly SegmentInfo[], fromLsn: bigint | un
   if (c < 0n) return 0;
   const first = segments.findIndex((s) => s.committed === c);
   return Math.max(first, 0);
+}
+
+/**
+ * The commit LSN of a transaction, found by reading only the log's Begin
+ * records (a change line is never parsed): the fast way to place a
+ * transaction id before reading a window.
+ */
+export async function findCommitLsn(log: ChangeLog, xid: number): Promise<bigint | undefined> {
+  const prefix = `["B",${xid},`;
+  for (const seg of await log.segments()) {
+    const { content } = await decodeChunk(await log.storage.read(seg.key));
+    const text = content.toString('utf8');
+    for (let at = text.indexOf(prefix); at >= 0; at = text.indexOf(prefix, at + 1)) {
+      if (at > 0 && text[at - 1] !== '\n') continue; // inside a value, not a record
+      const r = JSON.parse(text.slice(at, text.indexOf('\n', at))) as ChangeRecord;
+      if (r[0] === 'B') return lsnValue(r[2]);
+    }
+  }
+  return undefined;
 }
