@@ -217,7 +217,8 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
     }, heartbeatMs);
 
     // The segment being filled.
-    let records: ChangeRecord[] = [];
+    // Serialised once, as they will be stored (their length is the segment's size).
+    let records: string[] = [];
     let bytes = 0;
     let firstAt = 0;
     let described = new Set<number>();
@@ -234,8 +235,9 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
 
     const push = (r: ChangeRecord): void => {
       if (records.length === 0) firstAt = Date.now();
-      records.push(r);
-      bytes += JSON.stringify(r).length + 1;
+      const line = JSON.stringify(r);
+      records.push(line);
+      bytes += line.length + 1;
     };
     const describe = (relationId: number): void => {
       if (described.has(relationId)) return;

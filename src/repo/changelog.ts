@@ -168,10 +168,11 @@ export class ChangeLog {
   async writeSegment(
     seq: number,
     committed: bigint,
-    records: readonly ChangeRecord[],
+    /** Records, or records already serialised as their JSON line (the writer's hot path). */
+    records: ReadonlyArray<ChangeRecord | string>,
   ): Promise<string> {
     const key = `${this.dir}${String(seq).padStart(12, '0')}-${committed.toString(16).padStart(16, '0')}.seg`;
-    const text = records.map((r) => JSON.stringify(r)).join('\n');
+    const text = records.map((r) => (typeof r === 'string' ? r : JSON.stringify(r))).join('\n');
     const stored = await encodeChunk(Buffer.from(`${text}\n`, 'utf8'));
     if (!(await this.storage.writeIfAbsent(key, stored))) {
       throw new RepositoryError(
