@@ -286,6 +286,17 @@ describe('restore to a moment', () => {
   });
 
   it('refuses moments the log cannot vouch for', async () => {
+    // A starting snapshot taken after the moment would carry later changes: refused.
+    const snaps = JSON.parse((await runCli(['list', '--json'], { cwd: dir })).stdout) as Array<{
+      id: string;
+    }>;
+    const newest = snaps.at(-1)!.id;
+    const forced = await runCli(
+      ['restore', newest, '--at', moments[0]!.at, '--to', 'prod', '--dry-run'],
+      { cwd: dir, env },
+    );
+    expect(forced.code, forced.stderr).toBe(ExitCode.usage);
+    expect(forced.stderr).toContain('holds changes from after');
     const future = new Date(Date.now() + 3_600_000).toISOString();
     const r = await runCli(['restore', 'prod', '--at', future, '--to', 'prod', '--dry-run'], {
       cwd: dir,

@@ -13,11 +13,17 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { to as copyTo } from 'pg-copy-streams';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/load.js';
+import { resolveTarget } from '../../src/config/targets.js';
 import { ExitCode } from '../../src/errors.js';
 import type { PgClient } from '../../src/pg/connect.js';
+import { Repository } from '../../src/repo/repository.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
+import { openStorage } from '../../src/storage/open.js';
+import { undo } from '../../src/undo/undo.js';
 import { CLI, connectTo, freshDatabase, runCli, tempDir, testServers } from '../harness/pg.js';
 
 const server = testServers().find((s) => s.major === 17)!;
@@ -293,6 +299,58 @@ describe('undo', () => {
     const now = await rows(live, 'SELECT * FROM tenants');
     expect(now.filter((l) => !l.includes('brand-new'))).toEqual(before);
     expect(now.some((l) => l.includes('brand-new'))).toBe(true);
+  });
+
+  it('re-checks at apply time: a row written again while the confirmation waits is left alone', async () => {
+    const tenantRows = () =>
+      rows(live, 'SELECT id, status, email FROM subscribers WHERE tenant_id = 9');
+    const before = await tenantRows();
+    // The row written again is one the bad update changed.
+    const victim = (
+      await live.query<{ id: string }>(
+        "SELECT min(id)::text AS id FROM subscribers WHERE tenant_id = 9 AND status <> 'bounced'",
+      )
+    ).rows[0]!.id;
+    const bad = await xidOf(live, [
+      "UPDATE subscribers SET status = 'bounced' WHERE tenant_id = 9",
+    ]);
+    await settle();
+    const config = parseConfig(await readFile(path.join(dir, 'flashback.yaml'), 'utf8'), undefined);
+    const target = resolveTarget(name, config, env);
+    const repo = await Repository.open(openStorage(path.join(dir, 'repo')));
+    // A terminal that answers the prompt only after the application has written the row again.
+    const input = Object.assign(new PassThrough(), { isTTY: true });
+    let prompted = false;
+    const output = {
+      write: (text: string) => {
+        if (!prompted && text.includes('to continue')) {
+          prompted = true;
+          void live
+            .query("UPDATE subscribers SET email = 'late-' || email WHERE id = $1", [victim])
+            .then(() => input.write(`${name}\n`));
+        }
+        return true;
+      },
+    };
+    const report = await undo({
+      repo,
+      target,
+      selection: { kind: 'tx', xid: bad },
+      mode: 'apply',
+      io: { input, output },
+    });
+    expect(prompted).toBe(true);
+    expect(report.applied).toBe(true);
+    // At planning time there was no conflict ...
+    expect(report.tables[0]!.conflicts).toBe(0);
+    const now = await tenantRows();
+    // ... but the row written while the prompt waited keeps what was written (bounced, late- email),
+    const v = now.find((l) => l.startsWith(`${victim}\t`))!;
+    expect(v).toMatch(/\tbounced\tlate-/);
+    // and every other row of the tenant is back as it was.
+    expect(now.filter((l) => !l.startsWith(`${victim}\t`))).toEqual(
+      before.filter((l) => !l.startsWith(`${victim}\t`)),
+    );
   });
 
   it('refuses what it cannot do, saying why', async () => {
