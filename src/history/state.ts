@@ -87,33 +87,6 @@ export interface PointInTimePlan {
   readonly point: PointInTime;
 }
 
-/** Normalises a time to ISO 8601 with six fractional digits, as commit times are stored. */
-export function normaliseTime(text: string, now = new Date()): string {
-  const rel = /^now(?:-(\d+(?:\.\d+)?)(s|m|h|d))?$/.exec(text.trim());
-  let ms: number;
-  if (rel !== null) {
-    const unit =
-      { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[rel[2] as 's' | 'm' | 'h' | 'd'] ?? 0;
-    ms = now.getTime() - (rel[1] === undefined ? 0 : Number(rel[1]) * unit);
-  } else {
-    // A time without a zone is UTC, never the machine's local zone.
-    const t = /(?:Z|[+-]\d\d:?\d\d)$/i.test(text.trim()) ? text.trim() : `${text.trim()}Z`;
-    ms = Date.parse(t.replace(' ', 'T'));
-    if (Number.isNaN(ms)) {
-      throw new UsageError(`--at: not a time: "${text}"`, {
-        hint: 'give an ISO 8601 time such as 2026-11-21T14:05:00Z (no zone means UTC), or now-5m',
-      });
-    }
-    // Keep microseconds the user typed (Date keeps milliseconds).
-    const micro = /\.(\d{4,6})/.exec(text);
-    if (micro !== null) {
-      const iso = new Date(ms).toISOString();
-      return `${iso.slice(0, 19)}.${micro[1]!.padEnd(6, '0')}Z`;
-    }
-  }
-  return `${new Date(ms).toISOString().slice(0, 23)}000Z`;
-}
-
 /**
  * Picks the snapshot to start from and checks that the log covers the way to
  * the point. `snapshotRef` forces a snapshot (it must be before the point).

@@ -5,11 +5,11 @@ import { ExitCode, UsageError } from '../../errors.js';
 import {
   buildOverlay,
   describePoint,
-  normaliseTime,
   type PointInTime,
   planPointInTime,
   pointInTimeSource,
 } from '../../history/state.js';
+import { parseTimeArg } from '../../history/time.js';
 import type { SchemaModel } from '../../pg/schema/model.js';
 import { ChunkStore } from '../../repo/chunks.js';
 import { type SnapshotManifest, SnapshotStore } from '../../repo/snapshots.js';
@@ -177,7 +177,7 @@ async function runRestore(ctx: CliContext, ref: string, opts: RestoreFlags): Pro
 function pointOf(opts: RestoreFlags): PointInTime | undefined {
   const given = [opts.at, opts.lsn, opts.beforeXid].filter((v) => v !== undefined);
   if (given.length > 1) throw new UsageError('give one of --at, --lsn, --before-xid');
-  if (opts.at !== undefined) return { kind: 'time', at: normaliseTime(opts.at) };
+  if (opts.at !== undefined) return { kind: 'time', at: parseTimeArg(opts.at, '--at') };
   if (opts.lsn !== undefined) {
     if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(opts.lsn)) {
       throw new UsageError(`--lsn: not a WAL position: "${opts.lsn}"`, { hint: 'e.g. 0/16B3748' });

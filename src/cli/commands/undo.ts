@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
-import { normaliseTime } from '../../history/state.js';
+import { parseTimeArg } from '../../history/time.js';
 import { type ConflictPolicy, type UndoReport, type UndoSelection, undo } from '../../undo/undo.js';
 import type { CliContext } from '../context.js';
 import { table } from './snapshots.js';
@@ -96,8 +96,8 @@ async function runUndo(ctx: CliContext, ref: string, opts: UndoFlags): Promise<n
       throw new UsageError(`--tx: expected a transaction id, got "${opts.tx}"`);
     selection = { kind: 'tx', xid };
   } else if (opts.since !== undefined) {
-    const since = normaliseTime(opts.since);
-    const until = opts.until === undefined ? undefined : normaliseTime(opts.until);
+    const since = parseTimeArg(opts.since, '--since');
+    const until = opts.until === undefined ? undefined : parseTimeArg(opts.until, '--until');
     if (until !== undefined && until <= since)
       throw new UsageError('--until must be after --since');
     selection = { kind: 'window', since, until };
