@@ -182,6 +182,17 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
         ),
       });
     }
+    // A delete that would cascade to (or set null in) rows written since is a conflict too.
+    const cascades = new Map<string, Cascade[]>();
+    for (const st of staged) {
+      const c = await cascadingReferences(client, st.t, staged);
+      cascades.set(name(st.t), c);
+      for (const ref of c) {
+        await client.query(
+          `UPDATE ${st.u} u SET "fb conflict" = true WHERE u."fb op" = 'delete' AND ${ref.remains('u')}`,
+        );
+      }
+    }
     const tables: UndoTable[] = [];
     const conflicts: Conflict[] = [];
     for (const { t, u } of staged) {
@@ -216,7 +227,7 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
         },
       );
     }
-    const statements = applyStatements(staged, manifest.schema, policy);
+    const statements = applyStatements(staged, manifest.schema, policy, cascades);
     const base = {
       target: o.target.name,
       selection: description,
@@ -629,6 +640,7 @@ function applyStatements(
   staged: ReadonlyArray<{ t: TableSnapshot; u: string }>,
   schema: SchemaModel,
   policy: ConflictPolicy,
+  cascades: ReadonlyMap<string, readonly Cascade[]>,
 ): Statement[] {
   const out: Statement[] = [];
   const cond = policy === 'skip' ? ' AND NOT u."fb conflict"' : '';
@@ -681,10 +693,64 @@ function applyStatements(
   }
   for (const { t, u } of [...staged].reverse()) {
     const keyEq = t.key.map((c) => `l.${quoteIdent(c)} = u.${quoteIdent(c)}`).join(' AND ');
-    const del = `DELETE FROM ONLY ${qualify(t.schema, t.name)} l USING ${u} u WHERE ${keyEq} AND u."fb op" = 'delete'${cond}${liveIs(t)}`;
+    // Under skip, a row still referenced through a cascading key when its turn
+    // comes (children in the plan are deleted before it) is left in place.
+    const referenced =
+      policy === 'skip'
+        ? (cascades.get(name(t)) ?? []).map((r) => ` AND NOT (${r.referencedNow('l')})`).join('')
+        : '';
+    const del = `DELETE FROM ONLY ${qualify(t.schema, t.name)} l USING ${u} u WHERE ${keyEq} AND u."fb op" = 'delete'${cond}${liveIs(t)}${referenced}`;
     out.push({ sql: del, byTenant: tenant(del) });
   }
   return out;
+}
+
+/** A foreign key that deleting a row of a table would act on (ON DELETE CASCADE, SET NULL, SET DEFAULT). */
+interface Cascade {
+  /** SQL: rows of the child reference `alias`'s row and are not themselves deleted by the plan. */
+  remains(alias: string): string;
+  /** SQL: rows of the child reference `alias`'s row now. */
+  referencedNow(alias: string): string;
+}
+
+/** The cascading references to `t`, read from the live catalog (they act there, not in the snapshot). */
+async function cascadingReferences(
+  client: PgClient,
+  t: TableSnapshot,
+  staged: ReadonlyArray<{ t: TableSnapshot; u: string }>,
+): Promise<Cascade[]> {
+  const r = await client.query<{ s: string; n: string; cc: string; pc: string }>(
+    `SELECT cn.nspname AS s, cl.relname AS n,
+            array_to_json(ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY x(num, ord)
+                                JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = x.num ORDER BY x.ord))::text AS cc,
+            array_to_json(ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY x(num, ord)
+                                JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = x.num ORDER BY x.ord))::text AS pc
+       FROM pg_constraint k
+       JOIN pg_class cl ON cl.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cl.relnamespace
+      WHERE k.contype = 'f' AND k.confdeltype IN ('c', 'n', 'd')
+        AND k.confrelid = (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                            WHERE n.nspname = $1 AND c.relname = $2)`,
+    [t.schema, t.name],
+  );
+  return r.rows.map((row) => {
+    const cc = JSON.parse(row.cc) as string[];
+    const pc = JSON.parse(row.pc) as string[];
+    const child = qualify(row.s, row.n);
+    const match = (alias: string) =>
+      cc.map((c, i) => `c.${quoteIdent(c)} = ${alias}.${quoteIdent(pc[i]!)}`).join(' AND ');
+    const planned = staged.find((x) => x.t.schema === row.s && x.t.name === row.n);
+    const notPlanned =
+      planned === undefined
+        ? ''
+        : ` AND NOT EXISTS (SELECT 1 FROM ${planned.u} cu WHERE cu."fb op" = 'delete' AND ${planned.t.key
+            .map((k) => `cu.${quoteIdent(k)} = c.${quoteIdent(k)}`)
+            .join(' AND ')})`;
+    return {
+      remains: (alias) =>
+        `EXISTS (SELECT 1 FROM ONLY ${child} c WHERE ${match(alias)}${notPlanned})`,
+      referencedNow: (alias) => `EXISTS (SELECT 1 FROM ONLY ${child} c WHERE ${match(alias)})`,
+    };
+  });
 }
 
 /** Tenants (values of `column` in the plan rows), the given order first, then the rest ascending. */

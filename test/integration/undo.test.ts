@@ -69,6 +69,9 @@ describe('undo', () => {
     live = await connectTo(server, db);
     await createSampleDatabase(live, { tenants: 12 });
     await live.query('ALTER TABLE events REPLICA IDENTITY FULL');
+    await live.query(
+      'CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE TABLE order_items (id int PRIMARY KEY, order_id int NOT NULL REFERENCES orders ON DELETE CASCADE, what text)',
+    );
     expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
     await writeFile(
       path.join(dir, 'flashback.yaml'),
@@ -351,6 +354,40 @@ describe('undo', () => {
     expect(now.filter((l) => !l.startsWith(`${victim}\t`))).toEqual(
       before.filter((l) => !l.startsWith(`${victim}\t`)),
     );
+  });
+
+  it('does not let a delete cascade to rows written after the window', async () => {
+    const since = await clock(live);
+    await live.query("INSERT INTO orders VALUES (10, 'in window'), (11, 'in window')");
+    await live.query("INSERT INTO order_items VALUES (1, 11, 'in window')");
+    const until = await clock(live);
+    await live.query("INSERT INTO order_items VALUES (2, 10, 'written after')");
+    await settle();
+    const r = await undoCli([
+      '--since',
+      since,
+      '--until',
+      until,
+      '--table',
+      'orders',
+      '--table',
+      'order_items',
+      '--apply',
+      '--confirm',
+      name,
+      '--json',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const plan = JSON.parse(r.stdout) as {
+      tables: Array<{ table: string; delete: number; conflicts: number }>;
+    };
+    expect(plan.tables.find((t) => t.table === 'public.orders')).toMatchObject({
+      delete: 2,
+      conflicts: 1,
+    });
+    // Order 11 and its item (both from the window) are gone; order 10 stays, with the item written after.
+    expect(await rows(live, 'SELECT id FROM orders')).toEqual(['10']);
+    expect(await rows(live, 'SELECT id, what FROM order_items')).toEqual(['2\twritten after']);
   });
 
   it('refuses what it cannot do, saying why', async () => {

@@ -63,7 +63,9 @@ REPLICA IDENTITY FULL is not needed: deleted rows are re-inserted with their
 last values, updated rows set back (only the columns that changed), inserted
 rows removed, truncated rows put back. A row written again after the changes
 being undone is a conflict: shown with its versions (before, after the bad
-change, now) and skipped unless --conflicts overwrite. Foreign keys are
+change, now) and skipped unless --conflicts overwrite; so is a delete that
+would cascade to rows written since. Conflicts are checked again as the
+apply reaches each row. Foreign keys are
 satisfied by the order of the work; the plan is tried (and rolled back) even
 in a preview, so a plan that cannot be applied says why before anything is
 written. The apply is an ordinary write: capture records it, and its
