@@ -4,6 +4,8 @@
  */
 
 export { type BackupOptions, type BackupResult, backup } from './backup/backup.js';
+export { backupFromLog } from './backup/from-log.js';
+export { type CaptureOptions, type CaptureResult, capture } from './capture/capture.js';
 export { type ConfigLocation, type LoadedConfig, loadConfig, parseConfig } from './config/load.js';
 export type { FlashbackConfig, TargetConfig } from './config/schema.js';
 export {
@@ -40,6 +42,13 @@ export {
   guard,
 } from './guard/guard.js';
 export { checkIdentity, type IdentityCheck } from './guard/identity.js';
+export { rowHistory } from './history/history.js';
+export {
+  buildOverlay,
+  type PointInTime,
+  planPointInTime,
+  pointInTimeSource,
+} from './history/state.js';
 export { type Alert, AlertSender, AlertTracker } from './monitor/alerts.js';
 export { recordRun } from './monitor/record.js';
 export {
@@ -63,6 +72,7 @@ export {
   type ServerInfo,
 } from './pg/server-info.js';
 export { type PruneOptions, type PruneResult, planPrune, prune } from './prune/prune.js';
+export { ChangeLog, readTransactions } from './repo/changelog.js';
 export { REPOSITORY_FORMAT_VERSION, Repository } from './repo/repository.js';
 export { type NewRun, type RunKind, type RunRecord, RunStore } from './repo/runs.js';
 export { type SnapshotManifest, SnapshotStore } from './repo/snapshots.js';
@@ -73,6 +83,8 @@ export { LocalStorage } from './storage/local.js';
 export { MemoryStorage } from './storage/memory.js';
 export { openStorage } from './storage/open.js';
 export type { ByteRange, ObjectInfo, Storage } from './storage/storage.js';
+export { impactReport } from './undo/impact.js';
+export { type UndoOptions, type UndoReport, undo } from './undo/undo.js';
 export { type CheckReport, checkRepository } from './verify/check.js';
 export { selectSnapshots, verifyAll } from './verify/run.js';
 export { embeddedScratch, type Scratch, targetScratch } from './verify/scratch.js';
