@@ -152,15 +152,6 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
   const touched = manifest.tables.filter(
     (t) => window.tables.has(name(t)) && (chosen === undefined || chosen.has(name(t))),
   );
-  const keyless = touched.filter((t) => t.key.length === 0);
-  if (keyless.length > 0) {
-    throw new UsageError(
-      `undo of tables without a key is not supported yet: ${keyless.map(name).join(', ')} changed in the window`,
-      {
-        hint: `leave them out with --table (e.g. --table ${touched.find((t) => t.key.length > 0)?.name ?? 'name'})`,
-      },
-    );
-  }
   const ordered = orderByForeignKeys(touched, manifest.schema);
   const chunks = new ChunkStore(o.repo.storage);
   const client = await connect(o.target, { applicationName: 'flashback undo' });
@@ -170,16 +161,27 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
     for (const [i, t] of ordered.entries()) {
       staged.push({
         t,
-        u: await stageTable(
-          client,
-          chunks,
-          t,
-          i,
-          preOverlay,
-          window.tables.get(name(t))!,
-          o.where,
-          manifest.schema,
-        ),
+        u:
+          t.key.length === 0
+            ? await stageKeyless(
+                client,
+                chunks,
+                t,
+                i,
+                preOverlay,
+                window.tables.get(name(t))!,
+                o.where,
+              )
+            : await stageTable(
+                client,
+                chunks,
+                t,
+                i,
+                preOverlay,
+                window.tables.get(name(t))!,
+                o.where,
+                manifest.schema,
+              ),
       });
     }
     // A delete that would cascade to (or set null in) rows written since is a conflict too.
@@ -562,6 +564,69 @@ function chunksHolding(
   };
 }
 
+/**
+ * Stages a table without a key (its changes carry whole rows: REPLICA
+ * IDENTITY FULL): rows the window removed are put back, rows it added are
+ * deleted (one live row each; a row no longer there is a conflict). A window
+ * that truncated the table puts back every row it had before.
+ */
+async function stageKeyless(
+  client: PgClient,
+  chunks: ChunkStore,
+  t: TableSnapshot,
+  i: number,
+  preOverlay: Overlay,
+  win: TableOverlay,
+  where: string | undefined,
+): Promise<string> {
+  const u = `pg_temp.fb_undo_${i}`;
+  await client.query(`DROP TABLE IF EXISTS ${u}`);
+  await client.query(`CREATE TEMP TABLE fb_undo_${i} (LIKE ${qualify(t.schema, t.name)})`);
+  await client.query(
+    `ALTER TABLE ${u} ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean NOT NULL DEFAULT false, ADD COLUMN "fb changed" text[], ADD COLUMN "fb after" text[]`,
+  );
+  const lines = (ls: string[]): TableSource => ({
+    async *blocks() {
+      for (let j = 0; j < ls.length; j += 10_000) {
+        const part = ls.slice(j, j + 10_000);
+        yield { content: Buffer.from(`${part.join('\n')}\n`, 'utf8'), rows: part.length };
+      }
+    },
+  });
+  const removed: string[] = [];
+  for (const [line, n] of win.removed) for (let j = 0; j < n; j++) removed.push(line);
+  await copyChunks(
+    client,
+    win.truncated ? pointInTimeSource(chunks, preOverlay) : lines(removed),
+    t,
+    u,
+    undefined,
+    'undo interrupted',
+  );
+  await client.query(`UPDATE ${u} SET "fb op" = 'reinsert' WHERE "fb op" IS NULL`);
+  await copyChunks(client, lines(win.added.map(lineOf)), t, u, undefined, 'undo interrupted');
+  await client.query(`UPDATE ${u} SET "fb op" = 'delete' WHERE "fb op" IS NULL`);
+  if (where !== undefined) {
+    try {
+      await queryOne(client, `DELETE FROM ${u} WHERE NOT coalesce((${where}), false)`);
+    } catch (err) {
+      throw new UsageError(`--where: ${(err as Error).message}`, {
+        hint: `the predicate is evaluated on rows of ${name(t)}`,
+      });
+    }
+  }
+  // More planned deletes of a row than live copies of it: the excess are conflicts.
+  const whole = (a: string) =>
+    `ARRAY[${t.columns.map((c) => `${a}.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
+  await client.query(
+    `UPDATE ${u} SET "fb conflict" = true WHERE ctid IN (
+       SELECT x.ctid FROM (SELECT u2.ctid, ${whole('u2')} AS k, row_number() OVER (PARTITION BY ${whole('u2')}) AS rn
+                             FROM ${u} u2 WHERE u2."fb op" = 'delete') x
+        WHERE x.rn > (SELECT count(*) FROM ONLY ${qualify(t.schema, t.name)} l WHERE ${whole('l')} = x.k))`,
+  );
+  return u;
+}
+
 /** Keeps the lines of a block whose key is in `keys` (all when undefined); remembers rows `needed` asks for. */
 function filterBlock(
   block: RowBlock,
@@ -589,6 +654,7 @@ function filterBlock(
 
 /** Up to CONFLICT_SAMPLES conflicts of a table with before, after (the window's result) and now. */
 async function conflictSamples(client: PgClient, t: TableSnapshot, u: string): Promise<Conflict[]> {
+  if (t.key.length === 0) return []; // rows without a key: a missing row to delete is counted, not shown
   const keyEq = (x: string, y: string) =>
     t.key.map((c) => `${x}.${quoteIdent(c)} = ${y}.${quoteIdent(c)}`).join(' AND ');
   const i = u.slice(u.lastIndexOf('_') + 1);
@@ -656,6 +722,15 @@ function applyStatements(
   for (const { t, u } of staged) {
     const target = `${qualify(t.schema, t.name)}`;
     const cols = t.columns.map(quoteIdent).join(', ');
+    if (t.key.length === 0) {
+      // Rows without a key come back as they were; there is no "written again" to tell.
+      const always = schema.tables
+        .find((m) => m.schema === t.schema && m.name === t.name)
+        ?.columns.some((c) => c.identity === 'always');
+      const ins = `INSERT INTO ${target}${columnList(t.columns)}${always === true ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${cols} FROM ${u} u WHERE u."fb op" = 'reinsert'`;
+      out.push({ sql: ins, byTenant: tenant(ins) });
+      continue;
+    }
     const keyEq = (x: string, y: string) =>
       t.key.map((c) => `${x}.${quoteIdent(c)} = ${y}.${quoteIdent(c)}`).join(' AND ');
     const always = schema.tables
@@ -692,6 +767,24 @@ function applyStatements(
     }
   }
   for (const { t, u } of [...staged].reverse()) {
+    if (t.key.length === 0) {
+      // One live row per planned delete: identical rows are told apart by position (ctid).
+      const whole = (a: string) =>
+        `ARRAY[${t.columns.map((c) => `${a}.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
+      const planned = (extra: string) =>
+        `SELECT ${whole('u')} FROM ${u} u WHERE u."fb op" = 'delete'${cond}${extra}`;
+      const del = (extra: string) =>
+        `DELETE FROM ONLY ${qualify(t.schema, t.name)} l WHERE l.ctid = ANY (ARRAY(
+           SELECT y.ctid FROM (
+             SELECT l2.ctid, ${whole('l2')} AS k, row_number() OVER (PARTITION BY ${whole('l2')}) AS rn
+               FROM ONLY ${qualify(t.schema, t.name)} l2 WHERE ${whole('l2')} IN (${planned(extra)})) y
+            WHERE y.rn <= (SELECT count(*) FROM (${planned(extra)}) p(k) WHERE p.k = y.k)))`;
+      out.push({
+        sql: del(''),
+        byTenant: (column) => del(` AND u.${quoteIdent(column)}::text IS NOT DISTINCT FROM $1`),
+      });
+      continue;
+    }
     const keyEq = t.key.map((c) => `l.${quoteIdent(c)} = u.${quoteIdent(c)}`).join(' AND ');
     // Under skip, a row still referenced through a cascading key when its turn
     // comes (children in the plan are deleted before it) is left in place.
@@ -740,7 +833,7 @@ async function cascadingReferences(
       cc.map((c, i) => `c.${quoteIdent(c)} = ${alias}.${quoteIdent(pc[i]!)}`).join(' AND ');
     const planned = staged.find((x) => x.t.schema === row.s && x.t.name === row.n);
     const notPlanned =
-      planned === undefined
+      planned === undefined || planned.t.key.length === 0
         ? ''
         : ` AND NOT EXISTS (SELECT 1 FROM ${planned.u} cu WHERE cu."fb op" = 'delete' AND ${planned.t.key
             .map((k) => `cu.${quoteIdent(k)} = c.${quoteIdent(k)}`)

@@ -390,6 +390,42 @@ describe('undo', () => {
     expect(await rows(live, 'SELECT id, what FROM order_items')).toEqual(['2\twritten after']);
   });
 
+  it('undoes changes to a table without a key (REPLICA IDENTITY FULL), keeping later rows', async () => {
+    const before = await rows(live, 'SELECT * FROM events');
+    const since = await clock(live);
+    await live.query("DELETE FROM events WHERE tenant_id = 1 AND kind = 'login'");
+    await live.query(
+      "INSERT INTO events VALUES (3, 'bad', '{}', '2026-01-02 00:00:00+00'), (3, 'bad', '{}', '2026-01-02 00:00:00+00')",
+    );
+    await live.query("UPDATE events SET kind = 'mangled' WHERE tenant_id = 2 AND kind = 'send'");
+    const until = await clock(live);
+    await live.query("INSERT INTO events VALUES (4, 'later', '{}', now())");
+    const later = await rows(live, "SELECT * FROM events WHERE kind = 'later'");
+    await settle();
+    const r = await undoCli([
+      '--since',
+      since,
+      '--until',
+      until,
+      '--table',
+      'events',
+      '--apply',
+      '--confirm',
+      name,
+      '--json',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const plan = JSON.parse(r.stdout) as {
+      tables: Array<{ reinsert: number; delete: number; conflicts: number }>;
+    };
+    const removed = before.filter(
+      (l) => l.startsWith('1\tlogin\t') || l.startsWith('2\tsend\t'),
+    ).length;
+    expect(plan.tables[0]).toMatchObject({ reinsert: removed, conflicts: 0 });
+    expect(plan.tables[0]!.delete).toBe(2 + before.filter((l) => l.startsWith('2\tsend\t')).length);
+    expect(await rows(live, 'SELECT * FROM events')).toEqual([...before, ...later].sort());
+  });
+
   it('refuses what it cannot do, saying why', async () => {
     expect((await undoCli([])).code).toBe(ExitCode.usage);
     const unknown = await undoCli(['--tx', '1']);
