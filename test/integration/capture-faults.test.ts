@@ -33,7 +33,7 @@ import {
   Writer,
   waitForLog,
 } from '../harness/capture.js';
-import { tempDir } from '../harness/pg.js';
+import { runCli, tempDir } from '../harness/pg.js';
 import { TEST_BASE_DIR } from '../harness/servers.js';
 
 const run = promisify(execFile);
@@ -131,6 +131,9 @@ describe('capture under faults (PostgreSQL 17)', () => {
     const capture = new CaptureProcess(s.dir, { PW: server.password }).start();
     active = { setup: s, capture };
     await capture.streaming();
+    // A snapshot the log covers: the state at the end is rebuilt from it below.
+    const backup = await runCli(['backup', 'prod'], { cwd: s.dir, env: { PW: server.password } });
+    expect(backup.code, backup.stderr).toBe(0);
     const writer = new Writer(s.connect).start();
     await fault({ capture, writer, setup: s });
     await writer.stop();
@@ -138,7 +141,13 @@ describe('capture under faults (PostgreSQL 17)', () => {
     let audited: Map<number, AuditedTransaction>;
     let rows: Array<Array<string | null>>;
     let bulk: number;
+    let end: string;
     try {
+      end = (
+        await truth.query<{ t: string }>(
+          `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
+        )
+      ).rows[0]!.t;
       audited = await auditedTransactions(truth);
       rows = await sourceRows(truth);
       bulk = await bulkCount(truth);
@@ -149,7 +158,27 @@ describe('capture under faults (PostgreSQL 17)', () => {
     const caughtUp = Date.now();
     const logged = await waitForLog(s.repoDir, audited);
     const catchUp = (Date.now() - caughtUp) / 1000;
+    await sleep(1500); // a heartbeat past the end, so the log vouches for it
     const last = await capture.stop();
+    // The state rebuilt at the end, from the snapshot and the log written
+    // through the faults, is the source's state, row for row.
+    const rebuilt = `${s.database}_at`;
+    const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${rebuilt}`;
+    const restored = await runCli(
+      ['restore', 'prod', '--at', end, '--to', url, '--create', '--confirm', rebuilt],
+      { cwd: s.dir, env: { PW: server.password } },
+    );
+    expect(restored.code, restored.stderr).toBe(0);
+    const r = await connectParams('check', server.connection(rebuilt));
+    try {
+      expect(await sourceRows(r), `${name}: the state rebuilt at the end`).toEqual(rows);
+      expect(await bulkCount(r)).toBe(bulk);
+    } finally {
+      await r.end();
+      const a = await connectParams('admin', server.connection());
+      await a.query(`DROP DATABASE IF EXISTS ${rebuilt} WITH (FORCE)`).catch(() => {});
+      await a.end();
+    }
     const result = compareLog(logged, audited, rows);
     const raw = await segmentStats(s.repoDir);
     const exits = capture.runs
