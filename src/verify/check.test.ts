@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../errors.js';
+import { ChangeLog } from '../repo/changelog.js';
 import { ChunkStore, chunkKey, type PutResult } from '../repo/chunks.js';
 import { Repository } from '../repo/repository.js';
 import { type ChunkRef, type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
@@ -139,5 +140,43 @@ describe('checkRepository', () => {
     expect(r.findings[0]!.message).toContain('rows is 3 but its chunks add up to 2');
     // The altered manifest's chunk list is still checked.
     expect(r.totals.snapshotsChecked).toBe(3);
+  });
+});
+
+describe('check of change logs', () => {
+  it('finds a segment missing from the sequence, and with read-data a damaged one', async () => {
+    const storage = new MemoryStorage();
+    const repo = await Repository.init(storage);
+    const log = new ChangeLog(storage, 'prod');
+    await log.writeInfo({
+      format: 'flashback-capture',
+      version: 1,
+      target: 'prod',
+      slot: 'flashback_prod',
+      publication: 'flashback',
+      systemIdentifier: '1',
+      database: 'app',
+      startLsn: '0/10',
+      created: '2026-11-21T00:00:00Z',
+    });
+    const heartbeat = (n: number) => [['H', `0/${n}0`, '2026-11-21T00:00:00.000000Z'] as const];
+    await log.writeSegment(1, 0n, heartbeat(1));
+    const second = await log.writeSegment(2, 0n, heartbeat(2));
+    const third = await log.writeSegment(3, 0n, heartbeat(3));
+    expect((await checkRepository({ repo, readDataPercent: 100 })).findings).toEqual([]);
+
+    // A flipped byte in the third segment: found only by reading it.
+    const bytes = Buffer.from(await storage.read(third));
+    bytes[bytes.length - 3]! ^= 0xff;
+    await storage.write(third, bytes);
+    expect((await checkRepository({ repo })).findings).toEqual([]);
+    const damaged = await checkRepository({ repo, readDataPercent: 100 });
+    expect(damaged.findings.map((f) => [f.kind, f.object])).toEqual([['changelog-damaged', third]]);
+
+    // The second segment gone: its changes are lost, found without reading data.
+    await storage.delete(second);
+    const missing = await checkRepository({ repo });
+    expect(missing.findings.map((f) => f.kind)).toEqual(['changelog-missing']);
+    expect(missing.findings[0]!.message).toContain('lacks segment 2');
   });
 });
