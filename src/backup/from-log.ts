@@ -20,17 +20,19 @@
  * its column, so a restore can insert; its exact value is the base
  * snapshot's or that, whichever is larger.
  */
-import { InterruptedError, OperationError, UsageError } from '../errors.js';
+import { InterruptedError, UsageError } from '../errors.js';
 import {
   buildOverlay,
+  lineOf,
   type Overlay,
   type PointInTime,
   planPointInTime,
+  resolveAgainst,
   type TableOverlay,
 } from '../history/state.js';
-import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-text.js';
+import { decodeField, endOfFields, splitFields } from '../pg/copy-text.js';
 import type { ColumnModel, SchemaModel } from '../pg/schema/model.js';
-import { ChangeLog, type ChangeValue, lsnText } from '../repo/changelog.js';
+import { ChangeLog, lsnText } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { createEncoder } from '../repo/compress-pool.js';
 import { RepositoryLock } from '../repo/lock.js';
@@ -326,28 +328,6 @@ async function* mergedLines(
     if (v !== null) out.push(lineOf(v));
   }
   yield* flushOut();
-}
-
-function lineOf(values: readonly ChangeValue[]): string {
-  return values
-    .map((v) => {
-      // 0: a large value the log did not send and nothing here resolved; NULL would be a lie.
-      if (v === 0) {
-        throw new OperationError(
-          'backup.from-log-toast',
-          'a row has an unchanged large (TOASTed) value whose earlier version is in neither the base snapshot nor the log: no snapshot was written',
-          { hint: 'take a direct backup' },
-        );
-      }
-      return encodeField(v);
-    })
-    .join('\t');
-}
-
-function resolveAgainst(values: ChangeValue[], line: Buffer): ChangeValue[] {
-  if (!values.includes(0)) return values;
-  const fields = splitFields(line);
-  return values.map((v, i) => (v === 0 ? decodeField(fields[i]!) : v));
 }
 
 /**

@@ -219,7 +219,8 @@ export function parseKeyArgs(positional: string | undefined, named: readonly str
   return { named: pairs };
 }
 
-const INTEGER_TYPES = new Set(['smallint', 'integer', 'bigint', 'oid']);
+/** Key column types compared numerically when looking for a key's chunk. */
+export const INTEGER_TYPES: ReadonlySet<string> = new Set(['smallint', 'integer', 'bigint', 'oid']);
 /** int2, int4, int8, oid: the type OIDs whose text form is a plain integer. */
 const INTEGER_OIDS = new Set([20, 21, 23, 26]);
 
@@ -607,9 +608,14 @@ export async function changeLogs(
   return out.sort((a, b) => (a.info.target < b.info.target ? -1 : 1));
 }
 
-async function selectLog(
+/**
+ * The change log a command reads: the named target's, or the only one in
+ * the repository. `purpose` names the command in messages ("row history").
+ */
+export async function selectLog(
   storage: Storage,
   target: string | undefined,
+  purpose: string,
 ): Promise<{ log: ChangeLog; info: CaptureInfo }> {
   const logs = await changeLogs(storage);
   const names = logs.map((l) => l.info.target).join(', ');
@@ -624,7 +630,7 @@ async function selectLog(
     return { log: new ChangeLog(storage, l.scope), info: l.info };
   }
   if (logs.length === 0) {
-    throw new UsageError('no change log in this repository: row history needs one', {
+    throw new UsageError(`no change log in this repository: ${purpose} needs one`, {
       hint: 'start capture with `flashback capture TARGET`',
     });
   }
@@ -665,7 +671,7 @@ function label(schema: string, name: string): string {
 /** Every version of one row, oldest first (see the module comment and docs/CAPTURE.md). */
 export async function rowHistory(o: RowHistoryOptions): Promise<RowHistory> {
   const storage = o.repo.storage;
-  const { log, info } = await selectLog(storage, o.target);
+  const { log, info } = await selectLog(storage, o.target, 'row history');
   const logStart = lsnValue(info.startLsn);
   if (o.since !== undefined && o.until !== undefined && o.since > o.until) {
     throw new UsageError(`--since (${o.since}) is after --until (${o.until})`);

@@ -39,7 +39,7 @@ import {
   SnapshotStore,
   type TableSnapshot,
 } from '../repo/snapshots.js';
-import { type RowBlock, snapshotSource, type TableSource } from '../restore/load.js';
+import { linesSource, type RowBlock, snapshotSource, type TableSource } from '../restore/load.js';
 
 /** A moment to rebuild: a time, a WAL position, or just before a transaction. */
 export type PointInTime =
@@ -306,9 +306,24 @@ export function keyOf(values: readonly ChangeValue[], k: number): string {
     .join('\t');
 }
 
-/** A row as a COPY text line (without the newline). */
+/**
+ * A row as a COPY text line (without the newline). An unchanged TOASTed
+ * value (0) must have been resolved by then: writing it as NULL would be a
+ * lie, so it is refused.
+ */
 export function lineOf(values: readonly ChangeValue[]): string {
-  return values.map((v) => encodeField(v === 0 ? null : v)).join('\t');
+  return values
+    .map((v) => {
+      if (v === 0) {
+        throw new OperationError(
+          'restore.toast',
+          'a row has an unchanged large (TOASTed) value whose earlier version is in neither the snapshot nor the change log: it cannot be rebuilt, and nothing was written',
+          { hint: 'take a direct backup, or rebuild a moment before that row changed' },
+        );
+      }
+      return encodeField(v);
+    })
+    .join('\t');
 }
 
 /** Folds one change into a table's overlay. */
@@ -423,11 +438,7 @@ export function pointInTimeSource(
         tail.push(lineOf(values));
       }
       for (const r of ov.added) tail.push(lineOf(r));
-      // Appended in blocks of bounded size.
-      for (let i = 0; i < tail.length; i += 10_000) {
-        const part = tail.slice(i, i + 10_000);
-        yield { content: Buffer.from(`${part.join('\n')}\n`, 'utf8'), rows: part.length };
-      }
+      yield* linesSource(tail).blocks(t);
     },
   };
 }
@@ -480,8 +491,8 @@ function mergeBlock(
   return { content: parts.length === 1 ? parts[0]! : Buffer.concat(parts), rows };
 }
 
-/** Unchanged-TOAST markers take the snapshot row's value. */
-function resolveAgainst(values: ChangeValue[], line: Buffer): ChangeValue[] {
+/** Unchanged-TOAST markers take the value of `line` (the row's earlier version, as COPY text). */
+export function resolveAgainst(values: ChangeValue[], line: Buffer): ChangeValue[] {
   if (!values.includes(0)) return values;
   const fields = splitFields(line);
   return values.map((v, i) => (v === 0 ? decodeField(fields[i]!) : v));

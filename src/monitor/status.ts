@@ -112,7 +112,7 @@ export interface StatusInput {
   readonly config: FlashbackConfig;
   /** Targets to judge; by default those with a schedule, snapshots or runs. */
   readonly targets?: readonly string[] | undefined;
-  readonly snapshots: ReadonlyArray<Pick<SnapshotManifest, 'id' | 'target' | 'startedAt'>>;
+  readonly snapshots: readonly SnapshotSummary[];
   readonly runs: readonly RunRecord[];
   /** Targets' change logs (read by `readStatus`); targets without one are absent. */
   readonly changeLogs?: readonly ChangeLogFacts[] | undefined;
@@ -139,12 +139,42 @@ export function worst(a: Severity, b: Severity): Severity {
 }
 
 /** Reads what the evaluation needs from the repository and evaluates it. */
+/** What status needs of a snapshot. */
+export type SnapshotSummary = Pick<SnapshotManifest, 'id' | 'target' | 'startedAt'>;
+
+/**
+ * Manifests are written once and never change, and `serve` evaluates the
+ * status every minute: each is read once per storage, not once per
+ * evaluation (a manifest lists every chunk; there can be hundreds).
+ */
+const summaries = new WeakMap<object, Map<string, SnapshotSummary>>();
+
+async function snapshotSummaries(repo: Repository): Promise<SnapshotSummary[]> {
+  const store = new SnapshotStore(repo.storage);
+  let known = summaries.get(repo.storage);
+  if (known === undefined) {
+    known = new Map();
+    summaries.set(repo.storage, known);
+  }
+  const out: SnapshotSummary[] = [];
+  for (const id of await store.ids()) {
+    let s = known.get(id);
+    if (s === undefined) {
+      const m = await store.read(id);
+      s = { id: m.id, target: m.target, startedAt: m.startedAt };
+      known.set(id, s);
+    }
+    out.push(s);
+  }
+  return out;
+}
+
 export async function readStatus(
   repo: Repository,
   config: FlashbackConfig,
   options: ReadStatusOptions = {},
 ): Promise<StatusReport> {
-  const snapshots = await new SnapshotStore(repo.storage).all();
+  const snapshots = await snapshotSummaries(repo);
   const runs = await new RunStore(repo.storage).list();
   // Change logs are kept per target name: look for one of every target known.
   const candidates = [

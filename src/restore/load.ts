@@ -46,6 +46,18 @@ export function snapshotSource(
   };
 }
 
+/** COPY text lines held by the caller, handed out in blocks of at most 10,000 lines. */
+export function linesSource(lines: readonly string[]): TableSource {
+  return {
+    async *blocks() {
+      for (let i = 0; i < lines.length; i += 10_000) {
+        const part = lines.slice(i, i + 10_000);
+        yield { content: Buffer.from(`${part.join('\n')}\n`, 'utf8'), rows: part.length };
+      }
+    },
+  };
+}
+
 /**
  * Sends every block of `t` from `source` to `COPY <into> FROM STDIN`.
  * Returns the rows sent. `interrupted` is the message used when `signal` aborts.

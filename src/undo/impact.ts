@@ -28,13 +28,19 @@
  * reports") describes the behaviour for users.
  */
 import { DamagedError, UsageError } from '../errors.js';
-import { changeLogs, compareKeys, normaliseTime, parseTableName } from '../history/history.js';
+import {
+  compareKeys,
+  INTEGER_TYPES,
+  normaliseTime,
+  parseTableName,
+  selectLog,
+} from '../history/history.js';
 import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import {
   type Change,
   type ChangeColumn,
-  ChangeLog,
+  type ChangeLog,
   type ChangeValue,
   lsnText,
   lsnValue,
@@ -354,7 +360,7 @@ function countUpdated(t: TableCtx, value: Val, id: string | undefined, time: str
 export async function impactReport(o: ImpactOptions): Promise<ImpactReport> {
   const storage = o.repo.storage;
   const column = parseColumnName(o.column);
-  const { log, target, logStart, logCreated } = await selectLog(o.repo, o.target);
+  const { log, target, logStart, logCreated } = await selectImpactLog(o.repo, o.target);
   const store = new SnapshotStore(storage);
   const manifests = (await store.all(target)) as Array<SnapshotManifest<SchemaModel>>;
   const notes: string[] = [];
@@ -650,45 +656,21 @@ function resolveTables(names: readonly string[], manifests: readonly SnapshotMan
   return out;
 }
 
-async function selectLog(
+async function selectImpactLog(
   repo: Repository,
   target: string | undefined,
 ): Promise<{ log: ChangeLog; target: string; logStart: bigint; logCreated: string }> {
-  const logs = await changeLogs(repo.storage);
-  const names = logs.map((l) => l.info.target).join(', ');
-  let hit = logs[0];
-  if (target !== undefined) {
-    hit = logs.find((l) => l.info.target === target);
-    if (hit === undefined) {
-      throw new UsageError(
-        `target "${target}" has no change log in this repository${logs.length > 0 ? ` (change logs: ${names})` : ''}`,
-        {
-          hint: `an impact report reads the change log; start one with \`flashback capture ${target}\``,
-        },
-      );
-    }
-  } else if (logs.length > 1) {
-    throw new UsageError(`several targets have a change log (${names}): which one?`, {
-      hint: `give --target, e.g. --target ${logs[0]!.info.target}`,
-    });
-  }
-  if (hit === undefined) {
-    throw new UsageError('no change log in this repository: an impact report needs one', {
-      hint: 'start capture with `flashback capture TARGET`',
-    });
-  }
+  const { log, info } = await selectLog(repo.storage, target, 'an impact report');
   return {
-    log: new ChangeLog(repo.storage, hit.scope),
-    target: hit.info.target,
-    logStart: lsnValue(hit.info.startLsn),
-    logCreated: normaliseTime(hit.info.created),
+    log,
+    target: info.target,
+    logStart: lsnValue(info.startLsn),
+    logCreated: normaliseTime(info.created),
   };
 }
 
 // ---------------------------------------------------------------------------
 // Pass 2: values from history
-
-const INTEGER_TYPES = new Set(['smallint', 'integer', 'bigint', 'oid']);
 
 /** What a table's rows not in `rows` are: as the snapshot holds them, none, or unknown (no snapshot). */
 type Start = 'snapshot' | 'empty' | 'unknown';

@@ -38,6 +38,7 @@ import {
   type PointInTimePlan,
   planPointInTime,
   pointInTimeSource,
+  resolveAgainst,
   type TableOverlay,
 } from '../history/state.js';
 import { connect, type PgClient, queryOne } from '../pg/connect.js';
@@ -48,7 +49,7 @@ import { lsnText, lsnValue } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import type { Repository } from '../repo/repository.js';
 import type { ChunkRef, TableSnapshot } from '../repo/snapshots.js';
-import { copyChunks, type RowBlock, type TableSource } from '../restore/load.js';
+import { copyChunks, linesSource, type RowBlock, type TableSource } from '../restore/load.js';
 import { orderByForeignKeys, selectTables } from '../restore/plan.js';
 import { columnList } from '../restore/sql.js';
 
@@ -473,22 +474,10 @@ async function stageTable(
         `row (${key}) of ${name(t)}: an unchanged TOASTed value has no earlier version`,
       );
     }
-    const fields = prev.split('\t');
-    afterLines.push(v.map((x, j) => (x === 0 ? fields[j]! : lineOf([x]))).join('\t'));
+    afterLines.push(lineOf(resolveAgainst(v, Buffer.from(prev, 'utf8'))));
   }
-  const afterSource: TableSource = {
-    async *blocks() {
-      for (let j = 0; j < afterLines.length; j += 10_000) {
-        const part = afterLines.slice(j, j + 10_000);
-        yield { content: Buffer.from(`${part.join('\n')}\n`, 'utf8'), rows: part.length };
-      }
-    },
-  };
-  await copyChunks(client, afterSource, t, a, undefined, 'undo interrupted');
-
-  await client.query(
-    `ALTER TABLE ${u} ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean, ADD COLUMN "fb changed" text[], ADD COLUMN "fb after" text[]`,
-  );
+  await copyChunks(client, linesSource(afterLines), t, a, undefined, 'undo interrupted');
+  await addPlanColumns(client, u);
   const cols = t.columns.map(quoteIdent).join(', ');
   const pick = (alias: string) => t.columns.map((c) => `${alias}.${quoteIdent(c)}`).join(', ');
   const keyEq = (x: string, y: string) =>
@@ -522,17 +511,37 @@ async function stageTable(
        SELECT ${pick('b')}, 'revert', NOT EXISTS (SELECT 1 FROM ${live} l WHERE ${keyEq('l', 'a')} AND ${same('l', 'a')}), ${changed}, ${afterText}
          FROM ${b} b JOIN ${a} a ON ${keyEq('a', 'b')} WHERE NOT (${same('a', 'b')})`,
   );
-  if (where !== undefined) {
-    try {
-      // Extended protocol: one statement only, so the predicate cannot carry another.
-      await queryOne(client, `DELETE FROM ${u} WHERE NOT coalesce((${where}), false)`);
-    } catch (err) {
-      throw new UsageError(`--where: ${(err as Error).message}`, {
-        hint: `the predicate is evaluated on rows of ${name(t)}: the version being put back (for rows to delete, the row the window inserted)`,
-      });
-    }
-  }
+  await keepMatching(
+    client,
+    u,
+    where,
+    `the predicate is evaluated on rows of ${name(t)}: the version being put back (for rows to delete, the row the window inserted)`,
+  );
   return u;
+}
+
+/** The plan columns of a staged table: what to do with the row, and what conflict checks need. */
+const PLAN_COLUMNS =
+  'ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean NOT NULL DEFAULT false, ADD COLUMN "fb changed" text[], ADD COLUMN "fb after" text[]';
+
+async function addPlanColumns(client: PgClient, u: string): Promise<void> {
+  await client.query(`ALTER TABLE ${u} ${PLAN_COLUMNS}`);
+}
+
+/** Leaves in the plan table only the rows `--where` accepts (its errors are the user's, with a hint). */
+async function keepMatching(
+  client: PgClient,
+  u: string,
+  where: string | undefined,
+  hint: string,
+): Promise<void> {
+  if (where === undefined) return;
+  try {
+    // Extended protocol: one statement only, so the predicate cannot carry another.
+    await queryOne(client, `DELETE FROM ${u} WHERE NOT coalesce((${where}), false)`);
+  } catch (err) {
+    throw new UsageError(`--where: ${(err as Error).message}`, { hint });
+  }
 }
 
 /** A chunk filter: true when a chunk's [first, last] key range contains one of `keys`. */
@@ -582,39 +591,21 @@ async function stageKeyless(
   const u = `pg_temp.fb_undo_${i}`;
   await client.query(`DROP TABLE IF EXISTS ${u}`);
   await client.query(`CREATE TEMP TABLE fb_undo_${i} (LIKE ${qualify(t.schema, t.name)})`);
-  await client.query(
-    `ALTER TABLE ${u} ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean NOT NULL DEFAULT false, ADD COLUMN "fb changed" text[], ADD COLUMN "fb after" text[]`,
-  );
-  const lines = (ls: string[]): TableSource => ({
-    async *blocks() {
-      for (let j = 0; j < ls.length; j += 10_000) {
-        const part = ls.slice(j, j + 10_000);
-        yield { content: Buffer.from(`${part.join('\n')}\n`, 'utf8'), rows: part.length };
-      }
-    },
-  });
+  await addPlanColumns(client, u);
   const removed: string[] = [];
   for (const [line, n] of win.removed) for (let j = 0; j < n; j++) removed.push(line);
   await copyChunks(
     client,
-    win.truncated ? pointInTimeSource(chunks, preOverlay) : lines(removed),
+    win.truncated ? pointInTimeSource(chunks, preOverlay) : linesSource(removed),
     t,
     u,
     undefined,
     'undo interrupted',
   );
   await client.query(`UPDATE ${u} SET "fb op" = 'reinsert' WHERE "fb op" IS NULL`);
-  await copyChunks(client, lines(win.added.map(lineOf)), t, u, undefined, 'undo interrupted');
+  await copyChunks(client, linesSource(win.added.map(lineOf)), t, u, undefined, 'undo interrupted');
   await client.query(`UPDATE ${u} SET "fb op" = 'delete' WHERE "fb op" IS NULL`);
-  if (where !== undefined) {
-    try {
-      await queryOne(client, `DELETE FROM ${u} WHERE NOT coalesce((${where}), false)`);
-    } catch (err) {
-      throw new UsageError(`--where: ${(err as Error).message}`, {
-        hint: `the predicate is evaluated on rows of ${name(t)}`,
-      });
-    }
-  }
+  await keepMatching(client, u, where, `the predicate is evaluated on rows of ${name(t)}`);
   // More planned deletes of a row than live copies of it: the excess are conflicts.
   const whole = (a: string) =>
     `ARRAY[${t.columns.map((c) => `${a}.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
@@ -906,7 +897,7 @@ async function writeScript(
     const tmp = u.slice('pg_temp.'.length);
     parts.push(
       `CREATE TEMP TABLE ${tmp} (LIKE ${qualify(t.schema, t.name)}) ON COMMIT DROP;`,
-      `ALTER TABLE ${tmp} ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean, ADD COLUMN "fb changed" text[], ADD COLUMN "fb after" text[];`,
+      `ALTER TABLE ${tmp} ${PLAN_COLUMNS};`,
       `COPY ${tmp} FROM stdin;`,
     );
     const chunks: Buffer[] = [];

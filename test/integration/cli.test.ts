@@ -354,3 +354,44 @@ describe('library', () => {
     expect(types).toContain('guard');
   });
 });
+
+describe('bad flags of the capture, point-in-time and undo commands', () => {
+  it('are refused with exit 3, naming the flag, before anything connects', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      expect((await runCli(['init', '--repo', path.join(dir, 'repo')], { cwd: dir })).code).toBe(0);
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `repository: repo\ntargets:\n${targetYaml('prod', pg17, 'postgres')}`,
+      );
+      const cases: Array<[string[], RegExp]> = [
+        [['restore', 'prod', '--lsn', 'zero', '--to', 'prod'], /--lsn: not a WAL position/],
+        [['restore', 'prod', '--at', 'yesterday-ish', '--to', 'prod'], /--at: not a time/],
+        [
+          ['restore', 'prod', '--before-xid', '-4', '--to', 'prod'],
+          /--before-xid: expected a transaction id/,
+        ],
+        [
+          ['restore', 'prod', '--at', 'now', '--lsn', '0/1', '--to', 'prod'],
+          /give one of --at, --lsn, --before-xid/,
+        ],
+        [['backup', 'prod', '--lsn', '0/1'], /--lsn goes with --from-log/],
+        [['backup', 'prod', '--from-log', '--lsn', 'x'], /--lsn: not a WAL position/],
+        [['capture', 'prod', '--flush-interval', 'soon'], /--flush-interval: expected a duration/],
+        [
+          ['undo', 'prod', '--tx', '7', '--since', 'now-1h'],
+          /give --tx or --since\/--until, not both/,
+        ],
+        [['undo', 'prod', '--since', 'now-1h', '--order', '1,2'], /go with --by COLUMN/],
+        [['undo', 'prod', '--since', 'now', '--until', 'now-1h'], /--until must be after --since/],
+      ];
+      for (const [args, message] of cases) {
+        const r = await runCli(args, { cwd: dir, env });
+        expect(r.code, args.join(' ')).toBe(ExitCode.usage);
+        expect(r.stderr, args.join(' ')).toMatch(message);
+      }
+    } finally {
+      await cleanup();
+    }
+  });
+});
