@@ -25,7 +25,7 @@ import { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, identityRefusal } from '../guard/identity.js';
 import { connect, type PgClient } from '../pg/connect.js';
 import { type RelationMessage, type Tuple, UNCHANGED_TOAST } from '../pg/replication/pgoutput.js';
-import { createSlot, ensurePublication, slotInfo } from '../pg/replication/slot.js';
+import { createSlot, ensurePublication, ownSlotInfo } from '../pg/replication/slot.js';
 import {
   DEFAULT_PUBLICATION,
   openReplicationStream,
@@ -124,7 +124,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
     if (refusal !== undefined) throw refusal;
 
     let info = await log.info();
-    const existing = await slotInfo(client, slot);
+    const existing = await ownSlotInfo(client, slot);
     let created = false;
     const unidentified = await tablesWithoutIdentity(client);
     if (existing === undefined) {
@@ -507,7 +507,7 @@ function values(t: Tuple): ChangeValue[] {
 
 /** The slot of a target's change log, for `status` and `doctor`. */
 export async function captureSlotInfo(client: PgClient, scope: string) {
-  return slotInfo(client, slotName(scope));
+  return ownSlotInfo(client, slotName(scope));
 }
 
 /** Ordinary tables (and partitions) whose updates and deletes cannot be published. */

@@ -6,7 +6,8 @@
 import { judgeSlot, slotState } from '../capture/slot-health.js';
 import { formatSize } from '../config/size.js';
 import type { PgClient } from '../pg/connect.js';
-import { slotInfo } from '../pg/replication/slot.js';
+import { ownSlotInfo } from '../pg/replication/slot.js';
+import { ReplicationError } from '../pg/replication/stream.js';
 import type { ServerInfo } from '../pg/server-info.js';
 
 /** How bad a finding is. `critical`: a capability will not work; `warning`: it works with a gap. */
@@ -84,7 +85,18 @@ export async function runChecks(
  * whose WAL was removed (wal_status lost) means a gap in the change log.
  */
 async function checkCaptureSlot(client: PgClient, o: SlotCheckOptions): Promise<Finding> {
-  const info = await slotInfo(client, o.slot);
+  let info: Awaited<ReturnType<typeof ownSlotInfo>>;
+  try {
+    info = await ownSlotInfo(client, o.slot);
+  } catch (err) {
+    if (!(err instanceof ReplicationError)) throw err;
+    return {
+      check: 'capture-slot',
+      severity: 'warning',
+      summary: `${err.message}; capture of "${o.target}" cannot create its slot`,
+      fix: err.hint ?? 'rename the target',
+    };
+  }
   if (info === undefined) {
     return {
       check: 'capture-slot',

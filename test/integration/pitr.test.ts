@@ -28,6 +28,8 @@ import {
 
 const server = testServers().find((s) => s.major === 17)!;
 const env = { PW: server.password };
+// Slot names are per server: a target name of its own, apart from other test files'.
+const name = `pitr${Math.random().toString(16).slice(2, 8)}`;
 const TABLES = [
   'tenants',
   'subscribers',
@@ -86,11 +88,11 @@ describe('restore to a moment', () => {
     expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
     await writeFile(
       path.join(dir, 'flashback.yaml'),
-      `repository: repo\ntargets:\n  prod:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
+      `repository: repo\ntargets:\n  ${name}:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
     );
     capture = spawn(
       process.execPath,
-      [CLI, 'capture', 'prod', '--flush-interval', '100ms', '--heartbeat', '300ms'],
+      [CLI, 'capture', name, '--flush-interval', '100ms', '--heartbeat', '300ms'],
       { cwd: dir, env: { PATH: process.env.PATH, ...env } },
     );
     capture.stderr!.on('data', (d: Buffer) => {
@@ -101,7 +103,7 @@ describe('restore to a moment', () => {
     }
     expect(captureErr).toContain('resuming from');
     // The snapshot is taken while capture runs: the log covers everything after it.
-    const b = await runCli(['backup', 'prod'], { cwd: dir, env });
+    const b = await runCli(['backup', name], { cwd: dir, env });
     expect(b.code, b.stderr).toBe(0);
 
     // Batch 1: updates, deletes, inserts over several tables, one transaction each.
@@ -142,7 +144,7 @@ describe('restore to a moment', () => {
   afterAll(async () => {
     capture?.kill('SIGTERM');
     await new Promise((r) => capture?.once('exit', r));
-    await runCli(['capture', 'prod', '--drop-slot', '--confirm', 'prod'], { cwd: dir, env });
+    await runCli(['capture', name, '--drop-slot', '--confirm', name], { cwd: dir, env });
     await live?.end();
     await cleanup();
   });
@@ -152,7 +154,7 @@ describe('restore to a moment', () => {
       const into = `pitr_at_${i}_${Date.now() % 100000}`;
       const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
       const r = await runCli(
-        ['restore', 'prod', '--at', m.at, '--to', url, '--create', '--confirm', into],
+        ['restore', name, '--at', m.at, '--to', url, '--create', '--confirm', into],
         {
           cwd: dir,
           env,
@@ -170,17 +172,7 @@ describe('restore to a moment', () => {
     const url = (d: string) =>
       `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${d}`;
     const r = await runCli(
-      [
-        'restore',
-        'prod',
-        '--lsn',
-        moments[1]!.lsn,
-        '--to',
-        url(into),
-        '--create',
-        '--confirm',
-        into,
-      ],
+      ['restore', name, '--lsn', moments[1]!.lsn, '--to', url(into), '--create', '--confirm', into],
       { cwd: dir, env },
     );
     expect(r.code, r.stderr).toBe(0);
@@ -190,7 +182,7 @@ describe('restore to a moment', () => {
     const x = await runCli(
       [
         'restore',
-        'prod',
+        name,
         '--before-xid',
         String(xidOfBatch2),
         '--to',
@@ -210,11 +202,11 @@ describe('restore to a moment', () => {
     const r = await runCli(
       [
         'restore',
-        'prod',
+        name,
         '--at',
         moments[1]!.at,
         '--to',
-        'prod',
+        name,
         '--table',
         'files',
         '--where',
@@ -230,7 +222,7 @@ describe('restore to a moment', () => {
   });
 
   it('builds a snapshot from the log with the same chunks as a direct backup at that LSN', async () => {
-    const direct = await runCli(['backup', 'prod', '--json'], { cwd: dir, env });
+    const direct = await runCli(['backup', name, '--json'], { cwd: dir, env });
     expect(direct.code, direct.stderr).toBe(0);
     const d = JSON.parse(direct.stdout) as { snapshot: string; lsn: string };
     // Let capture store past the direct snapshot's LSN, then work on a copy
@@ -241,7 +233,7 @@ describe('restore to a moment', () => {
     await cp(path.join(dir, 'repo'), copy, { recursive: true });
     await rm(path.join(copy, 'snapshots', `${d.snapshot}.json`));
     const f = await runCli(
-      ['backup', 'prod', '--from-log', '--lsn', d.lsn, '--json', '--repo', copy],
+      ['backup', name, '--from-log', '--lsn', d.lsn, '--json', '--repo', copy],
       {
         cwd: dir,
         env,
@@ -285,6 +277,34 @@ describe('restore to a moment', () => {
     expect(await state(server, into)).toEqual(await state(server, db));
   });
 
+  it('leaves alone a slot of the same name that another database owns', async () => {
+    // Another config, a target of the same name on another database of the same server.
+    const other = await freshDatabase(server, 'pitr_other');
+    const { dir: odir, cleanup: ocleanup } = await tempDir();
+    try {
+      expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: odir })).code).toBe(0);
+      await writeFile(
+        path.join(odir, 'flashback.yaml'),
+        `repository: repo\ntargets:\n  ${name}:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${other}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
+      );
+      const drop = await runCli(['capture', name, '--drop-slot', '--confirm', name], {
+        cwd: odir,
+        env,
+      });
+      expect(drop.code, drop.stderr).toBe(ExitCode.failed);
+      expect(drop.stderr).toContain(`belongs to database "${db}"`);
+      const doctor = await runCli(['doctor', name, '--json'], { cwd: odir, env });
+      expect(doctor.stdout).toContain(`belongs to database \\"${db}\\"`);
+      // The slot of this test's database is still there.
+      const slots = await live.query<{ n: string }>(
+        `SELECT count(*)::text AS n FROM pg_replication_slots WHERE slot_name = 'flashback_${name}' AND database = '${db}'`,
+      );
+      expect(slots.rows[0]!.n).toBe('1');
+    } finally {
+      await ocleanup();
+    }
+  });
+
   it('refuses moments the log cannot vouch for', async () => {
     // A starting snapshot taken after the moment would carry later changes: refused.
     const snaps = JSON.parse((await runCli(['list', '--json'], { cwd: dir })).stdout) as Array<{
@@ -292,20 +312,20 @@ describe('restore to a moment', () => {
     }>;
     const newest = snaps.at(-1)!.id;
     const forced = await runCli(
-      ['restore', newest, '--at', moments[0]!.at, '--to', 'prod', '--dry-run'],
+      ['restore', newest, '--at', moments[0]!.at, '--to', name, '--dry-run'],
       { cwd: dir, env },
     );
     expect(forced.code, forced.stderr).toBe(ExitCode.usage);
     expect(forced.stderr).toContain('holds changes from after');
     const future = new Date(Date.now() + 3_600_000).toISOString();
-    const r = await runCli(['restore', 'prod', '--at', future, '--to', 'prod', '--dry-run'], {
+    const r = await runCli(['restore', name, '--at', future, '--to', name, '--dry-run'], {
       cwd: dir,
       env,
     });
     expect(r.code).toBe(ExitCode.usage);
     expect(r.stderr).toContain('reaches only');
     const early = await runCli(
-      ['restore', 'prod', '--at', '2000-01-01T00:00:00Z', '--to', 'prod', '--dry-run'],
+      ['restore', name, '--at', '2000-01-01T00:00:00Z', '--to', name, '--dry-run'],
       {
         cwd: dir,
         env,
@@ -313,10 +333,10 @@ describe('restore to a moment', () => {
     );
     expect(early.code).toBe(ExitCode.usage);
     expect(early.stderr).toContain('no snapshot');
-    const xid = await runCli(
-      ['restore', 'prod', '--before-xid', '1', '--to', 'prod', '--dry-run'],
-      { cwd: dir, env },
-    );
+    const xid = await runCli(['restore', name, '--before-xid', '1', '--to', name, '--dry-run'], {
+      cwd: dir,
+      env,
+    });
     expect(xid.code).toBe(ExitCode.usage);
     expect(xid.stderr).toContain('not in the change log');
   });

@@ -7,7 +7,7 @@ import { ExitCode, UsageError } from '../../errors.js';
 import { FingerprintStore } from '../../guard/fingerprints.js';
 import { guard } from '../../guard/guard.js';
 import { connect } from '../../pg/connect.js';
-import { dropSlot } from '../../pg/replication/slot.js';
+import { dropSlot, ownSlotInfo } from '../../pg/replication/slot.js';
 import { runScope } from '../../repo/runs.js';
 import type { CliContext } from '../context.js';
 import { Progress } from '../progress.js';
@@ -54,6 +54,8 @@ Exit codes: 0 stopped; 1 failed (the stream or the repository); 4 refused
       if (opts.dropSlot === true) {
         const client = await connect(target);
         try {
+          // Refuses (naming the database) a slot of this name that another database owns.
+          await ownSlotInfo(client, slot);
           await guard({
             target,
             action: `drop replication slot "${slot}": the change log of "${target.name}" stops here, and the WAL the slot holds is freed`,

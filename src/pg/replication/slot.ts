@@ -284,3 +284,29 @@ export async function slotInfo(client: PgClient, slotName: string): Promise<Slot
     retainedWalBytes: row.retained == null ? undefined : BigInt(row.retained),
   };
 }
+
+/**
+ * The slot of this name if it belongs to the database `client` is connected
+ * to; undefined when there is none. Slot names are per server, not per
+ * database: a slot of the same name for another database is not this
+ * database's, and is reported (ReplicationError `replication.slot-other-database`)
+ * rather than read, streamed or dropped by mistake.
+ */
+export async function ownSlotInfo(
+  client: PgClient,
+  slotName: string,
+): Promise<SlotInfo | undefined> {
+  const info = await slotInfo(client, slotName);
+  if (info === undefined) return undefined;
+  const here = (await client.query<{ d: string }>('SELECT current_database() AS d')).rows[0]!.d;
+  if (info.database !== undefined && info.database !== here) {
+    throw new ReplicationError(
+      'replication.slot-other-database',
+      `replication slot "${slotName}" on this server belongs to database "${info.database}", not "${here}": slot names are per server, so two targets of the same name on one server collide`,
+      {
+        hint: 'give one of the targets another name in flashback.yaml (the slot is named after the target)',
+      },
+    );
+  }
+  return info;
+}
