@@ -24,7 +24,6 @@ import { FlashbackError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, identityRefusal } from '../guard/identity.js';
 import { connect, type PgClient } from '../pg/connect.js';
-import { type RelationMessage, type Tuple, UNCHANGED_TOAST } from '../pg/replication/pgoutput.js';
 import { createSlot, ensurePublication, ownSlotInfo } from '../pg/replication/slot.js';
 import {
   DEFAULT_PUBLICATION,
@@ -33,18 +32,13 @@ import {
   type ReplicationStream,
 } from '../pg/replication/stream.js';
 import { readServerInfo } from '../pg/server-info.js';
-import {
-  ChangeLog,
-  type ChangeRecord,
-  type ChangeValue,
-  lsnText,
-  lsnValue,
-} from '../repo/changelog.js';
+import { ChangeLog, HEARTBEAT_PREFIX, lsnText, lsnValue } from '../repo/changelog.js';
+import { SegmentBuilder } from '../repo/changelog-format.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
+import { pgTimestampToIso } from '../util/pg-time.js';
 
-/** The prefix of heartbeat messages on the source. */
-export const HEARTBEAT_PREFIX = 'flashback.heartbeat';
+export { HEARTBEAT_PREFIX };
 
 /** How to capture. */
 export interface CaptureOptions {
@@ -204,7 +198,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
 
     stream = await openReplicationStream(
       { name: target.name, connection: target.connection },
-      { slot, startLsn: lsnText(resumeFrom), label: `target "${target.name}"` },
+      { slot, startLsn: lsnText(resumeFrom), label: `target "${target.name}"`, raw: true },
     );
     // Heartbeats go through the ordinary connection; a failure is not fatal
     // (the stream's own errors are what stop capture).
@@ -216,28 +210,26 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         .catch(() => {});
     }, heartbeatMs);
 
-    // The segment being filled.
-    // Serialised once, as they will be stored (their length is the segment's size).
-    let records: string[] = [];
-    let bytes = 0;
+    // The segment being filled: the messages as received (changelog-format.ts).
+    let segment = new SegmentBuilder();
     let firstAt = 0;
     let described = new Set<number>();
     let txInSeg = 0;
     let changesInSeg = 0;
     let lags: number[] = [];
-    let newestAt: string | undefined;
-    // Transaction state.
-    const relations = new Map<number, RelationMessage>();
+    // Source times of the newest commit (PostgreSQL microseconds) and heartbeat (ISO) stored.
+    let newestCommit: bigint | undefined;
+    let newestBeat: string | undefined;
+    // Transaction state. Relation messages are kept to repeat in every segment.
+    const relations = new Map<number, Buffer>();
     let inTx = false;
     let skipping = false;
     let pendingCommitted = committed;
     const totals = { segments: 0, transactions: 0, changes: 0 };
 
-    const push = (r: ChangeRecord): void => {
-      if (records.length === 0) firstAt = Date.now();
-      const line = JSON.stringify(r);
-      records.push(line);
-      bytes += line.length + 1;
+    const push = (m: Buffer): void => {
+      if (segment.messages === 0) firstAt = Date.now();
+      segment.append(m);
     };
     const describe = (relationId: number): void => {
       if (described.has(relationId)) return;
@@ -248,37 +240,36 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
           `the server sent a change of relation ${relationId} before describing it`,
         );
       }
-      push([
-        'R',
-        rel.relationId,
-        rel.schema,
-        rel.name,
-        rel.replicaIdentity,
-        rel.columns.map((c) => [c.name, c.typeOid, c.typeMod, c.isKey] as const),
-      ]);
+      push(rel);
       described.add(relationId);
     };
     const flush = async (): Promise<void> => {
-      if (records.length === 0) return;
-      const key = await log.writeSegment(seq, pendingCommitted, records).catch((err: unknown) => {
-        throw storeFailed(target.name, repo.storage.location, err);
-      });
+      if (segment.messages === 0) return;
+      const key = await log
+        .writeSegment(seq, pendingCommitted, segment.content())
+        .catch((err: unknown) => {
+          throw storeFailed(target.name, repo.storage.location, err);
+        });
       seq++;
       committed = pendingCommitted;
       const now = Date.now();
+      const commitAt = newestCommit === undefined ? undefined : pgTimestampToIso(newestCommit);
       options.onSegment?.({
         key,
-        records: records.length,
-        bytes,
+        records: segment.messages,
+        bytes: segment.bytes,
         transactions: txInSeg,
         changes: changesInSeg,
         committed: lsnText(committed),
-        lagsMs: lags.map((t) => now - t),
-        newestAt,
+        lagsMs: lags.map((t) => Math.round(now - t)),
+        // Both ISO UTC with six fractional digits: the text order is the time order.
+        newestAt:
+          commitAt === undefined || (newestBeat !== undefined && newestBeat > commitAt)
+            ? newestBeat
+            : commitAt,
       });
       totals.segments++;
-      records = [];
-      bytes = 0;
+      segment = new SegmentBuilder();
       described = new Set();
       txInSeg = 0;
       changesInSeg = 0;
@@ -287,8 +278,83 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       if (committed > 0n) stream?.acknowledge(lsnText(committed));
     };
 
+    // Handles one event; synchronous (storing is the loop's part).
+    const handle = (ev: ReplicationEvent): void => {
+      if (ev.kind !== 'raw') {
+        // Idle and everything stored: let the slot move past WAL we don't need.
+        if (
+          ev.kind === 'keepalive' &&
+          !inTx &&
+          segment.messages === 0 &&
+          ev.walEnd.value > committed
+        ) {
+          stream?.acknowledge(ev.walEnd);
+        }
+        return;
+      }
+      // Messages are stored as received; only what capture itself needs is read
+      // from them (offsets per "Logical Replication Message Formats", protocol 1).
+      const m = ev.data;
+      switch (m[0]) {
+        case 0x52: // Relation: id at 1
+          relations.set(m.readUInt32BE(1), m);
+          described.delete(m.readUInt32BE(1));
+          break;
+        case 0x42: // Begin: final LSN at 1, commit time at 9
+          inTx = true;
+          // Stored already (delivered again after a restart): skip it whole.
+          skipping = m.readBigUInt64BE(1) < committed;
+          if (!skipping) push(m);
+          lags.push(pgMillis(m.readBigInt64BE(9)));
+          break;
+        case 0x49: // Insert, Update, Delete: relation id at 1
+        case 0x55:
+        case 0x44:
+          if (skipping) break;
+          describe(m.readUInt32BE(1));
+          push(m);
+          changesInSeg++;
+          totals.changes++;
+          break;
+        case 0x54: {
+          // Truncate: count at 1, options at 5, relation ids from 6
+          if (skipping) break;
+          const n = m.readInt32BE(1);
+          for (let i = 0; i < n; i++) describe(m.readUInt32BE(6 + 4 * i));
+          push(m);
+          changesInSeg++;
+          totals.changes++;
+          break;
+        }
+        case 0x43: // Commit: flags at 1, commit LSN at 2, end LSN at 10, commit time at 18
+          inTx = false;
+          if (skipping) {
+            skipping = false;
+            lags.pop();
+            break;
+          }
+          push(m);
+          pendingCommitted = m.readBigUInt64BE(10);
+          newestCommit = m.readBigInt64BE(18);
+          txInSeg++;
+          totals.transactions++;
+          break;
+        case 0x4d: {
+          // Message: flags at 1 (1 = transactional), LSN at 2, prefix from 10
+          const beat = heartbeatOf(m);
+          if (beat !== undefined) {
+            push(m);
+            if (newestBeat === undefined || beat > newestBeat) newestBeat = beat;
+          }
+          break;
+        }
+        default:
+          // Type and Origin messages: nothing a reader needs.
+          break;
+      }
+    };
+
     let pending: Promise<ReplicationEvent | undefined> | undefined;
-    let arrived: { e: ReplicationEvent | undefined } | undefined;
     // A wait races the next event against a "wake" promise that the flush
     // timer or an abort settles. One wake serves every event until it settles
     // (a timer and a listener per event cost a quarter of capture's CPU), and
@@ -316,123 +382,45 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       };
     };
     let w: Wake | undefined;
+    let busy = false;
     for (;;) {
-      const deadline = records.length === 0 ? Date.now() + 60_000 : firstAt + flushMs;
-      if (w === undefined || w.deadline > deadline) {
-        w?.cancel();
-        w = wake(deadline);
-      }
-      if (pending === undefined) {
-        arrived = undefined;
-        pending = stream.read().then((e) => {
-          arrived = { e };
-          return e;
-        });
-      }
-      // Under load the next event is already queued: take it without a race
-      // (a race per event leaves a reaction on the wake promise until it settles).
-      await undefined;
-      await undefined;
-      const ev = arrived !== undefined ? arrived.e : await Promise.race([pending, w.promise]);
-      if (ev === 'tick' || ev === 'stop') {
-        w.cancel();
-        w = undefined;
-      }
-      if (ev === 'stop') break;
-      if (ev === 'tick') {
-        await flush();
-        continue;
-      }
-      pending = undefined;
-      if (ev === undefined) break; // stream closed
-      if (ev.kind === 'keepalive') {
-        // Idle and everything stored: let the slot move past WAL we don't need.
-        if (!inTx && records.length === 0 && ev.walEnd.value > committed) {
-          stream.acknowledge(ev.walEnd);
+      if (signal.aborted) break;
+      // Under load, events are taken in batches every BATCH_MS, not one
+      // promise per event: waking per event was most of capture's own CPU
+      // (which it takes from the source's machine). When a batch comes back
+      // empty, the loop waits for the next event instead (idle costs nothing).
+      if (busy) await stream.accumulate(BATCH_MS);
+      let batch = pending === undefined ? stream.readQueued() : [];
+      busy = batch.length > 0;
+      if (batch.length === 0) {
+        const deadline = segment.messages === 0 ? Date.now() + 60_000 : firstAt + flushMs;
+        if (w === undefined || w.deadline > deadline) {
+          w?.cancel();
+          w = wake(deadline);
         }
-        continue;
+        pending ??= stream.read();
+        const ev = await Promise.race([pending, w.promise]);
+        if (ev === 'tick' || ev === 'stop') {
+          w.cancel();
+          w = undefined;
+        }
+        if (ev === 'stop') break;
+        if (ev === 'tick') {
+          await flush();
+          continue;
+        }
+        pending = undefined;
+        if (ev === undefined) break; // stream closed
+        batch = [ev];
       }
-      const m = ev.message;
-      switch (m.tag) {
-        case 'relation':
-          relations.set(m.relationId, m);
-          described.delete(m.relationId);
-          break;
-        case 'begin':
-          inTx = true;
-          // Stored already (delivered again after a restart): skip it whole.
-          skipping = m.finalLsn.value < committed;
-          if (!skipping) push(['B', m.xid, m.finalLsn.text, m.commitTime]);
-          lags.push(Date.parse(m.commitTime));
-          break;
-        case 'insert':
-          if (skipping) break;
-          describe(m.relationId);
-          push(['I', m.relationId, values(m.newTuple)]);
-          changesInSeg++;
-          totals.changes++;
-          break;
-        case 'update':
-          if (skipping) break;
-          describe(m.relationId);
-          push([
-            'U',
-            m.relationId,
-            m.oldKey === undefined ? null : values(m.oldKey),
-            m.oldTuple === undefined ? null : values(m.oldTuple),
-            values(m.newTuple),
-          ]);
-          changesInSeg++;
-          totals.changes++;
-          break;
-        case 'delete':
-          if (skipping) break;
-          describe(m.relationId);
-          push([
-            'D',
-            m.relationId,
-            m.oldKey === undefined ? null : values(m.oldKey),
-            m.oldTuple === undefined ? null : values(m.oldTuple),
-          ]);
-          changesInSeg++;
-          totals.changes++;
-          break;
-        case 'truncate':
-          if (skipping) break;
-          for (const id of m.relationIds) describe(id);
-          push(['T', m.relationIds, m.cascade, m.restartIdentity]);
-          changesInSeg++;
-          totals.changes++;
-          break;
-        case 'commit':
-          inTx = false;
-          if (skipping) {
-            skipping = false;
-            lags.pop();
-            break;
-          }
-          push(['C', m.commitLsn.text, m.endLsn.text, m.commitTime]);
-          pendingCommitted = m.endLsn.value;
-          newestAt = m.commitTime;
-          txInSeg++;
-          totals.transactions++;
-          break;
-        case 'message':
-          if (!m.transactional && m.prefix === HEARTBEAT_PREFIX) {
-            const at = m.content.toString('utf8');
-            push(['H', m.lsn.text, at]);
-            newestAt = at > (newestAt ?? '') ? at : newestAt;
-          }
-          break;
-        default:
-          break;
+      for (const ev of batch) {
+        handle(ev);
+        if (segment.bytes >= maxBytes) await flush();
       }
       // Checked here too, not only by the timer: while events keep arriving
-      // the read always wins the race against the timer, and nothing would
-      // be stored until the buffer filled.
-      if (bytes >= maxBytes || (records.length > 0 && Date.now() - firstAt >= flushMs)) {
-        await flush();
-      }
+      // nothing waits on the timer, and nothing would be stored until the
+      // buffer filled.
+      if (segment.messages > 0 && Date.now() - firstAt >= flushMs) await flush();
     }
     w?.cancel();
     await flush();
@@ -500,10 +488,24 @@ function storeFailed(target: string, location: string, err: unknown): FlashbackE
   );
 }
 
-/** A tuple as stored: unchanged TOASTed values as 0. */
-function values(t: Tuple): ChangeValue[] {
-  return t.map((v) => (v === UNCHANGED_TOAST ? 0 : v));
+/** How long capture lets events accumulate between batches while they keep arriving. */
+const BATCH_MS = 20;
+
+const BEAT = Buffer.from(`${HEARTBEAT_PREFIX}\0`, 'utf8');
+
+/** A non-transactional Message with Flashback's heartbeat prefix: its content (the source's clock). */
+function heartbeatOf(m: Buffer): string | undefined {
+  if (m[1] !== 0 || m.length < 10 + BEAT.length + 4) return undefined;
+  if (m.compare(BEAT, 0, BEAT.length, 10, 10 + BEAT.length) !== 0) return undefined;
+  const at = 10 + BEAT.length;
+  return m.toString('utf8', at + 4, at + 4 + m.readInt32BE(at));
 }
+
+/** PostgreSQL microseconds since 2000 as Unix milliseconds (float precision is ample for lags). */
+function pgMillis(micros: bigint): number {
+  return Number(micros) / 1000 + PG_EPOCH_UNIX_MS;
+}
+const PG_EPOCH_UNIX_MS = 946_684_800_000;
 
 /** The slot of a target's change log, for `status` and `doctor`. */
 export async function captureSlotInfo(client: PgClient, scope: string) {

@@ -4,6 +4,7 @@
  * every connection failure becomes a TargetUnreachableError that names the
  * target and host and never contains a password.
  */
+import net from 'node:net';
 import pg from 'pg';
 import type { ConnectionParams, ResolvedTarget } from '../config/targets.js';
 import { TargetUnreachableError } from '../errors.js';
@@ -51,7 +52,16 @@ export async function connectParams(
     ssl: sslOption(params.sslmode),
   };
   if (params.password !== undefined) config.password = params.password;
-  if (options.replication === true) config.replication = 'database';
+  if (options.replication === true) {
+    config.replication = 'database';
+    // A small read buffer: when the replication stream pauses reading (a
+    // consumer batching, or behind), the socket stops reading at once and the
+    // kernel accumulates what the server sends; resumed, it is read in large
+    // blocks instead of one small read per message.
+    // (net.Socket passes stream options on to its Duplex; the types omit them.)
+    config.stream = () =>
+      new net.Socket({ readableHighWaterMark: 1024 } as net.SocketConstructorOpts);
+  }
   const client = new pg.Client(config);
   // An idle connection dropped by the server must not crash the process.
   client.on('error', () => {});

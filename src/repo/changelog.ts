@@ -8,8 +8,9 @@
  * - `<committed>`: 16 hex digits, the end LSN of the last commit stored in
  *   this or an earlier segment: capture resumes there after a restart, and
  *   a reader that needs changes up to LSN X reads segments until it passes X.
- * Its content (compressed like chunks: codec header + zstd) is one JSON
- * array per line, a record (ChangeRecord below). Transactions are in commit
+ * Its content (compressed like chunks: codec header + zstd) is the
+ * pgoutput messages as received, framed (changelog-format.ts), which readers
+ * see as records (ChangeRecord). Transactions are in commit
  * order and never interleave; a large transaction may span segments (memory
  * stays bounded while capturing it). A transaction counts only once its
  * commit record is read: a Begin while another transaction is open means the
@@ -20,52 +21,20 @@
  */
 import { DamagedError, RepositoryError } from '../errors.js';
 import { ObjectNotFoundError, type Storage } from '../storage/storage.js';
+import {
+  type ChangeColumn,
+  type ChangeRecord,
+  type ChangeValue,
+  decodeSegment,
+  encodeRecords,
+  findBegin,
+  lsnValue,
+  SegmentFormatError,
+} from './changelog-format.js';
 import { ChunkFormatError, decodeChunk, encodeChunk } from './codec.js';
 
-/** A value in a change: text form, null, or 0 for "unchanged TOASTed value, not sent". */
-export type ChangeValue = string | null | 0;
-
-/** One column of a relation record: name, type OID, type modifier, part of the key. */
-export type ChangeColumn = readonly [
-  name: string,
-  typeOid: number,
-  typeMod: number,
-  isKey: boolean,
-];
-
-/** The records of a segment (one JSON array per line). */
-export type ChangeRecord =
-  /** A table's description, before its changes: relation id, schema, name, replica identity, columns. */
-  | readonly [
-      'R',
-      relationId: number,
-      schema: string,
-      name: string,
-      replicaIdentity: string,
-      columns: readonly ChangeColumn[],
-    ]
-  /** A transaction begins: xid, commit LSN, commit time (ISO, microseconds). */
-  | readonly ['B', xid: number, commitLsn: string, commitTime: string]
-  | readonly ['I', relationId: number, row: readonly ChangeValue[]]
-  /** key: the old key when it changed (non-key columns null); old: the old row under REPLICA IDENTITY FULL. */
-  | readonly [
-      'U',
-      relationId: number,
-      key: readonly ChangeValue[] | null,
-      old: readonly ChangeValue[] | null,
-      row: readonly ChangeValue[],
-    ]
-  | readonly [
-      'D',
-      relationId: number,
-      key: readonly ChangeValue[] | null,
-      old: readonly ChangeValue[] | null,
-    ]
-  | readonly ['T', relationIds: readonly number[], cascade: boolean, restartIdentity: boolean]
-  /** The transaction commits: commit LSN, end LSN, commit time. */
-  | readonly ['C', commitLsn: string, endLsn: string, commitTime: string]
-  /** A heartbeat: its LSN and the source's clock when it was emitted. */
-  | readonly ['H', lsn: string, at: string];
+export type { ChangeColumn, ChangeRecord, ChangeValue } from './changelog-format.js';
+export { HEARTBEAT_PREFIX, lsnText, lsnValue } from './changelog-format.js';
 
 /** `changes/<scope>/capture.json`: where the log begins. */
 export interface CaptureInfo {
@@ -96,18 +65,6 @@ export interface SegmentInfo {
 
 const PREFIX = 'changes/';
 const SEGMENT = /^(\d{12})-([0-9a-f]{16})\.seg$/;
-
-/** LSN text (`X/Y`) to its 64-bit value. */
-export function lsnValue(text: string): bigint {
-  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(text);
-  if (m === null) throw new RangeError(`not an LSN: "${text}"`);
-  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
-}
-
-/** A 64-bit LSN value as `X/Y`. */
-export function lsnText(value: bigint): string {
-  return `${(value >> 32n).toString(16).toUpperCase()}/${(value & 0xffff_ffffn).toString(16).toUpperCase()}`;
-}
 
 /** The change log of one target (its scope, as for run records). */
 export class ChangeLog {
@@ -168,12 +125,11 @@ export class ChangeLog {
   async writeSegment(
     seq: number,
     committed: bigint,
-    /** Records, or records already serialised as their JSON line (the writer's hot path). */
-    records: ReadonlyArray<ChangeRecord | string>,
+    /** Records, or format-2 content as capture builds it (changelog-format.ts). */
+    content: readonly ChangeRecord[] | Buffer,
   ): Promise<string> {
     const key = `${this.dir}${String(seq).padStart(12, '0')}-${committed.toString(16).padStart(16, '0')}.seg`;
-    const text = records.map((r) => (typeof r === 'string' ? r : JSON.stringify(r))).join('\n');
-    const stored = await encodeChunk(Buffer.from(`${text}\n`, 'utf8'));
+    const stored = await encodeChunk(Buffer.isBuffer(content) ? content : encodeRecords(content));
     if (!(await this.storage.writeIfAbsent(key, stored))) {
       throw new RepositoryError(
         'changelog.conflict',
@@ -186,31 +142,40 @@ export class ChangeLog {
 
   /** Reads one segment's records. */
   async readSegment(seg: SegmentInfo): Promise<ChangeRecord[]> {
+    const content = await this.readContent(seg);
     try {
-      const { content } = await decodeChunk(await this.storage.read(seg.key));
-      const out: ChangeRecord[] = [];
-      for (const line of content.toString('utf8').split('\n')) {
-        if (line !== '') out.push(JSON.parse(line) as ChangeRecord);
-      }
-      return out;
+      return decodeSegment(content);
     } catch (err) {
-      if (
-        err instanceof ChunkFormatError ||
-        err instanceof SyntaxError ||
-        err instanceof ObjectNotFoundError
-      ) {
-        throw new DamagedError(
-          'changelog.damaged',
-          `change-log segment ${seg.key} is ${err instanceof ObjectNotFoundError ? 'missing' : `damaged (${err.message})`}: changes stored in it cannot be read`,
-          {
-            hint: 'restore the object from a copy of the repository; moments after it cannot be rebuilt from this log',
-            cause: err,
-          },
-        );
-      }
-      throw err;
+      throw damaged(seg, err);
     }
   }
+
+  /** A segment's decompressed content; DamagedError when it is missing or cannot be decoded. */
+  async readContent(seg: SegmentInfo): Promise<Buffer> {
+    try {
+      return (await decodeChunk(await this.storage.read(seg.key))).content;
+    } catch (err) {
+      throw damaged(seg, err);
+    }
+  }
+}
+
+/** The error for a segment that cannot be read or decoded; anything else passes unchanged. */
+function damaged(seg: SegmentInfo, err: unknown): unknown {
+  if (
+    !(err instanceof ChunkFormatError) &&
+    !(err instanceof SegmentFormatError) &&
+    !(err instanceof ObjectNotFoundError)
+  )
+    return err;
+  return new DamagedError(
+    'changelog.damaged',
+    `change-log segment ${seg.key} is ${err instanceof ObjectNotFoundError ? 'missing' : `damaged (${err.message})`}: changes stored in it cannot be read`,
+    {
+      hint: 'restore the object from a copy of the repository; moments after it cannot be rebuilt from this log',
+      cause: err,
+    },
+  );
 }
 
 /** A committed transaction as readers see it. */
@@ -405,19 +370,19 @@ export function skippable(segments: readonly SegmentInfo[], fromLsn: bigint | un
 
 /**
  * The commit LSN of a transaction, found by reading only the log's Begin
- * records (a change line is never parsed): the fast way to place a
+ * records (a change is never decoded): the fast way to place a
  * transaction id before reading a window.
  */
 export async function findCommitLsn(log: ChangeLog, xid: number): Promise<bigint | undefined> {
-  const prefix = `["B",${xid},`;
   for (const seg of await log.segments()) {
-    const { content } = await decodeChunk(await log.storage.read(seg.key));
-    const text = content.toString('utf8');
-    for (let at = text.indexOf(prefix); at >= 0; at = text.indexOf(prefix, at + 1)) {
-      if (at > 0 && text[at - 1] !== '\n') continue; // inside a value, not a record
-      const r = JSON.parse(text.slice(at, text.indexOf('\n', at))) as ChangeRecord;
-      if (r[0] === 'B') return lsnValue(r[2]);
+    const content = await log.readContent(seg);
+    let lsn: bigint | undefined;
+    try {
+      lsn = findBegin(content, xid);
+    } catch (err) {
+      throw damaged(seg, err);
     }
+    if (lsn !== undefined) return lsn;
   }
   return undefined;
 }

@@ -14,9 +14,7 @@
  * (`PgoutputDecoder` tracks that).
  */
 import { OperationError } from '../../errors.js';
-
-/** Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01 (UTC). */
-const PG_EPOCH_UNIX_MICROS = 946_684_800_000_000n;
+import { pgTimestampToIso } from '../../util/pg-time.js';
 
 /**
  * A WAL position. `value` orders and compares positions; `text` is the
@@ -63,28 +61,7 @@ export class Lsn {
   }
 }
 
-/**
- * An int64 timestamp (microseconds since 2000-01-01 UTC, as the replication
- * protocol carries them) as an ISO 8601 string with all six fractional
- * digits, e.g. `2024-05-01T12:34:56.123456Z`.
- */
-export function pgTimestampToIso(micros: bigint): string {
-  const unix = micros + PG_EPOCH_UNIX_MICROS;
-  let ms = unix / 1000n;
-  let sub = unix % 1000n;
-  // BigInt division truncates toward zero; timestamps before 1970 need floor.
-  if (sub < 0n) {
-    sub += 1000n;
-    ms -= 1n;
-  }
-  const iso = new Date(Number(ms)).toISOString();
-  return `${iso.slice(0, -1)}${sub.toString().padStart(3, '0')}Z`;
-}
-
-/** The current time as the protocol's int64 microseconds since 2000-01-01. */
-export function pgTimestampNow(): bigint {
-  return BigInt(Date.now()) * 1000n - PG_EPOCH_UNIX_MICROS;
-}
+export { pgTimestampNow, pgTimestampToIso } from '../../util/pg-time.js';
 
 /** Marks a column whose TOASTed value did not change in an update; the server did not send it. */
 export const UNCHANGED_TOAST: unique symbol = Symbol('unchanged-toast');

@@ -107,8 +107,24 @@ export interface KeepaliveEvent {
   readonly replyRequested: boolean;
 }
 
+/**
+ * A pgoutput message as the server sent it, undecoded (option `raw`): for
+ * consumers that store messages rather than read them.
+ */
+export interface RawDataEvent {
+  readonly kind: 'raw';
+  /** The message (a copy: the consumer may keep it). */
+  readonly data: Buffer;
+  /**
+   * The furthest WAL position this message vouches for: XLogData's WAL start
+   * and end, and for a Commit its end LSN. Acknowledging up to a Commit's end
+   * LSN is allowed once that Commit was read.
+   */
+  readonly position: bigint;
+}
+
 /** What the stream yields, in WAL order. */
-export type ReplicationEvent = DataEvent | KeepaliveEvent;
+export type ReplicationEvent = DataEvent | RawDataEvent | KeepaliveEvent;
 
 /** Options for `startReplication`. */
 export interface ReplicationOptions {
@@ -129,6 +145,11 @@ export interface ReplicationOptions {
    * every transaction arrives whole, at its commit, in commit order.
    */
   readonly streaming?: boolean | undefined;
+  /**
+   * Deliver each pgoutput message undecoded, as a RawDataEvent, instead of a
+   * DataEvent. Protocol 1 without streaming only. Default false.
+   */
+  readonly raw?: boolean | undefined;
   /** Bytes of received messages buffered for the consumer before reading pauses; default 1 MiB. */
   readonly highWaterMark?: number | undefined;
   /**
@@ -165,6 +186,20 @@ export interface ReplicationStream extends AsyncIterable<ReplicationEvent> {
    * before the failure was read).
    */
   read(): Promise<ReplicationEvent | undefined>;
+  /**
+   * Every event already received, at once, without waiting (an empty array
+   * when none is queued, also after a failure: `read()` reports that). For
+   * consumers under load, where a promise per event costs more than the
+   * event. Not while a `read()` is pending.
+   */
+  readQueued(): ReplicationEvent[];
+  /**
+   * Stops reading from the server for `ms` milliseconds: what it sends
+   * meanwhile waits in the socket and is then read in large blocks (far
+   * fewer reads and wake-ups than one per message). For consumers that take
+   * events in batches (`readQueued`).
+   */
+  accumulate(ms: number): Promise<void>;
   /**
    * Tells the server that every change up to `lsn` is safely stored, so the
    * slot may move past it: sends a Standby Status Update with flush = `lsn`
@@ -327,7 +362,7 @@ class Stream implements ReplicationStream, Sink {
   /** The furthest position received from the server: the status updates' write position. */
   private received: bigint;
   /** The furthest position handed to the consumer: acknowledgements may not pass it. */
-  private delivered: Lsn;
+  private delivered: bigint;
   private readonly counters = { messages: 0, bytes: 0, pauses: 0 };
 
   constructor(
@@ -338,8 +373,13 @@ class Stream implements ReplicationStream, Sink {
     this.label = options.label ?? 'the server';
     this.highWater = options.highWaterMark ?? 1024 * 1024;
     this.lowWater = Math.floor(this.highWater / 4);
-    this.delivered = Lsn.from(options.startLsn ?? Lsn.ZERO);
-    this.received = this.delivered.value;
+    this.delivered = Lsn.from(options.startLsn ?? Lsn.ZERO).value;
+    this.received = this.delivered;
+    if (options.raw === true && options.streaming === true) {
+      throw new RangeError(
+        'raw messages cannot be combined with streaming (Stream blocks need decoding)',
+      );
+    }
   }
 
   get acknowledged(): Lsn {
@@ -412,6 +452,10 @@ class Stream implements ReplicationStream, Sink {
     }
     // While closing, the rest of what the server already sent is discarded.
     if (this.state !== 'streaming') return;
+    if (this.options.raw === true) {
+      this.copyRaw(chunk);
+      return;
+    }
     let message: PgoutputMessage;
     try {
       message = this.decoder.decode(chunk.subarray(25));
@@ -433,6 +477,23 @@ class Stream implements ReplicationStream, Sink {
       },
       chunk.length + EVENT_OVERHEAD,
     );
+  }
+
+  /** XLogData in raw mode: the message is copied, not decoded (see RawDataEvent). */
+  private copyRaw(chunk: Buffer): void {
+    this.counters.messages++;
+    // A copy: `chunk` is a view of the parser's buffer, which it reuses.
+    const data = Buffer.from(chunk.subarray(25));
+    const walEnd = chunk.readBigUInt64BE(9);
+    if (walEnd > this.received) this.received = walEnd;
+    let position = chunk.readBigUInt64BE(1);
+    if (walEnd > position) position = walEnd;
+    // A Commit's end LSN (flags 1 byte, commit LSN 8, end LSN 8) is what a consumer acknowledges.
+    if (data[0] === 0x43 && data.length >= 18) {
+      const end = data.readBigUInt64BE(10);
+      if (end > position) position = end;
+    }
+    this.enqueue({ kind: 'raw', position, data }, chunk.length + EVENT_OVERHEAD);
   }
 
   error(err: unknown): void {
@@ -486,6 +547,24 @@ class Stream implements ReplicationStream, Sink {
     });
   }
 
+  readQueued(): ReplicationEvent[] {
+    if (this.reader !== undefined) {
+      throw new Error('ReplicationStream.readQueued() called while a read is pending');
+    }
+    if (this.head >= this.events.length) return [];
+    const out = this.events.slice(this.head) as ReplicationEvent[];
+    this.events = [];
+    this.costs = [];
+    this.head = 0;
+    this.queuedBytes = 0;
+    if (this.paused && this.state === 'streaming') {
+      this.paused = false;
+      this.connection?.stream.resume();
+    }
+    for (const e of out) this.noteDelivered(e);
+    return out;
+  }
+
   [Symbol.asyncIterator](): AsyncIterator<ReplicationEvent> {
     return {
       next: async () => {
@@ -501,13 +580,32 @@ class Stream implements ReplicationStream, Sink {
 
   acknowledge(lsn: Lsn | string): boolean {
     const l = Lsn.from(lsn);
-    if (l.value > this.delivered.value) {
+    if (l.value > this.delivered) {
       throw new RangeError(
-        `cannot acknowledge ${l.text}: it is beyond the last position read (${this.delivered.text})`,
+        `cannot acknowledge ${l.text}: it is beyond the last position read (${new Lsn(this.delivered).text})`,
       );
     }
     if (l.value > this.ack.value) this.ack = l;
     return this.sendStatus();
+  }
+
+  async accumulate(ms: number): Promise<void> {
+    const held = this.state === 'streaming' && !this.paused && this.connection !== undefined;
+    if (held) {
+      this.paused = true;
+      this.connection!.stream.pause();
+    }
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    // Resumed here unless the queue filled meanwhile (then dequeuing resumes it).
+    if (held && this.paused && this.state === 'streaming' && this.queuedBytes <= this.lowWater) {
+      this.paused = false;
+      this.connection?.stream.resume();
+      // The socket restarts reading on a later tick and reads in the event
+      // loop's poll phase; setImmediate runs just after it, so what collected
+      // meanwhile is queued when this returns (a caller that paused again at
+      // once would otherwise never let it in).
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 
   close(): Promise<void> {
@@ -559,6 +657,10 @@ class Stream implements ReplicationStream, Sink {
   }
 
   private noteDelivered(event: ReplicationEvent): void {
+    if (event.kind === 'raw') {
+      if (event.position > this.delivered) this.delivered = event.position;
+      return;
+    }
     let v = event.walEnd.value;
     if (event.kind === 'data') {
       if (event.walStart.value > v) v = event.walStart.value;
@@ -566,7 +668,7 @@ class Stream implements ReplicationStream, Sink {
       if ((m.tag === 'commit' || m.tag === 'stream-commit') && m.endLsn.value > v)
         v = m.endLsn.value;
     }
-    if (v > this.delivered.value) this.delivered = new Lsn(v);
+    if (v > this.delivered) this.delivered = v;
   }
 
   /** Sends a Standby Status Update with the acknowledged position; false when not streaming. */
