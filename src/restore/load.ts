@@ -69,8 +69,11 @@ export async function copyChunks(
   into: string,
   signal: AbortSignal | undefined,
   interrupted: string,
+  freeze = false,
 ): Promise<number> {
-  const ws = client.query(copyFrom(`COPY ${into}${columnList(t.columns)} FROM STDIN`));
+  const ws = client.query(
+    copyFrom(`COPY ${into}${columnList(t.columns)} FROM STDIN${freeze ? ' (FREEZE)' : ''}`),
+  );
   const done = inFlight(finished(ws));
   let rows = 0;
   try {
@@ -101,9 +104,18 @@ export async function loadTable(
   signal: AbortSignal | undefined,
   interrupted: string,
   consequence: string,
+  freeze = false,
 ): Promise<number> {
   try {
-    return await copyChunks(client, chunks, t, qualify(t.schema, t.name), signal, interrupted);
+    return await copyChunks(
+      client,
+      chunks,
+      t,
+      qualify(t.schema, t.name),
+      signal,
+      interrupted,
+      freeze,
+    );
   } catch (err) {
     if (err instanceof InterruptedError || err instanceof OperationError) throw err;
     throw new OperationError(

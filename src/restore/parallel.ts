@@ -2,6 +2,7 @@ import type { ResolvedTarget } from '../config/targets.js';
 import { InterruptedError, OperationError } from '../errors.js';
 import { connect, type PgClient } from '../pg/connect.js';
 import type { DdlStatement } from '../pg/schema/model.js';
+import { qualify } from '../pg/schema/quote.js';
 import type { TableSnapshot } from '../repo/snapshots.js';
 import { runWorkers } from '../util/workers.js';
 import { loadTable, type TableSource } from './load.js';
@@ -43,17 +44,16 @@ export async function parallelFullRestore(p: ParallelRestore): Promise<number[]>
       async (i, signal) => {
         for (let t = queue.shift(); t !== undefined; t = queue.shift()) {
           if (signal.aborted) throw new InterruptedError(DROPPED);
+          const c = conns[i]!;
+          // Emptied in the loading transaction, so COPY may FREEZE: rows are
+          // written frozen and all-visible, and the index builds after the
+          // load do not dirty (and write) every page again to set hint bits.
+          await c.query(`BEGIN; TRUNCATE ONLY ${qualify(t.schema, t.name)}`);
           rows.set(
             t,
-            await loadTable(
-              conns[i]!,
-              p.source,
-              t,
-              signal,
-              DROPPED,
-              'the new database was dropped',
-            ),
+            await loadTable(c, p.source, t, signal, DROPPED, 'the new database was dropped', true),
           );
+          await c.query('COMMIT');
           p.onTable?.(`${t.schema}.${t.name}`, rows.get(t)!);
         }
       },
