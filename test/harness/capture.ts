@@ -313,6 +313,67 @@ export async function bulkCount(c: PgClient): Promise<number> {
   return Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM bulk')).rows[0]!.n);
 }
 
+/** The source's real state at a moment: the WAL position that separates it, and its rows. */
+export interface Moment {
+  readonly lsn: string;
+  readonly rows: Array<Array<string | null>>;
+  readonly bulk: number;
+}
+
+/**
+ * Records the source's real state every `everyMs` while the writer runs,
+ * independently of capture: under an EXCLUSIVE lock on the written tables
+ * (taken bulk first, in the bulk writer's order, so no deadlock), every
+ * transaction that wrote before has ended and new ones wait; the WAL insert
+ * position then separates them: every transaction committed before it is in
+ * the rows read, none after it. `restore --lsn` of that position must give
+ * exactly these rows. A moment that fails (a restarting server) is skipped.
+ */
+export class MomentRecorder {
+  readonly moments: Moment[] = [];
+  private stopping = false;
+  private loop: Promise<void> | undefined;
+
+  constructor(
+    private readonly connect: () => Promise<PgClient>,
+    private readonly everyMs = 400,
+  ) {}
+
+  start(): this {
+    this.loop = this.run();
+    return this;
+  }
+
+  async stop(): Promise<Moment[]> {
+    this.stopping = true;
+    await this.loop;
+    return this.moments;
+  }
+
+  private async run(): Promise<void> {
+    let c: PgClient | undefined;
+    while (!this.stopping) {
+      await sleep(this.everyMs);
+      if (this.stopping) break;
+      try {
+        c ??= await this.connect();
+        await c.query('BEGIN');
+        await c.query('LOCK TABLE bulk, items IN EXCLUSIVE MODE');
+        const lsn = (await c.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l'))
+          .rows[0]!.l;
+        const rows = await sourceRows(c);
+        const bulk = await bulkCount(c);
+        await c.query('COMMIT');
+        this.moments.push({ lsn, rows, bulk });
+      } catch {
+        await c?.end().catch(() => {});
+        c = undefined;
+      }
+    }
+    await c?.end().catch(() => {});
+  }
+}
+
 /** The log's transactions, in log order. */
 export async function loggedTransactions(repoDir: string): Promise<Transaction[]> {
   const out: Transaction[] = [];

@@ -5,7 +5,10 @@
  * read-only for a while. Afterwards the change log must hold exactly what the
  * source committed after the slot was created: every transaction, once, with
  * the same changes and values, in commit order (compareLog in
- * test/harness/capture.ts).
+ * test/harness/capture.ts). And the state rebuilt with `restore` at three
+ * moments recorded during the faults (MomentRecorder: the source's rows and
+ * the WAL position that separates them, taken under a lock that briefly
+ * holds the writers) and at the end equals the source's rows then.
  *
  * The writer starts once the slot exists, so "every transaction it
  * committed" is every transaction of the log's range. Slots are dropped at
@@ -28,6 +31,7 @@ import {
   CAPTURE_SCHEMA,
   CaptureProcess,
   compareLog,
+  MomentRecorder,
   segmentStats,
   sourceRows,
   Writer,
@@ -135,7 +139,9 @@ describe('capture under faults (PostgreSQL 17)', () => {
     const backup = await runCli(['backup', 'prod'], { cwd: s.dir, env: { PW: server.password } });
     expect(backup.code, backup.stderr).toBe(0);
     const writer = new Writer(s.connect).start();
+    const recorder = new MomentRecorder(s.connect).start();
     await fault({ capture, writer, setup: s });
+    const moments = await recorder.stop();
     await writer.stop();
     const truth = await s.connect();
     let audited: Map<number, AuditedTransaction>;
@@ -162,22 +168,36 @@ describe('capture under faults (PostgreSQL 17)', () => {
     const last = await capture.stop();
     // The state rebuilt at the end, from the snapshot and the log written
     // through the faults, is the source's state, row for row.
-    const rebuilt = `${s.database}_at`;
-    const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${rebuilt}`;
-    const restored = await runCli(
-      ['restore', 'prod', '--at', end, '--to', url, '--create', '--confirm', rebuilt],
-      { cwd: s.dir, env: { PW: server.password } },
-    );
-    expect(restored.code, restored.stderr).toBe(0);
-    const r = await connectParams('check', server.connection(rebuilt));
-    try {
-      expect(await sourceRows(r), `${name}: the state rebuilt at the end`).toEqual(rows);
-      expect(await bulkCount(r)).toBe(bulk);
-    } finally {
-      await r.end();
-      const a = await connectParams('admin', server.connection());
-      await a.query(`DROP DATABASE IF EXISTS ${rebuilt} WITH (FORCE)`).catch(() => {});
-      await a.end();
+    // And at moments in the middle of the faults (the first, middle and last
+    // recorded), from their WAL positions: each equal to the source's rows then.
+    expect(moments.length, `${name}: moments recorded`).toBeGreaterThanOrEqual(3);
+    const picked = [0, Math.floor(moments.length / 2), moments.length - 1].map((i) => moments[i]!);
+    // Three different states (the writer kept changing rows between them).
+    expect(new Set(picked.map((m) => `${JSON.stringify(m.rows)} ${m.bulk}`)).size).toBe(3);
+    const points = [
+      ...picked.map((m) => ({ flag: '--lsn', value: m.lsn, rows: m.rows, bulk: m.bulk })),
+      { flag: '--at', value: end, rows, bulk },
+    ];
+    for (const [i, p] of points.entries()) {
+      const rebuilt = `${s.database}_at${i}`;
+      const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${rebuilt}`;
+      const restored = await runCli(
+        ['restore', 'prod', p.flag, p.value, '--to', url, '--create', '--confirm', rebuilt],
+        { cwd: s.dir, env: { PW: server.password } },
+      );
+      expect(restored.code, restored.stderr).toBe(0);
+      const r = await connectParams('check', server.connection(rebuilt));
+      try {
+        expect(await sourceRows(r), `${name}: the state rebuilt at ${p.flag} ${p.value}`).toEqual(
+          p.rows,
+        );
+        expect(await bulkCount(r), `${name}: bulk rows at ${p.flag} ${p.value}`).toBe(p.bulk);
+      } finally {
+        await r.end();
+        const a = await connectParams('admin', server.connection());
+        await a.query(`DROP DATABASE IF EXISTS ${rebuilt} WITH (FORCE)`).catch(() => {});
+        await a.end();
+      }
     }
     const result = compareLog(logged, audited, rows);
     const raw = await segmentStats(s.repoDir);
@@ -185,7 +205,7 @@ describe('capture under faults (PostgreSQL 17)', () => {
       .slice(0, -1)
       .map((r) => (r.signal !== null ? r.signal : `exit ${r.code}`));
     figures.push(
-      `${name}: ${result.transactions} transactions (${writer.committed} acknowledged, ${writer.failed} failed), ${result.changes} row changes + ${writer.bulkCommitted} of ${(bulk / 1000).toFixed(0)}k rows; ${capture.runs.length} capture runs (${exits.join(', ')}); ${raw.segments} segments, ${raw.split} transaction(s) across segments, ${raw.cutOff} cut off and stored again, ${raw.commits - raw.unique} commit(s) stored twice (skipped by readers); ${((Date.now() - started) / 1000).toFixed(1)} s (setup and writing ${writing.toFixed(1)} s, log complete ${catchUp.toFixed(1)} s after the writer stopped)`,
+      `${name}: ${result.transactions} transactions (${writer.committed} acknowledged, ${writer.failed} failed), ${result.changes} row changes + ${writer.bulkCommitted} of ${(bulk / 1000).toFixed(0)}k rows; ${capture.runs.length} capture runs (${exits.join(', ')}); state rebuilt at ${picked.length} recorded moments and the end; ${raw.segments} segments, ${raw.split} transaction(s) across segments, ${raw.cutOff} cut off and stored again, ${raw.commits - raw.unique} commit(s) stored twice (skipped by readers); ${((Date.now() - started) / 1000).toFixed(1)} s (setup and writing ${writing.toFixed(1)} s, log complete ${catchUp.toFixed(1)} s after the writer stopped)`,
     );
     expect(result.missing, `${name}: transactions missing from the log`).toEqual([]);
     expect(result.duplicated, `${name}: transactions twice in the log`).toEqual([]);
