@@ -242,7 +242,17 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
     };
     let out: string | undefined;
     if (o.out !== undefined) {
-      await writeScript(client, o.out, staged, statements, base);
+      // The script holds the order that applies (tried here, rolled back).
+      let order: readonly Statement[] = statements;
+      await client.query('BEGIN');
+      try {
+        order = await runPlan(client, statements);
+      } catch {
+        // The preview reports why; the script keeps the usual order for review.
+      } finally {
+        await client.query('ROLLBACK');
+      }
+      await writeScript(client, o.out, staged, order, base);
       out = o.out;
     }
     const tenants =
@@ -273,7 +283,7 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
       let validation: UndoReport['validation'] = { ok: true };
       await client.query('BEGIN');
       try {
-        for (const s of statements) await client.query(s.sql);
+        await runPlan(client, statements);
       } catch (err) {
         validation = { ok: false, error: (err as Error).message };
       } finally {
@@ -308,12 +318,11 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
       const t0 = Date.now();
       await client.query('BEGIN');
       try {
-        for (const s of statements) {
-          await client.query(
-            tenants === undefined ? s.sql : s.byTenant(o.by!),
-            tenants === undefined ? [] : [g.value],
-          );
-        }
+        await runPlan(
+          client,
+          statements,
+          tenants === undefined ? undefined : { column: o.by!, value: g.value },
+        );
         xids.push(
           Number(
             // The 32-bit xid, as the change log names transactions (txid_current() adds the epoch).
@@ -688,8 +697,66 @@ async function conflictSamples(client: PgClient, t: TableSnapshot, u: string): P
 
 /** A statement of the apply, whole and per tenant ($1 = the tenant's value as text). */
 interface Statement {
+  readonly kind: 'reinsert' | 'revert' | 'delete';
   readonly sql: string;
   byTenant(column: string): string;
+}
+
+/**
+ * The orders tried after the usual one (each keeps the statements' relative
+ * order within a kind). The usual order puts rows back before removing
+ * others, which foreign keys need (a row reverted to point at a parent that
+ * is put back; a parent deleted only once nothing points at it); but when a
+ * unique value moved between rows (an UPDATE of a key, or of a unique
+ * column, from one row to another), putting the old row back first collides
+ * with the row that holds the value now: that row must be deleted, or
+ * reverted, first.
+ */
+const OTHER_ORDERS: ReadonlyArray<ReadonlyArray<Statement['kind']>> = [
+  ['delete', 'reinsert', 'revert'],
+  ['delete', 'revert', 'reinsert'],
+];
+
+/**
+ * Runs the plan in the caller's transaction: in the usual order, and if a
+ * unique constraint refuses it, in the other orders (OTHER_ORDERS), each from
+ * a savepoint. Returns the order that worked; throws the usual order's error
+ * (naming the others') when none does.
+ */
+async function runPlan(
+  client: PgClient,
+  statements: readonly Statement[],
+  tenant?: { column: string; value: string | null },
+): Promise<readonly Statement[]> {
+  const run = async (order: readonly Statement[]) => {
+    for (const s of order) {
+      if (tenant === undefined) await client.query(s.sql);
+      else await client.query(s.byTenant(tenant.column), [tenant.value]);
+    }
+  };
+  await client.query('SAVEPOINT flashback_plan');
+  let first: unknown;
+  try {
+    await run(statements);
+    return statements;
+  } catch (err) {
+    if ((err as { code?: unknown }).code !== '23505') throw err;
+    first = err;
+  }
+  const also: string[] = [];
+  for (const kinds of OTHER_ORDERS) {
+    await client.query('ROLLBACK TO SAVEPOINT flashback_plan');
+    const order = kinds.flatMap((k) => statements.filter((s) => s.kind === k));
+    try {
+      await run(order);
+      return order;
+    } catch (err) {
+      also.push(`${kinds.join(', ')}: ${(err as Error).message}`);
+    }
+  }
+  throw new Error(`${(first as Error).message} (in other orders too: ${also.join('; ')})`, {
+    cause: first,
+  });
 }
 
 /** The apply, in an order foreign keys accept: reinserts and reverts parents first, deletes children first. */
@@ -719,7 +786,7 @@ function applyStatements(
         .find((m) => m.schema === t.schema && m.name === t.name)
         ?.columns.some((c) => c.identity === 'always');
       const ins = `INSERT INTO ${target}${columnList(t.columns)}${always === true ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${cols} FROM ${u} u WHERE u."fb op" = 'reinsert'`;
-      out.push({ sql: ins, byTenant: tenant(ins) });
+      out.push({ kind: 'reinsert', sql: ins, byTenant: tenant(ins) });
       continue;
     }
     const keyEq = (x: string, y: string) =>
@@ -742,6 +809,7 @@ function applyStatements(
     const reinsert = `INSERT INTO ${target}${columnList(t.columns)}${overriding} SELECT ${cols} FROM ${u} u WHERE u."fb op" = 'reinsert'${cond}${absent}`;
     // The tenant filter must come before ON CONFLICT: build both forms.
     out.push({
+      kind: 'reinsert',
       sql: `${reinsert}${upsert}`,
       byTenant: (column) => `${tenant(reinsert)(column)}${upsert}`,
     });
@@ -754,7 +822,7 @@ function applyStatements(
         .join(
           ', ',
         )} FROM ${u} u WHERE ${keyEq('l', 'u')} AND u."fb op" = 'revert'${cond}${liveIs(t)}`;
-      out.push({ sql: revert, byTenant: tenant(revert) });
+      out.push({ kind: 'revert', sql: revert, byTenant: tenant(revert) });
     }
   }
   for (const { t, u } of [...staged].reverse()) {
@@ -771,6 +839,7 @@ function applyStatements(
                FROM ONLY ${qualify(t.schema, t.name)} l2 WHERE ${whole('l2')} IN (${planned(extra)})) y
             WHERE y.rn <= (SELECT count(*) FROM (${planned(extra)}) p(k) WHERE p.k = y.k)))`;
       out.push({
+        kind: 'delete',
         sql: del(''),
         byTenant: (column) => del(` AND u.${quoteIdent(column)}::text IS NOT DISTINCT FROM $1`),
       });
@@ -784,7 +853,7 @@ function applyStatements(
         ? (cascades.get(name(t)) ?? []).map((r) => ` AND NOT (${r.referencedNow('l')})`).join('')
         : '';
     const del = `DELETE FROM ONLY ${qualify(t.schema, t.name)} l USING ${u} u WHERE ${keyEq} AND u."fb op" = 'delete'${cond}${liveIs(t)}${referenced}`;
-    out.push({ sql: del, byTenant: tenant(del) });
+    out.push({ kind: 'delete', sql: del, byTenant: tenant(del) });
   }
   return out;
 }

@@ -72,6 +72,9 @@ describe('undo', () => {
     await live.query(
       'CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE TABLE order_items (id int PRIMARY KEY, order_id int NOT NULL REFERENCES orders ON DELETE CASCADE, what text)',
     );
+    await live.query(
+      "CREATE TABLE accounts (id int PRIMARY KEY, email text NOT NULL UNIQUE); INSERT INTO accounts VALUES (1, 'a@example.com'), (2, 'b@example.com'), (3, 'c@example.com')",
+    );
     expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
     await writeFile(
       path.join(dir, 'flashback.yaml'),
@@ -388,6 +391,33 @@ describe('undo', () => {
     // Order 11 and its item (both from the window) are gone; order 10 stays, with the item written after.
     expect(await rows(live, 'SELECT id FROM orders')).toEqual(['10']);
     expect(await rows(live, 'SELECT id, what FROM order_items')).toEqual(['2\twritten after']);
+  });
+
+  it('undoes a key change and a unique value moved between rows (another order when putting rows back first collides)', async () => {
+    // A migration renumbers two accounts and moves an e-mail address between rows.
+    const x = await xidOf(live, [
+      'UPDATE accounts SET id = id + 100 WHERE id IN (1, 2)',
+      "UPDATE accounts SET email = 'tmp' WHERE id = 3",
+      "UPDATE accounts SET email = 'c@example.com' WHERE id = 101",
+      "UPDATE accounts SET email = 'a@example.com' WHERE id = 3",
+    ]);
+    await settle();
+    const out = path.join(dir, 'accounts.sql');
+    const preview = await undoCli(['--tx', String(x), '--out', out, '--json']);
+    expect(preview.code, preview.stderr).toBe(0);
+    expect(JSON.parse(preview.stdout)).toMatchObject({ validation: { ok: true } });
+    // The script holds the order that applies: the deletes before the reinserts.
+    const script = await readFile(out, 'utf8');
+    expect(script.indexOf('DELETE FROM ONLY public.accounts')).toBeLessThan(
+      script.indexOf('INSERT INTO public.accounts'),
+    );
+    const r = await undoCli(['--tx', String(x), '--apply', '--confirm', name]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await rows(live, 'SELECT id, email FROM accounts ORDER BY id')).toEqual([
+      '1\ta@example.com',
+      '2\tb@example.com',
+      '3\tc@example.com',
+    ]);
   });
 
   it('undoes changes to a table without a key (REPLICA IDENTITY FULL), keeping later rows', async () => {
