@@ -23,12 +23,14 @@ import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-t
 import type { SchemaModel } from '../pg/schema/model.js';
 import {
   type Change,
+  type ChangeColumn,
   ChangeLog,
   type ChangeValue,
   findCommitLsn,
   lsnText,
   lsnValue,
   readTransactions,
+  type Transaction,
 } from '../repo/changelog.js';
 import type { ChunkStore } from '../repo/chunks.js';
 import type { Repository } from '../repo/repository.js';
@@ -180,12 +182,17 @@ export async function buildOverlay(
   const { manifest, log, point } = plan;
   const tables = new Map<string, TableOverlay>();
   const byName = new Map(manifest.tables.map((t) => [`${t.schema}.${t.name}`, t]));
-  const mappers = new Map<string, { columns: unknown; map: number[] }>();
+  const mappers = new Map<string, { columns: unknown; map: number[] | null }>();
   let newestLsn = 0n;
   let newestTime = '';
   let transactions = 0;
   let changes = 0;
   let last: Overlay['last'];
+  let lastTx: Transaction | undefined;
+  const resolved = new WeakMap<
+    readonly ChangeColumn[],
+    { t: TableSnapshot; ov: TableOverlay; map: number[] | null }
+  >();
   let foundXid = false;
   let next: TransactionRef | undefined;
   const fromLsn = options.fromLsn ?? lsnValue(manifest.lsn);
@@ -212,25 +219,35 @@ export async function buildOverlay(
       break;
     }
     for (const c of tx.changes) {
-      const key = `${c.schema}.${c.table}`;
-      const t = byName.get(key);
-      if (t === undefined) {
-        throw new OperationError(
-          'restore.table-not-in-snapshot',
-          `table ${key} changed at ${tx.commitTime} (transaction ${tx.xid}) but is not in snapshot ${manifest.id}: tables created after a snapshot cannot be rebuilt from the log yet`,
-          { hint: 'take a new backup (it includes the table) and restore to a moment after it' },
-        );
+      // Every change of a relation description (one per segment) shares its
+      // columns array: resolve the table once per description, not per change.
+      let r = resolved.get(c.columns);
+      if (r === undefined) {
+        const key = `${c.schema}.${c.table}`;
+        const t = byName.get(key);
+        if (t === undefined) {
+          throw new OperationError(
+            'restore.table-not-in-snapshot',
+            `table ${key} changed at ${tx.commitTime} (transaction ${tx.xid}) but is not in snapshot ${manifest.id}: tables created after a snapshot cannot be rebuilt from the log yet`,
+            { hint: 'take a new backup (it includes the table) and restore to a moment after it' },
+          );
+        }
+        let ov = tables.get(key);
+        if (ov === undefined) {
+          ov = { truncated: false, byKey: new Map(), removed: new Map(), added: [] };
+          tables.set(key, ov);
+        }
+        r = { t, ov, map: columnMap(t, c, mappers, tx.commitTime) };
+        resolved.set(c.columns, r);
       }
-      let ov = tables.get(key);
-      if (ov === undefined) {
-        ov = { truncated: false, byKey: new Map(), removed: new Map(), added: [] };
-        tables.set(key, ov);
-      }
-      applyChange(t, ov, c, columnMap(t, c, mappers, tx.commitTime));
+      applyChange(r.t, r.ov, c, r.map);
       changes++;
     }
     transactions++;
-    last = { xid: tx.xid, commitLsn: lsnText(tx.commitLsn), commitTime: tx.commitTime };
+    lastTx = tx;
+  }
+  if (lastTx !== undefined) {
+    last = { xid: lastTx.xid, commitLsn: lsnText(lastTx.commitLsn), commitTime: lastTx.commitTime };
   }
   // The log must reach the point, or changes after what is stored would be missed.
   if (point.kind === 'xid' && !foundXid) {
@@ -262,9 +279,9 @@ export async function buildOverlay(
 function columnMap(
   t: TableSnapshot,
   c: Change,
-  cache: Map<string, { columns: unknown; map: number[] }>,
+  cache: Map<string, { columns: unknown; map: number[] | null }>,
   when: string,
-): number[] {
+): number[] | null {
   const key = `${c.schema}.${c.table}`;
   const hit = cache.get(key);
   if (hit !== undefined && hit.columns === c.columns) return hit.map;
@@ -290,16 +307,25 @@ function columnMap(
       },
     );
   }
-  cache.set(key, { columns: c.columns, map });
-  return map;
+  const same = map.every((j, i) => j === i);
+  cache.set(key, { columns: c.columns, map: same ? null : map });
+  return same ? null : map;
 }
 
-function reorder(values: readonly ChangeValue[], map: readonly number[]): ChangeValue[] {
+function reorder(values: readonly ChangeValue[], map: readonly number[] | null): ChangeValue[] {
+  // null: the log's columns are the snapshot's, in its order (the usual case): no copy.
+  if (map === null) return values as ChangeValue[];
   return map.map((j) => values[j] ?? null);
 }
 
 /** The key (COPY text of the first `k` values, tab-joined), as overlays index rows. */
 export function keyOf(values: readonly ChangeValue[], k: number): string {
+  // One key column (the usual case): no intermediate arrays, once per change of a long log.
+  if (k === 1) {
+    const v = values[0];
+    if (v === undefined) return '';
+    return encodeField(v === 0 ? null : v);
+  }
   return values
     .slice(0, k)
     .map((v) => encodeField(v === 0 ? null : v))
@@ -327,7 +353,7 @@ export function lineOf(values: readonly ChangeValue[]): string {
 }
 
 /** Folds one change into a table's overlay. */
-function applyChange(t: TableSnapshot, ov: TableOverlay, c: Change, map: number[]): void {
+function applyChange(t: TableSnapshot, ov: TableOverlay, c: Change, map: number[] | null): void {
   const k = t.key.length;
   if (c.op === 'truncate') {
     ov.truncated = true;

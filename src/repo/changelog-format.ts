@@ -63,6 +63,16 @@ export type ChangeRecord =
   /** A heartbeat: its LSN and the source's clock when it was emitted. */
   | readonly ['H', lsn: string, at: string];
 
+/**
+ * A record as readers of the log use it: LSNs as numbers (converting them
+ * to text and back cost more than decoding the change).
+ */
+export type StoredRecord =
+  | Exclude<ChangeRecord, { 0: 'B' | 'C' | 'H' }>
+  | readonly ['B', xid: number, commitLsn: bigint, commitTime: string]
+  | readonly ['C', commitLsn: bigint, endLsn: bigint, commitTime: string]
+  | readonly ['H', lsn: bigint, at: string];
+
 /** The prefix of Flashback's heartbeat messages on the source (pg_logical_emit_message). */
 export const HEARTBEAT_PREFIX = 'flashback.heartbeat';
 
@@ -158,9 +168,25 @@ export function encodeRecords(records: readonly ChangeRecord[]): Buffer {
 
 /** Decodes a segment's content (either format) into its records. Throws SegmentFormatError. */
 export function decodeSegment(content: Buffer): ChangeRecord[] {
+  return decodeStored(content).map((r) => {
+    switch (r[0]) {
+      case 'B':
+        return ['B', r[1], lsnText(r[2]), r[3]];
+      case 'C':
+        return ['C', lsnText(r[1]), lsnText(r[2]), r[3]];
+      case 'H':
+        return ['H', lsnText(r[1]), r[2]];
+      default:
+        return r;
+    }
+  });
+}
+
+/** decodeSegment for the log's readers: LSNs as numbers. Throws SegmentFormatError. */
+export function decodeStored(content: Buffer): StoredRecord[] {
   if (content.length === 0) return [];
   if (content.subarray(0, 4).equals(MAGIC)) {
-    const out: ChangeRecord[] = [];
+    const out: StoredRecord[] = [];
     for (const [start, end] of frames(content)) {
       const r = decodeMessage(content, start, end);
       if (r !== undefined) out.push(r);
@@ -170,10 +196,15 @@ export function decodeSegment(content: Buffer): ChangeRecord[] {
   if (content[0] !== 0x5b /* [ */) {
     throw new SegmentFormatError('neither a format-2 segment (FBL2) nor JSON lines');
   }
-  const out: ChangeRecord[] = [];
+  const out: StoredRecord[] = [];
   try {
     for (const line of content.toString('utf8').split('\n')) {
-      if (line !== '') out.push(JSON.parse(line) as ChangeRecord);
+      if (line === '') continue;
+      const r = JSON.parse(line) as ChangeRecord;
+      if (r[0] === 'B') out.push(['B', r[1], lsnValue(r[2]), r[3]]);
+      else if (r[0] === 'C') out.push(['C', lsnValue(r[1]), lsnValue(r[2]), r[3]]);
+      else if (r[0] === 'H') out.push(['H', lsnValue(r[1]), r[2]]);
+      else out.push(r);
     }
   } catch (err) {
     throw new SegmentFormatError((err as Error).message);
@@ -315,21 +346,21 @@ class Cursor {
 }
 
 /** One stored message as a record; undefined for a logical message that is not a heartbeat. */
-function decodeMessage(b: Buffer, start: number, end: number): ChangeRecord | undefined {
+function decodeMessage(b: Buffer, start: number, end: number): StoredRecord | undefined {
   const c = new Cursor(b, start + 1, end);
-  let r: ChangeRecord | undefined;
+  let r: StoredRecord | undefined;
   switch (b[start]) {
     case 0x42: {
       const lsn = c.u64();
       const at = c.i64();
-      r = ['B', c.u32(), lsnText(lsn), pgTimestampToIso(at)];
+      r = ['B', c.u32(), lsn, pgTimestampToIso(at)];
       break;
     }
     case 0x43: {
       c.u8(); // flags, unused
       const commitLsn = c.u64();
       const endLsn = c.u64();
-      r = ['C', lsnText(commitLsn), lsnText(endLsn), pgTimestampToIso(c.i64())];
+      r = ['C', commitLsn, endLsn, pgTimestampToIso(c.i64())];
       break;
     }
     case 0x49: {
@@ -386,7 +417,7 @@ function decodeMessage(b: Buffer, start: number, end: number): ChangeRecord | un
       const lsn = c.u64();
       const prefix = c.cstring();
       const at = c.text(c.i32());
-      r = prefix === HEARTBEAT_PREFIX ? ['H', lsnText(lsn), at] : undefined;
+      r = prefix === HEARTBEAT_PREFIX ? ['H', lsn, at] : undefined;
       break;
     }
     default:

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryStorage } from '../storage/memory.js';
 import { ChangeLog, lsnValue, readTransactions, skippable } from './changelog.js';
+import { encodeChunk } from './codec.js';
 
 const rel = ['R', 1, 'public', 't', 'd', [['id', 23, -1, true]]] as const;
 
@@ -36,6 +37,32 @@ describe('change log reading', () => {
       [11, ['2', '3']],
     ]);
     expect(await read('0/150')).toEqual([[11, ['2', '3']]]);
+  });
+
+  it('reads segments written in format 1 (JSON lines) like format 2', async () => {
+    const storage = new MemoryStorage();
+    const records = [
+      rel,
+      ['B', 10, '0/F0', '2026-11-21T10:00:00.000000Z'],
+      ['I', 1, ['1']],
+      ['C', '0/F0', '0/100', '2026-11-21T10:00:00.000000Z'],
+      ['H', '0/110', '2026-11-21T10:00:01.000000Z'],
+    ];
+    const lines = Buffer.from(`${records.map((r) => JSON.stringify(r)).join('\n')}\n`);
+    await storage.write(
+      `changes/old/${'1'.padStart(12, '0')}-${'100'.padStart(16, '0')}.seg`,
+      await encodeChunk(lines),
+    );
+    const log = new ChangeLog(storage, 'old');
+    const beats: bigint[] = [];
+    const txs = [];
+    for await (const tx of readTransactions(log, { onHeartbeat: (l) => beats.push(l) }))
+      txs.push(tx);
+    expect(txs).toMatchObject([
+      { xid: 10, commitLsn: 0xf0n, endLsn: 0x100n, changes: [{ op: 'insert', row: ['1'] }] },
+    ]);
+    expect(beats).toEqual([0x110n]);
+    expect(await log.readSegment((await log.segments())[0]!)).toEqual(records);
   });
 
   it('skips only segments whose every transaction committed before the start', () => {

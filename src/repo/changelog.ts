@@ -26,10 +26,11 @@ import {
   type ChangeRecord,
   type ChangeValue,
   decodeSegment,
+  decodeStored,
   encodeRecords,
   findBegin,
-  lsnValue,
   SegmentFormatError,
+  type StoredRecord,
 } from './changelog-format.js';
 import { ChunkFormatError, decodeChunk, encodeChunk } from './codec.js';
 
@@ -150,6 +151,16 @@ export class ChangeLog {
     }
   }
 
+  /** Reads one segment's records with LSNs as numbers (readTransactions' form). */
+  async readStored(seg: SegmentInfo): Promise<StoredRecord[]> {
+    const content = await this.readContent(seg);
+    try {
+      return decodeStored(content);
+    } catch (err) {
+      throw damaged(seg, err);
+    }
+  }
+
   /** A segment's decompressed content; DamagedError when it is missing or cannot be decoded. */
   async readContent(seg: SegmentInfo): Promise<Buffer> {
     try {
@@ -249,16 +260,16 @@ export async function* readTransactions(
     // Everything in a skipped segment belongs to transactions committed before
     // the start; relation records are repeated in every segment.
     if (i < skip) continue;
-    for (const r of await log.readSegment(seg)) {
+    for (const r of await log.readStored(seg)) {
       switch (r[0]) {
         case 'R':
           relations.set(r[1], { schema: r[2], name: r[3], columns: r[5] });
           break;
         case 'H':
-          options.onHeartbeat?.(lsnValue(r[1]), r[2]);
+          options.onHeartbeat?.(r[1], r[2]);
           break;
         case 'B': {
-          const commitLsn = lsnValue(r[2]);
+          const commitLsn = r[2];
           if (
             (options.untilTime !== undefined && r[3] > options.untilTime) ||
             (options.untilLsn !== undefined && commitLsn >= options.untilLsn)
@@ -330,7 +341,7 @@ export async function* readTransactions(
         }
         case 'C': {
           if (open === undefined) break;
-          const endLsn = lsnValue(r[2]);
+          const endLsn = r[2];
           const tx = open;
           open = undefined;
           if (endLsn <= last) break; // delivered again after a restart
