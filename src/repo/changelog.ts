@@ -142,27 +142,27 @@ export class ChangeLog {
   }
 
   /** Reads one segment's records. */
-  async readSegment(seg: SegmentInfo): Promise<ChangeRecord[]> {
-    const content = await this.readContent(seg);
-    try {
-      return decodeSegment(content);
-    } catch (err) {
-      throw damaged(seg, err);
-    }
+  readSegment(seg: SegmentInfo): Promise<ChangeRecord[]> {
+    return this.decode(seg, decodeSegment);
   }
 
   /** Reads one segment's records with LSNs as numbers (readTransactions' form). */
-  async readStored(seg: SegmentInfo): Promise<StoredRecord[]> {
+  readStored(seg: SegmentInfo): Promise<StoredRecord[]> {
+    return this.decode(seg, decodeStored);
+  }
+
+  /** A segment's content through `decode`; DamagedError when it cannot be read or decoded. */
+  async decode<T>(seg: SegmentInfo, decode: (content: Buffer) => T): Promise<T> {
     const content = await this.readContent(seg);
     try {
-      return decodeStored(content);
+      return decode(content);
     } catch (err) {
       throw damaged(seg, err);
     }
   }
 
   /** A segment's decompressed content; DamagedError when it is missing or cannot be decoded. */
-  async readContent(seg: SegmentInfo): Promise<Buffer> {
+  private async readContent(seg: SegmentInfo): Promise<Buffer> {
     try {
       return (await decodeChunk(await this.storage.read(seg.key))).content;
     } catch (err) {
@@ -386,13 +386,7 @@ export function skippable(segments: readonly SegmentInfo[], fromLsn: bigint | un
  */
 export async function findCommitLsn(log: ChangeLog, xid: number): Promise<bigint | undefined> {
   for (const seg of await log.segments()) {
-    const content = await log.readContent(seg);
-    let lsn: bigint | undefined;
-    try {
-      lsn = findBegin(content, xid);
-    } catch (err) {
-      throw damaged(seg, err);
-    }
+    const lsn = await log.decode(seg, (content) => findBegin(content, xid));
     if (lsn !== undefined) return lsn;
   }
   return undefined;
