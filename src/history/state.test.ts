@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { SchemaModel } from '../pg/schema/model.js';
 import { ChangeLog, type ChangeRecord, lsnValue } from '../repo/changelog.js';
+import { ChunkStore } from '../repo/chunks.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
 import { MemoryStorage } from '../storage/memory.js';
-import { buildOverlay, lineOf } from './state.js';
+import { buildOverlay, lineOf, pointInTimeSource } from './state.js';
 
 function table(name: string, columns: string[], key: string[]): TableSnapshot {
   return {
@@ -102,5 +103,82 @@ describe('the overlay of the change log', () => {
         [rel, ...tx(1, '0/100', [['D', 1, [null, 'a@x'], null]])],
       ),
     ).rejects.toThrow(/identified in the change log by \(email\) but its snapshot key is \(id\)/);
+  });
+});
+
+describe('the snapshot merged with the overlay', () => {
+  /** Rows of `t` at the point: a chunk of `lines`, the records applied. */
+  async function merged(t: TableSnapshot, lines: string[], records: ChangeRecord[]) {
+    const storage = new MemoryStorage();
+    const chunks = new ChunkStore(storage);
+    const content = Buffer.from(`${lines.join('\n')}\n`);
+    const { id, storedSize } = await chunks.put(content);
+    const withChunk: TableSnapshot = {
+      ...t,
+      chunks: [
+        {
+          id,
+          rows: lines.length,
+          size: content.length,
+          stored: storedSize,
+          first: null,
+          last: null,
+        },
+      ],
+    };
+    const ov = await overlayOf([withChunk], records);
+    const out: string[] = [];
+    for await (const b of pointInTimeSource(chunks, ov).blocks(withChunk))
+      out.push(...b.content.toString('utf8').split('\n').filter(Boolean));
+    return out;
+  }
+  const rel = (type: number): ChangeRecord => [
+    'R',
+    1,
+    'public',
+    't',
+    'd',
+    [
+      ['id', type, -1, true],
+      ['v', 25, -1, false],
+    ],
+  ];
+
+  it('replaces rows by integer key read from the bytes: negative, long and unchanged ones', async () => {
+    const t = table('t', ['id', 'v'], ['id']);
+    const rows = await merged(
+      t,
+      ['-5\ta', '7\tb', '123456789012345\tc', '42\td'],
+      [
+        rel(20),
+        ...tx(1, '0/100', [
+          ['U', 1, null, null, ['-5', 'A']],
+          ['U', 1, null, null, ['123456789012345', 'C']],
+          ['D', 1, ['42', null], null],
+          ['I', 1, ['8', 'new']],
+        ]),
+      ],
+    );
+    expect(rows).toEqual(['-5\tA', '7\tb', '123456789012345\tC', '8\tnew']);
+  });
+
+  it('never matches a text key that only reads like a changed integer key', async () => {
+    const t = table('t', ['id', 'v'], ['id']);
+    const rows = await merged(
+      t,
+      ['007\tzero-seven', '7\tseven', '7x\tother'],
+      [rel(25), ...tx(1, '0/100', [['U', 1, null, null, ['7', 'SEVEN']]])],
+    );
+    expect(rows).toEqual(['007\tzero-seven', '7\tSEVEN', '7x\tother']);
+  });
+
+  it('keys beyond 15 digits take the text path', async () => {
+    const t = table('t', ['id', 'v'], ['id']);
+    const rows = await merged(
+      t,
+      ['1234567890123456\ta'],
+      [rel(20), ...tx(1, '0/100', [['U', 1, null, null, ['1234567890123456', 'b']]])],
+    );
+    expect(rows).toEqual(['1234567890123456\tb']);
   });
 });

@@ -446,9 +446,10 @@ export function pointInTimeSource(
       // Keys are consumed as the snapshot's rows are met; what is left is new.
       const pending = new Map(ov.byKey);
       const removed = new Map(ov.removed);
+      const numeric = numericKeys(t, pending);
       if (!ov.truncated) {
         for await (const block of plain.blocks(t)) {
-          const merged = mergeBlock(block.content, t, pending, removed);
+          const merged = mergeBlock(block.content, t, pending, removed, numeric);
           if (merged.rows > 0) yield merged;
         }
       }
@@ -469,12 +470,51 @@ export function pointInTimeSource(
   };
 }
 
+/**
+ * For a table with one key column whose changed keys are all integers (as
+ * PostgreSQL prints them), the keys by value: mergeBlock then reads each
+ * line's key as a number from the bytes instead of making a string of it
+ * (most lines are unchanged; a string per line was most of the merge).
+ */
+function numericKeys(
+  t: TableSnapshot,
+  pending: ReadonlyMap<string, unknown>,
+): Map<number, string> | undefined {
+  if (t.key.length !== 1) return undefined;
+  const out = new Map<number, string>();
+  for (const key of pending.keys()) {
+    const n = Number(key);
+    // (At most 15 digits: what integerField reads.)
+    if (!Number.isSafeInteger(n) || String(n) !== key || Math.abs(n) >= 1e15) return undefined;
+    out.set(n, key);
+  }
+  return out;
+}
+
+/** The line's first field read as an integer (digits, optional minus), or undefined. */
+function integerField(content: Buffer, pos: number, nl: number): number | undefined {
+  let i = pos;
+  const negative = content[i] === 0x2d;
+  if (negative) i++;
+  const first = i;
+  let n = 0;
+  for (; i < nl; i++) {
+    const b = content[i]!;
+    if (b === 0x09) break;
+    if (b < 0x30 || b > 0x39 || i - first >= 15) return undefined;
+    n = n * 10 + (b - 0x30);
+  }
+  return i === first ? undefined : negative ? -n : n;
+}
+
 /** One chunk with its rows' later versions applied. */
 function mergeBlock(
   content: Buffer,
   t: TableSnapshot,
   pending: Map<string, ChangeValue[] | null>,
   removed: Map<string, number>,
+  /** pending's keys by value, when all are integers (numericKeys). */
+  numeric?: Map<number, string>,
 ): RowBlock {
   const k = t.key.length;
   const parts: Buffer[] = [];
@@ -485,7 +525,21 @@ function mergeBlock(
     let nl = content.indexOf(0x0a, pos);
     if (nl < 0) nl = content.length;
     let replacement: string | null | undefined; // undefined: keep the line
-    if (k > 0) {
+    if (numeric !== undefined) {
+      // A number that is a changed key's, then the text itself compared (a
+      // text key "007" must not match the integer key 7).
+      const n = integerField(content, pos, nl);
+      const key = n === undefined ? undefined : numeric.get(n);
+      if (
+        key !== undefined &&
+        content.toString('utf8', pos, endOfFields(content, pos, nl, 1)) === key
+      ) {
+        const v = pending.get(key)!;
+        pending.delete(key);
+        numeric.delete(n!);
+        replacement = v === null ? null : lineOf(resolveAgainst(v, content.subarray(pos, nl)));
+      }
+    } else if (k > 0) {
       const key = content.toString('utf8', pos, endOfFields(content, pos, nl, k));
       if (pending.has(key)) {
         const v = pending.get(key)!;
