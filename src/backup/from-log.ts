@@ -66,6 +66,9 @@ export interface FromLogResult {
 }
 
 /** Builds and commits a snapshot from the log. */
+/** Run-record details that mark a backup run as `--from-log` (status tells scheduled jobs apart by it). */
+export const FROM_LOG = { mode: 'from-log' } as const;
+
 export async function backupFromLog(options: FromLogOptions): Promise<FromLogResult> {
   const started = new Date();
   const { repo, target } = options;

@@ -57,6 +57,11 @@ const cron = z.string().superRefine((text, ctx) => {
 /** When `flashback serve` runs each job for a target. */
 const scheduleSchema = z.strictObject({
   backup: cron.optional(),
+  /**
+   * `backup --from-log`: a snapshot from the previous one and the change log,
+   * without reading the source; bounds how much log a restore to a moment reads.
+   */
+  backup_from_log: cron.optional(),
   verify: cron.optional(),
   prune: cron.optional(),
 });

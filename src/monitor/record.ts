@@ -37,6 +37,8 @@ export interface RunIdentity {
   readonly trigger: RunTrigger;
   /** For failures before the job names its snapshot (verify of a given snapshot). */
   readonly snapshot?: string | null | undefined;
+  /** Details recorded whatever the outcome (e.g. `mode: from-log`); the job's own are added on success. */
+  readonly details?: Readonly<Record<string, number | string>> | undefined;
 }
 
 /** Callbacks around the record. */
@@ -92,6 +94,7 @@ export async function recordRun<T>(
       snapshot: who.snapshot ?? null,
       ok: false,
       error: describeError(err),
+      ...(who.details === undefined ? {} : { details: who.details }),
     });
     throw err;
   }
@@ -100,7 +103,9 @@ export async function recordRun<T>(
     snapshot: outcome.snapshot ?? who.snapshot ?? null,
     ok: outcome.ok ?? true,
     ...(outcome.problems === undefined ? {} : { problems: outcome.problems }),
-    ...(outcome.details === undefined ? {} : { details: outcome.details }),
+    ...(outcome.details === undefined && who.details === undefined
+      ? {}
+      : { details: { ...who.details, ...outcome.details } }),
   });
   return { value: outcome.value, record };
 }

@@ -161,6 +161,39 @@ describe('status evaluation', () => {
     expect(fresh.targets[0]!.findings).toEqual([]);
   });
 
+  it('tells scheduled backups from the log apart from direct ones', () => {
+    const c = parseConfig(
+      'targets:\n  prod:\n    database: app\n    schedule:\n      backup: "0 * * * *"\n      backup_from_log: "0 * * * *"\n',
+      undefined,
+    );
+    const base = { now: NOW, config: c, snapshots: [snap('s1', 0.5)] };
+    const verified = run('verify', 0.4, true, { snapshot: 's1' });
+    const fromLog = (h: number, ok: boolean, details: Record<string, string>) =>
+      run('backup', h, ok, { id: `fl-${h}`, details });
+    // Only backups from the log ran lately (a failed one too): the direct backup is missed.
+    const r = evaluateStatus({
+      ...base,
+      runs: [
+        verified,
+        run('backup', 2.5, true),
+        fromLog(0.99, true, { mode: 'from-log', fromLog: 's0' }),
+        fromLog(0.98, false, { mode: 'from-log' }),
+      ],
+    });
+    const missed = r.targets[0]!.findings.filter((f) => f.kind === 'missed-run');
+    expect(missed.map((f) => f.message)).toEqual([
+      expect.stringMatching(/^scheduled backup of "prod"/),
+    ]);
+    // And the other way round; records written before `mode` existed carry only `fromLog`.
+    const other = evaluateStatus({
+      ...base,
+      runs: [verified, run('backup', 0.99, true), fromLog(2.5, true, { fromLog: 's0' })],
+    });
+    expect(other.targets[0]!.findings.map((f) => f.message)).toEqual([
+      expect.stringMatching(/^scheduled backup --from-log of "prod"/),
+    ]);
+  });
+
   it('lists scheduled targets without snapshots as critical, and nothing for unused targets', () => {
     const c = parseConfig(
       'targets:\n  prod:\n    database: app\n    schedule:\n      backup: "0 2 * * *"\n  scratch:\n    database: s\n',

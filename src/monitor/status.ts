@@ -350,13 +350,13 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
 
   // Scheduled jobs that did not run.
   const schedule = input.config.targets[target]?.schedule ?? {};
-  for (const job of ['backup', 'verify', 'prune'] as const) {
+  for (const job of ['backup', 'backup_from_log', 'verify', 'prune'] as const) {
     const expr = schedule[job];
     if (expr === undefined) continue;
     const due = previousDue(expr, now - th.missedRunGrace, input.config.serve.timezone);
     if (due === undefined) continue;
     const jobRuns = input.runs.filter(
-      (r) => r.kind === job && (r.target === target || (job === 'prune' && r.target === null)),
+      (r) => ranAs(r, job) && (r.target === target || (job === 'prune' && r.target === null)),
     );
     // A job that never ran is a new schedule (or no scheduler yet): the
     // freshness findings speak for it. One that ran and then stopped is the
@@ -367,7 +367,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       add(
         'warning',
         'missed-run',
-        `scheduled ${job} of "${target}" (${expr}) was due at ${new Date(due).toISOString()} and has not run: is \`flashback serve\` running?`,
+        `scheduled ${job === 'backup_from_log' ? 'backup --from-log' : job} of "${target}" (${expr}) was due at ${new Date(due).toISOString()} and has not run: is \`flashback serve\` running?`,
       );
     }
   }
@@ -482,4 +482,12 @@ export function previousDue(expr: string, at: number, tz: string): number | unde
   } catch {
     return undefined;
   }
+}
+
+/** Whether a run is one of scheduled `job`: backups from the log are backup runs marked `mode: from-log`. */
+function ranAs(r: RunRecord, job: 'backup' | 'backup_from_log' | 'verify' | 'prune'): boolean {
+  const fromLog = r.details?.mode === 'from-log' || r.details?.fromLog !== undefined;
+  if (job === 'backup_from_log') return r.kind === 'backup' && fromLog;
+  if (job === 'backup') return r.kind === 'backup' && !fromLog;
+  return r.kind === job;
 }

@@ -5,7 +5,10 @@
 import { CronExpressionParser } from 'cron-parser';
 import type { FlashbackConfig } from '../config/schema.js';
 
-export type JobKind = 'backup' | 'verify' | 'prune';
+export type JobKind = 'backup' | 'backup_from_log' | 'verify' | 'prune';
+
+/** Every job kind, in the order the schedule lists them. */
+export const JOB_KINDS: readonly JobKind[] = ['backup', 'backup_from_log', 'verify', 'prune'];
 
 /** One scheduled job. */
 export interface ScheduledJob {
@@ -18,7 +21,7 @@ export interface ScheduledJob {
 export function scheduledJobs(config: FlashbackConfig): ScheduledJob[] {
   const out: ScheduledJob[] = [];
   for (const [target, t] of Object.entries(config.targets).sort(([a], [b]) => (a < b ? -1 : 1))) {
-    for (const job of ['backup', 'verify', 'prune'] as const) {
+    for (const job of JOB_KINDS) {
       const cron = t.schedule?.[job];
       if (cron !== undefined) out.push({ target, job, cron });
     }
@@ -31,7 +34,7 @@ export function nextDue(job: ScheduledJob, after: Date, timezone: string): Date 
   return CronExpressionParser.parse(job.cron, { currentDate: after, tz: timezone }).next().toDate();
 }
 
-/** A stable name for logs and metrics: `backup prod`. */
+/** A stable name for logs and metrics: `backup prod`, `backup --from-log prod`. */
 export function jobName(job: Pick<ScheduledJob, 'job' | 'target'>): string {
-  return `${job.job} ${job.target}`;
+  return `${job.job === 'backup_from_log' ? 'backup --from-log' : job.job} ${job.target}`;
 }

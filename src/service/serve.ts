@@ -19,6 +19,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import { backup } from '../backup/backup.js';
+import { backupFromLog, FROM_LOG } from '../backup/from-log.js';
 import type { FlashbackConfig } from '../config/schema.js';
 import { resolveTarget } from '../config/targets.js';
 import { ConfigError } from '../errors.js';
@@ -294,6 +295,24 @@ const JOBS: Record<
     );
     const m = r.value.manifest;
     return `snapshot ${m.id} committed: ${m.totals.rows.toLocaleString('en-US')} rows, ${formatBytes(m.totals.bytes)}, ${formatBytes(m.totals.newBytes)} new`;
+  },
+  async backup_from_log({ job, options, signal, hooks }) {
+    const r = await recordRun(
+      options.repo,
+      { kind: 'backup', target: job.target, trigger: 'schedule', details: FROM_LOG },
+      async () => {
+        const v = await backupFromLog({ repo: options.repo, target: job.target, signal });
+        const t = v.manifest.totals;
+        return {
+          value: v,
+          snapshot: v.manifest.id,
+          details: { bytes: t.bytes, newBytes: t.newBytes, rows: t.rows, fromLog: v.base },
+        };
+      },
+      hooks,
+    );
+    const v = r.value;
+    return `snapshot ${v.manifest.id} committed from snapshot ${v.base} and ${v.transactions.toLocaleString('en-US')} transaction(s) of the change log: ${formatBytes(v.manifest.totals.newBytes)} new`;
   },
   async verify({ job, options, signal, hooks }) {
     const all = await selectSnapshots(options.repo, { kind: 'unverified', target: job.target });

@@ -102,12 +102,28 @@ alerts:
 targets:
 `;
     await writeFile(path.join(dir, 'flashback.yaml'), head + prod);
-    // A verified snapshot first, so that prod is healthy but for its capture.
+    // The change log starts (capture creates the slot), then a verified
+    // snapshot it covers, so that prod is healthy but for its capture and
+    // snapshots can be made from the log.
+    const first = spawn(process.execPath, [CLI, 'capture', 'prod'], {
+      cwd: dir,
+      env: { PATH: process.env.PATH, ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let firstErr = '';
+    first.stderr!.on('data', (d: Buffer) => {
+      firstErr += d.toString();
+    });
+    await until('the first capture to start', () => firstErr.includes('resuming from'));
+    first.kill('SIGTERM');
+    await new Promise((r) => first.once('exit', r));
     expect((await runCli(['backup', 'prod'], { cwd: dir, env })).code).toBe(0);
     expect((await runCli(['verify', '--latest'], { cwd: dir, env })).code).toBe(0);
     await writeFile(
       path.join(dir, 'flashback.yaml'),
       `${head}${prod}    capture: true
+    schedule:
+      backup_from_log: "*/3 * * * * *"
   down:
     host: 127.0.0.1
     port: ${downPort}
@@ -197,6 +213,15 @@ targets:
         expect.objectContaining({ target: 'down', state: 'waiting' }),
         expect.objectContaining({ target: 'prod', state: 'streaming', failures: 0 }),
       ]);
+      // Snapshots from the log on schedule, without reading the source.
+      const fromLog = await until('a scheduled backup --from-log', () =>
+        serve.logs.find((l) =>
+          /^backup --from-log prod: snapshot \S+ committed from snapshot \S+ and [1-9][\d,]* transaction/.test(
+            String(l.msg),
+          ),
+        ),
+      );
+      expect(fromLog.level).toBe(30);
       figures = `lag p50 ${p50.toFixed(3)} s, p99 ${p99.toFixed(3)} s, recovery point ${rpo.toFixed(1)} s`;
     } finally {
       await writer?.stop();

@@ -1,7 +1,7 @@
 /** `flashback backup TARGET`: one consistent snapshot into the repository. */
 import type { Command } from 'commander';
 import { type BackupProgress, backup } from '../../backup/backup.js';
-import { backupFromLog } from '../../backup/from-log.js';
+import { backupFromLog, FROM_LOG } from '../../backup/from-log.js';
 import { resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
 import { recordRun } from '../../monitor/record.js';
@@ -63,7 +63,7 @@ async function runFromLog(ctx: CliContext, ref: string, lsn: string | undefined)
   const signal = ctx.interruptSignal();
   const { value: r } = await recordRun(
     repo,
-    { kind: 'backup', target: target.name, trigger: 'command' },
+    { kind: 'backup', target: target.name, trigger: 'command', details: FROM_LOG },
     async () => {
       const v = await backupFromLog({
         repo,
