@@ -176,7 +176,31 @@ export class SnapshotStore {
       const id = obj.key.slice('snapshots/'.length).replace(/\.json$/, '');
       if (ID.test(id)) ids.push(id);
     }
-    return ids.sort();
+    ids.sort();
+    // Ids sort by their second; two snapshots of the same second (the rest of
+    // the id is random) are ordered by when they finished, from their manifests.
+    for (let i = 0; i < ids.length; ) {
+      let j = i + 1;
+      while (j < ids.length && ids[j]!.slice(0, 15) === ids[i]!.slice(0, 15)) j++;
+      if (j - i > 1) {
+        const group = await Promise.all(
+          ids.slice(i, j).map(async (id) => ({ id, at: await this.finishedAt(id) })),
+        );
+        group.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : a.id < b.id ? -1 : 1));
+        ids.splice(i, j - i, ...group.map((g) => g.id));
+      }
+      i = j;
+    }
+    return ids;
+  }
+
+  /** A manifest's finishedAt, or '' when it cannot be read (`check` reports that). */
+  private async finishedAt(id: string): Promise<string> {
+    try {
+      return (await this.read(id)).finishedAt;
+    } catch {
+      return '';
+    }
   }
 
   /** Every manifest, oldest first, optionally of one target. */
