@@ -81,7 +81,7 @@ describe('prune', () => {
       ).join('')}`,
     );
   const cli = (args: string[]) => runCli(args, { cwd: dir, env });
-  /** Snapshot ids in the repository; compared as sets (ids of one second sort by their random part). */
+  /** Snapshot ids in the repository, oldest first (snapshots of one second in the order they finished). */
   const ids = async () => new SnapshotStore(new LocalStorage(repo)).ids();
   const sorted = (a: readonly string[]) => [...a].sort();
 
@@ -184,7 +184,7 @@ describe('prune', () => {
       'no retention policy configured (targets with snapshots: prod): prune removes nothing without one',
     );
     expect(r.stderr).toContain('hint: set retention');
-    expect(await ids()).toEqual(sorted(taken));
+    expect(await ids()).toEqual(taken);
     expect(await chunkDir(repo)).toEqual(before);
   });
 
@@ -202,7 +202,7 @@ describe('prune', () => {
     } finally {
       await lock.release();
     }
-    expect(await ids()).toEqual(sorted(taken));
+    expect(await ids()).toEqual(taken);
   });
 
   it('frees what the dry run said, keeps the newest verified snapshot, and what remains restores', async () => {
@@ -242,7 +242,7 @@ describe('prune', () => {
     expect(human.stdout).toMatch(new RegExp(`${s2} .* REMOVE `));
     expect(human.stdout).toContain('dry run: would remove 1 snapshot(s)');
     expect(human.stdout).toContain('nothing was deleted');
-    expect(await ids()).toEqual(sorted(taken));
+    expect(await ids()).toEqual(taken);
 
     const before = await chunkDir(repo);
     const r = await cli(['prune', '--json']);
@@ -278,7 +278,7 @@ describe('prune', () => {
     const before = await chunkDir(repo);
 
     await killPruneAt('prune.after-manifests');
-    expect(await ids()).toEqual(sorted([s1, s4, s5]));
+    expect(await ids()).toEqual([s1, s4, s5]);
     expect(await chunkDir(repo)).toEqual(before); // no chunk deleted yet
     await assertIntact({ check: true });
 
@@ -301,7 +301,7 @@ describe('prune', () => {
     const before = await chunkDir(repo);
 
     await killPruneAt('prune.during-chunks');
-    expect(await ids()).toEqual(sorted([s1, s5, s6]));
+    expect(await ids()).toEqual([s1, s5, s6]);
     expect((await chunkDir(repo)).count).toBe(before.count - 1);
     await assertIntact({ check: true });
 
