@@ -10,7 +10,11 @@
  *    capture needs after pgbench stops to have everything stored;
  * 3. `restore --at` the end of that run (the snapshot taken before it plus
  *    every pgbench change of the run, from the log) against `restore` of a
- *    direct snapshot taken at the end: the ratio of their times.
+ *    direct snapshot taken at the end: the ratio of their times;
+ * 4. `backup --from-log` as of BENCH_FROM_LOG_BEFORE seconds (default 5)
+ *    before the end (what serve's `schedule.backup_from_log` keeps doing),
+ *    then `restore --at` the end again: now only those seconds of log are
+ *    read. Its ratio to the snapshot restore is the bounded case.
  *
  * PostgreSQL 17 (embedded) with its default durability settings; Debian's
  * pgbench (postgresql-15 or postgresql-client-15's contrib, /usr/bin/pgbench).
@@ -22,6 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { backup } from '../src/backup/backup.js';
+import { backupFromLog } from '../src/backup/from-log.js';
 import { capture } from '../src/capture/capture.js';
 import { parseConfig } from '../src/config/load.js';
 import { resolveTarget } from '../src/config/targets.js';
@@ -39,6 +44,8 @@ const run = promisify(execFile);
 const json = process.argv.includes('--json');
 const scale = Number(process.env.BENCH_PGBENCH_SCALE ?? 10);
 const seconds = Number(process.env.BENCH_PGBENCH_SECONDS ?? 30);
+/** How long before the end of the run the snapshot from the log is taken. */
+const fromLogBefore = Number(process.env.BENCH_FROM_LOG_BEFORE ?? 5);
 const PGBENCH = '/usr/bin/pgbench';
 
 function log(s: string): void {
@@ -88,7 +95,7 @@ async function main(): Promise<void> {
     const storage = new LocalStorage(path.join(work, 'repo'));
     const repo = await Repository.init(storage);
     const config = parseConfig(
-      `targets:\n  bench:\n    url: ${server.url('bench')}\n    protected: false\n  restored:\n    url: ${server.url('restored')}\n    protected: false\n  restored_at:\n    url: ${server.url('restored_at')}\n    protected: false\n`,
+      `targets:\n  bench:\n    url: ${server.url('bench')}\n    protected: false\n  restored:\n    url: ${server.url('restored')}\n    protected: false\n  restored_at:\n    url: ${server.url('restored_at')}\n    protected: false\n  restored_fl:\n    url: ${server.url('restored_fl')}\n    protected: false\n`,
       undefined,
     );
     const target = resolveTarget('bench', config, env);
@@ -116,8 +123,10 @@ async function main(): Promise<void> {
     log(`pgbench ${seconds} s with capture…`);
     const tpsCaptured = await pgbench();
     const end = (
-      await db.query<{ at: string; lsn: string }>(
-        `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at, pg_current_wal_insert_lsn()::text AS lsn`,
+      await db.query<{ at: string; lsn: string; before: string }>(
+        `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at, pg_current_wal_insert_lsn()::text AS lsn,
+                to_char((clock_timestamp() - make_interval(secs => $1)) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS before`,
+        [fromLogBefore],
       )
     ).rows[0]!;
     const stopped = performance.now();
@@ -168,6 +177,31 @@ async function main(): Promise<void> {
       io,
     });
     const pitrRestore = (performance.now() - t) / 1000;
+
+    // The same moment once a snapshot from the log exists shortly before it
+    // (what serve's schedule.backup_from_log keeps up): only the log after it is read.
+    log(`backup --from-log as of ${fromLogBefore} s before the end, and restore --at from it…`);
+    t = performance.now();
+    const fl = await backupFromLog({
+      repo,
+      target: 'bench',
+      point: { kind: 'time', at: end.before },
+    });
+    const fromLogSeconds = (performance.now() - t) / 1000;
+    t = performance.now();
+    const flPlan = await planPointInTime(repo, 'bench', { kind: 'time', at: end.at });
+    if (flPlan.manifest.id !== fl.manifest.id)
+      throw new Error(`restore --at chose ${flPlan.manifest.id}, not the snapshot from the log`);
+    const flOverlay = await buildOverlay(flPlan);
+    await restore({
+      manifest: flPlan.manifest,
+      source: pointInTimeSource(new ChunkStore(repo.storage), flOverlay),
+      repo,
+      target: resolveTarget('restored_fl', config, env),
+      create: true,
+      io,
+    });
+    const flRestore = (performance.now() - t) / 1000;
     await db.end();
 
     const report = {
@@ -193,6 +227,13 @@ async function main(): Promise<void> {
         snapshotRestoreSeconds: snapshotRestore,
         ratio: pitrRestore / snapshotRestore,
       },
+      restoreAtFromLogSnapshot: {
+        secondsBefore: fromLogBefore,
+        backupFromLogSeconds: fromLogSeconds,
+        windowChanges: flOverlay.changes,
+        seconds: flRestore,
+        ratio: flRestore / snapshotRestore,
+      },
     };
     if (json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     else {
@@ -205,7 +246,10 @@ async function main(): Promise<void> {
           `  stored everything after pgbench   ${catchUp.toFixed(1)} s later\n\n` +
           `  restore --at the end of the run   ${pitrRestore.toFixed(2)} s   (snapshot + ${overlay.transactions.toLocaleString('en-US')} transactions, ${overlay.changes.toLocaleString('en-US')} changes from the log; ${overlaySeconds.toFixed(2)} s of it reading the log)\n` +
           `  restore of a snapshot at the end  ${snapshotRestore.toFixed(2)} s\n` +
-          `  ratio                             ${report.restoreAt.ratio.toFixed(2)}x\n`,
+          `  ratio                             ${report.restoreAt.ratio.toFixed(2)}x\n\n` +
+          `  backup --from-log ${fromLogBefore} s before the end  ${fromLogSeconds.toFixed(2)} s   (the source's tables not read)\n` +
+          `  restore --at the end from it      ${flRestore.toFixed(2)} s   (${flOverlay.changes.toLocaleString('en-US')} changes from the log)\n` +
+          `  ratio                             ${(flRestore / snapshotRestore).toFixed(2)}x\n`,
       );
     }
   } finally {
