@@ -32,7 +32,7 @@ import {
 } from '../history/state.js';
 import { decodeField, endOfFields, splitFields } from '../pg/copy-text.js';
 import type { ColumnModel, SchemaModel } from '../pg/schema/model.js';
-import { ChangeLog, lsnText } from '../repo/changelog.js';
+import { ChangeLog, lsnText, lsnValue } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { createEncoder } from '../repo/compress-pool.js';
 import { RepositoryLock } from '../repo/lock.js';
@@ -65,10 +65,38 @@ export interface FromLogResult {
   readonly seconds: number;
 }
 
-/** Builds and commits a snapshot from the log. */
+/** A snapshot from the log that was not made: the newest snapshot, and why. */
+export interface NothingNew {
+  readonly newest: string;
+  readonly reason: string;
+}
+
 /** Run-record details that mark a backup run as `--from-log` (status tells scheduled jobs apart by it). */
 export const FROM_LOG = { mode: 'from-log' } as const;
 
+/**
+ * Why a snapshot from the log up to its end would add nothing, or undefined
+ * when it would. Nothing new: the target's newest snapshot already reaches
+ * the end of the stored log (an idle log: it would be a copy; or a direct
+ * backup taken after it: a log that ends before it means capture is behind,
+ * and a snapshot from it would hold older data than the newest one while
+ * looking newer).
+ */
+export async function nothingNewInLog(
+  repo: Repository,
+  target: string,
+): Promise<NothingNew | undefined> {
+  const end = await logEnd(repo, target);
+  if (end.kind !== 'lsn') return undefined;
+  const newest = (await new SnapshotStore(repo.storage).all(target)).at(-1);
+  if (newest === undefined || lsnValue(newest.lsn) < lsnValue(end.lsn)) return undefined;
+  return {
+    newest: newest.id,
+    reason: `snapshot ${newest.id} (LSN ${newest.lsn}) already holds everything the change log of "${target}" has stored (up to ${end.lsn})`,
+  };
+}
+
+/** Builds and commits a snapshot from the log. */
 export async function backupFromLog(options: FromLogOptions): Promise<FromLogResult> {
   const started = new Date();
   const { repo, target } = options;

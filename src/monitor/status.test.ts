@@ -192,6 +192,23 @@ describe('status evaluation', () => {
     expect(other.targets[0]!.findings.map((f) => f.message)).toEqual([
       expect.stringMatching(/^scheduled backup --from-log of "prod"/),
     ]);
+    // A failing kind is a finding even when the other kind succeeds after it.
+    const failing = evaluateStatus({
+      ...base,
+      runs: [
+        verified,
+        run('backup', 0.9, true),
+        run('backup', 0.6, false, { error: { code: 'x', message: 'source down' } }),
+        fromLog(0.5, false, { mode: 'from-log' }),
+        fromLog(0.45, true, { mode: 'from-log', fromLog: 's0' }),
+      ],
+    });
+    // The direct backup's failure stands (a later snapshot from the log does not
+    // read the source); the from-log failure was followed by a success.
+    const failed = failing.targets[0]!.findings.filter((f) => f.kind === 'backup-failed');
+    expect(failed.map((f) => f.message)).toEqual([
+      expect.stringMatching(/^the last backup of "prod" FAILED .*source down \(1 failed attempt/),
+    ]);
   });
 
   it('lists scheduled targets without snapshots as critical, and nothing for unused targets', () => {

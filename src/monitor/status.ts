@@ -333,19 +333,28 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
     );
   }
 
-  // Backup attempts: the most recent one decides; count failures since the last success.
-  const backups = of('backup');
-  const lastBackup = backups.at(-1);
+  // Backup attempts: the most recent one decides; count failures since the
+  // last success. Direct backups and backups from the log are judged apart:
+  // frequent snapshots from the log must not hide direct backups that keep
+  // failing (the source's tables never read again), nor the other way round.
+  const lastBackup = of('backup').at(-1);
   let failures = 0;
-  for (let i = backups.length - 1; i >= 0 && !backups[i]!.ok; i--) failures++;
-  if (lastBackup !== undefined && !lastBackup.ok) {
-    const interrupted = lastBackup.error?.code === 'interrupted';
-    const lastGood = [...backups].reverse().find((r) => r.ok);
-    add(
-      interrupted ? 'warning' : 'critical',
-      'backup-failed',
-      `the last backup of "${target}" ${interrupted ? 'was interrupted' : 'FAILED'} at ${lastBackup.finishedAt}: ${lastBackup.error?.message ?? 'unknown error'} (${failures} failed attempt(s) since ${lastGood === undefined ? 'the first' : `the last good backup at ${lastGood.finishedAt}`})`,
-    );
+  for (const job of ['backup', 'backup_from_log'] as const) {
+    const backups = runs.filter((r) => ranAs(r, job));
+    const last = backups.at(-1);
+    let failed = 0;
+    for (let i = backups.length - 1; i >= 0 && !backups[i]!.ok; i--) failed++;
+    if (job === 'backup') failures = failed;
+    if (last !== undefined && !last.ok) {
+      const interrupted = last.error?.code === 'interrupted';
+      const lastGood = [...backups].reverse().find((r) => r.ok);
+      const what = job === 'backup' ? 'backup' : 'backup --from-log';
+      add(
+        interrupted ? 'warning' : 'critical',
+        'backup-failed',
+        `the last ${what} of "${target}" ${interrupted ? 'was interrupted' : 'FAILED'} at ${last.finishedAt}: ${last.error?.message ?? 'unknown error'} (${failed} failed attempt(s) since ${lastGood === undefined ? 'the first' : `the last good ${what} at ${lastGood.finishedAt}`})`,
+      );
+    }
   }
 
   // Scheduled jobs that did not run.

@@ -114,6 +114,11 @@ describe('change-log segment format 2', () => {
     const b = new SegmentBuilder();
     b.append(insert);
     expect(() => decodeSegment(Buffer.from(b.content()))).toThrow(/ends early/);
+    const negative = encodeRecord(['I', 1, ['abc']]);
+    negative.writeInt32BE(-5, 9);
+    const n = new SegmentBuilder();
+    n.append(negative);
+    expect(() => decodeSegment(Buffer.from(n.content()))).toThrow(/negative length/);
     expect(() => decodeSegment(Buffer.from('garbage'))).toThrow(/neither/);
   });
 

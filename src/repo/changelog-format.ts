@@ -226,10 +226,14 @@ export function findBegin(content: Buffer, xid: number): bigint | undefined {
   }
   const text = content.toString('utf8');
   const prefix = `["B",${xid},`;
-  for (let at = text.indexOf(prefix); at >= 0; at = text.indexOf(prefix, at + 1)) {
-    if (at > 0 && text[at - 1] !== '\n') continue; // inside a value, not a record
-    const r = JSON.parse(text.slice(at, text.indexOf('\n', at))) as ChangeRecord;
-    if (r[0] === 'B') return lsnValue(r[2]);
+  try {
+    for (let at = text.indexOf(prefix); at >= 0; at = text.indexOf(prefix, at + 1)) {
+      if (at > 0 && text[at - 1] !== '\n') continue; // inside a value, not a record
+      const r = JSON.parse(text.slice(at, text.indexOf('\n', at))) as ChangeRecord;
+      if (r[0] === 'B') return lsnValue(r[2]);
+    }
+  } catch (err) {
+    throw new SegmentFormatError((err as Error).message);
   }
   return undefined;
 }
@@ -273,6 +277,7 @@ class Cursor {
   ) {}
 
   private need(n: number): void {
+    if (n < 0) throw new SegmentFormatError(`negative length ${n} at ${this.pos}`);
     if (this.pos + n > this.end)
       throw new SegmentFormatError(`message ends early at ${this.pos} (needs ${n} bytes)`);
   }
@@ -328,6 +333,7 @@ class Cursor {
 
   tuple(): ChangeValue[] {
     const n = this.i16();
+    if (n < 0) throw new SegmentFormatError(`negative column count ${n} at ${this.pos}`);
     const values: ChangeValue[] = new Array(n);
     for (let i = 0; i < n; i++) {
       const kind = this.u8();

@@ -60,12 +60,12 @@ describe('snapshot manifests', () => {
     await expect(store.read('20261121-100000-bbbb')).rejects.toThrow(/not valid JSON/);
   });
 
-  it('orders snapshots of the same second by when they finished, not by their random part', async () => {
+  it('orders snapshots of the same second by when they started, not by their random part', async () => {
     const store = new SnapshotStore(new MemoryStorage());
-    const at = (id: string, finishedAt: string) => ({ ...manifest(id), finishedAt });
+    const at = (id: string, startedAt: string) => ({ ...manifest(id), startedAt });
     await store.commit(at('20261121-100000-ffff', '2026-11-21T10:00:00.100Z'));
     await store.commit(at('20261121-100000-0000', '2026-11-21T10:00:00.900Z'));
-    await store.commit(at('20261121-095959-9999', '2026-11-21T10:00:00.950Z'));
+    await store.commit(at('20261121-095959-9999', '2026-11-21T09:59:59.950Z'));
     await store.commit(at('20261121-100001-1111', '2026-11-21T10:00:01.000Z'));
     expect(await store.ids()).toEqual([
       '20261121-095959-9999',

@@ -177,14 +177,15 @@ export class SnapshotStore {
       if (ID.test(id)) ids.push(id);
     }
     ids.sort();
-    // Ids sort by their second; two snapshots of the same second (the rest of
-    // the id is random) are ordered by when they finished, from their manifests.
+    // Ids sort by the second their snapshot started; two of the same second
+    // (the rest of the id is random) are ordered by when they started, from
+    // their manifests (as prune orders them).
     for (let i = 0; i < ids.length; ) {
       let j = i + 1;
       while (j < ids.length && ids[j]!.slice(0, 15) === ids[i]!.slice(0, 15)) j++;
       if (j - i > 1) {
         const group = await Promise.all(
-          ids.slice(i, j).map(async (id) => ({ id, at: await this.finishedAt(id) })),
+          ids.slice(i, j).map(async (id) => ({ id, at: await this.startedAt(id) })),
         );
         group.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : a.id < b.id ? -1 : 1));
         ids.splice(i, j - i, ...group.map((g) => g.id));
@@ -194,12 +195,13 @@ export class SnapshotStore {
     return ids;
   }
 
-  /** A manifest's finishedAt, or '' when it cannot be read (`check` reports that). */
-  private async finishedAt(id: string): Promise<string> {
+  /** A manifest's startedAt, or '' when it is damaged (`check` reports that); storage errors pass. */
+  private async startedAt(id: string): Promise<string> {
     try {
-      return (await this.read(id)).finishedAt;
-    } catch {
-      return '';
+      return (await this.read(id)).startedAt;
+    } catch (err) {
+      if (err instanceof RepositoryError || err instanceof UsageError) return ''; // damaged, or gone meanwhile
+      throw err;
     }
   }
 

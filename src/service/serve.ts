@@ -19,7 +19,13 @@
  */
 import { createServer, type Server } from 'node:http';
 import { backup } from '../backup/backup.js';
-import { backupFromLog, FROM_LOG } from '../backup/from-log.js';
+import {
+  backupFromLog,
+  FROM_LOG,
+  type FromLogResult,
+  type NothingNew,
+  nothingNewInLog,
+} from '../backup/from-log.js';
 import type { FlashbackConfig } from '../config/schema.js';
 import { resolveTarget } from '../config/targets.js';
 import { ConfigError } from '../errors.js';
@@ -297,10 +303,13 @@ const JOBS: Record<
     return `snapshot ${m.id} committed: ${m.totals.rows.toLocaleString('en-US')} rows, ${formatBytes(m.totals.bytes)}, ${formatBytes(m.totals.newBytes)} new`;
   },
   async backup_from_log({ job, options, signal, hooks }) {
-    const r = await recordRun(
+    const r = await recordRun<FromLogResult | NothingNew>(
       options.repo,
       { kind: 'backup', target: job.target, trigger: 'schedule', details: FROM_LOG },
       async () => {
+        // Inside the run: a log that cannot be read is a failed run, recorded and alerted.
+        const idle = await nothingNewInLog(options.repo, job.target);
+        if (idle !== undefined) return { value: idle, details: { skipped: idle.reason } };
         const v = await backupFromLog({ repo: options.repo, target: job.target, signal });
         const t = v.manifest.totals;
         return {
@@ -312,6 +321,7 @@ const JOBS: Record<
       hooks,
     );
     const v = r.value;
+    if ('reason' in v) return `nothing to do: ${v.reason}`;
     return `snapshot ${v.manifest.id} committed from snapshot ${v.base} and ${v.transactions.toLocaleString('en-US')} transaction(s) of the change log: ${formatBytes(v.manifest.totals.newBytes)} new`;
   },
   async verify({ job, options, signal, hooks }) {

@@ -231,6 +231,10 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
       );
     }
     const statements = applyStatements(staged, manifest.schema, policy, cascades);
+    // Other statement orders are tried only where no delete can reach rows
+    // through a key's ON DELETE action: deleting first there could silently
+    // cascade to rows the usual order would have put back or reverted.
+    const reorderable = [...cascades.values()].every((c) => c.length === 0);
     const base = {
       target: o.target.name,
       selection: description,
@@ -240,24 +244,18 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
       conflicts,
       policy,
     };
+    // `--out` writes the statements in the order that applied: known after the
+    // preview's trial or the apply itself (an estimate writes the usual order).
     let out: string | undefined;
-    if (o.out !== undefined) {
-      // The script holds the order that applies (tried here, rolled back).
-      let order: readonly Statement[] = statements;
-      await client.query('BEGIN');
-      try {
-        order = await runPlan(client, statements);
-      } catch {
-        // The preview reports why; the script keeps the usual order for review.
-      } finally {
-        await client.query('ROLLBACK');
-      }
+    const script = async (order: readonly Statement[]): Promise<void> => {
+      if (o.out === undefined) return;
       await writeScript(client, o.out, staged, order, base);
       out = o.out;
-    }
+    };
     const tenants =
       o.by === undefined ? undefined : await tenantValues(client, staged, o.by, o.order ?? []);
     if (o.mode === 'estimate') {
+      await script(statements);
       return {
         ...base,
         validation: { ok: true },
@@ -281,14 +279,16 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
     if (o.mode === 'preview') {
       // Run it and roll back: a plan that cannot be applied says why now.
       let validation: UndoReport['validation'] = { ok: true };
+      let order: readonly Statement[] = statements;
       await client.query('BEGIN');
       try {
-        await runPlan(client, statements);
+        order = await runPlan(client, statements, reorderable);
       } catch (err) {
         validation = { ok: false, error: (err as Error).message };
       } finally {
         await client.query('ROLLBACK');
       }
+      await script(order);
       return {
         ...base,
         validation,
@@ -313,14 +313,16 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
     });
     const xids: number[] = [];
     const done: TenantProgress[] = [];
+    let applied: readonly Statement[] = statements;
     const groups = tenants ?? [{ value: null, rows: total }];
     for (const [i, g] of groups.entries()) {
       const t0 = Date.now();
       await client.query('BEGIN');
       try {
-        await runPlan(
+        applied = await runPlan(
           client,
           statements,
+          reorderable,
           tenants === undefined ? undefined : { column: o.by!, value: g.value },
         );
         xids.push(
@@ -350,6 +352,7 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
       done.push(p);
       o.onTenant?.(p);
     }
+    await script(applied);
     return {
       ...base,
       validation: { ok: true },
@@ -726,6 +729,8 @@ const OTHER_ORDERS: ReadonlyArray<ReadonlyArray<Statement['kind']>> = [
 async function runPlan(
   client: PgClient,
   statements: readonly Statement[],
+  /** Whether other orders may be tried (see `reorderable` in undo()). */
+  reorderable: boolean,
   tenant?: { column: string; value: string | null },
 ): Promise<readonly Statement[]> {
   const run = async (order: readonly Statement[]) => {
@@ -740,7 +745,9 @@ async function runPlan(
     await run(statements);
     return statements;
   } catch (err) {
-    if ((err as { code?: unknown }).code !== '23505') throw err;
+    // unique_violation, exclusion_violation: a value held by another row now.
+    const code = (err as { code?: unknown }).code;
+    if (!reorderable || (code !== '23505' && code !== '23P01')) throw err;
     first = err;
   }
   const also: string[] = [];
@@ -754,9 +761,13 @@ async function runPlan(
       also.push(`${kinds.join(', ')}: ${(err as Error).message}`);
     }
   }
-  throw new Error(`${(first as Error).message} (in other orders too: ${also.join('; ')})`, {
-    cause: first,
-  });
+  // Keeps the SQLSTATE of the usual order's failure.
+  throw Object.assign(
+    new Error(`${(first as Error).message} (in other orders too: ${also.join('; ')})`, {
+      cause: first,
+    }),
+    { code: (first as { code?: unknown }).code },
+  );
 }
 
 /** The apply, in an order foreign keys accept: reinserts and reverts parents first, deletes children first. */

@@ -9,7 +9,7 @@
  * database.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { cp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { to as copyTo } from 'pg-copy-streams';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -242,6 +242,13 @@ describe('restore to a moment', () => {
     expect(f.code, f.stderr).toBe(0);
     const fromLog = JSON.parse(f.stdout) as { snapshot: string; transactions: number };
     expect(fromLog.transactions).toBeGreaterThan(0);
+    // In the repository that has the direct snapshot, a snapshot up to the
+    // log's end would add nothing: it says so and commits nothing.
+    const before = (await readdir(path.join(dir, 'repo', 'snapshots'))).length;
+    const idle = await runCli(['backup', name, '--from-log', '--json'], { cwd: dir, env });
+    expect(idle.code, idle.stderr).toBe(0);
+    expect(JSON.parse(idle.stdout)).toMatchObject({ snapshot: null, newest: d.snapshot });
+    expect((await readdir(path.join(dir, 'repo', 'snapshots'))).length).toBe(before);
     type M = {
       lsn: string;
       tables: Array<{ name: string; key: string[]; rows: number; chunks: Array<{ id: string }> }>;

@@ -1,7 +1,13 @@
 /** `flashback backup TARGET`: one consistent snapshot into the repository. */
 import type { Command } from 'commander';
 import { type BackupProgress, backup } from '../../backup/backup.js';
-import { backupFromLog, FROM_LOG } from '../../backup/from-log.js';
+import {
+  backupFromLog,
+  FROM_LOG,
+  type FromLogResult,
+  type NothingNew,
+  nothingNewInLog,
+} from '../../backup/from-log.js';
 import { resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
 import { recordRun } from '../../monitor/record.js';
@@ -61,10 +67,13 @@ async function runFromLog(ctx: CliContext, ref: string, lsn: string | undefined)
   const target = resolveTarget(ref, config, ctx.env);
   const repo = await ctx.repository();
   const signal = ctx.interruptSignal();
-  const { value: r } = await recordRun(
+  const { value: r } = await recordRun<FromLogResult | NothingNew>(
     repo,
     { kind: 'backup', target: target.name, trigger: 'command', details: FROM_LOG },
     async () => {
+      // Up to the log's end (no --lsn) when the newest snapshot already reaches it: nothing to add.
+      const idle = lsn === undefined ? await nothingNewInLog(repo, target.name) : undefined;
+      if (idle !== undefined) return { value: idle, details: { skipped: idle.reason } };
       const v = await backupFromLog({
         repo,
         target: target.name,
@@ -83,6 +92,11 @@ async function runFromLog(ctx: CliContext, ref: string, lsn: string | undefined)
         `flashback: warning: could not record this run in the repository: ${(err as Error).message}\n`,
       ),
   );
+  if ('reason' in r) {
+    if (ctx.json) ctx.printJson({ snapshot: null, newest: r.newest, skipped: r.reason });
+    else ctx.out(`nothing to do: ${r.reason}\n`);
+    return ExitCode.ok;
+  }
   const m = r.manifest;
   if (ctx.json) {
     ctx.printJson({
