@@ -75,6 +75,9 @@ describe('undo', () => {
     await live.query(
       "CREATE TABLE accounts (id int PRIMARY KEY, email text NOT NULL UNIQUE); INSERT INTO accounts VALUES (1, 'a@example.com'), (2, 'b@example.com'), (3, 'c@example.com')",
     );
+    await live.query(
+      "CREATE TABLE teams (id int PRIMARY KEY, name text NOT NULL UNIQUE); CREATE TABLE members (id int PRIMARY KEY, team_id int NOT NULL REFERENCES teams ON DELETE CASCADE ON UPDATE CASCADE); INSERT INTO teams VALUES (1, 'red'); INSERT INTO members VALUES (10, 1)",
+    );
     expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
     await writeFile(
       path.join(dir, 'flashback.yaml'),
@@ -418,6 +421,32 @@ describe('undo', () => {
       '2\tb@example.com',
       '3\tc@example.com',
     ]);
+  });
+
+  it('never reorders a plan whose deletes could cascade: refuses instead of losing rows', async () => {
+    // A team renumbered; its member follows by ON UPDATE CASCADE. Putting team 1
+    // back first collides on the name; deleting team 2 first would cascade to
+    // the member. Nothing may be written.
+    const x = await xidOf(live, ['UPDATE teams SET id = 2 WHERE id = 1']);
+    await settle();
+    const preview = await undoCli(['--tx', String(x), '--json']);
+    expect(preview.code, preview.stderr).toBe(ExitCode.failed); // a plan that cannot be applied
+    expect(JSON.parse(preview.stdout)).toMatchObject({
+      validation: { ok: false, error: expect.stringMatching(/duplicate key value/) },
+    });
+    const r = await undoCli([
+      '--tx',
+      String(x),
+      '--apply',
+      '--confirm',
+      name,
+      '--conflicts',
+      'overwrite',
+    ]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/duplicate key value.*rolled back/s);
+    expect(await rows(live, 'SELECT id, name FROM teams')).toEqual(['2\tred']);
+    expect(await rows(live, 'SELECT id, team_id FROM members')).toEqual(['10\t2']);
   });
 
   it('undoes changes to a table without a key (REPLICA IDENTITY FULL), keeping later rows', async () => {
