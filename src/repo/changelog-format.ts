@@ -184,32 +184,41 @@ export function decodeSegment(content: Buffer): ChangeRecord[] {
 
 /** decodeSegment for the log's readers: LSNs as numbers. Throws SegmentFormatError. */
 export function decodeStored(content: Buffer): StoredRecord[] {
-  if (content.length === 0) return [];
+  return [...storedRecords(content)];
+}
+
+/**
+ * The records of a segment's content one at a time, LSNs as numbers: a
+ * reader that stops early (at the end of a window) decodes no more of it.
+ * A format-2 content's checksum is verified before the first record.
+ * Throws SegmentFormatError while iterating.
+ */
+export function* storedRecords(content: Buffer): Generator<StoredRecord> {
+  if (content.length === 0) return;
   if (content.subarray(0, 4).equals(MAGIC)) {
-    const out: StoredRecord[] = [];
     for (const [start, end] of frames(content)) {
       const r = decodeMessage(content, start, end);
-      if (r !== undefined) out.push(r);
+      if (r !== undefined) yield r;
     }
-    return out;
+    return;
   }
   if (content[0] !== 0x5b /* [ */) {
     throw new SegmentFormatError('neither a format-2 segment (FBL2) nor JSON lines');
   }
-  const out: StoredRecord[] = [];
-  try {
-    for (const line of content.toString('utf8').split('\n')) {
-      if (line === '') continue;
-      const r = JSON.parse(line) as ChangeRecord;
-      if (r[0] === 'B') out.push(['B', r[1], lsnValue(r[2]), r[3]]);
-      else if (r[0] === 'C') out.push(['C', lsnValue(r[1]), lsnValue(r[2]), r[3]]);
-      else if (r[0] === 'H') out.push(['H', lsnValue(r[1]), r[2]]);
-      else out.push(r);
+  for (const line of content.toString('utf8').split('\n')) {
+    if (line === '') continue;
+    let r: StoredRecord;
+    try {
+      const j = JSON.parse(line) as ChangeRecord;
+      if (j[0] === 'B') r = ['B', j[1], lsnValue(j[2]), j[3]];
+      else if (j[0] === 'C') r = ['C', lsnValue(j[1]), lsnValue(j[2]), j[3]];
+      else if (j[0] === 'H') r = ['H', lsnValue(j[1]), j[2]];
+      else r = j;
+    } catch (err) {
+      throw new SegmentFormatError((err as Error).message);
     }
-  } catch (err) {
-    throw new SegmentFormatError((err as Error).message);
+    yield r;
   }
-  return out;
 }
 
 /**

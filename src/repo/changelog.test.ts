@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { DamagedError } from '../errors.js';
 import { MemoryStorage } from '../storage/memory.js';
 import { ChangeLog, lsnValue, readTransactions, skippable } from './changelog.js';
-import { encodeChunk } from './codec.js';
+import { decodeChunk, encodeChunk } from './codec.js';
 
 const rel = ['R', 1, 'public', 't', 'd', [['id', 23, -1, true]]] as const;
 
@@ -63,6 +64,28 @@ describe('change log reading', () => {
     ]);
     expect(beats).toEqual([0x110n]);
     expect(await log.readSegment((await log.segments())[0]!)).toEqual(records);
+  });
+
+  it('refuses a damaged segment before yielding anything of it', async () => {
+    const storage = new MemoryStorage();
+    const log = new ChangeLog(storage, 'prod');
+    await log.writeSegment(1, lsnValue('0/100'), [
+      rel,
+      ['B', 10, '0/F0', '2026-11-21T10:00:00.000000Z'],
+      ['I', 1, ['1']],
+      ['C', '0/F0', '0/100', '2026-11-21T10:00:00.000000Z'],
+    ]);
+    const key = (await log.segments())[0]!.key;
+    const { content } = await decodeChunk(await storage.read(key));
+    content[content.length - 45]! ^= 0x01; // inside the last frames, not the checksum
+    await storage.write(key, await encodeChunk(content));
+    const seen: number[] = [];
+    const err = await (async () => {
+      for await (const tx of readTransactions(log)) seen.push(tx.xid);
+    })().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DamagedError);
+    expect((err as Error).message).toMatch(/change-log segment .* is damaged \(checksum mismatch/);
+    expect(seen).toEqual([]);
   });
 
   it('skips only segments whose every transaction committed before the start', () => {

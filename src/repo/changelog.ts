@@ -26,11 +26,11 @@ import {
   type ChangeRecord,
   type ChangeValue,
   decodeSegment,
-  decodeStored,
   encodeRecords,
   findBegin,
   SegmentFormatError,
   type StoredRecord,
+  storedRecords,
 } from './changelog-format.js';
 import { ChunkFormatError, decodeChunk, encodeChunk } from './codec.js';
 
@@ -146,9 +146,22 @@ export class ChangeLog {
     return this.decode(seg, decodeSegment);
   }
 
-  /** Reads one segment's records with LSNs as numbers (readTransactions' form). */
-  readStored(seg: SegmentInfo): Promise<StoredRecord[]> {
-    return this.decode(seg, decodeStored);
+  /**
+   * One segment's records with LSNs as numbers (readTransactions' form),
+   * decoded as they are iterated; DamagedError while iterating when the
+   * content cannot be decoded.
+   */
+  async readStored(seg: SegmentInfo): Promise<Iterable<StoredRecord>> {
+    const content = await this.readContent(seg);
+    return {
+      *[Symbol.iterator]() {
+        try {
+          yield* storedRecords(content);
+        } catch (err) {
+          throw damaged(seg, err);
+        }
+      },
+    };
   }
 
   /** A segment's content through `decode`; DamagedError when it cannot be read or decoded. */
