@@ -245,7 +245,7 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
       policy,
     };
     // `--out` writes the statements in the order that applied: known after the
-    // preview's trial or the apply itself (an estimate writes the usual order).
+    // preview's trial or the apply itself (an estimate tries it, only then).
     let out: string | undefined;
     const script = async (order: readonly Statement[]): Promise<void> => {
       if (o.out === undefined) return;
@@ -254,8 +254,19 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
     };
     const tenants =
       o.by === undefined ? undefined : await tenantValues(client, staged, o.by, o.order ?? []);
+    // Runs the plan and rolls it back: the order that applies, or why none does.
+    const trial = async (): Promise<{ order: readonly Statement[]; error?: string }> => {
+      await client.query('BEGIN');
+      try {
+        return { order: await runPlan(client, statements, reorderable) };
+      } catch (err) {
+        return { order: statements, error: (err as Error).message };
+      } finally {
+        await client.query('ROLLBACK');
+      }
+    };
     if (o.mode === 'estimate') {
-      await script(statements);
+      if (o.out !== undefined) await script((await trial()).order);
       return {
         ...base,
         validation: { ok: true },
@@ -278,17 +289,10 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
     }
     if (o.mode === 'preview') {
       // Run it and roll back: a plan that cannot be applied says why now.
-      let validation: UndoReport['validation'] = { ok: true };
-      let order: readonly Statement[] = statements;
-      await client.query('BEGIN');
-      try {
-        order = await runPlan(client, statements, reorderable);
-      } catch (err) {
-        validation = { ok: false, error: (err as Error).message };
-      } finally {
-        await client.query('ROLLBACK');
-      }
-      await script(order);
+      const tried = await trial();
+      const validation: UndoReport['validation'] =
+        tried.error === undefined ? { ok: true } : { ok: false, error: tried.error };
+      await script(tried.order);
       return {
         ...base,
         validation,
