@@ -247,6 +247,7 @@ export function comparatorFor(schema: SchemaModel, t: TableSnapshot): Compare {
 
 const INTEGER = /^(smallint|integer|bigint|oid)$/;
 const TEXT = /^(text|character varying(\(\d+\))?|character(\(\d+\))?|name)$/;
+const BPCHAR = /^character(\(\d+\))?$/;
 
 function columnComparator(
   col: ColumnModel | undefined,
@@ -269,7 +270,10 @@ function columnComparator(
       col?.collation === '"POSIX"' ||
       col?.collation === 'pg_catalog."POSIX"')
   ) {
-    return (x, y) => Buffer.compare(Buffer.from(x, 'utf8'), Buffer.from(y, 'utf8'));
+    // char(n) compares without its trailing blanks (bpcharcmp), though its
+    // text form is padded: 'a\t' sorts after 'a', as bytes 'a\t ' before 'a  '.
+    const bare = BPCHAR.test(type) ? (s: string) => s.replace(/ +$/, '') : (s: string) => s;
+    return (x, y) => Buffer.compare(Buffer.from(bare(x), 'utf8'), Buffer.from(bare(y), 'utf8'));
   }
   throw new UsageError(
     `backup --from-log cannot order ${table} by its key column ${name} (${type}${col?.collation === undefined ? '' : ` COLLATE ${col.collation}`}) exactly as PostgreSQL does`,
