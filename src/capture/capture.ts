@@ -36,7 +36,7 @@ import { ChangeLog, HEARTBEAT_PREFIX, lsnText, lsnValue } from '../repo/changelo
 import { SegmentBuilder } from '../repo/changelog-format.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
-import { pgTimestampToIso } from '../util/pg-time.js';
+import { pgTimestampToIso, pgTimestampToMillis } from '../util/pg-time.js';
 
 export { HEARTBEAT_PREFIX };
 
@@ -305,7 +305,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
           // Stored already (delivered again after a restart): skip it whole.
           skipping = m.readBigUInt64BE(1) < committed;
           if (!skipping) push(m);
-          lags.push(pgMillis(m.readBigInt64BE(9)));
+          lags.push(pgTimestampToMillis(m.readBigInt64BE(9)));
           break;
         case 0x49: // Insert, Update, Delete: relation id at 1
         case 0x55:
@@ -500,12 +500,6 @@ function heartbeatOf(m: Buffer): string | undefined {
   const at = 10 + BEAT.length;
   return m.toString('utf8', at + 4, at + 4 + m.readInt32BE(at));
 }
-
-/** PostgreSQL microseconds since 2000 as Unix milliseconds (float precision is ample for lags). */
-function pgMillis(micros: bigint): number {
-  return Number(micros) / 1000 + PG_EPOCH_UNIX_MS;
-}
-const PG_EPOCH_UNIX_MS = 946_684_800_000;
 
 /** The slot of a target's change log, for `status` and `doctor`. */
 export async function captureSlotInfo(client: PgClient, scope: string) {

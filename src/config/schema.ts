@@ -54,7 +54,16 @@ const cron = z.string().superRefine((text, ctx) => {
   }
 });
 
-/** When `flashback serve` runs each job for a target. */
+/** The jobs a target's schedule names, in the order they are listed. */
+export const SCHEDULE_JOBS = ['backup', 'backup_from_log', 'verify', 'prune'] as const;
+export type ScheduleJob = (typeof SCHEDULE_JOBS)[number];
+
+/** A job as users know it from the command line: `backup --from-log` for backup_from_log. */
+export function scheduleJobLabel(job: ScheduleJob): string {
+  return job === 'backup_from_log' ? 'backup --from-log' : job;
+}
+
+/** When `flashback serve` runs each job for a target (a key per SCHEDULE_JOBS). */
 const scheduleSchema = z.strictObject({
   backup: cron.optional(),
   /**

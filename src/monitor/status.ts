@@ -29,7 +29,14 @@
 import { CronExpressionParser } from 'cron-parser';
 import { judgeSlot, type SlotState } from '../capture/slot-health.js';
 import { formatDuration } from '../config/duration.js';
-import { type FlashbackConfig, type Freshness, freshnessFor } from '../config/schema.js';
+import {
+  type FlashbackConfig,
+  type Freshness,
+  freshnessFor,
+  SCHEDULE_JOBS,
+  type ScheduleJob,
+  scheduleJobLabel,
+} from '../config/schema.js';
 import type { Repository } from '../repo/repository.js';
 import { type RunKind, type RunRecord, RunStore } from '../repo/runs.js';
 import { type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
@@ -221,7 +228,12 @@ export function evaluateStatus(input: StatusInput): StatusReport {
     [
       ...new Set([
         ...Object.entries(input.config.targets)
-          .filter(([, t]) => t.schedule?.backup !== undefined || t.schedule?.verify !== undefined)
+          .filter(
+            ([, t]) =>
+              t.schedule?.backup !== undefined ||
+              t.schedule?.backup_from_log !== undefined ||
+              t.schedule?.verify !== undefined,
+          )
           .map(([n]) => n),
         ...input.snapshots.map((s) => s.target),
         ...input.runs.flatMap((r) => (r.target === null ? [] : [r.target])),
@@ -348,7 +360,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
     if (last !== undefined && !last.ok) {
       const interrupted = last.error?.code === 'interrupted';
       const lastGood = [...backups].reverse().find((r) => r.ok);
-      const what = job === 'backup' ? 'backup' : 'backup --from-log';
+      const what = scheduleJobLabel(job);
       add(
         interrupted ? 'warning' : 'critical',
         'backup-failed',
@@ -359,7 +371,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
 
   // Scheduled jobs that did not run.
   const schedule = input.config.targets[target]?.schedule ?? {};
-  for (const job of ['backup', 'backup_from_log', 'verify', 'prune'] as const) {
+  for (const job of SCHEDULE_JOBS) {
     const expr = schedule[job];
     if (expr === undefined) continue;
     const due = previousDue(expr, now - th.missedRunGrace, input.config.serve.timezone);
@@ -376,7 +388,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       add(
         'warning',
         'missed-run',
-        `scheduled ${job === 'backup_from_log' ? 'backup --from-log' : job} of "${target}" (${expr}) was due at ${new Date(due).toISOString()} and has not run: is \`flashback serve\` running?`,
+        `scheduled ${scheduleJobLabel(job)} of "${target}" (${expr}) was due at ${new Date(due).toISOString()} and has not run: is \`flashback serve\` running?`,
       );
     }
   }
@@ -494,7 +506,7 @@ export function previousDue(expr: string, at: number, tz: string): number | unde
 }
 
 /** Whether a run is one of scheduled `job`: backups from the log are backup runs marked `mode: from-log`. */
-function ranAs(r: RunRecord, job: 'backup' | 'backup_from_log' | 'verify' | 'prune'): boolean {
+function ranAs(r: RunRecord, job: ScheduleJob): boolean {
   const fromLog = r.details?.mode === 'from-log' || r.details?.fromLog !== undefined;
   if (job === 'backup_from_log') return r.kind === 'backup' && fromLog;
   if (job === 'backup') return r.kind === 'backup' && !fromLog;

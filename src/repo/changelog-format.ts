@@ -168,7 +168,7 @@ export function encodeRecords(records: readonly ChangeRecord[]): Buffer {
 
 /** Decodes a segment's content (either format) into its records. Throws SegmentFormatError. */
 export function decodeSegment(content: Buffer): ChangeRecord[] {
-  return decodeStored(content).map((r) => {
+  return [...storedRecords(content)].map((r) => {
     switch (r[0]) {
       case 'B':
         return ['B', r[1], lsnText(r[2]), r[3]];
@@ -180,11 +180,6 @@ export function decodeSegment(content: Buffer): ChangeRecord[] {
         return r;
     }
   });
-}
-
-/** decodeSegment for the log's readers: LSNs as numbers. Throws SegmentFormatError. */
-export function decodeStored(content: Buffer): StoredRecord[] {
-  return [...storedRecords(content)];
 }
 
 /**

@@ -3,12 +3,14 @@
  * it is next due. Cron expressions are evaluated in `serve.timezone`.
  */
 import { CronExpressionParser } from 'cron-parser';
-import type { FlashbackConfig } from '../config/schema.js';
+import {
+  type FlashbackConfig,
+  SCHEDULE_JOBS,
+  type ScheduleJob,
+  scheduleJobLabel,
+} from '../config/schema.js';
 
-export type JobKind = 'backup' | 'backup_from_log' | 'verify' | 'prune';
-
-/** Every job kind, in the order the schedule lists them. */
-export const JOB_KINDS: readonly JobKind[] = ['backup', 'backup_from_log', 'verify', 'prune'];
+export type JobKind = ScheduleJob;
 
 /** One scheduled job. */
 export interface ScheduledJob {
@@ -21,7 +23,7 @@ export interface ScheduledJob {
 export function scheduledJobs(config: FlashbackConfig): ScheduledJob[] {
   const out: ScheduledJob[] = [];
   for (const [target, t] of Object.entries(config.targets).sort(([a], [b]) => (a < b ? -1 : 1))) {
-    for (const job of JOB_KINDS) {
+    for (const job of SCHEDULE_JOBS) {
       const cron = t.schedule?.[job];
       if (cron !== undefined) out.push({ target, job, cron });
     }
@@ -36,5 +38,5 @@ export function nextDue(job: ScheduledJob, after: Date, timezone: string): Date 
 
 /** A stable name for logs and metrics: `backup prod`, `backup --from-log prod`. */
 export function jobName(job: Pick<ScheduledJob, 'job' | 'target'>): string {
-  return `${job.job === 'backup_from_log' ? 'backup --from-log' : job.job} ${job.target}`;
+  return `${scheduleJobLabel(job.job)} ${job.target}`;
 }

@@ -42,6 +42,11 @@ function exactIso(micros: bigint): string {
   return `${iso.slice(0, -1)}${sub.toString().padStart(3, '0')}Z`;
 }
 
+/** A timestamp as Unix milliseconds (a double: exact to well under a millisecond, for ages and lags). */
+export function pgTimestampToMillis(micros: bigint): number {
+  return Number(micros) / 1000 + PG_EPOCH_UNIX_MS;
+}
+
 /** The current time as the protocol's int64 microseconds since 2000-01-01. */
 export function pgTimestampNow(): bigint {
   return BigInt(Date.now()) * 1000n - PG_EPOCH_UNIX_MICROS;

@@ -231,10 +231,14 @@ async function run(
       }
     }
   });
-  usable.sort();
-  unusable.sort();
-  // Batches finish in any order; report manifests in snapshot order.
-  findings.sort((a, b) => ((a.object ?? '') < (b.object ?? '') ? -1 : 1));
+  // Batches finish in any order; report in snapshot order (the order of
+  // ids(): by time, also within one second).
+  const order = new Map(ids.map((id, i) => [`snapshots/${id}.json`, i]));
+  const byOrder = (a: string, b: string) =>
+    order.get(`snapshots/${a}.json`)! - order.get(`snapshots/${b}.json`)!;
+  usable.sort(byOrder);
+  unusable.sort(byOrder);
+  findings.sort((a, b) => (order.get(a.object ?? '') ?? 0) - (order.get(b.object ?? '') ?? 0));
 
   // 2. Every chunk object, with its size, in one listing (not a stat per chunk).
   const listed = new Map<string, number>();
@@ -625,7 +629,8 @@ function chunkFinding(id: string, p: ChunkProblem, uses: readonly ChunkUse[]): C
   return {
     severity: 'error',
     kind: p.kind,
-    snapshots: [...new Set(uses.map((u) => u.snapshot))].sort(),
+    // Uses come in snapshot order (chunkUses reads the usable snapshots in order).
+    snapshots: [...new Set(uses.map((u) => u.snapshot))],
     table: first?.table,
     chunk: first?.chunk,
     chunkId: id,

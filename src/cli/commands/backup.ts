@@ -39,6 +39,8 @@ With --from-log, the target's tables are not read: the new snapshot is the
 previous one with the change log (\`flashback capture\`) merged in, cut into
 the same chunks a direct backup at that LSN would give (keys of integer
 types, uuid, boolean and COLLATE "C" text; other key types are refused).
+Without --lsn, when the newest snapshot already reaches the end of the
+stored log, nothing is written ("nothing to do", exit 0).
 
 Exit codes: 0 committed; 1 failed (nothing committed); 4 target identity
 refused; 5 unreachable; 6 no repository; 7 repository locked; 130 interrupted.`,

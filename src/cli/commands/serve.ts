@@ -30,6 +30,10 @@ Jobs come from each target's schedule in flashback.yaml (cron expressions,
       url: postgres://backup@db1/app
       schedule: { backup: "0 2 * * *", verify: "30 3 * * *", prune: "0 5 * * *" }
 
+A target with a change log may also have backup_from_log: "*/15 * * * *",
+snapshots from the log that never read the source (restores to a moment
+then read at most one interval of log).
+
 Jobs run one at a time; each outcome is recorded in the repository like a
 command's. The status (as \`flashback status\`) is re-evaluated every
 serve.check_interval and after each job: metrics are updated, and every new
