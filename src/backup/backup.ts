@@ -25,6 +25,7 @@ import { CopyOut, tableCopySql } from '../pg/copy-out.js';
 import type { SchemaModel, TableModel } from '../pg/schema/model.js';
 import { qualify } from '../pg/schema/quote.js';
 import { readSchema } from '../pg/schema/read.js';
+import { readTableShapes, type TableShape } from '../pg/schema/shapes.js';
 import { readServerInfo } from '../pg/server-info.js';
 import { exportSnapshot, importSnapshot } from '../pg/snapshot.js';
 import { ChunkStore } from '../repo/chunks.js';
@@ -200,7 +201,10 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
         },
         options.signal,
       );
-      const tableSnaps = tables.map((t) => results.get(key(t))!);
+      // OIDs and attnums let a restore follow each table across later schema
+      // changes in the change log (src/history/schema-changes.ts).
+      const shapes = await readTableShapes(coordinator);
+      const tableSnaps = tables.map((t) => withShape(results.get(key(t))!, shapes.get(key(t))));
       const manifest: SnapshotManifest<SchemaModel> = {
         format: 'flashback-snapshot',
         version: 1,
@@ -254,6 +258,14 @@ function key(t: { schema: string; name: string }): string {
 
 function sum<T>(xs: readonly T[], f: (x: T) => number): number {
   return xs.reduce((a, x) => a + f(x), 0);
+}
+
+/** A table snapshot with its OID and the attnum of each chunk column (when all are known). */
+function withShape(t: TableSnapshot, shape: TableShape | undefined): TableSnapshot {
+  if (shape === undefined) return t;
+  const attnums = t.columns.map((c) => shape.attnums[c]);
+  if (attnums.some((n) => n === undefined)) return t;
+  return { ...t, oid: shape.oid, attnums: attnums as number[] };
 }
 
 /** How the rows of a table are keyed: primary key, else replica identity index, else none. */

@@ -21,18 +21,19 @@
  * snapshot's or that, whichever is larger.
  */
 import { InterruptedError, UsageError } from '../errors.js';
+import { fillAbsent, type Reshape, reshapeBlock } from '../history/schema-changes.js';
 import {
-  buildOverlay,
   lineOf,
   type Overlay,
   type PointInTime,
   planPointInTime,
+  rebuildPlan,
   resolveAgainst,
   type TableOverlay,
 } from '../history/state.js';
 import { decodeField, endOfFields, splitFields } from '../pg/copy-text.js';
 import type { ColumnModel, SchemaModel } from '../pg/schema/model.js';
-import { ChangeLog, lsnText, lsnValue } from '../repo/changelog.js';
+import { ChangeLog, type ChangeValue, lsnText, lsnValue } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { createEncoder } from '../repo/compress-pool.js';
 import { RepositoryLock } from '../repo/lock.js';
@@ -46,6 +47,9 @@ import {
   type TableSnapshot,
 } from '../repo/snapshots.js';
 import { Chunker, MAX_CHUNK_BYTES, type RawChunk } from './chunker.js';
+
+/** The overlay of a table the window did not change (its columns did). */
+const EMPTY: TableOverlay = { truncated: false, byKey: new Map(), removed: new Map(), added: [] };
 
 /** What to build. */
 export interface FromLogOptions {
@@ -108,12 +112,13 @@ export async function backupFromLog(options: FromLogOptions): Promise<FromLogRes
   try {
     const point = options.point ?? (await logEnd(repo, target));
     const plan = await planPointInTime(repo, target, point);
-    const base = plan.manifest;
-    const overlay = await buildOverlay(plan);
+    // After schema changes in the window: the point's schema, the snapshot's rows laid out in it.
+    const { manifest: base, overlay } = await rebuildPlan(plan);
+    const changed = (t: TableSnapshot): boolean =>
+      overlay.tables.has(`${t.schema}.${t.name}`) || overlay.reshape.has(`${t.schema}.${t.name}`);
     // Refuse before writing anything: every changed keyed table must have a key order we reproduce.
     for (const t of base.tables) {
-      if (overlay.tables.has(`${t.schema}.${t.name}`) && t.key.length > 0)
-        comparatorFor(base.schema, t);
+      if (changed(t) && t.key.length > 0) comparatorFor(base.schema, t);
     }
     const chunks = new ChunkStore(repo.storage, encoder);
     const tables: TableSnapshot[] = [];
@@ -122,11 +127,12 @@ export async function backupFromLog(options: FromLogOptions): Promise<FromLogRes
     for (const t of base.tables) {
       if (options.signal?.aborted === true)
         throw new InterruptedError('backup interrupted: no snapshot was committed');
-      const ov = overlay.tables.get(`${t.schema}.${t.name}`);
-      if (ov === undefined) {
+      if (!changed(t)) {
         tables.push(t); // unchanged: the same chunks
         continue;
       }
+      const ov = overlay.tables.get(`${t.schema}.${t.name}`) ?? EMPTY;
+      const rs = overlay.reshape.get(`${t.schema}.${t.name}`);
       const chunker = new Chunker({
         keyColumns: t.key.length,
         boundaryBits: t.boundaryBits,
@@ -148,7 +154,7 @@ export async function backupFromLog(options: FromLogOptions): Promise<FromLogRes
           last: c.last,
         });
       };
-      for await (const lines of mergedLines(chunks, base, t, ov)) {
+      for await (const lines of mergedLines(chunks, base, t, ov, rs)) {
         for (const c of chunker.push(lines)) await store(c);
       }
       for (const c of chunker.end()) await store(c);
@@ -293,13 +299,20 @@ async function* mergedLines(
   base: SnapshotManifest<SchemaModel>,
   t: TableSnapshot,
   ov: TableOverlay,
+  /** The table's columns changed in the window: its snapshot rows in the point's layout. */
+  rs: Reshape | undefined,
 ): AsyncGenerator<Buffer> {
   const k = t.key.length;
+  const read = async (id: string): Promise<Buffer> => {
+    const content = await chunks.get(id);
+    return rs === undefined ? content : reshapeBlock(content, rs);
+  };
+  const toLine = (v: ChangeValue[]): string => lineOf(fillAbsent(v, rs));
   if (k === 0) {
     const removed = new Map(ov.removed);
     if (!ov.truncated) {
       for (const ref of t.chunks) {
-        const content = await chunks.get(ref.id);
+        const content = await read(ref.id);
         const kept: string[] = [];
         for (const line of content.toString('utf8').split('\n')) {
           if (line === '') continue;
@@ -314,7 +327,7 @@ async function* mergedLines(
         if (kept.length > 0) yield Buffer.from(`${kept.join('\n')}\n`, 'utf8');
       }
     }
-    if (ov.added.length > 0) yield Buffer.from(`${ov.added.map(lineOf).join('\n')}\n`, 'utf8');
+    if (ov.added.length > 0) yield Buffer.from(`${ov.added.map(toLine).join('\n')}\n`, 'utf8');
     return;
   }
   const compare = comparatorFor(base.schema, t);
@@ -335,7 +348,7 @@ async function* mergedLines(
   };
   if (!ov.truncated) {
     for (const ref of t.chunks) {
-      const content = await chunks.get(ref.id);
+      const content = await read(ref.id);
       let pos = 0;
       while (pos < content.length) {
         let nl = content.indexOf(0x0a, pos);
@@ -345,7 +358,7 @@ async function* mergedLines(
         // Overlay keys before this row: new rows (or deletions of keys not in the snapshot).
         while (e < entries.length && compare(entries[e]!.keyValues, keyValues) < 0) {
           const v = entries[e++]!.values;
-          if (v !== null) out.push(lineOf(v));
+          if (v !== null) out.push(toLine(v));
         }
         if (e < entries.length && entries[e]!.key === keyText) {
           const v = entries[e++]!.values;
@@ -360,7 +373,7 @@ async function* mergedLines(
   }
   while (e < entries.length) {
     const v = entries[e++]!.values;
-    if (v !== null) out.push(lineOf(v));
+    if (v !== null) out.push(toLine(v));
   }
   yield* flushOut();
 }

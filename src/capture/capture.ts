@@ -32,11 +32,23 @@ import {
   type ReplicationStream,
 } from '../pg/replication/stream.js';
 import { readServerInfo } from '../pg/server-info.js';
-import { ChangeLog, HEARTBEAT_PREFIX, lsnText, lsnValue } from '../repo/changelog.js';
-import { SegmentBuilder } from '../repo/changelog-format.js';
+import {
+  ChangeLog,
+  HEARTBEAT_PREFIX,
+  lsnText,
+  lsnValue,
+  type SchemaRecord,
+} from '../repo/changelog.js';
+import { SCHEMA_EVENT_PREFIX, SegmentBuilder } from '../repo/changelog-format.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
 import { pgTimestampToIso, pgTimestampToMillis } from '../util/pg-time.js';
+import {
+  installSchemaEvents,
+  parseSchemaEvent,
+  readSchemaAt,
+  type SchemaAt,
+} from './schema-events.js';
 
 export { HEARTBEAT_PREFIX };
 
@@ -117,6 +129,14 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
     const refusal = identityRefusal(target, identity);
     if (refusal !== undefined) throw refusal;
 
+    const ensureSchemaEvents = async (): Promise<void> => {
+      const events = await installSchemaEvents(client);
+      if (!events.installed) {
+        options.onWarning?.(
+          `schema changes on "${target.name}" are not recorded in the change log (${events.reason}): a restore to a moment after a column or table change is refused; a superuser can start capture once to install the event triggers (docs/CAPTURE.md, "Schema changes")`,
+        );
+      }
+    };
     let info = await log.info();
     const existing = await ownSlotInfo(client, slot);
     let created = false;
@@ -144,6 +164,8 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       }
       // The publication first: pgoutput looks it up as of each change's WAL position.
       await ensurePublication(client, DEFAULT_PUBLICATION);
+      // The event triggers before the slot: every schema change in the log is then recorded.
+      await ensureSchemaEvents();
       const made = await createSlot({ name: target.name, connection: target.connection }, slot);
       created = true;
       info = {
@@ -168,6 +190,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       );
     }
 
+    if (!created) await ensureSchemaEvents();
     if (unidentified.length > 0) {
       options.onWarning?.(
         `${unidentified.length} table(s) have no primary key and no replica identity (${unidentified.slice(0, 5).join(', ')}): UPDATE and DELETE on them fail while the publication exists; set REPLICA IDENTITY FULL`,
@@ -222,6 +245,15 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
     let newestBeat: string | undefined;
     // Transaction state. Relation messages are kept to repeat in every segment.
     const relations = new Map<number, Buffer>();
+    // Relations of Flashback's own schema (the schema-change counter): not stored.
+    const internal = new Set<number>();
+    // The schema-change generation of the open transaction, and a committed
+    // one whose schema is still to be recorded (before its segment is stored).
+    let txGeneration: number | undefined;
+    let txXid = 0;
+    let schemaPending:
+      | { generation: number; xid: number; commitLsn: bigint; endLsn: bigint; commitTime: bigint }
+      | undefined;
     let inTx = false;
     let skipping = false;
     let pendingCommitted = committed;
@@ -296,12 +328,18 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       // from them (offsets per "Logical Replication Message Formats", protocol 1).
       const m = ev.data;
       switch (m[0]) {
-        case 0x52: // Relation: id at 1
+        case 0x52: // Relation: id at 1, namespace from 5
+          if (m.compare(INTERNAL_NS, 0, INTERNAL_NS.length, 5, 5 + INTERNAL_NS.length) === 0) {
+            internal.add(m.readUInt32BE(1));
+            break;
+          }
           relations.set(m.readUInt32BE(1), m);
           described.delete(m.readUInt32BE(1));
           break;
         case 0x42: // Begin: final LSN at 1, commit time at 9
           inTx = true;
+          txGeneration = undefined;
+          txXid = m.readUInt32BE(17);
           // Stored already (delivered again after a restart): skip it whole.
           skipping = m.readBigUInt64BE(1) < committed;
           if (!skipping) push(m);
@@ -310,7 +348,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         case 0x49: // Insert, Update, Delete: relation id at 1
         case 0x55:
         case 0x44:
-          if (skipping) break;
+          if (skipping || internal.has(m.readUInt32BE(1))) break;
           describe(m.readUInt32BE(1));
           push(m);
           changesInSeg++;
@@ -320,6 +358,18 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
           // Truncate: count at 1, options at 5, relation ids from 6
           if (skipping) break;
           const n = m.readInt32BE(1);
+          let own = 0;
+          for (let i = 0; i < n; i++) if (internal.has(m.readUInt32BE(6 + 4 * i))) own++;
+          if (own === n) break; // Flashback's own counter table: nothing of the user's
+          if (own > 0) {
+            throw new OperationError(
+              'capture.internal-truncate',
+              "a TRUNCATE named Flashback's _flashback.schema_changes together with other tables: it cannot be stored without a table the log does not describe",
+              {
+                hint: 'this transaction cannot enter the log: start a new one (`flashback capture <target> --new-log`) and take a new backup',
+              },
+            );
+          }
           for (let i = 0; i < n; i++) describe(m.readUInt32BE(6 + 4 * i));
           push(m);
           changesInSeg++;
@@ -336,15 +386,36 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
           push(m);
           pendingCommitted = m.readBigUInt64BE(10);
           newestCommit = m.readBigInt64BE(18);
+          if (txGeneration !== undefined) {
+            schemaPending = {
+              generation: txGeneration,
+              xid: txXid,
+              commitLsn: m.readBigUInt64BE(2),
+              endLsn: pendingCommitted,
+              commitTime: newestCommit,
+            };
+          }
           txInSeg++;
           totals.transactions++;
           break;
         case 0x4d: {
           // Message: flags at 1 (1 = transactional), LSN at 2, prefix from 10
-          const beat = heartbeatOf(m);
+          const beat = messageContent(m, BEAT, false);
           if (beat !== undefined) {
             push(m);
             if (newestBeat === undefined || beat > newestBeat) newestBeat = beat;
+            break;
+          }
+          const event = messageContent(m, SCHEMA_EVENT, true);
+          if (event !== undefined && inTx && !skipping) {
+            push(m);
+            try {
+              const e = parseSchemaEvent(event);
+              if (e.kind !== 'rewrite') txGeneration = e.generation;
+            } catch (err) {
+              // Stored as received; readers refuse what they cannot parse.
+              options.onWarning?.(`a schema event could not be read: ${(err as Error).message}`);
+            }
           }
           break;
         }
@@ -381,6 +452,36 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         },
       };
     };
+    // The schema right after a transaction that changed it, recorded before
+    // the segment holding its commit is stored (src/capture/schema-events.ts).
+    const recordSchema = async (): Promise<void> => {
+      const p = schemaPending!;
+      schemaPending = undefined;
+      let at: SchemaAt | undefined;
+      try {
+        at = await readSchemaAt(client, p.generation);
+      } catch (err) {
+        if (sourceFailed(target.name, err) !== err) throw err; // the source went away: retried
+        options.onWarning?.(
+          `the schema after transaction ${p.xid} could not be read: ${(err as Error).message}; a restore to a moment after it is refused until the next schema change`,
+        );
+      }
+      const record: SchemaRecord = {
+        format: 'flashback-schema',
+        version: 1,
+        generation: p.generation,
+        xid: p.xid,
+        commitLsn: lsnText(p.commitLsn),
+        endLsn: lsnText(p.endLsn),
+        commitTime: pgTimestampToIso(p.commitTime),
+        readAt: new Date().toISOString(),
+        model: at?.model ?? null,
+        shapes: at === undefined ? null : Object.fromEntries(at.shapes),
+      };
+      await log.writeSchema(record).catch((err: unknown) => {
+        throw storeFailed(target.name, repo.storage.location, err);
+      });
+    };
     let w: Wake | undefined;
     let busy = false;
     for (;;) {
@@ -415,6 +516,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       }
       for (const ev of batch) {
         handle(ev);
+        if (schemaPending !== undefined) await recordSchema();
         if (segment.bytes >= maxBytes) await flush();
       }
       // Checked here too, not only by the timer: while events keep arriving
@@ -492,12 +594,18 @@ function storeFailed(target: string, location: string, err: unknown): FlashbackE
 const BATCH_MS = 20;
 
 const BEAT = Buffer.from(`${HEARTBEAT_PREFIX}\0`, 'utf8');
+const SCHEMA_EVENT = Buffer.from(`${SCHEMA_EVENT_PREFIX}\0`, 'utf8');
+const INTERNAL_NS = Buffer.from('_flashback\0', 'utf8');
 
-/** A non-transactional Message with Flashback's heartbeat prefix: its content (the source's clock). */
-function heartbeatOf(m: Buffer): string | undefined {
-  if (m[1] !== 0 || m.length < 10 + BEAT.length + 4) return undefined;
-  if (m.compare(BEAT, 0, BEAT.length, 10, 10 + BEAT.length) !== 0) return undefined;
-  const at = 10 + BEAT.length;
+/**
+ * The content of a Message with this (NUL-terminated) prefix, transactional
+ * or not as asked (the heartbeat's content is the source's clock; a schema
+ * event's, JSON); undefined for any other message.
+ */
+function messageContent(m: Buffer, prefix: Buffer, transactional: boolean): string | undefined {
+  if (m[1] !== (transactional ? 1 : 0) || m.length < 10 + prefix.length + 4) return undefined;
+  if (m.compare(prefix, 0, prefix.length, 10, 10 + prefix.length) !== 0) return undefined;
+  const at = 10 + prefix.length;
   return m.toString('utf8', at + 4, at + 4 + m.readInt32BE(at));
 }
 

@@ -18,6 +18,8 @@
  * Memory: the overlay holds the net changes of the window (one entry per
  * changed key), not the table; the chunks stream as in any restore.
  */
+
+import { parseSchemaEvent, type SchemaEvent } from '../capture/schema-events.js';
 import { OperationError, UsageError } from '../errors.js';
 import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
@@ -42,6 +44,14 @@ import {
   type TableSnapshot,
 } from '../repo/snapshots.js';
 import { linesSource, type RowBlock, snapshotSource, type TableSource } from '../restore/load.js';
+import {
+  type Before,
+  fillAbsent,
+  planSchemaChanges,
+  type Reshape,
+  reshapeBlock,
+  type SchemaChanges,
+} from './schema-changes.js';
 
 /** A moment to rebuild: a time, a WAL position, or just before a transaction. */
 export type PointInTime =
@@ -73,6 +83,8 @@ export interface Overlay {
   readonly last: TransactionRef | undefined;
   /** The first transaction after the window, when the log has one (for --before-xid: that transaction). */
   readonly next: TransactionRef | undefined;
+  /** Tables whose columns changed in the window: how their snapshot lines and absent values become the point's (schema-changes.ts). */
+  readonly reshape: ReadonlyMap<string, Reshape>;
 }
 
 /** A transaction, as overlays name them. */
@@ -155,6 +167,25 @@ export async function planPointInTime(
   return { manifest, log, point };
 }
 
+/**
+ * What a rebuild of the point restores: the tables as they are at the point
+ * (the snapshot's, or after schema changes in the window the point's own
+ * schema, with the snapshot's rows laid out in it), and the window's overlay.
+ */
+export async function rebuildPlan(
+  plan: PointInTimePlan,
+): Promise<{ manifest: SnapshotManifest<SchemaModel>; overlay: Overlay }> {
+  const { point, log } = plan;
+  let before: Before;
+  if (point.kind === 'time') before = { kind: 'time', at: point.at };
+  else if (point.kind === 'lsn') before = { kind: 'lsn', lsn: lsnValue(point.lsn) };
+  else before = { kind: 'lsn', lsn: (await findCommitLsn(log, point.xid)) ?? 0n };
+  const schema = await planSchemaChanges(log, plan.manifest, before);
+  const manifest = schema?.manifest ?? plan.manifest;
+  const overlay = await buildOverlay({ ...plan, manifest }, { schema });
+  return { manifest, overlay };
+}
+
 /** The latest time any transaction in a snapshot can have committed. */
 function consistentAt(m: SnapshotManifest): string {
   const c = (m as { consistentAt?: string }).consistentAt ?? m.finishedAt;
@@ -177,6 +208,12 @@ export async function buildOverlay(
   options: {
     /** Start of the window (a commit LSN); default the snapshot's LSN. */
     readonly fromLsn?: bigint | undefined;
+    /**
+     * The window's schema changes (planSchemaChanges): rows are laid out
+     * as the point's tables. Without it, a column change is refused, and so
+     * is a rewrite or drop of a snapshot table.
+     */
+    readonly schema?: SchemaChanges | undefined;
   } = {},
 ): Promise<Overlay> {
   const { manifest, log, point } = plan;
@@ -195,6 +232,8 @@ export async function buildOverlay(
   >();
   let foundXid = false;
   let next: TransactionRef | undefined;
+  const tracker = options.schema?.tracker();
+  const snapshotOids = new Set(manifest.tables.map((t) => t.oid));
   const fromLsn = options.fromLsn ?? lsnValue(manifest.lsn);
   const untilLsn = point.kind === 'lsn' ? lsnValue(point.lsn) : undefined;
   for await (const tx of readTransactions(log, {
@@ -218,7 +257,28 @@ export async function buildOverlay(
       next = { xid: tx.xid, commitLsn: lsnText(tx.commitLsn), commitTime: tx.commitTime };
       break;
     }
-    for (const c of tx.changes) {
+    const events = tx.schema;
+    if (events !== undefined) tracker?.beginTransaction(events.map((x) => x.event));
+    let e = 0;
+    for (let i = 0; i < tx.changes.length; i++) {
+      // Schema events apply where they happened among the transaction's changes.
+      while (events !== undefined && e < events.length && events[e]!.at <= i) {
+        schemaEvent(events[e++]!.event, tx);
+      }
+      const c = tx.changes[i]!;
+      if (tracker !== undefined) {
+        const p = tracker.resolve(c, tx.commitTime);
+        if (p === null) continue; // a table that does not exist at the point
+        const key = `${p.t.schema}.${p.t.name}`;
+        let ov = tables.get(key);
+        if (ov === undefined) {
+          ov = { truncated: false, byKey: new Map(), removed: new Map(), added: [] };
+          tables.set(key, ov);
+        }
+        applyChange(p.t, ov, c, p.map);
+        changes++;
+        continue;
+      }
       // Every change of a relation description (one per segment) shares its
       // columns array: resolve the table once per description, not per change.
       let r = resolved.get(c.columns);
@@ -243,12 +303,14 @@ export async function buildOverlay(
       applyChange(r.t, r.ov, c, r.map);
       changes++;
     }
+    while (events !== undefined && e < events.length) schemaEvent(events[e++]!.event, tx);
     transactions++;
     lastTx = tx;
   }
   if (lastTx !== undefined) {
     last = { xid: lastTx.xid, commitLsn: lsnText(lastTx.commitLsn), commitTime: lastTx.commitTime };
   }
+  const reshape = tracker?.reshapes() ?? new Map<string, Reshape>();
   // The log must reach the point, or changes after what is stored would be missed.
   if (point.kind === 'xid' && !foundXid) {
     throw new UsageError(
@@ -272,7 +334,38 @@ export async function buildOverlay(
       { hint: 'choose an earlier position, or make sure capture is running' },
     );
   }
-  return { tables, transactions, changes, last, next };
+  return { tables, transactions, changes, last, next, reshape };
+
+  /**
+   * One schema event of the window. Followed by the tracker when the caller
+   * lays rows out as the point's tables; otherwise the snapshot's layout
+   * stays, which a rewrite or drop of one of its tables would make wrong
+   * without a trace in the rows' columns (a column change shows there, and
+   * columnMap refuses it).
+   */
+  function schemaEvent(content: string, tx: Transaction): void {
+    if (tracker !== undefined) {
+      tracker.apply(content, tx.commitTime);
+      return;
+    }
+    let ev: SchemaEvent;
+    try {
+      ev = parseSchemaEvent(content);
+    } catch {
+      return; // unreadable here: a column change it made still shows in the rows
+    }
+    const oids =
+      ev.kind === 'rewrite' ? [ev.oid] : ev.kind === 'drop' ? ev.tables.map((t) => t.oid) : [];
+    if (oids.some((oid) => snapshotOids.has(oid) || snapshotOids.has(undefined))) {
+      throw new OperationError(
+        'restore.schema-changed',
+        `a table of snapshot ${manifest.id} was ${ev.kind === 'rewrite' ? 'rewritten' : 'dropped'} at ${tx.commitTime} (transaction ${tx.xid}): this command cannot follow its rows across that schema change`,
+        {
+          hint: 'take a new backup after the change; `restore --at` rebuilds moments after it',
+        },
+      );
+    }
+  }
 }
 
 /** Index of each chunk column in the change's (relation) column order; refuses a changed table. */
@@ -315,7 +408,8 @@ function columnMap(
 function reorder(values: readonly ChangeValue[], map: readonly number[] | null): ChangeValue[] {
   // null: the log's columns are the snapshot's, in its order (the usual case): no copy.
   if (map === null) return values as ChangeValue[];
-  return map.map((j) => values[j] ?? null);
+  // -1: a column added after this change: absent (0), filled from the schema change later.
+  return map.map((j) => (j < 0 ? 0 : (values[j] ?? null)));
 }
 
 /** The key (COPY text of the first `k` values, tab-joined), as overlays index rows. */
@@ -353,7 +447,12 @@ export function lineOf(values: readonly ChangeValue[]): string {
 }
 
 /** Folds one change into a table's overlay. */
-function applyChange(t: TableSnapshot, ov: TableOverlay, c: Change, map: number[] | null): void {
+function applyChange(
+  t: TableSnapshot,
+  ov: TableOverlay,
+  c: Change,
+  map: readonly number[] | null,
+): void {
   const k = t.key.length;
   if (c.op === 'truncate') {
     ov.truncated = true;
@@ -439,8 +538,17 @@ export function pointInTimeSource(
   return {
     async *blocks(t) {
       const ov = overlay.tables.get(`${t.schema}.${t.name}`);
+      // A table whose columns changed in the window: its snapshot lines in the point's layout.
+      const rs = overlay.reshape.get(`${t.schema}.${t.name}`);
+      const snapshotBlocks = async function* () {
+        for await (const block of plain.blocks(t)) {
+          yield rs === undefined
+            ? block
+            : { content: reshapeBlock(block.content, rs), rows: block.rows };
+        }
+      };
       if (ov === undefined) {
-        yield* plain.blocks(t);
+        yield* snapshotBlocks();
         return;
       }
       // Keys are consumed as the snapshot's rows are met; what is left is new.
@@ -448,14 +556,16 @@ export function pointInTimeSource(
       const removed = new Map(ov.removed);
       const numeric = numericKeys(t, pending);
       if (!ov.truncated) {
-        for await (const block of plain.blocks(t)) {
+        for await (const block of snapshotBlocks()) {
+          // (Absent values of a snapshot row resolve against its reshaped line.)
           const merged = mergeBlock(block.content, t, pending, removed, numeric);
           if (merged.rows > 0) yield merged;
         }
       }
       const tail: string[] = [];
-      for (const [key, values] of pending) {
-        if (values === null || (onlyKeys !== undefined && !onlyKeys.has(key))) continue;
+      for (const [key, v] of pending) {
+        if (v === null || (onlyKeys !== undefined && !onlyKeys.has(key))) continue;
+        const values = fillAbsent(v, rs);
         if (values.includes(0)) {
           throw new OperationError(
             'restore.toast',
@@ -464,7 +574,7 @@ export function pointInTimeSource(
         }
         tail.push(lineOf(values));
       }
-      for (const r of ov.added) tail.push(lineOf(r));
+      for (const r of ov.added) tail.push(lineOf(fillAbsent(r, rs)));
       yield* linesSource(tail).blocks(t);
     },
   };

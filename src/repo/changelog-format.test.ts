@@ -35,6 +35,7 @@ const RECORDS: ChangeRecord[] = [
   ['T', [16_400, 16_401], true, false],
   ['C', '1/6B374D48', '1/6B374D90', T],
   ['H', '1/6B374DA0', '2026-11-21T10:00:05.000001Z'],
+  ['S', '1/6B374DB0', '{"kind": "rewrite", "oid": 16400, "reason": 4}'],
 ];
 
 describe('change-log segment format 2', () => {
@@ -66,7 +67,12 @@ describe('change-log segment format 2', () => {
     });
   });
 
-  it('keeps only heartbeats among logical messages', () => {
+  it('stores schema events as the transactional messages the event triggers emit', () => {
+    const ev = decodePgoutput(encodeRecord(RECORDS[11]!));
+    expect(ev).toMatchObject({ tag: 'message', transactional: true, prefix: 'flashback.ddl' });
+  });
+
+  it('keeps only heartbeats and schema events among logical messages', () => {
     const other = Buffer.from(encodeRecord(['H', '0/10', 'x']));
     other.write('other.app.heartbeat', 10, 'utf8'); // as long as flashback.heartbeat
     const b = new SegmentBuilder();

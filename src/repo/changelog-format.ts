@@ -61,20 +61,30 @@ export type ChangeRecord =
   /** The transaction commits: commit LSN, end LSN, commit time. */
   | readonly ['C', commitLsn: string, endLsn: string, commitTime: string]
   /** A heartbeat: its LSN and the source's clock when it was emitted. */
-  | readonly ['H', lsn: string, at: string];
+  | readonly ['H', lsn: string, at: string]
+  /**
+   * A schema change inside a transaction, from Flashback's event triggers
+   * on the source (src/capture/schema-events.ts): its LSN and the event as
+   * JSON text (parsed by its readers, not here).
+   */
+  | readonly ['S', lsn: string, event: string];
 
 /**
  * A record as readers of the log use it: LSNs as numbers (converting them
  * to text and back cost more than decoding the change).
  */
 export type StoredRecord =
-  | Exclude<ChangeRecord, { 0: 'B' | 'C' | 'H' }>
+  | Exclude<ChangeRecord, { 0: 'B' | 'C' | 'H' | 'S' }>
   | readonly ['B', xid: number, commitLsn: bigint, commitTime: string]
   | readonly ['C', commitLsn: bigint, endLsn: bigint, commitTime: string]
-  | readonly ['H', lsn: bigint, at: string];
+  | readonly ['H', lsn: bigint, at: string]
+  | readonly ['S', lsn: bigint, event: string];
 
 /** The prefix of Flashback's heartbeat messages on the source (pg_logical_emit_message). */
 export const HEARTBEAT_PREFIX = 'flashback.heartbeat';
+
+/** The prefix of the (transactional) messages Flashback's event triggers emit for schema changes. */
+export const SCHEMA_EVENT_PREFIX = 'flashback.ddl';
 
 const LSN_TEXT = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
 
@@ -176,6 +186,8 @@ export function decodeSegment(content: Buffer): ChangeRecord[] {
         return ['C', lsnText(r[1]), lsnText(r[2]), r[3]];
       case 'H':
         return ['H', lsnText(r[1]), r[2]];
+      case 'S':
+        return ['S', lsnText(r[1]), r[2]];
       default:
         return r;
     }
@@ -208,6 +220,7 @@ export function* storedRecords(content: Buffer): Generator<StoredRecord> {
       if (j[0] === 'B') r = ['B', j[1], lsnValue(j[2]), j[3]];
       else if (j[0] === 'C') r = ['C', lsnValue(j[1]), lsnValue(j[2]), j[3]];
       else if (j[0] === 'H') r = ['H', lsnValue(j[1]), j[2]];
+      else if (j[0] === 'S') r = ['S', lsnValue(j[1]), j[2]];
       else r = j;
     } catch (err) {
       throw new SegmentFormatError((err as Error).message);
@@ -423,11 +436,16 @@ function decodeMessage(b: Buffer, start: number, end: number): StoredRecord | un
       break;
     }
     case 0x4d: {
-      c.u8(); // flags: heartbeats are non-transactional
+      c.u8(); // flags: heartbeats are non-transactional, schema events transactional
       const lsn = c.u64();
       const prefix = c.cstring();
-      const at = c.text(c.i32());
-      r = prefix === HEARTBEAT_PREFIX ? ['H', lsn, at] : undefined;
+      const content = c.text(c.i32());
+      r =
+        prefix === HEARTBEAT_PREFIX
+          ? ['H', lsn, content]
+          : prefix === SCHEMA_EVENT_PREFIX
+            ? ['S', lsn, content]
+            : undefined;
       break;
     }
     default:
@@ -560,5 +578,7 @@ export function encodeRecord(r: ChangeRecord): Buffer {
       return w.done();
     case 'H':
       return w.u8(0x4d).u8(0).u64(lsnValue(r[1])).cstring(HEARTBEAT_PREFIX).text(r[2]).done();
+    case 'S':
+      return w.u8(0x4d).u8(1).u64(lsnValue(r[1])).cstring(SCHEMA_EVENT_PREFIX).text(r[2]).done();
   }
 }

@@ -28,6 +28,7 @@ import {
   decodeSegment,
   encodeRecords,
   findBegin,
+  lsnValue,
   SegmentFormatError,
   type StoredRecord,
   storedRecords,
@@ -66,6 +67,37 @@ export interface SegmentInfo {
 
 const PREFIX = 'changes/';
 const SEGMENT = /^(\d{12})-([0-9a-f]{16})\.seg$/;
+const SCHEMA_RECORD = /^schemas\/([0-9a-f]{16})\.json$/;
+
+/**
+ * `changes/<scope>/schemas/<end LSN>.json`: the schema right after a
+ * transaction that changed it (src/capture/schema-events.ts), or the fact
+ * that it could not be read at that moment. Written before the segment
+ * holding the transaction's commit, so every stored schema change has one.
+ * `Model` and `Shape` are the pg layer's (opaque here).
+ */
+export interface SchemaRecord<Model = unknown, Shape = unknown> {
+  readonly format: 'flashback-schema';
+  readonly version: 1;
+  /** The source's schema-change counter after this transaction. */
+  readonly generation: number;
+  readonly xid: number;
+  readonly commitLsn: string;
+  readonly endLsn: string;
+  readonly commitTime: string;
+  /** When capture read it. */
+  readonly readAt: string;
+  /** The schema after the transaction; null when another change committed before it could be read. */
+  readonly model: Model | null;
+  /** Table shapes (OID, attnums) keyed `schema.name`, read with the model; null with it. */
+  readonly shapes: Record<string, Shape> | null;
+}
+
+/** A schema record as listed: its end LSN (from the name) and a reader. */
+export interface SchemaRecordRef {
+  readonly key: string;
+  readonly endLsn: bigint;
+}
 
 /** The change log of one target (its scope, as for run records). */
 export class ChangeLog {
@@ -141,6 +173,42 @@ export class ChangeLog {
     return key;
   }
 
+  /** Stores the schema record of a transaction (replacing one of the same position: capture may see it again after a restart). */
+  async writeSchema(record: SchemaRecord): Promise<string> {
+    const key = `${this.dir}schemas/${lsnValue(record.endLsn).toString(16).padStart(16, '0')}.json`;
+    await this.storage.write(key, await encodeChunk(Buffer.from(JSON.stringify(record))));
+    return key;
+  }
+
+  /** The schema records, in log order. */
+  async schemaRecords(): Promise<SchemaRecordRef[]> {
+    const out: SchemaRecordRef[] = [];
+    for await (const o of this.storage.list(`${this.dir}schemas/`)) {
+      const m = SCHEMA_RECORD.exec(o.key.slice(this.dir.length));
+      if (m !== null) out.push({ key: o.key, endLsn: BigInt(`0x${m[1]}`) });
+    }
+    return out.sort((a, b) => (a.endLsn < b.endLsn ? -1 : a.endLsn > b.endLsn ? 1 : 0));
+  }
+
+  /** Reads one schema record; DamagedError when it is missing or cannot be decoded. */
+  async readSchema<Model, Shape>(ref: SchemaRecordRef): Promise<SchemaRecord<Model, Shape>> {
+    try {
+      const { content } = await decodeChunk(await this.storage.read(ref.key));
+      const r = JSON.parse(content.toString('utf8')) as SchemaRecord<Model, Shape>;
+      if (r.format !== 'flashback-schema') throw new SegmentFormatError('not a schema record');
+      if (r.version > 1) {
+        throw new RepositoryError(
+          'version',
+          `schema record ${ref.key} has format version ${r.version}; this Flashback reads up to 1`,
+          { hint: 'upgrade Flashback to read it' },
+        );
+      }
+      return r;
+    } catch (err) {
+      throw damagedObject(ref.key, err);
+    }
+  }
+
   /** Reads one segment's records. */
   readSegment(seg: SegmentInfo): Promise<ChangeRecord[]> {
     return this.decode(seg, decodeSegment);
@@ -186,15 +254,21 @@ export class ChangeLog {
 
 /** The error for a segment that cannot be read or decoded; anything else passes unchanged. */
 function damaged(seg: SegmentInfo, err: unknown): unknown {
+  return damagedObject(seg.key, err);
+}
+
+/** The error for a change-log object that cannot be read or decoded; anything else passes unchanged. */
+function damagedObject(key: string, err: unknown): unknown {
   if (
     !(err instanceof ChunkFormatError) &&
     !(err instanceof SegmentFormatError) &&
-    !(err instanceof ObjectNotFoundError)
+    !(err instanceof ObjectNotFoundError) &&
+    !(err instanceof SyntaxError)
   )
     return err;
   return new DamagedError(
     'changelog.damaged',
-    `change-log segment ${seg.key} is ${err instanceof ObjectNotFoundError ? 'missing' : `damaged (${err.message})`}: changes stored in it cannot be read`,
+    `change-log ${key.endsWith('.seg') ? 'segment' : 'object'} ${key} is ${err instanceof ObjectNotFoundError ? 'missing' : `damaged (${err.message})`}: ${key.endsWith('.seg') ? 'changes stored in it' : 'the schema it records'} cannot be read`,
     {
       hint: 'restore the object from a copy of the repository; moments after it cannot be rebuilt from this log',
       cause: err,
@@ -209,11 +283,22 @@ export interface Transaction {
   readonly endLsn: bigint;
   readonly commitTime: string;
   readonly changes: readonly Change[];
+  /** Schema events (src/capture/schema-events.ts) in this transaction; `at`: how many of its changes came before. */
+  readonly schema?: readonly SchemaEventRef[] | undefined;
+}
+
+/** A schema event's place in its transaction, and its content (JSON). */
+export interface SchemaEventRef {
+  readonly at: number;
+  readonly lsn: bigint;
+  readonly event: string;
 }
 
 /** A change with its table resolved. */
 export interface Change {
   readonly op: 'insert' | 'update' | 'delete' | 'truncate';
+  /** The relation's OID on the source (the table's, unless a publication sends partitions as their root). */
+  readonly relid?: number;
   readonly schema: string;
   readonly table: string;
   readonly columns: readonly ChangeColumn[];
@@ -255,7 +340,15 @@ export async function* readTransactions(
     number,
     { schema: string; name: string; columns: readonly ChangeColumn[] }
   >();
-  let open: { xid: number; commitLsn: bigint; commitTime: string; changes: Change[] } | undefined;
+  let open:
+    | {
+        xid: number;
+        commitLsn: bigint;
+        commitTime: string;
+        changes: Change[];
+        schema?: SchemaEventRef[];
+      }
+    | undefined;
   let last = -1n;
   const rel = (id: number) => {
     const r = relations.get(id);
@@ -281,6 +374,11 @@ export async function* readTransactions(
         case 'H':
           options.onHeartbeat?.(r[1], r[2]);
           break;
+        case 'S':
+          if (open === undefined) break;
+          open.schema ??= [];
+          open.schema.push({ at: open.changes.length, lsn: r[1], event: r[2] });
+          break;
         case 'B': {
           const commitLsn = r[2];
           if (
@@ -303,6 +401,7 @@ export async function* readTransactions(
           if (r[0] === 'I')
             open.changes.push({
               op: 'insert',
+              relid: r[1],
               schema,
               table,
               columns,
@@ -313,6 +412,7 @@ export async function* readTransactions(
           else if (r[0] === 'U')
             open.changes.push({
               op: 'update',
+              relid: r[1],
               schema,
               table,
               columns,
@@ -323,6 +423,7 @@ export async function* readTransactions(
           else
             open.changes.push({
               op: 'delete',
+              relid: r[1],
               schema,
               table,
               columns,
@@ -341,6 +442,7 @@ export async function* readTransactions(
             const t = rel(id);
             open.changes.push({
               op: 'truncate',
+              relid: id,
               schema: t.schema,
               table: t.name,
               columns: t.columns,
@@ -366,6 +468,7 @@ export async function* readTransactions(
             endLsn,
             commitTime: tx.commitTime,
             changes: tx.changes,
+            schema: tx.schema,
           };
           break;
         }

@@ -47,6 +47,10 @@ export interface TableSnapshot {
   readonly bytes: number;
   readonly storedBytes: number;
   readonly chunks: readonly ChunkRef[];
+  /** The table's OID on the source (absent in snapshots from before it was recorded). */
+  readonly oid?: number;
+  /** attnum of each of `columns` on the source, in the same order (with `oid`). */
+  readonly attnums?: readonly number[];
 }
 
 /** Totals of a snapshot, for `list`. */

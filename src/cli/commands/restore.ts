@@ -3,11 +3,11 @@ import type { Command } from 'commander';
 import { isTargetUrl, resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
 import {
-  buildOverlay,
   describePoint,
   type PointInTime,
   planPointInTime,
   pointInTimeSource,
+  rebuildPlan,
 } from '../../history/state.js';
 import { parseTimeArg } from '../../history/time.js';
 import type { SchemaModel } from '../../pg/schema/model.js';
@@ -133,8 +133,9 @@ async function runRestore(ctx: CliContext, ref: string, opts: RestoreFlags): Pro
       : ((await new SnapshotStore(repo.storage).resolve(ref)) as SnapshotManifest<SchemaModel>);
     const sourceName = forced?.target ?? resolveTarget(ref, config, ctx.env).name;
     const plan = await planPointInTime(repo, sourceName, point, forced?.id);
-    const overlay = await buildOverlay(plan);
-    manifest = plan.manifest;
+    const rebuilt = await rebuildPlan(plan);
+    const overlay = rebuilt.overlay;
+    manifest = rebuilt.manifest;
     source = pointInTimeSource(new ChunkStore(repo.storage), overlay);
     asOf = `as of ${describePoint(point)}: snapshot ${manifest.id} + ${overlay.transactions.toLocaleString('en-US')} transaction(s), ${overlay.changes.toLocaleString('en-US')} change(s) from the change log${overlay.last === undefined ? '' : ` (the last committed ${overlay.last.commitTime}, transaction ${overlay.last.xid})`}`;
     if (!ctx.json) ctx.err(`${asOf}\n`);

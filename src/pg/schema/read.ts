@@ -45,14 +45,18 @@ import type {
 import { SCHEMA_MODEL_VERSION } from './model.js';
 import { qualify } from './quote.js';
 import { functionRef, qualifiedRef, tableObjectRef, unqualifiedRef } from './refs.js';
+import { INTERNAL_SCHEMA_FILTER } from './shapes.js';
 
 type Row = Record<string, string | null>;
 
 /** OIDs below this were assigned by initdb: built-in objects, never user objects. */
 const FIRST_NORMAL_OID = 16384;
 
-/** Namespaces that hold user objects (not pg_catalog, pg_toast, temp schemas, information_schema). */
-const USER_NS = `(n.nspname !~ '^pg_' AND n.nspname <> 'information_schema')`;
+/**
+ * Namespaces that hold user objects: not pg_catalog, pg_toast, temp schemas,
+ * information_schema, nor `_flashback` (capture's own objects on the source).
+ */
+const USER_NS = INTERNAL_SCHEMA_FILTER;
 
 /**
  * Whether an object is an internal part of another (a range type's
@@ -1363,6 +1367,8 @@ class SchemaReader {
         FROM pg_am a WHERE a.oid >= ${FIRST_NORMAL_OID}
       UNION ALL SELECT 'pg_event_trigger', e.oid, 'event trigger', quote_ident(e.evtname)
         FROM pg_event_trigger e
+        WHERE e.evtfoid NOT IN (SELECT p.oid FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                                 WHERE n.nspname = '_flashback')
       UNION ALL SELECT 'pg_publication', p.oid, 'publication', quote_ident(p.pubname)
         FROM pg_publication p
       UNION ALL SELECT 'pg_subscription', s.oid, 'subscription', quote_ident(s.subname)

@@ -1,0 +1,290 @@
+/**
+ * Schema changes in the change log.
+ *
+ * Logical decoding carries rows, not DDL. To rebuild a moment after a
+ * column was added, dropped, renamed or retyped, or a table created or
+ * dropped, the log needs two things at the position of each change:
+ *
+ * 1. the affected tables' columns, by attnum, with the value rows that
+ *    existed before an ADD COLUMN have for it (PostgreSQL keeps it as the
+ *    column's "missing value" instead of rewriting the table). Event
+ *    triggers on the source emit these as transactional logical messages
+ *    (prefix `flashback.ddl`): each arrives inside its transaction, in
+ *    order with the rows around it, and only if it commits;
+ * 2. the whole schema after the change, to create the tables of a restore
+ *    at that moment. Capture reads it with the same reader as `backup`
+ *    right after the transaction's commit arrives. A generation counter,
+ *    bumped in the same transaction as each change, tells whether another
+ *    schema change committed in between: then the read is not that moment's
+ *    schema and nothing is recorded for it (a restore to a moment between
+ *    the two says so; moments after the second are recorded).
+ *
+ * The objects on the source: schema `_flashback` with table
+ * `schema_changes` (the generation) and two functions, and event triggers
+ * `flashback_ddl` (ddl_command_end), `flashback_drop` (sql_drop) and
+ * `flashback_rewrite` (table_rewrite). Creating event triggers needs a
+ * superuser; without one, capture warns and the log carries no schema
+ * events (a restore across a schema change is then refused, as before).
+ * The trigger functions never fail the user's DDL: an error inside them
+ * becomes a WARNING, and the missing event makes restores across that
+ * change refuse (the log's columns then disagree with the recorded ones).
+ */
+import type { PgClient } from '../pg/connect.js';
+import type { SchemaModel } from '../pg/schema/model.js';
+import { readSchema } from '../pg/schema/read.js';
+import { readTableShapes, type TableShape } from '../pg/schema/shapes.js';
+import { SCHEMA_EVENT_PREFIX } from '../repo/changelog-format.js';
+
+/** Version of the objects below; raised when they change, so capture replaces them. */
+export const SCHEMA_EVENTS_VERSION = 1;
+
+/** A column as an event lists it: attnum, name, type (format_type), dropped, value of rows from before it was added. */
+export type EventColumn = readonly [
+  attnum: number,
+  name: string,
+  type: string,
+  dropped: boolean,
+  /** PostgreSQL's missing value (text form) when atthasmissing; null otherwise (rows from before have NULL). */
+  missing: string | null,
+];
+
+/** A table after a schema change (ordinary or partitioned; never temporary). */
+export interface EventTable {
+  readonly oid: number;
+  readonly schema: string;
+  readonly name: string;
+  readonly columns: readonly EventColumn[];
+}
+
+/** What one `flashback.ddl` message says. */
+export type SchemaEvent =
+  /** A DDL command ended (ddl_command_end): the tables it touched, as they are now. */
+  | {
+      readonly kind: 'ddl';
+      readonly generation: number;
+      readonly tags: readonly string[];
+      readonly tables: readonly EventTable[];
+    }
+  /** Tables were dropped (sql_drop). */
+  | {
+      readonly kind: 'drop';
+      readonly generation: number;
+      readonly tables: ReadonlyArray<{ oid: number; schema: string; name: string }>;
+    }
+  /**
+   * A table is about to be rewritten (table_rewrite): a column retyped, a
+   * column added with a volatile default, ... Its rows' new values are not
+   * in the log. reason: PostgreSQL's AT_REWRITE_* bits.
+   */
+  | { readonly kind: 'rewrite'; readonly oid: number; readonly reason: number };
+
+/** Parses a message's content; throws on anything else (a damaged or foreign message). */
+export function parseSchemaEvent(content: string): SchemaEvent {
+  const j = JSON.parse(content) as Record<string, unknown>;
+  const kind = j.kind;
+  if (kind === 'ddl' || kind === 'drop') {
+    const tables = (j.tables ?? []) as Array<Record<string, unknown>>;
+    if (!Array.isArray(tables) || typeof j.g !== 'number') throw new Error('malformed event');
+    if (kind === 'drop') {
+      return {
+        kind,
+        generation: j.g,
+        tables: tables.map((t) => ({
+          oid: Number(t.oid),
+          schema: String(t.schema),
+          name: String(t.name),
+        })),
+      };
+    }
+    return {
+      kind,
+      generation: j.g,
+      tags: (j.tags ?? []) as string[],
+      tables: tables.map((t) => ({
+        oid: Number(t.oid),
+        schema: String(t.schema),
+        name: String(t.name),
+        columns: t.columns as EventColumn[],
+      })),
+    };
+  }
+  if (kind === 'rewrite') return { kind, oid: Number(j.oid), reason: Number(j.reason) };
+  throw new Error(`unknown schema event kind ${JSON.stringify(kind)}`);
+}
+
+// Tables of a command: ordinary and partitioned, not temporary, not Flashback's own.
+const TOUCHED_TABLES = `
+  SELECT DISTINCT c.oid, n.nspname, c.relname
+    FROM pg_event_trigger_ddl_commands() d
+    JOIN pg_class c ON d.classid = 'pg_catalog.pg_class'::regclass AND c.oid = d.objid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't' AND n.nspname <> '_flashback'`;
+
+/**
+ * The source-side objects, created (or replaced) in one transaction. The
+ * missing value is read through text[]: attmissingval is an anyarray of one
+ * element, and array_in of its text form gives that element's text exactly.
+ */
+const INSTALL = `
+CREATE SCHEMA IF NOT EXISTS _flashback;
+COMMENT ON SCHEMA _flashback IS 'Flashback capture: schema-change events for the change log (docs/CAPTURE.md)';
+CREATE TABLE IF NOT EXISTS _flashback.schema_changes (
+  id int PRIMARY KEY CHECK (id = 1),
+  generation bigint NOT NULL,
+  version int NOT NULL
+);
+INSERT INTO _flashback.schema_changes VALUES (1, 0, ${SCHEMA_EVENTS_VERSION}) ON CONFLICT (id) DO NOTHING;
+UPDATE _flashback.schema_changes SET version = ${SCHEMA_EVENTS_VERSION};
+REVOKE ALL ON SCHEMA _flashback FROM PUBLIC;
+
+-- Emits one event inside the transaction; a schema change (not a rewrite)
+-- first bumps the generation, and carries it as g.
+CREATE OR REPLACE FUNCTION _flashback.emit(event jsonb, counted boolean) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fb$
+DECLARE
+  g bigint;
+BEGIN
+  IF counted THEN
+    UPDATE _flashback.schema_changes SET generation = generation + 1 WHERE id = 1 RETURNING generation INTO g;
+    event := event || jsonb_build_object('g', g);
+  END IF;
+  PERFORM pg_logical_emit_message(true, '${SCHEMA_EVENT_PREFIX}', event::text);
+END $fb$;
+REVOKE ALL ON FUNCTION _flashback.emit(jsonb, boolean) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION _flashback.on_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fb$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() d
+                  WHERE d.schema_name IS DISTINCT FROM 'pg_temp'
+                    AND d.schema_name IS DISTINCT FROM '_flashback'
+                    AND NOT d.in_extension IS TRUE) THEN
+    RETURN;
+  END IF;
+  PERFORM _flashback.emit(jsonb_build_object(
+    'kind', 'ddl',
+    'tags', (SELECT jsonb_agg(DISTINCT d.command_tag) FROM pg_event_trigger_ddl_commands() d),
+    'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                 'oid', t.oid, 'schema', t.nspname, 'name', t.relname,
+                 'columns', (SELECT jsonb_agg(jsonb_build_array(
+                               a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attisdropped,
+                               CASE WHEN a.atthasmissing THEN (a.attmissingval::text::text[])[1] END)
+                               ORDER BY a.attnum)
+                               FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attnum > 0))), '[]')
+                 FROM (${TOUCHED_TABLES}) t (oid, nspname, relname))), true);
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'flashback: schema change not recorded in the change log: %', SQLERRM;
+END $fb$;
+
+CREATE OR REPLACE FUNCTION _flashback.on_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fb$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() o
+                  WHERE NOT o.is_temporary AND o.schema_name IS DISTINCT FROM '_flashback') THEN
+    RETURN;
+  END IF;
+  PERFORM _flashback.emit(jsonb_build_object(
+    'kind', 'drop',
+    'tables', (SELECT coalesce(jsonb_agg(jsonb_build_object('oid', o.objid, 'schema', o.schema_name, 'name', o.object_name)), '[]')
+                 FROM pg_event_trigger_dropped_objects() o
+                WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0
+                  AND o.object_type = 'table' AND NOT o.is_temporary)), true);
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'flashback: schema change not recorded in the change log: %', SQLERRM;
+END $fb$;
+
+CREATE OR REPLACE FUNCTION _flashback.on_rewrite() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fb$
+BEGIN
+  PERFORM _flashback.emit(jsonb_build_object(
+    'kind', 'rewrite', 'oid', pg_event_trigger_table_rewrite_oid(),
+    'reason', pg_event_trigger_table_rewrite_reason()), false);
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'flashback: table rewrite not recorded in the change log: %', SQLERRM;
+END $fb$;
+
+DO $fb$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'flashback_ddl') THEN
+    CREATE EVENT TRIGGER flashback_ddl ON ddl_command_end EXECUTE FUNCTION _flashback.on_ddl();
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'flashback_drop') THEN
+    CREATE EVENT TRIGGER flashback_drop ON sql_drop EXECUTE FUNCTION _flashback.on_drop();
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'flashback_rewrite') THEN
+    CREATE EVENT TRIGGER flashback_rewrite ON table_rewrite EXECUTE FUNCTION _flashback.on_rewrite();
+  END IF;
+END $fb$;`;
+
+/** What `installSchemaEvents` found. */
+export type InstallResult =
+  | { readonly installed: true; readonly created: boolean }
+  | { readonly installed: false; readonly reason: string };
+
+/**
+ * Makes sure the event triggers are on the source at this version. Needs a
+ * superuser to create them; otherwise says why not (capture warns and goes
+ * on: its rows are still captured).
+ */
+export async function installSchemaEvents(client: PgClient): Promise<InstallResult> {
+  const triggers = await client.query<{ n: string; table: string }>(
+    `SELECT count(*)::text AS n, (to_regclass('_flashback.schema_changes') IS NOT NULL)::text AS table
+       FROM pg_event_trigger
+      WHERE evtname IN ('flashback_ddl', 'flashback_drop', 'flashback_rewrite') AND evtenabled <> 'D'`,
+  );
+  if (triggers.rows[0]?.n === '3' && triggers.rows[0].table === 'true') {
+    const v = await client.query<{ v: string }>(
+      'SELECT version::text AS v FROM _flashback.schema_changes WHERE id = 1',
+    );
+    if (Number(v.rows[0]?.v) === SCHEMA_EVENTS_VERSION) return { installed: true, created: false };
+  }
+  const su = await client.query<{ s: string }>(
+    `SELECT rolsuper::text AS s FROM pg_roles WHERE rolname = current_user`,
+  );
+  if (su.rows[0]?.s !== 'true') {
+    return {
+      installed: false,
+      reason: 'creating event triggers needs a superuser',
+    };
+  }
+  await client.query('BEGIN');
+  try {
+    await client.query(INSTALL);
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    return { installed: false, reason: (err as Error).message };
+  }
+  return { installed: true, created: true };
+}
+
+/** The schema right after the change of one generation, as capture records it. */
+export interface SchemaAt {
+  readonly model: SchemaModel;
+  readonly shapes: ReadonlyMap<string, TableShape>;
+}
+
+/**
+ * Reads the schema as it is right after the change numbered `generation`,
+ * or undefined when a later change has committed (then this read would be
+ * another moment's). The counter is read before and after: catalog
+ * functions (pg_get_indexdef, ...) see the newest catalog, not a snapshot,
+ * so a change committing during the read must be caught by the second look.
+ */
+export async function readSchemaAt(
+  client: PgClient,
+  generation: number,
+): Promise<SchemaAt | undefined> {
+  const current = async (): Promise<number> =>
+    Number(
+      (
+        await client.query<{ g: string }>(
+          'SELECT generation::text AS g FROM _flashback.schema_changes WHERE id = 1',
+        )
+      ).rows[0]?.g ?? -1,
+    );
+  if ((await current()) !== generation) return undefined;
+  const model = await readSchema(client);
+  const shapes = await readTableShapes(client);
+  if ((await current()) !== generation) return undefined;
+  return { model, shapes };
+}
