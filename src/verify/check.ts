@@ -391,17 +391,25 @@ async function run(
       }
     });
     const chosen = percent >= 100 ? segments : segments.filter(() => Math.random() * 100 < percent);
-    await inBatches(chosen, SMALL_READS, async (seg) => {
+    const schemas = await log.schemaRecords();
+    const chosenSchemas =
+      percent >= 100 ? schemas : schemas.filter(() => Math.random() * 100 < percent);
+    const read = [
+      ...chosen.map((seg) => ({ key: seg.key, read: () => log.readSegment(seg) })),
+      // The schema after each schema change: a restore to a moment after it needs it.
+      ...chosenSchemas.map((ref) => ({ key: ref.key, read: () => log.readSchema(ref) })),
+    ];
+    await inBatches(read, SMALL_READS, async (o) => {
       interrupted();
       try {
-        await log.readSegment(seg);
+        await o.read();
       } catch (err) {
         if (!(err instanceof DamagedError)) throw err;
         findings.push({
           severity: 'error',
           kind: 'changelog-damaged',
           snapshots: [],
-          object: seg.key,
+          object: o.key,
           message: err.message,
           hint: err.hint,
         });

@@ -11,7 +11,7 @@
  * moment after the second is rebuilt.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { to as copyTo } from 'pg-copy-streams';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -287,6 +287,17 @@ for (const server of testServers().filter((s) => s.major === 15 || s.major === 1
         expect(r.code, r.stderr).toBe(0);
         const got = await state(server, into);
         for (const [t, want] of Object.entries(after.tables)) expect(got[t], t).toEqual(want);
+
+        // A damaged schema record is found by check --read-data.
+        const log = new ChangeLog(new LocalStorage(path.join(dir, 'repo')), runScope(name));
+        const ref = (await log.schemaRecords()).at(-1)!;
+        const file = path.join(dir, 'repo', ref.key);
+        const bytes = await readFile(file);
+        bytes[bytes.length - 3] ^= 0xff;
+        await writeFile(file, bytes);
+        const c = await runCli(['check', '--read-data', '--json'], { cwd: dir, env });
+        expect(c.code).not.toBe(0);
+        expect(c.stdout).toContain(ref.key);
       },
     );
   });

@@ -39,6 +39,13 @@ changes that are stored, so a crash at any point loses nothing; a restart
 resumes exactly where the repository's log ends. A heartbeat on the source
 every few seconds measures the recovery point (\`flashback status\`).
 
+Schema changes: when its role is a superuser, capture also installs event
+triggers (schema "_flashback", triggers "flashback_ddl", "flashback_drop",
+"flashback_rewrite") that put every DDL into the log inside its transaction,
+and it records the schema right after each one, so \`restore --at\` rebuilds
+moments after a column or table change. Without a superuser it warns and
+captures rows only (docs/CAPTURE.md, "Schema changes").
+
 A slot that nobody reads keeps WAL on the server: stop capture for good with
 --drop-slot (through the guard, since it writes to the target).
 
