@@ -293,7 +293,7 @@ for (const server of testServers().filter((s) => s.major === 15 || s.major === 1
         const ref = (await log.schemaRecords()).at(-1)!;
         const file = path.join(dir, 'repo', ref.key);
         const bytes = await readFile(file);
-        bytes[bytes.length - 3] ^= 0xff;
+        bytes[bytes.length - 3] = bytes[bytes.length - 3]! ^ 0xff;
         await writeFile(file, bytes);
         const c = await runCli(['check', '--read-data', '--json'], { cwd: dir, env });
         expect(c.code).not.toBe(0);
