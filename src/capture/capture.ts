@@ -366,7 +366,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
               'capture.internal-truncate',
               "a TRUNCATE named Flashback's _flashback.schema_changes together with other tables: it cannot be stored without a table the log does not describe",
               {
-                hint: 'this transaction cannot enter the log: start a new one (`flashback capture <target> --new-log`) and take a new backup',
+                hint: 'this transaction cannot enter the log: drop the slot (`flashback capture <target> --drop-slot`), start capture again for a new log, and take a new backup',
               },
             );
           }
@@ -461,7 +461,11 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       try {
         at = await readSchemaAt(client, p.generation);
       } catch (err) {
-        if (sourceFailed(target.name, err) !== err) throw err; // the source went away: retried
+        // The source went away: retried (nothing acknowledged). A server's
+        // refusal (privileges, a catalog oddity) would refuse again on every
+        // retry: that moment is recorded as not known instead.
+        const code = (err as { code?: unknown }).code;
+        if (!(typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code))) throw err;
         options.onWarning?.(
           `the schema after transaction ${p.xid} could not be read: ${(err as Error).message}; a restore to a moment after it is refused until the next schema change`,
         );

@@ -19,8 +19,8 @@
  *    schema and nothing is recorded for it (a restore to a moment between
  *    the two says so; moments after the second are recorded).
  *
- * The objects on the source: schema `_flashback` with table
- * `schema_changes` (the generation) and two functions, and event triggers
+ * The objects on the source: schema `_flashback` with sequence
+ * `generation` and its functions, and event triggers
  * `flashback_ddl` (ddl_command_end), `flashback_drop` (sql_drop) and
  * `flashback_rewrite` (table_rewrite). Creating event triggers needs a
  * superuser; without one, capture warns and the log carries no schema
@@ -36,7 +36,7 @@ import { readTableShapes, type TableShape } from '../pg/schema/shapes.js';
 import { SCHEMA_EVENT_PREFIX } from '../repo/changelog-format.js';
 
 /** Version of the objects below; raised when they change, so capture replaces them. */
-export const SCHEMA_EVENTS_VERSION = 1;
+export const SCHEMA_EVENTS_VERSION = 2;
 
 /** A column as an event lists it: attnum, name, type (format_type), dropped, value of rows from before it was added. */
 export type EventColumn = readonly [
@@ -112,13 +112,26 @@ export function parseSchemaEvent(content: string): SchemaEvent {
   throw new Error(`unknown schema event kind ${JSON.stringify(kind)}`);
 }
 
-// Tables of a command: ordinary and partitioned, not temporary, not Flashback's own.
+// Tables of a command, and their partitions and inheritance children (an
+// ALTER on a parent changes them too): ordinary and partitioned, not
+// temporary, not Flashback's own.
 const TOUCHED_TABLES = `
-  SELECT DISTINCT c.oid, n.nspname, c.relname
-    FROM pg_event_trigger_ddl_commands() d
-    JOIN pg_class c ON d.classid = 'pg_catalog.pg_class'::regclass AND c.oid = d.objid
-    JOIN pg_namespace n ON n.oid = c.relnamespace
+  WITH RECURSIVE touched(oid) AS (
+      SELECT d.objid FROM pg_catalog.pg_event_trigger_ddl_commands() d
+       WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+    UNION
+      SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN touched t ON i.inhparent = t.oid)
+  SELECT c.oid, n.nspname, c.relname
+    FROM touched t
+    JOIN pg_catalog.pg_class c ON c.oid = t.oid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
    WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't' AND n.nspname <> '_flashback'`;
+
+// Trigger functions run with fixed settings: the search path (catalogs
+// first, temporary objects last, so a temporary table cannot stand in for
+// a catalog) and the settings that shape values' text (a missing value is
+// stored as text and loaded by COPY under these defaults).
+const FUNCTION_SETTINGS = `SET search_path = pg_catalog, pg_temp SET DateStyle = 'ISO, MDY' SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET extra_float_digits = 3 SET bytea_output = 'hex'`;
 
 /**
  * The source-side objects, created (or replaced) in one transaction. The
@@ -128,32 +141,32 @@ const TOUCHED_TABLES = `
 const INSTALL = `
 CREATE SCHEMA IF NOT EXISTS _flashback;
 COMMENT ON SCHEMA _flashback IS 'Flashback capture: schema-change events for the change log (docs/CAPTURE.md)';
-CREATE TABLE IF NOT EXISTS _flashback.schema_changes (
-  id int PRIMARY KEY CHECK (id = 1),
-  generation bigint NOT NULL,
-  version int NOT NULL
-);
-INSERT INTO _flashback.schema_changes VALUES (1, 0, ${SCHEMA_EVENTS_VERSION}) ON CONFLICT (id) DO NOTHING;
-UPDATE _flashback.schema_changes SET version = ${SCHEMA_EVENTS_VERSION};
-REVOKE ALL ON SCHEMA _flashback FROM PUBLIC;
+-- The generation: a sequence, not a row, so concurrent migrations never
+-- wait on (or deadlock over, or fail to serialize) Flashback's counter.
+-- nextval happens before the change commits; a rolled-back change leaves
+-- a gap, which only makes capture's check more careful.
+CREATE SEQUENCE IF NOT EXISTS _flashback.generation;
+DROP TABLE IF EXISTS _flashback.schema_changes;
+CREATE OR REPLACE FUNCTION _flashback.version() RETURNS int LANGUAGE sql IMMUTABLE
+  AS 'SELECT ${SCHEMA_EVENTS_VERSION}';
+-- Readable by any role (a capture that is not a superuser checks them); the functions run as their owner.
+GRANT USAGE ON SCHEMA _flashback TO PUBLIC;
+GRANT SELECT ON SEQUENCE _flashback.generation TO PUBLIC;
 
 -- Emits one event inside the transaction; a schema change (not a rewrite)
 -- first bumps the generation, and carries it as g.
 CREATE OR REPLACE FUNCTION _flashback.emit(event jsonb, counted boolean) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fb$
-DECLARE
-  g bigint;
+LANGUAGE plpgsql SECURITY DEFINER ${FUNCTION_SETTINGS} AS $fb$
 BEGIN
   IF counted THEN
-    UPDATE _flashback.schema_changes SET generation = generation + 1 WHERE id = 1 RETURNING generation INTO g;
-    event := event || jsonb_build_object('g', g);
+    event := event || jsonb_build_object('g', nextval('_flashback.generation'));
   END IF;
   PERFORM pg_logical_emit_message(true, '${SCHEMA_EVENT_PREFIX}', event::text);
 END $fb$;
 REVOKE ALL ON FUNCTION _flashback.emit(jsonb, boolean) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION _flashback.on_ddl() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fb$
+LANGUAGE plpgsql SECURITY DEFINER ${FUNCTION_SETTINGS} AS $fb$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() d
                   WHERE d.schema_name IS DISTINCT FROM 'pg_temp'
@@ -177,7 +190,7 @@ EXCEPTION WHEN OTHERS THEN
 END $fb$;
 
 CREATE OR REPLACE FUNCTION _flashback.on_drop() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fb$
+LANGUAGE plpgsql SECURITY DEFINER ${FUNCTION_SETTINGS} AS $fb$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() o
                   WHERE NOT o.is_temporary AND o.schema_name IS DISTINCT FROM '_flashback') THEN
@@ -194,7 +207,7 @@ EXCEPTION WHEN OTHERS THEN
 END $fb$;
 
 CREATE OR REPLACE FUNCTION _flashback.on_rewrite() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fb$
+LANGUAGE plpgsql SECURITY DEFINER ${FUNCTION_SETTINGS} AS $fb$
 BEGIN
   PERFORM _flashback.emit(jsonb_build_object(
     'kind', 'rewrite', 'oid', pg_event_trigger_table_rewrite_oid(),
@@ -213,7 +226,11 @@ DO $fb$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'flashback_rewrite') THEN
     CREATE EVENT TRIGGER flashback_rewrite ON table_rewrite EXECUTE FUNCTION _flashback.on_rewrite();
   END IF;
-END $fb$;`;
+END $fb$;
+-- Also under session_replication_role = replica (some migration tools set it).
+ALTER EVENT TRIGGER flashback_ddl ENABLE ALWAYS;
+ALTER EVENT TRIGGER flashback_drop ENABLE ALWAYS;
+ALTER EVENT TRIGGER flashback_rewrite ENABLE ALWAYS;`;
 
 /** What `installSchemaEvents` found. */
 export type InstallResult =
@@ -226,16 +243,16 @@ export type InstallResult =
  * on: its rows are still captured).
  */
 export async function installSchemaEvents(client: PgClient): Promise<InstallResult> {
-  const triggers = await client.query<{ n: string; table: string }>(
-    `SELECT count(*)::text AS n, (to_regclass('_flashback.schema_changes') IS NOT NULL)::text AS table
+  const triggers = await client.query<{ n: string; version: string | null }>(
+    `SELECT count(*)::text AS n,
+            (SELECT p.prosrc FROM pg_proc p JOIN pg_namespace s ON s.oid = p.pronamespace
+              WHERE s.nspname = '_flashback' AND p.proname = 'version') AS version
        FROM pg_event_trigger
-      WHERE evtname IN ('flashback_ddl', 'flashback_drop', 'flashback_rewrite') AND evtenabled <> 'D'`,
+      WHERE evtname IN ('flashback_ddl', 'flashback_drop', 'flashback_rewrite') AND evtenabled = 'A'`,
   );
-  if (triggers.rows[0]?.n === '3' && triggers.rows[0].table === 'true') {
-    const v = await client.query<{ v: string }>(
-      'SELECT version::text AS v FROM _flashback.schema_changes WHERE id = 1',
-    );
-    if (Number(v.rows[0]?.v) === SCHEMA_EVENTS_VERSION) return { installed: true, created: false };
+  const row = triggers.rows[0];
+  if (row?.n === '3' && row.version === `SELECT ${SCHEMA_EVENTS_VERSION}`) {
+    return { installed: true, created: false };
   }
   const su = await client.query<{ s: string }>(
     `SELECT rolsuper::text AS s FROM pg_roles WHERE rolname = current_user`,
@@ -246,8 +263,8 @@ export async function installSchemaEvents(client: PgClient): Promise<InstallResu
       reason: 'creating event triggers needs a superuser',
     };
   }
-  await client.query('BEGIN');
   try {
+    await client.query('BEGIN');
     await client.query(INSTALL);
     await client.query('COMMIT');
   } catch (err) {
@@ -255,6 +272,14 @@ export async function installSchemaEvents(client: PgClient): Promise<InstallResu
     return { installed: false, reason: (err as Error).message };
   }
   return { installed: true, created: true };
+}
+
+/** The source's schema-change generation (0 before the first change). */
+export async function readGeneration(client: PgClient): Promise<string> {
+  const r = await client.query<{ g: string }>(
+    'SELECT (CASE WHEN is_called THEN last_value ELSE 0 END)::text AS g FROM _flashback.generation',
+  );
+  return r.rows[0]?.g ?? '-1';
 }
 
 /** The schema right after the change of one generation, as capture records it. */
@@ -274,14 +299,7 @@ export async function readSchemaAt(
   client: PgClient,
   generation: number,
 ): Promise<SchemaAt | undefined> {
-  const current = async (): Promise<number> =>
-    Number(
-      (
-        await client.query<{ g: string }>(
-          'SELECT generation::text AS g FROM _flashback.schema_changes WHERE id = 1',
-        )
-      ).rows[0]?.g ?? -1,
-    );
+  const current = async (): Promise<number> => Number(await readGeneration(client));
   if ((await current()) !== generation) return undefined;
   const model = await readSchema(client);
   const shapes = await readTableShapes(client);

@@ -31,7 +31,7 @@ import { chooseBoundaryBits } from '../backup/chunker.js';
 import { type EventColumn, parseSchemaEvent } from '../capture/schema-events.js';
 import { OperationError } from '../errors.js';
 import { encodeField, splitFields } from '../pg/copy-text.js';
-import type { SchemaModel } from '../pg/schema/model.js';
+import type { SchemaModel, TableModel } from '../pg/schema/model.js';
 import type { TableShape } from '../pg/schema/shapes.js';
 import type { Change, ChangeLog, SchemaRecord } from '../repo/changelog.js';
 import { lsnValue } from '../repo/changelog.js';
@@ -59,7 +59,7 @@ export interface SchemaChanges {
   /** The snapshot's manifest with the point's schema and tables (chunks from the snapshot). */
   readonly manifest: SnapshotManifest<SchemaModel>;
   /** The record the point's schema comes from. */
-  readonly at: { readonly xid: number; readonly commitTime: string };
+  readonly at: { readonly xid: number; readonly commitTime: string; readonly commitLsn: bigint };
   /** A tracker for one pass over the window, in log order. */
   tracker(): ShapeTracker;
 }
@@ -102,6 +102,11 @@ export async function planSchemaChanges(
   }
   const model = record.model;
   const shapes = record.shapes;
+  // Without OIDs a table renamed in the window would look new (and lose the
+  // snapshot's rows): refused for a snapshot that lacks them.
+  const unnumbered = base.tables.find((t) => t.oid === undefined || t.attnums === undefined);
+  if (unnumbered !== undefined) throw olderSnapshot(base, unnumbered.schema, unnumbered.name);
+  const baseModel = new Map(base.schema.tables.map((t) => [`${t.schema}.${t.name}`, t]));
   const baseByOid = new Map<number, TableSnapshot>();
   for (const t of base.tables) if (t.oid !== undefined) baseByOid.set(t.oid, t);
   const byOid = new Map<number, PointTable>();
@@ -119,12 +124,9 @@ export async function planSchemaChanges(
     const attnums = columns.map((c) => shape.attnums[c]!);
     const keyAttnums = attnums.slice(0, key.length);
     const b = baseByOid.get(shape.oid);
-    if (b === undefined && base.tables.some((x) => x.schema === tm.schema && x.name === tm.name)) {
-      const old = base.tables.find((x) => x.schema === tm.schema && x.name === tm.name)!;
-      if (old.oid === undefined) throw olderSnapshot(base, tm.schema, tm.name);
-    }
     if (b !== undefined) {
       if (b.attnums === undefined) throw olderSnapshot(base, tm.schema, tm.name);
+      checkTypes(b, baseModel.get(`${b.schema}.${b.name}`), tm, shape, base.id);
       const bKey = b.attnums.slice(0, b.key.length);
       if (bKey.join(',') !== keyAttnums.join(',')) {
         throw new OperationError(
@@ -159,9 +161,51 @@ export async function planSchemaChanges(
   }
   return {
     manifest: { ...base, schema: model, tables },
-    at: { xid: record.xid, commitTime: record.commitTime },
+    at: { xid: record.xid, commitTime: record.commitTime, commitLsn: lsnValue(record.commitLsn) },
     tracker: () => new ShapeTracker(byOid, initial, base),
   };
+}
+
+/** Types whose values keep their text when one is changed to another without a rewrite. */
+const TEXTUAL = /^(text|character varying(\(\d+\))?)$/;
+
+/**
+ * Refuses a column whose type changed without a rewrite in a way that can
+ * change what its text means (timestamp to timestamptz: the zone of the
+ * session that changed it), and any change of a key column's type or
+ * collation (the chunks' key order would no longer be the table's).
+ */
+function checkTypes(
+  b: TableSnapshot,
+  before: TableModel | undefined,
+  now: TableModel,
+  shape: TableShape,
+  snapshot: string,
+): void {
+  if (before === undefined) return;
+  const byAttnum = new Map(b.columns.map((c, i) => [b.attnums![i]!, c]));
+  for (const col of now.columns) {
+    const a = shape.attnums[col.name];
+    const oldName = a === undefined ? undefined : byAttnum.get(a);
+    const old = before.columns.find((c) => c.name === oldName);
+    if (old === undefined) continue;
+    const sameType = old.type === col.type && (old.collation ?? '') === (col.collation ?? '');
+    if (sameType) continue;
+    if (b.key.includes(old.name)) {
+      throw new OperationError(
+        'restore.key-changed',
+        `key column ${col.name} of ${now.schema}.${now.name} changed type or collation after snapshot ${snapshot} (${old.type}${old.collation === undefined ? '' : ` ${old.collation}`} to ${col.type}${col.collation === undefined ? '' : ` ${col.collation}`}): the snapshot's rows are in the old key order`,
+        { hint: 'take a new backup after the change and restore to a moment after it' },
+      );
+    }
+    if (!(TEXTUAL.test(old.type) && TEXTUAL.test(col.type))) {
+      throw new OperationError(
+        'restore.column-retyped',
+        `column ${col.name} of ${now.schema}.${now.name} was retyped after snapshot ${snapshot} (${old.type} to ${col.type}): its values from before cannot be carried across (the conversion's results are not in the change log, or their text means something else now)`,
+        { hint: 'take a new backup after the change and restore to a moment after it' },
+      );
+    }
+  }
 }
 
 function olderSnapshot(base: SnapshotManifest, schema: string, name: string): OperationError {
@@ -186,6 +230,9 @@ export class ShapeTracker {
   /** Per OID, per attnum: the value rows had when the column appeared (from its first event). */
   private readonly appeared = new Map<number, Map<number, string | null>>();
   private cache = new WeakMap<object, Resolved | null>();
+  /** Tables whose changes were passed over (not at the point): each must have been dropped in the window. */
+  private readonly skipped = new Map<number, string>();
+  private readonly dropped = new Set<number>();
   /** The events of the transaction being read that are still ahead. */
   private ahead: readonly string[] = [];
 
@@ -198,10 +245,12 @@ export class ShapeTracker {
   }
 
   /**
-   * The schema events of the next transaction, before its changes: a table
-   * that CREATE TABLE AS fills has rows before the event that describes it
-   * (the event fires when the command ends), so its columns are looked up
-   * ahead.
+   * The schema events of the next transaction, before its changes. An event
+   * can come after rows already in its table's new columns: CREATE TABLE AS
+   * fills its table before the event fires (at the command's end), and the
+   * decoded stream has been seen to put a DDL's message after the first row
+   * of the statement following it. Such rows take their columns from the
+   * event ahead.
    */
   beginTransaction(events: readonly string[]): void {
     this.ahead = events;
@@ -234,7 +283,10 @@ export class ShapeTracker {
       return;
     }
     if (e.kind === 'drop') {
-      for (const t of e.tables) this.current.delete(t.oid);
+      for (const t of e.tables) {
+        this.current.delete(t.oid);
+        this.dropped.add(t.oid);
+      }
       return;
     }
     for (const t of e.tables) {
@@ -260,11 +312,16 @@ export class ShapeTracker {
     if (hit !== undefined) return hit;
     const p = c.relid === undefined ? undefined : this.byOid.get(c.relid);
     if (p === undefined) {
+      if (c.relid !== undefined && !this.skipped.has(c.relid))
+        this.skipped.set(c.relid, `${c.schema}.${c.table} (at ${when})`);
       this.cache.set(c.columns, null);
       return null;
     }
-    const shape = this.current.get(c.relid!) ?? this.createdAhead(c.relid!);
     const names = c.columns.map((col) => col[0]);
+    let shape = this.current.get(c.relid!);
+    if (shape === undefined || names.some((n) => !shape!.has(n))) {
+      shape = this.shapeAhead(c.relid!, names) ?? shape;
+    }
     const unknown = shape === undefined ? names : names.filter((n) => !shape.has(n));
     if (shape === undefined || unknown.length > 0) {
       throw new OperationError(
@@ -277,6 +334,17 @@ export class ShapeTracker {
     }
     const attnumOf = names.map((n) => shape.get(n)!);
     const map = p.attnums.map((a) => attnumOf.indexOf(a));
+    // Absent is right only for a column added later; one the table has now
+    // but the row lacks means a change the log does not explain.
+    const existing = new Set(shape.values());
+    const lacking = p.attnums.filter((a, i) => map[i] === -1 && existing.has(a));
+    if (lacking.length > 0) {
+      throw new OperationError(
+        'restore.schema-unrecorded',
+        `rows of ${c.schema}.${c.table} at ${when} lack columns the recorded schema has then (attnum ${lacking.join(', ')}): the table changed while Flashback's event triggers were missing, so its rows cannot be placed`,
+        { hint: 'take a new backup and restore to a moment after it' },
+      );
+    }
     // The log identifies rows by the replica identity: it must be the key (or the whole row).
     const identity = c.columns.flatMap((col, j) => (col[3] ? [attnumOf[j]!] : []));
     if (
@@ -305,8 +373,8 @@ export class ShapeTracker {
     return r;
   }
 
-  /** A table first described by an event later in this transaction (created and filled by one command). */
-  private createdAhead(oid: number): Map<string, number> | undefined {
+  /** The table's columns in an event of this transaction that has every one of `names`. */
+  private shapeAhead(oid: number, names: readonly string[]): Map<string, number> | undefined {
     for (const content of this.ahead) {
       let e: ReturnType<typeof parseSchemaEvent>;
       try {
@@ -316,15 +384,29 @@ export class ShapeTracker {
       }
       if (e.kind !== 'ddl') continue;
       const t = e.tables.find((x) => x.oid === oid);
-      if (t !== undefined) {
-        return new Map(t.columns.filter((c) => !c[3]).map((c) => [c[1], c[0]] as [string, number]));
-      }
+      if (t === undefined) continue;
+      const m = new Map(
+        t.columns.filter((c) => !c[3]).map((c) => [c[1], c[0]] as [string, number]),
+      );
+      if (names.every((n) => m.has(n))) return m;
     }
     return undefined;
   }
 
   /** After the pass: how each table's snapshot lines and absent values become the point's. */
   reshapes(): Map<string, Reshape> {
+    for (const [oid, what] of this.skipped) {
+      if (this.dropped.has(oid)) continue;
+      // Not a table of the point and not dropped: e.g. a publication that
+      // sends partitions' changes as their root's. Never dropped silently.
+      throw new OperationError(
+        'restore.table-not-at-point',
+        `changes of ${what} belong to no table of the moment's schema, and no drop of it is recorded: they cannot be placed`,
+        {
+          hint: 'if the publication sends partitions as their root (publish_via_partition_root), recreate it without that option; otherwise take a new backup',
+        },
+      );
+    }
     const out = new Map<string, Reshape>();
     for (const [oid, p] of this.byOid) {
       const b = p.base;

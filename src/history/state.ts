@@ -180,9 +180,26 @@ export async function rebuildPlan(
   if (point.kind === 'time') before = { kind: 'time', at: point.at };
   else if (point.kind === 'lsn') before = { kind: 'lsn', lsn: lsnValue(point.lsn) };
   else before = { kind: 'lsn', lsn: (await findCommitLsn(log, point.xid)) ?? 0n };
-  const schema = await planSchemaChanges(log, plan.manifest, before);
-  const manifest = schema?.manifest ?? plan.manifest;
-  const overlay = await buildOverlay({ ...plan, manifest }, { schema });
+  let schema = await planSchemaChanges(log, plan.manifest, before);
+  let manifest = schema?.manifest ?? plan.manifest;
+  let overlay = await buildOverlay({ ...plan, manifest }, { schema });
+  // Reading by time stops at the first commit later than the moment, in log
+  // order; commit times are not always in log order, so a schema change
+  // timed before the moment can lie past that stop. Then the schema is
+  // chosen again by the position where reading stopped.
+  if (
+    point.kind === 'time' &&
+    schema !== undefined &&
+    overlay.next !== undefined &&
+    schema.at.commitLsn >= lsnValue(overlay.next.commitLsn)
+  ) {
+    schema = await planSchemaChanges(log, plan.manifest, {
+      kind: 'lsn',
+      lsn: lsnValue(overlay.next.commitLsn),
+    });
+    manifest = schema?.manifest ?? plan.manifest;
+    overlay = await buildOverlay({ ...plan, manifest }, { schema });
+  }
   return { manifest, overlay };
 }
 

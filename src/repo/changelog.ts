@@ -176,6 +176,14 @@ export class ChangeLog {
   /** Stores the schema record of a transaction (replacing one of the same position: capture may see it again after a restart). */
   async writeSchema(record: SchemaRecord): Promise<string> {
     const key = `${this.dir}schemas/${lsnValue(record.endLsn).toString(16).padStart(16, '0')}.json`;
+    if (record.model === null) {
+      // Seen again after a restart, when a later change has made it unreadable:
+      // what was recorded the first time stays.
+      const had = await this.readSchema({ key, endLsn: lsnValue(record.endLsn) }).catch(
+        () => undefined,
+      );
+      if (had !== undefined && had.model !== null) return key;
+    }
     await this.storage.write(key, await encodeChunk(Buffer.from(JSON.stringify(record))));
     return key;
   }

@@ -375,9 +375,9 @@ export class MomentRecorder {
 }
 
 /** The log's transactions, in log order. */
-export async function loggedTransactions(repoDir: string): Promise<Transaction[]> {
+export async function loggedTransactions(repoDir: string, scope = 'prod'): Promise<Transaction[]> {
   const out: Transaction[] = [];
-  for await (const t of readTransactions(new ChangeLog(new LocalStorage(repoDir), 'prod'))) {
+  for await (const t of readTransactions(new ChangeLog(new LocalStorage(repoDir), scope))) {
     out.push(t);
   }
   return out;
@@ -437,10 +437,12 @@ export async function waitForLog(
   repoDir: string,
   expected: ReadonlyMap<number, AuditedTransaction>,
   timeoutMs = 20_000,
+  /** The target's scope in the repository. */
+  scope = 'prod',
 ): Promise<Transaction[]> {
   const end = Date.now() + timeoutMs;
   for (;;) {
-    const logged = await loggedTransactions(repoDir).catch(() => []);
+    const logged = await loggedTransactions(repoDir, scope).catch(() => []);
     const xids = new Set(logged.map((t) => t.xid));
     if ([...expected.keys()].every((x) => xids.has(x)) || Date.now() > end) return logged;
     await sleep(200);

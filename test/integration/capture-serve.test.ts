@@ -71,7 +71,7 @@ describe('capture in serve', () => {
   });
   afterAll(async () => {
     const c = await connectTo(server, db);
-    await dropSlot(c, 'flashback_prod', { waitSeconds: 10 }).catch(() => {});
+    await dropSlot(c, 'flashback_zserve', { waitSeconds: 10 }).catch(() => {});
     await c.end();
     await sql(server, 'postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
     await new Promise((r) => hook?.close(r));
@@ -85,7 +85,7 @@ describe('capture in serve', () => {
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
     const downPort = (closed.address() as AddressInfo).port;
     await new Promise((r) => closed.close(r));
-    const prod = `  prod:
+    const zserve = `  zserve:
     host: ${server.host}
     port: ${server.port}
     database: ${db}
@@ -101,11 +101,11 @@ alerts:
     - url_env: HOOK_URL
 targets:
 `;
-    await writeFile(path.join(dir, 'flashback.yaml'), head + prod);
+    await writeFile(path.join(dir, 'flashback.yaml'), head + zserve);
     // The change log starts (capture creates the slot), then a verified
-    // snapshot it covers, so that prod is healthy but for its capture and
+    // snapshot it covers, so that zserve is healthy but for its capture and
     // snapshots can be made from the log.
-    const first = spawn(process.execPath, [CLI, 'capture', 'prod'], {
+    const first = spawn(process.execPath, [CLI, 'capture', 'zserve'], {
       cwd: dir,
       env: { PATH: process.env.PATH, ...env },
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -117,11 +117,11 @@ targets:
     await until('the first capture to start', () => firstErr.includes('resuming from'));
     first.kill('SIGTERM');
     await new Promise((r) => first.once('exit', r));
-    expect((await runCli(['backup', 'prod'], { cwd: dir, env })).code).toBe(0);
+    expect((await runCli(['backup', 'zserve'], { cwd: dir, env })).code).toBe(0);
     expect((await runCli(['verify', '--latest'], { cwd: dir, env })).code).toBe(0);
     await writeFile(
       path.join(dir, 'flashback.yaml'),
-      `${head}${prod}    capture: true
+      `${head}${zserve}    capture: true
     schedule:
       backup_from_log: "*/3 * * * * *"
   down:
@@ -140,8 +140,8 @@ targets:
         const l = serve.logs.find((x) => x.msg === 'flashback serve started');
         return l === undefined ? undefined : String(l.listen);
       });
-      await until('capture of prod to stream', () =>
-        serve.logs.some((l) => String(l.msg).startsWith('capture prod: streaming')),
+      await until('capture of zserve to stream', () =>
+        serve.logs.some((l) => String(l.msg).startsWith('capture zserve: streaming')),
       );
       writer = new Writer(() => connectTo(server, db), { bulkEveryMs: 0, pauseMs: 5 }).start();
       await new Promise((r) => setTimeout(r, 1500));
@@ -150,24 +150,26 @@ targets:
       const killed = await sql(
         server,
         db,
-        "SELECT pg_terminate_backend(active_pid)::text AS ok FROM pg_replication_slots WHERE slot_name = 'flashback_prod'",
+        "SELECT pg_terminate_backend(active_pid)::text AS ok FROM pg_replication_slots WHERE slot_name = 'flashback_zserve'",
       );
       expect(killed[0]?.ok).toBe('true');
       const failed = await until('the failure to be logged', () =>
-        serve.logs.find((l) => String(l.msg).startsWith('capture prod: failed')),
+        serve.logs.find((l) => String(l.msg).startsWith('capture zserve: failed')),
       );
       expect(failed.level).toBe(50);
       expect(String(failed.msg)).toContain('retrying in 1 s');
-      const alert = await until('a capture-failed alert for prod', () =>
-        alerts.find((a) => a.target === 'prod' && a.kind === 'capture-failed'),
+      const alert = await until('a capture-failed alert for zserve', () =>
+        alerts.find((a) => a.target === 'zserve' && a.kind === 'capture-failed'),
       );
       expect(alert.severity).toBe('warning');
       expect(alert.message).toContain('terminat');
-      await until('capture of prod to store again', () =>
-        serve.logs.find((l) => String(l.msg) === 'capture prod: storing again after 1 failure(s)'),
+      await until('capture of zserve to store again', () =>
+        serve.logs.find(
+          (l) => String(l.msg) === 'capture zserve: storing again after 1 failure(s)',
+        ),
       );
-      await until('prod to be alerted as recovered', () =>
-        alerts.find((a) => a.target === 'prod' && a.event === 'recovered'),
+      await until('zserve to be alerted as recovered', () =>
+        alerts.find((a) => a.target === 'zserve' && a.event === 'recovered'),
       );
 
       // "down" is retried with exponential backoff: 1 s, 2 s, 4 s, ...
@@ -184,13 +186,17 @@ targets:
       expect(down[0]!.message).toContain('failed 1 time(s)');
 
       const metrics = await (await fetch(`http://${address}/metrics`)).text();
-      expect(metrics).toMatch(/^flashback_capture_transactions_total\{target="prod"\} [1-9]\d*$/m);
-      expect(metrics).toMatch(/^flashback_capture_changes_total\{target="prod"\} [1-9]\d*$/m);
+      expect(metrics).toMatch(
+        /^flashback_capture_transactions_total\{target="zserve"\} [1-9]\d*$/m,
+      );
+      expect(metrics).toMatch(/^flashback_capture_changes_total\{target="zserve"\} [1-9]\d*$/m);
       const p50 = Number(
-        /^flashback_capture_lag_seconds\{quantile="0.5",target="prod"\} (\S+)$/m.exec(metrics)?.[1],
+        /^flashback_capture_lag_seconds\{quantile="0.5",target="zserve"\} (\S+)$/m.exec(
+          metrics,
+        )?.[1],
       );
       const p99 = Number(
-        /^flashback_capture_lag_seconds\{quantile="0.99",target="prod"\} (\S+)$/m.exec(
+        /^flashback_capture_lag_seconds\{quantile="0.99",target="zserve"\} (\S+)$/m.exec(
           metrics,
         )?.[1],
       );
@@ -198,25 +204,25 @@ targets:
       expect(p99).toBeGreaterThanOrEqual(p50);
       expect(p99).toBeLessThan(10);
       const rpo = Number(
-        /^flashback_recovery_point_seconds\{target="prod"\} (\S+)$/m.exec(metrics)?.[1],
+        /^flashback_recovery_point_seconds\{target="zserve"\} (\S+)$/m.exec(metrics)?.[1],
       );
       expect(rpo).toBeGreaterThanOrEqual(0);
       expect(rpo).toBeLessThan(10);
-      expect(metrics).toMatch(/^flashback_capture_running\{target="prod"\} 1$/m);
+      expect(metrics).toMatch(/^flashback_capture_running\{target="zserve"\} 1$/m);
       expect(metrics).toMatch(/^flashback_capture_running\{target="down"\} 0$/m);
-      expect(metrics).toMatch(/^flashback_capture_failures_total\{target="prod"\} 1$/m);
-      expect(metrics).toMatch(/^flashback_slot_retained_wal_bytes\{target="prod"\} \d+$/m);
+      expect(metrics).toMatch(/^flashback_capture_failures_total\{target="zserve"\} 1$/m);
+      expect(metrics).toMatch(/^flashback_slot_retained_wal_bytes\{target="zserve"\} \d+$/m);
       const health = (await (await fetch(`http://${address}/healthz`)).json()) as {
         captures: Array<{ target: string; state: string; failures: number }>;
       };
       expect(health.captures).toEqual([
         expect.objectContaining({ target: 'down', state: 'waiting' }),
-        expect.objectContaining({ target: 'prod', state: 'streaming', failures: 0 }),
+        expect.objectContaining({ target: 'zserve', state: 'streaming', failures: 0 }),
       ]);
       // Snapshots from the log on schedule, without reading the source.
       const fromLog = await until('a scheduled backup --from-log', () =>
         serve.logs.find((l) =>
-          /^backup --from-log prod: snapshot \S+ committed from snapshot \S+ and [1-9][\d,]* transaction/.test(
+          /^backup --from-log zserve: snapshot \S+ committed from snapshot \S+ and [1-9][\d,]* transaction/.test(
             String(l.msg),
           ),
         ),
@@ -232,10 +238,10 @@ targets:
     const audited = await auditedTransactions(c);
     const rows = await sourceRows(c);
     await c.end();
-    const logged = await waitForLog(path.join(dir, 'repo'), audited);
+    const logged = await waitForLog(path.join(dir, 'repo'), audited, 20_000, 'zserve');
     serve.child.kill('SIGTERM');
     expect(await serve.exited).toBe(0);
-    const stopped = serve.logs.find((l) => String(l.msg).startsWith('capture prod: stopped'));
+    const stopped = serve.logs.find((l) => String(l.msg).startsWith('capture zserve: stopped'));
     expect(String(stopped?.msg)).toMatch(/the change log is complete up to [0-9A-F]+\/[0-9A-F]+/);
     expect(serve.logs.at(-1)?.msg).toBe('flashback serve stopped');
     const result = compareLog(logged, audited, rows);
