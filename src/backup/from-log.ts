@@ -23,6 +23,7 @@
 import { InterruptedError, UsageError } from '../errors.js';
 import { fillAbsent, type Reshape, reshapeBlock } from '../history/schema-changes.js';
 import {
+  emptyTableOverlay,
   lineOf,
   type Overlay,
   type PointInTime,
@@ -47,9 +48,6 @@ import {
   type TableSnapshot,
 } from '../repo/snapshots.js';
 import { Chunker, MAX_CHUNK_BYTES, type RawChunk } from './chunker.js';
-
-/** The overlay of a table the window did not change (its columns did). */
-const EMPTY: TableOverlay = { truncated: false, byKey: new Map(), removed: new Map(), added: [] };
 
 /** What to build. */
 export interface FromLogOptions {
@@ -131,7 +129,8 @@ export async function backupFromLog(options: FromLogOptions): Promise<FromLogRes
         tables.push(t); // unchanged: the same chunks
         continue;
       }
-      const ov = overlay.tables.get(`${t.schema}.${t.name}`) ?? EMPTY;
+      // (No overlay: the window changed the table's columns, not its rows.)
+      const ov = overlay.tables.get(`${t.schema}.${t.name}`) ?? emptyTableOverlay();
       const rs = overlay.reshape.get(`${t.schema}.${t.name}`);
       const chunker = new Chunker({
         keyColumns: t.key.length,

@@ -245,8 +245,6 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
     let newestBeat: string | undefined;
     // Transaction state. Relation messages are kept to repeat in every segment.
     const relations = new Map<number, Buffer>();
-    // Relations of Flashback's own schema (the schema-change counter): not stored.
-    const internal = new Set<number>();
     // The schema-change generation of the open transaction, and a committed
     // one whose schema is still to be recorded (before its segment is stored).
     let txGeneration: number | undefined;
@@ -328,11 +326,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       // from them (offsets per "Logical Replication Message Formats", protocol 1).
       const m = ev.data;
       switch (m[0]) {
-        case 0x52: // Relation: id at 1, namespace from 5
-          if (m.compare(INTERNAL_NS, 0, INTERNAL_NS.length, 5, 5 + INTERNAL_NS.length) === 0) {
-            internal.add(m.readUInt32BE(1));
-            break;
-          }
+        case 0x52: // Relation: id at 1
           relations.set(m.readUInt32BE(1), m);
           described.delete(m.readUInt32BE(1));
           break;
@@ -348,7 +342,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         case 0x49: // Insert, Update, Delete: relation id at 1
         case 0x55:
         case 0x44:
-          if (skipping || internal.has(m.readUInt32BE(1))) break;
+          if (skipping) break;
           describe(m.readUInt32BE(1));
           push(m);
           changesInSeg++;
@@ -358,18 +352,6 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
           // Truncate: count at 1, options at 5, relation ids from 6
           if (skipping) break;
           const n = m.readInt32BE(1);
-          let own = 0;
-          for (let i = 0; i < n; i++) if (internal.has(m.readUInt32BE(6 + 4 * i))) own++;
-          if (own === n) break; // Flashback's own counter table: nothing of the user's
-          if (own > 0) {
-            throw new OperationError(
-              'capture.internal-truncate',
-              "a TRUNCATE named Flashback's _flashback.schema_changes together with other tables: it cannot be stored without a table the log does not describe",
-              {
-                hint: 'this transaction cannot enter the log: drop the slot (`flashback capture <target> --drop-slot`), start capture again for a new log, and take a new backup',
-              },
-            );
-          }
           for (let i = 0; i < n; i++) describe(m.readUInt32BE(6 + 4 * i));
           push(m);
           changesInSeg++;
@@ -599,7 +581,6 @@ const BATCH_MS = 20;
 
 const BEAT = Buffer.from(`${HEARTBEAT_PREFIX}\0`, 'utf8');
 const SCHEMA_EVENT = Buffer.from(`${SCHEMA_EVENT_PREFIX}\0`, 'utf8');
-const INTERNAL_NS = Buffer.from('_flashback\0', 'utf8');
 
 /**
  * The content of a Message with this (NUL-terminated) prefix, transactional

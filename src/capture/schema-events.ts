@@ -146,7 +146,6 @@ COMMENT ON SCHEMA _flashback IS 'Flashback capture: schema-change events for the
 -- nextval happens before the change commits; a rolled-back change leaves
 -- a gap, which only makes capture's check more careful.
 CREATE SEQUENCE IF NOT EXISTS _flashback.generation;
-DROP TABLE IF EXISTS _flashback.schema_changes;
 CREATE OR REPLACE FUNCTION _flashback.version() RETURNS int LANGUAGE sql IMMUTABLE
   AS 'SELECT ${SCHEMA_EVENTS_VERSION}';
 -- Readable by any role (a capture that is not a superuser checks them); the functions run as their owner.
@@ -275,11 +274,11 @@ export async function installSchemaEvents(client: PgClient): Promise<InstallResu
 }
 
 /** The source's schema-change generation (0 before the first change). */
-export async function readGeneration(client: PgClient): Promise<string> {
+export async function readGeneration(client: PgClient): Promise<number> {
   const r = await client.query<{ g: string }>(
     'SELECT (CASE WHEN is_called THEN last_value ELSE 0 END)::text AS g FROM _flashback.generation',
   );
-  return r.rows[0]?.g ?? '-1';
+  return Number(r.rows[0]!.g);
 }
 
 /** The schema right after the change of one generation, as capture records it. */
@@ -299,10 +298,9 @@ export async function readSchemaAt(
   client: PgClient,
   generation: number,
 ): Promise<SchemaAt | undefined> {
-  const current = async (): Promise<number> => Number(await readGeneration(client));
-  if ((await current()) !== generation) return undefined;
+  if ((await readGeneration(client)) !== generation) return undefined;
   const model = await readSchema(client);
   const shapes = await readTableShapes(client);
-  if ((await current()) !== generation) return undefined;
+  if ((await readGeneration(client)) !== generation) return undefined;
   return { model, shapes };
 }

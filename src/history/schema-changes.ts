@@ -46,7 +46,7 @@ export interface Reshape {
 }
 
 /** A table as the point has it, with its attnums (chunk order). */
-interface PointTable {
+export interface PointTable {
   readonly t: TableSnapshot;
   readonly attnums: readonly number[];
   readonly keyAttnums: readonly number[];
@@ -107,8 +107,8 @@ export async function planSchemaChanges(
   const unnumbered = base.tables.find((t) => t.oid === undefined || t.attnums === undefined);
   if (unnumbered !== undefined) throw olderSnapshot(base, unnumbered.schema, unnumbered.name);
   const baseModel = new Map(base.schema.tables.map((t) => [`${t.schema}.${t.name}`, t]));
-  const baseByOid = new Map<number, TableSnapshot>();
-  for (const t of base.tables) if (t.oid !== undefined) baseByOid.set(t.oid, t);
+  // (Every snapshot table has its OID and attnums from here on.)
+  const baseByOid = new Map(base.tables.map((t) => [t.oid!, t]));
   const byOid = new Map<number, PointTable>();
   const tables: TableSnapshot[] = [];
   for (const tm of model.tables.filter((x) => x.hasData)) {
@@ -125,9 +125,8 @@ export async function planSchemaChanges(
     const keyAttnums = attnums.slice(0, key.length);
     const b = baseByOid.get(shape.oid);
     if (b !== undefined) {
-      if (b.attnums === undefined) throw olderSnapshot(base, tm.schema, tm.name);
       checkTypes(b, baseModel.get(`${b.schema}.${b.name}`), tm, shape, base.id);
-      const bKey = b.attnums.slice(0, b.key.length);
+      const bKey = b.attnums!.slice(0, b.key.length);
       if (bKey.join(',') !== keyAttnums.join(',')) {
         throw new OperationError(
           'restore.key-changed',
@@ -154,11 +153,9 @@ export async function planSchemaChanges(
     tables.push(t);
     byOid.set(shape.oid, { t, attnums, keyAttnums, base: b });
   }
-  const initial = new Map<number, Map<string, number>>();
-  for (const t of base.tables) {
-    if (t.oid === undefined || t.attnums === undefined) continue;
-    initial.set(t.oid, new Map(t.columns.map((c, i) => [c, t.attnums![i]!])));
-  }
+  const initial = new Map(
+    base.tables.map((t) => [t.oid!, new Map(t.columns.map((c, i) => [c, t.attnums![i]!]))]),
+  );
   return {
     manifest: { ...base, schema: model, tables },
     at: { xid: record.xid, commitTime: record.commitTime, commitLsn: lsnValue(record.commitLsn) },

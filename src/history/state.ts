@@ -74,6 +74,11 @@ export interface TableOverlay {
   readonly added: ChangeValue[][];
 }
 
+/** The overlay of a table nothing in the window changed. */
+export function emptyTableOverlay(): TableOverlay {
+  return { truncated: false, byKey: new Map(), removed: new Map(), added: [] };
+}
+
 /** The overlay of a window, and where it ends. */
 export interface Overlay {
   readonly tables: ReadonlyMap<string, TableOverlay>;
@@ -99,6 +104,8 @@ export interface PointInTimePlan {
   readonly manifest: SnapshotManifest<SchemaModel>;
   readonly log: ChangeLog;
   readonly point: PointInTime;
+  /** For a point before a transaction: where that transaction committed, when looked up already. */
+  readonly xidCommitLsn?: bigint | undefined;
 }
 
 /**
@@ -132,6 +139,7 @@ export async function planPointInTime(
     candidates = joined.filter((m) => consistentAt(m) <= point.at);
   }
   let manifest: SnapshotManifest<SchemaModel> | undefined;
+  let xidCommitLsn: bigint | undefined;
   if (snapshotRef !== undefined) {
     manifest = (await store.resolve(snapshotRef, target)) as SnapshotManifest<SchemaModel>;
     if (point.kind !== 'xid' && !candidates.some((m) => m.id === manifest!.id)) {
@@ -149,6 +157,7 @@ export async function planPointInTime(
   } else if (point.kind === 'xid') {
     // The snapshot must be from before the transaction: find where it committed.
     const commitLsn = await findCommitLsn(log, point.xid);
+    xidCommitLsn = commitLsn;
     if (commitLsn === undefined) {
       throw new UsageError(`transaction ${point.xid} is not in the change log of "${target}"`, {
         hint: 'check the id (txid_current() on the source, or `flashback history`), or choose a time',
@@ -164,7 +173,7 @@ export async function planPointInTime(
       { hint: `take one with \`flashback backup ${target}\` while capture runs` },
     );
   }
-  return { manifest, log, point };
+  return { manifest, log, point, xidCommitLsn };
 }
 
 /**
@@ -176,31 +185,34 @@ export async function rebuildPlan(
   plan: PointInTimePlan,
 ): Promise<{ manifest: SnapshotManifest<SchemaModel>; overlay: Overlay }> {
   const { point, log } = plan;
-  let before: Before;
-  if (point.kind === 'time') before = { kind: 'time', at: point.at };
-  else if (point.kind === 'lsn') before = { kind: 'lsn', lsn: lsnValue(point.lsn) };
-  else before = { kind: 'lsn', lsn: (await findCommitLsn(log, point.xid)) ?? 0n };
-  let schema = await planSchemaChanges(log, plan.manifest, before);
-  let manifest = schema?.manifest ?? plan.manifest;
-  let overlay = await buildOverlay({ ...plan, manifest }, { schema });
+  const build = async (before: Before) => {
+    const schema = await planSchemaChanges(log, plan.manifest, before);
+    const manifest = schema?.manifest ?? plan.manifest;
+    return { schema, manifest, overlay: await buildOverlay({ ...plan, manifest }, { schema }) };
+  };
+  if (point.kind !== 'time') {
+    const lsn =
+      point.kind === 'lsn'
+        ? lsnValue(point.lsn)
+        : (plan.xidCommitLsn ?? (await findCommitLsn(log, point.xid)) ?? 0n);
+    const { manifest, overlay } = await build({ kind: 'lsn', lsn });
+    return { manifest, overlay };
+  }
+  const first = await build({ kind: 'time', at: point.at });
+  const next = first.overlay.next;
   // Reading by time stops at the first commit later than the moment, in log
   // order; commit times are not always in log order, so a schema change
   // timed before the moment can lie past that stop. Then the schema is
   // chosen again by the position where reading stopped.
   if (
-    point.kind === 'time' &&
-    schema !== undefined &&
-    overlay.next !== undefined &&
-    schema.at.commitLsn >= lsnValue(overlay.next.commitLsn)
+    first.schema !== undefined &&
+    next !== undefined &&
+    first.schema.at.commitLsn >= lsnValue(next.commitLsn)
   ) {
-    schema = await planSchemaChanges(log, plan.manifest, {
-      kind: 'lsn',
-      lsn: lsnValue(overlay.next.commitLsn),
-    });
-    manifest = schema?.manifest ?? plan.manifest;
-    overlay = await buildOverlay({ ...plan, manifest }, { schema });
+    const again = await build({ kind: 'lsn', lsn: lsnValue(next.commitLsn) });
+    return { manifest: again.manifest, overlay: again.overlay };
   }
-  return { manifest, overlay };
+  return { manifest: first.manifest, overlay: first.overlay };
 }
 
 /** The latest time any transaction in a snapshot can have committed. */
@@ -250,6 +262,17 @@ export async function buildOverlay(
   let foundXid = false;
   let next: TransactionRef | undefined;
   const tracker = options.schema?.tracker();
+  // Each table's overlay, found by its snapshot object (no name built per change).
+  const byTable = new Map<TableSnapshot, TableOverlay>();
+  const overlayOf = (t: TableSnapshot): TableOverlay => {
+    let ov = byTable.get(t);
+    if (ov === undefined) {
+      ov = emptyTableOverlay();
+      byTable.set(t, ov);
+      tables.set(`${t.schema}.${t.name}`, ov);
+    }
+    return ov;
+  };
   const snapshotOids = new Set(manifest.tables.map((t) => t.oid));
   const fromLsn = options.fromLsn ?? lsnValue(manifest.lsn);
   const untilLsn = point.kind === 'lsn' ? lsnValue(point.lsn) : undefined;
@@ -286,13 +309,7 @@ export async function buildOverlay(
       if (tracker !== undefined) {
         const p = tracker.resolve(c, tx.commitTime);
         if (p === null) continue; // a table that does not exist at the point
-        const key = `${p.t.schema}.${p.t.name}`;
-        let ov = tables.get(key);
-        if (ov === undefined) {
-          ov = { truncated: false, byKey: new Map(), removed: new Map(), added: [] };
-          tables.set(key, ov);
-        }
-        applyChange(p.t, ov, c, p.map);
+        applyChange(p.t, overlayOf(p.t), c, p.map);
         changes++;
         continue;
       }
@@ -305,16 +322,13 @@ export async function buildOverlay(
         if (t === undefined) {
           throw new OperationError(
             'restore.table-not-in-snapshot',
-            `table ${key} changed at ${tx.commitTime} (transaction ${tx.xid}) but is not in snapshot ${manifest.id}: tables created after a snapshot cannot be rebuilt from the log yet`,
-            { hint: 'take a new backup (it includes the table) and restore to a moment after it' },
+            `table ${key} changed at ${tx.commitTime} (transaction ${tx.xid}) but is not in snapshot ${manifest.id}, and no schema change recorded in the log creates it`,
+            {
+              hint: 'take a new backup (it includes the table) and restore to a moment after it; capture records table creation when it runs as a superuser (docs/CAPTURE.md, "Schema changes")',
+            },
           );
         }
-        let ov = tables.get(key);
-        if (ov === undefined) {
-          ov = { truncated: false, byKey: new Map(), removed: new Map(), added: [] };
-          tables.set(key, ov);
-        }
-        r = { t, ov, map: columnMap(t, c, mappers, tx.commitTime) };
+        r = { t, ov: overlayOf(t), map: columnMap(t, c, mappers, tx.commitTime) };
         resolved.set(c.columns, r);
       }
       applyChange(r.t, r.ov, c, r.map);
