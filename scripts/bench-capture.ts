@@ -16,6 +16,14 @@
  *    then `restore --at` the end again: now only those seconds of log are
  *    read. Its ratio to the snapshot restore is the bounded case.
  *
+ * For long runs (BENCH_PGBENCH_SECONDS=3600, the hour the issue names):
+ * BENCH_PGBENCH_ALONE_SECONDS shortens the run without capture (default:
+ * as long as the other), and BENCH_FROM_LOG_EVERY (seconds, default off)
+ * takes `backup --from-log` at the log's end that often during the captured
+ * run, as serve's schedule would. The peak resident memory of this process
+ * during each restore to a moment is reported: it must not grow with the
+ * window.
+ *
  * PostgreSQL 17 (embedded) with its default durability settings; Debian's
  * pgbench (postgresql-15 or postgresql-client-15's contrib, /usr/bin/pgbench).
  */
@@ -44,12 +52,29 @@ const run = promisify(execFile);
 const json = process.argv.includes('--json');
 const scale = Number(process.env.BENCH_PGBENCH_SCALE ?? 10);
 const seconds = Number(process.env.BENCH_PGBENCH_SECONDS ?? 30);
+const aloneSeconds = Number(process.env.BENCH_PGBENCH_ALONE_SECONDS ?? seconds);
+const fromLogEvery = Number(process.env.BENCH_FROM_LOG_EVERY ?? 0);
 /** How long before the end of the run the snapshot from the log is taken. */
 const fromLogBefore = Number(process.env.BENCH_FROM_LOG_BEFORE ?? 5);
 const PGBENCH = '/usr/bin/pgbench';
 
 function log(s: string): void {
   if (!json) process.stderr.write(`${s}\n`);
+}
+
+/** Peak resident memory of this process while `f` runs (sampled every 100 ms). */
+async function peakRss<T>(f: () => Promise<T>): Promise<{ value: T; peakMb: number }> {
+  let peak = process.memoryUsage().rss;
+  const timer = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 100);
+  try {
+    const value = await f();
+    peak = Math.max(peak, process.memoryUsage().rss);
+    return { value, peakMb: peak / 1e6 };
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 function percentile(xs: number[], p: number): number {
@@ -75,10 +100,10 @@ async function main(): Promise<void> {
     // pgbench_history has no key: its inserts can be captured only with an identity.
     await db.query('ALTER TABLE pgbench_history REPLICA IDENTITY FULL');
 
-    const pgbench = async (): Promise<number> => {
+    const pgbench = async (secs: number): Promise<number> => {
       const { stdout } = await run(
         PGBENCH,
-        [...pg, '-c', '4', '-j', '2', '-T', String(seconds), '-n', 'bench'],
+        [...pg, '-c', '4', '-j', '2', '-T', String(secs), '-n', 'bench'],
         { env, maxBuffer: 16 * 1024 * 1024 },
       );
       const m =
@@ -89,8 +114,8 @@ async function main(): Promise<void> {
       return Number(m[1]);
     };
 
-    log(`pgbench ${seconds} s without capture…`);
-    const tpsAlone = await pgbench();
+    log(`pgbench ${aloneSeconds} s without capture…`);
+    const tpsAlone = await pgbench(aloneSeconds);
 
     const storage = new LocalStorage(path.join(work, 'repo'));
     const repo = await Repository.init(storage);
@@ -121,7 +146,25 @@ async function main(): Promise<void> {
     const base = await backup({ target, repo, workers: 2 });
 
     log(`pgbench ${seconds} s with capture…`);
-    const tpsCaptured = await pgbench();
+    let running = true;
+    const periodic: number[] = [];
+    const scheduled = (async () => {
+      // serve's schedule.backup_from_log, in this process: a snapshot from the log's end every so often.
+      while (fromLogEvery > 0) {
+        for (let waited = 0; waited < fromLogEvery && running; waited++) {
+          await new Promise((r) => setTimeout(r, 1000));
+        }
+        if (!running) return;
+        const t0 = performance.now();
+        await backupFromLog({ repo, target: 'bench' });
+        periodic.push((performance.now() - t0) / 1000);
+        log(`  backup --from-log during the run: ${periodic.at(-1)!.toFixed(1)} s`);
+      }
+    })();
+    const tpsCaptured = await pgbench(seconds).finally(() => {
+      running = false;
+    });
+    await scheduled;
     const end = (
       await db.query<{ at: string; lsn: string; before: string }>(
         `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at, pg_current_wal_insert_lsn()::text AS lsn,
@@ -160,22 +203,27 @@ async function main(): Promise<void> {
     });
     const snapshotRestore = (performance.now() - t) / 1000;
     t = performance.now();
-    const plan = await planPointInTime(
-      repo,
-      'bench',
-      { kind: 'time', at: end.at },
-      base.manifest.id,
-    );
-    const overlay = await buildOverlay(plan);
-    const overlaySeconds = (performance.now() - t) / 1000;
-    await restore({
-      manifest: plan.manifest,
-      source: pointInTimeSource(new ChunkStore(repo.storage), overlay),
-      repo,
-      target: resolveTarget('restored_at', config, env),
-      create: true,
-      io,
+    let overlaySeconds = 0;
+    const pitr = await peakRss(async () => {
+      const plan = await planPointInTime(
+        repo,
+        'bench',
+        { kind: 'time', at: end.at },
+        base.manifest.id,
+      );
+      const overlay = await buildOverlay(plan);
+      overlaySeconds = (performance.now() - t) / 1000;
+      await restore({
+        manifest: plan.manifest,
+        source: pointInTimeSource(new ChunkStore(repo.storage), overlay),
+        repo,
+        target: resolveTarget('restored_at', config, env),
+        create: true,
+        io,
+      });
+      return overlay;
     });
+    const overlay = pitr.value;
     const pitrRestore = (performance.now() - t) / 1000;
 
     // The same moment once a snapshot from the log exists shortly before it
@@ -189,18 +237,22 @@ async function main(): Promise<void> {
     });
     const fromLogSeconds = (performance.now() - t) / 1000;
     t = performance.now();
-    const flPlan = await planPointInTime(repo, 'bench', { kind: 'time', at: end.at });
-    if (flPlan.manifest.id !== fl.manifest.id)
-      throw new Error(`restore --at chose ${flPlan.manifest.id}, not the snapshot from the log`);
-    const flOverlay = await buildOverlay(flPlan);
-    await restore({
-      manifest: flPlan.manifest,
-      source: pointInTimeSource(new ChunkStore(repo.storage), flOverlay),
-      repo,
-      target: resolveTarget('restored_fl', config, env),
-      create: true,
-      io,
+    const flRun = await peakRss(async () => {
+      const flPlan = await planPointInTime(repo, 'bench', { kind: 'time', at: end.at });
+      if (flPlan.manifest.id !== fl.manifest.id)
+        throw new Error(`restore --at chose ${flPlan.manifest.id}, not the snapshot from the log`);
+      const flOverlay = await buildOverlay(flPlan);
+      await restore({
+        manifest: flPlan.manifest,
+        source: pointInTimeSource(new ChunkStore(repo.storage), flOverlay),
+        repo,
+        target: resolveTarget('restored_fl', config, env),
+        create: true,
+        io,
+      });
+      return flOverlay;
     });
+    const flOverlay = flRun.value;
     const flRestore = (performance.now() - t) / 1000;
     await db.end();
 
@@ -211,7 +263,7 @@ async function main(): Promise<void> {
         node: process.version,
         postgres: server.binaries.version,
       },
-      pgbench: { scale, seconds, clients: 4 },
+      pgbench: { scale, seconds, aloneSeconds, clients: 4 },
       tpsWithoutCapture: tpsAlone,
       tpsWithCapture: tpsCaptured,
       captureCostPercent: (1 - tpsCaptured / tpsAlone) * 100,
@@ -226,6 +278,7 @@ async function main(): Promise<void> {
         readingTheLogSeconds: overlaySeconds,
         snapshotRestoreSeconds: snapshotRestore,
         ratio: pitrRestore / snapshotRestore,
+        peakRssMb: pitr.peakMb,
       },
       restoreAtFromLogSnapshot: {
         secondsBefore: fromLogBefore,
@@ -233,12 +286,14 @@ async function main(): Promise<void> {
         windowChanges: flOverlay.changes,
         seconds: flRestore,
         ratio: flRestore / snapshotRestore,
+        peakRssMb: flRun.peakMb,
+        periodicFromLogSeconds: periodic,
       },
     };
     if (json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     else {
       process.stdout.write(
-        `\nchange capture under pgbench (scale ${scale}, 4 clients, ${seconds} s each), PostgreSQL ${server.binaries.version}\n\n` +
+        `\nchange capture under pgbench (scale ${scale}, 4 clients, ${aloneSeconds} s alone, ${seconds} s captured), PostgreSQL ${server.binaries.version}\n\n` +
           `  pgbench tps without capture       ${tpsAlone.toFixed(0)}\n` +
           `  pgbench tps with capture          ${tpsCaptured.toFixed(0)}   (cost ${report.captureCostPercent.toFixed(1)}%; target <= 10%)\n` +
           `  captured                          ${result.transactions.toLocaleString('en-US')} transactions, ${result.changes.toLocaleString('en-US')} changes\n` +
@@ -246,10 +301,13 @@ async function main(): Promise<void> {
           `  stored everything after pgbench   ${catchUp.toFixed(1)} s later\n\n` +
           `  restore --at the end of the run   ${pitrRestore.toFixed(2)} s   (snapshot + ${overlay.transactions.toLocaleString('en-US')} transactions, ${overlay.changes.toLocaleString('en-US')} changes from the log; ${overlaySeconds.toFixed(2)} s of it reading the log)\n` +
           `  restore of a snapshot at the end  ${snapshotRestore.toFixed(2)} s\n` +
-          `  ratio                             ${report.restoreAt.ratio.toFixed(2)}x\n\n` +
+          `  ratio                             ${report.restoreAt.ratio.toFixed(2)}x   (peak memory ${pitr.peakMb.toFixed(0)} MB)\n\n` +
+          (periodic.length > 0
+            ? `  backup --from-log every ${fromLogEvery} s  ${periodic.length} taken during the run, ${Math.min(...periodic).toFixed(1)}–${Math.max(...periodic).toFixed(1)} s each\n`
+            : '') +
           `  backup --from-log ${fromLogBefore} s before the end  ${fromLogSeconds.toFixed(2)} s   (the source's tables not read)\n` +
           `  restore --at the end from it      ${flRestore.toFixed(2)} s   (${flOverlay.changes.toLocaleString('en-US')} changes from the log)\n` +
-          `  ratio                             ${(flRestore / snapshotRestore).toFixed(2)}x\n`,
+          `  ratio                             ${(flRestore / snapshotRestore).toFixed(2)}x   (peak memory ${flRun.peakMb.toFixed(0)} MB)\n`,
       );
     }
   } finally {

@@ -30,6 +30,7 @@ import {
   planPointInTime,
   rebuildPlan,
   resolveAgainst,
+  spoolSource,
   type TableOverlay,
 } from '../history/state.js';
 import { decodeField, endOfFields, splitFields } from '../pg/copy-text.js';
@@ -326,7 +327,7 @@ async function* mergedLines(
         if (kept.length > 0) yield Buffer.from(`${kept.join('\n')}\n`, 'utf8');
       }
     }
-    if (ov.added.length > 0) yield Buffer.from(`${ov.added.map(toLine).join('\n')}\n`, 'utf8');
+    for await (const block of spoolSource(ov.added, rs).blocks(t)) yield block.content;
     return;
   }
   const compare = comparatorFor(base.schema, t);

@@ -4,7 +4,14 @@ import { ChangeLog, type ChangeRecord, lsnValue } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
 import { MemoryStorage } from '../storage/memory.js';
+import type { RowSpool } from './row-spool.js';
 import { buildOverlay, lineOf, pointInTimeSource } from './state.js';
+
+async function spooled(spool: RowSpool): Promise<string[]> {
+  const out: string[] = [];
+  for await (const batch of spool.batches()) out.push(...batch);
+  return out;
+}
 
 function table(name: string, columns: string[], key: string[]): TableSnapshot {
   return {
@@ -21,7 +28,7 @@ function table(name: string, columns: string[], key: string[]): TableSnapshot {
   };
 }
 
-async function overlayOf(tables: TableSnapshot[], records: ChangeRecord[]) {
+async function overlayOf(tables: TableSnapshot[], records: ChangeRecord[], spoolBudget?: number) {
   const log = new ChangeLog(new MemoryStorage(), 'prod');
   await log.writeSegment(1, lsnValue('0/300'), [
     ...records,
@@ -34,7 +41,7 @@ async function overlayOf(tables: TableSnapshot[], records: ChangeRecord[]) {
     tables,
     schema: {} as SchemaModel,
   } as unknown as SnapshotManifest<SchemaModel>;
-  return buildOverlay({ manifest, log, point: { kind: 'lsn', lsn: '0/400' } });
+  return buildOverlay({ manifest, log, point: { kind: 'lsn', lsn: '0/400' } }, { spoolBudget });
 }
 
 const tx = (xid: number, lsn: string, changes: ChangeRecord[]): ChangeRecord[] => [
@@ -61,7 +68,7 @@ describe('the overlay of the change log', () => {
       [rel, ...tx(1, '0/100', [['U', 1, null, ['1', 'huge text'], ['2', 0]]])],
     );
     const k = ov.tables.get('public.k')!;
-    expect(k.added.map(lineOf)).toEqual(['2\thuge text']);
+    expect(await spooled(k.added)).toEqual(['2\thuge text']);
     expect([...k.removed]).toEqual([['1\thuge text', 1]]);
   });
 
@@ -108,7 +115,12 @@ describe('the overlay of the change log', () => {
 
 describe('the snapshot merged with the overlay', () => {
   /** Rows of `t` at the point: a chunk of `lines`, the records applied. */
-  async function merged(t: TableSnapshot, lines: string[], records: ChangeRecord[]) {
+  async function merged(
+    t: TableSnapshot,
+    lines: string[],
+    records: ChangeRecord[],
+    spoolBudget?: number,
+  ) {
     const storage = new MemoryStorage();
     const chunks = new ChunkStore(storage);
     const content = Buffer.from(`${lines.join('\n')}\n`);
@@ -126,7 +138,7 @@ describe('the snapshot merged with the overlay', () => {
         },
       ],
     };
-    const ov = await overlayOf([withChunk], records);
+    const ov = await overlayOf([withChunk], records, spoolBudget);
     const out: string[] = [];
     for await (const b of pointInTimeSource(chunks, ov).blocks(withChunk))
       out.push(...b.content.toString('utf8').split('\n').filter(Boolean));
@@ -180,5 +192,52 @@ describe('the snapshot merged with the overlay', () => {
       [rel(20), ...tx(1, '0/100', [['U', 1, null, null, ['1234567890123456', 'b']]])],
     );
     expect(rows).toEqual(['1234567890123456\tb']);
+  });
+
+  it('keeps the rows added to a keyless table in a file past the budget, with the same result', async () => {
+    const t = table('h', ['a', 'b'], []);
+    const keyless: ChangeRecord = [
+      'R',
+      1,
+      'public',
+      'h',
+      'f',
+      [
+        ['a', 23, -1, true],
+        ['b', 25, -1, true],
+      ],
+    ];
+    const changes: ChangeRecord[] = [];
+    for (let i = 0; i < 3000; i++) changes.push(['I', 1, [String(i), `row\t${i % 7}`]]);
+    // Removed after being added (once each, though added twice), and a snapshot row.
+    changes.push(['D', 1, null, ['5', 'row\t5']]);
+    changes.push(['I', 1, ['5', 'row\t5']]);
+    changes.push(['D', 1, null, ['5', 'row\t5']]);
+    changes.push(['D', 1, null, ['2999', 'row\t3']]);
+    changes.push(['D', 1, null, ['-1', 'old']]);
+    changes.push(['U', 1, null, ['10', 'row\t3'], ['10', 'changed']]);
+    const records = [keyless, ...tx(1, '0/100', changes)];
+    const snapshot = ['-1\told', '-2\tkept', '-1\told'];
+    const inMemory = await merged(t, snapshot, records);
+    const spilled = await merged(t, snapshot, records, 100);
+    expect(spilled.sort()).toEqual(inMemory.sort());
+    // 3 snapshot rows, 3000 added; 5, 2999 and one -1 removed; 10 changed in place.
+    expect(inMemory).toHaveLength(3 + 3000 - 3);
+    expect(inMemory).toContain('10\tchanged');
+    expect(inMemory).not.toContain('10\trow\\t3');
+    expect(inMemory).not.toContain('2999\trow\\t3');
+    expect(inMemory.filter((l) => l === '-1\told')).toHaveLength(1);
+    expect(inMemory.filter((l) => l === '5\trow\\t5')).toHaveLength(0);
+  });
+
+  it('a truncate empties a spilled keyless table', async () => {
+    const t = table('h', ['a'], []);
+    const keyless: ChangeRecord = ['R', 1, 'public', 'h', 'f', [['a', 23, -1, true]]];
+    const changes: ChangeRecord[] = [];
+    for (let i = 0; i < 500; i++) changes.push(['I', 1, [String(i)]]);
+    changes.push(['T', [1], false, false]);
+    changes.push(['I', 1, ['after']]);
+    const rows = await merged(t, ['before'], [keyless, ...tx(1, '0/100', changes)], 50);
+    expect(rows).toEqual(['after']);
   });
 });

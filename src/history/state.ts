@@ -44,6 +44,7 @@ import {
   type TableSnapshot,
 } from '../repo/snapshots.js';
 import { linesSource, type RowBlock, snapshotSource, type TableSource } from '../restore/load.js';
+import { ABSENT_FIELD, RowSpool } from './row-spool.js';
 import {
   type Before,
   fillAbsent,
@@ -70,13 +71,18 @@ export interface TableOverlay {
   readonly byKey: Map<string, ChangeValue[] | null>;
   /** Keyless tables: rows removed (as COPY lines) and how many times each. */
   readonly removed: Map<string, number>;
-  /** Keyless tables: rows added. */
-  readonly added: ChangeValue[][];
+  /** Keyless tables: rows added (in memory up to a budget, then in a temporary file). */
+  readonly added: RowSpool;
 }
 
 /** The overlay of a table nothing in the window changed. */
-export function emptyTableOverlay(): TableOverlay {
-  return { truncated: false, byKey: new Map(), removed: new Map(), added: [] };
+export function emptyTableOverlay(spoolBudget?: number): TableOverlay {
+  return {
+    truncated: false,
+    byKey: new Map(),
+    removed: new Map(),
+    added: new RowSpool(spoolBudget),
+  };
 }
 
 /** The overlay of a window, and where it ends. */
@@ -243,6 +249,8 @@ export async function buildOverlay(
      * is a rewrite or drop of a snapshot table.
      */
     readonly schema?: SchemaChanges | undefined;
+    /** Characters of added keyless rows held in memory per table before they go to a file (tests make it small). */
+    readonly spoolBudget?: number | undefined;
   } = {},
 ): Promise<Overlay> {
   const { manifest, log, point } = plan;
@@ -267,7 +275,7 @@ export async function buildOverlay(
   const overlayOf = (t: TableSnapshot): TableOverlay => {
     let ov = byTable.get(t);
     if (ov === undefined) {
-      ov = emptyTableOverlay();
+      ov = emptyTableOverlay(options.spoolBudget);
       byTable.set(t, ov);
       tables.set(`${t.schema}.${t.name}`, ov);
     }
@@ -342,6 +350,14 @@ export async function buildOverlay(
     last = { xid: lastTx.xid, commitLsn: lsnText(lastTx.commitLsn), commitTime: lastTx.commitTime };
   }
   const reshape = tracker?.reshapes() ?? new Map<string, Reshape>();
+  // Rows removed from a keyless table after its added rows went to a file:
+  // those no added row accounts for were the snapshot's.
+  for (const ov of tables.values()) {
+    if (!ov.added.spilled) continue;
+    for (const [line, n] of await ov.added.settle()) {
+      ov.removed.set(line, (ov.removed.get(line) ?? 0) + n);
+    }
+  }
   // The log must reach the point, or changes after what is stored would be missed.
   if (point.kind === 'xid' && !foundXid) {
     throw new UsageError(
@@ -489,7 +505,7 @@ function applyChange(
     ov.truncated = true;
     ov.byKey.clear();
     ov.removed.clear();
-    ov.added.length = 0;
+    ov.added.clear();
     return;
   }
   const row = c.row === null ? null : reorder(c.row, map);
@@ -505,9 +521,7 @@ function applyChange(
         );
       }
       const line = lineOf(oldFull);
-      const i = ov.added.findIndex((r) => lineOf(r) === line);
-      if (i >= 0) ov.added.splice(i, 1);
-      else ov.removed.set(line, (ov.removed.get(line) ?? 0) + 1);
+      if (!ov.added.cancel(line)) ov.removed.set(line, (ov.removed.get(line) ?? 0) + 1);
     }
     // An update's unchanged TOASTed values are the old row's (sent in full here).
     if (row !== null) ov.added.push(oldFull === null ? row : resolveUnchanged(row, oldFull));
@@ -547,7 +561,11 @@ function applyChange(
       return;
     }
   }
-  ov.byKey.set(newKey, resolveUnchanged(row!, ov.byKey.get(newKey) ?? undefined));
+  // (The previous version is looked up only for a row with unsent values.)
+  ov.byKey.set(
+    newKey,
+    row!.includes(0) ? resolveUnchanged(row!, ov.byKey.get(newKey) ?? undefined) : row!,
+  );
 }
 
 /** Fills "unchanged TOASTed value" markers from the previous version in the overlay; what remains is resolved against the snapshot row. */
@@ -605,8 +623,8 @@ export function pointInTimeSource(
         }
         tail.push(lineOf(values));
       }
-      for (const r of ov.added) tail.push(lineOf(fillAbsent(r, rs)));
       yield* linesSource(tail).blocks(t);
+      yield* spoolSource(ov.added, rs).blocks(t);
     },
   };
 }
@@ -717,4 +735,36 @@ export function resolveAgainst(values: ChangeValue[], line: Buffer): ChangeValue
   if (!values.includes(0)) return values;
   const fields = splitFields(line);
   return values.map((v, i) => (v === 0 ? decodeField(fields[i]!) : v));
+}
+
+/** A keyless table's added rows as a restore TableSource, absent values filled from the schema change. */
+export function spoolSource(spool: RowSpool, rs?: Reshape): TableSource {
+  return {
+    async *blocks(t) {
+      for await (const batch of spool.batches()) {
+        const lines = batch.map((line) => copyLine(line, rs, t));
+        yield { content: Buffer.from(`${lines.join('\n')}\n`, 'utf8'), rows: lines.length };
+      }
+    },
+  };
+}
+
+/** A spool line as a COPY line: absent values take the value rows got when their column was added. */
+function copyLine(line: string, rs: Reshape | undefined, t: TableSnapshot): string {
+  if (!line.includes(ABSENT_FIELD)) return line;
+  return line
+    .split('\t')
+    .map((field, i) => {
+      if (field !== ABSENT_FIELD) return field;
+      const fill = rs?.fill[i];
+      if (fill === undefined) {
+        throw new OperationError(
+          'restore.toast',
+          `a row of ${t.schema}.${t.name} has a value (column ${i + 1}) whose earlier version is in neither the snapshot nor the change log: it cannot be rebuilt, and nothing was written`,
+          { hint: 'take a direct backup, or rebuild a moment before that row changed' },
+        );
+      }
+      return encodeField(fill);
+    })
+    .join('\t');
 }

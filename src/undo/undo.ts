@@ -39,6 +39,7 @@ import {
   planPointInTime,
   pointInTimeSource,
   resolveAgainst,
+  spoolSource,
   type TableOverlay,
 } from '../history/state.js';
 import { connect, type PgClient, queryOne } from '../pg/connect.js';
@@ -619,7 +620,7 @@ async function stageKeyless(
     'undo interrupted',
   );
   await client.query(`UPDATE ${u} SET "fb op" = 'reinsert' WHERE "fb op" IS NULL`);
-  await copyChunks(client, linesSource(win.added.map(lineOf)), t, u, undefined, 'undo interrupted');
+  await copyChunks(client, spoolSource(win.added), t, u, undefined, 'undo interrupted');
   await client.query(`UPDATE ${u} SET "fb op" = 'delete' WHERE "fb op" IS NULL`);
   await keepMatching(client, u, where, `the predicate is evaluated on rows of ${name(t)}`);
   // More planned deletes of a row than live copies of it: the excess are conflicts.
