@@ -22,14 +22,15 @@
  * takes `backup --from-log` at the log's end that often during the captured
  * run, as serve's schedule would. The peak resident memory of this process
  * during each restore to a moment is reported: it must not grow with the
- * window.
+ * window. BENCH_KEEP=1 keeps the repository (its path is printed), so a
+ * restore to a moment can be measured again on the same log.
  *
  * PostgreSQL 17 (embedded) with its default durability settings; Debian's
  * pgbench (postgresql-15 or postgresql-client-15's contrib, /usr/bin/pgbench).
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -192,6 +193,10 @@ async function main(): Promise<void> {
 
     log('direct backup at the end, and both restores…');
     const last = await backup({ target, repo, workers: 2 });
+    if (process.env.BENCH_KEEP === '1') {
+      const moments = { base: base.manifest.id, last: last.manifest.id, end: end.at };
+      await writeFile(path.join(work, 'moments.json'), JSON.stringify(moments));
+    }
     const io = { input: process.stdin, output: { write: () => true } };
     let t = performance.now();
     await restore({
@@ -312,7 +317,8 @@ async function main(): Promise<void> {
     }
   } finally {
     await server.stop();
-    await rm(work, { recursive: true, force: true });
+    if (process.env.BENCH_KEEP === '1') log(`repository kept in ${path.join(work, 'repo')}`);
+    else await rm(work, { recursive: true, force: true });
   }
 }
 
