@@ -120,6 +120,7 @@ describe('the snapshot merged with the overlay', () => {
     lines: string[],
     records: ChangeRecord[],
     spoolBudget?: number,
+    onlyKeys?: ReadonlySet<string>,
   ) {
     const storage = new MemoryStorage();
     const chunks = new ChunkStore(storage);
@@ -140,7 +141,11 @@ describe('the snapshot merged with the overlay', () => {
     };
     const ov = await overlayOf([withChunk], records, spoolBudget);
     const out: string[] = [];
-    for await (const b of pointInTimeSource(chunks, ov).blocks(withChunk))
+    const source =
+      onlyKeys === undefined
+        ? pointInTimeSource(chunks, ov)
+        : pointInTimeSource(chunks, ov, () => true, onlyKeys);
+    for await (const b of source.blocks(withChunk))
       out.push(...b.content.toString('utf8').split('\n').filter(Boolean));
     return out;
   }
@@ -182,6 +187,34 @@ describe('the snapshot merged with the overlay', () => {
       [rel(25), ...tx(1, '0/100', [['U', 1, null, null, ['7', 'SEVEN']]])],
     );
     expect(rows).toEqual(['007\tzero-seven', '7\tSEVEN', '7x\tother']);
+  });
+
+  it('emits only the keys asked for, changed or not, integer keys compared as text too', async () => {
+    const t = table('t', ['id', 'v'], ['id']);
+    const lines = ['007\tzero-seven', '7\tseven', '8\teight', '9\tnine', '10\tten'];
+    const changes: ChangeRecord[] = [
+      ['U', 1, null, null, ['8', 'EIGHT']],
+      ['U', 1, null, null, ['9', 'NINE']],
+      ['I', 1, ['11', 'new']],
+      ['I', 1, ['12', 'other new']],
+    ];
+    const records = [rel(25), ...tx(1, '0/100', changes)];
+    expect(await merged(t, lines, records, undefined, new Set(['7', '9', '11']))).toEqual([
+      '7\tseven',
+      '9\tNINE',
+      '11\tnew',
+    ]);
+    // Keys that are not all integers: the text path, the same rows.
+    expect(await merged(t, lines, records, undefined, new Set(['007', '9', '11']))).toEqual([
+      '007\tzero-seven',
+      '9\tNINE',
+      '11\tnew',
+    ]);
+    // Nothing changed in the table: still only those keys.
+    expect(await merged(t, lines, [rel(25)], undefined, new Set(['10', '8']))).toEqual([
+      '8\teight',
+      '10\tten',
+    ]);
   });
 
   it('keys beyond 15 digits take the text path', async () => {

@@ -580,7 +580,12 @@ export function pointInTimeSource(
   overlay: Overlay,
   /** Only chunks this accepts are read (callers that need some keys only); default all. */
   include?: (t: TableSnapshot, chunk: ChunkRef) => boolean,
-  /** With `include`: the keys the caller wants; changed keys outside it are not emitted. */
+  /**
+   * With `include`: the keys the caller wants (keyed tables); no other row is
+   * emitted. Filtered here, in the one pass over each line that merging makes
+   * anyway (integer keys compared as numbers): undoing rows scattered over a
+   * big table reads all of it, and a string per line was most of that.
+   */
   onlyKeys?: ReadonlySet<string>,
 ): TableSource {
   const plain = snapshotSource(chunks, include);
@@ -596,18 +601,21 @@ export function pointInTimeSource(
             : { content: reshapeBlock(block.content, rs), rows: block.rows };
         }
       };
-      if (ov === undefined) {
+      const only =
+        onlyKeys === undefined || t.key.length === 0 ? undefined : keyFilter(t, onlyKeys);
+      if (ov === undefined && only === undefined) {
         yield* snapshotBlocks();
         return;
       }
+      const o = ov ?? emptyTableOverlay();
       // Keys are consumed as the snapshot's rows are met; what is left is new.
-      const pending = new Map(ov.byKey);
-      const removed = new Map(ov.removed);
+      const pending = new Map(o.byKey);
+      const removed = new Map(o.removed);
       const numeric = numericKeys(t, pending);
-      if (!ov.truncated) {
+      if (!o.truncated) {
         for await (const block of snapshotBlocks()) {
           // (Absent values of a snapshot row resolve against its reshaped line.)
-          const merged = mergeBlock(block.content, t, pending, removed, numeric);
+          const merged = mergeBlock(block.content, t, pending, removed, numeric, only);
           if (merged.rows > 0) yield merged;
         }
       }
@@ -624,7 +632,7 @@ export function pointInTimeSource(
         tail.push(lineOf(values));
       }
       yield* linesSource(tail).blocks(t);
-      yield* spoolSource(ov.added, rs).blocks(t);
+      yield* spoolSource(o.added, rs).blocks(t);
     },
   };
 }
@@ -648,6 +656,17 @@ function numericKeys(
     out.set(n, key);
   }
   return out;
+}
+
+/** The keys a caller wants: as text, and by value when all are integers (one key column). */
+interface KeyFilter {
+  readonly text: ReadonlySet<string>;
+  readonly numbers: ReadonlySet<number> | undefined;
+}
+
+function keyFilter(t: TableSnapshot, keys: ReadonlySet<string>): KeyFilter {
+  const byValue = numericKeys(t, new Map([...keys].map((k) => [k, null])));
+  return { text: keys, numbers: byValue === undefined ? undefined : new Set(byValue.keys()) };
 }
 
 /** The line's first field read as an integer (digits, optional minus), or undefined. */
@@ -674,6 +693,8 @@ function mergeBlock(
   removed: Map<string, number>,
   /** pending's keys by value, when all are integers (numericKeys). */
   numeric?: Map<number, string>,
+  /** Only rows with these keys are emitted (keyed tables). */
+  only?: KeyFilter,
 ): RowBlock {
   const k = t.key.length;
   const parts: Buffer[] = [];
@@ -684,10 +705,14 @@ function mergeBlock(
     let nl = content.indexOf(0x0a, pos);
     if (nl < 0) nl = content.length;
     let replacement: string | null | undefined; // undefined: keep the line
+    const n =
+      numeric !== undefined || only?.numbers !== undefined
+        ? integerField(content, pos, nl)
+        : undefined;
+    let keyText: string | undefined;
     if (numeric !== undefined) {
       // A number that is a changed key's, then the text itself compared (a
       // text key "007" must not match the integer key 7).
-      const n = integerField(content, pos, nl);
       const key = n === undefined ? undefined : numeric.get(n);
       if (
         key !== undefined &&
@@ -700,6 +725,7 @@ function mergeBlock(
       }
     } else if (k > 0) {
       const key = content.toString('utf8', pos, endOfFields(content, pos, nl, k));
+      keyText = key;
       if (pending.has(key)) {
         const v = pending.get(key)!;
         pending.delete(key);
@@ -713,6 +739,18 @@ function mergeBlock(
         else removed.set(line, n - 1);
         replacement = null;
       }
+    }
+    if (only !== undefined && replacement !== null) {
+      // A row the caller does not want: left out (the text compared only for a number that matched).
+      const wanted =
+        only.numbers !== undefined
+          ? n !== undefined &&
+            only.numbers.has(n) &&
+            only.text.has(content.toString('utf8', pos, endOfFields(content, pos, nl, 1)))
+          : only.text.has(
+              keyText ?? content.toString('utf8', pos, endOfFields(content, pos, nl, k)),
+            );
+      if (!wanted) replacement = null;
     }
     if (replacement !== undefined) {
       if (pos > runStart) parts.push(content.subarray(runStart, pos));

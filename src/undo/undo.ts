@@ -494,6 +494,10 @@ async function stageTable(
     afterLines.push(lineOf(resolveAgainst(v, Buffer.from(prev, 'utf8'))));
   }
   await copyChunks(client, linesSource(afterLines), t, a, undefined, 'undo interrupted');
+  // Statistics for the plan queries below: without them the planner takes
+  // the staged tables for empty-ish and may scan the whole live table to
+  // join a few thousand keys, where index lookups are what it needs.
+  await client.query(`ANALYZE ${b}, ${a}`);
   await addPlanColumns(client, u);
   const cols = t.columns.map(quoteIdent).join(', ');
   const pick = (alias: string) => t.columns.map((c) => `${alias}.${quoteIdent(c)}`).join(', ');
