@@ -209,7 +209,8 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
     const segments = await log.segments();
     const lastSeg = segments[segments.length - 1];
     let seq = (lastSeg?.seq ?? 0) + 1;
-    const logStart = lsnValue(info.startLsn);
+    // Where the slot's log began (pruning moves startLsn, not the slot).
+    const logStart = lsnValue(info.originLsn ?? info.startLsn);
     let committed = lastSeg?.committed ?? 0n;
     const resumeFrom = committed > logStart ? committed : logStart;
     options.onStart?.({

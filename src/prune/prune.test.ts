@@ -1,12 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../config/load.js';
 import { ExitCode, InterruptedError, RepositoryLockedError, UsageError } from '../errors.js';
+import { buildOverlay, planPointInTime } from '../history/state.js';
+import { type CaptureInfo, ChangeLog, type ChangeRecord, lsnValue } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { listLocks, RepositoryLock } from '../repo/lock.js';
 import { Repository } from '../repo/repository.js';
 import { RunStore } from '../repo/runs.js';
 import { type ChunkRef, type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
 import { MemoryStorage } from '../storage/memory.js';
+import { checkRepository } from '../verify/check.js';
 import { prune } from './prune.js';
 
 /** A repository in memory with chunks of the given contents stored; returns their refs by name. */
@@ -287,5 +290,149 @@ describe('prune', () => {
     expect(err).toBeInstanceOf(InterruptedError);
     expect((await snapshots.ids()).length).toBe(2);
     expect(await listLocks(storage)).toEqual([]);
+  });
+
+  describe('change logs', () => {
+    const rel: ChangeRecord = ['R', 1, 'public', 't', 'd', [['id', 23, -1, true]]];
+    const tx = (xid: number, at: number, id: string): ChangeRecord[] => [
+      rel,
+      ['B', xid, `0/${at.toString(16)}`, '2026-11-21T10:00:00.000000Z'],
+      ['I', 1, [id]],
+      ['C', `0/${at.toString(16)}`, `0/${(at + 8).toString(16)}`, '2026-11-21T10:00:00.000000Z'],
+    ];
+    /** A log of four one-row transactions (one per segment), snapshots at the given LSNs. */
+    async function withLog(snapshotLsns: string[], startLsn = '0/50') {
+      const s = await setup({ a: 'a\n' });
+      const log = new ChangeLog(s.storage, 'prod');
+      const info: CaptureInfo = {
+        format: 'flashback-capture',
+        version: 1,
+        target: 'prod',
+        slot: 'flashback_prod',
+        publication: 'flashback_prod',
+        systemIdentifier: '1',
+        database: 'app',
+        startLsn,
+        created: '2026-11-21T09:00:00.000Z',
+      };
+      await log.writeInfo(info);
+      for (let i = 1; i <= 4; i++) {
+        await log.writeSegment(i, lsnValue(`0/${(i * 0x100 + 8).toString(16)}`), [
+          ...tx(i, i * 0x100, String(i)),
+          ...(i === 4 ? [['H', '0/500', '2026-11-21T10:00:09.000000Z'] as ChangeRecord] : []),
+        ]);
+      }
+      for (const [i, lsn] of snapshotLsns.entries()) {
+        await s.snapshots.commit({
+          ...manifest(
+            `2026110${i + 1}-000000-000${i + 1}`,
+            'prod',
+            `2026-11-0${i + 1}T00:00:00.000Z`,
+            [s.refs.a!],
+          ),
+          lsn,
+        });
+      }
+      return { ...s, log };
+    }
+    const keys = async (log: ChangeLog) => (await log.segments()).map((x) => x.seq);
+
+    it('cuts the log back to the oldest snapshot kept; moments after it rebuild as before', async () => {
+      const { repo, log, storage } = await withLog(['0/150', '0/350']);
+      const before = await buildOverlay(
+        await planPointInTime(repo, 'prod', { kind: 'lsn', lsn: '0/500' }),
+      );
+      const dry = await prune({
+        repo,
+        config: config('retention:\n  keep_last: 1\n'),
+        dryRun: true,
+      });
+      expect(dry.logs).toEqual([
+        {
+          target: 'prod',
+          fromLsn: '0/50',
+          toLsn: '0/350',
+          segmentsRemoved: 2,
+          schemaRecordsRemoved: 0,
+          bytesFreed: expect.any(Number),
+        },
+      ]);
+      expect(await keys(log)).toEqual([1, 2, 3, 4]);
+
+      const r = await prune({ repo, config: config('retention:\n  keep_last: 1\n') });
+      expect(r.logs.map((l) => l.segmentsRemoved)).toEqual([2]);
+      // Segment 3 ends in a transaction committed before the snapshot: it is
+      // kept (its neighbour could be mid-transaction), the two before it go.
+      expect(await keys(log)).toEqual([3, 4]);
+      const info = (await log.info())!;
+      expect(info).toMatchObject({
+        version: 2,
+        startLsn: '0/350',
+        firstSegment: 3,
+        originLsn: '0/50',
+      });
+      const after = await buildOverlay(
+        await planPointInTime(repo, 'prod', { kind: 'lsn', lsn: '0/500' }),
+      );
+      expect([...after.tables.get('public.t')!.byKey]).toEqual([
+        ...before.tables.get('public.t')!.byKey,
+      ]);
+      expect([...after.tables.get('public.t')!.byKey.keys()]).toEqual(['4']);
+      // No segment is reported missing: the gap before segment 3 is a prune's.
+      const report = await checkRepository({ repo, readDataPercent: 100 });
+      expect(report.findings.filter((f) => f.kind.startsWith('changelog'))).toEqual([]);
+      // Nothing more to cut.
+      expect((await prune({ repo, config: config('retention:\n  keep_last: 1\n') })).logs).toEqual(
+        [],
+      );
+      void storage;
+    });
+
+    it('keeps the whole log when no snapshot joins it, and for a target without a policy', async () => {
+      const { repo, log } = await withLog(['0/40', '0/45'], '0/50');
+      const r = await prune({ repo, config: config('retention:\n  keep_last: 1\n') });
+      expect(r.logs).toEqual([]);
+      expect(await keys(log)).toEqual([1, 2, 3, 4]);
+
+      const other = await withLog(['0/150', '0/350']);
+      await other.snapshots.commit(
+        manifest('20261105-000000-0005', 'other', '2026-11-05T00:00:00.000Z', [other.refs.a!]),
+      );
+      const none = await prune({
+        repo: other.repo,
+        config: config(
+          'targets:\n  prod:\n    url: postgres://x/y\n  other:\n    url: postgres://x/z\n    retention:\n      keep_last: 1\n',
+        ),
+      });
+      expect(none.logs).toEqual([]);
+      expect(await keys(other.log)).toEqual([1, 2, 3, 4]);
+    });
+
+    it('a prune stopped after moving the start leaves a readable log; the next one removes the rest', async () => {
+      const { repo, log, storage } = await withLog(['0/150', '0/350']);
+      await new SnapshotStore(storage).delete('20261101-000000-0001');
+      // What a prune killed right after writing the new start leaves.
+      const info = (await log.info())!;
+      await log.writeInfo({
+        ...info,
+        version: 2,
+        startLsn: '0/350',
+        firstSegment: 3,
+        originLsn: '0/50',
+      });
+      const report = await checkRepository({ repo });
+      expect(report.findings.filter((f) => f.kind.startsWith('changelog'))).toEqual([]);
+      const overlay = await buildOverlay(
+        await planPointInTime(repo, 'prod', { kind: 'lsn', lsn: '0/500' }),
+      );
+      expect([...overlay.tables.get('public.t')!.byKey.keys()]).toEqual(['4']);
+      const r = await prune({ repo, config: config('retention:\n  keep_last: 1\n') });
+      expect(r.logs.map((l) => l.segmentsRemoved)).toEqual([2]);
+      expect(await keys(log)).toEqual([3, 4]);
+      // A missing segment after the first kept one is still damage.
+      await log.remove((await log.segments())[0]!.key);
+      const damaged = await checkRepository({ repo });
+      expect(damaged.findings.map((f) => f.kind)).toContain('changelog-missing');
+    });
   });
 });

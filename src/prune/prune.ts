@@ -10,16 +10,25 @@
  * chunks, never a manifest naming a missing chunk; the next prune collects
  * them. The whole run holds the exclusive repository lock, so no backup can
  * be about to reference a chunk this deletes.
+ *
+ * Then each change log of a target with a policy is cut back to its oldest
+ * remaining snapshot (the log is what rebuilds moments after a snapshot;
+ * before the oldest one there is nothing to rebuild from): the log's new
+ * start is written to capture.json first, then the segments before it are
+ * deleted, so a crash leaves extra segments, never a log that claims to
+ * cover moments it lost. Capture keeps running meanwhile: it only appends.
  */
 import type { FlashbackConfig, RetentionConfig } from '../config/schema.js';
 import { retentionFor } from '../config/schema.js';
 import { InterruptedError, UsageError } from '../errors.js';
+import { type CaptureInfo, ChangeLog, lsnText, lsnValue } from '../repo/changelog.js';
 import { ChunkStore, type StoredChunk } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import type { RunRecord } from '../repo/runs.js';
-import { RunStore } from '../repo/runs.js';
+import { RunStore, runScope } from '../repo/runs.js';
 import { type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
+import type { Storage } from '../storage/storage.js';
 import { faultpoint } from '../util/faultpoint.js';
 import { runWorkers } from '../util/workers.js';
 import { planRetention, type SnapshotDecision } from './policy.js';
@@ -75,7 +84,21 @@ export interface PruneResult {
   readonly chunksKept: number;
   /** Stored bytes of the chunks removed (manifests are not counted). */
   readonly bytesFreed: number;
+  /** Change logs cut back to their oldest remaining snapshot (targets with a policy and a log). */
+  readonly logs: readonly LogPrune[];
   readonly seconds: number;
+}
+
+/** What pruning did (or would do) to one target's change log. */
+export interface LogPrune {
+  readonly target: string;
+  /** Where the log began before, and begins after (the oldest remaining snapshot's LSN). */
+  readonly fromLsn: string;
+  readonly toLsn: string;
+  readonly segmentsRemoved: number;
+  readonly schemaRecordsRemoved: number;
+  /** Stored bytes of the segments removed. */
+  readonly bytesFreed: number;
 }
 
 /** Input of `planPrune`. */
@@ -182,22 +205,28 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
       now: options.now ?? new Date(),
     });
     const removing = new Set(plan.remove);
-    const done = (removed: number, garbage: readonly StoredChunk[], kept: number): PruneResult => ({
+    const done = (
+      removed: number,
+      garbage: readonly StoredChunk[],
+      kept: number,
+      logs: readonly LogPrune[],
+    ): PruneResult => ({
       dryRun,
       plan,
       snapshotsRemoved: removed,
       chunksRemoved: garbage.length,
       chunksKept: kept,
       bytesFreed: garbage.reduce((n, c) => n + c.storedSize, 0),
+      logs,
       seconds: (Date.now() - started) / 1000,
     });
+    const withPolicy = plan.targets.filter((t) => t.policy !== null).map((t) => t.target);
 
     if (dryRun) {
-      const { garbage, kept } = await unreferenced(
-        chunks,
-        manifests.filter((m) => !removing.has(m.id)),
-      );
-      return done(plan.remove.length, garbage, kept);
+      const remaining = manifests.filter((m) => !removing.has(m.id));
+      const { garbage, kept } = await unreferenced(chunks, remaining);
+      const logs = await pruneLogs(storage, withPolicy, remaining, { dryRun: true });
+      return done(plan.remove.length, garbage, kept, logs);
     }
 
     const limit = options.concurrency ?? DEFAULT_CONCURRENCY;
@@ -215,12 +244,76 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
       await faultpoint('prune.during-chunks');
       await forEachLimited(rest, limit, (c) => chunks.delete(c.id), options.signal);
     }
-    // (3) Run records are kept, also those of removed snapshots: they are
+    // (3) Change logs, back to the oldest snapshot remaining.
+    const logs = await pruneLogs(storage, withPolicy, await snapshots.all(), {
+      dryRun: false,
+      limit,
+      signal: options.signal,
+    });
+    // (4) Run records are kept, also those of removed snapshots: they are
     // the history `status` reads for failures, and tiny.
-    return done(plan.remove.length, garbage, kept);
+    return done(plan.remove.length, garbage, kept, logs);
   } finally {
     await lock.release();
   }
+}
+
+/**
+ * Cuts each target's change log back to the LSN of its oldest snapshot in
+ * `manifests` that joins the log (taken after the log began). A target whose
+ * snapshots all predate its log keeps the whole log (it still answers
+ * `history`). Order: capture.json with the new start, then the segments
+ * (oldest first), then the schema records.
+ */
+async function pruneLogs(
+  storage: Storage,
+  targets: readonly string[],
+  manifests: readonly SnapshotManifest[],
+  o: { dryRun: boolean; limit?: number; signal?: AbortSignal | undefined },
+): Promise<LogPrune[]> {
+  const out: LogPrune[] = [];
+  for (const target of targets) {
+    const log = new ChangeLog(storage, runScope(target));
+    const info = await log.info();
+    if (info === undefined) continue;
+    const start = lsnValue(info.startLsn);
+    const joined = manifests
+      .filter((m) => m.target === target && lsnValue(m.lsn) >= start)
+      .map((m) => lsnValue(m.lsn));
+    if (joined.length === 0) continue;
+    const to = joined.reduce((a, b) => (b < a ? b : a));
+    const { segments, schemas, firstSegment } = await log.prunable(info, to);
+    const result: LogPrune = {
+      target,
+      fromLsn: info.startLsn,
+      toLsn: lsnText(to > start ? to : start),
+      segmentsRemoved: segments.length,
+      schemaRecordsRemoved: schemas.length,
+      bytesFreed: segments.reduce((n, s) => n + s.size, 0),
+    };
+    if (segments.length === 0 && schemas.length === 0) continue;
+    out.push(result);
+    if (o.dryRun) continue;
+    if (to > start || firstSegment !== (info.firstSegment ?? 1)) {
+      const moved: CaptureInfo = {
+        ...info,
+        version: 2,
+        startLsn: result.toLsn,
+        firstSegment,
+        originLsn: info.originLsn ?? info.startLsn,
+        prunedAt: new Date().toISOString(),
+      };
+      await log.writeInfo(moved);
+    }
+    await faultpoint('prune.after-log-start');
+    await forEachLimited(
+      [...segments.map((s) => s.key), ...schemas.map((r) => r.key)],
+      o.limit ?? DEFAULT_CONCURRENCY,
+      (key) => log.remove(key),
+      o.signal,
+    );
+  }
+  return out;
 }
 
 /** The stored chunks no manifest in `manifests` references, and how many are referenced. */

@@ -41,7 +41,8 @@ export { HEARTBEAT_PREFIX, lsnText, lsnValue } from './changelog-format.js';
 /** `changes/<scope>/capture.json`: where the log begins. */
 export interface CaptureInfo {
   readonly format: 'flashback-capture';
-  readonly version: 1;
+  /** 1 as capture writes it; 2 once `prune` has removed the log's oldest segments. */
+  readonly version: 1 | 2;
   readonly target: string;
   readonly slot: string;
   readonly publication: string;
@@ -50,10 +51,16 @@ export interface CaptureInfo {
   /**
    * The slot's consistent point: every transaction committing at or after it
    * is in the log. A snapshot whose LSN is at or after this joins the log
-   * without a gap.
+   * without a gap. Pruning moves it forward (to the oldest snapshot kept).
    */
   readonly startLsn: string;
   readonly created: string;
+  /** Version 2: the first segment kept; those before it were pruned (any still listed are leftovers of an interrupted prune). */
+  readonly firstSegment?: number;
+  /** Version 2: the slot's consistent point, where the log began before pruning (capture resumes from what the slot has). */
+  readonly originLsn?: string;
+  /** Version 2: when the log was last pruned. */
+  readonly prunedAt?: string;
 }
 
 /** A segment as listed. */
@@ -121,10 +128,10 @@ export class ChangeLog {
       if (err instanceof ObjectNotFoundError) return undefined;
       throw err;
     }
-    if (info.version > 1) {
+    if (info.version > 2) {
       throw new RepositoryError(
         'version',
-        `the change log of "${this.scope}" has format version ${info.version}; this Flashback reads up to 1`,
+        `the change log of "${this.scope}" has format version ${info.version}; this Flashback reads up to 2`,
         { hint: 'upgrade Flashback to read it' },
       );
     }
@@ -137,6 +144,34 @@ export class ChangeLog {
       `${this.dir}capture.json`,
       Buffer.from(`${JSON.stringify(info, null, 2)}\n`),
     );
+  }
+
+  /**
+   * What pruning the log to `fromLsn` removes: the leading segments that hold
+   * only transactions committed before it (`skippable`), any leftovers of an
+   * earlier interrupted prune, and the schema records no window starting at
+   * or after it reads. Nothing is deleted here.
+   */
+  async prunable(
+    info: CaptureInfo,
+    fromLsn: bigint,
+  ): Promise<{ segments: SegmentInfo[]; schemas: SchemaRecordRef[]; firstSegment: number }> {
+    const all = await this.segments();
+    const kept = all.filter((s) => s.seq >= (info.firstSegment ?? 1));
+    const skip = skippable(kept, fromLsn);
+    const firstSegment = kept[skip]?.seq ?? info.firstSegment ?? 1;
+    return {
+      segments: all.filter((s) => s.seq < firstSegment),
+      // (A window from a snapshot at LSN x reads the records after x.)
+      schemas: (await this.schemaRecords()).filter((r) => r.endLsn <= fromLsn),
+      firstSegment,
+    };
+  }
+
+  /** Deletes a segment or schema record that `prunable` named. */
+  async remove(key: string): Promise<void> {
+    if (!key.startsWith(this.dir)) throw new Error(`${key} is not part of this change log`);
+    await this.storage.delete(key);
   }
 
   /** Every segment, in order. */

@@ -359,12 +359,14 @@ const JOBS: Record<
             snapshotsRemoved: p.snapshotsRemoved,
             chunksRemoved: p.chunksRemoved,
             bytesFreed: p.bytesFreed,
+            logSegmentsRemoved: p.logs.reduce((n, l) => n + l.segmentsRemoved, 0),
           },
         };
       },
       hooks,
     );
-    return `${r.value.snapshotsRemoved} snapshot(s) and ${r.value.chunksRemoved} chunk(s) removed, ${formatBytes(r.value.bytesFreed)} freed`;
+    const segments = r.value.logs.reduce((n, l) => n + l.segmentsRemoved, 0);
+    return `${r.value.snapshotsRemoved} snapshot(s)${segments > 0 ? ', ' : ' and '}${r.value.chunksRemoved} chunk(s)${segments > 0 ? ` and ${segments} change-log segment(s)` : ''} removed, ${formatBytes(r.value.bytesFreed + r.value.logs.reduce((n, l) => n + l.bytesFreed, 0))} freed`;
   },
 };
 

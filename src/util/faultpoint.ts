@@ -15,7 +15,8 @@ export type FaultPointName =
   | 'backup.before-manifest'
   | 'backup.after-manifest'
   | 'prune.after-manifests'
-  | 'prune.during-chunks';
+  | 'prune.during-chunks'
+  | 'prune.after-log-start';
 
 let parked: Promise<never> | undefined;
 let announced = false;

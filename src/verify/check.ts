@@ -364,8 +364,9 @@ async function run(
   for (const scope of [...scopes].sort()) {
     interrupted();
     const log = new ChangeLog(storage, scope);
+    let firstSegment = 1;
     try {
-      await log.info();
+      firstSegment = (await log.info())?.firstSegment ?? 1;
     } catch (err) {
       findings.push({
         severity: 'error',
@@ -377,15 +378,17 @@ async function run(
       });
       continue;
     }
-    const segments = await log.segments();
+    // Segments before the first kept one were pruned (any listed are leftovers
+    // of an interrupted prune, which the next prune removes).
+    const segments = (await log.segments()).filter((seg) => seg.seq >= firstSegment);
     segments.forEach((seg, i) => {
-      if (seg.seq !== i + 1) {
+      if (seg.seq !== firstSegment + i) {
         findings.push({
           severity: 'error',
           kind: 'changelog-missing',
           snapshots: [],
           object: seg.key,
-          message: `the change log of "${scope}" lacks segment ${i + 1} (the next is ${seg.seq}): the changes it held are lost, and moments after it cannot be rebuilt`,
+          message: `the change log of "${scope}" lacks segment ${firstSegment + i} (the next is ${seg.seq}): the changes it held are lost, and moments after it cannot be rebuilt`,
           hint: 'restore the segment from a copy of the repository; take a new backup (moments after it rebuild from there)',
         });
       }

@@ -347,4 +347,59 @@ describe('restore to a moment', () => {
     expect(xid.code).toBe(ExitCode.usage);
     expect(xid.stderr).toContain('not in the change log');
   });
+
+  it('prune cuts the log back to the oldest snapshot kept; moments after it still rebuild exactly', async () => {
+    // A moment after the newest snapshot (the direct backup above).
+    await live.query("UPDATE keyed SET v = v || ' after' WHERE k % 3 = 0");
+    await live.query('DELETE FROM workflow_steps WHERE id % 13 = 0');
+    const later = { ...(await now(live)), rows: await state(server, db) };
+    await new Promise((r) => setTimeout(r, 1500));
+    const copy = path.join(dir, 'repo-pruned');
+    await cp(path.join(dir, 'repo'), copy, { recursive: true });
+    const config = await readFile(path.join(dir, 'flashback.yaml'), 'utf8');
+    await writeFile(path.join(dir, 'flashback.yaml'), `${config}retention:\n  keep_last: 1\n`);
+    try {
+      const segments = async () =>
+        (await readdir(path.join(copy, 'changes', name))).filter((f) => f.endsWith('.seg'));
+      const before = await segments();
+      const p = await runCli(['prune', '--json', '--repo', copy], { cwd: dir, env });
+      expect(p.code, p.stderr).toBe(0);
+      const logs = (JSON.parse(p.stdout) as { logs: Array<{ segmentsRemoved: number }> }).logs;
+      expect(logs).toHaveLength(1);
+      expect(logs[0]!.segmentsRemoved).toBeGreaterThan(0);
+      expect((await segments()).length).toBe(before.length - logs[0]!.segmentsRemoved);
+
+      const into = `pitr_pruned_${Date.now() % 100000}`;
+      const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+      const r = await runCli(
+        [
+          'restore',
+          name,
+          '--at',
+          later.at,
+          '--to',
+          url,
+          '--create',
+          '--confirm',
+          into,
+          '--repo',
+          copy,
+        ],
+        { cwd: dir, env },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      expect(await state(server, into)).toEqual(later.rows);
+      // The first moments were before the only snapshot left.
+      const early = await runCli(
+        ['restore', name, '--at', moments[0]!.at, '--to', name, '--dry-run', '--repo', copy],
+        { cwd: dir, env },
+      );
+      expect(early.code).toBe(ExitCode.usage);
+      expect(early.stderr).toContain('no snapshot');
+      const check = await runCli(['check', '--read-data', '--repo', copy], { cwd: dir });
+      expect(check.code, check.stdout + check.stderr).toBe(0);
+    } finally {
+      await writeFile(path.join(dir, 'flashback.yaml'), config);
+    }
+  });
 });

@@ -23,7 +23,11 @@ keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,
 keep_within; a target's own retention replaces the top-level one). A
 snapshot kept by any rule stays, and the newest snapshot whose latest
 verification passed is always kept. A target without a policy keeps
-everything. Then every chunk no remaining snapshot references is deleted.
+everything. Then every chunk no remaining snapshot references is deleted,
+and the change log of each target with a policy is cut back to its oldest
+remaining snapshot: moments before that snapshot could not be rebuilt
+anyway, and \`history\` then reaches back to it (docs/CAPTURE.md,
+"Retention"). Capture may keep running meanwhile.
 
 Holds the exclusive repository lock: while a backup, restore or check runs,
 prune fails with exit 7 (and they fail while it runs); --dry-run takes a
@@ -65,6 +69,7 @@ async function runPrune(
             snapshotsRemoved: r.snapshotsRemoved,
             chunksRemoved: r.chunksRemoved,
             bytesFreed: r.bytesFreed,
+            logSegmentsRemoved: r.logs.reduce((n, l) => n + l.segmentsRemoved, 0),
           },
         };
       },
@@ -86,6 +91,7 @@ async function runPrune(
       chunksRemoved: result.chunksRemoved,
       chunksKept: result.chunksKept,
       bytesFreed: result.bytesFreed,
+      logs: result.logs,
       seconds: result.seconds,
     });
     return ExitCode.ok;
@@ -114,6 +120,12 @@ async function runPrune(
       `${table(['ID', 'TIME (UTC)', 'ACTION', 'ROWS', 'STORED', 'KEPT BECAUSE'], rows, [3, 4])}\n`,
     );
   }
+  for (const l of result.logs) {
+    ctx.out(
+      `${l.target}: change log ${result.dryRun ? 'would begin' : 'begins'} at ${l.toLsn} (the oldest snapshot kept; was ${l.fromLsn}): ${l.segmentsRemoved} segment(s), ${formatBytes(l.bytesFreed)}${l.schemaRecordsRemoved > 0 ? `, and ${l.schemaRecordsRemoved} schema record(s)` : ''} ${result.dryRun ? 'to remove' : 'removed'}\n`,
+    );
+  }
+  if (result.logs.length > 0) ctx.out('\n');
   const chunks = `${result.chunksRemoved} unreferenced chunk(s)`;
   if (result.dryRun) {
     ctx.out(
