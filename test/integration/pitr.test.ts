@@ -6,7 +6,8 @@
  * table's rows, sorted). Then `restore --at`, `--lsn` and `--before-xid` into
  * new databases must give exactly those states, row for row, and a selective
  * `restore --at --table --where` puts rows of a moment back into the live
- * database.
+ * database. Last, `prune` cuts a copy's log back (also killed halfway) and a
+ * later moment still rebuilds exactly.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { cp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -348,7 +349,7 @@ describe('restore to a moment', () => {
     expect(xid.stderr).toContain('not in the change log');
   });
 
-  it('prune cuts the log back to the oldest snapshot kept; moments after it still rebuild exactly', async () => {
+  it('prune cuts the log back to the oldest snapshot kept, also after a SIGKILL; moments after it still rebuild exactly', async () => {
     // A moment after the newest snapshot (the direct backup above).
     await live.query("UPDATE keyed SET v = v || ' after' WHERE k % 3 = 0");
     await live.query('DELETE FROM workflow_steps WHERE id % 13 = 0');
@@ -358,18 +359,9 @@ describe('restore to a moment', () => {
     await cp(path.join(dir, 'repo'), copy, { recursive: true });
     const config = await readFile(path.join(dir, 'flashback.yaml'), 'utf8');
     await writeFile(path.join(dir, 'flashback.yaml'), `${config}retention:\n  keep_last: 1\n`);
-    try {
-      const segments = async () =>
-        (await readdir(path.join(copy, 'changes', name))).filter((f) => f.endsWith('.seg'));
-      const before = await segments();
-      const p = await runCli(['prune', '--json', '--repo', copy], { cwd: dir, env });
-      expect(p.code, p.stderr).toBe(0);
-      const logs = (JSON.parse(p.stdout) as { logs: Array<{ segmentsRemoved: number }> }).logs;
-      expect(logs).toHaveLength(1);
-      expect(logs[0]!.segmentsRemoved).toBeGreaterThan(0);
-      expect((await segments()).length).toBe(before.length - logs[0]!.segmentsRemoved);
-
-      const into = `pitr_pruned_${Date.now() % 100000}`;
+    let restores = 0;
+    const restoresLater = async () => {
+      const into = `pitr_pruned_${restores++}_${Date.now() % 100000}`;
       const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
       const r = await runCli(
         [
@@ -389,6 +381,44 @@ describe('restore to a moment', () => {
       );
       expect(r.code, r.stderr).toBe(0);
       expect(await state(server, into)).toEqual(later.rows);
+      const check = await runCli(['check', '--read-data', '--repo', copy], { cwd: dir });
+      expect(check.code, check.stdout + check.stderr).toBe(0);
+    };
+    try {
+      const segments = async () =>
+        (await readdir(path.join(copy, 'changes', name))).filter((f) => f.endsWith('.seg'));
+      const before = await segments();
+      // Killed right after the log's new start is written, before any delete.
+      const child = spawn(process.execPath, [CLI, 'prune', '--repo', copy], {
+        cwd: dir,
+        env: { PATH: process.env.PATH, ...env, FLASHBACK_FAULTPOINT: 'prune.after-log-start' },
+      });
+      let stderr = '';
+      await new Promise<void>((resolve, reject) => {
+        child.stderr!.on('data', (d: Buffer) => {
+          stderr += d.toString();
+          if (stderr.includes('faultpoint prune.after-log-start reached')) resolve();
+        });
+        child.on('exit', (code) => reject(new Error(`prune exited (${code}): ${stderr}`)));
+      });
+      const killed = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await killed;
+      expect(await segments()).toEqual(before);
+      const info = JSON.parse(
+        await readFile(path.join(copy, 'changes', name, 'capture.json'), 'utf8'),
+      );
+      expect(info.version).toBe(2);
+      await restoresLater();
+
+      // The next prune removes what the killed one claimed.
+      const p = await runCli(['prune', '--json', '--repo', copy], { cwd: dir, env });
+      expect(p.code, p.stderr).toBe(0);
+      const logs = (JSON.parse(p.stdout) as { logs: Array<{ segmentsRemoved: number }> }).logs;
+      expect(logs).toHaveLength(1);
+      expect(logs[0]!.segmentsRemoved).toBeGreaterThan(0);
+      expect((await segments()).length).toBe(before.length - logs[0]!.segmentsRemoved);
+      await restoresLater();
       // The first moments were before the only snapshot left.
       const early = await runCli(
         ['restore', name, '--at', moments[0]!.at, '--to', name, '--dry-run', '--repo', copy],
@@ -396,8 +426,6 @@ describe('restore to a moment', () => {
       );
       expect(early.code).toBe(ExitCode.usage);
       expect(early.stderr).toContain('no snapshot');
-      const check = await runCli(['check', '--read-data', '--repo', copy], { cwd: dir });
-      expect(check.code, check.stdout + check.stderr).toBe(0);
     } finally {
       await writeFile(path.join(dir, 'flashback.yaml'), config);
     }
