@@ -1,0 +1,266 @@
+/**
+ * The schema changes a restore to a moment refuses rather than guesses, and
+ * capture without a superuser, on PostgreSQL 17:
+ * - a key column's collation changed (no rewrite, but the snapshot's rows are
+ *   in the old key order): refused by name, nothing created;
+ * - a column retyped without a rewrite other than between varchar and text
+ *   (numeric(10,2) to numeric(12,2)): refused by name; the moment before it
+ *   still rebuilds exactly;
+ * - a role with REPLICATION but not superuser: capture warns that schema
+ *   changes are not recorded and captures rows; a moment without schema
+ *   changes rebuilds exactly. Once a superuser installed the event triggers,
+ *   the same role captures without the warning.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { to as copyTo } from 'pg-copy-streams';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
+import type { PgClient } from '../../src/pg/connect.js';
+import {
+  CLI,
+  connectTo,
+  freshDatabase,
+  runCli,
+  type TestServer,
+  tempDir,
+  testServers,
+} from '../harness/pg.js';
+
+const server = testServers().find((s) => s.major === 17)!;
+
+/** A table's rows as sorted COPY lines. */
+async function rows(s: TestServer, db: string, table: string): Promise<string[]> {
+  const c = await connectTo(s, db);
+  try {
+    const parts: Buffer[] = [];
+    for await (const b of c.query(copyTo(`COPY ${table} TO STDOUT`)) as AsyncIterable<Buffer>)
+      parts.push(b);
+    return Buffer.concat(parts).toString('utf8').split('\n').filter(Boolean).sort();
+  } finally {
+    await c.end();
+  }
+}
+
+async function position(c: PgClient): Promise<string> {
+  return (await c.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]!.l;
+}
+
+const url = (db: string, user = 'postgres', password = server.password): string =>
+  `postgres://${user}:${encodeURIComponent(password)}@${server.host}:${server.port}/${db}`;
+
+/** A capture process and what it wrote to stderr. */
+class Capture {
+  err = '';
+  private child: ChildProcess | undefined;
+
+  async start(dir: string, name: string, env: Record<string, string>): Promise<void> {
+    this.child = spawn(
+      process.execPath,
+      [CLI, 'capture', name, '--flush-interval', '100ms', '--heartbeat', '300ms'],
+      { cwd: dir, env: { PATH: process.env.PATH, ...env } },
+    );
+    this.child.stderr!.on('data', (d: Buffer) => {
+      this.err += d.toString();
+    });
+    for (let i = 0; i < 100 && !this.err.includes('resuming from'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(this.err).toContain('resuming from');
+  }
+
+  async stop(): Promise<void> {
+    const c = this.child;
+    this.child = undefined;
+    if (c === undefined || c.exitCode !== null) return;
+    c.kill('SIGTERM');
+    await new Promise((r) => c.once('exit', r));
+  }
+}
+
+describe('schema changes refused by name (PostgreSQL 17)', () => {
+  const name = `refuse${Math.random().toString(16).slice(2, 8)}`;
+  const env = { PW: server.password };
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let db: string;
+  let live: PgClient;
+  const capture = new Capture();
+  let beforeRetype = '';
+  let beforeRetypeRows: string[] = [];
+  let afterRetype = '';
+  let afterCollation = '';
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir());
+    db = await freshDatabase(server, 'refuse');
+    live = await connectTo(server, db);
+    await live.query(`
+      CREATE TABLE coded (code text COLLATE "C" PRIMARY KEY, v int);
+      INSERT INTO coded SELECT 'code-' || g, g FROM generate_series(1, 40) g;
+      CREATE TABLE priced (id int PRIMARY KEY, amount numeric(10,2));
+      INSERT INTO priced SELECT g, g * 1.25 FROM generate_series(1, 40) g;`);
+    expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
+    await writeFile(path.join(dir, 'flashback.yaml'), config(name, db, 'postgres'));
+    await capture.start(dir, name, env);
+    expect(capture.err).not.toContain('not recorded');
+    const b = await runCli(['backup', name], { cwd: dir, env });
+    expect(b.code, b.stderr).toBe(0);
+
+    await live.query('UPDATE priced SET amount = amount + 1 WHERE id % 3 = 0');
+    beforeRetype = await position(live);
+    beforeRetypeRows = await rows(server, db, 'priced');
+    // Wider precision: PostgreSQL keeps the stored values (no rewrite).
+    await live.query('ALTER TABLE priced ALTER COLUMN amount TYPE numeric(12,2)');
+    await live.query('UPDATE priced SET amount = 12345.67 WHERE id = 1');
+    afterRetype = await position(live);
+    await new Promise((r) => setTimeout(r, 500));
+    // A snapshot between the two changes: from it, only the collation change is in the window.
+    const b2 = await runCli(['backup', name], { cwd: dir, env });
+    expect(b2.code, b2.stderr).toBe(0);
+    // Same type, another collation: no rewrite, but the key order may differ.
+    await live.query('ALTER TABLE coded ALTER COLUMN code TYPE text COLLATE "POSIX"');
+    await live.query("UPDATE coded SET v = -v WHERE code = 'code-7'");
+    afterCollation = await position(live);
+    await new Promise((r) => setTimeout(r, 1500));
+  });
+
+  afterAll(async () => {
+    await capture.stop();
+    await runCli(['capture', name, '--drop-slot', '--confirm', name], { cwd: dir, env });
+    await live?.end();
+    await cleanup();
+  });
+
+  const restoreAt = (lsn: string, into: string) =>
+    runCli(['restore', name, '--lsn', lsn, '--to', url(into), '--create', '--confirm', into], {
+      cwd: dir,
+      env,
+    });
+  const created = async (into: string) =>
+    (await live.query('SELECT 1 FROM pg_database WHERE datname = $1', [into])).rowCount;
+
+  it('refuses a retype without a rewrite other than varchar/text, and rebuilds the moment before it', async () => {
+    const into = `refuse_rt_${Date.now() % 100000}`;
+    const r = await restoreAt(afterRetype, into);
+    expect(r.code, r.stderr).toBe(ExitCode.failed);
+    expect(r.stderr).toContain('column amount of public.priced was retyped after snapshot');
+    expect(r.stderr).toContain('numeric(10,2) to numeric(12,2)');
+    expect(await created(into)).toBe(0);
+    const ok = `refuse_ok_${Date.now() % 100000}`;
+    const before = await restoreAt(beforeRetype, ok);
+    expect(before.code, before.stderr).toBe(0);
+    expect(await rows(server, ok, 'priced')).toEqual(beforeRetypeRows);
+  });
+
+  it("refuses a key column's collation change, naming it", async () => {
+    const into = `refuse_co_${Date.now() % 100000}`;
+    const r = await restoreAt(afterCollation, into);
+    expect(r.code, r.stderr).toBe(ExitCode.failed);
+    expect(r.stderr).toContain(
+      'key column code of public.coded changed type or collation after snapshot',
+    );
+    expect(r.stderr).toContain('(text pg_catalog."C" to text pg_catalog."POSIX")');
+    expect(await created(into)).toBe(0);
+  });
+});
+
+describe('capture without a superuser (PostgreSQL 17)', () => {
+  const name = `plain${Math.random().toString(16).slice(2, 8)}`;
+  const role = `fb_${Math.random().toString(16).slice(2, 8)}`;
+  const password = 'capture-role-pw';
+  const env = { PW: password };
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let db: string;
+  let live: PgClient;
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir());
+    db = await freshDatabase(server, 'plain');
+    live = await connectTo(server, db);
+    await live.query(`
+      CREATE TABLE item (id int PRIMARY KEY, label text);
+      INSERT INTO item SELECT g, 'item ' || g FROM generate_series(1, 30) g;
+      CREATE ROLE ${role} LOGIN REPLICATION PASSWORD '${password}';
+      GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${role};
+      -- FOR ALL TABLES needs a superuser: created once by one (docs/CAPTURE.md, "Privileges").
+      CREATE PUBLICATION flashback FOR ALL TABLES;`);
+    expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
+    await writeFile(path.join(dir, 'flashback.yaml'), config(name, db, role));
+  });
+
+  afterAll(async () => {
+    await runCli(['capture', name, '--drop-slot', '--confirm', name], { cwd: dir, env });
+    await live?.end();
+    const c = await connectTo(server);
+    await c.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
+    await c.query(`DROP ROLE IF EXISTS ${role}`).catch(() => undefined);
+    await c.end();
+    await cleanup();
+  });
+
+  it('warns that schema changes are not recorded, and captures rows that rebuild exactly', async () => {
+    const capture = new Capture();
+    await capture.start(dir, name, env);
+    try {
+      expect(capture.err).toContain('schema changes on');
+      expect(capture.err).toContain('are not recorded in the change log');
+      expect(capture.err).toContain('needs a superuser');
+      const installed = await live.query(
+        "SELECT 1 FROM pg_event_trigger WHERE evtname LIKE 'flashback%'",
+      );
+      expect(installed.rowCount).toBe(0);
+      const b = await runCli(['backup', name], { cwd: dir, env });
+      expect(b.code, b.stderr).toBe(0);
+      await live.query("UPDATE item SET label = 'changed' WHERE id % 4 = 0");
+      await live.query('DELETE FROM item WHERE id > 25');
+      const at = await position(live);
+      const want = await rows(server, db, 'item');
+      await new Promise((r) => setTimeout(r, 1500));
+      const into = `plain_${Date.now() % 100000}`;
+      const r = await runCli(
+        ['restore', name, '--lsn', at, '--to', url(into), '--create', '--confirm', into],
+        { cwd: dir, env: { PW: password } },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      expect(await rows(server, into, 'item')).toEqual(want);
+    } finally {
+      await capture.stop();
+    }
+  });
+
+  it('once a superuser installed the event triggers, the same role captures without the warning', async () => {
+    // A superuser's capture installs them (a repository of its own, then its slot dropped).
+    const su = await tempDir();
+    try {
+      expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: su.dir })).code).toBe(0);
+      await writeFile(path.join(su.dir, 'flashback.yaml'), config(`${name}su`, db, 'postgres'));
+      const suCapture = new Capture();
+      await suCapture.start(su.dir, `${name}su`, { PW: server.password });
+      await suCapture.stop();
+      await runCli(['capture', `${name}su`, '--drop-slot', '--confirm', `${name}su`], {
+        cwd: su.dir,
+        env: { PW: server.password },
+      });
+    } finally {
+      await su.cleanup();
+    }
+    const installed = await live.query(
+      "SELECT 1 FROM pg_event_trigger WHERE evtname LIKE 'flashback%'",
+    );
+    expect(installed.rowCount).toBe(3);
+    const capture = new Capture();
+    await capture.start(dir, name, env);
+    try {
+      expect(capture.err).not.toContain('not recorded');
+    } finally {
+      await capture.stop();
+    }
+  });
+});
+
+function config(name: string, db: string, user: string): string {
+  return `repository: repo\ntargets:\n  ${name}:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: ${user}\n    password_env: PW\n    protected: false\n`;
+}
