@@ -6,14 +6,13 @@
  * never transferred: a transfer would detach the caller's buffer, and
  * callers still read it (a chunk's length goes into the manifest).
  *
- * When the compiled worker file is not beside this module (running from
- * TypeScript sources, as unit tests do), compression runs inline: same
- * output, one thread.
+ * When no worker can be started (unit tests run from TypeScript sources
+ * under vitest; src/util/thread.ts), compression runs inline: same output,
+ * one thread.
  */
-import { existsSync } from 'node:fs';
 import os from 'node:os';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startThread, threadAvailable } from '../util/thread.js';
 import { type CodecName, DEFAULT_CODEC, encodeChunk } from './codec.js';
 
 /** Encodes chunk content to its stored form. */
@@ -33,7 +32,7 @@ const WORKER = new URL('./compress-worker.js', import.meta.url);
 
 /** A pool of `size` worker threads (default: cores - 1, at least 1), or inline when workers are unavailable. */
 export function createEncoder(size = Math.max(1, os.availableParallelism() - 1)): ChunkEncoder {
-  if (!existsSync(fileURLToPath(WORKER))) return inlineEncoder;
+  if (!threadAvailable(WORKER)) return inlineEncoder;
   return new PoolEncoder(size);
 }
 
@@ -50,7 +49,7 @@ class PoolEncoder implements ChunkEncoder {
 
   constructor(size: number) {
     for (let i = 0; i < size; i++) {
-      const w = new Worker(WORKER);
+      const w = startThread(WORKER);
       w.unref();
       w.on('message', (m: { seq: number; stored?: Uint8Array; error?: string }) => {
         this.load[i]!--;
