@@ -50,9 +50,8 @@ class PoolEncoder implements ChunkEncoder {
   constructor(size: number) {
     for (let i = 0; i < size; i++) {
       const w = startThread(WORKER);
-      w.unref();
       w.on('message', (m: { seq: number; stored?: Uint8Array; error?: string }) => {
-        this.load[i]!--;
+        if (--this.load[i]! === 0) w.unref();
         const p = this.pending.get(m.seq);
         this.pending.delete(m.seq);
         if (m.stored !== undefined)
@@ -63,6 +62,8 @@ class PoolEncoder implements ChunkEncoder {
         for (const p of this.pending.values()) p.reject(err);
         this.pending.clear();
       });
+      // Referenced only while it holds work, after the listeners (adding one references it again).
+      w.unref();
       this.workers.push(w);
       this.load.push(0);
     }
@@ -73,7 +74,7 @@ class PoolEncoder implements ChunkEncoder {
     // The least busy worker.
     let i = 0;
     for (let k = 1; k < this.load.length; k++) if (this.load[k]! < this.load[i]!) i = k;
-    this.load[i]!++;
+    if (this.load[i]!++ === 0) this.workers[i]!.ref();
     return new Promise((resolve, reject) => {
       this.pending.set(seq, { resolve, reject });
       this.workers[i]!.postMessage({ seq, content, codec });
