@@ -11,8 +11,7 @@
  * one thread.
  */
 import os from 'node:os';
-import type { Worker } from 'node:worker_threads';
-import { startThread, threadAvailable } from '../util/thread.js';
+import { ThreadPool, threadAvailable } from '../util/thread.js';
 import { type CodecName, DEFAULT_CODEC, encodeChunk } from './codec.js';
 
 /** Encodes chunk content to its stored form. */
@@ -36,52 +35,21 @@ export function createEncoder(size = Math.max(1, os.availableParallelism() - 1))
   return new PoolEncoder(size);
 }
 
-interface Pending {
-  readonly resolve: (b: Buffer) => void;
-  readonly reject: (e: Error) => void;
-}
-
 class PoolEncoder implements ChunkEncoder {
-  private readonly workers: Worker[] = [];
-  private readonly pending = new Map<number, Pending>();
-  private readonly load: number[] = [];
-  private seq = 0;
+  private readonly pool: ThreadPool<{ seq: number; stored?: Uint8Array; error?: string }>;
 
   constructor(size: number) {
-    for (let i = 0; i < size; i++) {
-      const w = startThread(WORKER);
-      w.on('message', (m: { seq: number; stored?: Uint8Array; error?: string }) => {
-        if (--this.load[i]! === 0) w.unref();
-        const p = this.pending.get(m.seq);
-        this.pending.delete(m.seq);
-        if (m.stored !== undefined)
-          p?.resolve(Buffer.from(m.stored.buffer, m.stored.byteOffset, m.stored.byteLength));
-        else p?.reject(new Error(m.error ?? 'compression failed'));
-      });
-      w.on('error', (err) => {
-        for (const p of this.pending.values()) p.reject(err);
-        this.pending.clear();
-      });
-      // Referenced only while it holds work, after the listeners (adding one references it again).
-      w.unref();
-      this.workers.push(w);
-      this.load.push(0);
-    }
+    this.pool = new ThreadPool(WORKER, size);
   }
 
-  encode(content: Buffer, codec: CodecName = DEFAULT_CODEC): Promise<Buffer> {
-    const seq = this.seq++;
-    // The least busy worker.
-    let i = 0;
-    for (let k = 1; k < this.load.length; k++) if (this.load[k]! < this.load[i]!) i = k;
-    if (this.load[i]!++ === 0) this.workers[i]!.ref();
-    return new Promise((resolve, reject) => {
-      this.pending.set(seq, { resolve, reject });
-      this.workers[i]!.postMessage({ seq, content, codec });
-    });
+  async encode(content: Buffer, codec: CodecName = DEFAULT_CODEC): Promise<Buffer> {
+    if (this.pool.broken) return encodeChunk(content, codec);
+    const m = await this.pool.run({ content, codec });
+    if (m.stored === undefined) throw new Error(m.error ?? 'compression failed');
+    return Buffer.from(m.stored.buffer, m.stored.byteOffset, m.stored.byteLength);
   }
 
-  async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
+  close(): Promise<void> {
+    return this.pool.close();
   }
 }

@@ -13,8 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import os from 'node:os';
-import type { Worker } from 'node:worker_threads';
-import { startThread, threadAvailable } from '../util/thread.js';
+import { ThreadPool, threadAvailable } from '../util/thread.js';
 import { ChunkFormatError, decodeChunk } from './codec.js';
 
 /** Decodes and verifies stored chunks. */
@@ -60,57 +59,20 @@ interface Reply {
 }
 
 class PoolDecoder implements ChunkDecoder {
-  private readonly workers: Worker[] = [];
-  private readonly pending = new Map<
-    number,
-    { resolve: (b: Buffer) => void; reject: (e: Error) => void }
-  >();
-  private readonly load: number[] = [];
-  private seq = 0;
-  /** A thread died: what it held failed, and reads run inline from then on. */
-  private broken = false;
+  private readonly pool: ThreadPool<Reply>;
 
   constructor(size: number) {
-    for (let i = 0; i < size; i++) {
-      const w = startThread(WORKER);
-      w.on('message', (m: Reply) => {
-        if (--this.load[i]! === 0) w.unref();
-        const p = this.pending.get(m.seq);
-        this.pending.delete(m.seq);
-        if (p === undefined) return;
-        if (m.content !== undefined) {
-          p.resolve(Buffer.from(m.content.buffer, m.content.byteOffset, m.content.byteLength));
-        } else if (m.hashedTo !== undefined) {
-          p.reject(new ChunkHashError(m.hashedTo));
-        } else {
-          const message = m.error ?? 'decoding failed';
-          p.reject(m.format === true ? new ChunkFormatError(message) : new Error(message));
-        }
-      });
-      w.on('error', (err) => {
-        this.broken = true;
-        for (const p of this.pending.values()) p.reject(err);
-        this.pending.clear();
-        for (const x of this.workers) void x.terminate();
-      });
-      // Referenced only while it holds work (an awaited read must keep the
-      // process alive; an idle pool must not). After the listeners: adding
-      // one references the thread again.
-      w.unref();
-      this.workers.push(w);
-      this.load.push(0);
-    }
+    this.pool = new ThreadPool<Reply>(WORKER, size);
   }
 
-  decode(stored: Buffer, id: string): Promise<Buffer> {
-    if (this.broken) return inlineDecoder.decode(stored, id);
-    const seq = this.seq++;
-    let i = 0;
-    for (let k = 1; k < this.load.length; k++) if (this.load[k]! < this.load[i]!) i = k;
-    if (this.load[i]!++ === 0) this.workers[i]!.ref();
-    return new Promise((resolve, reject) => {
-      this.pending.set(seq, { resolve, reject });
-      this.workers[i]!.postMessage({ seq, stored, id });
-    });
+  async decode(stored: Buffer, id: string): Promise<Buffer> {
+    if (this.pool.broken) return inlineDecoder.decode(stored, id);
+    const m = await this.pool.run({ stored, id });
+    if (m.content !== undefined) {
+      return Buffer.from(m.content.buffer, m.content.byteOffset, m.content.byteLength);
+    }
+    if (m.hashedTo !== undefined) throw new ChunkHashError(m.hashedTo);
+    const message = m.error ?? 'decoding failed';
+    throw m.format === true ? new ChunkFormatError(message) : new Error(message);
   }
 }

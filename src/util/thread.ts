@@ -32,3 +32,66 @@ function tsSource(jsUrl: URL): URL | undefined {
   const ts = new URL(jsUrl.href.replace(/\.js$/, '.ts'));
   return existsSync(fileURLToPath(ts)) ? ts : undefined;
 }
+
+/**
+ * Threads running one module. Each job goes to the least busy thread as a
+ * message `{seq, ...job}`; the thread answers `{seq, ...}`, which settles
+ * the job. A thread is referenced only while it holds work: an awaited job
+ * keeps the process alive, an idle pool does not. When a thread dies, every
+ * job in flight fails with its error, the pool stops (`broken`), and callers
+ * go on inline.
+ */
+export class ThreadPool<Reply extends { readonly seq: number }> {
+  private readonly workers: Worker[] = [];
+  private readonly load: number[] = [];
+  private readonly pending = new Map<
+    number,
+    { resolve: (r: Reply) => void; reject: (e: Error) => void }
+  >();
+  private seq = 0;
+  private stopped = false;
+
+  constructor(jsUrl: URL, size: number) {
+    for (let i = 0; i < size; i++) {
+      const w = startThread(jsUrl);
+      w.on('message', (m: Reply) => {
+        if (--this.load[i]! === 0) w.unref();
+        const p = this.pending.get(m.seq);
+        this.pending.delete(m.seq);
+        p?.resolve(m);
+      });
+      w.on('error', (err) => {
+        this.stopped = true;
+        for (const p of this.pending.values()) p.reject(err);
+        this.pending.clear();
+        for (const x of this.workers) void x.terminate();
+      });
+      // After the listeners: adding one references the thread again.
+      w.unref();
+      this.workers.push(w);
+      this.load.push(0);
+    }
+  }
+
+  /** A thread died (or close was called): run inline instead. */
+  get broken(): boolean {
+    return this.stopped;
+  }
+
+  run(job: Record<string, unknown>): Promise<Reply> {
+    if (this.stopped) return Promise.reject(new Error('the thread pool has stopped'));
+    const seq = this.seq++;
+    let i = 0;
+    for (let k = 1; k < this.load.length; k++) if (this.load[k]! < this.load[i]!) i = k;
+    if (this.load[i]!++ === 0) this.workers[i]!.ref();
+    return new Promise((resolve, reject) => {
+      this.pending.set(seq, { resolve, reject });
+      this.workers[i]!.postMessage({ seq, ...job });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
