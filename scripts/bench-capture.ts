@@ -138,11 +138,24 @@ async function main(): Promise<void> {
       signal: stop.signal,
       onStart: () => started(),
       onSegment: (s) => {
-        lags.push(...s.lagsMs);
+        // (A loop, not push(...): a segment of a long run can hold more lags than a call's arguments.)
+        for (const l of s.lagsMs) lags.push(l);
         committed = s.committed;
       },
     });
+    // Handled at once: a capture that fails mid-run must not crash the bench
+    // (an unhandled rejection) and hide the error that stopped it.
+    let captureFailed: { error: unknown } | undefined;
+    capturing.catch((error: unknown) => {
+      captureFailed = { error };
+      started();
+    });
+    /** Throws what stopped capture, if it stopped. */
+    const captureAlive = (): void => {
+      if (captureFailed !== undefined) throw captureFailed.error;
+    };
     await ready;
+    captureAlive();
     log('backup (the base of the restore to a moment)…');
     const base = await backup({ target, repo, workers: 2 });
 
@@ -179,6 +192,7 @@ async function main(): Promise<void> {
       return (BigInt(`0x${a}`) << 32n) | BigInt(`0x${b}`);
     };
     while (lsnValue(committed) < lsnValue(end.lsn)) {
+      captureAlive();
       // Wait for a heartbeat or commit past the end to be stored.
       await db.query("SELECT pg_logical_emit_message(false, 'bench', 'x')");
       await new Promise((r) => setTimeout(r, 100));
@@ -274,7 +288,11 @@ async function main(): Promise<void> {
       captureCostPercent: (1 - tpsCaptured / tpsAlone) * 100,
       transactionsStored: result.transactions,
       changesStored: result.changes,
-      lagMs: { p50: percentile(lags, 50), p99: percentile(lags, 99), max: Math.max(...lags) },
+      lagMs: {
+        p50: percentile(lags, 50),
+        p99: percentile(lags, 99),
+        max: lags.reduce((a, b) => Math.max(a, b), 0),
+      },
       catchUpSeconds: catchUp,
       restoreAt: {
         windowTransactions: overlay.transactions,
