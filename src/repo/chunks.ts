@@ -10,7 +10,6 @@ import type { Storage } from '../storage/storage.js';
 import { ObjectNotFoundError } from '../storage/storage.js';
 import { ChunkFormatError, type CodecName, decodeChunk } from './codec.js';
 import { type ChunkEncoder, inlineEncoder } from './compress-pool.js';
-import { type ChunkDecoder, ChunkHashError, sharedDecoder } from './decode-pool.js';
 
 /** Result of storing a chunk. */
 export interface PutResult {
@@ -56,8 +55,6 @@ export class ChunkStore {
   constructor(
     private readonly storage: Storage,
     private readonly encoder: ChunkEncoder = inlineEncoder,
-    /** Decoding and hash checks of reads; default the process's threads, started at the first read (decode-pool.ts). */
-    private readonly decoder?: ChunkDecoder,
   ) {}
 
   /** Where the chunks are, for messages. */
@@ -94,10 +91,11 @@ export class ChunkStore {
       }
       throw err;
     }
+    let content: Buffer;
     try {
-      return await (this.decoder ?? sharedDecoder()).decode(stored, id);
+      content = (await decodeChunk(stored)).content;
     } catch (err) {
-      if (err instanceof ChunkFormatError || err instanceof ChunkHashError) {
+      if (err instanceof ChunkFormatError) {
         throw new ChunkError(
           id,
           `chunk ${id} is damaged: ${err.message}`,
@@ -106,6 +104,15 @@ export class ChunkStore {
       }
       throw err;
     }
+    const actual = chunkId(content);
+    if (actual !== id) {
+      throw new ChunkError(
+        id,
+        `chunk ${id} is damaged: its content hashes to ${actual}`,
+        'run `flashback check --read-data` to see what else is affected',
+      );
+    }
+    return content;
   }
 
   /** True if the chunk object exists (not verified). */

@@ -1,4 +1,13 @@
-/** The compression thread pool, as built (dist/): output identical to inline encoding; shared buffers are never detached. */
+/**
+ * The compression thread pool, as built (dist/): output identical to inline
+ * encoding; shared buffers are never detached; a process waiting on the
+ * pool stays alive, and one whose pool is idle exits without closing it.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 
 // The pool needs the compiled worker file, so test the built module.
@@ -30,6 +39,33 @@ describe('compression pool', () => {
       expect(small.toString()).toBe('1\tx\n');
     } finally {
       await encoder.close();
+    }
+  });
+
+  it('keeps a process alive while a chunk is being compressed, and lets it exit when idle', async () => {
+    const dist = (m: string) => new URL(`../../dist/${m}`, import.meta.url).href;
+    const script = `
+      const pool = await import(${JSON.stringify(dist('repo/compress-pool.js'))});
+      const encoder = pool.createEncoder(1);
+      const stored = await encoder.encode(Buffer.from('a\\tb\\n'.repeat(100000)));
+      process.stdout.write(String(stored.length > 0));`;
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'flashback-pool-'));
+    try {
+      await writeFile(path.join(dir, 'encode.mjs'), script);
+      const t = performance.now();
+      const { stdout } = await promisify(execFile)(
+        process.execPath,
+        [path.join(dir, 'encode.mjs')],
+        {
+          timeout: 20000,
+        },
+      );
+      // Unreferenced while working, the process would exit at the await and print nothing.
+      expect(stdout).toBe('true');
+      // Referenced while idle, it would never exit (the timeout would kill it).
+      expect(performance.now() - t).toBeLessThan(10000);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
