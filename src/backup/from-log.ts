@@ -23,6 +23,7 @@
 import { InterruptedError, UsageError } from '../errors.js';
 import { fillAbsent, type Reshape, reshapeBlock } from '../history/schema-changes.js';
 import {
+  closeOverlay,
   emptyTableOverlay,
   lineOf,
   type Overlay,
@@ -108,11 +109,13 @@ export async function backupFromLog(options: FromLogOptions): Promise<FromLogRes
     command: `backup ${target} --from-log`,
   });
   const encoder = createEncoder();
+  let opened: Overlay | undefined;
   try {
     const point = options.point ?? (await logEnd(repo, target));
     const plan = await planPointInTime(repo, target, point);
     // After schema changes in the window: the point's schema, the snapshot's rows laid out in it.
     const { manifest: base, overlay } = await rebuildPlan(plan);
+    opened = overlay;
     const changed = (t: TableSnapshot): boolean =>
       overlay.tables.has(`${t.schema}.${t.name}`) || overlay.reshape.has(`${t.schema}.${t.name}`);
     // Refuse before writing anything: every changed keyed table must have a key order we reproduce.
@@ -198,6 +201,8 @@ export async function backupFromLog(options: FromLogOptions): Promise<FromLogRes
       seconds: (Date.now() - started.getTime()) / 1000,
     };
   } finally {
+    // (serve makes these on a schedule: a spool file per run must not pile up.)
+    if (opened !== undefined) closeOverlay(opened);
     await encoder.close();
     await lock.release();
   }

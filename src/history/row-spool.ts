@@ -22,6 +22,9 @@
  *   called more than once.
  * - The file is unlinked as soon as it is created: nothing is left behind,
  *   whatever happens to the process. `clear()` (a truncate) empties it.
+ *   Its space is freed when the descriptor closes: `close()` when the
+ *   overlay is done with (closeOverlay), or else when the spool is garbage
+ *   collected (a long-running serve must not keep one per snapshot it made).
  */
 import { closeSync, ftruncateSync, mkdtempSync, openSync, read, rmSync, writeSync } from 'node:fs';
 import os from 'node:os';
@@ -31,6 +34,11 @@ import { encodeField } from '../pg/copy-text.js';
 import type { ChangeValue } from '../repo/changelog.js';
 
 const readAt = promisify(read);
+
+/** Closes the descriptor of a spool that was collected without close(). */
+const collected = new FinalizationRegistry<{ fd: number | undefined }>((file) => {
+  if (file.fd !== undefined) closeSync(file.fd);
+});
 
 /** The marker of an absent value in a spool line. */
 export const ABSENT_FIELD = '\u0000';
@@ -49,7 +57,8 @@ export class RowSpool {
    */
   private counts: Map<string, number> | undefined;
   private memoryChars = 0;
-  private fd: number | undefined;
+  /** The file's descriptor, in an object of its own: the finalizer closes it without holding the spool. */
+  private readonly file: { fd: number | undefined } = { fd: undefined };
   private fileBytes = 0;
   private fileRows = 0;
   private pending: string[] = [];
@@ -57,7 +66,9 @@ export class RowSpool {
   /** Cancellations asked for after spilling, resolved by settle(). */
   private deferred = new Map<string, number>();
 
-  constructor(private readonly budget: number = DEFAULT_SPOOL_BUDGET) {}
+  constructor(private readonly budget: number = DEFAULT_SPOOL_BUDGET) {
+    collected.register(this, this.file);
+  }
 
   /** Rows held (before deferred cancellations are settled). */
   get size(): number {
@@ -66,12 +77,12 @@ export class RowSpool {
 
   /** Whether the rows went to a file. */
   get spilled(): boolean {
-    return this.fd !== undefined;
+    return this.file.fd !== undefined;
   }
 
   push(values: readonly ChangeValue[]): void {
     const line = spoolLine(values);
-    if (this.fd === undefined) {
+    if (this.file.fd === undefined) {
       this.memory.push(line);
       this.counts?.set(line, (this.counts.get(line) ?? 0) + 1);
       this.memoryChars += line.length + 1;
@@ -85,7 +96,7 @@ export class RowSpool {
 
   /** Takes back one added row equal to `line` (see the contract); false: none was added. */
   cancel(line: string): boolean {
-    if (this.fd !== undefined) {
+    if (this.file.fd !== undefined) {
       this.deferred.set(line, (this.deferred.get(line) ?? 0) + 1);
       return true;
     }
@@ -112,7 +123,7 @@ export class RowSpool {
     this.pending = [];
     this.pendingChars = 0;
     this.deferred.clear();
-    if (this.fd !== undefined) ftruncateSync(this.fd, 0);
+    if (this.file.fd !== undefined) ftruncateSync(this.file.fd, 0);
     this.fileBytes = 0;
     this.fileRows = 0;
   }
@@ -126,10 +137,10 @@ export class RowSpool {
     this.flush();
     const unmatched = this.deferred;
     this.deferred = new Map();
-    if (unmatched.size === 0 || this.fd === undefined) return unmatched;
-    const old = this.fd;
+    if (unmatched.size === 0 || this.file.fd === undefined) return unmatched;
+    const old = this.file.fd;
     const oldBytes = this.fileBytes;
-    this.fd = createFile();
+    this.file.fd = createFile();
     this.fileBytes = 0;
     this.fileRows = 0;
     try {
@@ -157,19 +168,19 @@ export class RowSpool {
   /** The spool lines in order, in batches (file first, then memory). */
   async *batches(): AsyncGenerator<readonly string[]> {
     this.flush();
-    if (this.fd !== undefined) yield* linesOf(this.fd, this.fileBytes);
+    if (this.file.fd !== undefined) yield* linesOf(this.file.fd, this.fileBytes);
     for (let i = 0; i < this.memory.length; i += 10_000) yield this.memory.slice(i, i + 10_000);
   }
 
   /** Closes the file (its name is long gone); the spool is empty afterwards. */
   close(): void {
     this.clear();
-    if (this.fd !== undefined) closeSync(this.fd);
-    this.fd = undefined;
+    if (this.file.fd !== undefined) closeSync(this.file.fd);
+    this.file.fd = undefined;
   }
 
   private spill(): void {
-    this.fd = createFile();
+    this.file.fd = createFile();
     this.pending = this.memory;
     this.pendingChars = this.memoryChars;
     this.memory = [];
@@ -179,11 +190,11 @@ export class RowSpool {
   }
 
   private flush(): void {
-    if (this.pending.length === 0 || this.fd === undefined) return;
+    if (this.pending.length === 0 || this.file.fd === undefined) return;
     const block = Buffer.from(`${this.pending.join('\n')}\n`, 'utf8');
     let off = 0;
     while (off < block.length) {
-      off += writeSync(this.fd, block, off, block.length - off, this.fileBytes + off);
+      off += writeSync(this.file.fd, block, off, block.length - off, this.fileBytes + off);
     }
     this.fileBytes += block.length;
     this.fileRows += this.pending.length;

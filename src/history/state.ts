@@ -85,6 +85,11 @@ export function emptyTableOverlay(spoolBudget?: number): TableOverlay {
   };
 }
 
+/** Frees what an overlay holds outside memory (the keyless tables' spool files); it is not read after. */
+export function closeOverlay(o: Overlay): void {
+  for (const t of o.tables.values()) t.added.close();
+}
+
 /** The overlay of a window, and where it ends. */
 export interface Overlay {
   readonly tables: ReadonlyMap<string, TableOverlay>;
@@ -215,6 +220,7 @@ export async function rebuildPlan(
     next !== undefined &&
     first.schema.at.commitLsn >= lsnValue(next.commitLsn)
   ) {
+    closeOverlay(first.overlay);
     const again = await build({ kind: 'lsn', lsn: lsnValue(next.commitLsn) });
     return { manifest: again.manifest, overlay: again.overlay };
   }

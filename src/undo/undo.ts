@@ -32,6 +32,7 @@ import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard } from '../guard/guard.js';
 import {
   buildOverlay,
+  closeOverlay,
   lineOf,
   type Overlay,
   type PointInTime,
@@ -369,6 +370,8 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
     };
   } finally {
     await client.end().catch(() => {});
+    closeOverlay(preOverlay);
+    closeOverlay(window);
   }
 }
 

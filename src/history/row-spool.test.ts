@@ -1,0 +1,48 @@
+import { readdirSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { RowSpool } from './row-spool.js';
+
+const openFiles = (): number => readdirSync('/proc/self/fd').length;
+const hasProc = (() => {
+  try {
+    readdirSync('/proc/self/fd');
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+async function lines(spool: RowSpool): Promise<string[]> {
+  const out: string[] = [];
+  for await (const b of spool.batches()) out.push(...b);
+  return out;
+}
+
+describe('the spool of rows added to a keyless table', () => {
+  it('keeps rows in order past the budget, absent values marked, and cancels as in memory', async () => {
+    const spool = new RowSpool(64);
+    for (let i = 0; i < 50; i++) spool.push([String(i), i % 2 === 0 ? `even\t${i}` : null]);
+    spool.push(['x', 0]);
+    expect(spool.spilled).toBe(true);
+    expect(spool.cancel('4\teven\\t4')).toBe(true); // deferred once spilled
+    expect(spool.cancel('not added')).toBe(true);
+    const unmatched = await spool.settle();
+    expect([...unmatched]).toEqual([['not added', 1]]);
+    const got = await lines(spool);
+    expect(got).toHaveLength(50);
+    expect(got[0]).toBe('0\teven\\t0');
+    expect(got[1]).toBe('1\t\\N');
+    expect(got).not.toContain('4\teven\\t4');
+    expect(got.at(-1)).toBe('x\t\u0000');
+    spool.close();
+  });
+
+  it.skipIf(!hasProc)('frees its file when closed', () => {
+    const before = openFiles();
+    const spool = new RowSpool(8);
+    for (let i = 0; i < 100; i++) spool.push([String(i)]);
+    expect(openFiles()).toBe(before + 1);
+    spool.close();
+    expect(openFiles()).toBe(before);
+  });
+});
