@@ -39,7 +39,12 @@ import { backupFromLog } from '../src/backup/from-log.js';
 import { capture } from '../src/capture/capture.js';
 import { parseConfig } from '../src/config/load.js';
 import { resolveTarget } from '../src/config/targets.js';
-import { buildOverlay, planPointInTime, pointInTimeSource } from '../src/history/state.js';
+import {
+  buildOverlay,
+  closeOverlay,
+  planPointInTime,
+  pointInTimeSource,
+} from '../src/history/state.js';
 import { connectParams } from '../src/pg/connect.js';
 import { EmbeddedServer } from '../src/pg/embedded.js';
 import type { SchemaModel } from '../src/pg/schema/model.js';
@@ -221,29 +226,37 @@ async function main(): Promise<void> {
       io,
     });
     const snapshotRestore = (performance.now() - t) / 1000;
-    t = performance.now();
-    let overlaySeconds = 0;
-    const pitr = await peakRss(async () => {
-      const plan = await planPointInTime(
-        repo,
-        'bench',
-        { kind: 'time', at: end.at },
-        base.manifest.id,
-      );
-      const overlay = await buildOverlay(plan);
-      overlaySeconds = (performance.now() - t) / 1000;
-      await restore({
-        manifest: plan.manifest,
-        source: pointInTimeSource(new ChunkStore(repo.storage), overlay),
-        repo,
-        target: resolveTarget('restored_at', config, env),
-        create: true,
-        io,
+    /** restore --at the end into `into`, from `snapshot` (default: the newest before the moment). */
+    const restoreAtEnd = async (into: string, snapshot?: string) => {
+      const t0 = performance.now();
+      let readSeconds = 0;
+      const run = await peakRss(async () => {
+        const plan = await planPointInTime(repo, 'bench', { kind: 'time', at: end.at }, snapshot);
+        const overlay = await buildOverlay(plan);
+        readSeconds = (performance.now() - t0) / 1000;
+        try {
+          await restore({
+            manifest: plan.manifest,
+            source: pointInTimeSource(new ChunkStore(repo.storage), overlay),
+            repo,
+            target: resolveTarget(into, config, env),
+            create: true,
+            io,
+          });
+        } finally {
+          closeOverlay(overlay);
+        }
+        return { overlay, from: plan.manifest.id };
       });
-      return overlay;
-    });
-    const overlay = pitr.value;
-    const pitrRestore = (performance.now() - t) / 1000;
+      return {
+        ...run.value,
+        readSeconds,
+        seconds: (performance.now() - t0) / 1000,
+        peakMb: run.peakMb,
+      };
+    };
+    const pitr = await restoreAtEnd('restored_at', base.manifest.id);
+    const { overlay, readSeconds: overlaySeconds, seconds: pitrRestore } = pitr;
 
     // The same moment once a snapshot from the log exists shortly before it
     // (what serve's schedule.backup_from_log keeps up): only the log after it is read.
@@ -255,24 +268,10 @@ async function main(): Promise<void> {
       point: { kind: 'time', at: end.before },
     });
     const fromLogSeconds = (performance.now() - t) / 1000;
-    t = performance.now();
-    const flRun = await peakRss(async () => {
-      const flPlan = await planPointInTime(repo, 'bench', { kind: 'time', at: end.at });
-      if (flPlan.manifest.id !== fl.manifest.id)
-        throw new Error(`restore --at chose ${flPlan.manifest.id}, not the snapshot from the log`);
-      const flOverlay = await buildOverlay(flPlan);
-      await restore({
-        manifest: flPlan.manifest,
-        source: pointInTimeSource(new ChunkStore(repo.storage), flOverlay),
-        repo,
-        target: resolveTarget('restored_fl', config, env),
-        create: true,
-        io,
-      });
-      return flOverlay;
-    });
-    const flOverlay = flRun.value;
-    const flRestore = (performance.now() - t) / 1000;
+    const flRun = await restoreAtEnd('restored_fl');
+    if (flRun.from !== fl.manifest.id)
+      throw new Error(`restore --at chose ${flRun.from}, not the snapshot from the log`);
+    const { overlay: flOverlay, seconds: flRestore } = flRun;
     await db.end();
 
     const report = {

@@ -37,6 +37,23 @@ describe('the spool of rows added to a keyless table', () => {
     spool.close();
   });
 
+  it('takes back one of equal rows in memory, also when they then go to the file', async () => {
+    const spool = new RowSpool(1000);
+    for (const v of ['a', 'b', 'a', 'c', 'a']) spool.push([v]);
+    expect(spool.cancel('a')).toBe(true);
+    expect(spool.cancel('a')).toBe(true);
+    expect(spool.cancel('b')).toBe(true);
+    expect(spool.cancel('b')).toBe(false); // only one was added
+    expect(await lines(spool)).toEqual(['c', 'a']);
+    // Past the budget the rows taken back stay taken back.
+    for (let i = 0; i < 200; i++) spool.push([`row ${i}`]);
+    expect(spool.spilled).toBe(true);
+    const all = await lines(spool);
+    expect(all.slice(0, 2)).toEqual(['c', 'a']);
+    expect(all).toHaveLength(202);
+    spool.close();
+  });
+
   it.skipIf(!hasProc)('frees its file when closed', () => {
     const before = openFiles();
     const spool = new RowSpool(8);

@@ -44,7 +44,7 @@ const collected = new FinalizationRegistry<{ fd: number | undefined }>((file) =>
 export const ABSENT_FIELD = '\u0000';
 
 /** Default in-memory budget per table (characters of spool lines). */
-export const DEFAULT_SPOOL_BUDGET = 32 * 1024 * 1024;
+const DEFAULT_SPOOL_BUDGET = 32 * 1024 * 1024;
 
 /** Spool lines written to the file in blocks of about this many characters. */
 const WRITE_BLOCK = 1024 * 1024;
@@ -56,6 +56,11 @@ export class RowSpool {
    * at the first cancellation only, as most keyless tables only get inserts.
    */
   private counts: Map<string, number> | undefined;
+  /**
+   * In-memory lines taken back, and how many of each: left in `memory` and
+   * skipped when it is read (removing them would scan it per cancellation).
+   */
+  private dropped = new Map<string, number>();
   private memoryChars = 0;
   /** The file's descriptor, in an object of its own: the finalizer closes it without holding the spool. */
   private readonly file: { fd: number | undefined } = { fd: undefined };
@@ -68,11 +73,6 @@ export class RowSpool {
 
   constructor(private readonly budget: number = DEFAULT_SPOOL_BUDGET) {
     collected.register(this, this.file);
-  }
-
-  /** Rows held (before deferred cancellations are settled). */
-  get size(): number {
-    return this.memory.length + this.fileRows + this.pending.length;
   }
 
   /** Whether the rows went to a file. */
@@ -108,10 +108,8 @@ export class RowSpool {
     if (n === undefined) return false;
     if (n <= 1) this.counts.delete(line);
     else this.counts.set(line, n - 1);
-    // The newest equal line: the most likely one, and which one is never observable.
-    const i = this.memory.lastIndexOf(line);
-    this.memory.splice(i, 1);
-    this.memoryChars -= line.length + 1;
+    // Which of equal lines goes is never observable: the first met when read.
+    this.dropped.set(line, (this.dropped.get(line) ?? 0) + 1);
     return true;
   }
 
@@ -119,6 +117,7 @@ export class RowSpool {
   clear(): void {
     this.memory = [];
     this.counts = undefined;
+    this.dropped.clear();
     this.memoryChars = 0;
     this.pending = [];
     this.pendingChars = 0;
@@ -169,7 +168,21 @@ export class RowSpool {
   async *batches(): AsyncGenerator<readonly string[]> {
     this.flush();
     if (this.file.fd !== undefined) yield* linesOf(this.file.fd, this.fileBytes);
-    for (let i = 0; i < this.memory.length; i += 10_000) yield this.memory.slice(i, i + 10_000);
+    const live = this.liveMemory();
+    for (let i = 0; i < live.length; i += 10_000) yield live.slice(i, i + 10_000);
+  }
+
+  /** The in-memory lines not taken back. */
+  private liveMemory(): string[] {
+    if (this.dropped.size === 0) return this.memory;
+    const skip = new Map(this.dropped);
+    return this.memory.filter((line) => {
+      const n = skip.get(line);
+      if (n === undefined) return true;
+      if (n <= 1) skip.delete(line);
+      else skip.set(line, n - 1);
+      return false;
+    });
   }
 
   /** Closes the file (its name is long gone); the spool is empty afterwards. */
@@ -181,10 +194,11 @@ export class RowSpool {
 
   private spill(): void {
     this.file.fd = createFile();
-    this.pending = this.memory;
+    this.pending = this.liveMemory();
     this.pendingChars = this.memoryChars;
     this.memory = [];
     this.counts = undefined;
+    this.dropped.clear();
     this.memoryChars = 0;
     this.flush();
   }
@@ -204,7 +218,7 @@ export class RowSpool {
 }
 
 /** A row as a spool line (absent values as the NUL marker). */
-export function spoolLine(values: readonly ChangeValue[]): string {
+function spoolLine(values: readonly ChangeValue[]): string {
   let out = '';
   for (let i = 0; i < values.length; i++) {
     const v = values[i];

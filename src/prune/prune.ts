@@ -286,7 +286,7 @@ async function pruneLogs(
     const result: LogPrune = {
       target,
       fromLsn: info.startLsn,
-      toLsn: lsnText(to > start ? to : start),
+      toLsn: lsnText(to),
       segmentsRemoved: segments.length,
       schemaRecordsRemoved: schemas.length,
       bytesFreed: segments.reduce((n, s) => n + s.size, 0),

@@ -365,8 +365,12 @@ const JOBS: Record<
       },
       hooks,
     );
-    const segments = r.value.logs.reduce((n, l) => n + l.segmentsRemoved, 0);
-    return `${r.value.snapshotsRemoved} snapshot(s)${segments > 0 ? ', ' : ' and '}${r.value.chunksRemoved} chunk(s)${segments > 0 ? ` and ${segments} change-log segment(s)` : ''} removed, ${formatBytes(r.value.bytesFreed + r.value.logs.reduce((n, l) => n + l.bytesFreed, 0))} freed`;
+    const { snapshotsRemoved, chunksRemoved, bytesFreed, logs } = r.value;
+    const segments = logs.reduce((n, l) => n + l.segmentsRemoved, 0);
+    const freed = bytesFreed + logs.reduce((n, l) => n + l.bytesFreed, 0);
+    return segments === 0
+      ? `${snapshotsRemoved} snapshot(s) and ${chunksRemoved} chunk(s) removed, ${formatBytes(freed)} freed`
+      : `${snapshotsRemoved} snapshot(s), ${chunksRemoved} chunk(s) and ${segments} change-log segment(s) removed, ${formatBytes(freed)} freed`;
   },
 };
 

@@ -191,8 +191,8 @@ export interface CaptureRun {
 }
 
 /**
- * `flashback capture prod` in `dir`, started again `restartMs` after every
- * exit until `stop()`: the supervisor a test (or serve) would be.
+ * `flashback capture prod` (or `args`) in `dir`, started again `restartMs`
+ * after every exit until `stop()`: the supervisor a test (or serve) would be.
  */
 export class CaptureProcess {
   readonly runs: CaptureRun[] = [];
@@ -252,7 +252,9 @@ export class CaptureProcess {
   /** Waits until the current run says it is streaming (slot created or resumed). */
   async streaming(timeoutMs = 20_000): Promise<void> {
     const end = Date.now() + timeoutMs;
-    while (this.child === undefined || !/capture prod: (created|using) slot/.test(this.stderr)) {
+    // (Target names are [a-z0-9_]: nothing to escape.)
+    const started = new RegExp(`capture ${this.args[1] ?? 'prod'}: (created|using) slot`);
+    while (this.child === undefined || !started.test(this.stderr)) {
       if (Date.now() > end) {
         throw new Error(
           `capture did not start streaming; runs: ${JSON.stringify(this.runs.slice(-3))}, now: ${this.stderr}`,

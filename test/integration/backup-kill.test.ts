@@ -4,7 +4,6 @@
  * snapshot is listed, the dead process's lock and replication slot do not
  * linger in anyone's way, and the next backup succeeds and restores.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,7 +11,8 @@ import { ExitCode } from '../../src/errors.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
 import type { FaultPointName } from '../../src/util/faultpoint.js';
 import type { CheckReport } from '../../src/verify/check.js';
-import { CLI, connectTo, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
+import { cliAt, killHard } from '../harness/faultpoint.js';
+import { connectTo, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
 
 const server = testServers().find((s) => s.major === 17) ?? testServers()[0]!;
 
@@ -21,48 +21,6 @@ const POINTS: ReadonlyArray<FaultPointName> = [
   'backup.before-manifest',
   'backup.after-manifest',
 ];
-
-/** Starts `flashback backup prod` parked at `point`; resolves once it is there. */
-async function backupUntil(
-  point: FaultPointName,
-  cwd: string,
-  repo: string,
-  password: string,
-): Promise<ChildProcess> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!/^(PG|DATABASE_URL$|FLASHBACK_)/.test(k)) env[k] = v;
-  }
-  const child = spawn(process.execPath, [CLI, 'backup', 'prod', '--repo', repo], {
-    cwd,
-    env: { ...env, PW: password, FLASHBACK_FAULTPOINT: point },
-  });
-  let stderr = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`backup never reached ${point}: ${stderr}`));
-    }, 20_000);
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (stderr.includes(`faultpoint ${point} reached\n`)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`backup exited (${code}) before ${point}: ${stderr}`));
-    });
-  });
-  return child;
-}
-
-async function kill(child: ChildProcess): Promise<NodeJS.Signals | null> {
-  const exited = new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_c, s) => r(s)));
-  child.kill('SIGKILL');
-  return exited;
-}
 
 describe('SIGKILL of a backup', () => {
   let dir: string;
@@ -109,10 +67,12 @@ describe('SIGKILL of a backup', () => {
       expect((await runCli(['init', '--repo', repo], { cwd: scratch })).code).toBe(0);
       const committed = point === 'backup.after-manifest';
 
-      const child = await backupUntil(point, dir, repo, server.password);
+      const child = await cliAt(point, ['backup', 'prod', '--repo', repo], dir, {
+        PW: server.password,
+      });
       // Parked mid-backup: it holds its temporary slot, so its vanishing below is the kill's doing.
       expect(await slots()).toBe(1);
-      expect(await kill(child)).toBe('SIGKILL');
+      expect(await killHard(child)).toBe('SIGKILL');
 
       // The dead process's lock stays behind (no cleanup ran).
       const locks = await readdir(path.join(repo, 'locks'));

@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import type { PgClient } from '../../src/pg/connect.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
+import { cliAt, killHard } from '../harness/faultpoint.js';
 import {
   CLI,
   connectTo,
@@ -389,21 +390,8 @@ describe('restore to a moment', () => {
         (await readdir(path.join(copy, 'changes', name))).filter((f) => f.endsWith('.seg'));
       const before = await segments();
       // Killed right after the log's new start is written, before any delete.
-      const child = spawn(process.execPath, [CLI, 'prune', '--repo', copy], {
-        cwd: dir,
-        env: { PATH: process.env.PATH, ...env, FLASHBACK_FAULTPOINT: 'prune.after-log-start' },
-      });
-      let stderr = '';
-      await new Promise<void>((resolve, reject) => {
-        child.stderr!.on('data', (d: Buffer) => {
-          stderr += d.toString();
-          if (stderr.includes('faultpoint prune.after-log-start reached')) resolve();
-        });
-        child.on('exit', (code) => reject(new Error(`prune exited (${code}): ${stderr}`)));
-      });
-      const killed = new Promise((r) => child.once('exit', r));
-      child.kill('SIGKILL');
-      await killed;
+      const child = await cliAt('prune.after-log-start', ['prune', '--repo', copy], dir, env);
+      expect(await killHard(child)).toBe('SIGKILL');
       expect(await segments()).toEqual(before);
       const info = JSON.parse(
         await readFile(path.join(copy, 'changes', name, 'capture.json'), 'utf8'),

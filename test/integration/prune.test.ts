@@ -4,7 +4,6 @@
  * at each fault point leaving a repository that checks clean and restores,
  * the exclusive lock, and a missing policy removing nothing.
  */
-import { spawn } from 'node:child_process';
 import { readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +14,8 @@ import { RunStore } from '../../src/repo/runs.js';
 import { SnapshotStore } from '../../src/repo/snapshots.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
 import { LocalStorage } from '../../src/storage/local.js';
+import type { FaultPointName } from '../../src/util/faultpoint.js';
+import { cliAt, killHard } from '../harness/faultpoint.js';
 import { CLI, connectTo, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
 
 const server = testServers().find((s) => s.major === 17)!;
@@ -136,29 +137,8 @@ describe('prune', () => {
   }
 
   /** Starts prune stopped at a fault point, waits until it parks there, and kills it. */
-  async function killPruneAt(point: string): Promise<void> {
-    const base: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(process.env)) {
-      if (!/^(PG|DATABASE_URL$|FLASHBACK_)/.test(k)) base[k] = v;
-    }
-    const child = spawn(process.execPath, [CLI, 'prune'], {
-      cwd: dir,
-      env: { ...base, ...env, FLASHBACK_FAULTPOINT: point },
-    });
-    let stderr = '';
-    const reached = new Promise<void>((resolve, reject) => {
-      child.stderr.on('data', (d: Buffer) => {
-        stderr += d.toString();
-        if (stderr.includes(`faultpoint ${point} reached`)) resolve();
-      });
-      child.on('exit', (code) =>
-        reject(new Error(`prune exited (${code}) before ${point}: ${stderr}`)),
-      );
-    });
-    await reached;
-    const exited = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_c, s) => r(s)));
-    child.kill('SIGKILL');
-    expect(await exited).toBe('SIGKILL');
+  async function killPruneAt(point: FaultPointName): Promise<void> {
+    expect(await killHard(await cliAt(point, ['prune'], dir, env))).toBe('SIGKILL');
   }
 
   beforeAll(async () => {

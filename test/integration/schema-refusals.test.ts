@@ -11,15 +11,14 @@
  *   changes rebuilds exactly. Once a superuser installed the event triggers,
  *   the same role captures without the warning.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { to as copyTo } from 'pg-copy-streams';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import type { PgClient } from '../../src/pg/connect.js';
+import { CaptureProcess } from '../harness/capture.js';
 import {
-  CLI,
   connectTo,
   freshDatabase,
   runCli,
@@ -50,33 +49,16 @@ async function position(c: PgClient): Promise<string> {
 const url = (db: string, user = 'postgres', password = server.password): string =>
   `postgres://${user}:${encodeURIComponent(password)}@${server.host}:${server.port}/${db}`;
 
-/** A capture process and what it wrote to stderr. */
-class Capture {
-  err = '';
-  private child: ChildProcess | undefined;
-
-  async start(dir: string, name: string, env: Record<string, string>): Promise<void> {
-    this.child = spawn(
-      process.execPath,
-      [CLI, 'capture', name, '--flush-interval', '100ms', '--heartbeat', '300ms'],
-      { cwd: dir, env: { PATH: process.env.PATH, ...env } },
-    );
-    this.child.stderr!.on('data', (d: Buffer) => {
-      this.err += d.toString();
-    });
-    for (let i = 0; i < 100 && !this.err.includes('resuming from'); i++) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(this.err).toContain('resuming from');
-  }
-
-  async stop(): Promise<void> {
-    const c = this.child;
-    this.child = undefined;
-    if (c === undefined || c.exitCode !== null) return;
-    c.kill('SIGTERM');
-    await new Promise((r) => c.once('exit', r));
-  }
+/** `flashback capture NAME` in `dir`, flushing and beating often. */
+function captureOf(dir: string, name: string, env: Record<string, string>): CaptureProcess {
+  return new CaptureProcess(dir, env, [
+    'capture',
+    name,
+    '--flush-interval',
+    '100ms',
+    '--heartbeat',
+    '300ms',
+  ]);
 }
 
 describe('schema changes refused by name (PostgreSQL 17)', () => {
@@ -86,7 +68,7 @@ describe('schema changes refused by name (PostgreSQL 17)', () => {
   let cleanup: () => Promise<void>;
   let db: string;
   let live: PgClient;
-  const capture = new Capture();
+  let capture: CaptureProcess | undefined;
   let beforeRetype = '';
   let beforeRetypeRows: string[] = [];
   let afterRetype = '';
@@ -103,8 +85,9 @@ describe('schema changes refused by name (PostgreSQL 17)', () => {
       INSERT INTO priced SELECT g, g * 1.25 FROM generate_series(1, 40) g;`);
     expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
     await writeFile(path.join(dir, 'flashback.yaml'), config(name, db, 'postgres'));
-    await capture.start(dir, name, env);
-    expect(capture.err).not.toContain('not recorded');
+    capture = captureOf(dir, name, env).start();
+    await capture.streaming();
+    expect(capture.output).not.toContain('not recorded');
     const b = await runCli(['backup', name], { cwd: dir, env });
     expect(b.code, b.stderr).toBe(0);
 
@@ -127,7 +110,7 @@ describe('schema changes refused by name (PostgreSQL 17)', () => {
   });
 
   afterAll(async () => {
-    await capture.stop();
+    await capture?.stop();
     await runCli(['capture', name, '--drop-slot', '--confirm', name], { cwd: dir, env });
     await live?.end();
     await cleanup();
@@ -202,12 +185,12 @@ describe('capture without a superuser (PostgreSQL 17)', () => {
   });
 
   it('warns that schema changes are not recorded, and captures rows that rebuild exactly', async () => {
-    const capture = new Capture();
-    await capture.start(dir, name, env);
+    const capture = captureOf(dir, name, env).start();
     try {
-      expect(capture.err).toContain('schema changes on');
-      expect(capture.err).toContain('are not recorded in the change log');
-      expect(capture.err).toContain('needs a superuser');
+      await capture.streaming();
+      expect(capture.output).toContain('schema changes on');
+      expect(capture.output).toContain('are not recorded in the change log');
+      expect(capture.output).toContain('needs a superuser');
       const installed = await live.query(
         "SELECT 1 FROM pg_event_trigger WHERE evtname LIKE 'flashback%'",
       );
@@ -237,8 +220,8 @@ describe('capture without a superuser (PostgreSQL 17)', () => {
     try {
       expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: su.dir })).code).toBe(0);
       await writeFile(path.join(su.dir, 'flashback.yaml'), config(`${name}su`, db, 'postgres'));
-      const suCapture = new Capture();
-      await suCapture.start(su.dir, `${name}su`, { PW: server.password });
+      const suCapture = captureOf(su.dir, `${name}su`, { PW: server.password }).start();
+      await suCapture.streaming();
       await suCapture.stop();
       await runCli(['capture', `${name}su`, '--drop-slot', '--confirm', `${name}su`], {
         cwd: su.dir,
@@ -251,10 +234,10 @@ describe('capture without a superuser (PostgreSQL 17)', () => {
       "SELECT 1 FROM pg_event_trigger WHERE evtname LIKE 'flashback%'",
     );
     expect(installed.rowCount).toBe(3);
-    const capture = new Capture();
-    await capture.start(dir, name, env);
+    const capture = captureOf(dir, name, env).start();
     try {
-      expect(capture.err).not.toContain('not recorded');
+      await capture.streaming();
+      expect(capture.output).not.toContain('not recorded');
     } finally {
       await capture.stop();
     }
