@@ -3,9 +3,11 @@ import type { SchemaModel } from '../pg/schema/model.js';
 import { ChangeLog, type ChangeRecord, lsnValue } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
+import type { TableSource } from '../restore/load.js';
+import { inlinePicker } from '../restore/pick.js';
 import { MemoryStorage } from '../storage/memory.js';
 import type { RowSpool } from './row-spool.js';
-import { buildOverlay, lineOf, pointInTimeSource } from './state.js';
+import { buildOverlay, pointInTimeSource } from './state.js';
 
 async function spooled(spool: RowSpool): Promise<string[]> {
   const out: string[] = [];
@@ -140,14 +142,24 @@ describe('the snapshot merged with the overlay', () => {
       ],
     };
     const ov = await overlayOf([withChunk], records, spoolBudget);
-    const out: string[] = [];
-    const source =
-      onlyKeys === undefined
-        ? pointInTimeSource(chunks, ov)
-        : pointInTimeSource(chunks, ov, () => true, onlyKeys);
-    for await (const b of source.blocks(withChunk))
-      out.push(...b.content.toString('utf8').split('\n').filter(Boolean));
-    return out;
+    const read = async (source: TableSource) => {
+      const out: string[] = [];
+      for await (const b of source.blocks(withChunk))
+        out.push(...b.content.toString('utf8').split('\n').filter(Boolean));
+      return out;
+    };
+    if (onlyKeys === undefined) return read(pointInTimeSource(chunks, ov));
+    const whole = await read(pointInTimeSource(chunks, ov, { keys: onlyKeys }));
+    // Read through a picker (the lines picked out of each chunk first): the same rows.
+    const picked = await read(
+      pointInTimeSource(chunks, ov, {
+        keys: onlyKeys,
+        keysIn: () => [...onlyKeys],
+        picker: inlinePicker(chunks),
+      }),
+    );
+    expect(picked).toEqual(whole);
+    return whole;
   }
   const rel = (type: number): ChangeRecord => [
     'R',

@@ -44,6 +44,13 @@ import {
   type TableSnapshot,
 } from '../repo/snapshots.js';
 import { linesSource, type RowBlock, snapshotSource, type TableSource } from '../restore/load.js';
+import {
+  type ChunkPicker,
+  integerField,
+  type KeySet,
+  keySet,
+  lineWanted,
+} from '../restore/pick.js';
 import { ABSENT_FIELD, RowSpool } from './row-spool.js';
 import {
   type Before,
@@ -580,36 +587,56 @@ function resolveUnchanged(row: ChangeValue[], prev: ChangeValue[] | undefined): 
   return row.map((v, i) => (v === 0 ? (prev[i] ?? 0) : v));
 }
 
+/** What a caller of pointInTimeSource that needs some keys' rows only says about them. */
+export interface KeyRead {
+  /** Only rows with these keys are emitted (the COPY text of the key fields). */
+  readonly keys: ReadonlySet<string>;
+  /**
+   * The wanted keys a chunk can hold, in key order (`[]`: the chunk is not
+   * read). Without it every chunk is read (a key order Flashback does not
+   * reproduce cannot place keys in chunks).
+   */
+  readonly keysIn?: ((t: TableSnapshot, chunk: ChunkRef) => readonly string[]) | undefined;
+  /** With keysIn: reads the wanted lines of each chunk off the main thread. */
+  readonly picker?: ChunkPicker;
+}
+
 /** A restore TableSource: the snapshot's chunks with the overlay applied. */
 export function pointInTimeSource(
   chunks: ChunkStore,
   overlay: Overlay,
-  /** Only chunks this accepts are read (callers that need some keys only); default all. */
-  include?: (t: TableSnapshot, chunk: ChunkRef) => boolean,
-  /**
-   * With `include`: the keys the caller wants (keyed tables); no other row is
-   * emitted. Filtered here, in the one pass over each line that merging makes
-   * anyway (integer keys compared as numbers): undoing rows scattered over a
-   * big table reads all of it, and a string per line was most of that.
-   */
-  onlyKeys?: ReadonlySet<string>,
+  /** For callers that need some keys' rows only (keyed tables; others are read whole). */
+  only?: KeyRead,
 ): TableSource {
-  const plain = snapshotSource(chunks, include);
   return {
     async *blocks(t) {
       const ov = overlay.tables.get(`${t.schema}.${t.name}`);
       // A table whose columns changed in the window: its snapshot lines in the point's layout.
       const rs = overlay.reshape.get(`${t.schema}.${t.name}`);
-      const snapshotBlocks = async function* () {
-        for await (const block of plain.blocks(t)) {
+      const keyed = only !== undefined && t.key.length > 0 ? only : undefined;
+      const keysIn = keyed?.keysIn;
+      const snapshotBlocks = async function* (): AsyncIterable<RowBlock> {
+        if (keysIn !== undefined && keyed?.picker !== undefined && rs === undefined) {
+          // Only the wanted lines of each chunk, read off the main thread.
+          yield* keyed.picker.blocks(
+            t.chunks
+              .map((c) => ({ id: c.id, keyColumns: t.key.length, keys: keysIn(t, c) }))
+              .filter((j) => j.keys.length > 0),
+          );
+          return;
+        }
+        const include =
+          keysIn === undefined
+            ? undefined
+            : (_: TableSnapshot, c: ChunkRef) => keysIn(t, c).length > 0;
+        for await (const block of snapshotSource(chunks, include).blocks(t)) {
           yield rs === undefined
             ? block
             : { content: reshapeBlock(block.content, rs), rows: block.rows };
         }
       };
-      const only =
-        onlyKeys === undefined || t.key.length === 0 ? undefined : keyFilter(t, onlyKeys);
-      if (ov === undefined && only === undefined) {
+      const filter = keyed === undefined ? undefined : keySet(t.key.length, keyed.keys);
+      if (ov === undefined && filter === undefined) {
         yield* snapshotBlocks();
         return;
       }
@@ -621,13 +648,13 @@ export function pointInTimeSource(
       if (!o.truncated) {
         for await (const block of snapshotBlocks()) {
           // (Absent values of a snapshot row resolve against its reshaped line.)
-          const merged = mergeBlock(block.content, t, pending, removed, numeric, only);
+          const merged = mergeBlock(block.content, t, pending, removed, numeric, filter);
           if (merged.rows > 0) yield merged;
         }
       }
       const tail: string[] = [];
       for (const [key, v] of pending) {
-        if (v === null || (onlyKeys !== undefined && !onlyKeys.has(key))) continue;
+        if (v === null || (keyed !== undefined && !keyed.keys.has(key))) continue;
         const values = fillAbsent(v, rs);
         if (values.includes(0)) {
           throw new OperationError(
@@ -664,33 +691,6 @@ function numericKeys(
   return out;
 }
 
-/** The keys a caller wants: as text, and by value when all are integers (one key column). */
-interface KeyFilter {
-  readonly text: ReadonlySet<string>;
-  readonly numbers: ReadonlySet<number> | undefined;
-}
-
-function keyFilter(t: TableSnapshot, keys: ReadonlySet<string>): KeyFilter {
-  const byValue = numericKeys(t, new Map([...keys].map((k) => [k, null])));
-  return { text: keys, numbers: byValue === undefined ? undefined : new Set(byValue.keys()) };
-}
-
-/** The line's first field read as an integer (digits, optional minus), or undefined. */
-function integerField(content: Buffer, pos: number, nl: number): number | undefined {
-  let i = pos;
-  const negative = content[i] === 0x2d;
-  if (negative) i++;
-  const first = i;
-  let n = 0;
-  for (; i < nl; i++) {
-    const b = content[i]!;
-    if (b === 0x09) break;
-    if (b < 0x30 || b > 0x39 || i - first >= 15) return undefined;
-    n = n * 10 + (b - 0x30);
-  }
-  return i === first ? undefined : negative ? -n : n;
-}
-
 /** One chunk with its rows' later versions applied. */
 function mergeBlock(
   content: Buffer,
@@ -700,7 +700,7 @@ function mergeBlock(
   /** pending's keys by value, when all are integers (numericKeys). */
   numeric?: Map<number, string>,
   /** Only rows with these keys are emitted (keyed tables). */
-  only?: KeyFilter,
+  only?: KeySet,
 ): RowBlock {
   const k = t.key.length;
   const parts: Buffer[] = [];
@@ -711,10 +711,7 @@ function mergeBlock(
     let nl = content.indexOf(0x0a, pos);
     if (nl < 0) nl = content.length;
     let replacement: string | null | undefined; // undefined: keep the line
-    const n =
-      numeric !== undefined || only?.numbers !== undefined
-        ? integerField(content, pos, nl)
-        : undefined;
+    const n = numeric !== undefined ? integerField(content, pos, nl) : undefined;
     let keyText: string | undefined;
     if (numeric !== undefined) {
       // A number that is a changed key's, then the text itself compared (a
@@ -749,13 +746,7 @@ function mergeBlock(
     if (only !== undefined && replacement !== null) {
       // A row the caller does not want: left out (the text compared only for a number that matched).
       const wanted =
-        only.numbers !== undefined
-          ? n !== undefined &&
-            only.numbers.has(n) &&
-            only.text.has(content.toString('utf8', pos, endOfFields(content, pos, nl, 1)))
-          : only.text.has(
-              keyText ?? content.toString('utf8', pos, endOfFields(content, pos, nl, k)),
-            );
+        keyText === undefined ? lineWanted(content, pos, nl, k, only) : only.text.has(keyText);
       if (!wanted) replacement = null;
     }
     if (replacement !== undefined) {

@@ -78,9 +78,16 @@ export class ChunkStore {
 
   /** Reads a chunk and verifies it: throws ChunkError if it is missing, undecodable, or its hash differs. */
   async get(id: string): Promise<Buffer> {
-    let stored: Buffer;
+    return openChunk(id, await this.readStored(id));
+  }
+
+  /**
+   * A chunk's stored bytes, not yet decoded or verified (`openChunk` does
+   * both, on any thread): ChunkError if it is missing.
+   */
+  async readStored(id: string): Promise<Buffer> {
     try {
-      stored = await this.storage.read(chunkKey(id));
+      return await this.storage.read(chunkKey(id));
     } catch (err) {
       if (err instanceof ObjectNotFoundError) {
         throw new ChunkError(
@@ -91,28 +98,6 @@ export class ChunkStore {
       }
       throw err;
     }
-    let content: Buffer;
-    try {
-      content = (await decodeChunk(stored)).content;
-    } catch (err) {
-      if (err instanceof ChunkFormatError) {
-        throw new ChunkError(
-          id,
-          `chunk ${id} is damaged: ${err.message}`,
-          'run `flashback check --read-data` to see what else is affected',
-        );
-      }
-      throw err;
-    }
-    const actual = chunkId(content);
-    if (actual !== id) {
-      throw new ChunkError(
-        id,
-        `chunk ${id} is damaged: its content hashes to ${actual}`,
-        'run `flashback check --read-data` to see what else is affected',
-      );
-    }
-    return content;
   }
 
   /** True if the chunk object exists (not verified). */
@@ -139,3 +124,27 @@ export class ChunkStore {
     await this.storage.delete(chunkKey(id));
   }
 }
+
+/** A chunk's content from its stored bytes: ChunkError if they cannot be decoded or do not hash to `id`. */
+export async function openChunk(id: string, stored: Buffer): Promise<Buffer> {
+  let content: Buffer;
+  try {
+    content = (await decodeChunk(stored)).content;
+  } catch (err) {
+    if (err instanceof ChunkFormatError) {
+      throw new ChunkError(id, `chunk ${id} is damaged: ${err.message}`, DAMAGED_HINT);
+    }
+    throw err;
+  }
+  const actual = chunkId(content);
+  if (actual !== id) {
+    throw new ChunkError(
+      id,
+      `chunk ${id} is damaged: its content hashes to ${actual}`,
+      DAMAGED_HINT,
+    );
+  }
+  return content;
+}
+
+const DAMAGED_HINT = 'run `flashback check --read-data` to see what else is affected';

@@ -52,6 +52,7 @@ import { ChunkStore } from '../repo/chunks.js';
 import type { Repository } from '../repo/repository.js';
 import type { ChunkRef, TableSnapshot } from '../repo/snapshots.js';
 import { copyChunks, linesSource, type RowBlock, type TableSource } from '../restore/load.js';
+import { type ChunkPicker, createPicker } from '../restore/pick.js';
 import { orderByForeignKeys, selectTables } from '../restore/plan.js';
 import { columnList } from '../restore/sql.js';
 
@@ -157,6 +158,7 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
   );
   const ordered = orderByForeignKeys(touched, manifest.schema);
   const chunks = new ChunkStore(o.repo.storage);
+  const picker = createPicker(chunks);
   const client = await connect(o.target, { applicationName: 'flashback undo' });
   try {
     // Stage in a session of our own; temporary tables live until it ends.
@@ -184,6 +186,7 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
                 window.tables.get(name(t))!,
                 o.where,
                 manifest.schema,
+                picker,
               ),
       });
     }
@@ -370,6 +373,7 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
     };
   } finally {
     await client.end().catch(() => {});
+    await picker.close();
     closeOverlay(preOverlay);
     closeOverlay(window);
   }
@@ -445,6 +449,7 @@ async function stageTable(
   win: TableOverlay,
   where: string | undefined,
   schema: SchemaModel,
+  picker: ChunkPicker,
 ): Promise<string> {
   const live = `ONLY ${qualify(t.schema, t.name)}`;
   const b = `pg_temp.fb_undo_before_${i}`;
@@ -465,8 +470,7 @@ async function stageTable(
   const source = pointInTimeSource(
     chunks,
     preOverlay,
-    win.truncated ? undefined : chunksHolding(schema, t, keys),
-    win.truncated ? undefined : keys,
+    win.truncated ? undefined : { keys, keysIn: keysInChunks(schema, t, keys), picker },
   );
   const needBefore = new Map<string, string>(); // rows whose after-version refers to them (unchanged TOAST)
   for (const [key, v] of win.byKey) if (v?.includes(0)) needBefore.set(key, '');
@@ -568,32 +572,43 @@ async function keepMatching(
   }
 }
 
-/** A chunk filter: true when a chunk's [first, last] key range contains one of `keys`. */
-function chunksHolding(
+/**
+ * Per chunk, the keys of `keys` within its [first, last] key range, in key
+ * order; undefined when Flashback does not reproduce the key's order (every
+ * chunk is then read).
+ */
+function keysInChunks(
   schema: SchemaModel,
   t: TableSnapshot,
   keys: ReadonlySet<string>,
-): ((t: TableSnapshot, c: ChunkRef) => boolean) | undefined {
+): ((t: TableSnapshot, c: ChunkRef) => readonly string[]) | undefined {
   let compare: ReturnType<typeof comparatorFor>;
   try {
     compare = comparatorFor(schema, t);
   } catch {
-    return undefined; // an order Flashback does not reproduce: read every chunk
+    return undefined;
   }
   const sorted = [...keys]
-    .map((k) => splitFields(Buffer.from(k, 'utf8')).map(decodeField))
-    .sort(compare);
-  return (_t, c) => {
-    if (c.first === null || c.last === null) return true;
-    // The first key not below the chunk's first key: is it within the chunk?
+    .map((text) => ({ text, values: splitFields(Buffer.from(text, 'utf8')).map(decodeField) }))
+    .sort((x, y) => compare(x.values, y.values));
+  const all = sorted.map((k) => k.text);
+  // The first key not below `bound`.
+  const lowerBound = (bound: readonly (string | null)[]): number => {
     let lo = 0;
     let hi = sorted.length;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (compare(sorted[mid]!, c.first) < 0) lo = mid + 1;
+      if (compare(sorted[mid]!.values, bound) < 0) lo = mid + 1;
       else hi = mid;
     }
-    return lo < sorted.length && compare(sorted[lo]!, c.last) <= 0;
+    return lo;
+  };
+  return (_t, c) => {
+    if (c.first === null || c.last === null) return all;
+    const from = lowerBound(c.first);
+    let to = from;
+    while (to < sorted.length && compare(sorted[to]!.values, c.last) <= 0) to++;
+    return all.slice(from, to);
   };
 }
 

@@ -78,7 +78,8 @@ export class ThreadPool<Reply extends { readonly seq: number }> {
     return this.stopped;
   }
 
-  run(job: Record<string, unknown>): Promise<Reply> {
+  /** Runs a job; `transfer` lists buffers moved to the thread rather than copied (detached here). */
+  run(job: Record<string, unknown>, transfer: readonly ArrayBuffer[] = []): Promise<Reply> {
     if (this.stopped) return Promise.reject(new Error('the thread pool has stopped'));
     const seq = this.seq++;
     let i = 0;
@@ -86,7 +87,7 @@ export class ThreadPool<Reply extends { readonly seq: number }> {
     if (this.load[i]!++ === 0) this.workers[i]!.ref();
     return new Promise((resolve, reject) => {
       this.pending.set(seq, { resolve, reject });
-      this.workers[i]!.postMessage({ seq, ...job });
+      this.workers[i]!.postMessage({ seq, ...job }, [...transfer]);
     });
   }
 

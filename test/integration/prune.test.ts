@@ -16,7 +16,7 @@ import { createSampleDatabase } from '../../src/sample/saas.js';
 import { LocalStorage } from '../../src/storage/local.js';
 import type { FaultPointName } from '../../src/util/faultpoint.js';
 import { cliAt, killHard } from '../harness/faultpoint.js';
-import { CLI, connectTo, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
+import { connectTo, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
 
 const server = testServers().find((s) => s.major === 17)!;
 
