@@ -33,6 +33,7 @@ import {
   type Transaction,
 } from '../repo/changelog.js';
 import { ChunkError, ChunkStore } from '../repo/chunks.js';
+import { whileShared } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
 import {
@@ -668,8 +669,16 @@ function label(schema: string, name: string): string {
   return `${schema}.${name}`;
 }
 
-/** Every version of one row, oldest first (see the module comment and docs/CAPTURE.md). */
+/**
+ * Every version of one row, oldest first (see the module comment and
+ * docs/CAPTURE.md). Under a shared lock: a prune cannot remove the log or
+ * snapshots it is reading.
+ */
 export async function rowHistory(o: RowHistoryOptions): Promise<RowHistory> {
+  return whileShared(o.repo.storage, `history ${o.table}`, () => readRowHistory(o));
+}
+
+async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
   const storage = o.repo.storage;
   const { log, info } = await selectLog(storage, o.target, 'row history');
   const logStart = lsnValue(info.startLsn);

@@ -94,6 +94,24 @@ export class RepositoryLock {
   }
 }
 
+/**
+ * Runs `fn` holding a shared lock: for readers that must not lose chunks or
+ * change-log segments to a prune half-way (prune's exclusive lock then waits
+ * for them, or they for it, each told who holds the repository).
+ */
+export async function whileShared<T>(
+  storage: Storage,
+  command: string,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const lock = await RepositoryLock.acquire(storage, { exclusive: false, command });
+  try {
+    return await fn();
+  } finally {
+    await lock.release().catch(() => {});
+  }
+}
+
 /** Every lock in the repository with its staleness. */
 export async function listLocks(storage: Storage, now = Date.now()): Promise<LockStatus[]> {
   const out: LockStatus[] = [];

@@ -48,6 +48,7 @@ import {
   type Transaction,
 } from '../repo/changelog.js';
 import { ChunkError, ChunkStore } from '../repo/chunks.js';
+import { whileShared } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import {
   type ChunkRef,
@@ -356,8 +357,15 @@ function countUpdated(t: TableCtx, value: Val, id: string | undefined, time: str
 // ---------------------------------------------------------------------------
 // The report
 
-/** The impact of the window's changes, per value of the column and table (see the module comment). */
+/**
+ * The impact of the window's changes, per value of the column and table (see
+ * the module comment). Under a shared lock, as any reader of the log.
+ */
 export async function impactReport(o: ImpactOptions): Promise<ImpactReport> {
+  return whileShared(o.repo.storage, `impact --by ${o.column}`, () => readImpact(o));
+}
+
+async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
   const storage = o.repo.storage;
   const column = parseColumnName(o.column);
   const { log, target, logStart, logCreated } = await selectImpactLog(o.repo, o.target);

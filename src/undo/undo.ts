@@ -49,6 +49,7 @@ import type { SchemaModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
 import { lsnText, lsnValue } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
+import { whileShared } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import type { ChunkRef, TableSnapshot } from '../repo/snapshots.js';
 import { copyChunks, linesSource, type RowBlock, type TableSource } from '../restore/load.js';
@@ -143,8 +144,15 @@ const CONFLICT_SAMPLES = 20;
 /** Rows per second assumed for --estimate when no measure exists yet (set-based apply of staged rows). */
 const ESTIMATE_ROWS_PER_SECOND = 20_000;
 
-/** Computes, and unless previewing applies, the undo. */
+/**
+ * Computes, and unless previewing applies, the undo. Under a shared lock: a
+ * prune cannot remove the log or the snapshot it reads.
+ */
 export async function undo(o: UndoOptions): Promise<UndoReport> {
+  return whileShared(o.repo.storage, `undo ${o.target.name}`, () => undoLocked(o));
+}
+
+async function undoLocked(o: UndoOptions): Promise<UndoReport> {
   const started = Date.now();
   const policy = o.conflicts ?? 'skip';
   const { pre, preOverlay, window, description } = await readWindow(o);

@@ -11,7 +11,8 @@
  *     was written after.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { to as copyTo } from 'pg-copy-streams';
@@ -507,6 +508,53 @@ describe('undo', () => {
     expect(await rows(live, 'SELECT * FROM readings')).toEqual(
       before.map((l) => (l.startsWith('8\t') ? '8\t8\tlater' : l)).sort(),
     );
+  });
+
+  it('reads the log under a shared lock: history, impact, undo and restore --at wait for a prune (exit 7)', async () => {
+    const lock = path.join(dir, 'repo', 'locks', 'prune.json');
+    await mkdir(path.dirname(lock), { recursive: true });
+    const now = new Date().toISOString();
+    await writeFile(
+      lock,
+      JSON.stringify({
+        id: 'prune',
+        exclusive: true,
+        pid: process.pid,
+        hostname: os.hostname(),
+        command: 'prune',
+        created: now,
+        refreshed: now,
+      }),
+    );
+    try {
+      const since = '2026-01-01T00:00:00Z';
+      const runs = await Promise.all(
+        [
+          ['history', 'readings', '8', '--target', name],
+          ['impact', '--since', since, '--by', 'sensor', '--target', name],
+          ['undo', name, '--since', since],
+          [
+            'restore',
+            name,
+            '--at',
+            since,
+            '--to',
+            `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${name}_at`,
+            '--create',
+          ],
+        ].map((args) => runCli(args, { cwd: dir, env })),
+      );
+      for (const r of runs) {
+        expect(r.code, r.stderr).toBe(ExitCode.locked);
+        expect(r.stderr).toContain('locked exclusively by "prune"');
+      }
+    } finally {
+      await rm(lock);
+    }
+    // Released: the same reader runs.
+    expect(
+      (await runCli(['history', 'readings', '8', '--target', name], { cwd: dir, env })).code,
+    ).toBe(0);
   });
 
   it('refuses what it cannot do, saying why', async () => {

@@ -61,8 +61,9 @@ history follows the row to its new key and says so. Times: --since
 2026-11-21T16:05:30Z, "2026-11-21 17:05:30.123456+01:00", 30m, 2h.
 
 Exit codes: 0 versions found; 3 usage, or no version of the row in the
-window; 6 no repository; 8 a snapshot chunk or change-log segment it needs is
-missing or damaged.`,
+window; 6 no repository; 7 locked (a prune is running: it reads under a
+shared lock); 8 a snapshot chunk or change-log segment it needs is missing or
+damaged.`,
     )
     .action(async (table: string, key: string | undefined, opts: HistoryFlags, self: Command) => {
       const ctx = context(self);

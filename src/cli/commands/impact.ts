@@ -58,8 +58,9 @@ table had at that moment. Tables without the column are listed, not counted.
 With --json or --csv, notes go to stderr.
 
 Exit codes: 0 report printed (also when empty); 3 usage (unknown target,
-column, snapshot, bad time); 6 no repository; 8 a snapshot chunk or
-change-log segment it needs is missing or damaged.`,
+column, snapshot, bad time); 6 no repository; 7 locked (a prune is running:
+it reads under a shared lock); 8 a snapshot chunk or change-log segment it
+needs is missing or damaged.`,
     )
     .action(async (opts: ImpactFlags, self: Command) => {
       const ctx = context(self);

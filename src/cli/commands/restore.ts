@@ -1,6 +1,7 @@
 /** `flashback restore SNAPSHOT --to TARGET`: a snapshot, some tables, or some rows. */
 import type { Command } from 'commander';
-import { isTargetUrl, resolveTarget } from '../../config/targets.js';
+import type { FlashbackConfig } from '../../config/schema.js';
+import { isTargetUrl, type ResolvedTarget, resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
 import {
   describePoint,
@@ -12,6 +13,8 @@ import {
 import { parseTimeArg } from '../../history/time.js';
 import type { SchemaModel } from '../../pg/schema/model.js';
 import { ChunkStore } from '../../repo/chunks.js';
+import { whileShared } from '../../repo/lock.js';
+import type { Repository } from '../../repo/repository.js';
 import { type SnapshotManifest, SnapshotStore } from '../../repo/snapshots.js';
 import type { TableSource } from '../../restore/load.js';
 import type { OnConflict, RestorePlan } from '../../restore/plan.js';
@@ -118,6 +121,27 @@ async function runRestore(ctx: CliContext, ref: string, opts: RestoreFlags): Pro
   const target = resolveTarget(opts.to, config, ctx.env);
   const repo = await ctx.repository();
   const point = pointOf(opts);
+  if (point === undefined) return restoreFrom(ctx, ref, opts, { config, target, repo, workers });
+  // The change log is read before restore() takes its lock: hold a shared one
+  // from the start, so a prune cannot remove segments or the snapshot meanwhile.
+  return whileShared(repo.storage, `restore --to ${target.name}`, () =>
+    restoreFrom(ctx, ref, opts, { config, target, repo, workers, point }),
+  );
+}
+
+async function restoreFrom(
+  ctx: CliContext,
+  ref: string,
+  opts: RestoreFlags,
+  resolved: {
+    config: FlashbackConfig;
+    target: ResolvedTarget;
+    repo: Repository;
+    workers: number;
+    point?: PointInTime;
+  },
+): Promise<number> {
+  const { config, target, repo, workers, point } = resolved;
   let manifest: SnapshotManifest<SchemaModel>;
   let source: TableSource | undefined;
   let asOf: string | undefined;

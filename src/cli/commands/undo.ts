@@ -78,7 +78,8 @@ Examples:
 
 Exit codes: 0 done (or previewed); 1 failed or conflicts with --conflicts fail
 (nothing written); 3 usage (no change log, unknown xid, bad window); 4
-refused by the guard; 5 unreachable; 6 no repository.`,
+refused by the guard; 5 unreachable; 6 no repository; 7 locked (a prune is
+running: it reads under a shared lock).`,
     )
     .action(async (ref: string, opts: UndoFlags, self: Command) => {
       process.exitCode = await runUndo(context(self), ref, opts);
