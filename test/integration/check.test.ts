@@ -3,8 +3,7 @@
  * of damage is found, named (snapshots, table, chunk) and exits 8; a clean
  * repository exits 0; a restore never writes rows from a damaged chunk.
  */
-import { cp, mkdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { cp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
@@ -13,6 +12,7 @@ import { type SnapshotManifest, SnapshotStore } from '../../src/repo/snapshots.j
 import { createSampleDatabase } from '../../src/sample/saas.js';
 import { LocalStorage } from '../../src/storage/local.js';
 import type { CheckFinding, CheckReport } from '../../src/verify/check.js';
+import { holdPruneLock } from '../harness/lock.js';
 import {
   type CliResult,
   connectTo,
@@ -355,19 +355,7 @@ describe('check', () => {
       }),
     ]);
     // A running prune (exclusive lock of a live process on this host) must not have chunks checked under it.
-    await mkdir(path.join(repo, 'locks'), { recursive: true });
-    await writeFile(
-      path.join(repo, 'locks', 'prune.json'),
-      JSON.stringify({
-        id: 'prune',
-        exclusive: true,
-        pid: process.pid,
-        hostname: os.hostname(),
-        command: 'prune',
-        created: new Date().toISOString(),
-        refreshed: new Date().toISOString(),
-      }),
-    );
+    await holdPruneLock(repo);
     const locked = await runCli(['check', '--repo', repo], { cwd: dir });
     expect(locked.code).toBe(ExitCode.locked);
     expect(locked.stderr).toContain('locked exclusively by "prune"');

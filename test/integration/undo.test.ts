@@ -11,8 +11,7 @@
  *     was written after.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { to as copyTo } from 'pg-copy-streams';
@@ -26,6 +25,7 @@ import { SnapshotStore } from '../../src/repo/snapshots.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
 import { openStorage } from '../../src/storage/open.js';
 import { undo } from '../../src/undo/undo.js';
+import { holdPruneLock } from '../harness/lock.js';
 import { CLI, connectTo, freshDatabase, runCli, tempDir, testServers } from '../harness/pg.js';
 
 const server = testServers().find((s) => s.major === 17)!;
@@ -511,21 +511,7 @@ describe('undo', () => {
   });
 
   it('reads the log under a shared lock: history, impact, undo and restore --at wait for a prune (exit 7)', async () => {
-    const lock = path.join(dir, 'repo', 'locks', 'prune.json');
-    await mkdir(path.dirname(lock), { recursive: true });
-    const now = new Date().toISOString();
-    await writeFile(
-      lock,
-      JSON.stringify({
-        id: 'prune',
-        exclusive: true,
-        pid: process.pid,
-        hostname: os.hostname(),
-        command: 'prune',
-        created: now,
-        refreshed: now,
-      }),
-    );
+    const release = await holdPruneLock(path.join(dir, 'repo'));
     try {
       const since = '2026-01-01T00:00:00Z';
       const runs = await Promise.all(
@@ -549,7 +535,7 @@ describe('undo', () => {
         expect(r.stderr).toContain('locked exclusively by "prune"');
       }
     } finally {
-      await rm(lock);
+      await release();
     }
     // Released: the same reader runs.
     expect(
