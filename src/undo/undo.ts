@@ -170,6 +170,9 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
   const client = await connect(o.target, { applicationName: 'flashback undo' });
   try {
     // Stage in a session of our own; temporary tables live until it ends.
+    // One transaction for all of the staging: its statements (temporary
+    // tables created, filled, analyzed) then wait for one commit, not one each.
+    await client.query('BEGIN');
     const staged: Array<{ t: TableSnapshot; u: string }> = [];
     for (const [i, t] of ordered.entries()) {
       staged.push({
@@ -230,6 +233,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       });
       conflicts.push(...(await conflictSamples(client, t, u)));
     }
+    await client.query('COMMIT');
     const anyConflict = tables.some((t) => t.conflicts > 0);
     if (policy === 'fail' && anyConflict) {
       throw new OperationError(
@@ -463,11 +467,14 @@ async function stageTable(
   const b = `pg_temp.fb_undo_before_${i}`;
   const a = `pg_temp.fb_undo_after_${i}`;
   const u = `pg_temp.fb_undo_${i}`;
-  for (const x of [b, a, u]) await client.query(`DROP TABLE IF EXISTS ${x}`);
-  for (const x of [b, a, u])
-    await client.query(
-      `CREATE TEMP TABLE ${x.slice('pg_temp.'.length)} (LIKE ${qualify(t.schema, t.name)})`,
-    );
+  await client.query(
+    [b, a, u]
+      .map(
+        (x) =>
+          `CREATE TEMP TABLE ${x.slice('pg_temp.'.length)} (LIKE ${qualify(t.schema, t.name)})`,
+      )
+      .join('; '),
+  );
   const k = t.key.length;
   const keys = new Set(win.byKey.keys());
   // Before: the snapshot with the log up to the window, only the window's keys
@@ -636,7 +643,6 @@ async function stageKeyless(
   where: string | undefined,
 ): Promise<string> {
   const u = `pg_temp.fb_undo_${i}`;
-  await client.query(`DROP TABLE IF EXISTS ${u}`);
   await client.query(`CREATE TEMP TABLE fb_undo_${i} (LIKE ${qualify(t.schema, t.name)})`);
   await addPlanColumns(client, u);
   const removed: string[] = [];
