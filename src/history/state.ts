@@ -296,7 +296,14 @@ export async function buildOverlay(
   };
   const snapshotOids = new Set(manifest.tables.map((t) => t.oid));
   const fromLsn = options.fromLsn ?? lsnValue(manifest.lsn);
-  const untilLsn = point.kind === 'lsn' ? lsnValue(point.lsn) : undefined;
+  // Just before a transaction whose commit LSN the plan found: reading stops
+  // at its Begin, without decoding the changes it would then drop.
+  const untilLsn =
+    point.kind === 'lsn'
+      ? lsnValue(point.lsn)
+      : point.kind === 'xid'
+        ? plan.xidCommitLsn
+        : undefined;
   for await (const tx of readTransactions(log, {
     fromLsn,
     untilLsn,
@@ -309,6 +316,7 @@ export async function buildOverlay(
       if (lsn > newestLsn) newestLsn = lsn;
       if (at > newestTime) newestTime = at;
       next = { xid, commitLsn: lsnText(lsn), commitTime: at };
+      if (point.kind === 'xid' && xid === point.xid) foundXid = true;
     },
   })) {
     if (tx.endLsn > newestLsn) newestLsn = tx.endLsn;

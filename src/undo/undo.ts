@@ -56,6 +56,7 @@ import { copyChunks, linesSource, type RowBlock, type TableSource } from '../res
 import { type ChunkPicker, createPicker } from '../restore/pick.js';
 import { orderByForeignKeys, selectTables } from '../restore/plan.js';
 import { columnList } from '../restore/sql.js';
+import { inFlight } from '../util/workers.js';
 
 /** What to undo. */
 export type UndoSelection =
@@ -155,20 +156,36 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
 async function undoLocked(o: UndoOptions): Promise<UndoReport> {
   const started = Date.now();
   const policy = o.conflicts ?? 'skip';
-  const { pre, preOverlay, window, description } = await readWindow(o);
+  // Connected while the log is read: the handshake (SCRAM) is not free.
+  const connecting = inFlight(connect(o.target, { applicationName: 'flashback undo' }));
+  let read: Awaited<ReturnType<typeof readWindow>>;
+  try {
+    read = await readWindow(o);
+  } catch (err) {
+    void connecting.then((c) => c.end()).catch(() => {});
+    throw err;
+  }
+  const { pre, preOverlay, window, description } = read;
   const manifest = pre.manifest;
-  const chosen =
-    o.tables === undefined || o.tables.length === 0
-      ? undefined
-      : new Set(selectTables(manifest, o.tables).map(name));
-  const touched = manifest.tables.filter(
-    (t) => window.tables.has(name(t)) && (chosen === undefined || chosen.has(name(t))),
-  );
-  const ordered = orderByForeignKeys(touched, manifest.schema);
   const chunks = new ChunkStore(o.repo.storage);
   const picker = createPicker(chunks);
-  const client = await connect(o.target, { applicationName: 'flashback undo' });
+  let client: PgClient;
   try {
+    client = await connecting;
+  } catch (err) {
+    closeOverlay(preOverlay);
+    closeOverlay(window);
+    throw err;
+  }
+  try {
+    const chosen =
+      o.tables === undefined || o.tables.length === 0
+        ? undefined
+        : new Set(selectTables(manifest, o.tables).map(name));
+    const touched = manifest.tables.filter(
+      (t) => window.tables.has(name(t)) && (chosen === undefined || chosen.has(name(t))),
+    );
+    const ordered = orderByForeignKeys(touched, manifest.schema);
     // Stage in a session of our own; temporary tables live until it ends.
     // One transaction for all of the staging: its statements (temporary
     // tables created, filled, analyzed) then wait for one commit, not one each.
