@@ -33,6 +33,7 @@ import { connectParams, type PgClient } from '../src/pg/connect.js';
 import { EmbeddedServer } from '../src/pg/embedded.js';
 import { Repository } from '../src/repo/repository.js';
 import { LocalStorage } from '../src/storage/local.js';
+import { impactReport } from '../src/undo/impact.js';
 import { undo } from '../src/undo/undo.js';
 
 const json = process.argv.includes('--json');
@@ -55,6 +56,15 @@ async function copyOut(c: PgClient, sql: string): Promise<Buffer> {
   for await (const b of c.query(copyTo(`COPY (${sql}) TO STDOUT`)) as AsyncIterable<Buffer>)
     parts.push(b);
   return Buffer.concat(parts);
+}
+
+/** The server's clock, as impact's window bounds are written (UTC, microseconds). */
+async function clock(c: PgClient): Promise<string> {
+  return (
+    await c.query<{ t: string }>(
+      `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
+    )
+  ).rows[0]!.t;
 }
 
 async function main(): Promise<void> {
@@ -116,6 +126,8 @@ async function main(): Promise<void> {
       ratio: number;
       /** COPY of the same rows into an empty copy of the table. */
       copyEmptySeconds: number;
+      /** `impact --by tenant_id` of the same window (the deleted rows' tenants from the snapshot). */
+      impactSeconds: number;
     }> = [];
     const cases = [
       {
@@ -129,6 +141,7 @@ async function main(): Promise<void> {
     ];
     for (const c of cases) {
       const victims = await copyOut(db, `SELECT * FROM big WHERE ${c.where} ORDER BY id`);
+      const since = await clock(db);
       await db.query('BEGIN');
       const xid = (await db.query<{ x: string }>('SELECT pg_current_xact_id()::xid::text AS x'))
         .rows[0]!.x;
@@ -139,6 +152,7 @@ async function main(): Promise<void> {
       const end = (await db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l'))
         .rows[0]!.l;
       await db.query('COMMIT');
+      const until = await clock(db);
       while (lsn(committed) < lsn(end)) {
         await db.query("SELECT pg_logical_emit_message(false, 'bench', 'x')");
         await new Promise((r) => setTimeout(r, 100));
@@ -146,6 +160,19 @@ async function main(): Promise<void> {
       // The same rows deleted from the twin (after the wait: capture of
       // another database's WAL does not move the target's commit position).
       await twin.query(`DELETE FROM big WHERE ${c.where}`);
+      log(`impact (${c.name})…`);
+      const [impactSecs, impact] = await time(() =>
+        impactReport({
+          repo,
+          target: 'bench',
+          column: 'tenant_id',
+          since: { kind: 'time', at: since },
+          until,
+        }),
+      );
+      const hit = impact.rows.reduce((a, r) => a + r.deleted, 0);
+      if (hit !== deleted)
+        throw new Error(`impact counted ${hit} deleted rows, expected ${deleted}`);
       log(`undo (${c.name})…`);
       const [undoSecs, report] = await time(() =>
         undo({
@@ -172,6 +199,7 @@ async function main(): Promise<void> {
         copySeconds: copySecs,
         ratio: undoSecs / copySecs,
         copyEmptySeconds: emptySecs,
+        impactSeconds: impactSecs,
       });
     }
     stop.abort();
@@ -186,7 +214,7 @@ async function main(): Promise<void> {
       );
       for (const r of results) {
         process.stdout.write(
-          `  ${r.case.padEnd(40)} undo ${r.undoSeconds.toFixed(2)} s; COPY of the same rows into the table ${r.copySeconds.toFixed(2)} s: ${r.ratio.toFixed(1)}x (into an empty table ${r.copyEmptySeconds.toFixed(2)} s: ${(r.undoSeconds / r.copyEmptySeconds).toFixed(1)}x)\n`,
+          `  ${r.case.padEnd(40)} undo ${r.undoSeconds.toFixed(2)} s; COPY of the same rows into the table ${r.copySeconds.toFixed(2)} s: ${r.ratio.toFixed(1)}x (into an empty table ${r.copyEmptySeconds.toFixed(2)} s: ${(r.undoSeconds / r.copyEmptySeconds).toFixed(1)}x); impact of the window ${r.impactSeconds.toFixed(2)} s\n`,
         );
       }
     }

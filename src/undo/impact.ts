@@ -56,6 +56,8 @@ import {
   SnapshotStore,
   type TableSnapshot,
 } from '../repo/snapshots.js';
+import { keysByChunk } from '../restore/key-chunks.js';
+import { createPicker } from '../restore/pick.js';
 
 /** Where the window opens. */
 export type ImpactSince =
@@ -884,9 +886,7 @@ class Resolver {
     const pending = tr.t.pending;
     const col = snap.columns.indexOf(this.column);
     const k = snap.key.length;
-    const integer = this.integerKey(snap);
-    for (const i of chunksHolding(snap.chunks, pending, integer)) {
-      const content = await this.read(snap, i);
+    const keep = (content: Buffer) => {
       let pos = 0;
       while (pos < content.length) {
         let nl = content.indexOf(0x0a, pos);
@@ -900,6 +900,32 @@ class Resolver {
         }
         pos = nl + 1;
       }
+    };
+    const byChunk =
+      this.base?.schema === undefined ? undefined : keysByChunk(this.base.schema, snap, pending);
+    if (byChunk !== undefined) {
+      // Only the pending keys' lines of each chunk that can hold one, picked
+      // in threads when there are many (keys deleted all over a big table).
+      const jobs = snap.chunks
+        .map((c) => ({ id: c.id, keyColumns: k, keys: byChunk(snap, c) }))
+        .filter((j) => j.keys.length > 0);
+      this.chunksRead += jobs.length;
+      const picker = createPicker(this.chunks);
+      try {
+        for await (const block of picker.blocks(jobs)) keep(block.content);
+      } catch (err) {
+        if (!(err instanceof ChunkError)) throw err;
+        throw new DamagedError(
+          'impact.chunk',
+          `${err.message} (snapshot ${this.base?.id}, ${snap.schema}.${snap.name}, chunk ${snap.chunks.findIndex((c) => c.id === err.chunkId) + 1} of ${snap.chunks.length})`,
+          { hint: err.hint, cause: err },
+        );
+      } finally {
+        await picker.close();
+      }
+    } else {
+      const integer = this.integerKey(snap);
+      for (const i of chunksHolding(snap.chunks, pending, integer)) keep(await this.read(snap, i));
     }
     // Keys in no chunk: no row held them when the snapshot was taken.
     for (const key of pending) if (!tr.rows.has(key)) tr.rows.set(key, ABSENT);

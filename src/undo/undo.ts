@@ -25,7 +25,6 @@
  * before anything is written.
  */
 import { writeFile } from 'node:fs/promises';
-import { comparatorFor } from '../backup/from-log.js';
 import type { ResolvedTarget } from '../config/targets.js';
 import { OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
@@ -44,14 +43,15 @@ import {
   type TableOverlay,
 } from '../history/state.js';
 import { connect, type PgClient, queryOne } from '../pg/connect.js';
-import { decodeField, endOfFields, splitFields } from '../pg/copy-text.js';
+import { endOfFields } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
 import { lsnText, lsnValue } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { whileShared } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
-import type { ChunkRef, TableSnapshot } from '../repo/snapshots.js';
+import type { TableSnapshot } from '../repo/snapshots.js';
+import { keysByChunk } from '../restore/key-chunks.js';
 import { copyChunks, linesSource, type RowBlock, type TableSource } from '../restore/load.js';
 import { type ChunkPicker, createPicker } from '../restore/pick.js';
 import { orderByForeignKeys, selectTables } from '../restore/plan.js';
@@ -502,7 +502,7 @@ async function stageTable(
   const source = pointInTimeSource(
     chunks,
     preOverlay,
-    win.truncated ? undefined : { keys, keysIn: keysInChunks(schema, t, keys), picker },
+    win.truncated ? undefined : { keys, keysIn: keysByChunk(schema, t, keys), picker },
   );
   const needBefore = new Map<string, string>(); // rows whose after-version refers to them (unchanged TOAST)
   for (const [key, v] of win.byKey) if (v?.includes(0)) needBefore.set(key, '');
@@ -602,46 +602,6 @@ async function keepMatching(
   } catch (err) {
     throw new UsageError(`--where: ${(err as Error).message}`, { hint });
   }
-}
-
-/**
- * Per chunk, the keys of `keys` within its [first, last] key range, in key
- * order; undefined when Flashback does not reproduce the key's order (every
- * chunk is then read).
- */
-function keysInChunks(
-  schema: SchemaModel,
-  t: TableSnapshot,
-  keys: ReadonlySet<string>,
-): ((t: TableSnapshot, c: ChunkRef) => readonly string[]) | undefined {
-  let compare: ReturnType<typeof comparatorFor>;
-  try {
-    compare = comparatorFor(schema, t);
-  } catch {
-    return undefined;
-  }
-  const sorted = [...keys]
-    .map((text) => ({ text, values: splitFields(Buffer.from(text, 'utf8')).map(decodeField) }))
-    .sort((x, y) => compare(x.values, y.values));
-  const all = sorted.map((k) => k.text);
-  // The first key not below `bound`.
-  const lowerBound = (bound: readonly (string | null)[]): number => {
-    let lo = 0;
-    let hi = sorted.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (compare(sorted[mid]!.values, bound) < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  };
-  return (_t, c) => {
-    if (c.first === null || c.last === null) return all;
-    const from = lowerBound(c.first);
-    let to = from;
-    while (to < sorted.length && compare(sorted[to]!.values, c.last) <= 0) to++;
-    return all.slice(from, to);
-  };
 }
 
 /**

@@ -491,19 +491,46 @@ describe('undo', () => {
     expect(await rows(live, 'SELECT * FROM events')).toEqual([...before, ...later].sort());
   });
 
-  it('puts back rows deleted all over a big table (every chunk read, in threads), byte for byte', async () => {
+  it('puts back rows deleted all over a big table (every chunk read, in threads), byte for byte; impact counts them per sensor', async () => {
     const before = await rows(live, 'SELECT * FROM readings');
     const snapshot = (await new SnapshotStore(openStorage(path.join(dir, 'repo'))).all(name)).at(
       -1,
     )!;
     expect(snapshot.tables.find((t) => t.name === 'readings')!.chunks.length).toBeGreaterThan(32);
-    const bad = await xidOf(live, ['DELETE FROM readings WHERE id % 1000 = 7']);
+    const since = await clock(live);
+    const bad = await xidOf(live, ['DELETE FROM readings WHERE id % 997 = 3']);
+    const until = await clock(live);
     await live.query("UPDATE readings SET payload = 'later' WHERE id = 8");
     await settle();
+    // Who was hit: the deleted rows' sensor values come from the snapshot (picked in threads).
+    const hit = await runCli(
+      [
+        'impact',
+        '--since',
+        since,
+        '--until',
+        until,
+        '--by',
+        'sensor',
+        '--table',
+        'readings',
+        '--json',
+      ],
+      { cwd: dir, env },
+    );
+    expect(hit.code, hit.stderr).toBe(0);
+    const expected = new Map<string, number>();
+    for (const l of before) {
+      const [id, sensor] = l.split('\t');
+      if (Number(id) % 997 === 3) expected.set(sensor!, (expected.get(sensor!) ?? 0) + 1);
+    }
+    const counted = JSON.parse(hit.stdout) as Array<{ value: string; deleted: number }>;
+    expect(new Map(counted.map((x) => [x.value, x.deleted]))).toEqual(expected);
+    expect(expected.size).toBe(50);
     const r = await undoCli(['--tx', String(bad), '--apply', '--confirm', name, '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).tables).toEqual([
-      { table: 'public.readings', reinsert: 500, revert: 0, delete: 0, conflicts: 0 },
+      { table: 'public.readings', reinsert: 502, revert: 0, delete: 0, conflicts: 0 },
     ]);
     expect(await rows(live, 'SELECT * FROM readings')).toEqual(
       before.map((l) => (l.startsWith('8\t') ? '8\t8\tlater' : l)).sort(),
