@@ -47,9 +47,11 @@ import { linesSource, type RowBlock, snapshotSource, type TableSource } from '..
 import {
   type ChunkPicker,
   integerField,
+  integerKey,
   type KeySet,
   keySet,
   lineWanted,
+  pickJobs,
 } from '../restore/pick.js';
 import { ABSENT_FIELD, RowSpool } from './row-spool.js';
 import {
@@ -626,11 +628,7 @@ export function pointInTimeSource(
       const snapshotBlocks = async function* (): AsyncIterable<RowBlock> {
         if (keysIn !== undefined && keyed?.picker !== undefined && rs === undefined) {
           // Only the wanted lines of each chunk, read off the main thread.
-          yield* keyed.picker.blocks(
-            t.chunks
-              .map((c) => ({ id: c.id, keyColumns: t.key.length, keys: keysIn(t, c) }))
-              .filter((j) => j.keys.length > 0),
-          );
+          yield* keyed.picker.blocks(pickJobs(t, keysIn));
           return;
         }
         const include =
@@ -691,9 +689,8 @@ function numericKeys(
   if (t.key.length !== 1) return undefined;
   const out = new Map<number, string>();
   for (const key of pending.keys()) {
-    const n = Number(key);
-    // (At most 15 digits: what integerField reads.)
-    if (!Number.isSafeInteger(n) || String(n) !== key || Math.abs(n) >= 1e15) return undefined;
+    const n = integerKey(key);
+    if (n === undefined) return undefined;
     out.set(n, key);
   }
   return out;

@@ -19,6 +19,7 @@
 import os from 'node:os';
 import { endOfFields } from '../pg/copy-text.js';
 import { ChunkError, type ChunkStore, openChunk } from '../repo/chunks.js';
+import type { ChunkRef, TableSnapshot } from '../repo/snapshots.js';
 import { ThreadPool, threadAvailable } from '../util/thread.js';
 import { inFlight } from '../util/workers.js';
 import type { RowBlock } from './load.js';
@@ -37,14 +38,20 @@ export function keySet(keyColumns: number, keys: Iterable<string>): KeySet {
 }
 
 /**
- * The values of keys that are all integers as PostgreSQL prints them (at most
- * 15 digits: what integerField reads); undefined if one is not.
+ * A key's value when it is an integer as PostgreSQL prints it, of at most 15
+ * digits (what integerField reads); otherwise undefined.
  */
-export function integerKeys(keys: Iterable<string>): Set<number> | undefined {
+export function integerKey(key: string): number | undefined {
+  const n = Number(key);
+  return Number.isSafeInteger(n) && String(n) === key && Math.abs(n) < 1e15 ? n : undefined;
+}
+
+/** The values of keys that are all integers (integerKey); undefined if one is not. */
+function integerKeys(keys: Iterable<string>): Set<number> | undefined {
   const out = new Set<number>();
   for (const key of keys) {
-    const n = Number(key);
-    if (!Number.isSafeInteger(n) || String(n) !== key || Math.abs(n) >= 1e15) return undefined;
+    const n = integerKey(key);
+    if (n === undefined) return undefined;
     out.add(n);
   }
   return out;
@@ -99,6 +106,16 @@ export interface PickJob {
   readonly id: string;
   readonly keyColumns: number;
   readonly keys: readonly string[];
+}
+
+/** The jobs for a table's chunks that can hold a wanted key (`keysIn`: see key-chunks.ts). */
+export function pickJobs(
+  t: TableSnapshot,
+  keysIn: (t: TableSnapshot, chunk: ChunkRef) => readonly string[],
+): PickJob[] {
+  return t.chunks
+    .map((c) => ({ id: c.id, keyColumns: t.key.length, keys: keysIn(t, c) }))
+    .filter((j) => j.keys.length > 0);
 }
 
 /** Reads chunks and keeps only the wanted lines: in threads when it can. */

@@ -57,7 +57,7 @@ import {
   type TableSnapshot,
 } from '../repo/snapshots.js';
 import { keysByChunk } from '../restore/key-chunks.js';
-import { createPicker } from '../restore/pick.js';
+import { createPicker, pickJobs } from '../restore/pick.js';
 
 /** Where the window opens. */
 export type ImpactSince =
@@ -906,19 +906,17 @@ class Resolver {
     if (byChunk !== undefined) {
       // Only the pending keys' lines of each chunk that can hold one, picked
       // in threads when there are many (keys deleted all over a big table).
-      const jobs = snap.chunks
-        .map((c) => ({ id: c.id, keyColumns: k, keys: byChunk(snap, c) }))
-        .filter((j) => j.keys.length > 0);
+      const jobs = pickJobs(snap, byChunk);
       this.chunksRead += jobs.length;
       const picker = createPicker(this.chunks);
       try {
         for await (const block of picker.blocks(jobs)) keep(block.content);
       } catch (err) {
         if (!(err instanceof ChunkError)) throw err;
-        throw new DamagedError(
-          'impact.chunk',
-          `${err.message} (snapshot ${this.base?.id}, ${snap.schema}.${snap.name}, chunk ${snap.chunks.findIndex((c) => c.id === err.chunkId) + 1} of ${snap.chunks.length})`,
-          { hint: err.hint, cause: err },
+        throw this.damaged(
+          snap,
+          snap.chunks.findIndex((c) => c.id === err.chunkId),
+          err,
         );
       } finally {
         await picker.close();
@@ -945,12 +943,17 @@ class Resolver {
       return await this.chunks.get(snap.chunks[i]!.id);
     } catch (err) {
       if (!(err instanceof ChunkError)) throw err;
-      throw new DamagedError(
-        'impact.chunk',
-        `${err.message} (snapshot ${this.base?.id}, ${snap.schema}.${snap.name}, chunk ${i + 1} of ${snap.chunks.length})`,
-        { hint: err.hint, cause: err },
-      );
+      throw this.damaged(snap, i, err);
     }
+  }
+
+  /** A chunk error as damaged data, saying where the chunk is (its position `i` in the table). */
+  private damaged(snap: TableSnapshot, i: number, err: ChunkError): DamagedError {
+    return new DamagedError(
+      'impact.chunk',
+      `${err.message} (snapshot ${this.base?.id}, ${snap.schema}.${snap.name}, chunk ${i + 1} of ${snap.chunks.length})`,
+      { hint: err.hint, cause: err },
+    );
   }
 }
 
