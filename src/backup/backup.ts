@@ -302,20 +302,22 @@ async function copyTable(
   const settle = async (): Promise<void> => {
     refs.push(await inflight.shift()!);
   };
-  const store = (c: RawChunk): Promise<ChunkRef> =>
-    chunks.put(c.content).then(async (r) => {
+  const store = (c: RawChunk): Promise<ChunkRef> => {
+    const size = c.content.length; // read first: put takes the buffer over
+    return chunks.put(c.content, { handOver: true }).then(async (r) => {
       // Tests SIGKILL a backup here, with data half written (src/util/faultpoint.ts).
       await faultpoint('backup.during-data', signal);
-      onChunk(c.rows, c.content.length, r.isNew ? r.storedSize : 0, r.isNew);
+      onChunk(c.rows, size, r.isNew ? r.storedSize : 0, r.isNew);
       return {
         id: r.id,
         rows: c.rows,
-        size: c.content.length,
+        size,
         stored: r.storedSize,
         first: c.first,
         last: c.last,
       };
     });
+  };
   const stream = client.query(new CopyOut(sql));
   try {
     for await (const data of stream as AsyncIterable<Buffer>) {

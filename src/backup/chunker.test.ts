@@ -34,7 +34,11 @@ describe('key-defined chunking', () => {
     const whole = chunk(data);
     expect(Buffer.concat(whole.map((c) => c.content)).equals(data)).toBe(true);
     expect(whole.reduce((n, c) => n + c.rows, 0)).toBe(2000);
-    for (const c of whole) expect(c.content[c.content.length - 1]).toBe(0x0a);
+    for (const c of whole) {
+      expect(c.content[c.content.length - 1]).toBe(0x0a);
+      // Each chunk owns its memory whole: the chunk store may transfer it to a thread.
+      expect([c.content.byteOffset, c.content.buffer.byteLength]).toEqual([0, c.content.length]);
+    }
     expect(whole.length).toBeGreaterThan(60); // mean 16 rows per chunk
     for (const split of [1, 7, 100, 4096])
       expect(hex(chunk(data, undefined, split))).toEqual(hex(whole));

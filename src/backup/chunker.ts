@@ -62,13 +62,28 @@ export class Chunker {
   /** Consumes COPY bytes (any split); returns chunks completed by them. */
   push(data: Buffer): RawChunk[] {
     const out: RawChunk[] = [];
-    let buf = data;
+    let from = 0;
     if (this.carry !== undefined) {
-      buf = Buffer.concat([this.carry, data]);
+      // Only the row split across buffers is joined, not the carry with the
+      // whole new buffer: that copied every byte of a backup once more.
+      const nl = data.indexOf(NEWLINE);
+      if (nl < 0) {
+        this.carry = Buffer.concat([this.carry, data]);
+        return out;
+      }
+      const line = Buffer.concat([this.carry, data.subarray(0, nl + 1)]);
       this.carry = undefined;
+      this.scan(line, 0, out);
+      from = nl + 1;
     }
-    let start = 0;
-    let segStart = 0;
+    const end = this.scan(data, from, out);
+    if (end < data.length) this.carry = Buffer.from(data.subarray(end));
+    return out;
+  }
+
+  /** Cuts the whole lines of buf from `start`; returns where the unfinished line begins. */
+  private scan(buf: Buffer, start: number, out: RawChunk[]): number {
+    let segStart = start;
     for (;;) {
       const nl = buf.indexOf(NEWLINE, start);
       if (nl < 0) break;
@@ -92,8 +107,7 @@ export class Chunker {
       start = lineEnd;
     }
     if (segStart < start) this.parts.push(buf.subarray(segStart, start));
-    if (start < buf.length) this.carry = Buffer.from(buf.subarray(start));
-    return out;
+    return start;
   }
 
   /** Flushes the last chunk. Throws if the stream ended mid-line. */
@@ -103,8 +117,12 @@ export class Chunker {
   }
 
   private finish(): RawChunk {
-    // One part is a view into a received buffer (kept alive until stored); several are joined into a new one.
-    const content = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
+    // Always a new buffer owning its whole ArrayBuffer (not a view into a
+    // received one, nor a slice of Node's pool): the chunk store hands it to
+    // the compression thread by transfer, without copying it again.
+    const content = Buffer.allocUnsafeSlow(this.size);
+    let at = 0;
+    for (const p of this.parts) at += p.copy(content, at);
     const chunk: RawChunk = {
       content,
       rows: this.rows,

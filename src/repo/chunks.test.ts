@@ -45,13 +45,13 @@ describe('chunk store', () => {
   it('never returns a damaged or missing chunk', async () => {
     const s = new MemoryStorage();
     const store = new ChunkStore(s);
-    const { id } = await store.put(content, 'none');
+    const { id } = await store.put(content, { codec: 'none' });
     const stored = await s.read(chunkKey(id));
     stored[100] = stored[100]! ^ 0x01; // one flipped bit in the data
     await s.write(chunkKey(id), stored);
     await expect(store.get(id)).rejects.toThrow(ChunkError);
     await expect(store.get(id)).rejects.toThrow(`chunk ${id} is damaged: its content hashes to`);
-    const zid = (await store.put(Buffer.from('other content\n'), 'zstd')).id;
+    const zid = (await store.put(Buffer.from('other content\n'), { codec: 'zstd' })).id;
     const z = await s.read(chunkKey(zid));
     await s.write(chunkKey(zid), z.subarray(0, z.length - 3)); // truncated
     await expect(store.get(zid)).rejects.toThrow(/is damaged/);

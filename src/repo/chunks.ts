@@ -65,13 +65,21 @@ export class ChunkStore {
   /**
    * Stores content unless an identical chunk exists. The existence check comes
    * first so deduplicated chunks cost no compression.
+   *
+   * With `handOver`, the caller gives the buffer up: a compression thread may
+   * take it by transfer instead of a copy, after which it reads as empty. For
+   * buffers that own their whole ArrayBuffer (the chunker's); the caller must
+   * read what it needs (its length) before calling.
    */
-  async put(content: Buffer, codec?: CodecName): Promise<PutResult> {
+  async put(
+    content: Buffer,
+    options: { readonly codec?: CodecName; readonly handOver?: boolean } = {},
+  ): Promise<PutResult> {
     const id = chunkId(content);
     const key = chunkKey(id);
     const existing = await this.storage.stat(key);
     if (existing !== undefined) return { id, storedSize: existing.size, isNew: false };
-    const stored = await this.encoder.encode(content, codec);
+    const stored = await this.encoder.encode(content, options.codec, options.handOver === true);
     const isNew = await this.storage.writeIfAbsent(key, stored);
     return { id, storedSize: stored.length, isNew };
   }

@@ -1,7 +1,8 @@
 /**
  * The compression thread pool, as built (dist/): output identical to inline
- * encoding; shared buffers are never detached; a process waiting on the
- * pool stays alive, and one whose pool is idle exits without closing it.
+ * encoding; shared buffers are never detached, handed-over whole ones are
+ * transferred; a process waiting on the pool stays alive, and one whose pool
+ * is idle exits without closing it.
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -37,6 +38,24 @@ describe('compression pool', () => {
       expect(big.length).toBeGreaterThan(100000);
       expect(view.length).toBe(49000);
       expect(small.toString()).toBe('1\tx\n');
+    } finally {
+      await encoder.close();
+    }
+  });
+
+  it('takes a handed-over buffer by transfer, and copies a view even when handed over', async () => {
+    const encoder = pool.createEncoder(1);
+    try {
+      const text = Array.from({ length: 5000 }, (_, i) => `${i}\trow ${i}\n`).join('');
+      const owned = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
+      owned.write(text);
+      const expected = await codec.encodeChunk(Buffer.from(text));
+      expect((await encoder.encode(owned, 'zstd', true)).equals(expected)).toBe(true);
+      expect(owned.length).toBe(0); // detached: moved to the thread, not copied
+      const big = Buffer.from(text);
+      const view = big.subarray(10);
+      await encoder.encode(view, 'zstd', true);
+      expect(view.toString()).toBe(text.slice(10)); // part of a larger buffer: copied
     } finally {
       await encoder.close();
     }
