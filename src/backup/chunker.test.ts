@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeField } from '../pg/copy-text.js';
+import { decodeField, endOfFields } from '../pg/copy-text.js';
 import { Chunker, chooseBoundaryBits, type RawChunk } from './chunker.js';
 
 /** COPY text of rows (id, payload) with ids 1..n, optionally modified. */
@@ -97,6 +97,15 @@ describe('key-defined chunking', () => {
 });
 
 describe('COPY text fields', () => {
+  it('finds the end of the first n fields within the line only', () => {
+    const b = Buffer.from('12\tab\tc\n7\n8\tx\n');
+    expect(endOfFields(b, 0, 8, 1)).toBe(2);
+    expect(endOfFields(b, 0, 8, 2)).toBe(5);
+    expect(endOfFields(b, 0, 8, 3)).toBe(8); // no third tab: the line's end
+    // A one-column line: the tab of the next line does not count.
+    expect(endOfFields(b, 9, 10, 1)).toBe(10);
+  });
+
   it('decodes NULL, escapes, octal and hex', () => {
     expect(decodeField(Buffer.from('\\N'))).toBeNull();
     expect(decodeField(Buffer.from('plain é'))).toBe('plain é');

@@ -10,12 +10,12 @@ const BACKSLASH = 0x5c;
 
 /** Byte offset of the end of the first `n` fields of a line (the n-th tab, or the line's end). */
 export function endOfFields(line: Buffer, start: number, end: number, n: number): number {
-  let pos = start;
-  for (let i = 0; i < n; i++) {
-    const tab = line.indexOf(TAB, pos);
-    if (tab < 0 || tab >= end) return end;
-    if (i === n - 1) return tab;
-    pos = tab + 1;
+  // A loop bounded by `end`, not indexOf: indexOf searches to the end of the
+  // buffer, so when the line has no n-th tab (a one-column table) every line
+  // of a chunk scanned the rest of the chunk: 0.66 s per 1 MB chunk.
+  let tabs = 0;
+  for (let i = start; i < end; i++) {
+    if (line[i] === TAB && ++tabs === n) return i;
   }
   return end;
 }
