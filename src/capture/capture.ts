@@ -24,7 +24,7 @@ import { FlashbackError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, identityRefusal } from '../guard/identity.js';
 import { connect, type PgClient } from '../pg/connect.js';
-import { createSlot, ensurePublication, ownSlotInfo } from '../pg/replication/slot.js';
+import { createSlot, dropSlot, ensurePublication, ownSlotInfo } from '../pg/replication/slot.js';
 import {
   DEFAULT_PUBLICATION,
   openReplicationStream,
@@ -42,6 +42,7 @@ import {
 import { SCHEMA_EVENT_PREFIX, SegmentBuilder } from '../repo/changelog-format.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
+import { faultpoint } from '../util/faultpoint.js';
 import { pgTimestampToIso, pgTimestampToMillis } from '../util/pg-time.js';
 import {
   installSchemaEvents,
@@ -138,7 +139,24 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       }
     };
     let info = await log.info();
-    const existing = await ownSlotInfo(client, slot);
+    let existing = await ownSlotInfo(client, slot);
+    if (existing !== undefined && info === undefined) {
+      const pending = await log.pendingSlot();
+      if (
+        pending?.slot === slot &&
+        pending.systemIdentifier === server.identity.systemIdentifier &&
+        pending.database === server.identity.database
+      ) {
+        // This repository's start created the slot and died before recording
+        // it: no segment came from it. Made again below, with a new start.
+        // (Refused while it is being read: then another capture runs.)
+        options.onWarning?.(
+          `replication slot "${slot}" was created by a start of capture that stopped before recording it (${pending.at}); it holds nothing of the change log: dropping it and starting again`,
+        );
+        await dropSlot(client, slot);
+        existing = undefined;
+      }
+    }
     let created = false;
     const unidentified = await tablesWithoutIdentity(client);
     if (existing === undefined) {
@@ -166,7 +184,15 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       await ensurePublication(client, DEFAULT_PUBLICATION);
       // The event triggers before the slot: every schema change in the log is then recorded.
       await ensureSchemaEvents();
+      await log.setPendingSlot({
+        slot,
+        systemIdentifier: server.identity.systemIdentifier,
+        database: server.identity.database,
+        at: new Date().toISOString(),
+      });
       const made = await createSlot({ name: target.name, connection: target.connection }, slot);
+      // Tests SIGKILL capture here: a slot the repository has not recorded yet.
+      await faultpoint('capture.after-slot');
       created = true;
       info = {
         format: 'flashback-capture',
@@ -180,6 +206,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         created: new Date().toISOString(),
       };
       await log.writeInfo(info);
+      await log.setPendingSlot(undefined);
     } else if (info === undefined) {
       throw new OperationError(
         'capture.foreign-slot',

@@ -100,6 +100,20 @@ export interface SchemaRecord<Model = unknown, Shape = unknown> {
   readonly shapes: Record<string, Shape> | null;
 }
 
+/**
+ * `changes/<scope>/slot-pending.json`: written just before capture creates
+ * its replication slot, removed once `capture.json` records it. Found with
+ * the slot and without `capture.json`, it says the slot is this
+ * repository's, from a start that died in between (it holds nothing of the
+ * log yet).
+ */
+export interface PendingSlot {
+  readonly slot: string;
+  readonly systemIdentifier: string;
+  readonly database: string;
+  readonly at: string;
+}
+
 /** A schema record as listed: its end LSN (from the name) and a reader. */
 export interface SchemaRecordRef {
   readonly key: string;
@@ -144,6 +158,25 @@ export class ChangeLog {
       `${this.dir}capture.json`,
       Buffer.from(`${JSON.stringify(info, null, 2)}\n`),
     );
+  }
+
+  /** The record of a slot being created (PendingSlot), if there is one. */
+  async pendingSlot(): Promise<PendingSlot | undefined> {
+    try {
+      return JSON.parse(
+        (await this.storage.read(`${this.dir}slot-pending.json`)).toString('utf8'),
+      ) as PendingSlot;
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError || err instanceof SyntaxError) return undefined;
+      throw err;
+    }
+  }
+
+  /** Records, or (undefined) forgets, a slot being created. */
+  async setPendingSlot(pending: PendingSlot | undefined): Promise<void> {
+    const key = `${this.dir}slot-pending.json`;
+    if (pending === undefined) await this.storage.delete(key);
+    else await this.storage.write(key, Buffer.from(`${JSON.stringify(pending, null, 2)}\n`));
   }
 
   /**

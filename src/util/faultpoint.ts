@@ -14,6 +14,7 @@ export type FaultPointName =
   | 'backup.during-data'
   | 'backup.before-manifest'
   | 'backup.after-manifest'
+  | 'capture.after-slot'
   | 'prune.after-manifests'
   | 'prune.during-chunks'
   | 'prune.after-log-start';

@@ -15,6 +15,7 @@ import { dropSlot } from '../../src/pg/replication/slot.js';
 import { ChangeLog } from '../../src/repo/changelog.js';
 import { LocalStorage } from '../../src/storage/local.js';
 import { CAPTURE_SCHEMA, CaptureProcess } from '../harness/capture.js';
+import { cliAt, killHard } from '../harness/faultpoint.js';
 import { connectTo, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
 import { TEST_BASE_DIR } from '../harness/servers.js';
 
@@ -285,5 +286,99 @@ describe('a slot that lost its WAL (private PostgreSQL 17, max_slot_wal_keep_siz
       await server.stop();
       await cleanup();
     }
+  });
+});
+
+describe('a slot capture has not recorded, on the shared PostgreSQL 17', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let db: string;
+  let other: string;
+  const env = { PW: shared.password };
+  // Slot names are per server: these targets' names are used by no other test.
+  const slots = ['flashback_slotcrash', 'flashback_slotforeign'];
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir());
+    db = await freshDatabase(shared, 'slotcrash');
+    other = await freshDatabase(shared, 'slotforeign');
+    for (const d of [db, other]) await sql(shared, d, CAPTURE_SCHEMA);
+    expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
+    const target = (name: string, database: string) =>
+      `  ${name}:\n    host: ${shared.host}\n    port: ${shared.port}\n    database: ${database}\n    user: postgres\n    password_env: PW\n`;
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `repository: repo\ntargets:\n${target('slotcrash', db)}${target('slotforeign', other)}`,
+    );
+  });
+  afterAll(async () => {
+    for (const [d, s] of [db, other].map((d, i) => [d, slots[i]!] as const)) {
+      const c = await connectTo(shared, d);
+      await dropSlot(c, s, { waitSeconds: 10 }).catch(() => {});
+      await c.end();
+      await sql(shared, 'postgres', `DROP DATABASE IF EXISTS ${d} WITH (FORCE)`);
+    }
+    await cleanup();
+  });
+
+  async function slotExists(name: string): Promise<boolean> {
+    const c = await connectTo(shared, 'postgres');
+    try {
+      return (
+        (await c.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [name]))
+          .rowCount === 1
+      );
+    } finally {
+      await c.end();
+    }
+  }
+
+  it('a start killed between creating its slot and recording it: the next start works', async () => {
+    const child = await cliAt('capture.after-slot', ['capture', 'slotcrash'], dir, env);
+    expect(await killHard(child)).toBe('SIGKILL');
+    expect(await slotExists('flashback_slotcrash')).toBe(true);
+    const log = new ChangeLog(new LocalStorage(path.join(dir, 'repo')), 'slotcrash');
+    expect(await log.info()).toBeUndefined();
+    expect((await log.pendingSlot())?.slot).toBe('flashback_slotcrash');
+
+    const capture = new CaptureProcess(dir, env, [
+      'capture',
+      'slotcrash',
+      '--flush-interval',
+      '200ms',
+    ]).start();
+    try {
+      await capture.streaming();
+      expect(capture.output).toContain(
+        'replication slot "flashback_slotcrash" was created by a start of capture that stopped before recording it',
+      );
+      expect(capture.output).toContain('capture slotcrash: created slot');
+      await sql(shared, db, "INSERT INTO items (id, v, n) VALUES (1, 'after the crash', 1)");
+      const end = Date.now() + 15_000;
+      let stored = 0;
+      while (stored === 0 && Date.now() < end) {
+        await new Promise((r) => setTimeout(r, 200));
+        stored = (await log.segments()).length;
+      }
+      expect(stored).toBeGreaterThan(0);
+    } finally {
+      const last = await capture.stop();
+      expect(last?.code, last?.stderr).toBe(0);
+    }
+    expect((await log.info())?.slot).toBe('flashback_slotcrash');
+    expect(await log.pendingSlot()).toBeUndefined();
+  });
+
+  it('a slot of that name this repository never created is refused and left alone', async () => {
+    const c = await connectTo(shared, other);
+    await c.query("SELECT pg_create_logical_replication_slot('flashback_slotforeign', 'pgoutput')");
+    await c.end();
+    const r = await runCli(['capture', 'slotforeign'], { cwd: dir, env });
+    expect(r.code, r.stderr).toBe(ExitCode.failed);
+    expect(r.stderr).toContain(
+      'slot "flashback_slotforeign" exists on "slotforeign" but this repository has no change log from it',
+    );
+    expect(r.stderr).toContain('--drop-slot');
+    expect(await slotExists('flashback_slotforeign')).toBe(true);
   });
 });
