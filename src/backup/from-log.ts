@@ -238,8 +238,24 @@ export function comparatorFor(schema: SchemaModel, t: TableSnapshot): Compare {
   const model = schema.tables.find((m) => m.schema === t.schema && m.name === t.name);
   const per = t.key.map((k) => {
     const col = model?.columns.find((c) => c.name === k);
-    return columnComparator(col, `${t.schema}.${t.name}`, k);
+    const order = columnOrder(col);
+    if (order !== undefined) return order;
+    const type = col?.type ?? '?';
+    throw new UsageError(
+      `backup --from-log cannot order ${t.schema}.${t.name} by its key column ${k} (${type}${col?.collation === undefined ? '' : ` COLLATE ${col.collation}`}) exactly as PostgreSQL does`,
+      {
+        hint: 'keys of integer types, uuid, boolean and text with COLLATE "C" are supported; take a direct backup instead',
+      },
+    );
   });
+  return keyComparator(per);
+}
+
+/**
+ * Compares keys (decoded values) column by column with `per`, as ORDER BY
+ * ... ASC does (NULLS LAST); values past `per`'s length are not compared.
+ */
+export function keyComparator(per: ReadonlyArray<(x: string, y: string) => number>): Compare {
   return (a, b) => {
     for (let i = 0; i < per.length; i++) {
       const x = a[i] ?? null;
@@ -260,11 +276,15 @@ const INTEGER = /^(smallint|integer|bigint|oid)$/;
 const TEXT = /^(text|character varying(\(\d+\))?|character(\(\d+\))?|name)$/;
 const BPCHAR = /^character(\(\d+\))?$/;
 
-function columnComparator(
+/**
+ * PostgreSQL's order of a column's values (their text forms), for the types
+ * where Flashback reproduces it exactly: integers, uuid, boolean, and text
+ * under the C (POSIX) collation. Undefined for any other: a linguistic
+ * collation's order depends on the server's library.
+ */
+export function columnOrder(
   col: ColumnModel | undefined,
-  table: string,
-  name: string,
-): (x: string, y: string) => number {
+): ((x: string, y: string) => number) | undefined {
   const type = col?.type ?? '?';
   if (INTEGER.test(type)) {
     return (x, y) => {
@@ -286,12 +306,7 @@ function columnComparator(
     const bare = BPCHAR.test(type) ? (s: string) => s.replace(/ +$/, '') : (s: string) => s;
     return (x, y) => Buffer.compare(Buffer.from(bare(x), 'utf8'), Buffer.from(bare(y), 'utf8'));
   }
-  throw new UsageError(
-    `backup --from-log cannot order ${table} by its key column ${name} (${type}${col?.collation === undefined ? '' : ` COLLATE ${col.collation}`}) exactly as PostgreSQL does`,
-    {
-      hint: 'keys of integer types, uuid, boolean and text with COLLATE "C" are supported; take a direct backup instead',
-    },
-  );
+  return undefined;
 }
 
 /**

@@ -12,7 +12,6 @@ import {
 import { MemoryStorage } from '../storage/memory.js';
 import {
   candidateChunks,
-  compareKeys,
   findRowInChunk,
   type KeySpec,
   parseKeyArgs,
@@ -113,39 +112,51 @@ describe('finding a key in a snapshot', () => {
     last,
   });
 
-  it('compares integer keys numerically and other keys only when equal', () => {
-    expect(compareKeys(['9'], ['10'], [true])).toBe(-1);
-    expect(compareKeys(['10'], ['9'], [true])).toBe(1);
-    expect(compareKeys(['7', 'b'], ['7', 'b'], [true, false])).toBe(0);
-    expect(compareKeys(['7', 'b'], ['8', 'a'], [true, false])).toBe(-1);
-    expect(compareKeys(['7', 'b'], ['7', 'a'], [true, false])).toBeUndefined();
-    expect(compareKeys(['b'], ['a'], [false])).toBeUndefined();
+  /** A snapshot of table t keyed by `key` (columns of `types`), cut into `chunks`. */
+  const snap = (types: Array<[string, string]>, chunks: ChunkRef[]) => ({
+    manifest: {
+      schema: {
+        tables: [
+          { schema: 'public', name: 't', columns: types.map(([name, type]) => ({ name, type })) },
+        ],
+      },
+    } as unknown as SnapshotManifest,
+    table: {
+      schema: 'public',
+      name: 't',
+      key: types.map(([name]) => name),
+      chunks,
+    } as unknown as TableSnapshot,
   });
 
   it('picks the one chunk whose range holds an integer key, and none outside every range', () => {
-    const chunks = [chunk(['1'], ['99']), chunk(['100'], ['250']), chunk(['260'], ['900'])];
-    expect(candidateChunks(chunks, ['42'], [true])).toEqual([0]);
-    expect(candidateChunks(chunks, ['100'], [true])).toEqual([1]);
-    expect(candidateChunks(chunks, ['255'], [true])).toEqual([]);
-    expect(candidateChunks(chunks, ['1000'], [true])).toEqual([]);
+    const s = snap(
+      [['id', 'bigint']],
+      [chunk(['1'], ['99']), chunk(['100'], ['250']), chunk(['260'], ['900'])],
+    );
+    expect(candidateChunks(s, ['42'])).toEqual([0]);
+    expect(candidateChunks(s, ['100'])).toEqual([1]);
+    expect(candidateChunks(s, ['255'])).toEqual([]);
+    expect(candidateChunks(s, ['1000'])).toEqual([]);
     // Composite (integer, text): the integer column narrows, the text one cannot.
-    const comp = [
-      chunk(['1', 'a'], ['1', 'z']),
-      chunk(['2', 'a'], ['3', 'q']),
-      chunk(['4', 'a'], ['5', 'b']),
-    ];
-    expect(candidateChunks(comp, ['2', 'k'], [true, false])).toEqual([1]);
-    expect(candidateChunks(comp, ['3', 'q'], [true, false])).toEqual([1]);
+    const comp = snap(
+      [
+        ['n', 'integer'],
+        ['name', 'text'],
+      ],
+      [chunk(['1', 'a'], ['1', 'z']), chunk(['2', 'a'], ['3', 'q']), chunk(['4', 'a'], ['5', 'b'])],
+    );
+    expect(candidateChunks(comp, ['2', 'k'])).toEqual([1]);
+    expect(candidateChunks(comp, ['3', 'q'])).toEqual([1]);
   });
 
   it('falls back to every chunk for keys it cannot order, reading an exact boundary first', () => {
-    const chunks = [
-      chunk(['apple'], ['fig']),
-      chunk(['grape'], ['lemon']),
-      chunk(['mango'], ['plum']),
-    ];
-    expect(candidateChunks(chunks, ['kiwi'], [false])).toEqual([0, 1, 2]);
-    expect(candidateChunks(chunks, ['mango'], [false])).toEqual([2, 0, 1]);
+    const s = snap(
+      [['name', 'text']],
+      [chunk(['apple'], ['fig']), chunk(['grape'], ['lemon']), chunk(['mango'], ['plum'])],
+    );
+    expect(candidateChunks(s, ['kiwi'])).toEqual([0, 1, 2]);
+    expect(candidateChunks(s, ['mango'])).toEqual([2, 0, 1]);
   });
 
   it('finds a row by its decoded key fields in COPY text, escapes included', () => {

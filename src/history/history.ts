@@ -20,7 +20,7 @@ import {
   type FlashbackErrorOptions,
   UsageError,
 } from '../errors.js';
-import { decodeField, endOfFields, splitFields } from '../pg/copy-text.js';
+import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import {
   type CaptureInfo,
@@ -42,6 +42,7 @@ import {
   SnapshotStore,
   type TableSnapshot,
 } from '../repo/snapshots.js';
+import { keysByChunk } from '../restore/key-chunks.js';
 import type { Storage } from '../storage/storage.js';
 import { normaliseTime } from './time.js';
 
@@ -281,50 +282,28 @@ export function resolveKey(
 // Finding a key in a snapshot
 
 /**
- * Compares two keys in the table's key order, column by column: integer
- * columns numerically; other columns only when equal (their order depends
- * on collations and type rules Flashback does not reproduce), so the result
- * is undefined when it cannot be known.
- */
-export function compareKeys(
-  a: readonly Cell[],
-  b: readonly Cell[],
-  integer: readonly boolean[],
-): -1 | 0 | 1 | undefined {
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i] ?? null;
-    const y = b[i] ?? null;
-    if (x === y) continue;
-    if (x === null || y === null || integer[i] !== true) return undefined;
-    const bx = BigInt(x);
-    const by = BigInt(y);
-    if (bx !== by) return bx < by ? -1 : 1;
-  }
-  return 0;
-}
-
-/**
- * Positions of the chunks that can hold `key`, in the order to read them:
- * chunks whose range provably excludes the key are left out (with integer
- * keys, all but at most one), and a chunk whose first or last key is the key
- * comes first. An empty list means no snapshot chunk holds the key.
+ * Positions of the chunks of a snapshot's table that can hold `key`, in the
+ * order to read them (keysByChunk leaves out those whose range excludes it;
+ * a chunk whose first or last key is the key comes first). An empty list
+ * means no chunk holds the key.
  */
 export function candidateChunks(
-  chunks: readonly ChunkRef[],
+  s: Pick<SnapTable, 'manifest' | 'table'>,
   key: readonly string[],
-  integer: readonly boolean[],
 ): number[] {
+  const { table } = s;
+  const holds = keysByChunk(
+    s.manifest.schema as SchemaModel | undefined,
+    table,
+    new Set([key.map(encodeField).join('\t')]),
+  );
+  const bound = (b: ChunkRef['first']) =>
+    b !== null && b.length === key.length && b.every((v, i) => v === key[i]);
   const exact: number[] = [];
   const maybe: number[] = [];
-  chunks.forEach((c, i) => {
-    if (c.first === null || c.last === null) {
-      maybe.push(i);
-      return;
-    }
-    const lo = compareKeys(key, c.first, integer);
-    const hi = compareKeys(key, c.last, integer);
-    if (lo === -1 || hi === 1) return;
-    if (lo === 0 || hi === 0) exact.push(i);
+  table.chunks.forEach((c, i) => {
+    if (holds(table, c).length === 0) return;
+    if (bound(c.first) || bound(c.last)) exact.push(i);
     else maybe.push(i);
   });
   return [...exact, ...maybe];
@@ -788,7 +767,7 @@ async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
     const key = t.currentKey as string[];
     let found: Cell[] | undefined;
     let read = 0;
-    for (const i of candidateChunks(s.table.chunks, key, integer)) {
+    for (const i of candidateChunks(s, key)) {
       read++;
       const ref = s.table.chunks[i]!;
       const content = await chunkStore.get(ref.id).catch((err: unknown) => {

@@ -11,7 +11,6 @@ import {
 } from '../repo/snapshots.js';
 import { MemoryStorage } from '../storage/memory.js';
 import {
-  chunksHolding,
   compareValues,
   type ImpactReport,
   type ImpactRow,
@@ -436,31 +435,6 @@ describe('impactReport', () => {
 });
 
 describe('helpers', () => {
-  const chunk = (first: string[], last: string[]): ChunkRef => ({
-    id: 'x',
-    rows: 1,
-    size: 1,
-    stored: 1,
-    first,
-    last,
-  });
-
-  it('finds the chunks that can hold a set of integer keys by binary search', () => {
-    const cs = [chunk(['1'], ['99']), chunk(['100'], ['250']), chunk(['260'], ['900'])];
-    expect(chunksHolding(cs, ['42', '77'], [true])).toEqual([0]);
-    expect(chunksHolding(cs, ['900', '100', '255', '5000'], [true])).toEqual([1, 2]);
-    // A composite key narrows by its later columns where it can.
-    const comp = [
-      chunk(['1', 'a'], ['2', 'm']),
-      chunk(['2', 'n'], ['2', 'z']),
-      chunk(['3', 'a'], ['4', 'a']),
-    ];
-    expect(chunksHolding(comp, ['2\tq'], [true, false])).toEqual([0, 1]);
-    expect(chunksHolding(comp, ['4\ta'], [true, false])).toEqual([2]);
-    // Keys it cannot order: every chunk.
-    expect(chunksHolding(cs, ['x'], [false])).toEqual([0, 1, 2]);
-  });
-
   it('sorts integers numerically, text by code point, NULL last', () => {
     const values = ['10', null, '9', 'b', '-1', 'a'];
     expect(values.sort(compareValues)).toEqual(['-1', '9', '10', 'a', 'b', null]);

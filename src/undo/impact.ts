@@ -28,13 +28,7 @@
  * reports") describes the behaviour for users.
  */
 import { DamagedError, UsageError } from '../errors.js';
-import {
-  compareKeys,
-  INTEGER_TYPES,
-  normaliseTime,
-  parseTableName,
-  selectLog,
-} from '../history/history.js';
+import { normaliseTime, parseTableName, selectLog } from '../history/history.js';
 import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import {
@@ -50,12 +44,7 @@ import {
 import { ChunkError, ChunkStore } from '../repo/chunks.js';
 import { whileShared } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
-import {
-  type ChunkRef,
-  type SnapshotManifest,
-  SnapshotStore,
-  type TableSnapshot,
-} from '../repo/snapshots.js';
+import { type SnapshotManifest, SnapshotStore, type TableSnapshot } from '../repo/snapshots.js';
 import { keysByChunk } from '../restore/key-chunks.js';
 import { createPicker, pickJobs } from '../restore/pick.js';
 
@@ -901,40 +890,25 @@ class Resolver {
         pos = nl + 1;
       }
     };
-    const byChunk =
-      this.base?.schema === undefined ? undefined : keysByChunk(this.base.schema, snap, pending);
-    if (byChunk !== undefined) {
-      // Only the pending keys' lines of each chunk that can hold one, picked
-      // in threads when there are many (keys deleted all over a big table).
-      const jobs = pickJobs(snap, byChunk);
-      this.chunksRead += jobs.length;
-      const picker = createPicker(this.chunks);
-      try {
-        for await (const block of picker.blocks(jobs)) keep(block.content);
-      } catch (err) {
-        if (!(err instanceof ChunkError)) throw err;
-        throw this.damaged(
-          snap,
-          snap.chunks.findIndex((c) => c.id === err.chunkId),
-          err,
-        );
-      } finally {
-        await picker.close();
-      }
-    } else {
-      const integer = this.integerKey(snap);
-      for (const i of chunksHolding(snap.chunks, pending, integer)) keep(await this.read(snap, i));
+    // Only the pending keys' lines of each chunk that can hold one, picked
+    // in threads when there are many (keys deleted all over a big table).
+    const jobs = pickJobs(snap, keysByChunk(this.base?.schema, snap, pending));
+    this.chunksRead += jobs.length;
+    const picker = createPicker(this.chunks);
+    try {
+      for await (const block of picker.blocks(jobs)) keep(block.content);
+    } catch (err) {
+      if (!(err instanceof ChunkError)) throw err;
+      throw this.damaged(
+        snap,
+        snap.chunks.findIndex((c) => c.id === err.chunkId),
+        err,
+      );
+    } finally {
+      await picker.close();
     }
     // Keys in no chunk: no row held them when the snapshot was taken.
     for (const key of pending) if (!tr.rows.has(key)) tr.rows.set(key, ABSENT);
-  }
-
-  private integerKey(snap: TableSnapshot): boolean[] {
-    const model = this.base?.schema as Partial<SchemaModel> | null | undefined;
-    const cols = model?.tables?.find(
-      (x) => x.schema === snap.schema && x.name === snap.name,
-    )?.columns;
-    return snap.key.map((k) => INTEGER_TYPES.has(cols?.find((c) => c.name === k)?.type ?? ''));
   }
 
   private async read(snap: TableSnapshot, i: number): Promise<Buffer> {
@@ -955,58 +929,4 @@ class Resolver {
       { hint: err.hint, cause: err },
     );
   }
-}
-
-/**
- * Positions of the chunks that can hold any of `keys` (COPY text keys), in
- * order. With an integer first key column, chunks are ordered by it: a
- * binary search finds the run of chunks whose range holds each key's first
- * value, and the other columns narrow it where they can (as history's
- * candidateChunks does for one key). Otherwise every chunk is a candidate.
- */
-export function chunksHolding(
-  chunks: readonly ChunkRef[],
-  keys: Iterable<string>,
-  integer: readonly boolean[],
-): number[] {
-  if (integer[0] !== true || chunks.some((c) => c.first === null || c.last === null)) {
-    return chunks.map((_, i) => i);
-  }
-  let firsts: bigint[];
-  let lasts: bigint[];
-  try {
-    firsts = chunks.map((c) => BigInt(c.first![0]!));
-    lasts = chunks.map((c) => BigInt(c.last![0]!));
-  } catch {
-    return chunks.map((_, i) => i);
-  }
-  const out = new Set<number>();
-  for (const text of keys) {
-    // Integer fields need no COPY escapes; other fields only compare equal or not.
-    const key = text.split('\t');
-    let k0: bigint;
-    try {
-      k0 = BigInt(key[0]!);
-    } catch {
-      return chunks.map((_, i) => i);
-    }
-    let lo = 0;
-    let hi = chunks.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (lasts[mid]! < k0) lo = mid + 1;
-      else hi = mid;
-    }
-    for (let i = lo; i < chunks.length && firsts[i]! <= k0; i++) {
-      const c = chunks[i]!;
-      if (key.length === 1) {
-        out.add(i);
-        continue;
-      }
-      const below = compareKeys(key, c.first!, integer) === -1;
-      const above = compareKeys(key, c.last!, integer) === 1;
-      if (!below && !above) out.add(i);
-    }
-  }
-  return [...out].sort((a, b) => a - b);
 }
