@@ -602,9 +602,9 @@ export interface KeyRead {
   /** Only rows with these keys are emitted (the COPY text of the key fields). */
   readonly keys: ReadonlySet<string>;
   /**
-   * The wanted keys a chunk can hold, in key order (`[]`: the chunk is not
-   * read). Without it every chunk is read (a key order Flashback does not
-   * reproduce cannot place keys in chunks).
+   * The wanted keys a chunk can hold (`[]`: the chunk is not read); see
+   * keysByChunk, which gives every chunk every key when it cannot order the
+   * key. Without it every chunk is read whole.
    */
   readonly keysIn?: ((t: TableSnapshot, chunk: ChunkRef) => readonly string[]) | undefined;
   /** With keysIn: reads the wanted lines of each chunk off the main thread. */
