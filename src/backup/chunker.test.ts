@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeField, endOfFields } from '../pg/copy-text.js';
+import { decodeField, endOfFields, fieldAt } from '../pg/copy-text.js';
 import { Chunker, chooseBoundaryBits, type RawChunk } from './chunker.js';
 
 /** COPY text of rows (id, payload) with ids 1..n, optionally modified. */
@@ -97,6 +97,20 @@ describe('key-defined chunking', () => {
 });
 
 describe('COPY text fields', () => {
+  it('reads one field of a line, still escaped, without the others', () => {
+    const b = Buffer.from('x\n1\ta\\tb\t\\N\t\ny\n');
+    // The line "1<TAB>a\tb<TAB>\N<TAB>" at [2, 13), between two others.
+    const [start, end] = [2, b.indexOf(0x0a, 2)];
+    expect([0, 1, 2, 3].map((i) => fieldAt(b, start, end, i).toString())).toEqual([
+      '1',
+      'a\\tb',
+      '\\N',
+      '',
+    ]);
+    expect(decodeField(fieldAt(b, start, end, 1))).toBe('a\tb');
+    expect(() => fieldAt(b, start, end, 4)).toThrow(/has 4 field\(s\), not 5/);
+  });
+
   it('finds the end of the first n fields within the line only', () => {
     const b = Buffer.from('12\tab\tc\n7\n8\tx\n');
     expect(endOfFields(b, 0, 8, 1)).toBe(2);

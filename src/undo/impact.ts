@@ -29,7 +29,7 @@
  */
 import { DamagedError, UsageError } from '../errors.js';
 import { normaliseTime, parseTableName, selectLog } from '../history/history.js';
-import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-text.js';
+import { decodeField, encodeField, endOfFields, fieldAt } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import {
   type Change,
@@ -842,7 +842,7 @@ class Resolver {
           const changed =
             k > 0 && tr.rows.has(content.toString('utf8', pos, endOfFields(content, pos, nl, k)));
           if (!changed) {
-            add(col < 0 ? UNKNOWN : decodeField(splitFields(content.subarray(pos, nl))[col]!));
+            add(col < 0 ? UNKNOWN : decodeField(fieldAt(content, pos, nl, col)));
           }
           pos = nl + 1;
         }
@@ -882,10 +882,7 @@ class Resolver {
         if (nl < 0) nl = content.length;
         const key = content.toString('utf8', pos, endOfFields(content, pos, nl, k));
         if (pending.has(key)) {
-          tr.rows.set(
-            key,
-            col < 0 ? UNKNOWN : decodeField(splitFields(content.subarray(pos, nl))[col]!),
-          );
+          tr.rows.set(key, col < 0 ? UNKNOWN : decodeField(fieldAt(content, pos, nl, col)));
         }
         pos = nl + 1;
       }
