@@ -296,7 +296,12 @@ async function copyTable(
   const { key: k, kind } = tableKey(t);
   const columns = chunkColumns(t);
   const sql = tableCopySql({ schema: t.schema, name: t.name, columns, key: k });
-  const chunker = new Chunker({ keyColumns: k.length, boundaryBits, maxBytes: MAX_CHUNK_BYTES });
+  const chunker = new Chunker({
+    keyColumns: k.length,
+    boundaryBits,
+    maxBytes: MAX_CHUNK_BYTES,
+    ownMemory: true, // each chunk is handed over to the compression thread
+  });
   const refs: ChunkRef[] = [];
   const inflight: Array<Promise<ChunkRef>> = [];
   const settle = async (): Promise<void> => {

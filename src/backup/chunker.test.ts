@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { decodeField, endOfFields, fieldAt } from '../pg/copy-text.js';
-import { Chunker, chooseBoundaryBits, type RawChunk } from './chunker.js';
+import { Chunker, type ChunkerOptions, chooseBoundaryBits, type RawChunk } from './chunker.js';
 
 /** COPY text of rows (id, payload) with ids 1..n, optionally modified. */
 function table(
@@ -12,7 +12,7 @@ function table(
 
 function chunk(
   data: Buffer,
-  opts = { keyColumns: 1, boundaryBits: 4, maxBytes: 1 << 20 },
+  opts: ChunkerOptions = { keyColumns: 1, boundaryBits: 4, maxBytes: 1 << 20 },
   splitEvery?: number,
 ): RawChunk[] {
   const c = new Chunker(opts);
@@ -34,9 +34,16 @@ describe('key-defined chunking', () => {
     const whole = chunk(data);
     expect(Buffer.concat(whole.map((c) => c.content)).equals(data)).toBe(true);
     expect(whole.reduce((n, c) => n + c.rows, 0)).toBe(2000);
-    for (const c of whole) {
-      expect(c.content[c.content.length - 1]).toBe(0x0a);
-      // Each chunk owns its memory whole: the chunk store may transfer it to a thread.
+    for (const c of whole) expect(c.content[c.content.length - 1]).toBe(0x0a);
+    // With ownMemory, the same chunks, each owning its memory whole (the
+    // chunk store may transfer it to a thread).
+    const owned = chunk(
+      data,
+      { keyColumns: 1, boundaryBits: 4, maxBytes: 1 << 20, ownMemory: true },
+      100,
+    );
+    expect(hex(owned)).toEqual(hex(whole));
+    for (const c of owned) {
       expect([c.content.byteOffset, c.content.buffer.byteLength]).toEqual([0, c.content.length]);
     }
     expect(whole.length).toBeGreaterThan(60); // mean 16 rows per chunk

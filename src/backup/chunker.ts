@@ -26,6 +26,13 @@ export interface ChunkerOptions {
   readonly boundaryBits: number;
   /** A chunk is cut at this size even without a boundary (bounds memory). */
   readonly maxBytes: number;
+  /**
+   * Each chunk's content in a new buffer owning its whole ArrayBuffer, which
+   * the chunk store may hand to its compression thread by transfer (a
+   * backup). Otherwise a chunk within one received buffer is a view into it
+   * (kept alive while the chunk is), which suits readers that only hash.
+   */
+  readonly ownMemory?: boolean;
 }
 
 /** Default ceiling for one chunk's content. */
@@ -117,12 +124,16 @@ export class Chunker {
   }
 
   private finish(): RawChunk {
-    // Always a new buffer owning its whole ArrayBuffer (not a view into a
-    // received one, nor a slice of Node's pool): the chunk store hands it to
-    // the compression thread by transfer, without copying it again.
-    const content = Buffer.allocUnsafeSlow(this.size);
-    let at = 0;
-    for (const p of this.parts) at += p.copy(content, at);
+    let content: Buffer;
+    if (this.options.ownMemory === true) {
+      // Not a view into a received buffer, nor a slice of Node's pool: the
+      // chunk store hands it to the compression thread by transfer.
+      content = Buffer.allocUnsafeSlow(this.size);
+      let at = 0;
+      for (const p of this.parts) at += p.copy(content, at);
+    } else {
+      content = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
+    }
     const chunk: RawChunk = {
       content,
       rows: this.rows,
