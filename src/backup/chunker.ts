@@ -53,7 +53,8 @@ export class Chunker {
   private parts: Buffer[] = [];
   private size = 0;
   private rows = 0;
-  private carry: Buffer | undefined;
+  /** The start of a row not yet ended, in the pieces it came in (joined once, when it ends). */
+  private carry: Buffer[] = [];
   private first: Array<string | null> | null = null;
   // The last row is kept as offsets into its buffer, not as a slice: a
   // Buffer per row made this loop allocation-bound.
@@ -70,21 +71,23 @@ export class Chunker {
   push(data: Buffer): RawChunk[] {
     const out: RawChunk[] = [];
     let from = 0;
-    if (this.carry !== undefined) {
+    if (this.carry.length > 0) {
       // Only the row split across buffers is joined, not the carry with the
-      // whole new buffer: that copied every byte of a backup once more.
+      // whole new buffer: that copied every byte of a backup once more. A
+      // row longer than many reads is joined once, when it ends (joining at
+      // every read made a large value's cost grow with its square).
       const nl = data.indexOf(NEWLINE);
       if (nl < 0) {
-        this.carry = Buffer.concat([this.carry, data]);
+        this.carry.push(Buffer.from(data));
         return out;
       }
-      const line = Buffer.concat([this.carry, data.subarray(0, nl + 1)]);
-      this.carry = undefined;
+      const line = Buffer.concat([...this.carry, data.subarray(0, nl + 1)]);
+      this.carry = [];
       this.scan(line, 0, out);
       from = nl + 1;
     }
     const end = this.scan(data, from, out);
-    if (end < data.length) this.carry = Buffer.from(data.subarray(end));
+    if (end < data.length) this.carry.push(Buffer.from(data.subarray(end)));
     return out;
   }
 
@@ -119,7 +122,7 @@ export class Chunker {
 
   /** Flushes the last chunk. Throws if the stream ended mid-line. */
   end(): RawChunk[] {
-    if (this.carry !== undefined) throw new Error('COPY data ended in the middle of a row');
+    if (this.carry.length > 0) throw new Error('COPY data ended in the middle of a row');
     return this.rows > 0 ? [this.finish()] : [];
   }
 
