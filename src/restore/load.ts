@@ -25,6 +25,21 @@ export interface TableSource {
   blocks(t: TableSnapshot): AsyncIterable<RowBlock>;
 }
 
+/** The same rows as `source`, telling `onBlock` of each block as it is read (for progress). */
+export function countedSource(
+  source: TableSource,
+  onBlock: (rows: number, bytes: number) => void,
+): TableSource {
+  return {
+    async *blocks(t) {
+      for await (const block of source.blocks(t)) {
+        onBlock(block.rows, block.content.length);
+        yield block;
+      }
+    },
+  };
+}
+
 /** A snapshot's own rows: its chunks, each fetched (and hash-verified) while the previous one is sent. */
 export function snapshotSource(
   chunks: ChunkStore,

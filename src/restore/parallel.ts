@@ -35,6 +35,8 @@ export interface ParallelRestore {
   readonly workers: number;
   readonly signal?: AbortSignal | undefined;
   readonly onTable?: ((table: string, rows: number) => void) | undefined;
+  /** After each post-data statement. */
+  readonly onStatement?: (() => void) | undefined;
 }
 
 /** Runs the restore; returns rows loaded per table (in `tables` order). */
@@ -62,6 +64,7 @@ export async function parallelFullRestore(p: ParallelRestore): Promise<number[]>
     let settings = 0;
     while (settings < p.postData.length && /^SET /i.test(p.postData[settings]!.sql)) settings++;
     for (const c of conns) for (const s of p.postData.slice(0, settings)) await exec(c, s);
+    for (let i = 0; i < settings; i++) p.onStatement?.();
     let early = settings;
     while (early < p.postData.length && statementTables(p.postData[early]!.sql) !== undefined)
       early++;
@@ -70,6 +73,7 @@ export async function parallelFullRestore(p: ParallelRestore): Promise<number[]>
       tables: p.tables,
       statements: p.postData.slice(settings, early),
       signal: p.signal,
+      onStatement: p.onStatement,
       async load(c, t, signal) {
         // Emptied in the loading transaction, so COPY may FREEZE: rows are
         // written frozen and all-visible, and the index builds after the
@@ -89,7 +93,7 @@ export async function parallelFullRestore(p: ParallelRestore): Promise<number[]>
         p.onTable?.(`${t.schema}.${t.name}`, n);
       },
     });
-    await runScheduled(conns, p.postData.slice(early), p.signal);
+    await runScheduled(conns, p.postData.slice(early), p.signal, p.onStatement);
     return p.tables.map((t) => rows.get(t) ?? 0);
   } finally {
     await Promise.all(conns.map((c) => c.end().catch(() => {})));
@@ -106,6 +110,8 @@ export interface LoadAndIndex {
   /** Loads one table and commits it on `c`. */
   load(c: PgClient, t: TableSnapshot, signal: AbortSignal): Promise<void>;
   readonly signal?: AbortSignal | undefined;
+  /** After each statement. */
+  readonly onStatement?: (() => void) | undefined;
 }
 
 /**
@@ -174,6 +180,7 @@ export async function loadAndIndex(o: LoadAndIndex): Promise<void> {
           for (const x of next.tables) busy.add(x);
           try {
             await exec(c, next.s).catch(failing);
+            o.onStatement?.();
           } finally {
             for (const x of next.tables) busy.delete(x);
             woken();
@@ -237,6 +244,7 @@ export async function runScheduled(
   conns: readonly PgClient[],
   statements: readonly DdlStatement[],
   signal?: AbortSignal,
+  onStatement?: () => void,
 ): Promise<void> {
   let i = 0;
   while (i < statements.length) {
@@ -245,6 +253,7 @@ export async function runScheduled(
     while (j < statements.length && statementTables(statements[j]!.sql) !== undefined) j++;
     if (j === i) {
       await exec(conns[0]!, statements[i]!);
+      onStatement?.();
       i++;
       continue;
     }
@@ -255,6 +264,7 @@ export async function runScheduled(
       statements: statements.slice(i, j),
       load: () => Promise.reject(new Error('nothing to load')),
       signal,
+      onStatement,
     });
     i = j;
   }

@@ -10,7 +10,7 @@ import { ChunkStore } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
-import { copyChunks, loadTable, snapshotSource, type TableSource } from './load.js';
+import { copyChunks, countedSource, loadTable, snapshotSource, type TableSource } from './load.js';
 import { parallelFullRestore } from './parallel.js';
 import {
   describePlan,
@@ -55,9 +55,29 @@ export interface RestoreOptions {
    * restores pass the snapshot merged with the change log (src/history).
    */
   readonly source?: TableSource | undefined;
-  readonly onProgress?:
-    | ((p: { table: string; rows: number; tablesDone: number; tablesTotal: number }) => void)
-    | undefined;
+  /** Called as rows are read and as tables and post-data statements finish (often: throttle). */
+  readonly onProgress?: ((p: RestoreProgress) => void) | undefined;
+}
+
+/** What restore() tells its progress about, besides rows read. */
+interface ProgressEvents {
+  /** The number of post-data statements, once known. */
+  statements(n: number): void;
+  table(): void;
+  statement(): void;
+}
+
+/** How far a restore is. */
+export interface RestoreProgress {
+  readonly tablesDone: number;
+  readonly tablesTotal: number;
+  readonly rows: number;
+  /** COPY text sent so far, of about `bytesTotal` (the snapshot's; a moment's rows differ a little). */
+  readonly bytes: number;
+  readonly bytesTotal: number;
+  /** Post-data statements (indexes, keys, foreign keys, grants, …) run, of `statementsTotal`. */
+  readonly statementsDone: number;
+  readonly statementsTotal: number;
 }
 
 /** What was done (or, for a dry run, what would be). */
@@ -137,7 +157,45 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           owners: options.owners ?? true,
           grants: options.grants ?? true,
         });
-      const chunks = options.source ?? snapshotSource(new ChunkStore(options.repo.storage));
+      const progress = {
+        tablesDone: 0,
+        tablesTotal: selected.length,
+        rows: 0,
+        bytes: 0,
+        bytesTotal: selected.reduce((a, t) => a + t.bytes, 0),
+        statementsDone: 0,
+        statementsTotal: 0,
+      };
+      const report = options.onProgress;
+      const tick = (change: (p: typeof progress) => void): void => {
+        if (report === undefined) return;
+        change(progress);
+        report({ ...progress });
+      };
+      const events: ProgressEvents = {
+        statements: (n) =>
+          tick((p) => {
+            p.statementsTotal = n;
+          }),
+        table: () =>
+          tick((p) => {
+            p.tablesDone++;
+          }),
+        statement: () =>
+          tick((p) => {
+            p.statementsDone++;
+          }),
+      };
+      const from = options.source ?? snapshotSource(new ChunkStore(options.repo.storage));
+      const chunks =
+        report === undefined
+          ? from
+          : countedSource(from, (rows, bytes) =>
+              tick((p) => {
+                p.rows += rows;
+                p.bytes += bytes;
+              }),
+            );
       const base = initialPlan(
         manifest,
         target,
@@ -164,6 +222,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           includeOwnership: options.owners ?? true,
           includeGrants: options.grants ?? true,
         });
+        events.statements(ddl.postData.length);
         const rows = await parallelFullRestore({
           target,
           source: chunks,
@@ -172,6 +231,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           postData: ddl.postData,
           workers,
           signal: options.signal,
+          onTable: events.table,
+          onStatement: events.statement,
         });
         const tables = base.tables.map((t, i) => ({
           ...t,
@@ -181,7 +242,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         }));
         return { plan: { ...base, tables }, applied: true, seconds: (Date.now() - started) / 1000 };
       }
-      const result = await run(client, chunks, selected, base, empty, options, (plan) =>
+      const result = await run(client, chunks, selected, base, empty, options, events, (plan) =>
         guard({
           target,
           action: describePlan(plan),
@@ -281,6 +342,7 @@ async function run(
   base: RestorePlan,
   empty: boolean,
   options: RestoreOptions,
+  events: ProgressEvents,
   confirm: (plan: RestorePlan) => Promise<unknown>,
 ): Promise<{ plan: RestorePlan; applied: boolean }> {
   const only =
@@ -292,6 +354,7 @@ async function run(
         includeGrants: options.grants ?? true,
       })
     : undefined;
+  events.statements(ddl?.postData.length ?? 0);
   await client.query('BEGIN');
   try {
     for (const s of ddl?.preData ?? []) await runDdl(client, s);
@@ -342,14 +405,12 @@ async function run(
             }
           : await mergeTable(client, t, st, options);
       done.push({ ...planned[i]!, ...counts });
-      options.onProgress?.({
-        table: `${t.schema}.${t.name}`,
-        rows: counts.insert,
-        tablesDone: i + 1,
-        tablesTotal: tables.length,
-      });
+      events.table();
     }
-    for (const s of ddl?.postData ?? []) await runDdl(client, s);
+    for (const s of ddl?.postData ?? []) {
+      await runDdl(client, s);
+      events.statement();
+    }
     if (options.signal?.aborted === true) throw new InterruptedError(ROLLED_BACK);
     await client.query('COMMIT');
     return { plan: { ...plan, tables: done }, applied: true };

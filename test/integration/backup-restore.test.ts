@@ -2,10 +2,15 @@
 import { createHash } from 'node:crypto';
 import { readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ResolvedTarget } from '../../src/config/targets.js';
 import { ExitCode } from '../../src/errors.js';
+import type { SchemaModel } from '../../src/pg/schema/model.js';
 import { ChunkStore } from '../../src/repo/chunks.js';
-import { SnapshotStore } from '../../src/repo/snapshots.js';
+import { Repository } from '../../src/repo/repository.js';
+import { type SnapshotManifest, SnapshotStore } from '../../src/repo/snapshots.js';
+import { type RestoreProgress, restore } from '../../src/restore/restore.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
 import { LocalStorage } from '../../src/storage/local.js';
 import {
@@ -135,6 +140,64 @@ describe.each(
     const next = async (db: string) =>
       (await sql(server, db, 'SELECT last_value FROM tenants_id_seq'))[0]?.last_value;
     expect(await next(`restored_${source}`)).toBe(await next(source));
+  });
+
+  it('reports progress: every row, byte, table and post-data statement, in parallel and in one transaction', async () => {
+    const repo = await Repository.open(new LocalStorage(path.join(dir, 'repo')));
+    const manifest = (await new SnapshotStore(repo.storage).read(
+      firstId,
+    )) as SnapshotManifest<SchemaModel>;
+    const io = { input: Readable.from([]), output: { write: () => true } };
+    for (const workers of [2, 1]) {
+      const db = `progress${workers}_${source}`;
+      const seen: RestoreProgress[] = [];
+      try {
+        await restore({
+          manifest,
+          repo,
+          target: {
+            name: db,
+            kind: 'url',
+            connection: {
+              host: server.host,
+              port: server.port,
+              database: db,
+              user: server.user,
+              password: server.password,
+            },
+            protected: false,
+            confirmName: db,
+          } as ResolvedTarget,
+          create: true,
+          workers,
+          io,
+          onProgress: (p) => seen.push(p),
+        });
+        const last = seen.at(-1)!;
+        expect(last, `workers ${workers}`).toEqual({
+          tablesDone: manifest.tables.length,
+          tablesTotal: manifest.tables.length,
+          rows: manifest.totals.rows,
+          bytes: manifest.totals.bytes,
+          bytesTotal: manifest.totals.bytes,
+          statementsDone: last.statementsTotal,
+          statementsTotal: last.statementsTotal,
+        });
+        expect(last.statementsTotal).toBeGreaterThan(10); // keys, indexes, foreign keys, grants…
+        // Never backwards.
+        for (const [i, p] of seen.entries()) {
+          if (i === 0) continue;
+          const q = seen[i - 1]!;
+          expect(
+            p.bytes >= q.bytes &&
+              p.tablesDone >= q.tablesDone &&
+              p.statementsDone >= q.statementsDone,
+          ).toBe(true);
+        }
+      } finally {
+        await sql(server, 'postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+      }
+    }
   });
 
   it('stores only the changed chunks when 1% of rows change', async () => {

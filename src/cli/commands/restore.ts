@@ -18,8 +18,10 @@ import type { Repository } from '../../repo/repository.js';
 import { type SnapshotManifest, SnapshotStore } from '../../repo/snapshots.js';
 import type { TableSource } from '../../restore/load.js';
 import type { OnConflict, RestorePlan } from '../../restore/plan.js';
-import { restore } from '../../restore/restore.js';
+import { type RestoreProgress, restore } from '../../restore/restore.js';
+import { formatBytes } from '../../util/format.js';
 import type { CliContext } from '../context.js';
+import { clock, Progress, rate } from '../progress.js';
 import { table } from './snapshots.js';
 
 interface RestoreFlags {
@@ -85,6 +87,8 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
       'after',
       `
 Without --table/--where, the whole snapshot goes into an empty database.
+Progress (tables, rows, MB of the total, MB/s, post-data statements, data
+ETA) goes to stderr, except with --json.
 With them, rows are merged into existing tables: by default only rows whose
 key is absent are inserted and the rest counted as skipped. One transaction:
 a failure leaves the target as it was. Protected targets need --confirm.
@@ -164,11 +168,13 @@ async function restoreFrom(
     asOf = `as of ${describePoint(point)}: snapshot ${manifest.id} + ${overlay.transactions.toLocaleString('en-US')} transaction(s), ${overlay.changes.toLocaleString('en-US')} change(s) from the change log${overlay.last === undefined ? '' : ` (the last committed ${overlay.last.commitTime}, transaction ${overlay.last.xid})`}`;
     if (!ctx.json) ctx.err(`${asOf}\n`);
   }
+  const progress = new Progress(ctx.io.stderr, !ctx.json && opts.dryRun !== true);
   const result = await restore({
     manifest,
     source,
     repo,
     target,
+    onProgress: (p) => progress.update(() => restoreProgressLine(target.name, p, progress.seconds)),
     tables: opts.table,
     where: opts.where,
     onConflict: opts.onConflict as OnConflict,
@@ -180,7 +186,7 @@ async function restoreFrom(
     confirm: opts.confirm,
     io: ctx.guardIO,
     signal: ctx.interruptSignal(),
-  });
+  }).finally(() => progress.done());
   if (ctx.json) {
     ctx.printJson({
       applied: result.applied,
@@ -233,4 +239,20 @@ function formatPlan(plan: RestorePlan, applied: boolean): string {
   return (
     head + table(['TABLE', 'ACTION', 'IN SNAPSHOT', 'INSERT', 'UPDATE', 'SKIP'], rows, [2, 3, 4, 5])
   );
+}
+
+/**
+ * The progress line of a restore: tables, rows and data loaded (with an ETA
+ * for the data once 5% of it is through), then the post-data statements
+ * (indexes, keys, foreign keys), which a parallel restore runs beside the
+ * loading.
+ */
+export function restoreProgressLine(target: string, p: RestoreProgress, seconds: number): string {
+  const loading = p.bytes < p.bytesTotal && p.bytes >= p.bytesTotal * 0.05;
+  const eta = loading ? ((p.bytesTotal - p.bytes) * seconds) / p.bytes : 0;
+  const statements =
+    p.statementsTotal > 0 ? `, post-data ${p.statementsDone}/${p.statementsTotal}` : '';
+  // (Once the data is in, an average over the index builds would only fall.)
+  const speed = p.bytes < p.bytesTotal ? `, ${rate(p.bytes, seconds)}` : '';
+  return `restore to ${target}: ${p.tablesDone}/${p.tablesTotal} tables, ${p.rows.toLocaleString('en-US')} rows, ${formatBytes(p.bytes)} of ${formatBytes(p.bytesTotal)}${speed}${statements}${eta > 0 ? `, data ETA ${clock(eta)}` : ''}`;
 }
