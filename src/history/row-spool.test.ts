@@ -54,6 +54,18 @@ describe('the spool of rows added to a keyless table', () => {
     spool.close();
   });
 
+  it('reads back rows longer than its 4 MB read blocks, whole and in order', async () => {
+    const spool = new RowSpool(8);
+    const long = 'x'.repeat(9 * 1024 * 1024); // spans three blocks
+    const rows = ['first', long, 'between', `${long}y`, 'last'];
+    for (const r of rows) spool.push([r]);
+    expect(spool.spilled).toBe(true);
+    const got = await lines(spool);
+    expect(got.map((l) => l.length)).toEqual(rows.map((r) => r.length));
+    expect(got).toEqual(rows);
+    spool.close();
+  });
+
   it.skipIf(!hasProc)('frees its file when closed', () => {
     const before = openFiles();
     const spool = new RowSpool(8);
