@@ -7,7 +7,7 @@ import type { TableSource } from '../restore/load.js';
 import { inlinePicker } from '../restore/pick.js';
 import { MemoryStorage } from '../storage/memory.js';
 import type { RowSpool } from './row-spool.js';
-import { buildOverlay, pointInTimeSource } from './state.js';
+import { buildOverlay, closeOverlay, pointInTimeSource } from './state.js';
 
 async function spooled(spool: RowSpool): Promise<string[]> {
   const out: string[] = [];
@@ -36,14 +36,21 @@ async function overlayOf(tables: TableSnapshot[], records: ChangeRecord[], spool
     ...records,
     ['H', '0/400', '2026-11-21T10:00:09.000000Z'],
   ]);
-  const manifest = {
+  return buildOverlay(
+    { manifest: manifestOf(tables), log, point: { kind: 'lsn', lsn: '0/400' } },
+    { spoolBudget },
+  );
+}
+
+/** A snapshot at 0/10 holding `tables`. */
+function manifestOf(tables: TableSnapshot[]): SnapshotManifest<SchemaModel> {
+  return {
     id: 's',
     target: 'prod',
     lsn: '0/10',
     tables,
     schema: {} as SchemaModel,
   } as unknown as SnapshotManifest<SchemaModel>;
-  return buildOverlay({ manifest, log, point: { kind: 'lsn', lsn: '0/400' } }, { spoolBudget });
 }
 
 const tx = (xid: number, lsn: string, changes: ChangeRecord[]): ChangeRecord[] => [
@@ -112,6 +119,39 @@ describe('the overlay of the change log', () => {
         [rel, ...tx(1, '0/100', [['D', 1, [null, 'a@x'], null]])],
       ),
     ).rejects.toThrow(/identified in the change log by \(email\) but its snapshot key is \(id\)/);
+  });
+});
+
+describe('reading progress', () => {
+  it('reports every 10,000 transactions how many transactions and changes were read, and up to when', async () => {
+    const rel: ChangeRecord = ['R', 1, 'public', 't', 'f', [['id', 23, -1, true]]];
+    const records: ChangeRecord[] = [rel];
+    for (let i = 1; i <= 25_000; i++) {
+      const lsn = (0x1000 + i * 0x100).toString(16).toUpperCase();
+      const at = `2026-11-21T10:00:00.${String(i).padStart(6, '0')}Z`;
+      records.push(
+        ['B', i, `0/${lsn}`, at],
+        ['I', 1, [String(i)]],
+        ['C', `0/${lsn}`, `0/${lsn}8`, at],
+      );
+    }
+    const log = new ChangeLog(new MemoryStorage(), 'prod');
+    await log.writeSegment(1, lsnValue('0/FFFFFF'), [
+      ...records,
+      ['H', '0/1000000', '2026-11-21T10:00:09.000000Z'],
+    ]);
+    const manifest = manifestOf([table('t', ['id'], ['id'])]);
+    const seen: unknown[] = [];
+    const ov = await buildOverlay(
+      { manifest, log, point: { kind: 'lsn', lsn: '0/1000000' } },
+      { onProgress: (p) => seen.push(p) },
+    );
+    expect(ov.transactions).toBe(25_000);
+    expect(seen).toEqual([
+      { transactions: 10_000, changes: 10_000, commitTime: '2026-11-21T10:00:00.010000Z' },
+      { transactions: 20_000, changes: 20_000, commitTime: '2026-11-21T10:00:00.020000Z' },
+    ]);
+    closeOverlay(ov);
   });
 });
 

@@ -203,12 +203,18 @@ export async function planPointInTime(
  */
 export async function rebuildPlan(
   plan: PointInTimePlan,
+  /** As the log is read (see buildOverlay's onProgress). */
+  onProgress?: (p: OverlayProgress) => void,
 ): Promise<{ manifest: SnapshotManifest<SchemaModel>; overlay: Overlay }> {
   const { point, log } = plan;
   const build = async (before: Before) => {
     const schema = await planSchemaChanges(log, plan.manifest, before);
     const manifest = schema?.manifest ?? plan.manifest;
-    return { schema, manifest, overlay: await buildOverlay({ ...plan, manifest }, { schema }) };
+    return {
+      schema,
+      manifest,
+      overlay: await buildOverlay({ ...plan, manifest }, { schema, onProgress }),
+    };
   };
   if (point.kind !== 'time') {
     const lsn =
@@ -248,6 +254,14 @@ export function describePoint(p: PointInTime): string {
   return `just before transaction ${p.xid}`;
 }
 
+/** How far buildOverlay has read the change log. */
+export interface OverlayProgress {
+  readonly transactions: number;
+  readonly changes: number;
+  /** Commit time of the last transaction read. */
+  readonly commitTime: string;
+}
+
 /**
  * Reads the window once and keeps the net effect per table. Throws when the
  * log does not reach the point (it would silently miss changes) or when a
@@ -266,6 +280,8 @@ export async function buildOverlay(
     readonly schema?: SchemaChanges | undefined;
     /** Characters of added keyless rows held in memory per table before they go to a file (tests make it small). */
     readonly spoolBudget?: number | undefined;
+    /** Every 10,000 transactions read, how far reading is (for progress). */
+    readonly onProgress?: ((p: OverlayProgress) => void) | undefined;
   } = {},
 ): Promise<Overlay> {
   const { manifest, log, point } = plan;
@@ -368,6 +384,9 @@ export async function buildOverlay(
     while (events !== undefined && e < events.length) schemaEvent(events[e++]!.event, tx);
     transactions++;
     lastTx = tx;
+    if (transactions % 10_000 === 0) {
+      options.onProgress?.({ transactions, changes, commitTime: tx.commitTime });
+    }
   }
   if (lastTx !== undefined) {
     last = { xid: lastTx.xid, commitLsn: lsnText(lastTx.commitLsn), commitTime: lastTx.commitTime };

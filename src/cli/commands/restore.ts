@@ -88,7 +88,8 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
       `
 Without --table/--where, the whole snapshot goes into an empty database.
 Progress (tables, rows, MB of the total, MB/s, post-data statements, data
-ETA) goes to stderr, except with --json.
+ETA; before that, with --at/--lsn/--before-xid, the change log read so far)
+goes to stderr, except with --json.
 With them, rows are merged into existing tables: by default only rows whose
 key is absent are inserted and the rest counted as skipped. One transaction:
 a failure leaves the target as it was. Protected targets need --confirm.
@@ -161,7 +162,13 @@ async function restoreFrom(
       : ((await new SnapshotStore(repo.storage).resolve(ref)) as SnapshotManifest<SchemaModel>);
     const sourceName = forced?.target ?? resolveTarget(ref, config, ctx.env).name;
     const plan = await planPointInTime(repo, sourceName, point, forced?.id);
-    const rebuilt = await rebuildPlan(plan);
+    const reading = new Progress(ctx.io.stderr, !ctx.json);
+    const rebuilt = await rebuildPlan(plan, (p) =>
+      reading.update(
+        () =>
+          `reading the change log of ${sourceName}: ${p.transactions.toLocaleString('en-US')} transactions, ${p.changes.toLocaleString('en-US')} changes, up to ${p.commitTime}`,
+      ),
+    ).finally(() => reading.done());
     const overlay = rebuilt.overlay;
     manifest = rebuilt.manifest;
     source = pointInTimeSource(new ChunkStore(repo.storage), overlay);
