@@ -87,12 +87,13 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
       'after',
       `
 Without --table/--where, the whole snapshot goes into an empty database.
-Progress (tables, rows, MB of the total, MB/s, post-data statements, data
-ETA; before that, with --at/--lsn/--before-xid, the change log read so far)
-goes to stderr, except with --json.
 With them, rows are merged into existing tables: by default only rows whose
 key is absent are inserted and the rest counted as skipped. One transaction:
 a failure leaves the target as it was. Protected targets need --confirm.
+
+Progress (tables, rows, MB of the total, MB/s, post-data statements, data
+ETA; before that, with --at/--lsn/--before-xid, the change log read so far)
+goes to stderr, except with --json.
 
 With --at, --lsn or --before-xid, the rows are those of that moment: the
 newest snapshot before it, with the target's change log (\`flashback
