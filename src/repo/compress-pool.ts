@@ -13,7 +13,7 @@
  * one thread.
  */
 import os from 'node:os';
-import { ThreadPool, threadAvailable } from '../util/thread.js';
+import { ownsMemory, ThreadPool, threadAvailable } from '../util/thread.js';
 import { type CodecName, DEFAULT_CODEC, encodeChunk } from './codec.js';
 
 /** Encodes chunk content to its stored form. */
@@ -51,8 +51,7 @@ class PoolEncoder implements ChunkEncoder {
     handOver = false,
   ): Promise<Buffer> {
     if (this.pool.broken) return encodeChunk(content, codec);
-    const whole =
-      handOver && content.byteOffset === 0 && content.byteLength === content.buffer.byteLength;
+    const whole = handOver && ownsMemory(content);
     const m = await this.pool.run({ content, codec }, whole ? [content.buffer as ArrayBuffer] : []);
     if (m.stored === undefined) throw new Error(m.error ?? 'compression failed');
     return Buffer.from(m.stored.buffer, m.stored.byteOffset, m.stored.byteLength);

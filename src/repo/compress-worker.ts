@@ -3,6 +3,7 @@
  * chunk content, returns the encoded chunk. Kept tiny: it only runs the codec.
  */
 import { parentPort } from 'node:worker_threads';
+import { ownedCopy } from '../util/thread.js';
 import { type CodecName, encodeChunk } from './codec.js';
 
 interface Job {
@@ -15,16 +16,9 @@ parentPort?.on('message', (job: Job) => {
   const content = Buffer.from(job.content.buffer, job.content.byteOffset, job.content.byteLength);
   encodeChunk(content, job.codec).then(
     (stored) => {
-      const out = copyOut(stored);
+      const out = ownedCopy(stored);
       parentPort?.postMessage({ seq: job.seq, stored: out }, [out.buffer as ArrayBuffer]);
     },
     (err: unknown) => parentPort?.postMessage({ seq: job.seq, error: (err as Error).message }),
   );
 });
-
-/** A copy owning its whole ArrayBuffer, so it can be transferred rather than cloned. */
-function copyOut(b: Buffer): Uint8Array {
-  const out = new Uint8Array(b.length);
-  out.set(b);
-  return out;
-}

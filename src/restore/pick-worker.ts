@@ -4,6 +4,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { ChunkError } from '../repo/chunks.js';
+import { ownedCopy } from '../util/thread.js';
 import { type PickJob, type PickReply, pickStored } from './pick.js';
 
 interface Job extends PickJob {
@@ -15,11 +16,9 @@ parentPort?.on('message', (job: Job) => {
   const stored = Buffer.from(job.stored.buffer, job.stored.byteOffset, job.stored.byteLength);
   pickStored(job, stored).then(
     (block) => {
-      // A copy owning its memory, so it is transferred rather than cloned.
-      const content = new Uint8Array(block.content.length);
-      content.set(block.content);
+      const content = ownedCopy(block.content);
       const reply: PickReply = { seq: job.seq, content, rows: block.rows };
-      parentPort?.postMessage(reply, [content.buffer]);
+      parentPort?.postMessage(reply, [content.buffer as ArrayBuffer]);
     },
     (err: unknown) => {
       const reply: PickReply = {

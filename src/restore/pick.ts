@@ -20,7 +20,7 @@ import os from 'node:os';
 import { endOfFields } from '../pg/copy-text.js';
 import { ChunkError, type ChunkStore, openChunk } from '../repo/chunks.js';
 import type { ChunkRef, TableSnapshot } from '../repo/snapshots.js';
-import { ThreadPool, threadAvailable } from '../util/thread.js';
+import { ownsMemory, ThreadPool, threadAvailable } from '../util/thread.js';
 import { inFlight } from '../util/workers.js';
 import type { RowBlock } from './load.js';
 
@@ -171,7 +171,7 @@ export function createPicker(
       const pool = threads();
       if (pool.broken) return inline.pick(job);
       // Transferred when the bytes own their memory (a file read's do), else copied.
-      const own = stored.byteOffset === 0 && stored.byteLength === stored.buffer.byteLength;
+      const own = ownsMemory(stored);
       const m = await pool.run({ ...job, stored }, own ? [stored.buffer as ArrayBuffer] : []);
       if (m.content === undefined) {
         if (m.damagedHint !== undefined) throw new ChunkError(job.id, m.error ?? '', m.damagedHint);

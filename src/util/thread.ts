@@ -34,6 +34,21 @@ function tsSource(jsUrl: URL): URL | undefined {
 }
 
 /**
+ * Whether `b` is the whole of its ArrayBuffer: then it can be transferred
+ * to a thread (moved, not copied) without taking other data with it.
+ */
+export function ownsMemory(b: Uint8Array): boolean {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength;
+}
+
+/** A copy of `b` owning its whole ArrayBuffer, so it can be transferred rather than cloned. */
+export function ownedCopy(b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(b.byteLength);
+  out.set(b);
+  return out;
+}
+
+/**
  * Threads running one module. Each job goes to the least busy thread as a
  * message `{seq, ...job}`; the thread answers `{seq, ...}`, which settles
  * the job. A thread is referenced only while it holds work: an awaited job
