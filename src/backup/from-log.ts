@@ -35,7 +35,8 @@ import {
   type TableOverlay,
 } from '../history/state.js';
 import { decodeField, endOfFields, splitFields } from '../pg/copy-text.js';
-import type { ColumnModel, SchemaModel } from '../pg/schema/model.js';
+import { type ColumnOrder, columnOrder, compareSortKeys, sortKey } from '../pg/key-order.js';
+import type { SchemaModel } from '../pg/schema/model.js';
 import { ChangeLog, type ChangeValue, lsnText, lsnValue } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { createEncoder } from '../repo/compress-pool.js';
@@ -120,7 +121,7 @@ export async function backupFromLog(options: FromLogOptions): Promise<FromLogRes
       overlay.tables.has(`${t.schema}.${t.name}`) || overlay.reshape.has(`${t.schema}.${t.name}`);
     // Refuse before writing anything: every changed keyed table must have a key order we reproduce.
     for (const t of base.tables) {
-      if (changed(t) && t.key.length > 0) comparatorFor(base.schema, t);
+      if (changed(t) && t.key.length > 0) keyOrderFor(base.schema, t);
     }
     const chunks = new ChunkStore(repo.storage, encoder);
     const tables: TableSnapshot[] = [];
@@ -231,12 +232,14 @@ function throughLsn(point: PointInTime, overlay: Overlay): string {
   return lsnText(((hi << 32n) | lo) + 1n);
 }
 
-type Compare = (a: readonly (string | null)[], b: readonly (string | null)[]) => number;
-
-/** A comparator reproducing PostgreSQL's ORDER BY over the table's key, or a UsageError naming why not. */
-export function comparatorFor(schema: SchemaModel, t: TableSnapshot): Compare {
+/**
+ * The order of the table's key, one ColumnOrder per key column, reproducing
+ * PostgreSQL's ORDER BY (src/pg/key-order.ts), or a UsageError naming the
+ * column it cannot order.
+ */
+export function keyOrderFor(schema: SchemaModel, t: TableSnapshot): ColumnOrder[] {
   const model = schema.tables.find((m) => m.schema === t.schema && m.name === t.name);
-  const per = t.key.map((k) => {
+  return t.key.map((k) => {
     const col = model?.columns.find((c) => c.name === k);
     const order = columnOrder(col);
     if (order !== undefined) return order;
@@ -248,65 +251,6 @@ export function comparatorFor(schema: SchemaModel, t: TableSnapshot): Compare {
       },
     );
   });
-  return keyComparator(per);
-}
-
-/**
- * Compares keys (decoded values) column by column with `per`, as ORDER BY
- * ... ASC does (NULLS LAST); values past `per`'s length are not compared.
- */
-export function keyComparator(per: ReadonlyArray<(x: string, y: string) => number>): Compare {
-  return (a, b) => {
-    for (let i = 0; i < per.length; i++) {
-      const x = a[i] ?? null;
-      const y = b[i] ?? null;
-      // ORDER BY ... ASC: NULLS LAST (keys are never null in a primary key).
-      if (x === null || y === null) {
-        if (x === y) continue;
-        return x === null ? 1 : -1;
-      }
-      const c = per[i]!(x, y);
-      if (c !== 0) return c;
-    }
-    return 0;
-  };
-}
-
-const INTEGER = /^(smallint|integer|bigint|oid)$/;
-const TEXT = /^(text|character varying(\(\d+\))?|character(\(\d+\))?|name)$/;
-const BPCHAR = /^character(\(\d+\))?$/;
-
-/**
- * PostgreSQL's order of a column's values (their text forms), for the types
- * where Flashback reproduces it exactly: integers, uuid, boolean, and text
- * under the C (POSIX) collation. Undefined for any other: a linguistic
- * collation's order depends on the server's library.
- */
-export function columnOrder(
-  col: ColumnModel | undefined,
-): ((x: string, y: string) => number) | undefined {
-  const type = col?.type ?? '?';
-  if (INTEGER.test(type)) {
-    return (x, y) => {
-      const a = BigInt(x);
-      const b = BigInt(y);
-      return a < b ? -1 : a > b ? 1 : 0;
-    };
-  }
-  if (type === 'uuid' || type === 'boolean') return (x, y) => (x < y ? -1 : x > y ? 1 : 0);
-  if (
-    TEXT.test(type) &&
-    (col?.collation === '"C"' ||
-      col?.collation === 'pg_catalog."C"' ||
-      col?.collation === '"POSIX"' ||
-      col?.collation === 'pg_catalog."POSIX"')
-  ) {
-    // char(n) compares without its trailing blanks (bpcharcmp), though its
-    // text form is padded: 'a\t' sorts after 'a', as bytes 'a\t ' before 'a  '.
-    const bare = BPCHAR.test(type) ? (s: string) => s.replace(/ +$/, '') : (s: string) => s;
-    return (x, y) => Buffer.compare(Buffer.from(bare(x), 'utf8'), Buffer.from(bare(y), 'utf8'));
-  }
-  return undefined;
 }
 
 /**
@@ -350,52 +294,62 @@ async function* mergedLines(
     for await (const block of spoolSource(ov.added, rs).blocks(t)) yield block.content;
     return;
   }
-  const compare = comparatorFor(base.schema, t);
-  // Overlay entries with their decoded keys, sorted.
+  const orders = keyOrderFor(base.schema, t);
+  // Overlay entries with their keys' sort values, sorted.
   const entries = [...ov.byKey].map(([key, values]) => ({
     key,
-    keyValues: splitFields(Buffer.from(key, 'utf8')).map(decodeField),
+    sorted: sortKey(orders, splitFields(Buffer.from(key, 'utf8')).map(decodeField)),
     values,
   }));
-  entries.sort((a, b) => compare(a.keyValues, b.keyValues));
+  entries.sort((a, b) => compareSortKeys(a.sorted, b.sorted));
   let e = 0;
-  const out: string[] = [];
-  const flushOut = function* (): Generator<Buffer> {
-    if (out.length > 0) {
-      yield Buffer.from(`${out.join('\n')}\n`, 'utf8');
-      out.length = 0;
-    }
-  };
+  /** The overlay's rows (changed or new) as one block of lines. */
+  const linesOf = (vs: string[]): Buffer => Buffer.from(`${vs.join('\n')}\n`, 'utf8');
   if (!ov.truncated) {
     for (const ref of t.chunks) {
       const content = await read(ref.id);
+      // Unchanged rows are passed on as runs of the chunk's bytes (chunk
+      // content ends with a newline); only the overlay's rows are made anew.
+      const parts: Buffer[] = [];
+      let run = 0;
       let pos = 0;
-      while (pos < content.length) {
+      while (pos < content.length && e < entries.length) {
         let nl = content.indexOf(0x0a, pos);
         if (nl < 0) nl = content.length;
-        const keyText = content.toString('utf8', pos, endOfFields(content, pos, nl, k));
-        const keyValues = splitFields(Buffer.from(keyText, 'utf8')).map(decodeField);
+        const keyEnd = endOfFields(content, pos, nl, k);
+        const sorted = sortKey(orders, splitFields(content.subarray(pos, keyEnd)).map(decodeField));
         // Overlay keys before this row: new rows (or deletions of keys not in the snapshot).
-        while (e < entries.length && compare(entries[e]!.keyValues, keyValues) < 0) {
+        const before: string[] = [];
+        while (e < entries.length && compareSortKeys(entries[e]!.sorted, sorted) < 0) {
           const v = entries[e++]!.values;
-          if (v !== null) out.push(toLine(v));
+          if (v !== null) before.push(toLine(v));
         }
-        if (e < entries.length && entries[e]!.key === keyText) {
+        const same =
+          e < entries.length && entries[e]!.key === content.toString('utf8', pos, keyEnd);
+        if (before.length > 0 || same) {
+          parts.push(content.subarray(run, pos));
+          if (before.length > 0) parts.push(linesOf(before));
+          run = pos;
+        }
+        if (same) {
           const v = entries[e++]!.values;
-          if (v !== null) out.push(lineOf(resolveAgainst(v, content.subarray(pos, nl))));
-        } else {
-          out.push(content.toString('utf8', pos, nl));
+          if (v !== null)
+            parts.push(linesOf([lineOf(resolveAgainst(v, content.subarray(pos, nl)))]));
+          run = nl + 1;
         }
         pos = nl + 1;
       }
-      yield* flushOut();
+      parts.push(content.subarray(run));
+      const block = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+      if (block.length > 0) yield block;
     }
   }
+  const rest: string[] = [];
   while (e < entries.length) {
     const v = entries[e++]!.values;
-    if (v !== null) out.push(toLine(v));
+    if (v !== null) rest.push(toLine(v));
   }
-  yield* flushOut();
+  if (rest.length > 0) yield linesOf(rest);
 }
 
 /**

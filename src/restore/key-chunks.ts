@@ -11,8 +11,14 @@
  * chunks even when a later one (text under a linguistic collation) cannot
  * be compared. When the first column cannot, every chunk can hold any key.
  */
-import { columnOrder, keyComparator } from '../backup/from-log.js';
 import { decodeField, splitFields } from '../pg/copy-text.js';
+import {
+  type ColumnOrder,
+  columnOrder,
+  compareSortKeys,
+  type SortKey,
+  sortKey,
+} from '../pg/key-order.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import type { ChunkRef, TableSnapshot } from '../repo/snapshots.js';
 
@@ -29,40 +35,53 @@ export function keysByChunk(
   const all = [...keys];
   // (The model is read from a manifest's JSON: one without tables narrows nothing.)
   const model = schema?.tables?.find((m) => m.schema === t.schema && m.name === t.name);
-  const per: Array<(x: string, y: string) => number> = [];
+  const orders: ColumnOrder[] = [];
   for (const k of t.key) {
     const order = columnOrder(model?.columns.find((c) => c.name === k));
     if (order === undefined) break;
-    per.push(order);
+    orders.push(order);
   }
-  if (per.length === 0) return () => all;
-  const compare = keyComparator(per);
-  let sorted: Array<{ text: string; values: Array<string | null> }>;
+  if (orders.length === 0) return () => all;
+  let sorted: Array<{ text: string; key: SortKey }>;
   try {
     sorted = all
-      .map((text) => ({ text, values: splitFields(Buffer.from(text, 'utf8')).map(decodeField) }))
-      .sort((x, y) => compare(x.values, y.values));
+      .map((text) => ({ text, key: sortKey(orders, fields(text)) }))
+      .sort((x, y) => compareSortKeys(x.key, y.key));
   } catch {
     // A key the order cannot read (not an integer where one is due): no narrowing.
     return () => all;
   }
   const texts = sorted.map((k) => k.text);
   // The first key not below `bound`.
-  const lowerBound = (bound: readonly (string | null)[]): number => {
+  const lowerBound = (bound: SortKey): number => {
     let lo = 0;
     let hi = sorted.length;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (compare(sorted[mid]!.values, bound) < 0) lo = mid + 1;
+      if (compareSortKeys(sorted[mid]!.key, bound) < 0) lo = mid + 1;
       else hi = mid;
     }
     return lo;
   };
   return (_t, c) => {
     if (c.first === null || c.last === null) return texts;
-    const from = lowerBound(c.first);
+    let first: SortKey;
+    let last: SortKey;
+    try {
+      first = sortKey(orders, c.first);
+      last = sortKey(orders, c.last);
+    } catch {
+      return texts;
+    }
+    const from = lowerBound(first);
     let to = from;
-    while (to < sorted.length && compare(sorted[to]!.values, c.last) <= 0) to++;
+    while (to < sorted.length && compareSortKeys(sorted[to]!.key, last) <= 0) to++;
     return texts.slice(from, to);
   };
+}
+
+/** A key's values from its COPY text (most keys have neither tab nor escape: no work). */
+function fields(text: string): Array<string | null> {
+  if (!text.includes('\t') && !text.includes('\\')) return [text];
+  return splitFields(Buffer.from(text, 'utf8')).map(decodeField);
 }

@@ -83,9 +83,10 @@ describe('restore to a moment', () => {
     live = await connectTo(server, db);
     await createSampleDatabase(live, { tenants: 8 });
     await live.query('ALTER TABLE events REPLICA IDENTITY FULL');
-    // A table whose key is updated (the sample's ids are identity columns, which UPDATE cannot set).
+    // A table whose key is updated (the sample's ids are identity columns,
+    // which UPDATE cannot set); even keys, so that rows can come in between.
     await live.query(
-      "CREATE TABLE keyed (k int PRIMARY KEY, v text); INSERT INTO keyed SELECT g, 'v' || g FROM generate_series(1, 20) g",
+      "CREATE TABLE keyed (k int PRIMARY KEY, v text); INSERT INTO keyed SELECT g * 2, 'v' || g FROM generate_series(1, 20) g",
     );
     expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
     await writeFile(
@@ -115,6 +116,11 @@ describe('restore to a moment', () => {
       "INSERT INTO files (tenant_id, kind, name, size_bytes, sha256, created_at) VALUES (1, 'invoice', E'tab\\there\\nnewline \\\\ back', 1, sha256('a'), now())",
     );
     await live.query('DELETE FROM events WHERE kind = (SELECT min(kind) FROM events)');
+    // Keys before the first row, between rows, after the last (a snapshot from the log merges them in order).
+    await live.query(
+      "INSERT INTO keyed VALUES (-1, 'first'), (7, 'between'), (9, 'between too'), (99, 'last')",
+    );
+    await live.query('DELETE FROM keyed WHERE k IN (12, 40)');
     moments.push({ ...(await now(live)), rows: await state(server, db) });
 
     // Batch 2: one transaction, whose xid --before-xid names.
@@ -136,7 +142,7 @@ describe('restore to a moment', () => {
     await live.query(
       "INSERT INTO files (tenant_id, kind, name, size_bytes, sha256, created_at) SELECT 2, 'image', 'after-truncate-' || g, g, sha256(g::text::bytea), now() FROM generate_series(1, 50) g",
     );
-    await live.query("UPDATE keyed SET k = k + 100, v = 'moved' WHERE k IN (1, 2)");
+    await live.query("UPDATE keyed SET k = k + 100, v = 'moved' WHERE k IN (2, 4)");
     moments.push({ ...(await now(live)), rows: await state(server, db) });
 
     // Let capture store a heartbeat past the last moment.
