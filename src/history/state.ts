@@ -48,6 +48,7 @@ import {
   type ChunkPicker,
   integerField,
   integerKey,
+  type KeyCollection,
   type KeySet,
   keySet,
   lineWanted,
@@ -619,7 +620,7 @@ function resolveUnchanged(row: ChangeValue[], prev: ChangeValue[] | undefined): 
 /** What a caller of pointInTimeSource that needs some keys' rows only says about them. */
 export interface KeyRead {
   /** Only rows with these keys are emitted (the COPY text of the key fields). */
-  readonly keys: ReadonlySet<string>;
+  readonly keys: KeyCollection;
   /**
    * The wanted keys a chunk can hold (`[]`: the chunk is not read); see
    * keysByChunk, which gives every chunk every key when it cannot order the
@@ -644,10 +645,12 @@ export function pointInTimeSource(
       const rs = overlay.reshape.get(`${t.schema}.${t.name}`);
       const keyed = only !== undefined && t.key.length > 0 ? only : undefined;
       const keysIn = keyed?.keysIn;
+      // The picker hands back only the wanted lines: they need no second look.
+      const picked = keysIn !== undefined && keyed?.picker !== undefined && rs === undefined;
       const snapshotBlocks = async function* (): AsyncIterable<RowBlock> {
-        if (keysIn !== undefined && keyed?.picker !== undefined && rs === undefined) {
+        if (picked) {
           // Only the wanted lines of each chunk, read off the main thread.
-          yield* keyed.picker.blocks(pickJobs(t, keysIn));
+          yield* keyed.picker!.blocks(pickJobs(t, keysIn));
           return;
         }
         const include =
@@ -660,7 +663,7 @@ export function pointInTimeSource(
             : { content: reshapeBlock(block.content, rs), rows: block.rows };
         }
       };
-      const filter = keyed === undefined ? undefined : keySet(t.key.length, keyed.keys);
+      const filter = keyed === undefined || picked ? undefined : keySet(t.key.length, keyed.keys);
       if (ov === undefined && filter === undefined) {
         yield* snapshotBlocks();
         return;

@@ -62,6 +62,11 @@ export function columnOrder(col: ColumnModel | undefined): ColumnOrder | undefin
   return undefined;
 }
 
+/** Whether the column is of an integer type (its ColumnOrder gives numbers, or bigints past 2^53). */
+export function integerColumn(col: ColumnModel | undefined): boolean {
+  return INTEGER.test(col?.type ?? '?');
+}
+
 /** The sort key of a key's values under `orders` (one per leading column; values past them are left out). */
 export function sortKey(
   orders: readonly ColumnOrder[],

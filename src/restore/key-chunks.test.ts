@@ -53,6 +53,26 @@ describe('which chunks can hold which keys', () => {
     ]);
   });
 
+  it('places integer keys past what a number holds exactly, and chunks bounded past it', () => {
+    // A key past 1e15 takes the general path (sort values), not the one of plain numbers.
+    const [schema, t] = table(
+      [['id', 'bigint']],
+      ['id'],
+      [
+        chunk(['-5'], ['9']),
+        chunk(['10'], ['9007199254740992']),
+        chunk(['9007199254740993'], ['9223372036854775807']),
+      ],
+    );
+    expect(placed(schema, t, ['9007199254740993', '10', '-3', '9007199254740992'])).toEqual([
+      ['-3'],
+      ['10', '9007199254740992'],
+      ['9007199254740993'],
+    ]);
+    // Plain numbers, with a chunk whose last key is past 2^53: that chunk can hold any of them.
+    expect(placed(schema, t, ['12', '-1'])).toEqual([['-1'], ['-1', '12'], ['-1', '12']]);
+  });
+
   it('narrows by the leading columns it can order when a later one it cannot', () => {
     // (integer, text under a linguistic collation): only the integer orders.
     const [schema, t] = table(

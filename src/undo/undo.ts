@@ -53,7 +53,7 @@ import type { Repository } from '../repo/repository.js';
 import type { TableSnapshot } from '../repo/snapshots.js';
 import { keysByChunk } from '../restore/key-chunks.js';
 import { copyChunks, linesSource, type RowBlock, type TableSource } from '../restore/load.js';
-import { type ChunkPicker, createPicker } from '../restore/pick.js';
+import { type ChunkPicker, createPicker, type KeyCollection } from '../restore/pick.js';
 import { orderByForeignKeys, selectTables } from '../restore/plan.js';
 import { columnList } from '../restore/sql.js';
 import { inFlight } from '../util/workers.js';
@@ -493,7 +493,7 @@ async function stageTable(
       .join('; '),
   );
   const k = t.key.length;
-  const keys = new Set(win.byKey.keys());
+  const keys = win.byKey;
   // Before: the snapshot with the log up to the window, only the window's keys
   // (all rows when the window truncated the table: they all come back).
   // Only chunks whose key range can hold one of the keys are read (when the
@@ -506,14 +506,20 @@ async function stageTable(
   );
   const needBefore = new Map<string, string>(); // rows whose after-version refers to them (unchanged TOAST)
   for (const [key, v] of win.byKey) if (v?.includes(0)) needBefore.set(key, '');
-  const filtered: TableSource = {
-    async *blocks(table) {
-      for await (const block of source.blocks(table)) {
-        const kept = filterBlock(block, k, win.truncated ? undefined : keys, needBefore);
-        if (kept.rows > 0) yield kept;
-      }
-    },
-  };
+  // The source already keeps only the keys' rows (unless the window truncated
+  // the table); a second look at each line is needed only for rows whose
+  // after-version takes a value from them.
+  const filtered: TableSource =
+    win.truncated || needBefore.size > 0
+      ? {
+          async *blocks(table) {
+            for await (const block of source.blocks(table)) {
+              const kept = filterBlock(block, k, win.truncated ? undefined : keys, needBefore);
+              if (kept.rows > 0) yield kept;
+            }
+          },
+        }
+      : source;
   await copyChunks(client, filtered, t, b, undefined, 'undo interrupted');
   // After: the window's net effect (unchanged TOAST values from the before row).
   const afterLines: string[] = [];
@@ -652,7 +658,7 @@ async function stageKeyless(
 function filterBlock(
   block: RowBlock,
   k: number,
-  keys: ReadonlySet<string> | undefined,
+  keys: KeyCollection | undefined,
   needed: Map<string, string>,
 ): RowBlock {
   const c = block.content;

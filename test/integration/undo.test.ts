@@ -80,6 +80,11 @@ describe('undo', () => {
     await live.query(
       "CREATE TABLE teams (id int PRIMARY KEY, name text NOT NULL UNIQUE); CREATE TABLE members (id int PRIMARY KEY, team_id int NOT NULL REFERENCES teams ON DELETE CASCADE ON UPDATE CASCADE); INSERT INTO teams VALUES (1, 'red'); INSERT INTO members VALUES (10, 1)",
     );
+    // Bodies large and random enough to be stored out of line (TOAST): an
+    // update of another column sends them to the log as "unchanged".
+    await live.query(
+      "CREATE TABLE docs (id int PRIMARY KEY, title text, body text); INSERT INTO docs SELECT g, 'title ' || g, (SELECT string_agg(md5(random()::text || g || i), '') FROM generate_series(1, 400) i) FROM generate_series(1, 3) g",
+    );
     // Big enough for the pick threads (32 chunks or more hold deleted keys).
     await live.query(
       'CREATE TABLE readings (id bigint PRIMARY KEY, sensor int NOT NULL, payload text NOT NULL); INSERT INTO readings SELECT g, g % 50, md5(g::text) || md5((g * 3)::text) FROM generate_series(1, 500000) g',
@@ -427,6 +432,16 @@ describe('undo', () => {
       '2\tb@example.com',
       '3\tc@example.com',
     ]);
+  });
+
+  it('reverts an update that left a large (TOASTed) value unsent, taking it from the snapshot', async () => {
+    const before = await rows(live, 'SELECT id, title, md5(body) FROM docs ORDER BY id');
+    const x = await xidOf(live, ["UPDATE docs SET title = 'wrong' WHERE id <= 2"]);
+    await settle();
+    const r = await undoCli(['--tx', String(x), '--apply', '--confirm', name, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ tables: [{ table: 'public.docs', revert: 2 }] });
+    expect(await rows(live, 'SELECT id, title, md5(body) FROM docs ORDER BY id')).toEqual(before);
   });
 
   it('never reorders a plan whose deletes could cascade: refuses instead of losing rows', async () => {
