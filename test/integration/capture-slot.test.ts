@@ -12,11 +12,20 @@ import { ExitCode } from '../../src/errors.js';
 import { connectParams } from '../../src/pg/connect.js';
 import { EmbeddedServer } from '../../src/pg/embedded.js';
 import { dropSlot } from '../../src/pg/replication/slot.js';
+import { openReplicationStream } from '../../src/pg/replication/stream.js';
 import { ChangeLog } from '../../src/repo/changelog.js';
 import { LocalStorage } from '../../src/storage/local.js';
 import { CAPTURE_SCHEMA, CaptureProcess } from '../harness/capture.js';
 import { cliAt, killHard } from '../harness/faultpoint.js';
-import { connectTo, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
+import {
+  connectTo,
+  freshDatabase,
+  params,
+  runCli,
+  sql,
+  tempDir,
+  testServers,
+} from '../harness/pg.js';
 import { TEST_BASE_DIR } from '../harness/servers.js';
 
 const shared = testServers().find((s) => s.major === 17)!;
@@ -294,25 +303,27 @@ describe('a slot capture has not recorded, on the shared PostgreSQL 17', () => {
   let cleanup: () => Promise<void>;
   let db: string;
   let other: string;
+  let busy: string;
   const env = { PW: shared.password };
   // Slot names are per server: these targets' names are used by no other test.
-  const slots = ['flashback_slotcrash', 'flashback_slotforeign'];
+  const slots = ['flashback_slotcrash', 'flashback_slotforeign', 'flashback_slotbusy'];
 
   beforeAll(async () => {
     ({ dir, cleanup } = await tempDir());
     db = await freshDatabase(shared, 'slotcrash');
     other = await freshDatabase(shared, 'slotforeign');
-    for (const d of [db, other]) await sql(shared, d, CAPTURE_SCHEMA);
+    busy = await freshDatabase(shared, 'slotbusy');
+    for (const d of [db, other, busy]) await sql(shared, d, CAPTURE_SCHEMA);
     expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
     const target = (name: string, database: string) =>
       `  ${name}:\n    host: ${shared.host}\n    port: ${shared.port}\n    database: ${database}\n    user: postgres\n    password_env: PW\n`;
     await writeFile(
       path.join(dir, 'flashback.yaml'),
-      `repository: repo\ntargets:\n${target('slotcrash', db)}${target('slotforeign', other)}`,
+      `repository: repo\ntargets:\n${target('slotcrash', db)}${target('slotforeign', other)}${target('slotbusy', busy)}`,
     );
   });
   afterAll(async () => {
-    for (const [d, s] of [db, other].map((d, i) => [d, slots[i]!] as const)) {
+    for (const [d, s] of [db, other, busy].map((d, i) => [d, slots[i]!] as const)) {
       const c = await connectTo(shared, d);
       await dropSlot(c, s, { waitSeconds: 10 }).catch(() => {});
       await c.end();
@@ -367,6 +378,44 @@ describe('a slot capture has not recorded, on the shared PostgreSQL 17', () => {
     }
     expect((await log.info())?.slot).toBe('flashback_slotcrash');
     expect(await log.pendingSlot()).toBeUndefined();
+  });
+
+  it('a slot left by a killed start but being read by another process is not dropped from under it', async () => {
+    const child = await cliAt('capture.after-slot', ['capture', 'slotbusy'], dir, env);
+    expect(await killHard(child)).toBe('SIGKILL');
+    // Another reader streams from the slot (as a second capture would).
+    const reader = await openReplicationStream(
+      { name: 'reader', connection: params(shared, busy) },
+      { slot: 'flashback_slotbusy' },
+    );
+    try {
+      const c = await connectTo(shared, busy);
+      try {
+        const end = Date.now() + 10_000;
+        let active = false;
+        while (!active && Date.now() < end) {
+          // (Values come back as text: src/pg/connect.ts.)
+          const q = await c.query<{ active: string }>(
+            "SELECT active::text AS active FROM pg_replication_slots WHERE slot_name = 'flashback_slotbusy'",
+          );
+          active = q.rows[0]?.active === 'true';
+          if (!active) await new Promise((r) => setTimeout(r, 100));
+        }
+        expect(active).toBe(true);
+      } finally {
+        await c.end();
+      }
+      const r = await runCli(['capture', 'slotbusy'], { cwd: dir, env });
+      expect(r.code, r.stderr).toBe(ExitCode.failed);
+      expect(r.stderr).toContain('cannot drop replication slot "flashback_slotbusy"');
+      expect(r.stderr).toContain('stop the process streaming from it first');
+    } finally {
+      await reader.close();
+    }
+    expect(await slotExists('flashback_slotbusy')).toBe(true);
+    const log = new ChangeLog(new LocalStorage(path.join(dir, 'repo')), 'slotbusy');
+    expect(await log.info()).toBeUndefined();
+    expect((await log.pendingSlot())?.slot).toBe('flashback_slotbusy');
   });
 
   it('a slot of that name this repository never created is refused and left alone', async () => {
