@@ -67,6 +67,14 @@ async function now(c: PgClient): Promise<{ at: string; lsn: string }> {
   return r.rows[0]!;
 }
 
+/**
+ * A copy of a repository that capture is still writing to: its temporary
+ * files (renamed into place or removed while the copy runs) are left out.
+ */
+async function copyRepo(from: string, to: string): Promise<void> {
+  await cp(from, to, { recursive: true, filter: (src) => !path.basename(src).startsWith('.tmp-') });
+}
+
 describe('restore to a moment', () => {
   let dir: string;
   let cleanup: () => Promise<void>;
@@ -238,7 +246,7 @@ describe('restore to a moment', () => {
     await live.query('SELECT pg_logical_emit_message(false, $1, $2)', ['noise', 'x']);
     await new Promise((r) => setTimeout(r, 1200));
     const copy = path.join(dir, 'repo-copy');
-    await cp(path.join(dir, 'repo'), copy, { recursive: true });
+    await copyRepo(path.join(dir, 'repo'), copy);
     await rm(path.join(copy, 'snapshots', `${d.snapshot}.json`));
     const f = await runCli(
       ['backup', name, '--from-log', '--lsn', d.lsn, '--json', '--repo', copy],
@@ -363,7 +371,7 @@ describe('restore to a moment', () => {
     const later = { ...(await now(live)), rows: await state(server, db) };
     await new Promise((r) => setTimeout(r, 1500));
     const copy = path.join(dir, 'repo-pruned');
-    await cp(path.join(dir, 'repo'), copy, { recursive: true });
+    await copyRepo(path.join(dir, 'repo'), copy);
     const config = await readFile(path.join(dir, 'flashback.yaml'), 'utf8');
     await writeFile(path.join(dir, 'flashback.yaml'), `${config}retention:\n  keep_last: 1\n`);
     let restores = 0;
