@@ -348,12 +348,13 @@ export async function buildOverlay(
     const events = tx.schema;
     if (events !== undefined) tracker?.beginTransaction(events.map((x) => x.event));
     let e = 0;
-    for (let i = 0; i < tx.changes.length; i++) {
+    let i = -1;
+    for (const c of tx.changes) {
+      i++;
       // Schema events apply where they happened among the transaction's changes.
       while (events !== undefined && e < events.length && events[e]!.at <= i) {
         schemaEvent(events[e++]!.event, tx);
       }
-      const c = tx.changes[i]!;
       if (tracker !== undefined) {
         const p = tracker.resolve(c, tx.commitTime);
         if (p === null) continue; // a table that does not exist at the point

@@ -195,6 +195,31 @@ export function decodeSegment(content: Buffer): ChangeRecord[] {
 }
 
 /**
+ * The messages of a format-2 content as [start, end) places, the checksum
+ * verified before the first; undefined for a format-1 (JSON lines) or empty
+ * content. With decodeStored, a reader can hold messages undecoded (a
+ * transaction's changes until its commit) and decode them when used.
+ * Throws SegmentFormatError while iterating.
+ */
+export function storedFrames(content: Buffer): Iterable<[number, number]> | undefined {
+  if (content.length === 0 || !content.subarray(0, 4).equals(MAGIC)) return undefined;
+  return frames(content);
+}
+
+/**
+ * The message at [start, end) of a format-2 content (a place storedFrames
+ * gave) as a record; undefined for a logical message that is not Flashback's.
+ * Throws SegmentFormatError.
+ */
+export function decodeStored(
+  content: Buffer,
+  start: number,
+  end: number,
+): StoredRecord | undefined {
+  return decodeMessage(content, start, end);
+}
+
+/**
  * The records of a segment's content one at a time, LSNs as numbers: a
  * reader that stops early (at the end of a window) decodes no more of it.
  * A format-2 content's checksum is verified before the first record.

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { DamagedError } from '../errors.js';
 import { MemoryStorage } from '../storage/memory.js';
 import { ChangeLog, lsnValue, readTransactions, skippable } from './changelog.js';
+import { encodeRecord, SegmentBuilder } from './changelog-format.js';
 import { decodeChunk, encodeChunk } from './codec.js';
 
 const rel = ['R', 1, 'public', 't', 'd', [['id', 23, -1, true]]] as const;
@@ -29,7 +30,7 @@ describe('change log reading', () => {
         log,
         from === undefined ? {} : { fromLsn: lsnValue(from) },
       )) {
-        out.push([tx.xid, tx.changes.map((c) => String(c.row?.[0]))]);
+        out.push([tx.xid, [...tx.changes].map((c) => String(c.row?.[0]))]);
       }
       return out;
     };
@@ -58,12 +59,88 @@ describe('change log reading', () => {
     const beats: bigint[] = [];
     const txs = [];
     for await (const tx of readTransactions(log, { onHeartbeat: (l) => beats.push(l) }))
-      txs.push(tx);
+      txs.push({ ...tx, changes: [...tx.changes] });
     expect(txs).toMatchObject([
       { xid: 10, commitLsn: 0xf0n, endLsn: 0x100n, changes: [{ op: 'insert', row: ['1'] }] },
     ]);
     expect(beats).toEqual([0x110n]);
     expect(await log.readSegment((await log.segments())[0]!)).toEqual(records);
+  });
+
+  it("holds a transaction's changes until it is used: the same each time it is read, each with the relation as described before it", async () => {
+    const log = new ChangeLog(new MemoryStorage(), 'prod');
+    const wide = [
+      'R',
+      1,
+      'public',
+      't',
+      'd',
+      [
+        ['id', 23, -1, true],
+        ['v', 25, -1, false],
+      ],
+    ] as const;
+    await log.writeSegment(1, lsnValue('0/100'), [
+      rel,
+      // Cut off by a crash: its changes are never read.
+      ['B', 9, '0/F0', '2026-11-21T10:00:00.000000Z'],
+      ['I', 1, ['0']],
+      ['B', 9, '0/F0', '2026-11-21T10:00:00.000000Z'],
+      ['I', 1, ['1']],
+      ['D', 1, ['1'], null],
+      // A column added within the transaction: the table is described again.
+      wide,
+      ['U', 1, null, null, ['2', 'two']],
+    ]);
+    await log.writeSegment(2, lsnValue('0/100'), [
+      wide,
+      ['T', [1], false, false],
+      ['I', 1, ['3', 'three']],
+      ['C', '0/F0', '0/100', '2026-11-21T10:00:00.000000Z'],
+    ]);
+    const expected = [
+      ['insert', 1, null, ['1']],
+      ['delete', 1, ['1'], null],
+      ['update', 2, null, ['2', 'two']],
+      ['truncate', 2, null, null],
+      ['insert', 2, null, ['3', 'three']],
+    ];
+    // Held from the first change on, from the second, or none (the usual limit).
+    for (const decodedChanges of [0, 1, undefined]) {
+      const txs = [];
+      for await (const tx of readTransactions(log, { decodedChanges })) txs.push(tx);
+      expect(txs.map((t) => t.xid)).toEqual([9]);
+      const changes = txs[0]!.changes;
+      expect(changes.length).toBe(5);
+      const seen = () => [...changes].map((c) => [c.op, c.columns.length, c.key, c.row] as const);
+      expect(seen()).toEqual(expected);
+      expect(seen()).toEqual(expected);
+    }
+  });
+
+  it('names the segment when a change it held cannot be decoded', async () => {
+    const log = new ChangeLog(new MemoryStorage(), 'prod');
+    const b = new SegmentBuilder();
+    for (const r of [rel, ['B', 10, '0/F0', '2026-11-21T10:00:00.000000Z']] as const)
+      b.append(encodeRecord(r));
+    // An Insert of table 1 whose one column is of a kind pgoutput does not send ('x').
+    b.append(Buffer.from([0x49, 0, 0, 0, 1, 0x4e, 0, 1, 0x78]));
+    b.append(encodeRecord(['C', '0/F0', '0/100', '2026-11-21T10:00:00.000000Z']));
+    await log.writeSegment(1, lsnValue('0/100'), Buffer.from(b.content()));
+    const txs = [];
+    for await (const tx of readTransactions(log, { decodedChanges: 0 })) txs.push(tx);
+    expect(txs).toHaveLength(1);
+    const err = (() => {
+      try {
+        return [...txs[0]!.changes];
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(DamagedError);
+    expect((err as Error).message).toMatch(
+      /change-log segment .*000000000001-.* is damaged \(unknown column kind 0x78\)/,
+    );
   });
 
   it('refuses a damaged segment before yielding anything of it', async () => {

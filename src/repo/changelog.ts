@@ -26,11 +26,13 @@ import {
   type ChangeRecord,
   type ChangeValue,
   decodeSegment,
+  decodeStored,
   encodeRecords,
   findBegin,
   lsnValue,
   SegmentFormatError,
   type StoredRecord,
+  storedFrames,
   storedRecords,
 } from './changelog-format.js';
 import { ChunkFormatError, decodeChunk, encodeChunk } from './codec.js';
@@ -290,24 +292,6 @@ export class ChangeLog {
     return this.decode(seg, decodeSegment);
   }
 
-  /**
-   * One segment's records with LSNs as numbers (readTransactions' form),
-   * decoded as they are iterated; DamagedError while iterating when the
-   * content cannot be decoded.
-   */
-  async readStored(seg: SegmentInfo): Promise<Iterable<StoredRecord>> {
-    const content = await this.readContent(seg);
-    return {
-      *[Symbol.iterator]() {
-        try {
-          yield* storedRecords(content);
-        } catch (err) {
-          throw damaged(seg, err);
-        }
-      },
-    };
-  }
-
   /** A segment's content through `decode`; DamagedError when it cannot be read or decoded. */
   async decode<T>(seg: SegmentInfo, decode: (content: Buffer) => T): Promise<T> {
     const content = await this.readContent(seg);
@@ -358,7 +342,8 @@ export interface Transaction {
   readonly commitLsn: bigint;
   readonly endLsn: bigint;
   readonly commitTime: string;
-  readonly changes: readonly Change[];
+  /** Its changes, decoded as they are iterated (see HeldChanges). */
+  readonly changes: TransactionChanges;
   /** Schema events (src/capture/schema-events.ts) in this transaction; `at`: how many of its changes came before. */
   readonly schema?: readonly SchemaEventRef[] | undefined;
 }
@@ -368,6 +353,11 @@ export interface SchemaEventRef {
   readonly at: number;
   readonly lsn: bigint;
   readonly event: string;
+}
+
+/** A transaction's changes in order: iterable (again), with their number. */
+export interface TransactionChanges extends Iterable<Change> {
+  readonly length: number;
 }
 
 /** A change with its table resolved. */
@@ -400,11 +390,14 @@ export interface ReadOptions {
    * beyond the limit.
    */
   readonly onPastLimit?: ((commitLsn: bigint, commitTime: string, xid: number) => void) | undefined;
+  /** How many changes of a transaction are decoded as read before the rest are held (HeldChanges; tests make it small). */
+  readonly decodedChanges?: number | undefined;
 }
 
 /**
  * The committed transactions of a log, in commit order, one at a time.
- * Memory: one transaction's changes at a time (the reader's unit). Cut-off
+ * Memory: one transaction's changes at a time (the reader's unit), those of
+ * a large one mostly held undecoded (HeldChanges). Cut-off
  * transactions (a Begin while one is open) and duplicates (a commit not
  * after the last one yielded: at-least-once delivery) are skipped.
  */
@@ -412,16 +405,13 @@ export async function* readTransactions(
   log: ChangeLog,
   options: ReadOptions = {},
 ): AsyncGenerator<Transaction> {
-  const relations = new Map<
-    number,
-    { schema: string; name: string; columns: readonly ChangeColumn[] }
-  >();
+  const relations = new Map<number, Relation>();
   let open:
     | {
         xid: number;
         commitLsn: bigint;
         commitTime: string;
-        changes: Change[];
+        changes: HeldChanges;
         schema?: SchemaEventRef[];
       }
     | undefined;
@@ -442,113 +432,230 @@ export async function* readTransactions(
     // Everything in a skipped segment belongs to transactions committed before
     // the start; relation records are repeated in every segment.
     if (i < skip) continue;
-    for (const r of await log.readStored(seg)) {
-      switch (r[0]) {
-        case 'R':
-          relations.set(r[1], { schema: r[2], name: r[3], columns: r[5] });
-          break;
-        case 'H':
-          options.onHeartbeat?.(r[1], r[2]);
-          break;
-        case 'S':
-          if (open === undefined) break;
-          open.schema ??= [];
-          open.schema.push({ at: open.changes.length, lsn: r[1], event: r[2] });
-          break;
-        case 'B': {
-          const commitLsn = r[2];
-          if (
-            (options.untilTime !== undefined && r[3] > options.untilTime) ||
-            (options.untilLsn !== undefined && commitLsn >= options.untilLsn)
-          ) {
-            options.onPastLimit?.(commitLsn, r[3], r[1]);
-            return;
+    const content = await log.decode(seg, (c) => c);
+    const framed = storedFrames(content);
+    // Format 2: the change messages of a large transaction are held
+    // undecoded until it is used (HeldChanges); the rest is decoded here.
+    const records: Iterable<StoredRecord | undefined> =
+      framed === undefined
+        ? storedRecords(content)
+        : (function* () {
+            for (const [start, end] of framed) {
+              const kind = content[start];
+              if (
+                open?.changes.holding === true &&
+                (kind === 0x49 || kind === 0x55 || kind === 0x44)
+              ) {
+                // Insert, Update, Delete: the relation id follows the kind byte.
+                open.changes.hold(seg, content, start, end, rel(content.readUInt32BE(start + 1)));
+                continue;
+              }
+              yield decodeStored(content, start, end);
+            }
+          })();
+    try {
+      for (const r of records) {
+        if (r === undefined) continue;
+        switch (r[0]) {
+          case 'R':
+            relations.set(r[1], { schema: r[2], name: r[3], columns: r[5] });
+            break;
+          case 'H':
+            options.onHeartbeat?.(r[1], r[2]);
+            break;
+          case 'S':
+            if (open === undefined) break;
+            open.schema ??= [];
+            open.schema.push({ at: open.changes.length, lsn: r[1], event: r[2] });
+            break;
+          case 'B': {
+            const commitLsn = r[2];
+            if (
+              (options.untilTime !== undefined && r[3] > options.untilTime) ||
+              (options.untilLsn !== undefined && commitLsn >= options.untilLsn)
+            ) {
+              options.onPastLimit?.(commitLsn, r[3], r[1]);
+              return;
+            }
+            open = {
+              xid: r[1],
+              commitLsn,
+              commitTime: r[3],
+              changes: new HeldChanges(options.decodedChanges),
+            };
+            break;
           }
-          open = { xid: r[1], commitLsn, commitTime: r[3], changes: [] };
-          break;
-        }
-        case 'I':
-        case 'U':
-        case 'D': {
-          if (open === undefined) break;
-          const t = rel(r[1]);
-          // Plain literals (no spread): this runs once per change of a long log.
-          const { schema, name: table, columns } = t;
-          if (r[0] === 'I')
-            open.changes.push({
-              op: 'insert',
-              relid: r[1],
-              schema,
-              table,
-              columns,
-              key: null,
-              old: null,
-              row: r[2],
-            });
-          else if (r[0] === 'U')
-            open.changes.push({
-              op: 'update',
-              relid: r[1],
-              schema,
-              table,
-              columns,
-              key: r[2],
-              old: r[3],
-              row: r[4],
-            });
-          else
-            open.changes.push({
-              op: 'delete',
-              relid: r[1],
-              schema,
-              table,
-              columns,
-              key: r[2],
-              old: r[3],
-              row: null,
-            });
-          break;
-        }
-        case 'T': {
-          if (open === undefined) break;
-          const tables = r[1]
-            .map((id) => rel(id))
-            .map((t) => ({ schema: t.schema, table: t.name }));
-          for (const id of r[1]) {
-            const t = rel(id);
-            open.changes.push({
-              op: 'truncate',
-              relid: id,
-              schema: t.schema,
-              table: t.name,
-              columns: t.columns,
-              key: null,
-              old: null,
-              row: null,
-              tables,
-            });
+          case 'I':
+          case 'U':
+          case 'D':
+            if (open !== undefined) open.changes.add(changeOf(r, rel(r[1])));
+            break;
+          case 'T': {
+            if (open === undefined) break;
+            const tables = r[1]
+              .map((id) => rel(id))
+              .map((t) => ({ schema: t.schema, table: t.name }));
+            for (const id of r[1]) {
+              const t = rel(id);
+              open.changes.add({
+                op: 'truncate',
+                relid: id,
+                schema: t.schema,
+                table: t.name,
+                columns: t.columns,
+                key: null,
+                old: null,
+                row: null,
+                tables,
+              });
+            }
+            break;
           }
-          break;
-        }
-        case 'C': {
-          if (open === undefined) break;
-          const endLsn = r[2];
-          const tx = open;
-          open = undefined;
-          if (endLsn <= last) break; // delivered again after a restart
-          last = endLsn;
-          if (options.fromLsn !== undefined && tx.commitLsn < options.fromLsn) break;
-          yield {
-            xid: tx.xid,
-            commitLsn: tx.commitLsn,
-            endLsn,
-            commitTime: tx.commitTime,
-            changes: tx.changes,
-            schema: tx.schema,
-          };
-          break;
+          case 'C': {
+            if (open === undefined) break;
+            const endLsn = r[2];
+            const tx = open;
+            open = undefined;
+            if (endLsn <= last) break; // delivered again after a restart
+            last = endLsn;
+            if (options.fromLsn !== undefined && tx.commitLsn < options.fromLsn) break;
+            yield {
+              xid: tx.xid,
+              commitLsn: tx.commitLsn,
+              endLsn,
+              commitTime: tx.commitTime,
+              changes: tx.changes,
+              schema: tx.schema,
+            };
+            break;
+          }
         }
       }
+    } catch (err) {
+      throw damaged(seg, err);
+    }
+  }
+}
+
+/** A relation as the log describes it (its latest description wins). */
+interface Relation {
+  readonly schema: string;
+  readonly name: string;
+  readonly columns: readonly ChangeColumn[];
+}
+
+/** The Change of an insert, update or delete record, its table resolved. */
+function changeOf(r: Extract<StoredRecord, { 0: 'I' | 'U' | 'D' }>, t: Relation): Change {
+  // Plain literals (no spread): this runs once per change of a long log.
+  const { schema, name: table, columns } = t;
+  if (r[0] === 'I')
+    return { op: 'insert', relid: r[1], schema, table, columns, key: null, old: null, row: r[2] };
+  if (r[0] === 'U')
+    return { op: 'update', relid: r[1], schema, table, columns, key: r[2], old: r[3], row: r[4] };
+  return { op: 'delete', relid: r[1], schema, table, columns, key: r[2], old: r[3], row: null };
+}
+
+/**
+ * Changes of a transaction decoded while it is read; past this many, the
+ * rest are held undecoded (HeldChanges).
+ */
+const DECODED_CHANGES = 10_000;
+
+/**
+ * A transaction's changes, until it commits and while it is used. All of
+ * them are kept until the commit is read (a transaction cut off by a crash
+ * is dropped then). The first DECODED_CHANGES are decoded as read, as
+ * objects (most transactions are small: this keeps their reading as fast as
+ * it was); the rest are held as places in their segments' content (three
+ * numbers and the relation, about 30 bytes a change) and decoded each time
+ * they are iterated. Held as objects (about 175 bytes each), the 2,000,000
+ * changes of one DELETE took 350 MB. Changes given as objects (format 1,
+ * truncates) stay objects.
+ */
+class HeldChanges implements TransactionChanges {
+  private readonly decoded: Change[] = [];
+  private held: Held | undefined;
+
+  constructor(private readonly limit = DECODED_CHANGES) {}
+
+  get length(): number {
+    return this.decoded.length + (this.held?.length ?? 0);
+  }
+
+  /** Whether the next change should be held undecoded. */
+  get holding(): boolean {
+    return this.held !== undefined || this.decoded.length >= this.limit;
+  }
+
+  add(change: Change): void {
+    if (this.held === undefined) this.decoded.push(change);
+    else this.held.add(change);
+  }
+
+  hold(seg: SegmentInfo, content: Buffer, start: number, end: number, r: Relation): void {
+    this.held ??= new Held();
+    this.held.hold(seg, content, start, end, r);
+  }
+
+  [Symbol.iterator](): Iterator<Change> {
+    if (this.held === undefined) return this.decoded[Symbol.iterator]();
+    const held = this.held;
+    const decoded = this.decoded;
+    return (function* () {
+      yield* decoded;
+      yield* held;
+    })();
+  }
+}
+
+/** Changes held as places in segment contents (and the odd object), in order. */
+class Held {
+  private readonly contents: Buffer[] = [];
+  private readonly segs: SegmentInfo[] = [];
+  /** Per change: index in contents (-1: an object, the next number its index in objects), start, end. */
+  private readonly places: number[] = [];
+  /** Per change: its relation as described before it (undefined for an object). */
+  private readonly relations: Array<Relation | undefined> = [];
+  private readonly objects: Change[] = [];
+  length = 0;
+
+  hold(seg: SegmentInfo, content: Buffer, start: number, end: number, r: Relation): void {
+    let c = this.contents.length - 1;
+    if (c < 0 || this.contents[c] !== content) {
+      this.contents.push(content);
+      this.segs.push(seg);
+      c++;
+    }
+    this.places.push(c, start, end);
+    this.relations.push(r);
+    this.length++;
+  }
+
+  add(change: Change): void {
+    this.objects.push(change);
+    this.places.push(-1, this.objects.length - 1, 0);
+    this.relations.push(undefined);
+    this.length++;
+  }
+
+  *[Symbol.iterator](): Iterator<Change> {
+    for (let i = 0; i < this.length; i++) {
+      const c = this.places[i * 3]!;
+      const start = this.places[i * 3 + 1]!;
+      if (c < 0) {
+        yield this.objects[start]!;
+        continue;
+      }
+      let r: StoredRecord | undefined;
+      try {
+        r = decodeStored(this.contents[c]!, start, this.places[i * 3 + 2]!);
+      } catch (err) {
+        throw damaged(this.segs[c]!, err);
+      }
+      if (r === undefined || (r[0] !== 'I' && r[0] !== 'U' && r[0] !== 'D')) {
+        throw damaged(this.segs[c]!, new SegmentFormatError(`no change message at ${start}`));
+      }
+      yield changeOf(r, this.relations[i]!);
     }
   }
 }

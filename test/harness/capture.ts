@@ -424,7 +424,7 @@ export async function segmentStats(repoDir: string): Promise<SegmentStats> {
 
 /** A logged transaction's changes to `items` in the audit trail's form. */
 export function itemChanges(t: Transaction): Array<[string, Array<string | null>]> {
-  return t.changes
+  return [...t.changes]
     .filter((c) => c.schema === 'public' && c.table === 'items')
     .map((c) => {
       const text = (v: readonly (string | null | 0)[]): Array<string | null> =>
