@@ -153,6 +153,31 @@ describe('reading progress', () => {
     ]);
     closeOverlay(ov);
   });
+
+  it('reports every 100,000 changes of one large transaction', async () => {
+    const rel: ChangeRecord = ['R', 1, 'public', 't', 'f', [['id', 23, -1, true]]];
+    const at = '2026-11-21T10:00:00.000001Z';
+    const records: ChangeRecord[] = [rel, ['B', 1, '0/1000', at]];
+    for (let i = 1; i <= 250_000; i++) records.push(['D', 1, [String(i)], null]);
+    records.push(['C', '0/1000', '0/1008', at], ['H', '0/2000', '2026-11-21T10:00:09.000000Z']);
+    const log = new ChangeLog(new MemoryStorage(), 'prod');
+    await log.writeSegment(1, lsnValue('0/1008'), records);
+    const seen: unknown[] = [];
+    const ov = await buildOverlay(
+      {
+        manifest: manifestOf([table('t', ['id'], ['id'])]),
+        log,
+        point: { kind: 'lsn', lsn: '0/2000' },
+      },
+      { onProgress: (p) => seen.push(p) },
+    );
+    expect(ov.changes).toBe(250_000);
+    expect(seen).toEqual([
+      { transactions: 0, changes: 100_000, commitTime: at },
+      { transactions: 0, changes: 200_000, commitTime: at },
+    ]);
+    closeOverlay(ov);
+  });
 });
 
 describe('the snapshot merged with the overlay', () => {

@@ -257,9 +257,10 @@ export function describePoint(p: PointInTime): string {
 
 /** How far buildOverlay has read the change log. */
 export interface OverlayProgress {
+  /** Transactions read whole. */
   readonly transactions: number;
   readonly changes: number;
-  /** Commit time of the last transaction read. */
+  /** Commit time of the last transaction read (or being read). */
   readonly commitTime: string;
 }
 
@@ -281,7 +282,7 @@ export async function buildOverlay(
     readonly schema?: SchemaChanges | undefined;
     /** Characters of added keyless rows held in memory per table before they go to a file (tests make it small). */
     readonly spoolBudget?: number | undefined;
-    /** Every 10,000 transactions read, how far reading is (for progress). */
+    /** Every 10,000 transactions read, and every 100,000 changes of one, how far reading is (for progress). */
     readonly onProgress?: ((p: OverlayProgress) => void) | undefined;
   } = {},
 ): Promise<Overlay> {
@@ -351,6 +352,10 @@ export async function buildOverlay(
     let i = -1;
     for (const c of tx.changes) {
       i++;
+      // Within a large transaction too (a DELETE of millions of rows is one).
+      if (i > 0 && i % 100_000 === 0) {
+        options.onProgress?.({ transactions, changes, commitTime: tx.commitTime });
+      }
       // Schema events apply where they happened among the transaction's changes.
       while (events !== undefined && e < events.length && events[e]!.at <= i) {
         schemaEvent(events[e++]!.event, tx);

@@ -34,6 +34,7 @@ import {
   closeOverlay,
   lineOf,
   type Overlay,
+  type OverlayProgress,
   type PointInTime,
   type PointInTimePlan,
   planPointInTime,
@@ -90,7 +91,31 @@ export interface UndoOptions {
   readonly confirm?: string | undefined;
   readonly io: GuardIO;
   readonly onTenant?: ((p: TenantProgress) => void) | undefined;
+  /** As each phase starts, and as the log and the rows are read. */
+  readonly onProgress?: ((p: UndoProgress) => void) | undefined;
 }
+
+/**
+ * How far an undo is. `log`: the change log read up to and through the
+ * window (the counts start again for the window); `rows`: rows of a table
+ * read from the snapshot into staging; `plan`: a table's plan made (the
+ * server looks each row up in the live table); `trial`: the plan run and
+ * rolled back (a preview's validation); `confirm`: waiting for the guard (a
+ * progress line must not be drawn over its prompt); `apply`: the apply, of
+ * this many row changes.
+ */
+export type UndoProgress =
+  | {
+      readonly phase: 'log';
+      readonly transactions: number;
+      readonly changes: number;
+      readonly commitTime: string;
+    }
+  | { readonly phase: 'rows'; readonly table: string; readonly rows: number }
+  | { readonly phase: 'plan'; readonly table: string }
+  | { readonly phase: 'trial' }
+  | { readonly phase: 'confirm' }
+  | { readonly phase: 'apply'; readonly rows: number };
 
 /** One table's plan. */
 export interface UndoTable {
@@ -156,6 +181,7 @@ export async function undo(o: UndoOptions): Promise<UndoReport> {
 async function undoLocked(o: UndoOptions): Promise<UndoReport> {
   const started = Date.now();
   const policy = o.conflicts ?? 'skip';
+  const progress = (p: UndoProgress) => o.onProgress?.(p);
   // Connected while the log is read: the handshake (SCRAM) is not free.
   const connecting = inFlight(connect(o.target, { applicationName: 'flashback undo' }));
   let read: Awaited<ReturnType<typeof readWindow>>;
@@ -204,6 +230,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
                 preOverlay,
                 window.tables.get(name(t))!,
                 o.where,
+                progress,
               )
             : await stageTable(
                 client,
@@ -215,6 +242,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
                 o.where,
                 manifest.schema,
                 picker,
+                progress,
               ),
       });
     }
@@ -290,6 +318,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       o.by === undefined ? undefined : await tenantValues(client, staged, o.by, o.order ?? []);
     // Runs the plan and rolls it back: the order that applies, or why none does.
     const trial = async (): Promise<{ order: readonly Statement[]; error?: string }> => {
+      progress({ phase: 'trial' });
       await client.query('BEGIN');
       try {
         return { order: await runPlan(client, statements, reorderable) };
@@ -341,6 +370,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       (a, t) => a + t.reinsert + t.revert + t.delete - (policy === 'skip' ? t.conflicts : 0),
       0,
     );
+    progress({ phase: 'confirm' });
     await guard({
       target: o.target,
       action: `undo ${description}: reinsert ${fmt(sum(tables, 'reinsert'))}, revert ${fmt(sum(tables, 'revert'))}, delete ${fmt(sum(tables, 'delete'))} row(s) in ${tables.length} table(s)${anyConflict ? `; ${fmt(sum(tables, 'conflicts'))} conflict(s) ${policy === 'skip' ? 'skipped' : 'overwritten'}` : ''}${tenants === undefined ? '' : `, tenant by tenant (${tenants.length})`}`,
@@ -354,6 +384,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     let applied: readonly Statement[] = statements;
     const groups = tenants ?? [{ value: null, rows: total }];
     for (const [i, g] of groups.entries()) {
+      progress({ phase: 'apply', rows: g.rows });
       const t0 = Date.now();
       await client.query('BEGIN');
       try {
@@ -436,7 +467,8 @@ async function readWindow(o: UndoOptions): Promise<{
     o.target.name,
     sel.kind === 'tx' ? { kind: 'xid', xid: sel.xid } : { kind: 'time', at: sel.since },
   );
-  const preOverlay = await buildOverlay(pre);
+  const onProgress = (p: OverlayProgress) => o.onProgress?.({ phase: 'log', ...p });
+  const preOverlay = await buildOverlay(pre, { onProgress });
   const first = preOverlay.next;
   if (first === undefined) {
     throw new UsageError(
@@ -455,7 +487,7 @@ async function readWindow(o: UndoOptions): Promise<{
     const segs = await pre.log.segments();
     point = { kind: 'lsn', lsn: lsnText(segs.at(-1)?.committed ?? from + 1n) };
   }
-  const window = await buildOverlay({ ...pre, point }, { fromLsn: from });
+  const window = await buildOverlay({ ...pre, point }, { fromLsn: from, onProgress });
   const description =
     sel.kind === 'tx'
       ? `transaction ${sel.xid} (committed ${first.commitTime})`
@@ -479,6 +511,7 @@ async function stageTable(
   where: string | undefined,
   schema: SchemaModel,
   picker: ChunkPicker,
+  progress: (p: UndoProgress) => void,
 ): Promise<string> {
   const live = `ONLY ${qualify(t.schema, t.name)}`;
   const b = `pg_temp.fb_undo_before_${i}`;
@@ -520,7 +553,14 @@ async function stageTable(
           },
         }
       : source;
-  await copyChunks(client, filtered, t, b, undefined, 'undo interrupted');
+  await copyChunks(
+    client,
+    counted(filtered, name(t), progress),
+    t,
+    b,
+    undefined,
+    'undo interrupted',
+  );
   // After: the window's net effect (unchanged TOAST values from the before row).
   const afterLines: string[] = [];
   for (const [key, v] of win.byKey) {
@@ -542,6 +582,7 @@ async function stageTable(
   // Statistics for the plan queries below: without them the planner takes
   // the staged tables for empty-ish and may scan the whole live table to
   // join a few thousand keys, where index lookups are what it needs.
+  progress({ phase: 'plan', table: name(t) });
   await client.query(`ANALYZE ${b}, ${a}`);
   await addPlanColumns(client, u);
   const cols = t.columns.map(quoteIdent).join(', ');
@@ -586,6 +627,25 @@ async function stageTable(
   return u;
 }
 
+/** `source`, reporting the rows it has given as they go. */
+function counted(
+  source: TableSource,
+  table: string,
+  progress: (p: UndoProgress) => void,
+): TableSource {
+  return {
+    async *blocks(t) {
+      let rows = 0;
+      progress({ phase: 'rows', table, rows });
+      for await (const block of source.blocks(t)) {
+        rows += block.rows;
+        progress({ phase: 'rows', table, rows });
+        yield block;
+      }
+    },
+  };
+}
+
 /** The plan columns of a staged table: what to do with the row, and what conflict checks need. */
 const PLAN_COLUMNS =
   'ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean NOT NULL DEFAULT false, ADD COLUMN "fb changed" text[], ADD COLUMN "fb after" text[]';
@@ -624,6 +684,7 @@ async function stageKeyless(
   preOverlay: Overlay,
   win: TableOverlay,
   where: string | undefined,
+  progress: (p: UndoProgress) => void,
 ): Promise<string> {
   const u = `pg_temp.fb_undo_${i}`;
   await client.query(`CREATE TEMP TABLE fb_undo_${i} (LIKE ${qualify(t.schema, t.name)})`);
@@ -632,12 +693,17 @@ async function stageKeyless(
   for (const [line, n] of win.removed) for (let j = 0; j < n; j++) removed.push(line);
   await copyChunks(
     client,
-    win.truncated ? pointInTimeSource(chunks, preOverlay) : linesSource(removed),
+    counted(
+      win.truncated ? pointInTimeSource(chunks, preOverlay) : linesSource(removed),
+      name(t),
+      progress,
+    ),
     t,
     u,
     undefined,
     'undo interrupted',
   );
+  progress({ phase: 'plan', table: name(t) });
   await client.query(`UPDATE ${u} SET "fb op" = 'reinsert' WHERE "fb op" IS NULL`);
   await copyChunks(client, spoolSource(win.added), t, u, undefined, 'undo interrupted');
   await client.query(`UPDATE ${u} SET "fb op" = 'delete' WHERE "fb op" IS NULL`);

@@ -24,7 +24,7 @@ import { Repository } from '../../src/repo/repository.js';
 import { SnapshotStore } from '../../src/repo/snapshots.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
 import { openStorage } from '../../src/storage/open.js';
-import { undo } from '../../src/undo/undo.js';
+import { type UndoProgress, undo } from '../../src/undo/undo.js';
 import { holdPruneLock } from '../harness/lock.js';
 import { CLI, connectTo, freshDatabase, runCli, tempDir, testServers } from '../harness/pg.js';
 
@@ -352,14 +352,31 @@ describe('undo', () => {
         return true;
       },
     };
+    const phases: UndoProgress[] = [];
     const report = await undo({
       repo,
       target,
       selection: { kind: 'tx', xid: bad },
       mode: 'apply',
       io: { input, output },
+      onProgress: (p) => {
+        // (Nothing may be reported while the prompt waits: a progress line would be drawn over it.)
+        if (prompted && phases.at(-1)?.phase === 'confirm' && p.phase !== 'apply') {
+          throw new Error(`progress ${p.phase} while the confirmation waits`);
+        }
+        phases.push(p);
+      },
     });
     expect(prompted).toBe(true);
+    // Progress: the rows read from the snapshot (counting up), the plan, the confirmation, the apply.
+    const order = phases.map((p) => p.phase).filter((x, i, all) => x !== all[i - 1]);
+    expect(order).toEqual(['rows', 'plan', 'confirm', 'apply']);
+    const read = phases.filter((p) => p.phase === 'rows').map((p) => p.rows);
+    expect(read[0]).toBe(0);
+    // (Every row the bad update touched, also those it left as they were: not reverted.)
+    expect(read.at(-1)).toBe(before.length);
+    expect([...read].sort((x, y) => x - y)).toEqual(read);
+    expect(phases.at(-1)).toEqual({ phase: 'apply', rows: report.tables[0]!.revert });
     expect(report.applied).toBe(true);
     // At planning time there was no conflict ...
     expect(report.tables[0]!.conflicts).toBe(0);

@@ -4,8 +4,15 @@ import type { Command } from 'commander';
 import { resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
 import { parseTimeArg } from '../../history/time.js';
-import { type ConflictPolicy, type UndoReport, type UndoSelection, undo } from '../../undo/undo.js';
+import {
+  type ConflictPolicy,
+  type UndoProgress,
+  type UndoReport,
+  type UndoSelection,
+  undo,
+} from '../../undo/undo.js';
 import type { CliContext } from '../context.js';
+import { Progress } from '../progress.js';
 import { table } from './snapshots.js';
 
 interface UndoFlags {
@@ -71,6 +78,11 @@ in a preview, so a plan that cannot be applied says why before anything is
 written. The apply is an ordinary write: capture records it, and its
 transaction id is printed, so an undo can itself be undone.
 
+Progress is shown on stderr (not with --json): the change log read, the
+rows read from the snapshot, the plan, the trial of a preview, the apply,
+with the seconds since the start; on a terminal it is redrawn in place,
+otherwise a line every 10 seconds.
+
 Examples:
   flashback undo prod --since 2026-11-21T14:00:00Z --until 2026-11-21T14:05:00Z --table workflow_steps
   flashback undo prod --tx 48211 --out undo.sql
@@ -128,6 +140,17 @@ async function runUndo(ctx: CliContext, ref: string, opts: UndoFlags): Promise<n
   const { config } = await ctx.config();
   const target = resolveTarget(ref, config, ctx.env);
   const repo = await ctx.repository();
+  // The latest state, drawn by a ticker: the plan and the apply are single
+  // statements that can run for minutes, during which a live clock shows
+  // the work goes on. Nothing is drawn while the guard asks for confirmation.
+  const progress = new Progress(ctx.io.stderr, !ctx.json);
+  let latest: UndoProgress | undefined;
+  const ticker = setInterval(() => {
+    if (latest === undefined || latest.phase === 'confirm') return;
+    const p = latest;
+    progress.update(() => undoProgressLine(target.name, p, progress.seconds));
+  }, 250);
+  ticker.unref();
   const report = await undo({
     repo,
     target,
@@ -141,12 +164,20 @@ async function runUndo(ctx: CliContext, ref: string, opts: UndoFlags): Promise<n
     order,
     confirm: opts.confirm,
     io: ctx.guardIO,
+    onProgress: (p) => {
+      latest = p;
+      if (p.phase === 'confirm') progress.done();
+    },
     onTenant: (p) => {
+      progress.done();
       if (!ctx.json && opts.by !== undefined)
         ctx.err(
           `undo ${opts.by} = ${p.value ?? 'NULL'}: ${p.rows.toLocaleString('en-US')} row(s) in ${p.seconds?.toFixed(2)} s, transaction ${p.xid} (${p.index}/${p.total})\n`,
         );
     },
+  }).finally(() => {
+    clearInterval(ticker);
+    progress.done();
   });
   if (ctx.json) {
     ctx.printJson(report);
@@ -154,6 +185,24 @@ async function runUndo(ctx: CliContext, ref: string, opts: UndoFlags): Promise<n
     ctx.out(format(report));
   }
   return report.validation.ok ? ExitCode.ok : ExitCode.failed;
+}
+
+/** The progress line of an undo: its phase, what it has read, and the time since it started. */
+export function undoProgressLine(target: string, p: UndoProgress, seconds: number): string {
+  const n = (v: number) => v.toLocaleString('en-US');
+  const what =
+    p.phase === 'log'
+      ? `reading the change log: ${n(p.transactions)} transaction(s), ${n(p.changes)} change(s), up to ${p.commitTime}`
+      : p.phase === 'rows'
+        ? `reading rows of ${p.table} from the snapshot: ${n(p.rows)}`
+        : p.phase === 'plan'
+          ? `planning ${p.table} (each row looked up in the live table)`
+          : p.phase === 'trial'
+            ? 'trying the plan (rolled back)'
+            : p.phase === 'apply'
+              ? `applying ${n(p.rows)} row change(s)`
+              : 'waiting for confirmation';
+  return `undo ${target}: ${what} (${Math.round(seconds)} s)`;
 }
 
 function format(r: UndoReport): string {
