@@ -89,6 +89,8 @@ const freshnessSchema = z.strictObject({
   /** Age of the newest change or heartbeat stored in the change log (targets that have one). */
   recovery_point_warning: duration.optional(),
   recovery_point_critical: duration.optional(),
+  /** Change log stored after the newest snapshot, which restoring to a moment after it must read first. */
+  log_since_snapshot_warning: size.optional(),
 });
 
 /** Which snapshots `prune` keeps, per target. A snapshot kept by any rule stays. */
@@ -248,6 +250,8 @@ export interface Freshness {
   readonly missedRunGrace: number;
   readonly recoveryPointWarning: number;
   readonly recoveryPointCritical: number;
+  /** Bytes, not milliseconds: the stored change log after the newest snapshot. */
+  readonly logSinceSnapshotWarning: number;
 }
 
 /**
@@ -263,6 +267,10 @@ export const DEFAULT_FRESHNESS: Freshness = {
   missedRunGrace: 30 * 60_000,
   recoveryPointWarning: 60_000,
   recoveryPointCritical: 5 * 60_000,
+  // About 16 million changes: a minute of reading the log before a restore
+  // to a moment begins (docs/BENCHMARKS.md: 595 MB held 37 million changes,
+  // read at 309,000 a second).
+  logSinceSnapshotWarning: 256 * 1024 ** 2,
 };
 
 /** A target's thresholds: its own keys, else the file's top-level ones, else the defaults. */
@@ -286,6 +294,10 @@ export function freshnessFor(config: FlashbackConfig, target: string): Freshness
       own.recovery_point_critical ??
       top.recovery_point_critical ??
       DEFAULT_FRESHNESS.recoveryPointCritical,
+    logSinceSnapshotWarning:
+      own.log_since_snapshot_warning ??
+      top.log_since_snapshot_warning ??
+      DEFAULT_FRESHNESS.logSinceSnapshotWarning,
   };
 }
 

@@ -31,6 +31,8 @@ export interface ChangeLogFacts {
   /** The log is complete up to this LSN (the newest segment's `<committed>`). */
   readonly committed: string | undefined;
   readonly segments: number;
+  /** Each segment's `<committed>` LSN and stored size, in order. */
+  readonly segmentSizes: ReadonlyArray<{ readonly committed: bigint; readonly size: number }>;
   /** Undefined when the slot was not checked (repository only). */
   readonly slot?: SlotFacts | undefined;
 }
@@ -70,6 +72,7 @@ export async function readChangeLogFacts(
         newestAt,
         committed: last === undefined ? undefined : lsnText(last.committed),
         segments: segments.length,
+        segmentSizes: segments.map((s) => ({ committed: s.committed, size: s.size })),
       };
       if (options.slots !== true) return base;
       return { ...base, slot: await readSlot(target, config, options) };

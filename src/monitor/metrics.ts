@@ -106,6 +106,12 @@ export class Metrics {
     labelNames: ['target'],
     registers: [this.registry],
   });
+  private readonly logSinceSnapshot = new Gauge({
+    name: 'flashback_change_log_bytes_since_snapshot',
+    help: 'Stored change log after the newest snapshot of a target: what a restore to a moment after it reads before it begins',
+    labelNames: ['target'],
+    registers: [this.registry],
+  });
   private readonly captureTransactions = new Counter({
     name: 'flashback_capture_transactions_total',
     help: 'Transactions stored in the change log by the captures of this process',
@@ -162,6 +168,7 @@ export class Metrics {
         this.noteStored(target, report.at, -t.changeLog.recoveryPointSeconds * 1000);
       }
       setOrRemove(this.retainedWal, { target }, t.changeLog?.slot?.retainedWalBytes);
+      setOrRemove(this.logSinceSnapshot, { target }, t.changeLog?.bytesSinceSnapshot ?? undefined);
     }
   }
 

@@ -8,8 +8,12 @@ import { evaluateStatus, previousDue } from './status.js';
 const NOW = new Date('2026-11-21T12:00:00.000Z');
 const hoursAgo = (h: number): string => new Date(NOW.getTime() - h * 3_600_000).toISOString();
 
+/** A snapshot taken `h` hours ago; later ones have later LSNs (0/3000000 one hour ago). */
 function snap(id: string, h: number) {
-  return { id, target: 'prod', startedAt: hoursAgo(h) };
+  const lsn = `0/${Math.round((4 - h) * 0x1000000)
+    .toString(16)
+    .toUpperCase()}`;
+  return { id, target: 'prod', startedAt: hoursAgo(h), lsn };
 }
 
 function run(
@@ -241,6 +245,12 @@ describe('status of a change log', () => {
     newestAt: secondsAgo(5),
     committed: '0/3000060',
     segments: 12,
+    // Before the snapshot (0/3000000), then 3 MiB after it.
+    segmentSizes: [
+      { committed: 0x2000000n, size: 900 << 20 },
+      { committed: 0x3000020n, size: 1 << 20 },
+      { committed: 0x3000060n, size: 2 << 20 },
+    ],
     ...extra,
   });
   const slot = (extra: object = {}) => ({
@@ -261,6 +271,7 @@ describe('status of a change log', () => {
       recoveryPointSeconds: 5,
       committed: '0/3000060',
       slot: null,
+      bytesSinceSnapshot: 3 << 20,
     });
     const behind = evaluate([log({ newestAt: secondsAgo(90) })]);
     expect(behind.findings.map((f) => [f.kind, f.severity])).toEqual([
@@ -286,6 +297,45 @@ describe('status of a change log', () => {
     expect(only.targets.map((t) => t.target)).toEqual(['prod']);
     // A change log without any snapshot restores nothing.
     expect(only.targets[0]!.findings.map((f) => f.kind)).toEqual(['no-backup']);
+  });
+
+  it('warns when a restore to now would first read more change log than log_since_snapshot_warning', () => {
+    const big = log({
+      segmentSizes: [
+        { committed: 0x2000000n, size: 900 << 20 },
+        { committed: 0x3000020n, size: 200 << 20 },
+        { committed: 0x3000060n, size: 100 << 20 },
+      ],
+    });
+    const t = evaluate([big]);
+    expect(t.changeLog?.bytesSinceSnapshot).toBe(300 << 20);
+    expect(t.severity).toBe('warning');
+    expect(t.findings.map((f) => [f.kind, f.severity, f.snapshot])).toEqual([
+      ['log-since-snapshot', 'warning', 's1'],
+    ]);
+    expect(t.findings[0]!.message).toContain(
+      'restoring "prod" to a moment now reads 314.6 MB of change log stored since its newest snapshot s1 (1h ago)',
+    );
+    expect(t.findings[0]!.message).toContain('backup_from_log');
+    // A snapshot from the log at the end leaves nothing to read first.
+    const caughtUp = evaluateStatus({
+      now: NOW,
+      config,
+      snapshots: [snap('s1', 1), { ...snap('s2', 0.1), lsn: '0/3000060' }],
+      runs: [run('verify', 0.05, true, { snapshot: 's2' })],
+      changeLogs: [big],
+    }).targets[0]!;
+    expect(caughtUp.changeLog?.bytesSinceSnapshot).toBe(0);
+    expect(caughtUp.findings).toEqual([]);
+    // The threshold from the config.
+    const c = parseConfig(
+      'targets:\n  prod:\n    database: app\n    freshness:\n      log_since_snapshot_warning: 1GB\n',
+      undefined,
+    );
+    expect(evaluate([big], c).findings).toEqual([]);
+    // No snapshot: nothing to measure from (no-backup says what is wrong).
+    const none = evaluateStatus({ now: NOW, config, snapshots: [], runs: [], changeLogs: [big] });
+    expect(none.targets[0]!.changeLog?.bytesSinceSnapshot).toBeNull();
   });
 
   it('takes the recovery point thresholds from the config, per target over top level', () => {

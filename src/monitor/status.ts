@@ -37,9 +37,11 @@ import {
   type ScheduleJob,
   scheduleJobLabel,
 } from '../config/schema.js';
+import { lsnValue } from '../repo/changelog.js';
 import type { Repository } from '../repo/repository.js';
 import { type RunKind, type RunRecord, RunStore } from '../repo/runs.js';
 import { type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
+import { formatBytes } from '../util/format.js';
 import { type ChangeLogFacts, readChangeLogFacts } from './changelog-facts.js';
 
 export type Severity = 'ok' | 'warning' | 'critical';
@@ -55,6 +57,7 @@ export type FindingKind =
   | 'verify-error'
   | 'missed-run'
   | 'recovery-point'
+  | 'log-since-snapshot'
   | 'slot-missing'
   | 'slot-lost'
   | 'slot-wal'
@@ -102,6 +105,12 @@ export interface TargetStatus {
     readonly committed: string | null;
     /** The replication slot's state; null when not checked, missing, or not checkable. */
     readonly slot: SlotState | null;
+    /**
+     * Stored bytes of the segments after the newest snapshot's LSN: what a
+     * restore to a moment after that snapshot reads before it can begin
+     * (null without a snapshot).
+     */
+    readonly bytesSinceSnapshot: number | null;
   } | null;
   readonly thresholds: Freshness;
   readonly findings: readonly Finding[];
@@ -147,7 +156,7 @@ export function worst(a: Severity, b: Severity): Severity {
 
 /** Reads what the evaluation needs from the repository and evaluates it. */
 /** What status needs of a snapshot. */
-export type SnapshotSummary = Pick<SnapshotManifest, 'id' | 'target' | 'startedAt'>;
+export type SnapshotSummary = Pick<SnapshotManifest, 'id' | 'target' | 'startedAt' | 'lsn'>;
 
 /**
  * Manifests are written once and never change, and `serve` evaluates the
@@ -168,7 +177,7 @@ async function snapshotSummaries(repo: Repository): Promise<SnapshotSummary[]> {
     let s = known.get(id);
     if (s === undefined) {
       const m = await store.read(id);
-      s = { id: m.id, target: m.target, startedAt: m.startedAt };
+      s = { id: m.id, target: m.target, startedAt: m.startedAt, lsn: m.lsn };
       known.set(id, s);
     }
     out.push(s);
@@ -439,11 +448,31 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
         add(p.severity, p.kind, `${p.message}; ${p.fix}`);
       }
     }
+    // The log a restore to now reads first: from the snapshot with the newest LSN.
+    const base = snaps.reduce<SnapshotSummary | undefined>(
+      (x, s) => (x === undefined || lsnValue(s.lsn) > lsnValue(x.lsn) ? s : x),
+      undefined,
+    );
+    const bytesSinceSnapshot =
+      base === undefined
+        ? null
+        : log.segmentSizes
+            .filter((s) => s.committed > lsnValue(base.lsn))
+            .reduce((x, s) => x + s.size, 0);
+    if (bytesSinceSnapshot !== null && bytesSinceSnapshot > th.logSinceSnapshotWarning) {
+      add(
+        'warning',
+        'log-since-snapshot',
+        `restoring "${target}" to a moment now reads ${formatBytes(bytesSinceSnapshot)} of change log stored since its newest snapshot ${base!.id} (${formatDuration(age(base!.startedAt))} ago) before it can begin (warning above ${formatBytes(th.logSinceSnapshotWarning)}); snapshots from the log bound it: schedule backup_from_log, or run \`flashback backup ${target} --from-log\``,
+        base!.id,
+      );
+    }
     changeLog = {
       newestAt: log.newestAt ?? null,
       recoveryPointSeconds: Math.round(a / 1000),
       committed: log.committed ?? null,
       slot: state,
+      bytesSinceSnapshot,
     };
   }
   if (failing !== undefined) {

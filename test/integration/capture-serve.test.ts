@@ -212,6 +212,10 @@ targets:
       expect(metrics).toMatch(/^flashback_capture_running\{target="down"\} 0$/m);
       expect(metrics).toMatch(/^flashback_capture_failures_total\{target="zserve"\} 1$/m);
       expect(metrics).toMatch(/^flashback_slot_retained_wal_bytes\{target="zserve"\} \d+$/m);
+      // The target has a snapshot: the log stored after it is measured.
+      expect(metrics).toMatch(
+        /^flashback_change_log_bytes_since_snapshot\{target="zserve"\} \d+$/m,
+      );
       const health = (await (await fetch(`http://${address}/healthz`)).json()) as {
         captures: Array<{ target: string; state: string; failures: number }>;
       };
