@@ -453,12 +453,11 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       (x, s) => (x === undefined || lsnValue(s.lsn) > lsnValue(x.lsn) ? s : x),
       undefined,
     );
+    const baseLsn = base === undefined ? undefined : lsnValue(base.lsn);
     const bytesSinceSnapshot =
-      base === undefined
+      baseLsn === undefined
         ? null
-        : log.segmentSizes
-            .filter((s) => s.committed > lsnValue(base.lsn))
-            .reduce((x, s) => x + s.size, 0);
+        : log.segmentSizes.filter((s) => s.committed > baseLsn).reduce((x, s) => x + s.size, 0);
     if (bytesSinceSnapshot !== null && bytesSinceSnapshot > th.logSinceSnapshotWarning) {
       add(
         'warning',

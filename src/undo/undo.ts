@@ -54,7 +54,7 @@ import type { Repository } from '../repo/repository.js';
 import type { TableSnapshot } from '../repo/snapshots.js';
 import { keysByChunk } from '../restore/key-chunks.js';
 import { copyChunks, linesSource, type RowBlock, type TableSource } from '../restore/load.js';
-import { type ChunkPicker, createPicker, type KeyCollection } from '../restore/pick.js';
+import { type ChunkPicker, createPicker } from '../restore/pick.js';
 import { orderByForeignKeys, selectTables } from '../restore/plan.js';
 import { columnList } from '../restore/sql.js';
 import { inFlight } from '../util/workers.js';
@@ -539,28 +539,21 @@ async function stageTable(
   );
   const needBefore = new Map<string, string>(); // rows whose after-version refers to them (unchanged TOAST)
   for (const [key, v] of win.byKey) if (v?.includes(0)) needBefore.set(key, '');
-  // The source already keeps only the keys' rows (unless the window truncated
-  // the table); a second look at each line is needed only for rows whose
-  // after-version takes a value from them.
-  const filtered: TableSource =
-    win.truncated || needBefore.size > 0
+  // The source gives only the keys' rows (every row when the window
+  // truncated the table: they all come back); a look at each line is needed
+  // only for rows whose after-version takes a value from them.
+  const before: TableSource =
+    needBefore.size > 0
       ? {
           async *blocks(table) {
             for await (const block of source.blocks(table)) {
-              const kept = filterBlock(block, k, win.truncated ? undefined : keys, needBefore);
-              if (kept.rows > 0) yield kept;
+              rememberNeeded(block, k, needBefore);
+              yield block;
             }
           },
         }
       : source;
-  await copyChunks(
-    client,
-    counted(filtered, name(t), progress),
-    t,
-    b,
-    undefined,
-    'undo interrupted',
-  );
+  await copyChunks(client, counted(before, name(t), progress), t, b, undefined, 'undo interrupted');
   // After: the window's net effect (unchanged TOAST values from the before row).
   const afterLines: string[] = [];
   for (const [key, v] of win.byKey) {
@@ -720,29 +713,17 @@ async function stageKeyless(
   return u;
 }
 
-/** Keeps the lines of a block whose key is in `keys` (all when undefined); remembers rows `needed` asks for. */
-function filterBlock(
-  block: RowBlock,
-  k: number,
-  keys: KeyCollection | undefined,
-  needed: Map<string, string>,
-): RowBlock {
+/** Remembers the lines of a block whose key `needed` asks for. */
+function rememberNeeded(block: RowBlock, k: number, needed: Map<string, string>): void {
   const c = block.content;
-  const parts: Buffer[] = [];
-  let rows = 0;
   let pos = 0;
   while (pos < c.length) {
     let nl = c.indexOf(0x0a, pos);
     if (nl < 0) nl = c.length;
     const key = c.toString('utf8', pos, endOfFields(c, pos, nl, k));
-    if (keys === undefined || keys.has(key)) {
-      parts.push(c.subarray(pos, nl + 1));
-      rows++;
-      if (needed.has(key)) needed.set(key, c.toString('utf8', pos, nl));
-    }
+    if (needed.has(key)) needed.set(key, c.toString('utf8', pos, nl));
     pos = nl + 1;
   }
-  return { content: Buffer.concat(parts), rows };
 }
 
 /** Up to CONFLICT_SAMPLES conflicts of a table with before, after (the window's result) and now. */
@@ -937,10 +918,7 @@ function applyStatements(
       kind: 'reinsert',
       sql: `${reinsert}${upsert}`,
       byTenant: (column) => `${tenant(reinsert)(column)}${upsert}`,
-      fast:
-        absent === ''
-          ? undefined
-          : { sql: unchecked, byTenant: (column) => tenant(unchecked)(column) },
+      fast: absent === '' ? undefined : { sql: unchecked, byTenant: tenant(unchecked) },
     });
     if (rest.length > 0) {
       const revert = `UPDATE ONLY ${target} l SET ${rest
