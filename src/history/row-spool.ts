@@ -81,7 +81,11 @@ export class RowSpool {
   }
 
   push(values: readonly ChangeValue[]): void {
-    const line = spoolLine(values);
+    this.pushLine(spoolLine(values));
+  }
+
+  /** Appends a row given as its spool line (a COPY text line, when it has no absent value). */
+  pushLine(line: string): void {
     if (this.file.fd === undefined) {
       this.memory.push(line);
       this.counts?.set(line, (this.counts.get(line) ?? 0) + 1);

@@ -31,9 +31,19 @@ import {
   findCommitLsn,
   lsnText,
   lsnValue,
-  readTransactions,
+  type StoredRelation,
+  type StoredVisitor,
+  scanTransactions,
+  storedChange,
   type Transaction,
 } from '../repo/changelog.js';
+import {
+  emptyLayout,
+  layoutOf,
+  tupleHead,
+  tupleInteger,
+  tupleLine,
+} from '../repo/changelog-format.js';
 import type { ChunkStore } from '../repo/chunks.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
@@ -43,17 +53,17 @@ import {
   SnapshotStore,
   type TableSnapshot,
 } from '../repo/snapshots.js';
-import { linesSource, type RowBlock, snapshotSource, type TableSource } from '../restore/load.js';
+import { type RowBlock, snapshotSource, type TableSource } from '../restore/load.js';
 import {
   type ChunkPicker,
-  integerField,
-  integerKey,
+  canonicalIntegerField,
   type KeyCollection,
   type KeySet,
   keySet,
   lineWanted,
   pickJobs,
 } from '../restore/pick.js';
+import { type Key, KeyedRows, LineBuffer } from './keyed-rows.js';
 import { ABSENT_FIELD, RowSpool } from './row-spool.js';
 import {
   type Before,
@@ -78,7 +88,7 @@ export interface TableOverlay {
   /** The table was truncated in the window: none of the snapshot's rows remain. */
   truncated: boolean;
   /** Keyed tables: key (COPY text of the key fields) → the row's last version (chunk column order), or null if deleted. */
-  readonly byKey: Map<string, ChangeValue[] | null>;
+  readonly byKey: KeyedRows;
   /** Keyless tables: rows removed (as COPY lines) and how many times each. */
   readonly removed: Map<string, number>;
   /** Keyless tables: rows added (in memory up to a budget, then in a temporary file). */
@@ -89,7 +99,7 @@ export interface TableOverlay {
 export function emptyTableOverlay(spoolBudget?: number): TableOverlay {
   return {
     truncated: false,
-    byKey: new Map(),
+    byKey: new KeyedRows(),
     removed: new Map(),
     added: new RowSpool(spoolBudget),
   };
@@ -284,6 +294,11 @@ export async function buildOverlay(
     readonly spoolBudget?: number | undefined;
     /** Every 10,000 transactions read, and every 100,000 changes of one, how far reading is (for progress). */
     readonly onProgress?: ((p: OverlayProgress) => void) | undefined;
+    /**
+     * Keep row versions as the log's bytes, reading each change in place
+     * (default; tests compare it with decoding every change).
+     */
+    readonly inPlace?: boolean | undefined;
   } = {},
 ): Promise<Overlay> {
   const { manifest, log, point } = plan;
@@ -294,8 +309,9 @@ export async function buildOverlay(
   let newestTime = '';
   let transactions = 0;
   let changes = 0;
-  let last: Overlay['last'];
-  let lastTx: Transaction | undefined;
+  let lastXid: number | undefined;
+  let lastCommitLsn = 0n;
+  let lastCommitTime = '';
   const resolved = new WeakMap<
     readonly ChangeColumn[],
     { t: TableSnapshot; ov: TableOverlay; map: number[] | null }
@@ -324,80 +340,116 @@ export async function buildOverlay(
       : point.kind === 'xid'
         ? plan.xidCommitLsn
         : undefined;
-  for await (const tx of readTransactions(log, {
-    fromLsn,
-    untilLsn,
-    untilTime: point.kind === 'time' ? point.at : undefined,
-    onHeartbeat: (lsn, at) => {
-      if (lsn > newestLsn) newestLsn = lsn;
-      if (at > newestTime) newestTime = at;
-    },
-    onPastLimit: (lsn, at, xid) => {
-      if (lsn > newestLsn) newestLsn = lsn;
-      if (at > newestTime) newestTime = at;
-      next = { xid, commitLsn: lsnText(lsn), commitTime: at };
-      if (point.kind === 'xid' && xid === point.xid) foundXid = true;
-    },
-  })) {
-    if (tx.endLsn > newestLsn) newestLsn = tx.endLsn;
-    if (tx.commitTime > newestTime) newestTime = tx.commitTime;
-    if (point.kind === 'xid' && tx.xid === point.xid) {
-      foundXid = true;
-      next = { xid: tx.xid, commitLsn: lsnText(tx.commitLsn), commitTime: tx.commitTime };
-      break;
-    }
-    const events = tx.schema;
-    if (events !== undefined) tracker?.beginTransaction(events.map((x) => x.event));
-    let e = 0;
-    let i = -1;
-    for (const c of tx.changes) {
-      i++;
-      // Within a large transaction too (a DELETE of millions of rows is one).
-      if (i > 0 && i % 100_000 === 0) {
-        options.onProgress?.({ transactions, changes, commitTime: tx.commitTime });
-      }
-      // Schema events apply where they happened among the transaction's changes.
-      while (events !== undefined && e < events.length && events[e]!.at <= i) {
-        schemaEvent(events[e++]!.event, tx);
-      }
-      if (tracker !== undefined) {
-        const p = tracker.resolve(c, tx.commitTime);
-        if (p === null) continue; // a table that does not exist at the point
-        applyChange(p.t, overlayOf(p.t), c, p.map);
-        changes++;
-        continue;
-      }
-      // Every change of a relation description (one per segment) shares its
-      // columns array: resolve the table once per description, not per change.
-      let r = resolved.get(c.columns);
-      if (r === undefined) {
-        const key = `${c.schema}.${c.table}`;
-        const t = byName.get(key);
-        if (t === undefined) {
-          throw new OperationError(
-            'restore.table-not-in-snapshot',
-            `table ${key} changed at ${tx.commitTime} (transaction ${tx.xid}) but is not in snapshot ${manifest.id}, and no schema change recorded in the log creates it`,
-            {
-              hint: 'take a new backup (it includes the table) and restore to a moment after it; capture records table creation when it runs as a superuser (docs/CAPTURE.md, "Schema changes")',
-            },
-          );
-        }
-        r = { t, ov: overlayOf(t), map: columnMap(t, c, mappers, tx.commitTime) };
-        resolved.set(c.columns, r);
-      }
-      applyChange(r.t, r.ov, c, r.map);
-      changes++;
-    }
-    while (events !== undefined && e < events.length) schemaEvent(events[e++]!.event, tx);
-    transactions++;
-    lastTx = tx;
-    if (transactions % 10_000 === 0) {
+  // Changes are read in place (applyStored) unless the window's schema
+  // changes are followed: the tracker needs every change decoded.
+  const inPlace = tracker === undefined && options.inPlace !== false;
+  let tx!: Transaction;
+  let events: readonly { at: number; event: string }[] | undefined;
+  let e = 0;
+  let i = -1;
+  /** Before each change: progress, and the schema events that came before it. */
+  const step = () => {
+    i++;
+    // Within a large transaction too (a DELETE of millions of rows is one).
+    if (i > 0 && i % 100_000 === 0) {
       options.onProgress?.({ transactions, changes, commitTime: tx.commitTime });
     }
-  }
-  if (lastTx !== undefined) {
-    last = { xid: lastTx.xid, commitLsn: lsnText(lastTx.commitLsn), commitTime: lastTx.commitTime };
-  }
+    // Schema events apply where they happened among the transaction's changes.
+    while (events !== undefined && e < events.length && events[e]!.at <= i) {
+      schemaEvent(events[e++]!.event, tx);
+    }
+  };
+  /** The table a relation description names, found once per description. */
+  const resolve = (c: Pick<Change, 'schema' | 'table' | 'columns'>) => {
+    // Every change of a relation description (one per segment) shares its
+    // columns array: resolve the table once per description, not per change.
+    let r = resolved.get(c.columns);
+    if (r === undefined) {
+      const key = `${c.schema}.${c.table}`;
+      const t = byName.get(key);
+      if (t === undefined) {
+        throw new OperationError(
+          'restore.table-not-in-snapshot',
+          `table ${key} changed at ${tx.commitTime} (transaction ${tx.xid}) but is not in snapshot ${manifest.id}, and no schema change recorded in the log creates it`,
+          {
+            hint: 'take a new backup (it includes the table) and restore to a moment after it; capture records table creation when it runs as a superuser (docs/CAPTURE.md, "Schema changes")',
+          },
+        );
+      }
+      r = { t, ov: overlayOf(t), map: columnMap(t, c, mappers, tx.commitTime) };
+      resolved.set(c.columns, r);
+    }
+    return r;
+  };
+  const decoded = (c: Change) => {
+    step();
+    if (tracker !== undefined) {
+      const p = tracker.resolve(c, tx.commitTime);
+      if (p === null) return; // a table that does not exist at the point
+      applyChange(p.t, overlayOf(p.t), c, p.map);
+      changes++;
+      return;
+    }
+    const r = resolve(c);
+    applyChange(r.t, r.ov, c, r.map);
+    changes++;
+  };
+  const stored: StoredVisitor = (content, start, end, relation) => {
+    step();
+    const r = resolve({ schema: relation.schema, table: relation.name, columns: relation.columns });
+    applyStored(r, content, start, end, relation);
+    changes++;
+  };
+  // Each transaction as it is read, in place: awaiting each of a million
+  // cost more than folding its changes in.
+  await scanTransactions(
+    log,
+    {
+      fromLsn,
+      untilLsn,
+      untilTime: point.kind === 'time' ? point.at : undefined,
+      onHeartbeat: (lsn, at) => {
+        if (lsn > newestLsn) newestLsn = lsn;
+        if (at > newestTime) newestTime = at;
+      },
+      onPastLimit: (lsn, at, xid) => {
+        if (lsn > newestLsn) newestLsn = lsn;
+        if (at > newestTime) newestTime = at;
+        next = { xid, commitLsn: lsnText(lsn), commitTime: at };
+        if (point.kind === 'xid' && xid === point.xid) foundXid = true;
+      },
+    },
+    (t) => {
+      tx = t;
+      if (tx.endLsn > newestLsn) newestLsn = tx.endLsn;
+      if (tx.commitTime > newestTime) newestTime = tx.commitTime;
+      if (point.kind === 'xid' && tx.xid === point.xid) {
+        foundXid = true;
+        next = { xid: tx.xid, commitLsn: lsnText(tx.commitLsn), commitTime: tx.commitTime };
+        return false;
+      }
+      events = tx.schema;
+      if (events !== undefined) tracker?.beginTransaction(events.map((x) => x.event));
+      e = 0;
+      i = -1;
+      if (inPlace) tx.changes.forEachStored(stored, decoded);
+      else for (const c of tx.changes) decoded(c);
+      while (events !== undefined && e < events.length) schemaEvent(events[e++]!.event, tx);
+      transactions++;
+      // (The transaction object is reused: what is kept of it is copied.)
+      lastXid = tx.xid;
+      lastCommitLsn = tx.commitLsn;
+      lastCommitTime = tx.commitTime;
+      if (transactions % 10_000 === 0) {
+        options.onProgress?.({ transactions, changes, commitTime: tx.commitTime });
+      }
+      return undefined;
+    },
+  );
+  const last: Overlay['last'] =
+    lastXid === undefined
+      ? undefined
+      : { xid: lastXid, commitLsn: lsnText(lastCommitLsn), commitTime: lastCommitTime };
   const reshape = tracker?.reshapes() ?? new Map<string, Reshape>();
   // Rows removed from a keyless table after its added rows went to a file:
   // those no added row accounts for were the snapshot's.
@@ -467,7 +519,7 @@ export async function buildOverlay(
 /** Index of each chunk column in the change's (relation) column order; refuses a changed table. */
 function columnMap(
   t: TableSnapshot,
-  c: Change,
+  c: Pick<Change, 'schema' | 'table' | 'columns'>,
   cache: Map<string, { columns: unknown; map: number[] | null }>,
   when: string,
 ): number[] | null {
@@ -617,6 +669,67 @@ function applyChange(
   );
 }
 
+/** The new keys after a table's last chunk go out in blocks of about this many bytes. */
+const TAIL_BLOCK = 1024 * 1024;
+
+/** One reused layout: applyStored runs once per change of a long log. */
+const layout = emptyLayout();
+
+/**
+ * Folds one stored change into a table's overlay, reading its message in
+ * place: the new version is kept as the log's bytes (KeyedRows), and only
+ * the key is decoded. What needs the values (a table without a key, columns
+ * in another order than the chunks', an unsent TOASTed value, a changed
+ * key) is decoded and goes through applyChange, as are truncates.
+ */
+function applyStored(
+  r: { t: TableSnapshot; ov: TableOverlay; map: readonly number[] | null },
+  content: Buffer,
+  start: number,
+  end: number,
+  relation: StoredRelation,
+): void {
+  const k = r.t.key.length;
+  if (r.map !== null) {
+    applyChange(r.t, r.ov, storedChange(content, start, end, relation), r.map);
+    return;
+  }
+  layoutOf(content, start, end, layout);
+  if (k === 0) {
+    // A row added to a table without a key: its line made from the bytes.
+    const line =
+      layout.kind === 0x49 ? tupleLine(content, layout.newStart, layout.newEnd) : undefined;
+    if (line === undefined) {
+      applyChange(r.t, r.ov, storedChange(content, start, end, relation), r.map);
+    } else {
+      r.ov.added.pushLine(line);
+    }
+    return;
+  }
+  if (layout.kind === 0x44) {
+    r.ov.byKey.set(storedKey(content, layout.oldStart, k), null);
+    return;
+  }
+  const key = storedKey(content, layout.newStart, k);
+  if (
+    layout.newUnchanged ||
+    (layout.oldStart >= 0 && storedKey(content, layout.oldStart, k) !== key)
+  ) {
+    applyChange(r.t, r.ov, storedChange(content, start, end, relation), r.map);
+    return;
+  }
+  r.ov.byKey.setStored(key, content, layout.newStart, layout.newEnd);
+}
+
+/** The key of the TupleData at `start`: an integer's as its number (see KeyedRows), else its text. */
+function storedKey(content: Buffer, start: number, k: number): string | number {
+  if (k === 1) {
+    const n = tupleInteger(content, start);
+    if (n !== undefined) return n;
+  }
+  return keyOf(tupleHead(content, start, k), k);
+}
+
 /** Fills "unchanged TOASTed value" markers from the previous version in the overlay; what remains is resolved against the snapshot row. */
 function resolveUnchanged(row: ChangeValue[], prev: ChangeValue[] | undefined): ChangeValue[] {
   if (prev === undefined || !row.includes(0)) return row;
@@ -676,126 +789,113 @@ export function pointInTimeSource(
       }
       const o = ov ?? emptyTableOverlay();
       // Keys are consumed as the snapshot's rows are met; what is left is new.
-      const pending = new Map(o.byKey);
+      const pending = o.byKey.copy();
       const removed = new Map(o.removed);
-      const numeric = numericKeys(t, pending);
       if (!o.truncated) {
         for await (const block of snapshotBlocks()) {
           // (Absent values of a snapshot row resolve against its reshaped line.)
-          const merged = mergeBlock(block.content, t, pending, removed, numeric, filter);
+          const merged = mergeBlock(block.content, t, pending, removed, filter);
           if (merged.rows > 0) yield merged;
         }
       }
-      const tail: string[] = [];
-      for (const [key, v] of pending) {
-        if (v === null || (keyed !== undefined && !keyed.keys.has(key))) continue;
-        const values = fillAbsent(v, rs);
-        if (values.includes(0)) {
-          throw new OperationError(
-            'restore.toast',
-            `row (${key}) of ${t.schema}.${t.name} has an unchanged TOASTed value whose earlier version is in neither the snapshot nor the log window`,
-          );
+      // The keys the snapshot did not have, in blocks of about a megabyte.
+      let tail = new LineBuffer(TAIL_BLOCK);
+      let tailRows = 0;
+      for (const key of pending.heldKeys()) {
+        if (pending.deleted(key) || (keyed !== undefined && !keyed.keys.has(String(key)))) continue;
+        if (rs !== undefined || !pending.writeLine(key, tail)) {
+          const values = fillAbsent(pending.get(key)!, rs);
+          if (values.includes(0)) {
+            throw new OperationError(
+              'restore.toast',
+              `row (${key}) of ${t.schema}.${t.name} has an unchanged TOASTed value whose earlier version is in neither the snapshot nor the log window`,
+            );
+          }
+          tail.appendString(`${lineOf(values)}\n`);
         }
-        tail.push(lineOf(values));
+        tailRows++;
+        if (tail.at < TAIL_BLOCK) continue;
+        yield { content: tail.content(), rows: tailRows };
+        tail = new LineBuffer(TAIL_BLOCK);
+        tailRows = 0;
       }
-      yield* linesSource(tail).blocks(t);
+      if (tailRows > 0) yield { content: tail.content(), rows: tailRows };
       yield* spoolSource(o.added, rs).blocks(t);
     },
   };
 }
 
 /**
- * For a table with one key column whose changed keys are all integers (as
- * PostgreSQL prints them), the keys by value: mergeBlock then reads each
- * line's key as a number from the bytes instead of making a string of it
- * (most lines are unchanged; a string per line was most of the merge).
+ * One chunk with its rows' later versions applied: unchanged lines are
+ * copied in runs, a changed row's line is made from the version's stored
+ * bytes (KeyedRows.writeLine) when it can be. When every changed key is an
+ * integer, each line's key is read as a number from the bytes instead of
+ * made into a string (most lines are unchanged; a string per line was most
+ * of the merge). A chunk nothing changed comes back as it was.
  */
-function numericKeys(
-  t: TableSnapshot,
-  pending: ReadonlyMap<string, unknown>,
-): Map<number, string> | undefined {
-  if (t.key.length !== 1) return undefined;
-  const out = new Map<number, string>();
-  for (const key of pending.keys()) {
-    const n = integerKey(key);
-    if (n === undefined) return undefined;
-    out.set(n, key);
-  }
-  return out;
-}
-
-/** One chunk with its rows' later versions applied. */
 function mergeBlock(
   content: Buffer,
   t: TableSnapshot,
-  pending: Map<string, ChangeValue[] | null>,
+  pending: KeyedRows,
   removed: Map<string, number>,
-  /** pending's keys by value, when all are integers (numericKeys). */
-  numeric?: Map<number, string>,
   /** Only rows with these keys are emitted (keyed tables). */
   only?: KeySet,
 ): RowBlock {
   const k = t.key.length;
-  const parts: Buffer[] = [];
+  const byNumber = k === 1 && pending.integerKeysOnly;
+  let out: LineBuffer | undefined;
   let rows = 0;
   let runStart = 0; // start of a run of unchanged lines, copied as one slice
   let pos = 0;
   while (pos < content.length) {
     let nl = content.indexOf(0x0a, pos);
     if (nl < 0) nl = content.length;
-    let replacement: string | null | undefined; // undefined: keep the line
-    const n = numeric !== undefined ? integerField(content, pos, nl) : undefined;
     let keyText: string | undefined;
-    if (numeric !== undefined) {
-      // A number that is a changed key's, then the text itself compared (a
-      // text key "007" must not match the integer key 7).
-      const key = n === undefined ? undefined : numeric.get(n);
-      if (
-        key !== undefined &&
-        content.toString('utf8', pos, endOfFields(content, pos, nl, 1)) === key
-      ) {
-        const v = pending.get(key)!;
-        pending.delete(key);
-        numeric.delete(n!);
-        replacement = v === null ? null : lineOf(resolveAgainst(v, content.subarray(pos, nl)));
-      }
+    let changed: Key | undefined; // a key whose version replaces (or deletes) this line
+    let drop = false;
+    if (byNumber) {
+      // Equal numbers are equal text (canonical integers only): "007" is no key here.
+      const n = canonicalIntegerField(content, pos, nl);
+      if (n !== undefined && pending.has(n)) changed = n;
     } else if (k > 0) {
-      const key = content.toString('utf8', pos, endOfFields(content, pos, nl, k));
-      keyText = key;
-      if (pending.has(key)) {
-        const v = pending.get(key)!;
-        pending.delete(key);
-        replacement = v === null ? null : lineOf(resolveAgainst(v, content.subarray(pos, nl)));
-      }
+      keyText = content.toString('utf8', pos, endOfFields(content, pos, nl, k));
+      if (pending.has(keyText)) changed = keyText;
     } else if (removed.size > 0) {
       const line = content.toString('utf8', pos, nl);
       const n = removed.get(line);
       if (n !== undefined) {
         if (n <= 1) removed.delete(line);
         else removed.set(line, n - 1);
-        replacement = null;
+        drop = true;
       }
     }
-    if (only !== undefined && replacement !== null) {
-      // A row the caller does not want: left out (the text compared only for a number that matched).
+    if (changed !== undefined && pending.deleted(changed)) drop = true;
+    if (only !== undefined && !drop) {
+      // A row the caller does not want: left out.
       const wanted =
         keyText === undefined ? lineWanted(content, pos, nl, k, only) : only.text.has(keyText);
-      if (!wanted) replacement = null;
+      if (!wanted) drop = true;
     }
-    if (replacement !== undefined) {
-      if (pos > runStart) parts.push(content.subarray(runStart, pos));
-      if (replacement !== null) {
-        parts.push(Buffer.from(`${replacement}\n`, 'utf8'));
+    if (changed !== undefined || drop) {
+      out ??= new LineBuffer(content.length + 4096);
+      out.append(content, runStart, pos);
+      if (!drop) {
+        if (!pending.writeLine(changed!, out)) {
+          const v = pending.get(changed!)!;
+          out.appendString(`${lineOf(resolveAgainst(v, content.subarray(pos, nl)))}\n`);
+        }
         rows++;
       }
+      if (changed !== undefined) pending.delete(changed);
       runStart = nl + 1;
     } else {
       rows++;
     }
     pos = nl + 1;
   }
-  if (runStart < content.length) parts.push(content.subarray(runStart));
-  return { content: parts.length === 1 ? parts[0]! : Buffer.concat(parts), rows };
+  if (out === undefined) return { content, rows };
+  if (runStart < content.length) out.append(content, runStart, content.length);
+  return { content: out.content(), rows };
 }
 
 /** Unchanged-TOAST markers take the value of `line` (the row's earlier version, as COPY text). */

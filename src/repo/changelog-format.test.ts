@@ -2,13 +2,19 @@ import { describe, expect, it } from 'vitest';
 import { decodePgoutput, UNCHANGED_TOAST } from '../pg/replication/pgoutput.js';
 import {
   type ChangeRecord,
+  type ChangeValue,
   decodeSegment,
+  decodeTuple,
+  emptyLayout,
   encodeRecord,
   encodeRecords,
   findBegin,
+  layoutOf,
   lsnValue,
   SegmentBuilder,
   SegmentFormatError,
+  tupleInteger,
+  tupleLine,
 } from './changelog-format.js';
 
 const T = '2026-11-21T10:00:00.123456Z';
@@ -141,5 +147,75 @@ describe('change-log segment format 1 (JSON lines, written before format 2)', ()
     expect(decodeSegment(content)).toEqual(RECORDS);
     expect(findBegin(content, 4_000_000_123)).toBe(lsnValue('1/6B374D48'));
     expect(() => decodeSegment(Buffer.from('["B",1,\n'))).toThrow(SegmentFormatError);
+  });
+});
+
+describe('stored changes read in place', () => {
+  it('finds the parts of each change message, as decoding does', () => {
+    const layout = emptyLayout();
+    const at = (r: ChangeRecord) => {
+      const m = encodeRecord(r);
+      layoutOf(m, 0, m.length, layout);
+      const part = (s: number, e: number) => (s < 0 ? null : decodeTuple(m, s, e));
+      return [
+        String.fromCharCode(layout.kind),
+        layout.relid,
+        layout.oldKind === 0 ? '' : String.fromCharCode(layout.oldKind),
+        part(layout.oldStart, layout.oldEnd),
+        part(layout.newStart, layout.newEnd),
+        layout.newUnchanged,
+      ];
+    };
+    expect(at(['I', 7, ['1', null, 'x']])).toEqual(['I', 7, '', null, ['1', null, 'x'], false]);
+    expect(at(['U', 7, null, null, ['1', 0]])).toEqual(['U', 7, '', null, ['1', 0], true]);
+    expect(at(['U', 7, ['1', null], null, ['2', 'b']])).toEqual([
+      'U',
+      7,
+      'K',
+      ['1', null],
+      ['2', 'b'],
+      false,
+    ]);
+    expect(at(['U', 7, null, ['1', 'a'], ['1', 'b']])).toEqual([
+      'U',
+      7,
+      'O',
+      ['1', 'a'],
+      ['1', 'b'],
+      false,
+    ]);
+    expect(at(['D', 7, ['1', null], null])).toEqual(['D', 7, 'K', ['1', null], null, false]);
+    expect(at(['D', 7, null, ['1', 'a']])).toEqual(['D', 7, 'O', ['1', 'a'], null, false]);
+    // Cut short, or a byte too many: refused, as decoding refuses them.
+    const m = encodeRecord(['I', 7, ['1', 'x']]);
+    expect(() => layoutOf(m, 0, m.length - 1, layout)).toThrow(SegmentFormatError);
+    const longer = Buffer.concat([m, Buffer.from([0])]);
+    expect(() => layoutOf(longer, 0, longer.length, layout)).toThrow(/unexpected bytes/);
+  });
+
+  it('reads an integer key only as PostgreSQL prints integers', () => {
+    const first = (v: string | null) => {
+      const m = encodeRecord(['I', 1, [v, 'rest']]);
+      return tupleInteger(m, 6);
+    };
+    expect(first('0')).toBe(0);
+    expect(first('-42')).toBe(-42);
+    expect(first('999999999999999')).toBe(999_999_999_999_999);
+    for (const v of ['1000000000000000', '007', '-0', '+1', '1.5', '', '-', '12a', null]) {
+      expect(first(v)).toBeUndefined();
+    }
+  });
+
+  it('makes a COPY line from the bytes, or leaves a row that needs escapes to decoding', () => {
+    const line = (values: ChangeValue[]) => {
+      const m = encodeRecord(['I', 1, values]);
+      return tupleLine(m, 6, m.length);
+    };
+    expect(line(['1', null, '', 'é 😀'])).toBe('1\t\\N\t\té 😀');
+    expect(line(['x'.repeat(10_000)])).toBe('x'.repeat(10_000));
+    for (const c of ['\\', '\b', '\t', '\n', '\v', '\f', '\r']) {
+      expect(line(['1', `a${c}b`])).toBeUndefined();
+    }
+    expect(line(['1', 0])).toBeUndefined();
   });
 });

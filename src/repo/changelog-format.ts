@@ -280,8 +280,14 @@ export function findBegin(content: Buffer, xid: number): bigint | undefined {
   return undefined;
 }
 
-/** Start and end offsets of each frame's message, once the checksum frame proved the content whole. */
-function* frames(content: Buffer): Generator<[number, number]> {
+/**
+ * For a format-2 content: where its frames end (the checksum frame), once
+ * the checksum proved the content whole; undefined for a format-1 (JSON
+ * lines) or empty content. Frames start at FIRST_FRAME, each a 4-byte
+ * length and that many bytes, none empty. Throws SegmentFormatError.
+ */
+export function frameBody(content: Buffer): number | undefined {
+  if (content.length === 0 || !content.subarray(0, 4).equals(MAGIC)) return undefined;
   const body = content.length - TRAILER;
   if (
     body < MAGIC.length ||
@@ -294,18 +300,249 @@ function* frames(content: Buffer): Generator<[number, number]> {
   ) {
     throw new SegmentFormatError('checksum mismatch (the content was changed or cut short)');
   }
+  return body;
+}
+
+/** Where the first frame of a format-2 content starts (after the magic). */
+export const FIRST_FRAME = MAGIC.length;
+
+/** Start and end offsets of each frame's message, once the checksum frame proved the content whole. */
+function* frames(content: Buffer): Generator<[number, number]> {
+  const body = frameBody(content)!;
   let pos = MAGIC.length;
   while (pos < body) {
-    if (pos + 4 > body) throw new SegmentFormatError(`frame header cut off at ${pos}`);
-    const len = content.readUInt32BE(pos);
-    const start = pos + 4;
-    const end = start + len;
-    if (len === 0 || end > body) {
-      throw new SegmentFormatError(`frame at ${pos} of ${len} bytes runs past the end`);
-    }
-    yield [start, end];
+    const end = frameEnd(content, pos, body);
+    yield [pos + 4, end];
     pos = end;
   }
+}
+
+/**
+ * The end of the frame at `pos` (its message runs from pos + 4 to there),
+ * checked against the frames' end `body`. Throws SegmentFormatError.
+ */
+export function frameEnd(content: Buffer, pos: number, body: number): number {
+  if (pos + 4 > body) throw new SegmentFormatError(`frame header cut off at ${pos}`);
+  const len = content.readUInt32BE(pos);
+  const end = pos + 4 + len;
+  if (len === 0 || end > body) {
+    throw new SegmentFormatError(`frame at ${pos} of ${len} bytes runs past the end`);
+  }
+  return end;
+}
+
+// --- stored changes in place: for readers that keep rows as bytes ---------
+
+/**
+ * Where the parts of a stored Insert, Update or Delete message are. A reader
+ * that keeps row versions as bytes (history/keyed-rows.ts) reads a message
+ * through this instead of decoding it into values: most changes of a long
+ * log are replaced by later ones and never need their values as text.
+ */
+export interface ChangeLayout {
+  /** 0x49 Insert, 0x55 Update, 0x44 Delete. */
+  kind: number;
+  relid: number;
+  /** 0x4b: the old key is sent; 0x4f: the old row (REPLICA IDENTITY FULL); 0: neither. */
+  oldKind: number;
+  /** The old key's or row's TupleData [oldStart, oldEnd); -1 when none. */
+  oldStart: number;
+  oldEnd: number;
+  /** The new row's TupleData [newStart, newEnd); -1 for a delete. */
+  newStart: number;
+  newEnd: number;
+  /** The new row has a column marked unchanged (a TOASTed value not sent). */
+  newUnchanged: boolean;
+}
+
+/** A ChangeLayout to fill (callers keep one and reuse it). */
+export function emptyLayout(): ChangeLayout {
+  return {
+    kind: 0,
+    relid: 0,
+    oldKind: 0,
+    oldStart: -1,
+    oldEnd: -1,
+    newStart: -1,
+    newEnd: -1,
+    newUnchanged: false,
+  };
+}
+
+/**
+ * Fills `out` with the layout of the Insert, Update or Delete message at
+ * [start, end). Every length is checked against the message's end, as
+ * decoding does. Throws SegmentFormatError.
+ */
+export function layoutOf(b: Buffer, start: number, end: number, out: ChangeLayout): void {
+  const kind = b[start]!;
+  if (end - start < 6) throw new SegmentFormatError(`change message at ${start} cut short`);
+  out.kind = kind;
+  out.relid = b.readUInt32BE(start + 1);
+  out.oldKind = 0;
+  out.oldStart = -1;
+  out.oldEnd = -1;
+  out.newStart = -1;
+  out.newEnd = -1;
+  out.newUnchanged = false;
+  let pos = start + 5;
+  let sub = b[pos++]!;
+  if (kind === 0x55 || kind === 0x44) {
+    if (sub === 0x4b || sub === 0x4f) {
+      out.oldKind = sub;
+      out.oldStart = pos;
+      pos = tupleEnd(b, pos, end, undefined);
+      out.oldEnd = pos;
+      if (kind === 0x44) {
+        if (pos !== end) throw new SegmentFormatError(`${end - pos} unexpected bytes at ${pos}`);
+        return;
+      }
+      if (pos >= end) throw new SegmentFormatError(`Update without a new row at ${pos}`);
+      sub = b[pos++]!;
+    } else if (kind === 0x44) {
+      throw new SegmentFormatError(`Delete without a key or old row (0x${sub.toString(16)})`);
+    }
+  } else if (kind !== 0x49) {
+    throw new SegmentFormatError(`not a change message (0x${kind.toString(16)}) at ${start}`);
+  }
+  if (sub !== 0x4e) {
+    throw new SegmentFormatError(`expected a new row (0x4e), got 0x${sub.toString(16)}`);
+  }
+  out.newStart = pos;
+  pos = tupleEnd(b, pos, end, out);
+  out.newEnd = pos;
+  if (pos !== end) throw new SegmentFormatError(`${end - pos} unexpected bytes at ${pos}`);
+}
+
+/** The end of the TupleData at `pos`; notes an unchanged column in `mark`. */
+function tupleEnd(b: Buffer, pos: number, end: number, mark: ChangeLayout | undefined): number {
+  if (pos + 2 > end) throw new SegmentFormatError(`message ends early at ${pos}`);
+  const n = b.readInt16BE(pos);
+  if (n < 0) throw new SegmentFormatError(`negative column count ${n} at ${pos}`);
+  pos += 2;
+  for (let i = 0; i < n; i++) {
+    if (pos >= end) throw new SegmentFormatError(`message ends early at ${pos}`);
+    const kind = b[pos++]!;
+    if (kind === 0x74) {
+      if (pos + 4 > end) throw new SegmentFormatError(`message ends early at ${pos}`);
+      const len = b.readInt32BE(pos);
+      pos += 4 + len;
+      if (len < 0 || pos > end)
+        throw new SegmentFormatError(`value of ${len} bytes runs past the end`);
+    } else if (kind === 0x75) {
+      if (mark !== undefined) mark.newUnchanged = true;
+    } else if (kind !== 0x6e) {
+      throw new SegmentFormatError(`unknown column kind 0x${kind.toString(16)}`);
+    }
+  }
+  return pos;
+}
+
+/** The values of the TupleData at [start, end) (a place layoutOf gave). Throws SegmentFormatError. */
+export function decodeTuple(b: Buffer, start: number, end: number): ChangeValue[] {
+  const c = new Cursor(b, start, end);
+  const values = c.tuple();
+  c.done();
+  return values;
+}
+
+/**
+ * The first value of the TupleData at `start` (a place layoutOf gave) when
+ * it is an integer as PostgreSQL prints it, of at most 15 digits (no
+ * leading zero, no "-0"); otherwise undefined. A row's key, read without
+ * making a string of it.
+ */
+export function tupleInteger(b: Buffer, start: number): number | undefined {
+  if (b.readInt16BE(start) < 1 || b[start + 2] !== 0x74) return undefined;
+  const len = b.readInt32BE(start + 3);
+  let i = start + 7;
+  const end = i + len;
+  const negative = b[i] === 0x2d;
+  if (negative) i++;
+  const digits = end - i;
+  if (digits < 1 || digits > 15 || (b[i] === 0x30 && (digits > 1 || negative))) return undefined;
+  let n = 0;
+  for (; i < end; i++) {
+    const d = b[i]! - 0x30;
+    if (d < 0 || d > 9) return undefined;
+    n = n * 10 + d;
+  }
+  return negative ? -n : n;
+}
+
+/** Room for tupleLine's bytes, grown as needed. */
+let lineBytes = Buffer.allocUnsafe(4096);
+
+/**
+ * The TupleData at [start, end) (a place layoutOf gave) as a COPY text line
+ * (values tab-separated, NULL as \N), made from the bytes as they are;
+ * undefined when a value needs an escape in COPY text (a backslash or a
+ * control character COPY escapes) or was not sent: the caller decodes it.
+ */
+export function tupleLine(b: Buffer, start: number, end: number): string | undefined {
+  if (lineBytes.length < lineRoom(start, end))
+    lineBytes = Buffer.allocUnsafe(2 * lineRoom(start, end));
+  const at = tupleLineInto(b, start, end, lineBytes, 0);
+  return at < 0 ? undefined : lineBytes.toString('utf8', 0, at);
+}
+
+/** The most bytes tupleLineInto writes for the TupleData at [start, end): a NULL takes two for the tuple's one. */
+export function lineRoom(start: number, end: number): number {
+  return 2 * (end - start);
+}
+
+/**
+ * tupleLine into `out` at `at` (which has lineRoom bytes free): the end of
+ * what it wrote, or -1 when the row needs decoding (what it wrote is then
+ * to be ignored).
+ */
+export function tupleLineInto(
+  b: Buffer,
+  start: number,
+  end: number,
+  out: Buffer,
+  at: number,
+): number {
+  const n = b.readInt16BE(start);
+  let pos = start + 2;
+  for (let i = 0; i < n; i++) {
+    if (i > 0) out[at++] = 0x09;
+    const kind = b[pos++];
+    if (kind === 0x6e) {
+      out[at++] = 0x5c;
+      out[at++] = 0x4e;
+      continue;
+    }
+    if (kind !== 0x74) return -1;
+    const stop = pos + 4 + b.readInt32BE(pos);
+    if (stop > end) return -1; // (layoutOf checked the lengths; this keeps a bad place harmless)
+    for (pos += 4; pos < stop; pos++) {
+      const c = b[pos]!;
+      // Backslash, and \b \t \n \v \f \r: what encodeField escapes.
+      if (c === 0x5c || (c >= 0x08 && c <= 0x0d)) return -1;
+      out[at++] = c;
+    }
+  }
+  return at;
+}
+
+/**
+ * The first `n` values of the TupleData at `start` (a place layoutOf gave,
+ * so already bounds-checked): a row's key, without decoding the rest.
+ */
+export function tupleHead(b: Buffer, start: number, n: number): ChangeValue[] {
+  if (b.readInt16BE(start) < n) throw new SegmentFormatError(`a row of fewer than ${n} columns`);
+  const values: ChangeValue[] = new Array(n);
+  let pos = start + 2;
+  for (let i = 0; i < n; i++) {
+    const kind = b[pos++];
+    if (kind === 0x74) {
+      const len = b.readInt32BE(pos);
+      values[i] = b.toString('utf8', pos + 4, pos + 4 + len);
+      pos += 4 + len;
+    } else values[i] = kind === 0x75 ? 0 : null;
+  }
+  return values;
 }
 
 // --- decoding: one message into a record ----------------------------------

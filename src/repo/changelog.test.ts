@@ -1,7 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { DamagedError } from '../errors.js';
 import { MemoryStorage } from '../storage/memory.js';
-import { ChangeLog, lsnValue, readTransactions, skippable } from './changelog.js';
+import {
+  type Change,
+  ChangeLog,
+  lsnValue,
+  readTransactions,
+  scanTransactions,
+  skippable,
+  storedChange,
+} from './changelog.js';
 import { encodeRecord, SegmentBuilder } from './changelog-format.js';
 import { decodeChunk, encodeChunk } from './codec.js';
 
@@ -116,6 +124,68 @@ describe('change log reading', () => {
       expect(seen()).toEqual(expected);
       expect(seen()).toEqual(expected);
     }
+  });
+
+  it('scans in place what readTransactions yields: duplicates and cut-off transactions skipped, stopping when told', async () => {
+    const log = new ChangeLog(new MemoryStorage(), 'prod');
+    const at = '2026-11-21T10:00:00.000000Z';
+    await log.writeSegment(1, lsnValue('0/300'), [
+      rel,
+      ['B', 8, '0/100', at],
+      ['I', 1, ['0']],
+      ['B', 9, '0/200', at], // 8 was cut off
+      ['I', 1, ['1']],
+      ['S', '0/1F0', '{"kind":"x"}'],
+      ['D', 1, ['1'], null],
+    ]);
+    await log.writeSegment(2, lsnValue('0/300'), [
+      rel,
+      ['T', [1], false, false],
+      ['C', '0/200', '0/208', at],
+      ['B', 9, '0/200', at], // delivered again after a restart
+      ['I', 1, ['1']],
+      ['C', '0/200', '0/208', at],
+      ['B', 10, '0/300', at],
+      ['U', 1, null, null, ['5']],
+      ['C', '0/300', '0/308', at],
+    ]);
+    const show = (c: Change) => [c.op, c.key, c.row];
+    const read = [];
+    for await (const tx of readTransactions(log)) {
+      read.push([tx.xid, tx.commitLsn, tx.endLsn, tx.schema, [...tx.changes].map(show)]);
+    }
+    const scanned: unknown[] = [];
+    await scanTransactions(log, {}, (tx) => {
+      const changes: unknown[] = [];
+      tx.changes.forEachStored(
+        (content, start, end, relation) =>
+          changes.push(show(storedChange(content, start, end, relation))),
+        (c) => changes.push(show(c)),
+      );
+      scanned.push([tx.xid, tx.commitLsn, tx.endLsn, tx.schema, changes]);
+      return undefined;
+    });
+    expect(read).toEqual([
+      [
+        9,
+        0x200n,
+        0x208n,
+        [{ at: 1, lsn: 0x1f0n, event: '{"kind":"x"}' }],
+        [
+          ['insert', null, ['1']],
+          ['delete', ['1'], null],
+          ['truncate', null, null],
+        ],
+      ],
+      [10, 0x300n, 0x308n, undefined, [['update', null, ['5']]]],
+    ]);
+    expect(scanned).toEqual(read);
+    const first: number[] = [];
+    await scanTransactions(log, {}, (tx) => {
+      first.push(tx.xid);
+      return false;
+    });
+    expect(first).toEqual([9]);
   });
 
   it('names the segment when a change it held cannot be decoded', async () => {

@@ -84,6 +84,24 @@ export function integerField(content: Buffer, pos: number, nl: number): number |
   return i === first ? undefined : negative ? -n : n;
 }
 
+/**
+ * The line's first field as an integer when it is one as PostgreSQL prints
+ * it, of at most 15 digits (integerKey's rule: no leading zero, no "-0");
+ * otherwise undefined. Equal numbers then mean equal text.
+ */
+export function canonicalIntegerField(
+  content: Buffer,
+  pos: number,
+  nl: number,
+): number | undefined {
+  const lead = content[pos] === 0x2d ? pos + 1 : pos;
+  // A zero that is not the whole field (or is negated) is not how an integer prints.
+  if (content[lead] === 0x30 && (lead > pos || (lead + 1 < nl && content[lead + 1] !== 0x09))) {
+    return undefined;
+  }
+  return integerField(content, pos, nl);
+}
+
 /** Whether the line at [pos, nl) has one of the wanted keys (its first `keyColumns` fields). */
 export function lineWanted(
   content: Buffer,

@@ -1,0 +1,108 @@
+import { describe, expect, it } from 'vitest';
+import { type ChangeValue, encodeRecord } from '../repo/changelog-format.js';
+import { KeyedRows } from './keyed-rows.js';
+
+/** `values` as pgoutput sends a row: the TupleData of an Insert message (after 'I', relid, 'N'). */
+function stored(values: ChangeValue[]): [Buffer, number, number] {
+  const m = encodeRecord(['I', 1, values]);
+  return [m, 6, m.length];
+}
+
+describe('the net versions of changed keys', () => {
+  it('gives back what was stored, as bytes or as values, in insertion order', () => {
+    const rows = new KeyedRows();
+    rows.setStored('1', ...stored(['1', 'one', null]));
+    rows.set('2', ['2', 'two', 'x']);
+    rows.set('3', null);
+    rows.setStored('a\\tb', ...stored(['a\tb', 'tab', '']));
+    expect(rows.size).toBe(4);
+    expect([...rows]).toEqual([
+      ['1', ['1', 'one', null]],
+      ['2', ['2', 'two', 'x']],
+      ['3', null],
+      ['a\\tb', ['a\tb', 'tab', '']],
+    ]);
+    expect([...rows.keys()]).toEqual(['1', '2', '3', 'a\\tb']);
+    expect(rows.get('1')).toEqual(['1', 'one', null]);
+    expect(rows.get('3')).toBeNull();
+    expect(rows.get('4')).toBeUndefined();
+    expect(rows.has('3')).toBe(true);
+    expect(rows.delete('1')).toBe(true);
+    expect(rows.has('1')).toBe(false);
+  });
+
+  it('takes an integer key as its number or its text, and keeps other text as text', () => {
+    const rows = new KeyedRows();
+    rows.setStored(42, ...stored(['42', 'a']));
+    expect(rows.get('42')).toEqual(['42', 'a']);
+    rows.set('42', ['42', 'b']);
+    expect(rows.get(42)).toEqual(['42', 'b']);
+    expect(rows.size).toBe(1);
+    // Not as PostgreSQL prints an integer: a different key.
+    for (const text of ['042', '-0', '+42', '42.0', '1234567890123456']) {
+      rows.set(text, [text]);
+      expect(rows.get(text)).toEqual([text]);
+    }
+    rows.set('-7', ['-7']);
+    expect(rows.get(-7)).toEqual(['-7']);
+    expect([...rows.keys()]).toEqual(['42', '042', '-0', '+42', '42.0', '1234567890123456', '-7']);
+  });
+
+  it('keeps the latest of many versions of growing size, through compactions', () => {
+    const rows = new KeyedRows();
+    const expected = new Map<string, ChangeValue[] | null>();
+    // 20 rounds over 3,000 keys, each version longer than the last: most
+    // no longer fit their slot, so the arena fills with garbage and is compacted.
+    for (let round = 0; round < 20; round++) {
+      for (let k = 0; k < 3000; k++) {
+        const key = String(k);
+        if ((k + round) % 7 === 0) {
+          rows.set(key, null);
+          expected.set(key, null);
+          continue;
+        }
+        const v: ChangeValue[] = [key, 'x'.repeat(round * 13 + (k % 50)), round % 2 ? null : 'é'];
+        rows.setStored(key, ...stored(v));
+        expected.set(key, v);
+      }
+    }
+    expect(rows.size).toBe(3000);
+    for (const [key, v] of expected) expect(rows.get(key)).toEqual(v);
+  });
+
+  it('keeps a version too large for the arena decoded', () => {
+    const rows = new KeyedRows();
+    const big: ChangeValue[] = ['1', 'y'.repeat(2 * 1024 * 1024)];
+    rows.setStored('1', ...stored(big));
+    rows.setStored('2', ...stored(['2', 'small']));
+    expect(rows.get('1')).toEqual(big);
+    expect(rows.get('2')).toEqual(['2', 'small']);
+  });
+
+  it('copies are independent of each other and of the original', () => {
+    const rows = new KeyedRows();
+    rows.setStored('1', ...stored(['1', 'a']));
+    rows.setStored('2', ...stored(['2', 'b']));
+    const copy = rows.copy();
+    copy.delete('1');
+    // Written after the copy, in the slot's room: must not show in the other.
+    copy.setStored('2', ...stored(['2', 'c']));
+    rows.setStored('2', ...stored(['2', 'd']));
+    expect([...rows]).toEqual([
+      ['1', ['1', 'a']],
+      ['2', ['2', 'd']],
+    ]);
+    expect([...copy]).toEqual([['2', ['2', 'c']]]);
+    rows.clear();
+    expect(rows.size).toBe(0);
+    expect(copy.get('2')).toEqual(['2', 'c']);
+  });
+
+  it('the copy buffer given may be reused by the caller', () => {
+    const rows = new KeyedRows();
+    const [buf, start, end] = stored(['1', 'kept']);
+    rows.setStored('1', buf, start, end);
+    buf.fill(0);
+    expect(rows.get('1')).toEqual(['1', 'kept']);
+  });
+});

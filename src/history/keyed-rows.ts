@@ -1,0 +1,297 @@
+/**
+ * The net versions of a table's changed keys, as an overlay of the change
+ * log holds them (state.ts): for each key, the row's last version in the
+ * window, or null when its last change deleted it.
+ *
+ * Most versions are kept as the bytes the log stored them in (a pgoutput
+ * TupleData), copied into one growing buffer, the arena, and decoded into
+ * values only when asked for. A long window replaces most versions many
+ * times over (an hour of pgbench rewrites each of a million rows about ten
+ * times): keeping each as an array of strings made reading such a log
+ * allocation- and GC-bound (a quarter of its time in the collector), and
+ * took about 250 bytes a key where the bytes take about 140.
+ *
+ * Keys are the COPY text of the key fields. One that is an integer as
+ * PostgreSQL prints it is held as a number (a lookup then compares no
+ * strings), and a caller that has the number may pass it instead of the
+ * text: 42 and "42" are the same key.
+ *
+ * Contract:
+ * - Map-like: `get`, `set`, `has`, `delete`, `clear`, `size`, `keys`, and
+ *   iteration of [key, version] in insertion order, as a Map would give;
+ *   keys come out as text.
+ *   A version read back equals the one stored, whichever way it was stored.
+ * - `setStored` copies the bytes: the caller's buffer may be reused.
+ * - A version stored again in the same slot when it fits (a row rewritten
+ *   keeps its size, most of the time); space a version leaves is reclaimed
+ *   by compacting the arena once it is half garbage.
+ * - `copy()` gives an independent set of keys over the same arena: after
+ *   it, neither writes into the arena again (versions set later are kept
+ *   decoded), so each copy reads what it was given.
+ */
+import {
+  type ChangeValue,
+  decodeTuple,
+  lineRoom,
+  tupleLineInto,
+} from '../repo/changelog-format.js';
+import { integerKey } from '../restore/pick.js';
+
+/** A key's last version: its values (chunk column order), or null if deleted. */
+export type RowVersion = ChangeValue[] | null;
+
+/** Each slot: capacity (u32), length (u32), then the bytes. */
+const HEADER = 8;
+/**
+ * The arena is blocks of this size, added as needed (growing one buffer by
+ * copying it cost more than filling it); a slot's address is its block's
+ * index times this plus its offset. A version too large for a block is kept
+ * decoded.
+ */
+const BLOCK_BITS = 20;
+const BLOCK = 1 << BLOCK_BITS;
+/** Past this many blocks (1 GiB), versions are kept decoded. */
+const MAX_BLOCKS = 1024;
+
+export class KeyedRows implements Iterable<[string, RowVersion]> {
+  /** key → the address of its slot in the arena, its decoded version, or null (deleted). */
+  private index = new Map<Key, number | ChangeValue[] | null>();
+  private blocks: Buffer[] = [];
+  /** Where the last block's free space begins. */
+  private tail = BLOCK;
+  /** Bytes of slots no key refers to any more, and of blocks' unused ends. */
+  private garbage = 0;
+  /** The arena is shared with a copy: nothing more is written into it. */
+  private frozen = false;
+  /** How many keys are held as text (not integers). */
+  private textKeys = 0;
+
+  get size(): number {
+    return this.index.size;
+  }
+
+  /** Every key is an integer as PostgreSQL prints it (a merge may then read keys as numbers). */
+  get integerKeysOnly(): boolean {
+    return this.textKeys === 0;
+  }
+
+  /** Whether the key's last change deleted it. */
+  deleted(key: Key): boolean {
+    return this.index.get(held(key)) === null;
+  }
+
+  /**
+   * Appends the key's version to `out` as a COPY line with its newline, made
+   * from the stored bytes; false, with nothing appended, when it cannot be
+   * (not stored as bytes, or a value needs an escape): then `get` it.
+   */
+  writeLine(key: Key, out: LineBuffer): boolean {
+    const at = this.index.get(held(key));
+    if (typeof at !== 'number') return false;
+    const block = this.blocks[at >>> BLOCK_BITS]!;
+    const start = (at & (BLOCK - 1)) + HEADER;
+    const end = start + block.readUInt32LE(start - 4);
+    out.ensure(lineRoom(start, end) + 1);
+    const stop = tupleLineInto(block, start, end, out.buf, out.at);
+    if (stop < 0) return false;
+    out.buf[stop] = 0x0a;
+    out.at = stop + 1;
+    return true;
+  }
+
+  /** The keys as held: an integer key as its number (writeLine and get take either). */
+  heldKeys(): IterableIterator<Key> {
+    return this.index.keys();
+  }
+
+  has(key: Key): boolean {
+    return this.index.has(held(key));
+  }
+
+  get(key: Key): RowVersion | undefined {
+    const v = this.index.get(held(key));
+    return typeof v === 'number' ? this.decode(v) : v;
+  }
+
+  set(key: Key, version: RowVersion): this {
+    const k = held(key);
+    if (typeof k === 'string' && !this.index.has(k)) this.textKeys++;
+    this.release(k);
+    this.index.set(k, version);
+    return this;
+  }
+
+  /** Sets the version stored as the TupleData at [start, end) of `content` (its columns in chunk order). */
+  setStored(key: Key, content: Buffer, start: number, end: number): void {
+    key = held(key);
+    const len = end - start;
+    const at = this.index.get(key);
+    if (typeof at === 'number' && !this.frozen) {
+      const block = this.blocks[at >>> BLOCK_BITS]!;
+      const off = at & (BLOCK - 1);
+      if (len <= block.readUInt32LE(off)) {
+        // The same slot: no new space, no garbage.
+        block.writeUInt32LE(len, off + 4);
+        content.copy(block, off + HEADER, start, end);
+        return;
+      }
+    }
+    if (at === undefined && typeof key === 'string') this.textKeys++;
+    this.release(key);
+    const slot = this.allocate(len);
+    if (slot < 0) {
+      this.index.set(key, decodeTuple(content, start, end));
+      return;
+    }
+    const block = this.blocks[slot >>> BLOCK_BITS]!;
+    const off = slot & (BLOCK - 1);
+    block.writeUInt32LE(len, off + 4);
+    content.copy(block, off + HEADER, start, end);
+    this.index.set(key, slot);
+  }
+
+  delete(key: Key): boolean {
+    const k = held(key);
+    this.release(k);
+    const had = this.index.delete(k);
+    if (had && typeof k === 'string') this.textKeys--;
+    return had;
+  }
+
+  clear(): void {
+    this.index.clear();
+    this.textKeys = 0;
+    if (!this.frozen) {
+      this.blocks = [];
+      this.tail = BLOCK;
+      this.garbage = 0;
+    }
+  }
+
+  *keys(): IterableIterator<string> {
+    for (const key of this.index.keys()) yield typeof key === 'number' ? String(key) : key;
+  }
+
+  *entries(): IterableIterator<[string, RowVersion]> {
+    for (const [key, v] of this.index) {
+      yield [
+        typeof key === 'number' ? String(key) : key,
+        typeof v === 'number' ? this.decode(v) : v,
+      ];
+    }
+  }
+
+  [Symbol.iterator](): IterableIterator<[string, RowVersion]> {
+    return this.entries();
+  }
+
+  /** The same keys and versions, independent of this one (see the contract). */
+  copy(): KeyedRows {
+    this.frozen = true;
+    const c = new KeyedRows();
+    c.index = new Map(this.index);
+    c.blocks = this.blocks;
+    c.frozen = true;
+    c.textKeys = this.textKeys;
+    return c;
+  }
+
+  private decode(at: number): ChangeValue[] {
+    const block = this.blocks[at >>> BLOCK_BITS]!;
+    const off = at & (BLOCK - 1);
+    const len = block.readUInt32LE(off + 4);
+    return decodeTuple(block, off + HEADER, off + HEADER + len);
+  }
+
+  /** Counts the key's slot, if it has one, as garbage. */
+  private release(key: Key): void {
+    const at = this.index.get(key);
+    if (typeof at === 'number' && !this.frozen) {
+      this.garbage += HEADER + this.blocks[at >>> BLOCK_BITS]!.readUInt32LE(at & (BLOCK - 1));
+    }
+  }
+
+  /** A new slot of at least `len` bytes (a little more, for a version that grows); -1 when none can be had. */
+  private allocate(len: number): number {
+    const capacity = (len + 15) & ~7;
+    const need = HEADER + capacity;
+    if (this.frozen || need > BLOCK) return -1;
+    if (this.tail + need > BLOCK) {
+      if (this.garbage > (this.blocks.length * BLOCK) / 2) this.compact();
+      if (this.tail + need > BLOCK) {
+        if (this.blocks.length >= MAX_BLOCKS) return -1;
+        if (this.blocks.length > 0) this.garbage += BLOCK - this.tail;
+        this.blocks.push(Buffer.allocUnsafe(BLOCK));
+        this.tail = 0;
+      }
+    }
+    const slot = (this.blocks.length - 1) * BLOCK + this.tail;
+    this.blocks[this.blocks.length - 1]!.writeUInt32LE(capacity, this.tail);
+    this.tail += need;
+    return slot;
+  }
+
+  /** Moves every live slot into new blocks, in order (the index updated in place: same iteration order). */
+  private compact(): void {
+    const old = this.blocks;
+    this.blocks = [];
+    this.tail = BLOCK;
+    this.garbage = 0;
+    for (const [key, at] of this.index) {
+      if (typeof at !== 'number') continue;
+      const block = old[at >>> BLOCK_BITS]!;
+      const off = at & (BLOCK - 1);
+      const size = HEADER + block.readUInt32LE(off);
+      if (this.tail + size > BLOCK) {
+        if (this.blocks.length > 0) this.garbage += BLOCK - this.tail;
+        this.blocks.push(Buffer.allocUnsafe(BLOCK));
+        this.tail = 0;
+      }
+      block.copy(this.blocks[this.blocks.length - 1]!, this.tail, off, off + size);
+      this.index.set(key, (this.blocks.length - 1) * BLOCK + this.tail);
+      this.tail += size;
+    }
+  }
+}
+
+/** Bytes being appended to (a block of COPY lines): writeLine's output. */
+export class LineBuffer {
+  buf: Buffer;
+  at = 0;
+
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(Math.max(size, 64));
+  }
+
+  /** Room for `n` more bytes. */
+  ensure(n: number): void {
+    if (this.at + n <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(2 * this.buf.length, this.at + n));
+    this.buf.copy(bigger, 0, 0, this.at);
+    this.buf = bigger;
+  }
+
+  append(from: Buffer, start: number, end: number): void {
+    this.ensure(end - start);
+    from.copy(this.buf, this.at, start, end);
+    this.at += end - start;
+  }
+
+  appendString(text: string): void {
+    this.ensure(3 * text.length);
+    this.at += this.buf.write(text, this.at, 'utf8');
+  }
+
+  /** What was appended (the buffer's own memory: not to be appended to after). */
+  content(): Buffer {
+    return this.buf.subarray(0, this.at);
+  }
+}
+
+/** A key: its text, or the number an integer key's text is. */
+export type Key = string | number;
+
+/** The key as the index holds it: an integer's text as its number. */
+function held(key: Key): Key {
+  return typeof key === 'number' ? key : (integerKey(key) ?? key);
+}
