@@ -21,6 +21,7 @@
  * snapshot's or that, whichever is larger.
  */
 import { InterruptedError, UsageError } from '../errors.js';
+import { LineBuffer } from '../history/keyed-rows.js';
 import { fillAbsent, type Reshape, reshapeBlock } from '../history/schema-changes.js';
 import {
   closeOverlay,
@@ -35,8 +36,14 @@ import {
   type TableOverlay,
 } from '../history/state.js';
 import { decodeField, endOfFields, splitFields } from '../pg/copy-text.js';
-import { type ColumnOrder, columnOrder, compareSortKeys, sortKey } from '../pg/key-order.js';
-import type { SchemaModel } from '../pg/schema/model.js';
+import {
+  type ColumnOrder,
+  columnOrder,
+  compareSortKeys,
+  integerColumn,
+  sortKey,
+} from '../pg/key-order.js';
+import type { ColumnModel, SchemaModel } from '../pg/schema/model.js';
 import { ChangeLog, type ChangeValue, lsnText, lsnValue } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { createEncoder } from '../repo/compress-pool.js';
@@ -50,6 +57,7 @@ import {
   SnapshotStore,
   type TableSnapshot,
 } from '../repo/snapshots.js';
+import { integerField } from '../restore/pick.js';
 import { Chunker, MAX_CHUNK_BYTES, type RawChunk } from './chunker.js';
 
 /** What to build. */
@@ -294,6 +302,10 @@ async function* mergedLines(
     for await (const block of spoolSource(ov.added, rs).blocks(t)) yield block.content;
     return;
   }
+  if (k === 1 && ov.byKey.integerKeysOnly && integerColumn(keyColumn(base.schema, t))) {
+    yield* mergedByNumber(read, t, ov, rs);
+    return;
+  }
   const orders = keyOrderFor(base.schema, t);
   // Overlay entries with their keys' sort values, sorted.
   const entries = [...ov.byKey].map(([key, values]) => ({
@@ -350,6 +362,78 @@ async function* mergedLines(
     if (v !== null) rest.push(toLine(v));
   }
   if (rest.length > 0) yield linesOf(rest);
+}
+
+/** The model of a table's first key column. */
+function keyColumn(schema: SchemaModel, t: TableSnapshot): ColumnModel | undefined {
+  const model = schema.tables.find((m) => m.schema === t.schema && m.name === t.name);
+  return model?.columns.find((c) => c.name === t.key[0]);
+}
+
+/**
+ * mergedLines for the common case: one integer key column, every changed
+ * key an integer of at most 15 digits (KeyedRows holds them as numbers).
+ * Keys are compared as numbers read from each line's bytes, and changed
+ * rows are written from their stored bytes: no string or array per row.
+ */
+async function* mergedByNumber(
+  read: (id: string) => Promise<Buffer>,
+  t: TableSnapshot,
+  ov: TableOverlay,
+  rs: Reshape | undefined,
+): AsyncGenerator<Buffer> {
+  const rows = ov.byKey;
+  const keys = Float64Array.from(rows.heldKeys() as Iterable<number>).sort();
+  let e = 0;
+  /** Appends the key's version (nothing if deleted); `line`: the snapshot's row it replaces. */
+  const put = (out: LineBuffer, key: number, line?: Buffer) => {
+    if (rows.deleted(key) || (rs === undefined && rows.writeLine(key, out))) return;
+    const v = rows.get(key)!;
+    out.appendString(
+      `${lineOf(line === undefined ? fillAbsent(v, rs) : resolveAgainst(v, line))}\n`,
+    );
+  };
+  if (!ov.truncated) {
+    for (const ref of t.chunks) {
+      const content = await read(ref.id);
+      let out: LineBuffer | undefined;
+      let run = 0; // start of the chunk's bytes not yet copied
+      let pos = 0;
+      while (pos < content.length && e < keys.length) {
+        let nl = content.indexOf(0x0a, pos);
+        if (nl < 0) nl = content.length;
+        // A key past 15 digits is beyond every changed key, on the side of its sign.
+        const n = integerField(content, pos, nl) ?? (content[pos] === 0x2d ? -Infinity : Infinity);
+        if (keys[e]! <= n) {
+          out ??= new LineBuffer(content.length + 4096);
+          out.append(content, run, pos);
+          // Changed keys before this row: new rows (or deletions of keys the snapshot lacks).
+          while (e < keys.length && keys[e]! < n) put(out, keys[e++]!);
+          run = pos;
+          if (e < keys.length && keys[e] === n) {
+            put(out, keys[e++]!, content.subarray(pos, nl));
+            run = nl + 1;
+          }
+        }
+        pos = nl + 1;
+      }
+      if (out === undefined) {
+        if (content.length > 0) yield content;
+        continue;
+      }
+      out.append(content, run, content.length);
+      if (out.at > 0) yield out.content();
+    }
+  }
+  // Keys after the snapshot's last row, in blocks of about a megabyte.
+  let out = new LineBuffer(1024 * 1024);
+  while (e < keys.length) {
+    put(out, keys[e++]!);
+    if (out.at < 1024 * 1024) continue;
+    yield out.content();
+    out = new LineBuffer(1024 * 1024);
+  }
+  if (out.at > 0) yield out.content();
 }
 
 /**
