@@ -106,8 +106,19 @@ export class ThreadPool<Reply extends { readonly seq: number }> {
     });
   }
 
+  /** Stops the threads; jobs still in flight fail. */
   async close(): Promise<void> {
     this.stopped = true;
+    for (const p of this.pending.values()) p.reject(new Error('the thread pool was closed'));
+    this.pending.clear();
+    // Referenced while they stop, and no reply unreferences them again: an
+    // unreferenced thread's exit keeps nothing alive, and a process with
+    // nothing else to wait for (a restore between reading the log and
+    // connecting) ended, silently and with status 13, in this await.
+    for (const w of this.workers) {
+      w.removeAllListeners('message');
+      w.ref();
+    }
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }
