@@ -167,11 +167,24 @@ export function runAsProcess(): void {
     process.exitCode = reportError(err, io, process.argv.includes('--debug'), false);
     process.exit(process.exitCode);
   });
+  let settled = false;
+  // Node exits when nothing is left to wait for, even with the command's
+  // promise unsettled; it would do so with status 0. A command that stops
+  // that way has not done what it says: a bug, reported as one.
+  process.on('beforeExit', () => {
+    if (settled) return;
+    process.stderr.write(
+      'flashback: internal error: the command stopped before it finished (nothing was left to wait for); what it reported so far is all it did\n',
+    );
+    process.exit(ExitCode.internal);
+  });
   main(process.argv.slice(2), io).then(
     (code) => {
+      settled = true;
       process.exitCode = code;
     },
     (err: unknown) => {
+      settled = true;
       process.exitCode = reportError(err, io, process.argv.includes('--debug'), false);
     },
   );
