@@ -4,8 +4,9 @@
  * window, or null when its last change deleted it.
  *
  * Most versions are kept as the bytes the log stored them in (a pgoutput
- * TupleData), copied into one growing buffer, the arena, and decoded into
- * values only when asked for. A long window replaces most versions many
+ * TupleData), copied into an arena of 1 MiB blocks, and decoded into
+ * values only when asked for (or written out as a COPY line straight from
+ * the bytes: `writeLine`). A long window replaces most versions many
  * times over (an hour of pgbench rewrites each of a million rows about ten
  * times): keeping each as an array of strings made reading such a log
  * allocation- and GC-bound (a quarter of its time in the collector), and
@@ -19,8 +20,8 @@
  * Contract:
  * - Map-like: `get`, `set`, `has`, `delete`, `clear`, `size`, `keys`, and
  *   iteration of [key, version] in insertion order, as a Map would give;
- *   keys come out as text.
- *   A version read back equals the one stored, whichever way it was stored.
+ *   keys come out as text (`heldKeys` gives integers as numbers). A
+ *   version read back equals the one stored, whichever way it was stored.
  * - `setStored` copies the bytes: the caller's buffer may be reused.
  * - A version stored again in the same slot when it fits (a row rewritten
  *   keeps its size, most of the time); space a version leaves is reclaimed
