@@ -360,12 +360,12 @@ export async function buildOverlay(
     }
   };
   /** The table a relation description names, found once per description. */
-  const resolve = (c: Pick<Change, 'schema' | 'table' | 'columns'>) => {
+  const resolve = (schema: string, table: string, columns: readonly ChangeColumn[]) => {
     // Every change of a relation description (one per segment) shares its
     // columns array: resolve the table once per description, not per change.
-    let r = resolved.get(c.columns);
+    let r = resolved.get(columns);
     if (r === undefined) {
-      const key = `${c.schema}.${c.table}`;
+      const key = `${schema}.${table}`;
       const t = byName.get(key);
       if (t === undefined) {
         throw new OperationError(
@@ -376,8 +376,12 @@ export async function buildOverlay(
           },
         );
       }
-      r = { t, ov: overlayOf(t), map: columnMap(t, c, mappers, tx.commitTime) };
-      resolved.set(c.columns, r);
+      r = {
+        t,
+        ov: overlayOf(t),
+        map: columnMap(t, { schema, table, columns }, mappers, tx.commitTime),
+      };
+      resolved.set(columns, r);
     }
     return r;
   };
@@ -390,13 +394,13 @@ export async function buildOverlay(
       changes++;
       return;
     }
-    const r = resolve(c);
+    const r = resolve(c.schema, c.table, c.columns);
     applyChange(r.t, r.ov, c, r.map);
     changes++;
   };
   const stored: StoredVisitor = (content, start, end, relation) => {
     step();
-    const r = resolve({ schema: relation.schema, table: relation.name, columns: relation.columns });
+    const r = resolve(relation.schema, relation.name, relation.columns);
     applyStored(r, content, start, end, relation);
     changes++;
   };

@@ -195,20 +195,8 @@ export function decodeSegment(content: Buffer): ChangeRecord[] {
 }
 
 /**
- * The messages of a format-2 content as [start, end) places, the checksum
- * verified before the first; undefined for a format-1 (JSON lines) or empty
- * content. With decodeStored, a reader can hold messages undecoded (a
- * transaction's changes until its commit) and decode them when used.
- * Throws SegmentFormatError while iterating.
- */
-export function storedFrames(content: Buffer): Iterable<[number, number]> | undefined {
-  if (content.length === 0 || !content.subarray(0, 4).equals(MAGIC)) return undefined;
-  return frames(content);
-}
-
-/**
- * The message at [start, end) of a format-2 content (a place storedFrames
- * gave) as a record; undefined for a logical message that is not Flashback's.
+ * The message at [start, end) of a format-2 content (a frame's, between
+ * frameBody's bounds: see frameEnd) as a record; undefined for a logical message that is not Flashback's.
  * Throws SegmentFormatError.
  */
 export function decodeStored(
@@ -283,8 +271,8 @@ export function findBegin(content: Buffer, xid: number): bigint | undefined {
 /**
  * For a format-2 content: where its frames end (the checksum frame), once
  * the checksum proved the content whole (`verified`: it was proved already,
- * on another thread); undefined for a format-1 (JSON
- * lines) or empty content. Frames start at FIRST_FRAME, each a 4-byte
+ * on another thread); undefined for a format-1 (JSON lines) or empty
+ * content. Frames start at FIRST_FRAME, each a 4-byte
  * length and that many bytes, none empty. Throws SegmentFormatError.
  */
 export function frameBody(content: Buffer, verified = false): number | undefined {

@@ -918,16 +918,18 @@ class Held implements TransactionChanges {
         yield this.objects[start]!;
         continue;
       }
-      let r: StoredRecord | undefined;
+      let change: Change;
       try {
-        r = decodeStored(this.contents[c]!, start, this.places[i * 3 + 2]!);
+        change = storedChange(
+          this.contents[c]!,
+          start,
+          this.places[i * 3 + 2]!,
+          this.relations[i]!,
+        );
       } catch (err) {
         throw damaged(this.segs[c]!, err);
       }
-      if (r === undefined || (r[0] !== 'I' && r[0] !== 'U' && r[0] !== 'D')) {
-        throw damaged(this.segs[c]!, new SegmentFormatError(`no change message at ${start}`));
-      }
-      yield changeOf(r, this.relations[i]!);
+      yield change;
     }
   }
 }
