@@ -128,6 +128,8 @@ async function main(): Promise<void> {
       copyEmptySeconds: number;
       /** `impact --by tenant_id` of the same window (the deleted rows' tenants from the snapshot). */
       impactSeconds: number;
+      /** Seconds from each phase's first progress report to the next phase's (`start`: before the first). */
+      phases: Array<{ phase: string; seconds: number }>;
     }> = [];
     const cases = [
       {
@@ -174,6 +176,9 @@ async function main(): Promise<void> {
       if (hit !== deleted)
         throw new Error(`impact counted ${hit} deleted rows, expected ${deleted}`);
       log(`undo (${c.name})…`);
+      // When each phase starts (the first report of each), to say where the time goes.
+      const phases: Array<{ phase: string; at: number }> = [];
+      const t0 = performance.now();
       const [undoSecs, report] = await time(() =>
         undo({
           repo,
@@ -181,8 +186,17 @@ async function main(): Promise<void> {
           selection: { kind: 'tx', xid: Number(xid) },
           mode: 'apply',
           io: { input: Readable.from([]), output: { write: () => true } },
+          onProgress: (p) => {
+            if (phases.at(-1)?.phase !== p.phase)
+              phases.push({ phase: p.phase, at: (performance.now() - t0) / 1000 });
+          },
         }),
       );
+      const phaseSeconds = phases.map((p, i) => ({
+        phase: p.phase,
+        seconds: (phases[i + 1]?.at ?? undoSecs) - p.at,
+      }));
+      phaseSeconds.unshift({ phase: 'start', seconds: phases[0]?.at ?? 0 });
       const back = report.tables.reduce((a, t) => a + t.reinsert, 0);
       if (back !== deleted) throw new Error(`undo put back ${back} rows, expected ${deleted}`);
       log('COPY of the same rows into the twin table, and into an empty one…');
@@ -200,6 +214,7 @@ async function main(): Promise<void> {
         ratio: undoSecs / copySecs,
         copyEmptySeconds: emptySecs,
         impactSeconds: impactSecs,
+        phases: phaseSeconds,
       });
     }
     stop.abort();
@@ -215,6 +230,9 @@ async function main(): Promise<void> {
       for (const r of results) {
         process.stdout.write(
           `  ${r.case.padEnd(40)} undo ${r.undoSeconds.toFixed(2)} s; COPY of the same rows into the table ${r.copySeconds.toFixed(2)} s: ${r.ratio.toFixed(1)}x (into an empty table ${r.copyEmptySeconds.toFixed(2)} s: ${(r.undoSeconds / r.copyEmptySeconds).toFixed(1)}x); impact of the window ${r.impactSeconds.toFixed(2)} s\n`,
+        );
+        process.stdout.write(
+          `  ${''.padEnd(40)} undo's phases: ${r.phases.map((p) => `${p.phase} ${p.seconds.toFixed(2)} s`).join(', ')}\n`,
         );
       }
     }

@@ -29,6 +29,14 @@ describe('the net versions of changed keys', () => {
     expect(rows.has('3')).toBe(true);
     expect(rows.delete('1')).toBe(true);
     expect(rows.has('1')).toBe(false);
+    // Only deletions: what an undo can put back in one statement (undo.ts).
+    expect(rows.onlyDeletions).toBe(false);
+    rows.delete('2');
+    expect(rows.onlyDeletions).toBe(false);
+    rows.delete('a\\tb');
+    expect(rows.onlyDeletions).toBe(true);
+    rows.clear();
+    expect(rows.onlyDeletions).toBe(true);
   });
 
   it('takes an integer key as its number or its text, and keeps other text as text', () => {

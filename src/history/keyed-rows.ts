@@ -76,6 +76,12 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
     return this.textKeys === 0;
   }
 
+  /** Whether every key's last change deleted it (true when there are none). */
+  get onlyDeletions(): boolean {
+    for (const v of this.index.values()) if (v !== null) return false;
+    return true;
+  }
+
   /** Whether the key's last change deleted it. */
   deleted(key: Key): boolean {
     return this.index.get(held(key)) === null;

@@ -44,6 +44,13 @@ import type { SegmentReply } from './segment-worker.js';
 
 /** Segments read ahead of the one being used (ChangeLog.contents). */
 const READ_AHEAD = 4;
+/**
+ * Stored bytes below which segments are decompressed inline, not on a
+ * thread: starting one costs about 0.08 s (0.27 s under tsx), the time to
+ * decompress some 30 MB here. An undo of one transaction among many small
+ * segments (heartbeats) spent longer starting the thread than reading.
+ */
+const THREAD_BYTES = 16 * 1024 * 1024;
 const SEGMENT_WORKER = new URL('./segment-worker.js', import.meta.url);
 
 export type { ChangeColumn, ChangeRecord, ChangeValue } from './changelog-format.js';
@@ -133,6 +140,9 @@ export interface SchemaRecordRef {
 
 /** The change log of one target (its scope, as for run records). */
 export class ChangeLog {
+  /** Stored bytes of segments from which `contents` decompresses them on a thread. */
+  threadBytes = THREAD_BYTES;
+
   constructor(
     readonly storage: Storage,
     readonly scope: string,
@@ -314,8 +324,8 @@ export class ChangeLog {
   /**
    * The contents of `segments` in order, read ahead: while the caller uses
    * one, the next few are read and decompressed, on a worker thread when
-   * one can be started (with the checksum of a format-2 content verified
-   * there: `verified`). Reading a long window, decompressing and hashing
+   * one can be started and they are worth one (`threadBytes`), with the
+   * checksum of a format-2 content verified there (`verified`). Reading a long window, decompressing and hashing
    * on the thread that folds the changes in cost it a tenth of its time.
    * A segment that cannot be read is its DamagedError, in its turn.
    */
@@ -323,7 +333,9 @@ export class ChangeLog {
     segments: readonly SegmentInfo[],
   ): AsyncGenerator<{ seg: SegmentInfo; content: Buffer; verified: boolean }> {
     const pool =
-      segments.length >= READ_AHEAD && threadAvailable(SEGMENT_WORKER)
+      segments.length >= READ_AHEAD &&
+      segments.reduce((a, s) => a + s.size, 0) >= this.threadBytes &&
+      threadAvailable(SEGMENT_WORKER)
         ? new ThreadPool<SegmentReply>(SEGMENT_WORKER, 1)
         : undefined;
     const load = async (seg: SegmentInfo) => {

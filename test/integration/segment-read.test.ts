@@ -23,6 +23,7 @@ const rel = ['R', 1, 'public', 't', 'd', [['id', 23, -1, true]]] as const;
 async function logOf(n: number) {
   const storage = new memory.MemoryStorage();
   const log = new changelog.ChangeLog(storage, 'prod');
+  log.threadBytes = 0; // (a few small segments: read on the thread all the same)
   for (let i = 1; i <= n; i++) {
     const lsn = `0/${(i * 0x100).toString(16)}`;
     const end = `0/${(i * 0x100 + 8).toString(16)}`;
@@ -49,6 +50,7 @@ const STOPS_EARLY = `
 const changelog = await import(${JSON.stringify(new URL('../../dist/repo/changelog.js', import.meta.url).href)});
 const memory = await import(${JSON.stringify(new URL('../../dist/storage/memory.js', import.meta.url).href)});
 const log = new changelog.ChangeLog(new memory.MemoryStorage(), 'prod');
+log.threadBytes = 0;
 for (let i = 1; i <= 12; i++) {
   const lsn = '0/' + (i * 256).toString(16), end = '0/' + (i * 256 + 8).toString(16);
   await log.writeSegment(i, changelog.lsnValue(end), [
@@ -92,6 +94,11 @@ describe('change-log segments read ahead', () => {
     const few: boolean[] = [];
     for await (const c of log.contents(segments.slice(0, 2))) few.push(c.verified);
     expect(few).toEqual([false, false]);
+    // Too few bytes, by default (a thread costs more to start than they take to read): inline.
+    const small: boolean[] = [];
+    const byDefault = new changelog.ChangeLog(log.storage, 'prod');
+    for await (const c of byDefault.contents(segments)) small.push(c.verified);
+    expect(small).toEqual(Array(12).fill(false));
     const { seen, err } = await xids(log);
     expect(err).toBeUndefined();
     expect(seen).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);

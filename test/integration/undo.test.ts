@@ -95,6 +95,9 @@ describe('undo', () => {
       'CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE TABLE order_items (id int PRIMARY KEY, order_id int NOT NULL REFERENCES orders ON DELETE CASCADE, what text)',
     );
     await live.query(
+      "CREATE TABLE carts (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, owner text NOT NULL); CREATE TABLE cart_lines (id int PRIMARY KEY, cart_id int NOT NULL REFERENCES carts ON DELETE CASCADE, what text); INSERT INTO carts (owner) SELECT 'owner ' || g FROM generate_series(1, 20) g; INSERT INTO cart_lines SELECT g, (g - 1) % 20 + 1, 'line ' || g FROM generate_series(1, 60) g",
+    );
+    await live.query(
       "CREATE TABLE accounts (id int PRIMARY KEY, email text NOT NULL UNIQUE); INSERT INTO accounts VALUES (1, 'a@example.com'), (2, 'b@example.com'), (3, 'c@example.com')",
     );
     await live.query(
@@ -419,14 +422,78 @@ describe('undo', () => {
       io: terminal.io,
     });
     expect(terminal.prompted).toBe(true);
-    // No conflict when planned; the apply leaves the row written since alone (it would collide otherwise).
+    // The rows went back without a plan first (the window only deleted);
+    // the one written while the prompt waited made that collide, and the
+    // plan made then found it: left alone, counted as a conflict.
     expect(report.tables).toEqual([
-      { table: 'public.orders', reinsert: 10, revert: 0, delete: 0, conflicts: 0 },
+      { table: 'public.orders', reinsert: 10, revert: 0, delete: 0, conflicts: 1 },
     ]);
     expect(await rows(live, 'SELECT id, note FROM orders WHERE id BETWEEN 9001 AND 9010')).toEqual(
       before.map((l) => (l.startsWith('9005\t') ? '9005\twritten again' : l)),
     );
     await live.query('DELETE FROM orders WHERE id BETWEEN 9001 AND 9010'); // (later tests count orders)
+  });
+
+  it('puts back what a DELETE removed without a plan first, parents first; a row written again since makes it plan, and skip that row', async () => {
+    const carts = () => rows(live, 'SELECT * FROM carts');
+    const lines = () => rows(live, 'SELECT * FROM cart_lines');
+    const [cartsBefore, linesBefore] = [await carts(), await lines()];
+    const config = parseConfig(await readFile(path.join(dir, 'flashback.yaml'), 'utf8'), undefined);
+    const run = async (xid: number) => {
+      const phases: string[] = [];
+      const report = await undo({
+        repo: await Repository.open(openStorage(path.join(dir, 'repo'))),
+        target: resolveTarget(name, config, env),
+        selection: { kind: 'tx', xid },
+        mode: 'apply',
+        confirm: name,
+        io: { input: new PassThrough(), output: { write: () => true } },
+        onProgress: (p) => {
+          if (phases.at(-1) !== p.phase) phases.push(p.phase);
+        },
+      });
+      return { phases, report };
+    };
+    // Deleting carts cascades to their lines: both tables only lose rows.
+    const bad = await xidOf(live, ['DELETE FROM carts WHERE id <= 10']);
+    await settle();
+    const first = await run(bad);
+    expect(first.phases).toEqual(['rows', 'confirm', 'apply']); // (no plan)
+    expect(first.report.tables).toEqual([
+      { table: 'public.carts', reinsert: 10, revert: 0, delete: 0, conflicts: 0 },
+      { table: 'public.cart_lines', reinsert: 30, revert: 0, delete: 0, conflicts: 0 },
+    ]);
+    expect(first.report.xids).toHaveLength(1);
+    expect(await carts()).toEqual(cartsBefore);
+    expect(await lines()).toEqual(linesBefore);
+
+    // Again, and a cart is written again (same key) before the undo.
+    const again = await xidOf(live, ['DELETE FROM carts WHERE id <= 10']);
+    await live.query(
+      "INSERT INTO carts (id, owner) OVERRIDING SYSTEM VALUE VALUES (3, 'written again')",
+    );
+    await settle();
+    const second = await run(again);
+    expect(second.phases).toEqual(['rows', 'confirm', 'apply', 'plan', 'apply']);
+    expect(second.report.tables).toEqual([
+      { table: 'public.carts', reinsert: 10, revert: 0, delete: 0, conflicts: 1 },
+      { table: 'public.cart_lines', reinsert: 30, revert: 0, delete: 0, conflicts: 0 },
+    ]);
+    expect(second.report.conflicts).toEqual([
+      {
+        table: 'public.carts',
+        op: 'reinsert',
+        before: { id: '3', owner: 'owner 3' },
+        after: null,
+        now: { id: '3', owner: 'written again' },
+      },
+    ]);
+    expect(second.report.xids).toHaveLength(1);
+    // The cart written again keeps its values; every other row is back (its lines too).
+    expect(await carts()).toEqual(
+      cartsBefore.map((l) => (l.startsWith('3\t') ? '3\twritten again' : l)),
+    );
+    expect(await lines()).toEqual(linesBefore);
   });
 
   it('does not let a delete cascade to rows written after the window', async () => {
