@@ -46,7 +46,13 @@ import { whileShared } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import { type SnapshotManifest, SnapshotStore, type TableSnapshot } from '../repo/snapshots.js';
 import { keysByChunk } from '../restore/key-chunks.js';
-import { createPicker, pickJobs } from '../restore/pick.js';
+import {
+  canonicalIntegerField,
+  createPicker,
+  integerKey,
+  type KeyCollection,
+  pickJobs,
+} from '../restore/pick.js';
 
 /** Where the window opens. */
 export type ImpactSince =
@@ -209,7 +215,7 @@ interface Counter {
   readonly value: Val;
   inserted: number;
   /** Identities of updated rows (counted once each). */
-  readonly updatedKeys: Set<string>;
+  readonly updatedKeys: Set<Id>;
   /** Updates of rows without a key (each counts as one row). */
   updatedKeyless: number;
   deleted: number;
@@ -234,7 +240,7 @@ interface TableCtx {
   identity: readonly string[] | null | undefined;
   readonly counters: Map<Val, Counter>;
   /** Identities whose value just before a change in the window must come from history. */
-  readonly pending: Set<string>;
+  readonly pending: IdSet;
   truncated: boolean;
   readonly unresolved: { updated: number; deleted: number; truncated: number };
   readonly layouts: WeakMap<readonly ChangeColumn[], Layout>;
@@ -246,7 +252,7 @@ function newCtx(label: string, snap: TableSnapshot | undefined): TableCtx {
     snap,
     identity: snap === undefined ? undefined : snap.keyKind === 'none' ? null : snap.key,
     counters: new Map(),
-    pending: new Set(),
+    pending: new IdSet(),
     truncated: false,
     unresolved: { updated: 0, deleted: 0, truncated: 0 },
     layouts: new WeakMap(),
@@ -273,13 +279,60 @@ function layoutOf(t: TableCtx, c: Change, column: string): Layout {
   return layout;
 }
 
-/** A key as the snapshot's chunks hold it: COPY text fields joined by tabs. */
-function identityText(values: readonly ChangeValue[]): string {
+/**
+ * A row's identity: its key as the snapshot's chunks hold it (COPY text
+ * fields joined by tabs), an integer as PostgreSQL prints it held as its
+ * number (a set of two million numbers hashes no string; as KeyedRows).
+ */
+type Id = string | number;
+
+function heldId(text: string): Id {
+  return integerKey(text) ?? text;
+}
+
+function identityText(values: readonly ChangeValue[]): Id {
+  if (values.length === 1) {
+    const v = values[0]!;
+    return heldId(encodeField(v === 0 ? null : v));
+  }
   return values.map((v) => encodeField(v === 0 ? null : v)).join('\t');
 }
 
+/** The identity of a chunk line whose key is its first `k` fields. */
+function lineId(content: Buffer, pos: number, nl: number, k: number): Id {
+  return (
+    (k === 1 ? canonicalIntegerField(content, pos, nl) : undefined) ??
+    content.toString('utf8', pos, endOfFields(content, pos, nl, k))
+  );
+}
+
+/** Identities, each held as `heldId` gives it; as a KeyCollection, their text. */
+class IdSet implements KeyCollection {
+  private readonly ids = new Set<Id>();
+
+  get size(): number {
+    return this.ids.size;
+  }
+
+  add(id: Id): void {
+    this.ids.add(id);
+  }
+
+  has(id: Id): boolean {
+    return this.ids.has(typeof id === 'number' ? id : heldId(id));
+  }
+
+  *keys(): IterableIterator<string> {
+    for (const id of this.ids) yield typeof id === 'number' ? String(id) : id;
+  }
+
+  [Symbol.iterator](): IterableIterator<Id> {
+    return this.ids.values();
+  }
+}
+
 /** The row's key before an update or delete: the old key, the old row, else (an update that kept its key) the new row. */
-function oldIdentity(c: Change, l: Layout): string | undefined {
+function oldIdentity(c: Change, l: Layout): Id | undefined {
   if (l.ids === undefined) return undefined;
   const values: ChangeValue[] = [];
   for (const p of l.ids) {
@@ -294,7 +347,7 @@ function oldIdentity(c: Change, l: Layout): string | undefined {
 }
 
 /** The row's key after an insert or update. */
-function newIdentity(c: Change, l: Layout): string | undefined {
+function newIdentity(c: Change, l: Layout): Id | undefined {
   if (l.ids === undefined || c.row === null) return undefined;
   if (l.ids.some((p) => c.row![p] === 0)) return oldIdentity(c, l);
   return identityText(l.ids.map((p) => c.row![p] ?? null));
@@ -339,7 +392,7 @@ function counterOf(t: TableCtx, value: Val, time: string): Counter {
   return k;
 }
 
-function countUpdated(t: TableCtx, value: Val, id: string | undefined, time: string): void {
+function countUpdated(t: TableCtx, value: Val, id: Id | undefined, time: string): void {
   const k = counterOf(t, value, time);
   if (id === undefined) k.updatedKeyless++;
   else k.updatedKeys.add(id);
@@ -677,7 +730,7 @@ type Start = 'snapshot' | 'empty' | 'unknown';
 interface Tracked {
   readonly t: TableCtx;
   /** Followed keys (every key, for a truncated table) and their value now. */
-  readonly rows: Map<string, RowState>;
+  readonly rows: Map<Id, RowState>;
   start: Start;
   /** Keyless tables under REPLICA IDENTITY FULL: rows added minus removed per value since the snapshot. */
   readonly delta: Map<Val, number>;
@@ -762,10 +815,10 @@ class Resolver {
   /** Follows a keyed table's change; counts it if pass 1 left it to history. */
   private keyed(tr: Tracked, c: Change, l: Layout, win: boolean, time: string): void {
     const t = tr.t;
-    const set = (key: string | undefined, v: RowState) => {
+    const set = (key: Id | undefined, v: RowState) => {
       if (key !== undefined && (t.truncated || t.pending.has(key))) tr.rows.set(key, v);
     };
-    const lookup = (key: string): RowState =>
+    const lookup = (key: Id): RowState =>
       tr.rows.has(key) ? tr.rows.get(key)! : tr.start === 'unknown' ? UNKNOWN : ABSENT;
     if (c.op === 'insert') {
       set(newIdentity(c, l), valueText(c.row?.[l.col]));
@@ -839,8 +892,7 @@ class Resolver {
           let nl = content.indexOf(0x0a, pos);
           if (nl < 0) nl = content.length;
           // A key the log changed is counted from its state below, not from the snapshot.
-          const changed =
-            k > 0 && tr.rows.has(content.toString('utf8', pos, endOfFields(content, pos, nl, k)));
+          const changed = k > 0 && tr.rows.has(lineId(content, pos, nl, k));
           if (!changed) {
             add(col < 0 ? UNKNOWN : decodeField(fieldAt(content, pos, nl, col)));
           }
@@ -880,7 +932,7 @@ class Resolver {
       while (pos < content.length) {
         let nl = content.indexOf(0x0a, pos);
         if (nl < 0) nl = content.length;
-        const key = content.toString('utf8', pos, endOfFields(content, pos, nl, k));
+        const key = lineId(content, pos, nl, k);
         if (pending.has(key)) {
           tr.rows.set(key, col < 0 ? UNKNOWN : decodeField(fieldAt(content, pos, nl, col)));
         }
