@@ -85,6 +85,24 @@ describe('undo', () => {
     return t;
   };
 
+  /**
+   * The application writing, on a connection of its own, over and over
+   * until stopped: the stop resolves to how many times it wrote.
+   */
+  const keepWriting = async (write: (app: PgClient, n: number) => Promise<unknown>) => {
+    const app = await connectTo(server, db);
+    let writing = true;
+    let n = 0;
+    const loop = (async () => {
+      while (writing) await write(app, n++);
+    })();
+    return async () => {
+      writing = false;
+      await loop.finally(() => app.end());
+      return n;
+    };
+  };
+
   beforeAll(async () => {
     ({ dir, cleanup } = await tempDir());
     db = await freshDatabase(server, 'undo');
@@ -156,6 +174,22 @@ describe('undo', () => {
     const afterApp = await rows(live, 'SELECT * FROM workflow_steps');
     await settle();
 
+    // And it keeps writing while the undo runs, on a connection of its own:
+    // a new subscriber with a step for tenant 4, and tenant 5's first step
+    // moved on, over and over.
+    const tenant5First = (
+      await live.query<{ id: string }>(
+        'SELECT min(id)::text AS id FROM workflow_steps WHERE tenant_id = 5',
+      )
+    ).rows[0]!.id;
+    const stopWriting = await keepWriting(async (app, n) => {
+      await app.query(
+        "WITH s AS (INSERT INTO subscribers (tenant_id, email, status, attributes, created_at) VALUES (4, 'during-undo-' || $1 || '@example.com', 'active', '{}', now()) RETURNING id) INSERT INTO workflow_steps (tenant_id, workflow_id, subscriber_id, step, updated_at) SELECT 4, (SELECT min(id) FROM workflows WHERE tenant_id = 4), id, 1, now() FROM s",
+        [n],
+      );
+      await app.query('UPDATE workflow_steps SET step = step + 1 WHERE id = $1', [tenant5First]);
+    });
+
     const out = path.join(dir, 'undo-a.sql');
     const preview = await undoCli(['--tx', String(bad), '--out', out, '--json']);
     expect(preview.code, preview.stderr).toBe(0);
@@ -181,6 +215,8 @@ describe('undo', () => {
     const applied = await undoCli(['--tx', String(bad), '--apply', '--confirm', name]);
     expect(applied.code, applied.stderr).toBe(0);
     expect(applied.stdout).toMatch(/applied in 1 transaction\(s\): \d+/);
+    const writes = await stopWriting();
+    expect(writes).toBeGreaterThan(0);
     // Every row is back, and the later writes are kept.
     const now = await rows(live, 'SELECT * FROM workflow_steps');
     const tenant = (l: string) => l.split('\t')[1]!;
@@ -188,8 +224,19 @@ describe('undo', () => {
     expect(now.filter((l) => ['2', '3'].includes(tenant(l)))).toEqual(
       before.filter((l) => ['2', '3'].includes(tenant(l))),
     );
-    // ... and every other row is as the application left it (a new step, an updated one).
-    expect(now.filter((l) => !['2', '3'].includes(tenant(l)))).toEqual(afterApp);
+    // ... and every other row is as the application left it: before the
+    // undo a new step and an updated one; during it, every write.
+    const fields = (l: string) => l.split('\t');
+    const moved = (l: string) => fields(l)[0] === tenant5First;
+    expect(now.filter((l) => !['2', '3', '4'].includes(tenant(l)) && !moved(l))).toEqual(
+      afterApp.filter((l) => !['2', '3', '4'].includes(tenant(l)) && !moved(l)),
+    );
+    expect(Number(fields(now.find(moved)!)[4])).toBe(
+      Number(fields(afterApp.find(moved)!)[4]) + writes,
+    );
+    const tenant4 = now.filter((l) => tenant(l) === '4');
+    expect(tenant4.length).toBe(afterApp.filter((l) => tenant(l) === '4').length + writes);
+    for (const l of afterApp.filter((x) => tenant(x) === '4')) expect(tenant4).toContain(l);
     expect(afterApp.length).toBe(before.length - deleted + 1);
 
     // A bad UPDATE, one of whose rows is written again later: a conflict, skipped and shown.
@@ -271,6 +318,13 @@ describe('undo', () => {
       expect(t.rows, `tenant ${t.value}`).toBe(perTenant(t.value) + (t.value === '2' ? 1 : 0));
       expect(t.estimatedSeconds).toBeGreaterThan(0);
     }
+    // Invoices keep arriving while the undo runs (after the window: kept).
+    const stopWriting = await keepWriting((app, n) =>
+      app.query(
+        "INSERT INTO files (tenant_id, kind, name, size_bytes, sha256, created_at) VALUES (4, 'invoice', 'during-undo-' || $1, 1, sha256('y'), now())",
+        [n],
+      ),
+    );
     const applied = await undoCli([
       '--since',
       since,
@@ -291,7 +345,23 @@ describe('undo', () => {
     expect(applied.code, applied.stderr).toBe(0);
     const order = [...applied.stderr.matchAll(/undo tenant_id = (\d+):/g)].map((m) => m[1]);
     expect(order.slice(0, 2)).toEqual(['8', '4']);
-    expect(await rows(live, "SELECT * FROM files WHERE kind = 'invoice'")).toEqual(invoicesBefore);
+    const writes = await stopWriting();
+    expect(writes).toBeGreaterThan(0);
+    expect(
+      await rows(
+        live,
+        "SELECT * FROM files WHERE kind = 'invoice' AND name NOT LIKE 'during-undo-%'",
+      ),
+    ).toEqual(invoicesBefore);
+    expect(
+      (
+        await rows(
+          live,
+          "SELECT id FROM files WHERE kind = 'invoice' AND name LIKE 'during-undo-%'",
+        )
+      ).length,
+    ).toBe(writes);
+    await live.query("DELETE FROM files WHERE name LIKE 'during-undo-%'"); // (later tests count files)
     // Images were not part of the predicate: still deleted.
     expect(
       (await rows(live, "SELECT id FROM files WHERE kind = 'image' AND tenant_id % 2 = 0")).length,
@@ -318,6 +388,13 @@ describe('undo', () => {
       "INSERT INTO tenants (name, plan, created_at) VALUES ('brand-new', 'free', now())",
     );
     await settle();
+    // And new tenants sign up while the undo runs.
+    const stopWriting = await keepWriting((app, n) =>
+      app.query(
+        "INSERT INTO tenants (name, plan, created_at) VALUES ('during-undo-' || $1, 'free', now())",
+        [n],
+      ),
+    );
     const r = await undoCli([
       '--since',
       since,
@@ -339,9 +416,12 @@ describe('undo', () => {
       revert: Math.ceil(before.length / 2),
       delete: 0,
     });
+    const writes = await stopWriting();
+    expect(writes).toBeGreaterThan(0);
     const now = await rows(live, 'SELECT * FROM tenants');
-    expect(now.filter((l) => !l.includes('brand-new'))).toEqual(before);
-    expect(now.some((l) => l.includes('brand-new'))).toBe(true);
+    const later = (l: string) => l.includes('\tbrand-new\t') || l.includes('\tduring-undo-');
+    expect(now.filter((l) => !later(l))).toEqual(before);
+    expect(now.filter(later).length).toBe(1 + writes);
   });
 
   it('re-checks at apply time: a row written again while the confirmation waits is left alone', async () => {
@@ -382,7 +462,8 @@ describe('undo', () => {
     });
     expect(terminal.prompted).toBe(true);
     // Progress: the rows read from the snapshot (counting up), the plan, the confirmation, the apply.
-    const order = phases.map((p) => p.phase).filter((x, i, all) => x !== all[i - 1]);
+    // (Reading a log of more than 10,000 transactions reports 'log' first.)
+    const order = phases.map((p) => p.phase).filter((x, i, all) => x !== all[i - 1] && x !== 'log');
     expect(order).toEqual(['rows', 'plan', 'confirm', 'apply']);
     const read = phases.filter((p) => p.phase === 'rows').map((p) => p.rows);
     expect(read[0]).toBe(0);
@@ -449,7 +530,7 @@ describe('undo', () => {
         confirm: name,
         io: { input: new PassThrough(), output: { write: () => true } },
         onProgress: (p) => {
-          if (phases.at(-1) !== p.phase) phases.push(p.phase);
+          if (phases.at(-1) !== p.phase && p.phase !== 'log') phases.push(p.phase);
         },
       });
       return { phases, report };
