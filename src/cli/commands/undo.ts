@@ -76,7 +76,11 @@ apply reaches each row. Foreign keys are
 satisfied by the order of the work; the plan is tried (and rolled back) even
 in a preview, so a plan that cannot be applied says why before anything is
 written. The apply is an ordinary write: capture records it, and its
-transaction id is printed, so an undo can itself be undone.
+transaction id is printed, so an undo can itself be undone. --apply of rows
+a DELETE removed (nothing updated or inserted), without --out, --by or
+--where, puts them back at once without planning first; a row written
+again since makes that fail with nothing written, and the plan is then
+made and applied as above, without asking again.
 
 Progress is shown on stderr (not with --json): the change log read, the
 rows read from the snapshot, the plan, the trial of a preview, the apply,
