@@ -39,8 +39,11 @@ import {
   lsnText,
   lsnValue,
   readTransactions,
+  type StoredRelation,
+  storedChange,
   type Transaction,
 } from '../repo/changelog.js';
+import { emptyLayout, layoutOf as storedLayout, tupleInteger } from '../repo/changelog-format.js';
 import { ChunkError, ChunkStore } from '../repo/chunks.js';
 import { whileShared } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
@@ -230,6 +233,12 @@ interface Layout {
   readonly col: number;
   /** Indexes of the identity columns; undefined when one is missing (the rows cannot be identified). */
   readonly ids: readonly number[] | undefined;
+  /**
+   * The identity is the first column, flagged as the log's key, and the
+   * column is not part of it: a Delete sending the old key has the identity
+   * first and not the column's value (deletedKey).
+   */
+  readonly keyFirst: boolean;
 }
 
 interface TableCtx {
@@ -259,25 +268,42 @@ function newCtx(label: string, snap: TableSnapshot | undefined): TableCtx {
   };
 }
 
-function layoutOf(t: TableCtx, c: Change, column: string): Layout {
-  const hit = t.layouts.get(c.columns);
+function layoutOf(t: TableCtx, columns: readonly ChangeColumn[], column: string): Layout {
+  const hit = t.layouts.get(columns);
   if (hit !== undefined) return hit;
-  const names = c.columns.map((x) => x[0]);
+  const names = columns.map((x) => x[0]);
   if (t.identity === undefined) {
     // A table the snapshot does not know: the log's key columns identify its
     // rows. All columns flagged means REPLICA IDENTITY FULL without a key to
     // tell: treated as keyless (old rows come whole with every change).
-    const keys = c.columns.filter((x) => x[3]).map((x) => x[0]);
-    t.identity = keys.length === 0 || keys.length === c.columns.length ? null : keys;
+    const keys = columns.filter((x) => x[3]).map((x) => x[0]);
+    t.identity = keys.length === 0 || keys.length === columns.length ? null : keys;
   }
   const ids = t.identity === null ? undefined : t.identity.map((k) => names.indexOf(k));
+  const col = names.indexOf(column);
   const layout: Layout = {
-    col: names.indexOf(column),
+    col,
     ids: ids === undefined || ids.includes(-1) ? undefined : ids,
+    keyFirst: ids?.length === 1 && ids[0] === 0 && columns[0]![3] && col >= 0 && !columns[col]![3],
   };
-  t.layouts.set(c.columns, layout);
+  t.layouts.set(columns, layout);
   return layout;
 }
+
+/**
+ * The key of a stored Delete that sends only the old key, when the layout
+ * is `keyFirst` and the key is an integer as PostgreSQL prints it: the row
+ * identity, read from the bytes (no Change made), and the value of the
+ * column must come from history. Undefined otherwise: decode the change.
+ * A DELETE of millions of rows is millions of these.
+ */
+function deletedKey(content: Buffer, start: number, end: number, l: Layout): number | undefined {
+  if (!l.keyFirst || content[start] !== 0x44) return undefined;
+  storedLayout(content, start, end, STORED);
+  return STORED.oldKind === 0x4b ? tupleInteger(content, STORED.oldStart) : undefined;
+}
+
+const STORED = emptyLayout();
 
 /**
  * A row's identity: its key as the snapshot's chunks hold it (COPY text
@@ -486,65 +512,83 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
   let transactions = 0;
   let changes = 0;
   let lastLookupLsn: bigint | undefined;
+  let time = '';
+  let lookup = false;
+  const decoded = (c: Change): void => {
+    const t = ctxOf(c.schema, c.table);
+    if (t === undefined) return;
+    const l = layoutOf(t, c.columns, column);
+    if (l.col < 0) {
+      withoutColumn.set(t.label, (withoutColumn.get(t.label) ?? 0) + 1);
+      return;
+    }
+    changes++;
+    if (c.op === 'insert') {
+      counterOf(t, valueText(c.row?.[l.col]), time).inserted++;
+    } else if (c.op === 'update') {
+      const next = c.row?.[l.col];
+      const prev = oldValue(c, l);
+      const id = newIdentity(c, l);
+      if (prev !== LOOKUP) {
+        countUpdated(t, prev, id, time);
+        if (next !== 0 && next !== undefined && next !== prev) countUpdated(t, next, id, time);
+      } else {
+        // The new value is certain now; whether the row came from another
+        // value (and which) is history's to say, in pass 2.
+        if (next !== 0 && next !== undefined) countUpdated(t, next, id, time);
+        const key = oldIdentity(c, l);
+        if (key === undefined) {
+          // Whether (and from which value) the row moved cannot be known.
+          t.unresolved.updated++;
+        } else {
+          t.pending.add(key);
+          lookup = true;
+        }
+      }
+    } else if (c.op === 'delete') {
+      const prev = oldValue(c, l);
+      if (prev !== LOOKUP) counterOf(t, prev, time).deleted++;
+      else {
+        const key = oldIdentity(c, l);
+        if (key === undefined) t.unresolved.deleted++;
+        else {
+          t.pending.add(key);
+          lookup = true;
+        }
+      }
+    } else {
+      t.truncated = true;
+      lookup = true;
+    }
+  };
+  const stored = (content: Buffer, start: number, end: number, rel: StoredRelation): void => {
+    const t = ctxOf(rel.schema, rel.name);
+    if (t !== undefined) {
+      const key = deletedKey(content, start, end, layoutOf(t, rel.columns, column));
+      if (key !== undefined) {
+        // (What decoded() does with such a delete, without decoding it.)
+        changes++;
+        t.pending.add(key);
+        lookup = true;
+        return;
+      }
+    }
+    decoded(storedChange(content, start, end, rel));
+  };
   for await (const tx of readTransactions(log, {
     // Every transaction after the base snapshot's consistent time committed after its LSN.
     fromLsn: sinceLsn ?? (base === undefined ? undefined : lsnValue(base.lsn)),
     untilTime: until,
     onHeartbeat: (_lsn, at) => seen(at),
     onPastLimit: (_lsn, at) => seen(at),
+    decodedChanges: 0,
   })) {
     seen(tx.commitTime);
     if (!inWindow(tx)) continue;
     transactions++;
-    const time = normaliseTime(tx.commitTime);
-    let lookup = false;
-    for (const c of tx.changes) {
-      const t = ctxOf(c.schema, c.table);
-      if (t === undefined) continue;
-      const l = layoutOf(t, c, column);
-      if (l.col < 0) {
-        withoutColumn.set(t.label, (withoutColumn.get(t.label) ?? 0) + 1);
-        continue;
-      }
-      changes++;
-      if (c.op === 'insert') {
-        counterOf(t, valueText(c.row?.[l.col]), time).inserted++;
-      } else if (c.op === 'update') {
-        const next = c.row?.[l.col];
-        const prev = oldValue(c, l);
-        const id = newIdentity(c, l);
-        if (prev !== LOOKUP) {
-          countUpdated(t, prev, id, time);
-          if (next !== 0 && next !== undefined && next !== prev) countUpdated(t, next, id, time);
-        } else {
-          // The new value is certain now; whether the row came from another
-          // value (and which) is history's to say, in pass 2.
-          if (next !== 0 && next !== undefined) countUpdated(t, next, id, time);
-          const key = oldIdentity(c, l);
-          if (key === undefined) {
-            // Whether (and from which value) the row moved cannot be known.
-            t.unresolved.updated++;
-          } else {
-            t.pending.add(key);
-            lookup = true;
-          }
-        }
-      } else if (c.op === 'delete') {
-        const prev = oldValue(c, l);
-        if (prev !== LOOKUP) counterOf(t, prev, time).deleted++;
-        else {
-          const key = oldIdentity(c, l);
-          if (key === undefined) t.unresolved.deleted++;
-          else {
-            t.pending.add(key);
-            lookup = true;
-          }
-        }
-      } else {
-        t.truncated = true;
-        lookup = true;
-      }
-    }
+    time = normaliseTime(tx.commitTime);
+    lookup = false;
+    tx.changes.forEachStored(stored, decoded);
     if (lookup) lastLookupLsn = tx.commitLsn;
   }
 
@@ -788,28 +832,83 @@ class Resolver {
       if (tr.start === 'snapshot' && t.pending.size > 0) await this.preload(tr);
       tracked.set(t.label, tr);
     }
+    // Without a truncate in the window (counting one reads chunks, awaited
+    // in its turn), changes are visited in place: a delete sending only its
+    // key is followed from its bytes (deletedKey), no Change made.
+    const inPlace = !tables.some((t) => t.truncated);
+    let win = false;
+    let time = '';
+    let seenRel: StoredRelation | undefined;
+    let seenTracked: Tracked | undefined;
+    const decoded = (c: Change): void => {
+      const tr = tracked.get(`${c.schema}.${c.table}`);
+      if (tr === undefined) return;
+      const l = layoutOf(tr.t, c.columns, this.column);
+      if (l.col >= 0) this.follow(tr, c, l, win, time);
+    };
+    const stored = (content: Buffer, start: number, end: number, rel: StoredRelation): void => {
+      if (rel !== seenRel) {
+        seenRel = rel;
+        seenTracked = tracked.get(`${rel.schema}.${rel.name}`);
+      }
+      const tr = seenTracked;
+      if (tr === undefined) return;
+      const key = deletedKey(content, start, end, layoutOf(tr.t, rel.columns, this.column));
+      if (key === undefined) decoded(storedChange(content, start, end, rel));
+      else this.deleted(tr, key, win, time);
+    };
     for await (const tx of readTransactions(log, {
       fromLsn: base === undefined ? undefined : lsnValue(base.lsn),
       untilLsn: lastLsn + 1n,
+      decodedChanges: inPlace ? 0 : undefined,
     })) {
-      const win = inWindow(tx);
-      const time = normaliseTime(tx.commitTime);
+      win = inWindow(tx);
+      time = normaliseTime(tx.commitTime);
+      if (inPlace) {
+        tx.changes.forEachStored(stored, decoded);
+        continue;
+      }
       for (const c of tx.changes) {
         const tr = tracked.get(`${c.schema}.${c.table}`);
         if (tr === undefined) continue;
-        const l = layoutOf(tr.t, c, this.column);
+        const l = layoutOf(tr.t, c.columns, this.column);
         if (l.col < 0) continue;
-        if (c.op === 'truncate') {
-          if (win) truncates.push(await this.truncate(tr, tx, time));
-          tr.rows.clear();
-          tr.delta.clear();
-          tr.deltaBroken = false;
-          tr.start = 'empty';
-        } else if (tr.t.identity === null) this.keyless(tr, c, l);
-        else this.keyed(tr, c, l, win, time);
+        if (c.op === 'truncate' && win) truncates.push(await this.truncate(tr, tx, time));
+        this.follow(tr, c, l, win, time);
       }
     }
     return { snapshot: base?.id ?? null, chunksRead: this.chunksRead, keys };
+  }
+
+  /** Follows a change (a truncate in the window is counted by the caller first). */
+  private follow(tr: Tracked, c: Change, l: Layout, win: boolean, time: string): void {
+    if (c.op === 'truncate') {
+      if (win && !tr.t.truncated) {
+        // (Pass 1 saw every truncate in the window: reading in place relies on it.)
+        throw new Error(`impact: a truncate of ${tr.t.label} in the window pass 1 did not see`);
+      }
+      tr.rows.clear();
+      tr.delta.clear();
+      tr.deltaBroken = false;
+      tr.start = 'empty';
+    } else if (tr.t.identity === null) this.keyless(tr, c, l);
+    else this.keyed(tr, c, l, win, time);
+  }
+
+  /**
+   * A delete of a keyed table that sent only the key (deletedKey): what
+   * keyed() does with it, the column's value before it from history.
+   */
+  private deleted(tr: Tracked, key: Id, win: boolean, time: string): void {
+    const t = tr.t;
+    // (A key in rows was set there because it is followed: one lookup, not two.)
+    const now = tr.rows.get(key);
+    if (win) {
+      const v = now !== undefined ? now : tr.start === 'unknown' ? UNKNOWN : ABSENT;
+      if (v === UNKNOWN || v === ABSENT) t.unresolved.deleted++;
+      else counterOf(t, v, time).deleted++;
+    }
+    if (now !== undefined || t.truncated || t.pending.has(key)) tr.rows.set(key, ABSENT);
   }
 
   /** Follows a keyed table's change; counts it if pass 1 left it to history. */
@@ -932,10 +1031,9 @@ class Resolver {
       while (pos < content.length) {
         let nl = content.indexOf(0x0a, pos);
         if (nl < 0) nl = content.length;
+        // (Picked lines are of pending keys only: pick.ts keeps no other.)
         const key = lineId(content, pos, nl, k);
-        if (pending.has(key)) {
-          tr.rows.set(key, col < 0 ? UNKNOWN : decodeField(fieldAt(content, pos, nl, col)));
-        }
+        tr.rows.set(key, col < 0 ? UNKNOWN : decodeField(fieldAt(content, pos, nl, col)));
         pos = nl + 1;
       }
     };
@@ -957,7 +1055,9 @@ class Resolver {
       await picker.close();
     }
     // Keys in no chunk: no row held them when the snapshot was taken.
-    for (const key of pending) if (!tr.rows.has(key)) tr.rows.set(key, ABSENT);
+    if (tr.rows.size < pending.size) {
+      for (const key of pending) if (!tr.rows.has(key)) tr.rows.set(key, ABSENT);
+    }
   }
 
   private async read(snap: TableSnapshot, i: number): Promise<Buffer> {
