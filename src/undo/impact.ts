@@ -561,8 +561,15 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
       lookup = true;
     }
   };
+  // (The table of the last relation seen: changes come in runs of one table.)
+  let seenRel: StoredRelation | undefined;
+  let seenCtx: TableCtx | undefined;
   const stored = (content: Buffer, start: number, end: number, rel: StoredRelation): void => {
-    const t = ctxOf(rel.schema, rel.name);
+    if (rel !== seenRel) {
+      seenRel = rel;
+      seenCtx = ctxOf(rel.schema, rel.name);
+    }
+    const t = seenCtx;
     if (t !== undefined) {
       const key = deletedKey(content, start, end, layoutOf(t, rel.columns, column));
       if (key !== undefined) {
@@ -896,8 +903,9 @@ class Resolver {
   }
 
   /**
-   * A delete of a keyed table that sent only the key (deletedKey): what
-   * keyed() does with it, the column's value before it from history.
+   * A delete of a keyed table whose value of the column comes from history
+   * (keyed(), and deletedKey's deletes read in place): counted in the
+   * window by the row's value before it, and the row followed as gone.
    */
   private deleted(tr: Tracked, key: Id, win: boolean, time: string): void {
     const t = tr.t;
@@ -926,12 +934,8 @@ class Resolver {
     const oldKey = oldIdentity(c, l);
     const needed = win && oldKey !== undefined && oldValue(c, l) === LOOKUP;
     if (c.op === 'delete') {
-      if (needed) {
-        const v = lookup(oldKey);
-        if (v === UNKNOWN || v === ABSENT) t.unresolved.deleted++;
-        else counterOf(t, v, time).deleted++;
-      }
-      set(oldKey, ABSENT);
+      if (needed) this.deleted(tr, oldKey, win, time);
+      else set(oldKey, ABSENT);
       return;
     }
     // update

@@ -438,13 +438,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
           reorderable,
           tenants === undefined ? undefined : { column: o.by!, value: g.value },
         );
-        xids.push(
-          Number(
-            // The 32-bit xid, as the change log names transactions (txid_current() adds the epoch).
-            (await client.query<{ x: string }>('SELECT pg_current_xact_id()::xid::text AS x'))
-              .rows[0]!.x,
-          ),
-        );
+        xids.push(await currentXid(client));
         await client.query('COMMIT');
       } catch (err) {
         await client.query('ROLLBACK').catch(() => {});
@@ -539,9 +533,7 @@ async function applyDirect(
         `INSERT INTO ${qualify(t.schema, t.name)}${columnList(t.columns)}${overriding(schema, t)} SELECT ${t.columns.map(quoteIdent).join(', ')} FROM ${befores.get(t)!.b}`,
       );
     }
-    xid = Number(
-      (await client.query<{ x: string }>('SELECT pg_current_xact_id()::xid::text AS x')).rows[0]!.x,
-    );
+    xid = await currentXid(client);
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
@@ -563,6 +555,13 @@ async function applyDirect(
   };
   o.onTenant?.(tenant);
   return { tables, tenant };
+}
+
+/** The open transaction's id: the 32-bit xid, as the change log names transactions (txid_current() adds the epoch). */
+async function currentXid(client: PgClient): Promise<number> {
+  return Number(
+    (await client.query<{ x: string }>('SELECT pg_current_xact_id()::xid::text AS x')).rows[0]!.x,
+  );
 }
 
 function name(t: { schema: string; name: string }): string {
