@@ -37,6 +37,7 @@ import {
   tupleLineInto,
 } from '../repo/changelog-format.js';
 import { integerKey } from '../restore/pick.js';
+import { IntIndex } from './int-index.js';
 
 /** A key's last version: its values (chunk column order), or null if deleted. */
 export type RowVersion = ChangeValue[] | null;
@@ -55,8 +56,12 @@ const BLOCK = 1 << BLOCK_BITS;
 const MAX_BLOCKS = 1024;
 
 export class KeyedRows implements Iterable<[string, RowVersion]> {
-  /** key → the address of its slot in the arena, its decoded version, or null (deleted). */
-  private index = new Map<Key, number | ChangeValue[] | null>();
+  /**
+   * key → the address of its slot in the arena, its decoded version, or null
+   * (deleted). Integer keys only (the usual case): typed arrays (IntVersions);
+   * from the first text key on, a Map (in the same order).
+   */
+  private index: VersionIndex = new IntVersions();
   private blocks: Buffer[] = [];
   /** Where the last block's free space begins. */
   private tail = BLOCK;
@@ -122,7 +127,7 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
 
   set(key: Key, version: RowVersion): this {
     const k = held(key);
-    if (typeof k === 'string' && !this.index.has(k)) this.textKeys++;
+    if (typeof k === 'string' && !this.index.has(k)) this.textKey();
     this.release(k);
     this.index.set(k, version);
     return this;
@@ -143,7 +148,7 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
         return;
       }
     }
-    if (at === undefined && typeof key === 'string') this.textKeys++;
+    if (at === undefined && typeof key === 'string') this.textKey();
     this.release(key);
     const slot = this.allocate(len);
     if (slot < 0) {
@@ -166,7 +171,7 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
   }
 
   clear(): void {
-    this.index.clear();
+    this.index = new IntVersions();
     this.textKeys = 0;
     if (!this.frozen) {
       this.blocks = [];
@@ -196,11 +201,17 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
   copy(): KeyedRows {
     this.frozen = true;
     const c = new KeyedRows();
-    c.index = new Map(this.index);
+    c.index = this.index instanceof IntVersions ? this.index.copy() : new Map(this.index);
     c.blocks = this.blocks;
     c.frozen = true;
     c.textKeys = this.textKeys;
     return c;
+  }
+
+  /** A text key is about to be added: counted, and the index made one that holds text. */
+  private textKey(): void {
+    this.textKeys++;
+    if (this.index instanceof IntVersions) this.index = new Map(this.index.entries());
   }
 
   private decode(at: number): ChangeValue[] {
@@ -292,6 +303,97 @@ export class LineBuffer {
   /** What was appended (the buffer's own memory: not to be appended to after). */
   content(): Buffer {
     return this.buf.subarray(0, this.at);
+  }
+}
+
+/** What KeyedRows keeps per key (see its `index`). */
+type Held = number | ChangeValue[] | null;
+
+/** The part of a Map KeyedRows' index uses (a Map, or IntVersions). */
+interface VersionIndex {
+  readonly size: number;
+  get(key: Key): Held | undefined;
+  set(key: Key, value: Held): unknown;
+  has(key: Key): boolean;
+  delete(key: Key): boolean;
+  keys(): IterableIterator<Key>;
+  values(): IterableIterator<Held>;
+  [Symbol.iterator](): IterableIterator<[Key, Held]>;
+}
+
+/**
+ * The index of integer keys only, in an IntIndex: an arena address as
+ * itself, a deletion as -1, a decoded version as -2 minus its place in
+ * `decoded`. A text key is not in it (and may not be set: KeyedRows moves
+ * to a Map first).
+ */
+class IntVersions implements VersionIndex {
+  private readonly ints: IntIndex;
+  private decoded: (ChangeValue[] | undefined)[];
+
+  constructor(ints = new IntIndex(), decoded: (ChangeValue[] | undefined)[] = []) {
+    this.ints = ints;
+    this.decoded = decoded;
+  }
+
+  get size(): number {
+    return this.ints.size;
+  }
+
+  get(key: Key): Held | undefined {
+    if (typeof key !== 'number') return undefined;
+    const v = this.ints.get(key);
+    return v === undefined ? undefined : this.held(v);
+  }
+
+  set(key: Key, value: Held): this {
+    if (typeof key !== 'number') throw new Error('IntVersions holds integer keys only');
+    let code: number;
+    if (typeof value === 'number') code = value;
+    else if (value === null) code = -1;
+    else {
+      code = -2 - this.decoded.length;
+      this.decoded.push(value);
+    }
+    const was = this.ints.swap(key, code);
+    // A decoded version replaced: its place freed (its array with it).
+    if (was !== undefined && was <= -2) this.decoded[-2 - was] = undefined;
+    return this;
+  }
+
+  has(key: Key): boolean {
+    return typeof key === 'number' && this.ints.has(key);
+  }
+
+  delete(key: Key): boolean {
+    if (typeof key !== 'number') return false;
+    const was = this.ints.get(key);
+    if (was !== undefined && was <= -2) this.decoded[-2 - was] = undefined;
+    return this.ints.delete(key);
+  }
+
+  keys(): IterableIterator<Key> {
+    return this.ints.keys();
+  }
+
+  *values(): IterableIterator<Held> {
+    for (const [, v] of this.ints.entries()) yield this.held(v);
+  }
+
+  *entries(): IterableIterator<[Key, Held]> {
+    for (const [k, v] of this.ints.entries()) yield [k, this.held(v)];
+  }
+
+  [Symbol.iterator](): IterableIterator<[Key, Held]> {
+    return this.entries();
+  }
+
+  copy(): IntVersions {
+    return new IntVersions(this.ints.copy(), this.decoded.slice());
+  }
+
+  private held(v: number): Held {
+    return v >= 0 ? v : v === -1 ? null : this.decoded[-2 - v]!;
   }
 }
 

@@ -63,6 +63,7 @@ import {
   lineWanted,
   pickJobs,
 } from '../restore/pick.js';
+import { pgTimestampToIso } from '../util/pg-time.js';
 import { type Key, KeyedRows, LineBuffer } from './keyed-rows.js';
 import { ABSENT_FIELD, RowSpool } from './row-spool.js';
 import {
@@ -309,9 +310,11 @@ export async function buildOverlay(
   let newestTime = '';
   let transactions = 0;
   let changes = 0;
+  // Kept as microseconds per transaction, made text once at the end.
+  let newestMicros: bigint | undefined;
   let lastXid: number | undefined;
   let lastCommitLsn = 0n;
-  let lastCommitTime = '';
+  let lastMicros = 0n;
   const resolved = new WeakMap<
     readonly ChangeColumn[],
     { t: TableSnapshot; ov: TableOverlay; map: number[] | null }
@@ -360,9 +363,13 @@ export async function buildOverlay(
     }
   };
   /** The table a relation description names, found once per description. */
+  let lastColumns: readonly ChangeColumn[] | undefined;
+  let lastResolved: { t: TableSnapshot; ov: TableOverlay; map: number[] | null } | undefined;
   const resolve = (schema: string, table: string, columns: readonly ChangeColumn[]) => {
     // Every change of a relation description (one per segment) shares its
-    // columns array: resolve the table once per description, not per change.
+    // columns array: resolve the table once per description, not per change
+    // (and a run of one table's changes without the WeakMap).
+    if (columns === lastColumns) return lastResolved!;
     let r = resolved.get(columns);
     if (r === undefined) {
       const key = `${schema}.${table}`;
@@ -383,6 +390,8 @@ export async function buildOverlay(
       };
       resolved.set(columns, r);
     }
+    lastColumns = columns;
+    lastResolved = r;
     return r;
   };
   const decoded = (c: Change) => {
@@ -426,7 +435,9 @@ export async function buildOverlay(
     (t) => {
       tx = t;
       if (tx.endLsn > newestLsn) newestLsn = tx.endLsn;
-      if (tx.commitTime > newestTime) newestTime = tx.commitTime;
+      if (newestMicros === undefined || tx.commitMicros > newestMicros) {
+        newestMicros = tx.commitMicros;
+      }
       if (point.kind === 'xid' && tx.xid === point.xid) {
         foundXid = true;
         next = { xid: tx.xid, commitLsn: lsnText(tx.commitLsn), commitTime: tx.commitTime };
@@ -443,7 +454,7 @@ export async function buildOverlay(
       // (The transaction object is reused: what is kept of it is copied.)
       lastXid = tx.xid;
       lastCommitLsn = tx.commitLsn;
-      lastCommitTime = tx.commitTime;
+      lastMicros = tx.commitMicros;
       if (transactions % 10_000 === 0) {
         options.onProgress?.({ transactions, changes, commitTime: tx.commitTime });
       }
@@ -453,7 +464,15 @@ export async function buildOverlay(
   const last: Overlay['last'] =
     lastXid === undefined
       ? undefined
-      : { xid: lastXid, commitLsn: lsnText(lastCommitLsn), commitTime: lastCommitTime };
+      : {
+          xid: lastXid,
+          commitLsn: lsnText(lastCommitLsn),
+          commitTime: pgTimestampToIso(lastMicros),
+        };
+  if (newestMicros !== undefined) {
+    const t = pgTimestampToIso(newestMicros);
+    if (t > newestTime) newestTime = t;
+  }
   const reshape = tracker?.reshapes() ?? new Map<string, Reshape>();
   // Rows removed from a keyless table after its added rows went to a file:
   // those no added row accounts for were the snapshot's.

@@ -21,7 +21,7 @@
  */
 import { DamagedError, RepositoryError } from '../errors.js';
 import { ObjectNotFoundError, type Storage } from '../storage/storage.js';
-import { pgTimestampToIso } from '../util/pg-time.js';
+import { isoToPgTimestamp, pgTimestampToIso } from '../util/pg-time.js';
 import { ownedCopy, ownsMemory, ThreadPool, threadAvailable } from '../util/thread.js';
 import {
   type ChangeColumn,
@@ -421,6 +421,8 @@ export interface Transaction {
   readonly commitLsn: bigint;
   readonly endLsn: bigint;
   readonly commitTime: string;
+  /** The commit time as PostgreSQL's int64 (microseconds since 2000-01-01 UTC): comparing it makes no string. */
+  readonly commitMicros: bigint;
   /** Its changes, decoded as they are iterated (see HeldChanges). */
   readonly changes: TransactionChanges;
   /** Schema events (src/capture/schema-events.ts) in this transaction; `at`: how many of its changes came before. */
@@ -540,11 +542,16 @@ class Scanner {
   private open = false;
   /** The end LSN of the last transaction read (a commit not after it is a duplicate). */
   private last = -1n;
+  /** options.untilTime as microseconds (a million commit times are compared with it, not formatted). */
+  private readonly untilMicros: bigint | undefined;
 
   constructor(
     private readonly scope: string,
     private readonly options: ReadOptions,
-  ) {}
+  ) {
+    this.untilMicros =
+      options.untilTime === undefined ? undefined : isoToPgTimestamp(options.untilTime);
+  }
 
   /**
    * The segments to read: those holding only transactions before `fromLsn`
@@ -599,12 +606,11 @@ class Scanner {
             this.tx.hold(seg, content, start, end, this.rel(content.readUInt32BE(start + 1)));
         } else if (kind === 0x42 && len === 21) {
           // Begin: final LSN, commit time, xid.
-          const commitTime = pgTimestampToIso(content.readBigInt64BE(start + 9));
           if (
             !this.begin(
               content.readUInt32BE(start + 17),
               content.readBigUInt64BE(start + 1),
-              commitTime,
+              content.readBigInt64BE(start + 9),
             )
           )
             return false;
@@ -635,7 +641,7 @@ class Scanner {
         if (this.open) this.tx.addSchema(r[1], r[2]);
         break;
       case 'B':
-        return this.begin(r[1], r[2], r[3]);
+        return this.begin(r[1], r[2], isoToPgTimestamp(r[3]), r[3]);
       case 'C':
         return this.commit(r[2], visit);
       case 'I':
@@ -669,16 +675,16 @@ class Scanner {
   }
 
   /** A transaction begins (a cut-off one open is dropped); false when it is past the limit. */
-  private begin(xid: number, commitLsn: bigint, commitTime: string): boolean {
+  private begin(xid: number, commitLsn: bigint, micros: bigint, commitTime?: string): boolean {
     const o = this.options;
     if (
-      (o.untilTime !== undefined && commitTime > o.untilTime) ||
+      (this.untilMicros !== undefined && micros > this.untilMicros) ||
       (o.untilLsn !== undefined && commitLsn >= o.untilLsn)
     ) {
-      o.onPastLimit?.(commitLsn, commitTime, xid);
+      o.onPastLimit?.(commitLsn, commitTime ?? pgTimestampToIso(micros), xid);
       return false;
     }
-    this.tx.begin(xid, commitLsn, commitTime);
+    this.tx.begin(xid, commitLsn, micros, commitTime);
     this.open = true;
     return true;
   }
@@ -711,15 +717,23 @@ class OpenTransaction implements Transaction {
   xid = 0;
   commitLsn = 0n;
   endLsn = 0n;
-  commitTime = '';
+  commitMicros = 0n;
+  /** commitMicros as text, made when first asked for (most readers of a long log never do). */
+  private time: string | undefined;
   schema: SchemaEventRef[] | undefined;
   readonly changes = new Held();
 
-  begin(xid: number, commitLsn: bigint, commitTime: string): void {
+  get commitTime(): string {
+    this.time ??= pgTimestampToIso(this.commitMicros);
+    return this.time;
+  }
+
+  begin(xid: number, commitLsn: bigint, micros: bigint, commitTime?: string): void {
     this.xid = xid;
     this.commitLsn = commitLsn;
     this.endLsn = 0n;
-    this.commitTime = commitTime;
+    this.commitMicros = micros;
+    this.time = commitTime;
     this.schema = undefined;
     this.changes.clear();
   }
@@ -744,6 +758,7 @@ class OpenTransaction implements Transaction {
       commitLsn: this.commitLsn,
       endLsn: this.endLsn,
       commitTime: this.commitTime,
+      commitMicros: this.commitMicros,
       changes: this.changes.persist(decodedChanges),
       schema: this.schema,
     };

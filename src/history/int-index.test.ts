@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { IntIndex } from './int-index.js';
+
+describe('the index of integer keys', () => {
+  it('agrees with a Map through sets, deletes, re-sets and growth, in insertion order', () => {
+    const index = new IntIndex();
+    const map = new Map<number, number>();
+    // A deterministic mix: consecutive keys, keys far apart (past 2^32, negative), deletions, keys set again.
+    let seed = 7;
+    const next = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed;
+    };
+    for (let i = 0; i < 200_000; i++) {
+      const r = next() % 10;
+      const key =
+        r < 5 ? next() % 50_000 : r < 7 ? (next() % 1000) * 2 ** 33 + i : -(next() % 20_000);
+      if (r === 9) {
+        expect(index.delete(key)).toBe(map.delete(key));
+      } else {
+        const value = next() % 1_000_000;
+        expect(index.swap(key, value)).toBe(map.get(key));
+        map.set(key, value);
+      }
+    }
+    expect(index.size).toBe(map.size);
+    expect([...index.entries()]).toEqual([...map.entries()]);
+    for (const key of [...map.keys()].slice(0, 5000)) expect(index.get(key)).toBe(map.get(key));
+    expect(index.has(123_456_789)).toBe(false);
+    expect(index.get(123_456_789)).toBeUndefined();
+  });
+
+  it('copies independently, and clears', () => {
+    const index = new IntIndex();
+    for (let k = 0; k < 100; k++) index.set(k, k * 2);
+    const copy = index.copy();
+    copy.delete(5);
+    copy.set(1000, 1);
+    index.set(5, 55);
+    expect(index.get(5)).toBe(55);
+    expect(copy.has(5)).toBe(false);
+    expect(index.has(1000)).toBe(false);
+    expect(copy.size).toBe(100);
+    index.clear();
+    expect(index.size).toBe(0);
+    expect([...index.keys()]).toEqual([]);
+    expect(copy.get(99)).toBe(198);
+    // A key deleted and set again goes last, as in a Map.
+    copy.delete(0);
+    copy.set(0, 7);
+    expect([...copy.keys()].at(-1)).toBe(0);
+  });
+
+  it('keeps 0 and -0 as one key', () => {
+    const index = new IntIndex();
+    index.set(0, 1);
+    index.set(-0, 2);
+    expect(index.size).toBe(1);
+    expect(index.get(0)).toBe(2);
+  });
+});
