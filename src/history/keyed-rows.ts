@@ -37,6 +37,7 @@ import {
   tupleLineInto,
 } from '../repo/changelog-format.js';
 import { integerKey } from '../restore/pick.js';
+import { ownedCopy, ownsMemory } from '../util/thread.js';
 import { IntIndex } from './int-index.js';
 
 /** A key's last version: its values (chunk column order), or null if deleted. */
@@ -126,11 +127,85 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
   }
 
   set(key: Key, version: RowVersion): this {
-    const k = held(key);
+    this.put(held(key), version);
+    return this;
+  }
+
+  /** Sets what the index holds for a key as held (an arena address, or a version). */
+  private put(k: Key, v: Held): void {
     if (typeof k === 'string' && !this.index.has(k)) this.textKey();
     this.release(k);
-    this.index.set(k, version);
-    return this;
+    this.index.set(k, v);
+  }
+
+  /**
+   * The keys and versions as plain data for another thread, the arena's
+   * blocks with them (to be transferred, not copied): this set is not used
+   * after.
+   */
+  export(): ExportedRows {
+    const n = this.index.size;
+    const ints = this.textKeys === 0;
+    const keys: Float64Array | Key[] = ints ? new Float64Array(n) : [];
+    const codes = new Int32Array(n);
+    const decoded: ChangeValue[][] = [];
+    let i = 0;
+    for (const [key, v] of this.index) {
+      if (ints) (keys as Float64Array)[i] = key as number;
+      else (keys as Key[]).push(key);
+      if (typeof v === 'number') codes[i] = v;
+      else if (v === null) codes[i] = -1;
+      else {
+        codes[i] = -2 - decoded.length;
+        decoded.push(v);
+      }
+      i++;
+    }
+    const blocks = this.blocks.map((b) => (ownsMemory(b) ? b : ownedCopy(b)).buffer as ArrayBuffer);
+    return { keys, codes, decoded, blocks, tail: this.tail, garbage: this.garbage };
+  }
+
+  /**
+   * Folds in the versions of a later part of the window (exported by
+   * another KeyedRows): each of its keys takes its version there, in its
+   * order, as if its changes had been read after this set's. A later
+   * version's unsent TOASTed values (0) take this set's version's, as
+   * reading the changes in one go would have. The arena's blocks are taken
+   * over (addresses moved past this arena's), not copied.
+   */
+  absorb(x: ExportedRows): void {
+    const base = this.blocks.length;
+    const blocks = x.blocks.map((b) => Buffer.from(b));
+    const adopt = !this.frozen && base + blocks.length <= MAX_BLOCKS;
+    if (adopt && blocks.length > 0) {
+      // This arena's last block's free end is garbage from now on.
+      if (base > 0) this.garbage += BLOCK - this.tail;
+      this.blocks.push(...blocks);
+      this.tail = x.tail;
+      this.garbage += x.garbage;
+    }
+    for (let i = 0; i < x.codes.length; i++) {
+      const key = held(x.keys[i]!);
+      const code = x.codes[i]!;
+      if (code >= 0) {
+        const block = blocks[code >>> BLOCK_BITS]!;
+        const off = code & (BLOCK - 1);
+        if (adopt) this.put(key, (base + (code >>> BLOCK_BITS)) * BLOCK + off);
+        else {
+          const start = off + HEADER;
+          this.setStored(key, block, start, start + block.readUInt32LE(off + 4));
+        }
+      } else if (code === -1) {
+        this.put(key, null);
+      } else {
+        let v = x.decoded[-2 - code]!;
+        if (v.includes(0)) {
+          const earlier = this.get(key);
+          if (earlier) v = v.map((value, j) => (value === 0 ? (earlier[j] ?? 0) : value));
+        }
+        this.put(key, v);
+      }
+    }
   }
 
   /** Sets the version stored as the TupleData at [start, end) of `content` (its columns in chunk order). */
@@ -304,6 +379,20 @@ export class LineBuffer {
   content(): Buffer {
     return this.buf.subarray(0, this.at);
   }
+}
+
+/** A KeyedRows as plain data (KeyedRows.export), for another thread. */
+export interface ExportedRows {
+  /** In insertion order; all integers (a Float64Array) unless a key was text. */
+  readonly keys: Float64Array | Key[];
+  /** Per key: the address of its bytes in `blocks`, -1 for deleted, or -2 minus its place in `decoded`. */
+  readonly codes: Int32Array;
+  readonly decoded: ChangeValue[][];
+  /** The arena's blocks, in order. */
+  readonly blocks: ArrayBuffer[];
+  /** Where the last block's free space begins, and the bytes no key refers to. */
+  readonly tail: number;
+  readonly garbage: number;
 }
 
 /** What KeyedRows keeps per key (see its `index`). */

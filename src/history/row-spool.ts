@@ -26,7 +26,16 @@
  *   overlay is done with (closeOverlay), or else when the spool is garbage
  *   collected (a long-running serve must not keep one per snapshot it made).
  */
-import { closeSync, ftruncateSync, mkdtempSync, openSync, read, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  ftruncateSync,
+  mkdtempSync,
+  openSync,
+  read,
+  readSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -36,9 +45,11 @@ import type { ChangeValue } from '../repo/changelog.js';
 const readAt = promisify(read);
 
 /** Closes the descriptor of a spool that was collected without close(). */
-const collected = new FinalizationRegistry<{ fd: number | undefined }>((file) => {
-  if (file.fd !== undefined) closeSync(file.fd);
-});
+const collected = new FinalizationRegistry<{ fd: number | undefined; borrowed: boolean }>(
+  (file) => {
+    if (file.fd !== undefined && !file.borrowed) closeSync(file.fd);
+  },
+);
 
 /** The marker of an absent value in a spool line. */
 export const ABSENT_FIELD = '\u0000';
@@ -63,7 +74,10 @@ export class RowSpool {
   private dropped = new Map<string, number>();
   private memoryChars = 0;
   /** The file's descriptor, in an object of its own: the finalizer closes it without holding the spool. */
-  private readonly file: { fd: number | undefined } = { fd: undefined };
+  private readonly file: { fd: number | undefined; borrowed: boolean } = {
+    fd: undefined,
+    borrowed: false,
+  };
   private fileBytes = 0;
   private fileRows = 0;
   private pending: string[] = [];
@@ -71,7 +85,16 @@ export class RowSpool {
   /** Cancellations asked for after spilling, resolved by settle(). */
   private deferred = new Map<string, number>();
 
-  constructor(private readonly budget: number = DEFAULT_SPOOL_BUDGET) {
+  /**
+   * `borrowed`: an open, empty file to spill into instead of one of its own,
+   * which the spool never closes (the caller does). A worker thread's spool
+   * spills into a file the main thread opened: files a thread opens are
+   * closed when it ends, before the main thread could take them over.
+   */
+  constructor(
+    private readonly budget: number = DEFAULT_SPOOL_BUDGET,
+    private readonly borrowed?: number,
+  ) {
     collected.register(this, this.file);
   }
 
@@ -143,7 +166,9 @@ export class RowSpool {
     if (unmatched.size === 0 || this.file.fd === undefined) return unmatched;
     const old = this.file.fd;
     const oldBytes = this.fileBytes;
+    const wasBorrowed = this.file.borrowed;
     this.file.fd = createFile();
+    this.file.borrowed = false;
     this.fileBytes = 0;
     this.fileRows = 0;
     try {
@@ -162,8 +187,16 @@ export class RowSpool {
         }
       }
       this.flush();
+      if (wasBorrowed) {
+        // Back into the borrowed file, which stays the one spilled into.
+        ftruncateSync(old, 0);
+        copyFile(this.file.fd, this.fileBytes, old, 0);
+        closeSync(this.file.fd);
+        this.file.fd = old;
+        this.file.borrowed = true;
+      }
     } finally {
-      closeSync(old);
+      if (!wasBorrowed) closeSync(old);
     }
     return unmatched;
   }
@@ -189,15 +222,57 @@ export class RowSpool {
     });
   }
 
+  /**
+   * Hands the rows over as plain data for another thread: the file's
+   * descriptor (no longer this spool's to close: a borrowed one is its
+   * lender's, one of its own the receiver's) and the lines in memory.
+   * Cancellations must be settled first. The spool is empty afterwards.
+   */
+  release(): ReleasedSpool {
+    if (this.deferred.size > 0) throw new Error('RowSpool.release before settle');
+    // Many lines go by the file: copying it is cheaper than cloning them to the other thread.
+    if (this.file.fd === undefined && this.memoryChars > WRITE_BLOCK) this.spill();
+    this.flush();
+    const out: ReleasedSpool = {
+      fd: this.file.fd,
+      bytes: this.fileBytes,
+      rows: this.fileRows,
+      lines: [...this.liveMemory()],
+    };
+    this.file.fd = undefined;
+    this.file.borrowed = false;
+    this.clear();
+    return out;
+  }
+
+  /**
+   * Appends the rows of a released spool after this one's (their file's
+   * content copied into this spool's file; closing that file stays the
+   * caller's). Cancellations of this spool's rows must be settled first:
+   * the rows appended came after them.
+   */
+  adopt(r: ReleasedSpool): void {
+    if (this.deferred.size > 0) throw new Error('RowSpool.adopt before settle');
+    if (r.fd !== undefined && r.bytes > 0) {
+      if (this.file.fd === undefined) this.spill();
+      this.flush();
+      copyFile(r.fd, r.bytes, this.file.fd!, this.fileBytes);
+      this.fileBytes += r.bytes;
+      this.fileRows += r.rows;
+    }
+    for (const line of r.lines) this.pushLine(line);
+  }
+
   /** Closes the file (its name is long gone); the spool is empty afterwards. */
   close(): void {
     this.clear();
-    if (this.file.fd !== undefined) closeSync(this.file.fd);
+    if (this.file.fd !== undefined && !this.file.borrowed) closeSync(this.file.fd);
     this.file.fd = undefined;
   }
 
   private spill(): void {
-    this.file.fd = createFile();
+    this.file.fd = this.borrowed ?? createFile();
+    this.file.borrowed = this.borrowed !== undefined;
     this.pending = this.liveMemory();
     this.pendingChars = this.memoryChars;
     this.memory = [];
@@ -221,6 +296,14 @@ export class RowSpool {
   }
 }
 
+/** A RowSpool's rows as plain data (RowSpool.release): its file's descriptor and bytes, then lines in memory. */
+export interface ReleasedSpool {
+  readonly fd: number | undefined;
+  readonly bytes: number;
+  readonly rows: number;
+  readonly lines: string[];
+}
+
 /** A row as a spool line (absent values as the NUL marker). */
 function spoolLine(values: readonly ChangeValue[]): string {
   let out = '';
@@ -232,8 +315,21 @@ function spoolLine(values: readonly ChangeValue[]): string {
   return out;
 }
 
+/** Copies the first `bytes` of file `from` into file `to` at `at`. */
+function copyFile(from: number, bytes: number, to: number, at: number): void {
+  const buf = Buffer.allocUnsafe(Math.min(4 * 1024 * 1024, Math.max(bytes, 1)));
+  let pos = 0;
+  while (pos < bytes) {
+    const n = readSync(from, buf, 0, Math.min(buf.length, bytes - pos), pos);
+    if (n === 0) throw new Error('a spool file ended early');
+    let off = 0;
+    while (off < n) off += writeSync(to, buf, off, n - off, at + pos + off);
+    pos += n;
+  }
+}
+
 /** A temporary file, unlinked at once: only the descriptor keeps it. */
-function createFile(): number {
+export function createFile(): number {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'flashback-spool-'));
   const file = path.join(dir, 'rows');
   const fd = openSync(file, 'w+', 0o600);

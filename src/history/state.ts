@@ -31,11 +31,13 @@ import {
   findCommitLsn,
   lsnText,
   lsnValue,
+  type ReadOptions,
   type StoredRelation,
   type StoredVisitor,
   scanTransactions,
   storedChange,
   type Transaction,
+  windowSegments,
 } from '../repo/changelog.js';
 import {
   emptyLayout,
@@ -65,6 +67,7 @@ import {
 } from '../restore/pick.js';
 import { pgTimestampToIso } from '../util/pg-time.js';
 import { type Key, KeyedRows, LineBuffer } from './keyed-rows.js';
+import { type ReadAs, readInParts, settleRemoved } from './overlay-parts.js';
 import { ABSENT_FIELD, RowSpool } from './row-spool.js';
 import {
   type Before,
@@ -73,6 +76,7 @@ import {
   type Reshape,
   reshapeBlock,
   type SchemaChanges,
+  type ShapeTracker,
 } from './schema-changes.js';
 
 /** A moment to rebuild: a time, a WAL position, or just before a transaction. */
@@ -97,12 +101,12 @@ export interface TableOverlay {
 }
 
 /** The overlay of a table nothing in the window changed. */
-export function emptyTableOverlay(spoolBudget?: number): TableOverlay {
+export function emptyTableOverlay(spoolBudget?: number, spoolFile?: number): TableOverlay {
   return {
     truncated: false,
     byKey: new KeyedRows(),
     removed: new Map(),
-    added: new RowSpool(spoolBudget),
+    added: new RowSpool(spoolBudget, spoolFile),
   };
 }
 
@@ -122,6 +126,8 @@ export interface Overlay {
   readonly next: TransactionRef | undefined;
   /** Tables whose columns changed in the window: how their snapshot lines and absent values become the point's (schema-changes.ts). */
   readonly reshape: ReadonlyMap<string, Reshape>;
+  /** How the window was read (overlay-parts.ts). */
+  readonly readAs?: ReadAs | undefined;
 }
 
 /** A transaction, as overlays name them. */
@@ -279,6 +285,10 @@ export interface OverlayProgress {
  * Reads the window once and keeps the net effect per table. Throws when the
  * log does not reach the point (it would silently miss changes) or when a
  * table's columns changed in the window (not supported yet: said, not guessed).
+ *
+ * A long window is read in two parts at once, the later on a thread of its
+ * own (overlay-parts.ts), and the parts merged: the same overlay, in about
+ * half the time on two cores.
  */
 export async function buildOverlay(
   plan: PointInTimePlan,
@@ -300,190 +310,74 @@ export async function buildOverlay(
      * (default; tests compare it with decoding every change).
      */
     readonly inPlace?: boolean | undefined;
+    /**
+     * Read in two parts (readInParts): `'auto'` (default) when the window
+     * is long and a thread can be started; `'thread'` whenever it has two
+     * segments or more and a thread can be started; `'inline'` reads the
+     * two parts one after the other on this thread (tests: the same merge,
+     * without a thread); `false` in one part.
+     */
+    readonly parts?: 'auto' | 'thread' | 'inline' | false | undefined;
   } = {},
 ): Promise<Overlay> {
   const { manifest, log, point } = plan;
-  const tables = new Map<string, TableOverlay>();
-  const byName = new Map(manifest.tables.map((t) => [`${t.schema}.${t.name}`, t]));
-  const mappers = new Map<string, { columns: unknown; map: number[] | null }>();
-  let newestLsn = 0n;
-  let newestTime = '';
-  let transactions = 0;
-  let changes = 0;
-  // Kept as microseconds per transaction, made text once at the end.
-  let newestMicros: bigint | undefined;
-  let lastXid: number | undefined;
-  let lastCommitLsn = 0n;
-  let lastMicros = 0n;
-  const resolved = new WeakMap<
-    readonly ChangeColumn[],
-    { t: TableSnapshot; ov: TableOverlay; map: number[] | null }
-  >();
-  let foundXid = false;
-  let next: TransactionRef | undefined;
-  const tracker = options.schema?.tracker();
-  // Each table's overlay, found by its snapshot object (no name built per change).
-  const byTable = new Map<TableSnapshot, TableOverlay>();
-  const overlayOf = (t: TableSnapshot): TableOverlay => {
-    let ov = byTable.get(t);
-    if (ov === undefined) {
-      ov = emptyTableOverlay(options.spoolBudget);
-      byTable.set(t, ov);
-      tables.set(`${t.schema}.${t.name}`, ov);
-    }
-    return ov;
+  const spec: WindowSpec = {
+    snapshot: manifest,
+    point,
+    xidCommitLsn: plan.xidCommitLsn,
+    fromLsn: options.fromLsn ?? lsnValue(manifest.lsn),
+    spoolBudget: options.spoolBudget,
   };
-  const snapshotOids = new Set(manifest.tables.map((t) => t.oid));
-  const fromLsn = options.fromLsn ?? lsnValue(manifest.lsn);
-  // Just before a transaction whose commit LSN the plan found: reading stops
-  // at its Begin, without decoding the changes it would then drop.
-  const untilLsn =
-    point.kind === 'lsn'
-      ? lsnValue(point.lsn)
-      : point.kind === 'xid'
-        ? plan.xidCommitLsn
-        : undefined;
+  const state = emptyWindowState();
+  const tracker = options.schema?.tracker();
   // Changes are read in place (applyStored) unless the window's schema
   // changes are followed: the tracker needs every change decoded.
   const inPlace = tracker === undefined && options.inPlace !== false;
-  let tx!: Transaction;
-  let events: readonly { at: number; event: string }[] | undefined;
-  let e = 0;
-  let i = -1;
-  /** Before each change: progress, and the schema events that came before it. */
-  const step = () => {
-    i++;
-    // Within a large transaction too (a DELETE of millions of rows is one).
-    if (i > 0 && i % 100_000 === 0) {
-      options.onProgress?.({ transactions, changes, commitTime: tx.commitTime });
-    }
-    // Schema events apply where they happened among the transaction's changes.
-    while (events !== undefined && e < events.length && events[e]!.at <= i) {
-      schemaEvent(events[e++]!.event, tx);
-    }
-  };
-  /** The table a relation description names, found once per description. */
-  let lastColumns: readonly ChangeColumn[] | undefined;
-  let lastResolved: { t: TableSnapshot; ov: TableOverlay; map: number[] | null } | undefined;
-  const resolve = (schema: string, table: string, columns: readonly ChangeColumn[]) => {
-    // Every change of a relation description (one per segment) shares its
-    // columns array: resolve the table once per description, not per change
-    // (and a run of one table's changes without the WeakMap).
-    if (columns === lastColumns) return lastResolved!;
-    let r = resolved.get(columns);
-    if (r === undefined) {
-      const key = `${schema}.${table}`;
-      const t = byName.get(key);
-      if (t === undefined) {
-        throw new OperationError(
-          'restore.table-not-in-snapshot',
-          `table ${key} changed at ${tx.commitTime} (transaction ${tx.xid}) but is not in snapshot ${manifest.id}, and no schema change recorded in the log creates it`,
-          {
-            hint: 'take a new backup (it includes the table) and restore to a moment after it; capture records table creation when it runs as a superuser (docs/CAPTURE.md, "Schema changes")',
-          },
-        );
-      }
-      r = {
-        t,
-        ov: overlayOf(t),
-        map: columnMap(t, { schema, table, columns }, mappers, tx.commitTime),
-      };
-      resolved.set(columns, r);
-    }
-    lastColumns = columns;
-    lastResolved = r;
-    return r;
-  };
-  const decoded = (c: Change) => {
-    step();
-    if (tracker !== undefined) {
-      const p = tracker.resolve(c, tx.commitTime);
-      if (p === null) return; // a table that does not exist at the point
-      applyChange(p.t, overlayOf(p.t), c, p.map);
-      changes++;
-      return;
-    }
-    const r = resolve(c.schema, c.table, c.columns);
-    applyChange(r.t, r.ov, c, r.map);
-    changes++;
-  };
-  const stored: StoredVisitor = (content, start, end, relation) => {
-    step();
-    const r = resolve(relation.schema, relation.name, relation.columns);
-    applyStored(r, content, start, end, relation);
-    changes++;
-  };
-  // Each transaction as it is read, in place: awaiting each of a million
-  // cost more than folding its changes in.
-  await scanTransactions(
-    log,
-    {
-      fromLsn,
-      untilLsn,
-      untilTime: point.kind === 'time' ? point.at : undefined,
-      onHeartbeat: (lsn, at) => {
-        if (lsn > newestLsn) newestLsn = lsn;
-        if (at > newestTime) newestTime = at;
-      },
-      onPastLimit: (lsn, at, xid) => {
-        if (lsn > newestLsn) newestLsn = lsn;
-        if (at > newestTime) newestTime = at;
-        next = { xid, commitLsn: lsnText(lsn), commitTime: at };
-        if (point.kind === 'xid' && xid === point.xid) foundXid = true;
-      },
-    },
-    (t) => {
-      tx = t;
-      if (tx.endLsn > newestLsn) newestLsn = tx.endLsn;
-      if (newestMicros === undefined || tx.commitMicros > newestMicros) {
-        newestMicros = tx.commitMicros;
-      }
-      if (point.kind === 'xid' && tx.xid === point.xid) {
-        foundXid = true;
-        next = { xid: tx.xid, commitLsn: lsnText(tx.commitLsn), commitTime: tx.commitTime };
-        return false;
-      }
-      events = tx.schema;
-      if (events !== undefined) tracker?.beginTransaction(events.map((x) => x.event));
-      e = 0;
-      i = -1;
-      if (inPlace) tx.changes.forEachStored(stored, decoded);
-      else for (const c of tx.changes) decoded(c);
-      while (events !== undefined && e < events.length) schemaEvent(events[e++]!.event, tx);
-      transactions++;
-      // (The transaction object is reused: what is kept of it is copied.)
-      lastXid = tx.xid;
-      lastCommitLsn = tx.commitLsn;
-      lastMicros = tx.commitMicros;
-      if (transactions % 10_000 === 0) {
-        options.onProgress?.({ transactions, changes, commitTime: tx.commitTime });
-      }
-      return undefined;
-    },
-  );
+  const read = { tracker, inPlace, onProgress: options.onProgress };
+  const segments = await windowSegments(log, spec.fromLsn);
+  const parts = options.parts ?? 'auto';
+  let readAs: ReadAs = 'one part';
+  if (inPlace && parts !== false) {
+    readAs = await readInParts({
+      spec,
+      state,
+      log,
+      segments,
+      inline: parts === 'inline',
+      // (Otherwise than 'auto': any window of two segments or more is split.)
+      minBytes: parts === 'auto' ? undefined : 0,
+      onProgress: options.onProgress,
+      read: (s, boundary, progress, sp = spec) =>
+        readWindow(sp, s, (o, visit) => scanTransactions(log, o, visit, boundary), {
+          ...read,
+          onProgress: progress,
+        }),
+    });
+  } else {
+    await readWindow(
+      spec,
+      state,
+      (o, visit) => scanTransactions(log, o, visit, { segments }),
+      read,
+    );
+  }
   const last: Overlay['last'] =
-    lastXid === undefined
+    state.lastXid === undefined
       ? undefined
       : {
-          xid: lastXid,
-          commitLsn: lsnText(lastCommitLsn),
-          commitTime: pgTimestampToIso(lastMicros),
+          xid: state.lastXid,
+          commitLsn: lsnText(state.lastCommitLsn),
+          commitTime: pgTimestampToIso(state.lastMicros),
         };
-  if (newestMicros !== undefined) {
-    const t = pgTimestampToIso(newestMicros);
+  let newestTime = state.newestTime;
+  if (state.newestMicros !== undefined) {
+    const t = pgTimestampToIso(state.newestMicros);
     if (t > newestTime) newestTime = t;
   }
   const reshape = tracker?.reshapes() ?? new Map<string, Reshape>();
-  // Rows removed from a keyless table after its added rows went to a file:
-  // those no added row accounts for were the snapshot's.
-  for (const ov of tables.values()) {
-    if (!ov.added.spilled) continue;
-    for (const [line, n] of await ov.added.settle()) {
-      ov.removed.set(line, (ov.removed.get(line) ?? 0) + n);
-    }
-  }
+  await settleRemoved(state);
   // The log must reach the point, or changes after what is stored would be missed.
-  if (point.kind === 'xid' && !foundXid) {
+  if (point.kind === 'xid' && !state.foundXid) {
     throw new UsageError(
       `transaction ${point.xid} is not in the change log of "${manifest.target}" after snapshot ${manifest.id}`,
       {
@@ -499,13 +393,255 @@ export async function buildOverlay(
       },
     );
   }
-  if (point.kind === 'lsn' && newestLsn < lsnValue(point.lsn)) {
+  if (point.kind === 'lsn' && state.newestLsn < lsnValue(point.lsn)) {
     throw new UsageError(
-      `the change log of "${manifest.target}" reaches only ${lsnText(newestLsn)}: it cannot say what changed up to ${point.lsn}`,
+      `the change log of "${manifest.target}" reaches only ${lsnText(state.newestLsn)}: it cannot say what changed up to ${point.lsn}`,
       { hint: 'choose an earlier position, or make sure capture is running' },
     );
   }
-  return { tables, transactions, changes, last, next, reshape };
+  return {
+    tables: state.tables,
+    transactions: state.transactions,
+    changes: state.changes,
+    last,
+    next: state.next,
+    reshape,
+    readAs,
+  };
+}
+
+/** What reading a window needs besides the log: all of it can be sent to a thread. */
+export interface WindowSpec {
+  /** The snapshot the window starts from (its tables: what changes are folded into). */
+  readonly snapshot: Pick<SnapshotManifest, 'id' | 'target' | 'tables'>;
+  readonly point: PointInTime;
+  /** For a point before a transaction: where it committed (reading stops at its Begin). */
+  readonly xidCommitLsn?: bigint | undefined;
+  /** Start of the window (a commit LSN). */
+  readonly fromLsn: bigint;
+  readonly spoolBudget?: number | undefined;
+  /**
+   * A later part of a window read in parts: a change it cannot fold in
+   * without the versions of the parts before (unsent TOASTed values of a
+   * moved key, or of a key deleted in this part) fails the reading, which
+   * then happens after them.
+   */
+  readonly later?: boolean | undefined;
+  /** Files (descriptors) keyless tables' added rows spill into, by schema.name (RowSpool's `borrowed`). */
+  readonly spoolFiles?: Readonly<Record<string, number>> | undefined;
+}
+
+/** What reading a window (or a part of it) gathers. */
+export interface WindowState {
+  /** Per table (schema.name) changed in the window. */
+  readonly tables: Map<string, TableOverlay>;
+  transactions: number;
+  changes: number;
+  /** The newest LSN and time the log showed (heartbeats, transactions, the first past the point). */
+  newestLsn: bigint;
+  newestTime: string;
+  newestMicros: bigint | undefined;
+  lastXid: number | undefined;
+  lastCommitLsn: bigint;
+  lastMicros: bigint;
+  /** The first transaction past the point, once reading met it (then reading stopped). */
+  next: TransactionRef | undefined;
+  foundXid: boolean;
+}
+
+export function emptyWindowState(): WindowState {
+  return {
+    tables: new Map(),
+    transactions: 0,
+    changes: 0,
+    newestLsn: 0n,
+    newestTime: '',
+    newestMicros: undefined,
+    lastXid: undefined,
+    lastCommitLsn: 0n,
+    lastMicros: 0n,
+    next: undefined,
+    foundXid: false,
+  };
+}
+
+/** Reads transactions for readWindow: scanTransactions (or scanContents) with the options and visitor given. */
+export type WindowScan = (
+  options: Omit<ReadOptions, 'decodedChanges'>,
+  visit: (tx: Transaction) => boolean | undefined,
+) => Promise<void>;
+
+/**
+ * Folds the transactions `scan` reads into `state`: the window's reading,
+ * for all of it or for one part (overlay-parts.ts). Stops at the point
+ * (state.next is then set).
+ */
+export async function readWindow(
+  spec: WindowSpec,
+  state: WindowState,
+  scan: WindowScan,
+  options: {
+    readonly tracker?: ShapeTracker | undefined;
+    readonly inPlace: boolean;
+    readonly onProgress?: ((p: OverlayProgress) => void) | undefined;
+  },
+): Promise<void> {
+  const { snapshot, point } = spec;
+  const { tracker, inPlace } = options;
+  const tables = state.tables;
+  const byName = new Map(snapshot.tables.map((t) => [`${t.schema}.${t.name}`, t]));
+  const mappers = new Map<string, { columns: unknown; map: number[] | null }>();
+  const resolved = new WeakMap<
+    readonly ChangeColumn[],
+    { t: TableSnapshot; ov: TableOverlay; map: number[] | null; later: boolean }
+  >();
+  // Each table's overlay, found by its snapshot object (no name built per change).
+  const byTable = new Map<TableSnapshot, TableOverlay>();
+  const overlayOf = (t: TableSnapshot): TableOverlay => {
+    let ov = byTable.get(t);
+    if (ov === undefined) {
+      const name = `${t.schema}.${t.name}`;
+      ov = tables.get(name) ?? emptyTableOverlay(spec.spoolBudget, spec.spoolFiles?.[name]);
+      byTable.set(t, ov);
+      tables.set(name, ov);
+    }
+    return ov;
+  };
+  const snapshotOids = new Set(snapshot.tables.map((t) => t.oid));
+  // Just before a transaction whose commit LSN the plan found: reading stops
+  // at its Begin, without decoding the changes it would then drop.
+  const untilLsn =
+    point.kind === 'lsn'
+      ? lsnValue(point.lsn)
+      : point.kind === 'xid'
+        ? spec.xidCommitLsn
+        : undefined;
+  let tx!: Transaction;
+  let events: readonly { at: number; event: string }[] | undefined;
+  let e = 0;
+  let i = -1;
+  /** Before each change: progress, and the schema events that came before it. */
+  const step = () => {
+    i++;
+    // Within a large transaction too (a DELETE of millions of rows is one).
+    if (i > 0 && i % 100_000 === 0) {
+      options.onProgress?.({
+        transactions: state.transactions,
+        changes: state.changes,
+        commitTime: tx.commitTime,
+      });
+    }
+    // Schema events apply where they happened among the transaction's changes.
+    while (events !== undefined && e < events.length && events[e]!.at <= i) {
+      schemaEvent(events[e++]!.event, tx);
+    }
+  };
+  let lastColumns: readonly ChangeColumn[] | undefined;
+  let lastResolved:
+    | { t: TableSnapshot; ov: TableOverlay; map: number[] | null; later: boolean }
+    | undefined;
+  /** The table a relation description names, found once per description. */
+  const resolve = (schema: string, table: string, columns: readonly ChangeColumn[]) => {
+    // Every change of a relation description (one per segment) shares its
+    // columns array: resolve the table once per description, not per change
+    // (and a run of one table's changes without the WeakMap).
+    if (columns === lastColumns) return lastResolved!;
+    let r = resolved.get(columns);
+    if (r === undefined) {
+      const key = `${schema}.${table}`;
+      const t = byName.get(key);
+      if (t === undefined) {
+        throw new OperationError(
+          'restore.table-not-in-snapshot',
+          `table ${key} changed at ${tx.commitTime} (transaction ${tx.xid}) but is not in snapshot ${snapshot.id}, and no schema change recorded in the log creates it`,
+          {
+            hint: 'take a new backup (it includes the table) and restore to a moment after it; capture records table creation when it runs as a superuser (docs/CAPTURE.md, "Schema changes")',
+          },
+        );
+      }
+      r = {
+        t,
+        ov: overlayOf(t),
+        map: columnMap(t, { schema, table, columns }, mappers, tx.commitTime),
+        later: spec.later === true,
+      };
+      resolved.set(columns, r);
+    }
+    lastColumns = columns;
+    lastResolved = r;
+    return r;
+  };
+  const decoded = (c: Change) => {
+    step();
+    if (tracker !== undefined) {
+      const p = tracker.resolve(c, tx.commitTime);
+      if (p === null) return; // a table that does not exist at the point
+      applyChange(p.t, overlayOf(p.t), c, p.map);
+      state.changes++;
+      return;
+    }
+    const r = resolve(c.schema, c.table, c.columns);
+    applyChange(r.t, r.ov, c, r.map, spec.later);
+    state.changes++;
+  };
+  const stored: StoredVisitor = (content, start, end, relation) => {
+    step();
+    const r = resolve(relation.schema, relation.name, relation.columns);
+    applyStored(r, content, start, end, relation);
+    state.changes++;
+  };
+  // Each transaction as it is read, in place: awaiting each of a million
+  // cost more than folding its changes in.
+  await scan(
+    {
+      fromLsn: spec.fromLsn,
+      untilLsn,
+      untilTime: point.kind === 'time' ? point.at : undefined,
+      onHeartbeat: (lsn, at) => {
+        if (lsn > state.newestLsn) state.newestLsn = lsn;
+        if (at > state.newestTime) state.newestTime = at;
+      },
+      onPastLimit: (lsn, at, xid) => {
+        if (lsn > state.newestLsn) state.newestLsn = lsn;
+        if (at > state.newestTime) state.newestTime = at;
+        state.next = { xid, commitLsn: lsnText(lsn), commitTime: at };
+        if (point.kind === 'xid' && xid === point.xid) state.foundXid = true;
+      },
+    },
+    (t) => {
+      tx = t;
+      if (tx.endLsn > state.newestLsn) state.newestLsn = tx.endLsn;
+      // (Kept as microseconds per transaction, made text once at the end.)
+      if (state.newestMicros === undefined || tx.commitMicros > state.newestMicros) {
+        state.newestMicros = tx.commitMicros;
+      }
+      if (point.kind === 'xid' && tx.xid === point.xid) {
+        state.foundXid = true;
+        state.next = { xid: tx.xid, commitLsn: lsnText(tx.commitLsn), commitTime: tx.commitTime };
+        return false;
+      }
+      events = tx.schema;
+      if (events !== undefined) tracker?.beginTransaction(events.map((x) => x.event));
+      e = 0;
+      i = -1;
+      if (inPlace) tx.changes.forEachStored(stored, decoded);
+      else for (const c of tx.changes) decoded(c);
+      while (events !== undefined && e < events.length) schemaEvent(events[e++]!.event, tx);
+      state.transactions++;
+      // (The transaction object is reused: what is kept of it is copied.)
+      state.lastXid = tx.xid;
+      state.lastCommitLsn = tx.commitLsn;
+      state.lastMicros = tx.commitMicros;
+      if (state.transactions % 10_000 === 0) {
+        options.onProgress?.({
+          transactions: state.transactions,
+          changes: state.changes,
+          commitTime: tx.commitTime,
+        });
+      }
+      return undefined;
+    },
+  );
 
   /**
    * One schema event of the window. Followed by the tracker when the caller
@@ -530,7 +666,7 @@ export async function buildOverlay(
     if (oids.some((oid) => snapshotOids.has(oid) || snapshotOids.has(undefined))) {
       throw new OperationError(
         'restore.schema-changed',
-        `a table of snapshot ${manifest.id} was ${ev.kind === 'rewrite' ? 'rewritten' : 'dropped'} at ${tx.commitTime} (transaction ${tx.xid}): this command cannot follow its rows across that schema change`,
+        `a table of snapshot ${snapshot.id} was ${ev.kind === 'rewrite' ? 'rewritten' : 'dropped'} at ${tx.commitTime} (transaction ${tx.xid}): this command cannot follow its rows across that schema change`,
         {
           hint: 'take a new backup after the change; `restore --at` rebuilds moments after it',
         },
@@ -623,6 +759,8 @@ function applyChange(
   ov: TableOverlay,
   c: Change,
   map: readonly number[] | null,
+  /** A later part of a window (WindowSpec.later). */
+  later?: boolean,
 ): void {
   const k = t.key.length;
   if (c.op === 'truncate') {
@@ -667,6 +805,8 @@ function applyChange(
   if (before !== null) {
     const previousKey = keyOf(before, k);
     if (previousKey !== newKey) {
+      if (later && row!.includes(0) && ov.byKey.get(previousKey) === undefined)
+        throw partNeedsEarlier();
       const prev = ov.byKey.get(previousKey) ?? oldFull ?? undefined;
       const moved = resolveUnchanged(row!, prev);
       if (moved.includes(0)) {
@@ -686,10 +826,18 @@ function applyChange(
     }
   }
   // (The previous version is looked up only for a row with unsent values.)
+  // Unsent values after the key's deletion in this part: one pass would take
+  // them from nowhere, but the merge would take them from the earlier part.
+  if (later && row!.includes(0) && ov.byKey.get(newKey) === null) throw partNeedsEarlier();
   ov.byKey.set(
     newKey,
     row!.includes(0) ? resolveUnchanged(row!, ov.byKey.get(newKey) ?? undefined) : row!,
   );
+}
+
+/** A later part met a change it cannot fold without the parts before: it is read again after them (overlay-parts.ts). */
+function partNeedsEarlier(): Error {
+  return new Error('a change needs the versions of the part before');
 }
 
 /** The new keys after a table's last chunk go out in blocks of about this many bytes. */
@@ -706,7 +854,7 @@ const layout = emptyLayout();
  * key) is decoded and goes through applyChange, as are truncates.
  */
 function applyStored(
-  r: { t: TableSnapshot; ov: TableOverlay; map: readonly number[] | null },
+  r: { t: TableSnapshot; ov: TableOverlay; map: readonly number[] | null; later: boolean },
   content: Buffer,
   start: number,
   end: number,
@@ -714,7 +862,7 @@ function applyStored(
 ): void {
   const k = r.t.key.length;
   if (r.map !== null) {
-    applyChange(r.t, r.ov, storedChange(content, start, end, relation), r.map);
+    applyChange(r.t, r.ov, storedChange(content, start, end, relation), r.map, r.later);
     return;
   }
   layoutOf(content, start, end, layout);
@@ -723,7 +871,7 @@ function applyStored(
     const line =
       layout.kind === 0x49 ? tupleLine(content, layout.newStart, layout.newEnd) : undefined;
     if (line === undefined) {
-      applyChange(r.t, r.ov, storedChange(content, start, end, relation), r.map);
+      applyChange(r.t, r.ov, storedChange(content, start, end, relation), r.map, r.later);
     } else {
       r.ov.added.pushLine(line);
     }
@@ -738,7 +886,7 @@ function applyStored(
     layout.newUnchanged ||
     (layout.oldStart >= 0 && storedKey(content, layout.oldStart, k) !== key)
   ) {
-    applyChange(r.t, r.ov, storedChange(content, start, end, relation), r.map);
+    applyChange(r.t, r.ov, storedChange(content, start, end, relation), r.map, r.later);
     return;
   }
   r.ov.byKey.setStored(key, content, layout.newStart, layout.newEnd);

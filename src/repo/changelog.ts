@@ -381,6 +381,20 @@ export class ChangeLog {
     }
   }
 
+  /**
+   * A segment's stored bytes (compressed), in memory of their own (to be
+   * transferred to a thread); DamagedError when it is missing.
+   */
+  async stored(seg: SegmentInfo): Promise<Buffer> {
+    let stored: Buffer;
+    try {
+      stored = await this.storage.read(seg.key);
+    } catch (err) {
+      throw damaged(seg, err);
+    }
+    return ownsMemory(stored) ? stored : Buffer.from(ownedCopy(stored).buffer);
+  }
+
   /** A segment's decompressed content; DamagedError when it is missing or cannot be decoded. */
   private async readContent(seg: SegmentInfo): Promise<Buffer> {
     try {
@@ -525,11 +539,61 @@ export async function scanTransactions(
   log: ChangeLog,
   options: Omit<ReadOptions, 'decodedChanges'>,
   visit: (tx: Transaction) => boolean | undefined,
+  /** Read only these segments (windowSegments' list, or a part of it), with `part`'s bounds. */
+  part?: { readonly segments: readonly SegmentInfo[] } & ScanBoundary,
 ): Promise<void> {
-  const scanner = new Scanner(log.scope, options);
-  for await (const { seg, content, verified } of log.contents(await scanner.segments(log))) {
+  const scanner = new Scanner(log.scope, options, part);
+  const segments = part?.segments ?? (await scanner.segments(log));
+  for await (const { seg, content, verified } of log.contents(segments)) {
     if (!scanner.scan(seg, content, verified, visit)) return;
   }
+}
+
+/**
+ * scanTransactions over contents read by the caller (a thread given the
+ * segments' bytes: state.ts reads a long window in two parts at once).
+ */
+export async function scanContents(
+  scope: string,
+  options: Omit<ReadOptions, 'decodedChanges'>,
+  contents: AsyncIterable<{ seg: SegmentInfo; content: Buffer; verified: boolean }>,
+  visit: (tx: Transaction) => boolean | undefined,
+  boundary?: ScanBoundary,
+): Promise<void> {
+  const scanner = new Scanner(scope, options, boundary);
+  for await (const { seg, content, verified } of contents) {
+    if (!scanner.scan(seg, content, verified, visit)) return;
+  }
+}
+
+/**
+ * The segments a window from `fromLsn` reads (those holding only earlier
+ * transactions skipped); DamagedError when one among them is missing.
+ */
+export function windowSegments(
+  log: ChangeLog,
+  fromLsn: bigint | undefined,
+): Promise<SegmentInfo[]> {
+  return new Scanner(log.scope, { fromLsn }).segments(log);
+}
+
+/**
+ * One part of a window read in parts (each part the transactions that
+ * begin in its segments, so that the parts read together are the window).
+ */
+export interface ScanBoundary {
+  /**
+   * The end LSN of the last commit stored before the part's first segment
+   * (SegmentInfo.committed): a commit at or below it was read by the part
+   * before (delivered again after a restart), and is skipped.
+   */
+  readonly after?: bigint | undefined;
+  /**
+   * The first segment of the next part: from it on, only the transaction
+   * still open is read, to its commit; reading stops there, or at the next
+   * Begin (which drops the open one as cut off, as reading on would).
+   */
+  readonly finishFrom?: number | undefined;
 }
 
 /** Gets each transaction as it commits; false stops the reading. */
@@ -544,13 +608,19 @@ class Scanner {
   private last = -1n;
   /** options.untilTime as microseconds (a million commit times are compared with it, not formatted). */
   private readonly untilMicros: bigint | undefined;
+  /** Past the part's segments (ScanBoundary.finishFrom): only the open transaction is read. */
+  private finishing = false;
+  private readonly finishFrom: number | undefined;
 
   constructor(
     private readonly scope: string,
     private readonly options: ReadOptions,
+    boundary?: ScanBoundary,
   ) {
     this.untilMicros =
       options.untilTime === undefined ? undefined : isoToPgTimestamp(options.untilTime);
+    if (boundary?.after !== undefined) this.last = boundary.after;
+    this.finishFrom = boundary?.finishFrom;
   }
 
   /**
@@ -585,6 +655,11 @@ class Scanner {
    * already); false when reading stops (past a limit, or `visit` said so).
    */
   scan(seg: SegmentInfo, content: Buffer, verified: boolean, visit: Visit): boolean {
+    if (this.finishFrom !== undefined && seg.seq >= this.finishFrom) {
+      // The next part's segments: only to finish the open transaction.
+      if (!this.open) return false;
+      this.finishing = true;
+    }
     try {
       const body = frameBody(content, verified);
       if (body === undefined) {
@@ -676,6 +751,8 @@ class Scanner {
 
   /** A transaction begins (a cut-off one open is dropped); false when it is past the limit. */
   private begin(xid: number, commitLsn: bigint, micros: bigint, commitTime?: string): boolean {
+    // The next part's first transaction (the open one, cut off, is dropped).
+    if (this.finishing) return false;
     const o = this.options;
     if (
       (this.untilMicros !== undefined && micros > this.untilMicros) ||
@@ -693,11 +770,13 @@ class Scanner {
   private commit(endLsn: bigint, visit: Visit): boolean {
     if (!this.open) return true;
     this.open = false;
-    if (endLsn <= this.last) return true; // delivered again after a restart
+    // Past the part's segments, this was the transaction to finish: the part ends.
+    const more = !this.finishing;
+    if (endLsn <= this.last) return more; // delivered again after a restart
     this.last = endLsn;
-    if (this.options.fromLsn !== undefined && this.tx.commitLsn < this.options.fromLsn) return true;
+    if (this.options.fromLsn !== undefined && this.tx.commitLsn < this.options.fromLsn) return more;
     this.tx.endLsn = endLsn;
-    return visit(this.tx) !== false;
+    return visit(this.tx) !== false && more;
   }
 
   private rel(id: number): StoredRelation {
