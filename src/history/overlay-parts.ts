@@ -106,7 +106,7 @@ async function readTwo(
   if (o.inline) {
     await o.read(o.state, first, o.onProgress);
     if (o.state.next !== undefined) return 'two parts';
-    const b = emptyPartState();
+    const b = emptyWindowState();
     try {
       await o.read(b, later, undefined, laterSpec);
     } catch {
@@ -170,7 +170,8 @@ function splitAt(segments: readonly SegmentInfo[], minBytes: number): number | u
   return segments.length - 1;
 }
 
-function emptyPartState(): WindowState {
+/** The state of a part (or window) before anything is read. */
+export function emptyWindowState(): WindowState {
   return {
     tables: new Map(),
     transactions: 0,

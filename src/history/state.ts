@@ -67,7 +67,10 @@ import {
 } from '../restore/pick.js';
 import { pgTimestampToIso } from '../util/pg-time.js';
 import { type Key, KeyedRows, LineBuffer } from './keyed-rows.js';
-import { type ReadAs, readInParts, settleRemoved } from './overlay-parts.js';
+import { emptyWindowState, type ReadAs, readInParts, settleRemoved } from './overlay-parts.js';
+
+export { emptyWindowState };
+
 import { ABSENT_FIELD, RowSpool } from './row-spool.js';
 import {
   type Before,
@@ -447,22 +450,6 @@ export interface WindowState {
   /** The first transaction past the point, once reading met it (then reading stopped). */
   next: TransactionRef | undefined;
   foundXid: boolean;
-}
-
-export function emptyWindowState(): WindowState {
-  return {
-    tables: new Map(),
-    transactions: 0,
-    changes: 0,
-    newestLsn: 0n,
-    newestTime: '',
-    newestMicros: undefined,
-    lastXid: undefined,
-    lastCommitLsn: 0n,
-    lastMicros: 0n,
-    next: undefined,
-    foundXid: false,
-  };
 }
 
 /** Reads transactions for readWindow: scanTransactions (or scanContents) with the options and visitor given. */
