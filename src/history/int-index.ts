@@ -125,14 +125,6 @@ export class IntIndex {
     }
   }
 
-  /** Calls `f` for each live entry, in order; `f` may change the value of the entry it is given (set). */
-  forEach(f: (value: number, key: number) => void): void {
-    for (let e = 0; e < this.used; e++) {
-      const v = this.valueOf[e]!;
-      if (v !== REMOVED) f(v, this.keyOf[e]!);
-    }
-  }
-
   /** An independent index with the same entries. */
   copy(): IntIndex {
     const c = new IntIndex(0);

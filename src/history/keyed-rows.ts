@@ -198,12 +198,8 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
       } else if (code === -1) {
         this.put(key, null);
       } else {
-        let v = x.decoded[-2 - code]!;
-        if (v.includes(0)) {
-          const earlier = this.get(key);
-          if (earlier) v = v.map((value, j) => (value === 0 ? (earlier[j] ?? 0) : value));
-        }
-        this.put(key, v);
+        const v = x.decoded[-2 - code]!;
+        this.put(key, v.includes(0) ? resolveUnchanged(v, this.get(key) ?? undefined) : v);
       }
     }
   }
@@ -484,6 +480,15 @@ class IntVersions implements VersionIndex {
   private held(v: number): Held {
     return v >= 0 ? v : v === -1 ? null : this.decoded[-2 - v]!;
   }
+}
+
+/** Fills "unchanged TOASTed value" markers (0) from the previous version; what remains is resolved against the snapshot row. */
+export function resolveUnchanged(
+  row: ChangeValue[],
+  prev: ChangeValue[] | undefined,
+): ChangeValue[] {
+  if (prev === undefined || !row.includes(0)) return row;
+  return row.map((v, i) => (v === 0 ? (prev[i] ?? 0) : v));
 }
 
 /** A key: its text, or the number an integer key's text is. */

@@ -165,7 +165,7 @@ function splitAt(segments: readonly SegmentInfo[], minBytes: number): number | u
   let sum = 0;
   for (let i = 0; i < segments.length; i++) {
     sum += segments[i]!.size;
-    if (2 * sum >= total) return Math.min(Math.max(i + 1, 1), segments.length - 1);
+    if (2 * sum >= total) return Math.min(i + 1, segments.length - 1);
   }
   return segments.length - 1;
 }
@@ -187,8 +187,8 @@ export function emptyWindowState(): WindowState {
   };
 }
 
-/** Frees the spool files of a part that will not be used. */
-export function closeTables(state: WindowState): void {
+/** Frees the spool files of a part (or an overlay) that will not be used. */
+export function closeTables(state: { readonly tables: ReadonlyMap<string, TableOverlay> }): void {
   for (const t of state.tables.values()) t.added.close();
 }
 

@@ -12,12 +12,13 @@ import { frameBody } from '../repo/changelog-format.js';
 import { decodeChunk } from '../repo/codec.js';
 import {
   closeTables,
+  emptyWindowState,
   exportPart,
   type PartReply,
   type PartRequest,
   settleRemoved,
 } from './overlay-parts.js';
-import { emptyWindowState, readWindow, type WindowSpec } from './state.js';
+import { readWindow, type WindowSpec } from './state.js';
 
 /** Segments received and not yet read; a waiting reader. */
 const queue: Array<PartRequest & { kind: 'segment' | 'end' | 'stop' }> = [];

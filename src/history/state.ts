@@ -66,10 +66,14 @@ import {
   pickJobs,
 } from '../restore/pick.js';
 import { pgTimestampToIso } from '../util/pg-time.js';
-import { type Key, KeyedRows, LineBuffer } from './keyed-rows.js';
-import { emptyWindowState, type ReadAs, readInParts, settleRemoved } from './overlay-parts.js';
-
-export { emptyWindowState };
+import { type Key, KeyedRows, LineBuffer, resolveUnchanged } from './keyed-rows.js';
+import {
+  closeTables,
+  emptyWindowState,
+  type ReadAs,
+  readInParts,
+  settleRemoved,
+} from './overlay-parts.js';
 
 import { ABSENT_FIELD, RowSpool } from './row-spool.js';
 import {
@@ -115,7 +119,7 @@ export function emptyTableOverlay(spoolBudget?: number, spoolFile?: number): Tab
 
 /** Frees what an overlay holds outside memory (the keyless tables' spool files); it is not read after. */
 export function closeOverlay(o: Overlay): void {
-  for (const t of o.tables.values()) t.added.close();
+  closeTables(o);
 }
 
 /** The overlay of a window, and where it ends. */
@@ -886,12 +890,6 @@ function storedKey(content: Buffer, start: number, k: number): string | number {
     if (n !== undefined) return n;
   }
   return keyOf(tupleHead(content, start, k), k);
-}
-
-/** Fills "unchanged TOASTed value" markers from the previous version in the overlay; what remains is resolved against the snapshot row. */
-function resolveUnchanged(row: ChangeValue[], prev: ChangeValue[] | undefined): ChangeValue[] {
-  if (prev === undefined || !row.includes(0)) return row;
-  return row.map((v, i) => (v === 0 ? (prev[i] ?? 0) : v));
 }
 
 /** What a caller of pointInTimeSource that needs some keys' rows only says about them. */
