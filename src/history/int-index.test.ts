@@ -51,6 +51,36 @@ describe('the index of integer keys', () => {
     expect([...copy.keys()].at(-1)).toBe(0);
   });
 
+  it('gives its live entries in key order, or nothing when the keys are too far apart', () => {
+    const index = new IntIndex();
+    const map = new Map<number, number>();
+    let seed = 11;
+    const next = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed;
+    };
+    for (let i = 0; i < 50_000; i++) {
+      const key = (next() % 200_000) - 100_000;
+      if (next() % 5 === 0) {
+        index.delete(key);
+        map.delete(key);
+      } else {
+        index.set(key, i);
+        map.set(key, i);
+      }
+    }
+    const sorted = index.sorted()!;
+    const want = [...map.entries()].sort((a, b) => a[0] - b[0]);
+    expect([...sorted.keys]).toEqual(want.map((e) => e[0]));
+    expect([...sorted.values]).toEqual(want.map((e) => e[1]));
+    // Keys 2^52 apart with more than one entry cannot be packed with their place.
+    const wide = new IntIndex();
+    wide.set(-(2 ** 51), 1);
+    wide.set(2 ** 51, 2);
+    expect(wide.sorted()).toBeUndefined();
+    expect(new IntIndex().sorted()!.keys.length).toBe(0);
+  });
+
   it('keeps 0 and -0 as one key', () => {
     const index = new IntIndex();
     index.set(0, 1);

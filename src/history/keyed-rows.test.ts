@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { type ChangeValue, encodeRecord } from '../repo/changelog-format.js';
-import { KeyedRows } from './keyed-rows.js';
+import { KeyedRows, LineBuffer } from './keyed-rows.js';
 
 /** `values` as pgoutput sends a row: the TupleData of an Insert message (after 'I', relid, 'N'). */
 function stored(values: ChangeValue[]): [Buffer, number, number] {
@@ -104,6 +104,30 @@ describe('the net versions of changed keys', () => {
     rows.clear();
     expect(rows.size).toBe(0);
     expect(copy.get('2')).toEqual(['2', 'c']);
+  });
+
+  it('gives integer keys in key order, each found walking up or in any order', () => {
+    const rows = new KeyedRows();
+    for (const k of [30, 10, 20, 40]) rows.setStored(String(k), ...stored([String(k), `v${k}`]));
+    rows.set('25', ['25', 0]);
+    rows.set('10', null);
+    rows.delete('40');
+    const s = rows.sorted()!;
+    expect([...s.keys]).toEqual([10, 20, 25, 30]);
+    expect(s.deleted(0)).toBe(true);
+    expect(s.get(1)).toEqual(['20', 'v20']);
+    // A decoded version is not written from bytes: the caller decodes it.
+    expect(s.writeLine(2, new LineBuffer(16))).toBe(false);
+    expect(s.get(2)).toEqual(['25', 0]);
+    const out = new LineBuffer(16);
+    expect(s.writeLine(3, out)).toBe(true);
+    expect(out.content().toString()).toBe('30\tv30\n');
+    // Ascending: the cursor walks on; then out of order: still found.
+    expect([5, 20, 26, 30, 31].map((n) => s.find(n))).toEqual([-1, 1, -1, 3, -1]);
+    expect([10, 25, 9, 30].map((n) => s.find(n))).toEqual([0, 2, -1, 3]);
+    // A text key: no sorted view.
+    rows.set('x', ['x', 'y']);
+    expect(rows.sorted()).toBeUndefined();
   });
 
   it('the copy buffer given may be reused by the caller', () => {

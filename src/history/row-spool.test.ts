@@ -1,5 +1,6 @@
 import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { type ChangeValue, encodeRecord } from '../repo/changelog-format.js';
 import { RowSpool } from './row-spool.js';
 
 const openFiles = (): number => readdirSync('/proc/self/fd').length;
@@ -14,7 +15,12 @@ const hasProc = (() => {
 
 async function lines(spool: RowSpool): Promise<string[]> {
   const out: string[] = [];
-  for await (const b of spool.batches()) out.push(...b);
+  for await (const b of spool.blocks()) {
+    const got = b.content.toString('utf8').split('\n');
+    expect(got.pop()).toBe(''); // every line ended
+    expect(got).toHaveLength(b.rows);
+    out.push(...got);
+  }
   return out;
 }
 
@@ -34,6 +40,27 @@ describe('the spool of rows added to a keyless table', () => {
     expect(got[1]).toBe('1\t\\N');
     expect(got).not.toContain('4\teven\\t4');
     expect(got.at(-1)).toBe('x\t\u0000');
+    spool.close();
+  });
+
+  it('writes logged rows as bytes once spilled, and leaves rows that need escapes to the caller', async () => {
+    const spool = new RowSpool(40);
+    const tuple = (values: ChangeValue[]): [Buffer, number, number] => {
+      const m = encodeRecord(['I', 1, values]);
+      return [m, 6, m.length];
+    };
+    const want: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const values: ChangeValue[] = [String(i), i % 3 === 0 ? null : `é ${i}`];
+      expect(spool.pushTuple(...tuple(values))).toBe(true);
+      want.push(`${i}\t${i % 3 === 0 ? '\\N' : `é ${i}`}`);
+    }
+    expect(spool.spilled).toBe(true);
+    // A tab in a value needs an escape: not written, for the caller to push decoded.
+    expect(spool.pushTuple(...tuple(['t', 'a\tb']))).toBe(false);
+    spool.push(['t', 'a\tb']);
+    want.push('t\ta\\tb');
+    expect(await lines(spool)).toEqual(want);
     spool.close();
   });
 

@@ -17,7 +17,12 @@ import { buildOverlay, closeOverlay, pointInTimeSource } from './state.js';
 
 async function spooled(spool: RowSpool): Promise<string[]> {
   const out: string[] = [];
-  for await (const batch of spool.batches()) out.push(...batch);
+  for await (const b of spool.blocks()) {
+    const lines = b.content.toString('utf8').split('\n');
+    expect(lines.pop()).toBe('');
+    expect(lines).toHaveLength(b.rows);
+    out.push(...lines);
+  }
   return out;
 }
 
@@ -270,6 +275,25 @@ describe('the snapshot merged with the overlay', () => {
       [rel(25), ...tx(1, '0/100', [['U', 1, null, null, ['7', 'SEVEN']]])],
     );
     expect(rows).toEqual(['007\tzero-seven', '7\tSEVEN', '7x\tother']);
+  });
+
+  it('finds every changed row of a text key in text order, where numbers come out of order', async () => {
+    const t = table('t', ['id', 'v'], ['id']);
+    const rows = await merged(
+      t,
+      ['1\tone', '10\tten', '2\ttwo', '3\tthree', '30\tthirty'],
+      [
+        rel(25),
+        ...tx(1, '0/100', [
+          ['U', 1, null, null, ['2', 'TWO']],
+          ['U', 1, null, null, ['10', 'TEN']],
+          ['D', 1, ['1', null], null],
+          ['U', 1, null, null, ['30', 'THIRTY']],
+          ['I', 1, ['25', 'new']],
+        ]),
+      ],
+    );
+    expect(rows).toEqual(['10\tTEN', '2\tTWO', '3\tthree', '30\tTHIRTY', '25\tnew']);
   });
 
   it('emits only the keys asked for, changed or not, integer keys compared as text too', async () => {

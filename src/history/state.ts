@@ -39,13 +39,7 @@ import {
   type Transaction,
   windowSegments,
 } from '../repo/changelog.js';
-import {
-  emptyLayout,
-  layoutOf,
-  tupleHead,
-  tupleInteger,
-  tupleLine,
-} from '../repo/changelog-format.js';
+import { emptyLayout, layoutOf, tupleHead, tupleInteger } from '../repo/changelog-format.js';
 import type { ChunkStore } from '../repo/chunks.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
@@ -66,7 +60,14 @@ import {
   pickJobs,
 } from '../restore/pick.js';
 import { pgTimestampToIso } from '../util/pg-time.js';
-import { type Key, KeyedRows, LineBuffer, resolveUnchanged } from './keyed-rows.js';
+import {
+  type Key,
+  KeyedRows,
+  LineBuffer,
+  type RowVersion,
+  resolveUnchanged,
+  type SortedVersions,
+} from './keyed-rows.js';
 import {
   closeTables,
   emptyWindowState,
@@ -859,12 +860,8 @@ function applyStored(
   layoutOf(content, start, end, layout);
   if (k === 0) {
     // A row added to a table without a key: its line made from the bytes.
-    const line =
-      layout.kind === 0x49 ? tupleLine(content, layout.newStart, layout.newEnd) : undefined;
-    if (line === undefined) {
+    if (layout.kind !== 0x49 || !r.ov.added.pushTuple(content, layout.newStart, layout.newEnd)) {
       applyChange(r.t, r.ov, storedChange(content, start, end, relation), r.map, r.later);
-    } else {
-      r.ov.added.pushLine(line);
     }
     return;
   }
@@ -944,23 +941,29 @@ export function pointInTimeSource(
         return;
       }
       const o = ov ?? emptyTableOverlay();
-      // Keys are consumed as the snapshot's rows are met; what is left is new.
-      const pending = o.byKey.copy();
+      // One integer key (the usual case): the changed keys in key order,
+      // walked beside the snapshot's rows, which come in key order; the
+      // places met are marked taken. Otherwise keys are consumed from a copy
+      // of the set as the snapshot's rows are met. Either way, what is left
+      // is new.
+      const sorted = t.key.length === 1 ? o.byKey.sorted() : undefined;
+      const changes: ChangedRows = sorted !== undefined ? { sorted } : { pending: o.byKey.copy() };
       const removed = new Map(o.removed);
       if (!o.truncated) {
         for await (const block of snapshotBlocks()) {
           // (Absent values of a snapshot row resolve against its reshaped line.)
-          const merged = mergeBlock(block.content, t, pending, removed, filter);
+          const merged = mergeBlock(block.content, t, changes, removed, filter);
           if (merged.rows > 0) yield merged;
         }
       }
       // The keys the snapshot did not have, in blocks of about a megabyte.
       let tail = new LineBuffer(TAIL_BLOCK);
       let tailRows = 0;
-      for (const key of pending.heldKeys()) {
-        if (pending.deleted(key) || (keyed !== undefined && !keyed.keys.has(String(key)))) continue;
-        if (rs !== undefined || !pending.writeLine(key, tail)) {
-          const values = fillAbsent(pending.get(key)!, rs);
+      for (const left of leftOver(changes)) {
+        const key = left.key;
+        if (left.deleted() || (keyed !== undefined && !keyed.keys.has(String(key)))) continue;
+        if (rs !== undefined || !left.writeLine(tail)) {
+          const values = fillAbsent(left.get()!, rs);
           if (values.includes(0)) {
             throw new OperationError(
               'restore.toast',
@@ -982,23 +985,64 @@ export function pointInTimeSource(
 }
 
 /**
+ * A table's changed keys as a merge consumes them: the integer keys in key
+ * order (a place in `sorted` is taken when its row is met), or else a copy
+ * of the set, each key deleted from it when met.
+ */
+type ChangedRows = { readonly sorted: SortedVersions } | { readonly pending: KeyedRows };
+
+/** The changed keys no snapshot row took, with their versions: the rows to add. */
+function* leftOver(changes: ChangedRows): Generator<{
+  key: Key;
+  deleted(): boolean;
+  writeLine(out: LineBuffer): boolean;
+  get(): RowVersion | undefined;
+}> {
+  if ('sorted' in changes) {
+    const s = changes.sorted;
+    for (let i = 0; i < s.length; i++) {
+      if (s.taken[i] === 1) continue;
+      yield {
+        key: s.keys[i]!,
+        deleted: () => s.deleted(i),
+        writeLine: (out) => s.writeLine(i, out),
+        get: () => s.get(i),
+      };
+    }
+    return;
+  }
+  const p = changes.pending;
+  for (const key of p.heldKeys()) {
+    yield {
+      key,
+      deleted: () => p.deleted(key),
+      writeLine: (out) => p.writeLine(key, out),
+      get: () => p.get(key),
+    };
+  }
+}
+
+/**
  * One chunk with its rows' later versions applied: unchanged lines are
  * copied in runs, a changed row's line is made from the version's stored
  * bytes (KeyedRows.writeLine) when it can be. When every changed key is an
  * integer, each line's key is read as a number from the bytes instead of
  * made into a string (most lines are unchanged; a string per line was most
- * of the merge). A chunk nothing changed comes back as it was.
+ * of the merge), and found by walking the sorted keys. A chunk nothing
+ * changed comes back as it was.
  */
 function mergeBlock(
   content: Buffer,
   t: TableSnapshot,
-  pending: KeyedRows,
+  changes: ChangedRows,
   removed: Map<string, number>,
   /** Only rows with these keys are emitted (keyed tables). */
   only?: KeySet,
 ): RowBlock {
   const k = t.key.length;
-  const byNumber = k === 1 && pending.integerKeysOnly;
+  const sorted = 'sorted' in changes ? changes.sorted : undefined;
+  const pending = 'pending' in changes ? changes.pending : undefined;
+  const byNumber = k === 1 && pending !== undefined && pending.integerKeysOnly;
   let out: LineBuffer | undefined;
   let rows = 0;
   let runStart = 0; // start of a run of unchanged lines, copied as one slice
@@ -1008,14 +1052,21 @@ function mergeBlock(
     if (nl < 0) nl = content.length;
     let keyText: string | undefined;
     let changed: Key | undefined; // a key whose version replaces (or deletes) this line
+    let place = -1; // or its place in `sorted`
     let drop = false;
-    if (byNumber) {
+    if (sorted !== undefined) {
       // Equal numbers are equal text (canonical integers only): "007" is no key here.
       const n = canonicalIntegerField(content, pos, nl);
-      if (n !== undefined && pending.has(n)) changed = n;
+      if (n !== undefined) {
+        const i = sorted.find(n);
+        if (i >= 0 && sorted.taken[i] === 0) place = i;
+      }
+    } else if (byNumber) {
+      const n = canonicalIntegerField(content, pos, nl);
+      if (n !== undefined && pending!.has(n)) changed = n;
     } else if (k > 0) {
       keyText = content.toString('utf8', pos, endOfFields(content, pos, nl, k));
-      if (pending.has(keyText)) changed = keyText;
+      if (pending!.has(keyText)) changed = keyText;
     } else if (removed.size > 0) {
       const line = content.toString('utf8', pos, nl);
       const n = removed.get(line);
@@ -1025,24 +1076,29 @@ function mergeBlock(
         drop = true;
       }
     }
-    if (changed !== undefined && pending.deleted(changed)) drop = true;
+    if (place >= 0 ? sorted!.deleted(place) : changed !== undefined && pending!.deleted(changed)) {
+      drop = true;
+    }
     if (only !== undefined && !drop) {
       // A row the caller does not want: left out.
       const wanted =
         keyText === undefined ? lineWanted(content, pos, nl, k, only) : only.text.has(keyText);
       if (!wanted) drop = true;
     }
-    if (changed !== undefined || drop) {
+    if (place >= 0 || changed !== undefined || drop) {
       out ??= new LineBuffer(content.length + 4096);
       out.append(content, runStart, pos);
       if (!drop) {
-        if (!pending.writeLine(changed!, out)) {
-          const v = pending.get(changed!)!;
+        const written =
+          place >= 0 ? sorted!.writeLine(place, out) : pending!.writeLine(changed!, out);
+        if (!written) {
+          const v = place >= 0 ? sorted!.get(place)! : pending!.get(changed!)!;
           out.appendString(`${lineOf(resolveAgainst(v, content.subarray(pos, nl)))}\n`);
         }
         rows++;
       }
-      if (changed !== undefined) pending.delete(changed);
+      if (place >= 0) sorted!.taken[place] = 1;
+      else if (changed !== undefined) pending!.delete(changed);
       runStart = nl + 1;
     } else {
       rows++;
@@ -1065,9 +1121,16 @@ export function resolveAgainst(values: ChangeValue[], line: Buffer): ChangeValue
 export function spoolSource(spool: RowSpool, rs?: Reshape): TableSource {
   return {
     async *blocks(t) {
-      for await (const batch of spool.batches()) {
-        const lines = batch.map((line) => copyLine(line, rs, t));
-        yield { content: Buffer.from(`${lines.join('\n')}\n`, 'utf8'), rows: lines.length };
+      for await (const block of spool.blocks()) {
+        // (The absent marker is a NUL byte, which COPY text never holds.)
+        if (block.content.indexOf(0) < 0) {
+          yield block;
+          continue;
+        }
+        const lines = block.content.toString('utf8').split('\n');
+        lines.pop();
+        const out = lines.map((line) => copyLine(line, rs, t));
+        yield { content: Buffer.from(`${out.join('\n')}\n`, 'utf8'), rows: out.length };
       }
     },
   };

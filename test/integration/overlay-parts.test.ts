@@ -96,7 +96,9 @@ async function read(
   const tables = [];
   for (const [name, t] of ov.tables) {
     const added: string[] = [];
-    for await (const b of t.added.batches()) added.push(...b);
+    for await (const b of t.added.blocks()) {
+      added.push(...b.content.toString('utf8').split('\n').slice(0, -1));
+    }
     tables.push([name, t.truncated, [...t.byKey], [...t.removed].sort(), added.sort()]);
   }
   state.closeOverlay(ov);
