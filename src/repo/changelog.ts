@@ -936,41 +936,57 @@ class HeldChanges implements TransactionChanges {
 
 /** Changes held as places in segment contents (and the odd object), in order. */
 class Held implements TransactionChanges {
-  private readonly contents: Buffer[] = [];
-  private readonly segs: SegmentInfo[] = [];
+  // The reader reuses one Held for every transaction: arrays are written by
+  // index and never shortened (setting an array's length to 0 gave its
+  // memory back, to be grown again by the next transaction's pushes).
+  private readonly contents: Array<Buffer | undefined> = [];
+  private readonly segs: Array<SegmentInfo | undefined> = [];
+  private nContents = 0;
   /** Per change: index in contents (-1: an object, the next number its index in objects), start, end. */
-  private readonly places: number[] = [];
+  private places = new Float64Array(3 * 64);
   /** Per change: its relation as described before it (undefined for an object). */
   private readonly relations: Array<StoredRelation | undefined> = [];
-  private readonly objects: Change[] = [];
+  private readonly objects: Array<Change | undefined> = [];
+  private nObjects = 0;
   length = 0;
 
   hold(seg: SegmentInfo, content: Buffer, start: number, end: number, r: StoredRelation): void {
-    let c = this.contents.length - 1;
+    let c = this.nContents - 1;
     if (c < 0 || this.contents[c] !== content) {
-      this.contents.push(content);
-      this.segs.push(seg);
-      c++;
+      c = this.nContents++;
+      this.contents[c] = content;
+      this.segs[c] = seg;
     }
-    this.places.push(c, start, end);
-    this.relations.push(r);
-    this.length++;
+    this.place(c, start, end, r);
   }
 
   add(change: Change): void {
-    this.objects.push(change);
-    this.places.push(-1, this.objects.length - 1, 0);
-    this.relations.push(undefined);
-    this.length++;
+    this.objects[this.nObjects] = change;
+    this.place(-1, this.nObjects++, 0, undefined);
   }
 
-  /** Empty again (the arrays keep their room: the reader reuses one Held for every transaction). */
+  private place(c: number, start: number, end: number, r: StoredRelation | undefined): void {
+    const i = this.length++;
+    if (3 * i + 3 > this.places.length) {
+      const bigger = new Float64Array(2 * this.places.length);
+      bigger.set(this.places);
+      this.places = bigger;
+    }
+    this.places[3 * i] = c;
+    this.places[3 * i + 1] = start;
+    this.places[3 * i + 2] = end;
+    this.relations[i] = r;
+  }
+
+  /** Empty again (segment contents and objects let go; the rest kept for the next transaction). */
   clear(): void {
-    this.contents.length = 0;
-    this.segs.length = 0;
-    this.places.length = 0;
-    this.relations.length = 0;
-    this.objects.length = 0;
+    for (let c = 0; c < this.nContents; c++) {
+      this.contents[c] = undefined;
+      this.segs[c] = undefined;
+    }
+    for (let o = 0; o < this.nObjects; o++) this.objects[o] = undefined;
+    this.nContents = 0;
+    this.nObjects = 0;
     this.length = 0;
   }
 
