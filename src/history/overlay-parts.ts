@@ -35,7 +35,9 @@
 import { closeSync } from 'node:fs';
 import type { Worker } from 'node:worker_threads';
 import type { ChangeLog, ScanBoundary, SegmentInfo } from '../repo/changelog.js';
+import { lastBeginMicros, lsnValue } from '../repo/changelog-format.js';
 import type { TableSnapshot } from '../repo/snapshots.js';
+import { isoToPgTimestamp } from '../util/pg-time.js';
 import { startThread, threadAvailable } from '../util/thread.js';
 import { type ExportedRows, KeyedRows } from './keyed-rows.js';
 import { createFile, type ReleasedSpool, RowSpool } from './row-spool.js';
@@ -70,12 +72,24 @@ export interface ReadInParts {
   readonly minBytes?: number | undefined;
 }
 
-/** How a window was read: in one part, in two, or in two with the second read again here (its thread failed). */
-export type ReadAs = 'one part' | 'two parts' | 'two parts, the second again here';
+/**
+ * How a window was read: in one part, in two, in two with the second read
+ * again here (its thread failed), or in two of which the second began past
+ * the point (not used).
+ */
+export type ReadAs =
+  | 'one part'
+  | 'two parts'
+  | 'two parts, the second again here'
+  | 'two parts, the second past the point';
 
 /** Reads the window, in two parts when it is long enough (see the module comment). */
 export async function readInParts(o: ReadInParts): Promise<ReadAs> {
-  const k = splitAt(o.segments, o.minBytes ?? PARTS_BYTES);
+  const minBytes = o.minBytes ?? PARTS_BYTES;
+  // The parts are balanced over the segments up to the point, not the whole log.
+  const total = o.segments.reduce((a, s) => a + s.size, 0);
+  const reach = total < minBytes ? o.segments.length - 1 : await reachOf(o.log, o.segments, o.spec);
+  const k = splitAt(o.segments.slice(0, reach + 1), minBytes);
   const threaded = !o.inline && threadAvailable(OVERLAY_WORKER);
   if (k === undefined || (!o.inline && !threaded)) {
     await o.read(o.state, { segments: o.segments }, o.onProgress);
@@ -105,7 +119,7 @@ async function readTwo(
 ): Promise<ReadAs> {
   if (o.inline) {
     await o.read(o.state, first, o.onProgress);
-    if (o.state.next !== undefined) return 'two parts';
+    if (o.state.next !== undefined) return 'two parts, the second past the point';
     const b = emptyWindowState();
     try {
       await o.read(b, later, undefined, laterSpec);
@@ -145,7 +159,7 @@ async function readTwo(
   if (o.state.next !== undefined) {
     // The point is in the first part: the second begins past it.
     await thread.stop();
-    return 'two parts';
+    return 'two parts, the second past the point';
   }
   const part = await thread.result();
   if (part === undefined) {
@@ -155,6 +169,52 @@ async function readTwo(
   }
   await absorbPart(o.state, part);
   return 'two parts';
+}
+
+/**
+ * The index of the segment where reading the window stops: the first whose
+ * commits reach past the point (its `committed` LSN, or the commit time of
+ * the last transaction begun in it, found by a binary search reading a few
+ * segments); the last segment when none does. Splitting the segments up to
+ * there, a point early in a long log is read in two halves of its own
+ * window, instead of by the first part alone while the second reads past
+ * the point in vain. Only the balance depends on it: each part stops at
+ * the point wherever it lies.
+ */
+export async function reachOf(
+  log: ChangeLog,
+  segments: readonly SegmentInfo[],
+  spec: Pick<WindowSpec, 'point' | 'xidCommitLsn'>,
+): Promise<number> {
+  const n = segments.length;
+  const point = spec.point;
+  const untilLsn =
+    point.kind === 'lsn'
+      ? lsnValue(point.lsn)
+      : point.kind === 'xid'
+        ? spec.xidCommitLsn
+        : undefined;
+  if (untilLsn !== undefined) {
+    const i = segments.findIndex((s) => s.committed >= untilLsn);
+    return i < 0 ? n - 1 : i;
+  }
+  if (point.kind !== 'time' || n === 0) return n - 1;
+  const until = isoToPgTimestamp(point.at);
+  // (A segment in which no transaction begins counts as not past the point.)
+  const past = async (i: number) => {
+    const t = await log.decode(segments[i]!, lastBeginMicros);
+    return t !== undefined && t > until;
+  };
+  // The usual case, a moment in the last segment or after: one read.
+  if (!(await past(n - 1))) return n - 1;
+  let lo = 0;
+  let hi = n - 1; // past
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (await past(mid)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
 }
 
 /** Where the second part starts: the segment halving the stored bytes; undefined for one part. */

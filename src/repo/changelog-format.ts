@@ -269,6 +269,24 @@ export function findBegin(content: Buffer, xid: number): bigint | undefined {
 }
 
 /**
+ * The commit time (microseconds since 2000-01-01, as pgoutput's Begin
+ * carries it) of the last transaction that begins in this content;
+ * undefined when none does. Reads only Begin messages (format 2; the
+ * checksum verified) or records (format 1).
+ */
+export function lastBeginMicros(content: Buffer): bigint | undefined {
+  let last: bigint | undefined;
+  if (content.subarray(0, 4).equals(MAGIC)) {
+    for (const [start, end] of frames(content)) {
+      if (content[start] === 0x42 && end - start === 21) last = content.readBigInt64BE(start + 9);
+    }
+    return last;
+  }
+  for (const r of storedRecords(content)) if (r[0] === 'B') last = isoToPgTimestamp(r[3]);
+  return last;
+}
+
+/**
  * For a format-2 content: where its frames end (the checksum frame), once
  * the checksum proved the content whole (`verified`: it was proved already,
  * on another thread); undefined for a format-1 (JSON lines) or empty

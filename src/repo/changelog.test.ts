@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DamagedError } from '../errors.js';
 import { MemoryStorage } from '../storage/memory.js';
+import { isoToPgTimestamp } from '../util/pg-time.js';
 import {
   type Change,
   ChangeLog,
@@ -10,7 +11,7 @@ import {
   skippable,
   storedChange,
 } from './changelog.js';
-import { encodeRecord, SegmentBuilder } from './changelog-format.js';
+import { encodeRecord, lastBeginMicros, SegmentBuilder } from './changelog-format.js';
 import { decodeChunk, encodeChunk } from './codec.js';
 
 const rel = ['R', 1, 'public', 't', 'd', [['id', 23, -1, true]]] as const;
@@ -73,6 +74,11 @@ describe('change log reading', () => {
     ]);
     expect(beats).toEqual([0x110n]);
     expect(await log.readSegment((await log.segments())[0]!)).toEqual(records);
+    // The last transaction begun in it, as the split of a long window looks for it.
+    const seg = (await log.segments())[0]!;
+    expect(await log.decode(seg, lastBeginMicros)).toBe(
+      isoToPgTimestamp('2026-11-21T10:00:00.000000Z'),
+    );
   });
 
   it("holds a transaction's changes until it is used: the same each time it is read, each with the relation as described before it", async () => {

@@ -1,7 +1,7 @@
 /**
  * A window read in two parts, the second on a worker thread, as built
  * (dist/): the same overlay as one pass, the thread's spill files taken
- * over, and the thread stopped when the point is in the first part.
+ * over, and the parts split up to a point early in the log.
  */
 import { describe, expect, it } from 'vitest';
 
@@ -47,8 +47,8 @@ async function logOf(consistent = true) {
   const log = new changelog.ChangeLog(new memory.MemoryStorage(), 'prod');
   const body: Rec[] = [];
   let lsn = 0x1000;
-  const time = '2026-11-21T10:00:00.000000Z';
   for (let x = 1; x <= 600; x++) {
+    const time = at(x);
     lsn += 0x100;
     const l = `0/${lsn.toString(16)}`;
     body.push(['B', x, l, time]);
@@ -73,7 +73,7 @@ async function logOf(consistent = true) {
     const to = s === 11 ? body.length : (s + 1) * Math.floor(body.length / 12) + 3;
     const part = body.slice(from, to);
     for (const r of part) if (r[0] === 'C') committed = changelog.lsnValue(r[2]);
-    const tail: Rec[] = s === 11 ? [['H', `0/${(lsn + 0x100).toString(16)}`, time]] : [];
+    const tail: Rec[] = s === 11 ? [['H', `0/${(lsn + 0x100).toString(16)}`, at(601)]] : [];
     await log.writeSegment(s + 1, committed, [...relations, ...part, ...tail]);
   }
   return {
@@ -83,16 +83,19 @@ async function logOf(consistent = true) {
   };
 }
 
+/** Transaction x's commit time: x seconds past 10:00. */
+function at(x: number): string {
+  return new Date(Date.UTC(2026, 10, 21, 10, 0, x)).toISOString().replace('Z', '000Z');
+}
+
 async function read(
   log: InstanceType<typeof changelog.ChangeLog>,
-  lsn: string,
+  lsn: string | { kind: 'time'; at: string },
   parts: false | 'thread',
   spoolBudget?: number,
 ) {
-  const ov = await state.buildOverlay(
-    { manifest, log, point: { kind: 'lsn', lsn } },
-    { parts, spoolBudget },
-  );
+  const point = typeof lsn === 'string' ? ({ kind: 'lsn', lsn } as const) : lsn;
+  const ov = await state.buildOverlay({ manifest, log, point }, { parts, spoolBudget });
   const tables = [];
   for (const [name, t] of ov.tables) {
     const added: string[] = [];
@@ -139,12 +142,14 @@ describe('a window read in two parts on a thread', () => {
     expect({ ...two, readAs: '' }).toEqual({ ...one, readAs: '' });
   });
 
-  it('stops the thread when the point is in the first part', async () => {
+  it('splits the window up to a point early in the log, by LSN or by commit time', async () => {
     const { log, early } = await logOf();
-    const one = await read(log, early, false);
-    const two = await read(log, early, 'thread');
-    expect(two.readAs).toBe('two parts');
-    expect({ ...two, readAs: '' }).toEqual({ ...one, readAs: '' });
-    expect(one.transactions).toBe(99);
+    for (const point of [early, { kind: 'time', at: at(99) } as const]) {
+      const one = await read(log, point, false);
+      const two = await read(log, point, 'thread');
+      expect(two.readAs).toBe('two parts');
+      expect({ ...two, readAs: '' }).toEqual({ ...one, readAs: '' });
+      expect(one.transactions).toBe(99);
+    }
   });
 });
