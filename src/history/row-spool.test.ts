@@ -64,6 +64,36 @@ describe('the spool of rows added to a keyless table', () => {
     spool.close();
   });
 
+  it('holds rows as bytes in memory, as strings once one is taken back there, in order through a spill', async () => {
+    const spool = new RowSpool(4 * 1024 * 1024);
+    const tuple = (values: ChangeValue[]): [Buffer, number, number] => {
+      const m = encodeRecord(['I', 1, values]);
+      return [m, 6, m.length];
+    };
+    const want: string[] = [];
+    // Past one block of a megabyte, in memory.
+    for (let i = 0; i < 30_000; i++) {
+      const v = `value ${i} ${'x'.repeat(40)}`;
+      if (i % 2 === 0) expect(spool.pushTuple(...tuple([String(i), v]))).toBe(true);
+      else spool.push([String(i), v]);
+      want.push(`${i}\t${v}`);
+    }
+    expect(spool.spilled).toBe(false);
+    expect(await lines(spool)).toEqual(want);
+    // Taken back while in memory: answered at once, from the lines as strings.
+    expect(spool.cancel(want[10]!)).toBe(true);
+    expect(spool.cancel('not added')).toBe(false);
+    want.splice(10, 1);
+    for (let i = 30_000; i < 100_000; i++) {
+      const v = `value ${i} ${'x'.repeat(40)}`;
+      expect(spool.pushTuple(...tuple([String(i), v]))).toBe(true);
+      want.push(`${i}\t${v}`);
+    }
+    expect(spool.spilled).toBe(true);
+    expect(await lines(spool)).toEqual(want);
+    spool.close();
+  });
+
   it('takes back one of equal rows in memory, also when they then go to the file', async () => {
     const spool = new RowSpool(1000);
     for (const v of ['a', 'b', 'a', 'c', 'a']) spool.push([v]);

@@ -20,9 +20,10 @@
  *   is the same multiset either way.
  * - `blocks()` hands the rows out in order, as blocks of spool lines (each
  *   line ended by a newline); it may be called more than once.
- * - Once spilled, rows are written as bytes: `pushTuple` writes a logged
- *   row's COPY line straight from the log's bytes, with no string between
- *   (an hour of pgbench appends 12 million rows).
+ * - Rows are held as bytes, in memory and in the file: `pushTuple` writes a
+ *   logged row's COPY line straight from the log's bytes, with no string
+ *   between (an hour of pgbench appends 12 million rows). Only a
+ *   cancellation while in memory turns the lines there into strings.
  * - The file is unlinked as soon as it is created: nothing is left behind,
  *   whatever happens to the process. `clear()` (a truncate) empties it.
  *   Its space is freed when the descriptor closes: `close()` when the
@@ -60,17 +61,31 @@ const collected = new FinalizationRegistry<{ fd: number | undefined; borrowed: b
 /** The marker of an absent value in a spool line. */
 export const ABSENT_FIELD = '\u0000';
 
-/** Default in-memory budget per table (characters of spool lines). */
+/** Default in-memory budget per table (bytes of spool lines). */
 const DEFAULT_SPOOL_BUDGET = 32 * 1024 * 1024;
 
 /** Spool lines written to the file in blocks of about this many bytes. */
 const WRITE_BLOCK = 1024 * 1024;
 
 export class RowSpool {
+  /**
+   * Lines are held as bytes (COPY text, each ended by a newline): blocks of
+   * about WRITE_BLOCK filled in memory, then written to the file once
+   * spilled. A cancellation while in memory turns the lines into strings
+   * (`memory`), where equal lines can be counted and taken back; most
+   * keyless tables only get inserts and never pay for a string per row.
+   */
+  private memBlocks: RowBlock[] = [];
+  private memBlockBytes = 0;
+  /** The block being filled (in memory, or for the file once spilled). */
+  private pending = new LineBuffer(0);
+  private pendingRows = 0;
+  /** In memory as strings (after a cancellation there), instead of memBlocks and pending. */
+  private asStrings = false;
   private memory: string[] = [];
   /**
    * In-memory lines and how many of each (cancellation without a scan); built
-   * at the first cancellation only, as most keyless tables only get inserts.
+   * at the first cancellation.
    */
   private counts: Map<string, number> | undefined;
   /**
@@ -86,9 +101,6 @@ export class RowSpool {
   };
   private fileBytes = 0;
   private fileRows = 0;
-  /** Once spilled: lines not yet written to the file, as bytes. */
-  private pending = new LineBuffer(0);
-  private pendingRows = 0;
   /** Cancellations asked for after spilling, resolved by settle(). */
   private deferred = new Map<string, number>();
 
@@ -116,7 +128,7 @@ export class RowSpool {
 
   /** Appends a row given as its spool line (a COPY text line, when it has no absent value). */
   pushLine(line: string): void {
-    if (this.file.fd === undefined) {
+    if (this.asStrings) {
       this.memory.push(line);
       this.counts?.set(line, (this.counts.get(line) ?? 0) + 1);
       this.memoryChars += line.length + 1;
@@ -133,7 +145,7 @@ export class RowSpool {
    * an escape or was not sent: the caller decodes the row and pushes it.
    */
   pushTuple(content: Buffer, start: number, end: number): boolean {
-    if (this.file.fd === undefined) {
+    if (this.asStrings) {
       const line = tupleLine(content, start, end);
       if (line === undefined) return false;
       this.pushLine(line);
@@ -148,12 +160,26 @@ export class RowSpool {
     return true;
   }
 
-  /** Ends the pending line just appended; writes the pending lines out past a block. */
+  /** Ends the line just appended to the pending block; a full block goes to the file, or is kept in memory. */
   private endPending(): void {
     this.pending.ensure(1);
     this.pending.buf[this.pending.at++] = 0x0a;
     this.pendingRows++;
-    if (this.pending.at >= WRITE_BLOCK) this.flush();
+    if (this.file.fd !== undefined) {
+      if (this.pending.at >= WRITE_BLOCK) this.flush();
+      return;
+    }
+    if (this.pending.at >= WRITE_BLOCK) this.retire();
+    if (this.memBlockBytes + this.pending.at > this.budget) this.spill();
+  }
+
+  /** The pending block kept in memory as it is; a new one begun. */
+  private retire(): void {
+    if (this.pendingRows === 0) return;
+    this.memBlocks.push({ content: this.pending.content(), rows: this.pendingRows });
+    this.memBlockBytes += this.pending.at;
+    this.pending = new LineBuffer(WRITE_BLOCK + 64 * 1024);
+    this.pendingRows = 0;
   }
 
   /** Takes back one added row equal to `line` (see the contract); false: none was added. */
@@ -161,6 +187,16 @@ export class RowSpool {
     if (this.file.fd !== undefined) {
       this.deferred.set(line, (this.deferred.get(line) ?? 0) + 1);
       return true;
+    }
+    if (!this.asStrings) {
+      // The lines in memory as strings from now on (until spilled).
+      this.memory = [...this.memoryBytes()].flatMap((b) => linesOfBlock(b.content));
+      this.memoryChars = this.memBlockBytes + this.pending.at;
+      this.memBlocks = [];
+      this.memBlockBytes = 0;
+      this.pending = new LineBuffer(0);
+      this.pendingRows = 0;
+      this.asStrings = true;
     }
     if (this.counts === undefined) {
       this.counts = new Map();
@@ -177,12 +213,15 @@ export class RowSpool {
 
   /** Everything added so far is gone (the table was truncated). */
   clear(): void {
+    this.memBlocks = [];
+    this.memBlockBytes = 0;
+    this.pending.at = 0;
+    this.pendingRows = 0;
+    this.asStrings = false;
     this.memory = [];
     this.counts = undefined;
     this.dropped.clear();
     this.memoryChars = 0;
-    this.pending.at = 0;
-    this.pendingRows = 0;
     this.deferred.clear();
     if (this.file.fd !== undefined) ftruncateSync(this.file.fd, 0);
     this.fileBytes = 0;
@@ -239,6 +278,7 @@ export class RowSpool {
   async *blocks(): AsyncGenerator<RowBlock> {
     this.flush();
     if (this.file.fd !== undefined) yield* blocksOf(this.file.fd, this.fileBytes);
+    for (const b of this.memoryBytes()) yield b;
     const live = this.liveMemory();
     for (let i = 0; i < live.length; i += 10_000) {
       const lines = live.slice(i, i + 10_000);
@@ -246,7 +286,16 @@ export class RowSpool {
     }
   }
 
-  /** The in-memory lines not taken back. */
+  /** The lines held in memory as bytes: the kept blocks, then (a copy of) the pending one. */
+  private *memoryBytes(): Generator<RowBlock> {
+    if (this.file.fd !== undefined) return;
+    yield* this.memBlocks;
+    if (this.pendingRows > 0) {
+      yield { content: Buffer.from(this.pending.content()), rows: this.pendingRows };
+    }
+  }
+
+  /** The in-memory lines held as strings, not taken back. */
   private liveMemory(): string[] {
     if (this.dropped.size === 0) return this.memory;
     const skip = new Map(this.dropped);
@@ -267,8 +316,14 @@ export class RowSpool {
    */
   release(): ReleasedSpool {
     if (this.deferred.size > 0) throw new Error('RowSpool.release before settle');
-    // Many lines go by the file: copying it is cheaper than cloning them to the other thread.
-    if (this.file.fd === undefined && this.memoryChars > WRITE_BLOCK) this.spill();
+    // Lines held as bytes, or many as strings, go by the file: copying it
+    // is cheaper than cloning them to the other thread.
+    if (
+      this.file.fd === undefined &&
+      (this.memBlocks.length > 0 || this.pendingRows > 0 || this.memoryChars > WRITE_BLOCK)
+    ) {
+      this.spill();
+    }
     this.flush();
     const out: ReleasedSpool = {
       fd: this.file.fd,
@@ -307,15 +362,22 @@ export class RowSpool {
     this.file.fd = undefined;
   }
 
+  /** From now on the rows go to the file: those in memory first. */
   private spill(): void {
+    const held = [...this.memoryBytes()];
+    const lines = this.asStrings ? this.liveMemory() : [];
     this.file.fd = this.borrowed ?? createFile();
     this.file.borrowed = this.borrowed !== undefined;
-    const lines = this.liveMemory();
+    for (const b of held) this.write(b.content, b.rows);
+    this.memBlocks = [];
+    this.memBlockBytes = 0;
+    this.pending = new LineBuffer(WRITE_BLOCK + 64 * 1024);
+    this.pendingRows = 0;
+    this.asStrings = false;
     this.memory = [];
     this.counts = undefined;
     this.dropped.clear();
     this.memoryChars = 0;
-    this.pending = new LineBuffer(WRITE_BLOCK + 64 * 1024);
     for (const line of lines) {
       this.pending.appendString(line);
       this.endPending();
@@ -323,18 +385,22 @@ export class RowSpool {
     this.flush();
   }
 
+  /** Writes the pending block to the file (when spilled). */
   private flush(): void {
     if (this.pendingRows === 0 || this.file.fd === undefined) return;
-    const block = this.pending.content();
-    let off = 0;
-    while (off < block.length) {
-      off += writeSync(this.file.fd, block, off, block.length - off, this.fileBytes + off);
-    }
-    this.fileBytes += block.length;
-    this.fileRows += this.pendingRows;
+    this.write(this.pending.content(), this.pendingRows);
     // (Written synchronously: the buffer is free again.)
     this.pending.at = 0;
     this.pendingRows = 0;
+  }
+
+  private write(block: Buffer, rows: number): void {
+    let off = 0;
+    while (off < block.length) {
+      off += writeSync(this.file.fd!, block, off, block.length - off, this.fileBytes + off);
+    }
+    this.fileBytes += block.length;
+    this.fileRows += rows;
   }
 }
 
@@ -408,9 +474,12 @@ async function* blocksOf(fd: number, bytes: number): AsyncGenerator<RowBlock> {
   if (carry.length > 0) throw new Error('a spool file ends inside a line');
 }
 
+/** The lines of a block of whole lines (each ended by a newline). */
+function linesOfBlock(content: Buffer): string[] {
+  return content.length === 0 ? [] : content.toString('utf8', 0, content.length - 1).split('\n');
+}
+
 /** The lines of the first `bytes` of a file, in batches. */
 async function* linesOf(fd: number, bytes: number): AsyncGenerator<string[]> {
-  for await (const { content } of blocksOf(fd, bytes)) {
-    yield content.toString('utf8', 0, content.length - 1).split('\n');
-  }
+  for await (const { content } of blocksOf(fd, bytes)) yield linesOfBlock(content);
 }

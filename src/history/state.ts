@@ -309,7 +309,7 @@ export async function buildOverlay(
      * is a rewrite or drop of a snapshot table.
      */
     readonly schema?: SchemaChanges | undefined;
-    /** Characters of added keyless rows held in memory per table before they go to a file (tests make it small). */
+    /** Bytes of added keyless rows held in memory per table before they go to a file (tests make it small). */
     readonly spoolBudget?: number | undefined;
     /** Every 10,000 transactions read, and every 100,000 changes of one, how far reading is (for progress). */
     readonly onProgress?: ((p: OverlayProgress) => void) | undefined;
