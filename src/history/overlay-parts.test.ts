@@ -52,4 +52,11 @@ describe('where reading a window stops (the parts are balanced up to there)', ()
       await reachOf(log, segments, { point: { kind: 'xid', xid: 4 }, xidCommitLsn: 0x400n }),
     ).toBe(3);
   });
+
+  it('splits as if the point were at the end when a segment it reads is damaged', async () => {
+    const { log, segments, at } = await tenSegments();
+    const storage = log.storage as MemoryStorage;
+    await storage.write(segments[9]!.key, Buffer.from('not a segment'));
+    expect(await reachOf(log, segments, { point: { kind: 'time', at: at(3) } })).toBe(9);
+  });
 });

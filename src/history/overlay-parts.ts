@@ -205,16 +205,23 @@ export async function reachOf(
     const t = await log.decode(segments[i]!, lastBeginMicros);
     return t !== undefined && t > until;
   };
-  // The usual case, a moment in the last segment or after: one read.
-  if (!(await past(n - 1))) return n - 1;
-  let lo = 0;
-  let hi = n - 1; // past
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (await past(mid)) hi = mid;
-    else lo = mid + 1;
+  try {
+    // The usual case, a moment in the last segment or after: one read.
+    if (!(await past(n - 1))) return n - 1;
+    let lo = 0;
+    let hi = n - 1; // past
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (await past(mid)) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  } catch {
+    // A segment that cannot be read: split as if the point were at the end.
+    // Reading says what is wrong with it, if reading gets that far (a
+    // moment before a damaged segment can still be rebuilt).
+    return n - 1;
   }
-  return lo;
 }
 
 /** Where the second part starts: the segment halving the stored bytes; undefined for one part. */
