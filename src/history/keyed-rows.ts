@@ -26,6 +26,9 @@
  * - A version stored again in the same slot when it fits (a row rewritten
  *   keeps its size, most of the time); space a version leaves is reclaimed
  *   by compacting the arena once it is half garbage.
+ * - `sorted()` gives the integer keys in ascending order with their
+ *   versions (SortedVersions), for a merge that meets rows in key order;
+ *   the set must not change while it is used.
  * - `copy()` gives an independent set of keys over the same arena: after
  *   it, neither writes into the arena again (versions set later are kept
  *   decoded), so each copy reads what it was given.

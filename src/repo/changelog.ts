@@ -934,6 +934,9 @@ class HeldChanges implements TransactionChanges {
   }
 }
 
+/** Changes of one transaction beyond which Held gives its room back when emptied. */
+const HELD_KEPT = 65_536;
+
 /** Changes held as places in segment contents (and the odd object), in order. */
 class Held implements TransactionChanges {
   // The reader reuses one Held for every transaction: arrays are written by
@@ -987,6 +990,11 @@ class Held implements TransactionChanges {
     for (let o = 0; o < this.nObjects; o++) this.objects[o] = undefined;
     this.nContents = 0;
     this.nObjects = 0;
+    // The room a very large transaction took is given back, not kept for the rest of the read.
+    if (this.length > HELD_KEPT) {
+      this.places = new Float64Array(3 * 64);
+      this.relations.length = 0;
+    }
     this.length = 0;
   }
 
