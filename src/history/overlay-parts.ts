@@ -1,7 +1,8 @@
 /**
  * Reading a long window in two parts at once: this thread reads the first
- * half of its segments, a worker thread (overlay-worker.ts) the second, and
- * the second part's net effect is folded into the first's. On two cores the
+ * half of its segments up to the point (reachOf), a worker thread
+ * (overlay-worker.ts) the rest, and the second part's net effect is folded
+ * into the first's. On two cores the
  * log is read in a little over half the time (a restore to a moment is
  * mostly this reading).
  *
