@@ -1,16 +1,20 @@
 import { describe, expect, it } from 'vitest';
 import { IntIndex } from './int-index.js';
 
+/** A deterministic sequence of unsigned 32-bit numbers (a linear congruential generator). */
+function numbers(seed: number): () => number {
+  return () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed;
+  };
+}
+
 describe('the index of integer keys', () => {
   it('agrees with a Map through sets, deletes, re-sets and growth, in insertion order', () => {
     const index = new IntIndex();
     const map = new Map<number, number>();
     // A deterministic mix: consecutive keys, keys far apart (past 2^32, negative), deletions, keys set again.
-    let seed = 7;
-    const next = () => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return seed;
-    };
+    const next = numbers(7);
     for (let i = 0; i < 200_000; i++) {
       const r = next() % 10;
       const key =
@@ -54,11 +58,7 @@ describe('the index of integer keys', () => {
   it('gives its live entries in key order, or nothing when the keys are too far apart', () => {
     const index = new IntIndex();
     const map = new Map<number, number>();
-    let seed = 11;
-    const next = () => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return seed;
-    };
+    const next = numbers(11);
     for (let i = 0; i < 50_000; i++) {
       const key = (next() % 200_000) - 100_000;
       if (next() % 5 === 0) {

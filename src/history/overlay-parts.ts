@@ -189,12 +189,7 @@ export async function reachOf(
 ): Promise<number> {
   const n = segments.length;
   const point = spec.point;
-  const untilLsn =
-    point.kind === 'lsn'
-      ? lsnValue(point.lsn)
-      : point.kind === 'xid'
-        ? spec.xidCommitLsn
-        : undefined;
+  const untilLsn = untilLsnOf(spec);
   if (untilLsn !== undefined) {
     const i = segments.findIndex((s) => s.committed >= untilLsn);
     return i < 0 ? n - 1 : i;
@@ -223,6 +218,18 @@ export async function reachOf(
     // moment before a damaged segment can still be rebuilt).
     return n - 1;
   }
+}
+
+/**
+ * The LSN reading a window stops before, when its point is one: --lsn's,
+ * or for --before-xid the transaction's commit LSN as the plan found it
+ * (reading stops at its Begin, without decoding the changes it would then
+ * drop); undefined for --at.
+ */
+export function untilLsnOf(spec: Pick<WindowSpec, 'point' | 'xidCommitLsn'>): bigint | undefined {
+  const point = spec.point;
+  if (point.kind === 'lsn') return lsnValue(point.lsn);
+  return point.kind === 'xid' ? spec.xidCommitLsn : undefined;
 }
 
 /** Where the second part starts: the segment halving the stored bytes; undefined for one part. */

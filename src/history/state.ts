@@ -74,6 +74,7 @@ import {
   type ReadAs,
   readInParts,
   settleRemoved,
+  untilLsnOf,
 } from './overlay-parts.js';
 
 import { ABSENT_FIELD, RowSpool } from './row-spool.js';
@@ -500,14 +501,7 @@ export async function readWindow(
     return ov;
   };
   const snapshotOids = new Set(snapshot.tables.map((t) => t.oid));
-  // Just before a transaction whose commit LSN the plan found: reading stops
-  // at its Begin, without decoding the changes it would then drop.
-  const untilLsn =
-    point.kind === 'lsn'
-      ? lsnValue(point.lsn)
-      : point.kind === 'xid'
-        ? spec.xidCommitLsn
-        : undefined;
+  const untilLsn = untilLsnOf(spec);
   let tx!: Transaction;
   let events: readonly { at: number; event: string }[] | undefined;
   let e = 0;
