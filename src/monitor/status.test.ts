@@ -314,8 +314,10 @@ describe('status of a change log', () => {
       ['log-since-snapshot', 'warning', 's1'],
     ]);
     expect(t.findings[0]!.message).toContain(
-      'restoring "prod" to a moment now reads 314.6 MB of change log stored since its newest snapshot s1 (1h ago)',
+      'restoring "prod" to a moment now reads 300 MiB of change log stored since its newest snapshot s1 (1h ago)',
     );
+    // In the unit the threshold is configured in (256MB is 256 MiB), not 268.4 MB.
+    expect(t.findings[0]!.message).toContain('(warning above 256 MiB)');
     expect(t.findings[0]!.message).toContain('backup_from_log');
     // A snapshot from the log at the end leaves nothing to read first.
     const caughtUp = evaluateStatus({

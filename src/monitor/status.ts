@@ -37,11 +37,11 @@ import {
   type ScheduleJob,
   scheduleJobLabel,
 } from '../config/schema.js';
+import { formatSize } from '../config/size.js';
 import { lsnValue } from '../repo/changelog.js';
 import type { Repository } from '../repo/repository.js';
 import { type RunKind, type RunRecord, RunStore } from '../repo/runs.js';
 import { type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
-import { formatBytes } from '../util/format.js';
 import { type ChangeLogFacts, readChangeLogFacts } from './changelog-facts.js';
 
 export type Severity = 'ok' | 'warning' | 'critical';
@@ -462,7 +462,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       add(
         'warning',
         'log-since-snapshot',
-        `restoring "${target}" to a moment now reads ${formatBytes(bytesSinceSnapshot)} of change log stored since its newest snapshot ${base!.id} (${formatDuration(age(base!.startedAt))} ago) before it can begin (warning above ${formatBytes(th.logSinceSnapshotWarning)}); snapshots from the log bound it: schedule backup_from_log, or run \`flashback backup ${target} --from-log\``,
+        `restoring "${target}" to a moment now reads ${formatSize(bytesSinceSnapshot)} of change log stored since its newest snapshot ${base!.id} (${formatDuration(age(base!.startedAt))} ago) before it can begin (warning above ${formatSize(th.logSinceSnapshotWarning)}); snapshots from the log bound it: schedule backup_from_log, or run \`flashback backup ${target} --from-log\``,
         base!.id,
       );
     }
