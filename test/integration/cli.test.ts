@@ -395,3 +395,37 @@ describe('bad flags of the capture, point-in-time and undo commands', () => {
     }
   });
 });
+
+describe('a bug in a running flashback process', () => {
+  it('is reported as an internal error with exit 70 (an unhandled rejection), not as a raw crash', async () => {
+    // The process as bin.js runs it, with a promise rejected that nothing
+    // handles: Node's default would print a stack trace and exit 1.
+    const main = new URL('../../dist/cli/main.js', import.meta.url).href;
+    const script = `
+      const { runAsProcess } = await import(${JSON.stringify(main)});
+      process.argv = [process.argv[0], 'flashback', '--version'];
+      runAsProcess();
+      Promise.reject(new TypeError('row is undefined'));
+    `;
+    const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>(
+      (resolve) => {
+        execFile(
+          process.execPath,
+          ['--input-type=module', '-e', script],
+          { timeout: 30_000 },
+          (err, stdout, stderr) => {
+            resolve({
+              code: err === null ? 0 : ((err as { code?: number }).code ?? null),
+              stdout,
+              stderr,
+            });
+          },
+        );
+      },
+    );
+    expect(r.code).toBe(ExitCode.internal);
+    expect(r.stderr).toContain('flashback: internal error: row is undefined');
+    expect(r.stderr).toContain('This is a bug in Flashback');
+    expect(r.stderr).not.toContain('    at '); // the stack only with --debug
+  });
+});
