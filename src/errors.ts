@@ -35,6 +35,11 @@ export const ExitCode = {
   internal: 70,
   /** Interrupted by SIGINT or SIGTERM. */
   interrupted: 130,
+  /**
+   * Standard output was closed by its reader (`| head`): stopped at once, the
+   * status a program killed by SIGPIPE has (Node ignores that signal).
+   */
+  outputClosed: 141,
 } as const;
 
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];

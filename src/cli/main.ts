@@ -162,6 +162,16 @@ export function runAsProcess(): void {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // `flashback list | head`: the reader is gone once it has its lines. Node
+  // ignores SIGPIPE, so the next write fails with EPIPE, and without a
+  // listener that is an uncaught error with a stack trace. Stop at once, as
+  // a program killed by SIGPIPE would: what was being written is safe to
+  // abandon (each command commits last, as it does on SIGKILL).
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(ExitCode.outputClosed);
+    process.stderr.write(`flashback: cannot write to standard output: ${err.message}\n`);
+    process.exit(ExitCode.failed);
+  });
   // A rejection nobody handled is a bug: report it as one (exit 70), not as a raw crash.
   process.on('unhandledRejection', (err: unknown) => {
     process.exitCode = reportError(err, io, process.argv.includes('--debug'), false);

@@ -46,11 +46,40 @@ describe('flashback targets, init and accept', () => {
     expect(r.stdout).toMatch(/created repository .*flashback-repo \(id [0-9a-f-]{36}\)/);
     const text = await readFile(path.join(dir, 'flashback.yaml'), 'utf8');
     expect(text).toContain('# Named databases.');
+    // Run again: the file is kept, and the repository it names is only opened.
     const again = await runCli(['init'], { cwd: dir });
-    expect(again.code).toBe(ExitCode.usage);
-    expect(again.stderr).toContain('flashback.yaml already exists');
-    expect(again.stderr).toContain('hint: edit it, or pass --force');
-    expect(again.stderr).not.toMatch(/\bat .*\.js:\d+/); // no stack trace for a user's mistake
+    expect(again.code).toBe(ExitCode.ok);
+    expect(again.stdout).toContain(`kept ${path.join(dir, 'flashback.yaml')}`);
+    expect(again.stdout).toMatch(/using existing repository .*flashback-repo/);
+    expect(await readFile(path.join(dir, 'flashback.yaml'), 'utf8')).toBe(text);
+  });
+
+  it('init beside a configuration written by hand creates the repository it names and keeps the file', async () => {
+    const own = await tempDir();
+    try {
+      const yaml = 'version: 1\nrepository: ./backups/repo\ntargets: {}\n';
+      await writeFile(path.join(own.dir, 'flashback.yaml'), yaml);
+      const before = await runCli(['list'], { cwd: own.dir });
+      expect(before.code).toBe(ExitCode.repository);
+      expect(before.stderr).toContain('create one with `flashback init`');
+      const r = await runCli(['init', '--json'], { cwd: own.dir });
+      expect(r.code).toBe(ExitCode.ok);
+      expect(JSON.parse(r.stdout)).toMatchObject({
+        configWritten: false,
+        repository: path.join(own.dir, 'backups/repo'),
+        created: true,
+      });
+      expect(await readFile(path.join(own.dir, 'flashback.yaml'), 'utf8')).toBe(yaml);
+      expect((await runCli(['list'], { cwd: own.dir })).code).toBe(ExitCode.ok);
+      // A file naming no repository: told so, and nothing written.
+      await writeFile(path.join(own.dir, 'flashback.yaml'), 'version: 1\n');
+      const none = await runCli(['init'], { cwd: own.dir });
+      expect(none.code).toBe(ExitCode.usage);
+      expect(none.stderr).toContain('names no repository');
+      expect(await readFile(path.join(own.dir, 'flashback.yaml'), 'utf8')).toBe('version: 1\n');
+    } finally {
+      await own.cleanup();
+    }
   });
 
   it('describes each target: address, version, size, system id, last write, identity', async () => {
@@ -393,6 +422,23 @@ describe('bad flags of the capture, point-in-time and undo commands', () => {
     } finally {
       await cleanup();
     }
+  });
+});
+
+describe('output read by a program that stops early (`| head`)', () => {
+  it('stops with exit 141, as on SIGPIPE, and no stack trace', async () => {
+    // The reader is gone before the first write: Node ignores SIGPIPE, and
+    // without a listener the EPIPE was an uncaught error (a stack, exit 1).
+    const child = spawn(process.execPath, [CLI, '--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code).toBe(ExitCode.outputClosed);
+    expect(stderr).not.toContain('EPIPE');
+    expect(stderr).not.toContain('    at ');
   });
 });
 
