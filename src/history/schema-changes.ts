@@ -37,6 +37,15 @@ import type { Change, ChangeLog, SchemaRecord } from '../repo/changelog.js';
 import { lsnValue } from '../repo/changelog.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
 
+/**
+ * Whether a and b hold the same items, in whatever order: a replica
+ * identity as the log lists it (the table's column order) against a key
+ * (its own order, e.g. PRIMARY KEY (tenant_id, id) on a table (id, tenant_id, ...)).
+ */
+export function sameMembers<T>(a: readonly T[], b: readonly T[]): boolean {
+  return a.length === b.length && a.every((x) => b.includes(x));
+}
+
 /** How one table's snapshot lines become the point's layout. */
 export interface Reshape {
   /** Per column of the point's layout: its index in the snapshot's chunk columns, or -1 (added since). */
@@ -347,7 +356,7 @@ export class ShapeTracker {
     if (
       p.keyAttnums.length > 0 &&
       identity.length !== c.columns.length &&
-      identity.join(',') !== p.keyAttnums.join(',')
+      !sameMembers(identity, p.keyAttnums)
     ) {
       throw new OperationError(
         'restore.identity-not-key',

@@ -86,6 +86,7 @@ import {
   reshapeBlock,
   type SchemaChanges,
   type ShapeTracker,
+  sameMembers,
 } from './schema-changes.js';
 
 /** A moment to rebuild: a time, a WAL position, or just before a transaction. */
@@ -684,7 +685,9 @@ function columnMap(
   // snapshot's key needs the two to be the same columns (or the whole row).
   const identity = c.columns.filter((col) => col[3]).map((col) => col[0]);
   const full = identity.length === c.columns.length;
-  if (t.key.length > 0 && !full && identity.join('\u0000') !== t.key.join('\u0000')) {
+  // The same columns, in any order: the log lists them in the table's column
+  // order, the key in its own (PRIMARY KEY (tenant_id, id) on (id, tenant_id, ...)).
+  if (t.key.length > 0 && !full && !sameMembers(identity, t.key)) {
     throw new OperationError(
       'restore.identity-not-key',
       `${key} is identified in the change log by (${identity.join(', ')}) but its snapshot key is (${t.key.join(', ')}): matching deleted and re-keyed rows across the two is not supported yet`,
