@@ -1,10 +1,10 @@
 import type { ResolvedTarget } from '../config/targets.js';
-import { InterruptedError, OperationError, UsageError } from '../errors.js';
+import { FlashbackError, InterruptedError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard } from '../guard/guard.js';
 import { connect, connectParams, type PgClient, queryOne } from '../pg/connect.js';
 import { generateDdl } from '../pg/schema/ddl.js';
-import type { SchemaModel } from '../pg/schema/model.js';
+import type { SchemaModel, TableModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
@@ -366,7 +366,23 @@ async function run(
         planned.push({ ...base.tables[i]!, insert: t.rows, update: 0, skip: 0 });
         continue;
       }
-      const st = await stage(client, chunks, t, i, options.where, options.signal);
+      const model = options.manifest.schema.tables.find(
+        (m) => m.schema === t.schema && m.name === t.name,
+      );
+      if (!empty) await assertColumnsLive(client, t);
+      const st = await stage(client, chunks, t, model, i, options.where, options.signal).catch(
+        (err: unknown) => {
+          // The server refused (a type dropped since, a predicate failing on a
+          // row): a plain failure naming the table, not an internal error.
+          if (typeof (err as { code?: unknown }).code !== 'string' || err instanceof FlashbackError)
+            throw err;
+          throw new OperationError(
+            'restore.stage',
+            `reading the snapshot's rows of ${t.schema}.${t.name} into a staging table failed: ${(err as Error).message}; nothing was restored`,
+            { cause: err },
+          );
+        },
+      );
       const existing =
         t.key.length === 0
           ? await countIdentical(client, t, st)
@@ -455,15 +471,20 @@ async function stage(
   client: PgClient,
   chunks: TableSource,
   t: TableSnapshot,
+  model: TableModel | undefined,
   position: number,
   where: string | undefined,
   signal: AbortSignal | undefined,
 ): Promise<{ name: string; rows: number }> {
   const name = `flashback_restore_${position}`;
   await client.query(`DROP TABLE IF EXISTS pg_temp.${name}`);
-  // LIKE copies column names and types, not constraints, identity or generation.
+  // The snapshot's columns, not the live table's: a column added since (NOT
+  // NULL with a default) is not in the snapshot's rows, and LIKE of the live
+  // table copied its NOT NULL without its default. Without a model naming
+  // every column (an older manifest), LIKE, which copies names and types only.
+  const columns = stageColumns(t, model);
   await client.query(
-    `CREATE TEMP TABLE ${name} (LIKE ${qualify(t.schema, t.name)}) ON COMMIT DROP`,
+    `CREATE TEMP TABLE ${name} (${columns ?? `LIKE ${qualify(t.schema, t.name)}`}) ON COMMIT DROP`,
   );
   let rows = await copyChunks(client, chunks, t, `pg_temp.${name}`, signal, ROLLED_BACK);
   if (where !== undefined) {
@@ -474,6 +495,54 @@ async function stage(
     rows -= r.rowCount ?? 0;
   }
   return { name: `pg_temp.${name}`, rows };
+}
+
+/**
+ * The staging table's column definitions: each stored column of the
+ * snapshot with its type and collation, then its generated columns computed
+ * from them (the chunks do not hold them, and a --where may name them: they
+ * were NULL in the stage, so `total > 500` matched nothing). Undefined when
+ * the model does not describe every column.
+ */
+function stageColumns(t: TableSnapshot, model: TableModel | undefined): string | undefined {
+  if (model === undefined) return undefined;
+  const byName = new Map(model.columns.map((c) => [c.name, c]));
+  const defs: string[] = [];
+  for (const name of t.columns) {
+    const c = byName.get(name);
+    if (c === undefined || c.generated !== undefined) return undefined;
+    defs.push(
+      `${quoteIdent(name)} ${c.type}${c.collation === undefined ? '' : ` COLLATE ${c.collation}`}`,
+    );
+  }
+  for (const c of model.columns) {
+    if (c.generated === undefined || t.columns.includes(c.name)) continue;
+    // Stored in the stage whatever the source's kind: it only serves the predicate.
+    defs.push(`${quoteIdent(c.name)} ${c.type} GENERATED ALWAYS AS (${c.generated}) STORED`);
+  }
+  return defs.join(', ');
+}
+
+/**
+ * Refuses, before anything is staged, a live table that lacks a column the
+ * snapshot's rows hold (dropped or renamed since): putting the rows back
+ * would lose that column's values, and the INSERT failed as an internal error.
+ */
+async function assertColumnsLive(client: PgClient, t: TableSnapshot): Promise<void> {
+  const r = await client.query<{ name: string }>(
+    `SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`,
+    [qualify(t.schema, t.name)],
+  );
+  const live = new Set(r.rows.map((x) => x.name));
+  const gone = t.columns.filter((c) => !live.has(c));
+  if (gone.length === 0) return;
+  throw new OperationError(
+    'restore.columns-changed',
+    `${t.schema}.${t.name} no longer has column${gone.length > 1 ? 's' : ''} ${gone.join(', ')}, which the snapshot's rows hold: they cannot be put back as they were; nothing was restored`,
+    {
+      hint: `restore the table into another database (--to OTHER --create) and copy what you need from it, or add the column${gone.length > 1 ? 's' : ''} back first`,
+    },
+  );
 }
 
 function keyMatch(t: TableSnapshot, a: string, b: string): string {
