@@ -33,11 +33,11 @@ export const ExitCode = {
   damaged: 8,
   /** A bug in Flashback. */
   internal: 70,
-  /** Interrupted by SIGINT or SIGTERM. */
+  /** Interrupted by SIGINT, SIGTERM or SIGHUP. */
   interrupted: 130,
   /**
-   * Standard output was closed by its reader (`| head`): stopped at once, the
-   * status a program killed by SIGPIPE has (Node ignores that signal).
+   * The output was closed by its reader (`| head`): stopped as on SIGTERM,
+   * with the status a program killed by SIGPIPE has (Node ignores that signal).
    */
   outputClosed: 141,
 } as const;

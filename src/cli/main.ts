@@ -162,22 +162,37 @@ export function runAsProcess(): void {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A closed terminal or a dropped SSH session: a restore in flight must
+  // still roll back and drop the database it created, as on SIGTERM.
+  process.on('SIGHUP', onSignal);
   // `flashback list | head`: the reader is gone once it has its lines. Node
   // ignores SIGPIPE, so the next write fails with EPIPE, and without a
-  // listener that is an uncaught error with a stack trace. Stop at once, as
-  // a program killed by SIGPIPE would: what was being written is safe to
-  // abandon (each command commits last, as it does on SIGKILL).
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(ExitCode.outputClosed);
-    process.stderr.write(`flashback: cannot write to standard output: ${err.message}\n`);
-    process.exit(ExitCode.failed);
-  });
+  // listener that is an uncaught error: a stack trace, and a restore killed
+  // before it could drop the half-made database it created. Stop as on
+  // SIGTERM (nothing committed, temporary files and databases removed), and
+  // exit 141, the status a program killed by SIGPIPE has.
+  let outputClosed = false;
+  let settled = false;
+  const onOutputError = (err: NodeJS.ErrnoException): void => {
+    if (outputClosed) return; // writes after the first failure fail too
+    outputClosed = true;
+    if (err.code !== 'EPIPE') {
+      try {
+        process.stderr.write(`flashback: cannot write the output: ${err.message}\n`);
+      } catch {}
+    }
+    // Once the command is done, only its status is left to say so.
+    if (settled) process.exitCode = ExitCode.outputClosed;
+    else if (!requestInterrupt()) process.exit(ExitCode.outputClosed);
+  };
+  process.stdout.on('error', onOutputError);
+  process.stderr.on('error', onOutputError);
+  const exitCode = (code: number): number => (outputClosed ? ExitCode.outputClosed : code);
   // A rejection nobody handled is a bug: report it as one (exit 70), not as a raw crash.
   process.on('unhandledRejection', (err: unknown) => {
     process.exitCode = reportError(err, io, process.argv.includes('--debug'), false);
     process.exit(process.exitCode);
   });
-  let settled = false;
   // Node exits when nothing is left to wait for, even with the command's
   // promise unsettled; it would do so with status 0. A command that stops
   // that way has not done what it says: a bug, reported as one.
@@ -191,11 +206,11 @@ export function runAsProcess(): void {
   main(process.argv.slice(2), io).then(
     (code) => {
       settled = true;
-      process.exitCode = code;
+      process.exitCode = exitCode(code);
     },
     (err: unknown) => {
       settled = true;
-      process.exitCode = reportError(err, io, process.argv.includes('--debug'), false);
+      process.exitCode = exitCode(reportError(err, io, process.argv.includes('--debug'), false));
     },
   );
 }

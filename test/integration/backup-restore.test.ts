@@ -1,4 +1,5 @@
 /** backup, list, show and restore against real servers, through the CLI as users run them. */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -14,6 +15,7 @@ import { type RestoreProgress, restore } from '../../src/restore/restore.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
 import { LocalStorage } from '../../src/storage/local.js';
 import {
+  CLI,
   connectTo,
   freshDatabase,
   runCli,
@@ -534,6 +536,54 @@ describe('selective restore into a table changed since the backup', () => {
       expect(gone.stderr).toContain('public.items no longer has column sku');
       expect(gone.stderr).not.toContain('internal error');
       expect(await sql(server, db, 'SELECT count(*) AS n FROM items')).toEqual([{ n: '15' }]);
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
+describe('restore --create whose output is closed (`| head`)', () => {
+  it('stops as on SIGTERM: exit 141, and the database it created is dropped', async () => {
+    const server = testServers().find((s) => s.major === 17)!;
+    const { dir, cleanup } = await tempDir();
+    try {
+      const db = await freshDatabase(server, 'piped');
+      await sql(
+        server,
+        db,
+        'CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, repeat($$x$$, 100) FROM generate_series(1, 200000) g',
+      );
+      expect((await runCli(['init', '--repo', path.join(dir, 'repo')], { cwd: dir })).code).toBe(0);
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `repository: ./repo\ntargets:\n  t:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
+      );
+      const env = { PW: server.password };
+      expect((await runCli(['backup', 't'], { cwd: dir, env })).code).toBe(0);
+      const into = `piped_copy_${Date.now() % 100000}`;
+      const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+      // `2>&1 | head`: the reader is gone before the first line (the plan,
+      // on stderr), so every write fails with EPIPE while the restore runs.
+      const child = spawn(
+        process.execPath,
+        [CLI, 'restore', 'latest', '--to', url, '--create', '--confirm', into],
+        {
+          cwd: dir,
+          env: { PATH: process.env.PATH, ...env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      child.stdout.destroy();
+      child.stderr.destroy();
+      const code = await new Promise<number | null>((r) => child.on('close', r));
+      expect(code).toBe(ExitCode.outputClosed);
+      expect(
+        await sql(
+          server,
+          'postgres',
+          `SELECT count(*) AS n FROM pg_database WHERE datname = '${into}'`,
+        ),
+      ).toEqual([{ n: '0' }]);
     } finally {
       await cleanup();
     }

@@ -306,6 +306,25 @@ describe('errors and exit codes', () => {
     expect(stderr).toContain('interrupted by SIGINT');
   });
 
+  it('stops on SIGHUP (a closed terminal) as on SIGTERM, with exit 130', async () => {
+    const hang = net.createServer(() => {});
+    await new Promise<void>((r) => hang.listen(0, '127.0.0.1', () => r()));
+    const port = (hang.address() as net.AddressInfo).port;
+    const child = spawn(process.execPath, [CLI, 'doctor', `postgres://x@127.0.0.1:${port}/db`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    await new Promise((r) => setTimeout(r, 700));
+    child.kill('SIGHUP');
+    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    hang.close();
+    expect(code).toBe(ExitCode.interrupted);
+    expect(stderr).toContain('interrupted by SIGHUP');
+  });
+
   it('keeps fingerprints in the repository named by --repo or FLASHBACK_REPO', async () => {
     const { dir, cleanup } = await tempDir();
     const r1 = await runCli(['init', '--repo', path.join(dir, 'r1')], { cwd: dir });
