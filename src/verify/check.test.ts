@@ -163,6 +163,7 @@ describe('check of change logs', () => {
     await log.writeSegment(1, 0n, heartbeat(1));
     const second = await log.writeSegment(2, 0n, heartbeat(2));
     const third = await log.writeSegment(3, 0n, heartbeat(3));
+    await log.writeSegment(4, 0n, heartbeat(4));
     expect((await checkRepository({ repo, readDataPercent: 100 })).findings).toEqual([]);
 
     // A flipped byte in the third segment: found only by reading it.
@@ -176,7 +177,13 @@ describe('check of change logs', () => {
     // The second segment gone: its changes are lost, found without reading data.
     await storage.delete(second);
     const missing = await checkRepository({ repo });
+    // Once, not again for every segment after it.
     expect(missing.findings.map((f) => f.kind)).toEqual(['changelog-missing']);
-    expect(missing.findings[0]!.message).toContain('lacks segment 2');
+    expect(missing.findings[0]!.message).toContain('lacks segment 2 (the next is 3)');
+    await storage.delete(third);
+    const two = await checkRepository({ repo });
+    expect(two.findings.map((f) => f.message)).toEqual([
+      expect.stringContaining('lacks segments 2-3 (the next is 4)'),
+    ]);
   });
 });

@@ -381,18 +381,24 @@ async function run(
     // Segments before the first kept one were pruned (any listed are leftovers
     // of an interrupted prune, which the next prune removes).
     const segments = (await log.segments()).filter((seg) => seg.seq >= firstSegment);
-    segments.forEach((seg, i) => {
-      if (seg.seq !== firstSegment + i) {
+    // Each gap once, against the segment before it (compared with its index,
+    // one missing segment made every later one look missing too).
+    let expected = firstSegment;
+    for (const seg of segments) {
+      if (seg.seq > expected) {
+        const missing =
+          seg.seq - expected === 1 ? `segment ${expected}` : `segments ${expected}-${seg.seq - 1}`;
         findings.push({
           severity: 'error',
           kind: 'changelog-missing',
           snapshots: [],
           object: seg.key,
-          message: `the change log of "${scope}" lacks segment ${firstSegment + i} (the next is ${seg.seq}): the changes it held are lost, and moments after it cannot be rebuilt`,
+          message: `the change log of "${scope}" lacks ${missing} (the next is ${seg.seq}): the changes it held are lost, and moments after it cannot be rebuilt`,
           hint: 'restore the segment from a copy of the repository; take a new backup (moments after it rebuild from there)',
         });
       }
-    });
+      expected = seg.seq + 1;
+    }
     const chosen = percent >= 100 ? segments : segments.filter(() => Math.random() * 100 < percent);
     const schemas = await log.schemaRecords();
     const chosenSchemas =
