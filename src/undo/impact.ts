@@ -601,6 +601,25 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
 
   // Tables named but not changed: still say when they lack the column.
   if (chosen !== undefined) {
+    // A name no snapshot has and nothing in the window changed is a typo: an
+    // empty report for it would read as "nobody was affected".
+    const unknown = [...chosen].filter(
+      (label) =>
+        !tables.has(label) &&
+        !withoutColumn.has(label) &&
+        newestTable(manifests, label) === undefined,
+    );
+    if (unknown.length > 0) {
+      const known = [
+        ...new Set(manifests.flatMap((m) => m.tables.map((t) => `${t.schema}.${t.name}`))),
+      ];
+      throw new UsageError(
+        `no table ${unknown.join(', ')} in the snapshots of "${target}", nor changed in the window`,
+        {
+          hint: `check the name (unquoted names are folded to lower case: quote "Mixed Case"); tables known: ${known.slice(0, 8).join(', ')}${known.length > 8 ? ', …' : ''}`,
+        },
+      );
+    }
     for (const label of chosen) {
       if (tables.has(label) || withoutColumn.has(label)) continue;
       const snap = newestTable(manifests, label);

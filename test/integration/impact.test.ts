@@ -425,6 +425,21 @@ describe('flashback impact', () => {
     const typo = await cli(['impact', '--since', t1, '--until', t2, '--by', 'tenantid']);
     expect(typo.code).toBe(3);
     expect(typo.stderr).toContain('has a column "tenantid"');
+    // A misspelled table is refused, not reported as "nobody affected".
+    const table = await cli([
+      'impact',
+      '--since',
+      t1,
+      '--until',
+      t2,
+      '--by',
+      'tenant_id',
+      '--table',
+      'filez',
+    ]);
+    expect(table.code).toBe(3);
+    expect(table.stderr).toContain('no table public.filez in the snapshots');
+    expect(table.stderr).toContain('public.files');
     const both = await cli(['impact', '--since', t1, '--by', 'tenant_id', '--json', '--csv']);
     expect(both.code).toBe(3);
     const none = await cli(['impact', '--by', 'tenant_id']);
