@@ -172,11 +172,13 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         );
       }
       if (info !== undefined) {
+        const end = (await log.segments()).at(-1)?.committed;
         throw new OperationError(
           'capture.slot-missing',
-          `the change log of "${target.name}" continues from slot "${slot}", which no longer exists on the server: changes since ${info.startLsn} may be missing`,
+          `the change log of "${target.name}" continues from slot "${slot}", which no longer exists on the server: changes after ${end === undefined || end === 0n ? info.startLsn : lsnText(end)} (where the log ends) may be missing`,
           {
-            hint: `take a new backup after starting a new log: \`flashback capture ${target.name} --new-log\``,
+            // (There is no option for it: the old log is kept, readable for the time it covers.)
+            hint: `start a new log: move changes/${log.scope}/ of the repository (${log.storage.location}) aside, run \`flashback capture ${target.name}\` again, and take a new backup (docs/CAPTURE.md, "Recovery point and slot safety")`,
           },
         );
       }

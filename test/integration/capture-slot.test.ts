@@ -244,6 +244,9 @@ targets:
     const resumed = await runCli(['capture', 'prod'], { cwd: dir, env });
     expect(resumed.code).toBe(ExitCode.failed);
     expect(resumed.stderr).toContain('no longer exists on the server');
+    // The hint is one the user can follow (it named an option that does not exist).
+    expect(resumed.stderr).toContain('hint: start a new log: move changes/prod/ of the repository');
+    expect(resumed.stderr).not.toContain('--new-log');
   });
 });
 
