@@ -442,26 +442,39 @@ describe.each(
   });
 });
 
+/**
+ * A database made by `setup` on the PostgreSQL 17 test server, a repository
+ * in `dir` with target `t` (not protected) on it, and one backup of it.
+ */
+async function backedUp(
+  dir: string,
+  name: string,
+  setup: string,
+): Promise<{ server: TestServer; db: string; env: Record<string, string> }> {
+  const server = testServers().find((s) => s.major === 17)!;
+  const db = await freshDatabase(server, name);
+  await sql(server, db, setup);
+  expect((await runCli(['init', '--repo', path.join(dir, 'repo')], { cwd: dir })).code).toBe(0);
+  await writeFile(
+    path.join(dir, 'flashback.yaml'),
+    `repository: ./repo\ntargets:\n  t:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
+  );
+  const env = { PW: server.password };
+  expect((await runCli(['backup', 't'], { cwd: dir, env })).code).toBe(0);
+  return { server, db, env };
+}
+
 describe('selective restore of same-named tables in different schemas', () => {
   it('restores both: each table is staged separately', async () => {
-    const server = testServers().find((s) => s.major === 17)!;
     const { dir, cleanup } = await tempDir();
-    const db = await freshDatabase(server, 'twins');
-    await sql(
-      server,
-      db,
+    const { server, db, env } = await backedUp(
+      dir,
+      'twins',
       `CREATE SCHEMA a; CREATE SCHEMA b;
        CREATE TABLE a.items (id int PRIMARY KEY, v text); CREATE TABLE b.items (id int PRIMARY KEY, v text);
        INSERT INTO a.items SELECT g, 'a' || g FROM generate_series(1, 50) g;
        INSERT INTO b.items SELECT g, 'b' || g FROM generate_series(1, 70) g;`,
     );
-    expect((await runCli(['init', '--repo', path.join(dir, 'repo')], { cwd: dir })).code).toBe(0);
-    await writeFile(
-      path.join(dir, 'flashback.yaml'),
-      `repository: ./repo\ntargets:\n  t:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
-    );
-    const env = { PW: server.password };
-    expect((await runCli(['backup', 't'], { cwd: dir, env })).code).toBe(0);
     await sql(server, db, 'DELETE FROM a.items WHERE id > 40; DELETE FROM b.items WHERE id > 60');
     const r = await runCli(['restore', 'latest', '--to', 't', '--table', '*.items', '--json'], {
       cwd: dir,
@@ -488,24 +501,15 @@ describe('selective restore of same-named tables in different schemas', () => {
 
 describe('selective restore into a table changed since the backup', () => {
   it('stages the snapshot columns: a column added since keeps its default, a generated column can be selected on, a dropped one is refused', async () => {
-    const server = testServers().find((s) => s.major === 17)!;
     const { dir, cleanup } = await tempDir();
     try {
-      const db = await freshDatabase(server, 'changed');
-      await sql(
-        server,
-        db,
+      const { server, db, env } = await backedUp(
+        dir,
+        'changed',
         `CREATE TABLE items (id int PRIMARY KEY, price int NOT NULL, qty int NOT NULL, sku text,
            total int GENERATED ALWAYS AS (price * qty) STORED);
          INSERT INTO items (id, price, qty, sku) SELECT g, g, 50, 's' || g FROM generate_series(1, 20) g;`,
       );
-      expect((await runCli(['init', '--repo', path.join(dir, 'repo')], { cwd: dir })).code).toBe(0);
-      await writeFile(
-        path.join(dir, 'flashback.yaml'),
-        `repository: ./repo\ntargets:\n  t:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
-      );
-      const env = { PW: server.password };
-      expect((await runCli(['backup', 't'], { cwd: dir, env })).code).toBe(0);
       // A routine migration (a NOT NULL column with a default), then rows lost.
       await sql(
         server,
@@ -544,22 +548,13 @@ describe('selective restore into a table changed since the backup', () => {
 
 describe('restore --create whose output is closed (`| head`)', () => {
   it('stops as on SIGTERM: exit 141, and the database it created is dropped', async () => {
-    const server = testServers().find((s) => s.major === 17)!;
     const { dir, cleanup } = await tempDir();
     try {
-      const db = await freshDatabase(server, 'piped');
-      await sql(
-        server,
-        db,
+      const { server, env } = await backedUp(
+        dir,
+        'piped',
         'CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, repeat($$x$$, 100) FROM generate_series(1, 200000) g',
       );
-      expect((await runCli(['init', '--repo', path.join(dir, 'repo')], { cwd: dir })).code).toBe(0);
-      await writeFile(
-        path.join(dir, 'flashback.yaml'),
-        `repository: ./repo\ntargets:\n  t:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
-      );
-      const env = { PW: server.password };
-      expect((await runCli(['backup', 't'], { cwd: dir, env })).code).toBe(0);
       const into = `piped_copy_${Date.now() % 100000}`;
       const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
       // `2>&1 | head`: the reader is gone before the first line (the plan,
