@@ -163,8 +163,11 @@ export function runAsProcess(): void {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   // A closed terminal or a dropped SSH session: a restore in flight must
-  // still roll back and drop the database it created, as on SIGTERM.
-  process.on('SIGHUP', onSignal);
+  // still roll back and drop the database it created, as on SIGTERM. Not for
+  // the long-running commands: started under nohup they must keep running,
+  // and a handler here would override nohup's ignoring of the signal.
+  const args = process.argv.slice(2);
+  if (!args.includes('serve') && !args.includes('capture')) process.on('SIGHUP', onSignal);
   // `flashback list | head`: the reader is gone once it has its lines. Node
   // ignores SIGPIPE, so the next write fails with EPIPE, and without a
   // listener that is an uncaught error: a stack trace, and a restore killed
