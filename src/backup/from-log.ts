@@ -44,7 +44,13 @@ import {
   sortKey,
 } from '../pg/key-order.js';
 import type { ColumnModel, SchemaModel } from '../pg/schema/model.js';
-import { ChangeLog, type ChangeValue, lsnText, lsnValue } from '../repo/changelog.js';
+import {
+  ChangeLog,
+  type ChangeValue,
+  lsnText,
+  lsnValue,
+  scanTransactions,
+} from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { createEncoder } from '../repo/compress-pool.js';
 import { RepositoryLock } from '../repo/lock.js';
@@ -102,10 +108,30 @@ export async function nothingNewInLog(
   const end = await logEnd(repo, target);
   if (end.kind !== 'lsn') return undefined;
   const newest = (await new SnapshotStore(repo.storage).all(target)).at(-1);
-  if (newest === undefined || lsnValue(newest.lsn) < lsnValue(end.lsn)) return undefined;
+  if (newest === undefined) return undefined;
+  if (lsnValue(newest.lsn) >= lsnValue(end.lsn)) {
+    return {
+      newest: newest.id,
+      reason: `snapshot ${newest.id} (LSN ${newest.lsn}) already holds everything the change log of "${target}" has stored (up to ${end.lsn})`,
+    };
+  }
+  // The log's end moves on with heartbeats while the source is idle: new only
+  // if a transaction committed since the snapshot (the first one ends the
+  // reading; an idle stretch reads its heartbeat segments, as a snapshot
+  // from the log would).
+  let found = false;
+  await scanTransactions(
+    new ChangeLog(repo.storage, runScope(target)),
+    { fromLsn: lsnValue(newest.lsn) },
+    () => {
+      found = true;
+      return false;
+    },
+  );
+  if (found) return undefined;
   return {
     newest: newest.id,
-    reason: `snapshot ${newest.id} (LSN ${newest.lsn}) already holds everything the change log of "${target}" has stored (up to ${end.lsn})`,
+    reason: `no transaction of "${target}" committed after snapshot ${newest.id} (LSN ${newest.lsn}): the change log holds only heartbeats since (stored up to ${end.lsn})`,
   };
 }
 
@@ -217,7 +243,7 @@ export async function backupFromLog(options: FromLogOptions): Promise<FromLogRes
   }
 }
 
-/** The log's end: the last stored commit. */
+/** The log's end: where the stored log is complete up to (the newest segment's `<committed>`). */
 async function logEnd(repo: Repository, target: string): Promise<PointInTime> {
   const segs = await new ChangeLog(repo.storage, runScope(target)).segments();
   const last = segs[segs.length - 1];

@@ -5,12 +5,16 @@
  * `flashback`) and writes what it receives into change-log segments in the
  * repository (src/repo/changelog.ts). The contract that makes it lossless:
  *
- * - the slot's position is acknowledged only up to the end of the last
- *   commit that is durably in a stored segment; so after any crash the
- *   server still has every change not yet stored;
- * - on start, capture resumes from the repository's own record of the last
- *   stored commit (the `<committed>` part of the newest segment's name), and
- *   skips any transaction committed before it (delivery is at least once);
+ * - the slot's position is acknowledged only up to a position durably
+ *   recorded in a stored segment's name (`<committed>`: the end of the last
+ *   commit stored, or a later heartbeat's or keepalive's position when no
+ *   transaction was open); so after any crash the server still has every
+ *   change not yet stored, and the slot is never ahead of the repository;
+ * - on start, capture resumes from the repository's own record (the newest
+ *   segment's `<committed>`), and skips any transaction committed before it
+ *   (delivery is at least once). A slot confirmed past it means stored
+ *   segments were lost (an older copy of the repository): capture refuses,
+ *   as resuming would leave a gap nothing else detects;
  * - segments are written at least every `flushIntervalMs` while changes
  *   arrive (the recovery point is seconds), and whenever the buffer reaches
  *   `maxSegmentBytes` (memory is bounded, even mid-transaction);
@@ -20,7 +24,7 @@
  *   is idle.
  */
 import type { ResolvedTarget } from '../config/targets.js';
-import { FlashbackError, OperationError, UsageError } from '../errors.js';
+import { DamagedError, FlashbackError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, identityRefusal } from '../guard/identity.js';
 import { connect, type PgClient } from '../pg/connect.js';
@@ -242,6 +246,26 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
     const logStart = lsnValue(info.originLsn ?? info.startLsn);
     let committed = lastSeg?.committed ?? 0n;
     const resumeFrom = committed > logStart ? committed : logStart;
+    // The slot (read above, before the segments: a capture storing and
+    // acknowledging meanwhile only makes the log longer) is never confirmed
+    // past the log's end, except by versions before acknowledged.json.
+    const confirmed = existing?.confirmedFlushLsn?.value;
+    const acks = await log.ackRecord();
+    if (acks === undefined) {
+      await log.writeAckRecord(lsnText(confirmed ?? logStart));
+    } else if (
+      confirmed !== undefined &&
+      confirmed > resumeFrom &&
+      confirmed > lsnValue(acks.since)
+    ) {
+      throw new DamagedError(
+        'capture.log-behind-slot',
+        `the change log of "${target.name}" ends at ${lsnText(resumeFrom)}, but its replication slot "${slot}" has confirmed ${lsnText(confirmed)}: the changes in between were stored and are no longer in the repository (segments lost, or an older copy of the repository), and the server has discarded them; capturing on would leave a gap nothing detects`,
+        {
+          hint: `if a newer copy of the repository has them, put changes/${log.scope}/ back from it and start capture again; otherwise start a new log: \`flashback capture ${target.name} --drop-slot\`, move changes/${log.scope}/ aside (${log.storage.location}), run capture again and take a new backup (docs/CAPTURE.md, "Recovery point and slot safety")`,
+        },
+      );
+    }
     options.onStart?.({
       slot,
       created,
@@ -284,7 +308,14 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       | undefined;
     let inTx = false;
     let skipping = false;
+    // Where the log is complete up to once the segment being filled is
+    // stored: the last Commit's end LSN, or a later heartbeat's or
+    // keepalive's position received with no transaction open (the server
+    // sends in WAL order: everything committed before it came before it).
     let pendingCommitted = committed;
+    // An idle position to store on its own (an empty segment), see handle().
+    let markerDue = false;
+    let storedAt = Date.now();
     const totals = { segments: 0, transactions: 0, changes: 0 };
 
     const push = (m: Buffer): void => {
@@ -304,7 +335,9 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       described.add(relationId);
     };
     const flush = async (): Promise<void> => {
-      if (segment.messages === 0) return;
+      if (segment.messages === 0 && !(markerDue && pendingCommitted > committed)) return;
+      markerDue = false;
+      storedAt = Date.now();
       const key = await log
         .writeSegment(seq, pendingCommitted, segment.content())
         .catch((err: unknown) => {
@@ -334,21 +367,29 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       txInSeg = 0;
       changesInSeg = 0;
       lags = [];
-      // Durable: now the server may forget everything up to here.
+      // Durable: now the server may forget everything up to here (and never
+      // anything further: see the startup check against the slot).
       if (committed > 0n) stream?.acknowledge(lsnText(committed));
     };
 
     // Handles one event; synchronous (storing is the loop's part).
     const handle = (ev: ReplicationEvent): void => {
       if (ev.kind !== 'raw') {
-        // Idle and everything stored: let the slot move past WAL we don't need.
-        if (
-          ev.kind === 'keepalive' &&
-          !inTx &&
-          segment.messages === 0 &&
-          ev.walEnd.value > committed
-        ) {
-          stream?.acknowledge(ev.walEnd);
+        // No transaction open: the server has sent everything before walEnd,
+        // so the slot may move past it once it is stored. Through idle periods
+        // (or changes only to other databases) it rides with the next segment,
+        // a heartbeat's; stored on its own when the server asks for a reply
+        // (a shutting-down server waits until it is confirmed) or when nothing
+        // was stored for a while (heartbeats failing).
+        if (ev.kind === 'keepalive' && !inTx) {
+          if (ev.walEnd.value > pendingCommitted) pendingCommitted = ev.walEnd.value;
+          if (
+            segment.messages === 0 &&
+            pendingCommitted > committed &&
+            (ev.replyRequested || Date.now() - storedAt >= IDLE_STORE_MS)
+          ) {
+            markerDue = true;
+          }
         }
         return;
       }
@@ -416,6 +457,11 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
           if (beat !== undefined) {
             push(m);
             if (newestBeat === undefined || beat > newestBeat) newestBeat = beat;
+            // Its position, like a keepalive's (with no transaction open, all
+            // before it was sent before it).
+            if (!inTx && m.readBigUInt64BE(2) > pendingCommitted) {
+              pendingCommitted = m.readBigUInt64BE(2);
+            }
             break;
           }
           const event = messageContent(m, SCHEMA_EVENT, true);
@@ -533,7 +579,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       for (const ev of batch) {
         handle(ev);
         if (schemaPending !== undefined) await recordSchema();
-        if (segment.bytes >= maxBytes) await flush();
+        if (segment.bytes >= maxBytes || markerDue) await flush();
       }
       // Checked here too, not only by the timer: while events keep arriving
       // nothing waits on the timer, and nothing would be stored until the
@@ -605,6 +651,13 @@ function storeFailed(target: string, location: string, err: unknown): FlashbackE
     },
   );
 }
+
+/**
+ * How long an idle capture goes without storing a segment before it stores
+ * the server's position on its own (heartbeats, every few seconds, normally
+ * carry it; this keeps the slot moving when they fail).
+ */
+const IDLE_STORE_MS = 60_000;
 
 /** How long capture lets events accumulate between batches while they keep arriving. */
 const BATCH_MS = 20;

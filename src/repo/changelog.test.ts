@@ -50,6 +50,53 @@ describe('change log reading', () => {
     expect(await read('0/150')).toEqual([[11, ['2', '3']]]);
   });
 
+  it('reads segments whose <committed> is a later heartbeat or keepalive position, and segments without messages', async () => {
+    const log = new ChangeLog(new MemoryStorage(), 'prod');
+    await log.writeSegment(1, lsnValue('0/110'), [
+      rel,
+      ['B', 10, '0/F0', '2026-11-21T10:00:00.000000Z'],
+      ['I', 1, ['1']],
+      ['C', '0/F0', '0/100', '2026-11-21T10:00:00.000000Z'],
+      // A heartbeat after the commit: the log is complete up to it.
+      ['H', '0/110', '2026-11-21T10:00:01.000000Z'],
+    ]);
+    // Idle: a keepalive's position stored on its own (capture, before the server shuts down).
+    await log.writeSegment(2, lsnValue('0/180'), new SegmentBuilder().content());
+    await log.writeSegment(3, lsnValue('0/210'), [
+      rel,
+      ['B', 11, '0/200', '2026-11-21T10:00:02.000000Z'],
+      ['I', 1, ['2']],
+      ['C', '0/200', '0/210', '2026-11-21T10:00:02.000000Z'],
+    ]);
+    expect((await log.segments()).map((s) => s.committed)).toEqual([0x110n, 0x180n, 0x210n]);
+    const read = async (from?: string) => {
+      const out: number[] = [];
+      await scanTransactions(log, from === undefined ? {} : { fromLsn: lsnValue(from) }, (tx) => {
+        out.push(tx.xid);
+        return undefined;
+      });
+      return out;
+    };
+    expect(await read()).toEqual([10, 11]);
+    expect(await read('0/150')).toEqual([11]);
+    expect(await read('0/211')).toEqual([]);
+    // Read in two parts (the second after segment 2's position), as long windows are.
+    const segs = await log.segments();
+    const second: number[] = [];
+    await scanTransactions(
+      log,
+      {},
+      (tx) => {
+        second.push(tx.xid);
+        return undefined;
+      },
+      { segments: segs.slice(1), after: segs[0]!.committed },
+    );
+    expect(second).toEqual([11]);
+    // A window from 0/200 skips segment 1 (complete up to 0/110); segment 2 might begin a transaction.
+    expect(skippable(segs, lsnValue('0/200'))).toBe(1);
+  });
+
   it('reads segments written in format 1 (JSON lines) like format 2', async () => {
     const storage = new MemoryStorage();
     const records = [

@@ -5,9 +5,12 @@
  *
  * A segment is an object `changes/<scope>/<seq>-<committed>.seg`:
  * - `<seq>`: 12 decimal digits, 1, 2, 3, …: the order of segments;
- * - `<committed>`: 16 hex digits, the end LSN of the last commit stored in
- *   this or an earlier segment: capture resumes there after a restart, and
- *   a reader that needs changes up to LSN X reads segments until it passes X.
+ * - `<committed>`: 16 hex digits, where the log is complete up to: the end
+ *   LSN of the last commit stored in this or an earlier segment, or a later
+ *   position the server reported with no transaction open (a heartbeat's, a
+ *   keepalive's): capture resumes there after a restart, it is the furthest
+ *   the slot is ever acknowledged, and a reader that needs changes up to
+ *   LSN X reads segments until it passes X.
  * Its content (compressed like chunks: codec header + zstd) is the
  * pgoutput messages as received, framed (changelog-format.ts), which readers
  * see as records (ChangeRecord). Transactions are in commit
@@ -85,7 +88,12 @@ export interface CaptureInfo {
 export interface SegmentInfo {
   readonly key: string;
   readonly seq: number;
-  /** End LSN of the last commit stored up to and including this segment (16-hex form sorts). */
+  /**
+   * The log is complete up to here once this segment is read: every
+   * transaction committing before it is in this or an earlier segment. The
+   * end LSN of the last commit stored, or a later heartbeat's or keepalive's
+   * position when no transaction was open (16-hex form sorts).
+   */
   readonly committed: bigint;
   readonly size: number;
 }
@@ -132,6 +140,22 @@ export interface PendingSlot {
   readonly at: string;
 }
 
+/**
+ * `changes/<scope>/acknowledged.json`: since which slot position capture
+ * acknowledges only what is stored, i.e. never a position past the newest
+ * segment's `<committed>`. Written once, when a log is started or when a
+ * capture of this version first resumes a log (earlier versions acknowledged
+ * keepalive positions without storing them: `since` is the slot's confirmed
+ * position then). A slot confirmed past both `since` and the newest
+ * segment's `<committed>` means stored segments were lost.
+ */
+export interface AckRecord {
+  readonly format: 'flashback-acks';
+  readonly version: 1;
+  readonly since: string;
+  readonly at: string;
+}
+
 /** A schema record as listed: its end LSN (from the name) and a reader. */
 export interface SchemaRecordRef {
   readonly key: string;
@@ -152,17 +176,20 @@ export class ChangeLog {
     return `${PREFIX}${this.scope}/`;
   }
 
-  /** The capture description, or undefined before the first capture. */
-  async info(): Promise<CaptureInfo | undefined> {
-    let info: CaptureInfo;
+  /** A JSON file of the log's directory, or undefined when there is none. */
+  private async readJson<T>(name: string): Promise<T | undefined> {
     try {
-      info = JSON.parse(
-        (await this.storage.read(`${this.dir}capture.json`)).toString('utf8'),
-      ) as CaptureInfo;
+      return JSON.parse((await this.storage.read(`${this.dir}${name}`)).toString('utf8')) as T;
     } catch (err) {
       if (err instanceof ObjectNotFoundError) return undefined;
       throw err;
     }
+  }
+
+  /** The capture description, or undefined before the first capture. */
+  async info(): Promise<CaptureInfo | undefined> {
+    const info = await this.readJson<CaptureInfo>('capture.json');
+    if (info === undefined) return undefined;
     if (info.version > 2) {
       throw new RepositoryError(
         'version',
@@ -178,6 +205,41 @@ export class ChangeLog {
     await this.storage.write(
       `${this.dir}capture.json`,
       Buffer.from(`${JSON.stringify(info, null, 2)}\n`),
+    );
+  }
+
+  /** Since when capture acknowledges only stored positions (AckRecord); undefined for a log no capture of this version resumed. */
+  async ackRecord(): Promise<AckRecord | undefined> {
+    const r = await this.readJson<AckRecord>('acknowledged.json');
+    if (r === undefined) return undefined;
+    if (r.format !== 'flashback-acks' || typeof r.since !== 'string') {
+      throw new RepositoryError(
+        'changelog.acks',
+        `changes/${this.scope}/acknowledged.json is not a record of flashback's acknowledgements`,
+        { hint: 'run `flashback check`; restore the file from a copy of the repository' },
+      );
+    }
+    if (r.version > 1) {
+      throw new RepositoryError(
+        'version',
+        `changes/${this.scope}/acknowledged.json has version ${r.version}, newer than this flashback reads (1)`,
+        { hint: 'upgrade flashback' },
+      );
+    }
+    return r;
+  }
+
+  /** Writes the AckRecord unless one exists (the first one stays). */
+  async writeAckRecord(since: string): Promise<void> {
+    const r: AckRecord = {
+      format: 'flashback-acks',
+      version: 1,
+      since,
+      at: new Date().toISOString(),
+    };
+    await this.storage.writeIfAbsent(
+      `${this.dir}acknowledged.json`,
+      Buffer.from(`${JSON.stringify(r, null, 2)}\n`),
     );
   }
 

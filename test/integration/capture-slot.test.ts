@@ -5,7 +5,7 @@
  * reports the recovery point and survives an unreachable target, and
  * `capture --drop-slot` removes the slot through the guard.
  */
-import { writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
@@ -13,7 +13,7 @@ import { connectParams } from '../../src/pg/connect.js';
 import { EmbeddedServer } from '../../src/pg/embedded.js';
 import { dropSlot } from '../../src/pg/replication/slot.js';
 import { openReplicationStream } from '../../src/pg/replication/stream.js';
-import { ChangeLog } from '../../src/repo/changelog.js';
+import { ChangeLog, lsnText, lsnValue } from '../../src/repo/changelog.js';
 import { LocalStorage } from '../../src/storage/local.js';
 import { CAPTURE_SCHEMA, CaptureProcess } from '../harness/capture.js';
 import { cliAt, killHard } from '../harness/faultpoint.js';
@@ -436,5 +436,119 @@ describe('a slot capture has not recorded, on the shared PostgreSQL 17', () => {
     );
     expect(r.stderr).toContain('--drop-slot');
     expect(await slotExists('flashback_slotforeign')).toBe(true);
+  });
+});
+
+describe('a repository that lost the newest segments of its change log, on the shared PostgreSQL 17', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let db: string;
+  const env = { PW: shared.password };
+  const args = ['capture', 'slotgap', '--flush-interval', '200ms', '--heartbeat', '1s'];
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir());
+    db = await freshDatabase(shared, 'slotgap');
+    await sql(shared, db, CAPTURE_SCHEMA);
+    expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `repository: repo\ntargets:\n  slotgap:\n    host: ${shared.host}\n    port: ${shared.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n`,
+    );
+  });
+  afterAll(async () => {
+    const c = await connectTo(shared, db);
+    await dropSlot(c, 'flashback_slotgap', { waitSeconds: 10 }).catch(() => {});
+    await c.end();
+    await sql(shared, 'postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+    await cleanup();
+  });
+
+  async function confirmed(): Promise<bigint> {
+    const c = await connectTo(shared, db);
+    try {
+      const r = await c.query<{ l: string }>(
+        "SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = 'flashback_slotgap'",
+      );
+      return lsnValue(r.rows[0]!.l);
+    } finally {
+      await c.end();
+    }
+  }
+
+  /** One capture session: `work` runs while it streams, then it stops cleanly. */
+  async function session(work: () => Promise<void>): Promise<void> {
+    const c = new CaptureProcess(dir, env, args).start();
+    try {
+      await c.streaming();
+      await work();
+    } finally {
+      const last = await c.stop();
+      expect(last?.code, last?.stderr).toBe(0);
+    }
+  }
+
+  it('capture refuses to resume past them: the slot is never confirmed past the stored log', async () => {
+    const log = new ChangeLog(new LocalStorage(path.join(dir, 'repo')), 'slotgap');
+    // Idle stretches while other databases write WAL: the server's keepalives
+    // move on, and the slot may follow only as far as segments record.
+    const idle = async () => {
+      for (let i = 0; i < 6; i++) {
+        await sql(shared, 'postgres', 'SELECT txid_current()');
+        await new Promise((r) => setTimeout(r, 400));
+      }
+    };
+    await session(async () => {
+      await sql(shared, db, "INSERT INTO items (id, v, n) VALUES (1, 'kept', 1)");
+      await idle();
+    });
+    const kept = await log.segments();
+    expect(kept.length).toBeGreaterThan(0);
+    expect(await confirmed()).toBeLessThanOrEqual(kept.at(-1)!.committed);
+
+    // A second session resumes (the slot is behind or at the log's end) and stores more.
+    await session(async () => {
+      await sql(shared, db, "INSERT INTO items (id, v, n) VALUES (2, 'lost', 1)");
+      await idle();
+    });
+    const all = await log.segments();
+    const slotAt = await confirmed();
+    expect(slotAt).toBeLessThanOrEqual(all.at(-1)!.committed);
+    expect(slotAt).toBeGreaterThan(kept.at(-1)!.committed);
+
+    // The repository loses the second session's segments (an older copy of it is put back).
+    const aside = path.join(dir, 'aside');
+    await mkdir(aside);
+    const lost = all.slice(kept.length);
+    for (const s of lost)
+      await rename(path.join(dir, 'repo', s.key), path.join(aside, s.seq.toString()));
+
+    const refused = new CaptureProcess(dir, env, args, 600_000).start();
+    const end = Date.now() + 20_000;
+    while (refused.runs.length === 0 && Date.now() < end)
+      await new Promise((r) => setTimeout(r, 100));
+    await refused.stop();
+    const run = refused.runs[0];
+    expect(run, 'capture kept running past the gap').toBeDefined();
+    expect(run!.code, run!.stderr).toBe(ExitCode.damaged);
+    expect(run!.stderr).toContain(
+      `the change log of "slotgap" ends at ${lsnText(kept.at(-1)!.committed)}, but its replication slot "flashback_slotgap" has confirmed ${lsnText(slotAt)}`,
+    );
+    expect(run!.stderr).toContain('flashback capture slotgap --drop-slot');
+    expect(await log.segments()).toEqual(kept);
+    expect(await confirmed()).toBe(slotAt);
+
+    // The lost segments put back: capture resumes.
+    for (const s of lost)
+      await rename(path.join(aside, s.seq.toString()), path.join(dir, 'repo', s.key));
+    await session(async () => {});
+
+    // A log from before acknowledged.json existed: its first resume trusts the
+    // slot (older versions confirmed keepalive positions they had not stored)
+    // and records where it stands.
+    const ahead = await confirmed();
+    await rm(path.join(dir, 'repo', 'changes', 'slotgap', 'acknowledged.json'));
+    await session(async () => {});
+    expect((await log.ackRecord())?.since).toBe(lsnText(ahead));
   });
 });
