@@ -262,6 +262,13 @@ export function emptyWindowState(): WindowState {
   };
 }
 
+/** Records that the row keyed `from` is keyed `to` now (a chain of moves keeps its first key; moving back forgets it). */
+export function noteMove(moved: Map<string, string>, from: string, to: string): void {
+  const origin = moved.get(from) ?? from;
+  moved.delete(from);
+  if (origin !== to) moved.set(to, origin);
+}
+
 /** Frees the spool files of a part (or an overlay) that will not be used. */
 export function closeTables(state: { readonly tables: ReadonlyMap<string, TableOverlay> }): void {
   for (const t of state.tables.values()) t.added.close();
@@ -273,6 +280,7 @@ export interface ExportedPart {
     readonly name: string;
     readonly truncated: boolean;
     readonly rows: ExportedRows;
+    readonly moved: ReadonlyArray<[string, string]>;
     readonly removed: ReadonlyArray<[string, number]>;
     readonly added: ReleasedSpool;
   }>;
@@ -302,6 +310,7 @@ export function exportPart(s: WindowState): { message: ExportedPart; transfer: A
       name,
       truncated: t.truncated,
       rows,
+      moved: [...t.moved],
       removed: [...t.removed],
       added: t.added.release(),
     };
@@ -350,6 +359,7 @@ export async function absorbPart(a: WindowState, b: ExportedPart): Promise<void>
       continue;
     }
     ov.byKey.absorb(t.rows);
+    for (const [to, from] of t.moved) noteMove(ov.moved, from, to);
     for (const [line, n] of t.removed) {
       for (let j = 0; j < n; j++) {
         if (!ov.added.cancel(line)) ov.removed.set(line, (ov.removed.get(line) ?? 0) + 1);
@@ -381,7 +391,13 @@ function importTable(t: ExportedPart['tables'][number]): TableOverlay {
   byKey.absorb(t.rows);
   const added = new RowSpool();
   added.adopt(t.added);
-  return { truncated: t.truncated, byKey, removed: new Map(t.removed), added };
+  return {
+    truncated: t.truncated,
+    byKey,
+    moved: new Map(t.moved),
+    removed: new Map(t.removed),
+    added,
+  };
 }
 
 /** Messages from the overlay thread. */

@@ -71,6 +71,7 @@ import {
 import {
   closeTables,
   emptyWindowState,
+  noteMove,
   type ReadAs,
   readInParts,
   settleRemoved,
@@ -104,6 +105,12 @@ export interface TableOverlay {
   truncated: boolean;
   /** Keyed tables: key (COPY text of the key fields) → the row's last version (chunk column order), or null if deleted. */
   readonly byKey: KeyedRows;
+  /**
+   * Keyed tables: rows whose key an update changed, by their key now → the
+   * key they had when the window opened (COPY text of the key fields). The
+   * two keys' versions are one row's: undo treats them together.
+   */
+  readonly moved: Map<string, string>;
   /** Keyless tables: rows removed (as COPY lines) and how many times each. */
   readonly removed: Map<string, number>;
   /** Keyless tables: rows added (in memory up to a budget, then in a temporary file). */
@@ -115,6 +122,7 @@ export function emptyTableOverlay(spoolBudget?: number, spoolFile?: number): Tab
   return {
     truncated: false,
     byKey: new KeyedRows(),
+    moved: new Map(),
     removed: new Map(),
     added: new RowSpool(spoolBudget, spoolFile),
   };
@@ -755,6 +763,7 @@ function applyChange(
   if (c.op === 'truncate') {
     ov.truncated = true;
     ov.byKey.clear();
+    ov.moved.clear();
     ov.removed.clear();
     ov.added.clear();
     return;
@@ -811,6 +820,7 @@ function applyChange(
       }
       ov.byKey.set(previousKey, null);
       ov.byKey.set(newKey, moved);
+      noteMove(ov.moved, previousKey, newKey);
       return;
     }
   }

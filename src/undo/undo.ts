@@ -123,7 +123,11 @@ export type UndoProgress =
   | { readonly phase: 'confirm' }
   | { readonly phase: 'apply'; readonly rows: number };
 
-/** One table's plan. */
+/**
+ * One table's plan: the rows (to be) put back, reverted and deleted, and the
+ * conflicts. Under `--conflicts skip` the conflicts are not among the three
+ * (they are left alone); under `overwrite` they are.
+ */
 export interface UndoTable {
   readonly table: string;
   readonly reinsert: number;
@@ -306,6 +310,11 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
         );
       }
     }
+    // Last: a row whose key the window changed is undone whole or not at all.
+    for (const [i, st] of staged.entries()) {
+      const moved = window.tables.get(name(st.t))!.moved;
+      if (st.t.key.length > 0 && moved.size > 0) await linkMoves(client, st.t, st.u, i, moved);
+    }
     const tables: UndoTable[] = [];
     const conflicts: Conflict[] = [];
     for (const { t, u } of staged) {
@@ -318,11 +327,13 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
         r.rows
           .filter((x) => x.op === op && (conflict === undefined || x.conflict === conflict))
           .reduce((a, x) => a + Number(x.n), 0);
+      // What is (to be) done: under skip, conflicts are left alone and counted apart.
+      const doing = (op: string) => count(op, false) + (policy === 'skip' ? 0 : count(op, true));
       tables.push({
         table: name(t),
-        reinsert: count('reinsert'),
-        revert: count('revert'),
-        delete: count('delete'),
+        reinsert: doing('reinsert'),
+        revert: doing('revert'),
+        delete: doing('delete'),
         conflicts: r.rows.filter((x) => x.conflict).reduce((a, x) => a + Number(x.n), 0),
       });
       conflicts.push(...(await conflictSamples(client, t, u)));
@@ -364,7 +375,9 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       out = o.out;
     };
     const tenants =
-      o.by === undefined ? undefined : await tenantValues(client, staged, o.by, o.order ?? []);
+      o.by === undefined
+        ? undefined
+        : await tenantValues(client, staged, o.by, o.order ?? [], policy);
     // Runs the plan and rolls it back: the order that applies, or why none does.
     const trial = async (): Promise<{ order: readonly Statement[]; error?: string }> => {
       progress({ phase: 'trial' });
@@ -415,10 +428,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
         seconds: (Date.now() - started) / 1000,
       };
     }
-    const total = tables.reduce(
-      (a, t) => a + t.reinsert + t.revert + t.delete - (policy === 'skip' ? t.conflicts : 0),
-      0,
-    );
+    const total = tables.reduce((a, t) => a + t.reinsert + t.revert + t.delete, 0);
     if (!confirmed) {
       progress({ phase: 'confirm' });
       await confirmUndo(o, client, description, tables, policy, tenants?.length);
@@ -780,6 +790,49 @@ async function planTable(
   return u;
 }
 
+/**
+ * Undoing an update that changed a row's key from K1 to K2 is two plan rows:
+ * K1 put back (or reverted) and K2 deleted (or reverted). Either one being a
+ * conflict makes both conflicts: under skip, doing only the other would
+ * leave the row twice (K1 back, K2 kept) or not at all (K2 deleted, K1 not
+ * put back). `moved`: the window's key now → key before (TableOverlay.moved).
+ */
+async function linkMoves(
+  client: PgClient,
+  t: TableSnapshot,
+  u: string,
+  i: number,
+  moved: ReadonlyMap<string, string>,
+): Promise<void> {
+  const m = `fb_undo_moves_${i}`;
+  const side = (p: string) => t.key.map((_, j) => `${p} ${j}`);
+  const columns = [...side('to'), ...side('from')];
+  await client.query(
+    `CREATE TEMP TABLE ${m} AS SELECT ${[...t.key, ...t.key].map((c, j) => `${quoteIdent(c)} AS ${quoteIdent(columns[j]!)}`).join(', ')} FROM ONLY ${qualify(t.schema, t.name)} WITH NO DATA`,
+  );
+  const lines = [...moved].map(([to, from]) => `${to}\t${from}`);
+  await copyChunks(
+    client,
+    linesSource(lines),
+    { ...t, columns },
+    `pg_temp.${m}`,
+    undefined,
+    'undo interrupted',
+  );
+  const is = (x: string, p: string) =>
+    t.key.map((c, j) => `${x}.${quoteIdent(c)} = m.${quoteIdent(`${p} ${j}`)}`).join(' AND ');
+  // Until nothing changes: rows can be linked in chains (keys swapped, moved on).
+  for (;;) {
+    const r = await client.query(
+      `UPDATE ${u} x SET "fb conflict" = true
+        WHERE NOT x."fb conflict" AND EXISTS (
+          SELECT 1 FROM pg_temp.${m} m JOIN ${u} y ON y."fb conflict"
+           WHERE (${is('x', 'from')} AND ${is('y', 'to')}) OR (${is('x', 'to')} AND ${is('y', 'from')}))`,
+    );
+    if ((r.rowCount ?? 0) === 0) break;
+  }
+}
+
 /** `source`, reporting the rows it has given as they go. */
 function counted(
   source: TableSource,
@@ -828,6 +881,14 @@ async function keepMatching(
  * IDENTITY FULL): rows the window removed are put back, rows it added are
  * deleted (one live row each; a row no longer there is a conflict). A window
  * that truncated the table puts back every row it had before.
+ *
+ * Identical rows are told apart by count only. A row R the window left n
+ * copies of (n = before − removed + added) and that the live table now has
+ * more copies of was written again since (by the application, or by an
+ * earlier undo of the same window): that many of its reinserts are
+ * conflicts. `before` is counted in the rows of the table when the window
+ * opened (the whole table is read from the snapshot for it; for a window
+ * that truncated, before = removed).
  */
 async function stageKeyless(
   client: PgClient,
@@ -861,16 +922,72 @@ async function stageKeyless(
   await copyChunks(client, spoolSource(win.added), t, u, undefined, 'undo interrupted');
   await client.query(`UPDATE ${u} SET "fb op" = 'delete' WHERE "fb op" IS NULL`);
   await keepMatching(client, u, where, `the predicate is evaluated on rows of ${name(t)}`);
-  // More planned deletes of a row than live copies of it: the excess are conflicts.
+  const live = `ONLY ${qualify(t.schema, t.name)}`;
   const whole = (a: string) =>
     `ARRAY[${t.columns.map((c) => `${a}.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
+  // Each staged row of an op, numbered among its identical copies.
+  const numbered = (op: string) =>
+    `SELECT s.ctid AS id, ${whole('s')} AS k, row_number() OVER (PARTITION BY ${whole('s')}) AS rn FROM ${u} s WHERE s."fb op" = '${op}'`;
+  // Live copies of the rows in `x` (one pass over the live table, not one per row).
+  const liveCounts = (x: string) =>
+    `SELECT ${whole('l')} AS k, count(*) AS n FROM ${live} l WHERE ${whole('l')} IN (SELECT k FROM ${x}) GROUP BY 1`;
+  // More planned deletes of a row than live copies of it: the excess are conflicts.
   await client.query(
-    `UPDATE ${u} SET "fb conflict" = true WHERE ctid IN (
-       SELECT x.ctid FROM (SELECT u2.ctid, ${whole('u2')} AS k, row_number() OVER (PARTITION BY ${whole('u2')}) AS rn
-                             FROM ${u} u2 WHERE u2."fb op" = 'delete') x
-        WHERE x.rn > (SELECT count(*) FROM ONLY ${qualify(t.schema, t.name)} l WHERE ${whole('l')} = x.k))`,
+    `WITH d AS (${numbered('delete')}), n AS (${liveCounts('d')})
+     UPDATE ${u} SET "fb conflict" = true FROM d LEFT JOIN n USING (k)
+      WHERE ${u}.ctid = d.id AND d.rn > coalesce(n.n, 0)`,
+  );
+  // More live copies of a row to put back than the window left: that many are back already.
+  let before = 'r.removed';
+  let preCounts = '';
+  if (!win.truncated && win.removed.size > 0) {
+    const pre = `pg_temp.fb_undo_pre_${i}`;
+    await client.query(`CREATE TEMP TABLE fb_undo_pre_${i} (LIKE ${qualify(t.schema, t.name)})`);
+    await copyChunks(
+      client,
+      onlyLines(pointInTimeSource(chunks, preOverlay), win.removed),
+      t,
+      pre,
+      undefined,
+      'undo interrupted',
+    );
+    preCounts = `, b AS (SELECT ${whole('p')} AS k, count(*) AS before FROM ${pre} p GROUP BY 1)`;
+    before = 'coalesce(b.before, 0)';
+  }
+  await client.query(
+    `WITH x AS (${numbered('reinsert')}),
+          r AS (SELECT k, count(*) AS removed FROM x GROUP BY k),
+          n AS (${liveCounts('r')}),
+          a AS (SELECT ${whole('d')} AS k, count(*) AS added FROM ${u} d WHERE d."fb op" = 'delete' GROUP BY 1)${preCounts},
+          excess AS (SELECT r.k, coalesce(n.n, 0) - (${before} - r.removed + coalesce(a.added, 0)) AS e
+                       FROM r LEFT JOIN n USING (k) LEFT JOIN a USING (k)${preCounts === '' ? '' : ' LEFT JOIN b USING (k)'})
+     UPDATE ${u} SET "fb conflict" = true FROM x JOIN excess USING (k)
+      WHERE ${u}.ctid = x.id AND x.rn <= excess.e`,
   );
   return u;
+}
+
+/** The lines of `source` that are among `wanted` (the rest are dropped as read). */
+function onlyLines(source: TableSource, wanted: ReadonlyMap<string, number>): TableSource {
+  return {
+    async *blocks(t) {
+      for await (const block of source.blocks(t)) {
+        const c = block.content;
+        const keep: string[] = [];
+        let pos = 0;
+        while (pos < c.length) {
+          let nl = c.indexOf(0x0a, pos);
+          if (nl < 0) nl = c.length;
+          const line = c.toString('utf8', pos, nl);
+          if (wanted.has(line)) keep.push(line);
+          pos = nl + 1;
+        }
+        if (keep.length > 0) {
+          yield { content: Buffer.from(`${keep.join('\n')}\n`, 'utf8'), rows: keep.length };
+        }
+      }
+    },
+  };
 }
 
 /** Remembers the lines of a block whose key `needed` asks for. */
@@ -1046,8 +1163,8 @@ function applyStatements(
     const target = `${qualify(t.schema, t.name)}`;
     const cols = t.columns.map(quoteIdent).join(', ');
     if (t.key.length === 0) {
-      // Rows without a key come back as they were; there is no "written again" to tell.
-      const ins = `INSERT INTO ${target}${columnList(t.columns)}${overriding(schema, t)} SELECT ${cols} FROM ${u} u WHERE u."fb op" = 'reinsert'`;
+      // Rows without a key come back as they were, but for copies that are back already (stageKeyless).
+      const ins = `INSERT INTO ${target}${columnList(t.columns)}${overriding(schema, t)} SELECT ${cols} FROM ${u} u WHERE u."fb op" = 'reinsert'${cond}`;
       out.push({ kind: 'reinsert', sql: ins, byTenant: tenant(ins) });
       continue;
     }
@@ -1180,6 +1297,7 @@ async function tenantValues(
   staged: ReadonlyArray<{ t: TableSnapshot; u: string }>,
   column: string,
   order: readonly string[],
+  policy: ConflictPolicy,
 ): Promise<Array<{ value: string | null; rows: number }>> {
   const counts = new Map<string | null, number>();
   for (const { t, u } of staged) {
@@ -1189,7 +1307,7 @@ async function tenantValues(
       });
     }
     const r = await client.query<{ v: string | null; n: string }>(
-      `SELECT ${quoteIdent(column)}::text AS v, count(*)::text AS n FROM ${u} GROUP BY 1`,
+      `SELECT ${quoteIdent(column)}::text AS v, count(*)::text AS n FROM ${u}${policy === 'skip' ? ' WHERE NOT "fb conflict"' : ''} GROUP BY 1`,
     );
     for (const x of r.rows) counts.set(x.v, (counts.get(x.v) ?? 0) + Number(x.n));
   }

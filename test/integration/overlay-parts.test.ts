@@ -53,7 +53,17 @@ async function logOf(consistent = true) {
     const l = `0/${lsn.toString(16)}`;
     body.push(['B', x, l, time]);
     const id = String(x % 97);
-    if (consistent && !alive.has(id)) {
+    // Keys changed, some twice (a chain the merge of two parts must follow).
+    const moving: [string, string] | undefined =
+      x % 11 === 0 && alive.has(id) ? [id, String(1000 + x)] : undefined;
+    const movingOn: [string, string] | undefined =
+      x % 11 === 5 && alive.has(String(995 + x)) ? [String(995 + x), String(1995 + x)] : undefined;
+    const move = moving ?? movingOn;
+    if (move !== undefined) {
+      body.push(['U', 1, [move[0], null, null], null, [move[1], `v${x}`, `big${x}`]]);
+      alive.delete(move[0]);
+      alive.add(move[1]);
+    } else if (consistent && !alive.has(id)) {
       body.push(['I', 1, [id, `v${x}`, `big${x}`]]);
       alive.add(id);
     } else if (x % 5 === 0) {
@@ -102,7 +112,14 @@ async function read(
     for await (const b of t.added.blocks()) {
       added.push(...b.content.toString('utf8').split('\n').slice(0, -1));
     }
-    tables.push([name, t.truncated, [...t.byKey], [...t.removed].sort(), added.sort()]);
+    tables.push([
+      name,
+      t.truncated,
+      [...t.byKey],
+      [...t.moved].sort(),
+      [...t.removed].sort(),
+      added.sort(),
+    ]);
   }
   state.closeOverlay(ov);
   return {
@@ -127,7 +144,12 @@ describe('a window read in two parts on a thread', () => {
       // The keyless table holds only rows added after its truncate.
       const h = one.tables.find((t) => t[0] === 'public.h')!;
       expect(h[1]).toBe(true);
-      expect((h[4] as string[]).length).toBeGreaterThan(100);
+      expect((h[5] as string[]).length).toBeGreaterThan(100);
+      // Keys moved once and twice, each known by the key it had first.
+      const moved = new Map(one.tables.find((t) => t[0] === 'public.k')![3] as [string, string][]);
+      expect(moved.size).toBe(39);
+      expect(moved.get('2099')).toBe('2'); // 2 → 1099 → 2099
+      expect([...moved.keys()].every((k) => k.startsWith('2'))).toBe(true);
     }
   });
 

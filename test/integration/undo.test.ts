@@ -24,7 +24,7 @@ import { Repository } from '../../src/repo/repository.js';
 import { SnapshotStore } from '../../src/repo/snapshots.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
 import { openStorage } from '../../src/storage/open.js';
-import { type UndoProgress, undo } from '../../src/undo/undo.js';
+import { type Conflict, type UndoProgress, type UndoTable, undo } from '../../src/undo/undo.js';
 import { holdPruneLock } from '../harness/lock.js';
 import { CLI, connectTo, freshDatabase, runCli, tempDir, testServers } from '../harness/pg.js';
 
@@ -507,7 +507,7 @@ describe('undo', () => {
     // the one written while the prompt waited made that collide, and the
     // plan made then found it: left alone, counted as a conflict.
     expect(report.tables).toEqual([
-      { table: 'public.orders', reinsert: 10, revert: 0, delete: 0, conflicts: 1 },
+      { table: 'public.orders', reinsert: 9, revert: 0, delete: 0, conflicts: 1 },
     ]);
     expect(await rows(live, 'SELECT id, note FROM orders WHERE id BETWEEN 9001 AND 9010')).toEqual(
       before.map((l) => (l.startsWith('9005\t') ? '9005\twritten again' : l)),
@@ -557,7 +557,7 @@ describe('undo', () => {
     const second = await run(again);
     expect(second.phases).toEqual(['rows', 'confirm', 'apply', 'plan', 'apply']);
     expect(second.report.tables).toEqual([
-      { table: 'public.carts', reinsert: 10, revert: 0, delete: 0, conflicts: 1 },
+      { table: 'public.carts', reinsert: 9, revert: 0, delete: 0, conflicts: 1 },
       { table: 'public.cart_lines', reinsert: 30, revert: 0, delete: 0, conflicts: 0 },
     ]);
     expect(second.report.conflicts).toEqual([
@@ -603,7 +603,7 @@ describe('undo', () => {
       tables: Array<{ table: string; delete: number; conflicts: number }>;
     };
     expect(plan.tables.find((t) => t.table === 'public.orders')).toMatchObject({
-      delete: 2,
+      delete: 1,
       conflicts: 1,
     });
     // Order 11 and its item (both from the window) are gone; order 10 stays, with the item written after.
@@ -638,6 +638,30 @@ describe('undo', () => {
     ]);
   });
 
+  it('undoes a key change whole or not at all: the row under its new key written again leaves both keys alone', async () => {
+    await live.query("INSERT INTO accounts VALUES (7, 'g@example.com'), (8, 'h@example.com')");
+    await settle();
+    const x = await xidOf(live, ['UPDATE accounts SET id = id + 100 WHERE id IN (7, 8)']);
+    // Later: account 107 (was 7) is written again; 108 is not.
+    await live.query("UPDATE accounts SET email = 'g2@example.com' WHERE id = 107");
+    await settle();
+    const r = await undoCli(['--tx', String(x), '--apply', '--confirm', name, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout) as { tables: UndoTable[]; conflicts: Conflict[] };
+    // 8 goes back to its key; 7's two halves (put 7 back, delete 107) are both left.
+    expect(report.tables).toEqual([
+      { table: 'public.accounts', reinsert: 1, revert: 0, delete: 1, conflicts: 2 },
+    ]);
+    expect(report.conflicts.map((c) => [c.op, c.before?.id ?? c.after?.id]).sort()).toEqual([
+      ['delete', '107'],
+      ['reinsert', '7'],
+    ]);
+    expect(await rows(live, 'SELECT id, email FROM accounts WHERE id IN (7, 8, 107, 108)')).toEqual(
+      ['107\tg2@example.com', '8\th@example.com'],
+    ); // (sorted as text)
+    await live.query('DELETE FROM accounts WHERE id IN (8, 107)');
+  });
+
   it('reverts an update that left a large (TOASTed) value unsent, taking it from the snapshot', async () => {
     const before = await rows(live, 'SELECT id, title, md5(body) FROM docs ORDER BY id');
     const x = await xidOf(live, ["UPDATE docs SET title = 'wrong' WHERE id <= 2"]);
@@ -656,8 +680,18 @@ describe('undo', () => {
     await settle();
     const preview = await undoCli(['--tx', String(x), '--json']);
     expect(preview.code, preview.stderr).toBe(ExitCode.failed); // a plan that cannot be applied
+    // Under skip, deleting team 2 is a conflict (it would cascade), so putting
+    // team 1 back is too (one row's key change, undone whole or not at all):
+    // the member's revert then has no team 1 to refer to.
     expect(JSON.parse(preview.stdout)).toMatchObject({
-      validation: { ok: false, error: expect.stringMatching(/duplicate key value/) },
+      tables: [
+        { table: 'public.teams', reinsert: 0, delete: 0, conflicts: 2 },
+        { table: 'public.members', revert: 1 },
+      ],
+      validation: {
+        ok: false,
+        error: expect.stringMatching(/violates foreign key constraint "members_team_id_fkey"/),
+      },
     });
     const r = await undoCli([
       '--tx',
@@ -686,18 +720,20 @@ describe('undo', () => {
     await live.query("INSERT INTO events VALUES (4, 'later', '{}', now())");
     const later = await rows(live, "SELECT * FROM events WHERE kind = 'later'");
     await settle();
-    const r = await undoCli([
-      '--since',
-      since,
-      '--until',
-      until,
-      '--table',
-      'events',
-      '--apply',
-      '--confirm',
-      name,
-      '--json',
-    ]);
+    const undoWindow = () =>
+      undoCli([
+        '--since',
+        since,
+        '--until',
+        until,
+        '--table',
+        'events',
+        '--apply',
+        '--confirm',
+        name,
+        '--json',
+      ]);
+    const r = await undoWindow();
     expect(r.code, r.stderr).toBe(0);
     const plan = JSON.parse(r.stdout) as {
       tables: Array<{ reinsert: number; delete: number; conflicts: number }>;
@@ -706,8 +742,41 @@ describe('undo', () => {
       (l) => l.startsWith('1\tlogin\t') || l.startsWith('2\tsend\t'),
     ).length;
     expect(plan.tables[0]).toMatchObject({ reinsert: removed, conflicts: 0 });
-    expect(plan.tables[0]!.delete).toBe(2 + before.filter((l) => l.startsWith('2\tsend\t')).length);
+    const added = 2 + before.filter((l) => l.startsWith('2\tsend\t')).length;
+    expect(plan.tables[0]!.delete).toBe(added);
     expect(await rows(live, 'SELECT * FROM events')).toEqual([...before, ...later].sort());
+
+    // The same undo again: every row is back already, none is added twice.
+    const again = await undoWindow();
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout).tables[0]).toMatchObject({
+      reinsert: 0,
+      delete: 0,
+      conflicts: removed + added,
+    });
+    expect(await rows(live, 'SELECT * FROM events')).toEqual([...before, ...later].sort());
+  });
+
+  it('undoes a TRUNCATE of a table without a key once: a second undo puts nothing back twice', async () => {
+    const before = await rows(live, 'SELECT * FROM events');
+    const x = await xidOf(live, [
+      'TRUNCATE events',
+      "INSERT INTO events VALUES (5, 'after truncate', '{}', '2026-01-03 00:00:00+00')",
+    ]);
+    await settle();
+    const undoIt = async () => {
+      const r = await undoCli(['--tx', String(x), '--apply', '--confirm', name, '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { tables: UndoTable[] }).tables[0];
+    };
+    expect(await undoIt()).toMatchObject({ reinsert: before.length, delete: 1, conflicts: 0 });
+    expect(await rows(live, 'SELECT * FROM events')).toEqual(before);
+    expect(await undoIt()).toMatchObject({
+      reinsert: 0,
+      delete: 0,
+      conflicts: before.length + 1,
+    });
+    expect(await rows(live, 'SELECT * FROM events')).toEqual(before);
   });
 
   it('puts back rows deleted all over a big table (every chunk read, in threads), byte for byte; impact counts them per sensor', async () => {

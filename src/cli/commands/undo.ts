@@ -72,7 +72,10 @@ rows removed, truncated rows put back. A row written again after the changes
 being undone is a conflict: shown with its versions (before, after the bad
 change, now) and skipped unless --conflicts overwrite; so is a delete that
 would cascade to rows written since. Conflicts are checked again as the
-apply reaches each row. Foreign keys are
+apply reaches each row. A row whose key was changed is undone whole or not
+at all; in a table without a key, copies of a row that are back already
+(the same undo run twice) are conflicts. REINSERT, REVERT and DELETE count
+what is (to be) done; skipped conflicts are counted apart. Foreign keys are
 satisfied by the order of the work; the plan is tried (and rolled back) even
 in a preview, so a plan that cannot be applied says why before anything is
 written. The apply is an ordinary write: capture records it, and its
