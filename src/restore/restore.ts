@@ -85,6 +85,8 @@ export interface RestoreResult {
   readonly plan: RestorePlan;
   readonly applied: boolean;
   readonly seconds: number;
+  /** A dry run whose merge was tried and failed: why the restore would fail (nothing was written). */
+  readonly failure?: string | undefined;
 }
 
 /** Plans and (unless dry-run) applies a restore. */
@@ -344,7 +346,7 @@ async function run(
   options: RestoreOptions,
   events: ProgressEvents,
   confirm: (plan: RestorePlan) => Promise<unknown>,
-): Promise<{ plan: RestorePlan; applied: boolean }> {
+): Promise<{ plan: RestorePlan; applied: boolean; failure?: string | undefined }> {
   const only =
     base.mode === 'selective' ? new Set(tables.map((t) => `${t.schema}.${t.name}`)) : undefined;
   const ddl = empty
@@ -398,8 +400,25 @@ async function run(
     }
     const plan: RestorePlan = { ...base, tables: planned };
     if (options.dryRun === true) {
+      // The merges tried, then rolled back: exact counts, and a merge that
+      // would fail (a key already there under --on-conflict fail, a foreign
+      // key, a unique value) says so now. (Rows loaded whole into an empty
+      // database are not: their counts are the snapshot's.)
+      const tried = [...planned];
+      let failure: string | undefined;
+      for (const [i, t] of tables.entries()) {
+        const st = staged[i];
+        if (st === undefined) continue;
+        try {
+          tried[i] = { ...planned[i]!, ...(await mergeTable(client, t, st, options)) };
+        } catch (err) {
+          if (!(err instanceof OperationError)) throw err;
+          failure = err.message.replace(/; nothing was restored$/, '');
+          break;
+        }
+      }
       await client.query('ROLLBACK');
-      return { plan, applied: false };
+      return { plan: { ...plan, tables: tried }, applied: false, failure };
     }
     await confirm(plan);
     const done: TablePlan[] = [];

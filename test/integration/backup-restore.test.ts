@@ -355,6 +355,76 @@ describe.each(
     const fail = await runCli([...base, '--on-conflict', 'fail'], { cwd: dir, env });
     expect(fail.code).toBe(ExitCode.failed);
     expect(fail.stderr).toContain('a row with the same key already exists');
+    // A dry run tries the merge: it foresees the failure (not "skip 2").
+    const dry = ['restore', 'latest', '--to', 'prod', '--dry-run'];
+    const dryFail = await runCli(
+      [...dry, '--table', 'tenants', '--where', 'id <= 2', '--on-conflict', 'fail'],
+      { cwd: dir, env },
+    );
+    expect(dryFail.code, dryFail.stderr).toBe(ExitCode.failed);
+    expect(dryFail.stdout).toContain(
+      'dry run: this restore would fail: restoring public.tenants: a row with the same key already exists',
+    );
+    expect(dryFail.stdout).toContain('nothing was written');
+  });
+
+  it('a dry run foresees a foreign key the merge would violate, and writes nothing', async () => {
+    const [w] = await sql(
+      server,
+      source,
+      'SELECT workflow_id AS id, tenant_id AS tenant, count(*)::int AS n FROM workflow_steps GROUP BY 1, 2 ORDER BY 1 DESC LIMIT 1',
+    );
+    const stepsOf = async () =>
+      Number(
+        (
+          await sql(
+            server,
+            source,
+            `SELECT count(*) AS n FROM workflow_steps WHERE workflow_id = ${w!.id}`,
+          )
+        )[0]?.n,
+      );
+    await sql(
+      server,
+      source,
+      `DELETE FROM workflow_steps WHERE workflow_id = ${w!.id}; DELETE FROM workflows WHERE id = ${w!.id}`,
+    );
+    const restoreTenant = (tables: string[], extra: string[]) =>
+      runCli(
+        [
+          'restore',
+          'latest',
+          '--to',
+          'prod',
+          ...tables.flatMap((t) => ['--table', t]),
+          '--where',
+          `tenant_id = ${w!.tenant}`,
+          '--json',
+          ...extra,
+        ],
+        { cwd: dir, env },
+      );
+    // The steps alone: their workflow is gone.
+    const alone = await restoreTenant(['workflow_steps'], ['--dry-run']);
+    expect(alone.code, alone.stderr).toBe(ExitCode.failed);
+    expect(JSON.parse(alone.stdout).failure).toMatch(
+      /^restoring public\.workflow_steps failed: insert or update on table "workflow_steps" violates foreign key constraint/,
+    );
+    expect(await stepsOf()).toBe(0);
+    // With the workflow (parents first): it applies, with exact counts.
+    const both = await restoreTenant(['workflows', 'workflow_steps'], ['--dry-run']);
+    expect(both.code, both.stderr).toBe(0);
+    const plan = JSON.parse(both.stdout) as {
+      plan: { tables: Array<{ name: string; insert: number }> };
+    };
+    expect(plan.plan.tables.map((t) => [t.name, t.insert])).toEqual([
+      ['workflows', 1],
+      ['workflow_steps', Number(w!.n)],
+    ]);
+    expect(await stepsOf()).toBe(0);
+    const done = await restoreTenant(['workflows', 'workflow_steps'], ['--confirm', 'prod']);
+    expect(done.code, done.stderr).toBe(0);
+    expect(await stepsOf()).toBe(Number(w!.n));
   });
 
   it('selects tables by pattern', async () => {

@@ -73,7 +73,7 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
     .option('--no-acl', 'do not restore grants and policy roles')
     .option(
       '--dry-run',
-      'print the plan (rows to insert, update, skip per table) and write nothing',
+      'print the plan (rows to insert, update, skip per table), tried and rolled back; write nothing',
     )
     .option(
       '--confirm <name>',
@@ -90,6 +90,10 @@ Without --table/--where, the whole snapshot goes into an empty database.
 With them, rows are merged into existing tables: by default only rows whose
 key is absent are inserted and the rest counted as skipped. One transaction:
 a failure leaves the target as it was. Protected targets need --confirm.
+--dry-run stages the rows and tries the merge inside a transaction that is
+rolled back: the counts are exact, and a merge that would fail (a key that
+exists under --on-conflict fail, a foreign key, a unique value) says why
+(exit 1). The rows it touches are locked while it runs.
 
 Progress (tables, rows, MB of the total, MB/s, post-data statements, data
 ETA; before that, with --at/--lsn/--before-xid, the change log read so far)
@@ -106,7 +110,8 @@ Examples:
   flashback restore prod --before-xid 48211 --to prod --table files --where "kind = 'invoice'"
   flashback restore 20261121-0300 --to prod --table workflow_steps --where "tenant_id = 42" --dry-run
 
-Exit codes: 0 restored (or planned); 1 failed, nothing written; 3 bad usage
+Exit codes: 0 restored (or planned); 1 failed (or a dry run found it would),
+nothing written; 3 bad usage
 (unknown snapshot or table, invalid --where, non-empty database); 4 refused
 by the guard; 5 unreachable; 6 no repository; 7 locked; 130 interrupted.`,
     )
@@ -200,15 +205,20 @@ async function restoreFrom(
       applied: result.applied,
       seconds: result.seconds,
       plan: result.plan,
+      ...(result.failure === undefined ? {} : { failure: result.failure }),
       ...(asOf === undefined ? {} : { asOf }),
     });
-    return ExitCode.ok;
+    return result.failure === undefined ? ExitCode.ok : ExitCode.failed;
   }
   ctx.out(formatPlan(result.plan, result.applied));
+  if (result.failure !== undefined) {
+    ctx.out(`dry run: this restore would fail: ${result.failure}\nnothing was written\n`);
+    return ExitCode.failed;
+  }
   ctx.out(
     result.applied
       ? `restored in ${result.seconds.toFixed(1)} s\n`
-      : 'dry run: nothing was written\n',
+      : 'dry run: tried and rolled back; nothing was written\n',
   );
   return ExitCode.ok;
 }
