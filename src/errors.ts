@@ -21,7 +21,7 @@ export const ExitCode = {
   refused: 4,
   /** A target could not be reached: network, authentication, missing database. */
   unreachable: 5,
-  /** The repository is missing, not initialised, or of an unsupported format. */
+  /** The repository is missing, not initialised, of an unsupported format, or read-only for a command that writes. */
   repository: 6,
   /** The repository is locked by another process (see `flashback unlock`). */
   locked: 7,

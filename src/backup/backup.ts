@@ -77,10 +77,10 @@ export interface BackupResult {
 /** Chunk writes in flight per worker: enough to overlap compression with COPY, bounded for memory. */
 const IN_FLIGHT = 4;
 
-/** True for a write that failed because the disk or quota is full. */
+/** True for a write that failed because the disk or quota is full (the lock's included: src/repo/lock.ts). */
 function isDiskFull(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  return code === 'ENOSPC' || code === 'EDQUOT';
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'repository.full';
 }
 
 function diskFull(location: string, cause: unknown): OperationError {

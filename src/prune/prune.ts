@@ -20,7 +20,7 @@
  */
 import type { FlashbackConfig, RetentionConfig } from '../config/schema.js';
 import { retentionFor } from '../config/schema.js';
-import { InterruptedError, UsageError } from '../errors.js';
+import { InterruptedError, OperationError, UsageError } from '../errors.js';
 import { type CaptureInfo, ChangeLog, lsnText, lsnValue } from '../repo/changelog.js';
 import { ChunkStore, type StoredChunk } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
@@ -192,6 +192,9 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
   const lock = await RepositoryLock.acquire(storage, {
     exclusive: !dryRun,
     command: dryRun ? 'prune --dry-run' : 'prune',
+    reader: dryRun,
+    // A full repository is what prune is for: see RepositoryLock.record below.
+    deferOnFull: true,
   });
   try {
     const snapshots = new SnapshotStore(storage);
@@ -233,6 +236,20 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
     // (1) Manifests first: each delete removes one whole snapshot.
     await forEachLimited(plan.remove, limit, (id) => snapshots.delete(id), options.signal);
     await faultpoint('prune.after-manifests');
+    // On a full repository the lock was held unrecorded: with the manifests'
+    // space free, it is written now, before any chunk is removed (a backup
+    // that started meanwhile makes this stop; its chunks stay).
+    await lock.record().catch((err: unknown) => {
+      if (!(err instanceof OperationError && err.code === 'repository.full')) throw err;
+      throw new OperationError(
+        'prune.full',
+        `the repository at ${storage.location} is still full after removing ${plan.remove.length} snapshot manifest(s): prune could not record its lock, so it stopped before removing any chunk`,
+        {
+          hint: 'free a little space on that disk (any file), then run prune again: it removes the chunks no snapshot uses',
+          cause: err,
+        },
+      );
+    });
     // (2) Chunks: the referenced set comes from the manifests present now,
     // not from the plan, so that it can only be larger than needed.
     const { garbage, kept } = await unreferenced(chunks, await snapshots.all());

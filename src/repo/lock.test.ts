@@ -77,4 +77,77 @@ describe('repository locks', () => {
     expect((await removeLocks(s, { all: true })).map((l) => l.command)).toEqual(['backup']);
     await live.release();
   });
+
+  it('on a repository it cannot write: readers go on unrecorded, prune records once it can, writers are told why', async () => {
+    /** A storage whose writes fail as a full (or read-only) disk's do, until `fixed`. */
+    class Unwritable extends MemoryStorage {
+      fixed = false;
+      constructor(private readonly errno: string) {
+        super();
+      }
+      override async write(key: string, data: Uint8Array): Promise<void> {
+        if (!this.fixed)
+          throw Object.assign(new Error(`${this.errno}: write`), { code: this.errno });
+        return super.write(key, data);
+      }
+    }
+    const full = new Unwritable('ENOSPC');
+    const reader = await RepositoryLock.acquire(full, {
+      exclusive: false,
+      command: 'restore',
+      reader: true,
+    });
+    expect(reader.unrecorded).toBe('the repository is full');
+    await reader.release();
+    const writer = await RepositoryLock.acquire(full, {
+      exclusive: false,
+      command: 'backup prod',
+    }).catch((e: unknown) => e);
+    expect(writer).toMatchObject({ code: 'repository.full', exitCode: ExitCode.failed });
+    expect((writer as Error).message).toContain('"backup prod" cannot write to it');
+
+    // Prune: refused while anyone holds a lock; else held unrecorded, and recorded when it can be.
+    full.fixed = true;
+    const held = await RepositoryLock.acquire(full, { exclusive: false, command: 'restore' });
+    full.fixed = false;
+    await expect(
+      RepositoryLock.acquire(full, { exclusive: true, command: 'prune', deferOnFull: true }),
+    ).rejects.toThrow(/locked by "restore"/);
+    await held.release();
+    const prune = await RepositoryLock.acquire(full, {
+      exclusive: true,
+      command: 'prune',
+      deferOnFull: true,
+    });
+    expect(prune.unrecorded).toBe('the repository is full');
+    await expect(prune.record()).rejects.toMatchObject({ code: 'repository.full' });
+    full.fixed = true;
+    await prune.record();
+    expect((await listLocks(full)).map((l) => l.command)).toEqual(['prune']);
+    await prune.release();
+    expect(await listLocks(full)).toEqual([]);
+
+    // A backup that came while prune was unrecorded: prune's record gives way.
+    full.fixed = false;
+    const late = await RepositoryLock.acquire(full, {
+      exclusive: true,
+      command: 'prune',
+      deferOnFull: true,
+    });
+    full.fixed = true;
+    const backup = await RepositoryLock.acquire(full, { exclusive: false, command: 'backup prod' });
+    await expect(late.record()).rejects.toThrow(/locked by "backup prod"/);
+    expect((await listLocks(full)).map((l) => l.command)).toEqual(['backup prod']);
+    await backup.release();
+
+    // Read-only: readers read, while no exclusive lock is held; writers are told.
+    const ro = new Unwritable('EROFS');
+    expect(
+      (await RepositoryLock.acquire(ro, { exclusive: false, command: 'check', reader: true }))
+        .unrecorded,
+    ).toBe('the repository is read-only');
+    await expect(
+      RepositoryLock.acquire(ro, { exclusive: true, command: 'prune', deferOnFull: true }),
+    ).rejects.toMatchObject({ code: 'repository.read-only', exitCode: ExitCode.repository });
+  });
 });

@@ -10,10 +10,25 @@
  * A lock is stale when its process is gone (same host: the PID is checked) or
  * it has not been refreshed for STALE_AFTER_MS (another host). Holders refresh
  * every REFRESH_MS. `flashback unlock` removes stale locks.
+ *
+ * A repository that cannot be written (a read-only mount or permissions, a
+ * full disk) must still be readable on the day it is needed: a reader
+ * (`reader: true`) whose lock file cannot be written checks that no
+ * exclusive lock is held and goes on without one (nobody can prune a
+ * read-only repository; on a full one, a prune that starts meanwhile could
+ * remove what the reader reads: it then fails, it never reads wrong data).
+ * Prune (`deferOnFull`) on a full disk checks that no lock is held, goes on
+ * without a file, and records its lock (`record()`, checking again) as soon
+ * as it has freed space, before it removes any chunk.
  */
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
-import { RepositoryLockedError } from '../errors.js';
+import {
+  type FlashbackError,
+  OperationError,
+  RepositoryError,
+  RepositoryLockedError,
+} from '../errors.js';
 import { ObjectNotFoundError, type Storage } from '../storage/storage.js';
 import { isAlive } from '../util/process.js';
 
@@ -39,20 +54,35 @@ export interface LockStatus extends LockInfo {
 export const STALE_AFTER_MS = 30 * 60_000;
 const REFRESH_MS = 5 * 60_000;
 
+/** How to take a lock. */
+export interface LockOptions {
+  readonly exclusive: boolean;
+  /** What holds it, e.g. `backup prod` (shown to whoever it blocks). */
+  readonly command: string;
+  /** A holder that only reads: on a repository it cannot write, it goes on without a lock file. */
+  readonly reader?: boolean | undefined;
+  /** On a full disk, hold the lock unrecorded until `record()` (prune: deleting frees the space). */
+  readonly deferOnFull?: boolean | undefined;
+}
+
 /** A held lock; call `release()` when done. */
 export class RepositoryLock {
   private timer: NodeJS.Timeout | undefined;
+  private written = false;
 
   private constructor(
     private readonly storage: Storage,
     readonly info: LockInfo,
+    /** Why the lock file could not be written (the lock is held unrecorded), or undefined. */
+    readonly unrecorded?: string | undefined,
   ) {}
 
-  /** Acquires a lock or throws RepositoryLockedError naming the conflicting holder. */
-  static async acquire(
-    storage: Storage,
-    options: { exclusive: boolean; command: string },
-  ): Promise<RepositoryLock> {
+  /**
+   * Acquires a lock or throws RepositoryLockedError naming the conflicting
+   * holder. A lock file that cannot be written is the writer's error
+   * (passed on as the storage raised it), except as LockOptions allow.
+   */
+  static async acquire(storage: Storage, options: LockOptions): Promise<RepositoryLock> {
     const now = new Date().toISOString();
     const info: LockInfo = {
       id: randomUUID(),
@@ -63,25 +93,59 @@ export class RepositoryLock {
       created: now,
       refreshed: now,
     };
-    await storage.write(lockKey(info.id), serialize(info));
-    const others = (await listLocks(storage)).filter((l) => l.id !== info.id && !l.stale);
-    const conflict = others.find((l) => l.exclusive || info.exclusive);
-    if (conflict !== undefined) {
-      await storage.delete(lockKey(info.id));
-      throw new RepositoryLockedError(
-        `the repository at ${storage.location} is locked${conflict.exclusive ? ' exclusively' : ''} by "${conflict.command}" (pid ${conflict.pid} on ${conflict.hostname}, since ${conflict.created})`,
-        {
-          hint: 'wait for it to finish; if that process is gone, `flashback unlock` removes stale locks',
-        },
-      );
+    try {
+      await storage.write(lockKey(info.id), serialize(info));
+    } catch (err) {
+      const why = unwritable(err);
+      const reader = options.reader === true && !options.exclusive;
+      if (why === undefined) throw err;
+      if (!(reader || (why === 'full' && options.deferOnFull === true))) {
+        throw cannotWrite(storage, why, options.command, err);
+      }
+      // Unrecorded: only while nobody holds what it would conflict with.
+      const others = (await listLocks(storage)).filter((l) => !l.stale);
+      const conflict = others.find((l) => l.exclusive || info.exclusive);
+      if (conflict !== undefined) throw lockedBy(storage, conflict);
+      return new RepositoryLock(storage, info, `the repository is ${why}`);
     }
     const lock = new RepositoryLock(storage, info);
-    lock.timer = setInterval(() => void lock.refresh(), REFRESH_MS);
-    lock.timer.unref();
+    await lock.claimed();
     return lock;
   }
 
+  /** The lock file is written: give way to a conflicting holder, else keep it fresh. */
+  private async claimed(): Promise<void> {
+    this.written = true;
+    const others = (await listLocks(this.storage)).filter((l) => l.id !== this.info.id && !l.stale);
+    const conflict = others.find((l) => l.exclusive || this.info.exclusive);
+    if (conflict !== undefined) {
+      this.written = false;
+      await this.storage.delete(lockKey(this.info.id));
+      throw lockedBy(this.storage, conflict);
+    }
+    this.timer = setInterval(() => void this.refresh(), REFRESH_MS);
+    this.timer.unref();
+  }
+
+  /**
+   * Writes the file of a lock held unrecorded (deferOnFull) and checks for
+   * holders that came meanwhile (RepositoryLockedError: stop before doing
+   * what needs the lock). Nothing to do for a recorded lock.
+   */
+  async record(): Promise<void> {
+    if (this.written) return;
+    try {
+      await this.storage.write(lockKey(this.info.id), serialize(this.info));
+    } catch (err) {
+      const why = unwritable(err);
+      if (why === undefined) throw err;
+      throw cannotWrite(this.storage, why, this.info.command, err);
+    }
+    await this.claimed();
+  }
+
   private async refresh(): Promise<void> {
+    if (!this.written) return;
     const info = { ...this.info, refreshed: new Date().toISOString() };
     await this.storage.write(lockKey(info.id), serialize(info)).catch(() => {});
   }
@@ -90,8 +154,55 @@ export class RepositoryLock {
   async release(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
+    if (!this.written) return;
+    this.written = false;
     await this.storage.delete(lockKey(this.info.id));
   }
+}
+
+function lockedBy(storage: Storage, conflict: LockStatus): RepositoryLockedError {
+  return new RepositoryLockedError(
+    `the repository at ${storage.location} is locked${conflict.exclusive ? ' exclusively' : ''} by "${conflict.command}" (pid ${conflict.pid} on ${conflict.hostname}, since ${conflict.created})`,
+    {
+      hint: 'wait for it to finish; if that process is gone, `flashback unlock` removes stale locks',
+    },
+  );
+}
+
+/** A writer's lock that cannot be written: the repository is read-only or full. */
+function cannotWrite(
+  storage: Storage,
+  why: 'read-only' | 'full',
+  command: string,
+  cause: unknown,
+): FlashbackError {
+  const code = (cause as NodeJS.ErrnoException).code;
+  if (why === 'read-only') {
+    return new RepositoryError(
+      'read-only',
+      `cannot write to the repository at ${storage.location} (${code}): "${command}" writes to it`,
+      {
+        hint: 'make it writable (mount, permissions) and run again; restore, history, impact, undo and check read a read-only repository',
+        cause,
+      },
+    );
+  }
+  return new OperationError(
+    'repository.full',
+    `no space left in the repository at ${storage.location} (${code}): "${command}" cannot write to it`,
+    {
+      hint: '`flashback prune` runs on a full repository and frees what the retention policy allows; or free space or move the repository',
+      cause,
+    },
+  );
+}
+
+/** Why a write failed, when the repository cannot be written at all: read-only (mount, permissions) or full. */
+export function unwritable(err: unknown): 'read-only' | 'full' | undefined {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'EROFS' || code === 'EACCES' || code === 'EPERM') return 'read-only';
+  if (code === 'ENOSPC' || code === 'EDQUOT') return 'full';
+  return undefined;
 }
 
 /**
@@ -104,7 +215,7 @@ export async function whileShared<T>(
   command: string,
   fn: () => Promise<T>,
 ): Promise<T> {
-  const lock = await RepositoryLock.acquire(storage, { exclusive: false, command });
+  const lock = await RepositoryLock.acquire(storage, { exclusive: false, command, reader: true });
   try {
     return await fn();
   } finally {

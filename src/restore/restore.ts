@@ -108,6 +108,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   );
   const lock = await RepositoryLock.acquire(options.repo.storage, {
     exclusive: false,
+    reader: true,
     command: `restore ${manifest.id} to ${target.name}`,
   });
   let created = false;

@@ -184,7 +184,11 @@ export async function checkRepository(options: CheckOptions): Promise<CheckRepor
   if (!(percent >= 0 && percent <= 100)) {
     throw new RangeError(`readDataPercent must be 0–100, got ${percent}`);
   }
-  const lock = await RepositoryLock.acquire(repo.storage, { exclusive: false, command: 'check' });
+  const lock = await RepositoryLock.acquire(repo.storage, {
+    exclusive: false,
+    command: 'check',
+    reader: true,
+  });
   try {
     return await run(repo.storage, options, percent, started);
   } finally {

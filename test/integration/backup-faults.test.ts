@@ -78,6 +78,68 @@ describe('backup faults', () => {
     expect(await slots()).toBe('0');
   });
 
+  it('a full or read-only repository: restore and check still read it, backup says why it cannot write, prune frees a full one', async () => {
+    const repo = path.join(dir, 'tight');
+    await run('mkdir', ['-p', repo]);
+    // Real file systems (the tests run as root, as CI does): full, then read-only.
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', repo]);
+    const config = `retention:\n  keep_last: 1\ntargets:\n  prod:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n`;
+    const cli = (args: string[]) => runCli([...args, '--repo', repo], { cwd: dir, env });
+    const restoreInto = async (into: string) => {
+      const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+      const r = await cli(['restore', 'latest', '--to', url, '--create', '--confirm', into]);
+      await sql(server, 'postgres', `DROP DATABASE IF EXISTS ${into}`);
+      return r;
+    };
+    try {
+      expect((await runCli(['init', '--force', '--repo', repo], { cwd: dir })).code).toBe(0);
+      await writeFile(path.join(dir, 'flashback.yaml'), config); // (init --force wrote its own)
+      const first = await cli(['backup', 'prod']);
+      expect(first.code, first.stderr).toBe(0);
+      // Every workflow step changed: the next snapshot's chunks of that table are new.
+      await sql(server, db, "UPDATE workflow_steps SET updated_at = updated_at + interval '1 s'");
+      expect((await cli(['backup', 'prod'])).code).toBe(0);
+      // Fill the disk to the last byte.
+      await run('sh', [
+        '-c',
+        `dd if=/dev/zero of=${repo}/fill bs=64k 2>/dev/null; dd if=/dev/zero of=${repo}/fill2 bs=512 2>/dev/null; true`,
+      ]);
+
+      const restored = await restoreInto('tight_full');
+      expect(restored.code, restored.stderr).toBe(0);
+      const checked = await cli(['check']);
+      expect(checked.code, checked.stderr).toBe(0);
+      const backup = await cli(['backup', 'prod']);
+      expect(backup.code).toBe(ExitCode.failed);
+      expect(backup.stderr).toContain('no space left in the repository');
+      // Prune takes its lock once it has freed the room for it.
+      const pruned = await cli(['prune', '--json']);
+      expect(pruned.code, pruned.stderr).toBe(0);
+      const p = JSON.parse(pruned.stdout) as { snapshotsRemoved: number; chunksRemoved: number };
+      expect(p.snapshotsRemoved).toBe(1);
+      expect(p.chunksRemoved).toBeGreaterThan(0);
+      expect((await files(repo)).filter((f) => f.startsWith('locks/'))).toEqual([]);
+      expect((await cli(['backup', 'prod'])).code).toBe(0);
+
+      await run('mount', ['-o', 'remount,ro', repo]);
+      const readOnly = await restoreInto('tight_ro');
+      expect(readOnly.code, readOnly.stderr).toBe(0);
+      expect((await cli(['check'])).code).toBe(0);
+      const refused = await cli(['backup', 'prod']);
+      expect(refused.code).toBe(ExitCode.repository);
+      expect(refused.stderr).toContain(`cannot write to the repository at ${repo} (EROFS)`);
+      const prunedRo = await cli(['prune']);
+      expect(prunedRo.code).toBe(ExitCode.repository);
+      expect(prunedRo.stderr).toContain('"prune" writes to it');
+    } finally {
+      await run('umount', [repo]);
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `targets:\n  prod:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n`,
+      );
+    }
+  });
+
   it('stops on Ctrl-C without committing, and the next backup works', async () => {
     const repo = path.join(dir, 'repo');
     expect((await runCli(['init', '--force', '--repo', repo], { cwd: dir })).code).toBe(0);
