@@ -9,6 +9,8 @@ import type { PgClient } from '../pg/connect.js';
 import { ownSlotInfo } from '../pg/replication/slot.js';
 import { ReplicationError } from '../pg/replication/stream.js';
 import type { ServerInfo } from '../pg/server-info.js';
+import { lsnText } from '../repo/changelog.js';
+import { runScope } from '../repo/runs.js';
 
 /** How bad a finding is. `critical`: a capability will not work; `warning`: it works with a gap. */
 export type Severity = 'ok' | 'warning' | 'critical';
@@ -44,6 +46,16 @@ export interface SlotCheckOptions {
   readonly slot: string;
   /** `capture.max_retained_wal`, in bytes. */
   readonly maxRetainedWal: number;
+  /** The target's change log in the repository, when it has one (ChangeLogEnd). */
+  readonly log?: ChangeLogEnd | undefined;
+}
+
+/** Where a change log in the repository ends, and since when its slot is acknowledged only to there. */
+export interface ChangeLogEnd {
+  /** The newest segment's `<committed>` (or the log's start while it has none). */
+  readonly end: bigint;
+  /** acknowledged.json's `since`, when written (src/repo/changelog.ts, AckRecord). */
+  readonly ackSince?: bigint | undefined;
 }
 
 /** Runs every check against a connected target; the slot check only with `slot`. */
@@ -97,11 +109,36 @@ async function checkCaptureSlot(client: PgClient, o: SlotCheckOptions): Promise<
       fix: err.hint ?? 'rename the target',
     };
   }
+  if (info === undefined && o.log !== undefined) {
+    return {
+      check: 'capture-slot',
+      severity: 'critical',
+      summary: `no replication slot "${o.slot}", but the repository has a change log of "${o.target}" that continues from it: capture cannot resume, and changes after ${lsnText(o.log.end)} (where the log ends) are not in it`,
+      fix: `start a new log: move changes/${runScope(o.target)}/ of the repository aside, run \`flashback capture ${o.target}\`, and take a new backup (docs/CAPTURE.md, "Recovery point and slot safety")`,
+    };
+  }
   if (info === undefined) {
     return {
       check: 'capture-slot',
       severity: 'ok',
       summary: `no replication slot "${o.slot}": capture of "${o.target}" has not been started`,
+    };
+  }
+  // Confirmed past the stored log: segments the server has discarded are gone
+  // from the repository (capture refuses to resume, capture.log-behind-slot).
+  const confirmed = info.confirmedFlushLsn?.value;
+  if (
+    !info.active &&
+    o.log?.ackSince !== undefined &&
+    confirmed !== undefined &&
+    confirmed > o.log.end &&
+    confirmed > o.log.ackSince
+  ) {
+    return {
+      check: 'capture-slot',
+      severity: 'critical',
+      summary: `replication slot "${o.slot}" has confirmed ${lsnText(confirmed)}, past the end of the change log of "${o.target}" in the repository (${lsnText(o.log.end)}): changes stored in between are no longer in the repository (segments lost, or an older copy of it), and capture refuses to resume`,
+      fix: `if a newer copy of the repository has them, put changes/${runScope(o.target)}/ back from it; otherwise \`flashback capture ${o.target} --drop-slot\`, move changes/${runScope(o.target)}/ aside, capture again and take a new backup`,
     };
   }
   const state = slotState(info);

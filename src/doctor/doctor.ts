@@ -9,7 +9,13 @@ import { checkIdentity, type IdentityCheck, identityRefusal } from '../guard/ide
 import { connect, describeConnection } from '../pg/connect.js';
 import { readServerInfo, type ServerInfo } from '../pg/server-info.js';
 import { runScope } from '../repo/runs.js';
-import { type Finding, runChecks, type Severity, worstSeverity } from './checks.js';
+import {
+  type ChangeLogEnd,
+  type Finding,
+  runChecks,
+  type Severity,
+  worstSeverity,
+} from './checks.js';
 
 /** Doctor's report on one target. */
 export interface DoctorReport {
@@ -28,6 +34,8 @@ export interface DoctorReport {
 export interface DiagnoseOptions {
   /** `capture.max_retained_wal` in bytes; default 1 GB. */
   readonly maxRetainedWal?: number | undefined;
+  /** The target's change log in the repository, when it has one (its slot is then expected). */
+  readonly log?: ChangeLogEnd | undefined;
 }
 
 /** Connects to a target and runs every check; an unreachable target is a report, not a throw. */
@@ -57,6 +65,7 @@ export async function diagnose(
       target: target.name,
       slot: slotName(runScope(target.name)),
       maxRetainedWal: options.maxRetainedWal ?? DEFAULT_MAX_RETAINED_WAL,
+      log: options.log,
     };
     const findings = [
       identityFinding(target, identity),

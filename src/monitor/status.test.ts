@@ -147,6 +147,48 @@ describe('status evaluation', () => {
     expect(later.targets[0]!.failedVerifications).toEqual(['s1']);
   });
 
+  it('a check that found damage in what a target restores from is critical until a check passes', () => {
+    const base = { now: NOW, config, snapshots: [snap('s1', 3)] };
+    const ok = [
+      run('backup', 3, true, { snapshot: 's1' }),
+      run('verify', 2.9, true, { snapshot: 's1' }),
+    ];
+    const check = (h: number, passed: boolean, extra: Partial<RunRecord> = {}) =>
+      run('check', h, passed, { target: null, ...extra });
+    const damaged = check(1, false, {
+      problems: [
+        {
+          snapshots: ['s1'],
+          table: 'public.t',
+          chunk: 0,
+          message: 'chunk 1 of public.t is damaged',
+        },
+        {
+          object: 'changes/prod/000000000007-0000000001000000.seg',
+          message: 'segment 7 is missing',
+        },
+      ],
+    });
+    const r = evaluateStatus({ ...base, runs: [...ok, damaged] });
+    expect(r.severity).toBe('critical');
+    expect(r.targets[0]!.findings).toEqual([
+      expect.objectContaining({
+        kind: 'check-failed',
+        severity: 'critical',
+        snapshot: 's1',
+        message: expect.stringMatching(
+          /^the last check of the repository \(.*\) found 2 problem\(s\) in what "prod" restores from: chunk 1 of public\.t is damaged \(and 1 more\)/,
+        ),
+      }),
+    ]);
+    // Damage in another target's snapshot is not prod's; a check that passed since clears it.
+    const elsewhere = check(1, false, { problems: [{ snapshots: ['other-s9'], message: 'x' }] });
+    expect(evaluateStatus({ ...base, runs: [...ok, elsewhere] }).severity).toBe('ok');
+    expect(evaluateStatus({ ...base, runs: [...ok, damaged, check(0.5, true)] }).severity).toBe(
+      'ok',
+    );
+  });
+
   it('a scheduled job that did not run is a finding; one that ran is not', () => {
     const c = parseConfig(
       'targets:\n  prod:\n    database: app\n    schedule:\n      backup: "0 * * * *"\n',

@@ -40,7 +40,7 @@ import {
 import { formatSize } from '../config/size.js';
 import { lsnValue } from '../repo/changelog.js';
 import type { Repository } from '../repo/repository.js';
-import { type RunKind, type RunRecord, RunStore } from '../repo/runs.js';
+import { type RunKind, type RunRecord, RunStore, runScope } from '../repo/runs.js';
 import { type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
 import { type ChangeLogFacts, readChangeLogFacts } from './changelog-facts.js';
 
@@ -55,6 +55,7 @@ export type FindingKind =
   | 'backup-failed'
   | 'verify-failed'
   | 'verify-error'
+  | 'check-failed'
   | 'missed-run'
   | 'recovery-point'
   | 'log-since-snapshot'
@@ -330,6 +331,36 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       );
     }
   }
+  // The newest check of the repository: damage it found in what this target
+  // restores from stays critical until a check passes again.
+  const lastCheck = input.runs.filter((r) => r.kind === 'check').at(-1);
+  if (lastCheck !== undefined && !lastCheck.ok && lastCheck.error?.code !== 'interrupted') {
+    const problems = lastCheck.problems ?? [];
+    const log = `changes/${runScope(target)}/`;
+    const mine = problems.filter(
+      (p) => p.snapshots?.some((id) => exists.has(id)) || p.object?.startsWith(log),
+    );
+    const unattributed = problems.filter(
+      (p) => (p.snapshots?.length ?? 0) === 0 && !p.object?.startsWith('changes/'),
+    );
+    const first = mine[0] ?? unattributed[0];
+    if (first !== undefined) {
+      const n = mine.length > 0 ? mine.length : unattributed.length;
+      add(
+        mine.length > 0 ? 'critical' : 'warning',
+        'check-failed',
+        `the last check of the repository (${lastCheck.finishedAt}) found ${n} problem(s)${mine.length > 0 ? ` in what "${target}" restores from` : ''}: ${first.message}${n > 1 ? ` (and ${n - 1} more)` : ''}; run \`flashback check\``,
+        mine[0]?.snapshots?.find((id) => exists.has(id)),
+      );
+    } else if (problems.length === 0 && lastCheck.error !== undefined) {
+      add(
+        'warning',
+        'check-failed',
+        `the last check of the repository (${lastCheck.finishedAt}) could not finish: ${lastCheck.error.message}`,
+      );
+    }
+  }
+
   const failedVerifications: string[] = [];
   for (const s of snaps) {
     const v = latestVerify.get(s.id);

@@ -27,6 +27,9 @@ export interface RunProblem {
   /** 0-based chunk position in the table, and the chunk's id. */
   readonly chunk?: number | undefined;
   readonly chunkId?: string | undefined;
+  /** `check`: the snapshots affected (up to 20), and the repository object concerned. */
+  readonly snapshots?: readonly string[] | undefined;
+  readonly object?: string | undefined;
   readonly message: string;
 }
 

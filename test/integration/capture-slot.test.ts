@@ -240,6 +240,15 @@ targets:
     expect(t.findings.find((f) => f.kind === 'slot-missing')).toMatchObject({
       severity: 'critical',
     });
+    // doctor agrees (it said "capture has not been started", ok).
+    const d = await runCli(['doctor', 'prod', '--json'], { cwd: dir, env });
+    expect(d.code).toBe(ExitCode.critical);
+    expect(slotFinding(d.stdout)).toMatchObject({
+      severity: 'critical',
+      summary: expect.stringContaining(
+        'no replication slot "flashback_prod", but the repository has a change log of "prod" that continues from it',
+      ),
+    });
     // Capture refuses to continue a log whose slot is gone (changes are missing).
     const resumed = await runCli(['capture', 'prod'], { cwd: dir, env });
     expect(resumed.code).toBe(ExitCode.failed);
@@ -537,6 +546,12 @@ describe('a repository that lost the newest segments of its change log, on the s
     expect(run!.stderr).toContain('flashback capture slotgap --drop-slot');
     expect(await log.segments()).toEqual(kept);
     expect(await confirmed()).toBe(slotAt);
+    // doctor says so too, before anyone starts capture.
+    const d = await runCli(['doctor', 'slotgap', '--json'], { cwd: dir, env });
+    expect(d.code).toBe(ExitCode.critical);
+    expect(slotFinding(d.stdout)?.summary).toContain(
+      `replication slot "flashback_slotgap" has confirmed ${lsnText(slotAt)}, past the end of the change log of "slotgap" in the repository (${lsnText(kept.at(-1)!.committed)})`,
+    );
 
     // The lost segments put back: capture resumes.
     for (const s of lost)

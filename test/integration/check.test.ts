@@ -283,6 +283,20 @@ describe('check', () => {
       }),
     ]);
     expect(errors(r.report)[0]!.message).toMatch(new RegExp(`^chunk ${id} is missing; used by`));
+    // status says so too (it read ok until a verify found it).
+    const s = await runCli(['status', '--repo', repo, '--repository-only', '--json'], { cwd: dir });
+    const prod = (
+      JSON.parse(s.stdout) as {
+        targets: Array<{
+          target: string;
+          findings: Array<{ kind: string; severity: string; message: string }>;
+        }>;
+      }
+    ).targets.find((t) => t.target === 'prod')!;
+    expect(prod.findings.find((f) => f.kind === 'check-failed')).toMatchObject({
+      severity: 'critical',
+      message: expect.stringContaining(`in what "prod" restores from: chunk ${id} is missing`),
+    });
   });
 
   it('finds a manifest with flipped bytes and a truncated one, naming the snapshot and file', async () => {

@@ -237,6 +237,34 @@ describe('errors and exit codes', () => {
     await cleanup();
   });
 
+  it('records a backup that cannot start (password variable unset) as failed: status shows it', async () => {
+    const { dir, cleanup } = await tempDir();
+    expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      'repository: repo\ntargets:\n  nopw:\n    host: 127.0.0.1\n    port: 1\n    database: shop\n    password_env: NOPW_PW\n',
+    );
+    const r = await runCli(['backup', 'nopw'], { cwd: dir });
+    expect(r.code).toBe(ExitCode.usage);
+    expect(r.stderr).toContain('environment variable NOPW_PW is not set');
+    const s = await runCli(['status', '--target', 'nopw', '--repository-only', '--json'], {
+      cwd: dir,
+    });
+    const findings = (
+      JSON.parse(s.stdout) as {
+        targets: Array<{ findings: Array<{ kind: string; message: string }> }>;
+      }
+    ).targets[0]!.findings;
+    expect(findings.find((f) => f.kind === 'backup-failed')?.message).toContain(
+      'environment variable NOPW_PW is not set',
+    );
+    // A snapshot from the log reads no source: it needs no password.
+    const fromLog = await runCli(['backup', 'nopw', '--from-log'], { cwd: dir });
+    expect(fromLog.stderr).not.toContain('NOPW_PW');
+    expect(fromLog.stderr).toContain('change log');
+    await cleanup();
+  });
+
   it('reports a wrong password as an authentication failure without printing either password', async () => {
     const wrong = 'Wr0ng-Pa55word';
     const u = `postgres://postgres:${wrong}@127.0.0.1:${pg17.port}/postgres`;

@@ -8,7 +8,7 @@ import {
   type NothingNew,
   nothingNewInLog,
 } from '../../backup/from-log.js';
-import { resolveTarget } from '../../config/targets.js';
+import { type ResolvedTarget, resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
 import { recordRun } from '../../monitor/record.js';
 import { formatBytes } from '../../util/format.js';
@@ -66,7 +66,10 @@ async function runFromLog(ctx: CliContext, ref: string, lsn: string | undefined)
     throw new UsageError(`--lsn: not a WAL position: "${lsn}"`, { hint: 'e.g. 0/16B3748' });
   }
   const { config } = await ctx.config();
-  const target = resolveTarget(ref, config, ctx.env);
+  // The source is not read: a configured target needs no password for this.
+  const target = {
+    name: config.targets[ref] !== undefined ? ref : resolveTarget(ref, config, ctx.env).name,
+  };
   const repo = await ctx.repository();
   const signal = ctx.interruptSignal();
   const { value: r } = await recordRun<FromLogResult | NothingNew>(
@@ -129,8 +132,27 @@ async function runBackup(ctx: CliContext, ref: string, opts: { workers: string }
     throw new UsageError(`--workers: expected a whole number from 1 to 64, got "${opts.workers}"`);
   }
   const { config } = await ctx.config();
-  const target = resolveTarget(ref, config, ctx.env);
   const repo = await ctx.repository();
+  const onRecordError = (err: unknown) =>
+    ctx.err(
+      `flashback: warning: could not record this run in the repository: ${(err as Error).message}\n`,
+    );
+  let target: ResolvedTarget;
+  try {
+    target = resolveTarget(ref, config, ctx.env);
+  } catch (err) {
+    // A configured target that cannot be used (its password variable unset)
+    // is a failed backup of it: recorded, so that status shows it.
+    if (config.targets[ref] !== undefined) {
+      await recordRun(
+        repo,
+        { kind: 'backup', target: ref, trigger: 'command' },
+        () => Promise.reject(err),
+        { onRecordError },
+      ).catch(() => {});
+    }
+    throw err;
+  }
   const progress = new Progress(ctx.io.stderr, !ctx.json);
   const onProgress = (p: BackupProgress): void =>
     progress.update(() => {
@@ -159,12 +181,7 @@ async function runBackup(ctx: CliContext, ref: string, opts: { workers: string }
         },
       };
     },
-    {
-      onRecordError: (err) =>
-        ctx.err(
-          `flashback: warning: could not record this run in the repository: ${(err as Error).message}\n`,
-        ),
-    },
+    { onRecordError },
   );
   progress.done();
   const m = result.manifest;

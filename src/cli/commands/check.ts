@@ -95,6 +95,8 @@ async function runCheck(ctx: CliContext, flags: CheckFlags): Promise<number> {
         table: f.table,
         chunk: f.chunk,
         chunkId: f.chunkId,
+        ...(f.snapshots.length > 0 ? { snapshots: f.snapshots.slice(0, 20) } : {}),
+        ...(f.object === undefined ? {} : { object: f.object }),
         message: f.message,
       }));
       const t = r.totals;

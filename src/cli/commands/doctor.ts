@@ -6,9 +6,12 @@ import {
   type ResolvedTarget,
   resolveTarget,
 } from '../../config/targets.js';
-import type { Severity } from '../../doctor/checks.js';
+import type { ChangeLogEnd, Severity } from '../../doctor/checks.js';
 import { type DoctorReport, diagnose } from '../../doctor/doctor.js';
 import { ExitCode, UsageError } from '../../errors.js';
+import { ChangeLog, lsnValue } from '../../repo/changelog.js';
+import type { Repository } from '../../repo/repository.js';
+import { runScope } from '../../repo/runs.js';
 import type { CliContext } from '../context.js';
 
 export function registerDoctor(program: Command, context: (cmd: Command) => CliContext): void {
@@ -39,6 +42,19 @@ Exit codes: 0 all ok; 1 warnings; 2 critical findings; 5 unreachable; 3 bad usag
     });
 }
 
+/** Where the target's change log in the repository ends, or undefined when it has none. */
+async function changeLogEnd(repo: Repository, target: string): Promise<ChangeLogEnd | undefined> {
+  const log = new ChangeLog(repo.storage, runScope(target));
+  const info = await log.info();
+  if (info === undefined) return undefined;
+  const last = (await log.segments()).at(-1);
+  const ack = await log.ackRecord();
+  return {
+    end: last?.committed ?? lsnValue(info.startLsn),
+    ackSince: ack === undefined ? undefined : lsnValue(ack.since),
+  };
+}
+
 /** Runs doctor; returns the exit code reflecting the worst finding. */
 export async function doctor(ctx: CliContext, ref: string | undefined): Promise<number> {
   const { config } = await ctx.config();
@@ -62,7 +78,12 @@ export async function doctor(ctx: CliContext, ref: string | undefined): Promise<
   const { store, note } = await ctx.fingerprints();
   const reports: DoctorReport[] = [];
   for (const t of targets) {
-    reports.push(await diagnose(t, store, { maxRetainedWal: config.capture.max_retained_wal }));
+    reports.push(
+      await diagnose(t, store, {
+        maxRetainedWal: config.capture.max_retained_wal,
+        log: store === undefined ? undefined : await changeLogEnd(await ctx.repository(), t.name),
+      }),
+    );
   }
   if (ctx.json) {
     ctx.printJson(
