@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DamagedError, ExitCode, UsageError } from '../errors.js';
+import { resolveTableName } from '../pg/schema/names.js';
 import { type ChangeColumn, ChangeLog, type ChangeRecord, lsnValue } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { Repository } from '../repo/repository.js';
@@ -29,6 +30,28 @@ describe('parsing the table, key and times', () => {
     expect(parseTableName('"My Schema"."T.""x"""')).toEqual({ schema: 'My Schema', name: 'T."x"' });
     for (const bad of ['', 'a.', '.a', 'a.b.c', '"a', '"a"b'])
       expect(() => parseTableName(bad), bad).toThrow(UsageError);
+  });
+
+  it('takes a name as typed when only that table exists, as restore and undo do', () => {
+    const tables = [
+      { schema: 'public', name: 'Mixed Case' },
+      { schema: 'Sales', name: 'Orders' },
+      { schema: 'public', name: 'orders' },
+    ];
+    const exists = (n: { schema: string | undefined; name: string }) =>
+      tables.some((t) => t.name === n.name && (n.schema === undefined || t.schema === n.schema));
+    expect(resolveTableName('Mixed Case', exists)).toEqual({
+      schema: undefined,
+      name: 'Mixed Case',
+    });
+    expect(resolveTableName('Sales.Orders', exists)).toEqual({ schema: 'Sales', name: 'Orders' });
+    // SQL's reading first: Orders is orders when there is one.
+    expect(resolveTableName('Orders', exists)).toEqual({ schema: undefined, name: 'orders' });
+    expect(resolveTableName('"Mixed Case"', exists)).toEqual({
+      schema: undefined,
+      name: 'Mixed Case',
+    });
+    expect(resolveTableName('Nope', exists)).toEqual({ schema: undefined, name: 'nope' });
   });
 
   it('takes the key as the KEY argument or as --key col=value, never both or neither', () => {

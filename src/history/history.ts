@@ -22,6 +22,7 @@ import {
 } from '../errors.js';
 import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
+import { parseTableName, resolveTableName, type TableName } from '../pg/schema/names.js';
 import {
   type CaptureInfo,
   type Change,
@@ -38,6 +39,7 @@ import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
 import {
   type ChunkRef,
+  inSnapshots,
   type SnapshotManifest,
   SnapshotStore,
   type TableSnapshot,
@@ -139,57 +141,7 @@ export class RowNotFoundError extends FlashbackError {
 // ---------------------------------------------------------------------------
 // Parsing what the user typed
 
-/** A table reference: `name`, `schema.name`, with "double quotes" for names needing them. */
-export interface TableName {
-  readonly schema: string | undefined;
-  readonly name: string;
-}
-
-/** Parses `name` / `schema.name`; unquoted parts fold to lower case, quoted ones are kept (`""` is a quote). */
-export function parseTableName(text: string): TableName {
-  const parts: string[] = [];
-  let i = 0;
-  const t = text.trim();
-  const bad = (why: string) =>
-    new UsageError(`table "${text}": ${why}`, {
-      hint: 'give the table as name or schema.name, e.g. subscribers or public.subscribers',
-    });
-  while (i <= t.length) {
-    let part = '';
-    if (t[i] === '"') {
-      i++;
-      for (;;) {
-        if (i >= t.length) throw bad('unterminated quoted name');
-        if (t[i] === '"') {
-          if (t[i + 1] === '"') {
-            part += '"';
-            i += 2;
-            continue;
-          }
-          i++;
-          break;
-        }
-        part += t[i];
-        i++;
-      }
-    } else {
-      const dot = t.indexOf('.', i);
-      const end = dot < 0 ? t.length : dot;
-      part = t.slice(i, end).toLowerCase();
-      if (part.includes('"')) throw bad('a quote inside a name must start it');
-      i = end;
-    }
-    if (part === '') throw bad('empty name');
-    parts.push(part);
-    if (i >= t.length) break;
-    if (t[i] !== '.') throw bad(`unexpected "${t[i]}" after a quoted name`);
-    i++;
-    if (i >= t.length) throw bad('empty name after "."');
-  }
-  if (parts.length === 1) return { schema: undefined, name: parts[0]! };
-  if (parts.length === 2) return { schema: parts[0]!, name: parts[1]! };
-  throw bad('expected at most schema.name');
-}
+export { parseTableName, type TableName };
 
 /** Builds a KeySpec from the KEY argument and `--key col=value` options; exactly one form. */
 export function parseKeyArgs(positional: string | undefined, named: readonly string[]): KeySpec {
@@ -664,8 +616,8 @@ async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
   if (o.since !== undefined && o.until !== undefined && o.since > o.until) {
     throw new UsageError(`--since (${o.since}) is after --until (${o.until})`);
   }
-  const name = parseTableName(o.table);
   const manifests = await new SnapshotStore(storage).all(info.target);
+  const name = resolveTableName(o.table, (n) => inSnapshots(manifests, n));
 
   // The table: from the newest snapshot that has it; else as named (public by default).
   let schema = name.schema;

@@ -258,3 +258,13 @@ function unknownSnapshot(ref: string): UsageError {
     hint: '`flashback list` shows the snapshots in the repository',
   });
 }
+
+/** Whether any of `manifests` has a table of this name (in this schema, when given). */
+export function inSnapshots(
+  manifests: readonly SnapshotManifest[],
+  n: { readonly schema: string | undefined; readonly name: string },
+): boolean {
+  return manifests.some((m) =>
+    m.tables.some((t) => t.name === n.name && (n.schema === undefined || t.schema === n.schema)),
+  );
+}

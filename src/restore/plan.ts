@@ -4,6 +4,7 @@
  */
 import { UsageError } from '../errors.js';
 import type { SchemaModel } from '../pg/schema/model.js';
+import { parseTableName } from '../pg/schema/names.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
 
 /** What to do with snapshot rows whose key already exists in the target table. */
@@ -49,11 +50,24 @@ export function selectTables(
 ): TableSnapshot[] {
   if (patterns.length === 0) return [...manifest.tables];
   const chosen = new Set<TableSnapshot>();
-  for (const p of patterns) {
+  const glob = (p: string) => {
     const re = globToRegExp(p);
-    const hits = manifest.tables.filter((t) =>
+    return manifest.tables.filter((t) =>
       re.test(p.includes('.') ? `${t.schema}.${t.name}` : t.name),
     );
+  };
+  for (const p of patterns) {
+    // As written (a glob over names as they are); else as SQL reads it, like
+    // history and impact do: "Quoted" names exact, unquoted ones folded to lower case.
+    let hits = p.includes('"') ? [] : glob(p);
+    if (hits.length === 0 && p.includes('"')) {
+      const n = parseTableName(p);
+      hits = manifest.tables.filter(
+        (t) => t.name === n.name && (n.schema === undefined || t.schema === n.schema),
+      );
+    } else if (hits.length === 0 && p !== p.toLowerCase()) {
+      hits = glob(p.toLowerCase());
+    }
     if (hits.length === 0) {
       const names = manifest.tables.map((t) => `${t.schema}.${t.name}`);
       throw new UsageError(`no table in snapshot ${manifest.id} matches "${p}"`, {

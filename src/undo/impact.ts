@@ -28,9 +28,10 @@
  * reports") describes the behaviour for users.
  */
 import { DamagedError, UsageError } from '../errors.js';
-import { normaliseTime, parseTableName, selectLog } from '../history/history.js';
+import { normaliseTime, selectLog } from '../history/history.js';
 import { decodeField, encodeField, endOfFields, fieldAt } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
+import { resolveTableName } from '../pg/schema/names.js';
 import {
   type Change,
   type ChangeColumn,
@@ -47,7 +48,12 @@ import { emptyLayout, layoutOf as storedLayout, tupleInteger } from '../repo/cha
 import { ChunkError, ChunkStore } from '../repo/chunks.js';
 import { whileShared } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
-import { type SnapshotManifest, SnapshotStore, type TableSnapshot } from '../repo/snapshots.js';
+import {
+  inSnapshots,
+  type SnapshotManifest,
+  SnapshotStore,
+  type TableSnapshot,
+} from '../repo/snapshots.js';
 import { keysByChunk } from '../restore/key-chunks.js';
 import {
   canonicalIntegerField,
@@ -755,7 +761,7 @@ function newestTable(manifests: readonly SnapshotManifest[], label: string) {
 function resolveTables(names: readonly string[], manifests: readonly SnapshotManifest[]) {
   const out = new Set<string>();
   for (const text of names) {
-    const n = parseTableName(text);
+    const n = resolveTableName(text, (x) => inSnapshots(manifests, x));
     if (n.schema !== undefined) {
       out.add(`${n.schema}.${n.name}`);
       continue;

@@ -35,7 +35,11 @@ export function registerImpact(program: Command, context: (cmd: Command) => CliC
       "start at a snapshot's consistent point: what a restore of it would wipe out",
     )
     .option('--until <time>', 'end of the window, inclusive (default: now)')
-    .option('--table <table>', 'only this table (repeatable): name or schema.name', collect)
+    .option(
+      '--table <table>',
+      'only this table (repeatable): name or schema.name as in SQL (or exactly as written when only that exists)',
+      collect,
+    )
     .option('-t, --target <name>', 'whose change log (default: the only target with one)')
     .option('--json', 'print JSON: an array of {value, table, inserted, updated, deleted, …}')
     .option('--csv', 'print CSV (RFC 4180), for customer communication')
