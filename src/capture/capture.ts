@@ -459,9 +459,8 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
             if (newestBeat === undefined || beat > newestBeat) newestBeat = beat;
             // Its position, like a keepalive's (with no transaction open, all
             // before it was sent before it).
-            if (!inTx && m.readBigUInt64BE(2) > pendingCommitted) {
-              pendingCommitted = m.readBigUInt64BE(2);
-            }
+            const at = m.readBigUInt64BE(2);
+            if (!inTx && at > pendingCommitted) pendingCommitted = at;
             break;
           }
           const event = messageContent(m, SCHEMA_EVENT, true);

@@ -79,8 +79,9 @@ export class RepositoryLock {
 
   /**
    * Acquires a lock or throws RepositoryLockedError naming the conflicting
-   * holder. A lock file that cannot be written is the writer's error
-   * (passed on as the storage raised it), except as LockOptions allow.
+   * holder. A lock file that cannot be written because the repository is
+   * read-only or full is a typed error for a writer (cannotWrite); readers
+   * and prune go on as LockOptions allow. Other storage errors pass as raised.
    */
   static async acquire(storage: Storage, options: LockOptions): Promise<RepositoryLock> {
     const now = new Date().toISOString();
@@ -97,8 +98,8 @@ export class RepositoryLock {
       await storage.write(lockKey(info.id), serialize(info));
     } catch (err) {
       const why = unwritable(err);
-      const reader = options.reader === true && !options.exclusive;
       if (why === undefined) throw err;
+      const reader = options.reader === true && !options.exclusive;
       if (!(reader || (why === 'full' && options.deferOnFull === true))) {
         throw cannotWrite(storage, why, options.command, err);
       }

@@ -76,12 +76,14 @@ export async function doctor(ctx: CliContext, ref: string | undefined): Promise<
     });
   }
   const { store, note } = await ctx.fingerprints();
+  // (The fingerprint store exists only with a repository: the change logs are in it.)
+  const repo = store === undefined ? undefined : await ctx.repository();
   const reports: DoctorReport[] = [];
   for (const t of targets) {
     reports.push(
       await diagnose(t, store, {
         maxRetainedWal: config.capture.max_retained_wal,
-        log: store === undefined ? undefined : await changeLogEnd(await ctx.repository(), t.name),
+        log: repo === undefined ? undefined : await changeLogEnd(repo, t.name),
       }),
     );
   }
