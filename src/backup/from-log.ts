@@ -105,10 +105,23 @@ export async function nothingNewInLog(
   repo: Repository,
   target: string,
 ): Promise<NothingNew | undefined> {
-  const end = await logEnd(repo, target);
-  if (end.kind !== 'lsn') return undefined;
   const newest = (await new SnapshotStore(repo.storage).all(target)).at(-1);
   if (newest === undefined) return undefined;
+  const log = new ChangeLog(repo.storage, runScope(target));
+  const segs = await log.segments();
+  if ((segs.at(-1)?.committed ?? 0n) === 0n) {
+    // Capture has started (the log exists) and stored nothing yet: nothing
+    // to add to a snapshot the log joins. Without a log, or with a snapshot
+    // before it, backupFromLog refuses and says why.
+    const info = await log.info();
+    if (info === undefined || lsnValue(newest.lsn) < lsnValue(info.startLsn)) return undefined;
+    return {
+      newest: newest.id,
+      reason: `the change log of "${target}" has stored no transaction yet (it starts at ${info.startLsn}, before snapshot ${newest.id})`,
+    };
+  }
+  const end = await logEnd(repo, target);
+  if (end.kind !== 'lsn') return undefined;
   if (lsnValue(newest.lsn) >= lsnValue(end.lsn)) {
     return {
       newest: newest.id,
@@ -120,14 +133,10 @@ export async function nothingNewInLog(
   // reading; an idle stretch reads its heartbeat segments, as a snapshot
   // from the log would).
   let found = false;
-  await scanTransactions(
-    new ChangeLog(repo.storage, runScope(target)),
-    { fromLsn: lsnValue(newest.lsn) },
-    () => {
-      found = true;
-      return false;
-    },
-  );
+  await scanTransactions(log, { fromLsn: lsnValue(newest.lsn) }, () => {
+    found = true;
+    return false;
+  });
   if (found) return undefined;
   return {
     newest: newest.id,

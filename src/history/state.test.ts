@@ -133,6 +133,36 @@ describe('the overlay of the change log', () => {
   });
 });
 
+describe('how far the log reaches', () => {
+  // Capture stores a keepalive's position, received with no transaction
+  // open, as the segment's `<committed>` and writes no message for it.
+  async function logTo(committed: string) {
+    const log = new ChangeLog(new MemoryStorage(), 'prod');
+    await log.writeSegment(1, lsnValue('0/208'), tx(7, '0/200', []));
+    await log.writeSegment(2, lsnValue(committed), [['H', '0/400', '2026-11-21T10:00:09.000000Z']]);
+    await log.writeSegment(3, lsnValue(committed), []);
+    return log;
+  }
+
+  for (const parts of [false, 'inline'] as const) {
+    it(`is where its newest segment says it is complete, past its last message (parts: ${parts})`, async () => {
+      const log = await logTo('0/500');
+      const manifest = manifestOf([table('t', ['id'], ['id'])]);
+      const o = await buildOverlay(
+        { manifest, log, point: { kind: 'lsn', lsn: '0/500' } },
+        { parts },
+      );
+      expect(o.transactions).toBe(1);
+      await closeOverlay(o);
+      await expect(
+        buildOverlay({ manifest, log, point: { kind: 'lsn', lsn: '0/501' } }, { parts }),
+      ).rejects.toThrow(
+        'the change log of "prod" reaches only 0/500: it cannot say what changed up to 0/501',
+      );
+    });
+  }
+});
+
 describe('reading progress', () => {
   it('reports every 10,000 transactions how many transactions and changes were read, and up to when', async () => {
     const rel: ChangeRecord = ['R', 1, 'public', 't', 'f', [['id', 23, -1, true]]];

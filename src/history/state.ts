@@ -596,6 +596,11 @@ export async function readWindow(
         if (lsn > state.newestLsn) state.newestLsn = lsn;
         if (at > state.newestTime) state.newestTime = at;
       },
+      // (Capture stores a keepalive's position as the segment's `<committed>`
+      // alone: what backup --from-log takes as the log's end.)
+      onCompleteUpTo: (lsn) => {
+        if (lsn > state.newestLsn) state.newestLsn = lsn;
+      },
       onPastLimit: (lsn, at, xid) => {
         if (lsn > state.newestLsn) state.newestLsn = lsn;
         if (at > state.newestTime) state.newestTime = at;

@@ -558,6 +558,12 @@ export interface ReadOptions {
   readonly untilTime?: string | undefined;
   readonly onHeartbeat?: ((lsn: bigint, at: string) => void) | undefined;
   /**
+   * Called with a segment's `<committed>` once it is read to its end: the
+   * log is complete up to there, which may be past its last commit or
+   * heartbeat (a keepalive position stored with the segment, no message).
+   */
+  readonly onCompleteUpTo?: ((lsn: bigint) => void) | undefined;
+  /**
    * Called when reading stops at the first transaction past `untilLsn` or
    * `untilTime`, with its commit LSN and time: proof that the log reaches
    * beyond the limit.
@@ -726,6 +732,7 @@ class Scanner {
       const body = frameBody(content, verified);
       if (body === undefined) {
         for (const r of storedRecords(content)) if (!this.record(r, visit)) return false;
+        this.readToEnd(seg);
         return true;
       }
       // Format 2, frame by frame (no object per frame). Changes are held as
@@ -759,10 +766,16 @@ class Scanner {
           if (r !== undefined && !this.record(r, visit)) return false;
         }
       }
+      this.readToEnd(seg);
       return true;
     } catch (err) {
       throw damaged(seg, err);
     }
+  }
+
+  /** A segment read to its end (not one of the next part's, read only to finish a transaction). */
+  private readToEnd(seg: SegmentInfo): void {
+    if (!this.finishing) this.options.onCompleteUpTo?.(seg.committed);
   }
 
   /** One decoded record; false when reading stops. */

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { ChangeLog, type ChangeRecord, lsnValue } from '../repo/changelog.js';
+import { Repository } from '../repo/repository.js';
+import type { SnapshotManifest } from '../repo/snapshots.js';
+import { SnapshotStore } from '../repo/snapshots.js';
+import { MemoryStorage } from '../storage/memory.js';
+import { nothingNewInLog } from './from-log.js';
+
+/** A repository with a snapshot of "prod" at `lsn`, and its log started at `startLsn`. */
+async function repoWith(lsn: string, startLsn: string | undefined) {
+  const repo = await Repository.init(new MemoryStorage());
+  await new SnapshotStore(repo.storage).commit({
+    format: 'flashback-snapshot',
+    version: 1,
+    id: '20261122-100000-aaaa',
+    target: 'prod',
+    lsn,
+    tables: [],
+  } as unknown as SnapshotManifest);
+  const log = new ChangeLog(repo.storage, 'prod');
+  if (startLsn !== undefined) {
+    await log.writeInfo({
+      format: 'flashback-capture',
+      version: 1,
+      target: 'prod',
+      slot: 'flashback_prod',
+      publication: 'flashback_prod',
+      systemIdentifier: '1',
+      database: 'app',
+      startLsn,
+      created: '2026-11-22T09:00:00Z',
+    });
+  }
+  return { repo, log };
+}
+
+const tx = (xid: number, lsn: string): ChangeRecord[] => [
+  ['B', xid, lsn, '2026-11-22T10:00:00.000000Z'],
+  ['C', lsn, lsn.replace(/0$/, '8'), '2026-11-22T10:00:00.000000Z'],
+];
+
+describe('whether a snapshot from the log would add anything', () => {
+  it('nothing, while capture has started and stored nothing after the snapshot', async () => {
+    const { repo } = await repoWith('0/500', '0/100');
+    expect((await nothingNewInLog(repo, 'prod'))?.reason).toBe(
+      'the change log of "prod" has stored no transaction yet (it starts at 0/100, before snapshot 20261122-100000-aaaa)',
+    );
+  });
+
+  it('leaves it to the backup to refuse without a log, or with a snapshot before it', async () => {
+    expect(
+      await nothingNewInLog((await repoWith('0/500', undefined)).repo, 'prod'),
+    ).toBeUndefined();
+    expect(await nothingNewInLog((await repoWith('0/50', '0/100')).repo, 'prod')).toBeUndefined();
+  });
+
+  it('nothing, with only heartbeats or a keepalive position stored after the snapshot', async () => {
+    const { repo, log } = await repoWith('0/500', '0/100');
+    await log.writeSegment(1, lsnValue('0/408'), tx(7, '0/400'));
+    await log.writeSegment(2, lsnValue('0/600'), [['H', '0/600', '2026-11-22T10:00:09.000000Z']]);
+    await log.writeSegment(3, lsnValue('0/700'), []);
+    expect((await nothingNewInLog(repo, 'prod'))?.reason).toMatch(
+      /^no transaction of "prod" committed after snapshot 20261122-100000-aaaa \(LSN 0\/500\): the change log holds only heartbeats since \(stored up to 0\/700\)$/,
+    );
+    await log.writeSegment(4, lsnValue('0/808'), tx(8, '0/800'));
+    expect(await nothingNewInLog(repo, 'prod')).toBeUndefined();
+  });
+});
