@@ -39,9 +39,10 @@ import type { ChangeLog, ScanBoundary, SegmentInfo } from '../repo/changelog.js'
 import { lastBeginMicros, lsnValue } from '../repo/changelog-format.js';
 import type { TableSnapshot } from '../repo/snapshots.js';
 import { isoToPgTimestamp } from '../util/pg-time.js';
+import { createTempFile } from '../util/temp-file.js';
 import { startThread, threadAvailable } from '../util/thread.js';
 import { type ExportedRows, KeyedRows } from './keyed-rows.js';
-import { createFile, type ReleasedSpool, RowSpool } from './row-spool.js';
+import { type ReleasedSpool, RowSpool } from './row-spool.js';
 import type { OverlayProgress, TableOverlay, WindowSpec, WindowState } from './state.js';
 
 const OVERLAY_WORKER = new URL('./overlay-worker.js', import.meta.url);
@@ -103,7 +104,7 @@ export async function readInParts(o: ReadInParts): Promise<ReadAs> {
   const spoolFiles: Record<string, number> = {};
   try {
     for (const t of o.spec.snapshot.tables) {
-      if (t.key.length === 0) spoolFiles[`${t.schema}.${t.name}`] = createFile();
+      if (t.key.length === 0) spoolFiles[`${t.schema}.${t.name}`] = createTempFile();
     }
     return await readTwo(o, first, later, { ...o.spec, spoolFiles, later: true });
   } finally {

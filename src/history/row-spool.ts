@@ -30,23 +30,13 @@
  *   overlay is done with (closeOverlay), or else when the spool is garbage
  *   collected (a long-running serve must not keep one per snapshot it made).
  */
-import {
-  closeSync,
-  ftruncateSync,
-  mkdtempSync,
-  openSync,
-  read,
-  readSync,
-  rmSync,
-  writeSync,
-} from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { closeSync, ftruncateSync, read, readSync, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { encodeField } from '../pg/copy-text.js';
 import type { ChangeValue } from '../repo/changelog.js';
 import { lineRoom, tupleLine, tupleLineInto } from '../repo/changelog-format.js';
 import type { RowBlock } from '../restore/load.js';
+import { createTempFile } from '../util/temp-file.js';
 import { LineBuffer } from './keyed-rows.js';
 
 const readAt = promisify(read);
@@ -241,7 +231,7 @@ export class RowSpool {
     const old = this.file.fd;
     const oldBytes = this.fileBytes;
     const wasBorrowed = this.file.borrowed;
-    this.file.fd = createFile();
+    this.file.fd = createTempFile();
     this.file.borrowed = false;
     this.fileBytes = 0;
     this.fileRows = 0;
@@ -366,7 +356,7 @@ export class RowSpool {
   private spill(): void {
     const held = [...this.memoryBytes()];
     const lines = this.asStrings ? this.liveMemory() : [];
-    this.file.fd = this.borrowed ?? createFile();
+    this.file.fd = this.borrowed ?? createTempFile();
     this.file.borrowed = this.borrowed !== undefined;
     for (const b of held) this.write(b.content, b.rows);
     this.memBlocks = [];
@@ -434,15 +424,6 @@ function copyFile(from: number, bytes: number, to: number, at: number): void {
     while (off < n) off += writeSync(to, buf, off, n - off, at + pos + off);
     pos += n;
   }
-}
-
-/** A temporary file, unlinked at once: only the descriptor keeps it. */
-export function createFile(): number {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'flashback-spool-'));
-  const file = path.join(dir, 'rows');
-  const fd = openSync(file, 'w+', 0o600);
-  rmSync(dir, { recursive: true, force: true });
-  return fd;
 }
 
 /** The first `bytes` of a file (whole lines), in blocks of whole lines with their count. */

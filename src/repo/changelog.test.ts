@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { DamagedError } from '../errors.js';
 import { MemoryStorage } from '../storage/memory.js';
@@ -10,11 +11,24 @@ import {
   scanTransactions,
   skippable,
   storedChange,
+  type Transaction,
 } from './changelog.js';
 import { encodeRecord, lastBeginMicros, SegmentBuilder } from './changelog-format.js';
 import { decodeChunk, encodeChunk } from './codec.js';
 
 const rel = ['R', 1, 'public', 't', 'd', [['id', 23, -1, true]]] as const;
+/** Table 1 described again with a column added. */
+const wide = [
+  'R',
+  1,
+  'public',
+  't',
+  'd',
+  [
+    ['id', 23, -1, true],
+    ['v', 25, -1, false],
+  ],
+] as const;
 
 describe('change log reading', () => {
   it('reads a transaction whose Begin is in a segment before fromLsn and its Commit after', async () => {
@@ -130,17 +144,6 @@ describe('change log reading', () => {
 
   it("holds a transaction's changes until it is used: the same each time it is read, each with the relation as described before it", async () => {
     const log = new ChangeLog(new MemoryStorage(), 'prod');
-    const wide = [
-      'R',
-      1,
-      'public',
-      't',
-      'd',
-      [
-        ['id', 23, -1, true],
-        ['v', 25, -1, false],
-      ],
-    ] as const;
     await log.writeSegment(1, lsnValue('0/100'), [
       rel,
       // Cut off by a crash: its changes are never read.
@@ -239,6 +242,93 @@ describe('change log reading', () => {
       return false;
     });
     expect(first).toEqual([9]);
+  });
+
+  it('keeps a transaction larger than the budget in a temporary file: the same changes, in order, the file freed after', async () => {
+    const log = new ChangeLog(new MemoryStorage(), 'prod');
+    const at = '2026-11-21T10:00:00.000000Z';
+    const other = ['R', 2, 'public', 'u', 'd', [['id', 23, -1, true]]] as const;
+    const pad = 'x'.repeat(300);
+    const rows = (from: number, n: number) =>
+      Array.from({ length: n }, (_, i) => ['I', 1, [String(from + i)]] as const);
+    // One transaction over three segments (a relation described again, a
+    // truncate, a schema event, another table), then a small one.
+    await log.writeSegment(1, lsnValue('0/100'), [
+      rel,
+      ['B', 9, '0/200', at],
+      ...rows(0, 2000),
+      wide,
+      ['U', 1, null, null, ['5', pad]],
+    ]);
+    await log.writeSegment(2, lsnValue('0/100'), [
+      wide,
+      other,
+      ['T', [2], false, false],
+      ['S', '0/1F0', '{"kind":"x"}'],
+      ...Array.from({ length: 2000 }, (_, i) => ['I', 1, [String(i), pad]] as const),
+      ['D', 2, ['7'], null],
+    ]);
+    await log.writeSegment(3, lsnValue('0/308'), [
+      wide,
+      ['U', 1, ['5'], null, ['6', pad]],
+      ['C', '0/200', '0/208', at],
+      ['B', 10, '0/300', at],
+      ['I', 1, ['1', 'small']],
+      ['C', '0/300', '0/308', at],
+    ]);
+    const show = (c: Change) => `${c.op} ${c.table} ${c.columns.length} ${c.key} ${c.row}`;
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const scan = async (heldBytes?: number) => {
+      const out: unknown[] = [];
+      const files: number[] = [];
+      const base = fds();
+      await scanTransactions(log, { heldBytes }, (tx) => {
+        files.push(fds() - base);
+        const changes: string[] = [];
+        tx.changes.forEachStored(
+          (content, start, end, relation) =>
+            changes.push(show(storedChange(content, start, end, relation))),
+          (c) => changes.push(show(c)),
+        );
+        out.push([tx.xid, tx.schema, tx.changes.length, changes, [...tx.changes].map(show)]);
+        return undefined;
+      });
+      return { out, files, after: fds() - base };
+    };
+    const inMemory = await scan();
+    const spilled = await scan(2000);
+    expect(inMemory.files).toEqual([0, 0]);
+    // The large one in a file (one more descriptor open while it is read), the small one not.
+    expect(spilled.files).toEqual([1, 0]);
+    expect(spilled.after).toBe(0);
+    expect(spilled.out).toEqual(inMemory.out);
+    const big = inMemory.out[0] as [number, unknown, number, string[], string[]];
+    expect(big[2]).toBe(4004);
+    expect(big[3]).toEqual(big[4]);
+    expect(big[3].slice(2000, 2002)).toEqual([
+      `update t 2 null 5,${pad}`,
+      'truncate u 1 null null',
+    ]);
+    expect(big[3].at(-1)).toBe(`update t 2 5 6,${pad}`);
+    expect(big[1]).toEqual([{ at: 2002, lsn: 0x1f0n, event: '{"kind":"x"}' }]);
+
+    // readTransactions: a file moves with the transaction, freed when the next is asked for.
+    const base = fds();
+    const txs: Transaction[] = [];
+    const seen: Array<[number, number, number, string[]]> = [];
+    for await (const tx of readTransactions(log, { heldBytes: 2000 })) {
+      seen.push([tx.xid, tx.changes.length, fds() - base, [...tx.changes].map(show)]);
+      txs.push(tx);
+    }
+    expect(fds() - base).toBe(0);
+    expect(seen.map(([xid, n, files]) => [xid, n, files])).toEqual([
+      [9, 4004, 1],
+      [10, 1, 0],
+    ]);
+    expect(seen[0]![3]).toEqual(big[4]);
+    expect(() => [...txs[0]!.changes]).toThrow(
+      'the changes of a transaction were read after the next transaction (their temporary file is closed)',
+    );
   });
 
   it('names the segment when a change it held cannot be decoded', async () => {

@@ -43,6 +43,7 @@ import {
   storedRecords,
 } from './changelog-format.js';
 import { ChunkFormatError, decodeChunk, encodeChunk } from './codec.js';
+import { HeldFile, OBJECT } from './held-file.js';
 import type { SegmentReply } from './segment-worker.js';
 
 /** Segments read ahead of the one being used (ChangeLog.contents). */
@@ -571,6 +572,8 @@ export interface ReadOptions {
   readonly onPastLimit?: ((commitLsn: bigint, commitTime: string, xid: number) => void) | undefined;
   /** How many changes of a transaction are decoded as read before the rest are held (HeldChanges; tests make it small). */
   readonly decodedChanges?: number | undefined;
+  /** Bytes of segment contents a transaction's held changes keep in memory before going to a file (Held; tests make it small). */
+  readonly heldBytes?: number | undefined;
 }
 
 /**
@@ -585,14 +588,25 @@ export async function* readTransactions(
   options: ReadOptions = {},
 ): AsyncGenerator<Transaction> {
   const scanner = new Scanner(log.scope, options);
-  for await (const { seg, content, verified } of log.contents(await scanner.segments(log))) {
-    const ready: Transaction[] = [];
-    const more = scanner.scan(seg, content, verified, (tx) => {
-      ready.push(tx.persist(options.decodedChanges));
-      return undefined;
-    });
-    yield* ready;
-    if (!more) return;
+  const ready: Transaction[] = [];
+  try {
+    for await (const { seg, content, verified } of log.contents(await scanner.segments(log))) {
+      const more = scanner.scan(seg, content, verified, (tx) => {
+        ready.push(tx.persist(options.decodedChanges));
+        return undefined;
+      });
+      while (ready.length > 0) {
+        const tx = ready[0]!;
+        yield tx;
+        // The next is asked for: a file holding this one's changes is freed.
+        ready.shift();
+        (tx.changes as HeldChanges).release();
+      }
+      if (!more) return;
+    }
+  } finally {
+    for (const tx of ready) (tx.changes as HeldChanges).release();
+    scanner.close();
   }
 }
 
@@ -611,9 +625,13 @@ export async function scanTransactions(
   part?: { readonly segments: readonly SegmentInfo[] } & ScanBoundary,
 ): Promise<void> {
   const scanner = new Scanner(log.scope, options, part);
-  const segments = part?.segments ?? (await scanner.segments(log));
-  for await (const { seg, content, verified } of log.contents(segments)) {
-    if (!scanner.scan(seg, content, verified, visit)) return;
+  try {
+    const segments = part?.segments ?? (await scanner.segments(log));
+    for await (const { seg, content, verified } of log.contents(segments)) {
+      if (!scanner.scan(seg, content, verified, visit)) return;
+    }
+  } finally {
+    scanner.close();
   }
 }
 
@@ -629,8 +647,12 @@ export async function scanContents(
   boundary?: ScanBoundary,
 ): Promise<void> {
   const scanner = new Scanner(scope, options, boundary);
-  for await (const { seg, content, verified } of contents) {
-    if (!scanner.scan(seg, content, verified, visit)) return;
+  try {
+    for await (const { seg, content, verified } of contents) {
+      if (!scanner.scan(seg, content, verified, visit)) return;
+    }
+  } finally {
+    scanner.close();
   }
 }
 
@@ -670,7 +692,7 @@ type Visit = (tx: OpenTransaction) => boolean | undefined;
 /** Reading a log segment after segment: relations described, the open transaction, where reading is. */
 class Scanner {
   private readonly relations = new Map<number, StoredRelation>();
-  private readonly tx = new OpenTransaction();
+  private readonly tx: OpenTransaction;
   private open = false;
   /** The end LSN of the last transaction read (a commit not after it is a duplicate). */
   private last = -1n;
@@ -689,6 +711,12 @@ class Scanner {
       options.untilTime === undefined ? undefined : isoToPgTimestamp(options.untilTime);
     if (boundary?.after !== undefined) this.last = boundary.after;
     this.finishFrom = boundary?.finishFrom;
+    this.tx = new OpenTransaction(options.heldBytes);
+  }
+
+  /** Done reading: a file holding the open transaction's changes is freed. */
+  close(): void {
+    this.tx.changes.clear();
   }
 
   /**
@@ -875,7 +903,11 @@ class OpenTransaction implements Transaction {
   /** commitMicros as text, made when first asked for (most readers of a long log never do). */
   private time: string | undefined;
   schema: SchemaEventRef[] | undefined;
-  readonly changes = new Held();
+  readonly changes: Held;
+
+  constructor(heldBytes?: number) {
+    this.changes = new Held(heldBytes);
+  }
 
   get commitTime(): string {
     this.time ??= pgTimestampToIso(this.commitMicros);
@@ -972,7 +1004,22 @@ class HeldChanges implements TransactionChanges {
   private readonly decoded: Change[] = [];
   private held: Held | undefined;
 
-  constructor(private readonly limit = DECODED_CHANGES) {}
+  constructor(
+    private readonly limit = DECODED_CHANGES,
+    private readonly budget?: number,
+  ) {}
+
+  /** The changes of `held`, none decoded. */
+  static of(held: Held): HeldChanges {
+    const out = new HeldChanges(0);
+    out.held = held;
+    return out;
+  }
+
+  /** Done with: a file holding the changes is freed (reading them after throws). */
+  release(): void {
+    this.held?.closeFile();
+  }
 
   get length(): number {
     return this.decoded.length + (this.held?.length ?? 0);
@@ -989,7 +1036,7 @@ class HeldChanges implements TransactionChanges {
   }
 
   hold(seg: SegmentInfo, content: Buffer, start: number, end: number, r: StoredRelation): void {
-    this.held ??= new Held();
+    this.held ??= new Held(this.budget);
     this.held.hold(seg, content, start, end, r);
   }
 
@@ -1012,7 +1059,18 @@ class HeldChanges implements TransactionChanges {
 /** Changes of one transaction beyond which Held gives its room back when emptied. */
 const HELD_KEPT = 65_536;
 
-/** Changes held as places in segment contents (and the odd object), in order. */
+/**
+ * Bytes of segment contents one transaction's held changes may keep in
+ * memory; past them, its changes go to a temporary file (HeldFile).
+ * Capture cuts segments at 8 MB of messages: only a transaction spanning
+ * several segments goes there.
+ */
+const HELD_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Changes held as places in segment contents (and the odd object), in
+ * order; past `budget` bytes of contents, all of them in a HeldFile.
+ */
 class Held implements TransactionChanges {
   // The reader reuses one Held for every transaction: arrays are written by
   // index and never shortened (setting an array's length to 0 gave its
@@ -1026,21 +1084,61 @@ class Held implements TransactionChanges {
   private readonly relations: Array<StoredRelation | undefined> = [];
   private readonly objects: Array<Change | undefined> = [];
   private nObjects = 0;
+  /** Bytes of the contents held. */
+  private contentBytes = 0;
+  /** Past the budget: every change of the transaction, in this file instead. */
+  private file: HeldFile | undefined;
   length = 0;
 
+  constructor(private readonly budget = HELD_BYTES) {}
+
   hold(seg: SegmentInfo, content: Buffer, start: number, end: number, r: StoredRelation): void {
+    if (this.file !== undefined) {
+      this.file.append(seg, content, start, end, r);
+      this.length++;
+      return;
+    }
     let c = this.nContents - 1;
     if (c < 0 || this.contents[c] !== content) {
       c = this.nContents++;
       this.contents[c] = content;
       this.segs[c] = seg;
+      this.contentBytes += content.length;
     }
     this.place(c, start, end, r);
+    if (this.contentBytes > this.budget) this.spill();
   }
 
   add(change: Change): void {
+    if (this.file !== undefined) {
+      this.file.appendObject(change);
+      this.length++;
+      return;
+    }
     this.objects[this.nObjects] = change;
     this.place(-1, this.nObjects++, 0, undefined);
+  }
+
+  /** The changes held so far go to a file, and the rest will: the contents are let go. */
+  private spill(): void {
+    const file = new HeldFile();
+    for (let i = 0; i < this.length; i++) {
+      const c = this.places[i * 3]!;
+      const start = this.places[i * 3 + 1]!;
+      if (c < 0) file.appendObject(this.objects[start]!);
+      else
+        file.append(
+          this.segs[c]!,
+          this.contents[c]!,
+          start,
+          this.places[i * 3 + 2]!,
+          this.relations[i]!,
+        );
+    }
+    const length = this.length;
+    this.clear();
+    this.file = file;
+    this.length = length;
   }
 
   private place(c: number, start: number, end: number, r: StoredRelation | undefined): void {
@@ -1056,8 +1154,16 @@ class Held implements TransactionChanges {
     this.relations[i] = r;
   }
 
-  /** Empty again (segment contents and objects let go; the rest kept for the next transaction). */
+  /** Frees the file holding the changes, if any: reading them after throws. */
+  closeFile(): void {
+    this.file?.close();
+  }
+
+  /** Empty again (segment contents, objects and any file let go; the rest kept for the next transaction). */
   clear(): void {
+    this.file?.close();
+    this.file = undefined;
+    this.contentBytes = 0;
     for (let c = 0; c < this.nContents; c++) {
       this.contents[c] = undefined;
       this.segs[c] = undefined;
@@ -1073,9 +1179,21 @@ class Held implements TransactionChanges {
     this.length = 0;
   }
 
-  /** The same changes, as a HeldChanges of their own: the first `decodedChanges` decoded now. */
+  /**
+   * The same changes, as a HeldChanges of their own: the first
+   * `decodedChanges` decoded now. Changes in a file move with it (none
+   * decoded): the HeldChanges must be released (`release`) when done with.
+   */
   persist(decodedChanges?: number): HeldChanges {
-    const out = new HeldChanges(decodedChanges);
+    if (this.file !== undefined) {
+      const moved = new Held(this.budget);
+      moved.file = this.file;
+      moved.length = this.length;
+      this.file = undefined;
+      this.clear();
+      return HeldChanges.of(moved);
+    }
+    const out = new HeldChanges(decodedChanges, this.budget);
     for (let i = 0; i < this.length; i++) {
       const c = this.places[i * 3]!;
       const start = this.places[i * 3 + 1]!;
@@ -1100,6 +1218,21 @@ class Held implements TransactionChanges {
   }
 
   forEachStored(stored: StoredVisitor, decoded: (c: Change) => void): void {
+    const file = this.file;
+    if (file !== undefined) {
+      for (const r of file.records()) {
+        if (r.relation === OBJECT) {
+          decoded(file.objects[r.segment]!);
+          continue;
+        }
+        try {
+          stored(r.content, r.start, r.end, file.relations[r.relation]!);
+        } catch (err) {
+          throw damaged(file.segments[r.segment]!, err);
+        }
+      }
+      return;
+    }
     for (let i = 0; i < this.length; i++) {
       const c = this.places[i * 3]!;
       const start = this.places[i * 3 + 1]!;
@@ -1116,6 +1249,23 @@ class Held implements TransactionChanges {
   }
 
   *[Symbol.iterator](): Iterator<Change> {
+    const file = this.file;
+    if (file !== undefined) {
+      for (const r of file.records()) {
+        if (r.relation === OBJECT) {
+          yield file.objects[r.segment]!;
+          continue;
+        }
+        let change: Change;
+        try {
+          change = storedChange(r.content, r.start, r.end, file.relations[r.relation]!);
+        } catch (err) {
+          throw damaged(file.segments[r.segment]!, err);
+        }
+        yield change;
+      }
+      return;
+    }
     for (let i = 0; i < this.length; i++) {
       const c = this.places[i * 3]!;
       const start = this.places[i * 3 + 1]!;
