@@ -23,6 +23,7 @@ import {
 import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import { parseTableName, resolveTableName, type TableName } from '../pg/schema/names.js';
+import { partitionsIn } from '../pg/schema/partitions.js';
 import {
   type CaptureInfo,
   type Change,
@@ -618,6 +619,18 @@ async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
   }
   const manifests = await new SnapshotStore(storage).all(info.target);
   const name = resolveTableName(o.table, (n) => inSnapshots(manifests, n));
+  const partitions = partitionsIn(manifests as SnapshotManifest<SchemaModel>[], name);
+  if (partitions !== undefined) {
+    // (A row's partition follows its partition key, which the user knows; an
+    // update that moves it is a delete from one partition and an insert into another.)
+    const list = partitions.map((p) => `${p.schema}.${p.name}`);
+    throw new UsageError(
+      `${o.table} is a partitioned table: its rows are in its partitions, and a row's history is read from the partition that holds it`,
+      {
+        hint: `give the partition${list.length === 0 ? ' (it has none)' : `: ${list.slice(0, 8).join(', ')}${list.length > 8 ? ', …' : ''}`}`,
+      },
+    );
+  }
 
   // The table: from the newest snapshot that has it; else as named (public by default).
   let schema = name.schema;

@@ -5,6 +5,7 @@
 import { UsageError } from '../errors.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import { parseTableName } from '../pg/schema/names.js';
+import { partitionedTables, partitionLeaves } from '../pg/schema/partitions.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
 
 /** What to do with snapshot rows whose key already exists in the target table. */
@@ -41,20 +42,22 @@ export interface RestorePlan {
 
 /**
  * Selects snapshot tables by patterns: `name` or `schema.name`, with `*` and
- * `?` wildcards; a bare name matches in any schema. Every pattern must match
- * at least one table (a typo must not silently restore nothing).
+ * `?` wildcards; a bare name matches in any schema. A partitioned table
+ * stands for its partitions (the snapshot holds rows only in its leaves):
+ * `--table events` is every partition of events, at any depth. Every
+ * pattern must match at least one table (a typo must not silently restore
+ * nothing).
  */
 export function selectTables(
   manifest: SnapshotManifest<SchemaModel>,
   patterns: readonly string[],
 ): TableSnapshot[] {
   if (patterns.length === 0) return [...manifest.tables];
+  const candidates = namedTables(manifest);
   const chosen = new Set<TableSnapshot>();
   const glob = (p: string) => {
     const re = globToRegExp(p);
-    return manifest.tables.filter((t) =>
-      re.test(p.includes('.') ? `${t.schema}.${t.name}` : t.name),
-    );
+    return candidates.filter((t) => re.test(p.includes('.') ? `${t.schema}.${t.name}` : t.name));
   };
   for (const p of patterns) {
     // As written (a glob over names as they are); else as SQL reads it, like
@@ -62,7 +65,7 @@ export function selectTables(
     let hits = p.includes('"') ? [] : glob(p);
     if (hits.length === 0 && p.includes('"')) {
       const n = parseTableName(p);
-      hits = manifest.tables.filter(
+      hits = candidates.filter(
         (t) => t.name === n.name && (n.schema === undefined || t.schema === n.schema),
       );
     } else if (hits.length === 0 && p !== p.toLowerCase()) {
@@ -74,9 +77,41 @@ export function selectTables(
         hint: `tables in it: ${names.slice(0, 12).join(', ')}${names.length > 12 ? ', …' : ''} (\`flashback show ${manifest.id}\`)`,
       });
     }
-    for (const h of hits) chosen.add(h);
+    if (hits.every((h) => h.tables.length === 0)) {
+      throw new UsageError(
+        `"${p}" is a partitioned table with no partition in snapshot ${manifest.id}: it holds no rows to restore`,
+        { hint: `\`flashback show ${manifest.id}\` lists the tables it holds` },
+      );
+    }
+    for (const h of hits) for (const t of h.tables) chosen.add(t);
   }
   return manifest.tables.filter((t) => chosen.has(t));
+}
+
+/** A name `--table` can give: a snapshot table, or a partitioned one standing for its leaves. */
+interface NamedTable {
+  readonly schema: string;
+  readonly name: string;
+  readonly tables: readonly TableSnapshot[];
+}
+
+/** The snapshot's tables, and each partitioned table with the leaves under it that the snapshot holds. */
+function namedTables(manifest: SnapshotManifest<SchemaModel>): NamedTable[] {
+  const out: NamedTable[] = manifest.tables.map((t) => ({
+    schema: t.schema,
+    name: t.name,
+    tables: [t],
+  }));
+  for (const p of partitionedTables(manifest.schema)) {
+    const leaves = new Set(
+      (partitionLeaves(manifest.schema, p) ?? []).map((l) => JSON.stringify([l.schema, l.name])),
+    );
+    out.push({
+      ...p,
+      tables: manifest.tables.filter((t) => leaves.has(JSON.stringify([t.schema, t.name]))),
+    });
+  }
+  return out;
 }
 
 function globToRegExp(glob: string): RegExp {

@@ -32,6 +32,7 @@ import { normaliseTime, selectLog } from '../history/history.js';
 import { decodeField, encodeField, endOfFields, fieldAt } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import { resolveTableName } from '../pg/schema/names.js';
+import { partitionsIn } from '../pg/schema/partitions.js';
 import {
   type Change,
   type ChangeColumn,
@@ -757,11 +758,27 @@ function newestTable(manifests: readonly SnapshotManifest[], label: string) {
   return undefined;
 }
 
-/** `--table` names as `schema.name`: unqualified names looked up in the snapshots (public if in none). */
-function resolveTables(names: readonly string[], manifests: readonly SnapshotManifest[]) {
+/**
+ * `--table` names as `schema.name`: unqualified names looked up in the
+ * snapshots (public if in none); a partitioned table as its partitions.
+ */
+function resolveTables(
+  names: readonly string[],
+  manifests: readonly SnapshotManifest<SchemaModel>[],
+) {
   const out = new Set<string>();
   for (const text of names) {
     const n = resolveTableName(text, (x) => inSnapshots(manifests, x));
+    const leaves = partitionsIn(manifests, n);
+    if (leaves !== undefined) {
+      if (leaves.length === 0) {
+        throw new UsageError(
+          `"${text}" is a partitioned table without partitions: no row was ever in it`,
+        );
+      }
+      for (const l of leaves) out.add(`${l.schema}.${l.name}`);
+      continue;
+    }
     if (n.schema !== undefined) {
       out.add(`${n.schema}.${n.name}`);
       continue;

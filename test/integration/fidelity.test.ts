@@ -110,6 +110,26 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
         expect(await schemaDump(server, `${source}_tx`)).toBe(await schemaDump(server, source));
     });
 
+    it('puts back the rows of a partitioned table named by its parent, into each partition', async () => {
+      const events = (db: string) =>
+        sql(
+          server,
+          db,
+          'SELECT tableoid::regclass::text AS part, e::text AS row FROM app.events e ORDER BY id',
+        );
+      const want = await events(source);
+      // Rows gone from three partitions, two levels deep.
+      await sql(server, `${source}_tx`, 'DELETE FROM app.events WHERE id IN (1, 3, 4)');
+      expect((await events(`${source}_tx`)).length).toBe(want.length - 3);
+      const r = await runCli(['restore', snapshot, '--to', 'tx', '--table', 'app.events'], {
+        cwd: dir,
+        env,
+      });
+      expect(r.code, r.stderr).toBe(0);
+      expect(await events(`${source}_tx`)).toEqual(want);
+      expect(new Set(want.map((w) => w.part)).size).toBeGreaterThanOrEqual(4);
+    });
+
     it('refuses up front when the snapshot needs roles the target lacks, and restores with --no-owner --no-acl', async () => {
       // The fixture's role exists cluster-wide; a copy of the snapshot that names another one stands in for a new server.
       const other = await freshDatabase(server, 'fid_roles');

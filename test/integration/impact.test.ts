@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
 import type { PgClient } from '../../src/pg/connect.js';
 import { ChangeLog, readTransactions } from '../../src/repo/changelog.js';
 import { SnapshotStore } from '../../src/repo/snapshots.js';
@@ -140,7 +141,12 @@ describe('flashback impact', () => {
     await c.query(`
       ALTER TABLE events REPLICA IDENTITY FULL;
       CREATE TABLE notes (id int PRIMARY KEY, tenant_id bigint NOT NULL, body text);
-      INSERT INTO notes SELECT g, 1 + g % 4, 'note ' || g FROM generate_series(1, 40) g;`);
+      INSERT INTO notes SELECT g, 1 + g % 4, 'note ' || g FROM generate_series(1, 40) g;
+      CREATE TABLE audit (id int, tenant_id bigint NOT NULL, msg text, PRIMARY KEY (id, tenant_id))
+        PARTITION BY LIST (tenant_id);
+      CREATE TABLE audit_low PARTITION OF audit FOR VALUES IN (1, 2, 3, 4, 5, 6);
+      CREATE TABLE audit_high PARTITION OF audit DEFAULT;
+      INSERT INTO audit SELECT g, 1 + g % 12, 'entry ' || g FROM generate_series(1, 120) g;`);
     expect((await cli(['init', '--repo', 'repo'])).code).toBe(0);
     await writeFile(
       path.join(dir, 'flashback.yaml'),
@@ -278,6 +284,16 @@ describe('flashback impact', () => {
       `events WHERE tenant_id = 4 AND kind = 'click'`,
       `DELETE FROM events WHERE tenant_id = 4 AND kind = 'click'`,
     );
+    // A partitioned table: its rows, and their changes, are its partitions'.
+    for (const part of ['audit_low', 'audit_high']) {
+      await touch(
+        window,
+        part,
+        'deleted',
+        `${part} WHERE id % 10 = 3`,
+        `DELETE FROM ${part} WHERE id % 10 = 3`,
+      );
+    }
     // A table without tenant_id: listed, not counted.
     await c.query(`UPDATE tenants SET plan = 'pro' WHERE id = 1`);
     // A truncate: every row notes has at that moment (snapshot + log), per tenant.
@@ -309,6 +325,39 @@ describe('flashback impact', () => {
     expect(
       (await new SnapshotStore(openStorage(path.join(dir, 'repo'))).ids()).includes(snapshotId),
     ).toBe(true);
+  });
+
+  /** impact over the window for one --table, and what the window wrote to tables named `prefix`*. */
+  async function narrowed(table: string, prefix: string) {
+    const r = await cli([
+      'impact',
+      '--since',
+      t1,
+      '--until',
+      t2,
+      '--by',
+      'tenant_id',
+      '--table',
+      table,
+      '--json',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const want = Object.fromEntries(Object.entries(window).filter(([k]) => k.startsWith(prefix)));
+    return { got: countsOf(JSON.parse(r.stdout) as ImpactRow[]), want };
+  }
+
+  it('takes a partitioned table for its partitions; history asks for the partition', async () => {
+    const { got, want } = await narrowed('audit', 'public.audit_');
+    expect(Object.keys(want).some((k) => k.startsWith('public.audit_low '))).toBe(true);
+    expect(Object.keys(want).some((k) => k.startsWith('public.audit_high '))).toBe(true);
+    expect(got).toEqual(want);
+    // A row's history is one partition's: asked of the parent, it names them.
+    const h = await cli(['history', 'audit', '3']);
+    expect(h.code, h.stderr).toBe(ExitCode.usage);
+    expect(h.stderr).toContain(
+      "audit is a partitioned table: its rows are in its partitions, and a row's history is read from the partition that holds it",
+    );
+    expect(h.stderr).toContain('hint: give the partition: public.audit_high, public.audit_low');
   });
 
   it('counts exactly what each statement touched, per tenant and table', async () => {
@@ -366,23 +415,8 @@ describe('flashback impact', () => {
   });
 
   it('narrows to --table, and starts at a snapshot with --since SNAPSHOT', async () => {
-    const files = await cli([
-      'impact',
-      '--since',
-      t1,
-      '--until',
-      t2,
-      '--by',
-      'tenant_id',
-      '--table',
-      'files',
-      '--json',
-    ]);
-    expect(files.code, files.stderr).toBe(0);
-    const onlyFiles = Object.fromEntries(
-      Object.entries(window).filter(([k]) => k.startsWith('public.files ')),
-    );
-    expect(countsOf(JSON.parse(files.stdout) as ImpactRow[])).toEqual(onlyFiles);
+    const files = await narrowed('files', 'public.files ');
+    expect(files.got).toEqual(files.want);
 
     // Everything written after the snapshot: the window plus what came before it.
     const all: Counts = structuredClone(window);

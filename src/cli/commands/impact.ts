@@ -37,7 +37,7 @@ export function registerImpact(program: Command, context: (cmd: Command) => CliC
     .option('--until <time>', 'end of the window, inclusive (default: now)')
     .option(
       '--table <table>',
-      'only this table (repeatable): name or schema.name as in SQL (or exactly as written when only that exists)',
+      'only this table (repeatable): name or schema.name as in SQL (or exactly as written when only that exists); a partitioned table stands for its partitions',
       collect,
     )
     .option('-t, --target <name>', 'whose change log (default: the only target with one)')

@@ -51,7 +51,7 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
     .requiredOption('--to <target>', 'target name or postgres:// URL to restore into')
     .option(
       '--table <pattern>',
-      'only this table: name or schema.name as written, * and ? allowed, or "Quoted" as in SQL (repeatable)',
+      'only this table: name or schema.name as written, * and ? allowed, or "Quoted" as in SQL (repeatable); a partitioned table stands for its partitions',
       (v: string, acc: string[]) => [...acc, v],
       [],
     )

@@ -44,7 +44,7 @@ export function registerUndo(program: Command, context: (cmd: Command) => CliCon
     .option('--until <time>', '… and at or before this one (default: the end of the change log)')
     .option(
       '--table <pattern>',
-      'only this table: name or schema.name as written, * and ? allowed, or "Quoted" as in SQL (repeatable)',
+      'only this table: name or schema.name as written, * and ? allowed, or "Quoted" as in SQL (repeatable); a partitioned table stands for its partitions',
       (v: string, acc: string[]) => [...acc, v],
       [],
     )

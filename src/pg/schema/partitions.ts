@@ -1,0 +1,85 @@
+/**
+ * Partitioned tables as commands name them: a partitioned table holds no
+ * rows of its own (snapshots and the change log have them under its
+ * partitions), so `--table events` stands for every partition under
+ * events, at any depth.
+ */
+import { UsageError } from '../../errors.js';
+import type { SchemaModel } from './model.js';
+
+/** A table's schema and name. */
+export interface QualifiedName {
+  readonly schema: string;
+  readonly name: string;
+}
+
+/**
+ * The leaf partitions (tables holding rows) under `table`, in the model's
+ * order; undefined when `table` is not a partitioned table of the model.
+ */
+export function partitionLeaves(
+  model: Pick<SchemaModel, 'tables'> | undefined,
+  table: QualifiedName,
+): QualifiedName[] | undefined {
+  const tables = model?.tables ?? [];
+  const self = tables.find(
+    (t) => t.kind === 'partitioned' && t.schema === table.schema && t.name === table.name,
+  );
+  if (self === undefined) return undefined;
+  const key = (schema: string, name: string) => JSON.stringify([schema, name]);
+  const parentOf = new Map<string, string>();
+  for (const t of tables) {
+    if (t.partitionOf !== undefined) {
+      parentOf.set(key(t.schema, t.name), key(t.partitionOf.schema, t.partitionOf.name));
+    }
+  }
+  const target = key(self.schema, self.name);
+  const under = (schema: string, name: string) => {
+    for (let k = parentOf.get(key(schema, name)); k !== undefined; k = parentOf.get(k)) {
+      if (k === target) return true;
+    }
+    return false;
+  };
+  return tables
+    .filter((t) => t.kind !== 'partitioned' && under(t.schema, t.name))
+    .map((t) => ({ schema: t.schema, name: t.name }));
+}
+
+/** The partitioned tables of the model. */
+export function partitionedTables(model: Pick<SchemaModel, 'tables'> | undefined): QualifiedName[] {
+  return (model?.tables ?? [])
+    .filter((t) => t.kind === 'partitioned')
+    .map((t) => ({ schema: t.schema, name: t.name }));
+}
+
+/**
+ * The partitions under the table `n` names, when the newest snapshot that
+ * has a table of that name (snapshots oldest first) has it partitioned;
+ * undefined when it is an ordinary table there, or in none. A
+ * partitioned name in several schemas must be qualified.
+ */
+export function partitionsIn(
+  snapshots: ReadonlyArray<{
+    readonly tables: readonly QualifiedName[];
+    readonly schema?: Pick<SchemaModel, 'tables'> | undefined;
+  }>,
+  n: { readonly schema: string | undefined; readonly name: string },
+): QualifiedName[] | undefined {
+  const named = (t: QualifiedName) =>
+    t.name === n.name && (n.schema === undefined || t.schema === n.schema);
+  for (const m of [...snapshots].reverse()) {
+    const parents = partitionedTables(m.schema).filter(named);
+    if (parents.length === 0) {
+      if (m.tables.some(named)) return undefined;
+      continue;
+    }
+    if (parents.length > 1) {
+      throw new UsageError(
+        `table "${n.name}" is in several schemas (${parents.map((p) => p.schema).join(', ')})`,
+        { hint: `name it with its schema, e.g. ${parents[0]!.schema}.${n.name}` },
+      );
+    }
+    return partitionLeaves(m.schema, parents[0]!);
+  }
+  return undefined;
+}
