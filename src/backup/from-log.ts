@@ -120,27 +120,34 @@ export async function nothingNewInLog(
       reason: `the change log of "${target}" has stored no transaction yet (it starts at ${info.startLsn}, before snapshot ${newest.id})`,
     };
   }
-  const end = await logEnd(repo, target);
-  if (end.kind !== 'lsn') return undefined;
-  if (lsnValue(newest.lsn) >= lsnValue(end.lsn)) {
+  const end = lsnText(segs.at(-1)!.committed);
+  if (lsnValue(newest.lsn) >= lsnValue(end)) {
     return {
       newest: newest.id,
-      reason: `snapshot ${newest.id} (LSN ${newest.lsn}) already holds everything the change log of "${target}" has stored (up to ${end.lsn})`,
+      reason: `snapshot ${newest.id} (LSN ${newest.lsn}) already holds everything the change log of "${target}" has stored (up to ${end})`,
     };
   }
   // The log's end moves on with heartbeats while the source is idle: new only
   // if a transaction committed since the snapshot (the first one ends the
-  // reading; an idle stretch reads its heartbeat segments, as a snapshot
-  // from the log would).
+  // reading). What an earlier run after the same snapshot found idle is not
+  // read again (IdleRecord).
+  const logStart = (await log.info())?.startLsn ?? '';
+  const idle = await log.idleRecord();
+  let from = lsnValue(newest.lsn);
+  if (idle?.snapshot === newest.id && idle.logStart === logStart && lsnValue(idle.upTo) > from) {
+    from = lsnValue(idle.upTo);
+  }
   let found = false;
-  await scanTransactions(log, { fromLsn: lsnValue(newest.lsn) }, () => {
+  await scanTransactions(log, { fromLsn: from }, () => {
     found = true;
     return false;
   });
   if (found) return undefined;
+  // (Not recorded, on a repository that cannot be written: the next run reads it all again.)
+  await log.writeIdleRecord({ snapshot: newest.id, logStart, upTo: end }).catch(() => {});
   return {
     newest: newest.id,
-    reason: `no transaction of "${target}" committed after snapshot ${newest.id} (LSN ${newest.lsn}): the change log holds only heartbeats since (stored up to ${end.lsn})`,
+    reason: `no transaction of "${target}" committed after snapshot ${newest.id} (LSN ${newest.lsn}): the change log holds only heartbeats since (stored up to ${end})`,
   };
 }
 

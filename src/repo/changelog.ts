@@ -157,6 +157,25 @@ export interface AckRecord {
   readonly at: string;
 }
 
+/**
+ * `changes/<scope>/idle.json`: what `backup --from-log` last found when it
+ * made nothing: no transaction committed between snapshot `snapshot`'s LSN
+ * and `upTo` (the log was complete up to there). The next run after the
+ * same snapshot reads the log only from `upTo`: a source idle for a week
+ * stores a heartbeat segment every few seconds, and each run read them all
+ * again. Overwritten by each such run; a record of another snapshot or of
+ * another log (`logStart`) is ignored. Only an optimisation: without it the
+ * log is read from the snapshot.
+ */
+export interface IdleRecord {
+  readonly format: 'flashback-idle';
+  readonly version: 1;
+  readonly snapshot: string;
+  readonly logStart: string;
+  readonly upTo: string;
+  readonly at: string;
+}
+
 /** A schema record as listed: its end LSN (from the name) and a reader. */
 export interface SchemaRecordRef {
   readonly key: string;
@@ -228,6 +247,26 @@ export class ChangeLog {
       );
     }
     return r;
+  }
+
+  /** The IdleRecord, or undefined (none, or not one this version reads). */
+  async idleRecord(): Promise<IdleRecord | undefined> {
+    const r = await this.readJson<IdleRecord>('idle.json').catch((err: unknown) => {
+      if (err instanceof SyntaxError) return undefined; // a torn write: only an optimisation
+      throw err;
+    });
+    return r?.format === 'flashback-idle' && r.version === 1 ? r : undefined;
+  }
+
+  /** Writes (over) the IdleRecord. */
+  async writeIdleRecord(r: Omit<IdleRecord, 'format' | 'version' | 'at'>): Promise<void> {
+    const record: IdleRecord = {
+      format: 'flashback-idle',
+      version: 1,
+      ...r,
+      at: new Date().toISOString(),
+    };
+    await this.storage.write(`${this.dir}idle.json`, Buffer.from(`${JSON.stringify(record)}\n`));
   }
 
   /** Writes the AckRecord unless one exists (the first one stays). */
