@@ -28,7 +28,8 @@ export const ExitCode = {
   /**
    * Data is damaged or missing: `check` found a chunk or manifest that is
    * missing, unreadable or fails its hash; `verify` found a restored snapshot
-   * that differs from what was backed up.
+   * that differs from what was backed up; any command met a chunk or
+   * change-log segment it could not read.
    */
   damaged: 8,
   /** A bug in Flashback. */

@@ -5,7 +5,7 @@
  * hash, so a damaged chunk is never handed to a restore.
  */
 import { createHash } from 'node:crypto';
-import { OperationError } from '../errors.js';
+import { DamagedError } from '../errors.js';
 import type { Storage } from '../storage/storage.js';
 import { ObjectNotFoundError } from '../storage/storage.js';
 import { ChunkFormatError, type CodecName, decodeChunk } from './codec.js';
@@ -20,8 +20,8 @@ export interface PutResult {
   readonly isNew: boolean;
 }
 
-/** A chunk that is missing or fails its hash. */
-export class ChunkError extends OperationError {
+/** A chunk that is missing or fails its hash: data damaged (exit 8), whichever command meets it. */
+export class ChunkError extends DamagedError {
   constructor(
     readonly chunkId: string,
     message: string,

@@ -2,7 +2,7 @@
 import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
-import { InterruptedError, OperationError } from '../errors.js';
+import { DamagedError, InterruptedError, OperationError } from '../errors.js';
 import type { PgClient } from '../pg/connect.js';
 import { qualify } from '../pg/schema/quote.js';
 import type { ChunkStore } from '../repo/chunks.js';
@@ -132,7 +132,12 @@ export async function loadTable(
       freeze,
     );
   } catch (err) {
-    if (err instanceof InterruptedError || err instanceof OperationError) throw err;
+    if (
+      err instanceof InterruptedError ||
+      err instanceof OperationError ||
+      err instanceof DamagedError // a chunk that cannot be read: its own message and exit code
+    )
+      throw err;
     throw new OperationError(
       'restore.load',
       `loading ${t.schema}.${t.name} failed: ${(err as Error).message}; ${consequence}`,

@@ -212,7 +212,7 @@ describe('check', () => {
       cwd: dir,
       env,
     });
-    expect(full.code, full.stderr).toBe(ExitCode.failed);
+    expect(full.code, full.stderr).toBe(ExitCode.damaged);
     expect(full.stderr).toContain(`chunk ${id} is damaged`);
     expect(
       await sql(
@@ -240,7 +240,7 @@ describe('check', () => {
       ],
       { cwd: dir, env },
     );
-    expect(rows.code, rows.stderr).toBe(ExitCode.failed);
+    expect(rows.code, rows.stderr).toBe(ExitCode.damaged);
     expect(rows.stderr).toContain(`chunk ${id} is damaged`);
     expect(
       (await sql(server, source, 'SELECT count(*) AS n FROM files WHERE tenant_id = 1'))[0]?.n,
