@@ -442,12 +442,24 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       const t0 = Date.now();
       await client.query('BEGIN');
       try {
-        applied = await runPlan(
-          client,
-          statements,
-          reorderable,
-          tenants === undefined ? undefined : { column: o.by!, value: g.value },
-        );
+        const tenant = tenants === undefined ? undefined : { column: o.by!, value: g.value };
+        applied = await runPlan(client, statements, reorderable, tenant);
+        // Under skip, each statement re-checks its rows against the live
+        // table: a key change whose one half was written again since the
+        // plan is done by halves. Then both are left, and the plan run again.
+        for (;;) {
+          const split: Array<{ st: (typeof staged)[number]; i: number; pairs: string[] }> = [];
+          for (const [i, st] of staged.entries()) {
+            if (policy !== 'skip' || st.t.key.length === 0) continue;
+            if (window.tables.get(name(st.t))!.moved.size === 0) continue;
+            const pairs = await splitMoves(client, st.t, st.u, i, tenant);
+            if (pairs.length > 0) split.push({ st, i, pairs });
+          }
+          if (split.length === 0) break;
+          await client.query('ROLLBACK TO SAVEPOINT flashback_plan');
+          for (const { st, i, pairs } of split) await leaveMoves(client, st.t, st.u, i, pairs);
+          applied = await runPlan(client, statements, reorderable, tenant);
+        }
         xids.push(await currentXid(client));
         await client.query('COMMIT');
       } catch (err) {
@@ -831,6 +843,71 @@ async function linkMoves(
     );
     if ((r.rowCount ?? 0) === 0) break;
   }
+}
+
+/**
+ * The key changes (rows of linkMoves' table, by ctid) that the apply just
+ * did by halves: one half's plan row in the state it was to leave (deleted,
+ * put back, reverted), the other not, because its statement found the live
+ * row written again since the plan. Only pairs whose halves both belong to
+ * `tenant`'s group, when the apply goes tenant by tenant.
+ */
+async function splitMoves(
+  client: PgClient,
+  t: TableSnapshot,
+  u: string,
+  i: number,
+  tenant: { column: string; value: string | null } | undefined,
+): Promise<string[]> {
+  const target = qualify(t.schema, t.name);
+  const keyEq = (x: string) =>
+    t.key.map((c) => `l.${quoteIdent(c)} = ${x}.${quoteIdent(c)}`).join(' AND ');
+  const whole = (x: string) =>
+    `ARRAY[${t.columns.map((c) => `${x}.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
+  const reverted = (x: string) =>
+    t.columns
+      .filter((c) => !t.key.includes(c))
+      .map(
+        (c) =>
+          `(coalesce(NOT (${quoteLiteral(c)} = ANY (${x}."fb changed")), true) OR l.${quoteIdent(c)}::text IS NOT DISTINCT FROM ${x}.${quoteIdent(c)}::text)`,
+      )
+      .join(' AND ') || 'true';
+  const done = (x: string) =>
+    `CASE ${x}."fb op"
+       WHEN 'delete' THEN NOT EXISTS (SELECT 1 FROM ONLY ${target} l WHERE ${keyEq(x)})
+       WHEN 'reinsert' THEN EXISTS (SELECT 1 FROM ONLY ${target} l WHERE ${keyEq(x)} AND ${whole('l')} IS NOT DISTINCT FROM ${whole(x)})
+       ELSE EXISTS (SELECT 1 FROM ONLY ${target} l WHERE ${keyEq(x)} AND ${reverted(x)}) END`;
+  const is = (x: string, p: string) =>
+    t.key.map((c, j) => `${x}.${quoteIdent(c)} = m.${quoteIdent(`${p} ${j}`)}`).join(' AND ');
+  const inGroup =
+    tenant === undefined
+      ? ''
+      : ` AND a.${quoteIdent(tenant.column)}::text IS NOT DISTINCT FROM $1 AND b.${quoteIdent(tenant.column)}::text IS NOT DISTINCT FROM $1`;
+  const r = await client.query<{ ctid: string }>(
+    `SELECT m.ctid::text AS ctid FROM pg_temp.fb_undo_moves_${i} m
+       JOIN ${u} a ON ${is('a', 'from')} JOIN ${u} b ON ${is('b', 'to')}
+      WHERE NOT a."fb conflict" AND NOT b."fb conflict"${inGroup}
+        AND (${done('a')}) IS DISTINCT FROM (${done('b')})`,
+    tenant === undefined ? [] : [tenant.value],
+  );
+  return r.rows.map((x) => x.ctid);
+}
+
+/** Makes both halves of these key changes (splitMoves) conflicts: left alone. */
+async function leaveMoves(
+  client: PgClient,
+  t: TableSnapshot,
+  u: string,
+  i: number,
+  pairs: readonly string[],
+): Promise<void> {
+  const is = (p: string) =>
+    t.key.map((c, j) => `x.${quoteIdent(c)} = m.${quoteIdent(`${p} ${j}`)}`).join(' AND ');
+  await client.query(
+    `UPDATE ${u} x SET "fb conflict" = true FROM pg_temp.fb_undo_moves_${i} m
+      WHERE m.ctid = ANY ($1::tid[]) AND ((${is('from')}) OR (${is('to')}))`,
+    [pairs],
+  );
 }
 
 /** `source`, reporting the rows it has given as they go. */

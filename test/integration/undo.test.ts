@@ -662,6 +662,33 @@ describe('undo', () => {
     await live.query('DELETE FROM accounts WHERE id IN (8, 107)');
   });
 
+  it('undoes a key change whole or not at all at apply time too: its old key written while the confirmation waits leaves both halves', async () => {
+    await live.query("INSERT INTO accounts VALUES (9, 'i@example.com'), (10, 'j@example.com')");
+    await settle();
+    const x = await xidOf(live, ['UPDATE accounts SET id = id + 100 WHERE id IN (9, 10)']);
+    await settle();
+    const config = parseConfig(await readFile(path.join(dir, 'flashback.yaml'), 'utf8'), undefined);
+    // While the prompt waits, the application creates a new account 9.
+    const terminal = answersAfter(() =>
+      live.query("INSERT INTO accounts VALUES (9, 'new-i@example.com')"),
+    );
+    const report = await undo({
+      repo: await Repository.open(openStorage(path.join(dir, 'repo'))),
+      target: resolveTarget(name, config, env),
+      selection: { kind: 'tx', xid: x },
+      mode: 'apply',
+      io: terminal.io,
+    });
+    expect(terminal.prompted).toBe(true);
+    expect(report.applied).toBe(true);
+    // 10 goes back; 9 cannot (taken since), so 109, the renumbered account, stays:
+    // deleting it with 9 not put back would lose it.
+    expect(
+      await rows(live, 'SELECT id, email FROM accounts WHERE id IN (9, 10, 109, 110) ORDER BY id'),
+    ).toEqual(['10\tj@example.com', '109\ti@example.com', '9\tnew-i@example.com']); // (sorted as text)
+    await live.query('DELETE FROM accounts WHERE id IN (9, 10, 109)');
+  });
+
   it('reverts an update that left a large (TOASTed) value unsent, taking it from the snapshot', async () => {
     const before = await rows(live, 'SELECT id, title, md5(body) FROM docs ORDER BY id');
     const x = await xidOf(live, ["UPDATE docs SET title = 'wrong' WHERE id <= 2"]);
