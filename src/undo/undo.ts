@@ -443,23 +443,16 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       await client.query('BEGIN');
       try {
         const tenant = tenants === undefined ? undefined : { column: o.by!, value: g.value };
-        applied = await runPlan(client, statements, reorderable, tenant);
         // Under skip, each statement re-checks its rows against the live
-        // table: a key change whose one half was written again since the
-        // plan is done by halves. Then both are left, and the plan run again.
-        for (;;) {
-          const split: Array<{ st: (typeof staged)[number]; i: number; pairs: string[] }> = [];
+        // table: a key change with one half written again since the plan
+        // would be done by halves. Such pairs are left whole, first.
+        if (policy === 'skip') {
           for (const [i, st] of staged.entries()) {
-            if (policy !== 'skip' || st.t.key.length === 0) continue;
-            if (window.tables.get(name(st.t))!.moved.size === 0) continue;
-            const pairs = await splitMoves(client, st.t, st.u, i, tenant);
-            if (pairs.length > 0) split.push({ st, i, pairs });
+            if (st.t.key.length === 0 || window.tables.get(name(st.t))!.moved.size === 0) continue;
+            await leaveSplitMoves(client, st.t, st.u, i, tenant);
           }
-          if (split.length === 0) break;
-          await client.query('ROLLBACK TO SAVEPOINT flashback_plan');
-          for (const { st, i, pairs } of split) await leaveMoves(client, st.t, st.u, i, pairs);
-          applied = await runPlan(client, statements, reorderable, tenant);
         }
+        applied = await runPlan(client, statements, reorderable, tenant);
         xids.push(await currentXid(client));
         await client.query('COMMIT');
       } catch (err) {
@@ -831,14 +824,27 @@ async function linkMoves(
     undefined,
     'undo interrupted',
   );
-  const is = (x: string, p: string) =>
-    t.key.map((c, j) => `${x}.${quoteIdent(c)} = m.${quoteIdent(`${p} ${j}`)}`).join(' AND ');
-  // Until nothing changes: rows can be linked in chains (keys swapped, moved on).
+  await spreadConflicts(client, t, u, i);
+}
+
+/** The key of plan row `x` equals the `p` ('from' or 'to') side of linkMoves' row m. */
+function movedSide(t: TableSnapshot, x: string, p: string): string {
+  return t.key.map((c, j) => `${x}.${quoteIdent(c)} = m.${quoteIdent(`${p} ${j}`)}`).join(' AND ');
+}
+
+/** A conflict on either half of a key change makes the other one: until nothing changes (keys swapped, moved on, in chains). */
+async function spreadConflicts(
+  client: PgClient,
+  t: TableSnapshot,
+  u: string,
+  i: number,
+): Promise<void> {
+  const is = (x: string, p: string) => movedSide(t, x, p);
   for (;;) {
     const r = await client.query(
       `UPDATE ${u} x SET "fb conflict" = true
         WHERE NOT x."fb conflict" AND EXISTS (
-          SELECT 1 FROM pg_temp.${m} m JOIN ${u} y ON y."fb conflict"
+          SELECT 1 FROM pg_temp.fb_undo_moves_${i} m JOIN ${u} y ON y."fb conflict"
            WHERE (${is('x', 'from')} AND ${is('y', 'to')}) OR (${is('x', 'to')} AND ${is('y', 'from')}))`,
     );
     if ((r.rowCount ?? 0) === 0) break;
@@ -846,68 +852,47 @@ async function linkMoves(
 }
 
 /**
- * The key changes (rows of linkMoves' table, by ctid) that the apply just
- * did by halves: one half's plan row in the state it was to leave (deleted,
- * put back, reverted), the other not, because its statement found the live
- * row written again since the plan. Only pairs whose halves both belong to
- * `tenant`'s group, when the apply goes tenant by tenant.
+ * At apply time, under skip: the key changes whose halves the statements
+ * would not both do, because one half's live row was written again since the
+ * plan (the statements' own re-checks: a row to put back is absent, a row to
+ * revert or delete is as the window left it), become conflicts, both halves
+ * and the chains they are in. The live rows of the key changes are locked
+ * first, so the statements find them as checked here (a row inserted under a
+ * key that was absent can still come between). Only pairs whose halves both
+ * belong to `tenant`'s group, when the apply goes tenant by tenant.
  */
-async function splitMoves(
+async function leaveSplitMoves(
   client: PgClient,
   t: TableSnapshot,
   u: string,
   i: number,
   tenant: { column: string; value: string | null } | undefined,
-): Promise<string[]> {
+): Promise<void> {
   const target = qualify(t.schema, t.name);
+  const m = `pg_temp.fb_undo_moves_${i}`;
+  const is = (x: string, p: string) => movedSide(t, x, p);
+  await client.query(
+    `SELECT 1 FROM ONLY ${target} l WHERE EXISTS (SELECT 1 FROM ${m} m WHERE (${is('l', 'from')}) OR (${is('l', 'to')})) FOR UPDATE`,
+  );
   const keyEq = (x: string) =>
     t.key.map((c) => `l.${quoteIdent(c)} = ${x}.${quoteIdent(c)}`).join(' AND ');
-  const whole = (x: string) =>
-    `ARRAY[${t.columns.map((c) => `${x}.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
-  const reverted = (x: string) =>
-    t.columns
-      .filter((c) => !t.key.includes(c))
-      .map(
-        (c) =>
-          `(coalesce(NOT (${quoteLiteral(c)} = ANY (${x}."fb changed")), true) OR l.${quoteIdent(c)}::text IS NOT DISTINCT FROM ${x}.${quoteIdent(c)}::text)`,
-      )
-      .join(' AND ') || 'true';
-  const done = (x: string) =>
-    `CASE ${x}."fb op"
-       WHEN 'delete' THEN NOT EXISTS (SELECT 1 FROM ONLY ${target} l WHERE ${keyEq(x)})
-       WHEN 'reinsert' THEN EXISTS (SELECT 1 FROM ONLY ${target} l WHERE ${keyEq(x)} AND ${whole('l')} IS NOT DISTINCT FROM ${whole(x)})
-       ELSE EXISTS (SELECT 1 FROM ONLY ${target} l WHERE ${keyEq(x)} AND ${reverted(x)}) END`;
-  const is = (x: string, p: string) =>
-    t.key.map((c, j) => `${x}.${quoteIdent(c)} = m.${quoteIdent(`${p} ${j}`)}`).join(' AND ');
+  const live = `ARRAY[${t.columns.map((c) => `l.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
+  const will = (x: string) =>
+    `CASE WHEN ${x}."fb op" = 'reinsert'
+       THEN NOT EXISTS (SELECT 1 FROM ONLY ${target} l WHERE ${keyEq(x)})
+       ELSE EXISTS (SELECT 1 FROM ONLY ${target} l WHERE ${keyEq(x)} AND ${live} IS NOT DISTINCT FROM ${x}."fb after") END`;
   const inGroup =
     tenant === undefined
       ? ''
       : ` AND a.${quoteIdent(tenant.column)}::text IS NOT DISTINCT FROM $1 AND b.${quoteIdent(tenant.column)}::text IS NOT DISTINCT FROM $1`;
-  const r = await client.query<{ ctid: string }>(
-    `SELECT m.ctid::text AS ctid FROM pg_temp.fb_undo_moves_${i} m
-       JOIN ${u} a ON ${is('a', 'from')} JOIN ${u} b ON ${is('b', 'to')}
-      WHERE NOT a."fb conflict" AND NOT b."fb conflict"${inGroup}
-        AND (${done('a')}) IS DISTINCT FROM (${done('b')})`,
+  const r = await client.query(
+    `UPDATE ${u} x SET "fb conflict" = true FROM ${m} m, ${u} a, ${u} b
+      WHERE ${is('a', 'from')} AND ${is('b', 'to')} AND NOT a."fb conflict" AND NOT b."fb conflict"${inGroup}
+        AND (${will('a')}) IS DISTINCT FROM (${will('b')})
+        AND ((${is('x', 'from')}) OR (${is('x', 'to')}))`,
     tenant === undefined ? [] : [tenant.value],
   );
-  return r.rows.map((x) => x.ctid);
-}
-
-/** Makes both halves of these key changes (splitMoves) conflicts: left alone. */
-async function leaveMoves(
-  client: PgClient,
-  t: TableSnapshot,
-  u: string,
-  i: number,
-  pairs: readonly string[],
-): Promise<void> {
-  const is = (p: string) =>
-    t.key.map((c, j) => `x.${quoteIdent(c)} = m.${quoteIdent(`${p} ${j}`)}`).join(' AND ');
-  await client.query(
-    `UPDATE ${u} x SET "fb conflict" = true FROM pg_temp.fb_undo_moves_${i} m
-      WHERE m.ctid = ANY ($1::tid[]) AND ((${is('from')}) OR (${is('to')}))`,
-    [pairs],
-  );
+  if ((r.rowCount ?? 0) > 0) await spreadConflicts(client, t, u, i);
 }
 
 /** `source`, reporting the rows it has given as they go. */

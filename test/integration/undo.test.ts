@@ -121,6 +121,14 @@ describe('undo', () => {
     await live.query(
       "CREATE TABLE teams (id int PRIMARY KEY, name text NOT NULL UNIQUE); CREATE TABLE members (id int PRIMARY KEY, team_id int NOT NULL REFERENCES teams ON DELETE CASCADE ON UPDATE CASCADE); INSERT INTO teams VALUES (1, 'red'); INSERT INTO members VALUES (10, 1)",
     );
+    // Renumbered rows under a trigger that stamps every write.
+    await live.query(
+      `CREATE TABLE renum (id int PRIMARY KEY, v text NOT NULL, touched timestamptz);
+       CREATE FUNCTION renum_touch() RETURNS trigger LANGUAGE plpgsql AS
+         'BEGIN NEW.touched := clock_timestamp(); RETURN NEW; END';
+       CREATE TRIGGER renum_touch BEFORE INSERT OR UPDATE ON renum FOR EACH ROW EXECUTE FUNCTION renum_touch();
+       INSERT INTO renum (id, v) VALUES (1, 'a'), (3, 'b'), (5, 'c'), (6, 'd')`,
+    );
     // Bodies large and random enough to be stored out of line (TOAST): an
     // update of another column sends them to the log as "unchanged".
     await live.query(
@@ -687,6 +695,33 @@ describe('undo', () => {
       await rows(live, 'SELECT id, email FROM accounts WHERE id IN (9, 10, 109, 110) ORDER BY id'),
     ).toEqual(['10\tj@example.com', '109\ti@example.com', '9\tnew-i@example.com']); // (sorted as text)
     await live.query('DELETE FROM accounts WHERE id IN (9, 10, 109)');
+  });
+
+  it('leaves a chain of key changes whole when one link is written while the confirmation waits; a trigger stamping rows does not count as a write', async () => {
+    const renum = () => rows(live, 'SELECT id, v FROM renum');
+    // a moves from 1 to 2, then b from 3 to 1; c and d from 5, 6 to 105, 106.
+    const x = await xidOf(live, [
+      'UPDATE renum SET id = 2 WHERE id = 1',
+      'UPDATE renum SET id = 1 WHERE id = 3',
+      'UPDATE renum SET id = id + 100 WHERE id IN (5, 6)',
+    ]);
+    await settle();
+    const config = parseConfig(await readFile(path.join(dir, 'flashback.yaml'), 'utf8'), undefined);
+    // While the prompt waits, a (now under 2) is written again.
+    const terminal = answersAfter(() => live.query("UPDATE renum SET v = 'a2' WHERE id = 2"));
+    const report = await undo({
+      repo: await Repository.open(openStorage(path.join(dir, 'repo'))),
+      target: resolveTarget(name, config, env),
+      selection: { kind: 'tx', xid: x },
+      mode: 'apply',
+      io: terminal.io,
+    });
+    expect(terminal.prompted).toBe(true);
+    expect(report.applied).toBe(true);
+    // The chain 3 -> 1 -> 2 stays as the window and the write left it (b
+    // not put back under 3 while it is still under 1); c and d go back,
+    // their reinserted rows stamped anew by the trigger.
+    expect(await renum()).toEqual(['1\tb', '2\ta2', '5\tc', '6\td']);
   });
 
   it('reverts an update that left a large (TOASTed) value unsent, taking it from the snapshot', async () => {
