@@ -255,7 +255,14 @@ export class ChangeLog {
       if (err instanceof SyntaxError) return undefined; // a torn write: only an optimisation
       throw err;
     });
-    return r?.format === 'flashback-idle' && r.version === 1 ? r : undefined;
+    const lsn = (x: unknown) => typeof x === 'string' && /^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/i.test(x);
+    return r?.format === 'flashback-idle' &&
+      r.version === 1 &&
+      typeof r.snapshot === 'string' &&
+      typeof r.logStart === 'string' &&
+      lsn(r.upTo)
+      ? r
+      : undefined;
   }
 
   /** Writes (over) the IdleRecord. */
@@ -618,9 +625,12 @@ export interface ReadOptions {
 /**
  * The committed transactions of a log, in commit order, one at a time.
  * Memory: the transactions that commit in one segment at a time, each with
- * its changes (those of a large one mostly held undecoded: HeldChanges).
- * Cut-off transactions (a Begin while one is open) and duplicates (a commit
- * not after the last one read: at-least-once delivery) are skipped.
+ * its changes (those of a large one mostly held undecoded: HeldChanges;
+ * past 64 MB of segments, in a temporary file). Cut-off transactions (a
+ * Begin while one is open) and duplicates (a commit not after the last one
+ * read: at-least-once delivery) are skipped. A transaction's changes can be
+ * read until the next transaction is asked for: then a file holding them is
+ * freed, and reading them throws.
  */
 export async function* readTransactions(
   log: ChangeLog,
@@ -976,7 +986,7 @@ class OpenTransaction implements Transaction {
     this.schema.push({ at: this.changes.length, lsn, event });
   }
 
-  /** A copy that outlives the reading (see HeldChanges). */
+  /** A copy that outlives the scan's reuse of this object (see HeldChanges; changes in a file last until `release`). */
   persist(decodedChanges?: number): Transaction {
     return {
       xid: this.xid,
@@ -1161,18 +1171,23 @@ class Held implements TransactionChanges {
   /** The changes held so far go to a file, and the rest will: the contents are let go. */
   private spill(): void {
     const file = new HeldFile();
-    for (let i = 0; i < this.length; i++) {
-      const c = this.places[i * 3]!;
-      const start = this.places[i * 3 + 1]!;
-      if (c < 0) file.appendObject(this.objects[start]!);
-      else
-        file.append(
-          this.segs[c]!,
-          this.contents[c]!,
-          start,
-          this.places[i * 3 + 2]!,
-          this.relations[i]!,
-        );
+    try {
+      for (let i = 0; i < this.length; i++) {
+        const c = this.places[i * 3]!;
+        const start = this.places[i * 3 + 1]!;
+        if (c < 0) file.appendObject(this.objects[start]!);
+        else
+          file.append(
+            this.segs[c]!,
+            this.contents[c]!,
+            start,
+            this.places[i * 3 + 2]!,
+            this.relations[i]!,
+          );
+      }
+    } catch (err) {
+      file.close(); // (a full disk: the reading fails, the file goes now)
+      throw err;
     }
     const length = this.length;
     this.clear();

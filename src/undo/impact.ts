@@ -773,7 +773,10 @@ function resolveTables(
     if (leaves !== undefined) {
       if (leaves.length === 0) {
         throw new UsageError(
-          `"${text}" is a partitioned table without partitions: no row was ever in it`,
+          `"${text}" is a partitioned table without partitions in the newest snapshot that has it`,
+          {
+            hint: "name its partitions (one created since that snapshot is not known by the parent's name yet)",
+          },
         );
       }
       for (const l of leaves) out.add(`${l.schema}.${l.name}`);

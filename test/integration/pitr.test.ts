@@ -424,12 +424,17 @@ describe('restore to a moment', () => {
       expect(info.version).toBe(2);
       await restoresLater();
 
-      // The next prune removes what the killed one claimed.
+      // The next prune removes what the killed one claimed; its total counts the log.
+      const dry = await runCli(['prune', '--dry-run', '--repo', copy], { cwd: dir, env });
+      expect(dry.code, dry.stderr).toBe(0);
       const p = await runCli(['prune', '--json', '--repo', copy], { cwd: dir, env });
       expect(p.code, p.stderr).toBe(0);
       const logs = (JSON.parse(p.stdout) as { logs: Array<{ segmentsRemoved: number }> }).logs;
       expect(logs).toHaveLength(1);
       expect(logs[0]!.segmentsRemoved).toBeGreaterThan(0);
+      expect(dry.stdout).toMatch(
+        new RegExp(`and ${logs[0]!.segmentsRemoved} change-log segment\\(s\\), freeing [1-9]`),
+      );
       expect((await segments()).length).toBe(before.length - logs[0]!.segmentsRemoved);
       await restoresLater();
       // The first moments were before the only snapshot left.

@@ -126,14 +126,21 @@ async function runPrune(
     );
   }
   if (result.logs.length > 0) ctx.out('\n');
+  // The total: chunks and change-log segments (as serve's log line says).
+  const segments = result.logs.reduce((n, l) => n + l.segmentsRemoved, 0);
+  const freed = result.bytesFreed + result.logs.reduce((n, l) => n + l.bytesFreed, 0);
   const chunks = `${result.chunksRemoved} unreferenced chunk(s)`;
+  const what = (kept: string) =>
+    segments === 0
+      ? `${result.snapshotsRemoved} snapshot(s) and ${chunks}${kept}`
+      : `${result.snapshotsRemoved} snapshot(s), ${chunks}${kept} and ${segments} change-log segment(s)`;
   if (result.dryRun) {
     ctx.out(
-      `dry run: would remove ${result.snapshotsRemoved} snapshot(s) and ${chunks}, freeing ${formatBytes(result.bytesFreed)}; nothing was deleted\n`,
+      `dry run: would remove ${what('')}, freeing ${formatBytes(freed)}; nothing was deleted\n`,
     );
   } else {
     ctx.out(
-      `removed ${result.snapshotsRemoved} snapshot(s) and ${chunks} (${result.chunksKept} still in use): ${formatBytes(result.bytesFreed)} freed in ${result.seconds.toFixed(1)} s\n`,
+      `removed ${what(` (${result.chunksKept} still in use)`)}: ${formatBytes(freed)} freed in ${result.seconds.toFixed(1)} s\n`,
     );
   }
   return ExitCode.ok;
