@@ -85,6 +85,21 @@ describe('undo', () => {
     return t;
   };
 
+  /** `undo --tx xid --apply` through the library, its prompt answered only once `write` is done. */
+  const applyWhilePromptWaits = async (xid: number, write: () => Promise<unknown>) => {
+    const config = parseConfig(await readFile(path.join(dir, 'flashback.yaml'), 'utf8'), undefined);
+    const terminal = answersAfter(write);
+    const report = await undo({
+      repo: await Repository.open(openStorage(path.join(dir, 'repo'))),
+      target: resolveTarget(name, config, env),
+      selection: { kind: 'tx', xid },
+      mode: 'apply',
+      io: terminal.io,
+    });
+    expect(terminal.prompted).toBe(true);
+    return report;
+  };
+
   /**
    * The application writing, on a connection of its own, over and over
    * until stopped: the stop resolves to how many times it wrote.
@@ -499,18 +514,9 @@ describe('undo', () => {
     const before = await rows(live, 'SELECT id, note FROM orders WHERE id BETWEEN 9001 AND 9010');
     const bad = await xidOf(live, ['DELETE FROM orders WHERE id BETWEEN 9001 AND 9010']);
     await settle();
-    const config = parseConfig(await readFile(path.join(dir, 'flashback.yaml'), 'utf8'), undefined);
-    const terminal = answersAfter(() =>
+    const report = await applyWhilePromptWaits(bad, () =>
       live.query("INSERT INTO orders VALUES (9005, 'written again')"),
     );
-    const report = await undo({
-      repo: await Repository.open(openStorage(path.join(dir, 'repo'))),
-      target: resolveTarget(name, config, env),
-      selection: { kind: 'tx', xid: bad },
-      mode: 'apply',
-      io: terminal.io,
-    });
-    expect(terminal.prompted).toBe(true);
     // The rows went back without a plan first (the window only deleted);
     // the one written while the prompt waited made that collide, and the
     // plan made then found it: left alone, counted as a conflict.
@@ -675,19 +681,10 @@ describe('undo', () => {
     await settle();
     const x = await xidOf(live, ['UPDATE accounts SET id = id + 100 WHERE id IN (9, 10)']);
     await settle();
-    const config = parseConfig(await readFile(path.join(dir, 'flashback.yaml'), 'utf8'), undefined);
-    // While the prompt waits, the application creates a new account 9.
-    const terminal = answersAfter(() =>
+    const report = await applyWhilePromptWaits(x, () =>
+      // While the prompt waits, the application creates a new account 9.
       live.query("INSERT INTO accounts VALUES (9, 'new-i@example.com')"),
     );
-    const report = await undo({
-      repo: await Repository.open(openStorage(path.join(dir, 'repo'))),
-      target: resolveTarget(name, config, env),
-      selection: { kind: 'tx', xid: x },
-      mode: 'apply',
-      io: terminal.io,
-    });
-    expect(terminal.prompted).toBe(true);
     expect(report.applied).toBe(true);
     // 10 goes back; 9 cannot (taken since), so 109, the renumbered account, stays:
     // deleting it with 9 not put back would lose it.
@@ -706,17 +703,10 @@ describe('undo', () => {
       'UPDATE renum SET id = id + 100 WHERE id IN (5, 6)',
     ]);
     await settle();
-    const config = parseConfig(await readFile(path.join(dir, 'flashback.yaml'), 'utf8'), undefined);
-    // While the prompt waits, a (now under 2) is written again.
-    const terminal = answersAfter(() => live.query("UPDATE renum SET v = 'a2' WHERE id = 2"));
-    const report = await undo({
-      repo: await Repository.open(openStorage(path.join(dir, 'repo'))),
-      target: resolveTarget(name, config, env),
-      selection: { kind: 'tx', xid: x },
-      mode: 'apply',
-      io: terminal.io,
-    });
-    expect(terminal.prompted).toBe(true);
+    const report = await applyWhilePromptWaits(x, () =>
+      // While the prompt waits, a (now under 2) is written again.
+      live.query("UPDATE renum SET v = 'a2' WHERE id = 2"),
+    );
     expect(report.applied).toBe(true);
     // The chain 3 -> 1 -> 2 stays as the window and the write left it (b
     // not put back under 3 while it is still under 1); c and d go back,
