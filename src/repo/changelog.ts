@@ -637,24 +637,26 @@ export async function* readTransactions(
   options: ReadOptions = {},
 ): AsyncGenerator<Transaction> {
   const scanner = new Scanner(log.scope, options);
-  const ready: Transaction[] = [];
+  const release = (tx: Transaction) => (tx.changes as HeldChanges).release();
+  let ready: Transaction[] = [];
+  let given = 0;
   try {
     for await (const { seg, content, verified } of log.contents(await scanner.segments(log))) {
+      ready = [];
+      given = 0;
       const more = scanner.scan(seg, content, verified, (tx) => {
         ready.push(tx.persist(options.decodedChanges));
         return undefined;
       });
-      while (ready.length > 0) {
-        const tx = ready[0]!;
-        yield tx;
+      while (given < ready.length) {
+        yield ready[given]!;
         // The next is asked for: a file holding this one's changes is freed.
-        ready.shift();
-        (tx.changes as HeldChanges).release();
+        release(ready[given++]!);
       }
       if (!more) return;
     }
   } finally {
-    for (const tx of ready) (tx.changes as HeldChanges).release();
+    for (const tx of ready.slice(given)) release(tx);
     scanner.close();
   }
 }
@@ -712,8 +714,10 @@ export async function scanContents(
 export function windowSegments(
   log: ChangeLog,
   fromLsn: bigint | undefined,
+  /** The log's segments as the caller listed them just now (a long log takes many LIST calls). */
+  listed?: readonly SegmentInfo[],
 ): Promise<SegmentInfo[]> {
-  return new Scanner(log.scope, { fromLsn }).segments(log);
+  return new Scanner(log.scope, { fromLsn }).segments(log, listed);
 }
 
 /**
@@ -773,8 +777,8 @@ class Scanner {
    * are skipped. A segment missing among them (its number not listed
    * between two that are) is lost changes: refused, not read past.
    */
-  async segments(log: ChangeLog): Promise<SegmentInfo[]> {
-    const all = await log.segments();
+  async segments(log: ChangeLog, listed?: readonly SegmentInfo[]): Promise<SegmentInfo[]> {
+    const all = listed ?? (await log.segments());
     // Relation records are repeated in every segment: none is missed.
     const read = all.slice(skippable(all, this.options.fromLsn));
     // Below the first segment kept, what is listed is an interrupted prune's leftovers.
