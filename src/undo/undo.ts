@@ -134,6 +134,13 @@ export interface UndoTable {
   readonly revert: number;
   readonly delete: number;
   readonly conflicts: number;
+  /**
+   * Applied reports only: of `conflicts`, the rows found written again only
+   * as the apply reached them (after the plan: while the confirmation
+   * waited, or an earlier tenant was applied). Left alone under skip; the
+   * three counts above are then what the apply did, not what was planned.
+   */
+  readonly lateConflicts?: number;
 }
 
 /** A row written again after the window, with its three versions (column → text). */
@@ -275,7 +282,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
           selection: description,
           snapshot: manifest.id,
           window: { transactions: window.transactions, changes: window.changes },
-          tables: direct.tables,
+          tables: direct.tables.map((t) => ({ ...t, lateConflicts: 0 })),
           conflicts: [],
           policy,
           validation: { ok: true },
@@ -383,7 +390,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       progress({ phase: 'trial' });
       await client.query('BEGIN');
       try {
-        return { order: await runPlan(client, statements, reorderable) };
+        return { order: (await runPlan(client, statements, reorderable)).order };
       } catch (err) {
         return { order: statements, error: (err as Error).message };
       } finally {
@@ -436,10 +443,15 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     const xids: number[] = [];
     const done: TenantProgress[] = [];
     let applied: readonly Statement[] = statements;
+    // Rows each statement wrote, over all tenants: under skip, a row written
+    // again after the plan is left alone as the apply reaches it, so the
+    // report says what was done, not what was planned.
+    const wrote = new Map<Statement, number>();
     const groups = tenants ?? [{ value: null, rows: total }];
     for (const [i, g] of groups.entries()) {
       progress({ phase: 'apply', rows: g.rows });
       const t0 = Date.now();
+      let groupRows = 0;
       await client.query('BEGIN');
       try {
         const tenant = tenants === undefined ? undefined : { column: o.by!, value: g.value };
@@ -452,11 +464,26 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
             await leaveSplitMoves(client, st.t, st.u, i, tenant);
           }
         }
-        applied = await runPlan(client, statements, reorderable, tenant);
+        const ran = await runPlan(client, statements, reorderable, tenant);
+        applied = ran.order;
+        for (const [s, n] of ran.rows) {
+          wrote.set(s, (wrote.get(s) ?? 0) + n);
+          groupRows += n;
+        }
+        if (policy === 'fail' && groupRows !== g.rows) {
+          throw new OperationError(
+            'undo.conflict',
+            `${fmt(g.rows - groupRows)} row(s) were written again between the plan and the apply${tenants === undefined ? '' : ` of ${o.by} = ${g.value} (tenants done before it stay undone)`}: this transaction was rolled back`,
+            {
+              hint: 'run the undo again: the new plan shows them as conflicts with their versions',
+            },
+          );
+        }
         xids.push(await currentXid(client));
         await client.query('COMMIT');
       } catch (err) {
         await client.query('ROLLBACK').catch(() => {});
+        if (err instanceof OperationError && err.code === 'undo.conflict') throw err;
         throw new OperationError(
           'undo.apply',
           `undo failed${tenants === undefined ? '' : ` for ${o.by} = ${g.value} (tenants done before it stay undone)`}: ${(err as Error).message}; this transaction was rolled back`,
@@ -465,7 +492,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       }
       const p: TenantProgress = {
         value: g.value,
-        rows: g.rows,
+        rows: groupRows,
         index: i + 1,
         total: groups.length,
         seconds: (Date.now() - t0) / 1000,
@@ -477,6 +504,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     await script(applied);
     return {
       ...base,
+      tables: tables.map((t) => appliedCounts(t, statements, wrote, policy)),
       validation: { ok: true },
       applied: true,
       xids,
@@ -570,6 +598,37 @@ async function applyDirect(
   };
   o.onTenant?.(tenant);
   return { tables, tenant };
+}
+
+/**
+ * A table's counts as applied: what its statements wrote. Rows planned but
+ * not written were written again after the plan (each statement re-checks
+ * the live row under skip; a key change is left whole): conflicts found
+ * late.
+ */
+function appliedCounts(
+  planned: UndoTable,
+  statements: readonly Statement[],
+  wrote: ReadonlyMap<Statement, number>,
+  policy: ConflictPolicy,
+): UndoTable {
+  const did = (kind: Statement['kind']) =>
+    statements
+      .filter((s) => s.table === planned.table && s.kind === kind)
+      .reduce((a, s) => a + (wrote.get(s) ?? 0), 0);
+  const t = {
+    table: planned.table,
+    reinsert: did('reinsert'),
+    revert: did('revert'),
+    delete: did('delete'),
+  };
+  // Under overwrite nothing is re-checked: a row no statement wrote was as
+  // wanted already (deleted since, or a key-only row inserted again).
+  const late =
+    policy === 'overwrite'
+      ? 0
+      : planned.reinsert + planned.revert + planned.delete - t.reinsert - t.revert - t.delete;
+  return { ...t, conflicts: planned.conflicts + late, lateConflicts: late };
 }
 
 /** The open transaction's id: the 32-bit xid, as the change log names transactions (txid_current() adds the epoch). */
@@ -1111,6 +1170,8 @@ async function conflictSamples(client: PgClient, t: TableSnapshot, u: string): P
 /** A statement of the apply, whole and per tenant ($1 = the tenant's value as text). */
 interface Statement {
   readonly kind: 'reinsert' | 'revert' | 'delete';
+  /** The table it writes (schema.name). */
+  readonly table: string;
   readonly sql: string;
   byTenant(column: string): string;
   /**
@@ -1138,11 +1199,19 @@ const OTHER_ORDERS: ReadonlyArray<ReadonlyArray<Statement['kind']>> = [
   ['delete', 'revert', 'reinsert'],
 ];
 
+/** The order of statements that applied, and how many rows each wrote. */
+interface PlanRun {
+  readonly order: readonly Statement[];
+  readonly rows: ReadonlyMap<Statement, number>;
+}
+
 /**
  * Runs the plan in the caller's transaction: in the usual order, and if a
  * unique constraint refuses it, in the other orders (OTHER_ORDERS), each from
- * a savepoint. Returns the order that worked; throws the usual order's error
- * (naming the others') when none does.
+ * a savepoint. Returns the order that worked, with the rows each statement
+ * wrote (under skip, fewer than planned when rows were written again since
+ * the plan); throws the usual order's error (naming the others') when none
+ * does.
  */
 async function runPlan(
   client: PgClient,
@@ -1150,33 +1219,35 @@ async function runPlan(
   /** Whether other orders may be tried (see `reorderable` in undo()). */
   reorderable: boolean,
   tenant?: { column: string; value: string | null },
-): Promise<readonly Statement[]> {
-  const one = (s: Pick<Statement, 'sql' | 'byTenant'>) =>
-    tenant === undefined
-      ? client.query(s.sql)
-      : client.query(s.byTenant(tenant.column), [tenant.value]);
-  const run = async (order: readonly Statement[]) => {
+): Promise<PlanRun> {
+  const one = async (s: Pick<Statement, 'sql' | 'byTenant'>): Promise<number> =>
+    (tenant === undefined
+      ? await client.query(s.sql)
+      : await client.query(s.byTenant(tenant.column), [tenant.value])
+    ).rowCount ?? 0;
+  const run = async (order: readonly Statement[]): Promise<PlanRun> => {
+    const rows = new Map<Statement, number>();
     for (const s of order) {
       if (s.fast === undefined) {
-        await one(s);
+        rows.set(s, await one(s));
         continue;
       }
       await client.query('SAVEPOINT flashback_fast');
       try {
-        await one(s.fast);
+        rows.set(s, await one(s.fast));
         await client.query('RELEASE SAVEPOINT flashback_fast');
       } catch (err) {
         if ((err as { code?: unknown }).code !== '23505') throw err;
         await client.query('ROLLBACK TO SAVEPOINT flashback_fast');
-        await one(s);
+        rows.set(s, await one(s));
       }
     }
+    return { order, rows };
   };
   await client.query('SAVEPOINT flashback_plan');
   let first: unknown;
   try {
-    await run(statements);
-    return statements;
+    return await run(statements);
   } catch (err) {
     // unique_violation, exclusion_violation: a value held by another row now.
     const code = (err as { code?: unknown }).code;
@@ -1188,8 +1259,7 @@ async function runPlan(
     await client.query('ROLLBACK TO SAVEPOINT flashback_plan');
     const order = kinds.flatMap((k) => statements.filter((s) => s.kind === k));
     try {
-      await run(order);
-      return order;
+      return await run(order);
     } catch (err) {
       also.push(`${kinds.join(', ')}: ${(err as Error).message}`);
     }
@@ -1213,10 +1283,11 @@ function applyStatements(
   const out: Statement[] = [];
   const cond = policy === 'skip' ? ' AND NOT u."fb conflict"' : '';
   // Conflicts are found when the plan is made; rows can be written again
-  // between then and the apply (a prompt, earlier tenants). Under skip, each
-  // statement re-checks the live row as it changes it.
+  // between then and the apply (a prompt, earlier tenants). Under skip and
+  // fail, each statement re-checks the live row as it changes it (under
+  // fail, a row left so fails the apply: see undoLocked).
   const liveIs = (t: TableSnapshot) =>
-    policy === 'skip'
+    policy !== 'overwrite'
       ? ` AND ARRAY[${t.columns.map((c) => `l.${quoteIdent(c)}::text`).join(', ')}]::text[] IS NOT DISTINCT FROM u."fb after"`
       : '';
   const tenant = (sql: string) => (column: string) =>
@@ -1227,7 +1298,7 @@ function applyStatements(
     if (t.key.length === 0) {
       // Rows without a key come back as they were, but for copies that are back already (stageKeyless).
       const ins = `INSERT INTO ${target}${columnList(t.columns)}${overriding(schema, t)} SELECT ${cols} FROM ${u} u WHERE u."fb op" = 'reinsert'${cond}`;
-      out.push({ kind: 'reinsert', sql: ins, byTenant: tenant(ins) });
+      out.push({ kind: 'reinsert', table: name(t), sql: ins, byTenant: tenant(ins) });
       continue;
     }
     const keyEq = (x: string, y: string) =>
@@ -1240,7 +1311,7 @@ function applyStatements(
           ? ' ON CONFLICT DO NOTHING'
           : '';
     const absent =
-      policy === 'skip'
+      policy !== 'overwrite'
         ? ` AND NOT EXISTS (SELECT 1 FROM ONLY ${target} l WHERE ${keyEq('l', 'u')})`
         : '';
     const unchecked = `INSERT INTO ${target}${columnList(t.columns)}${overriding(schema, t)} SELECT ${cols} FROM ${u} u WHERE u."fb op" = 'reinsert'${cond}`;
@@ -1248,6 +1319,7 @@ function applyStatements(
     // The tenant filter must come before ON CONFLICT: build both forms.
     out.push({
       kind: 'reinsert',
+      table: name(t),
       sql: `${reinsert}${upsert}`,
       byTenant: (column) => `${tenant(reinsert)(column)}${upsert}`,
       fast: absent === '' ? undefined : { sql: unchecked, byTenant: tenant(unchecked) },
@@ -1261,7 +1333,7 @@ function applyStatements(
         .join(
           ', ',
         )} FROM ${u} u WHERE ${keyEq('l', 'u')} AND u."fb op" = 'revert'${cond}${liveIs(t)}`;
-      out.push({ kind: 'revert', sql: revert, byTenant: tenant(revert) });
+      out.push({ kind: 'revert', table: name(t), sql: revert, byTenant: tenant(revert) });
     }
   }
   for (const { t, u } of [...staged].reverse()) {
@@ -1279,20 +1351,22 @@ function applyStatements(
             WHERE y.rn <= (SELECT count(*) FROM (${planned(extra)}) p(k) WHERE p.k = y.k)))`;
       out.push({
         kind: 'delete',
+        table: name(t),
         sql: del(''),
         byTenant: (column) => del(` AND u.${quoteIdent(column)}::text IS NOT DISTINCT FROM $1`),
       });
       continue;
     }
     const keyEq = t.key.map((c) => `l.${quoteIdent(c)} = u.${quoteIdent(c)}`).join(' AND ');
-    // Under skip, a row still referenced through a cascading key when its turn
-    // comes (children in the plan are deleted before it) is left in place.
+    // Under skip (and fail), a row still referenced through a cascading key
+    // when its turn comes (children in the plan are deleted before it) is
+    // left in place.
     const referenced =
-      policy === 'skip'
+      policy !== 'overwrite'
         ? (cascades.get(name(t)) ?? []).map((r) => ` AND NOT (${r.referencedNow('l')})`).join('')
         : '';
     const del = `DELETE FROM ONLY ${qualify(t.schema, t.name)} l USING ${u} u WHERE ${keyEq} AND u."fb op" = 'delete'${cond}${liveIs(t)}${referenced}`;
-    out.push({ kind: 'delete', sql: del, byTenant: tenant(del) });
+    out.push({ kind: 'delete', table: name(t), sql: del, byTenant: tenant(del) });
   }
   return out;
 }

@@ -24,7 +24,13 @@ import { Repository } from '../../src/repo/repository.js';
 import { SnapshotStore } from '../../src/repo/snapshots.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
 import { openStorage } from '../../src/storage/open.js';
-import { type Conflict, type UndoProgress, type UndoTable, undo } from '../../src/undo/undo.js';
+import {
+  type Conflict,
+  type ConflictPolicy,
+  type UndoProgress,
+  type UndoTable,
+  undo,
+} from '../../src/undo/undo.js';
 import { holdPruneLock } from '../harness/lock.js';
 import { CLI, connectTo, freshDatabase, runCli, tempDir, testServers } from '../harness/pg.js';
 
@@ -86,7 +92,11 @@ describe('undo', () => {
   };
 
   /** `undo --tx xid --apply` through the library, its prompt answered only once `write` is done. */
-  const applyWhilePromptWaits = async (xid: number, write: () => Promise<unknown>) => {
+  const applyWhilePromptWaits = async (
+    xid: number,
+    write: () => Promise<unknown>,
+    conflicts?: ConflictPolicy,
+  ) => {
     const config = parseConfig(await readFile(path.join(dir, 'flashback.yaml'), 'utf8'), undefined);
     const terminal = answersAfter(write);
     const report = await undo({
@@ -95,6 +105,7 @@ describe('undo', () => {
       selection: { kind: 'tx', xid },
       mode: 'apply',
       io: terminal.io,
+      ...(conflicts === undefined ? {} : { conflicts }),
     });
     expect(terminal.prompted).toBe(true);
     return report;
@@ -493,10 +504,23 @@ describe('undo', () => {
     // (Every row the bad update touched, also those it left as they were: not reverted.)
     expect(read.at(-1)).toBe(before.length);
     expect([...read].sort((x, y) => x - y)).toEqual(read);
-    expect(phases.at(-1)).toEqual({ phase: 'apply', rows: report.tables[0]!.revert });
     expect(report.applied).toBe(true);
-    // At planning time there was no conflict ...
-    expect(report.tables[0]!.conflicts).toBe(0);
+    // At planning time there was no conflict: the apply was to revert every
+    // row the update changed; the one written while the prompt waited was
+    // left alone, and the report says so (done = planned - 1).
+    const changed = before.filter((l) => !l.includes('\tbounced\t')).length;
+    expect(phases.at(-1)).toEqual({ phase: 'apply', rows: changed });
+    expect(report.tables).toEqual([
+      {
+        table: 'public.subscribers',
+        reinsert: 0,
+        revert: changed - 1,
+        delete: 0,
+        conflicts: 1,
+        lateConflicts: 1,
+      },
+    ]);
+    expect(report.tenants.map((t) => t.rows)).toEqual([changed - 1]);
     const now = await tenantRows();
     // ... but the row written while the prompt waited keeps what was written (bounced, late- email),
     const v = now.find((l) => l.startsWith(`${victim}\t`))!;
@@ -505,6 +529,48 @@ describe('undo', () => {
     expect(now.filter((l) => !l.startsWith(`${victim}\t`))).toEqual(
       before.filter((l) => !l.startsWith(`${victim}\t`)),
     );
+  });
+
+  it('with --conflicts fail, refuses a plan with conflicts, and rolls the apply back when a row is written while the confirmation waits', async () => {
+    await live.query(
+      "INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(9101, 9105) g",
+    );
+    await settle();
+    const bad = await xidOf(live, [
+      "UPDATE orders SET note = 'bad' WHERE id BETWEEN 9101 AND 9105",
+    ]);
+    await settle();
+    const notes = () => rows(live, 'SELECT id, note FROM orders WHERE id BETWEEN 9101 AND 9105');
+    // No conflict when planned: one appears while the prompt waits. Nothing is written.
+    await expect(
+      applyWhilePromptWaits(
+        bad,
+        () => live.query("UPDATE orders SET note = 'written again' WHERE id = 9103"),
+        'fail',
+      ),
+    ).rejects.toMatchObject({
+      code: 'undo.conflict',
+      message: expect.stringMatching(
+        /^1 row\(s\) were written again between the plan and the apply/,
+      ),
+    });
+    const after = ['9101\tbad', '9102\tbad', '9103\twritten again', '9104\tbad', '9105\tbad'];
+    expect(await notes()).toEqual(after);
+    // Now the plan itself finds the conflict: refused, exit 1, nothing written.
+    await settle();
+    const r = await undoCli([
+      '--tx',
+      String(bad),
+      '--conflicts',
+      'fail',
+      '--apply',
+      '--confirm',
+      name,
+    ]);
+    expect(r.code, r.stderr).toBe(ExitCode.failed);
+    expect(r.stderr).toMatch(/1 row\(s\) were written again after the changes being undone/);
+    expect(await notes()).toEqual(after);
+    await live.query('DELETE FROM orders WHERE id BETWEEN 9101 AND 9105'); // (later tests count orders)
   });
 
   it('re-checks rows to put back at apply time: one inserted again while the confirmation waits keeps its new values', async () => {
@@ -521,7 +587,7 @@ describe('undo', () => {
     // the one written while the prompt waited made that collide, and the
     // plan made then found it: left alone, counted as a conflict.
     expect(report.tables).toEqual([
-      { table: 'public.orders', reinsert: 9, revert: 0, delete: 0, conflicts: 1 },
+      { table: 'public.orders', reinsert: 9, revert: 0, delete: 0, conflicts: 1, lateConflicts: 0 },
     ]);
     expect(await rows(live, 'SELECT id, note FROM orders WHERE id BETWEEN 9001 AND 9010')).toEqual(
       before.map((l) => (l.startsWith('9005\t') ? '9005\twritten again' : l)),
@@ -554,9 +620,18 @@ describe('undo', () => {
     await settle();
     const first = await run(bad);
     expect(first.phases).toEqual(['rows', 'confirm', 'apply']); // (no plan)
+    // (Every line of the ten carts goes back, both times.)
+    const linesBack = {
+      table: 'public.cart_lines',
+      reinsert: 30,
+      revert: 0,
+      delete: 0,
+      conflicts: 0,
+      lateConflicts: 0,
+    };
     expect(first.report.tables).toEqual([
-      { table: 'public.carts', reinsert: 10, revert: 0, delete: 0, conflicts: 0 },
-      { table: 'public.cart_lines', reinsert: 30, revert: 0, delete: 0, conflicts: 0 },
+      { table: 'public.carts', reinsert: 10, revert: 0, delete: 0, conflicts: 0, lateConflicts: 0 },
+      linesBack,
     ]);
     expect(first.report.xids).toHaveLength(1);
     expect(await carts()).toEqual(cartsBefore);
@@ -571,8 +646,8 @@ describe('undo', () => {
     const second = await run(again);
     expect(second.phases).toEqual(['rows', 'confirm', 'apply', 'plan', 'apply']);
     expect(second.report.tables).toEqual([
-      { table: 'public.carts', reinsert: 9, revert: 0, delete: 0, conflicts: 1 },
-      { table: 'public.cart_lines', reinsert: 30, revert: 0, delete: 0, conflicts: 0 },
+      { table: 'public.carts', reinsert: 9, revert: 0, delete: 0, conflicts: 1, lateConflicts: 0 },
+      linesBack,
     ]);
     expect(second.report.conflicts).toEqual([
       {
@@ -664,7 +739,14 @@ describe('undo', () => {
     const report = JSON.parse(r.stdout) as { tables: UndoTable[]; conflicts: Conflict[] };
     // 8 goes back to its key; 7's two halves (put 7 back, delete 107) are both left.
     expect(report.tables).toEqual([
-      { table: 'public.accounts', reinsert: 1, revert: 0, delete: 1, conflicts: 2 },
+      {
+        table: 'public.accounts',
+        reinsert: 1,
+        revert: 0,
+        delete: 1,
+        conflicts: 2,
+        lateConflicts: 0,
+      },
     ]);
     expect(report.conflicts.map((c) => [c.op, c.before?.id ?? c.after?.id]).sort()).toEqual([
       ['delete', '107'],
@@ -870,7 +952,14 @@ describe('undo', () => {
     const r = await undoCli(['--tx', String(bad), '--apply', '--confirm', name, '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).tables).toEqual([
-      { table: 'public.readings', reinsert: 502, revert: 0, delete: 0, conflicts: 0 },
+      {
+        table: 'public.readings',
+        reinsert: 502,
+        revert: 0,
+        delete: 0,
+        conflicts: 0,
+        lateConflicts: 0,
+      },
     ]);
     expect(await rows(live, 'SELECT * FROM readings')).toEqual(
       before.map((l) => (l.startsWith('8\t') ? '8\t8\tlater' : l)).sort(),

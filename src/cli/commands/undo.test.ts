@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { undoProgressLine } from './undo.js';
+import { formatUndoReport, undoProgressLine } from './undo.js';
 
 describe('undo progress line', () => {
   it('says which phase the undo is in, what it has read, and for how long', () => {
@@ -29,5 +29,37 @@ describe('undo progress line', () => {
     expect(undoProgressLine('prod', { phase: 'apply', rows: 2000000 }, 20)).toBe(
       'undo prod: applying 2,000,000 row change(s) (20 s)',
     );
+  });
+});
+
+describe('undo report', () => {
+  it('says how many rows were left alone because they were written between the plan and the apply', () => {
+    const text = formatUndoReport({
+      target: 'prod',
+      selection: 'transaction 48211',
+      snapshot: 'snap1',
+      window: { transactions: 1, changes: 12 },
+      tables: [
+        {
+          table: 'public.orders',
+          reinsert: 0,
+          revert: 11,
+          delete: 0,
+          conflicts: 1,
+          lateConflicts: 1,
+        },
+      ],
+      conflicts: [],
+      policy: 'skip',
+      validation: { ok: true },
+      applied: true,
+      xids: [48300],
+      tenants: [],
+      seconds: 1,
+    });
+    expect(text).toContain(
+      '1 row(s) were written again between the plan and the apply: left alone, counted as conflicts above (without their versions)',
+    );
+    expect(text).toMatch(/public\.orders\s+0\s+11\s+0\s+1/);
   });
 });

@@ -72,10 +72,13 @@ rows removed, truncated rows put back. A row written again after the changes
 being undone is a conflict: shown with its versions (before, after the bad
 change, now) and skipped unless --conflicts overwrite; so is a delete that
 would cascade to rows written since. Conflicts are checked again as the
-apply reaches each row. A row whose key was changed is undone whole or not
-at all; in a table without a key, copies of a row that are back already
-(the same undo run twice) are conflicts. REINSERT, REVERT and DELETE count
-what is (to be) done; skipped conflicts are counted apart. Foreign keys are
+apply reaches each row: one written between the plan and the apply (while
+the prompt waits) is skipped too, or with --conflicts fail rolls the apply
+back. A row whose key was changed is undone whole or not at all; in a table
+without a key, copies of a row that are back already (the same undo run
+twice) are conflicts. REINSERT, REVERT and DELETE count what is to be done
+in a plan, and what was done once applied; conflicts are counted apart
+(with --json, lateConflicts counts those found only at the apply). Foreign keys are
 satisfied by the order of the work; the plan is tried (and rolled back) even
 in a preview, so a plan that cannot be applied says why before anything is
 written. The apply is an ordinary write: capture records it, and its
@@ -189,7 +192,7 @@ async function runUndo(ctx: CliContext, ref: string, opts: UndoFlags): Promise<n
   if (ctx.json) {
     ctx.printJson(report);
   } else {
-    ctx.out(format(report));
+    ctx.out(formatUndoReport(report));
   }
   return report.validation.ok ? ExitCode.ok : ExitCode.failed;
 }
@@ -212,7 +215,8 @@ export function undoProgressLine(target: string, p: UndoProgress, seconds: numbe
   return `undo ${target}: ${what} (${Math.round(seconds)} s)`;
 }
 
-function format(r: UndoReport): string {
+/** The report as printed (without --json). */
+export function formatUndoReport(r: UndoReport): string {
   const n = (v: number) => v.toLocaleString('en-US');
   let s = `${r.applied ? 'undone' : 'plan'}: undo of ${r.selection} on ${r.target} (rows before it from snapshot ${r.snapshot} and the change log; ${n(r.window.changes)} change(s) in the window)\n`;
   s += table(
@@ -225,6 +229,10 @@ function format(r: UndoReport): string {
     for (const c of r.conflicts) {
       s += `  ${c.table} ${c.op}\n    before: ${show(c.before)}\n    after:  ${show(c.after)}\n    now:    ${show(c.now)}\n`;
     }
+  }
+  const late = r.tables.reduce((a, t) => a + (t.lateConflicts ?? 0), 0);
+  if (late > 0) {
+    s += `\n${n(late)} row(s) were written again between the plan and the apply: left alone, counted as conflicts above (without their versions)\n`;
   }
   if (r.tenants.length > 0 && !r.applied) {
     s += `\n${table(
