@@ -550,6 +550,13 @@ export async function selectLog(
   target: string | undefined,
   purpose: string,
 ): Promise<{ log: ChangeLog; info: CaptureInfo }> {
+  if (target !== undefined) {
+    // The target's log is where capture puts it: read it there, without
+    // listing every log's segments to find the capture.json files.
+    const log = new ChangeLog(storage, runScope(target));
+    const info = await log.info();
+    if (info !== undefined) return { log, info };
+  }
   const logs = await changeLogs(storage);
   const names = logs.map((l) => l.info.target).join(', ');
   if (target !== undefined) {
