@@ -915,9 +915,14 @@ async function spreadConflicts(
  * would not both do, because one half's live row was written again since the
  * plan (the statements' own re-checks: a row to put back is absent, a row to
  * revert or delete is as the window left it), become conflicts, both halves
- * and the chains they are in. The live rows of the key changes are locked
- * first, so the statements find them as checked here (a row inserted under a
- * key that was absent can still come between). Only pairs whose halves both
+ * and the chains they are in. The table is locked against writes first
+ * (SHARE ROW EXCLUSIVE, until the apply's transaction ends), so the
+ * statements find every row as checked here: locking the key changes' live
+ * rows alone left a row inserted under a key that was absent (or inserted
+ * and not yet committed when checked) free to come between, and the pair
+ * was then done by halves, the row under its new key deleted and the old
+ * key not put back. Writers to the table wait for the apply; only tables
+ * whose keys the window changed are locked so. Only pairs whose halves both
  * belong to `tenant`'s group, when the apply goes tenant by tenant.
  */
 async function leaveSplitMoves(
@@ -930,9 +935,7 @@ async function leaveSplitMoves(
   const target = qualify(t.schema, t.name);
   const m = `pg_temp.fb_undo_moves_${i}`;
   const is = (x: string, p: string) => movedSide(t, x, p);
-  await client.query(
-    `SELECT 1 FROM ONLY ${target} l WHERE EXISTS (SELECT 1 FROM ${m} m WHERE (${is('l', 'from')}) OR (${is('l', 'to')})) FOR UPDATE`,
-  );
+  await client.query(`LOCK TABLE ONLY ${target} IN SHARE ROW EXCLUSIVE MODE`);
   const keyEq = (x: string) =>
     t.key.map((c) => `l.${quoteIdent(c)} = ${x}.${quoteIdent(c)}`).join(' AND ');
   const live = `ARRAY[${t.columns.map((c) => `l.${quoteIdent(c)}::text`).join(', ')}]::text[]`;

@@ -776,6 +776,35 @@ describe('undo', () => {
     await live.query('DELETE FROM accounts WHERE id IN (9, 10, 109)');
   });
 
+  it('undoes a key change whole or not at all when its old key is inserted, not yet committed, as the apply starts', async () => {
+    await live.query("INSERT INTO accounts VALUES (11, 'k@example.com'), (12, 'l@example.com')");
+    await settle();
+    const x = await xidOf(live, ['UPDATE accounts SET id = id + 100 WHERE id IN (11, 12)']);
+    await settle();
+    // While the prompt waits, the application begins inserting a new account
+    // 11, and commits only once the apply is under way.
+    const app = await connectTo(server, db);
+    let committed: Promise<unknown> = Promise.resolve();
+    try {
+      const report = await applyWhilePromptWaits(x, async () => {
+        await app.query('BEGIN');
+        await app.query("INSERT INTO accounts VALUES (11, 'new-k@example.com')");
+        committed = new Promise((r) => setTimeout(r, 1500)).then(() => app.query('COMMIT'));
+      });
+      expect(report.applied).toBe(true);
+      await committed;
+    } finally {
+      await app.end();
+    }
+    // 12 goes back; 11 is taken, so 111 (the renumbered account) stays: with
+    // the new 11 committed between the apply's check and its insert, it was
+    // deleted, and its row lost.
+    expect(
+      await rows(live, 'SELECT id, email FROM accounts WHERE id IN (11, 12, 111, 112) ORDER BY id'),
+    ).toEqual(['11\tnew-k@example.com', '111\tk@example.com', '12\tl@example.com']); // (sorted as text)
+    await live.query('DELETE FROM accounts WHERE id IN (11, 12, 111)');
+  });
+
   it('leaves a chain of key changes whole when one link is written while the confirmation waits; a trigger stamping rows does not count as a write', async () => {
     const renum = () => rows(live, 'SELECT id, v FROM renum');
     // a moves from 1 to 2, then b from 3 to 1; c and d from 5, 6 to 105, 106.
