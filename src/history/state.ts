@@ -68,6 +68,7 @@ import {
   resolveUnchanged,
   type SortedVersions,
 } from './keyed-rows.js';
+import { awaitLogReaches, type LogReachOptions } from './log-reach.js';
 import {
   closeTables,
   emptyWindowState,
@@ -77,7 +78,6 @@ import {
   settleRemoved,
   untilLsnOf,
 } from './overlay-parts.js';
-
 import { ABSENT_FIELD, RowSpool } from './row-spool.js';
 import {
   type Before,
@@ -336,6 +336,8 @@ export async function buildOverlay(
      * without a thread); `false` in one part.
      */
     readonly parts?: 'auto' | 'thread' | 'inline' | false | undefined;
+    /** How a moment the log does not reach yet is waited for (tests). */
+    readonly reach?: LogReachOptions | undefined;
   } = {},
 ): Promise<Overlay> {
   const { manifest, log, point } = plan;
@@ -352,6 +354,9 @@ export async function buildOverlay(
   // changes are followed: the tracker needs every change decoded.
   const inPlace = tracker === undefined && options.inPlace !== false;
   const read = { tracker, inPlace, onProgress: options.onProgress };
+  // Before reading: a moment the log does not reach yet is waited for (the
+  // last seconds, `--at now`) or refused, not found out after the read.
+  if (point.kind === 'time') await awaitLogReaches(log, manifest.target, point.at, options.reach);
   const segments = await windowSegments(log, spec.fromLsn);
   const parts = options.parts ?? 'auto';
   let readAs: ReadAs = 'one part';

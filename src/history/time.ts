@@ -60,7 +60,7 @@ export function parseTimeArg(text: string, flag: string, now: Date = new Date())
 }
 
 /** `YYYY-MM-DDTHH:MM:SS.ffffffZ` from milliseconds (plus extra milliseconds and three more digits). */
-function isoMicro(ms: number, micro: string, extraMs = 0): string {
+export function isoMicro(ms: number, micro: string, extraMs = 0): string {
   const iso = new Date(Math.floor(ms) + extraMs).toISOString();
   return `${iso.slice(0, 23)}${micro}Z`;
 }

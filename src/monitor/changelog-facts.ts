@@ -14,7 +14,7 @@ import type { FlashbackConfig } from '../config/schema.js';
 import { resolveTarget } from '../config/targets.js';
 import { FlashbackError } from '../errors.js';
 import { connect } from '../pg/connect.js';
-import { ChangeLog, lsnText, type SegmentInfo } from '../repo/changelog.js';
+import { ChangeLog, lsnText, newestStoredTime } from '../repo/changelog.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
 
@@ -79,28 +79,6 @@ export async function readChangeLogFacts(
     }),
   );
   return found.filter((f): f is ChangeLogFacts => f !== undefined);
-}
-
-/**
- * The source time of the newest heartbeat or commit in the log: the newest
- * segment that has either decides (a segment can hold only the middle of a
- * large transaction; then the one before it is read, and so on).
- */
-export async function newestStoredTime(
-  log: ChangeLog,
-  segments: readonly SegmentInfo[],
-): Promise<string | undefined> {
-  for (let i = segments.length - 1; i >= 0; i--) {
-    let newest: string | undefined;
-    for (const r of await log.readSegment(segments[i]!)) {
-      const at = r[0] === 'H' ? r[2] : r[0] === 'C' ? r[3] : undefined;
-      if (at !== undefined && (newest === undefined || Date.parse(at) > Date.parse(newest))) {
-        newest = at;
-      }
-    }
-    if (newest !== undefined) return newest;
-  }
-  return undefined;
 }
 
 async function readSlot(

@@ -1366,6 +1366,28 @@ export function skippable(segments: readonly SegmentInfo[], fromLsn: bigint | un
 }
 
 /**
+ * The source time of the newest heartbeat or commit in the log: the newest
+ * segment that has either decides (a segment can hold only the middle of a
+ * large transaction; then the one before it is read, and so on).
+ */
+export async function newestStoredTime(
+  log: ChangeLog,
+  segments: readonly SegmentInfo[],
+): Promise<string | undefined> {
+  for (let i = segments.length - 1; i >= 0; i--) {
+    let newest: string | undefined;
+    for (const r of await log.readSegment(segments[i]!)) {
+      const at = r[0] === 'H' ? r[2] : r[0] === 'C' ? r[3] : undefined;
+      if (at !== undefined && (newest === undefined || Date.parse(at) > Date.parse(newest))) {
+        newest = at;
+      }
+    }
+    if (newest !== undefined) return newest;
+  }
+  return undefined;
+}
+
+/**
  * The commit LSN of a transaction, found by reading only the log's Begin
  * records (a change is never decoded): the fast way to place a
  * transaction id before reading a window.

@@ -102,7 +102,9 @@ goes to stderr, except with --json.
 With --at, --lsn or --before-xid, the rows are those of that moment: the
 newest snapshot before it, with the target's change log (\`flashback
 capture\`) up to the moment merged in chunk by chunk. Name the source
-target (or a snapshot of it, to choose the starting snapshot).
+target (or a snapshot of it, to choose the starting snapshot). The log must
+reach the moment: --at now (or another moment of the last minute) waits up
+to 15 s for capture to store it; one in the future is refused.
 
 Examples:
   flashback restore latest --to scratch --create
