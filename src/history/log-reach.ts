@@ -27,7 +27,6 @@ export interface LogReachOptions {
   readonly recentMs?: number | undefined;
   /** How often the log is looked at while waiting; default 1 s (each look lists the log). */
   readonly pollMs?: number | undefined;
-  readonly signal?: AbortSignal | undefined;
 }
 
 /** Waits (if the moment is recent) until the log of `target` reaches `at`, an ISO time with microseconds. */
@@ -53,7 +52,6 @@ export async function awaitLogReaches(
   const recent = at >= isoMicro(started - (options.recentMs ?? 60_000), '000');
   while (recent && now() - started < waitMs) {
     await new Promise((r) => setTimeout(r, pollMs));
-    if (options.signal?.aborted === true) break;
     reached = await newest();
     if (reached >= at) return;
   }

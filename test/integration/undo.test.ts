@@ -111,6 +111,20 @@ describe('undo', () => {
     return report;
   };
 
+  /** Two new accounts, then the transaction (its xid) that adds 100 to their ids, both captured. */
+  const renumbered = async (...accounts: Array<[number, string]>) => {
+    await live.query(
+      `INSERT INTO accounts VALUES ${accounts.map((_, i) => `($${2 * i + 1}, $${2 * i + 2})`).join(', ')}`,
+      accounts.flat(),
+    );
+    await settle();
+    const x = await xidOf(live, [
+      `UPDATE accounts SET id = id + 100 WHERE id IN (${accounts.map(([id]) => id).join(', ')})`,
+    ]);
+    await settle();
+    return x;
+  };
+
   /**
    * The application writing, on a connection of its own, over and over
    * until stopped: the stop resolves to how many times it wrote.
@@ -759,10 +773,7 @@ describe('undo', () => {
   });
 
   it('undoes a key change whole or not at all at apply time too: its old key written while the confirmation waits leaves both halves', async () => {
-    await live.query("INSERT INTO accounts VALUES (9, 'i@example.com'), (10, 'j@example.com')");
-    await settle();
-    const x = await xidOf(live, ['UPDATE accounts SET id = id + 100 WHERE id IN (9, 10)']);
-    await settle();
+    const x = await renumbered([9, 'i@example.com'], [10, 'j@example.com']);
     const report = await applyWhilePromptWaits(x, () =>
       // While the prompt waits, the application creates a new account 9.
       live.query("INSERT INTO accounts VALUES (9, 'new-i@example.com')"),
@@ -777,10 +788,7 @@ describe('undo', () => {
   });
 
   it('undoes a key change whole or not at all when its old key is inserted, not yet committed, as the apply starts', async () => {
-    await live.query("INSERT INTO accounts VALUES (11, 'k@example.com'), (12, 'l@example.com')");
-    await settle();
-    const x = await xidOf(live, ['UPDATE accounts SET id = id + 100 WHERE id IN (11, 12)']);
-    await settle();
+    const x = await renumbered([11, 'k@example.com'], [12, 'l@example.com']);
     // While the prompt waits, the application begins inserting a new account
     // 11, and commits only once the apply is under way.
     const app = await connectTo(server, db);
