@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ExitCode, TargetUnreachableError } from '../errors.js';
 import { registerSecret } from '../secrets.js';
 import type { CliIO } from './context.js';
-import { reportError } from './main.js';
+import { main, reportError } from './main.js';
 
 function capture(): CliIO & { out: () => string; err: () => string } {
   let out = '';
@@ -55,5 +55,19 @@ describe('top-level error handler', () => {
         exitCode: 5,
       },
     });
+  });
+});
+
+describe('settings from the environment', () => {
+  it('refuses a FLASHBACK_OVERLAY_MEMORY that is not a size of at least 16MB, before the command runs', async () => {
+    for (const bad of ['lots', '512', '1MB']) {
+      const io = { ...capture(), env: { FLASHBACK_OVERLAY_MEMORY: bad } };
+      expect(await main(['list', '--repo', '/nonexistent'], io)).toBe(ExitCode.usage);
+      expect(io.err()).toContain(`FLASHBACK_OVERLAY_MEMORY: expected a size of at least 16MB`);
+      expect(io.err()).toContain(`got "${bad}"`);
+    }
+    // A good one: the command runs (and fails for its own reason, the missing repository).
+    const io = { ...capture(), env: { FLASHBACK_OVERLAY_MEMORY: '1GB' } };
+    expect(await main(['list', '--repo', '/nonexistent'], io)).toBe(ExitCode.repository);
   });
 });

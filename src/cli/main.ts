@@ -7,7 +7,8 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { ExitCode, FlashbackError } from '../errors.js';
+import { ExitCode, FlashbackError, UsageError } from '../errors.js';
+import { overlayMemoryBlocks } from '../history/arena.js';
 import { redact } from '../secrets.js';
 import { VERSION } from '../version.js';
 import { registerBackup } from './commands/backup.js';
@@ -77,12 +78,24 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
   const program = buildProgram(io);
   process.exitCode = undefined;
   try {
+    checkEnvironment(io.env);
     await program.parseAsync([...argv], { from: 'user' });
     return Number(process.exitCode ?? ExitCode.ok);
   } catch (err) {
     const debug = argv.includes('--debug');
     const json = argv.includes('--json');
     return reportError(err, io, debug, json);
+  }
+}
+
+/** Settings read from the environment deep inside a command: a bad one is refused before it runs. */
+function checkEnvironment(env: NodeJS.ProcessEnv): void {
+  const memory = env.FLASHBACK_OVERLAY_MEMORY;
+  if (memory !== undefined && overlayMemoryBlocks(memory) === undefined) {
+    throw new UsageError(
+      `FLASHBACK_OVERLAY_MEMORY: expected a size of at least 16MB, such as 512MB or 2GB, got "${memory}"`,
+      { hint: 'unset it for the default (256MB per reading thread)' },
+    );
   }
 }
 

@@ -1,5 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ChangeValue, encodeRecord } from '../repo/changelog-format.js';
+import { residentBlocks, setArenaMemory } from './arena.js';
 import { KeyedRows, LineBuffer } from './keyed-rows.js';
 
 /** `values` as pgoutput sends a row: the TupleData of an Insert message (after 'I', relid, 'N'). */
@@ -136,5 +137,114 @@ describe('the net versions of changed keys', () => {
     rows.setStored('1', buf, start, end);
     buf.fill(0);
     expect(rows.get('1')).toEqual(['1', 'kept']);
+  });
+});
+
+describe('versions past the memory budget', () => {
+  // Two blocks of 1 MiB in memory per thread; the rest goes to a file.
+  beforeEach(() => setArenaMemory(2));
+  afterEach(() => setArenaMemory(undefined));
+
+  /** A version of about 100 bytes that varies with `n`. */
+  const version = (key: number, n: number, grow = 0): ChangeValue[] => [
+    String(key),
+    `${n}`.padStart(8, '0') + 'z'.repeat(80 + grow),
+    n % 3 === 0 ? null : 'é',
+  ];
+
+  it('keeps every key right with most blocks on disk: rewritten in place, moved, deleted', () => {
+    const before = residentBlocks();
+    const rows = new KeyedRows();
+    const expected = new Map<number, ChangeValue[] | null>();
+    let seed = 7;
+    const next = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed;
+    };
+    // 60,000 keys of ~110 bytes: about 7 MiB of slots, 2 of them in memory.
+    for (let k = 1; k <= 60_000; k++) {
+      const v = version(k, k);
+      rows.setStored(k, ...stored(v));
+      expected.set(k, v);
+    }
+    expect(residentBlocks() - before).toBeLessThanOrEqual(2);
+    // Random rewrites: same size (in the slot, on disk or not), larger (a new slot), deletions.
+    for (let i = 0; i < 30_000; i++) {
+      const k = (next() % 60_000) + 1;
+      const r = next() % 10;
+      if (r === 0) {
+        rows.set(k, null);
+        expected.set(k, null);
+      } else {
+        const v = version(k, next(), r === 1 ? 40 : 0);
+        rows.setStored(k, ...stored(v));
+        expected.set(k, v);
+      }
+    }
+    expect(residentBlocks() - before).toBeLessThanOrEqual(2);
+    expect(rows.spilled).toBe(true);
+    for (const [k, v] of expected) expect(rows.get(k)).toEqual(v);
+    // In key order, as a merge reads them: each line from its bytes.
+    const s = rows.sorted()!;
+    const out = new LineBuffer(1024);
+    for (let i = 0; i < s.length; i++) {
+      const want = expected.get(s.keys[i]!)!;
+      if (want === null) {
+        expect(s.deleted(i)).toBe(true);
+        continue;
+      }
+      out.at = 0;
+      expect(s.writeLine(i, out)).toBe(true);
+      expect(out.content().toString()).toBe(
+        `${want.map((x) => (x === null ? '\\N' : x)).join('\t')}\n`,
+      );
+    }
+    rows.close();
+    expect(residentBlocks()).toBe(before);
+  });
+
+  it('compacts an arena that is mostly on disk', () => {
+    const rows = new KeyedRows();
+    const expected = new Map<number, ChangeValue[]>();
+    // Each round longer than the last: no version fits its slot; the arena fills with garbage.
+    for (let round = 0; round < 8; round++) {
+      for (let k = 0; k < 8000; k++) {
+        const v = version(k, round, round * 16);
+        rows.setStored(k, ...stored(v));
+        expected.set(k, v);
+      }
+    }
+    expect(rows.spilled).toBe(true);
+    for (const [k, v] of expected) expect(rows.get(k)).toEqual(v);
+    rows.close();
+  });
+
+  it('folds in a later part whose versions are on disk, and a copy reads them too', () => {
+    const a = new KeyedRows();
+    const b = new KeyedRows();
+    const expected = new Map<number, ChangeValue[] | null>();
+    for (let k = 0; k < 30_000; k++) {
+      const v = version(k, 1);
+      a.setStored(k, ...stored(v));
+      expected.set(k, v);
+    }
+    for (let k = 15_000; k < 45_000; k++) {
+      if (k % 11 === 0) {
+        b.set(k, null);
+        expected.set(k, null);
+        continue;
+      }
+      const v = version(k, 2, k % 5);
+      b.setStored(k, ...stored(v));
+      expected.set(k, v);
+    }
+    expect(b.spilled).toBe(true);
+    const x = b.export();
+    a.absorb(structuredClone(x));
+    expect(a.size).toBe(45_000);
+    for (const [k, v] of expected) expect(a.get(k)).toEqual(v);
+    const copy = a.copy();
+    for (const [k, v] of expected) expect(copy.get(k)).toEqual(v);
+    a.close();
   });
 });

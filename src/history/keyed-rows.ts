@@ -4,7 +4,8 @@
  * window, or null when its last change deleted it.
  *
  * Most versions are kept as the bytes the log stored them in (a pgoutput
- * TupleData), copied into an arena of 1 MiB blocks, and decoded into
+ * TupleData), copied into an arena of 1 MiB blocks (arena.ts: in memory up
+ * to a budget per thread, past it on disk), and decoded into
  * values only when asked for (or written out as a COPY line straight from
  * the bytes: `writeLine`). A long window replaces most versions many
  * times over (an hour of pgbench rewrites each of a million rows about ten
@@ -32,6 +33,9 @@
  * - `copy()` gives an independent set of keys over the same arena: after
  *   it, neither writes into the arena again (versions set later are kept
  *   decoded), so each copy reads what it was given.
+ * - `close()` gives the arena back (its memory, and its blocks on disk)
+ *   for the set and its copies, which are not read after; a set that is
+ *   not closed gives it back when it is collected.
  */
 import {
   type ChangeValue,
@@ -40,24 +44,11 @@ import {
   tupleLineInto,
 } from '../repo/changelog-format.js';
 import { integerKey } from '../restore/pick.js';
-import { ownedCopy, ownsMemory } from '../util/thread.js';
+import { Arena, type ExportedArena } from './arena.js';
 import { IntIndex } from './int-index.js';
 
 /** A key's last version: its values (chunk column order), or null if deleted. */
 export type RowVersion = ChangeValue[] | null;
-
-/** Each slot: capacity (u32), length (u32), then the bytes. */
-const HEADER = 8;
-/**
- * The arena is blocks of this size, added as needed (growing one buffer by
- * copying it cost more than filling it); a slot's address is its block's
- * index times this plus its offset. A version too large for a block is kept
- * decoded.
- */
-const BLOCK_BITS = 20;
-const BLOCK = 1 << BLOCK_BITS;
-/** Past this many blocks (1 GiB), versions are kept decoded. */
-const MAX_BLOCKS = 1024;
 
 export class KeyedRows implements Iterable<[string, RowVersion]> {
   /**
@@ -66,11 +57,8 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
    * from the first text key on, a Map (in the same order).
    */
   private index: VersionIndex = new IntVersions();
-  private blocks: Buffer[] = [];
-  /** Where the last block's free space begins. */
-  private tail = BLOCK;
-  /** Bytes of slots no key refers to any more, and of blocks' unused ends. */
-  private garbage = 0;
+  /** The versions' bytes (in memory up to a budget, then on disk: arena.ts); an index entry is a slot's id. */
+  private arena = new Arena();
   /** The arena is shared with a copy: nothing more is written into it. */
   private frozen = false;
   /** How many keys are held as text (not integers). */
@@ -78,6 +66,11 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
 
   get size(): number {
     return this.index.size;
+  }
+
+  /** Whether some versions went to disk (past the memory budget: arena.ts). */
+  get spilled(): boolean {
+    return this.arena.spilled;
   }
 
   /** Every key is an integer as PostgreSQL prints it (a merge may then read keys as numbers). */
@@ -129,11 +122,9 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
 
   /** writeLine of the version in the slot at `at`. */
   private writeSlot(at: number, out: LineBuffer): boolean {
-    const block = this.blocks[at >>> BLOCK_BITS]!;
-    const start = (at & (BLOCK - 1)) + HEADER;
-    const end = start + block.readUInt32LE(start - 4);
+    const { buf, start, end } = this.arena.view(at);
     out.ensure(lineRoom(start, end) + 1);
-    const stop = tupleLineInto(block, start, end, out.buf, out.at);
+    const stop = tupleLineInto(buf, start, end, out.buf, out.at);
     if (stop < 0) return false;
     out.buf[stop] = 0x0a;
     out.at = stop + 1;
@@ -189,8 +180,7 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
       }
       i++;
     }
-    const blocks = this.blocks.map((b) => (ownsMemory(b) ? b : ownedCopy(b)).buffer as ArrayBuffer);
-    return { keys, codes, decoded, blocks, tail: this.tail, garbage: this.garbage };
+    return { keys, codes, decoded, arena: this.arena.export() };
   }
 
   /**
@@ -199,29 +189,20 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
    * order, as if its changes had been read after this set's. A later
    * version's unsent TOASTed values (0) take this set's version's, as
    * reading the changes in one go would have. The arena's blocks are taken
-   * over (addresses moved past this arena's), not copied.
+   * over (slots renumbered past this arena's), not copied, unless some are
+   * on disk: then each version is copied.
    */
   absorb(x: ExportedRows): void {
-    const base = this.blocks.length;
-    const blocks = x.blocks.map((b) => Buffer.from(b));
-    const adopt = !this.frozen && base + blocks.length <= MAX_BLOCKS;
-    if (adopt && blocks.length > 0) {
-      // This arena's last block's free end is garbage from now on.
-      if (base > 0) this.garbage += BLOCK - this.tail;
-      this.blocks.push(...blocks);
-      this.tail = x.tail;
-      this.garbage += x.garbage;
-    }
+    const other = Arena.imported(x.arena);
+    const idOf = this.frozen ? undefined : this.arena.adopt(other);
     for (let i = 0; i < x.codes.length; i++) {
       const key = held(x.keys[i]!);
       const code = x.codes[i]!;
       if (code >= 0) {
-        const block = blocks[code >>> BLOCK_BITS]!;
-        const off = code & (BLOCK - 1);
-        if (adopt) this.put(key, (base + (code >>> BLOCK_BITS)) * BLOCK + off);
+        if (idOf !== undefined) this.put(key, idOf(code));
         else {
-          const start = off + HEADER;
-          this.setStored(key, block, start, start + block.readUInt32LE(off + 4));
+          const v = other.view(code);
+          this.setStored(key, v.buf, v.start, v.end);
         }
       } else if (code === -1) {
         this.put(key, null);
@@ -230,6 +211,7 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
         this.put(key, v.includes(0) ? resolveUnchanged(v, this.get(key) ?? undefined) : v);
       }
     }
+    if (idOf === undefined) other.close();
   }
 
   /** Sets the version stored as the TupleData at [start, end) of `content` (its columns in chunk order). */
@@ -238,26 +220,22 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
     const len = end - start;
     const at = this.index.get(key);
     if (typeof at === 'number' && !this.frozen) {
-      const block = this.blocks[at >>> BLOCK_BITS]!;
-      const off = at & (BLOCK - 1);
-      if (len <= block.readUInt32LE(off)) {
+      if (!this.arena.onDisk(at) && len <= this.arena.capacity(at)) {
         // The same slot: no new space, no garbage.
-        block.writeUInt32LE(len, off + 4);
-        content.copy(block, off + HEADER, start, end);
+        this.arena.rewrite(at, content, start, end);
         return;
       }
-    }
+      // A slot on disk is not written again (two more system calls per
+      // version): the new version goes to the end, the old one is garbage.
+      this.arena.release(at, Arena.slotSize(len));
+    } else this.release(key);
     if (at === undefined && typeof key === 'string') this.textKey();
-    this.release(key);
     const slot = this.allocate(len);
     if (slot < 0) {
       this.index.set(key, decodeTuple(content, start, end));
       return;
     }
-    const block = this.blocks[slot >>> BLOCK_BITS]!;
-    const off = slot & (BLOCK - 1);
-    block.writeUInt32LE(len, off + 4);
-    content.copy(block, off + HEADER, start, end);
+    this.arena.rewrite(slot, content, start, end);
     this.index.set(key, slot);
   }
 
@@ -273,10 +251,19 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
     this.index = new IntVersions();
     this.textKeys = 0;
     if (!this.frozen) {
-      this.blocks = [];
-      this.tail = BLOCK;
-      this.garbage = 0;
+      this.arena.close();
+      this.arena = new Arena();
     }
+  }
+
+  /**
+   * Gives back the arena's memory and its blocks on disk now, rather than
+   * when the set is collected: this set and its copies are not read after.
+   */
+  close(): void {
+    this.arena.close();
+    this.index = new IntVersions();
+    this.textKeys = 0;
   }
 
   *keys(): IterableIterator<string> {
@@ -301,7 +288,7 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
     this.frozen = true;
     const c = new KeyedRows();
     c.index = this.index instanceof IntVersions ? this.index.copy() : new Map(this.index);
-    c.blocks = this.blocks;
+    c.arena = this.arena;
     c.frozen = true;
     c.textKeys = this.textKeys;
     return c;
@@ -314,60 +301,56 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
   }
 
   private decode(at: number): ChangeValue[] {
-    const block = this.blocks[at >>> BLOCK_BITS]!;
-    const off = at & (BLOCK - 1);
-    const len = block.readUInt32LE(off + 4);
-    return decodeTuple(block, off + HEADER, off + HEADER + len);
+    const { buf, start, end } = this.arena.view(at);
+    return decodeTuple(buf, start, end);
   }
 
   /** Counts the key's slot, if it has one, as garbage. */
   private release(key: Key): void {
     const at = this.index.get(key);
-    if (typeof at === 'number' && !this.frozen) {
-      this.garbage += HEADER + this.blocks[at >>> BLOCK_BITS]!.readUInt32LE(at & (BLOCK - 1));
-    }
+    if (typeof at === 'number' && !this.frozen) this.arena.release(at);
   }
 
   /** A new slot of at least `len` bytes (a little more, for a version that grows); -1 when none can be had. */
   private allocate(len: number): number {
-    const capacity = (len + 15) & ~7;
-    const need = HEADER + capacity;
-    if (this.frozen || need > BLOCK) return -1;
-    if (this.tail + need > BLOCK) {
-      if (this.garbage > (this.blocks.length * BLOCK) / 2) this.compact();
-      if (this.tail + need > BLOCK) {
-        if (this.blocks.length >= MAX_BLOCKS) return -1;
-        if (this.blocks.length > 0) this.garbage += BLOCK - this.tail;
-        this.blocks.push(Buffer.allocUnsafe(BLOCK));
-        this.tail = 0;
-      }
-    }
-    const slot = (this.blocks.length - 1) * BLOCK + this.tail;
-    this.blocks[this.blocks.length - 1]!.writeUInt32LE(capacity, this.tail);
-    this.tail += need;
-    return slot;
+    if (this.frozen) return -1;
+    if (!this.arena.fits(len) && this.arena.wasteful) this.compact();
+    return this.arena.allocate(len);
   }
 
-  /** Moves every live slot into new blocks, in order (the index updated in place: same iteration order). */
+  /**
+   * Moves every live slot into a new arena and gives the old one back. The
+   * slots are copied block by block (Arena.eachSlot), so an arena mostly on
+   * disk is read once, in order, not a slot at a time. A version the new
+   * arena has no room for is kept decoded. The index keeps its order.
+   */
   private compact(): void {
-    const old = this.blocks;
-    this.blocks = [];
-    this.tail = BLOCK;
-    this.garbage = 0;
+    const old = this.arena;
+    const fresh = new Arena();
+    const n = this.index.size;
+    const ids = new Int32Array(n);
+    const intKeys = this.textKeys === 0 ? new Float64Array(n) : undefined;
+    const textKeys: Key[] = [];
+    let m = 0;
     for (const [key, at] of this.index) {
       if (typeof at !== 'number') continue;
-      const block = old[at >>> BLOCK_BITS]!;
-      const off = at & (BLOCK - 1);
-      const size = HEADER + block.readUInt32LE(off);
-      if (this.tail + size > BLOCK) {
-        if (this.blocks.length > 0) this.garbage += BLOCK - this.tail;
-        this.blocks.push(Buffer.allocUnsafe(BLOCK));
-        this.tail = 0;
-      }
-      block.copy(this.blocks[this.blocks.length - 1]!, this.tail, off, off + size);
-      this.index.set(key, (this.blocks.length - 1) * BLOCK + this.tail);
-      this.tail += size;
+      ids[m] = at;
+      if (intKeys !== undefined) intKeys[m] = key as number;
+      else textKeys.push(key);
+      m++;
     }
+    old.eachSlot(ids, m, (i, buf, start, end) => {
+      const key = intKeys !== undefined ? intKeys[i]! : textKeys[i]!;
+      const id = fresh.allocate(end - start);
+      if (id < 0) {
+        this.index.set(key, decodeTuple(buf, start, end));
+        return;
+      }
+      fresh.rewrite(id, buf, start, end);
+      this.index.set(key, id);
+    });
+    old.close();
+    this.arena = fresh;
   }
 }
 
@@ -409,14 +392,11 @@ export class LineBuffer {
 export interface ExportedRows {
   /** In insertion order; all integers (a Float64Array) unless a key was text. */
   readonly keys: Float64Array | Key[];
-  /** Per key: the address of its bytes in `blocks`, -1 for deleted, or -2 minus its place in `decoded`. */
+  /** Per key: the id of its slot in `arena`, -1 for deleted, or -2 minus its place in `decoded`. */
   readonly codes: Int32Array;
   readonly decoded: ChangeValue[][];
-  /** The arena's blocks, in order. */
-  readonly blocks: ArrayBuffer[];
-  /** Where the last block's free space begins, and the bytes no key refers to. */
-  readonly tail: number;
-  readonly garbage: number;
+  /** The versions' bytes. */
+  readonly arena: ExportedArena;
 }
 
 /** What KeyedRows keeps per key (see its `index`). */

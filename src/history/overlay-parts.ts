@@ -41,6 +41,7 @@ import type { TableSnapshot } from '../repo/snapshots.js';
 import { isoToPgTimestamp } from '../util/pg-time.js';
 import { createTempFile } from '../util/temp-file.js';
 import { startThread, threadAvailable } from '../util/thread.js';
+import { arenaMemory } from './arena.js';
 import { type ExportedRows, KeyedRows } from './keyed-rows.js';
 import { type ReleasedSpool, RowSpool } from './row-spool.js';
 import type { OverlayProgress, TableOverlay, WindowSpec, WindowState } from './state.js';
@@ -100,15 +101,26 @@ export async function readInParts(o: ReadInParts): Promise<ReadAs> {
   const second = o.segments.slice(k);
   const first = { segments: o.segments, finishFrom: second[0]!.seq };
   const later = { segments: second, after: o.segments[k - 1]!.committed };
-  // The second part's keyless tables spill into files opened here (see RowSpool's `borrowed`), closed at the end.
+  // The second part's keyless tables, and its versions past the memory
+  // budget (arena.ts), spill into files opened here (a thread's own are
+  // closed when it ends: see RowSpool's `borrowed`), closed at the end.
   const spoolFiles: Record<string, number> = {};
+  let arenaFile: number | undefined;
   try {
     for (const t of o.spec.snapshot.tables) {
       if (t.key.length === 0) spoolFiles[`${t.schema}.${t.name}`] = createTempFile();
     }
-    return await readTwo(o, first, later, { ...o.spec, spoolFiles, later: true });
+    arenaFile = createTempFile('flashback-overlay-');
+    return await readTwo(o, first, later, {
+      ...o.spec,
+      spoolFiles,
+      arenaFile,
+      arenaMemory: arenaMemory(),
+      later: true,
+    });
   } finally {
     for (const fd of Object.values(spoolFiles)) closeSync(fd);
+    if (arenaFile !== undefined) closeSync(arenaFile);
   }
 }
 
@@ -270,9 +282,12 @@ export function noteMove(moved: Map<string, string>, from: string, to: string): 
   if (origin !== to) moved.set(to, origin);
 }
 
-/** Frees the spool files of a part (or an overlay) that will not be used. */
+/** Frees the spool files and arenas of a part (or an overlay) that will not be used. */
 export function closeTables(state: { readonly tables: ReadonlyMap<string, TableOverlay> }): void {
-  for (const t of state.tables.values()) t.added.close();
+  for (const t of state.tables.values()) {
+    t.added.close();
+    t.byKey.close();
+  }
 }
 
 /** A part's state as plain data for another thread, and what to transfer (not copy) with it. */
@@ -305,7 +320,8 @@ export function exportPart(s: WindowState): { message: ExportedPart; transfer: A
   const transfer: ArrayBuffer[] = [];
   const tables = [...s.tables].map(([name, t]) => {
     const rows = t.byKey.export();
-    transfer.push(...rows.blocks, rows.codes.buffer as ArrayBuffer);
+    for (const b of rows.arena.blocks) if (b !== null) transfer.push(b);
+    transfer.push(rows.codes.buffer as ArrayBuffer);
     if (rows.keys instanceof Float64Array) transfer.push(rows.keys.buffer as ArrayBuffer);
     return {
       name,

@@ -10,6 +10,7 @@ import { parentPort } from 'node:worker_threads';
 import { type ScanBoundary, type SegmentInfo, scanContents } from '../repo/changelog.js';
 import { frameBody } from '../repo/changelog-format.js';
 import { decodeChunk } from '../repo/codec.js';
+import { setArenaMemory, useSpillFile } from './arena.js';
 import {
   closeTables,
   emptyWindowState,
@@ -62,6 +63,8 @@ async function* contents(): AsyncGenerator<{
 }
 
 function run(scope: string, spec: WindowSpec, boundary: ScanBoundary): void {
+  if (spec.arenaFile !== undefined) useSpillFile(spec.arenaFile);
+  if (spec.arenaMemory !== undefined) setArenaMemory(spec.arenaMemory);
   const state = emptyWindowState();
   readWindow(spec, state, (o, visit) => scanContents(scope, o, contents(), visit, boundary), {
     inPlace: true,

@@ -452,6 +452,10 @@ export interface WindowSpec {
   readonly later?: boolean | undefined;
   /** Files (descriptors) keyless tables' added rows spill into, by schema.name (RowSpool's `borrowed`). */
   readonly spoolFiles?: Readonly<Record<string, number>> | undefined;
+  /** A thread's arenas spill into this file (opened, and closed, by the main thread: arena.ts). */
+  readonly arenaFile?: number | undefined;
+  /** A thread's arena budget, in MiB (its parent's). */
+  readonly arenaMemory?: number | undefined;
 }
 
 /** What reading a window (or a part of it) gathers. */

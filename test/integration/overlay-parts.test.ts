@@ -10,6 +10,7 @@ const dist = async <T>(m: string): Promise<T> =>
 const changelog = await dist<typeof import('../../src/repo/changelog.js')>('repo/changelog.js');
 const state = await dist<typeof import('../../src/history/state.js')>('history/state.js');
 const memory = await dist<typeof import('../../src/storage/memory.js')>('storage/memory.js');
+const arena = await dist<typeof import('../../src/history/arena.js')>('history/arena.js');
 
 type Rec = import('../../src/repo/changelog.js').ChangeRecord;
 const col = (name: string, type: number, key: boolean) => [name, type, -1, key] as const;
@@ -172,6 +173,41 @@ describe('a window read in two parts on a thread', () => {
       expect(two.readAs).toBe('two parts');
       expect({ ...two, readAs: '' }).toEqual({ ...one, readAs: '' });
       expect(one.transactions).toBe(99);
+    }
+  });
+
+  it('takes over versions the thread put on disk past its memory budget', async () => {
+    // 12 segments, each one transaction rewriting 20,000 keys with ~170-byte
+    // versions: about 3.4 MiB a part, past a budget of 2 blocks of 1 MiB,
+    // so both parts' arenas spill (the thread's into a file opened here).
+    const log = new changelog.ChangeLog(new memory.MemoryStorage(), 'prod');
+    let lsn = 0x1000;
+    for (let s = 0; s < 12; s++) {
+      const l = `0/${lsn.toString(16)}`;
+      const body: Rec[] = [['B', s + 1, l, at(s + 1)]];
+      for (let k = 0; k < 20_000; k++) {
+        const id = String((k * 7919 + s) % 20_000);
+        body.push(['U', 1, null, null, [id, `v${s}-${k}`, `${'b'.repeat(150)}${s}`]]);
+      }
+      lsn += 0x100000;
+      const c = `0/${lsn.toString(16)}`;
+      body.push(['C', l, c, at(s + 1)]);
+      // The log reaches past the last commit: a heartbeat.
+      if (s === 11) body.push(['H', `0/${(lsn + 0x100).toString(16)}`, at(13)]);
+      await log.writeSegment(s + 1, changelog.lsnValue(c), [...relations, ...body]);
+    }
+    const end = `0/${(lsn + 0x100).toString(16)}`;
+    arena.setArenaMemory(2);
+    try {
+      const one = await read(log, end, false);
+      const two = await read(log, end, 'thread');
+      expect(two.readAs).toBe('two parts');
+      expect({ ...two, readAs: '' }).toEqual({ ...one, readAs: '' });
+      const k = one.tables.find((t) => t[0] === 'public.k')![2] as [string, unknown[]][];
+      expect(k.length).toBe(20_000);
+      expect(new Set(k.map(([, v]) => (v[2] as string).at(-2))).size).toBe(1);
+    } finally {
+      arena.setArenaMemory(undefined);
     }
   });
 });

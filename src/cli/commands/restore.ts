@@ -4,7 +4,9 @@ import type { FlashbackConfig } from '../../config/schema.js';
 import { isTargetUrl, type ResolvedTarget, resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
 import {
+  closeOverlay,
   describePoint,
+  type Overlay,
   type PointInTime,
   planPointInTime,
   pointInTimeSource,
@@ -158,6 +160,7 @@ async function restoreFrom(
   let manifest: SnapshotManifest<SchemaModel>;
   let source: TableSource | undefined;
   let asOf: string | undefined;
+  let overlay: Overlay | undefined;
   if (point === undefined) {
     manifest = (await new SnapshotStore(repo.storage).resolve(
       ref,
@@ -177,7 +180,7 @@ async function restoreFrom(
           `reading the change log of ${sourceName}: ${p.transactions.toLocaleString('en-US')} transactions, ${p.changes.toLocaleString('en-US')} changes, up to ${p.commitTime}`,
       ),
     ).finally(() => reading.done());
-    const overlay = rebuilt.overlay;
+    overlay = rebuilt.overlay;
     manifest = rebuilt.manifest;
     source = pointInTimeSource(new ChunkStore(repo.storage), overlay);
     asOf = `as of ${describePoint(point)}: snapshot ${manifest.id} + ${overlay.transactions.toLocaleString('en-US')} transaction(s), ${overlay.changes.toLocaleString('en-US')} change(s) from the change log${overlay.last === undefined ? '' : ` (the last committed ${overlay.last.commitTime}, transaction ${overlay.last.xid})`}`;
@@ -201,7 +204,11 @@ async function restoreFrom(
     confirm: opts.confirm,
     io: ctx.guardIO,
     signal: ctx.interruptSignal(),
-  }).finally(() => progress.done());
+  }).finally(() => {
+    progress.done();
+    // (Its versions past the memory budget are in a temporary file.)
+    if (overlay !== undefined) closeOverlay(overlay);
+  });
   if (ctx.json) {
     ctx.printJson({
       applied: result.applied,
