@@ -35,9 +35,9 @@
  *   the receiver can read: a worker spills into a file the main thread
  *   opened, useSpillFile); `Arena.imported` reads such an export.
  */
-import { closeSync, ftruncateSync, readSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, readSync } from 'node:fs';
 import { parseSize } from '../config/size.js';
-import { createTempFile } from '../util/temp-file.js';
+import { createTempFile, writeTemp } from '../util/temp-file.js';
 import { ownedCopy, ownsMemory } from '../util/thread.js';
 
 export const HEADER = 8;
@@ -68,7 +68,7 @@ class SpillFile {
   /** Writes a whole block; its place in the file. */
   put(block: Buffer): number {
     const place = this.free.pop() ?? this.next++;
-    writeAll(this.descriptor(), block, 0, BLOCK, place * BLOCK);
+    writeTemp(this.descriptor(), block, 0, BLOCK, place * BLOCK);
     this.used++;
     return place;
   }
@@ -292,7 +292,7 @@ export class Arena {
     if (writeScratch.length < 4 + len) writeScratch = Buffer.allocUnsafe(2 * (4 + len));
     writeScratch.writeUInt32LE(len, 0);
     content.copy(writeScratch, 4, start, end);
-    writeAll(this.fd(), writeScratch, 0, 4 + len, this.filePos(id) + 4);
+    writeTemp(this.fd(), writeScratch, 0, 4 + len, this.filePos(id) + 4);
   }
 
   /** Whether the slot's block is on disk. */
@@ -466,11 +466,6 @@ export interface ExportedArena {
   readonly fd: number;
   readonly tail: number;
   readonly garbage: number;
-}
-
-function writeAll(fd: number, buf: Buffer, start: number, end: number, pos: number): void {
-  let at = start;
-  while (at < end) at += writeSync(fd, buf, at, end - at, pos + (at - start));
 }
 
 /** Reads `len` bytes at `pos` into the start of `buf` (a short file is an error: the slot was written). */

@@ -30,13 +30,13 @@
  *   overlay is done with (closeOverlay), or else when the spool is garbage
  *   collected (a long-running serve must not keep one per snapshot it made).
  */
-import { closeSync, ftruncateSync, read, readSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, read, readSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { encodeField } from '../pg/copy-text.js';
 import type { ChangeValue } from '../repo/changelog.js';
 import { lineRoom, tupleLine, tupleLineInto } from '../repo/changelog-format.js';
 import type { RowBlock } from '../restore/load.js';
-import { createTempFile } from '../util/temp-file.js';
+import { createTempFile, writeTemp } from '../util/temp-file.js';
 import { LineBuffer } from './keyed-rows.js';
 
 const readAt = promisify(read);
@@ -385,10 +385,7 @@ export class RowSpool {
   }
 
   private write(block: Buffer, rows: number): void {
-    let off = 0;
-    while (off < block.length) {
-      off += writeSync(this.file.fd!, block, off, block.length - off, this.fileBytes + off);
-    }
+    writeTemp(this.file.fd!, block, 0, block.length, this.fileBytes);
     this.fileBytes += block.length;
     this.fileRows += rows;
   }
@@ -420,8 +417,7 @@ function copyFile(from: number, bytes: number, to: number, at: number): void {
   while (pos < bytes) {
     const n = readSync(from, buf, 0, Math.min(buf.length, bytes - pos), pos);
     if (n === 0) throw new Error('a spool file ended early');
-    let off = 0;
-    while (off < n) off += writeSync(to, buf, off, n - off, at + pos + off);
+    writeTemp(to, buf, 0, n, at + pos);
     pos += n;
   }
 }

@@ -21,8 +21,8 @@
  * - `close()` frees the file's space; reading after it throws. A file never
  *   closed is closed when collected.
  */
-import { closeSync, readSync, writeSync } from 'node:fs';
-import { createTempFile } from '../util/temp-file.js';
+import { closeSync, readSync } from 'node:fs';
+import { createTempFile, writeTemp } from '../util/temp-file.js';
 import type { Change, SegmentInfo, StoredRelation } from './changelog.js';
 
 /** The marker of a change kept as an object. */
@@ -104,8 +104,7 @@ export class HeldFile {
   /** Writes what is buffered. */
   flush(): void {
     const fd = this.open();
-    let off = 0;
-    while (off < this.used) off += writeSync(fd, this.buf, off, this.used - off, this.size + off);
+    writeTemp(fd, this.buf, 0, this.used, this.size);
     this.size += this.used;
     this.used = 0;
   }
