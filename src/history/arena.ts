@@ -130,7 +130,12 @@ export function arenaMemory(): number {
   return budgetBlocks();
 }
 
-/** This thread's arenas spill into `fd` (opened by the caller, who closes it) from now on. */
+/**
+ * This thread's arenas spill into `fd` (opened by the caller, who closes
+ * it): called before any arena is made here (an arena keeps the file it
+ * was made with). A worker does, with a file its parent opened: the files
+ * a thread opens itself are closed when it ends.
+ */
 export function useSpillFile(fd: number): void {
   spill.close();
   spill = new SpillFile(fd);
