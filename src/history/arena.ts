@@ -163,7 +163,9 @@ function giveBack(h: Held): void {
 }
 
 /** Scratch for slots read from the file (see `view`), and for slots written there. */
-let readScratch = Buffer.allocUnsafe(4096);
+/** What `view` reads first from the file: the header and most versions (scratch may have grown for a larger one). */
+const FIRST_READ = 4096;
+let readScratch = Buffer.allocUnsafe(FIRST_READ);
 let writeScratch = Buffer.allocUnsafe(4096);
 /** A slot's header read from the file: apart, so that reading one leaves a `view` intact. */
 const headerScratch = Buffer.allocUnsafe(HEADER);
@@ -276,7 +278,7 @@ export class Arena {
     const pos = this.filePos(id);
     const fd = this.fd();
     // One read for the header and, most of the time, the bytes.
-    const got = readSync(fd, readScratch, 0, readScratch.length, pos);
+    const got = readSync(fd, readScratch, 0, FIRST_READ, pos);
     const len = readScratch.readUInt32LE(4);
     if (HEADER + len > got) {
       if (readScratch.length < HEADER + len) readScratch = Buffer.allocUnsafe(2 * (HEADER + len));

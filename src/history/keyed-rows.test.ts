@@ -203,6 +203,20 @@ describe('versions past the memory budget', () => {
     expect(residentBlocks()).toBe(before);
   });
 
+  it('reads back versions larger than one read from disk, and small ones after them', () => {
+    const rows = new KeyedRows();
+    const expected = new Map<number, ChangeValue[]>();
+    for (let k = 0; k < 1500; k++) {
+      // 5,000 to 9,000 bytes: past the first read of a slot on disk.
+      const v = version(k, k, k % 2 === 0 ? 4900 + (k % 4000) : 0);
+      rows.setStored(k, ...stored(v));
+      expected.set(k, v);
+    }
+    expect(rows.spilled).toBe(true);
+    for (const [k, v] of expected) expect(rows.get(k)).toEqual(v);
+    rows.close();
+  });
+
   it('compacts an arena that is mostly on disk', () => {
     const rows = new KeyedRows();
     const expected = new Map<number, ChangeValue[]>();
