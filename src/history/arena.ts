@@ -40,13 +40,13 @@ import { parseSize } from '../config/size.js';
 import { createTempFile, writeTemp } from '../util/temp-file.js';
 import { ownedCopy, ownsMemory } from '../util/thread.js';
 
-export const HEADER = 8;
+const HEADER = 8;
 const BLOCK_BITS = 20;
-export const BLOCK = 1 << BLOCK_BITS;
+const BLOCK = 1 << BLOCK_BITS;
 /** Ids are addresses in units of 8 bytes. */
 const ID_BITS = BLOCK_BITS - 3;
 /** Past this many blocks (16 GiB, the most an int32 id reaches), no more slots. */
-export const MAX_BLOCKS = 16384;
+const MAX_BLOCKS = 16384;
 
 /** Blocks on this thread's file, by place; a free list of places given back. */
 class SpillFile {
@@ -177,9 +177,9 @@ export class Arena {
   /** Blocks before this one are all on disk (they go in order). */
   private firstResident = 0;
   /** Where the last block's free space begins. */
-  tail = BLOCK;
+  private tail = BLOCK;
   /** Bytes of slots no key refers to any more, and of blocks' unused ends. */
-  garbage = 0;
+  private garbage = 0;
   /** Slots allocated, and their bytes (for the mean size of a slot on disk). */
   private slots = 0;
   private slotBytes = 0;
@@ -191,11 +191,6 @@ export class Arena {
     this.foreign = foreign;
     this.held = { resident: 0, places: new Set(), file: spill };
     if (foreign === undefined) collected.register(this, this.held, this.held);
-  }
-
-  /** Blocks in all (in memory and on disk). */
-  get size(): number {
-    return this.blocks.length;
   }
 
   /** Whether a block went to disk. */

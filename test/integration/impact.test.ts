@@ -327,20 +327,13 @@ describe('flashback impact', () => {
     ).toBe(true);
   });
 
+  /** `impact` over the window [t1, t2] by tenant, with more arguments. */
+  const overWindow = (...more: string[]) =>
+    cli(['impact', '--since', t1, '--until', t2, '--by', 'tenant_id', ...more]);
+
   /** impact over the window for one --table, and what the window wrote to tables named `prefix`*. */
   async function narrowed(table: string, prefix: string) {
-    const r = await cli([
-      'impact',
-      '--since',
-      t1,
-      '--until',
-      t2,
-      '--by',
-      'tenant_id',
-      '--table',
-      table,
-      '--json',
-    ]);
+    const r = await overWindow('--table', table, '--json');
     expect(r.code, r.stderr).toBe(0);
     const want = Object.fromEntries(Object.entries(window).filter(([k]) => k.startsWith(prefix)));
     return { got: countsOf(JSON.parse(r.stdout) as ImpactRow[]), want };
@@ -361,7 +354,7 @@ describe('flashback impact', () => {
   });
 
   it('counts exactly what each statement touched, per tenant and table', async () => {
-    const r = await cli(['impact', '--since', t1, '--until', t2, '--by', 'tenant_id', '--json']);
+    const r = await overWindow('--json');
     expect(r.code, r.stderr).toBe(0);
     const rows = JSON.parse(r.stdout) as ImpactRow[];
     expect(countsOf(rows)).toEqual(window);
@@ -387,7 +380,7 @@ describe('flashback impact', () => {
     expect(r.stderr).not.toContain('reaches only');
 
     // CSV parses back to the same rows.
-    const csv = await cli(['impact', '--since', t1, '--until', t2, '--by', 'tenant_id', '--csv']);
+    const csv = await overWindow('--csv');
     expect(csv.code, csv.stderr).toBe(0);
     const [header, ...records] = parseCsv(csv.stdout);
     expect(header).toEqual([
@@ -441,7 +434,7 @@ describe('flashback impact', () => {
   });
 
   it('prints a readable table and explains mistakes', async () => {
-    const r = await cli(['impact', '--since', t1, '--until', t2, '--by', 'tenant_id']);
+    const r = await overWindow();
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(
       new RegExp(`^impact by tenant_id on target ${target}: after ${t1.replace('T', ' ')}`),
@@ -460,17 +453,7 @@ describe('flashback impact', () => {
     expect(typo.code).toBe(3);
     expect(typo.stderr).toContain('has a column "tenantid"');
     // A misspelled table is refused, not reported as "nobody affected".
-    const table = await cli([
-      'impact',
-      '--since',
-      t1,
-      '--until',
-      t2,
-      '--by',
-      'tenant_id',
-      '--table',
-      'filez',
-    ]);
+    const table = await overWindow('--table', 'filez');
     expect(table.code).toBe(3);
     expect(table.stderr).toContain('no table public.filez in the snapshots');
     expect(table.stderr).toContain('public.files');
