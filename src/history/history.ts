@@ -582,6 +582,37 @@ export async function selectLog(
   return { log: new ChangeLog(storage, logs[0]!.scope), info: logs[0]!.info };
 }
 
+/** The tables of one moment and, when known, its schema model: a snapshot's or a recorded schema change's. */
+export interface SchemaView {
+  readonly tables: ReadonlyArray<{ readonly schema: string; readonly name: string }>;
+  readonly schema?: SchemaModel | undefined;
+}
+
+/**
+ * The snapshots' schemas and the schemas capture recorded after each schema
+ * change in `log` (src/capture/schema-events.ts), in LSN order: what a
+ * table name has meant. A partition, or a partitioned table, created since
+ * the newest snapshot is known from the records alone. Records of a moment
+ * capture could not read (no model) are left out. Every record is read:
+ * schema changes are few, and the log starts at the oldest snapshot.
+ */
+export async function schemaViews(
+  log: ChangeLog,
+  manifests: readonly SnapshotManifest[],
+): Promise<SchemaView[]> {
+  const all: Array<{ lsn: bigint; view: SchemaView }> = manifests.map((m) => ({
+    lsn: lsnValue(m.lsn),
+    view: m as SnapshotManifest<SchemaModel>,
+  }));
+  for (const ref of await log.schemaRecords()) {
+    const r = await log.readSchema<SchemaModel, unknown>(ref);
+    if (r.model !== null)
+      all.push({ lsn: ref.endLsn, view: { tables: r.model.tables, schema: r.model } });
+  }
+  // Stable: a snapshot and a record at the same LSN keep the snapshots-first order.
+  return all.sort((a, b) => (a.lsn < b.lsn ? -1 : a.lsn > b.lsn ? 1 : 0)).map((x) => x.view);
+}
+
 /** A snapshot manifest holding the table, with the table's entry. */
 interface SnapTable {
   readonly manifest: SnapshotManifest;
@@ -626,7 +657,7 @@ async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
   }
   const manifests = await new SnapshotStore(storage).all(info.target);
   const name = resolveTableName(o.table, (n) => inSnapshots(manifests, n));
-  const partitions = partitionsIn(manifests as SnapshotManifest<SchemaModel>[], name);
+  const partitions = partitionsIn(await schemaViews(log, manifests), name);
   if (partitions !== undefined) {
     // (A row's partition follows its partition key, which the user knows; an
     // update that moves it is a delete from one partition and an insert into another.)

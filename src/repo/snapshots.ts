@@ -261,7 +261,9 @@ function unknownSnapshot(ref: string): UsageError {
 
 /** Whether any of `manifests` has a table of this name (in this schema, when given). */
 export function inSnapshots(
-  manifests: readonly SnapshotManifest[],
+  manifests: ReadonlyArray<{
+    readonly tables: ReadonlyArray<{ readonly schema: string; readonly name: string }>;
+  }>,
   n: { readonly schema: string | undefined; readonly name: string },
 ): boolean {
   return manifests.some((m) =>

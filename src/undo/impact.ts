@@ -28,11 +28,11 @@
  * reports") describes the behaviour for users.
  */
 import { DamagedError, UsageError } from '../errors.js';
-import { normaliseTime, selectLog } from '../history/history.js';
+import { normaliseTime, type SchemaView, schemaViews, selectLog } from '../history/history.js';
 import { decodeField, encodeField, endOfFields, fieldAt } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import { resolveTableName } from '../pg/schema/names.js';
-import { partitionsIn } from '../pg/schema/partitions.js';
+import { partitionsEver } from '../pg/schema/partitions.js';
 import {
   type Change,
   type ChangeColumn,
@@ -490,7 +490,8 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
       hint: 'give an --until after the start, or an earlier --since',
     });
   }
-  const chosen = o.tables === undefined ? undefined : resolveTables(o.tables, manifests);
+  const chosen =
+    o.tables === undefined ? undefined : resolveTables(o.tables, await schemaViews(log, manifests));
 
   const tables = new Map<string, TableCtx>();
   const withoutColumn = new Map<string, number>();
@@ -760,23 +761,20 @@ function newestTable(manifests: readonly SnapshotManifest[], label: string) {
 
 /**
  * `--table` names as `schema.name`: unqualified names looked up in the
- * snapshots (public if in none); a partitioned table as its partitions.
+ * snapshots and recorded schemas (public if in none); a partitioned table as
+ * every partition it had in any of them (one created or detached in the
+ * window held some of its rows there).
  */
-function resolveTables(
-  names: readonly string[],
-  manifests: readonly SnapshotManifest<SchemaModel>[],
-) {
+function resolveTables(names: readonly string[], models: readonly SchemaView[]) {
   const out = new Set<string>();
   for (const text of names) {
-    const n = resolveTableName(text, (x) => inSnapshots(manifests, x));
-    const leaves = partitionsIn(manifests, n);
+    const n = resolveTableName(text, (x) => inSnapshots(models, x));
+    const leaves = partitionsEver(models, n);
     if (leaves !== undefined) {
       if (leaves.length === 0) {
         throw new UsageError(
-          `"${text}" is a partitioned table without partitions in the newest snapshot that has it`,
-          {
-            hint: "name its partitions (one created since that snapshot is not known by the parent's name yet)",
-          },
+          `"${text}" is a partitioned table without partitions, in the snapshots and in the schema changes the change log recorded`,
+          { hint: 'name the tables that hold its rows' },
         );
       }
       for (const l of leaves) out.add(`${l.schema}.${l.name}`);
@@ -787,7 +785,7 @@ function resolveTables(
       continue;
     }
     let schema: string | undefined;
-    for (const m of [...manifests].reverse()) {
+    for (const m of [...models].reverse()) {
       const hits = [...new Set(m.tables.filter((t) => t.name === n.name).map((t) => t.schema))];
       if (hits.length > 1) {
         throw new UsageError(`table "${n.name}" is in several schemas (${hits.join(', ')})`, {

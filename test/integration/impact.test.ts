@@ -214,6 +214,12 @@ describe('flashback impact', () => {
     add(beforeWindow, 'files', '12', 'updated', 1);
     await c.query(`INSERT INTO notes VALUES (100, 5, 'before the window')`);
     add(beforeWindow, 'notes', '5', 'inserted', 1);
+    // Created after the snapshot: known only from the schemas capture records.
+    await c.query(`
+      CREATE TABLE audit_new PARTITION OF audit FOR VALUES IN (13, 14);
+      CREATE TABLE ledger (id int, tenant_id bigint NOT NULL, amount int, PRIMARY KEY (id, tenant_id))
+        PARTITION BY RANGE (id);
+      CREATE TABLE ledger_1 PARTITION OF ledger FOR VALUES FROM (0) TO (100);`);
     t1 = await now();
 
     // Incident 1: a fix with a wrong predicate deletes which step subscribers are on.
@@ -294,6 +300,11 @@ describe('flashback impact', () => {
         `DELETE FROM ${part} WHERE id % 10 = 3`,
       );
     }
+    // Partitions created since the snapshot.
+    await c.query(`INSERT INTO audit VALUES (200, 13, 'new tenant'), (201, 13, 'new tenant')`);
+    add(window, 'audit_new', '13', 'inserted', 2);
+    await c.query(`INSERT INTO ledger SELECT g, 1 + g % 3, g FROM generate_series(1, 9) g`);
+    for (const t of ['1', '2', '3']) add(window, 'ledger_1', t, 'inserted', 3);
     // A table without tenant_id: listed, not counted.
     await c.query(`UPDATE tenants SET plan = 'pro' WHERE id = 1`);
     // A truncate: every row notes has at that moment (snapshot + log), per tenant.
@@ -343,14 +354,24 @@ describe('flashback impact', () => {
     const { got, want } = await narrowed('audit', 'public.audit_');
     expect(Object.keys(want).some((k) => k.startsWith('public.audit_low '))).toBe(true);
     expect(Object.keys(want).some((k) => k.startsWith('public.audit_high '))).toBe(true);
+    expect(Object.keys(want).some((k) => k.startsWith('public.audit_new '))).toBe(true);
     expect(got).toEqual(want);
+    // A partitioned table the snapshot does not have at all.
+    const ledger = await narrowed('ledger', 'public.ledger_');
+    expect(Object.keys(ledger.want).length).toBe(3);
+    expect(ledger.got).toEqual(ledger.want);
     // A row's history is one partition's: asked of the parent, it names them.
     const h = await cli(['history', 'audit', '3']);
     expect(h.code, h.stderr).toBe(ExitCode.usage);
     expect(h.stderr).toContain(
       "audit is a partitioned table: its rows are in its partitions, and a row's history is read from the partition that holds it",
     );
-    expect(h.stderr).toContain('hint: give the partition: public.audit_high, public.audit_low');
+    expect(h.stderr).toContain(
+      'hint: give the partition: public.audit_high, public.audit_low, public.audit_new',
+    );
+    const l = await cli(['history', 'ledger', '1,2']);
+    expect(l.code, l.stderr).toBe(ExitCode.usage);
+    expect(l.stderr).toContain('hint: give the partition: public.ledger_1');
   });
 
   it('counts exactly what each statement touched, per tenant and table', async () => {

@@ -83,3 +83,34 @@ export function partitionsIn(
   }
   return undefined;
 }
+
+/**
+ * Every leaf partition that was under the table `n` names in any of the
+ * models (oldest first), when the newest model that has a table of that
+ * name has it partitioned; undefined when that one has it ordinary, or
+ * none has it. For a report over a window: a partition created, or
+ * detached, within it held some of the parent's rows there.
+ */
+export function partitionsEver(
+  models: ReadonlyArray<{
+    readonly tables: readonly QualifiedName[];
+    readonly schema?: Pick<SchemaModel, 'tables'> | undefined;
+  }>,
+  n: { readonly schema: string | undefined; readonly name: string },
+): QualifiedName[] | undefined {
+  if (partitionsIn(models, n) === undefined) return undefined;
+  // The parent the newest model means (partitionsIn refused a name in several schemas there).
+  let parent: QualifiedName | undefined;
+  for (let i = models.length - 1; i >= 0 && parent === undefined; i--) {
+    parent = partitionedTables(models[i]!.schema).find(
+      (t) => t.name === n.name && (n.schema === undefined || t.schema === n.schema),
+    );
+  }
+  const out = new Map<string, QualifiedName>();
+  for (const m of models) {
+    for (const l of partitionLeaves(m.schema, parent!) ?? []) {
+      out.set(JSON.stringify([l.schema, l.name]), l);
+    }
+  }
+  return [...out.values()];
+}
