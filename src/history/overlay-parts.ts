@@ -272,6 +272,7 @@ export function emptyWindowState(): WindowState {
     lastMicros: 0n,
     next: undefined,
     foundXid: false,
+    createdInWindow: new Map(),
   };
 }
 
@@ -310,6 +311,7 @@ export interface ExportedPart {
   readonly lastMicros: bigint;
   readonly next: WindowState['next'];
   readonly foundXid: boolean;
+  readonly createdInWindow: ReadonlyArray<[string, number]>;
 }
 
 /**
@@ -344,6 +346,7 @@ export function exportPart(s: WindowState): { message: ExportedPart; transfer: A
     lastMicros: s.lastMicros,
     next: s.next,
     foundXid: s.foundXid,
+    createdInWindow: [...s.createdInWindow],
   };
   return { message, transfer };
 }
@@ -367,6 +370,9 @@ export async function absorbPart(a: WindowState, b: ExportedPart): Promise<void>
   }
   a.next = b.next;
   a.foundXid ||= b.foundXid;
+  for (const [name, n] of b.createdInWindow) {
+    a.createdInWindow.set(name, (a.createdInWindow.get(name) ?? 0) + n);
+  }
   for (const t of b.tables) {
     const ov = a.tables.get(t.name);
     if (ov === undefined || t.truncated) {

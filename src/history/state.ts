@@ -146,6 +146,8 @@ export interface Overlay {
   readonly reshape: ReadonlyMap<string, Reshape>;
   /** How the window was read (overlay-parts.ts). */
   readonly readAs?: ReadAs | undefined;
+  /** Changes of tables created in the window, per table, left out (buildOverlay's `createdInWindow`). */
+  readonly createdInWindow?: ReadonlyMap<string, number> | undefined;
 }
 
 /** A transaction, as overlays name them. */
@@ -338,6 +340,8 @@ export async function buildOverlay(
     readonly parts?: 'auto' | 'thread' | 'inline' | false | undefined;
     /** How a moment the log does not reach yet is waited for (tests). */
     readonly reach?: LogReachOptions | undefined;
+    /** Tables created in the window: their changes counted, not folded in (WindowSpec). */
+    readonly createdInWindow?: readonly string[] | undefined;
   } = {},
 ): Promise<Overlay> {
   const { manifest, log, point } = plan;
@@ -347,6 +351,7 @@ export async function buildOverlay(
     xidCommitLsn: plan.xidCommitLsn,
     fromLsn: options.fromLsn ?? lsnValue(manifest.lsn),
     spoolBudget: options.spoolBudget,
+    createdInWindow: options.createdInWindow,
   };
   const state = emptyWindowState();
   const tracker = options.schema?.tracker();
@@ -430,6 +435,7 @@ export async function buildOverlay(
     next: state.next,
     reshape,
     readAs,
+    createdInWindow: state.createdInWindow,
   };
 }
 
@@ -456,6 +462,14 @@ export interface WindowSpec {
   readonly arenaFile?: number | undefined;
   /** A thread's arena budget, in MiB (its parent's). */
   readonly arenaMemory?: number | undefined;
+  /**
+   * Tables (schema.name) not in `snapshot` that schema changes in the
+   * window create: their changes are counted in the state's
+   * `createdInWindow`, not folded in (undo: before the window there was no
+   * table to put their rows back into). Also any table a schema event of
+   * the window itself names. Without it such changes are refused.
+   */
+  readonly createdInWindow?: readonly string[] | undefined;
 }
 
 /** What reading a window (or a part of it) gathers. */
@@ -474,6 +488,8 @@ export interface WindowState {
   /** The first transaction past the point, once reading met it (then reading stopped). */
   next: TransactionRef | undefined;
   foundXid: boolean;
+  /** Changes of tables created in the window, per table (WindowSpec.createdInWindow). */
+  readonly createdInWindow: Map<string, number>;
 }
 
 /** Reads transactions for readWindow: scanTransactions (or scanContents) with the options and visitor given. */
@@ -501,10 +517,14 @@ export async function readWindow(
   const { tracker, inPlace } = options;
   const tables = state.tables;
   const byName = new Map(snapshot.tables.map((t) => [`${t.schema}.${t.name}`, t]));
+  // Tables created in the window, when the caller leaves them out (and those
+  // this part's own schema events name: a table created in the same
+  // transaction as a rename has only its new name recorded beside the log).
+  const created = spec.createdInWindow === undefined ? undefined : new Set(spec.createdInWindow);
   const mappers = new Map<string, { columns: unknown; map: number[] | null }>();
   const resolved = new WeakMap<
     readonly ChangeColumn[],
-    { t: TableSnapshot; ov: TableOverlay; map: number[] | null; later: boolean }
+    { t: TableSnapshot; ov: TableOverlay; map: number[] | null; later: boolean } | string
   >();
   // Each table's overlay, found by its snapshot object (no name built per change).
   const byTable = new Map<TableSnapshot, TableOverlay>();
@@ -543,8 +563,12 @@ export async function readWindow(
   let lastColumns: readonly ChangeColumn[] | undefined;
   let lastResolved:
     | { t: TableSnapshot; ov: TableOverlay; map: number[] | null; later: boolean }
+    | string
     | undefined;
-  /** The table a relation description names, found once per description. */
+  /**
+   * The table a relation description names, found once per description; a
+   * table created in the window (left out) as its name.
+   */
   const resolve = (schema: string, table: string, columns: readonly ChangeColumn[]) => {
     // Every change of a relation description (one per segment) shares its
     // columns array: resolve the table once per description, not per change
@@ -554,7 +578,8 @@ export async function readWindow(
     if (r === undefined) {
       const key = `${schema}.${table}`;
       const t = byName.get(key);
-      if (t === undefined) {
+      if (t === undefined && created?.has(key)) r = key;
+      else if (t === undefined) {
         throw new OperationError(
           'restore.table-not-in-snapshot',
           `table ${key} changed at ${tx.commitTime} (transaction ${tx.xid}) but is not in snapshot ${snapshot.id}, and no schema change recorded in the log creates it`,
@@ -562,13 +587,14 @@ export async function readWindow(
             hint: 'take a new backup (it includes the table) and restore to a moment after it; capture records table creation when it runs as a superuser (docs/CAPTURE.md, "Schema changes")',
           },
         );
+      } else {
+        r = {
+          t,
+          ov: overlayOf(t),
+          map: columnMap(t, { schema, table, columns }, mappers, tx.commitTime),
+          later: spec.later === true,
+        };
       }
-      r = {
-        t,
-        ov: overlayOf(t),
-        map: columnMap(t, { schema, table, columns }, mappers, tx.commitTime),
-        later: spec.later === true,
-      };
       resolved.set(columns, r);
     }
     lastColumns = columns;
@@ -585,14 +611,19 @@ export async function readWindow(
       return;
     }
     const r = resolve(c.schema, c.table, c.columns);
-    applyChange(r.t, r.ov, c, r.map, spec.later);
+    if (typeof r === 'string') outside(r);
+    else applyChange(r.t, r.ov, c, r.map, spec.later);
     state.changes++;
   };
   const stored: StoredVisitor = (content, start, end, relation) => {
     step();
     const r = resolve(relation.schema, relation.name, relation.columns);
-    applyStored(r, content, start, end, relation);
+    if (typeof r === 'string') outside(r);
+    else applyStored(r, content, start, end, relation);
     state.changes++;
+  };
+  const outside = (name: string) => {
+    state.createdInWindow.set(name, (state.createdInWindow.get(name) ?? 0) + 1);
   };
   // Each transaction as it is read, in place: awaiting each of a million
   // cost more than folding its changes in.
@@ -669,6 +700,11 @@ export async function readWindow(
       ev = parseSchemaEvent(content);
     } catch {
       return; // unreadable here: a column change it made still shows in the rows
+    }
+    if (ev.kind === 'ddl' && created !== undefined) {
+      for (const t of ev.tables) {
+        if (!snapshotOids.has(t.oid)) created.add(`${t.schema}.${t.name}`);
+      }
     }
     const oids =
       ev.kind === 'rewrite' ? [ev.oid] : ev.kind === 'drop' ? ev.tables.map((t) => t.oid) : [];

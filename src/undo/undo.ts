@@ -45,6 +45,7 @@ import {
   type PointInTimePlan,
   planPointInTime,
   pointInTimeSource,
+  rebuildPlan,
   resolveAgainst,
   spoolSource,
   type TableOverlay,
@@ -57,7 +58,7 @@ import { lsnText, lsnValue } from '../repo/changelog.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { whileShared } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
-import type { TableSnapshot } from '../repo/snapshots.js';
+import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
 import { keysByChunk } from '../restore/key-chunks.js';
 import { copyChunks, linesSource, type RowBlock, type TableSource } from '../restore/load.js';
 import { type ChunkPicker, createPicker } from '../restore/pick.js';
@@ -180,6 +181,8 @@ export interface UndoReport {
   readonly tenants: readonly TenantProgress[];
   readonly out?: string | undefined;
   readonly seconds: number;
+  /** What the undo leaves alone, and why (tables created in the window). */
+  readonly notes: readonly string[];
 }
 
 /** Conflicts listed per table (all are counted). */
@@ -221,10 +224,15 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     throw err;
   }
   try {
+    const created = window.createdInWindow ?? new Map<string, number>();
     const chosen =
       o.tables === undefined || o.tables.length === 0
         ? undefined
-        : new Set(selectTables(manifest, o.tables).map(name));
+        : new Set(chooseTables(manifest, o.tables, [...created.keys()]).map(name));
+    const notes = [...created].map(
+      ([t, n]) =>
+        `${t} was created in the window: its ${fmt(n)} change(s) are left alone (there was no such table before the window)`,
+    );
     const touched = manifest.tables.filter(
       (t) => window.tables.has(name(t)) && (chosen === undefined || chosen.has(name(t))),
     );
@@ -290,6 +298,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
           xids: [direct.tenant.xid!],
           tenants: [direct.tenant],
           seconds: (Date.now() - started) / 1000,
+          notes,
         };
       }
       confirmed = true;
@@ -372,6 +381,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       tables,
       conflicts,
       policy,
+      notes,
     };
     // `--out` writes the statements in the order that applied: known after the
     // preview's trial or the apply itself (an estimate tries it, only then).
@@ -661,13 +671,19 @@ async function readWindow(o: UndoOptions): Promise<{
   description: string;
 }> {
   const sel = o.selection;
-  const pre = await planPointInTime(
+  const planned = await planPointInTime(
     o.repo,
     o.target.name,
     sel.kind === 'tx' ? { kind: 'xid', xid: sel.xid } : { kind: 'time', at: sel.since },
   );
   const onProgress = (p: OverlayProgress) => o.onProgress?.({ phase: 'log', ...p });
-  const preOverlay = await buildOverlay(pre, { onProgress });
+  // The state before the window as a restore to that moment rebuilds it:
+  // tables created, and columns changed, between the snapshot and the
+  // window are followed (schema-changes.ts), and the tables are the
+  // window's start's.
+  const rebuilt = await rebuildPlan(planned, onProgress);
+  const pre: PointInTimePlan = { ...planned, manifest: rebuilt.manifest };
+  const preOverlay = rebuilt.overlay;
   const first = preOverlay.next;
   if (first === undefined) {
     throw new UsageError(
@@ -686,12 +702,62 @@ async function readWindow(o: UndoOptions): Promise<{
     const segs = await pre.log.segments();
     point = { kind: 'lsn', lsn: lsnText(segs.at(-1)?.committed ?? from + 1n) };
   }
-  const window = await buildOverlay({ ...pre, point }, { fromLsn: from, onProgress });
+  let window: Overlay;
+  try {
+    window = await buildOverlay(
+      { ...pre, point },
+      { fromLsn: from, onProgress, createdInWindow: await createdSince(pre, from) },
+    );
+  } catch (err) {
+    closeOverlay(preOverlay);
+    throw err;
+  }
   const description =
     sel.kind === 'tx'
       ? `transaction ${sel.xid} (committed ${first.commitTime})`
       : `${window.transactions} transaction(s) committed from ${sel.since} to ${sel.until ?? `the end of the log (${window.last?.commitTime ?? sel.since})`}`;
   return { pre, preOverlay, window, description };
+}
+
+/**
+ * `--table` patterns against the window's start's tables; a name that is
+ * only one created in the window is refused as such, not as unknown.
+ */
+function chooseTables(
+  manifest: SnapshotManifest<SchemaModel>,
+  patterns: readonly string[],
+  created: readonly string[],
+): TableSnapshot[] {
+  try {
+    return selectTables(manifest, patterns);
+  } catch (err) {
+    const hit = created.find((c) =>
+      patterns.some((p) => c === p || c.slice(c.indexOf('.') + 1) === p.toLowerCase()),
+    );
+    if (!(err instanceof UsageError) || hit === undefined) throw err;
+    throw new UsageError(
+      `${hit} was created in the window: undo puts rows back into the tables as they were before it, and there was no ${hit} then`,
+      { hint: 'empty or drop it yourself if it should go; `flashback impact` lists its changes' },
+    );
+  }
+}
+
+/**
+ * Tables that schema changes committed from `from` on create (every table of
+ * a recorded schema that the window's start does not have): the window's
+ * changes to them are left out, since before the window there was no table
+ * to put their rows back into.
+ */
+async function createdSince(pre: PointInTimePlan, from: bigint): Promise<string[]> {
+  const have = new Set(pre.manifest.tables.map(name));
+  const out = new Set<string>();
+  for (const ref of await pre.log.schemaRecords()) {
+    if (ref.endLsn <= from) continue;
+    const r = await pre.log.readSchema<SchemaModel, unknown>(ref);
+    if (r.model === null || lsnValue(r.commitLsn) < from) continue;
+    for (const t of r.model.tables) if (!have.has(name(t))) out.add(name(t));
+  }
+  return [...out];
 }
 
 /** A keyed table's rows before the window, staged (stageBefore). */

@@ -174,6 +174,10 @@ describe('undo', () => {
     await live.query(
       "CREATE TABLE docs (id int PRIMARY KEY, title text, body text); INSERT INTO docs SELECT g, 'title ' || g, (SELECT string_agg(md5(random()::text || g || i), '') FROM generate_series(1, 400) i) FROM generate_series(1, 3) g",
     );
+    // Its columns change after the snapshot (schema changes before a window).
+    await live.query(
+      "CREATE TABLE shelf (id int PRIMARY KEY, v text NOT NULL); INSERT INTO shelf SELECT g, 'item ' || g FROM generate_series(1, 10) g",
+    );
     // Big enough for the pick threads (32 chunks or more hold deleted keys).
     await live.query(
       'CREATE TABLE readings (id bigint PRIMARY KEY, sensor int NOT NULL, payload text NOT NULL); INSERT INTO readings SELECT g, g % 50, md5(g::text) || md5((g * 3)::text) FROM generate_series(1, 500000) g',
@@ -1034,6 +1038,46 @@ describe('undo', () => {
     expect(
       (await runCli(['history', 'readings', '8', '--target', name], { cwd: dir, env })).code,
     ).toBe(0);
+  });
+
+  it('follows schema changes made since the snapshot, and leaves tables created in the window alone, saying so', async () => {
+    // After the snapshot, before the window: a column added to a snapshot
+    // table (its rows from before take the default) and a table created.
+    await live.query(`
+      ALTER TABLE shelf ADD COLUMN qty int NOT NULL DEFAULT 7;
+      UPDATE shelf SET qty = id WHERE id > 8;
+      CREATE TABLE bin (id int PRIMARY KEY, label text);
+      INSERT INTO bin SELECT g, 'bin ' || g FROM generate_series(1, 5) g`);
+    await settle();
+    const shelfBefore = await rows(live, 'SELECT * FROM shelf');
+    const binBefore = await rows(live, 'SELECT * FROM bin');
+    const t1 = await clock(live);
+    // The window: a migration creates a table and moves rows into it, then deletes too much.
+    await live.query(`
+      CREATE TABLE crate (id int PRIMARY KEY, shelf_id int, label text);
+      INSERT INTO crate SELECT id, id, v FROM shelf WHERE id <= 4`);
+    await live.query('DELETE FROM shelf WHERE id <= 6');
+    await live.query('DELETE FROM bin WHERE id IN (2, 3)');
+    await live.query("UPDATE bin SET label = 'relabelled' WHERE id = 5");
+    await settle();
+    const crateAfter = await rows(live, 'SELECT * FROM crate');
+
+    const created = await undoCli(['--since', t1, '--table', 'crate']);
+    expect(created.code, created.stderr).toBe(ExitCode.usage);
+    expect(created.stderr).toContain(
+      'public.crate was created in the window: undo puts rows back into the tables as they were before it',
+    );
+    const applied = await undoCli(['--since', t1, '--apply', '--confirm', name]);
+    expect(applied.code, applied.stderr).toBe(0);
+    expect(applied.stdout).toContain(
+      'note: public.crate was created in the window: its 4 change(s) are left alone (there was no such table before the window)',
+    );
+    expect(applied.stdout).toMatch(/public\.shelf +6 +0 +0 +0/);
+    expect(applied.stdout).toMatch(/public\.bin +2 +1 +0 +0/);
+    // Byte for byte as before the window, in the columns of then; the new table untouched.
+    expect(await rows(live, 'SELECT * FROM shelf')).toEqual(shelfBefore);
+    expect(await rows(live, 'SELECT * FROM bin')).toEqual(binBefore);
+    expect(await rows(live, 'SELECT * FROM crate')).toEqual(crateAfter);
   });
 
   it('refuses what it cannot do, saying why', async () => {

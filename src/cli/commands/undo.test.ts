@@ -56,6 +56,7 @@ describe('undo report', () => {
       xids: [48300],
       tenants: [],
       seconds: 1,
+      notes: [],
     });
     expect(text).toContain(
       '1 row(s) were written again between the plan and the apply: left alone, counted as conflicts above (without their versions)',

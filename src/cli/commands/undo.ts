@@ -245,6 +245,7 @@ export function formatUndoReport(r: UndoReport): string {
       [1, 2],
     )}`;
   }
+  for (const note of r.notes) s += `note: ${note}\n`;
   if (r.out !== undefined) s += `\nthe exact SQL is in ${r.out}\n`;
   if (r.applied) {
     s += `applied in ${r.xids.length} transaction(s): ${r.xids.join(', ')} (each can be undone with \`flashback undo ${r.target} --tx XID\`)\n`;
