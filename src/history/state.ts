@@ -342,6 +342,8 @@ export async function buildOverlay(
     readonly reach?: LogReachOptions | undefined;
     /** Tables created in the window: their changes counted, not folded in (WindowSpec). */
     readonly createdInWindow?: readonly string[] | undefined;
+    /** What the plan's tables stand for, in messages (WindowSpec). */
+    readonly tablesOf?: string | undefined;
   } = {},
 ): Promise<Overlay> {
   const { manifest, log, point } = plan;
@@ -352,6 +354,7 @@ export async function buildOverlay(
     fromLsn: options.fromLsn ?? lsnValue(manifest.lsn),
     spoolBudget: options.spoolBudget,
     createdInWindow: options.createdInWindow,
+    tablesOf: options.tablesOf,
   };
   const state = emptyWindowState();
   const tracker = options.schema?.tracker();
@@ -470,6 +473,8 @@ export interface WindowSpec {
    * the window itself names. Without it such changes are refused.
    */
   readonly createdInWindow?: readonly string[] | undefined;
+  /** What the snapshot's tables stand for, in messages (default "the snapshot"; undo: "the window's start"). */
+  readonly tablesOf?: string | undefined;
 }
 
 /** What reading a window (or a part of it) gathers. */
@@ -591,7 +596,13 @@ export async function readWindow(
         r = {
           t,
           ov: overlayOf(t),
-          map: columnMap(t, { schema, table, columns }, mappers, tx.commitTime),
+          map: columnMap(
+            t,
+            { schema, table, columns },
+            mappers,
+            tx.commitTime,
+            spec.tablesOf ?? 'the snapshot',
+          ),
           later: spec.later === true,
         };
       }
@@ -726,6 +737,8 @@ function columnMap(
   c: Pick<Change, 'schema' | 'table' | 'columns'>,
   cache: Map<string, { columns: unknown; map: number[] | null }>,
   when: string,
+  /** What `t` is as of, in the message. */
+  tablesOf: string,
 ): number[] | null {
   const key = `${c.schema}.${c.table}`;
   const hit = cache.get(key);
@@ -735,7 +748,7 @@ function columnMap(
   if (map.includes(-1) || names.length !== t.columns.length) {
     throw new OperationError(
       'restore.schema-changed',
-      `the columns of ${key} changed after the snapshot (at ${when}: now ${names.join(', ')}; in the snapshot ${t.columns.join(', ')}): rebuilding across a column change is not supported yet`,
+      `the columns of ${key} changed after ${tablesOf} (at ${when}: now ${names.join(', ')}; in ${tablesOf} ${t.columns.join(', ')}): rebuilding across a column change is not supported yet`,
       { hint: 'take a new backup after the change and restore to a moment after it' },
     );
   }

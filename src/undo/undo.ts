@@ -706,10 +706,21 @@ async function readWindow(o: UndoOptions): Promise<{
   try {
     window = await buildOverlay(
       { ...pre, point },
-      { fromLsn: from, onProgress, createdInWindow: await createdSince(pre, from) },
+      {
+        fromLsn: from,
+        onProgress,
+        createdInWindow: await createdSince(pre, from),
+        tablesOf: "the window's start",
+      },
     );
   } catch (err) {
     closeOverlay(preOverlay);
+    // A schema change inside the window: one that comes before the window is followed.
+    if (err instanceof OperationError && err.code === 'restore.schema-changed') {
+      throw new OperationError('undo.schema-changed', err.message, {
+        hint: 'undo the changes after the schema change (--since its commit time) and those before it (--until just before it) separately; `flashback impact` lists what changed when',
+      });
+    }
     throw err;
   }
   const description =

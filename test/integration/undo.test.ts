@@ -1078,6 +1078,27 @@ describe('undo', () => {
     expect(await rows(live, 'SELECT * FROM shelf')).toEqual(shelfBefore);
     expect(await rows(live, 'SELECT * FROM bin')).toEqual(binBefore);
     expect(await rows(live, 'SELECT * FROM crate')).toEqual(crateAfter);
+
+    // A column change inside the window, with rows written after it: refused,
+    // naming the way out; the window after the change is undone.
+    const t2 = await clock(live);
+    await live.query('DELETE FROM bin WHERE id = 4');
+    await live.query('ALTER TABLE bin ADD COLUMN size int');
+    await settle();
+    const binAtT3 = await rows(live, 'SELECT * FROM bin');
+    const t3 = await clock(live);
+    await live.query('UPDATE bin SET size = 1 WHERE id = 5');
+    await live.query('DELETE FROM bin WHERE id = 1');
+    await settle();
+    const across = await undoCli(['--since', t2]);
+    expect(across.code, across.stderr).toBe(ExitCode.failed);
+    expect(across.stderr).toContain(
+      "the columns of public.bin changed after the window's start (at ",
+    );
+    expect(across.stderr).toContain('hint: undo the changes after the schema change (--since');
+    const after = await undoCli(['--since', t3, '--apply', '--confirm', name]);
+    expect(after.code, after.stderr).toBe(0);
+    expect(await rows(live, 'SELECT * FROM bin')).toEqual(binAtT3);
   });
 
   it('refuses what it cannot do, saying why', async () => {
