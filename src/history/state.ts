@@ -722,7 +722,7 @@ export async function readWindow(
     if (oids.some((oid) => snapshotOids.has(oid) || snapshotOids.has(undefined))) {
       throw new OperationError(
         'restore.schema-changed',
-        `a table of snapshot ${snapshot.id} was ${ev.kind === 'rewrite' ? 'rewritten' : 'dropped'} at ${tx.commitTime} (transaction ${tx.xid}): this command cannot follow its rows across that schema change`,
+        `a table of ${spec.tablesOf ?? `snapshot ${snapshot.id}`} was ${ev.kind === 'rewrite' ? 'rewritten' : 'dropped'} at ${tx.commitTime} (transaction ${tx.xid}): this command cannot follow its rows across that schema change`,
         {
           hint: 'take a new backup after the change; `restore --at` rebuilds moments after it',
         },

@@ -718,7 +718,7 @@ async function readWindow(o: UndoOptions): Promise<{
     // A schema change inside the window: one that comes before the window is followed.
     if (err instanceof OperationError && err.code === 'restore.schema-changed') {
       throw new OperationError('undo.schema-changed', err.message, {
-        hint: 'undo the changes after the schema change (--since its commit time) and those before it (--until just before it) separately; `flashback impact` lists what changed when',
+        hint: "undo the changes after the schema change (--since its commit time) and those before it (--until just before it) separately; a dropped table's rows come back with `flashback restore --at` a moment before the drop and `--table`",
       });
     }
     throw err;
@@ -1210,33 +1210,29 @@ async function conflictSamples(client: PgClient, t: TableSnapshot, u: string): P
   const keyEq = (x: string, y: string) =>
     t.key.map((c) => `${x}.${quoteIdent(c)} = ${y}.${quoteIdent(c)}`).join(' AND ');
   const i = u.slice(u.lastIndexOf('_') + 1);
+  // Each version as its columns' text forms, exactly as the server prints
+  // them (row_to_json would print timestamps in ISO form, and numbers as
+  // JSON numbers, which lose digits past 2^53 once parsed). An array, not
+  // json_build_object: that takes at most 100 arguments, 50 columns.
+  const texts = (x: string) =>
+    `to_json(ARRAY[${t.columns.map((c) => `${x}.${quoteIdent(c)}::text`).join(', ')}])`;
   const r = await client.query<{
     op: Conflict['op'];
-    b: Record<string, unknown> | string | null;
-    a: Record<string, unknown> | string | null;
-    l: Record<string, unknown> | string | null;
+    b: string | null;
+    a: string | null;
+    l: string | null;
   }>(
     `SELECT u."fb op" AS op,
-            (SELECT row_to_json(b) FROM pg_temp.fb_undo_before_${i} b WHERE ${keyEq('b', 'u')}) AS b,
-            (SELECT row_to_json(a) FROM pg_temp.fb_undo_after_${i} a WHERE ${keyEq('a', 'u')}) AS a,
-            (SELECT row_to_json(l) FROM ONLY ${qualify(t.schema, t.name)} l WHERE ${keyEq('l', 'u')}) AS l
+            (SELECT ${texts('b')} FROM pg_temp.fb_undo_before_${i} b WHERE ${keyEq('b', 'u')}) AS b,
+            (SELECT ${texts('a')} FROM pg_temp.fb_undo_after_${i} a WHERE ${keyEq('a', 'u')}) AS a,
+            (SELECT ${texts('l')} FROM ONLY ${qualify(t.schema, t.name)} l WHERE ${keyEq('l', 'u')}) AS l
        FROM ${u} u WHERE u."fb conflict" LIMIT ${CONFLICT_SAMPLES}`,
   );
-  const text = (raw: Record<string, unknown> | string | null) => {
+  const text = (raw: string | null) => {
     // json arrives as text (src/pg/connect.ts keeps every value's text form).
-    const row = typeof raw === 'string' ? (JSON.parse(raw) as Record<string, unknown>) : raw;
-    return row === null
-      ? null
-      : Object.fromEntries(
-          t.columns.map((c) => [
-            c,
-            row[c] === null || row[c] === undefined
-              ? null
-              : typeof row[c] === 'string'
-                ? row[c]
-                : JSON.stringify(row[c]),
-          ]),
-        );
+    if (raw === null) return null;
+    const values = JSON.parse(raw) as Array<string | null>;
+    return Object.fromEntries(t.columns.map((c, k) => [c, values[k] ?? null]));
   };
   return r.rows.map((x) => ({
     table: name(t),

@@ -326,6 +326,14 @@ describe('undo', () => {
     expect(r.conflicts[0]!.before.id).toBe(again);
     expect(r.conflicts[0]!.after.status).toBe('unsubscribed');
     expect(r.conflicts[0]!.now.email).toBe('new@example.com');
+    // Each version's values in the server's own text form, as psql shows them.
+    const liveRow = (
+      await live.query<Record<string, string | null>>(
+        'SELECT id::text, tenant_id::text, email, status, attributes::text, created_at::text FROM subscribers WHERE id = $1',
+        [again],
+      )
+    ).rows[0]!;
+    expect(r.conflicts[0]!.now).toEqual(liveRow);
     // Every other row of tenant 6 is back to its status; the conflicting one is left as written since.
     const statuses = await rows(live, 'SELECT id, status FROM subscribers WHERE tenant_id = 6');
     expect(statuses.filter((l) => !l.startsWith(`${again}\t`))).toEqual(
