@@ -720,9 +720,10 @@ export async function readWindow(
     const oids =
       ev.kind === 'rewrite' ? [ev.oid] : ev.kind === 'drop' ? ev.tables.map((t) => t.oid) : [];
     if (oids.some((oid) => snapshotOids.has(oid) || snapshotOids.has(undefined))) {
+      const t = snapshot.tables.find((x) => x.oid !== undefined && oids.includes(x.oid));
       throw new OperationError(
         'restore.schema-changed',
-        `a table of ${spec.tablesOf ?? `snapshot ${snapshot.id}`} was ${ev.kind === 'rewrite' ? 'rewritten' : 'dropped'} at ${tx.commitTime} (transaction ${tx.xid}): this command cannot follow its rows across that schema change`,
+        `${t === undefined ? 'a table' : `table ${t.schema}.${t.name}`} of ${spec.tablesOf ?? `snapshot ${snapshot.id}`} was ${ev.kind === 'rewrite' ? 'rewritten' : 'dropped'} at ${tx.commitTime} (transaction ${tx.xid}): this command cannot follow its rows across that schema change`,
         {
           hint: 'take a new backup after the change; `restore --at` rebuilds moments after it',
         },

@@ -1107,6 +1107,18 @@ describe('undo', () => {
     const after = await undoCli(['--since', t3, '--apply', '--confirm', name]);
     expect(after.code, after.stderr).toBe(0);
     expect(await rows(live, 'SELECT * FROM bin')).toEqual(binAtT3);
+
+    // A table dropped in the window: refused, pointing at restore --at for its rows.
+    const t4 = await clock(live);
+    await live.query('DELETE FROM shelf WHERE id = 10');
+    await live.query('DROP TABLE bin');
+    await settle();
+    const dropped = await undoCli(['--since', t4]);
+    expect(dropped.code, dropped.stderr).toBe(ExitCode.failed);
+    expect(dropped.stderr).toContain("table public.bin of the window's start was dropped at ");
+    expect(dropped.stderr).toContain(
+      "a dropped table's rows come back with `flashback restore --at` a moment before the drop",
+    );
   });
 
   it('refuses what it cannot do, saying why', async () => {
