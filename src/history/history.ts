@@ -24,6 +24,7 @@ import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-t
 import type { SchemaModel } from '../pg/schema/model.js';
 import { parseTableName, resolveTableName, type TableName } from '../pg/schema/names.js';
 import { partitionsIn } from '../pg/schema/partitions.js';
+import type { TableShape } from '../pg/schema/shapes.js';
 import {
   type CaptureInfo,
   type Change,
@@ -77,8 +78,12 @@ export interface RowVersion {
   readonly row: Readonly<Record<string, Cell>> | null;
   /** Columns whose value differs from the previous version; every column for the first one shown. */
   readonly changed: readonly string[];
-  /** Previous values of the changed columns (absent for the first version shown). */
+  /** Previous values of the changed columns the previous version had (absent for the first version shown). */
   readonly old?: Readonly<Record<string, Cell>>;
+  /** Changed columns the previous version did not have: added to the table in between (no old value). */
+  readonly added?: readonly string[];
+  /** Changed columns this version does not have: dropped from the table in between (old value only). */
+  readonly dropped?: readonly string[];
   /**
    * Columns whose value is unknown (shown as null): an unchanged TOASTed value
    * the server did not send, with no earlier version to take it from.
@@ -409,9 +414,13 @@ class RowTracker {
     const keyChangedFrom =
       from !== undefined && !sameCells(from, after.key) ? { keyChangedFrom: from } : {};
     const changed = present ? changedColumns(before.row, after.row) : [...after.row.keys()];
+    const had = changed.filter((c) => before.row.has(c));
     const old = present
-      ? { old: Object.fromEntries(changed.map((c) => [c, before.row.get(c) ?? null])) }
+      ? { old: Object.fromEntries(had.map((c) => [c, before.row.get(c) ?? null])) }
       : {};
+    // Columns added or dropped in between (schema changes): no old, or no new, value.
+    const added = present ? changed.filter((c) => !before.row.has(c)) : [];
+    const dropped = changed.filter((c) => !after.row.has(c));
     const unknown = after.unknown.size > 0 ? { unknown: [...after.unknown] } : {};
     return {
       ...base,
@@ -422,6 +431,8 @@ class RowTracker {
       row: Object.fromEntries(after.row),
       changed,
       ...old,
+      ...(added.length > 0 ? { added } : {}),
+      ...(dropped.length > 0 ? { dropped } : {}),
       ...unknown,
     };
   }
@@ -586,6 +597,10 @@ export async function selectLog(
 export interface SchemaView {
   readonly tables: ReadonlyArray<{ readonly schema: string; readonly name: string }>;
   readonly schema?: SchemaModel | undefined;
+  /** The moment: a snapshot's consistent time, a schema change's commit time (six-digit form). */
+  readonly at: string;
+  /** The tables' OIDs on the source, by schema.name, where known (snapshots by older versions lack them). */
+  readonly oids: ReadonlyMap<string, number>;
 }
 
 /**
@@ -602,12 +617,23 @@ export async function schemaViews(
 ): Promise<SchemaView[]> {
   const all: Array<{ lsn: bigint; view: SchemaView }> = manifests.map((m) => ({
     lsn: lsnValue(m.lsn),
-    view: m as SnapshotManifest<SchemaModel>,
+    view: {
+      tables: m.tables,
+      schema: (m as SnapshotManifest<SchemaModel>).schema,
+      at: normaliseTime(m.consistentAt ?? m.finishedAt),
+      oids: new Map(
+        m.tables.flatMap((t) => (t.oid === undefined ? [] : [[label(t.schema, t.name), t.oid]])),
+      ),
+    },
   }));
   for (const ref of await log.schemaRecords()) {
-    const r = await log.readSchema<SchemaModel, unknown>(ref);
-    if (r.model !== null)
-      all.push({ lsn: ref.endLsn, view: { tables: r.model.tables, schema: r.model } });
+    const r = await log.readSchema<SchemaModel, TableShape>(ref);
+    if (r.model === null) continue;
+    const oids = new Map(Object.entries(r.shapes ?? {}).map(([k, shape]) => [k, shape.oid]));
+    all.push({
+      lsn: ref.endLsn,
+      view: { tables: r.model.tables, schema: r.model, at: normaliseTime(r.commitTime), oids },
+    });
   }
   // Stable: a snapshot and a record at the same LSN keep the snapshots-first order.
   return all.sort((a, b) => (a.lsn < b.lsn ? -1 : a.lsn > b.lsn ? 1 : 0)).map((x) => x.view);
@@ -656,8 +682,9 @@ async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
     throw new UsageError(`--since (${o.since}) is after --until (${o.until})`);
   }
   const manifests = await new SnapshotStore(storage).all(info.target);
-  const name = resolveTableName(o.table, (n) => inSnapshots(manifests, n));
-  const partitions = partitionsIn(await schemaViews(log, manifests), name);
+  const views = await schemaViews(log, manifests);
+  const name = resolveTableName(o.table, (n) => inSnapshots(views, n));
+  const partitions = partitionsIn(views, name);
   if (partitions !== undefined) {
     // (A row's partition follows its partition key, which the user knows; an
     // update that moves it is a delete from one partition and an insert into another.)
@@ -670,11 +697,15 @@ async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
     );
   }
 
-  // The table: from the newest snapshot that has it; else as named (public by default).
+  // The table: as the newest snapshot or recorded schema (up to --until)
+  // that has a table of that name has it; else as named (public by default).
+  // Followed by its OID where known: a table renamed (or one whose name
+  // another took, as a migration swapping tables does) keeps its history.
   let schema = name.schema;
-  let definedIn: SnapshotManifest | undefined;
-  for (const m of [...manifests].reverse()) {
-    const hits = m.tables.filter(
+  let oid: number | undefined;
+  for (const v of [...views].reverse()) {
+    if (o.until !== undefined && v.at > o.until) continue;
+    const hits = v.tables.filter(
       (t) => t.name === name.name && (schema === undefined || t.schema === schema),
     );
     if (hits.length > 1) {
@@ -685,7 +716,7 @@ async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
     }
     if (hits.length === 1) {
       schema = hits[0]!.schema;
-      definedIn = m;
+      oid = v.oids.get(label(schema, name.name));
       break;
     }
   }
@@ -697,19 +728,40 @@ async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
     );
   }
   const tableLabel = label(schema, name.name);
+  /** The table in a snapshot: by OID (when both know it), else by name. */
+  const tableIn = (m: SnapshotManifest): TableSnapshot | undefined =>
+    oid !== undefined && m.tables.some((t) => t.oid !== undefined)
+      ? m.tables.find((t) => t.oid === oid)
+      : tableOf(m, schema!, name.name);
+  const definedIn = [...manifests].reverse().find((m) => tableIn(m) !== undefined);
+  if (oid !== undefined) {
+    const names = [
+      ...new Set(views.flatMap((v) => [...v.oids].filter(([, x]) => x === oid).map(([k]) => k))),
+    ];
+    if (names.length > 1) {
+      notes.push(
+        `the table was renamed (${names.join(' → ')}): its history is followed under each name, by the table's OID (${oid})`,
+      );
+    }
+  }
+  /** Whether a change is of this table: by the source's OID, when the log and the table have one. */
+  const ours = (c: Change): boolean =>
+    oid !== undefined && c.relid !== undefined && c.relid !== 0
+      ? c.relid === oid
+      : c.schema === schema && c.table === name.name;
 
   // Key columns and their types: from the snapshot, else from the log's relation record.
   let tracker: RowTracker | undefined;
   let integer: boolean[] = [];
   if (definedIn !== undefined) {
-    const t = tableOf(definedIn, schema, name.name)!;
+    const t = tableIn(definedIn)!;
     if (t.keyKind === 'none' || t.key.length === 0) {
       throw new UsageError(
         `${tableLabel} has neither a primary key nor a replica identity index: its rows have no key to follow`,
         { hint: 'row history needs a key; add a primary key to the table' },
       );
     }
-    const types = modelColumns(definedIn, schema, name.name);
+    const types = modelColumns(definedIn, t.schema, t.name);
     integer = t.key.map((k) => INTEGER_TYPES.has(types?.find((c) => c.name === k)?.type ?? ''));
     tracker = new RowTracker(t.key, resolveKey(o.key, t.key, integer, tableLabel));
   }
@@ -729,7 +781,7 @@ async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
   const snaps: SnapTable[] = manifests
     .map((m) => ({
       manifest: m,
-      table: tableOf(m, schema, name.name),
+      table: tableIn(m),
       lsn: lsnValue(m.lsn),
       consistent: normaliseTime(m.consistentAt ?? m.finishedAt),
     }))
@@ -800,7 +852,7 @@ async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
       const values = found;
       const byName = new Map(s.table.columns.map((c, i) => [c, values[i] ?? null]));
       // In the table's column order (chunks hold key columns first), as the change log has it.
-      const order = modelColumns(s.manifest, schema, name.name)
+      const order = modelColumns(s.manifest, s.table.schema, s.table.name)
         ?.map((c) => c.name)
         .filter((c) => byName.has(c));
       const names =
@@ -832,7 +884,7 @@ async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
     while (crossed < later.length && later[crossed]!.lsn <= tx.commitLsn) crossed++;
     tracker?.begin();
     for (const c of tx.changes) {
-      if (c.schema !== schema || c.table !== name.name) continue;
+      if (!ours(c)) continue;
       if (tracker === undefined) {
         tracker = keyFromLog(c);
         tracker.begin();

@@ -69,7 +69,9 @@ describe('flashback history', () => {
         PRIMARY KEY (tenant_id, email));
       INSERT INTO memberships
         SELECT t, 'user' || s || '@x.example', 'member', NULL
-          FROM generate_series(1, 3) t, generate_series(1, 300) s;`);
+          FROM generate_series(1, 3) t, generate_series(1, 300) s;
+      CREATE TABLE ledger (id int PRIMARY KEY, note text);
+      INSERT INTO ledger SELECT g, 'n' || g FROM generate_series(1, 5) g;`);
     expect((await cli(['init', '--repo', 'repo'])).code).toBe(0);
     await writeFile(
       path.join(dir, 'flashback.yaml'),
@@ -176,6 +178,18 @@ describe('flashback history', () => {
       `INSERT INTO subscribers (id, tenant_id, email, status, attributes, created_at) OVERRIDING SYSTEM VALUE
          VALUES (42, 1, 'back42@example.com', 'active', '{"back": true}', '2026-11-21 16:00:00.123456+00')`,
     );
+    // A migration swaps tables: ledger is renamed and a new one takes its
+    // name; the old one gains a column, then loses it.
+    await c.query(`UPDATE ledger SET note = 'v2' WHERE id = 3`);
+    await c.query('ALTER TABLE ledger RENAME TO ledger_old');
+    await c.query(
+      `CREATE TABLE ledger (id int PRIMARY KEY, note text); INSERT INTO ledger VALUES (3, 'new table')`,
+    );
+    await c.query(`UPDATE ledger_old SET note = 'v3' WHERE id = 3`);
+    await c.query('ALTER TABLE ledger_old ADD COLUMN extra int DEFAULT 5');
+    await c.query(`UPDATE ledger_old SET note = 'v4' WHERE id = 3`);
+    await c.query('ALTER TABLE ledger_old DROP COLUMN extra');
+    await c.query(`UPDATE ledger_old SET note = 'v5' WHERE id = 3`);
     // The composite key: a column, then the key itself (the row moves), then after the move.
     await step(
       moves,
@@ -309,6 +323,46 @@ describe('flashback history', () => {
     ).toEqual([
       ['update', moves[1]!.xid, ['2', 'user7@x.example']],
       ['update', moves[2]!.xid, undefined],
+    ]);
+  });
+
+  it('follows a table by its OID across a rename and a swap; columns added and dropped are marked', async () => {
+    const old = await cli(['history', 'ledger_old', '3', '--json']);
+    expect(old.code, old.stderr).toBe(0);
+    const v = JSON.parse(old.stdout) as RowVersion[];
+    expect(v.map((x) => [x.op, x.row, x.changed, x.old, x.added, x.dropped])).toEqual([
+      ['snapshot', { id: '3', note: 'n3' }, ['id', 'note'], undefined, undefined, undefined],
+      ['update', { id: '3', note: 'v2' }, ['note'], { note: 'n3' }, undefined, undefined],
+      ['update', { id: '3', note: 'v3' }, ['note'], { note: 'v2' }, undefined, undefined],
+      // The column came with the value PostgreSQL gave existing rows.
+      [
+        'update',
+        { id: '3', note: 'v4', extra: '5' },
+        ['note', 'extra'],
+        { note: 'v3' },
+        ['extra'],
+        undefined,
+      ],
+      [
+        'update',
+        { id: '3', note: 'v5' },
+        ['note', 'extra'],
+        { note: 'v4', extra: '5' },
+        undefined,
+        ['extra'],
+      ],
+    ]);
+    expect(old.stderr).toContain(
+      'the table was renamed (public.ledger → public.ledger_old): its history is followed under each name',
+    );
+    const text = await cli(['history', 'ledger_old', '3']);
+    expect(text.stdout).toMatch(/extra +\(column added\) → 5\n/);
+    expect(text.stdout).toMatch(/extra +5 → \(column dropped\)\n/);
+    // The name now is the new table's: its own history, not the old one's.
+    const now = await cli(['history', 'ledger', '3', '--json']);
+    expect(now.code, now.stderr).toBe(0);
+    expect((JSON.parse(now.stdout) as RowVersion[]).map((x) => [x.op, x.row])).toEqual([
+      ['insert', { id: '3', note: 'new table' }],
     ]);
   });
 

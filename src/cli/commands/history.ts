@@ -57,7 +57,8 @@ then every transaction in the change log that touched the row gives one
 version: its commit time (UTC, microseconds), transaction id, LSN, operation
 and the columns that changed, old → new. The first version shown is the row
 as it was when the window opened (every column). If the key changes, the
-history follows the row to its new key and says so. Times: --since
+history follows the row to its new key and says so; if the table was
+renamed, it follows the table (by its OID) under its earlier names. Times: --since
 2026-11-21T16:05:30Z, "2026-11-21 17:05:30.123456+01:00", 30m, 2h.
 
 Exit codes: 0 versions found; 3 usage, or no version of the row in the
@@ -119,8 +120,16 @@ export function render(h: RowHistory, since?: string, until?: string): string {
     }
     if (cols.length === 0) lines.push('    (no column changed)');
     for (const c of cols) {
-      const now = cell(v.row[c] ?? null, v.unknown?.includes(c) === true);
-      const was = v.old !== undefined && c in v.old ? `${cell(v.old[c] ?? null, false)} → ` : '';
+      const now =
+        v.dropped?.includes(c) === true
+          ? '(column dropped)'
+          : cell(v.row[c] ?? null, v.unknown?.includes(c) === true);
+      const was =
+        v.added?.includes(c) === true
+          ? '(column added) → '
+          : v.old !== undefined && c in v.old
+            ? `${cell(v.old[c] ?? null, false)} → `
+            : '';
       lines.push(`    ${c.padEnd(width)}  ${was}${now}`);
     }
   });
