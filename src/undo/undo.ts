@@ -681,7 +681,18 @@ async function readWindow(o: UndoOptions): Promise<{
   // tables created, and columns changed, between the snapshot and the
   // window are followed (schema-changes.ts), and the tables are the
   // window's start's.
-  const rebuilt = await rebuildPlan(planned, onProgress);
+  let rebuilt: { manifest: SnapshotManifest<SchemaModel>; overlay: Overlay };
+  try {
+    rebuilt = await rebuildPlan(planned, onProgress);
+  } catch (err) {
+    // The window's start is a moment whose schema capture could not read,
+    // or the snapshot is from a Flashback that did not record OIDs: read in
+    // the snapshot's tables, as before schema changes were followed (that
+    // refuses only a table whose columns changed and whose rows are in the way).
+    const fallback = ['restore.schema-unrecorded', 'restore.schema-changed'];
+    if (!(err instanceof OperationError) || !fallback.includes(err.code)) throw err;
+    rebuilt = { manifest: planned.manifest, overlay: await buildOverlay(planned, { onProgress }) };
+  }
   const pre: PointInTimePlan = { ...planned, manifest: rebuilt.manifest };
   const preOverlay = rebuilt.overlay;
   const first = preOverlay.next;

@@ -287,6 +287,30 @@ for (const server of testServers().filter((s) => s.major === 15 || s.major === 1
         const got = await state(server, into);
         for (const [t, want] of Object.entries(after.tables)) expect(got[t], t).toEqual(want);
 
+        // An undo whose window starts at such a moment reads in the snapshot's
+        // tables (as before schema changes were followed): nothing in its way changed columns.
+        const b2 = await runCli(['backup', name], { cwd: dir, env });
+        expect(b2.code, b2.stderr).toBe(0);
+        await stopCapture();
+        await live.query('ALTER TABLE tag ADD COLUMN c int DEFAULT 4');
+        const t1 = (
+          await live.query<{ t: string }>(
+            `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
+          )
+        ).rows[0]!.t;
+        await live.query('ALTER TABLE tag ADD COLUMN d int DEFAULT 5');
+        const acctBefore = (await state(server, db))['public.acct'];
+        expect(acctBefore).toBeDefined();
+        await live.query('DELETE FROM acct WHERE id <= 3');
+        await startCapture();
+        await new Promise((r) => setTimeout(r, 1500));
+        const u = await runCli(['undo', name, '--since', t1, '--apply', '--confirm', name], {
+          cwd: dir,
+          env,
+        });
+        expect(u.code, u.stderr).toBe(0);
+        expect((await state(server, db))['public.acct']).toEqual(acctBefore);
+
         // A damaged schema record is found by check --read-data.
         const log = new ChangeLog(new LocalStorage(path.join(dir, 'repo')), runScope(name));
         const ref = (await log.schemaRecords()).at(-1)!;
