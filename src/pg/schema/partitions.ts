@@ -52,19 +52,22 @@ export function partitionedTables(model: Pick<SchemaModel, 'tables'> | undefined
     .map((t) => ({ schema: t.schema, name: t.name }));
 }
 
+/** Snapshots, or recorded schemas, oldest first: each one's tables and (when known) schema model. */
+export type Moments = ReadonlyArray<{
+  readonly tables: readonly QualifiedName[];
+  readonly schema?: Pick<SchemaModel, 'tables'> | undefined;
+}>;
+
+/** A table name as given: its schema when qualified. */
+type NameAsked = { readonly schema: string | undefined; readonly name: string };
+
 /**
  * The partitions under the table `n` names, when the newest snapshot that
  * has a table of that name (snapshots oldest first) has it partitioned;
  * undefined when it is an ordinary table there, or in none. A
  * partitioned name in several schemas must be qualified.
  */
-export function partitionsIn(
-  snapshots: ReadonlyArray<{
-    readonly tables: readonly QualifiedName[];
-    readonly schema?: Pick<SchemaModel, 'tables'> | undefined;
-  }>,
-  n: { readonly schema: string | undefined; readonly name: string },
-): QualifiedName[] | undefined {
+export function partitionsIn(snapshots: Moments, n: NameAsked): QualifiedName[] | undefined {
   const named = (t: QualifiedName) =>
     t.name === n.name && (n.schema === undefined || t.schema === n.schema);
   for (const m of [...snapshots].reverse()) {
@@ -91,13 +94,7 @@ export function partitionsIn(
  * none has it. For a report over a window: a partition created, or
  * detached, within it held some of the parent's rows there.
  */
-export function partitionsEver(
-  models: ReadonlyArray<{
-    readonly tables: readonly QualifiedName[];
-    readonly schema?: Pick<SchemaModel, 'tables'> | undefined;
-  }>,
-  n: { readonly schema: string | undefined; readonly name: string },
-): QualifiedName[] | undefined {
+export function partitionsEver(models: Moments, n: NameAsked): QualifiedName[] | undefined {
   if (partitionsIn(models, n) === undefined) return undefined;
   // The parent the newest model means (partitionsIn refused a name in several schemas there).
   let parent: QualifiedName | undefined;
