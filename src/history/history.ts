@@ -599,6 +599,8 @@ export interface SchemaView {
   readonly schema?: SchemaModel | undefined;
   /** The moment: a snapshot's consistent time, a schema change's commit time (six-digit form). */
   readonly at: string;
+  /** Its position: a snapshot's LSN, the end LSN of a schema change's transaction. */
+  readonly lsn: bigint;
   /** The tables' OIDs on the source, by schema.name, where known (snapshots by older versions lack them). */
   readonly oids: ReadonlyMap<string, number>;
 }
@@ -615,28 +617,24 @@ export async function schemaViews(
   log: ChangeLog,
   manifests: readonly SnapshotManifest[],
 ): Promise<SchemaView[]> {
-  const all: Array<{ lsn: bigint; view: SchemaView }> = manifests.map((m) => ({
+  const all: SchemaView[] = manifests.map((m) => ({
+    tables: m.tables,
+    schema: (m as SnapshotManifest<SchemaModel>).schema,
+    at: normaliseTime(m.consistentAt ?? m.finishedAt),
     lsn: lsnValue(m.lsn),
-    view: {
-      tables: m.tables,
-      schema: (m as SnapshotManifest<SchemaModel>).schema,
-      at: normaliseTime(m.consistentAt ?? m.finishedAt),
-      oids: new Map(
-        m.tables.flatMap((t) => (t.oid === undefined ? [] : [[label(t.schema, t.name), t.oid]])),
-      ),
-    },
+    oids: new Map(
+      m.tables.flatMap((t) => (t.oid === undefined ? [] : [[label(t.schema, t.name), t.oid]])),
+    ),
   }));
   for (const ref of await log.schemaRecords()) {
     const r = await log.readSchema<SchemaModel, TableShape>(ref);
     if (r.model === null) continue;
     const oids = new Map(Object.entries(r.shapes ?? {}).map(([k, shape]) => [k, shape.oid]));
-    all.push({
-      lsn: ref.endLsn,
-      view: { tables: r.model.tables, schema: r.model, at: normaliseTime(r.commitTime), oids },
-    });
+    const at = normaliseTime(r.commitTime);
+    all.push({ tables: r.model.tables, schema: r.model, at, lsn: ref.endLsn, oids });
   }
   // Stable: a snapshot and a record at the same LSN keep the snapshots-first order.
-  return all.sort((a, b) => (a.lsn < b.lsn ? -1 : a.lsn > b.lsn ? 1 : 0)).map((x) => x.view);
+  return all.sort((a, b) => (a.lsn < b.lsn ? -1 : a.lsn > b.lsn ? 1 : 0));
 }
 
 /** A snapshot manifest holding the table, with the table's entry. */

@@ -35,6 +35,7 @@ import type { ResolvedTarget } from '../config/targets.js';
 import { OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard } from '../guard/guard.js';
+import { schemaViews } from '../history/history.js';
 import {
   buildOverlay,
   closeOverlay,
@@ -773,11 +774,9 @@ function chooseTables(
 async function createdSince(pre: PointInTimePlan, from: bigint): Promise<string[]> {
   const have = new Set(pre.manifest.tables.map(name));
   const out = new Set<string>();
-  for (const ref of await pre.log.schemaRecords()) {
-    if (ref.endLsn <= from) continue;
-    const r = await pre.log.readSchema<SchemaModel, unknown>(ref);
-    if (r.model === null || lsnValue(r.commitLsn) < from) continue;
-    for (const t of r.model.tables) if (!have.has(name(t))) out.add(name(t));
+  // (A transaction's schema record is named by its end LSN, past its commit LSN.)
+  for (const v of await schemaViews(pre.log, [])) {
+    if (v.lsn > from) for (const t of v.tables) if (!have.has(name(t))) out.add(name(t));
   }
   return [...out];
 }

@@ -62,15 +62,18 @@ export type Moments = ReadonlyArray<{
 type NameAsked = { readonly schema: string | undefined; readonly name: string };
 
 /**
- * The partitions under the table `n` names, when the newest snapshot that
- * has a table of that name (snapshots oldest first) has it partitioned;
- * undefined when it is an ordinary table there, or in none. A
- * partitioned name in several schemas must be qualified.
+ * The partitioned table `n` names in the newest of `moments` that has a
+ * table of that name, with that moment; undefined when it is an ordinary
+ * table there, or in none. A partitioned name in several schemas must be
+ * qualified.
  */
-export function partitionsIn(snapshots: Moments, n: NameAsked): QualifiedName[] | undefined {
+function newestParent(
+  moments: Moments,
+  n: NameAsked,
+): { readonly parent: QualifiedName; readonly in: Moments[number] } | undefined {
   const named = (t: QualifiedName) =>
     t.name === n.name && (n.schema === undefined || t.schema === n.schema);
-  for (const m of [...snapshots].reverse()) {
+  for (const m of [...moments].reverse()) {
     const parents = partitionedTables(m.schema).filter(named);
     if (parents.length === 0) {
       if (m.tables.some(named)) return undefined;
@@ -82,9 +85,19 @@ export function partitionsIn(snapshots: Moments, n: NameAsked): QualifiedName[] 
         { hint: `name it with its schema, e.g. ${parents[0]!.schema}.${n.name}` },
       );
     }
-    return partitionLeaves(m.schema, parents[0]!);
+    return { parent: parents[0]!, in: m };
   }
   return undefined;
+}
+
+/**
+ * The partitions under the table `n` names, when the newest snapshot that
+ * has a table of that name (snapshots oldest first) has it partitioned;
+ * undefined when it is an ordinary table there, or in none.
+ */
+export function partitionsIn(snapshots: Moments, n: NameAsked): QualifiedName[] | undefined {
+  const found = newestParent(snapshots, n);
+  return found === undefined ? undefined : partitionLeaves(found.in.schema, found.parent);
 }
 
 /**
@@ -95,17 +108,11 @@ export function partitionsIn(snapshots: Moments, n: NameAsked): QualifiedName[] 
  * detached, within it held some of the parent's rows there.
  */
 export function partitionsEver(models: Moments, n: NameAsked): QualifiedName[] | undefined {
-  if (partitionsIn(models, n) === undefined) return undefined;
-  // The parent the newest model means (partitionsIn refused a name in several schemas there).
-  let parent: QualifiedName | undefined;
-  for (let i = models.length - 1; i >= 0 && parent === undefined; i--) {
-    parent = partitionedTables(models[i]!.schema).find(
-      (t) => t.name === n.name && (n.schema === undefined || t.schema === n.schema),
-    );
-  }
+  const found = newestParent(models, n);
+  if (found === undefined) return undefined;
   const out = new Map<string, QualifiedName>();
   for (const m of models) {
-    for (const l of partitionLeaves(m.schema, parent!) ?? []) {
+    for (const l of partitionLeaves(m.schema, found.parent) ?? []) {
       out.set(JSON.stringify([l.schema, l.name]), l);
     }
   }
