@@ -80,11 +80,22 @@ export interface CaptureOptions {
 /** What capture started from. */
 export interface CaptureStart {
   readonly slot: string;
+  /** The slot was created: a new change log begins (see `newLogAdvice`). */
   readonly created: boolean;
   /** Where the log begins (the slot's consistent point). */
   readonly logStart: string;
   /** Where this session resumes (the last stored commit, or the log's start). */
   readonly resumeFrom: string;
+}
+
+/**
+ * What to tell the user when a new change log begins: a moment in the log is
+ * rebuilt from a snapshot the log continues, so every snapshot taken before
+ * this start is useless for it (status reports `log-unjoined` until one is
+ * taken). Said by `capture` and `serve` alike.
+ */
+export function newLogAdvice(target: string): string {
+  return `a new change log of "${target}" begins: moments in it are restored from a snapshot taken from now on, none taken before; take one while capture runs: \`flashback backup ${target}\``;
 }
 
 /** One stored segment. */
@@ -107,6 +118,7 @@ export interface CaptureResult {
   readonly segments: number;
   readonly transactions: number;
   readonly changes: number;
+  /** The log is complete up to here: the newest stored segment's `<committed>`, or the log's start. */
   readonly committed: string;
 }
 
@@ -587,7 +599,8 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
     }
     w?.cancel();
     await flush();
-    return { ...totals, committed: lsnText(committed) };
+    // (Nothing stored in any session: the log is complete up to its start.)
+    return { ...totals, committed: lsnText(committed > logStart ? committed : logStart) };
   } catch (err) {
     throw sourceFailed(target.name, err);
   } finally {

@@ -26,6 +26,11 @@ export interface ChangeLogFacts {
   readonly target: string;
   /** When the log began (`capture.json` `created`). */
   readonly created: string;
+  /**
+   * Where it begins (`capture.json` `startLsn`): a snapshot at or after it
+   * is continued by the log; one before it is not.
+   */
+  readonly startLsn: string;
   /** Source time of the newest heartbeat or commit stored; undefined while nothing is. */
   readonly newestAt: string | undefined;
   /** The log is complete up to this LSN (the newest segment's `<committed>`). */
@@ -69,6 +74,7 @@ export async function readChangeLogFacts(
       const base = {
         target,
         created: info.created,
+        startLsn: info.startLsn,
         newestAt,
         committed: last === undefined ? undefined : lsnText(last.committed),
         segments: segments.length,

@@ -93,9 +93,11 @@ export class Metrics {
   });
   /** Per target: Unix ms of the newest change or heartbeat stored (the gauge is its age at scrape time). */
   private readonly newestStored = new Map<string, number>();
+  /** Targets whose change log no snapshot is continued by (their recovery point is the newest snapshot's age). */
+  private readonly unjoined = new Set<string>();
   private readonly recoveryPoint = new Gauge({
     name: 'flashback_recovery_point_seconds',
-    help: 'Age of the newest change or heartbeat stored in the change log of a target (the data a restore to now would lose)',
+    help: 'Age of the newest moment a restore of a target can reach: the newest change or heartbeat stored in its change log, or its newest snapshot while no snapshot was taken since the log began (the data a restore to now would lose)',
     labelNames: ['target'],
     registers: [this.registry],
     collect: () => this.collectRecoveryPoint(),
@@ -163,7 +165,17 @@ export class Metrics {
       }
       if (t.changeLog === null) {
         this.newestStored.delete(target);
+        this.unjoined.delete(target);
+      } else if (!t.changeLog.joined) {
+        // No snapshot the log continues: the recovery point is the newest
+        // snapshot's age, which stored segments do not move (see observeSegment).
+        this.unjoined.add(target);
+        this.newestStored.set(
+          target,
+          Date.parse(report.at) - t.changeLog.recoveryPointSeconds * 1000,
+        );
       } else {
+        this.unjoined.delete(target);
         // The evaluation's age, as a point in time, so the gauge keeps ageing between evaluations.
         this.noteStored(target, report.at, -t.changeLog.recoveryPointSeconds * 1000);
       }
@@ -197,7 +209,7 @@ export class Metrics {
     this.captureTransactions.inc({ target }, s.transactions);
     this.captureChanges.inc({ target }, s.changes);
     for (const ms of s.lagsMs) this.captureLag.observe({ target }, Math.max(0, ms) / 1000);
-    if (s.newestAt !== undefined) this.noteStored(target, s.newestAt);
+    if (s.newestAt !== undefined && !this.unjoined.has(target)) this.noteStored(target, s.newestAt);
   }
 
   /** A capture started streaming, failed (and will be retried), or stopped with the service. */

@@ -3,6 +3,7 @@ import { parseConfig } from '../config/load.js';
 import type { RunRecord } from '../repo/runs.js';
 import { AlertTracker } from './alerts.js';
 import type { ChangeLogFacts } from './changelog-facts.js';
+import { Metrics } from './metrics.js';
 import { evaluateStatus, previousDue } from './status.js';
 
 const NOW = new Date('2026-11-21T12:00:00.000Z');
@@ -284,6 +285,7 @@ describe('status of a change log', () => {
   const log = (extra: Partial<ChangeLogFacts> = {}): ChangeLogFacts => ({
     target: 'prod',
     created: hoursAgo(3),
+    startLsn: '0/1000000',
     newestAt: secondsAgo(5),
     committed: '0/3000060',
     segments: 12,
@@ -311,6 +313,7 @@ describe('status of a change log', () => {
     expect(fresh.changeLog).toEqual({
       newestAt: secondsAgo(5),
       recoveryPointSeconds: 5,
+      joined: true,
       committed: '0/3000060',
       slot: null,
       bytesSinceSnapshot: 3 << 20,
@@ -339,6 +342,88 @@ describe('status of a change log', () => {
     expect(only.targets.map((t) => t.target)).toEqual(['prod']);
     // A change log without any snapshot restores nothing.
     expect(only.targets[0]!.findings.map((f) => f.kind)).toEqual(['no-backup']);
+  });
+
+  it('judges a log no snapshot was taken after by the newest snapshot: no moment of the log can be restored', () => {
+    // The only snapshot (0/3000000, an hour ago) is from before the log began.
+    const late = log({ startLsn: '0/3000010', created: hoursAgo(0.5) });
+    const t = evaluate([late]);
+    expect(t.severity).toBe('critical');
+    expect(t.findings.map((f) => [f.kind, f.severity, f.snapshot])).toEqual([
+      ['log-unjoined', 'critical', 's1'],
+    ]);
+    expect(t.findings[0]!.message).toBe(
+      `no snapshot of "prod" was taken since its change log began at ${hoursAgo(0.5)} (0/3000010): a restore reaches only the newest snapshot, s1 (1h old, critical above 5m), not any moment of the log; take one while capture runs: \`flashback backup prod\``,
+    );
+    // The recovery point is what a restore reaches, not the log's newest heartbeat.
+    expect(t.changeLog).toMatchObject({
+      recoveryPointSeconds: 3600,
+      joined: false,
+      newestAt: secondsAgo(5),
+      bytesSinceSnapshot: null,
+    });
+    // A snapshot 30 s old (at 0/4000000), the log begun just after it or at it.
+    const fresh = { ...snap('s2', 30 / 3600), lsn: '0/4000000' };
+    const startingAt = (startLsn: string) =>
+      evaluateStatus({
+        now: NOW,
+        config,
+        snapshots: [fresh],
+        runs: [run('verify', 0.001, true, { snapshot: 's2' })],
+        changeLogs: [log({ startLsn, created: secondsAgo(20) })],
+      }).targets[0]!;
+    // A warning while within the thresholds.
+    const soon = startingAt('0/4000001');
+    expect(soon.findings.map((f) => [f.kind, f.severity])).toEqual([['log-unjoined', 'warning']]);
+    expect(soon.findings[0]!.message).toContain('s2 (30s old), not any moment');
+    expect(soon.changeLog?.recoveryPointSeconds).toBe(30);
+    // A snapshot at the log's start is continued by it.
+    const atStart = startingAt('0/4000000');
+    expect(atStart.findings).toEqual([]);
+    expect(atStart.changeLog).toMatchObject({ recoveryPointSeconds: 5, joined: true });
+  });
+
+  it('the recovery point metric of a log no snapshot is continued by stays the snapshot age', async () => {
+    const metrics = new Metrics();
+    const rpo = async () =>
+      Number(
+        /^flashback_recovery_point_seconds\{target="prod"\} (\S+)$/m.exec(
+          await metrics.text(),
+        )?.[1],
+      );
+    const report = (startLsn: string) =>
+      evaluateStatus({
+        now: new Date(),
+        config,
+        snapshots: [
+          {
+            id: 's1',
+            target: 'prod',
+            startedAt: new Date(Date.now() - 600_000).toISOString(),
+            lsn: '0/3000000',
+          },
+        ],
+        runs: [],
+        changeLogs: [log({ startLsn, newestAt: new Date(Date.now() - 2000).toISOString() })],
+      });
+    metrics.observeStatus(report('0/3000010'));
+    // Capture stores a segment: the log is newer, a restore reaches no further.
+    metrics.observeSegment('prod', {
+      transactions: 1,
+      changes: 1,
+      lagsMs: [],
+      newestAt: new Date().toISOString(),
+    });
+    expect(await rpo()).toBeGreaterThanOrEqual(600);
+    // Once a snapshot the log continues exists, the log's newest change counts.
+    metrics.observeStatus(report('0/2000000'));
+    metrics.observeSegment('prod', {
+      transactions: 1,
+      changes: 1,
+      lagsMs: [],
+      newestAt: new Date().toISOString(),
+    });
+    expect(await rpo()).toBeLessThan(2);
   });
 
   it('warns when a restore to now would first read more change log than log_since_snapshot_warning', () => {

@@ -20,6 +20,9 @@
  *   its work);
  * - for a target with a change log: the recovery point (age of the newest
  *   change or heartbeat stored) older than recovery_point_warning/critical;
+ *   no snapshot that the log continues (taken after the log began), so no
+ *   moment in the log can be restored: the recovery point is then the
+ *   newest snapshot's age (warning, critical past recovery_point_critical);
  *   its replication slot gone (critical: capture cannot resume), lost WAL
  *   (critical), holding more than capture.max_retained_wal or not read by
  *   any capture (warnings), or not checkable (warning);
@@ -58,6 +61,7 @@ export type FindingKind =
   | 'check-failed'
   | 'missed-run'
   | 'recovery-point'
+  | 'log-unjoined'
   | 'log-since-snapshot'
   | 'slot-missing'
   | 'slot-lost'
@@ -100,8 +104,21 @@ export interface TargetStatus {
   readonly changeLog: {
     /** Source time of the newest change or heartbeat stored (null: nothing stored yet). */
     readonly newestAt: string | null;
-    /** Its age (from the log's start while nothing is stored): the recovery point. */
+    /**
+     * The recovery point: the age of the newest moment a restore can reach.
+     * With a snapshot the log continues, the age of `newestAt` (from the
+     * log's start while nothing is stored); with snapshots but none the
+     * log continues, the newest snapshot's (no moment of the log can be
+     * restored). With no snapshot at all it is the log's, and the no-backup
+     * finding says that nothing can be restored.
+     */
     readonly recoveryPointSeconds: number;
+    /**
+     * False when the target has snapshots but none was taken after the log
+     * began (an LSN at or after the log's start): a restore can reach no
+     * moment of the log, only the newest snapshot.
+     */
+    readonly joined: boolean;
     /** The log is complete up to this LSN. */
     readonly committed: string | null;
     /** The replication slot's state; null when not checked, missing, or not checkable. */
@@ -438,17 +455,33 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
   const failing = input.captureFailures?.find((c) => c.target === target);
   let changeLog: TargetStatus['changeLog'] = null;
   if (log !== undefined) {
-    const a = age(log.newestAt ?? log.created);
+    // Moments in the log can be restored only from a snapshot taken after
+    // the log began: one taken before it (say, the first backup, with capture
+    // started after) misses the changes in between. Without one, a restore
+    // reaches only the newest snapshot, however fresh the log is.
+    const logStart = lsnValue(log.startLsn);
+    const joined = snaps.filter((s) => lsnValue(s.lsn) >= logStart);
+    // (No snapshot at all: the no-backup finding says what is wrong; the log
+    // is still judged, so that a stopped capture is found meanwhile.)
+    const unjoined = joined.length === 0 ? newestSnap : undefined;
+    const a = age(unjoined?.startedAt ?? log.newestAt ?? log.created);
+    const limitOf = (level: 'warning' | 'critical') =>
+      formatDuration(level === 'critical' ? th.recoveryPointCritical : th.recoveryPointWarning);
     const level =
       a > th.recoveryPointCritical
         ? 'critical'
         : a > th.recoveryPointWarning
           ? 'warning'
           : undefined;
-    if (level !== undefined) {
-      const limit = formatDuration(
-        level === 'critical' ? th.recoveryPointCritical : th.recoveryPointWarning,
+    if (unjoined !== undefined) {
+      add(
+        level ?? 'warning',
+        'log-unjoined',
+        `no snapshot of "${target}" was taken since its change log began at ${log.created} (${log.startLsn}): a restore reaches only the newest snapshot, ${unjoined.id} (${formatDuration(a)} old${level === undefined ? '' : `, ${level} above ${limitOf(level)}`}), not any moment of the log; take one while capture runs: \`flashback backup ${target}\``,
+        unjoined.id,
       );
+    } else if (level !== undefined) {
+      const limit = limitOf(level);
       add(
         level,
         'recovery-point',
@@ -480,7 +513,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       }
     }
     // The log a restore to now reads first: from the snapshot with the newest LSN.
-    const base = snaps.reduce<SnapshotSummary | undefined>(
+    const base = joined.reduce<SnapshotSummary | undefined>(
       (x, s) => (x === undefined || lsnValue(s.lsn) > lsnValue(x.lsn) ? s : x),
       undefined,
     );
@@ -500,6 +533,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
     changeLog = {
       newestAt: log.newestAt ?? null,
       recoveryPointSeconds: Math.round(a / 1000),
+      joined: unjoined === undefined,
       committed: log.committed ?? null,
       slot: state,
       bytesSinceSnapshot,

@@ -12,7 +12,7 @@
  * at once, so the first failure of a streak is alerted (finding
  * `capture-failed`), and so is its recovery.
  */
-import { capture } from '../capture/capture.js';
+import { capture, newLogAdvice } from '../capture/capture.js';
 import type { ResolvedTarget } from '../config/targets.js';
 import { OperationError } from '../errors.js';
 import type { Metrics } from '../monitor/metrics.js';
@@ -113,6 +113,7 @@ export class CaptureLoop {
               { target: name, slot: s.slot, created: s.created, resumeFrom: s.resumeFrom },
               `capture ${name}: streaming (${s.created ? `created slot "${s.slot}"` : `slot "${s.slot}"`}, resuming from ${s.resumeFrom})`,
             );
+            if (s.created) log.warn({ target: name }, `capture ${name}: ${newLogAdvice(name)}`);
           },
           onSegment: (s) => {
             metrics.observeSegment(name, s);

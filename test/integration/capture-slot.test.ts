@@ -576,3 +576,83 @@ describe('a repository that lost the newest segments of its change log, on the s
     expect((await log.ackRecord())?.since).toBe(lsnText(ahead));
   });
 });
+
+describe('a change log begun after the newest backup, on the shared PostgreSQL 17', () => {
+  it('capture says a snapshot is needed; status holds the recovery point at the snapshot until one is taken', async () => {
+    const { dir, cleanup } = await tempDir();
+    const db = await freshDatabase(shared, 'latelog');
+    const env = { PW: shared.password };
+    try {
+      await sql(shared, db, CAPTURE_SCHEMA);
+      expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `repository: repo\ntargets:\n  latelog:\n    host: ${shared.host}\n    port: ${shared.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n`,
+      );
+      // The usual first steps the wrong way round: a backup, then capture.
+      const first = await runCli(['backup', 'latelog'], { cwd: dir, env });
+      expect(first.code, first.stderr).toBe(0);
+      const backedUpAt = Date.now();
+      const capture = new CaptureProcess(dir, env, [
+        'capture',
+        'latelog',
+        '--flush-interval',
+        '200ms',
+        '--heartbeat',
+        '1s',
+      ]).start();
+      try {
+        await capture.streaming();
+        expect(capture.output).toContain(
+          'flashback: note: a new change log of "latelog" begins: moments in it are restored from a snapshot taken from now on, none taken before; take one while capture runs: `flashback backup latelog`',
+        );
+        // Heartbeats are stored, yet no moment of the log can be restored.
+        await new Promise((r) => setTimeout(r, 2000));
+        const status = async () => {
+          const s = await runCli(['status', '--target', 'latelog', '--json', '--repository-only'], {
+            cwd: dir,
+            env,
+          });
+          return statusOf(s.stdout, 'latelog') as StatusTarget & {
+            changeLog: { joined: boolean };
+          };
+        };
+        const before = await status();
+        expect(before.changeLog?.newestAt).not.toBeNull();
+        expect(before.changeLog?.joined).toBe(false);
+        expect(before.changeLog!.recoveryPointSeconds).toBeGreaterThanOrEqual(
+          Math.floor((Date.now() - backedUpAt) / 1000) - 1,
+        );
+        const unjoined = before.findings.find((f) => f.kind === 'log-unjoined');
+        expect(unjoined?.severity).toBe('warning');
+        expect(unjoined?.message).toMatch(
+          /^no snapshot of "latelog" was taken since its change log began at .*: a restore reaches only the newest snapshot, \S+ \(\d+s old\), not any moment of the log; take one while capture runs: `flashback backup latelog`$/,
+        );
+        // And restore --at agrees: nothing to start from.
+        const at = await runCli(
+          ['restore', 'latelog', '--at', 'now', '--to', 'postgres://x@127.0.0.1:1/none'],
+          { cwd: dir, env },
+        );
+        expect(at.code).toBe(ExitCode.usage);
+        expect(at.stderr).toContain('no snapshot of "latelog" to start from');
+
+        const second = await runCli(['backup', 'latelog'], { cwd: dir, env });
+        expect(second.code, second.stderr).toBe(0);
+        await new Promise((r) => setTimeout(r, 1500));
+        const after = await status();
+        expect(after.changeLog?.joined).toBe(true);
+        expect(after.changeLog!.recoveryPointSeconds).toBeLessThan(5);
+        expect(after.findings.map((f) => f.kind)).not.toContain('log-unjoined');
+      } finally {
+        const last = await capture.stop();
+        expect(last?.code, last?.stderr).toBe(0);
+      }
+    } finally {
+      const c = await connectTo(shared, db);
+      await dropSlot(c, 'flashback_latelog', { waitSeconds: 10 }).catch(() => {});
+      await c.end();
+      await sql(shared, 'postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+      await cleanup();
+    }
+  });
+});

@@ -1,6 +1,6 @@
 /** `flashback capture TARGET`: the continuous change log. */
 import type { Command } from 'commander';
-import { capture, slotName } from '../../capture/capture.js';
+import { capture, newLogAdvice, slotName } from '../../capture/capture.js';
 import { parseDuration } from '../../config/duration.js';
 import { resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
@@ -95,10 +95,12 @@ Exit codes: 0 stopped; 1 failed (the stream or the repository); 4 refused
         flushIntervalMs,
         heartbeatMs,
         onWarning: (m) => ctx.err(`flashback: warning: ${m}\n`),
-        onStart: (s) =>
+        onStart: (s) => {
           ctx.err(
             `capture ${target.name}: ${s.created ? 'created' : 'using'} slot "${s.slot}"; the log starts at ${s.logStart}, resuming from ${s.resumeFrom}\n`,
-          ),
+          );
+          if (s.created) ctx.err(`flashback: note: ${newLogAdvice(target.name)}\n`);
+        },
         onSegment: (s) => {
           totals = {
             transactions: totals.transactions + s.transactions,
