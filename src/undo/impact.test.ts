@@ -279,6 +279,32 @@ describe('impactReport', () => {
     });
   });
 
+  it('without --until, ends where the log does when that is under a minute short of now', async () => {
+    const repo = await fixture(story());
+    const asOf = (until: string) =>
+      impactReport({ repo, column: 'tenant_id', since: WINDOW, until, untilIsNow: true });
+    // The log ends at 10:00:20 (its last heartbeat): 20 s before now is capture's usual lag.
+    const soon = await asOf('2026-11-21T10:00:40.000000Z');
+    expect(soon.until).toBe('2026-11-21T10:00:20.000000Z');
+    expect(soon.notes.filter((n) => n.includes('the change log reaches'))).toEqual([]);
+    // 100 s short: capture may have stopped; the report says so and keeps the window asked for.
+    const late = await asOf('2026-11-21T10:02:00.000000Z');
+    expect(late.until).toBe('2026-11-21T10:02:00.000000Z');
+    expect(late.notes).toContain(
+      'the change log reaches only 2026-11-21T10:00:20.000000Z: changes committed after that, up to 2026-11-21T10:02:00.000000Z, are not in it (is capture running?)',
+    );
+    // An --until given is kept, and a log short of it is always said.
+    const given = await impactReport({
+      repo,
+      column: 'tenant_id',
+      since: WINDOW,
+      until: '2026-11-21T10:00:40.000000Z',
+    });
+    expect(given.until).toBe('2026-11-21T10:00:40.000000Z');
+    expect(given.notes.some((n) => n.startsWith('the change log reaches only'))).toBe(true);
+    expect(soon.rows).toEqual(given.rows);
+  });
+
   it('narrows to --table, and names a table without the column once', async () => {
     const repo = await fixture(story());
     const r = await impactReport({

@@ -87,7 +87,16 @@ export interface ImpactOptions {
   readonly since: ImpactSince;
   /** The window's end, inclusive (ISO 8601 UTC, six fractional digits). */
   readonly until: string;
+  /**
+   * `until` is now because none was asked for: the report then ends where
+   * the change log does when that is less than a minute short of now (what
+   * capture's flush and heartbeat intervals leave), without a note.
+   */
+  readonly untilIsNow?: boolean | undefined;
 }
+
+/** How far short of now a log may end before `impact` says capture may not be running. */
+const LOG_SLACK_MS = 60_000;
 
 /** One value of the column in one table: the distinct rows changed. */
 export interface ImpactRow {
@@ -131,6 +140,7 @@ export interface ImpactReport {
   readonly since: string;
   /** Set when the window starts at a snapshot: its id and consistent point. */
   readonly sinceSnapshot: { readonly id: string; readonly lsn: string } | null;
+  /** The window's end: as asked, or without --until the end of the change log when that is under a minute before now. */
   readonly until: string;
   /** Transactions committed in the window (every table). */
   readonly transactions: number;
@@ -661,7 +671,15 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
     );
   }
 
-  if (newest === '' || newest < until) {
+  // Capture stores a commit within a second and a heartbeat every few, so
+  // the log is always a few seconds short of now: only a log a minute
+  // behind means changes up to now may be missing.
+  const endsAtLog =
+    o.untilIsNow === true &&
+    newest > since &&
+    newest < until &&
+    Date.parse(until) - Date.parse(newest) <= LOG_SLACK_MS;
+  if (!endsAtLog && (newest === '' || newest < until)) {
     notes.push(
       `the change log reaches ${newest === '' ? 'no commit or heartbeat after the window opens' : `only ${newest}`}: changes committed after that, up to ${until}, are not in it (is capture running?)`,
     );
@@ -714,7 +732,7 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
     column,
     since,
     sinceSnapshot,
-    until,
+    until: endsAtLog ? newest : until,
     transactions,
     changes,
     rows,

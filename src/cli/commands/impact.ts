@@ -34,7 +34,10 @@ export function registerImpact(program: Command, context: (cmd: Command) => CliC
       '--since-snapshot <id>',
       "start at a snapshot's consistent point: what a restore of it would wipe out",
     )
-    .option('--until <time>', 'end of the window, inclusive (default: now)')
+    .option(
+      '--until <time>',
+      'end of the window, inclusive (default: now, or the end of the change log when it is less than a minute short of now)',
+    )
     .option(
       '--table <table>',
       'only this table (repeatable): name or schema.name as in SQL (or exactly as written when only that exists); a partitioned table stands for its partitions',
@@ -82,6 +85,7 @@ needs is missing or damaged.`,
         tables: opts.table,
         since,
         until,
+        untilIsNow: opts.until === undefined,
       });
       if (ctx.json || opts.csv === true) {
         // stdout stays machine-readable; what a reader should know goes to stderr.
