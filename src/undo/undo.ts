@@ -730,7 +730,11 @@ async function readWindow(o: UndoOptions): Promise<{
     // A schema change inside the window: one that comes before the window is followed.
     if (err instanceof OperationError && err.code === 'restore.schema-changed') {
       throw new OperationError('undo.schema-changed', err.message, {
-        hint: "undo the changes after the schema change (--since its commit time) and those before it (--until just before it) separately; a dropped table's rows come back with `flashback restore --at` a moment before the drop and `--table`",
+        hint:
+          sel.kind === 'tx'
+            ? // The change is in the transaction itself: there is no "after it" to undo apart.
+              `the transaction changed columns as well as rows, and undo does not reverse rows across a schema change; rebuild the rows as they were just before it in another database (\`flashback restore ${o.target.name} --before-xid ${sel.xid} --table TABLE --to OTHER --create\`) and copy back what you need`
+            : "undo the changes after the schema change (--since its commit time) and those before it (--until just before it) separately; a dropped table's rows come back with `flashback restore --at` a moment before the drop and `--table`",
       });
     }
     throw err;

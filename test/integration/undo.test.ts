@@ -1108,6 +1108,23 @@ describe('undo', () => {
     expect(after.code, after.stderr).toBe(0);
     expect(await rows(live, 'SELECT * FROM bin')).toEqual(binAtT3);
 
+    // A migration that changes columns and rows in one transaction: no
+    // "after the change" to undo apart; the hint rebuilds the rows elsewhere.
+    await live.query('BEGIN');
+    await live.query('ALTER TABLE bin DROP COLUMN size');
+    await live.query("UPDATE bin SET label = 'relabelled' WHERE id = 2");
+    const xid = (await live.query<{ x: string }>('SELECT txid_current()::text AS x')).rows[0]!.x;
+    await live.query('COMMIT');
+    await settle();
+    const migration = await undoCli(['--tx', xid]);
+    expect(migration.code, migration.stderr).toBe(ExitCode.failed);
+    expect(migration.stderr).toContain(
+      "the columns of public.bin changed after the window's start",
+    );
+    expect(migration.stderr).toContain(
+      `hint: the transaction changed columns as well as rows, and undo does not reverse rows across a schema change; rebuild the rows as they were just before it in another database (\`flashback restore ${name} --before-xid ${xid} --table TABLE --to OTHER --create\`)`,
+    );
+
     // A table dropped in the window: refused, pointing at restore --at for its rows.
     const t4 = await clock(live);
     await live.query('DELETE FROM shelf WHERE id = 10');
