@@ -35,6 +35,7 @@ import {
   type ReplicationEvent,
   type ReplicationStream,
 } from '../pg/replication/stream.js';
+import { qualify } from '../pg/schema/quote.js';
 import { readServerInfo } from '../pg/server-info.js';
 import {
   ChangeLog,
@@ -43,7 +44,7 @@ import {
   lsnValue,
   type SchemaRecord,
 } from '../repo/changelog.js';
-import { SCHEMA_EVENT_PREFIX, SegmentBuilder } from '../repo/changelog-format.js';
+import { decodeStored, SCHEMA_EVENT_PREFIX, SegmentBuilder } from '../repo/changelog-format.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
 import { faultpoint } from '../util/faultpoint.js';
@@ -311,6 +312,8 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
     let newestBeat: string | undefined;
     // Transaction state. Relation messages are kept to repeat in every segment.
     const relations = new Map<number, Buffer>();
+    // Relations warned about as having no replica identity (once each).
+    const warned = new Set<number>();
     // The schema-change generation of the open transaction, and a committed
     // one whose schema is still to be recorded (before its segment is stored).
     let txGeneration: number | undefined;
@@ -409,10 +412,31 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       // from them (offsets per "Logical Replication Message Formats", protocol 1).
       const m = ev.data;
       switch (m[0]) {
-        case 0x52: // Relation: id at 1
-          relations.set(m.readUInt32BE(1), m);
-          described.delete(m.readUInt32BE(1));
+        case 0x52: {
+          // Relation: id at 1
+          const id = m.readUInt32BE(1);
+          relations.set(id, m);
+          described.delete(id);
+          if (!warned.has(id)) {
+            const bare = unidentifiedRelation(m);
+            if (bare !== undefined) {
+              warned.add(id);
+              // The description is as of the change: a table created without
+              // a key and given an identity since (the event trigger does so
+              // at the end of its CREATE) is fine now. Asked aside, so the
+              // stream does not wait; a failed look says nothing.
+              void stillUnidentified(client, id)
+                .then((still) => {
+                  if (still)
+                    options.onWarning?.(
+                      `${bare} has no primary key and no replica identity: UPDATE and DELETE on it fail on the source while the publication exists; set REPLICA IDENTITY FULL (capture's event triggers do this for new tables when its role is a superuser)`,
+                    );
+                })
+                .catch(() => {});
+            }
+          }
           break;
+        }
         case 0x42: // Begin: final LSN at 1, commit time at 9
           inTx = true;
           txGeneration = undefined;
@@ -695,16 +719,41 @@ export async function captureSlotInfo(client: PgClient, scope: string) {
 }
 
 /** Ordinary tables (and partitions) whose updates and deletes cannot be published. */
+/**
+ * The table a Relation message describes, if it has no replica identity
+ * (NOTHING, or DEFAULT without a primary key: no column flagged as key).
+ * A table created after capture started, when no event trigger could set
+ * its identity: the server is then refusing UPDATE and DELETE on it.
+ */
+function unidentifiedRelation(m: Buffer): string | undefined {
+  const r = decodeStored(m, 0, m.length);
+  if (r?.[0] !== 'R') return undefined;
+  const [, , schema, name, identity, columns] = r;
+  const none = identity === 'n' || (identity === 'd' && !columns.some((c) => c[3]));
+  return none ? qualify(schema, name) : undefined;
+}
+
+/** A table `c` on whose rows the server refuses UPDATE and DELETE once published. */
+const UNIDENTIFIED = `(c.relreplident = 'n'
+  OR (c.relreplident = 'd' AND NOT EXISTS (
+        SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))`;
+
 async function tablesWithoutIdentity(client: PgClient): Promise<string[]> {
   const r = await client.query<{ t: string }>(
     `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS t
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind = 'r'
         AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-        AND (c.relreplident = 'n'
-             OR (c.relreplident = 'd' AND NOT EXISTS (
-                   SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))
+        AND ${UNIDENTIFIED}
       ORDER BY 1`,
   );
   return r.rows.map((x) => x.t);
+}
+
+/** Whether the table of this OID has no replica identity now. */
+async function stillUnidentified(client: PgClient, oid: number): Promise<boolean> {
+  const r = await client.query(`SELECT 1 FROM pg_class c WHERE c.oid = $1 AND ${UNIDENTIFIED}`, [
+    oid,
+  ]);
+  return (r.rowCount ?? 0) > 0;
 }

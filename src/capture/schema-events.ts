@@ -28,15 +28,26 @@
  * The trigger functions never fail the user's DDL: an error inside them
  * becomes a WARNING, and the missing event makes restores across that
  * change refuse (the log's columns then disagree with the recorded ones).
+ *
+ * One more duty of `flashback_ddl`: a table a command leaves without a
+ * primary key and with the default replica identity (CREATE TABLE or
+ * CREATE TABLE AS without a key, a primary key dropped) is set to REPLICA
+ * IDENTITY FULL, with a WARNING naming it. Capture's publication is FOR
+ * ALL TABLES, and PostgreSQL refuses UPDATE and DELETE on a published
+ * table that has no replica identity: without this, a migration creating
+ * such a table would break the application's writes to it as soon as it
+ * ran. (Capture refuses to start over existing ones instead: it does not
+ * change tables the user had before asking.)
  */
 import type { PgClient } from '../pg/connect.js';
+import { DEFAULT_PUBLICATION } from '../pg/replication/stream.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import { readSchema } from '../pg/schema/read.js';
 import { readTableShapes, type TableShape } from '../pg/schema/shapes.js';
 import { SCHEMA_EVENT_PREFIX } from '../repo/changelog-format.js';
 
 /** Version of the objects below; raised when they change, so capture replaces them. */
-export const SCHEMA_EVENTS_VERSION = 2;
+export const SCHEMA_EVENTS_VERSION = 3;
 
 /** A column as an event lists it: attnum, name, type (format_type), dropped, value of rows from before it was added. */
 export type EventColumn = readonly [
@@ -166,6 +177,8 @@ REVOKE ALL ON FUNCTION _flashback.emit(jsonb, boolean) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION _flashback.on_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER ${FUNCTION_SETTINGS} AS $fb$
+DECLARE
+  bare regclass;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() d
                   WHERE d.schema_name IS DISTINCT FROM 'pg_temp'
@@ -173,6 +186,23 @@ BEGIN
                     AND NOT d.in_extension IS TRUE) THEN
     RETURN;
   END IF;
+  -- Published tables (not temporary, not unlogged) left without a replica
+  -- identity: UPDATE and DELETE on them would fail. The ALTER fires this
+  -- trigger again, which finds the table FULL and records the change.
+  BEGIN
+    FOR bare IN
+      SELECT c.oid::regclass FROM (${TOUCHED_TABLES}) t (oid, nspname, relname)
+        JOIN pg_class c ON c.oid = t.oid
+       WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND c.relreplident = 'd'
+         AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+         AND EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = '${DEFAULT_PUBLICATION}')
+    LOOP
+      EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', bare);
+      RAISE WARNING 'flashback: % has no primary key: set to REPLICA IDENTITY FULL, since UPDATE and DELETE on it would otherwise fail while capture publishes every table (give it a primary key to use that instead)', bare;
+    END LOOP;
+  EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'flashback: could not set REPLICA IDENTITY FULL on a table without a primary key (UPDATE and DELETE on it fail while capture runs): %', SQLERRM;
+  END;
   PERFORM _flashback.emit(jsonb_build_object(
     'kind', 'ddl',
     'tags', (SELECT jsonb_agg(DISTINCT d.command_tag) FROM pg_event_trigger_ddl_commands() d),

@@ -8,8 +8,10 @@
  *   still rebuilds exactly;
  * - a role with REPLICATION but not superuser: capture warns that schema
  *   changes are not recorded and captures rows; a moment without schema
- *   changes rebuilds exactly. Once a superuser installed the event triggers,
- *   the same role captures without the warning.
+ *   changes rebuilds exactly; a table created without a key is named as one
+ *   the server refuses UPDATE and DELETE on. Once a superuser installed the
+ *   event triggers, the same role captures without the warning, and tables
+ *   created or altered to have no key get REPLICA IDENTITY FULL.
  */
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -209,6 +211,23 @@ describe('capture without a superuser (PostgreSQL 17)', () => {
       );
       expect(r.code, r.stderr).toBe(0);
       expect(await rows(server, into, 'item')).toEqual(want);
+
+      // A migration creates a table without a key: no event trigger gives it
+      // an identity, so the server now refuses UPDATE on it. Capture says so
+      // when its first row arrives.
+      await live.query(`CREATE TABLE loose (a int, b text); GRANT SELECT ON loose TO ${role};
+        INSERT INTO loose VALUES (1, 'x')`);
+      await expect(live.query("UPDATE loose SET b = 'y'")).rejects.toThrow(
+        /does not have a replica identity and publishes updates/,
+      );
+      const end = Date.now() + 10_000;
+      while (!capture.output.includes('public.loose has no') && Date.now() < end) {
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(capture.output).toContain(
+        'flashback: warning: public.loose has no primary key and no replica identity: UPDATE and DELETE on it fail on the source while the publication exists; set REPLICA IDENTITY FULL',
+      );
+      await live.query('DROP TABLE loose');
     } finally {
       await capture.stop();
     }
@@ -238,6 +257,49 @@ describe('capture without a superuser (PostgreSQL 17)', () => {
     try {
       await capture.streaming();
       expect(capture.output).not.toContain('not recorded');
+
+      // Tables a command leaves without a key get REPLICA IDENTITY FULL, with
+      // a warning to whoever ran it; their UPDATE and DELETE keep working.
+      const warnings: string[] = [];
+      const onNotice = (n: { message?: string | undefined }): void => {
+        warnings.push(n.message ?? '');
+      };
+      live.on('notice', onNotice);
+      try {
+        await live.query(`
+          CREATE TABLE journal (at int, note text);
+          CREATE TABLE journal_copy AS SELECT g AS at FROM generate_series(1, 3) g;
+          CREATE TABLE keyed (id int CONSTRAINT keyed_pk PRIMARY KEY, v text);
+          CREATE UNLOGGED TABLE scratchpad (v text);
+          CREATE TEMPORARY TABLE tmp (v text);`);
+        await live.query('ALTER TABLE keyed DROP CONSTRAINT keyed_pk');
+        await live.query(`INSERT INTO journal VALUES (1, 'a'), (2, 'b');
+          UPDATE journal SET note = 'c' WHERE at = 2; DELETE FROM journal WHERE at = 1;
+          DELETE FROM journal_copy WHERE at = 3; INSERT INTO keyed VALUES (1, 'k');
+          UPDATE keyed SET v = 'l'`);
+      } finally {
+        live.removeListener('notice', onNotice);
+      }
+      const identity = await live.query<{ relname: string; relreplident: string }>(
+        `SELECT relname, relreplident FROM pg_class
+          WHERE relname IN ('journal', 'journal_copy', 'keyed', 'scratchpad', 'item') ORDER BY relname`,
+      );
+      expect(identity.rows.map((x) => [x.relname, x.relreplident])).toEqual([
+        ['item', 'd'], // has a primary key: untouched
+        ['journal', 'f'],
+        ['journal_copy', 'f'],
+        ['keyed', 'f'],
+        ['scratchpad', 'd'], // unlogged: not published
+      ]);
+      expect(warnings.filter((w) => w.startsWith('flashback: '))).toEqual(
+        ['journal', 'journal_copy', 'keyed'].map(
+          (t) =>
+            `flashback: public.${t} has no primary key: set to REPLICA IDENTITY FULL, since UPDATE and DELETE on it would otherwise fail while capture publishes every table (give it a primary key to use that instead)`,
+        ),
+      );
+      await new Promise((r) => setTimeout(r, 1500));
+      // Their rows arrive with an identity: nothing to warn about.
+      expect(capture.output).not.toContain('has no primary key and no replica identity');
     } finally {
       await capture.stop();
     }
