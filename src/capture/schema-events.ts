@@ -37,7 +37,13 @@
  * table that has no replica identity: without this, a migration creating
  * such a table would break the application's writes to it as soon as it
  * ran. (Capture refuses to start over existing ones instead: it does not
- * change tables the user had before asking.)
+ * change tables the user had before asking.) Such a table given a primary
+ * key again (a migration that replaces a key drops the old one first) goes
+ * back to the default identity: FULL makes the server log the whole old row
+ * of every update and delete, which a keyed table does not need. The tables
+ * it set are remembered in `_flashback.full_identity`, an unlogged table
+ * (never published, never in the WAL); a crash empties it, which only
+ * leaves such tables FULL.
  */
 import type { PgClient } from '../pg/connect.js';
 import { DEFAULT_PUBLICATION } from '../pg/replication/stream.js';
@@ -159,6 +165,9 @@ COMMENT ON SCHEMA _flashback IS 'Flashback capture: schema-change events for the
 CREATE SEQUENCE IF NOT EXISTS _flashback.generation;
 CREATE OR REPLACE FUNCTION _flashback.version() RETURNS int LANGUAGE sql IMMUTABLE
   AS 'SELECT ${SCHEMA_EVENTS_VERSION}';
+-- Tables flashback_ddl set to REPLICA IDENTITY FULL because they had no
+-- primary key: one that has a key again goes back to the default.
+CREATE UNLOGGED TABLE IF NOT EXISTS _flashback.full_identity (relid oid PRIMARY KEY);
 -- Readable by any role (a capture that is not a superuser checks them); the functions run as their owner.
 GRANT USAGE ON SCHEMA _flashback TO PUBLIC;
 GRANT SELECT ON SEQUENCE _flashback.generation TO PUBLIC;
@@ -179,6 +188,7 @@ CREATE OR REPLACE FUNCTION _flashback.on_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER ${FUNCTION_SETTINGS} AS $fb$
 DECLARE
   bare regclass;
+  keyed regclass;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() d
                   WHERE d.schema_name IS DISTINCT FROM 'pg_temp'
@@ -198,7 +208,19 @@ BEGIN
          AND EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = '${DEFAULT_PUBLICATION}')
     LOOP
       EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', bare);
+      INSERT INTO _flashback.full_identity VALUES (bare) ON CONFLICT DO NOTHING;
       RAISE WARNING 'flashback: % has no primary key: set to REPLICA IDENTITY FULL, since UPDATE and DELETE on it would otherwise fail while capture publishes every table (give it a primary key to use that instead)', bare;
+    END LOOP;
+    FOR keyed IN
+      SELECT c.oid::regclass FROM (${TOUCHED_TABLES}) t (oid, nspname, relname)
+        JOIN pg_class c ON c.oid = t.oid
+        JOIN _flashback.full_identity f ON f.relid = c.oid
+       WHERE c.relreplident = 'f'
+         AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+    LOOP
+      EXECUTE format('ALTER TABLE %s REPLICA IDENTITY DEFAULT', keyed);
+      DELETE FROM _flashback.full_identity WHERE relid = keyed;
+      RAISE WARNING 'flashback: % has a primary key again: its replica identity, set to FULL by Flashback while it had none, is back to the default', keyed;
     END LOOP;
   EXCEPTION WHEN OTHERS THEN
     RAISE WARNING 'flashback: could not set REPLICA IDENTITY FULL on a table without a primary key (UPDATE and DELETE on it fail while capture runs): %', SQLERRM;
@@ -221,6 +243,13 @@ END $fb$;
 CREATE OR REPLACE FUNCTION _flashback.on_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER ${FUNCTION_SETTINGS} AS $fb$
 BEGIN
+  BEGIN
+    DELETE FROM _flashback.full_identity
+     WHERE relid IN (SELECT o.objid FROM pg_event_trigger_dropped_objects() o
+                      WHERE o.classid = 'pg_catalog.pg_class'::pg_catalog.regclass);
+  EXCEPTION WHEN OTHERS THEN
+    NULL; -- only a memory of which tables Flashback set FULL
+  END;
   IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() o
                   WHERE NOT o.is_temporary AND o.schema_name IS DISTINCT FROM '_flashback') THEN
     RETURN;

@@ -297,6 +297,25 @@ describe('capture without a superuser (PostgreSQL 17)', () => {
             `flashback: public.${t} has no primary key: set to REPLICA IDENTITY FULL, since UPDATE and DELETE on it would otherwise fail while capture publishes every table (give it a primary key to use that instead)`,
         ),
       );
+      // A key added back (a migration replacing a key drops the old one
+      // first): the default identity again, which needs no whole old rows.
+      live.on('notice', onNotice);
+      try {
+        await live.query('ALTER TABLE keyed ADD PRIMARY KEY (id)');
+      } finally {
+        live.removeListener('notice', onNotice);
+      }
+      const after = await live.query<{ relname: string; relreplident: string }>(
+        "SELECT relname, relreplident FROM pg_class WHERE relname IN ('journal', 'keyed') ORDER BY relname",
+      );
+      expect(after.rows.map((x) => [x.relname, x.relreplident])).toEqual([
+        ['journal', 'f'],
+        ['keyed', 'd'],
+      ]);
+      expect(warnings.at(-1)).toBe(
+        'flashback: public.keyed has a primary key again: its replica identity, set to FULL by Flashback while it had none, is back to the default',
+      );
+      await live.query('UPDATE keyed SET v = $1', ['m']);
       await new Promise((r) => setTimeout(r, 1500));
       // Their rows arrive with an identity: nothing to warn about.
       expect(capture.output).not.toContain('has no primary key and no replica identity');
