@@ -236,13 +236,35 @@ targets:
       env,
     });
     expect(dropped.code, dropped.stderr).toBe(0);
-    expect(dropped.stdout).toBe('dropped replication slot "flashback_prod"\n');
+    // The publication stays (another capture of the database may use it), with its hazard named.
+    expect(dropped.stdout).toBe(
+      'dropped replication slot "flashback_prod"\nnote: the publication "flashback" stays on the target: while it exists, the server refuses UPDATE and DELETE on tables without a primary key or replica identity; once no capture of this database needs it, remove it: DROP PUBLICATION flashback\n',
+    );
     expect(await slots()).toBe('0');
     const again = await runCli(['capture', 'prod', '--drop-slot', '--confirm', 'prod'], {
       cwd: dir,
       env,
     });
-    expect(again.stdout).toBe('no replication slot "flashback_prod" on the target\n');
+    expect(again.stdout).toMatch(
+      /^no replication slot "flashback_prod" on the target\nnote: the publication "flashback" stays/,
+    );
+    // Another capture of the same database is named as a user of it.
+    await sql(
+      shared,
+      db,
+      "SELECT pg_create_logical_replication_slot('flashback_prodtwo', 'pgoutput')",
+    );
+    try {
+      const third = await runCli(['capture', 'prod', '--drop-slot', '--confirm', 'prod'], {
+        cwd: dir,
+        env,
+      });
+      expect(third.stdout).toContain(
+        'note: the publication "flashback" stays on the target (slots "flashback_prodtwo" of this database capture with it):',
+      );
+    } finally {
+      await sql(shared, db, "SELECT pg_drop_replication_slot('flashback_prodtwo')");
+    }
 
     const s = await runCli(['status', '--target', 'prod', '--json'], { cwd: dir, env });
     const t = statusOf(s.stdout);

@@ -7,7 +7,13 @@ import { ExitCode, UsageError } from '../../errors.js';
 import { FingerprintStore } from '../../guard/fingerprints.js';
 import { guard } from '../../guard/guard.js';
 import { connect } from '../../pg/connect.js';
-import { dropSlot, ownSlotInfo } from '../../pg/replication/slot.js';
+import {
+  dropSlot,
+  otherCaptureSlots,
+  ownSlotInfo,
+  readPublication,
+} from '../../pg/replication/slot.js';
+import { DEFAULT_PUBLICATION } from '../../pg/replication/stream.js';
 import { runScope } from '../../repo/runs.js';
 import type { CliContext } from '../context.js';
 import { Progress } from '../progress.js';
@@ -77,6 +83,15 @@ Exit codes: 0 stopped; 1 failed (the stream or the repository); 4 refused
               ? `dropped replication slot "${slot}"\n`
               : `no replication slot "${slot}" on the target\n`,
           );
+          // Left in place: another capture of the database (another target
+          // name or repository) may use it, and without a superuser it could
+          // not be made again. But it keeps a hazard, so say so.
+          if ((await readPublication(client)) !== undefined) {
+            const others = await otherCaptureSlots(client, slot);
+            ctx.out(
+              `note: the publication "${DEFAULT_PUBLICATION}" stays on the target${others.length > 0 ? ` (slots ${others.map((s) => `"${s}"`).join(', ')} of this database capture with it)` : ''}: while it exists, the server refuses UPDATE and DELETE on tables without a primary key or replica identity; once no capture of this database needs it, remove it: DROP PUBLICATION ${DEFAULT_PUBLICATION}\n`,
+            );
+          }
         } finally {
           await client.end().catch(() => {});
         }

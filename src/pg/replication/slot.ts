@@ -75,12 +75,28 @@ export async function ensurePublication(
 }
 
 /** puballtables of the named publication, or undefined when there is none. */
-async function readPublication(client: PgClient, name: string): Promise<boolean | undefined> {
+/** Whether the publication exists: undefined if not, else whether it is FOR ALL TABLES. */
+export async function readPublication(
+  client: PgClient,
+  name: string = DEFAULT_PUBLICATION,
+): Promise<boolean | undefined> {
   const r = await client.query<{ puballtables: string }>(
     `SELECT puballtables FROM pg_publication WHERE pubname = ${quoteLiteral(name)}`,
   );
   const row = r.rows[0];
   return row === undefined ? undefined : row.puballtables === 't';
+}
+
+/** Flashback's capture slots (logical, `flashback_*`) of the connected database, but `except`. */
+export async function otherCaptureSlots(client: PgClient, except: string): Promise<string[]> {
+  const r = await client.query<{ slot_name: string }>(
+    `SELECT slot_name FROM pg_replication_slots
+      WHERE slot_type = 'logical' AND database = current_database()
+        AND slot_name LIKE 'flashback\\_%' AND slot_name <> $1
+      ORDER BY slot_name`,
+    [except],
+  );
+  return r.rows.map((x) => x.slot_name);
 }
 
 /** Drops the publication if it exists; returns whether it did. */
