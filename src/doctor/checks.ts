@@ -6,8 +6,8 @@
 import { judgeSlot, slotState } from '../capture/slot-health.js';
 import { formatSize } from '../config/size.js';
 import type { PgClient } from '../pg/connect.js';
-import { ownSlotInfo } from '../pg/replication/slot.js';
-import { ReplicationError } from '../pg/replication/stream.js';
+import { ownSlotInfo, readPublication } from '../pg/replication/slot.js';
+import { DEFAULT_PUBLICATION, ReplicationError } from '../pg/replication/stream.js';
 import type { ServerInfo } from '../pg/server-info.js';
 import { lsnText } from '../repo/changelog.js';
 import { runScope } from '../repo/runs.js';
@@ -299,6 +299,19 @@ async function checkReplicaIdentity(client: PgClient): Promise<Finding> {
       check: 'replica-identity',
       severity: 'ok',
       summary: 'every table has a primary key or replica identity index',
+    };
+  }
+  // With capture's publication (FOR ALL TABLES) in place, a table without
+  // any replica identity is not a capture problem but an outage: the
+  // server refuses UPDATE and DELETE on it.
+  const refused = r.rows.filter((row) => row.ident === 'd' || row.ident === 'n');
+  if (refused.length > 0 && (await readPublication(client)) === true) {
+    return {
+      check: 'replica-identity',
+      severity: 'critical',
+      summary: `${refused.length} table(s) have no replica identity while the publication "${DEFAULT_PUBLICATION}" publishes every table: the server refuses UPDATE and DELETE on them`,
+      details: refused.map((row) => row.name),
+      fix: `ALTER TABLE <t> ADD PRIMARY KEY (...); or ALTER TABLE <t> REPLICA IDENTITY FULL; or, if no capture of this database runs any more, DROP PUBLICATION ${DEFAULT_PUBLICATION}`,
     };
   }
   return {

@@ -80,6 +80,27 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
       expect(h.stdout).toContain('summary: 0 critical, 3 warning');
     });
 
+    it('is critical when the publication exists: the server refuses UPDATE and DELETE on tables without an identity', async () => {
+      await sql(server, db, 'CREATE PUBLICATION flashback FOR ALL TABLES');
+      try {
+        await expect(sql(server, db, 'DELETE FROM nopk')).rejects.toThrow(
+          /does not have a replica identity/,
+        );
+        const r = await runCli(['doctor', asSuper(db), '--json'], { env });
+        expect(r.code).toBe(ExitCode.critical);
+        const f = byCheck(r.stdout)['replica-identity'];
+        expect(f).toMatchObject({
+          severity: 'critical',
+          summary:
+            '2 table(s) have no replica identity while the publication "flashback" publishes every table: the server refuses UPDATE and DELETE on them',
+          details: ['public."Mixed Case"', 'public.nopk'],
+        });
+        expect(f?.fix).toContain('DROP PUBLICATION flashback');
+      } finally {
+        await sql(server, db, 'DROP PUBLICATION flashback');
+      }
+    });
+
     it('finds a role without REPLICATION and without SELECT on tables and sequences (critical, exit 2)', async () => {
       const u = `postgres://${role}@${server.host}:${server.port}/${db}`;
       const r = await runCli(['doctor', u, '--json'], { env: { PGPASSWORD: rolePw } });

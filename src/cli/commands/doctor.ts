@@ -30,7 +30,9 @@ export function registerDoctor(program: Command, context: (cmd: Command) => CliC
       `
 Checks: server version, wal_level, free replication slots and WAL senders,
 REPLICATION and SELECT privileges, tables without a primary key or replica
-identity index, unlogged tables, large objects, the target's identity, and
+identity index (critical when capture's publication exists and a table has
+no replica identity at all: the server is refusing UPDATE and DELETE on
+it), unlogged tables, large objects, the target's identity, and
 Flashback's replication slot (flashback_<target>) if it exists: WAL it lost
 (critical), more WAL held than capture.max_retained_wal (default 1GB), or no
 capture reading it (warnings: a slot nobody reads fills the server's disk).
