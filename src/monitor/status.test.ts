@@ -406,23 +406,20 @@ describe('status of a change log', () => {
         runs: [],
         changeLogs: [log({ startLsn, newestAt: new Date(Date.now() - 2000).toISOString() })],
       });
+    const stored = () =>
+      metrics.observeSegment('prod', {
+        transactions: 1,
+        changes: 1,
+        lagsMs: [],
+        newestAt: new Date().toISOString(),
+      });
     metrics.observeStatus(report('0/3000010'));
     // Capture stores a segment: the log is newer, a restore reaches no further.
-    metrics.observeSegment('prod', {
-      transactions: 1,
-      changes: 1,
-      lagsMs: [],
-      newestAt: new Date().toISOString(),
-    });
+    stored();
     expect(await rpo()).toBeGreaterThanOrEqual(600);
     // Once a snapshot the log continues exists, the log's newest change counts.
     metrics.observeStatus(report('0/2000000'));
-    metrics.observeSegment('prod', {
-      transactions: 1,
-      changes: 1,
-      lagsMs: [],
-      newestAt: new Date().toISOString(),
-    });
+    stored();
     expect(await rpo()).toBeLessThan(2);
   });
 
