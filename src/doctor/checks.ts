@@ -256,10 +256,14 @@ async function checkReplicationRole(client: PgClient): Promise<Finding> {
   };
 }
 
-/** User schemas: everything but the system's and extension members. */
+/**
+ * The user's relations: not the catalogs, not extension members, and not
+ * capture's own schema `_flashback` (its unlogged table, unreadable by other
+ * roles), which backups leave out too.
+ */
 const USER_RELATIONS = `
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', '_flashback') AND n.nspname NOT LIKE 'pg_toast%'
    AND n.nspname NOT LIKE 'pg_temp%'
    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
 

@@ -6,6 +6,7 @@ import { connect, connectParams, type PgClient, queryOne } from '../pg/connect.j
 import { generateDdl } from '../pg/schema/ddl.js';
 import type { SchemaModel, TableModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
+import { INTERNAL_SCHEMA_FILTER } from '../pg/schema/shapes.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
@@ -298,12 +299,16 @@ function initialPlan(
   };
 }
 
-/** Relations that hold or show rows (tables, views, materialized views, foreign tables) in user schemas, as `schema.name`. */
+/**
+ * Relations that hold or show rows (tables, views, materialized views,
+ * foreign tables) in user schemas, as `schema.name`: not capture's own
+ * `_flashback`, which a database that was captured keeps (and snapshots
+ * leave out).
+ */
 async function existingTables(client: PgClient): Promise<Set<string>> {
   const r = await client.query<{ t: string }>(
     `SELECT n.nspname || '.' || c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-        AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'`,
+      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ${INTERNAL_SCHEMA_FILTER}`,
   );
   return new Set(r.rows.map((row) => row.t));
 }

@@ -8,6 +8,7 @@
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { installSchemaEvents } from '../../src/capture/schema-events.js';
 import { ExitCode } from '../../src/errors.js';
 import { connectParams } from '../../src/pg/connect.js';
 import { EmbeddedServer } from '../../src/pg/embedded.js';
@@ -665,6 +666,37 @@ describe('a change log begun after the newest backup, on the shared PostgreSQL 1
         expect(after.changeLog?.joined).toBe(true);
         expect(after.changeLog!.recoveryPointSeconds).toBeLessThan(5);
         expect(after.findings.map((f) => f.kind)).not.toContain('log-unjoined');
+
+        // Capture's own schema on the source (its unlogged table since
+        // schema events version 3) is not the user's: doctor does not list
+        // it, and a database holding it is still empty for a full restore.
+        const doctor = await runCli(['doctor', 'latelog', '--json'], { cwd: dir, env });
+        const checks = (JSON.parse(doctor.stdout) as Array<{ findings: DoctorFinding[] }>)[0]!
+          .findings;
+        expect(checks.find((f) => f.check === 'unlogged-tables')?.severity).toBe('ok');
+        expect(
+          (
+            await sql(
+              shared,
+              db,
+              "SELECT count(*) AS n FROM pg_tables WHERE schemaname = '_flashback'",
+            )
+          )[0]?.n,
+        ).toBe('1');
+        const copy = await freshDatabase(shared, 'latecopy');
+        try {
+          const c = await connectTo(shared, copy);
+          expect((await installSchemaEvents(c)).installed).toBe(true);
+          await c.end();
+          const into = `postgres://postgres@${shared.host}:${shared.port}/${copy}`;
+          const full = await runCli(['restore', 'latest', '--to', into, '--confirm', copy], {
+            cwd: dir,
+            env: { ...env, PGPASSWORD: shared.password },
+          });
+          expect(full.code, full.stderr).toBe(0);
+        } finally {
+          await sql(shared, 'postgres', `DROP DATABASE IF EXISTS ${copy} WITH (FORCE)`);
+        }
       } finally {
         const last = await capture.stop();
         expect(last?.code, last?.stderr).toBe(0);
