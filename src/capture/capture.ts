@@ -36,6 +36,7 @@ import {
   type ReplicationStream,
 } from '../pg/replication/stream.js';
 import { qualify } from '../pg/schema/quote.js';
+import { INTERNAL_SCHEMA_FILTER } from '../pg/schema/shapes.js';
 import { readServerInfo } from '../pg/server-info.js';
 import {
   ChangeLog,
@@ -743,8 +744,7 @@ async function tablesWithoutIdentity(client: PgClient): Promise<string[]> {
     `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS t
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind = 'r'
-        AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-        AND ${UNIDENTIFIED}
+        AND ${INTERNAL_SCHEMA_FILTER} AND ${UNIDENTIFIED}
       ORDER BY 1`,
   );
   return r.rows.map((x) => x.t);

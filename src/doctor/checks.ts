@@ -8,6 +8,7 @@ import { formatSize } from '../config/size.js';
 import type { PgClient } from '../pg/connect.js';
 import { ownSlotInfo, readPublication } from '../pg/replication/slot.js';
 import { DEFAULT_PUBLICATION, ReplicationError } from '../pg/replication/stream.js';
+import { INTERNAL_SCHEMA_FILTER } from '../pg/schema/shapes.js';
 import type { ServerInfo } from '../pg/server-info.js';
 import { lsnText } from '../repo/changelog.js';
 import { runScope } from '../repo/runs.js';
@@ -263,8 +264,7 @@ async function checkReplicationRole(client: PgClient): Promise<Finding> {
  */
 const USER_RELATIONS = `
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', '_flashback') AND n.nspname NOT LIKE 'pg_toast%'
-   AND n.nspname NOT LIKE 'pg_temp%'
+ WHERE ${INTERNAL_SCHEMA_FILTER}
    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
 
 async function checkSelectPrivilege(client: PgClient): Promise<Finding> {
