@@ -52,6 +52,7 @@ import {
   scanTransactions,
   windowSegments,
 } from '../repo/changelog.js';
+import { snapshotsOfLog, targetLogs } from '../repo/changelogs.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { createEncoder } from '../repo/compress-pool.js';
 import { RepositoryLock } from '../repo/lock.js';
@@ -106,9 +107,13 @@ export async function nothingNewInLog(
   repo: Repository,
   target: string,
 ): Promise<NothingNew | undefined> {
-  const newest = (await new SnapshotStore(repo.storage).all(target)).at(-1);
+  // The newest log (a target has several after `capture --new-log`), and the
+  // newest snapshot taken under it.
+  const logs = await targetLogs(repo.storage, runScope(target));
+  const all = await new SnapshotStore(repo.storage).all(target);
+  const newest = snapshotsOfLog(logs, logs.length - 1, all).at(-1);
   if (newest === undefined) return undefined;
-  const log = new ChangeLog(repo.storage, runScope(target));
+  const log = logs.at(-1)?.log ?? new ChangeLog(repo.storage, runScope(target));
   const segs = await log.segments();
   if ((segs.at(-1)?.committed ?? 0n) === 0n) {
     // Capture has started (the log exists) and stored nothing yet: nothing
@@ -269,7 +274,8 @@ export async function backupFromLog(options: FromLogOptions): Promise<FromLogRes
 
 /** The log's end: where the stored log is complete up to (the newest segment's `<committed>`). */
 async function logEnd(repo: Repository, target: string): Promise<PointInTime> {
-  const segs = await new ChangeLog(repo.storage, runScope(target)).segments();
+  const log = (await targetLogs(repo.storage, runScope(target))).at(-1)?.log;
+  const segs = log === undefined ? [] : await log.segments();
   const last = segs[segs.length - 1];
   if (last === undefined || last.committed === 0n) {
     throw new UsageError(`the change log of "${target}" has no stored transaction yet`, {

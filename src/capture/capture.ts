@@ -39,13 +39,16 @@ import { qualify } from '../pg/schema/quote.js';
 import { INTERNAL_SCHEMA_FILTER } from '../pg/schema/shapes.js';
 import { readServerInfo } from '../pg/server-info.js';
 import {
+  type CaptureInfo,
   ChangeLog,
   HEARTBEAT_PREFIX,
   lsnText,
   lsnValue,
+  type PendingSlot,
   type SchemaRecord,
 } from '../repo/changelog.js';
 import { decodeStored, SCHEMA_EVENT_PREFIX, SegmentBuilder } from '../repo/changelog-format.js';
+import { targetLogs } from '../repo/changelogs.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
 import { faultpoint } from '../util/faultpoint.js';
@@ -77,6 +80,12 @@ export interface CaptureOptions {
   readonly onWarning?: ((message: string) => void) | undefined;
   /** Called once streaming (slot created or resumed). */
   readonly onStart?: ((s: CaptureStart) => void) | undefined;
+  /**
+   * Begin the target's next change log when the current one cannot continue
+   * (its slot is gone, or lost WAL it needed). Refused while it can: that
+   * would leave a gap for nothing. See src/repo/changelogs.ts.
+   */
+  readonly newLog?: boolean | undefined;
 }
 
 /** What capture started from. */
@@ -84,6 +93,10 @@ export interface CaptureStart {
   readonly slot: string;
   /** The slot was created: a new change log begins (see `newLogAdvice`). */
   readonly created: boolean;
+  /** Which of the target's logs is written (1 for the first; more after `--new-log`). */
+  readonly log: number;
+  /** For a log begun after another: where that one ends (the gap lies between). */
+  readonly previousEnd?: string | undefined;
   /** Where the log begins (the slot's consistent point). */
   readonly logStart: string;
   /** Where this session resumes (the last stored commit, or the log's start). */
@@ -136,7 +149,6 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
   const maxBytes = options.maxSegmentBytes ?? 8 * 1024 * 1024;
   const heartbeatMs = options.heartbeatMs ?? 5000;
   const scope = runScope(target.name);
-  const log = new ChangeLog(repo.storage, scope);
   const slot = slotName(scope);
 
   const client = await connect(target, { applicationName: 'flashback capture' });
@@ -156,15 +168,26 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         );
       }
     };
-    let info = await log.info();
+    // The current log is the target's newest; the one after it is where a
+    // new log is begun (or where a start of one died before recording it).
+    const current = (await targetLogs(repo.storage, scope)).at(-1);
+    let log = current?.log ?? new ChangeLog(repo.storage, scope);
+    let info = current?.info;
+    const next =
+      current === undefined ? undefined : new ChangeLog(repo.storage, scope, log.number + 1);
     let existing = await ownSlotInfo(client, slot);
-    if (existing !== undefined && info === undefined) {
-      const pending = await log.pendingSlot();
-      if (
-        pending?.slot === slot &&
-        pending.systemIdentifier === server.identity.systemIdentifier &&
-        pending.database === server.identity.database
-      ) {
+    const ours = (pending: PendingSlot | undefined): pending is PendingSlot =>
+      pending?.slot === slot &&
+      pending.systemIdentifier === server.identity.systemIdentifier &&
+      pending.database === server.identity.database;
+    // A start of the next log that died before recording it: carried on (the
+    // old log's slot was dropped before the record was written).
+    const nextPending = next === undefined ? undefined : await next.pendingSlot();
+    let beginNext = ours(nextPending);
+    const startLog = beginNext ? next! : info === undefined ? log : undefined;
+    if (existing !== undefined && startLog !== undefined) {
+      const pending = beginNext ? nextPending : await startLog.pendingSlot();
+      if (ours(pending)) {
         // This repository's start created the slot and died before recording
         // it: no segment came from it. Made again below, with a new start.
         // (Refused while it is being read: then another capture runs.)
@@ -174,6 +197,39 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         await dropSlot(client, slot);
         existing = undefined;
       }
+    }
+    if (options.newLog === true && info !== undefined && !beginNext) {
+      // Only a log that cannot continue is ended: a slot that is gone or has
+      // lost WAL. A healthy slot is never dropped here (--drop-slot, with its
+      // confirmation, is for that).
+      if (existing !== undefined && existing.walStatus !== 'lost') {
+        throw new UsageError(
+          `the change log of ${log.label} can continue from its replication slot "${slot}": --new-log begins a new log only when the slot is gone or has lost WAL, since everything between the two logs is in neither`,
+          {
+            hint: `run \`flashback capture ${target.name}\` to continue it; to end it anyway, drop the slot first (\`flashback capture ${target.name} --drop-slot\`)`,
+          },
+        );
+      }
+      if (existing !== undefined) {
+        if (existing.active) {
+          throw new OperationError(
+            'capture.slot-active',
+            `replication slot "${slot}" of "${target.name}" is being read by process ${existing.activePid ?? '?'}: another capture runs`,
+            { hint: 'stop it first' },
+          );
+        }
+        // Lost: it can stream nothing the log could use.
+        await dropSlot(client, slot);
+        existing = undefined;
+      }
+      beginNext = true;
+    }
+    let previousEnd: string | undefined;
+    if (beginNext) {
+      const segs = await log.segments();
+      previousEnd = lsnText(segs.at(-1)?.committed ?? lsnValue(info!.startLsn));
+      log = next!;
+      info = undefined;
     }
     let created = false;
     const unidentified = await tablesWithoutIdentity(client);
@@ -193,10 +249,9 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         const end = (await log.segments()).at(-1)?.committed;
         throw new OperationError(
           'capture.slot-missing',
-          `the change log of "${target.name}" continues from slot "${slot}", which no longer exists on the server: changes after ${end === undefined || end === 0n ? info.startLsn : lsnText(end)} (where the log ends) may be missing`,
+          `the change log of ${log.label} continues from slot "${slot}", which no longer exists on the server: changes after ${end === undefined || end === 0n ? info.startLsn : lsnText(end)} (where the log ends) may be missing`,
           {
-            // (There is no option for it: the old log is kept, readable for the time it covers.)
-            hint: `start a new log: move changes/${log.scope}/ of the repository (${log.storage.location}) aside, run \`flashback capture ${target.name}\` again, and take a new backup (docs/CAPTURE.md, "Recovery point and slot safety")`,
+            hint: `begin a new log: \`flashback capture ${target.name} --new-log\`, then take a backup (\`flashback backup ${target.name}\`); this log stays, readable for the moments it covers (docs/CAPTURE.md, "Recovery point and slot safety")`,
           },
         );
       }
@@ -214,7 +269,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       // Tests SIGKILL capture here: a slot the repository has not recorded yet.
       await faultpoint('capture.after-slot');
       created = true;
-      info = {
+      const begun: CaptureInfo = {
         format: 'flashback-capture',
         version: 1,
         target: target.name,
@@ -224,7 +279,9 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         database: server.identity.database,
         startLsn: made.consistentPoint.text,
         created: new Date().toISOString(),
+        ...(previousEnd !== undefined ? { log: log.number, previousEnd } : {}),
       };
+      info = begun;
       await log.writeInfo(info);
       await log.setPendingSlot(undefined);
     } else if (info === undefined) {
@@ -247,9 +304,9 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       // The server would refuse to stream; say what it means for the log.
       throw new OperationError(
         'capture.slot-lost',
-        `replication slot "${slot}" of "${target.name}" has lost WAL it needed (wal_status lost, max_slot_wal_keep_size): changes after what the log holds are gone from the server, and the change log cannot continue without a gap`,
+        `replication slot "${slot}" of ${log.label} has lost WAL it needed (wal_status lost, max_slot_wal_keep_size): changes after what the log holds are gone from the server, and the change log cannot continue without a gap`,
         {
-          hint: `drop the slot (\`flashback capture ${target.name} --drop-slot\`), then a new change log and a new backup are needed (docs/CAPTURE.md, "Recovery point and slot safety")`,
+          hint: `begin a new log: \`flashback capture ${target.name} --new-log\` (it drops the slot), then take a backup; this log stays, readable for the moments it covers (docs/CAPTURE.md, "Recovery point and slot safety")`,
         },
       );
     }
@@ -274,15 +331,17 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
     ) {
       throw new DamagedError(
         'capture.log-behind-slot',
-        `the change log of "${target.name}" ends at ${lsnText(resumeFrom)}, but its replication slot "${slot}" has confirmed ${lsnText(confirmed)}: the changes in between were stored and are no longer in the repository (segments lost, or an older copy of the repository), and the server has discarded them; capturing on would leave a gap nothing detects`,
+        `the change log of ${log.label} ends at ${lsnText(resumeFrom)}, but its replication slot "${slot}" has confirmed ${lsnText(confirmed)}: the changes in between were stored and are no longer in the repository (segments lost, or an older copy of the repository), and the server has discarded them; capturing on would leave a gap nothing detects`,
         {
-          hint: `if a newer copy of the repository has them, put changes/${log.scope}/ back from it and start capture again; otherwise start a new log: \`flashback capture ${target.name} --drop-slot\`, move changes/${log.scope}/ aside (${log.storage.location}), run capture again and take a new backup (docs/CAPTURE.md, "Recovery point and slot safety")`,
+          hint: `if a newer copy of the repository has them, put ${log.dir} back from it and start capture again; otherwise begin a new log: \`flashback capture ${target.name} --drop-slot\`, then \`flashback capture ${target.name} --new-log\`, and take a backup (docs/CAPTURE.md, "Recovery point and slot safety")`,
         },
       );
     }
     options.onStart?.({
       slot,
       created,
+      log: log.number,
+      previousEnd,
       logStart: info.startLsn,
       resumeFrom: lsnText(resumeFrom),
     });

@@ -11,7 +11,6 @@ import { DEFAULT_PUBLICATION, ReplicationError } from '../pg/replication/stream.
 import { INTERNAL_SCHEMA_FILTER } from '../pg/schema/shapes.js';
 import type { ServerInfo } from '../pg/server-info.js';
 import { lsnText } from '../repo/changelog.js';
-import { runScope } from '../repo/runs.js';
 
 /** How bad a finding is. `critical`: a capability will not work; `warning`: it works with a gap. */
 export type Severity = 'ok' | 'warning' | 'critical';
@@ -57,6 +56,8 @@ export interface ChangeLogEnd {
   readonly end: bigint;
   /** acknowledged.json's `since`, when written (src/repo/changelog.ts, AckRecord). */
   readonly ackSince?: bigint | undefined;
+  /** Its directory in the repository (`changes/<scope>[.<n>]/`: the target's newest log). */
+  readonly dir: string;
 }
 
 /** Runs every check against a connected target; the slot check only with `slot`. */
@@ -115,7 +116,7 @@ async function checkCaptureSlot(client: PgClient, o: SlotCheckOptions): Promise<
       check: 'capture-slot',
       severity: 'critical',
       summary: `no replication slot "${o.slot}", but the repository has a change log of "${o.target}" that continues from it: capture cannot resume, and changes after ${lsnText(o.log.end)} (where the log ends) are not in it`,
-      fix: `start a new log: move changes/${runScope(o.target)}/ of the repository aside, run \`flashback capture ${o.target}\`, and take a new backup (docs/CAPTURE.md, "Recovery point and slot safety")`,
+      fix: `begin a new log: \`flashback capture ${o.target} --new-log\`, then take a backup; the old log stays readable for the moments it covers (docs/CAPTURE.md, "Recovery point and slot safety")`,
     };
   }
   if (info === undefined) {
@@ -139,7 +140,7 @@ async function checkCaptureSlot(client: PgClient, o: SlotCheckOptions): Promise<
       check: 'capture-slot',
       severity: 'critical',
       summary: `replication slot "${o.slot}" has confirmed ${lsnText(confirmed)}, past the end of the change log of "${o.target}" in the repository (${lsnText(o.log.end)}): changes stored in between are no longer in the repository (segments lost, or an older copy of it), and capture refuses to resume`,
-      fix: `if a newer copy of the repository has them, put changes/${runScope(o.target)}/ back from it; otherwise \`flashback capture ${o.target} --drop-slot\`, move changes/${runScope(o.target)}/ aside, capture again and take a new backup`,
+      fix: `if a newer copy of the repository has them, put ${o.log.dir} back from it; otherwise \`flashback capture ${o.target} --drop-slot\`, then \`flashback capture ${o.target} --new-log\`, and take a backup`,
     };
   }
   const state = slotState(info);

@@ -35,6 +35,13 @@ import {
   readTransactions,
   type Transaction,
 } from '../repo/changelog.js';
+import {
+  gapBetween,
+  logForTime,
+  snapshotsOfLog,
+  type TargetLog,
+  targetLogs,
+} from '../repo/changelogs.js';
 import { ChunkError, ChunkStore } from '../repo/chunks.js';
 import { whileShared } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
@@ -538,13 +545,14 @@ function changedColumns(
 // ---------------------------------------------------------------------------
 // The repository side
 
-/** The change logs in a repository: scope and capture description. */
+/** The targets with a change log in a repository: scope and the first log's description. */
 export async function changeLogs(
   storage: Storage,
 ): Promise<Array<{ scope: string; info: CaptureInfo }>> {
   const out: Array<{ scope: string; info: CaptureInfo }> = [];
   for await (const o of storage.list('changes/')) {
-    const m = /^changes\/([^/]+)\/capture\.json$/.exec(o.key);
+    // (A target's later logs, changes/<scope>.<n>/, are found from its first.)
+    const m = /^changes\/([^/.]+)\/capture\.json$/.exec(o.key);
     if (m === null) continue;
     const info = await new ChangeLog(storage, m[1]!).info();
     if (info !== undefined) out.push({ scope: m[1]!, info });
@@ -552,45 +560,60 @@ export async function changeLogs(
   return out.sort((a, b) => (a.info.target < b.info.target ? -1 : 1));
 }
 
+/** The change log a command reads, among the target's logs (`logs[index]`). */
+export interface SelectedLog {
+  readonly log: ChangeLog;
+  readonly info: CaptureInfo;
+  /** Every log of the target, oldest first (one, unless `capture --new-log` began more). */
+  readonly logs: readonly TargetLog[];
+  readonly index: number;
+}
+
 /**
  * The change log a command reads: the named target's, or the only one in
- * the repository. `purpose` names the command in messages ("row history").
+ * the repository; of the target's logs, the one that holds `at` (an ISO
+ * time), else the newest. `purpose` names the command in messages ("row
+ * history").
  */
 export async function selectLog(
   storage: Storage,
   target: string | undefined,
   purpose: string,
-): Promise<{ log: ChangeLog; info: CaptureInfo }> {
+  at?: string,
+): Promise<SelectedLog> {
+  const pick = (logs: TargetLog[]): SelectedLog => {
+    const index = at === undefined ? logs.length - 1 : logForTime(logs, at);
+    return { ...logs[index]!, logs, index };
+  };
   if (target !== undefined) {
     // The target's log is where capture puts it: read it there, without
     // listing every log's segments to find the capture.json files.
-    const log = new ChangeLog(storage, runScope(target));
-    const info = await log.info();
-    if (info !== undefined) return { log, info };
+    const logs = await targetLogs(storage, runScope(target));
+    if (logs.length > 0) return pick(logs);
   }
-  const logs = await changeLogs(storage);
-  const names = logs.map((l) => l.info.target).join(', ');
+  const all = await changeLogs(storage);
+  const names = all.map((l) => l.info.target).join(', ');
   if (target !== undefined) {
-    const l = logs.find((x) => x.info.target === target || x.scope === runScope(target));
+    const l = all.find((x) => x.info.target === target || x.scope === runScope(target));
     if (l === undefined) {
       throw new UsageError(
-        `target "${target}" has no change log in this repository${logs.length > 0 ? ` (change logs: ${names})` : ''}`,
+        `target "${target}" has no change log in this repository${all.length > 0 ? ` (change logs: ${names})` : ''}`,
         { hint: `start one with \`flashback capture ${target}\`` },
       );
     }
-    return { log: new ChangeLog(storage, l.scope), info: l.info };
+    return pick(await targetLogs(storage, l.scope));
   }
-  if (logs.length === 0) {
+  if (all.length === 0) {
     throw new UsageError(`no change log in this repository: ${purpose} needs one`, {
       hint: 'start capture with `flashback capture TARGET`',
     });
   }
-  if (logs.length > 1) {
+  if (all.length > 1) {
     throw new UsageError(`several targets have a change log (${names}): which one?`, {
-      hint: `give --target, e.g. --target ${logs[0]!.info.target}`,
+      hint: `give --target, e.g. --target ${all[0]!.info.target}`,
     });
   }
-  return { log: new ChangeLog(storage, logs[0]!.scope), info: logs[0]!.info };
+  return pick(await targetLogs(storage, all[0]!.scope));
 }
 
 /** The tables of one moment and, when known, its schema model: a snapshot's or a recorded schema change's. */
@@ -674,12 +697,13 @@ export async function rowHistory(o: RowHistoryOptions): Promise<RowHistory> {
 
 async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
   const storage = o.repo.storage;
-  const { log, info } = await selectLog(storage, o.target, 'row history');
-  const logStart = lsnValue(info.startLsn);
   if (o.since !== undefined && o.until !== undefined && o.since > o.until) {
     throw new UsageError(`--since (${o.since}) is after --until (${o.until})`);
   }
-  const manifests = await new SnapshotStore(storage).all(info.target);
+  // Of a target's several logs, the one that holds --until (or the newest).
+  const { log, info, logs, index } = await selectLog(storage, o.target, 'row history', o.until);
+  const logStart = lsnValue(info.startLsn);
+  const manifests = snapshotsOfLog(logs, index, await new SnapshotStore(storage).all(info.target));
   const views = await schemaViews(log, manifests);
   const name = resolveTableName(o.table, (n) => inSnapshots(views, n));
   const partitions = partitionsIn(views, name);
@@ -719,6 +743,12 @@ async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
     }
   }
   const notes: string[] = [];
+  if (index > 0 && (o.since === undefined || o.since < normaliseTime(info.created))) {
+    // Each log is its own history (the gap between two is in neither): one is read.
+    notes.push(
+      `this is log ${index + 1} of "${info.target}" (${gapBetween(logs, index - 1)}): versions from before it are in log ${index}; read them with an --until before ${info.created}`,
+    );
+  }
   if (schema === undefined) {
     schema = 'public';
     notes.push(

@@ -26,11 +26,12 @@ import type { SchemaModel } from '../pg/schema/model.js';
 import {
   type Change,
   type ChangeColumn,
-  ChangeLog,
+  type ChangeLog,
   type ChangeValue,
   findCommitLsn,
   lsnText,
   lsnValue,
+  newestStoredTime,
   type ReadOptions,
   type StoredRelation,
   type StoredVisitor,
@@ -40,6 +41,13 @@ import {
   windowSegments,
 } from '../repo/changelog.js';
 import { emptyLayout, layoutOf, tupleHead, tupleInteger } from '../repo/changelog-format.js';
+import {
+  gapBetween,
+  logForLsn,
+  logForTime,
+  snapshotsOfLog,
+  targetLogs,
+} from '../repo/changelogs.js';
 import type { ChunkStore } from '../repo/chunks.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
@@ -176,16 +184,55 @@ export async function planPointInTime(
   point: PointInTime,
   snapshotRef?: string,
 ): Promise<PointInTimePlan> {
-  const log = new ChangeLog(repo.storage, runScope(target));
-  const info = await log.info();
-  if (info === undefined) {
+  const logs = await targetLogs(repo.storage, runScope(target));
+  if (logs.length === 0) {
     throw new UsageError(`target "${target}" has no change log: a restore to a moment needs one`, {
       hint: `start one with \`flashback capture ${target}\` (it covers changes from then on)`,
     });
   }
+  // The log that holds the point (a target has several after `capture
+  // --new-log`); for a transaction, the newest log that has it.
+  let k = logs.length - 1;
+  let xidCommitLsn: bigint | undefined;
+  if (point.kind === 'time') k = logForTime(logs, point.at);
+  else if (point.kind === 'lsn') {
+    const found = logForLsn(logs, lsnValue(point.lsn));
+    if ('gapAfter' in found) {
+      throw new UsageError(
+        `LSN ${point.lsn} is in no change log of "${target}": ${gapBetween(logs, found.gapAfter)}, and changes committed between the two were never captured`,
+        { hint: 'choose a position one of the logs holds' },
+      );
+    }
+    k = found.log;
+  } else {
+    for (let i = logs.length - 1; i >= 0; i--) {
+      xidCommitLsn = await findCommitLsn(logs[i]!.log, point.xid);
+      if (xidCommitLsn !== undefined) {
+        k = i;
+        break;
+      }
+    }
+  }
+  const { log, info } = logs[k]!;
+  if (point.kind === 'time' && k < logs.length - 1) {
+    // A moment after this log's end and before the next one began is in neither.
+    const ends = await newestStoredTime(log, await log.segments());
+    if (ends === undefined || ends < point.at) {
+      throw new UsageError(
+        `${point.at} is in no change log of "${target}": ${gapBetween(logs, k)}${ends === undefined ? '' : `; log ${k + 1}'s last stored moment is ${ends}`}, and changes committed between the two were never captured`,
+        {
+          hint: `choose a moment log ${k + 1} reaches, or one after log ${k + 2} began (with a snapshot taken since)`,
+        },
+      );
+    }
+  }
   const store = new SnapshotStore(repo.storage);
   const start = lsnValue(info.startLsn);
-  const all = (await store.all(target)) as Array<SnapshotManifest<SchemaModel>>;
+  const all = snapshotsOfLog(
+    logs,
+    k,
+    (await store.all(target)) as Array<SnapshotManifest<SchemaModel>>,
+  );
   // A snapshot is usable if the log covers everything after it.
   const joined = all.filter((m) => lsnValue(m.lsn) >= start);
   let candidates = joined;
@@ -197,7 +244,6 @@ export async function planPointInTime(
     candidates = joined.filter((m) => consistentAt(m) <= point.at);
   }
   let manifest: SnapshotManifest<SchemaModel> | undefined;
-  let xidCommitLsn: bigint | undefined;
   if (snapshotRef !== undefined) {
     manifest = (await store.resolve(snapshotRef, target)) as SnapshotManifest<SchemaModel>;
     if (point.kind !== 'xid' && !candidates.some((m) => m.id === manifest!.id)) {
@@ -208,14 +254,15 @@ export async function planPointInTime(
     }
     if (!joined.includes(manifest) && !joined.some((m) => m.id === manifest!.id)) {
       throw new UsageError(
-        `snapshot ${manifest.id} was taken before the change log of "${target}" begins (${info.startLsn})`,
+        logs.length > 1 && !all.some((m) => m.id === manifest!.id)
+          ? `snapshot ${manifest.id} was not taken while log ${k + 1} of "${target}" was captured (${logs.length} logs; ${gapBetween(logs, Math.min(k, logs.length - 2))})`
+          : `snapshot ${manifest.id} was taken before the change log of ${log.label} begins (${info.startLsn})`,
         { hint: 'use a snapshot taken after capture started' },
       );
     }
   } else if (point.kind === 'xid') {
-    // The snapshot must be from before the transaction: find where it committed.
-    const commitLsn = await findCommitLsn(log, point.xid);
-    xidCommitLsn = commitLsn;
+    // The snapshot must be from before the transaction: where it committed (found above).
+    const commitLsn = xidCommitLsn;
     if (commitLsn === undefined) {
       throw new UsageError(`transaction ${point.xid} is not in the change log of "${target}"`, {
         hint: 'check the id (txid_current() on the source, or `flashback history`), or choose a time',
@@ -227,7 +274,7 @@ export async function planPointInTime(
   }
   if (manifest === undefined) {
     throw new UsageError(
-      `no snapshot of "${target}" to start from: a restore to ${describePoint(point)} needs a snapshot taken after the change log began (${info.startLsn}) and before that moment`,
+      `no snapshot of "${target}" to start from: a restore to ${describePoint(point)} needs a snapshot taken after the change log${logs.length > 1 ? ` (log ${k + 1})` : ''} began (${info.startLsn}) and before that moment`,
       { hint: `take one with \`flashback backup ${target}\` while capture runs` },
     );
   }

@@ -14,7 +14,8 @@ import type { FlashbackConfig } from '../config/schema.js';
 import { resolveTarget } from '../config/targets.js';
 import { FlashbackError } from '../errors.js';
 import { connect } from '../pg/connect.js';
-import { ChangeLog, lsnText, newestStoredTime } from '../repo/changelog.js';
+import { lsnText, newestStoredTime } from '../repo/changelog.js';
+import { newestLog } from '../repo/changelogs.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
 
@@ -31,6 +32,12 @@ export interface ChangeLogFacts {
    * is continued by the log; one before it is not.
    */
   readonly startLsn: string;
+  /**
+   * Which of the target's logs this is (the newest; 1 unless `capture
+   * --new-log` began more). A later log continues only snapshots taken
+   * since it began (src/repo/changelogs.ts).
+   */
+  readonly number: number;
   /** Source time of the newest heartbeat or commit stored; undefined while nothing is. */
   readonly newestAt: string | undefined;
   /** The log is complete up to this LSN (the newest segment's `<committed>`). */
@@ -55,7 +62,7 @@ export interface ChangeLogFactsOptions {
 /**
  * The change logs of the named targets (those without one are left out).
  * Targets are looked up by name, as capture stores them
- * (`changes/<scope>/capture.json`).
+ * (`changes/<scope>/capture.json`); of a target's several logs, the newest.
  */
 export async function readChangeLogFacts(
   repo: Repository,
@@ -65,9 +72,9 @@ export async function readChangeLogFacts(
 ): Promise<ChangeLogFacts[]> {
   const found = await Promise.all(
     targets.map(async (target): Promise<ChangeLogFacts | undefined> => {
-      const log = new ChangeLog(repo.storage, runScope(target));
-      const info = await log.info();
-      if (info === undefined) return undefined;
+      const newest = await newestLog(repo.storage, runScope(target));
+      if (newest === undefined) return undefined;
+      const { log, info } = newest;
       const segments = await log.segments();
       const newestAt = await newestStoredTime(log, segments);
       const last = segments.at(-1);
@@ -75,6 +82,7 @@ export async function readChangeLogFacts(
         target,
         created: info.created,
         startLsn: info.startLsn,
+        number: log.number,
         newestAt,
         committed: last === undefined ? undefined : lsnText(last.committed),
         segments: segments.length,

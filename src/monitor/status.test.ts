@@ -286,6 +286,7 @@ describe('status of a change log', () => {
     target: 'prod',
     created: hoursAgo(3),
     startLsn: '0/1000000',
+    number: 1,
     newestAt: secondsAgo(5),
     committed: '0/3000060',
     segments: 12,
@@ -381,6 +382,21 @@ describe('status of a change log', () => {
     const atStart = startingAt('0/4000000');
     expect(atStart.findings).toEqual([]);
     expect(atStart.changeLog).toMatchObject({ recoveryPointSeconds: 5, joined: true });
+    // A later log (capture --new-log, after a failover) continues only a
+    // snapshot taken since it began, whatever its LSN: the promoted server
+    // may have restarted from an earlier position than the old one reached.
+    const secondLogBegun = (ago: number) =>
+      evaluateStatus({
+        now: NOW,
+        config,
+        snapshots: [fresh],
+        runs: [run('verify', 0.001, true, { snapshot: 's2' })],
+        changeLogs: [log({ startLsn: '0/3000000', number: 2, created: secondsAgo(ago) })],
+      }).targets[0]!;
+    const after = secondLogBegun(20);
+    expect(after.findings.map((f) => [f.kind, f.severity])).toEqual([['log-unjoined', 'warning']]);
+    expect(after.changeLog).toMatchObject({ recoveryPointSeconds: 30, joined: false });
+    expect(secondLogBegun(40).changeLog).toMatchObject({ recoveryPointSeconds: 5, joined: true });
   });
 
   it('the recovery point metric of a log no snapshot is continued by stays the snapshot age', async () => {

@@ -459,8 +459,16 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
     // the log began: one taken before it (say, the first backup, with capture
     // started after) misses the changes in between. Without one, a restore
     // reaches only the newest snapshot, however fresh the log is.
+    // A later log (after `capture --new-log`) continues only snapshots taken
+    // since it began: one from before, even at a later LSN, may be of another
+    // history (a standby promoted before it replayed the primary's last
+    // transactions continues from an earlier LSN).
     const logStart = lsnValue(log.startLsn);
-    const joined = snaps.filter((s) => lsnValue(s.lsn) >= logStart);
+    const joined = snaps.filter(
+      (s) =>
+        lsnValue(s.lsn) >= logStart &&
+        (log.number === 1 || Date.parse(s.startedAt) >= Date.parse(log.created)),
+    );
     // (No snapshot at all: the no-backup finding says what is wrong; the log
     // is still judged, so that a stopped capture is found meanwhile.)
     const unjoined = joined.length === 0 ? newestSnap : undefined;
@@ -496,7 +504,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       add(
         'critical',
         'slot-missing',
-        `the change log of "${target}" continues from a replication slot that no longer exists on the server: capture cannot resume, and changes after ${log.committed ?? 'its start'} are not in the log; start a new change log and take a new backup`,
+        `the change log of "${target}" continues from a replication slot that no longer exists on the server: capture cannot resume, and changes after ${log.committed ?? 'its start'} are not in the log; begin a new one (\`flashback capture ${target} --new-log\`) and take a backup`,
       );
     } else if (slot !== undefined && 'error' in slot) {
       add(

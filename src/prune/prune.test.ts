@@ -350,6 +350,8 @@ describe('prune', () => {
       expect(dry.logs).toEqual([
         {
           target: 'prod',
+          log: 1,
+          emptied: false,
           fromLsn: '0/50',
           toLsn: '0/350',
           segmentsRemoved: 2,
@@ -386,6 +388,51 @@ describe('prune', () => {
         [],
       );
       void storage;
+    });
+
+    it('of two logs, empties the older once every snapshot kept is of the newer, and cuts the newer', async () => {
+      // Log 1 (snapshots 1 and 2); its slot lost, log 2 begun on 2026-11-10
+      // at 0/600 (log 1 ended at 0/508), snapshot 3 taken under it at 0/750.
+      const { repo, log, storage, snapshots, refs } = await withLog(['0/150', '0/350']);
+      const second = new ChangeLog(storage, 'prod', 2);
+      await second.writeInfo({
+        ...(await log.info())!,
+        startLsn: '0/600',
+        created: '2026-11-10T00:00:00.000Z',
+        log: 2,
+        previousEnd: '0/508',
+      });
+      for (let i = 6; i <= 8; i++) {
+        await second.writeSegment(i - 5, lsnValue(`0/${(i * 0x100 + 8).toString(16)}`), [
+          ...tx(i, i * 0x100, `x${i}`),
+        ]);
+      }
+      await snapshots.commit({
+        ...manifest('20261111-000000-0003', 'prod', '2026-11-11T00:00:00.000Z', [refs.a!]),
+        lsn: '0/750',
+      });
+      const policy = config('retention:\n  keep_last: 1\n');
+      const dry = await prune({ repo, config: policy, dryRun: true });
+      expect(dry.logs.map((l) => [l.log, l.emptied, l.segmentsRemoved, l.toLsn])).toEqual([
+        [1, true, 4, '0/508'],
+        [2, false, 1, '0/750'],
+      ]);
+      expect(await keys(log)).toEqual([1, 2, 3, 4]);
+
+      await prune({ repo, config: policy });
+      expect(await keys(log)).toEqual([]);
+      expect(await keys(second)).toEqual([2, 3]);
+      // Log 1's description stays (log 2 is found after it), saying nothing is kept.
+      expect(await log.info()).toMatchObject({ version: 2, firstSegment: 5, startLsn: '0/508' });
+      expect((await second.info())!.firstSegment).toBe(2);
+      const report = await checkRepository({ repo, readDataPercent: 100 });
+      expect(report.findings.filter((f) => f.kind.startsWith('changelog'))).toEqual([]);
+      // Log 2's moments rebuild from snapshot 3.
+      const overlay = await buildOverlay(
+        await planPointInTime(repo, 'prod', { kind: 'lsn', lsn: '0/808' }),
+      );
+      expect([...overlay.tables.get('public.t')!.byKey.keys()]).toEqual(['x8']);
+      expect((await prune({ repo, config: policy })).logs).toEqual([]);
     });
 
     it('keeps the whole log when no snapshot joins it, and for a target without a policy', async () => {

@@ -21,7 +21,8 @@
 import type { FlashbackConfig, RetentionConfig } from '../config/schema.js';
 import { retentionFor } from '../config/schema.js';
 import { InterruptedError, OperationError, UsageError } from '../errors.js';
-import { type CaptureInfo, ChangeLog, lsnText, lsnValue } from '../repo/changelog.js';
+import { type CaptureInfo, lsnText, lsnValue } from '../repo/changelog.js';
+import { logOfSnapshot, snapshotsOfLog, targetLogs } from '../repo/changelogs.js';
 import { ChunkStore, type StoredChunk } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
@@ -92,6 +93,14 @@ export interface PruneResult {
 /** What pruning did (or would do) to one target's change log. */
 export interface LogPrune {
   readonly target: string;
+  /** Which of the target's logs (1 unless `capture --new-log` began more). */
+  readonly log: number;
+  /**
+   * An older log no kept snapshot is taken under, while kept snapshots are
+   * all of later logs: every segment and schema record of it is removed
+   * (its capture.json stays, so the logs after it are still found).
+   */
+  readonly emptied: boolean;
   /** Where the log began before, and begins after (the oldest remaining snapshot's LSN). */
   readonly fromLsn: string;
   readonly toLsn: string;
@@ -279,8 +288,11 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
  * Cuts each target's change log back to the LSN of its oldest snapshot in
  * `manifests` that joins the log (taken after the log began). A target whose
  * snapshots all predate its log keeps the whole log (it still answers
- * `history`). Order: capture.json with the new start, then the segments
- * (oldest first), then the schema records.
+ * `history`). Of a target's several logs (src/repo/changelogs.ts), each is
+ * cut by the snapshots taken under it; an older log under which no kept
+ * snapshot was taken, when every kept snapshot is of a later log, is
+ * emptied: retention reaches no moment of it. Order: capture.json with the
+ * new start, then the segments (oldest first), then the schema records.
  */
 async function pruneLogs(
   storage: Storage,
@@ -290,45 +302,66 @@ async function pruneLogs(
 ): Promise<LogPrune[]> {
   const out: LogPrune[] = [];
   for (const target of targets) {
-    const log = new ChangeLog(storage, runScope(target));
-    const info = await log.info();
-    if (info === undefined) continue;
-    const start = lsnValue(info.startLsn);
-    const joined = manifests
-      .filter((m) => m.target === target && lsnValue(m.lsn) >= start)
-      .map((m) => lsnValue(m.lsn));
-    if (joined.length === 0) continue;
-    const to = joined.reduce((a, b) => (b < a ? b : a));
-    const { segments, schemas, firstSegment } = await log.prunable(info, to);
-    const result: LogPrune = {
-      target,
-      fromLsn: info.startLsn,
-      toLsn: lsnText(to),
-      segmentsRemoved: segments.length,
-      schemaRecordsRemoved: schemas.length,
-      bytesFreed: segments.reduce((n, s) => n + s.size, 0),
-    };
-    if (segments.length === 0 && schemas.length === 0) continue;
-    out.push(result);
-    if (o.dryRun) continue;
-    if (to > start || firstSegment !== (info.firstSegment ?? 1)) {
-      const moved: CaptureInfo = {
-        ...info,
-        version: 2,
-        startLsn: result.toLsn,
-        firstSegment,
-        originLsn: info.originLsn ?? info.startLsn,
-        prunedAt: new Date().toISOString(),
+    const logs = await targetLogs(storage, runScope(target));
+    const own = manifests.filter((m) => m.target === target);
+    for (const [k, { log, info }] of logs.entries()) {
+      const start = lsnValue(info.startLsn);
+      const joined = snapshotsOfLog(logs, k, own)
+        .filter((m) => lsnValue(m.lsn) >= start)
+        .map((m) => lsnValue(m.lsn));
+      let to: bigint;
+      let emptied = false;
+      if (joined.length > 0) to = joined.reduce((a, b) => (b < a ? b : a));
+      else if (
+        k < logs.length - 1 &&
+        own.every((m) => {
+          const of = logOfSnapshot(logs, m);
+          return of === undefined || of > k;
+        })
+      ) {
+        // (Where the next log says this one ends: nothing after it is kept.)
+        const all = await log.segments();
+        to = lsnValue(logs[k + 1]!.info.previousEnd ?? lsnText(all.at(-1)?.committed ?? start));
+        emptied = true;
+      } else continue;
+      const found = await log.prunable(info, to);
+      const segments = emptied ? await log.segments() : found.segments;
+      const schemas = emptied ? await log.schemaRecords() : found.schemas;
+      const firstSegment = emptied
+        ? (segments.at(-1)?.seq ?? (info.firstSegment ?? 1) - 1) + 1
+        : found.firstSegment;
+      const result: LogPrune = {
+        target,
+        log: log.number,
+        emptied,
+        fromLsn: info.startLsn,
+        toLsn: lsnText(to > start ? to : start),
+        segmentsRemoved: segments.length,
+        schemaRecordsRemoved: schemas.length,
+        bytesFreed: segments.reduce((n, s) => n + s.size, 0),
       };
-      await log.writeInfo(moved);
+      if (segments.length === 0 && schemas.length === 0) continue;
+      out.push(result);
+      if (o.dryRun) continue;
+      if (to > start || firstSegment !== (info.firstSegment ?? 1)) {
+        const moved: CaptureInfo = {
+          ...info,
+          version: 2,
+          startLsn: result.toLsn,
+          firstSegment,
+          originLsn: info.originLsn ?? info.startLsn,
+          prunedAt: new Date().toISOString(),
+        };
+        await log.writeInfo(moved);
+      }
+      await faultpoint('prune.after-log-start');
+      await forEachLimited(
+        [...segments.map((s) => s.key), ...schemas.map((r) => r.key)],
+        o.limit ?? DEFAULT_CONCURRENCY,
+        (key) => log.remove(key),
+        o.signal,
+      );
     }
-    await faultpoint('prune.after-log-start');
-    await forEachLimited(
-      [...segments.map((s) => s.key), ...schemas.map((r) => r.key)],
-      o.limit ?? DEFAULT_CONCURRENCY,
-      (key) => log.remove(key),
-      o.signal,
-    );
   }
   return out;
 }

@@ -83,6 +83,18 @@ export interface CaptureInfo {
   readonly originLsn?: string;
   /** Version 2: when the log was last pruned. */
   readonly prunedAt?: string;
+  /**
+   * Which of the target's logs this is (ChangeLog.number); absent in the
+   * first. A later log is begun by `capture --new-log` when the one before
+   * cannot continue (its slot is gone, say after a failover).
+   */
+  readonly log?: number;
+  /**
+   * In a later log: where the log before it ends (the `<committed>` of its
+   * last segment when this one began). Moments after it and before this
+   * log's start are in no log.
+   */
+  readonly previousEnd?: string;
 }
 
 /** A segment as listed. */
@@ -182,7 +194,16 @@ export interface SchemaRecordRef {
   readonly endLsn: bigint;
 }
 
-/** The change log of one target (its scope, as for run records). */
+/** A change log's directory name: `<scope>` for a target's first log, `<scope>.<n>` for its n-th. */
+const LOG_DIR = /^([A-Za-z0-9][A-Za-z0-9_-]*)(?:\.([1-9][0-9]*))?$/;
+
+/**
+ * One change log of a target (its scope, as for run records). A target has
+ * one log per replication slot it was captured from: the first in
+ * `changes/<scope>/`, a later one (begun by `capture --new-log` once the one
+ * before could not continue) in `changes/<scope>.<n>/`. `.` is not in any
+ * scope (runScope), so the names cannot clash.
+ */
 export class ChangeLog {
   /** Stored bytes of segments from which `contents` decompresses them on a thread. */
   threadBytes = THREAD_BYTES;
@@ -190,10 +211,25 @@ export class ChangeLog {
   constructor(
     readonly storage: Storage,
     readonly scope: string,
+    /** 1 for the target's first log, n for its n-th. */
+    readonly number = 1,
   ) {}
 
-  private get dir(): string {
-    return `${PREFIX}${this.scope}/`;
+  /** The log in `changes/<name>/`, or undefined when the name is not a log's directory. */
+  static inDirectory(storage: Storage, name: string): ChangeLog | undefined {
+    const m = LOG_DIR.exec(name);
+    if (m === null || m[2] === '1') return undefined;
+    return new ChangeLog(storage, m[1]!, m[2] === undefined ? 1 : Number(m[2]));
+  }
+
+  /** Its directory in the repository, `changes/<scope>[.<n>]/`. */
+  get dir(): string {
+    return `${PREFIX}${this.scope}${this.number === 1 ? '' : `.${this.number}`}/`;
+  }
+
+  /** How messages name it: `"prod"`, or `"prod" (log 2)`. */
+  get label(): string {
+    return this.number === 1 ? `"${this.scope}"` : `"${this.scope}" (log ${this.number})`;
   }
 
   /** A JSON file of the log's directory, or undefined when there is none. */
@@ -213,7 +249,7 @@ export class ChangeLog {
     if (info.version > 2) {
       throw new RepositoryError(
         'version',
-        `the change log of "${this.scope}" has format version ${info.version}; this Flashback reads up to 2`,
+        `the change log of ${this.label} has format version ${info.version}; this Flashback reads up to 2`,
         { hint: 'upgrade Flashback to read it' },
       );
     }
@@ -235,14 +271,14 @@ export class ChangeLog {
     if (r.format !== 'flashback-acks' || typeof r.since !== 'string') {
       throw new RepositoryError(
         'changelog.acks',
-        `changes/${this.scope}/acknowledged.json is not a record of flashback's acknowledgements`,
+        `${this.dir}acknowledged.json is not a record of flashback's acknowledgements`,
         { hint: 'run `flashback check`; restore the file from a copy of the repository' },
       );
     }
     if (r.version > 1) {
       throw new RepositoryError(
         'version',
-        `changes/${this.scope}/acknowledged.json has version ${r.version}, newer than this flashback reads (1)`,
+        `${this.dir}acknowledged.json has version ${r.version}, newer than this flashback reads (1)`,
         { hint: 'upgrade flashback' },
       );
     }
@@ -364,7 +400,7 @@ export class ChangeLog {
     if (!(await this.storage.writeIfAbsent(key, stored))) {
       throw new RepositoryError(
         'changelog.conflict',
-        `change-log segment ${key} already exists: another capture of "${this.scope}" is writing`,
+        `change-log segment ${key} already exists: another capture of ${this.label} is writing`,
         { hint: 'run one capture per target' },
       );
     }

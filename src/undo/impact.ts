@@ -46,6 +46,7 @@ import {
   type Transaction,
 } from '../repo/changelog.js';
 import { emptyLayout, layoutOf as storedLayout, tupleInteger } from '../repo/changelog-format.js';
+import { gapBetween, logOfSnapshot, snapshotsOfLog, type TargetLog } from '../repo/changelogs.js';
 import { ChunkError, ChunkStore } from '../repo/chunks.js';
 import { whileShared } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
@@ -455,11 +456,27 @@ export async function impactReport(o: ImpactOptions): Promise<ImpactReport> {
 async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
   const storage = o.repo.storage;
   const column = parseColumnName(o.column);
-  const { log, target, logStart, logCreated } = await selectImpactLog(o.repo, o.target);
   const store = new SnapshotStore(storage);
-  const manifests = (await store.all(target)) as Array<SnapshotManifest<SchemaModel>>;
+  const { log, target, logStart, logCreated, logs, index } = await selectImpactLog(
+    o.repo,
+    store,
+    o.target,
+    o.since,
+  );
+  const manifests = snapshotsOfLog(
+    logs,
+    index,
+    (await store.all(target)) as Array<SnapshotManifest<SchemaModel>>,
+  );
   const notes: string[] = [];
   const until = normaliseTime(o.until);
+  const next = logs[index + 1];
+  if (next !== undefined && until >= normaliseTime(next.info.created)) {
+    // One log is read: the gap between two is in neither, and the next is its own.
+    notes.push(
+      `changes after log ${index + 1} of "${target}" ends are not counted: ${gapBetween(logs, index)}; for what changed since, run impact again with --since ${next.info.created}`,
+    );
+  }
 
   // The window, and the snapshot to look values up in (the newest before the window).
   let since: string;
@@ -820,16 +837,45 @@ function resolveTables(names: readonly string[], models: readonly SchemaView[]) 
   return out;
 }
 
+/** The log the window starts in (of a target's several, the one that holds --since). */
 async function selectImpactLog(
   repo: Repository,
+  store: SnapshotStore,
   target: string | undefined,
-): Promise<{ log: ChangeLog; target: string; logStart: bigint; logCreated: string }> {
-  const { log, info } = await selectLog(repo.storage, target, 'an impact report');
+  since: ImpactOptions['since'],
+): Promise<{
+  log: ChangeLog;
+  target: string;
+  logStart: bigint;
+  logCreated: string;
+  logs: readonly TargetLog[];
+  index: number;
+}> {
+  let sel = await selectLog(
+    repo.storage,
+    target,
+    'an impact report',
+    since.kind === 'time' ? normaliseTime(since.at) : undefined,
+  );
+  if (since.kind === 'snapshot' && sel.logs.length > 1) {
+    const m = await store.resolve(since.ref, sel.info.target);
+    const k = logOfSnapshot(sel.logs, m);
+    if (k === undefined) {
+      throw new UsageError(
+        `snapshot ${m.id} was taken after the change log of "${sel.info.target}" it was taken under had ended, and before the next one began: no log continues it`,
+        { hint: 'give --since a time, or a snapshot taken while capture ran' },
+      );
+    }
+    sel = { ...sel.logs[k]!, logs: sel.logs, index: k };
+  }
+  const { log, info } = sel;
   return {
     log,
     target: info.target,
     logStart: lsnValue(info.startLsn),
     logCreated: normaliseTime(info.created),
+    logs: sel.logs,
+    index: sel.index,
   };
 }
 

@@ -367,7 +367,8 @@ async function run(
   }
   for (const scope of [...scopes].sort()) {
     interrupted();
-    const log = new ChangeLog(storage, scope);
+    // (A target's later logs are in changes/<scope>.<n>/: each is checked alike.)
+    const log = ChangeLog.inDirectory(storage, scope) ?? new ChangeLog(storage, scope);
     let firstSegment = 1;
     try {
       firstSegment = (await log.info())?.firstSegment ?? 1;
@@ -376,8 +377,8 @@ async function run(
         severity: 'error',
         kind: 'changelog-missing',
         snapshots: [],
-        object: `changes/${scope}/capture.json`,
-        message: `the change log of "${scope}" cannot be read: ${(err as Error).message}`,
+        object: `${log.dir}capture.json`,
+        message: `the change log of ${log.label} cannot be read: ${(err as Error).message}`,
         hint: 'restore changes/<target>/capture.json from a copy of the repository',
       });
       continue;
@@ -397,7 +398,7 @@ async function run(
           kind: 'changelog-missing',
           snapshots: [],
           object: seg.key,
-          message: `the change log of "${scope}" lacks ${missing} (the next is ${seg.seq}): the changes it held are lost, and moments after it cannot be rebuilt`,
+          message: `the change log of ${log.label} lacks ${missing} (the next is ${seg.seq}): the changes it held are lost, and moments after it cannot be rebuilt`,
           hint: 'restore the segment from a copy of the repository; take a new backup (moments after it rebuild from there)',
         });
       }

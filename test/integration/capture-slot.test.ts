@@ -285,9 +285,10 @@ targets:
     const resumed = await runCli(['capture', 'prod'], { cwd: dir, env });
     expect(resumed.code).toBe(ExitCode.failed);
     expect(resumed.stderr).toContain('no longer exists on the server');
-    // The hint is one the user can follow (it named an option that does not exist).
-    expect(resumed.stderr).toContain('hint: start a new log: move changes/prod/ of the repository');
-    expect(resumed.stderr).not.toContain('--new-log');
+    // The hint is one the user can follow.
+    expect(resumed.stderr).toContain(
+      'hint: begin a new log: `flashback capture prod --new-log`, then take a backup (`flashback backup prod`)',
+    );
   });
 });
 
@@ -336,7 +337,19 @@ describe('a slot that lost its WAL (private PostgreSQL 17, max_slot_wal_keep_siz
       const resumed = await runCli(['capture', 'prod'], { cwd: dir, env });
       expect(resumed.code, resumed.stderr).toBe(ExitCode.failed);
       expect(resumed.stderr).toContain('has lost WAL it needed');
-      expect(resumed.stderr).toContain('--drop-slot');
+      expect(resumed.stderr).toContain('`flashback capture prod --new-log` (it drops the slot)');
+      // --new-log drops the lost slot (it can stream nothing usable) and begins log 2.
+      const renewed = new CaptureProcess(dir, env, ['capture', 'prod', '--new-log']).start();
+      try {
+        await renewed.streaming();
+        expect(renewed.output).toMatch(/created slot "flashback_prod"; log 2 starts at/);
+      } finally {
+        expect((await renewed.stop())?.code).toBe(0);
+      }
+      const slot = await c.query<{ wal_status: string }>(
+        "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'flashback_prod'",
+      );
+      expect(slot.rows[0]?.wal_status).toBe('reserved');
       await dropSlot(c, 'flashback_prod');
       await c.end();
     } finally {
@@ -426,6 +439,51 @@ describe('a slot capture has not recorded, on the shared PostgreSQL 17', () => {
     }
     expect((await log.info())?.slot).toBe('flashback_slotcrash');
     expect(await log.pendingSlot()).toBeUndefined();
+  });
+
+  it('a start of a new log killed before recording it: the next start, without --new-log, completes it', async () => {
+    // Log 1 of "slotcrash" exists (the test before); its slot is then lost.
+    const storage = new LocalStorage(path.join(dir, 'repo'));
+    const c = await connectTo(shared, db);
+    await dropSlot(c, 'flashback_slotcrash', { waitSeconds: 10 });
+    await c.end();
+    const end1 = (await new ChangeLog(storage, 'slotcrash').segments()).at(-1)!.committed;
+    const child = await cliAt(
+      'capture.after-slot',
+      ['capture', 'slotcrash', '--new-log'],
+      dir,
+      env,
+    );
+    expect(await killHard(child)).toBe('SIGKILL');
+    const second = new ChangeLog(storage, 'slotcrash', 2);
+    expect(await second.info()).toBeUndefined();
+    expect((await second.pendingSlot())?.slot).toBe('flashback_slotcrash');
+
+    // Not taken for log 1's slot: the start of log 2 is carried on.
+    const capture = new CaptureProcess(dir, env, [
+      'capture',
+      'slotcrash',
+      '--flush-interval',
+      '200ms',
+    ]).start();
+    try {
+      await capture.streaming();
+      expect(capture.output).toContain(
+        'was created by a start of capture that stopped before recording it',
+      );
+      expect(capture.output).toMatch(
+        /capture slotcrash: created slot "flashback_slotcrash"; log 2 starts at/,
+      );
+    } finally {
+      const last = await capture.stop();
+      expect(last?.code, last?.stderr).toBe(0);
+    }
+    expect(await second.info()).toMatchObject({
+      slot: 'flashback_slotcrash',
+      log: 2,
+      previousEnd: lsnText(end1),
+    });
+    expect(await second.pendingSlot()).toBeUndefined();
   });
 
   it('a slot left by a killed start but being read by another process is not dropped from under it', async () => {
@@ -706,6 +764,169 @@ describe('a change log begun after the newest backup, on the shared PostgreSQL 1
       await dropSlot(c, 'flashback_latelog', { waitSeconds: 10 }).catch(() => {});
       await c.end();
       await sql(shared, 'postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+      await cleanup();
+    }
+  });
+});
+
+describe('a failover that loses the slot, on the shared PostgreSQL 17', () => {
+  it('capture --new-log begins log 2; moments of both logs restore exactly, the gap between is refused', async () => {
+    const { dir, cleanup } = await tempDir();
+    const db = await freshDatabase(shared, 'failover');
+    const env = { PW: shared.password, PGPASSWORD: shared.password };
+    const url = (d: string) => `postgres://postgres@${shared.host}:${shared.port}/${d}`;
+    const c = await connectTo(shared, db);
+    const moment = async () =>
+      (
+        await c.query<{ at: string }>(
+          `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at`,
+        )
+      ).rows[0]!.at;
+    const items = async (d: string) => {
+      const x = await connectTo(shared, d);
+      try {
+        return (await x.query('SELECT id, v, n FROM items ORDER BY id')).rows;
+      } finally {
+        await x.end();
+      }
+    };
+    const run = (args: string[]) => runCli(args, { cwd: dir, env });
+    const restored: string[] = [];
+    const restoreAt = async (at: string) => {
+      const into = `failover_r${restored.length}`;
+      restored.push(into);
+      return run([
+        'restore',
+        'failover',
+        '--at',
+        at,
+        '--to',
+        url(into),
+        '--create',
+        '--confirm',
+        into,
+      ]);
+    };
+    const captureArgs = (extra: string[] = []) => [
+      'capture',
+      'failover',
+      ...extra,
+      '--flush-interval',
+      '200ms',
+      '--heartbeat',
+      '1s',
+    ];
+    try {
+      await sql(shared, db, CAPTURE_SCHEMA);
+      expect((await run(['init', '--force', '--repo', 'repo'])).code).toBe(0);
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `repository: repo\nretention:\n  keep_last: 1\ntargets:\n  failover:\n    host: ${shared.host}\n    port: ${shared.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n`,
+      );
+      // Log 1, with a snapshot it continues, and a moment in it.
+      const first = new CaptureProcess(dir, env, captureArgs()).start();
+      let inLog1: string;
+      let atLog1: unknown[];
+      try {
+        await first.streaming();
+        expect((await run(['backup', 'failover'])).code).toBe(0);
+        await c.query(
+          "INSERT INTO items (id, v, n) SELECT g, 'one-' || g, g FROM generate_series(1, 5) g",
+        );
+        await c.query("UPDATE items SET v = 'changed' WHERE id = 3");
+        await new Promise((r) => setTimeout(r, 300));
+        inLog1 = await moment();
+        atLog1 = await items(db);
+        // A heartbeat past the moment is stored before capture stops.
+        await new Promise((r) => setTimeout(r, 1500));
+      } finally {
+        expect((await first.stop())?.code).toBe(0);
+      }
+
+      // The failover: the promoted server has no logical slot. What is
+      // written before capture begins again is in no log.
+      await sql(shared, db, "SELECT pg_drop_replication_slot('flashback_failover')");
+      await c.query("UPDATE items SET v = 'in the gap' WHERE id = 1");
+      const inGap = await moment();
+      const refused = await run(captureArgs());
+      expect(refused.code).toBe(ExitCode.failed);
+      expect(refused.stderr).toContain('no longer exists on the server');
+      expect(refused.stderr).toContain('`flashback capture failover --new-log`');
+
+      const second = new CaptureProcess(dir, env, captureArgs(['--new-log'])).start();
+      let inLog2: string;
+      let atLog2: unknown[];
+      try {
+        await second.streaming();
+        expect(second.output).toMatch(
+          /capture failover: created slot "flashback_failover"; log 2 starts at \S+, resuming from \S+\n/,
+        );
+        expect(second.output).toMatch(
+          /flashback: note: log 1 of "failover" ends at \S+: changes committed between it and \S+ are in no log; log 1 stays readable for the moments it covers\n/,
+        );
+        // Until a snapshot is taken under log 2, none of its moments can be restored.
+        const s = await run(['status', '--target', 'failover', '--json', '--repository-only']);
+        const unjoined = statusOf(s.stdout, 'failover');
+        expect(unjoined.findings.map((f) => f.kind)).toContain('log-unjoined');
+        // A healthy slot is never replaced.
+        const again = await run(captureArgs(['--new-log']));
+        expect(again.code).toBe(ExitCode.usage);
+        expect(again.stderr).toContain('can continue from its replication slot');
+
+        expect((await run(['backup', 'failover'])).code).toBe(0);
+        await c.query('DELETE FROM items WHERE id = 2');
+        await c.query("INSERT INTO items (id, v, n) VALUES (9, 'nine', 9)");
+        await new Promise((r) => setTimeout(r, 300));
+        inLog2 = await moment();
+        atLog2 = await items(db);
+        await new Promise((r) => setTimeout(r, 1500));
+      } finally {
+        expect((await second.stop())?.code).toBe(0);
+      }
+      expect(
+        await new ChangeLog(new LocalStorage(path.join(dir, 'repo')), 'failover', 2).info(),
+      ).toMatchObject({ log: 2, previousEnd: expect.any(String) });
+
+      // Each moment from its own log, row for row.
+      const r1 = await restoreAt(inLog1);
+      expect(r1.code, r1.stderr).toBe(0);
+      expect(await items(restored[0]!)).toEqual(atLog1);
+      const r2 = await restoreAt(inLog2);
+      expect(r2.code, r2.stderr).toBe(0);
+      expect(await items(restored[1]!)).toEqual(atLog2);
+      // Between the two logs: in neither, and said so.
+      const gap = await restoreAt(inGap);
+      expect(gap.code).toBe(ExitCode.usage);
+      expect(gap.stderr).toContain(`${inGap} is in no change log of "failover": log 1 ends at`);
+
+      // History reads one log, and says where the other is.
+      const h = await run(['history', 'items', '1', '--target', 'failover', '--json']);
+      expect(h.code, h.stderr).toBe(0);
+      const newer = JSON.parse(h.stdout) as Array<{ row: { v: string } | null }>;
+      expect(h.stderr).toContain('note: this is log 2 of "failover" (log 1 ends at ');
+      expect(newer.map((v) => v.row?.v)).toEqual(['in the gap']);
+      const older = JSON.parse(
+        (await run(['history', 'items', '1', '--target', 'failover', '--until', inLog1, '--json']))
+          .stdout,
+      ) as Array<{ row: { v: string } | null }>;
+      expect(older.map((v) => v.row?.v)).toEqual(['one-1']);
+
+      // Retention keeps the newest snapshot (log 2's): log 1 is emptied, and
+      // the repository still checks clean.
+      const pruned = await run(['prune']);
+      expect(pruned.code, pruned.stderr).toBe(0);
+      expect(pruned.stdout).toContain(
+        'failover: change log 1 is emptied (no snapshot kept was taken under it, and the ones kept are of a later log): 3 segment(s)',
+      );
+      expect((await run(['check'])).code).toBe(0);
+    } finally {
+      await c.end();
+      const d = await connectTo(shared, db);
+      await dropSlot(d, 'flashback_failover', { waitSeconds: 10 }).catch(() => {});
+      await d.end();
+      for (const r of [db, ...restored]) {
+        await sql(shared, 'postgres', `DROP DATABASE IF EXISTS ${r} WITH (FORCE)`);
+      }
       await cleanup();
     }
   });

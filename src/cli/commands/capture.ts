@@ -23,6 +23,7 @@ interface CaptureFlags {
   readonly heartbeat: string;
   readonly dropSlot?: boolean;
   readonly confirm?: string;
+  readonly newLog?: boolean;
 }
 
 export function registerCapture(program: Command, context: (cmd: Command) => CliContext): void {
@@ -34,6 +35,10 @@ export function registerCapture(program: Command, context: (cmd: Command) => Cli
     .option('--heartbeat <duration>', 'interval of heartbeat messages on the source', '5s')
     .option('--drop-slot', "remove Flashback's replication slot from the target and stop")
     .option('--confirm <name>', 'with --drop-slot: the target name, to confirm')
+    .option(
+      '--new-log',
+      'begin a new change log when the current one cannot continue (its slot is gone or lost WAL)',
+    )
     .addHelpText(
       'after',
       `
@@ -54,6 +59,15 @@ captures rows only (docs/CAPTURE.md, "Schema changes").
 
 A slot that nobody reads keeps WAL on the server: stop capture for good with
 --drop-slot (through the guard, since it writes to the target).
+
+After a failover (logical slots do not move to the promoted standby), or
+once the slot lost WAL it needed, the log cannot continue without a gap and
+capture refuses. --new-log then begins the target's next change log (a lost
+slot is dropped first; a healthy one never is). The old log stays readable:
+restore --at, undo, impact and history use the log that holds the moment.
+Changes between the old log's end and the new one's start are in neither,
+and moments of the new log need a snapshot taken after it began: run
+\`flashback backup\` once it has started.
 
 Exit codes: 0 stopped; 1 failed (the stream or the repository); 4 refused
 (identity, or --drop-slot not confirmed); 5 unreachable; 6 no repository.`,
@@ -109,11 +123,17 @@ Exit codes: 0 stopped; 1 failed (the stream or the repository); 4 refused
         signal: ctx.interruptSignal(),
         flushIntervalMs,
         heartbeatMs,
+        newLog: opts.newLog,
         onWarning: (m) => ctx.err(`flashback: warning: ${m}\n`),
         onStart: (s) => {
           ctx.err(
-            `capture ${target.name}: ${s.created ? 'created' : 'using'} slot "${s.slot}"; the log starts at ${s.logStart}, resuming from ${s.resumeFrom}\n`,
+            `capture ${target.name}: ${s.created ? 'created' : 'using'} slot "${s.slot}"; ${s.log > 1 ? `log ${s.log}` : 'the log'} starts at ${s.logStart}, resuming from ${s.resumeFrom}\n`,
           );
+          if (s.previousEnd !== undefined) {
+            ctx.err(
+              `flashback: note: log ${s.log - 1} of "${target.name}" ends at ${s.previousEnd}: changes committed between it and ${s.logStart} are in no log; log ${s.log - 1} stays readable for the moments it covers\n`,
+            );
+          }
           if (s.created) ctx.err(`flashback: note: ${newLogAdvice(target.name)}\n`);
         },
         onSegment: (s) => {

@@ -9,7 +9,8 @@ import {
 import type { ChangeLogEnd, Severity } from '../../doctor/checks.js';
 import { type DoctorReport, diagnose } from '../../doctor/doctor.js';
 import { ExitCode, UsageError } from '../../errors.js';
-import { ChangeLog, lsnValue } from '../../repo/changelog.js';
+import { lsnValue } from '../../repo/changelog.js';
+import { newestLog } from '../../repo/changelogs.js';
 import type { Repository } from '../../repo/repository.js';
 import { runScope } from '../../repo/runs.js';
 import type { CliContext } from '../context.js';
@@ -46,14 +47,16 @@ Exit codes: 0 all ok; 1 warnings; 2 critical findings; 5 unreachable; 3 bad usag
 
 /** Where the target's change log in the repository ends, or undefined when it has none. */
 async function changeLogEnd(repo: Repository, target: string): Promise<ChangeLogEnd | undefined> {
-  const log = new ChangeLog(repo.storage, runScope(target));
-  const info = await log.info();
-  if (info === undefined) return undefined;
+  // (Of a target's several logs, the newest: the one capture continues.)
+  const newest = await newestLog(repo.storage, runScope(target));
+  if (newest === undefined) return undefined;
+  const { log, info } = newest;
   const last = (await log.segments()).at(-1);
   const ack = await log.ackRecord();
   return {
     end: last?.committed ?? lsnValue(info.startLsn),
     ackSince: ack === undefined ? undefined : lsnValue(ack.since),
+    dir: log.dir,
   };
 }
 

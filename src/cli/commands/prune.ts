@@ -121,8 +121,12 @@ async function runPrune(
     );
   }
   for (const l of result.logs) {
+    const removed = `${l.segmentsRemoved} segment(s), ${formatBytes(l.bytesFreed)}${l.schemaRecordsRemoved > 0 ? `, and ${l.schemaRecordsRemoved} schema record(s)` : ''} ${result.dryRun ? 'to remove' : 'removed'}`;
+    const name = l.log === 1 ? 'change log' : `change log ${l.log}`;
     ctx.out(
-      `${l.target}: change log ${result.dryRun ? 'would begin' : 'begins'} at ${l.toLsn} (the oldest snapshot kept; was ${l.fromLsn}): ${l.segmentsRemoved} segment(s), ${formatBytes(l.bytesFreed)}${l.schemaRecordsRemoved > 0 ? `, and ${l.schemaRecordsRemoved} schema record(s)` : ''} ${result.dryRun ? 'to remove' : 'removed'}\n`,
+      l.emptied
+        ? `${l.target}: change log ${l.log} ${result.dryRun ? 'would be' : 'is'} emptied (no snapshot kept was taken under it, and the ones kept are of a later log): ${removed}\n`
+        : `${l.target}: ${name} ${result.dryRun ? 'would begin' : 'begins'} at ${l.toLsn} (the oldest snapshot kept; was ${l.fromLsn}): ${removed}\n`,
     );
   }
   if (result.logs.length > 0) ctx.out('\n');
