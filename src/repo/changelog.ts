@@ -899,7 +899,7 @@ class Scanner {
   private record(r: StoredRecord, visit: Visit): boolean {
     switch (r[0]) {
       case 'R':
-        this.relations.set(r[1], { schema: r[2], name: r[3], columns: r[5] });
+        this.relations.set(r[1], { id: r[1], schema: r[2], name: r[3], columns: r[5] });
         break;
       case 'H':
         this.options.onHeartbeat?.(r[1], r[2]);
@@ -1042,6 +1042,8 @@ class OpenTransaction implements Transaction {
 
 /** A relation as the log describes it (its latest description wins). */
 export interface StoredRelation {
+  /** The relation's OID on the source (its Relation message's id). */
+  readonly id?: number;
   readonly schema: string;
   readonly name: string;
   readonly columns: readonly ChangeColumn[];

@@ -260,7 +260,12 @@ interface Layout {
 }
 
 interface TableCtx {
-  readonly label: string;
+  /** `schema.name`: the newest name the window showed the table under. */
+  label: string;
+  /** Its OID on the source, when the log gives it: how it is followed across renames. */
+  readonly oid: number | undefined;
+  /** Every name it had in the window, in order (more than one: renamed). */
+  readonly names: string[];
   /** The table in the lookup snapshot, if it is there. */
   readonly snap: TableSnapshot | undefined;
   /** Identity columns: the snapshot's key, else the log's key columns; null: rows have no key. */
@@ -273,9 +278,11 @@ interface TableCtx {
   readonly layouts: WeakMap<readonly ChangeColumn[], Layout>;
 }
 
-function newCtx(label: string, snap: TableSnapshot | undefined): TableCtx {
+function newCtx(label: string, snap: TableSnapshot | undefined, oid?: number): TableCtx {
   return {
     label,
+    oid,
+    names: [label],
     snap,
     identity: snap === undefined ? undefined : snap.keyKind === 'none' ? null : snap.key,
     counters: new Map(),
@@ -517,21 +524,32 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
       hint: 'give an --until after the start, or an earlier --since',
     });
   }
-  const chosen =
-    o.tables === undefined ? undefined : resolveTables(o.tables, await schemaViews(log, manifests));
+  const views = o.tables === undefined ? undefined : await schemaViews(log, manifests);
+  const chosen = views === undefined ? undefined : resolveTables(o.tables!, views);
+  // The tables named, also under the other names they had (by OID).
+  const chosenOids = new Set<number>();
+  for (const v of views ?? []) {
+    for (const [label, oid] of v.oids) if (chosen!.has(label)) chosenOids.add(oid);
+  }
 
-  const tables = new Map<string, TableCtx>();
+  // A table is followed by its OID where the log gives one: renamed in the
+  // window, it stays one table (counted under its newest name), and its rows
+  // are looked up in the snapshot under the name it had there. A name
+  // another table takes over is that table's.
+  const tables = new Map<string | number, TableCtx>();
   const withoutColumn = new Map<string, number>();
-  const ctxOf = (schema: string, name: string): TableCtx | undefined => {
+  const ctxOf = (schema: string, name: string, relid: number | undefined): TableCtx | undefined => {
     const label = `${schema}.${name}`;
-    if (chosen !== undefined && !chosen.has(label)) return undefined;
-    let t = tables.get(label);
+    const oid = relid === undefined || relid === 0 ? undefined : relid;
+    let t = tables.get(oid ?? label);
     if (t === undefined) {
-      t = newCtx(
-        label,
-        base?.tables.find((x) => x.schema === schema && x.name === name),
-      );
-      tables.set(label, t);
+      if (chosen !== undefined && !chosen.has(label) && !(oid !== undefined && chosenOids.has(oid)))
+        return undefined;
+      t = newCtx(label, tableIn(base, oid, schema, name), oid);
+      tables.set(oid ?? label, t);
+    } else if (t.label !== label) {
+      t.label = label;
+      t.names.push(label);
     }
     return t;
   };
@@ -550,7 +568,7 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
   let time = '';
   let lookup = false;
   const decoded = (c: Change): void => {
-    const t = ctxOf(c.schema, c.table);
+    const t = ctxOf(c.schema, c.table, c.relid);
     if (t === undefined) return;
     const l = layoutOf(t, c.columns, column);
     if (l.col < 0) {
@@ -602,7 +620,7 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
   const stored = (content: Buffer, start: number, end: number, rel: StoredRelation): void => {
     if (rel !== seenRel) {
       seenRel = rel;
-      seenCtx = ctxOf(rel.schema, rel.name);
+      seenCtx = ctxOf(rel.schema, rel.name, rel.id);
     }
     const t = seenCtx;
     if (t !== undefined) {
@@ -638,9 +656,10 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
   if (chosen !== undefined) {
     // A name no snapshot has and nothing in the window changed is a typo: an
     // empty report for it would read as "nobody was affected".
+    const seenNames = new Set([...tables.values()].flatMap((t) => t.names));
     const unknown = [...chosen].filter(
       (label) =>
-        !tables.has(label) &&
+        !seenNames.has(label) &&
         !withoutColumn.has(label) &&
         newestTable(manifests, label) === undefined,
     );
@@ -656,7 +675,7 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
       );
     }
     for (const label of chosen) {
-      if (tables.has(label) || withoutColumn.has(label)) continue;
+      if (seenNames.has(label) || withoutColumn.has(label)) continue;
       const snap = newestTable(manifests, label);
       if (snap !== undefined && !snap.columns.includes(column)) withoutColumn.set(label, 0);
     }
@@ -704,6 +723,12 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
   for (const tr of truncates) {
     notes.push(
       `${tr.table} was truncated at ${tr.time} (transaction ${tr.xid}): every row it had then (${tr.rows}) is counted under truncated, by its value of ${column}`,
+    );
+  }
+  for (const t of tables.values()) {
+    if (t.names.length < 2) continue;
+    notes.push(
+      `${t.label} was renamed in the window (${t.names.join(' → ')}): its changes are counted together under its newest name, the table followed by its OID`,
     );
   }
   const unresolved: ImpactUnresolved[] = [];
@@ -784,6 +809,20 @@ export function compareValues(a: Val, b: Val): number {
 /** A snapshot's consistent time, six-digit form (finishedAt for older manifests). */
 function consistentTime(m: SnapshotManifest): string {
   return normaliseTime(m.consistentAt ?? m.finishedAt);
+}
+
+/** The table in the lookup snapshot: by OID when both know it, else by name. */
+function tableIn(
+  base: SnapshotManifest | undefined,
+  oid: number | undefined,
+  schema: string,
+  name: string,
+): TableSnapshot | undefined {
+  if (base === undefined) return undefined;
+  if (oid !== undefined && base.tables.some((x) => x.oid !== undefined)) {
+    return base.tables.find((x) => x.oid === oid);
+  }
+  return base.tables.find((x) => x.schema === schema && x.name === name);
 }
 
 function newestTable(manifests: readonly SnapshotManifest[], label: string) {
@@ -932,7 +971,10 @@ class Resolver {
         `values of deleted rows come from snapshot ${base.id}, which is older than the change log (LSN ${base.lsn}, the log begins at ${lsnText(this.logStart)}): a change between the two is in neither`,
       );
     }
-    const tracked = new Map<string, Tracked>();
+    // By OID where the log gives one (as pass 1 made them), else by name.
+    const tracked = new Map<string | number, Tracked>();
+    const trackedOf = (schema: string, name: string, relid: number | undefined) =>
+      tracked.get(relid === undefined || relid === 0 ? `${schema}.${name}` : relid);
     let keys = 0;
     for (const t of tables) {
       const tr: Tracked = {
@@ -944,7 +986,7 @@ class Resolver {
       };
       keys += t.pending.size;
       if (tr.start === 'snapshot' && t.pending.size > 0) await this.preload(tr);
-      tracked.set(t.label, tr);
+      tracked.set(t.oid ?? t.label, tr);
     }
     // Without a truncate in the window (counting one reads chunks, awaited
     // in its turn), changes are visited in place: a delete sending only its
@@ -955,7 +997,7 @@ class Resolver {
     let seenRel: StoredRelation | undefined;
     let seenTracked: Tracked | undefined;
     const decoded = (c: Change): void => {
-      const tr = tracked.get(`${c.schema}.${c.table}`);
+      const tr = trackedOf(c.schema, c.table, c.relid);
       if (tr === undefined) return;
       const l = layoutOf(tr.t, c.columns, this.column);
       if (l.col >= 0) this.follow(tr, c, l, win, time);
@@ -963,7 +1005,7 @@ class Resolver {
     const stored = (content: Buffer, start: number, end: number, rel: StoredRelation): void => {
       if (rel !== seenRel) {
         seenRel = rel;
-        seenTracked = tracked.get(`${rel.schema}.${rel.name}`);
+        seenTracked = trackedOf(rel.schema, rel.name, rel.id);
       }
       const tr = seenTracked;
       if (tr === undefined) return;
@@ -983,7 +1025,7 @@ class Resolver {
         continue;
       }
       for (const c of tx.changes) {
-        const tr = tracked.get(`${c.schema}.${c.table}`);
+        const tr = trackedOf(c.schema, c.table, c.relid);
         if (tr === undefined) continue;
         const l = layoutOf(tr.t, c.columns, this.column);
         if (l.col < 0) continue;

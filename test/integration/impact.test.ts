@@ -146,7 +146,9 @@ describe('flashback impact', () => {
         PARTITION BY LIST (tenant_id);
       CREATE TABLE audit_low PARTITION OF audit FOR VALUES IN (1, 2, 3, 4, 5, 6);
       CREATE TABLE audit_high PARTITION OF audit DEFAULT;
-      INSERT INTO audit SELECT g, 1 + g % 12, 'entry ' || g FROM generate_series(1, 120) g;`);
+      INSERT INTO audit SELECT g, 1 + g % 12, 'entry ' || g FROM generate_series(1, 120) g;
+      CREATE TABLE drafts (id int PRIMARY KEY, tenant_id bigint NOT NULL, body text);
+      INSERT INTO drafts SELECT g, 1 + g % 5, 'draft ' || g FROM generate_series(1, 30) g;`);
     expect((await cli(['init', '--repo', 'repo'])).code).toBe(0);
     await writeFile(
       path.join(dir, 'flashback.yaml'),
@@ -305,6 +307,25 @@ describe('flashback impact', () => {
     add(window, 'audit_new', '13', 'inserted', 2);
     await c.query(`INSERT INTO ledger SELECT g, 1 + g % 3, g FROM generate_series(1, 9) g`);
     for (const t of ['1', '2', '3']) add(window, 'ledger_1', t, 'inserted', 3);
+    // A table renamed in the window: one table, followed by its OID, counted
+    // under its name at the window's end; the values its deletes and updates
+    // lack come from the snapshot, where it has its old name.
+    await c.query(`INSERT INTO drafts VALUES (400, 5, 'before the rename')`);
+    add(window, 'memos', '5', 'inserted', 1);
+    await c.query('ALTER TABLE drafts RENAME TO memos');
+    await touch(
+      window,
+      'memos',
+      'deleted',
+      'memos WHERE tenant_id = 2',
+      'DELETE FROM memos WHERE tenant_id = 2',
+    );
+    // (Row 3 is tenant 4's.)
+    expect(
+      (await c.query('UPDATE memos SET tenant_id = 3 WHERE id = 3 AND tenant_id = 4')).rowCount,
+    ).toBe(1);
+    add(window, 'memos', '4', 'updated', 1);
+    add(window, 'memos', '3', 'updated', 1);
     // A table without tenant_id: listed, not counted.
     await c.query(`UPDATE tenants SET plan = 'pro' WHERE id = 1`);
     // A truncate: every row notes has at that moment (snapshot + log), per tenant.
@@ -398,6 +419,10 @@ describe('flashback impact', () => {
     // What a reader should know is on stderr: the table without the column, the truncate.
     expect(r.stderr).toMatch(/note: no column tenant_id in public\.tenants \(1 change\)/);
     expect(r.stderr).toMatch(/note: public\.notes was truncated at \S+ \(transaction \d+\)/);
+    expect(r.stderr).toContain(
+      'note: public.memos was renamed in the window (public.drafts → public.memos): its changes are counted together under its newest name, the table followed by its OID',
+    );
+    expect(r.stderr).not.toContain('is unknown');
     expect(r.stderr).not.toContain('reaches only');
 
     // CSV parses back to the same rows.
@@ -431,6 +456,12 @@ describe('flashback impact', () => {
   it('narrows to --table, and starts at a snapshot with --since SNAPSHOT', async () => {
     const files = await narrowed('files', 'public.files ');
     expect(files.got).toEqual(files.want);
+    // A table renamed in the window, named by either of its names.
+    for (const name of ['drafts', 'memos']) {
+      const memos = await narrowed(name, 'public.memos ');
+      expect(Object.keys(memos.want).length).toBe(4);
+      expect(memos.got).toEqual(memos.want);
+    }
 
     // Everything written after the snapshot: the window plus what came before it.
     const all: Counts = structuredClone(window);
