@@ -9,6 +9,9 @@ function stored(values: ChangeValue[]): [Buffer, number, number] {
   return [m, 6, m.length];
 }
 
+// Integer keys are held in an IntIndex, text keys (a uuid, a composite key) in a TextIndex.
+const keyOf = { integer: (k: number) => String(k), text: (k: number) => `u-${k}\t${k % 7}` };
+
 describe('the net versions of changed keys', () => {
   it('gives back what was stored, as bytes or as values, in insertion order', () => {
     const rows = new KeyedRows();
@@ -57,27 +60,32 @@ describe('the net versions of changed keys', () => {
     expect([...rows.keys()]).toEqual(['42', '042', '-0', '+42', '42.0', '1234567890123456', '-7']);
   });
 
-  it('keeps the latest of many versions of growing size, through compactions', () => {
-    const rows = new KeyedRows();
-    const expected = new Map<string, ChangeValue[] | null>();
-    // 20 rounds over 3,000 keys, each version longer than the last: most
-    // no longer fit their slot, so the arena fills with garbage and is compacted.
-    for (let round = 0; round < 20; round++) {
-      for (let k = 0; k < 3000; k++) {
-        const key = String(k);
-        if ((k + round) % 7 === 0) {
-          rows.set(key, null);
-          expected.set(key, null);
-          continue;
+  it.each(['integer', 'text'] as const)(
+    'keeps the latest of many versions of growing size, through compactions (%s keys)',
+    (kind) => {
+      const rows = new KeyedRows();
+      const expected = new Map<string, ChangeValue[] | null>();
+      // 20 rounds over 3,000 keys, each version longer than the last: most
+      // no longer fit their slot, so the arena fills with garbage and is compacted.
+      for (let round = 0; round < 20; round++) {
+        for (let k = 0; k < 3000; k++) {
+          const key = keyOf[kind](k);
+          if ((k + round) % 7 === 0) {
+            rows.set(key, null);
+            expected.set(key, null);
+            continue;
+          }
+          const v: ChangeValue[] = [key, 'x'.repeat(round * 13 + (k % 50)), round % 2 ? null : 'é'];
+          rows.setStored(key, ...stored(v));
+          expected.set(key, v);
         }
-        const v: ChangeValue[] = [key, 'x'.repeat(round * 13 + (k % 50)), round % 2 ? null : 'é'];
-        rows.setStored(key, ...stored(v));
-        expected.set(key, v);
       }
-    }
-    expect(rows.size).toBe(3000);
-    for (const [key, v] of expected) expect(rows.get(key)).toEqual(v);
-  });
+      expect(rows.size).toBe(3000);
+      expect(rows.integerKeysOnly).toBe(kind === 'integer');
+      for (const [key, v] of expected) expect(rows.get(key)).toEqual(v);
+      expect([...rows.keys()]).toEqual([...expected.keys()]);
+    },
+  );
 
   it('keeps a version too large for the arena decoded', () => {
     const rows = new KeyedRows();
@@ -233,32 +241,35 @@ describe('versions past the memory budget', () => {
     rows.close();
   });
 
-  it('folds in a later part whose versions are on disk, and a copy reads them too', () => {
-    const a = new KeyedRows();
-    const b = new KeyedRows();
-    const expected = new Map<number, ChangeValue[] | null>();
-    for (let k = 0; k < 30_000; k++) {
-      const v = version(k, 1);
-      a.setStored(k, ...stored(v));
-      expected.set(k, v);
-    }
-    for (let k = 15_000; k < 45_000; k++) {
-      if (k % 11 === 0) {
-        b.set(k, null);
-        expected.set(k, null);
-        continue;
+  it.each(['integer', 'text'] as const)(
+    'folds in a later part whose versions are on disk, and a copy reads them too (%s keys)',
+    (kind) => {
+      const a = new KeyedRows();
+      const b = new KeyedRows();
+      const expected = new Map<string, ChangeValue[] | null>();
+      for (let k = 0; k < 30_000; k++) {
+        const v = version(k, 1);
+        a.setStored(keyOf[kind](k), ...stored(v));
+        expected.set(keyOf[kind](k), v);
       }
-      const v = version(k, 2, k % 5);
-      b.setStored(k, ...stored(v));
-      expected.set(k, v);
-    }
-    expect(b.spilled).toBe(true);
-    const x = b.export();
-    a.absorb(structuredClone(x));
-    expect(a.size).toBe(45_000);
-    for (const [k, v] of expected) expect(a.get(k)).toEqual(v);
-    const copy = a.copy();
-    for (const [k, v] of expected) expect(copy.get(k)).toEqual(v);
-    a.close();
-  });
+      for (let k = 15_000; k < 45_000; k++) {
+        if (k % 11 === 0) {
+          b.set(keyOf[kind](k), null);
+          expected.set(keyOf[kind](k), null);
+          continue;
+        }
+        const v = version(k, 2, k % 5);
+        b.setStored(keyOf[kind](k), ...stored(v));
+        expected.set(keyOf[kind](k), v);
+      }
+      expect(b.spilled).toBe(true);
+      const x = b.export();
+      a.absorb(structuredClone(x));
+      expect(a.size).toBe(45_000);
+      for (const [k, v] of expected) expect(a.get(k)).toEqual(v);
+      const copy = a.copy();
+      for (const [k, v] of expected) expect(copy.get(k)).toEqual(v);
+      a.close();
+    },
+  );
 });

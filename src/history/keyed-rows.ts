@@ -46,6 +46,7 @@ import {
 import { integerKey } from '../restore/pick.js';
 import { Arena, type ExportedArena } from './arena.js';
 import { IntIndex } from './int-index.js';
+import { TextIndex } from './text-index.js';
 
 /** A key's last version: its values (chunk column order), or null if deleted. */
 export type RowVersion = ChangeValue[] | null;
@@ -53,10 +54,11 @@ export type RowVersion = ChangeValue[] | null;
 export class KeyedRows implements Iterable<[string, RowVersion]> {
   /**
    * key → the address of its slot in the arena, its decoded version, or null
-   * (deleted). Integer keys only (the usual case): typed arrays (IntVersions);
-   * from the first text key on, a Map (in the same order).
+   * (deleted), in typed arrays off the heap (CodedVersions): integer keys
+   * only in an IntIndex (the usual case); from the first text key on, every
+   * key in a TextIndex (in the same order).
    */
-  private index: VersionIndex = new IntVersions();
+  private index = new CodedVersions();
   /** The versions' bytes (in memory up to a budget, then on disk: arena.ts); an index entry is a slot's id. */
   private arena = new Arena();
   /** The arena is shared with a copy: nothing more is written into it. */
@@ -105,7 +107,7 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
    * too wide to sort so. The set must not change while the view is used.
    */
   sorted(): SortedVersions | undefined {
-    if (!(this.index instanceof IntVersions)) return undefined;
+    if (!this.index.integerOnly) return undefined;
     const s = this.index.sorted();
     if (s === undefined) return undefined;
     const index = this.index;
@@ -248,7 +250,7 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
   }
 
   clear(): void {
-    this.index = new IntVersions();
+    this.index = new CodedVersions();
     this.textKeys = 0;
     if (!this.frozen) {
       this.arena.close();
@@ -262,7 +264,7 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
    */
   close(): void {
     this.arena.close();
-    this.index = new IntVersions();
+    this.index = new CodedVersions();
     this.textKeys = 0;
   }
 
@@ -287,7 +289,7 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
   copy(): KeyedRows {
     this.frozen = true;
     const c = new KeyedRows();
-    c.index = this.index instanceof IntVersions ? this.index.copy() : new Map(this.index);
+    c.index = this.index.copy();
     c.arena = this.arena;
     c.frozen = true;
     c.textKeys = this.textKeys;
@@ -297,7 +299,7 @@ export class KeyedRows implements Iterable<[string, RowVersion]> {
   /** A text key is about to be added: counted, and the index made one that holds text. */
   private textKey(): void {
     this.textKeys++;
-    if (this.index instanceof IntVersions) this.index = new Map(this.index.entries());
+    this.index = this.index.withText();
   }
 
   private decode(at: number): ChangeValue[] {
@@ -402,7 +404,7 @@ export interface ExportedRows {
 /** What KeyedRows keeps per key (see its `index`). */
 type Held = number | ChangeValue[] | null;
 
-/** The part of a Map KeyedRows' index uses (a Map, or IntVersions). */
+/** The part of a Map KeyedRows' index uses. */
 interface VersionIndex {
   readonly size: number;
   get(key: Key): Held | undefined;
@@ -415,18 +417,35 @@ interface VersionIndex {
 }
 
 /**
- * The index of integer keys only, in an IntIndex: an arena address as
- * itself, a deletion as -1, a decoded version as -2 minus its place in
- * `decoded`. A text key is not in it (and may not be set: KeyedRows moves
- * to a Map first).
+ * The index of keys as codes: an arena address as itself, a deletion as -1,
+ * a decoded version as -2 minus its place in `decoded`. Integer keys only in
+ * an IntIndex (the usual case); from the first text key on, every key in a
+ * TextIndex (KeyedRows moves them: `withText`). Both hold their keys
+ * outside the JavaScript heap.
  */
-class IntVersions implements VersionIndex {
-  private readonly ints: IntIndex;
+class CodedVersions implements VersionIndex {
+  private readonly ints: IntIndex | TextIndex;
   private decoded: (ChangeValue[] | undefined)[];
 
-  constructor(ints = new IntIndex(), decoded: (ChangeValue[] | undefined)[] = []) {
+  constructor(
+    ints: IntIndex | TextIndex = new IntIndex(),
+    decoded: (ChangeValue[] | undefined)[] = [],
+  ) {
     this.ints = ints;
     this.decoded = decoded;
+  }
+
+  /** Holds integer keys only (text keys may not be set: see `withText`). */
+  get integerOnly(): boolean {
+    return this.ints instanceof IntIndex;
+  }
+
+  /** The same entries, in order, in an index that also holds text keys. */
+  withText(): CodedVersions {
+    if (this.ints instanceof TextIndex) return this;
+    const text = new TextIndex(this.ints.size);
+    for (const [k, v] of this.ints.entries()) text.set(k, v);
+    return new CodedVersions(text, this.decoded);
   }
 
   get size(): number {
@@ -434,13 +453,15 @@ class IntVersions implements VersionIndex {
   }
 
   get(key: Key): Held | undefined {
-    if (typeof key !== 'number') return undefined;
-    const v = this.ints.get(key);
+    if (typeof key !== 'number' && this.ints instanceof IntIndex) return undefined;
+    const v = this.ints.get(key as number);
     return v === undefined ? undefined : this.heldOf(v);
   }
 
   set(key: Key, value: Held): this {
-    if (typeof key !== 'number') throw new Error('IntVersions holds integer keys only');
+    if (typeof key !== 'number' && this.ints instanceof IntIndex) {
+      throw new Error('an IntIndex holds integer keys only');
+    }
     let code: number;
     if (typeof value === 'number') code = value;
     else if (value === null) code = -1;
@@ -448,21 +469,23 @@ class IntVersions implements VersionIndex {
       code = -2 - this.decoded.length;
       this.decoded.push(value);
     }
-    const was = this.ints.swap(key, code);
+    const was = this.ints.swap(key as number, code);
     // A decoded version replaced: its place freed (its array with it).
     if (was !== undefined && was <= -2) this.decoded[-2 - was] = undefined;
     return this;
   }
 
   has(key: Key): boolean {
-    return typeof key === 'number' && this.ints.has(key);
+    return (
+      (typeof key === 'number' || this.ints instanceof TextIndex) && this.ints.has(key as number)
+    );
   }
 
   delete(key: Key): boolean {
-    if (typeof key !== 'number') return false;
-    const was = this.ints.get(key);
+    if (typeof key !== 'number' && this.ints instanceof IntIndex) return false;
+    const was = this.ints.get(key as number);
     if (was !== undefined && was <= -2) this.decoded[-2 - was] = undefined;
-    return this.ints.delete(key);
+    return this.ints.delete(key as number);
   }
 
   keys(): IterableIterator<Key> {
@@ -481,13 +504,13 @@ class IntVersions implements VersionIndex {
     return this.entries();
   }
 
-  copy(): IntVersions {
-    return new IntVersions(this.ints.copy(), this.decoded.slice());
+  copy(): CodedVersions {
+    return new CodedVersions(this.ints.copy(), this.decoded.slice());
   }
 
-  /** The keys in ascending order with their codes (IntIndex.sorted). */
+  /** The keys in ascending order with their codes (IntIndex.sorted); undefined with text keys. */
   sorted(): { keys: Float64Array; values: Int32Array } | undefined {
-    return this.ints.sorted();
+    return this.ints instanceof IntIndex ? this.ints.sorted() : undefined;
   }
 
   /** What a code stands for: an arena address, null (deleted), or a decoded version. */
