@@ -21,7 +21,13 @@
 import type { FlashbackConfig, RetentionConfig } from '../config/schema.js';
 import { retentionFor } from '../config/schema.js';
 import { InterruptedError, OperationError, UsageError } from '../errors.js';
-import { type CaptureInfo, lsnText, lsnValue } from '../repo/changelog.js';
+import {
+  type CaptureInfo,
+  lsnText,
+  lsnValue,
+  type SchemaRecordRef,
+  type SegmentInfo,
+} from '../repo/changelog.js';
 import { logOfSnapshot, snapshotsOfLog, targetLogs } from '../repo/changelogs.js';
 import { ChunkStore, type StoredChunk } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
@@ -310,26 +316,26 @@ async function pruneLogs(
         .filter((m) => lsnValue(m.lsn) >= start)
         .map((m) => lsnValue(m.lsn));
       let to: bigint;
+      let cut: { segments: SegmentInfo[]; schemas: SchemaRecordRef[]; firstSegment: number };
       let emptied = false;
-      if (joined.length > 0) to = joined.reduce((a, b) => (b < a ? b : a));
-      else if (
+      if (joined.length > 0) {
+        to = joined.reduce((a, b) => (b < a ? b : a));
+        cut = await log.prunable(info, to);
+      } else if (
         k < logs.length - 1 &&
         own.every((m) => {
           const of = logOfSnapshot(logs, m);
           return of === undefined || of > k;
         })
       ) {
-        // (Where the next log says this one ends: nothing after it is kept.)
+        // All of it goes; it starts where the next log says it ends.
         const all = await log.segments();
         to = lsnValue(logs[k + 1]!.info.previousEnd ?? lsnText(all.at(-1)?.committed ?? start));
+        const last = all.at(-1)?.seq ?? (info.firstSegment ?? 1) - 1;
+        cut = { segments: all, schemas: await log.schemaRecords(), firstSegment: last + 1 };
         emptied = true;
       } else continue;
-      const found = await log.prunable(info, to);
-      const segments = emptied ? await log.segments() : found.segments;
-      const schemas = emptied ? await log.schemaRecords() : found.schemas;
-      const firstSegment = emptied
-        ? (segments.at(-1)?.seq ?? (info.firstSegment ?? 1) - 1) + 1
-        : found.firstSegment;
+      const { segments, schemas, firstSegment } = cut;
       const result: LogPrune = {
         target,
         log: log.number,
