@@ -404,18 +404,6 @@ export interface ExportedRows {
 /** What KeyedRows keeps per key (see its `index`). */
 type Held = number | ChangeValue[] | null;
 
-/** The part of a Map KeyedRows' index uses. */
-interface VersionIndex {
-  readonly size: number;
-  get(key: Key): Held | undefined;
-  set(key: Key, value: Held): unknown;
-  has(key: Key): boolean;
-  delete(key: Key): boolean;
-  keys(): IterableIterator<Key>;
-  values(): IterableIterator<Held>;
-  [Symbol.iterator](): IterableIterator<[Key, Held]>;
-}
-
 /**
  * The index of keys as codes: an arena address as itself, a deletion as -1,
  * a decoded version as -2 minus its place in `decoded`. Integer keys only in
@@ -423,7 +411,7 @@ interface VersionIndex {
  * TextIndex (KeyedRows moves them: `withText`). Both hold their keys
  * outside the JavaScript heap.
  */
-class CodedVersions implements VersionIndex {
+class CodedVersions {
   private readonly ints: IntIndex | TextIndex;
   private decoded: (ChangeValue[] | undefined)[];
 
@@ -452,16 +440,25 @@ class CodedVersions implements VersionIndex {
     return this.ints.size;
   }
 
+  /**
+   * The index to find `key` in, as one that takes any key; undefined for a
+   * text key while only integers are held (it is in none).
+   */
+  private indexFor(key: Key): Pick<TextIndex, 'get' | 'swap' | 'has' | 'delete'> | undefined {
+    // (An IntIndex is only ever given numbers: checked here.)
+    return typeof key === 'number' || this.ints instanceof TextIndex
+      ? (this.ints as TextIndex)
+      : undefined;
+  }
+
   get(key: Key): Held | undefined {
-    if (typeof key !== 'number' && this.ints instanceof IntIndex) return undefined;
-    const v = this.ints.get(key as number);
+    const v = this.indexFor(key)?.get(key);
     return v === undefined ? undefined : this.heldOf(v);
   }
 
   set(key: Key, value: Held): this {
-    if (typeof key !== 'number' && this.ints instanceof IntIndex) {
-      throw new Error('an IntIndex holds integer keys only');
-    }
+    const index = this.indexFor(key);
+    if (index === undefined) throw new Error('an IntIndex holds integer keys only');
     let code: number;
     if (typeof value === 'number') code = value;
     else if (value === null) code = -1;
@@ -469,23 +466,22 @@ class CodedVersions implements VersionIndex {
       code = -2 - this.decoded.length;
       this.decoded.push(value);
     }
-    const was = this.ints.swap(key as number, code);
+    const was = index.swap(key, code);
     // A decoded version replaced: its place freed (its array with it).
     if (was !== undefined && was <= -2) this.decoded[-2 - was] = undefined;
     return this;
   }
 
   has(key: Key): boolean {
-    return (
-      (typeof key === 'number' || this.ints instanceof TextIndex) && this.ints.has(key as number)
-    );
+    return this.indexFor(key)?.has(key) ?? false;
   }
 
   delete(key: Key): boolean {
-    if (typeof key !== 'number' && this.ints instanceof IntIndex) return false;
-    const was = this.ints.get(key as number);
+    const index = this.indexFor(key);
+    if (index === undefined) return false;
+    const was = index.get(key);
     if (was !== undefined && was <= -2) this.decoded[-2 - was] = undefined;
-    return this.ints.delete(key as number);
+    return index.delete(key);
   }
 
   keys(): IterableIterator<Key> {

@@ -42,6 +42,7 @@ import {
 } from '../config/schema.js';
 import { formatSize } from '../config/size.js';
 import { lsnValue } from '../repo/changelog.js';
+import { begunBy } from '../repo/changelogs.js';
 import type { Repository } from '../repo/repository.js';
 import { type RunKind, type RunRecord, RunStore, runScope } from '../repo/runs.js';
 import { type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
@@ -465,9 +466,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
     // transactions continues from an earlier LSN).
     const logStart = lsnValue(log.startLsn);
     const joined = snaps.filter(
-      (s) =>
-        lsnValue(s.lsn) >= logStart &&
-        (log.number === 1 || Date.parse(s.startedAt) >= Date.parse(log.created)),
+      (s) => lsnValue(s.lsn) >= logStart && (log.number === 1 || begunBy(log.created, s.startedAt)),
     );
     // (No snapshot at all: the no-backup finding says what is wrong; the log
     // is still judged, so that a stopped capture is found meanwhile.)

@@ -411,6 +411,10 @@ describe('prune', () => {
         ...manifest('20261111-000000-0003', 'prod', '2026-11-11T00:00:00.000Z', [refs.a!]),
         lsn: '0/750',
       });
+      // A position after log 1's end and before log 2's start is in neither.
+      await expect(planPointInTime(repo, 'prod', { kind: 'lsn', lsn: '0/550' })).rejects.toThrow(
+        'LSN 0/550 is in no change log of "prod": log 1 ends at 0/508 and log 2 begins at 0/600',
+      );
       const policy = config('retention:\n  keep_last: 1\n');
       const dry = await prune({ repo, config: policy, dryRun: true });
       expect(dry.logs.map((l) => [l.log, l.emptied, l.segmentsRemoved, l.toLsn])).toEqual([

@@ -61,11 +61,7 @@ export interface SnapshotTimes {
  */
 export function logOfSnapshot(logs: readonly TargetLog[], m: SnapshotTimes): number | undefined {
   if (logs.length === 0) return undefined;
-  const taken = Date.parse(m.startedAt);
-  let k = 0;
-  for (let i = 1; i < logs.length; i++) {
-    if (taken >= Date.parse(logs[i]!.info.created)) k = i;
-  }
+  const k = logForTime(logs, m.startedAt);
   const next = logs[k + 1];
   if (next?.info.previousEnd !== undefined && lsnValue(m.lsn) > lsnValue(next.info.previousEnd)) {
     return undefined;
@@ -89,12 +85,17 @@ export function snapshotsOfLog<M extends SnapshotTimes>(
  * in the older one's span here; reading it finds the log short of it.
  */
 export function logForTime(logs: readonly TargetLog[], at: string): number {
-  const t = Date.parse(at);
   let k = 0;
-  for (let i = 1; i < logs.length; i++) {
-    if (t >= Date.parse(logs[i]!.info.created)) k = i;
-  }
+  for (let i = 1; i < logs.length; i++) if (begunBy(logs[i]!.info.created, at)) k = i;
   return k;
+}
+
+/**
+ * Whether a log created at `created` (capture.json) had begun by `at`: a
+ * snapshot taken then is under it (or a later log), a moment then is in it.
+ */
+export function begunBy(created: string, at: string): boolean {
+  return Date.parse(at) >= Date.parse(created);
 }
 
 /**

@@ -464,7 +464,7 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
   const storage = o.repo.storage;
   const column = parseColumnName(o.column);
   const store = new SnapshotStore(storage);
-  const { log, target, logStart, logCreated, logs, index } = await selectImpactLog(
+  const { log, target, logStart, logCreated, logs, index, sinceManifest } = await selectImpactLog(
     o.repo,
     store,
     o.target,
@@ -491,7 +491,7 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
   let sinceSnapshot: ImpactReport['sinceSnapshot'] = null;
   let base: SnapshotManifest<SchemaModel> | undefined;
   if (o.since.kind === 'snapshot') {
-    const m = (await store.resolve(o.since.ref, target)) as SnapshotManifest<SchemaModel>;
+    const m = sinceManifest!; // (resolved by selectImpactLog)
     if (m.target !== target) {
       throw new UsageError(
         `snapshot ${m.id} is of target "${m.target}", not "${target}" whose change log is read`,
@@ -540,13 +540,14 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
   const withoutColumn = new Map<string, number>();
   const ctxOf = (schema: string, name: string, relid: number | undefined): TableCtx | undefined => {
     const label = `${schema}.${name}`;
-    const oid = relid === undefined || relid === 0 ? undefined : relid;
-    let t = tables.get(oid ?? label);
+    const key = tableKey(schema, name, relid);
+    let t = tables.get(key);
     if (t === undefined) {
+      const oid = typeof key === 'number' ? key : undefined;
       if (chosen !== undefined && !chosen.has(label) && !(oid !== undefined && chosenOids.has(oid)))
         return undefined;
       t = newCtx(label, tableIn(base, oid, schema, name), oid);
-      tables.set(oid ?? label, t);
+      tables.set(key, t);
     } else if (t.label !== label) {
       t.label = label;
       t.names.push(label);
@@ -811,6 +812,11 @@ function consistentTime(m: SnapshotManifest): string {
   return normaliseTime(m.consistentAt ?? m.finishedAt);
 }
 
+/** How pass 1 and pass 2 know a table: by its OID when the log gives one, else by `schema.name`. */
+function tableKey(schema: string, name: string, relid: number | undefined): string | number {
+  return relid === undefined || relid === 0 ? `${schema}.${name}` : relid;
+}
+
 /** The table in the lookup snapshot: by OID when both know it, else by name. */
 function tableIn(
   base: SnapshotManifest | undefined,
@@ -876,7 +882,10 @@ function resolveTables(names: readonly string[], models: readonly SchemaView[]) 
   return out;
 }
 
-/** The log the window starts in (of a target's several, the one that holds --since). */
+/**
+ * The log the window starts in (of a target's several, the one that holds
+ * --since), and the snapshot --since names, if it names one.
+ */
 async function selectImpactLog(
   repo: Repository,
   store: SnapshotStore,
@@ -889,6 +898,7 @@ async function selectImpactLog(
   logCreated: string;
   logs: readonly TargetLog[];
   index: number;
+  sinceManifest: SnapshotManifest<SchemaModel> | undefined;
 }> {
   let sel = await selectLog(
     repo.storage,
@@ -896,8 +906,12 @@ async function selectImpactLog(
     'an impact report',
     since.kind === 'time' ? normaliseTime(since.at) : undefined,
   );
-  if (since.kind === 'snapshot' && sel.logs.length > 1) {
-    const m = await store.resolve(since.ref, sel.info.target);
+  const sinceManifest =
+    since.kind === 'snapshot'
+      ? ((await store.resolve(since.ref, sel.info.target)) as SnapshotManifest<SchemaModel>)
+      : undefined;
+  if (sinceManifest !== undefined && sel.logs.length > 1) {
+    const m = sinceManifest;
     const k = logOfSnapshot(sel.logs, m);
     if (k === undefined) {
       throw new UsageError(
@@ -915,6 +929,7 @@ async function selectImpactLog(
     logCreated: normaliseTime(info.created),
     logs: sel.logs,
     index: sel.index,
+    sinceManifest,
   };
 }
 
@@ -974,7 +989,7 @@ class Resolver {
     // By OID where the log gives one (as pass 1 made them), else by name.
     const tracked = new Map<string | number, Tracked>();
     const trackedOf = (schema: string, name: string, relid: number | undefined) =>
-      tracked.get(relid === undefined || relid === 0 ? `${schema}.${name}` : relid);
+      tracked.get(tableKey(schema, name, relid));
     let keys = 0;
     for (const t of tables) {
       const tr: Tracked = {
