@@ -96,6 +96,11 @@ export interface RowVersion {
    * the server did not send, with no earlier version to take it from.
    */
   readonly unknown?: readonly string[];
+  /**
+   * Which of the target's change logs this version is from (1, 2, …); set
+   * only when the history spans several (after `capture --new-log`).
+   */
+  readonly log?: number;
 }
 
 /** How the user named the row's key. */
@@ -140,6 +145,27 @@ export interface RowHistory {
   readonly notes: readonly string[];
   /** Oldest first. The first is the state at the window's start (or the row's first appearance in it). */
   readonly versions: readonly RowVersion[];
+  /**
+   * When the window spans several of the target's change logs: what each
+   * gave, oldest first (the top-level `logStart` and `snapshot` are the
+   * newest part's). Each log is its own history: what was committed between
+   * one log's end and the next one's start is in neither.
+   */
+  readonly parts?: readonly HistoryPart[];
+}
+
+/** What one change log gave a history that spans several. */
+export interface HistoryPart {
+  /** The log's number (1 for the first). */
+  readonly log: number;
+  readonly logStart: string;
+  readonly snapshot: RowHistory['snapshot'];
+  /** How many of the history's versions are from this log. */
+  readonly versions: number;
+  /** Between the previous log and this one (absent for the first part): what neither holds. */
+  readonly gapBefore?: string;
+  /** Why this log gave no version (the row not in it, or the log emptied by prune). */
+  readonly none?: string;
 }
 
 /** No version of the row exists in the window. Exit 3, like an unknown snapshot or table. */
@@ -696,12 +722,60 @@ export async function rowHistory(o: RowHistoryOptions): Promise<RowHistory> {
 }
 
 async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
-  const storage = o.repo.storage;
   if (o.since !== undefined && o.until !== undefined && o.since > o.until) {
     throw new UsageError(`--since (${o.since}) is after --until (${o.until})`);
   }
-  // Of a target's several logs, the one that holds --until (or the newest).
-  const { log, info, logs, index } = await selectLog(storage, o.target, 'row history', o.until);
+  // Of a target's several logs, those the window reaches: from the one that
+  // holds --since (else the first) to the one that holds --until (else the
+  // newest), each read as its own history.
+  const { logs, index: last } = await selectLog(o.repo.storage, o.target, 'row history', o.until);
+  const first = o.since === undefined ? 0 : Math.min(last, logForTime(logs, o.since));
+  if (first === last) return readLogHistory(o, logs, last);
+  const read: Array<{ k: number; h?: RowHistory; none?: RowNotFoundError }> = [];
+  for (let k = first; k <= last; k++) {
+    try {
+      read.push({ k, h: await readLogHistory(o, logs, k) });
+    } catch (err) {
+      // The row may be in one log and not another (inserted after the
+      // failover, deleted before it; a log emptied by prune holds nothing).
+      if (!(err instanceof RowNotFoundError)) throw err;
+      read.push({ k, none: err });
+    }
+  }
+  const found = read.filter((r) => r.h !== undefined).map((r) => r.h!);
+  const newest = found.at(-1);
+  if (newest === undefined) throw read.at(-1)!.none!;
+  const parts: HistoryPart[] = read.map(({ k, h, none }) => ({
+    log: logs[k]!.log.number,
+    logStart: logs[k]!.info.startLsn,
+    snapshot: h?.snapshot ?? null,
+    versions: h?.versions.length ?? 0,
+    ...(k > first ? { gapBefore: gapBetween(logs, k - 1) } : {}),
+    ...(none !== undefined ? { none: none.message } : {}),
+  }));
+  return {
+    ...newest,
+    notes: read.flatMap(({ k, h }) =>
+      (h?.notes ?? []).map((n) => `log ${logs[k]!.log.number}: ${n}`),
+    ),
+    versions: read.flatMap(({ k, h }) =>
+      (h?.versions ?? []).map((v) => ({ ...v, log: logs[k]!.log.number })),
+    ),
+    parts,
+  };
+}
+
+/**
+ * The row's history in one of the target's change logs (`logs[index]`):
+ * from that log's snapshots and changes only.
+ */
+async function readLogHistory(
+  o: RowHistoryOptions,
+  logs: readonly TargetLog[],
+  index: number,
+): Promise<RowHistory> {
+  const storage = o.repo.storage;
+  const { log, info } = logs[index]!;
   const logStart = lsnValue(info.startLsn);
   const manifests = snapshotsOfLog(logs, index, await new SnapshotStore(storage).all(info.target));
   const views = await schemaViews(log, manifests);
@@ -743,12 +817,6 @@ async function readRowHistory(o: RowHistoryOptions): Promise<RowHistory> {
     }
   }
   const notes: string[] = [];
-  if (index > 0 && (o.since === undefined || o.since < normaliseTime(info.created))) {
-    // Each log is its own history (the gap between two is in neither): one is read.
-    notes.push(
-      `this is log ${index + 1} of "${info.target}" (${gapBetween(logs, index - 1)}): versions from before it are in log ${index}; read them with an --until before ${info.created}`,
-    );
-  }
   if (schema === undefined) {
     schema = 'public';
     notes.push(

@@ -899,17 +899,46 @@ describe('a failover that loses the slot, on the shared PostgreSQL 17', () => {
       expect(gap.code).toBe(ExitCode.usage);
       expect(gap.stderr).toContain(`${inGap} is in no change log of "failover": log 1 ends at`);
 
-      // History reads one log, and says where the other is.
+      // History reads each log the window reaches, oldest first, with the
+      // gap between them shown: the update made in the gap is not a version,
+      // log 2 starts from its snapshot.
+      type Version = { row: { v: string } | null; op: string; log?: number };
       const h = await run(['history', 'items', '1', '--target', 'failover', '--json']);
       expect(h.code, h.stderr).toBe(0);
-      const newer = JSON.parse(h.stdout) as Array<{ row: { v: string } | null }>;
-      expect(h.stderr).toContain('note: this is log 2 of "failover" (log 1 ends at ');
-      expect(newer.map((v) => v.row?.v)).toEqual(['in the gap']);
-      const older = JSON.parse(
-        (await run(['history', 'items', '1', '--target', 'failover', '--until', inLog1, '--json']))
-          .stdout,
-      ) as Array<{ row: { v: string } | null }>;
-      expect(older.map((v) => v.row?.v)).toEqual(['one-1']);
+      const both = JSON.parse(h.stdout) as Version[];
+      expect(both.map((v) => [v.log, v.op, v.row?.v])).toEqual([
+        [1, 'insert', 'one-1'],
+        [2, 'snapshot', 'in the gap'],
+      ]);
+      expect(h.stderr).toContain('note: gap: log 1 ends at ');
+      const human = await run(['history', 'items', '1', '--target', 'failover']);
+      expect(human.code, human.stderr).toBe(0);
+      expect(human.stdout).toContain('from change logs 1 to 2, each its own history');
+      expect(human.stdout).toMatch(
+        /\n-- log 1: from .* and the change log .*\n\n\S+ \S+ +insert .*\n[\s\S]*\n-- gap: log 1 ends at \S+ and log 2 begins at \S+ \(.*\); what was committed between them is in neither log\n-- log 2: from snapshot /,
+      );
+      // A window inside one log reads that one alone.
+      const older = await run([
+        'history',
+        'items',
+        '1',
+        '--target',
+        'failover',
+        '--until',
+        inLog1,
+        '--json',
+      ]);
+      expect(older.stderr).toBe('');
+      expect((JSON.parse(older.stdout) as Version[]).map((v) => [v.log, v.row?.v])).toEqual([
+        [undefined, 'one-1'],
+      ]);
+      // A row only log 2 has: log 1 says it has none.
+      const nine = await run(['history', 'items', '9', '--target', 'failover', '--json']);
+      expect(nine.code, nine.stderr).toBe(0);
+      expect((JSON.parse(nine.stdout) as Version[]).map((v) => [v.log, v.op])).toEqual([
+        [2, 'insert'],
+      ]);
+      expect(nine.stderr).toContain('note: log 1: no version of public.items with key (9)');
 
       // Retention keeps the newest snapshot (log 2's): log 1 is emptied, and
       // the repository still checks clean.
@@ -919,6 +948,13 @@ describe('a failover that loses the slot, on the shared PostgreSQL 17', () => {
         'failover: change log 1 is emptied (no snapshot kept was taken under it, and the ones kept are of a later log): 3 segment(s)',
       );
       expect((await run(['check'])).code).toBe(0);
+      // The emptied log holds nothing: history goes on with log 2, and says so.
+      const afterPrune = await run(['history', 'items', '1', '--target', 'failover', '--json']);
+      expect(afterPrune.code, afterPrune.stderr).toBe(0);
+      expect((JSON.parse(afterPrune.stdout) as Version[]).map((v) => [v.log, v.row?.v])).toEqual([
+        [2, 'in the gap'],
+      ]);
+      expect(afterPrune.stderr).toContain('note: log 1: no version of public.items with key (1)');
     } finally {
       await c.end();
       const d = await connectTo(shared, db);

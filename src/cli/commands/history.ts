@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { ExitCode } from '../../errors.js';
 import {
   type Cell,
+  type HistoryPart,
   parseKeyArgs,
   parseTimeArg,
   type RowHistory,
@@ -58,7 +59,11 @@ version: its commit time (UTC, microseconds), transaction id, LSN, operation
 and the columns that changed, old → new. The first version shown is the row
 as it was when the window opened (every column). If the key changes, the
 history follows the row to its new key and says so; if the table was
-renamed, it follows the table (by its OID) under its earlier names. Times: --since
+renamed, it follows the table (by its OID) under its earlier names. After a
+failover (\`capture --new-log\`), a window that spans several of the
+target's change logs reads each, oldest first, as its own history; the gap
+between two is shown (what was committed in it is in neither), and in
+--json each version carries \`log\` (1, 2, …). Times: --since
 2026-11-21T16:05:30Z, "2026-11-21 17:05:30.123456+01:00", 30m, 2h.
 
 Exit codes: 0 versions found; 3 usage, or no version of the row in the
@@ -77,6 +82,14 @@ damaged.`,
       if (ctx.json) {
         // stdout stays an array of versions; what a reader should know goes to stderr.
         for (const n of h.notes) ctx.err(`note: ${n}\n`);
+        for (const p of h.parts ?? []) {
+          if (p.gapBefore !== undefined) {
+            ctx.err(
+              `note: gap: ${p.gapBefore}; what was committed between them is in neither log\n`,
+            );
+          }
+          if (p.none !== undefined) ctx.err(`note: log ${p.log}: ${p.none}\n`);
+        }
         ctx.printJson(h.versions);
       } else {
         ctx.out(render(h, since, until));
@@ -96,20 +109,42 @@ export function render(h: RowHistory, since?: string, until?: string): string {
   lines.push(
     `${h.schema}.${h.table} (${h.keyColumns.join(', ')}) = (${h.key.join(', ')}), target ${h.target}: ${n} version${n === 1 ? '' : 's'}`,
   );
-  const from =
-    h.snapshot === null
-      ? 'no snapshot'
-      : `snapshot ${h.snapshot.id} (read ${h.snapshot.chunksRead} of its ${h.snapshot.chunks} chunk${h.snapshot.chunks === 1 ? '' : 's'} of the table)`;
+  const from = (snapshot: RowHistory['snapshot'], logStart: string): string =>
+    `from ${
+      snapshot === null
+        ? 'no snapshot'
+        : `snapshot ${snapshot.id} (read ${snapshot.chunksRead} of its ${snapshot.chunks} chunk${snapshot.chunks === 1 ? '' : 's'} of the table)`
+    } and the change log (from LSN ${logStart})`;
   const window =
     since !== undefined || until !== undefined
-      ? `; window ${since === undefined ? 'start' : time(since)} to ${until === undefined ? 'now' : time(until)}`
+      ? `window ${since === undefined ? 'start' : time(since)} to ${until === undefined ? 'now' : time(until)}`
       : '';
-  lines.push(`from ${from} and the change log (from LSN ${h.logStart})${window}`);
+  const parts = h.parts ?? [];
+  if (parts.length === 0) lines.push(`${from(h.snapshot, h.logStart)}${window && `; ${window}`}`);
+  else {
+    lines.push(
+      `from change logs ${parts[0]!.log} to ${parts.at(-1)!.log}, each its own history${window && `; ${window}`}`,
+    );
+  }
   for (const note of h.notes) lines.push(`note: ${note}`);
+  // A part's header before its first version (or in place of versions it has none of).
+  let at = 0;
+  const partHeader = (p: HistoryPart): void => {
+    lines.push('');
+    if (p.gapBefore !== undefined) {
+      lines.push(`-- gap: ${p.gapBefore}; what was committed between them is in neither log`);
+    }
+    lines.push(`-- log ${p.log}: ${p.none ?? from(p.snapshot, p.logStart)}`);
+  };
   h.versions.forEach((v, i) => {
+    while (at < parts.length && (v.log === undefined || parts[at]!.log <= v.log)) {
+      partHeader(parts[at++]!);
+    }
     lines.push('');
     lines.push(heading(v));
-    const cols = v.row === null ? [] : i === 0 ? Object.keys(v.row) : v.changed;
+    // The first version of each log's part shows every column: the log starts afresh.
+    const first = i === 0 || (v.log !== undefined && h.versions[i - 1]!.log !== v.log);
+    const cols = v.row === null ? [] : first ? Object.keys(v.row) : v.changed;
     const width = Math.max(0, ...cols.map((c) => c.length));
     if (v.keyChangedFrom !== undefined) {
       lines.push(`    key moved from (${v.keyChangedFrom.join(', ')}) to (${v.key.join(', ')})`);
@@ -133,6 +168,7 @@ export function render(h: RowHistory, since?: string, until?: string): string {
       lines.push(`    ${c.padEnd(width)}  ${was}${now}`);
     }
   });
+  while (at < parts.length) partHeader(parts[at++]!);
   return `${lines.join('\n')}\n`;
 }
 
