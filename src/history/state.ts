@@ -569,6 +569,11 @@ export async function readWindow(
   const { tracker, inPlace } = options;
   const tables = state.tables;
   const byName = new Map(snapshot.tables.map((t) => [`${t.schema}.${t.name}`, t]));
+  // A relation is its table by OID where both sides know it: a table renamed
+  // in the window (a migration) keeps its rows under its name of the snapshot.
+  const byOid = new Map(
+    snapshot.tables.flatMap((t) => (t.oid === undefined ? [] : [[t.oid, t] as const])),
+  );
   // Tables created in the window, when the caller leaves them out (and those
   // this part's own schema events name: a table created in the same
   // transaction as a rename has only its new name recorded beside the log).
@@ -621,7 +626,12 @@ export async function readWindow(
    * The table a relation description names, found once per description; a
    * table created in the window (left out) as its name.
    */
-  const resolve = (schema: string, table: string, columns: readonly ChangeColumn[]) => {
+  const resolve = (
+    schema: string,
+    table: string,
+    columns: readonly ChangeColumn[],
+    oid: number | undefined,
+  ) => {
     // Every change of a relation description (one per segment) shares its
     // columns array: resolve the table once per description, not per change
     // (and a run of one table's changes without the WeakMap).
@@ -629,7 +639,9 @@ export async function readWindow(
     let r = resolved.get(columns);
     if (r === undefined) {
       const key = `${schema}.${table}`;
-      const t = byName.get(key);
+      // (By OID alone when it is known: a new table given the name of a
+      // renamed one, as a migration swapping tables does, is another table.)
+      const t = oid !== undefined && oid !== 0 && byOid.size > 0 ? byOid.get(oid) : byName.get(key);
       if (t === undefined && created?.has(key)) r = key;
       else if (t === undefined) {
         throw new OperationError(
@@ -668,14 +680,14 @@ export async function readWindow(
       state.changes++;
       return;
     }
-    const r = resolve(c.schema, c.table, c.columns);
+    const r = resolve(c.schema, c.table, c.columns, c.relid);
     if (typeof r === 'string') outside(r);
     else applyChange(r.t, r.ov, c, r.map, spec.later);
     state.changes++;
   };
   const stored: StoredVisitor = (content, start, end, relation) => {
     step();
-    const r = resolve(relation.schema, relation.name, relation.columns);
+    const r = resolve(relation.schema, relation.name, relation.columns, relation.id);
     if (typeof r === 'string') outside(r);
     else applyStored(r, content, start, end, relation);
     state.changes++;

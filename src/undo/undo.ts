@@ -35,7 +35,7 @@ import type { ResolvedTarget } from '../config/targets.js';
 import { OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard } from '../guard/guard.js';
-import { schemaViews } from '../history/history.js';
+import { type SchemaView, schemaViews } from '../history/history.js';
 import {
   buildOverlay,
   closeOverlay,
@@ -212,7 +212,11 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     void connecting.then((c) => c.end()).catch(() => {});
     throw err;
   }
-  const { pre, preOverlay, window, description } = read;
+  const renamed = [...read.renames].map(
+    ([t, now]) =>
+      `${name(t)} was renamed to ${name(now)} since the window began: its rows are put back into ${name(now)}`,
+  );
+  const { pre, preOverlay, window, description } = underNamesNow(read);
   const manifest = pre.manifest;
   const chunks = new ChunkStore(o.repo.storage);
   const picker = createPicker(chunks);
@@ -229,15 +233,19 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     const chosen =
       o.tables === undefined || o.tables.length === 0
         ? undefined
-        : new Set(chooseTables(manifest, o.tables, [...created.keys()]).map(name));
-    const notes = [...created].map(
-      ([t, n]) =>
-        `${t} was created in the window: its ${fmt(n)} change(s) are left alone (there was no such table before the window)`,
-    );
+        : new Set(chooseTables(manifest, o.tables, [...created.keys()], read).map(name));
+    const notes = [
+      ...renamed,
+      ...[...created].map(
+        ([t, n]) =>
+          `${t} was created in the window: its ${fmt(n)} change(s) are left alone (there was no such table before the window)`,
+      ),
+    ];
     const touched = manifest.tables.filter(
       (t) => window.tables.has(name(t)) && (chosen === undefined || chosen.has(name(t))),
     );
     const ordered = orderByForeignKeys(touched, manifest.schema);
+    await refuseMissing(client, ordered, o.target.name);
     // Stage in a session of our own; temporary tables live until it ends.
     // One transaction for all of the staging: its statements (temporary
     // tables created, filled, analyzed) then wait for one commit, not one each.
@@ -670,6 +678,8 @@ async function readWindow(o: UndoOptions): Promise<{
   preOverlay: Overlay;
   window: Overlay;
   description: string;
+  /** The window's start's tables renamed since (renamesSince). */
+  renames: ReadonlyMap<TableSnapshot, TableName>;
 }> {
   const sel = o.selection;
   const planned = await planPointInTime(
@@ -714,6 +724,9 @@ async function readWindow(o: UndoOptions): Promise<{
     const segs = await pre.log.segments();
     point = { kind: 'lsn', lsn: lsnText(segs.at(-1)?.committed ?? from + 1n) };
   }
+  // What each schema change left (read once: which tables the window
+  // created, and the names the start's tables have had since).
+  const views = await schemaViews(pre.log, []);
   let window: Overlay;
   try {
     window = await buildOverlay(
@@ -721,7 +734,7 @@ async function readWindow(o: UndoOptions): Promise<{
       {
         fromLsn: from,
         onProgress,
-        createdInWindow: await createdSince(pre, from),
+        createdInWindow: createdSince(pre, from, views),
         tablesOf: "the window's start",
       },
     );
@@ -743,20 +756,38 @@ async function readWindow(o: UndoOptions): Promise<{
     sel.kind === 'tx'
       ? `transaction ${sel.xid} (committed ${first.commitTime})`
       : `${window.transactions} transaction(s) committed from ${sel.since} to ${sel.until ?? `the end of the log (${window.last?.commitTime ?? sel.since})`}`;
-  return { pre, preOverlay, window, description };
+  return { pre, preOverlay, window, description, renames: renamesSince(pre.manifest, views) };
 }
 
 /**
- * `--table` patterns against the window's start's tables; a name that is
- * only one created in the window is refused as such, not as unknown.
+ * `--table` patterns against the window's start's tables under their names
+ * now, or (a pattern matching none of those) under their names then: a
+ * table renamed since is found by either. A name that is only one created
+ * in the window is refused as such, not as unknown.
  */
 function chooseTables(
   manifest: SnapshotManifest<SchemaModel>,
   patterns: readonly string[],
   created: readonly string[],
-): TableSnapshot[] {
+  then: { readonly pre: PointInTimePlan; readonly renames: ReadonlyMap<TableSnapshot, TableName> },
+): TableName[] {
+  const one = (p: string): TableName[] => {
+    try {
+      return selectTables(manifest, [p]);
+    } catch (err) {
+      if (!(err instanceof UsageError) || then.renames.size === 0) throw err;
+      let hits: TableSnapshot[] = [];
+      try {
+        hits = selectTables(then.pre.manifest, [p]).filter((t) => then.renames.has(t));
+      } catch {
+        // (No match under the names then either: the error about names now stands.)
+      }
+      if (hits.length === 0) throw err;
+      return hits.map((t) => then.renames.get(t)!);
+    }
+  };
   try {
-    return selectTables(manifest, patterns);
+    return patterns.flatMap(one);
   } catch (err) {
     const hit = created.find((c) =>
       patterns.some((p) => c === p || c.slice(c.indexOf('.') + 1) === p.toLowerCase()),
@@ -775,14 +806,122 @@ function chooseTables(
  * changes to them are left out, since before the window there was no table
  * to put their rows back into.
  */
-async function createdSince(pre: PointInTimePlan, from: bigint): Promise<string[]> {
+function createdSince(pre: PointInTimePlan, from: bigint, views: readonly SchemaView[]): string[] {
   const have = new Set(pre.manifest.tables.map(name));
+  const oids = new Set(pre.manifest.tables.flatMap((t) => (t.oid === undefined ? [] : [t.oid])));
   const out = new Set<string>();
   // (A transaction's schema record is named by its end LSN, past its commit LSN.)
-  for (const v of await schemaViews(pre.log, [])) {
-    if (v.lsn > from) for (const t of v.tables) if (!have.has(name(t))) out.add(name(t));
+  for (const v of views) {
+    if (v.lsn <= from) continue;
+    for (const t of v.tables) {
+      // By OID where known: a table renamed in the window is not a new one,
+      // and a new table given a name the start had (a swap) is.
+      const oid = v.oids.get(name(t));
+      if (oid !== undefined && oids.size > 0 ? !oids.has(oid) : !have.has(name(t))) {
+        out.add(name(t));
+      }
+    }
   }
   return [...out];
+}
+
+/**
+ * Refuses an undo into a table that is not in the database now (dropped
+ * since the window, or renamed without capture recording it), naming it,
+ * before anything is staged.
+ */
+async function refuseMissing(
+  client: PgClient,
+  tables: readonly TableSnapshot[],
+  target: string,
+): Promise<void> {
+  const r = await client.query<{ t: string }>(
+    'SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL',
+    [tables.map((t) => qualify(t.schema, t.name))],
+  );
+  const missing = tables.filter((t) => r.rows.some((x) => x.t === qualify(t.schema, t.name)));
+  if (missing.length === 0) return;
+  throw new OperationError(
+    'undo.table-missing',
+    `${missing.map(name).join(', ')}, whose rows the window changed, ${missing.length === 1 ? 'is' : 'are'} not in "${target}" now (dropped since, or renamed without capture recording it): undo puts rows back into the tables as they are now`,
+    {
+      hint: `rebuild the rows elsewhere (\`flashback restore ${target} --at TIME --table ${name(missing[0]!)} --to OTHER --create\`) and copy back what you need, or leave ${missing.length === 1 ? 'it' : 'them'} out with --table`,
+    },
+  );
+}
+
+/** A table's schema and name. */
+interface TableName {
+  readonly schema: string;
+  readonly name: string;
+}
+
+/**
+ * The window's start's tables that have another name now: renamed in the
+ * window or after it (a migration), followed by their OIDs through every
+ * schema change capture recorded (`views`, in LSN order). Undo puts their
+ * rows back under the name they have now.
+ */
+function renamesSince(
+  manifest: SnapshotManifest<SchemaModel>,
+  views: readonly SchemaView[],
+): Map<TableSnapshot, TableName> {
+  const newest = new Map<number, TableName>();
+  for (const v of views) {
+    for (const t of v.tables) {
+      const oid = v.oids.get(name(t));
+      if (oid !== undefined) newest.set(oid, { schema: t.schema, name: t.name });
+    }
+  }
+  const out = new Map<TableSnapshot, TableName>();
+  for (const t of manifest.tables) {
+    const now = t.oid === undefined ? undefined : newest.get(t.oid);
+    if (now !== undefined && (now.schema !== t.schema || now.name !== t.name)) out.set(t, now);
+  }
+  return out;
+}
+
+/**
+ * The window's reading with renamed tables under their names now: the
+ * start's tables and schema (its foreign keys included), and the overlays'
+ * per-table entries. Everything after works on live names.
+ */
+function underNamesNow(
+  read: Awaited<ReturnType<typeof readWindow>>,
+): Awaited<ReturnType<typeof readWindow>> {
+  if (read.renames.size === 0) return read;
+  const byOld = new Map([...read.renames].map(([t, now]) => [name(t), now]));
+  const rename = <T extends TableName>(x: T): T => {
+    const now = byOld.get(name(x));
+    return now === undefined ? x : { ...x, schema: now.schema, name: now.name };
+  };
+  const rekey = <V>(m: ReadonlyMap<string, V> | undefined): Map<string, V> =>
+    new Map([...(m ?? [])].map(([k, v]) => [byOld.has(k) ? name(byOld.get(k)!) : k, v]));
+  const overlay = (o: Overlay): Overlay => ({
+    ...o,
+    tables: rekey(o.tables),
+    reshape: rekey(o.reshape),
+  });
+  const m = read.pre.manifest;
+  const schema: SchemaModel = {
+    ...m.schema,
+    tables: m.schema.tables.map(rename),
+    constraints: m.schema.constraints.map((c) => {
+      const now = byOld.get(`${c.schema}.${c.table}`);
+      const parent = c.references === undefined ? undefined : rename(c.references);
+      return {
+        ...c,
+        ...(now === undefined ? {} : { schema: now.schema, table: now.name }),
+        ...(parent === undefined ? {} : { references: parent }),
+      };
+    }),
+  };
+  return {
+    ...read,
+    pre: { ...read.pre, manifest: { ...m, schema, tables: m.tables.map(rename) } },
+    preOverlay: overlay(read.preOverlay),
+    window: overlay(read.window),
+  };
 }
 
 /** A keyed table's rows before the window, staged (stageBefore). */
