@@ -32,6 +32,7 @@ import { ChunkStore } from '../repo/chunks.js';
 import { type ChunkEncoder, createEncoder } from '../repo/compress-pool.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
+import { RunStore } from '../repo/runs.js';
 import {
   type ChunkRef,
   type KeyKind,
@@ -72,6 +73,12 @@ export interface BackupProgress {
 export interface BackupResult {
   readonly manifest: SnapshotManifest<SchemaModel>;
   readonly seconds: number;
+  /**
+   * Chunks that were in the repository but damaged (cut short, or named by
+   * the newest \`check\` or \`verify\`), written again: the snapshots that
+   * used them restore again.
+   */
+  readonly rewrittenChunks: number;
 }
 
 /** Chunk writes in flight per worker: enough to overlap compression with COPY, bounded for memory. */
@@ -147,7 +154,7 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
              FROM pg_database WHERE datname = current_database()`,
         )
       ).rows[0]!;
-      const previous = await previousTables(repo, target.name);
+      const { tables: previous, finishedAt: previousAt } = await previousTables(repo, target.name);
 
       const n = Math.max(1, Math.min(options.workers ?? 2, tables.length));
       for (let i = 0; i < n; i++) {
@@ -157,6 +164,7 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
       }
       encoder = createEncoder();
       const chunks = new ChunkStore(repo.storage, encoder);
+      chunks.distrust = await distrusted(repo, target.name, previous, previousAt);
       const progress = {
         tablesDone: 0,
         tablesTotal: tables.length,
@@ -164,6 +172,7 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
         bytes: 0,
         newBytes: 0,
         newChunks: 0,
+        rewrittenChunks: 0,
         estimatedBytes: [...estimates.values()].reduce((a, e) => a + e.bytes, 0),
       };
       const report = (): void => options.onProgress?.({ ...progress });
@@ -186,11 +195,12 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
               bits,
               chunks,
               signal,
-              (rows, bytes, newBytes, isNew) => {
+              (rows, bytes, newBytes, isNew, rewritten) => {
                 progress.rows += rows;
                 progress.bytes += bytes;
                 progress.newBytes += newBytes;
                 progress.newChunks += isNew ? 1 : 0;
+                progress.rewrittenChunks += rewritten ? 1 : 0;
                 report();
               },
             );
@@ -240,7 +250,11 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
       await faultpoint('backup.before-manifest');
       await new SnapshotStore(repo.storage).commit(manifest);
       await faultpoint('backup.after-manifest');
-      return { manifest, seconds: (Date.now() - started.getTime()) / 1000 };
+      return {
+        manifest,
+        seconds: (Date.now() - started.getTime()) / 1000,
+        rewrittenChunks: progress.rewrittenChunks,
+      };
     } finally {
       await Promise.all(workers.map((w) => w.end().catch(() => {})));
       await encoder?.close();
@@ -291,7 +305,13 @@ async function copyTable(
   boundaryBits: number,
   chunks: ChunkStore,
   signal: AbortSignal | undefined,
-  onChunk: (rows: number, bytes: number, newBytes: number, isNew: boolean) => void,
+  onChunk: (
+    rows: number,
+    bytes: number,
+    newBytes: number,
+    isNew: boolean,
+    rewritten: boolean,
+  ) => void,
 ): Promise<TableSnapshot> {
   const { key: k, kind } = tableKey(t);
   const columns = chunkColumns(t);
@@ -312,7 +332,7 @@ async function copyTable(
     return chunks.put(c.content, { handOver: true }).then(async (r) => {
       // Tests SIGKILL a backup here, with data half written (src/util/faultpoint.ts).
       await faultpoint('backup.during-data', signal);
-      onChunk(c.rows, size, r.isNew ? r.storedSize : 0, r.isNew);
+      onChunk(c.rows, size, r.isNew ? r.storedSize : 0, r.isNew, r.rewritten === true);
       return {
         id: r.id,
         rows: c.rows,
@@ -381,11 +401,44 @@ async function estimateSizes(
   return out;
 }
 
+/**
+ * Which stored chunks a backup must not reuse unread (ChunkStore.distrust):
+ * a chunk of another size than the previous snapshot recorded for it (cut
+ * short: a full disk, a partial copy), and chunks the newest repository
+ * \`check\` or the newest \`verify\` of this target found missing or
+ * damaged. Reusing them would make every later snapshot as broken, and
+ * the size check of \`check\` blind to it (the new manifest would record
+ * the damaged size). Damage of the same size that nothing has read yet is
+ * not seen here: \`verify\` and \`check --read-data\` find it, and the next
+ * backup then rewrites it.
+ */
+async function distrusted(
+  repo: Repository,
+  target: string,
+  previous: ReadonlyMap<string, TableSnapshot>,
+  /** When the previous snapshot finished: a record older than that was acted on by it. */
+  previousAt: string | undefined,
+): Promise<(id: string, storedSize: number) => boolean> {
+  const recorded = new Map<string, number>();
+  for (const t of previous.values()) for (const c of t.chunks) recorded.set(c.id, c.stored);
+  const runs = new RunStore(repo.storage);
+  const newest = [
+    (await runs.list({ target: null, kind: 'check' })).at(-1),
+    (await runs.list({ target, kind: 'verify' })).at(-1),
+  ].filter((r) => r !== undefined && (previousAt === undefined || r.finishedAt > previousAt));
+  const damaged = new Set(
+    newest.flatMap((r) =>
+      (r?.problems ?? []).flatMap((p) => (p.chunkId === undefined ? [] : [p.chunkId])),
+    ),
+  );
+  return (id, size) => damaged.has(id) || (recorded.get(id) ?? size) !== size;
+}
+
 /** The newest snapshot's tables of this target, to reuse their chunking parameters. */
 async function previousTables(
   repo: Repository,
   target: string,
-): Promise<Map<string, TableSnapshot>> {
+): Promise<{ tables: Map<string, TableSnapshot>; finishedAt?: string }> {
   const store = new SnapshotStore(repo.storage);
   const ids = await store.ids();
   for (let i = ids.length - 1; i >= 0; i--) {
@@ -398,7 +451,9 @@ async function previousTables(
       if (err instanceof RepositoryError) continue;
       throw err;
     }
-    if (m.target === target) return new Map(m.tables.map((t) => [key(t), t]));
+    if (m.target === target) {
+      return { tables: new Map(m.tables.map((t) => [key(t), t])), finishedAt: m.finishedAt };
+    }
   }
-  return new Map();
+  return { tables: new Map() };
 }

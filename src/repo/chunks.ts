@@ -18,6 +18,8 @@ export interface PutResult {
   readonly storedSize: number;
   /** False when an identical chunk was already in the repository (deduplicated). */
   readonly isNew: boolean;
+  /** The chunk was there but distrusted (`ChunkStore.distrust`), and was written again. */
+  readonly rewritten?: boolean;
 }
 
 /** A chunk that is missing or fails its hash: data damaged (exit 8), whichever command meets it. */
@@ -52,6 +54,15 @@ export function chunkKey(id: string): string {
 
 /** Reads and writes chunks on a storage backend. */
 export class ChunkStore {
+  /**
+   * Whether a chunk already stored (its id, and its stored size now) must not
+   * be reused: known damaged, or of another size than a snapshot recorded
+   * (cut short). Such a chunk is written again, replacing it: the content
+   * is the same (its id is its hash), so every snapshot using it restores
+   * again. Unset: an existing chunk is always reused (unread).
+   */
+  distrust: ((id: string, storedSize: number) => boolean) | undefined;
+
   constructor(
     private readonly storage: Storage,
     private readonly encoder: ChunkEncoder = inlineEncoder,
@@ -78,8 +89,16 @@ export class ChunkStore {
     const id = chunkId(content);
     const key = chunkKey(id);
     const existing = await this.storage.stat(key);
-    if (existing !== undefined) return { id, storedSize: existing.size, isNew: false };
+    const rewrite = existing !== undefined && this.distrust?.(id, existing.size) === true;
+    if (existing !== undefined && !rewrite) {
+      return { id, storedSize: existing.size, isNew: false };
+    }
     const stored = await this.encoder.encode(content, options.codec, options.handOver === true);
+    if (rewrite) {
+      // (An atomic replace: a reader sees the damaged object or the whole new one.)
+      await this.storage.write(key, stored);
+      return { id, storedSize: stored.length, isNew: true, rewritten: true };
+    }
     const isNew = await this.storage.writeIfAbsent(key, stored);
     return { id, storedSize: stored.length, isNew };
   }

@@ -165,9 +165,9 @@ const CHUNK_HINTS: Record<'chunk-missing' | 'chunk-size' | 'chunk-damaged', stri
   'chunk-missing':
     'restoring these tables from these snapshots fails; if the rows are unchanged in the database, a new backup stores the chunk again; otherwise copy the chunk object back from a copy of the repository',
   'chunk-size':
-    'restoring these tables from these snapshots fails; copy the chunk object back from a copy of the repository, or delete it and take a new backup (a backup stores a chunk only if it is absent)',
+    'restoring these tables from these snapshots fails; if the rows are unchanged in the database, the next backup of the target writes the chunk again (a backup reuses no chunk this check found damaged) and these snapshots restore again; otherwise copy the chunk object back from a copy of the repository',
   'chunk-damaged':
-    'restoring these tables from these snapshots fails; copy the chunk object back from a copy of the repository, or delete it and take a new backup (a backup stores a chunk only if it is absent)',
+    'restoring these tables from these snapshots fails; if the rows are unchanged in the database, the next backup of the target writes the chunk again (a backup reuses no chunk this check found damaged) and these snapshots restore again; otherwise copy the chunk object back from a copy of the repository',
 };
 
 /** What went wrong with one chunk. */

@@ -267,6 +267,42 @@ describe('check', () => {
     expect(errors(withData.report).length).toBe(1);
   });
 
+  it('a backup writes a damaged chunk again instead of reusing it, and the snapshots using it restore again', async () => {
+    const repo = await copy();
+    // (Unchanged in the source since the second snapshot: a new backup has the same chunk.)
+    const ref = table(s2, 'subscribers').chunks[0]!;
+    const backup = async () => {
+      const r = await runCli(['backup', 'prod', '--repo', repo, '--json'], { cwd: dir, env });
+      expect(r.code, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { rewrittenChunks: number }).rewrittenChunks;
+    };
+    // Cut short (a full disk, a partial copy): of another size than the previous snapshot recorded.
+    await truncate(chunkFile(repo, ref.id), 50);
+    expect(await backup()).toBe(1);
+    const repaired = await check(repo, '--read-data');
+    expect(repaired.code, JSON.stringify(errors(repaired.report))).toBe(ExitCode.ok);
+    expect(repaired.report.totals.snapshots).toBe(3);
+
+    // A flipped byte keeps the size: reused until something reads it.
+    await flipByte(chunkFile(repo, ref.id), -20);
+    expect(await backup()).toBe(0);
+    const found = await check(repo, '--read-data');
+    expect(found.code).toBe(ExitCode.damaged);
+    expect(errors(found.report).map((f) => f.chunkId)).toEqual([ref.id]);
+    expect(errors(found.report)[0]!.hint).toContain(
+      'the next backup of the target writes the chunk again',
+    );
+    // Once check has named it, the next backup writes it again.
+    const human = await runCli(['backup', 'prod', '--repo', repo], { cwd: dir, env });
+    expect(human.code, human.stderr).toBe(0);
+    expect(human.stdout).toContain('rewrote 1 damaged chunk(s) already in the repository');
+    const clean = await check(repo, '--read-data');
+    expect(clean.code, JSON.stringify(errors(clean.report))).toBe(ExitCode.ok);
+    expect(clean.report.totals.snapshots).toBe(5);
+    // And only once: the backup after it reuses the chunk.
+    expect(await backup()).toBe(0);
+  });
+
   it('finds a deleted chunk and names every snapshot using it', async () => {
     const repo = await copy();
     const id = table(s1, 'tenants').chunks[0]!.id;

@@ -178,6 +178,7 @@ async function runBackup(ctx: CliContext, ref: string, opts: { workers: string }
           bytes: r.manifest.totals.bytes,
           newBytes: r.manifest.totals.newBytes,
           rows: r.manifest.totals.rows,
+          ...(r.rewrittenChunks > 0 ? { rewrittenChunks: r.rewrittenChunks } : {}),
         },
       };
     },
@@ -192,12 +193,18 @@ async function runBackup(ctx: CliContext, ref: string, opts: { workers: string }
       lsn: m.lsn,
       seconds: result.seconds,
       totals: m.totals,
+      rewrittenChunks: result.rewrittenChunks,
       unsupported: m.schema.unsupported,
     });
     return ExitCode.ok;
   }
   const t = m.totals;
   ctx.out(`snapshot ${m.id} of ${m.target} committed\n`);
+  if (result.rewrittenChunks > 0) {
+    ctx.out(
+      `  rewrote ${result.rewrittenChunks} damaged chunk(s) already in the repository (cut short, or found damaged by check or verify): the snapshots that used them restore again\n`,
+    );
+  }
   ctx.out(
     `  tables ${t.tables}, rows ${t.rows.toLocaleString('en-US')}, data ${formatBytes(t.bytes)}, stored ${formatBytes(t.storedBytes)}\n`,
   );

@@ -119,7 +119,7 @@ async function runVerify(
   }
   if (failed.length > 0) {
     ctx.err(
-      `flashback: ${failed.length} of ${results.length} snapshot(s) FAILED verification: ${failed.map((r) => r.value.snapshot).join(', ')}\nhint: \`flashback check --read-data\` shows every damaged chunk; take a new backup now\n`,
+      `flashback: ${failed.length} of ${results.length} snapshot(s) FAILED verification: ${failed.map((r) => r.value.snapshot).join(', ')}\nhint: \`flashback check --read-data\` shows every damaged chunk; take a new backup now: it writes a chunk verify found damaged again, and the snapshots that used it restore again if its rows are unchanged\n`,
     );
     return ExitCode.damaged;
   }
