@@ -126,7 +126,9 @@ export type RefusalReason =
   | 'not-confirmed'
   | 'wrong-confirmation'
   | 'fingerprint-changed'
-  | 'fingerprint-collision';
+  | 'fingerprint-collision'
+  /** `targets accept` of an unprotected target sharing a protected one's database. */
+  | 'unprotected-alias';
 
 /** The guard refused a write to a target. Nothing was written. */
 export class GuardRefusedError extends FlashbackError {

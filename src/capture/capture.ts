@@ -241,7 +241,7 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         throw new UsageError(
           `capture would break writes on "${target.name}": ${unidentified.length} table(s) have no primary key and no replica identity (${unidentified.slice(0, 5).join(', ')}${unidentified.length > 5 ? ', …' : ''}); once published, UPDATE and DELETE on them fail`,
           {
-            hint: `give each a primary key, or run ALTER TABLE ${unidentified[0]} REPLICA IDENTITY FULL (and the same for the others), then start capture again`,
+            hint: `give each a primary key (not DEFERRABLE: the server cannot use a deferrable one as replica identity), or run ALTER TABLE ${unidentified[0]} REPLICA IDENTITY FULL (and the same for the others), then start capture again`,
           },
         );
       }
@@ -793,10 +793,14 @@ function unidentifiedRelation(m: Buffer): string | undefined {
   return none ? qualify(schema, name) : undefined;
 }
 
-/** A table `c` on whose rows the server refuses UPDATE and DELETE once published. */
+/**
+ * A table `c` on whose rows the server refuses UPDATE and DELETE once
+ * published. A DEFERRABLE primary key is no replica identity: the server
+ * uses only an immediate one.
+ */
 const UNIDENTIFIED = `(c.relreplident = 'n'
   OR (c.relreplident = 'd' AND NOT EXISTS (
-        SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))`;
+        SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND i.indimmediate)))`;
 
 async function tablesWithoutIdentity(client: PgClient): Promise<string[]> {
   const r = await client.query<{ t: string }>(

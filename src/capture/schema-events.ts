@@ -53,7 +53,7 @@ import { readTableShapes, type TableShape } from '../pg/schema/shapes.js';
 import { SCHEMA_EVENT_PREFIX } from '../repo/changelog-format.js';
 
 /** Version of the objects below; raised when they change, so capture replaces them. */
-export const SCHEMA_EVENTS_VERSION = 3;
+export const SCHEMA_EVENTS_VERSION = 4;
 
 /** A column as an event lists it: attnum, name, type (format_type), dropped, value of rows from before it was added. */
 export type EventColumn = readonly [
@@ -204,19 +204,21 @@ BEGIN
       SELECT c.oid::regclass FROM (${TOUCHED_TABLES}) t (oid, nspname, relname)
         JOIN pg_class c ON c.oid = t.oid
        WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND c.relreplident = 'd'
-         AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+         AND NOT EXISTS (SELECT 1 FROM pg_index i
+                          WHERE i.indrelid = c.oid AND i.indisprimary AND i.indimmediate)
          AND EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = '${DEFAULT_PUBLICATION}')
     LOOP
       EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', bare);
       INSERT INTO _flashback.full_identity VALUES (bare) ON CONFLICT DO NOTHING;
-      RAISE WARNING 'flashback: % has no primary key: set to REPLICA IDENTITY FULL, since UPDATE and DELETE on it would otherwise fail while capture publishes every table (give it a primary key to use that instead)', bare;
+      RAISE WARNING 'flashback: % has no primary key the server can use as its replica identity (none, or a DEFERRABLE one): set to REPLICA IDENTITY FULL, since UPDATE and DELETE on it would otherwise fail while capture publishes every table (give it a primary key that is not deferrable to use that instead)', bare;
     END LOOP;
     FOR keyed IN
       SELECT c.oid::regclass FROM (${TOUCHED_TABLES}) t (oid, nspname, relname)
         JOIN pg_class c ON c.oid = t.oid
         JOIN _flashback.full_identity f ON f.relid = c.oid
        WHERE c.relreplident = 'f'
-         AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+         AND EXISTS (SELECT 1 FROM pg_index i
+                      WHERE i.indrelid = c.oid AND i.indisprimary AND i.indimmediate)
     LOOP
       EXECUTE format('ALTER TABLE %s REPLICA IDENTITY DEFAULT', keyed);
       DELETE FROM _flashback.full_identity WHERE relid = keyed;

@@ -296,7 +296,8 @@ async function checkReplicaIdentity(client: PgClient): Promise<Finding> {
   const r = await client.query<{ name: string; ident: string }>(
     `SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relreplident::text AS ident ${USER_RELATIONS}
        AND c.relkind = 'r' AND c.relpersistence = 'p'
-       AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident))
+       AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
+                         AND ((i.indisprimary AND i.indimmediate) OR i.indisreplident))
      ORDER BY 1`,
   );
   if (r.rows.length === 0) {

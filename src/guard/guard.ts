@@ -67,6 +67,26 @@ export async function guard(req: GuardRequest): Promise<GuardApproval> {
 }
 
 /**
+ * The identity check alone, for what writes nothing but still works inside
+ * the target's database (a dry run's or preview's trial, rolled back: it
+ * takes row locks and runs triggers): a database that is not the one
+ * recorded for the target (changed, or another target's) is refused as for
+ * a write. No banner and no confirmation: nothing is kept.
+ */
+export async function refuseWrongIdentity(
+  target: ResolvedTarget,
+  fingerprints: FingerprintStore,
+  client: PgClient,
+): Promise<void> {
+  const server = await readServerInfo(client, target.connection);
+  const refusal = identityRefusal(
+    target,
+    await checkIdentity(target, server.identity, fingerprints),
+  );
+  if (refusal !== undefined) throw refusal;
+}
+
+/**
  * The confirmation step alone: a protected target needs its confirm name,
  * from `--confirm` or typed at a terminal prompt.
  */

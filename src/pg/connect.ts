@@ -23,6 +23,22 @@ export interface ConnectOptions {
   readonly replication?: boolean | undefined;
 }
 
+/**
+ * Settings of every session Flashback opens, as startup options, so a
+ * setting of the database, role or server cannot change what values look
+ * like in text (what a backup stores, capture logs, and a restore parses).
+ * Without them a database with `DateStyle = 'SQL, DMY'` backs up 10 March
+ * as "10/03/2024" and restores it, under ISO, as 3 October; a TimeZone
+ * changed between a snapshot and the log makes the same timestamptz key two
+ * texts; `extra_float_digits = 0` rounds floats; `IntervalStyle =
+ * sql_standard` reads "-1 day +02:00" otherwise; lc_monetary changes money's
+ * text. The replication session gets them too: pgoutput writes the log's
+ * values with the walsender's settings (PostgreSQL's own subscriptions pin
+ * the first three the same way).
+ */
+export const SESSION_OPTIONS =
+  '-c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3 -c TimeZone=UTC -c lc_monetary=C';
+
 /** Returns every value as its text form. */
 const rawTypes = { getTypeParser: () => (value: string) => value };
 
@@ -50,6 +66,7 @@ export async function connectParams(
     application_name: options.applicationName ?? 'flashback',
     types: rawTypes,
     ssl: sslOption(params.sslmode),
+    options: SESSION_OPTIONS,
   };
   if (params.password !== undefined) config.password = params.password;
   if (options.replication === true) {

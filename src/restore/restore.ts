@@ -1,7 +1,7 @@
 import type { ResolvedTarget } from '../config/targets.js';
 import { FlashbackError, InterruptedError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
-import { type GuardIO, guard } from '../guard/guard.js';
+import { type GuardIO, guard, refuseWrongIdentity } from '../guard/guard.js';
 import { connect, connectParams, type PgClient, queryOne } from '../pg/connect.js';
 import { generateDdl } from '../pg/schema/ddl.js';
 import type { SchemaModel, TableModel } from '../pg/schema/model.js';
@@ -131,6 +131,11 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     if (options.create === true) created = await createDatabase(target, manifest);
     const client = await connect(target, { applicationName: 'flashback restore' });
     try {
+      // A dry run tries its merges in the database (and rolls them back): the
+      // wrong database is refused before that, as for a restore.
+      if (options.dryRun === true) {
+        await refuseWrongIdentity(target, new FingerprintStore(options.repo), client);
+      }
       const existing = await existingTables(client);
       const empty = existing.size === 0;
       if (!selective && !empty) {

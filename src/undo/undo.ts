@@ -34,7 +34,7 @@ import { writeFile } from 'node:fs/promises';
 import type { ResolvedTarget } from '../config/targets.js';
 import { OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
-import { type GuardIO, guard } from '../guard/guard.js';
+import { type GuardIO, guard, refuseWrongIdentity } from '../guard/guard.js';
 import { type SchemaView, schemaViews } from '../history/history.js';
 import {
   buildOverlay,
@@ -406,6 +406,8 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
         : await tenantValues(client, staged, o.by, o.order ?? [], policy);
     // Runs the plan and rolls it back: the order that applies, or why none does.
     const trial = async (): Promise<{ order: readonly Statement[]; error?: string }> => {
+      // (Rolled back, but run in the database: not in the wrong one.)
+      await refuseWrongIdentity(o.target, new FingerprintStore(o.repo), client);
       progress({ phase: 'trial' });
       await client.query('BEGIN');
       try {

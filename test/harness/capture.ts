@@ -530,3 +530,28 @@ export function compareLog(
     bulkKeys: bulkKeys.size,
   };
 }
+
+/** `flashback capture TARGET` in `dir`, storing and beating often, so a test waits little. */
+export function quickCapture(
+  dir: string,
+  env: Record<string, string>,
+  target: string,
+): CaptureProcess {
+  return new CaptureProcess(dir, env, [
+    'capture',
+    target,
+    '--flush-interval',
+    '200ms',
+    '--heartbeat',
+    '300ms',
+  ]);
+}
+
+/** The server's clock now, as `--at` takes it: UTC, microseconds. */
+export async function serverMoment(c: PgClient): Promise<string> {
+  return (
+    await c.query<{ t: string }>(
+      `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
+    )
+  ).rows[0]!.t;
+}

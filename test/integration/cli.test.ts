@@ -195,9 +195,31 @@ describe('flashback targets, init and accept', () => {
     );
     expect(finding).toMatchObject({ severity: 'critical' });
     expect(finding.summary).toContain('target "staging" is the same database as target "prod"');
-    // Unprotected: accepting needs no typed name.
-    const acc = await runCli(['targets', 'accept', 'staging'], { cwd: dir, env });
-    expect(acc.code).toBe(0);
+    // Unprotected, it would be a way into prod's database without a
+    // confirmation: refused, and nothing is recorded.
+    const unprotected = await runCli(['targets', 'accept', 'staging'], { cwd: dir, env });
+    expect(unprotected.code).toBe(ExitCode.refused);
+    expect(unprotected.stderr).toContain(
+      'target "staging" is unprotected and its database is that of protected target "prod"',
+    );
+    expect((await runCli(['doctor', 'staging', '--json'], { cwd: dir, env })).code).toBe(
+      ExitCode.critical,
+    );
+    // Marked protected, it is accepted when confirmed, and then guarded like prod.
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `repository: ./flashback-repo
+targets:
+${targetYaml('prod', pg17, shop)}  staging:
+    url: postgres://postgres@127.0.0.1:${pg17.port}/${shop}
+    password_env: PW_17
+`,
+    );
+    const acc = await runCli(['targets', 'accept', 'staging', '--confirm', 'staging'], {
+      cwd: dir,
+      env,
+    });
+    expect(acc.code, acc.stderr).toBe(0);
     expect(acc.stdout).toContain('shares its database with prod');
     const after = await runCli(['doctor', 'staging', '--json'], { cwd: dir, env });
     expect(JSON.parse(after.stdout)[0].findings[0]).toMatchObject({

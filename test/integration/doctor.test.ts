@@ -35,6 +35,7 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
         db,
         `CREATE TABLE ok_t (id int PRIMARY KEY);
        CREATE TABLE nopk (a int);
+       CREATE TABLE deferred_pk (id int PRIMARY KEY DEFERRABLE);
        CREATE TABLE "Mixed Case" (a int);
        CREATE TABLE full_t (a int); ALTER TABLE full_t REPLICA IDENTITY FULL;
        CREATE TABLE ri_t (a int NOT NULL); CREATE UNIQUE INDEX ri_t_a ON ri_t (a); ALTER TABLE ri_t REPLICA IDENTITY USING INDEX ri_t_a;
@@ -62,6 +63,7 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
       expect(f['replica-identity']).toMatchObject({ severity: 'warning' });
       expect(f['replica-identity']?.details).toEqual([
         'public."Mixed Case"',
+        'public.deferred_pk', // a DEFERRABLE primary key is no replica identity
         'public.full_t (REPLICA IDENTITY FULL: captured, matched by whole row)',
         'public.nopk',
       ]);
@@ -74,7 +76,7 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
       expect(f['replica-identity']?.fix).toContain('ADD PRIMARY KEY');
       // The human form says the same, with the fix.
       const h = await runCli(['doctor', asSuper(db)], { env });
-      expect(h.stdout).toMatch(/WARNING\s+replica-identity\s+3 table\(s\)/);
+      expect(h.stdout).toMatch(/WARNING\s+replica-identity\s+4 table\(s\)/);
       expect(h.stdout).toContain('public.nopk');
       expect(h.stdout).toContain('fix: ALTER TABLE <t> SET LOGGED');
       expect(h.stdout).toContain('summary: 0 critical, 3 warning');
@@ -83,17 +85,19 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
     it('is critical when the publication exists: the server refuses UPDATE and DELETE on tables without an identity', async () => {
       await sql(server, db, 'CREATE PUBLICATION flashback FOR ALL TABLES');
       try {
-        await expect(sql(server, db, 'DELETE FROM nopk')).rejects.toThrow(
-          /does not have a replica identity/,
-        );
+        for (const t of ['nopk', 'deferred_pk']) {
+          await expect(sql(server, db, `DELETE FROM ${t}`)).rejects.toThrow(
+            /does not have a replica identity/,
+          );
+        }
         const r = await runCli(['doctor', asSuper(db), '--json'], { env });
         expect(r.code).toBe(ExitCode.critical);
         const f = byCheck(r.stdout)['replica-identity'];
         expect(f).toMatchObject({
           severity: 'critical',
           summary:
-            '2 table(s) have no replica identity while the publication "flashback" publishes every table: the server refuses UPDATE and DELETE on them',
-          details: ['public."Mixed Case"', 'public.nopk'],
+            '3 table(s) have no replica identity while the publication "flashback" publishes every table: the server refuses UPDATE and DELETE on them',
+          details: ['public."Mixed Case"', 'public.deferred_pk', 'public.nopk'],
         });
         expect(f?.fix).toContain('DROP PUBLICATION flashback');
       } finally {

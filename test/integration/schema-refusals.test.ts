@@ -270,21 +270,24 @@ describe('capture without a superuser (PostgreSQL 17)', () => {
           CREATE TABLE journal (at int, note text);
           CREATE TABLE journal_copy AS SELECT g AS at FROM generate_series(1, 3) g;
           CREATE TABLE keyed (id int CONSTRAINT keyed_pk PRIMARY KEY, v text);
+          CREATE TABLE deferred (id int PRIMARY KEY DEFERRABLE, v text);
           CREATE UNLOGGED TABLE scratchpad (v text);
           CREATE TEMPORARY TABLE tmp (v text);`);
         await live.query('ALTER TABLE keyed DROP CONSTRAINT keyed_pk');
         await live.query(`INSERT INTO journal VALUES (1, 'a'), (2, 'b');
           UPDATE journal SET note = 'c' WHERE at = 2; DELETE FROM journal WHERE at = 1;
           DELETE FROM journal_copy WHERE at = 3; INSERT INTO keyed VALUES (1, 'k');
-          UPDATE keyed SET v = 'l'`);
+          UPDATE keyed SET v = 'l'; INSERT INTO deferred VALUES (1, 'd');
+          UPDATE deferred SET v = 'e'`);
       } finally {
         live.removeListener('notice', onNotice);
       }
       const identity = await live.query<{ relname: string; relreplident: string }>(
         `SELECT relname, relreplident FROM pg_class
-          WHERE relname IN ('journal', 'journal_copy', 'keyed', 'scratchpad', 'item') ORDER BY relname`,
+          WHERE relname IN ('journal', 'journal_copy', 'keyed', 'scratchpad', 'item', 'deferred') ORDER BY relname`,
       );
       expect(identity.rows.map((x) => [x.relname, x.relreplident])).toEqual([
+        ['deferred', 'f'], // a DEFERRABLE primary key is no replica identity
         ['item', 'd'], // has a primary key: untouched
         ['journal', 'f'],
         ['journal_copy', 'f'],
@@ -292,9 +295,9 @@ describe('capture without a superuser (PostgreSQL 17)', () => {
         ['scratchpad', 'd'], // unlogged: not published
       ]);
       expect(warnings.filter((w) => w.startsWith('flashback: '))).toEqual(
-        ['journal', 'journal_copy', 'keyed'].map(
+        ['journal', 'journal_copy', 'deferred', 'keyed'].map(
           (t) =>
-            `flashback: public.${t} has no primary key: set to REPLICA IDENTITY FULL, since UPDATE and DELETE on it would otherwise fail while capture publishes every table (give it a primary key to use that instead)`,
+            `flashback: public.${t} has no primary key the server can use as its replica identity (none, or a DEFERRABLE one): set to REPLICA IDENTITY FULL, since UPDATE and DELETE on it would otherwise fail while capture publishes every table (give it a primary key that is not deferrable to use that instead)`,
         ),
       );
       // A key added back (a migration replacing a key drops the old one

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import type { PgClient } from '../../src/pg/connect.js';
-import { CaptureProcess } from '../harness/capture.js';
+import { type CaptureProcess, quickCapture, serverMoment } from '../harness/capture.js';
 import { connectTo, freshDatabase, runCli, tempDir, testServers } from '../harness/pg.js';
 
 const server = testServers().find((s) => s.major === 17)!;
@@ -22,12 +22,7 @@ describe('undo across table renames (PostgreSQL 17)', () => {
   let live: PgClient;
   let capture: CaptureProcess;
   const run = (args: string[]) => runCli(args, { cwd: dir, env });
-  const moment = async () =>
-    (
-      await live.query<{ t: string }>(
-        `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
-      )
-    ).rows[0]!.t;
+  const moment = () => serverMoment(live);
   const rows = async (table: string) =>
     (await live.query<{ id: string; v: string }>(`SELECT id, v FROM ${table} ORDER BY id`)).rows;
   /** Until capture has stored what was committed (a heartbeat past it). */
@@ -54,14 +49,7 @@ describe('undo across table renames (PostgreSQL 17)', () => {
       path.join(dir, 'flashback.yaml'),
       `repository: repo\ntargets:\n  ${name}:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n`,
     );
-    capture = new CaptureProcess(dir, env, [
-      'capture',
-      name,
-      '--flush-interval',
-      '200ms',
-      '--heartbeat',
-      '300ms',
-    ]).start();
+    capture = quickCapture(dir, env, name).start();
     await capture.streaming();
     expect((await run(['backup', name])).code).toBe(0);
   });

@@ -6,7 +6,13 @@ import {
   type ResolvedTarget,
   resolveTarget,
 } from '../../config/targets.js';
-import { type ConfigError, ExitCode, FlashbackError, UsageError } from '../../errors.js';
+import {
+  type ConfigError,
+  ExitCode,
+  FlashbackError,
+  GuardRefusedError,
+  UsageError,
+} from '../../errors.js';
 import { FingerprintStore } from '../../guard/fingerprints.js';
 import { confirm, identityLine } from '../../guard/guard.js';
 import { checkIdentity, type IdentityCheck } from '../../guard/identity.js';
@@ -74,6 +80,17 @@ Exit codes: 0 all reachable; 5 a target could not be reached; 3 bad config.`,
     .argument('<target>', 'target name')
     .option('--confirm <name>', 'the target name, to confirm without a prompt (protected targets)')
     .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `
+A target that shares its database with a protected target is accepted only
+if it is protected itself: an unprotected second name for that database
+would let writes through without a confirmation (refused, exit 4).
+
+Exit codes: 0 accepted or nothing to accept; 3 usage; 4 refused (not
+confirmed, or an unprotected second name for a protected database); 5 the
+target cannot be reached; 6 no repository.`,
+    )
     .action(async (name: string, opts: { confirm?: string }, self: Command) => {
       process.exitCode = await acceptTarget(context(self), name, opts.confirm);
     });
@@ -246,6 +263,22 @@ export async function acceptTarget(
     '',
   ];
   ctx.err(lines.join('\n'));
+  // Accepting a share makes this target a second name for the other's
+  // database. If that one is protected, an unprotected name for it would
+  // let writes to production through without a confirmation: refused.
+  const guarded = check.sameAs
+    .map((r) => r.target)
+    .filter((n) => n !== target.name && config.targets[n]?.protected === true);
+  if (guarded.length > 0 && !target.protected) {
+    throw new GuardRefusedError(
+      'unprotected-alias',
+      target.name,
+      `target "${target.name}" is unprotected and its database is that of protected target${guarded.length === 1 ? '' : 's'} ${guarded.map((n) => `"${n}"`).join(', ')}: accepting it would let writes to ${guarded.length === 1 ? 'that database' : 'those databases'} through without a confirmation. Nothing was accepted.`,
+      {
+        hint: `if "${target.name}" should point there, mark it protected (\`protected: true\`) and accept again; otherwise fix its connection in the configuration`,
+      },
+    );
+  }
   await confirm(target, confirmFlag, ctx.guardIO);
   const sameAs = [...(before?.acceptedSameAs ?? []), ...check.sameAs.map((r) => r.target)];
   const record = await store.accept(target.name, info.identity, [...new Set(sameAs)]);
