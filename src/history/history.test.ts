@@ -111,6 +111,9 @@ describe('parsing the table, key and times', () => {
       '2026-11-21T16:05:30.500000Z',
     );
     expect(parseTimeArg('2026-11-21T00:30:00-0130', '--since')).toBe('2026-11-21T02:00:00.000000Z');
+    expect(parseTimeArg('2026-11-21T14:00:00+14:00', '--since')).toBe(
+      '2026-11-21T00:00:00.000000Z',
+    );
     expect(parseTimeArg('2026-11-21', '--since')).toBe('2026-11-21T00:00:00.000000Z');
     expect(parseTimeArg('2h', '--since', now)).toBe('2026-11-21T10:00:00.000000Z');
     expect(parseTimeArg('now-1h30m', '--since', now)).toBe('2026-11-21T10:30:00.000000Z');
@@ -120,6 +123,9 @@ describe('parsing the table, key and times', () => {
       '2026-11-21T24:00:00',
       'yesterday',
       '2026-11-21T10:00:00.1234567',
+      '2026-11-21T10:00:00+99:00',
+      '2026-11-21T10:00:00-16',
+      '2026-11-21T10:00:00+01:60',
     ])
       expect(() => parseTimeArg(bad, '--since'), bad).toThrow(/--since: not a time/);
   });

@@ -52,6 +52,9 @@ export function parseTimeArg(text: string, flag: string, now: Date = new Date())
   const zone = m[8];
   if (zone !== undefined && zone.toUpperCase() !== 'Z') {
     const z = /^([+-])(\d{2}):?(\d{2})?$/.exec(zone)!;
+    // (Real offsets run from -12:00 to +14:00; PostgreSQL takes up to 15:59.
+    // "+99:00" is a typing mistake, not 99 hours to shift by.)
+    if (Number(z[2]) > 15 || Number(z[3] ?? 0) > 59) throw bad();
     offsetMin = (z[1] === '-' ? -1 : 1) * (Number(z[2]) * 60 + Number(z[3] ?? 0));
   }
   const frac = (m[7] ?? '').padEnd(6, '0');

@@ -36,10 +36,11 @@ export class Repository {
       id: randomUUID(),
       created: new Date().toISOString(),
     };
-    const written = await storage.writeIfAbsent(
-      CONFIG_KEY,
-      Buffer.from(`${JSON.stringify(config, null, 2)}\n`),
-    );
+    const written = await storage
+      .writeIfAbsent(CONFIG_KEY, Buffer.from(`${JSON.stringify(config, null, 2)}\n`))
+      .catch((err: unknown) => {
+        throw notADirectory(storage, err) ?? err;
+      });
     if (!written) {
       throw new RepositoryError('exists', `a repository already exists at ${storage.location}`, {
         hint: 'use it as it is, or choose another location',
@@ -59,7 +60,7 @@ export class Repository {
           hint: 'check --repo / FLASHBACK_REPO / the config file, or create one with `flashback init`',
         });
       }
-      throw err;
+      throw notADirectory(storage, err) ?? err;
     }
     let config: RepositoryConfig;
     try {
@@ -88,4 +89,15 @@ export class Repository {
     }
     return new Repository(storage, config);
   }
+}
+
+/** A repository path that is (or runs through) a file: named as such, not an internal error. */
+function notADirectory(storage: Storage, err: unknown): RepositoryError | undefined {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== 'ENOTDIR' && code !== 'EEXIST') return undefined;
+  return new RepositoryError(
+    'missing',
+    `${storage.location} is a file, not a repository directory`,
+    { hint: 'check --repo / FLASHBACK_REPO / the config file', cause: err },
+  );
 }

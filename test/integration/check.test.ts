@@ -428,5 +428,13 @@ describe('check', () => {
     const none = await runCli(['check', '--repo', path.join(dir, 'nothing')], { cwd: dir });
     expect(none.code).toBe(ExitCode.repository);
     expect(none.stderr).toContain('no Flashback repository');
+    // A file where the repository should be: named, exit 6 (was an internal error).
+    const file = path.join(dir, 'a-file');
+    await writeFile(file, 'not a repository');
+    for (const args of [['check'], ['list'], ['init']]) {
+      const r = await runCli([...args, '--repo', file], { cwd: dir });
+      expect(`${args[0]} → ${r.code}`).toBe(`${args[0]} → ${ExitCode.repository}`);
+      expect(r.stderr).toContain(`${file} is a file, not a repository directory`);
+    }
   });
 });

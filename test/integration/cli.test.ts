@@ -230,6 +230,23 @@ ${targetYaml('prod', pg17, shop)}  staging:
 });
 
 describe('errors and exit codes', () => {
+  it('refuses a history window that starts in the future, and an impossible zone offset (exit 3)', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const future = await runCli(['history', 'items', '1', '--since', '2099-01-01'], { cwd: dir });
+      expect(future.code).toBe(ExitCode.usage);
+      expect(future.stderr).toContain('--since 2099-01-01T00:00:00.000000Z is in the future');
+      const offset = await runCli(
+        ['history', 'items', '1', '--since', '2026-11-21T10:00:00+99:00'],
+        { cwd: dir },
+      );
+      expect(offset.code).toBe(ExitCode.usage);
+      expect(offset.stderr).toContain('--since: not a time: "2026-11-21T10:00:00+99:00"');
+    } finally {
+      await cleanup();
+    }
+  });
+
   it('names the target and host of an unreachable server, exit 5, and never prints the password', async () => {
     const { dir, cleanup } = await tempDir();
     const secret = 'Sup3r-S3cret-PW';

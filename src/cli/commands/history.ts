@@ -1,6 +1,6 @@
 /** `flashback history TABLE KEY`: every version of one row, from the repository alone. */
 import type { Command } from 'commander';
-import { ExitCode } from '../../errors.js';
+import { ExitCode, UsageError } from '../../errors.js';
 import {
   type Cell,
   type HistoryPart,
@@ -77,6 +77,14 @@ damaged.`,
       const now = new Date();
       const since = opts.since === undefined ? undefined : parseTimeArg(opts.since, '--since', now);
       const until = opts.until === undefined ? undefined : parseTimeArg(opts.until, '--until', now);
+      if (since !== undefined && since > parseTimeArg('now', '--since', now)) {
+        throw new UsageError(
+          `--since ${since} is in the future: no version can be in that window`,
+          {
+            hint: 'check the date and its zone (no zone means UTC)',
+          },
+        );
+      }
       const repo = await ctx.repository();
       const h = await rowHistory({ repo, target: opts.target, table, key: spec, since, until });
       if (ctx.json) {
