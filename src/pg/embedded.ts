@@ -52,7 +52,7 @@ export interface PostgresBinaries {
 export interface EmbeddedServerOptions {
   /** Major version; default the newest installed. */
   readonly major?: number | undefined;
-  /** Directory holding server directories; default `$TMPDIR/flashback-embedded`. */
+  /** Directory holding server directories; default `$TMPDIR/flashback-embedded-<uid>`. */
   readonly baseDir?: string | undefined;
   /** Extra `postgres -c` settings, e.g. `{ fsync: 'off' }`. */
   readonly settings?: Readonly<Record<string, string>> | undefined;
@@ -182,9 +182,17 @@ export class EmbeddedServer {
   }
 }
 
-/** The directory under which servers are created by default. */
+/**
+ * The directory under which servers are created by default: one per user,
+ * since the temporary directory is shared and another user's (root's) would
+ * refuse this one's servers (EACCES).
+ */
 export function defaultBaseDir(): string {
-  return path.join(os.tmpdir(), 'flashback-embedded');
+  const uid = process.getuid?.();
+  return path.join(
+    os.tmpdir(),
+    uid === undefined ? 'flashback-embedded' : `flashback-embedded-${uid}`,
+  );
 }
 
 /** Major versions of PostgreSQL installed from npm, newest first. */
