@@ -944,8 +944,9 @@ describe('a failover that loses the slot, on the shared PostgreSQL 17', () => {
       // the repository still checks clean.
       const pruned = await run(['prune']);
       expect(pruned.code, pruned.stderr).toBe(0);
-      expect(pruned.stdout).toContain(
-        'failover: change log 1 is emptied (no snapshot kept was taken under it, and the ones kept are of a later log): 3 segment(s)',
+      // (How many segments log 1 has depends on when capture flushed.)
+      expect(pruned.stdout).toMatch(
+        /failover: change log 1 is emptied \(no snapshot kept was taken under it, and the ones kept are of a later log\): \d+ segment\(s\)/,
       );
       expect((await run(['check'])).code).toBe(0);
       // The emptied log holds nothing: history goes on with log 2, and says so.
