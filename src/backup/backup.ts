@@ -423,8 +423,8 @@ async function distrusted(
   for (const t of previous.values()) for (const c of t.chunks) recorded.set(c.id, c.stored);
   const runs = new RunStore(repo.storage);
   const newest = [
-    (await runs.list({ target: null, kind: 'check' })).at(-1),
-    (await runs.list({ target, kind: 'verify' })).at(-1),
+    await runs.newest({ target: null, kind: 'check' }),
+    await runs.newest({ target, kind: 'verify' }),
   ].filter((r) => r !== undefined && (previousAt === undefined || r.finishedAt > previousAt));
   const damaged = new Set(
     newest.flatMap((r) =>

@@ -41,6 +41,24 @@ describe('run records', () => {
     expect(await runs.list({ target: 'prod', kind: 'backup' })).toEqual([]);
   });
 
+  it('finds the newest record of a kind, within one second by its start, past unreadable ones', async () => {
+    const storage = new MemoryStorage();
+    const runs = new RunStore(storage);
+    expect(await runs.newest({ target: null, kind: 'check' })).toBeUndefined();
+    const check = (startedAt: string, seconds: number) =>
+      runs.record(run({ kind: 'check', target: null, startedAt, seconds }));
+    await check('2026-11-21T10:00:00.000Z', 1);
+    await check('2026-11-21T11:00:00.900Z', 2);
+    await check('2026-11-21T11:00:00.100Z', 3);
+    await runs.record(run({ startedAt: '2026-11-21T12:00:00.000Z' }));
+    expect((await runs.newest({ target: null, kind: 'check' }))?.seconds).toBe(2);
+    // An unreadable newest record: the one before it.
+    await storage.write('runs/_repository/20261121-130000-check-abcdef.json', Buffer.from('{'));
+    expect((await runs.newest({ target: null, kind: 'check' }))?.seconds).toBe(2);
+    await storage.write('runs/_repository/20261121-110000-check-000000.json', Buffer.from('{'));
+    expect((await runs.newest({ target: null, kind: 'check' }))?.seconds).toBe(2);
+  });
+
   it('keeps URL targets in a folder of their own, by hash', () => {
     expect(runScope('prod')).toBe('prod');
     expect(runScope(null)).toBe('_repository');

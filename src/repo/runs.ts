@@ -71,6 +71,17 @@ export function runScope(target: string | null): string {
   return `url-${createHash('sha256').update(target).digest('hex').slice(0, 16)}`;
 }
 
+/** Which records: of one target (`null`: repository-wide runs; absent: every target) and kind. */
+export interface RunFilter {
+  readonly target?: string | null;
+  readonly kind?: RunKind;
+}
+
+/** Oldest start first (ids break ties). */
+function byStart(a: RunRecord, b: RunRecord): number {
+  return a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : a.id < b.id ? -1 : 1;
+}
+
 /** Reads and writes run records. */
 export class RunStore {
   constructor(private readonly storage: Storage) {}
@@ -92,26 +103,49 @@ export class RunStore {
    * and time are in the key, so only matching records are read. Unreadable
    * records are skipped: `check` reports them.
    */
-  async list(filter: { target?: string | null; kind?: RunKind } = {}): Promise<RunRecord[]> {
-    const prefix = filter.target === undefined ? PREFIX : `${PREFIX}${runScope(filter.target)}/`;
-    const keys: Array<{ key: string; sortKey: string }> = [];
-    for await (const obj of this.storage.list(prefix)) {
-      const m = KEY.exec(obj.key);
-      if (m === null) continue;
-      if (filter.kind !== undefined && m[3] !== filter.kind) continue;
-      keys.push({ key: obj.key, sortKey: `${m[2]}-${m[4]}` });
-    }
-    keys.sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
+  async list(filter: RunFilter = {}): Promise<RunRecord[]> {
+    const keys = await this.keys(filter);
     const out: RunRecord[] = [];
     // Small objects: read a few at a time (latency-bound on object storage).
     for (let i = 0; i < keys.length; i += 16) {
       const batch = await Promise.all(keys.slice(i, i + 16).map((k) => this.readKey(k.key)));
       for (const r of batch) if (r !== undefined) out.push(r);
     }
-    out.sort((a, b) =>
-      a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : a.id < b.id ? -1 : 1,
-    );
-    return out;
+    return out.sort(byStart);
+  }
+
+  /**
+   * The newest readable record of one target (or every target) and kind.
+   * Only the records of the newest second in the keys are read (the key
+   * holds the start time to the second), not every record as `list` does.
+   */
+  async newest(filter: RunFilter = {}): Promise<RunRecord | undefined> {
+    const keys = await this.keys(filter);
+    for (let end = keys.length; end > 0; ) {
+      const second = keys[end - 1]!.second;
+      let start = end - 1;
+      while (start > 0 && keys[start - 1]!.second === second) start--;
+      const read = await Promise.all(keys.slice(start, end).map((k) => this.readKey(k.key)));
+      const found = read.filter((r): r is RunRecord => r !== undefined).sort(byStart);
+      if (found.length > 0) return found.at(-1);
+      end = start;
+    }
+    return undefined;
+  }
+
+  /** The keys of the records a filter selects, in key order (start second, then id). */
+  private async keys(
+    filter: RunFilter,
+  ): Promise<Array<{ key: string; second: string; sortKey: string }>> {
+    const prefix = filter.target === undefined ? PREFIX : `${PREFIX}${runScope(filter.target)}/`;
+    const keys: Array<{ key: string; second: string; sortKey: string }> = [];
+    for await (const obj of this.storage.list(prefix)) {
+      const m = KEY.exec(obj.key);
+      if (m === null) continue;
+      if (filter.kind !== undefined && m[3] !== filter.kind) continue;
+      keys.push({ key: obj.key, second: m[2]!, sortKey: `${m[2]}-${m[4]}` });
+    }
+    return keys.sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
   }
 
   /** The newest verify record of each snapshot. */

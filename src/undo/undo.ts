@@ -841,7 +841,8 @@ async function refuseMissing(
     'SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL',
     [tables.map((t) => qualify(t.schema, t.name))],
   );
-  const missing = tables.filter((t) => r.rows.some((x) => x.t === qualify(t.schema, t.name)));
+  const gone = new Set(r.rows.map((x) => x.t));
+  const missing = tables.filter((t) => gone.has(qualify(t.schema, t.name)));
   if (missing.length === 0) return;
   throw new OperationError(
     'undo.table-missing',

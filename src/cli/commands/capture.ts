@@ -126,15 +126,17 @@ Exit codes: 0 stopped; 1 failed (the stream or the repository); 4 refused
         newLog: opts.newLog,
         onWarning: (m) => ctx.err(`flashback: warning: ${m}\n`),
         onStart: (s) => {
-          ctx.err(
-            `capture ${target.name}: ${s.created ? 'created' : 'using'} slot "${s.slot}"; ${s.log > 1 ? `log ${s.log}` : 'the log'} starts at ${s.logStart}, resuming from ${s.resumeFrom}\n`,
-          );
+          // One write: whoever reads the start line reads its notes with it.
+          const lines = [
+            `capture ${target.name}: ${s.created ? 'created' : 'using'} slot "${s.slot}"; ${s.log > 1 ? `log ${s.log}` : 'the log'} starts at ${s.logStart}, resuming from ${s.resumeFrom}`,
+          ];
           if (s.previousEnd !== undefined) {
-            ctx.err(
-              `flashback: note: log ${s.log - 1} of "${target.name}" ends at ${s.previousEnd}: changes committed between it and ${s.logStart} are in no log; log ${s.log - 1} stays readable for the moments it covers\n`,
+            lines.push(
+              `flashback: note: log ${s.log - 1} of "${target.name}" ends at ${s.previousEnd}: changes committed between it and ${s.logStart} are in no log; log ${s.log - 1} stays readable for the moments it covers`,
             );
           }
-          if (s.created) ctx.err(`flashback: note: ${newLogAdvice(target.name)}\n`);
+          if (s.created) lines.push(`flashback: note: ${newLogAdvice(target.name)}`);
+          ctx.err(`${lines.join('\n')}\n`);
         },
         onSegment: (s) => {
           totals = {

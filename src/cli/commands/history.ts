@@ -91,11 +91,7 @@ damaged.`,
         // stdout stays an array of versions; what a reader should know goes to stderr.
         for (const n of h.notes) ctx.err(`note: ${n}\n`);
         for (const p of h.parts ?? []) {
-          if (p.gapBefore !== undefined) {
-            ctx.err(
-              `note: gap: ${p.gapBefore}; what was committed between them is in neither log\n`,
-            );
-          }
+          if (p.gapBefore !== undefined) ctx.err(`note: ${gapLine(p.gapBefore)}\n`);
           if (p.none !== undefined) ctx.err(`note: log ${p.log}: ${p.none}\n`);
         }
         ctx.printJson(h.versions);
@@ -108,6 +104,11 @@ damaged.`,
 
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
+}
+
+/** The gap before a log's part, said the same way in both forms. */
+function gapLine(gap: string): string {
+  return `gap: ${gap}; what was committed between them is in neither log`;
 }
 
 /** The human form: a header, notes, then one block per version. */
@@ -140,7 +141,7 @@ export function render(h: RowHistory, since?: string, until?: string): string {
   const partHeader = (p: HistoryPart): void => {
     lines.push('');
     if (p.gapBefore !== undefined) {
-      lines.push(`-- gap: ${p.gapBefore}; what was committed between them is in neither log`);
+      lines.push(`-- ${gapLine(p.gapBefore)}`);
     }
     lines.push(`-- log ${p.log}: ${p.none ?? from(p.snapshot, p.logStart)}`);
   };
