@@ -67,14 +67,46 @@ export async function diagnose(
       maxRetainedWal: options.maxRetainedWal ?? DEFAULT_MAX_RETAINED_WAL,
       log: options.log,
     };
-    const findings = [
-      identityFinding(target, identity),
-      ...(await runChecks(client, server, { slot })),
-    ];
+    const checks = await runChecks(client, server, { slot });
+    // Right after the privilege: can this target open the connection backups and capture use?
+    const at = checks.findIndex((f) => f.check === 'replication-privilege');
+    if (checks[at]?.severity === 'ok')
+      checks.splice(at + 1, 0, await checkReplicationConnection(target));
+    const findings = [identityFinding(target, identity), ...checks];
     return { ...base, server, identity, findings, worst: worstSeverity(findings) };
   } finally {
     await client.end().catch(() => {});
   }
+}
+
+/**
+ * Opens a replication connection, as a backup's snapshot and capture do: the
+ * role's REPLICATION attribute is not enough when a connection pooler
+ * (PgBouncer before 1.23) or pg_hba.conf refuses the connection itself.
+ */
+async function checkReplicationConnection(target: ResolvedTarget): Promise<Finding> {
+  let repl: Awaited<ReturnType<typeof connect>>;
+  try {
+    repl = await connect(target, { replication: true, timeoutSeconds: 10 });
+  } catch (err) {
+    if (!(err instanceof TargetUnreachableError)) throw err;
+    return {
+      check: 'replication-connection',
+      severity: 'critical',
+      summary: err.message.replace(/^cannot connect/, 'cannot open a replication connection'),
+      fix: err.hint,
+    };
+  }
+  try {
+    await repl.query('IDENTIFY_SYSTEM');
+  } finally {
+    await repl.end().catch(() => {});
+  }
+  return {
+    check: 'replication-connection',
+    severity: 'ok',
+    summary: 'a replication connection opens (backups and capture use one)',
+  };
 }
 
 function identityFinding(target: ResolvedTarget, check: IdentityCheck): Finding {

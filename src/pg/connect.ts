@@ -24,20 +24,33 @@ export interface ConnectOptions {
 }
 
 /**
- * Settings of every session Flashback opens, as startup options, so a
- * setting of the database, role or server cannot change what values look
- * like in text (what a backup stores, capture logs, and a restore parses).
- * Without them a database with `DateStyle = 'SQL, DMY'` backs up 10 March
- * as "10/03/2024" and restores it, under ISO, as 3 October; a TimeZone
- * changed between a snapshot and the log makes the same timestamptz key two
- * texts; `extra_float_digits = 0` rounds floats; `IntervalStyle =
- * sql_standard` reads "-1 day +02:00" otherwise; lc_monetary changes money's
- * text. The replication session gets them too: pgoutput writes the log's
- * values with the walsender's settings (PostgreSQL's own subscriptions pin
- * the first three the same way).
+ * Settings of every session Flashback opens, set first thing after it
+ * connects, so a setting of the database, role or server cannot change what
+ * values look like in text (what a backup stores, capture logs, and a
+ * restore parses). Without them a database with `DateStyle = 'SQL, DMY'`
+ * backs up 10 March as "10/03/2024" and restores it, under ISO, as 3
+ * October; a TimeZone changed between a snapshot and the log makes the same
+ * timestamptz key two texts; `extra_float_digits = 0` rounds floats;
+ * `IntervalStyle = sql_standard` reads "-1 day +02:00" otherwise;
+ * lc_monetary changes money's text. The replication session gets them too:
+ * pgoutput writes the log's values with the walsender's settings
+ * (PostgreSQL's own subscriptions pin the first three the same way).
+ *
+ * They are SET statements, not the startup parameter `options`: PgBouncer
+ * refuses a connection that sends `options` ("unsupported startup
+ * parameter") unless its ignore_startup_parameters lists it, and then drops
+ * the settings. One round trip, once per connection.
  */
-export const SESSION_OPTIONS =
-  '-c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3 -c TimeZone=UTC -c lc_monetary=C';
+export const SESSION_SETTINGS: ReadonlyArray<readonly [name: string, value: string]> = [
+  ['DateStyle', 'ISO, YMD'],
+  ['IntervalStyle', 'postgres'],
+  ['extra_float_digits', '3'],
+  ['TimeZone', 'UTC'],
+  ['lc_monetary', 'C'],
+];
+
+/** The settings as one simple-protocol query (accepted by a replication session too). */
+const SET_SESSION = SESSION_SETTINGS.map(([name, value]) => `SET ${name} = '${value}'`).join('; ');
 
 /** Returns every value as its text form. */
 const rawTypes = { getTypeParser: () => (value: string) => value };
@@ -66,7 +79,6 @@ export async function connectParams(
     application_name: options.applicationName ?? 'flashback',
     types: rawTypes,
     ssl: sslOption(params.sslmode),
-    options: SESSION_OPTIONS,
   };
   if (params.password !== undefined) config.password = params.password;
   if (options.replication === true) {
@@ -87,6 +99,12 @@ export async function connectParams(
   } catch (err) {
     await client.end().catch(() => {});
     throw unreachable(label, params, err, timeout);
+  }
+  try {
+    await client.query(SET_SESSION);
+  } catch (err) {
+    await client.end().catch(() => {});
+    throw err;
   }
   return client;
 }
@@ -153,7 +171,12 @@ function unreachable(
       break;
     default: {
       const msg = e.message ?? String(err);
-      if (/timeout/i.test(msg)) {
+      if (/unsupported startup parameter: replication/.test(msg)) {
+        // PgBouncer before 1.23 refuses replication connections outright.
+        why = 'it does not accept replication connections (a connection pooler such as PgBouncer?)';
+        hint =
+          'backups and capture need a replication connection: point the target at PostgreSQL itself, not at the pooler (restore, undo and doctor work through a pooler in session mode)';
+      } else if (/timeout/i.test(msg)) {
         why = `no answer within ${timeout} s`;
         hint = 'check the host, port and any firewall between here and the server';
       } else if (/SASL|password must be a string|client password/i.test(msg)) {

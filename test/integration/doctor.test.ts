@@ -59,6 +59,7 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
       const f = byCheck(r.stdout);
       expect(f['wal-level']?.severity).toBe('ok');
       expect(f['replication-privilege']?.severity).toBe('ok');
+      expect(f['replication-connection']?.severity).toBe('ok');
       expect(f['select-privilege']?.severity).toBe('ok');
       expect(f['replica-identity']).toMatchObject({ severity: 'warning' });
       expect(f['replica-identity']?.details).toEqual([
@@ -112,6 +113,8 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
       const f = byCheck(r.stdout);
       expect(f['replication-privilege']).toMatchObject({ severity: 'critical' });
       expect(f['replication-privilege']?.fix).toContain(`ALTER ROLE ${role} REPLICATION`);
+      // (Not tried without the privilege: the role's attribute is the finding to fix.)
+      expect(f['replication-connection']).toBeUndefined();
       expect(f['select-privilege']?.severity).toBe('critical');
       expect(f['select-privilege']?.details).toEqual(
         expect.arrayContaining([

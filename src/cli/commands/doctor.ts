@@ -30,7 +30,8 @@ export function registerDoctor(program: Command, context: (cmd: Command) => CliC
       'after',
       `
 Checks: server version, wal_level, free replication slots and WAL senders,
-REPLICATION and SELECT privileges, tables without a primary key or replica
+REPLICATION and SELECT privileges, that a replication connection opens (a
+pooler such as PgBouncer may refuse one), tables without a primary key or replica
 identity index (critical when capture's publication exists and a table has
 no replica identity at all: the server is refusing UPDATE and DELETE on
 it), unlogged tables, large objects, the target's identity, and
@@ -122,10 +123,10 @@ function formatReport(r: DoctorReport): string {
   const server = r.server === undefined ? '' : `, PostgreSQL ${r.server.version}`;
   const lines = [`doctor: ${r.target} (${r.connection}${server})`];
   for (const f of r.findings) {
-    lines.push(`  ${LABEL[f.severity].padEnd(9)} ${f.check.padEnd(22)} ${f.summary}`);
-    for (const d of f.details ?? []) lines.push(`  ${''.padEnd(9)} ${''.padEnd(22)}   ${d}`);
+    lines.push(`  ${LABEL[f.severity].padEnd(9)} ${f.check.padEnd(23)} ${f.summary}`);
+    for (const d of f.details ?? []) lines.push(`  ${''.padEnd(9)} ${''.padEnd(23)}   ${d}`);
     if (f.fix !== undefined && f.severity !== 'ok')
-      lines.push(`  ${''.padEnd(9)} ${''.padEnd(22)} fix: ${f.fix}`);
+      lines.push(`  ${''.padEnd(9)} ${''.padEnd(23)} fix: ${f.fix}`);
   }
   const n = (s: Severity): number => r.findings.filter((f) => f.severity === s).length;
   lines.push(`  summary: ${n('critical')} critical, ${n('warning')} warning, ${n('ok')} ok`);
