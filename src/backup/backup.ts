@@ -17,7 +17,7 @@
  * chunks that `prune` removes.
  */
 import type { ResolvedTarget } from '../config/targets.js';
-import { InterruptedError, OperationError, RepositoryError } from '../errors.js';
+import { DamagedError, InterruptedError, OperationError, RepositoryError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, identityRefusal } from '../guard/identity.js';
 import { connect, type PgClient } from '../pg/connect.js';
@@ -448,7 +448,7 @@ async function previousTables(
     } catch (err) {
       // A damaged manifest (of any target) must not stop new backups: they are
       // what replaces it. `check` reports it; here it only costs chunk reuse.
-      if (err instanceof RepositoryError) continue;
+      if (err instanceof RepositoryError || err instanceof DamagedError) continue;
       throw err;
     }
     if (m.target === target) {

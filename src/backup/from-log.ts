@@ -110,7 +110,7 @@ export async function nothingNewInLog(
   // The newest log (a target has several after `capture --new-log`), and the
   // newest snapshot taken under it.
   const logs = await targetLogs(repo.storage, runScope(target));
-  const all = await new SnapshotStore(repo.storage).all(target);
+  const all = await SnapshotStore.of(repo).all(target);
   const newest = snapshotsOfLog(logs, logs.length - 1, all).at(-1);
   if (newest === undefined) return undefined;
   const log = logs.at(-1)?.log ?? new ChangeLog(repo.storage, runScope(target));

@@ -41,6 +41,8 @@ export interface CliIO {
 /** Per-invocation state shared by the commands. */
 export class CliContext {
   private loaded: Promise<LoadedConfig> | undefined;
+  /** Unreadable manifests already warned of (a long `serve` meets them again). */
+  private readonly warnedManifests = new Set<string>();
 
   constructor(
     readonly options: GlobalOptions,
@@ -123,7 +125,16 @@ export class CliContext {
         hint: 'give --repo PATH, set FLASHBACK_REPO, or set repository in flashback.yaml',
       });
     }
-    return Repository.open(openStorage(location));
+    return Repository.open(openStorage(location), {
+      // Readers go on without a snapshot whose manifest cannot be read, and say so.
+      onUnreadableManifest: ({ id, error }) => {
+        if (this.warnedManifests.has(id)) return;
+        this.warnedManifests.add(id);
+        this.err(
+          `flashback: warning: ${error.message}; left out${error.code === 'repository.version' ? '' : ', as damaged'} (${error.hint ?? 'run `flashback check`'})\n`,
+        );
+      },
+    });
   }
 
   /**

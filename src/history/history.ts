@@ -777,7 +777,7 @@ async function readLogHistory(
   const storage = o.repo.storage;
   const { log, info } = logs[index]!;
   const logStart = lsnValue(info.startLsn);
-  const manifests = snapshotsOfLog(logs, index, await new SnapshotStore(storage).all(info.target));
+  const manifests = snapshotsOfLog(logs, index, await SnapshotStore.of(o.repo).all(info.target));
   const views = await schemaViews(log, manifests);
   const name = resolveTableName(o.table, (n) => inSnapshots(views, n));
   const partitions = partitionsIn(views, name);

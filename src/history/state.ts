@@ -226,7 +226,7 @@ export async function planPointInTime(
       );
     }
   }
-  const store = new SnapshotStore(repo.storage);
+  const store = SnapshotStore.of(repo);
   const start = lsnValue(info.startLsn);
   const all = snapshotsOfLog(
     logs,

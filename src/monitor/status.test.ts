@@ -190,6 +190,55 @@ describe('status evaluation', () => {
     );
   });
 
+  it('names an unreadable manifest: critical for the target whose backup wrote it, or every target', () => {
+    const two = parseConfig(
+      'targets:\n  prod:\n    database: app\n  staging:\n    database: app2\n',
+      undefined,
+    );
+    const judge = (runs: RunRecord[]) =>
+      evaluateStatus({
+        now: NOW,
+        config: two,
+        targets: ['prod', 'staging'],
+        snapshots: [snap('s1', 2)],
+        unreadable: [
+          { id: 's2', damaged: true, message: 'snapshot s2: manifest is not valid JSON' },
+          {
+            id: 's3',
+            damaged: false,
+            message: 'snapshot s3 has format version 2; this Flashback reads up to 1',
+          },
+        ],
+        runs: [
+          run('backup', 2, true, { snapshot: 's1' }),
+          run('verify', 1, true, { snapshot: 's1' }),
+          ...runs,
+        ],
+      });
+    const found = (r: ReturnType<typeof judge>, t: string) =>
+      r.targets
+        .find((x) => x.target === t)!
+        .findings.filter((f) => f.kind === 'snapshot-unreadable')
+        .map((f) => [f.severity, f.snapshot, f.message]);
+    const attributed = judge([run('backup', 1, true, { snapshot: 's2' })]);
+    expect(found(attributed, 'prod')).toEqual([
+      [
+        'critical',
+        's2',
+        'snapshot s2 of "prod" cannot be restored: manifest is not valid JSON; run `flashback check`',
+      ],
+      [
+        'warning',
+        's3',
+        'snapshot s3 is left out: it has format version 2; this Flashback reads up to 1',
+      ],
+    ]);
+    expect(found(attributed, 'staging').map((f) => f[1])).toEqual(['s3']);
+    expect(attributed.severity).toBe('critical');
+    // No run record names s2: every target hears of it.
+    expect(found(judge([]), 'staging').map((f) => f[1])).toEqual(['s2', 's3']);
+  });
+
   it('a scheduled job that did not run is a finding; one that ran is not', () => {
     const c = parseConfig(
       'targets:\n  prod:\n    database: app\n    schedule:\n      backup: "0 * * * *"\n',

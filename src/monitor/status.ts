@@ -15,6 +15,10 @@
  * - a snapshot whose latest verification found differences (critical if no
  *   newer snapshot passed since, else warning: restoring that one would fail);
  * - a verification that could not run (warning);
+ * - a snapshot whose manifest cannot be read (critical when damaged: it
+ *   cannot be restored, and "latest" and moments are chosen without it;
+ *   warning when of a newer format), of the target named by the backup's
+ *   run record, or of every target when none names it;
  * - a scheduled job that has run before but not within missed_run_grace of
  *   when it was last due (warning: the scheduler itself has stopped doing
  *   its work);
@@ -41,6 +45,7 @@ import {
   scheduleJobLabel,
 } from '../config/schema.js';
 import { formatSize } from '../config/size.js';
+import { DamagedError, RepositoryError, UsageError } from '../errors.js';
 import { lsnValue } from '../repo/changelog.js';
 import { begunBy } from '../repo/changelogs.js';
 import type { Repository } from '../repo/repository.js';
@@ -60,6 +65,7 @@ export type FindingKind =
   | 'verify-failed'
   | 'verify-error'
   | 'check-failed'
+  | 'snapshot-unreadable'
   | 'missed-run'
   | 'recovery-point'
   | 'log-unjoined'
@@ -148,6 +154,8 @@ export interface StatusInput {
   /** Targets to judge; by default those with a schedule, snapshots or runs. */
   readonly targets?: readonly string[] | undefined;
   readonly snapshots: readonly SnapshotSummary[];
+  /** Snapshots whose manifest cannot be read (damaged, or of a newer format). */
+  readonly unreadable?: readonly UnreadableSnapshot[] | undefined;
   readonly runs: readonly RunRecord[];
   /** Targets' change logs (read by `readStatus`); targets without one are absent. */
   readonly changeLogs?: readonly ChangeLogFacts[] | undefined;
@@ -173,9 +181,16 @@ export function worst(a: Severity, b: Severity): Severity {
   return RANK[a] >= RANK[b] ? a : b;
 }
 
-/** Reads what the evaluation needs from the repository and evaluates it. */
 /** What status needs of a snapshot. */
 export type SnapshotSummary = Pick<SnapshotManifest, 'id' | 'target' | 'startedAt' | 'lsn'>;
+
+/** A snapshot whose manifest cannot be read, and why. */
+export interface UnreadableSnapshot {
+  readonly id: string;
+  /** Damaged; otherwise written by a newer Flashback (a newer format version). */
+  readonly damaged: boolean;
+  readonly message: string;
+}
 
 /**
  * Manifests are written once and never change, and `serve` evaluates the
@@ -184,24 +199,38 @@ export type SnapshotSummary = Pick<SnapshotManifest, 'id' | 'target' | 'startedA
  */
 const summaries = new WeakMap<object, Map<string, SnapshotSummary>>();
 
-async function snapshotSummaries(repo: Repository): Promise<SnapshotSummary[]> {
+async function snapshotSummaries(
+  repo: Repository,
+): Promise<{ snapshots: SnapshotSummary[]; unreadable: UnreadableSnapshot[] }> {
   const store = new SnapshotStore(repo.storage);
   let known = summaries.get(repo.storage);
   if (known === undefined) {
     known = new Map();
     summaries.set(repo.storage, known);
   }
-  const out: SnapshotSummary[] = [];
+  const snapshots: SnapshotSummary[] = [];
+  const unreadable: UnreadableSnapshot[] = [];
   for (const id of await store.ids()) {
     let s = known.get(id);
     if (s === undefined) {
-      const m = await store.read(id);
+      let m: SnapshotManifest;
+      try {
+        m = await store.read(id);
+      } catch (err) {
+        if (err instanceof UsageError) continue; // removed (by prune) since listed
+        // Not cached: a manifest copied back is read again at the next evaluation.
+        if (err instanceof DamagedError || err instanceof RepositoryError) {
+          unreadable.push({ id, damaged: err instanceof DamagedError, message: err.message });
+          continue;
+        }
+        throw err;
+      }
       s = { id: m.id, target: m.target, startedAt: m.startedAt, lsn: m.lsn };
       known.set(id, s);
     }
-    out.push(s);
+    snapshots.push(s);
   }
-  return out;
+  return { snapshots, unreadable };
 }
 
 export async function readStatus(
@@ -209,7 +238,7 @@ export async function readStatus(
   config: FlashbackConfig,
   options: ReadStatusOptions = {},
 ): Promise<StatusReport> {
-  const snapshots = await snapshotSummaries(repo);
+  const { snapshots, unreadable } = await snapshotSummaries(repo);
   const runs = await new RunStore(repo.storage).list();
   // Change logs are kept per target name: look for one of every target known.
   const candidates = [
@@ -229,6 +258,7 @@ export async function readStatus(
     config,
     targets: options.targets,
     snapshots,
+    unreadable,
     runs,
     changeLogs,
     captureFailures: options.captureFailures,
@@ -376,6 +406,25 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
         'check-failed',
         `the last check of the repository (${lastCheck.finishedAt}) could not finish: ${lastCheck.error.message}`,
       );
+    }
+  }
+
+  // A manifest that cannot be read: its target is the one whose backup wrote it, if recorded.
+  for (const u of input.unreadable ?? []) {
+    const by = input.runs.find((r) => r.kind === 'backup' && r.snapshot === u.id)?.target;
+    if (by !== undefined && by !== null && by !== target) continue;
+    const which = `snapshot ${u.id}${by === target ? ` of "${target}"` : ''}`;
+    if (u.damaged) {
+      const why = u.message.replace(`snapshot ${u.id}: `, '');
+      add(
+        'critical',
+        'snapshot-unreadable',
+        `${which} cannot be restored: ${why}; run \`flashback check\``,
+        u.id,
+      );
+    } else {
+      const why = u.message.replace(`snapshot ${u.id} `, 'it ');
+      add('warning', 'snapshot-unreadable', `${which} is left out: ${why}`, u.id);
     }
   }
 

@@ -20,7 +20,13 @@
  */
 import type { FlashbackConfig, RetentionConfig } from '../config/schema.js';
 import { retentionFor } from '../config/schema.js';
-import { InterruptedError, OperationError, UsageError } from '../errors.js';
+import {
+  DamagedError,
+  InterruptedError,
+  OperationError,
+  RepositoryError,
+  UsageError,
+} from '../errors.js';
 import {
   type CaptureInfo,
   lsnText,
@@ -212,9 +218,12 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
     deferOnFull: true,
   });
   try {
+    // Strict (no onUnreadable): an unreadable manifest's chunks look unused.
     const snapshots = new SnapshotStore(storage);
     const chunks = new ChunkStore(storage);
-    const manifests = await snapshots.all();
+    const manifests = await snapshots.all().catch((err: unknown) => {
+      throw unreadableRefusal(err);
+    });
     const plan = planPrune({
       snapshots: manifests,
       verified: verifiedIds(await new RunStore(storage).verifications()),
@@ -415,4 +424,30 @@ async function forEachLimited<T>(
     },
     signal,
   );
+}
+
+/**
+ * Prune decides what to delete from every manifest: one it cannot read
+ * would make that snapshot's chunks look unused, and deleting them would
+ * lose a snapshot that a copied-back manifest could still restore.
+ */
+function unreadableRefusal(err: unknown): unknown {
+  if (err instanceof RepositoryError && err.code === 'repository.version') {
+    return new RepositoryError(
+      'version',
+      `prune refused: ${err.message}: prune cannot tell which chunks that snapshot uses. Nothing was deleted.`,
+      { hint: 'prune with the newer Flashback that wrote it', cause: err },
+    );
+  }
+  if (err instanceof DamagedError && err.code === 'snapshot.damaged') {
+    return new DamagedError(
+      'prune.manifest-unreadable',
+      `prune refused: ${err.message}: prune cannot tell which chunks that snapshot uses. Nothing was deleted.`,
+      {
+        hint: 'copy the manifest back from a copy of the repository; if there is none, move it out of snapshots/ (its snapshot is lost) and prune again',
+        cause: err,
+      },
+    );
+  }
+  return err;
 }

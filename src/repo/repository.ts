@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { RepositoryError } from '../errors.js';
 import { ObjectNotFoundError, type Storage } from '../storage/storage.js';
+import type { UnreadableManifest } from './snapshots.js';
 
 /** The format version this build writes and the newest it reads. */
 export const REPOSITORY_FORMAT_VERSION = 1;
@@ -21,11 +22,21 @@ export interface RepositoryConfig {
 
 const CONFIG_KEY = 'config.json';
 
+/** How the caller wants to hear of damage met while reading (see SnapshotStore.of). */
+export interface RepositoryOptions {
+  /**
+   * An unreadable snapshot manifest met by a reader that can go on without
+   * it (the CLI prints a warning). Unset: such readers fail instead.
+   */
+  readonly onUnreadableManifest?: ((m: UnreadableManifest) => void) | undefined;
+}
+
 /** An opened repository. */
 export class Repository {
   private constructor(
     readonly storage: Storage,
     readonly config: RepositoryConfig,
+    readonly options: RepositoryOptions = {},
   ) {}
 
   /** Creates a repository; refuses if the location already holds one. */
@@ -50,7 +61,7 @@ export class Repository {
   }
 
   /** Opens an existing repository; rejects a missing one and one of an unknown or newer format. */
-  static async open(storage: Storage): Promise<Repository> {
+  static async open(storage: Storage, options: RepositoryOptions = {}): Promise<Repository> {
     let bytes: Buffer;
     try {
       bytes = await storage.read(CONFIG_KEY);
@@ -87,7 +98,7 @@ export class Repository {
         { hint: 'upgrade Flashback to work with this repository' },
       );
     }
-    return new Repository(storage, config);
+    return new Repository(storage, config, options);
   }
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ExitCode, RepositoryError, UsageError } from '../errors.js';
+import { DamagedError, ExitCode, RepositoryError, UsageError } from '../errors.js';
 import { MemoryStorage } from '../storage/memory.js';
 import { newSnapshotId, type SnapshotManifest, SnapshotStore } from './snapshots.js';
 
@@ -58,6 +58,31 @@ describe('snapshot manifests', () => {
     expect((err as Error).message).toContain('format version 2; this Flashback reads up to 1');
     await s.write('snapshots/20261121-100000-bbbb.json', Buffer.from('{"format":'));
     await expect(store.read('20261121-100000-bbbb')).rejects.toThrow(/not valid JSON/);
+  });
+
+  it('leaves an unreadable manifest out when told how to report it, and throws when not', async () => {
+    const s = new MemoryStorage();
+    const seen: string[] = [];
+    const tolerant = new SnapshotStore(s, {
+      onUnreadable: (m) => seen.push(`${m.id} ${m.error.code}`),
+    });
+    const strict = new SnapshotStore(s);
+    await strict.commit(manifest('20261121-100000-aaaa'));
+    await s.write('snapshots/20261121-110000-bbbb.json', Buffer.from('{"format":'));
+    await strict.commit(manifest('20261121-120000-cccc', 'prod', 2));
+    await s.write('snapshots/20261121-130000-dddd.json', Buffer.from('null'));
+    const damaged = await strict.all().catch((e: unknown) => e);
+    expect(damaged).toBeInstanceOf(DamagedError);
+    expect(damaged).toMatchObject({ exitCode: ExitCode.damaged, code: 'snapshot.damaged' });
+    expect((await tolerant.all()).map((m) => m.id)).toEqual(['20261121-100000-aaaa']);
+    expect((await tolerant.resolve('latest', 'prod')).id).toBe('20261121-100000-aaaa');
+    expect(seen).toContain('20261121-110000-bbbb snapshot.damaged');
+    expect(seen).toContain('20261121-120000-cccc repository.version');
+    expect(seen).toContain('20261121-130000-dddd snapshot.damaged');
+    // Asked for by name, a damaged snapshot is an error all the same.
+    await expect(tolerant.resolve('20261121-11')).rejects.toMatchObject({
+      exitCode: ExitCode.damaged,
+    });
   });
 
   it('orders snapshots of the same second by when they started, not by their random part', async () => {

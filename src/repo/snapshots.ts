@@ -5,8 +5,9 @@
  * unreferenced chunks (removed by prune), never a partial snapshot.
  */
 import { randomBytes } from 'node:crypto';
-import { RepositoryError, UsageError } from '../errors.js';
+import { DamagedError, RepositoryError, UsageError } from '../errors.js';
 import { ObjectNotFoundError, type Storage } from '../storage/storage.js';
+import type { Repository } from './repository.js';
 
 /** The manifest format version this build writes and the newest it reads. */
 export const SNAPSHOT_FORMAT_VERSION = 1;
@@ -115,9 +116,37 @@ function manifestKey(id: string): string {
   return `snapshots/${id}.json`;
 }
 
+/**
+ * A manifest this build cannot read: damaged (DamagedError `snapshot.damaged`,
+ * exit 8) or of a newer format (RepositoryError `repository.version`).
+ */
+export interface UnreadableManifest {
+  readonly id: string;
+  readonly error: DamagedError | RepositoryError;
+}
+
+/** Options of a SnapshotStore. */
+export interface SnapshotStoreOptions {
+  /**
+   * Called for each unreadable manifest `all` and `resolve('latest')` meet,
+   * which then go on without it: one damaged snapshot must not stop a
+   * restore from the others. Without it they throw: prune decides what to
+   * delete from a complete view only.
+   */
+  readonly onUnreadable?: ((m: UnreadableManifest) => void) | undefined;
+}
+
 /** Reads and writes manifests. */
 export class SnapshotStore {
-  constructor(private readonly storage: Storage) {}
+  constructor(
+    private readonly storage: Storage,
+    private readonly options: SnapshotStoreOptions = {},
+  ) {}
+
+  /** The store of a repository, reporting unreadable manifests as the repository was opened to (see Repository.open). */
+  static of(repo: Repository): SnapshotStore {
+    return new SnapshotStore(repo.storage, { onUnreadable: repo.options.onUnreadableManifest });
+  }
 
   /** Commits a snapshot. Fails if the id exists (never overwrites a snapshot). */
   async commit(manifest: SnapshotManifest): Promise<void> {
@@ -150,16 +179,20 @@ export class SnapshotStore {
     try {
       m = JSON.parse(bytes.toString('utf8')) as SnapshotManifest;
     } catch {
-      throw new RepositoryError('corrupt', `snapshot ${id}: manifest is not valid JSON`, {
-        hint: 'run `flashback check` to see what else is affected',
+      throw new DamagedError('snapshot.damaged', `snapshot ${id}: manifest is not valid JSON`, {
+        hint: DAMAGED_HINT,
       });
     }
     if (
+      m === null ||
+      typeof m !== 'object' ||
       m.format !== 'flashback-snapshot' ||
       typeof m.version !== 'number' ||
       !Array.isArray(m.tables)
     ) {
-      throw new RepositoryError('corrupt', `snapshot ${id}: not a snapshot manifest`);
+      throw new DamagedError('snapshot.damaged', `snapshot ${id}: not a snapshot manifest`, {
+        hint: DAMAGED_HINT,
+      });
     }
     if (m.version > SNAPSHOT_FORMAT_VERSION) {
       throw new RepositoryError(
@@ -204,19 +237,47 @@ export class SnapshotStore {
     try {
       return (await this.read(id)).startedAt;
     } catch (err) {
-      if (err instanceof RepositoryError || err instanceof UsageError) return ''; // damaged, or gone meanwhile
+      if (unreadable(err) || err instanceof UsageError) return ''; // damaged, or gone meanwhile
       throw err;
     }
   }
 
-  /** Every manifest, oldest first, optionally of one target. */
-  async all(target?: string): Promise<SnapshotManifest[]> {
-    const out: SnapshotManifest[] = [];
+  /**
+   * Every readable manifest, oldest first, optionally of one target, and
+   * every unreadable one (of any target: its target cannot be read either).
+   * Storage errors pass.
+   */
+  async scan(
+    target?: string,
+  ): Promise<{ manifests: SnapshotManifest[]; unreadable: UnreadableManifest[] }> {
+    const manifests: SnapshotManifest[] = [];
+    const bad: UnreadableManifest[] = [];
     for (const id of await this.ids()) {
-      const m = await this.read(id);
-      if (target === undefined || m.target === target) out.push(m);
+      let m: SnapshotManifest;
+      try {
+        m = await this.read(id);
+      } catch (err) {
+        if (err instanceof UsageError) continue; // removed (by prune) since listed
+        if (!unreadable(err)) throw err;
+        bad.push({ id, error: err });
+        continue;
+      }
+      if (target === undefined || m.target === target) manifests.push(m);
     }
-    return out;
+    return { manifests, unreadable: bad };
+  }
+
+  /**
+   * Every manifest, oldest first, optionally of one target. An unreadable
+   * one goes to `onUnreadable` and is left out, or without that option
+   * is thrown.
+   */
+  async all(target?: string): Promise<SnapshotManifest[]> {
+    const { manifests, unreadable } = await this.scan(target);
+    const first = unreadable[0];
+    if (first !== undefined && this.options.onUnreadable === undefined) throw first.error;
+    for (const u of unreadable) this.options.onUnreadable?.(u);
+    return manifests;
   }
 
   /**
@@ -251,6 +312,17 @@ export class SnapshotStore {
     }
     throw unknownSnapshot(ref);
   }
+}
+
+const DAMAGED_HINT =
+  'this snapshot cannot be restored: copy the manifest back from a copy of the repository; `flashback check` shows what else is affected';
+
+/** Whether `err` is a manifest this build cannot read (damaged, or of a newer format). */
+function unreadable(err: unknown): err is DamagedError | RepositoryError {
+  return (
+    (err instanceof DamagedError && err.code === 'snapshot.damaged') ||
+    (err instanceof RepositoryError && err.code === 'repository.version')
+  );
 }
 
 function unknownSnapshot(ref: string): UsageError {

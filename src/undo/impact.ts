@@ -463,7 +463,7 @@ export async function impactReport(o: ImpactOptions): Promise<ImpactReport> {
 async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
   const storage = o.repo.storage;
   const column = parseColumnName(o.column);
-  const store = new SnapshotStore(storage);
+  const store = SnapshotStore.of(o.repo);
   const { log, target, logStart, logCreated, logs, index, sinceManifest } = await selectImpactLog(
     o.repo,
     store,

@@ -494,7 +494,10 @@ async function readManifest(store: SnapshotStore, id: string): Promise<ManifestR
   } catch (err) {
     // Removed since listed (nothing but prune removes manifests, and it cannot run now).
     if (err instanceof UsageError) return 'gone';
-    if (!(err instanceof FlashbackError) || !err.code.startsWith('repository.')) {
+    if (
+      !(err instanceof FlashbackError) ||
+      (err.code !== 'snapshot.damaged' && err.code !== 'repository.version')
+    ) {
       const message = `manifest could not be read: ${(err as Error).message}`;
       return { finding: bad('manifest-unreadable', message, lost), chunksUsable: false };
     }

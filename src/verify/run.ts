@@ -27,7 +27,7 @@ export async function selectSnapshots(
   repo: Repository,
   selection: VerifySelection,
 ): Promise<Array<SnapshotManifest<SchemaModel>>> {
-  const store = new SnapshotStore(repo.storage);
+  const store = SnapshotStore.of(repo);
   if (selection.kind === 'snapshot') {
     return [(await store.resolve(selection.ref)) as SnapshotManifest<SchemaModel>];
   }

@@ -3,7 +3,7 @@
  * of damage is found, named (snapshots, table, chunk) and exits 8; a clean
  * repository exits 0; a restore never writes rows from a damaged chunk.
  */
-import { cp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { cp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
@@ -367,6 +367,64 @@ describe('check', () => {
       const info = r.report.findings.find((f) => f.kind === 'chunks-unreferenced');
       expect(info?.message).toContain(`unreadable snapshot(s) ${bad.id}`);
     }
+  });
+
+  it('goes on without a damaged manifest: list and status name it, restore takes the newest readable, prune refuses', async () => {
+    const repo = await copy();
+    const size = (await readFile(manifestFile(repo, s2.id))).length;
+    await truncate(manifestFile(repo, s2.id), Math.floor(size / 2));
+    const cli = (...args: string[]) => runCli([...args, '--repo', repo], { cwd: dir, env });
+
+    const list = await cli('list');
+    expect(list.code).toBe(ExitCode.damaged);
+    expect(list.stdout).toContain(s1.id);
+    expect(list.stderr).toContain(`warning: snapshot ${s2.id}: manifest is not valid JSON`);
+
+    const status = await cli('status', '--target', 'prod', '--repository-only', '--json');
+    expect(status.code).toBe(ExitCode.critical);
+    const prod = (
+      JSON.parse(status.stdout) as {
+        targets: Array<{ target: string; findings: Array<{ kind: string; message: string }> }>;
+      }
+    ).targets.find((t) => t.target === 'prod')!;
+    expect(prod.findings).toContainEqual(
+      expect.objectContaining({
+        kind: 'snapshot-unreadable',
+        message: expect.stringContaining(`snapshot ${s2.id} of "prod" cannot be restored`),
+      }),
+    );
+
+    // "latest" is the newest snapshot that can be read, said on stderr.
+    const into = await freshDatabase(server, 'from_s1');
+    await sql(server, 'postgres', `DROP DATABASE ${into}`);
+    const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+    const restore = await cli('restore', 'latest', '--to', url, '--create', '--confirm', into);
+    expect(restore.code, restore.stderr).toBe(0);
+    expect(restore.stderr).toContain(`warning: snapshot ${s2.id}: manifest is not valid JSON`);
+    expect(restore.stdout + restore.stderr).toContain(s1.id);
+    const [row] = await sql(server, into, 'SELECT email FROM subscribers WHERE id = 1');
+    expect(row!.email).not.toBe('changed@example.com');
+    await sql(server, 'postgres', `DROP DATABASE ${into}`);
+
+    // The damaged snapshot itself, asked for by id: exit 8.
+    const named = await cli('show', s2.id);
+    expect(named.code).toBe(ExitCode.damaged);
+
+    // prune cannot tell which chunks the damaged snapshot uses: it deletes nothing.
+    const config = path.join(dir, `prune-${copies}.yaml`);
+    await writeFile(
+      config,
+      `targets:\n  prod:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${source}\n    user: postgres\n    password_env: PW\nretention:\n  keep_last: 1\n`,
+    );
+    const files = async () => (await readdir(repo, { recursive: true })).sort();
+    const before = await files();
+    const prune = await cli('prune', '--config', config);
+    expect(prune.code).toBe(ExitCode.damaged);
+    expect(prune.stderr).toContain('prune refused');
+    expect(prune.stderr).toContain('Nothing was deleted');
+    expect((await files()).filter((f) => !f.startsWith('runs'))).toEqual(
+      before.filter((f) => !f.startsWith('runs')),
+    );
   });
 
   it('treats a deleted manifest as a snapshot gone: clean, its own chunks unreferenced', async () => {

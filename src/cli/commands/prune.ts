@@ -36,8 +36,10 @@ before their chunks, so what remains always restores; run prune again to
 finish.
 
 Exit codes: 0 done (or planned); 1 failed; 3 bad usage, no retention
-policy, or a policy that keeps nothing; 6 no repository; 7 repository
-locked; 130 interrupted.`,
+policy, or a policy that keeps nothing; 6 no repository, or a snapshot of
+a newer format; 7 repository locked; 8 a snapshot's manifest cannot be read
+(prune cannot tell which chunks it uses: nothing is deleted); 130
+interrupted.`,
     )
     .action(async (opts: { target?: string; dryRun?: boolean }, self: Command) => {
       process.exitCode = await runPrune(context(self), opts);

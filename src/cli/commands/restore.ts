@@ -162,15 +162,13 @@ async function restoreFrom(
   let asOf: string | undefined;
   let overlay: Overlay | undefined;
   if (point === undefined) {
-    manifest = (await new SnapshotStore(repo.storage).resolve(
-      ref,
-    )) as SnapshotManifest<SchemaModel>;
+    manifest = (await SnapshotStore.of(repo).resolve(ref)) as SnapshotManifest<SchemaModel>;
   } else {
     // The source is a target (its newest usable snapshot) or a chosen snapshot of one.
     const isTarget = ref in config.targets || isTargetUrl(ref);
     const forced = isTarget
       ? undefined
-      : ((await new SnapshotStore(repo.storage).resolve(ref)) as SnapshotManifest<SchemaModel>);
+      : ((await SnapshotStore.of(repo).resolve(ref)) as SnapshotManifest<SchemaModel>);
     const sourceName = forced?.target ?? resolveTarget(ref, config, ctx.env).name;
     const plan = await planPointInTime(repo, sourceName, point, forced?.id);
     const reading = new Progress(ctx.io.stderr, !ctx.json);

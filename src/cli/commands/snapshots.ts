@@ -13,6 +13,17 @@ export function registerSnapshots(program: Command, context: (cmd: Command) => C
     .description('list the snapshots in the repository, oldest first')
     .option('-t, --target <name>', 'only snapshots of this target')
     .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `
+A snapshot whose manifest cannot be read is left out with a warning on
+stderr: commands that choose a snapshot ("latest", a moment) choose among
+the others, and prune refuses to run. \`flashback check\` says what else is
+affected.
+
+Exit codes: 0 listed; 6 no repository, or a snapshot of a newer format; 8 a
+snapshot's manifest is damaged (the others are listed).`,
+    )
     .action(async (opts: { target?: string }, self: Command) => {
       process.exitCode = await list(context(self), opts.target);
     });
@@ -27,9 +38,16 @@ export function registerSnapshots(program: Command, context: (cmd: Command) => C
 }
 
 async function list(ctx: CliContext, target: string | undefined): Promise<number> {
-  const { storage } = await ctx.repository();
-  const store = new SnapshotStore(storage);
-  const all = await store.all(target);
+  const repo = await ctx.repository();
+  const { storage } = repo;
+  // Readable manifests are listed; each unreadable one is warned of (on
+  // stderr) and sets the exit code: 8 damaged, 6 of a newer format.
+  const { manifests: all, unreadable } = await new SnapshotStore(storage).scan(target);
+  for (const u of unreadable) repo.options.onUnreadableManifest?.(u);
+  const code = unreadable.reduce<number>(
+    (worst, u) => Math.max(worst, u.error.exitCode),
+    ExitCode.ok,
+  );
   const verified = await new RunStore(storage).verifications();
   const verification = (id: string) => {
     const v = verified.get(id);
@@ -56,11 +74,11 @@ async function list(ctx: CliContext, target: string | undefined): Promise<number
         verification: verification(m.id),
       })),
     );
-    return ExitCode.ok;
+    return code;
   }
   if (all.length === 0) {
     ctx.out(`no snapshots${target === undefined ? '' : ` of target "${target}"`}\n`);
-    return ExitCode.ok;
+    return code;
   }
   const rows = all.map((m) => [
     m.id,
@@ -81,11 +99,11 @@ async function list(ctx: CliContext, target: string | undefined): Promise<number
       [4, 5, 6, 7, 8],
     ),
   );
-  return ExitCode.ok;
+  return code;
 }
 
 async function show(ctx: CliContext, ref: string): Promise<number> {
-  const store = new SnapshotStore((await ctx.repository()).storage);
+  const store = SnapshotStore.of(await ctx.repository());
   const m = (await store.resolve(ref)) as SnapshotManifest<SchemaModel>;
   if (ctx.json) {
     ctx.printJson({
