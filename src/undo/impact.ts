@@ -461,7 +461,6 @@ export async function impactReport(o: ImpactOptions): Promise<ImpactReport> {
 }
 
 async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
-  const storage = o.repo.storage;
   const column = parseColumnName(o.column);
   const store = SnapshotStore.of(o.repo);
   const { log, target, logStart, logCreated, logs, index, sinceManifest } = await selectImpactLog(
