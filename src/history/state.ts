@@ -290,15 +290,22 @@ export async function rebuildPlan(
   plan: PointInTimePlan,
   /** As the log is read (see buildOverlay's onProgress). */
   onProgress?: (p: OverlayProgress) => void,
+  /**
+   * The tables (schema.name) of the point's schema that will be restored;
+   * only their changes are folded in (buildOverlay's `only`). Absent: all.
+   * Throws (a UsageError) to refuse a selection before the log is read.
+   */
+  select?: (manifest: SnapshotManifest<SchemaModel>) => readonly string[] | undefined,
 ): Promise<{ manifest: SnapshotManifest<SchemaModel>; overlay: Overlay }> {
   const { point, log } = plan;
   const build = async (before: Before) => {
     const schema = await planSchemaChanges(log, plan.manifest, before);
     const manifest = schema?.manifest ?? plan.manifest;
+    const only = select?.(manifest);
     return {
       schema,
       manifest,
-      overlay: await buildOverlay({ ...plan, manifest }, { schema, onProgress }),
+      overlay: await buildOverlay({ ...plan, manifest }, { schema, onProgress, only }),
     };
   };
   if (point.kind !== 'time') {
@@ -391,6 +398,8 @@ export async function buildOverlay(
     readonly createdInWindow?: readonly string[] | undefined;
     /** What the plan's tables stand for, in messages (WindowSpec). */
     readonly tablesOf?: string | undefined;
+    /** Only these tables (schema.name) are folded in (WindowSpec). */
+    readonly only?: readonly string[] | undefined;
   } = {},
 ): Promise<Overlay> {
   const { manifest, log, point } = plan;
@@ -402,6 +411,7 @@ export async function buildOverlay(
     spoolBudget: options.spoolBudget,
     createdInWindow: options.createdInWindow,
     tablesOf: options.tablesOf,
+    only: options.only,
   };
   const state = emptyWindowState();
   const tracker = options.schema?.tracker();
@@ -523,6 +533,13 @@ export interface WindowSpec {
   readonly createdInWindow?: readonly string[] | undefined;
   /** What the snapshot's tables stand for, in messages (default "the snapshot"; undo: "the window's start"). */
   readonly tablesOf?: string | undefined;
+  /**
+   * Only these tables (schema.name, of `snapshot`) are folded in: the
+   * changes of every other table are read past, unchecked (`restore --at
+   * --table`: a table not restored can neither refuse the restore nor cost
+   * memory). Absent: every table.
+   */
+  readonly only?: readonly string[] | undefined;
 }
 
 /** What reading a window (or a part of it) gathers. */
@@ -579,10 +596,12 @@ export async function readWindow(
   // this part's own schema events name: a table created in the same
   // transaction as a rename has only its new name recorded beside the log).
   const created = spec.createdInWindow === undefined ? undefined : new Set(spec.createdInWindow);
+  const only = spec.only === undefined ? undefined : new Set(spec.only);
   const mappers = new Map<string, { columns: unknown; map: number[] | null }>();
+  // (A string: a table created in the window, left out; null: a table not in `only`.)
   const resolved = new WeakMap<
     readonly ChangeColumn[],
-    { t: TableSnapshot; ov: TableOverlay; map: number[] | null; later: boolean } | string
+    { t: TableSnapshot; ov: TableOverlay; map: number[] | null; later: boolean } | string | null
   >();
   // Each table's overlay, found by its snapshot object (no name built per change).
   const byTable = new Map<TableSnapshot, TableOverlay>();
@@ -622,6 +641,7 @@ export async function readWindow(
   let lastResolved:
     | { t: TableSnapshot; ov: TableOverlay; map: number[] | null; later: boolean }
     | string
+    | null
     | undefined;
   /**
    * The table a relation description names, found once per description; a
@@ -636,14 +656,15 @@ export async function readWindow(
     // Every change of a relation description (one per segment) shares its
     // columns array: resolve the table once per description, not per change
     // (and a run of one table's changes without the WeakMap).
-    if (columns === lastColumns) return lastResolved!;
+    if (columns === lastColumns) return lastResolved as Exclude<typeof lastResolved, undefined>;
     let r = resolved.get(columns);
     if (r === undefined) {
       const key = `${schema}.${table}`;
       // (By OID alone when it is known: a new table given the name of a
       // renamed one, as a migration swapping tables does, is another table.)
       const t = oid !== undefined && oid !== 0 && byOid.size > 0 ? byOid.get(oid) : byName.get(key);
-      if (t === undefined && created?.has(key)) r = key;
+      if (only !== undefined && (t === undefined || !only.has(`${t.schema}.${t.name}`))) r = null;
+      else if (t === undefined && created?.has(key)) r = key;
       else if (t === undefined) {
         throw new OperationError(
           'restore.table-not-in-snapshot',
@@ -677,20 +698,22 @@ export async function readWindow(
     if (tracker !== undefined) {
       const p = tracker.resolve(c, tx.commitTime);
       if (p === null) return; // a table that does not exist at the point
-      applyChange(p.t, overlayOf(p.t), c, p.map);
+      if (only === undefined || only.has(`${p.t.schema}.${p.t.name}`)) {
+        applyChange(p.t, overlayOf(p.t), c, p.map);
+      }
       state.changes++;
       return;
     }
     const r = resolve(c.schema, c.table, c.columns, c.relid);
     if (typeof r === 'string') outside(r);
-    else applyChange(r.t, r.ov, c, r.map, spec.later);
+    else if (r !== null) applyChange(r.t, r.ov, c, r.map, spec.later);
     state.changes++;
   };
   const stored: StoredVisitor = (content, start, end, relation) => {
     step();
     const r = resolve(relation.schema, relation.name, relation.columns, relation.id);
     if (typeof r === 'string') outside(r);
-    else applyStored(r, content, start, end, relation);
+    else if (r !== null) applyStored(r, content, start, end, relation);
     state.changes++;
   };
   const outside = (name: string) => {

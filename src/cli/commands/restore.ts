@@ -19,7 +19,7 @@ import { whileShared } from '../../repo/lock.js';
 import type { Repository } from '../../repo/repository.js';
 import { type SnapshotManifest, SnapshotStore } from '../../repo/snapshots.js';
 import type { TableSource } from '../../restore/load.js';
-import type { OnConflict, RestorePlan } from '../../restore/plan.js';
+import { type OnConflict, type RestorePlan, selectTables } from '../../restore/plan.js';
 import { type RestoreProgress, restore } from '../../restore/restore.js';
 import { formatBytes } from '../../util/format.js';
 import type { CliContext } from '../context.js';
@@ -106,7 +106,9 @@ newest snapshot before it, with the target's change log (\`flashback
 capture\`) up to the moment merged in chunk by chunk. Name the source
 target (or a snapshot of it, to choose the starting snapshot). The log must
 reach the moment: --at now (or another moment of the last minute) waits up
-to 15 s for capture to store it; one in the future is refused.
+to 15 s for capture to store it; one in the future is refused. With
+--table, only those tables' changes are rebuilt (other tables' changes
+cannot refuse the restore).
 
 Examples:
   flashback restore latest --to scratch --create
@@ -172,11 +174,19 @@ async function restoreFrom(
     const sourceName = forced?.target ?? resolveTarget(ref, config, ctx.env).name;
     const plan = await planPointInTime(repo, sourceName, point, forced?.id);
     const reading = new Progress(ctx.io.stderr, !ctx.json);
-    const rebuilt = await rebuildPlan(plan, (p) =>
-      reading.update(
-        () =>
-          `reading the change log of ${sourceName}: ${p.transactions.toLocaleString('en-US')} transactions, ${p.changes.toLocaleString('en-US')} changes, up to ${p.commitTime}`,
-      ),
+    const rebuilt = await rebuildPlan(
+      plan,
+      (p) =>
+        reading.update(
+          () =>
+            `reading the change log of ${sourceName}: ${p.transactions.toLocaleString('en-US')} transactions, ${p.changes.toLocaleString('en-US')} changes, up to ${p.commitTime}`,
+        ),
+      // With --table, only those tables' changes are rebuilt (a table not
+      // restored cannot refuse the restore), and a pattern that matches
+      // nothing is refused before the log is read.
+      opts.table.length === 0
+        ? undefined
+        : (m) => selectTables(m, opts.table).map((t) => `${t.schema}.${t.name}`),
     ).finally(() => reading.done());
     overlay = rebuilt.overlay;
     manifest = rebuilt.manifest;
