@@ -68,7 +68,16 @@ describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17
       expect(whole.stderr).toContain('key of a row of public.docs changed');
 
       // The deleted orders go back into the live database, as they were at the moment.
-      const orders = await run(['restore', 'scope', '--at', moment, '--table', 'orders', '--to', 'scope']);
+      const orders = await run([
+        'restore',
+        'scope',
+        '--at',
+        moment,
+        '--table',
+        'orders',
+        '--to',
+        'scope',
+      ]);
       expect(orders.code, orders.stderr).toBe(0);
       const rows = await sql(server, db, 'SELECT id, total::text FROM orders ORDER BY id');
       expect(rows.map((r) => [r.id, r.total])).toEqual(
@@ -78,11 +87,29 @@ describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17
         ]),
       );
 
-      const docs = await run(['restore', 'scope', '--at', moment, '--table', 'docs', '--to', 'scope']);
+      const docs = await run([
+        'restore',
+        'scope',
+        '--at',
+        moment,
+        '--table',
+        'docs',
+        '--to',
+        'scope',
+      ]);
       expect(docs.code).toBe(ExitCode.failed);
       expect(docs.stderr).toContain('key of a row of public.docs changed');
 
-      const typo = await run(['restore', 'scope', '--at', moment, '--table', 'ordres', '--to', 'scope']);
+      const typo = await run([
+        'restore',
+        'scope',
+        '--at',
+        moment,
+        '--table',
+        'ordres',
+        '--to',
+        'scope',
+      ]);
       expect(typo.code).toBe(ExitCode.usage);
       expect(typo.stderr).toContain('no table in snapshot');
       // (Before reading: no "as of … transaction(s) from the change log" line.)
