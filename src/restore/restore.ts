@@ -126,7 +126,21 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         'load',
         options.where === undefined,
       );
-      return { plan, applied: false, seconds: (Date.now() - started) / 1000 };
+      if (options.source === undefined || options.where !== undefined) {
+        return { plan, applied: false, seconds: (Date.now() - started) / 1000 };
+      }
+      // At a moment the rows are the snapshot's merged with the log: counted
+      // by reading them as the restore would (the manifest's are the snapshot's).
+      const tables = [];
+      for (const [i, t] of plan.tables.entries()) {
+        let rows = 0;
+        for await (const block of options.source.blocks(selected[i]!)) {
+          if (options.signal?.aborted === true) throw new InterruptedError('nothing was written');
+          rows += block.rows;
+        }
+        tables.push({ ...t, insert: rows });
+      }
+      return { plan: { ...plan, tables }, applied: false, seconds: (Date.now() - started) / 1000 };
     }
     if (options.create === true) created = await createDatabase(target, manifest);
     const client = await connect(target, { applicationName: 'flashback restore' });

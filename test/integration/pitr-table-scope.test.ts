@@ -3,7 +3,8 @@
  * that Flashback cannot rebuild (here a key change that left a large
  * TOASTed value unsent) refuses a restore of that table or of the whole
  * database, never one of T; and a --table that matches nothing is refused
- * before the log is read.
+ * before the log is read. A dry run into a database to create counts the
+ * moment's rows.
  */
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -18,7 +19,7 @@ const server = testServers().find((s) => s.major === 17)!;
 const BIG = "(SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g)";
 
 describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17)', () => {
-  it('a key change with an unsent TOASTed value elsewhere refuses only restores of that table', async () => {
+  it('a key change with an unsent TOASTed value elsewhere refuses only restores of that table; a dry run counts the moment'''s rows', async () => {
     const { dir, cleanup } = await tempDir();
     const db = await freshDatabase(server, 'scope');
     const env = { PW: server.password };
@@ -48,6 +49,7 @@ describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17
       // The key of a docs row moves; its body is not sent (unchanged, out of line).
       await live.query('UPDATE docs SET id = 101 WHERE id = 1');
       await live.query('UPDATE orders SET total = total + 1 WHERE id <= 5');
+      await live.query('INSERT INTO orders VALUES (21, 210)');
       const moment = await serverMoment(live);
       await live.query('DELETE FROM orders WHERE id <= 10');
       await live.end();
@@ -81,11 +83,35 @@ describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17
       expect(orders.code, orders.stderr).toBe(0);
       const rows = await sql(server, db, 'SELECT id, total::text FROM orders ORDER BY id');
       expect(rows.map((r) => [r.id, r.total])).toEqual(
-        Array.from({ length: 20 }, (_, i) => [
+        Array.from({ length: 21 }, (_, i) => [
           String(i + 1),
           String((i + 1) * 10 + (i < 5 ? 1 : 0)),
         ]),
       );
+
+      // A dry run into a database to create counts the moment's rows, not the snapshot's 20.
+      const planned = await run([
+        'restore',
+        'scope',
+        '--at',
+        moment,
+        '--table',
+        'orders',
+        '--to',
+        `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${fresh}`,
+        '--create',
+        '--dry-run',
+        '--json',
+      ]);
+      expect(planned.code, planned.stderr).toBe(0);
+      const plan = (
+        JSON.parse(planned.stdout) as {
+          plan: { tables: Array<{ name: string; insert: number; snapshotRows: number }> };
+        }
+      ).plan;
+      expect(plan.tables.map((t) => [t.name, t.snapshotRows, t.insert])).toEqual([
+        ['orders', 20, 21],
+      ]);
 
       const docs = await run([
         'restore',
