@@ -19,7 +19,7 @@ const server = testServers().find((s) => s.major === 17)!;
 const BIG = "(SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g)";
 
 describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17)', () => {
-  it('a key change with an unsent TOASTed value elsewhere refuses only restores of that table; a dry run counts the moment'''s rows', async () => {
+  it('a key change with an unsent TOASTed value elsewhere refuses only restores of that table; a dry run counts the rows of the moment', async () => {
     const { dir, cleanup } = await tempDir();
     const db = await freshDatabase(server, 'scope');
     const env = { PW: server.password };
