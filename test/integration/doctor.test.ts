@@ -1,9 +1,18 @@
 /** doctor against real servers: each finding, its severity, what it lists, and the exit code. */
 import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import { EmbeddedServer } from '../../src/pg/embedded.js';
-import { freshDatabase, runCli, sql, type TestServer, testServers } from '../harness/pg.js';
+import {
+  freshDatabase,
+  runCli,
+  sql,
+  type TestServer,
+  tempDir,
+  testServers,
+} from '../harness/pg.js';
 
 interface Finding {
   check: string;
@@ -162,5 +171,37 @@ describe('doctor on a server not set up for logical decoding', () => {
       summary: expect.stringMatching(/^1 of 1 WAL senders free/),
     });
     expect(r.stdout).not.toContain(server.password);
+  });
+});
+
+describe('doctor over the configured targets', () => {
+  const server = testServers()[0]!;
+
+  it('reports a target it cannot use and checks the others (exit 2); none usable is exit 3', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const target = (name: string, pwEnv: string) =>
+        `  ${name}:\n    host: ${server.host}\n    port: ${server.port}\n    database: postgres\n    user: ${server.user}\n    password_env: ${pwEnv}\n`;
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `targets:\n${target('broken', 'FLASHBACK_TEST_UNSET_PW')}${target('good', 'PW')}`,
+      );
+      const r = await runCli(['doctor'], { cwd: dir, env: { PW: server.password } });
+      expect(r.code, r.stderr).toBe(ExitCode.critical);
+      expect(r.stdout).toMatch(
+        /doctor: broken \(not connected\)\n +CRITICAL +config +.*FLASHBACK_TEST_UNSET_PW/,
+      );
+      expect(r.stdout).toMatch(/doctor: good \(.*\)\n(.*\n)* +ok +server-version/);
+
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `targets:\n${target('broken', 'FLASHBACK_TEST_UNSET_PW')}`,
+      );
+      const none = await runCli(['doctor'], { cwd: dir });
+      expect(none.code).toBe(ExitCode.usage);
+      expect(none.stderr).toContain('FLASHBACK_TEST_UNSET_PW');
+    } finally {
+      await cleanup();
+    }
   });
 });

@@ -38,6 +38,8 @@ it), unlogged tables, large objects, the target's identity, and
 Flashback's replication slot (flashback_<target>) if it exists: WAL it lost
 (critical), more WAL held than capture.max_retained_wal (default 1GB), or no
 capture reading it (warnings: a slot nobody reads fills the server's disk).
+Of every configured target, one that cannot be used (its password
+variable unset, …) is a critical "config" finding; the others are checked.
 
 Exit codes: 0 all ok; 1 warnings; 2 critical findings; 5 unreachable; 3 bad usage.`,
     )
@@ -64,19 +66,39 @@ async function changeLogEnd(repo: Repository, target: string): Promise<ChangeLog
 /** Runs doctor; returns the exit code reflecting the worst finding. */
 export async function doctor(ctx: CliContext, ref: string | undefined): Promise<number> {
   const { config } = await ctx.config();
-  const targets: ResolvedTarget[] = [];
-  if (ref !== undefined) targets.push(resolveTarget(ref, config, ctx.env));
+  // Each target to check, or the report of a configured one that cannot be
+  // used (a password variable unset, …): a critical finding, and the other
+  // targets are still checked.
+  const plan: Array<ResolvedTarget | DoctorReport> = [];
+  if (ref !== undefined) plan.push(resolveTarget(ref, config, ctx.env));
   else {
     const env = environmentTarget(ctx.env);
-    if (env !== undefined) targets.push(env);
+    if (env !== undefined) plan.push(env);
     else {
-      for (const e of configuredTargets(config, ctx.env)) {
-        if (e.error !== undefined) throw e.error;
-        targets.push(e.target!);
+      const all = configuredTargets(config, ctx.env);
+      // None usable: the configuration is the problem (exit 3, as before).
+      const broken = all.filter((e) => e.error !== undefined);
+      if (broken.length > 0 && broken.length === all.length) throw broken[0]!.error;
+      for (const e of all) {
+        plan.push(
+          e.target ?? {
+            target: e.name,
+            connection: 'not connected',
+            findings: [
+              {
+                check: 'config',
+                severity: 'critical',
+                summary: e.error!.message,
+                fix: e.error!.hint,
+              },
+            ],
+            worst: 'critical',
+          },
+        );
       }
     }
   }
-  if (targets.length === 0) {
+  if (plan.length === 0) {
     throw new UsageError('no target to check', {
       hint: 'name a target or postgres:// URL, set DATABASE_URL, or declare targets in flashback.yaml',
     });
@@ -85,7 +107,11 @@ export async function doctor(ctx: CliContext, ref: string | undefined): Promise<
   // (The fingerprint store exists only with a repository: the change logs are in it.)
   const repo = store === undefined ? undefined : await ctx.repository();
   const reports: DoctorReport[] = [];
-  for (const t of targets) {
+  for (const t of plan) {
+    if ('findings' in t) {
+      reports.push(t);
+      continue;
+    }
     reports.push(
       await diagnose(t, store, {
         maxRetainedWal: config.capture.max_retained_wal,
