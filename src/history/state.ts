@@ -228,11 +228,8 @@ export async function planPointInTime(
   }
   const store = SnapshotStore.of(repo);
   const start = lsnValue(info.startLsn);
-  const all = snapshotsOfLog(
-    logs,
-    k,
-    (await store.all(target)) as Array<SnapshotManifest<SchemaModel>>,
-  );
+  const every = (await store.all(target)) as Array<SnapshotManifest<SchemaModel>>;
+  const all = snapshotsOfLog(logs, k, every);
   // A snapshot is usable if the log covers everything after it.
   const joined = all.filter((m) => lsnValue(m.lsn) >= start);
   let candidates = joined;
@@ -274,8 +271,8 @@ export async function planPointInTime(
   }
   if (manifest === undefined) {
     throw new UsageError(
-      `no snapshot of "${target}" to start from: a restore to ${describePoint(point)} needs a snapshot taken after the change log${logs.length > 1 ? ` (log ${k + 1})` : ''} began (${info.startLsn}) and before that moment`,
-      { hint: `take one with \`flashback backup ${target}\` while capture runs` },
+      `no snapshot of "${target}" to start from: a restore to ${describePoint(point)} needs a snapshot taken after the change log${logs.length > 1 ? ` (log ${k + 1})` : ''} began (${info.startLsn}, ${info.created}) and before that moment`,
+      { hint: noBaseHint(target, point, info.created, every) },
     );
   }
   return { manifest, log, point, xidCommitLsn };
@@ -332,6 +329,29 @@ export async function rebuildPlan(
     return { manifest: again.manifest, overlay: again.overlay };
   }
   return { manifest: first.manifest, overlay: first.overlay };
+}
+
+/**
+ * What to do when no snapshot joins the log before the point: a backup now
+ * serves moments from now on only, so for a moment already past say which
+ * older snapshot is the closest state there is.
+ */
+function noBaseHint(
+  target: string,
+  point: PointInTime,
+  logCreated: string,
+  all: readonly SnapshotManifest[],
+): string {
+  const before =
+    point.kind === 'time' ? all.filter((m) => consistentAt(m) <= point.at).at(-1) : undefined;
+  const older =
+    before === undefined
+      ? ''
+      : `the closest state before it is snapshot ${before.id} (${before.startedAt}): \`flashback restore ${before.id}\`; `;
+  if (point.kind === 'time' && point.at < logCreated) {
+    return `${older}the change log began at ${logCreated}: moments before that cannot be rebuilt`;
+  }
+  return `${older}a snapshot taken now (\`flashback backup ${target}\` while capture runs) serves moments from now on, not earlier ones`;
 }
 
 /** The latest time any transaction in a snapshot can have committed. */

@@ -19,6 +19,17 @@ describe('repository identity', () => {
     expect((err as RepositoryError).hint).toContain('flashback init');
   });
 
+  it('says so when the data is there and only the identity file is missing; init then keeps the data', async () => {
+    const s = new MemoryStorage();
+    await s.write('snapshots/20261121-100000-aaaa.json', Buffer.from('{}'));
+    const err = await Repository.open(s).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'repository.missing', exitCode: ExitCode.repository });
+    expect((err as Error).message).toContain('holds Flashback data');
+    expect((err as RepositoryError).hint).toContain('copy config.json back');
+    await Repository.init(s);
+    expect((await s.read('snapshots/20261121-100000-aaaa.json')).toString()).toBe('{}');
+  });
+
   it('rejects a newer format version, naming both versions', async () => {
     const s = new MemoryStorage();
     await s.write(

@@ -67,6 +67,16 @@ export class Repository {
       bytes = await storage.read(CONFIG_KEY);
     } catch (err) {
       if (err instanceof ObjectNotFoundError) {
+        if (await holdsData(storage)) {
+          // Not a wrong path: a repository that lost its identity file.
+          throw new RepositoryError(
+            'missing',
+            `${storage.location} holds Flashback data (snapshots/, chunks/ or changes/) but no ${CONFIG_KEY}`,
+            {
+              hint: `copy ${CONFIG_KEY} back from a copy of the repository; if there is none, \`flashback init\` with this location writes a new one and keeps the data`,
+            },
+          );
+        }
         throw new RepositoryError('missing', `no Flashback repository at ${storage.location}`, {
           hint: 'check --repo / FLASHBACK_REPO / the config file, or create one with `flashback init`',
         });
@@ -100,6 +110,18 @@ export class Repository {
     }
     return new Repository(storage, config, options);
   }
+}
+
+/** Whether the location holds any of a repository's data. */
+async function holdsData(storage: Storage): Promise<boolean> {
+  for (const prefix of ['snapshots/', 'chunks/', 'changes/']) {
+    try {
+      for await (const _ of storage.list(prefix)) return true;
+    } catch {
+      return false; // (unlistable: the plain "no repository" message stands)
+    }
+  }
+  return false;
 }
 
 /** A repository path that is (or runs through) a file: named as such, not an internal error. */

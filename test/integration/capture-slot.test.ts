@@ -716,6 +716,26 @@ describe('a change log begun after the newest backup, on the shared PostgreSQL 1
         );
         expect(at.code).toBe(ExitCode.usage);
         expect(at.stderr).toContain('no snapshot of "latelog" to start from');
+        // The snapshot from before the log is the closest state there is; a backup now serves later moments.
+        expect(at.stderr).toMatch(
+          /hint: the closest state before it is snapshot (\S+) \(.*\): `flashback restore \1`; a snapshot taken now .* serves moments from now on, not earlier ones/,
+        );
+        // A moment before the log began: no snapshot taken now could help.
+        const early = await runCli(
+          [
+            'restore',
+            'latelog',
+            '--at',
+            new Date(backedUpAt).toISOString(),
+            '--to',
+            'postgres://x@127.0.0.1:1/none',
+          ],
+          { cwd: dir, env },
+        );
+        expect(early.code).toBe(ExitCode.usage);
+        expect(early.stderr).toMatch(
+          /hint: the closest state before it is snapshot \S+ .*; the change log began at \S+: moments before that cannot be rebuilt\n/,
+        );
 
         const second = await runCli(['backup', 'latelog'], { cwd: dir, env });
         expect(second.code, second.stderr).toBe(0);
