@@ -137,6 +137,7 @@ describe('flashback targets, init and accept', () => {
     );
     const listed = await runCli(['targets', 'ledger'], { cwd: dir, env });
     expect(listed.stdout).toContain('identity    CHANGED since');
+    expect(listed.code).toBe(ExitCode.critical);
     const doc = await runCli(['doctor', 'ledger'], { cwd: dir, env });
     expect(doc.code).toBe(ExitCode.critical);
     expect(doc.stdout).toMatch(/CRITICAL\s+identity\s+target "ledger" is not the database it was/);
@@ -161,6 +162,7 @@ describe('flashback targets, init and accept', () => {
     expect(right.stdout).toContain(`accepted: target "ledger" is now recorded as system`);
     const after = await runCli(['targets', 'ledger', '--json'], { cwd: dir, env });
     expect(JSON.parse(after.stdout)[0].identity.status).toBe('match');
+    expect(after.code).toBe(ExitCode.ok);
   });
 
   it('says when a changed target now is the same database as another (incident 5)', async () => {
@@ -188,6 +190,7 @@ describe('flashback targets, init and accept', () => {
     );
     const r = await runCli(['targets', 'staging'], { cwd: dir, env });
     expect(r.stdout).toContain('identity    SAME DATABASE AS "prod"');
+    expect(r.code).toBe(ExitCode.critical);
     const doc = await runCli(['doctor', 'staging', '--json'], { cwd: dir, env });
     expect(doc.code).toBe(ExitCode.critical);
     const finding = JSON.parse(doc.stdout)[0].findings.find(

@@ -66,7 +66,9 @@ export function registerTargets(program: Command, context: (cmd: Command) => Cli
 Connects to each target, records its identity fingerprint on first contact
 (in the repository), and compares it on every later contact.
 
-Exit codes: 0 all reachable; 5 a target could not be reached; 3 bad config.`,
+Exit codes: 0 all reachable; 2 a target's identity changed or it is the
+same database as another target (writes to it are refused until \`flashback
+targets accept\`); 5 a target could not be reached; 3 bad config.`,
     )
     .action(async (refs: string[], _opts, self: Command) => {
       process.exitCode = await listTargets(context(self), refs);
@@ -137,7 +139,13 @@ export async function listTargets(ctx: CliContext, refs: readonly string[]): Pro
     ctx.out(reports.map(formatReport).join('\n'));
     if (note !== undefined) ctx.out(`\nnote: ${note}\n`);
   }
-  return reports.some((r) => !r.reachable) ? ExitCode.unreachable : ExitCode.ok;
+  if (reports.some((r) => !r.reachable)) return ExitCode.unreachable;
+  // A changed identity, or two names for one database: writes to it are
+  // refused until accepted, so a scheduled `flashback targets` must notice.
+  const suspect = reports.some(
+    (r) => r.identity?.status === 'changed' || r.identity?.status === 'same-as-other',
+  );
+  return suspect ? ExitCode.critical : ExitCode.ok;
 }
 
 async function describe(
