@@ -41,6 +41,8 @@ export interface CliIO {
 /** Per-invocation state shared by the commands. */
 export class CliContext {
   private loaded: Promise<LoadedConfig> | undefined;
+  /** The controller of interruptSignal(), once a command asked for it. */
+  private interrupt: AbortController | undefined;
   /** Unreadable manifests already warned of (a long `serve` meets them again). */
   private readonly warnedManifests = new Set<string>();
 
@@ -80,14 +82,23 @@ export class CliContext {
   interruptSignal(): AbortSignal {
     const controller = new AbortController();
     interruptHandler = () => controller.abort();
+    this.interrupt = controller;
     return controller.signal;
   }
 
-  /** The guard talks on stderr, so stdout stays machine-readable. */
+  /**
+   * The guard talks on stderr, so stdout stays machine-readable. Its prompt
+   * ends at Ctrl-C when the command stops cooperatively (its signal is read
+   * when the prompt opens: commands ask for it while building their options).
+   */
   get guardIO(): GuardIO {
+    const self = this;
     return {
       input: this.io.stdin,
       output: { write: (s: string) => this.err(s) },
+      get signal() {
+        return self.interrupt?.signal;
+      },
     };
   }
 

@@ -9,7 +9,7 @@
  */
 import { createInterface } from 'node:readline/promises';
 import type { ResolvedTarget } from '../config/targets.js';
-import { GuardRefusedError } from '../errors.js';
+import { GuardRefusedError, InterruptedError } from '../errors.js';
 import { connect, describeConnection, type PgClient } from '../pg/connect.js';
 import { readServerInfo, type ServerInfo } from '../pg/server-info.js';
 import { formatBytes } from '../util/format.js';
@@ -22,6 +22,12 @@ export interface GuardIO {
   readonly input: NodeJS.ReadableStream & { readonly isTTY?: boolean | undefined };
   /** The banner and prompt go here (stderr in the CLI, so stdout stays machine-readable). */
   readonly output: { write(text: string): unknown };
+  /**
+   * Aborted by Ctrl-C when the command stops cooperatively: a prompt
+   * waiting for the name then ends as interrupted (exit 130), not as
+   * a refusal, and not by waiting on.
+   */
+  readonly signal?: AbortSignal | undefined;
 }
 
 /** A request to write to a target. */
@@ -142,14 +148,22 @@ function label(target: ResolvedTarget): string {
 }
 
 async function prompt(io: GuardIO, question: string): Promise<string | undefined> {
+  const signal = io.signal;
+  const stopped = () =>
+    new InterruptedError('interrupted at the confirmation: nothing was written');
+  if (signal?.aborted === true) throw stopped();
   const rl = createInterface({ input: io.input, terminal: false });
+  let onAbort: (() => void) | undefined;
   try {
     io.output.write(question);
-    return await new Promise<string | undefined>((resolve) => {
+    return await new Promise<string | undefined>((resolve, reject) => {
       rl.once('line', (line) => resolve(line.trim()));
       rl.once('close', () => resolve(undefined));
+      onAbort = () => reject(stopped());
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   } finally {
+    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
     rl.close();
   }
 }

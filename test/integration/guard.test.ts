@@ -3,7 +3,7 @@ import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { type ResolvedTarget, resolveTarget } from '../../src/config/targets.js';
-import { ExitCode, GuardRefusedError } from '../../src/errors.js';
+import { ExitCode, GuardRefusedError, InterruptedError } from '../../src/errors.js';
 import { FingerprintStore } from '../../src/guard/fingerprints.js';
 import { type GuardIO, guard } from '../../src/guard/guard.js';
 import { Repository } from '../../src/repo/repository.js';
@@ -129,6 +129,28 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
       expect(viaPrompt.confirmedBy).toBe('prompt');
       expect(out.text()).toContain('Type the target name "prod" to continue');
       expect(viaPrompt.server.identity.database).toBe(db);
+    });
+
+    it('ends a prompt interrupted by Ctrl-C as interrupted (exit 130), not as a refusal', async () => {
+      const input = Object.assign(new PassThrough(), { isTTY: true }); // stays open: nobody types
+      let out = '';
+      const output = new PassThrough();
+      output.on('data', (d: Buffer) => {
+        out += d.toString();
+      });
+      const ctrlC = new AbortController();
+      const asked = guard({
+        target: t('prod'),
+        action: 'x',
+        fingerprints: store,
+        io: { input, output, signal: ctrlC.signal },
+      }).catch((e: unknown) => e);
+      while (!out.includes('Type the target name')) await new Promise((r) => setTimeout(r, 20));
+      ctrlC.abort();
+      const err = await asked;
+      expect(err).toBeInstanceOf(InterruptedError);
+      expect(err).toMatchObject({ exitCode: ExitCode.interrupted });
+      expect((err as Error).message).toContain('nothing was written');
     });
 
     it('lets an unprotected target pass without confirmation', async () => {
