@@ -101,6 +101,14 @@ function checkEnvironment(env: NodeJS.ProcessEnv): void {
 
 /** Prints an error the way users should see it; returns its exit code. */
 export function reportError(err: unknown, io: CliIO, debug: boolean, json: boolean): number {
+  // With --json, every failure is also one JSON object on stdout, so a
+  // script reading it never gets empty output.
+  const printJson = (code: string, message: string, exitCode: number, hint?: string) => {
+    if (!json) return;
+    io.stdout.write(
+      redact(`${JSON.stringify({ error: { code, message, hint, exitCode } }, null, 2)}\n`),
+    );
+  };
   if (err instanceof CommanderError) {
     // Commander has printed its message already (or help/version, which are not errors).
     if (
@@ -109,16 +117,16 @@ export function reportError(err: unknown, io: CliIO, debug: boolean, json: boole
       err.code === 'commander.help'
     )
       return ExitCode.ok;
+    printJson(
+      'usage',
+      err.message.replace(/^error: /, ''),
+      ExitCode.usage,
+      'run with --help for usage',
+    );
     return ExitCode.usage;
   }
   if (err instanceof FlashbackError) {
-    if (json) {
-      io.stdout.write(
-        redact(
-          `${JSON.stringify({ error: { code: err.code, message: err.message, hint: err.hint, exitCode: err.exitCode } }, null, 2)}\n`,
-        ),
-      );
-    }
+    printJson(err.code, err.message, err.exitCode, err.hint);
     let text = `flashback: error: ${err.message}\n`;
     if (err.hint !== undefined) text += `hint: ${err.hint}\n`;
     if (debug) text += `${err.stack ?? ''}\n${causeChain(err)}`;
@@ -126,6 +134,12 @@ export function reportError(err: unknown, io: CliIO, debug: boolean, json: boole
     return err.exitCode;
   }
   const e = err instanceof Error ? err : new Error(String(err));
+  printJson(
+    'internal',
+    e.message,
+    ExitCode.internal,
+    'a bug in Flashback: run again with --debug and report it',
+  );
   let text = `flashback: internal error: ${e.message}\nThis is a bug in Flashback. Please report it with the output of the same command run with --debug.\n`;
   if (debug) text += `${e.stack ?? ''}\n${causeChain(e)}`;
   io.stderr.write(redact(text));

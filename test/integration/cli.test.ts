@@ -342,12 +342,23 @@ describe('errors and exit codes', () => {
     await cleanup();
   });
 
-  it('rejects unknown commands, options and targets with exit 3', async () => {
+  it('rejects unknown commands, options and targets with exit 3 (in JSON too with --json)', async () => {
     expect((await runCli(['frobnicate'])).code).toBe(ExitCode.usage);
     expect((await runCli(['targets', '--frob'])).code).toBe(ExitCode.usage);
     const t = await runCli(['doctor', 'nosuch']);
     expect(t.code).toBe(ExitCode.usage);
     expect(t.stderr).toContain('unknown target "nosuch"');
+    // With --json, a usage error is a JSON object on stdout too.
+    const j = await runCli(['list', '--json', '--frob']);
+    expect(j.code).toBe(ExitCode.usage);
+    expect(JSON.parse(j.stdout)).toEqual({
+      error: {
+        code: 'usage',
+        message: "unknown option '--frob'",
+        hint: 'run with --help for usage',
+        exitCode: ExitCode.usage,
+      },
+    });
     const v = await runCli(['--version']);
     expect(v.code).toBe(0);
     const pkg = JSON.parse(
