@@ -43,7 +43,9 @@ Without --lsn, when the newest snapshot already reaches the end of the
 stored log, nothing is written ("nothing to do", exit 0).
 
 Exit codes: 0 committed; 1 failed (nothing committed); 4 target identity
-refused; 5 unreachable; 6 no repository; 7 repository locked; 130 interrupted.`,
+refused; 5 unreachable; 6 no repository; 7 repository locked; 8 (--from-log)
+a snapshot chunk or change-log segment it reads is missing or damaged; 130
+interrupted.`,
     )
     .action(
       async (

@@ -70,7 +70,9 @@ and moments of the new log need a snapshot taken after it began: run
 \`flashback backup\` once it has started.
 
 Exit codes: 0 stopped; 1 failed (the stream or the repository); 4 refused
-(identity, or --drop-slot not confirmed); 5 unreachable; 6 no repository.`,
+(identity, or --drop-slot not confirmed); 5 unreachable; 6 no repository; 8
+the repository lacks change-log segments the slot had confirmed (capture
+will not resume past them).`,
     )
     .action(async (ref: string, opts: CaptureFlags, self: Command) => {
       const ctx = context(self);

@@ -119,7 +119,9 @@ Examples:
 Exit codes: 0 restored (or planned); 1 failed (or a dry run found it would),
 nothing written; 3 bad usage
 (unknown snapshot or table, invalid --where, non-empty database); 4 refused
-by the guard; 5 unreachable; 6 no repository; 7 locked; 130 interrupted.`,
+by the guard; 5 unreachable; 6 no repository; 7 locked; 8 the snapshot's
+manifest, a chunk or a change-log segment it reads is missing or damaged
+(nothing written); 130 interrupted.`,
     )
     .action(async (ref: string, opts: RestoreFlags, self: Command) => {
       process.exitCode = await runRestore(context(self), ref, opts);

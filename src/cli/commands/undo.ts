@@ -101,7 +101,8 @@ Examples:
 Exit codes: 0 done (or previewed); 1 failed or conflicts with --conflicts fail
 (nothing written); 3 usage (no change log, unknown xid, bad window); 4
 refused by the guard; 5 unreachable; 6 no repository; 7 locked (a prune is
-running: it reads under a shared lock).`,
+running: it reads under a shared lock); 8 a snapshot chunk or change-log
+segment it reads is missing or damaged (nothing written); 130 interrupted.`,
     )
     .action(async (ref: string, opts: UndoFlags, self: Command) => {
       process.exitCode = await runUndo(context(self), ref, opts);
