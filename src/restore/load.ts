@@ -85,9 +85,11 @@ export async function copyChunks(
   signal: AbortSignal | undefined,
   interrupted: string,
   freeze = false,
+  /** The COPY's column list, one per field of the source's lines; default t's columns. */
+  columns: readonly string[] = t.columns,
 ): Promise<number> {
   const ws = client.query(
-    copyFrom(`COPY ${into}${columnList(t.columns)} FROM STDIN${freeze ? ' (FREEZE)' : ''}`),
+    copyFrom(`COPY ${into}${columnList(columns)} FROM STDIN${freeze ? ' (FREEZE)' : ''}`),
   );
   const done = inFlight(finished(ws));
   let rows = 0;

@@ -246,15 +246,20 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     );
     const ordered = orderByForeignKeys(touched, manifest.schema);
     await refuseMissing(client, ordered, o.target.name);
+    // Columns dropped or renamed since the window began: rows are staged in
+    // the start's columns and put back in the table's columns now.
+    const layouts = await liveLayouts(client, ordered, o.target.name);
+    for (const l of layouts.values()) notes.push(...l.notes);
+    const layoutOf = (t: TableSnapshot) => layouts.get(name(t))!;
     // Stage in a session of our own; temporary tables live until it ends.
     // One transaction for all of the staging: its statements (temporary
     // tables created, filled, analyzed) then wait for one commit, not one each.
     await client.query('BEGIN');
-    const befores = new Map<TableSnapshot, Before>();
+    const befores = new Map<string, Before>();
     for (const [i, t] of ordered.entries()) {
       if (t.key.length === 0) continue;
       befores.set(
-        t,
+        name(t),
         await stageBefore(
           client,
           chunks,
@@ -265,6 +270,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
           manifest.schema,
           picker,
           progress,
+          layoutOf(t),
         ),
       );
     }
@@ -289,10 +295,15 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       // violation): then it is rolled back and the plan is made, which
       // finds and handles such conflicts, with the confirmation given.
       await client.query('COMMIT');
-      const direct = await applyDirect(o, client, ordered, befores, manifest.schema, description, {
-        progress,
-        policy,
-      });
+      const direct = await applyDirect(
+        o,
+        client,
+        ordered.map((t) => layoutOf(t).live),
+        befores,
+        manifest.schema,
+        description,
+        { progress, policy },
+      );
       if (direct !== undefined) {
         return {
           target: o.target.name,
@@ -313,15 +324,17 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       confirmed = true;
       await client.query('BEGIN');
     }
+    // From here on every statement names the tables' columns as they are now.
     const staged: Array<{ t: TableSnapshot; u: string }> = [];
     for (const [i, t] of ordered.entries()) {
       const win = window.tables.get(name(t))!;
+      const layout = layoutOf(t);
       staged.push({
-        t,
+        t: layout.live,
         u:
           t.key.length === 0
-            ? await stageKeyless(client, chunks, t, i, preOverlay, win, o.where, progress)
-            : await planTable(client, t, i, befores.get(t)!, win, o.where, progress),
+            ? await stageKeyless(client, chunks, t, i, preOverlay, win, o.where, progress, layout)
+            : await planTable(client, i, befores.get(name(t))!, win, o.where, progress, layout),
       });
     }
     // A delete that would cascade to (or set null in) rows written since is a conflict too.
@@ -572,14 +585,14 @@ async function applyDirect(
   o: UndoOptions,
   client: PgClient,
   ordered: readonly TableSnapshot[],
-  befores: ReadonlyMap<TableSnapshot, Before>,
+  befores: ReadonlyMap<string, Before>,
   schema: SchemaModel,
   description: string,
   { progress, policy }: { progress: (p: UndoProgress) => void; policy: ConflictPolicy },
 ): Promise<{ tables: UndoTable[]; tenant: TenantProgress } | undefined> {
   const tables = ordered.map((t) => ({
     table: name(t),
-    reinsert: befores.get(t)!.rows,
+    reinsert: befores.get(name(t))!.rows,
     revert: 0,
     delete: 0,
     conflicts: 0,
@@ -594,7 +607,7 @@ async function applyDirect(
   try {
     for (const t of ordered) {
       await client.query(
-        `INSERT INTO ${qualify(t.schema, t.name)}${columnList(t.columns)}${overriding(schema, t)} SELECT ${t.columns.map(quoteIdent).join(', ')} FROM ${befores.get(t)!.b}`,
+        `INSERT INTO ${qualify(t.schema, t.name)}${columnList(t.columns)}${overriding(schema, t)} SELECT ${t.columns.map(quoteIdent).join(', ')} FROM ${befores.get(name(t))!.b}`,
       );
     }
     xid = await currentXid(client);
@@ -927,6 +940,109 @@ function underNamesNow(
   };
 }
 
+/**
+ * How a table's columns at the window's start meet the table now. A column
+ * dropped since the window began cannot take values back (the others do);
+ * one renamed since takes them under its name now. Found by the columns'
+ * attnums on the table's OID (recorded in snapshots since they follow
+ * schema changes), which survive renames and tell a dropped-and-re-added
+ * column from the one before it.
+ */
+interface LiveLayout {
+  /** The table for every statement after staging: its columns and key by their names now, without the dropped. */
+  readonly live: TableSnapshot;
+  /** The COPY column list of staged rows (one per column of the start): names now, a placeholder for each dropped. */
+  readonly stage: readonly string[];
+  /** The placeholders: text columns added to the staging tables, never read back. */
+  readonly placeholders: readonly string[];
+  readonly notes: readonly string[];
+}
+
+/** The layout of each table (by schema.name), or a refusal naming what cannot be matched. */
+async function liveLayouts(
+  client: PgClient,
+  tables: readonly TableSnapshot[],
+  target: string,
+): Promise<Map<string, LiveLayout>> {
+  const out = new Map<string, LiveLayout>();
+  for (const t of tables) {
+    const r = await client.query<{ oid: string; attnum: string; attname: string; dropped: string }>(
+      `SELECT a.attrelid::text AS oid, a.attnum::text AS attnum, a.attname, a.attisdropped::text AS dropped
+         FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0`,
+      [qualify(t.schema, t.name)],
+    );
+    const same = r.rows.length > 0 && t.oid !== undefined && r.rows[0]!.oid === String(t.oid);
+    const byNum = new Map(r.rows.map((x) => [Number(x.attnum), x]));
+    const names = new Set(r.rows.filter((x) => x.dropped !== 'true').map((x) => x.attname));
+    const stage: string[] = [];
+    const placeholders: string[] = [];
+    const notes: string[] = [];
+    const renamed = new Map<string, string>();
+    for (const [j, c] of t.columns.entries()) {
+      const num = t.attnums?.[j];
+      const now = same && num !== undefined ? byNum.get(num) : undefined;
+      const gone =
+        same && num !== undefined ? now === undefined || now.dropped === 'true' : !names.has(c);
+      if (gone && t.key.includes(c)) {
+        throw new OperationError(
+          'undo.key-dropped',
+          `key column ${c} of ${name(t)} is not in the table now (dropped or renamed since the window began): its rows cannot be matched to put them back. Nothing was written.`,
+          {
+            hint: `rebuild the rows elsewhere (\`flashback restore ${target} --at TIME --table ${name(t)} --to OTHER --create\`) and copy back what you need`,
+          },
+        );
+      }
+      if (gone && !(same && num !== undefined)) {
+        // Without column numbers a rename cannot be told from a drop: guessing
+        // either way could put values into the wrong column, or lose them.
+        throw new OperationError(
+          'undo.column-missing',
+          `column ${c} of ${name(t)} is not in the table now, and ${t.oid === undefined ? 'the snapshot does not record column numbers' : 'the table is not the one the window changed (another OID)'} to tell a rename from a drop. Nothing was written.`,
+          {
+            hint: `rebuild the rows elsewhere (\`flashback restore ${target} --at TIME --table ${name(t)} --to OTHER --create\`) and copy back what you need`,
+          },
+        );
+      }
+      if (gone) {
+        const p = `fb dropped ${num}`;
+        stage.push(p);
+        placeholders.push(p);
+        notes.push(
+          `column ${c} of ${name(t)} was dropped since the window began: its values are not put back (the other columns are)`,
+        );
+      } else if (now !== undefined && now.attname !== c) {
+        stage.push(now.attname);
+        renamed.set(c, now.attname);
+        notes.push(
+          `column ${c} of ${name(t)} was renamed to ${now.attname} since the window began: its values are put back under that name`,
+        );
+      } else stage.push(c);
+    }
+    const to = (c: string) => renamed.get(c) ?? c;
+    const live: TableSnapshot =
+      placeholders.length === 0 && renamed.size === 0
+        ? t
+        : {
+            ...t,
+            columns: stage.filter((c) => !placeholders.includes(c)),
+            key: t.key.map(to),
+          };
+    out.set(name(t), { live, stage, placeholders, notes });
+  }
+  return out;
+}
+
+/** A staging table: the table's columns now, and a placeholder for each column dropped since. */
+async function createStaging(client: PgClient, table: string, layout: LiveLayout): Promise<void> {
+  const t = layout.live;
+  await client.query(
+    [
+      `CREATE TEMP TABLE ${table.slice('pg_temp.'.length)} (LIKE ${qualify(t.schema, t.name)})`,
+      ...layout.placeholders.map((p) => `ALTER TABLE ${table} ADD COLUMN ${quoteIdent(p)} text`),
+    ].join('; '),
+  );
+}
+
 /** A keyed table's rows before the window, staged (stageBefore). */
 interface Before {
   /** The staged table. */
@@ -951,11 +1067,10 @@ async function stageBefore(
   schema: SchemaModel,
   picker: ChunkPicker,
   progress: (p: UndoProgress) => void,
+  layout: LiveLayout,
 ): Promise<Before> {
   const b = `pg_temp.fb_undo_before_${i}`;
-  await client.query(
-    `CREATE TEMP TABLE ${b.slice('pg_temp.'.length)} (LIKE ${qualify(t.schema, t.name)})`,
-  );
+  await createStaging(client, b, layout);
   const k = t.key.length;
   const keys = win.byKey;
   // Before: the snapshot with the log up to the window, only the window's keys
@@ -991,6 +1106,8 @@ async function stageBefore(
     b,
     undefined,
     'undo interrupted',
+    false,
+    layout.stage,
   );
   return { b, rows, needBefore };
 }
@@ -1003,23 +1120,20 @@ async function stageBefore(
  */
 async function planTable(
   client: PgClient,
-  t: TableSnapshot,
   i: number,
   { b, needBefore }: Before,
   win: TableOverlay,
   where: string | undefined,
   progress: (p: UndoProgress) => void,
+  layout: LiveLayout,
 ): Promise<string> {
+  const t = layout.live;
   const live = `ONLY ${qualify(t.schema, t.name)}`;
   const a = `pg_temp.fb_undo_after_${i}`;
   const u = `pg_temp.fb_undo_${i}`;
+  await createStaging(client, a, layout);
   await client.query(
-    [a, u]
-      .map(
-        (x) =>
-          `CREATE TEMP TABLE ${x.slice('pg_temp.'.length)} (LIKE ${qualify(t.schema, t.name)})`,
-      )
-      .join('; '),
+    `CREATE TEMP TABLE ${u.slice('pg_temp.'.length)} (LIKE ${qualify(t.schema, t.name)})`,
   );
   // After: the window's net effect (unchanged TOAST values from the before row).
   const afterLines: string[] = [];
@@ -1038,7 +1152,16 @@ async function planTable(
     }
     afterLines.push(lineOf(resolveAgainst(v, Buffer.from(prev, 'utf8'))));
   }
-  await copyChunks(client, linesSource(afterLines), t, a, undefined, 'undo interrupted');
+  await copyChunks(
+    client,
+    linesSource(afterLines),
+    t,
+    a,
+    undefined,
+    'undo interrupted',
+    false,
+    layout.stage,
+  );
   // Statistics for the plan queries below: without them the planner takes
   // the staged tables for empty-ish and may scan the whole live table to
   // join a few thousand keys, where index lookups are what it needs.
@@ -1256,9 +1379,10 @@ async function stageKeyless(
   win: TableOverlay,
   where: string | undefined,
   progress: (p: UndoProgress) => void,
+  layout: LiveLayout,
 ): Promise<string> {
   const u = `pg_temp.fb_undo_${i}`;
-  await client.query(`CREATE TEMP TABLE fb_undo_${i} (LIKE ${qualify(t.schema, t.name)})`);
+  await createStaging(client, u, layout);
   await addPlanColumns(client, u);
   const removed: string[] = [];
   for (const [line, n] of win.removed) for (let j = 0; j < n; j++) removed.push(line);
@@ -1273,15 +1397,28 @@ async function stageKeyless(
     u,
     undefined,
     'undo interrupted',
+    false,
+    layout.stage,
   );
   progress({ phase: 'plan', table: name(t) });
   await client.query(`UPDATE ${u} SET "fb op" = 'reinsert' WHERE "fb op" IS NULL`);
-  await copyChunks(client, spoolSource(win.added), t, u, undefined, 'undo interrupted');
+  await copyChunks(
+    client,
+    spoolSource(win.added),
+    t,
+    u,
+    undefined,
+    'undo interrupted',
+    false,
+    layout.stage,
+  );
   await client.query(`UPDATE ${u} SET "fb op" = 'delete' WHERE "fb op" IS NULL`);
   await keepMatching(client, u, where, `the predicate is evaluated on rows of ${name(t)}`);
-  const live = `ONLY ${qualify(t.schema, t.name)}`;
+  // From here on the table's columns now (the sources read the start's).
+  const now = layout.live;
+  const live = `ONLY ${qualify(now.schema, now.name)}`;
   const whole = (a: string) =>
-    `ARRAY[${t.columns.map((c) => `${a}.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
+    `ARRAY[${now.columns.map((c) => `${a}.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
   // Each staged row of an op, numbered among its identical copies.
   const numbered = (op: string) =>
     `SELECT s.ctid AS id, ${whole('s')} AS k, row_number() OVER (PARTITION BY ${whole('s')}) AS rn FROM ${u} s WHERE s."fb op" = '${op}'`;
@@ -1299,7 +1436,7 @@ async function stageKeyless(
   let preCounts = '';
   if (!win.truncated && win.removed.size > 0) {
     const pre = `pg_temp.fb_undo_pre_${i}`;
-    await client.query(`CREATE TEMP TABLE fb_undo_pre_${i} (LIKE ${qualify(t.schema, t.name)})`);
+    await createStaging(client, pre, layout);
     await copyChunks(
       client,
       onlyLines(pointInTimeSource(chunks, preOverlay), win.removed),
@@ -1307,6 +1444,8 @@ async function stageKeyless(
       pre,
       undefined,
       'undo interrupted',
+      false,
+      layout.stage,
     );
     preCounts = `, b AS (SELECT ${whole('p')} AS k, count(*) AS before FROM ${pre} p GROUP BY 1)`;
     before = 'coalesce(b.before, 0)';

@@ -1,0 +1,89 @@
+/**
+ * Undo after a migration changed the table's columns (after the bad
+ * transaction, before the undo): a column dropped since cannot take its
+ * values back, the others do; a column renamed since takes them under its
+ * name now; a column dropped and added again under the same name is a new
+ * column, not the old one. Each is said in the notes. (It was an internal
+ * error, exit 70: the staged rows named the columns of before.)
+ */
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { type CaptureProcess, quickCapture } from '../harness/capture.js';
+import { connectTo, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
+
+const server = testServers().find((s) => s.major === 17)!;
+
+describe('undo across columns changed since the window (PostgreSQL 17)', () => {
+  it('puts rows back into the columns the table has now', async () => {
+    const { dir, cleanup } = await tempDir();
+    const db = await freshDatabase(server, 'undocols');
+    const env = { PW: server.password };
+    const run = (args: string[]) => runCli(args, { cwd: dir, env });
+    let capture: CaptureProcess | undefined;
+    try {
+      await sql(
+        server,
+        db,
+        `CREATE TABLE notes (id int PRIMARY KEY, tenant_id int, a text, b text, c text);
+         INSERT INTO notes SELECT i, i % 5, 'a' || i, 'b' || i, 'c' || i FROM generate_series(1, 50) i;
+         CREATE TABLE logs (tenant_id int, msg text, extra text);
+         ALTER TABLE logs REPLICA IDENTITY FULL;
+         INSERT INTO logs SELECT i % 5, 'm' || i, 'x' || i FROM generate_series(1, 20) i;`,
+      );
+      expect((await run(['init', '--force', '--repo', 'repo'])).code).toBe(0);
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `repository: repo\ntargets:\n  cols:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
+      );
+      capture = quickCapture(dir, env, 'cols').start();
+      await capture.streaming();
+      expect((await run(['backup', 'cols'])).code).toBe(0);
+      const notesBefore = await sql(server, db, 'SELECT id, a FROM notes ORDER BY id');
+      const logsBefore = await sql(server, db, 'SELECT tenant_id, msg FROM logs ORDER BY msg');
+
+      // The bad transaction.
+      const c = await connectTo(server, db);
+      await c.query('BEGIN');
+      await c.query('DELETE FROM notes WHERE tenant_id = 2');
+      await c.query("UPDATE notes SET a = 'bad' WHERE tenant_id = 3");
+      await c.query('DELETE FROM logs WHERE tenant_id = 1');
+      const xid = (await c.query<{ x: string }>('SELECT pg_current_xact_id()::xid::text AS x'))
+        .rows[0]!.x;
+      await c.query('COMMIT');
+      // Then a migration: b dropped, a renamed, c dropped and added again, logs.extra dropped.
+      await c.query(`ALTER TABLE notes DROP COLUMN b;
+        ALTER TABLE notes RENAME COLUMN a TO aa;
+        ALTER TABLE notes DROP COLUMN c;
+        ALTER TABLE notes ADD COLUMN c text DEFAULT 'new';
+        ALTER TABLE logs DROP COLUMN extra`);
+      await c.end();
+      await new Promise((r) => setTimeout(r, 1500));
+
+      const undo = await run(['undo', 'cols', '--tx', xid, '--apply', '--json']);
+      expect(undo.code, undo.stderr).toBe(0);
+      const report = JSON.parse(undo.stdout) as { notes: string[] };
+      expect(report.notes).toEqual(
+        expect.arrayContaining([
+          'column b of public.notes was dropped since the window began: its values are not put back (the other columns are)',
+          'column a of public.notes was renamed to aa since the window began: its values are put back under that name',
+          'column c of public.notes was dropped since the window began: its values are not put back (the other columns are)',
+          'column extra of public.logs was dropped since the window began: its values are not put back (the other columns are)',
+        ]),
+      );
+      // Every row is back, with its value of a under aa; the new c has its default.
+      const notes = await sql(server, db, 'SELECT id, aa, c FROM notes ORDER BY id');
+      expect(notes.map((r) => [r.id, r.aa])).toEqual(notesBefore.map((r) => [r.id, r.a]));
+      const back = notes.filter((r) => Number(r.id) % 5 === 2);
+      expect(back.length).toBe(10);
+      expect(new Set(back.map((r) => r.c))).toEqual(new Set(['new']));
+      expect(await sql(server, db, 'SELECT tenant_id, msg FROM logs ORDER BY msg')).toEqual(
+        logsBefore,
+      );
+    } finally {
+      await capture?.stop();
+      await run(['capture', 'cols', '--drop-slot', '--confirm', 'cols']);
+      await cleanup();
+    }
+  });
+});
