@@ -573,19 +573,53 @@ function stageColumns(t: TableSnapshot, model: TableModel | undefined): string |
  * would lose that column's values, and the INSERT failed as an internal error.
  */
 async function assertColumnsLive(client: PgClient, t: TableSnapshot): Promise<void> {
-  const r = await client.query<{ name: string }>(
-    `SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`,
+  const r = await client.query<{ oid: string; num: string; name: string; dropped: string }>(
+    `SELECT attrelid::text AS oid, attnum::text AS num, attname AS name, attisdropped::text AS dropped
+       FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0`,
     [qualify(t.schema, t.name)],
   );
-  const live = new Set(r.rows.map((x) => x.name));
+  const live = new Set(r.rows.filter((x) => x.dropped !== 'true').map((x) => x.name));
   const gone = t.columns.filter((c) => !live.has(c));
   if (gone.length === 0) return;
+  // The same table as the snapshot's (its OID): a column's attnum tells a
+  // rename from a drop. Adding a column back under the old name after a
+  // rename would restore into the new, empty column and leave the renamed
+  // one as it is: the hint must not say so.
+  const same = t.oid !== undefined && r.rows[0]?.oid === String(t.oid);
+  const byNum = new Map(r.rows.map((x) => [Number(x.num), x]));
+  const renamed = new Map<string, string>();
+  for (const c of gone) {
+    const num = same ? t.attnums?.[t.columns.indexOf(c)] : undefined;
+    const now = num === undefined ? undefined : byNum.get(num);
+    if (now !== undefined && now.dropped !== 'true') renamed.set(c, now.name);
+  }
+  const dropped = gone.filter((c) => !renamed.has(c));
+  const s = gone.length > 1 ? 's' : '';
+  const ways = [
+    'restore the table into another database (--to OTHER --create) and copy what you need from it',
+  ];
+  if (renamed.size > 0) {
+    ways.push(
+      `rename ${[...renamed.values()].join(', ')} back to ${[...renamed.keys()].join(', ')} for the restore (restore does not follow renames)`,
+    );
+  }
+  if (dropped.length > 0 && same && t.attnums !== undefined) {
+    ways.push(`add ${dropped.join(', ')} back first (dropped since the snapshot)`);
+  } else if (dropped.length > 0) {
+    // No column numbers to tell: adding a column of the old name after a
+    // rename would take the values, and the renamed one keep its own.
+    ways.push(
+      `add ${dropped.join(', ')} back first if dropped, or rename back if renamed (a new column of the old name would take the values, the renamed one keep its own)`,
+    );
+  }
+  const why =
+    renamed.size > 0
+      ? ` (renamed since: ${[...renamed].map(([c, n]) => `${c} is now ${n}`).join(', ')})`
+      : '';
   throw new OperationError(
     'restore.columns-changed',
-    `${t.schema}.${t.name} no longer has column${gone.length > 1 ? 's' : ''} ${gone.join(', ')}, which the snapshot's rows hold: they cannot be put back as they were; nothing was restored`,
-    {
-      hint: `restore the table into another database (--to OTHER --create) and copy what you need from it, or add the column${gone.length > 1 ? 's' : ''} back first`,
-    },
+    `${t.schema}.${t.name} no longer has column${s} ${gone.join(', ')}, which the snapshot's rows hold${why}: they cannot be put back as they were; nothing was restored`,
+    { hint: `${ways.slice(0, -1).join('; ')}${ways.length > 1 ? '; or ' : ''}${ways.at(-1)}` },
   );
 }
 

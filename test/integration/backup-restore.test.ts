@@ -608,8 +608,20 @@ describe('selective restore into a table changed since the backup', () => {
       );
       expect(gone.code).toBe(ExitCode.failed);
       expect(gone.stderr).toContain('public.items no longer has column sku');
+      expect(gone.stderr).toContain('add sku back first (dropped since the snapshot)');
       expect(gone.stderr).not.toContain('internal error');
       expect(await sql(server, db, 'SELECT count(*) AS n FROM items')).toEqual([{ n: '15' }]);
+      // Renamed, not dropped: the hint must not say to add it back (the values
+      // would go into a new empty column, and the renamed one keep its own).
+      await sql(server, db, 'ALTER TABLE items RENAME COLUMN price TO unit_price');
+      const renamed = await runCli(
+        ['restore', 'latest', '--to', 't', '--table', 'items', '--where', 'id > 15'],
+        { cwd: dir, env },
+      );
+      expect(renamed.code).toBe(ExitCode.failed);
+      expect(renamed.stderr).toContain('(renamed since: price is now unit_price)');
+      expect(renamed.stderr).toContain('rename unit_price back to price for the restore');
+      expect(renamed.stderr).toContain('add sku back first (dropped since the snapshot)');
     } finally {
       await cleanup();
     }
