@@ -683,8 +683,10 @@ export async function readWindow(
       // (By OID alone when it is known: a new table given the name of a
       // renamed one, as a migration swapping tables does, is another table.)
       const t = oid !== undefined && oid !== 0 && byOid.size > 0 ? byOid.get(oid) : byName.get(key);
-      if (only !== undefined && (t === undefined || !only.has(`${t.schema}.${t.name}`))) r = null;
-      else if (t === undefined && created?.has(key)) r = key;
+      // (Tables created in the window are counted whatever `only` says: undo names them.)
+      if (t === undefined && created?.has(key)) r = key;
+      else if (only !== undefined && (t === undefined || !only.has(`${t.schema}.${t.name}`)))
+        r = null;
       else if (t === undefined) {
         throw new OperationError(
           'restore.table-not-in-snapshot',

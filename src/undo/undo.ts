@@ -703,13 +703,24 @@ async function readWindow(o: UndoOptions): Promise<{
     sel.kind === 'tx' ? { kind: 'xid', xid: sel.xid } : { kind: 'time', at: sel.since },
   );
   const onProgress = (p: OverlayProgress) => o.onProgress?.({ phase: 'log', ...p });
+  // What each schema change left (read once: which tables the window
+  // created, and the names the start's tables have had since).
+  const views = await schemaViews(planned.log, []);
+  // With --table, only those tables' rows are rebuilt, before and in the
+  // window: another table's changes (a column changed in the window, say)
+  // can neither refuse the undo nor take memory.
+  const patterns = o.tables ?? [];
+  const select =
+    patterns.length === 0
+      ? undefined
+      : (m: SnapshotManifest<SchemaModel>) => chosenAtStart(m, patterns, views);
   // The state before the window as a restore to that moment rebuilds it:
   // tables created, and columns changed, between the snapshot and the
   // window are followed (schema-changes.ts), and the tables are the
   // window's start's.
   let rebuilt: { manifest: SnapshotManifest<SchemaModel>; overlay: Overlay };
   try {
-    rebuilt = await rebuildPlan(planned, onProgress);
+    rebuilt = await rebuildPlan(planned, onProgress, select);
   } catch (err) {
     // The window's start is a moment whose schema capture could not read,
     // or the snapshot is from a Flashback that did not record OIDs: read in
@@ -717,7 +728,10 @@ async function readWindow(o: UndoOptions): Promise<{
     // refuses only a table whose columns changed and whose rows are in the way).
     const fallback = ['restore.schema-unrecorded', 'restore.schema-changed'];
     if (!(err instanceof OperationError) || !fallback.includes(err.code)) throw err;
-    rebuilt = { manifest: planned.manifest, overlay: await buildOverlay(planned, { onProgress }) };
+    rebuilt = {
+      manifest: planned.manifest,
+      overlay: await buildOverlay(planned, { onProgress, only: select?.(planned.manifest) }),
+    };
   }
   const pre: PointInTimePlan = { ...planned, manifest: rebuilt.manifest };
   const preOverlay = rebuilt.overlay;
@@ -739,9 +753,6 @@ async function readWindow(o: UndoOptions): Promise<{
     const segs = await pre.log.segments();
     point = { kind: 'lsn', lsn: lsnText(segs.at(-1)?.committed ?? from + 1n) };
   }
-  // What each schema change left (read once: which tables the window
-  // created, and the names the start's tables have had since).
-  const views = await schemaViews(pre.log, []);
   let window: Overlay;
   try {
     window = await buildOverlay(
@@ -751,6 +762,7 @@ async function readWindow(o: UndoOptions): Promise<{
         onProgress,
         createdInWindow: createdSince(pre, from, views),
         tablesOf: "the window's start",
+        only: select?.(pre.manifest),
       },
     );
   } catch (err) {
@@ -813,6 +825,41 @@ function chooseTables(
       { hint: 'empty or drop it yourself if it should go; `flashback impact` lists its changes' },
     );
   }
+}
+
+/**
+ * The start's tables (schema.name as they were then) that `--table`
+ * patterns choose, by their names then or now (renamed since). A pattern
+ * that matches none chooses nothing here: chooseTables refuses it later,
+ * saying why (unknown, or created in the window).
+ */
+function chosenAtStart(
+  m: SnapshotManifest<SchemaModel>,
+  patterns: readonly string[],
+  views: readonly SchemaView[],
+): string[] {
+  const renames = renamesSince(m, views);
+  const out = new Set<string>();
+  for (const p of patterns) {
+    const hits = (names: SnapshotManifest<SchemaModel>) => {
+      try {
+        return selectTables(names, [p]);
+      } catch (err) {
+        if (err instanceof UsageError) return [];
+        throw err;
+      }
+    };
+    for (const t of hits(m)) out.add(name(t));
+    // Under their names now: the start's table each stands for.
+    const now = m.tables.flatMap((t) => {
+      const n = renames.get(t);
+      return n === undefined ? [] : [{ ...t, schema: n.schema, name: n.name, start: name(t) }];
+    });
+    if (now.length === 0) continue;
+    const startOf = new Map(now.map((t) => [name(t), t.start]));
+    for (const t of hits({ ...m, tables: now })) out.add(startOf.get(name(t))!);
+  }
+  return [...out];
 }
 
 /**

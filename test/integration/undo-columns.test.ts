@@ -86,4 +86,58 @@ describe('undo across columns changed since the window (PostgreSQL 17)', () => {
       await cleanup();
     }
   });
+
+  it('with --table, a column change of another table in the window does not refuse the undo', async () => {
+    const { dir, cleanup } = await tempDir();
+    const db = await freshDatabase(server, 'undoscope');
+    const env = { PW: server.password };
+    const run = (args: string[]) => runCli(args, { cwd: dir, env });
+    let capture: CaptureProcess | undefined;
+    try {
+      await sql(
+        server,
+        db,
+        `CREATE TABLE orders (id int PRIMARY KEY, status text);
+         INSERT INTO orders SELECT i, 'open' FROM generate_series(1, 30) i;
+         CREATE TABLE users (id int PRIMARY KEY, name text);
+         INSERT INTO users SELECT i, 'u' || i FROM generate_series(1, 10) i;`,
+      );
+      expect((await run(['init', '--force', '--repo', 'repo'])).code).toBe(0);
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `repository: repo\ntargets:\n  scope:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
+      );
+      capture = quickCapture(dir, env, 'scope').start();
+      await capture.streaming();
+      expect((await run(['backup', 'scope'])).code).toBe(0);
+      const c = await connectTo(server, db);
+      const now = async () =>
+        (
+          await c.query<{ t: string }>(
+            `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
+          )
+        ).rows[0]!.t;
+      const since = await now();
+      await c.query("UPDATE orders SET status = 'cancelled'");
+      await c.query('ALTER TABLE users ADD COLUMN phone text');
+      await c.query("UPDATE users SET phone = '555' WHERE id = 1");
+      const until = await now();
+      await c.end();
+      await new Promise((r) => setTimeout(r, 1500));
+
+      const window = ['undo', 'scope', '--since', since, '--until', until];
+      const all = await run(window);
+      expect(all.code).toBe(1);
+      expect(all.stderr).toContain('public.users');
+      const one = await run([...window, '--table', 'orders', '--apply']);
+      expect(one.code, one.stderr).toBe(0);
+      expect(
+        await sql(server, db, "SELECT count(*) FILTER (WHERE status = 'open') AS n FROM orders"),
+      ).toEqual([{ n: '30' }]);
+    } finally {
+      await capture?.stop();
+      await run(['capture', 'scope', '--drop-slot', '--confirm', 'scope']);
+      await cleanup();
+    }
+  });
 });
