@@ -206,3 +206,15 @@ export function queryOne(
 ): Promise<pg.QueryResult<Record<string, string | null>>> {
   return client.query({ text, queryMode: 'extended' } as pg.QueryConfig);
 }
+
+/**
+ * A server error as a user needs it: the message and, where the server
+ * gives one, its detail, which names the row ("Key (email)=(a@x) already
+ * exists."): without it a unique violation says which constraint, not which
+ * value.
+ */
+export function serverErrorText(err: unknown): string {
+  const e = err as { message?: string; detail?: string };
+  const message = e.message ?? String(err);
+  return e.detail === undefined || e.detail === '' ? message : `${message}: ${e.detail}`;
+}

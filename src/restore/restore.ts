@@ -2,7 +2,7 @@ import type { ResolvedTarget } from '../config/targets.js';
 import { FlashbackError, InterruptedError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard, refuseWrongIdentity } from '../guard/guard.js';
-import { connect, connectParams, type PgClient, queryOne } from '../pg/connect.js';
+import { connect, connectParams, type PgClient, queryOne, serverErrorText } from '../pg/connect.js';
 import { generateDdl } from '../pg/schema/ddl.js';
 import type { SchemaModel, TableModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
@@ -718,7 +718,7 @@ async function mergeTable(
     }
     throw new OperationError(
       'restore.merge',
-      `restoring ${t.schema}.${t.name} failed: ${e.message}; nothing was restored`,
+      `restoring ${t.schema}.${t.name} failed: ${serverErrorText(err)}; nothing was restored`,
       { cause: err },
     );
   }

@@ -51,7 +51,7 @@ import {
   spoolSource,
   type TableOverlay,
 } from '../history/state.js';
-import { connect, type PgClient, queryOne } from '../pg/connect.js';
+import { connect, type PgClient, queryOne, serverErrorText } from '../pg/connect.js';
 import { endOfFields } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
@@ -426,7 +426,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       try {
         return { order: (await runPlan(client, statements, reorderable)).order };
       } catch (err) {
-        return { order: statements, error: (err as Error).message };
+        return { order: statements, error: serverErrorText(err) };
       } finally {
         await client.query('ROLLBACK');
       }
@@ -520,7 +520,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
         if (err instanceof OperationError && err.code === 'undo.conflict') throw err;
         throw new OperationError(
           'undo.apply',
-          `undo failed${tenants === undefined ? '' : ` for ${o.by} = ${g.value} (tenants done before it stay undone)`}: ${(err as Error).message}; this transaction was rolled back`,
+          `undo failed${tenants === undefined ? '' : ` for ${o.by} = ${g.value} (tenants done before it stay undone)`}: ${serverErrorText(err)}; this transaction was rolled back`,
           { cause: err },
         );
       }
@@ -618,7 +618,7 @@ async function applyDirect(
     if (code === '23505' || code === '23P01') return undefined;
     throw new OperationError(
       'undo.apply',
-      `undo failed: ${(err as Error).message}; this transaction was rolled back`,
+      `undo failed: ${serverErrorText(err)}; this transaction was rolled back`,
       { cause: err },
     );
   }
@@ -1679,12 +1679,12 @@ async function runPlan(
     try {
       return await run(order);
     } catch (err) {
-      also.push(`${kinds.join(', ')}: ${(err as Error).message}`);
+      also.push(`${kinds.join(', ')}: ${serverErrorText(err)}`);
     }
   }
   // Keeps the SQLSTATE of the usual order's failure.
   throw Object.assign(
-    new Error(`${(first as Error).message} (in other orders too: ${also.join('; ')})`, {
+    new Error(`${serverErrorText(first)} (in other orders too: ${also.join('; ')})`, {
       cause: first,
     }),
     { code: (first as { code?: unknown }).code },

@@ -873,7 +873,10 @@ describe('undo', () => {
       ],
       validation: {
         ok: false,
-        error: expect.stringMatching(/violates foreign key constraint "members_team_id_fkey"/),
+        // The server's detail names the row, not only the constraint.
+        error: expect.stringMatching(
+          /violates foreign key constraint "members_team_id_fkey".*: Key \(team_id\)=\(1\) is not present in table "teams"/,
+        ),
       },
     });
     const r = await undoCli([
@@ -886,7 +889,9 @@ describe('undo', () => {
       'overwrite',
     ]);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/duplicate key value.*rolled back/s);
+    expect(r.stderr).toMatch(
+      /duplicate key value.*: Key \(.*\)=\(.*\) already exists\..*rolled back/s,
+    );
     expect(await rows(live, 'SELECT id, name FROM teams')).toEqual(['2\tred']);
     expect(await rows(live, 'SELECT id, team_id FROM members')).toEqual(['10\t2']);
   });
