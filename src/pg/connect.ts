@@ -27,30 +27,61 @@ export interface ConnectOptions {
  * Settings of every session Flashback opens, set first thing after it
  * connects, so a setting of the database, role or server cannot change what
  * values look like in text (what a backup stores, capture logs, and a
- * restore parses). Without them a database with `DateStyle = 'SQL, DMY'`
- * backs up 10 March as "10/03/2024" and restores it, under ISO, as 3
- * October; a TimeZone changed between a snapshot and the log makes the same
- * timestamptz key two texts; `extra_float_digits = 0` rounds floats;
- * `IntervalStyle = sql_standard` reads "-1 day +02:00" otherwise;
- * lc_monetary changes money's text. The replication session gets them too:
- * pgoutput writes the log's values with the walsender's settings
- * (PostgreSQL's own subscriptions pin the first three the same way).
+ * restore parses), nor stop the work half-way. Without them:
+ * - a database with `DateStyle = 'SQL, DMY'` backs up 10 March as
+ *   "10/03/2024" and restores it, under ISO, as 3 October; a TimeZone
+ *   changed between a snapshot and the log makes the same timestamptz key
+ *   two texts; `extra_float_digits = 0` rounds floats; `IntervalStyle =
+ *   sql_standard` reads "-1 day +02:00" otherwise; lc_monetary changes
+ *   money's text; `bytea_output = escape` stores bytea in another text (and
+ *   verify then finds the restored bytes "different");
+ * - `xmloption = document` on the target refuses an xml value that is
+ *   content; `standard_conforming_strings = off` reads backslashes in
+ *   literals;
+ * - a regclass or regtype value is printed unqualified when search_path
+ *   finds it, and read back through the target's search_path: with
+ *   `search_path = app, public` on the source, `app.items` came back as
+ *   `public.items`. Every session uses `public` alone (pg_catalog is then
+ *   searched first, as by default, and objects are created in public;
+ *   listing pg_catalog first would make it the schema unqualified CREATEs
+ *   go to). The schema model is read with an empty one
+ *   (src/pg/schema/read.ts);
+ * - `row_security = on` lets a role under a policy read only the rows the
+ *   policy shows: a backup would miss rows without a word. Off, such a read
+ *   is an error instead (owners, superusers and BYPASSRLS roles are not
+ *   affected), as pg_dump does;
+ * - a role's `statement_timeout`, `lock_timeout` or
+ *   `idle_in_transaction_session_timeout` (common on application roles)
+ *   would cancel a long COPY, or the session that holds a backup's
+ *   exported snapshot while the workers read.
+ * The replication session gets them too: pgoutput writes the log's values
+ * with the walsender's settings (PostgreSQL's own subscriptions pin the
+ * first three the same way).
  *
  * They are SET statements, not the startup parameter `options`: PgBouncer
  * refuses a connection that sends `options` ("unsupported startup
  * parameter") unless its ignore_startup_parameters lists it, and then drops
- * the settings. One round trip, once per connection.
+ * the settings. One round trip, once per connection. Values are SQL as SET
+ * takes them (a list, such as search_path's, unquoted).
  */
 export const SESSION_SETTINGS: ReadonlyArray<readonly [name: string, value: string]> = [
-  ['DateStyle', 'ISO, YMD'],
+  ['DateStyle', "'ISO, YMD'"],
   ['IntervalStyle', 'postgres'],
   ['extra_float_digits', '3'],
-  ['TimeZone', 'UTC'],
-  ['lc_monetary', 'C'],
+  ['TimeZone', "'UTC'"],
+  ['lc_monetary', "'C'"],
+  ['bytea_output', 'hex'],
+  ['xmloption', 'content'],
+  ['standard_conforming_strings', 'on'],
+  ['search_path', 'public'],
+  ['row_security', 'off'],
+  ['statement_timeout', '0'],
+  ['lock_timeout', '0'],
+  ['idle_in_transaction_session_timeout', '0'],
 ];
 
 /** The settings as one simple-protocol query (accepted by a replication session too). */
-const SET_SESSION = SESSION_SETTINGS.map(([name, value]) => `SET ${name} = '${value}'`).join('; ');
+const SET_SESSION = SESSION_SETTINGS.map(([name, value]) => `SET ${name} = ${value}`).join('; ');
 
 /** Returns every value as its text form. */
 const rawTypes = { getTypeParser: () => (value: string) => value };

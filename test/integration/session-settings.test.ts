@@ -125,4 +125,62 @@ describe('values in text whatever the database settings (PostgreSQL 17)', () => 
       await cleanup();
     }
   });
+
+  it('keeps regclass, regtype, bytea and xml exact, and is not cancelled by timeouts, whatever the database sets', async () => {
+    const { dir, cleanup } = await tempDir();
+    const db = await freshDatabase(server, 'paths');
+    const copy = `${db}_copy`;
+    const env = { PW: server.password };
+    const run = (args: string[]) => runCli(args, { cwd: dir, env });
+    try {
+      await sql(
+        server,
+        db,
+        `CREATE SCHEMA app;
+         CREATE TABLE app.items (id int PRIMARY KEY); CREATE TABLE public.items (id int PRIMARY KEY);
+         CREATE TYPE app.t AS (a int); CREATE TYPE public.t AS (b int);
+         CREATE TABLE misc (id int PRIMARY KEY, r regclass, ty regtype, b bytea, x xml);
+         INSERT INTO misc VALUES (1, 'app.items', 'app.t', '\\xdeadbeef', 'just text'),
+                                 (2, 'public.items', 'public.t', '\\x00ff', '<a>b</a>');`,
+      );
+      // Settings an application database may well have; every one of them
+      // changed a value's text, refused a value, or could cancel the work.
+      await sql(
+        server,
+        'postgres',
+        `ALTER DATABASE ${db} SET search_path = app, public;
+         ALTER DATABASE ${db} SET bytea_output = 'escape';
+         ALTER DATABASE ${db} SET xmloption = document;
+         ALTER DATABASE ${db} SET statement_timeout = '1ms'`,
+      );
+      expect((await run(['init', '--force', '--repo', 'repo'])).code).toBe(0);
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `repository: repo\ntargets:\n  paths:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
+      );
+      const b = await run(['backup', 'paths']);
+      expect(b.code, b.stderr).toBe(0);
+      const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${copy}`;
+      const r = await run(['restore', 'latest', '--to', url, '--create', '--confirm', copy]);
+      expect(r.code, r.stderr).toBe(0);
+      // Read in fixed settings (the harness's sessions have Flashback's).
+      const read = (d: string) =>
+        sql(server, d, 'SELECT id, r::text, ty::text, b::text, x::text FROM misc ORDER BY id');
+      const expected = [
+        { id: '1', r: 'app.items', ty: 'app.t', b: '\\xdeadbeef', x: 'just text' },
+        { id: '2', r: 'items', ty: 't', b: '\\x00ff', x: '<a>b</a>' },
+      ];
+      expect(await read(db)).toEqual(expected);
+      expect(await read(copy)).toEqual(expected);
+
+      // Back into the database itself, whose xmloption is document and search_path app first.
+      await sql(server, db, 'DELETE FROM misc');
+      const back = await run(['restore', 'latest', '--table', 'misc', '--to', 'paths']);
+      expect(back.code, back.stderr).toBe(0);
+      expect(await read(db)).toEqual(expected);
+    } finally {
+      await sql(server, 'postgres', `DROP DATABASE IF EXISTS ${copy}`);
+      await cleanup();
+    }
+  });
 });
