@@ -149,11 +149,13 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
       }
       const estimates = await estimateSizes(coordinator, tables);
       const db = (
-        await coordinator.query<{ enc: string; collate: string; ctype: string }>(
-          `SELECT pg_encoding_to_char(encoding) AS enc, datcollate AS collate, datctype AS ctype
-             FROM pg_database WHERE datname = current_database()`,
+        await coordinator.query<{ enc: string; collate: string; ctype: string; d: string }>(
+          // (to_jsonb: the provider's columns differ by version: daticulocale 15-16, datlocale 17+.)
+          `SELECT pg_encoding_to_char(encoding) AS enc, datcollate AS collate, datctype AS ctype, to_jsonb(d)::text AS d
+             FROM pg_database d WHERE datname = current_database()`,
         )
       ).rows[0]!;
+      const locale = databaseLocale(JSON.parse(db.d) as Record<string, string | null | undefined>);
       const { tables: previous, finishedAt: previousAt } = await previousTables(repo, target.name);
 
       const n = Math.max(1, Math.min(options.workers ?? 2, tables.length));
@@ -224,6 +226,7 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
         encoding: db.enc,
         collate: db.collate,
         ctype: db.ctype,
+        ...locale,
         systemIdentifier: info.identity.systemIdentifier,
         host: info.identity.host,
         serverVersion: info.version,
@@ -456,4 +459,19 @@ async function previousTables(
     }
   }
   return { tables: new Map() };
+}
+
+/** A database's locale provider, when not libc, with its locale and ICU rules (pg_database as JSON). */
+function databaseLocale(
+  d: Record<string, string | null | undefined>,
+): Pick<SnapshotManifest, 'localeProvider' | 'locale' | 'icuRules'> {
+  const provider =
+    d.datlocprovider === 'i' ? 'icu' : d.datlocprovider === 'b' ? 'builtin' : undefined;
+  if (provider === undefined) return {};
+  const locale = d.datlocale ?? d.daticulocale ?? undefined;
+  return {
+    localeProvider: provider,
+    ...(locale === undefined || locale === null ? {} : { locale }),
+    ...(d.daticurules === undefined || d.daticurules === null ? {} : { icuRules: d.daticurules }),
+  };
 }

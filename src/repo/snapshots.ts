@@ -78,6 +78,15 @@ export interface SnapshotManifest<Schema = unknown> {
   readonly encoding: string;
   readonly collate: string;
   readonly ctype: string;
+  /**
+   * The database's locale provider when it is not libc (PostgreSQL 15+:
+   * `CREATE DATABASE … LOCALE_PROVIDER icu`), with its locale and ICU rules
+   * (16+). Absent: libc, or a snapshot from before it was recorded. Text
+   * sorts by it, so a restore without it would order keys otherwise.
+   */
+  readonly localeProvider?: 'icu' | 'builtin';
+  readonly locale?: string;
+  readonly icuRules?: string;
   readonly systemIdentifier: string;
   readonly host: string;
   readonly serverVersion: string;

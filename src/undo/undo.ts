@@ -1899,7 +1899,8 @@ async function writeScript(
   const { to: copyTo } = await import('pg-copy-streams');
   const parts: string[] = [
     `-- flashback undo of ${base.selection} on target "${base.target}" (rows before the window from snapshot ${base.snapshot} and the change log)`,
-    '-- Review, then run with: psql --single-transaction -v ON_ERROR_STOP=1 -f THIS_FILE',
+    // (Not --single-transaction: the script is its own BEGIN … COMMIT.)
+    '-- Review, then run with: psql -v ON_ERROR_STOP=1 -f THIS_FILE (one transaction: BEGIN … COMMIT below)',
     'BEGIN;',
   ];
   for (const { t, u } of staged) {

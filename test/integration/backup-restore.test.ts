@@ -716,3 +716,49 @@ describe('values larger than a chunk', () => {
     }
   });
 });
+
+describe('a database with the ICU locale provider', () => {
+  it('restore --create keeps the provider and locale, so text sorts as on the source', async () => {
+    const { dir, cleanup } = await tempDir();
+    const server = testServers().find((s) => s.major === 17)!;
+    const db = `icu_${Math.random().toString(16).slice(2, 8)}`;
+    const copy = `${db}_copy`;
+    try {
+      await sql(
+        server,
+        'postgres',
+        `CREATE DATABASE ${db} LOCALE_PROVIDER icu ICU_LOCALE 'sv-SE' LOCALE 'C.UTF-8' TEMPLATE template0`,
+      );
+      await sql(
+        server,
+        db,
+        "CREATE TABLE words (w text PRIMARY KEY); INSERT INTO words VALUES ('y'), ('ü'), ('z'), ('å'), ('Å'), ('ä'), ('ö')",
+      );
+      expect((await runCli(['init', '--repo', path.join(dir, 'repo')], { cwd: dir })).code).toBe(0);
+      const url = (d: string) =>
+        `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${d}`;
+      const b = await runCli(['backup', url(db), '--repo', 'repo'], { cwd: dir });
+      expect(b.code, b.stderr).toBe(0);
+      const r = await runCli(
+        ['restore', 'latest', '--to', url(copy), '--create', '--confirm', copy, '--repo', 'repo'],
+        { cwd: dir },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      const locale = (d: string) =>
+        sql(
+          server,
+          'postgres',
+          `SELECT datlocprovider::text AS p, to_jsonb(d)->>'datlocale' AS l FROM pg_database d WHERE datname = '${d}'`,
+        );
+      expect(await locale(copy)).toEqual([{ p: 'i', l: 'sv-SE' }]);
+      const order = (d: string) => sql(server, d, 'SELECT w FROM words ORDER BY w');
+      expect(await order(copy)).toEqual(await order(db));
+      // (Swedish order, not libc's: å, ä, ö after z.)
+      expect((await order(db)).map((x) => x.w)).toEqual(['y', 'ü', 'z', 'å', 'Å', 'ä', 'ö']);
+    } finally {
+      await sql(server, 'postgres', `DROP DATABASE IF EXISTS ${copy}`);
+      await sql(server, 'postgres', `DROP DATABASE IF EXISTS ${db}`);
+      await cleanup();
+    }
+  });
+});

@@ -744,8 +744,38 @@ describe('undo', () => {
     expect(script.indexOf('DELETE FROM ONLY public.accounts')).toBeLessThan(
       script.indexOf('INSERT INTO public.accounts'),
     );
-    const r = await undoCli(['--tx', String(x), '--apply', '--confirm', name]);
-    expect(r.code, r.stderr).toBe(0);
+    // Run as its header says (Debian's psql): it applies the undo, with no warning.
+    expect(script).toContain('-- Review, then run with: psql -v ON_ERROR_STOP=1 -f THIS_FILE');
+    const psql = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const p = spawn(
+        '/usr/bin/psql',
+        [
+          '-h',
+          server.host,
+          '-p',
+          String(server.port),
+          '-U',
+          server.user,
+          '-d',
+          db,
+          '-v',
+          'ON_ERROR_STOP=1',
+          '-q',
+          '-f',
+          out,
+        ],
+        {
+          env: { ...process.env, PGPASSWORD: server.password },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        },
+      );
+      let stderr = '';
+      p.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+      });
+      p.on('exit', (code) => resolve({ code, stderr }));
+    });
+    expect(psql).toEqual({ code: 0, stderr: '' });
     expect(await rows(live, 'SELECT id, email FROM accounts ORDER BY id')).toEqual([
       '1\ta@example.com',
       '2\tb@example.com',
