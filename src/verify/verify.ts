@@ -18,7 +18,7 @@ import { Readable } from 'node:stream';
 import { isDeepStrictEqual } from 'node:util';
 import { Chunker, MAX_CHUNK_BYTES } from '../backup/chunker.js';
 import type { ResolvedTarget } from '../config/targets.js';
-import { InterruptedError } from '../errors.js';
+import { InterruptedError, OperationError } from '../errors.js';
 import { connect, type PgClient } from '../pg/connect.js';
 import { CopyOut, tableCopySql } from '../pg/copy-out.js';
 import type { SchemaModel } from '../pg/schema/model.js';
@@ -124,6 +124,13 @@ export async function verifySnapshot(options: VerifyOptions): Promise<VerifyRepo
         signal: options.signal,
       });
     } catch (err) {
+      if (snapshotFault(err)) {
+        // The snapshot's own DDL or rows fail to restore (an object it needs
+        // was not reproducible, say): it cannot be restored, whatever the
+        // scratch server. A FAIL, not a verification that could not run.
+        problems.push({ message: `the snapshot does not restore: ${err.message}` });
+        return report(false, (Date.now() - started) / 1000, [], 0);
+      }
       if (!(err instanceof ChunkError)) throw err;
       // A damaged or missing chunk: the snapshot does not restore. Name every place it is used.
       problems.push(...chunkProblems(manifest, err));
@@ -151,6 +158,22 @@ export async function verifySnapshot(options: VerifyOptions): Promise<VerifyRepo
   } finally {
     await scratch.drop(dbName).catch(() => {});
   }
+}
+
+/**
+ * Whether a restore failed because of what the snapshot holds: a statement
+ * of its schema, or its rows, refused by the server for what they are
+ * (SQLSTATE classes such as 42, undefined object, or 22, data), not for the
+ * scratch server's state (08 connection, 53 resources such as a full disk,
+ * 57 operator intervention, 58 system, XX internal).
+ */
+function snapshotFault(err: unknown): err is OperationError {
+  if (!(err instanceof OperationError)) return false;
+  if (err.code !== 'restore.ddl' && err.code !== 'restore.load') return false;
+  const state = (err.cause as { code?: unknown } | undefined)?.code;
+  return (
+    typeof state === 'string' && /^[0-9A-Z]{5}$/.test(state) && !/^(08|53|57|58|XX)/.test(state)
+  );
 }
 
 /** Every table and chunk position that references a chunk that failed to read. */

@@ -155,6 +155,29 @@ describe('verify', () => {
     expect(problems.map((p) => p.message).join('\n')).toContain('rows after restore');
   });
 
+  it('fails (exit 8, not "could not run") a snapshot whose schema does not restore', async () => {
+    // A text search configuration is not reproduced (the backup says so); a
+    // generated column needs it, so the table cannot be created.
+    const db = await freshDatabase(server, 'unrestorable');
+    await sql(
+      server,
+      db,
+      `CREATE TEXT SEARCH CONFIGURATION my_ts (COPY = english);
+       CREATE TABLE docs (id int PRIMARY KEY, body text,
+         v tsvector GENERATED ALWAYS AS (to_tsvector('my_ts'::regconfig, body)) STORED);
+       INSERT INTO docs (id, body) VALUES (1, 'the quick brown fox')`,
+    );
+    const own = path.join(dir, 'unrestorable');
+    expect((await runCli(['init', '--force', '--repo', own], { cwd: dir })).code).toBe(0);
+    const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${db}`;
+    const b = await runCli(['backup', url, '--repo', own], { cwd: dir });
+    expect(b.code, b.stderr).toBe(0);
+    const r = await runCli(['verify', 'latest', '--repo', own], { cwd: dir });
+    expect(r.code, r.stdout + r.stderr).toBe(ExitCode.damaged);
+    expect(r.stdout).toContain('the snapshot does not restore');
+    expect(r.stdout).toContain('my_ts');
+  });
+
   it('verifies in a configured scratch target, which must be unprotected, and leaves nothing there', async () => {
     const yaml = (protectedScratch: boolean) =>
       `repository: repo\nverify:\n  scratch: scratch\n${targetYaml(server, dbName)}` +

@@ -32,9 +32,11 @@ and every table read back and re-cut into chunks gives the same sha256 and
 row count per chunk as the backup stored. The result is recorded in the
 repository; \`list\` and \`status\` show it.
 
-Exit codes: 0 every snapshot verified; 8 a snapshot differs or has a damaged
-chunk (the output names snapshot, table and chunk); 1 verify could not run
-(e.g. no scratch server); 3 usage; 6 no repository; 130 interrupted.`,
+Exit codes: 0 every snapshot verified; 8 a snapshot differs, has a damaged
+chunk, or does not restore (its schema or rows refused: the output names
+snapshot, table and chunk, or the statement); 1 verify could not run (e.g.
+no scratch server, or the scratch server's disk full); 3 usage; 6 no
+repository; 130 interrupted.`,
     )
     .action(async (ref: string | undefined, opts: VerifyFlags, self: Command) => {
       process.exitCode = await runVerify(context(self), ref, opts);
