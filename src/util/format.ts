@@ -9,7 +9,9 @@ export function formatBytes(n: number): string {
     v /= 1000;
     i++;
   }
-  return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+  // (Bytes are whole, except a rate: 17.07 B/s, not 17.072590019747622 B/s.)
+  if (i === 0) return `${Number.isInteger(v) ? v : v.toFixed(v < 10 ? 2 : 1)} B`;
+  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
 }
 
 /** A duration in seconds as `12 s`, `4 min`, `3.5 h`, `2.1 d`. */
