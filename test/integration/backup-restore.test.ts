@@ -762,3 +762,62 @@ describe('a database with the ICU locale provider', () => {
     }
   });
 });
+
+describe('"latest" in a repository of several targets', () => {
+  it('is refused as ambiguous; a target name stands for its newest snapshot', async () => {
+    const { dir, cleanup } = await tempDir();
+    const server = testServers().find((s) => s.major === 17)!;
+    const a = await freshDatabase(server, 'src_a');
+    const b = await freshDatabase(server, 'src_b');
+    const copy = `${a}_copy`;
+    try {
+      await sql(
+        server,
+        a,
+        "CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'from a')",
+      );
+      await sql(
+        server,
+        b,
+        "CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'from b')",
+      );
+      expect((await runCli(['init', '--repo', path.join(dir, 'repo')], { cwd: dir })).code).toBe(0);
+      const t = (n: string, db: string) =>
+        `  ${n}:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`;
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `repository: ./repo\ntargets:\n${t('a', a)}${t('b', b)}`,
+      );
+      const env = { PW: server.password };
+      expect((await runCli(['backup', 'a'], { cwd: dir, env })).code).toBe(0);
+      expect((await runCli(['backup', 'b'], { cwd: dir, env })).code).toBe(0);
+      // The newest snapshot is b's: merged into a, it would put b's rows there.
+      await sql(server, a, 'DELETE FROM items');
+      const latest = await runCli(['restore', 'latest', '--to', 'a', '--table', 'items'], {
+        cwd: dir,
+        env,
+      });
+      expect(latest.code).toBe(ExitCode.usage);
+      expect(latest.stderr).toContain(
+        '"latest" is ambiguous: the repository holds snapshots of 2 targets (a, b)',
+      );
+      expect(await sql(server, a, 'SELECT v FROM items')).toEqual([]);
+      const named = await runCli(['restore', 'a', '--to', 'a', '--table', 'items'], {
+        cwd: dir,
+        env,
+      });
+      expect(named.code, named.stderr).toBe(0);
+      expect(await sql(server, a, 'SELECT v FROM items')).toEqual([{ v: 'from a' }]);
+      const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${copy}`;
+      const whole = await runCli(['restore', 'b', '--to', url, '--create', '--confirm', copy], {
+        cwd: dir,
+        env,
+      });
+      expect(whole.code, whole.stderr).toBe(0);
+      expect(await sql(server, copy, 'SELECT v FROM items')).toEqual([{ v: 'from b' }]);
+    } finally {
+      await sql(server, 'postgres', `DROP DATABASE IF EXISTS ${copy}`);
+      await cleanup();
+    }
+  });
+});

@@ -48,7 +48,7 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
     .description('restore a snapshot, some of its tables, or some of their rows, into a database')
     .argument(
       '<snapshot>',
-      'snapshot id, a unique prefix of one, or "latest"; with --at/--lsn/--before-xid also the source target\'s name',
+      "snapshot id, a unique prefix of one, a target's name (its newest snapshot), or \"latest\" (refused when the repository holds several targets' snapshots); with --at/--lsn/--before-xid the source target's name, or a snapshot of it",
     )
     .requiredOption('--to <target>', 'target name or postgres:// URL to restore into')
     .option(
@@ -128,6 +128,37 @@ manifest, a chunk or a change-log segment it reads is missing or damaged
     });
 }
 
+/**
+ * The snapshot a restore without a moment names: an id (or prefix), a
+ * target's name or URL (its newest snapshot), or `latest`, which is refused
+ * when the repository holds snapshots of several targets: the newest of any
+ * of them may be another database's, and `--table` would merge its rows
+ * into this one.
+ */
+async function snapshotToRestore(
+  ctx: CliContext,
+  repo: Repository,
+  config: FlashbackConfig,
+  ref: string,
+): Promise<SnapshotManifest> {
+  const store = SnapshotStore.of(repo);
+  if (ref in config.targets || isTargetUrl(ref)) {
+    return store.resolve('latest', resolveTarget(ref, config, ctx.env).name);
+  }
+  if (ref === 'latest') {
+    const targets = [...new Set((await store.all()).map((m) => m.target))];
+    if (targets.length > 1) {
+      throw new UsageError(
+        `"latest" is ambiguous: the repository holds snapshots of ${targets.length} targets (${targets.slice(0, 5).join(', ')}${targets.length > 5 ? ', …' : ''})`,
+        {
+          hint: `name the source instead (its newest snapshot): \`flashback restore ${targets[0]} --to …\`, or a snapshot id from \`flashback list\``,
+        },
+      );
+    }
+  }
+  return store.resolve(ref);
+}
+
 async function runRestore(ctx: CliContext, ref: string, opts: RestoreFlags): Promise<number> {
   if (!['skip', 'update', 'fail'].includes(opts.onConflict)) {
     throw new UsageError(`--on-conflict: expected skip, update or fail, got "${opts.onConflict}"`);
@@ -166,7 +197,7 @@ async function restoreFrom(
   let asOf: string | undefined;
   let overlay: Overlay | undefined;
   if (point === undefined) {
-    manifest = (await SnapshotStore.of(repo).resolve(ref)) as SnapshotManifest<SchemaModel>;
+    manifest = (await snapshotToRestore(ctx, repo, config, ref)) as SnapshotManifest<SchemaModel>;
   } else {
     // The source is a target (its newest usable snapshot) or a chosen snapshot of one.
     const isTarget = ref in config.targets || isTargetUrl(ref);
