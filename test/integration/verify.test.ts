@@ -178,6 +178,25 @@ describe('verify', () => {
     expect(r.stdout).toContain('my_ts');
   });
 
+  it('passes a table the backup reported as restored otherwise (inherited column order)', async () => {
+    const db = await freshDatabase(server, 'inherits');
+    await sql(
+      server,
+      db,
+      `CREATE TABLE ip (id int PRIMARY KEY); CREATE TABLE ic (b int) INHERITS (ip);
+       ALTER TABLE ip ADD COLUMN z int; INSERT INTO ic VALUES (1, 2, 3)`,
+    );
+    const own = path.join(dir, 'inherits');
+    expect((await runCli(['init', '--force', '--repo', own], { cwd: dir })).code).toBe(0);
+    const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${db}`;
+    const b = await runCli(['backup', url, '--repo', own], { cwd: dir });
+    expect(b.code, b.stderr).toBe(0);
+    expect(b.stdout + b.stderr).toContain('inherited column order');
+    const r = await runCli(['verify', 'latest', '--repo', own], { cwd: dir });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain('PASS');
+  });
+
   it('verifies in a configured scratch target, which must be unprotected, and leaves nothing there', async () => {
     const yaml = (protectedScratch: boolean) =>
       `repository: repo\nverify:\n  scratch: scratch\n${targetYaml(server, dbName)}` +
