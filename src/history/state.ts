@@ -183,10 +183,16 @@ export async function planPointInTime(
   target: string,
   point: PointInTime,
   snapshotRef?: string,
+  /** What needs the moment, in messages: a restore (default), or an undo of what came after it. */
+  purpose: 'restore' | 'undo' = 'restore',
 ): Promise<PointInTimePlan> {
   const logs = await targetLogs(repo.storage, runScope(target));
   if (logs.length === 0) {
-    throw new UsageError(`target "${target}" has no change log: a restore to a moment needs one`, {
+    const why =
+      purpose === 'undo'
+        ? 'undo reads the changes to undo from one'
+        : 'a restore to a moment needs one';
+    throw new UsageError(`target "${target}" has no change log: ${why}`, {
       hint: `start one with \`flashback capture ${target}\` (it covers changes from then on)`,
     });
   }
@@ -271,7 +277,7 @@ export async function planPointInTime(
   }
   if (manifest === undefined) {
     throw new UsageError(
-      `no snapshot of "${target}" to start from: a restore to ${describePoint(point)} needs a snapshot taken after the change log${logs.length > 1 ? ` (log ${k + 1})` : ''} began (${info.startLsn}, ${info.created}) and before that moment`,
+      `no snapshot of "${target}" to start from: ${purpose === 'undo' ? `undo rebuilds the rows as they were ${point.kind === 'time' ? `at ${point.at}` : describePoint(point)}, which needs` : `a restore to ${describePoint(point)} needs`} a snapshot taken after the change log${logs.length > 1 ? ` (log ${k + 1})` : ''} began (${info.startLsn}, ${info.created}) and before that moment`,
       { hint: noBaseHint(target, point, info.created, every) },
     );
   }

@@ -701,6 +701,8 @@ async function readWindow(o: UndoOptions): Promise<{
     o.repo,
     o.target.name,
     sel.kind === 'tx' ? { kind: 'xid', xid: sel.xid } : { kind: 'time', at: sel.since },
+    undefined,
+    'undo',
   );
   const onProgress = (p: OverlayProgress) => o.onProgress?.({ phase: 'log', ...p });
   // What each schema change left (read once: which tables the window

@@ -36,6 +36,12 @@ describe('undo across columns changed since the window (PostgreSQL 17)', () => {
         path.join(dir, 'flashback.yaml'),
         `repository: repo\ntargets:\n  cols:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
       );
+      // Before capture: said in undo's words, not a restore's.
+      const early = await run(['undo', 'cols', '--tx', '1']);
+      expect(early.code).toBe(3);
+      expect(early.stderr).toContain(
+        'target "cols" has no change log: undo reads the changes to undo from one',
+      );
       capture = quickCapture(dir, env, 'cols').start();
       await capture.streaming();
       expect((await run(['backup', 'cols'])).code).toBe(0);

@@ -90,7 +90,8 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
       `
 Without --table/--where, the whole snapshot goes into an empty database.
 With them, rows are merged into existing tables: by default only rows whose
-key is absent are inserted and the rest counted as skipped. One transaction:
+key is absent are inserted and the rest counted as skipped (the table's
+triggers fire on them, as on any write). One transaction:
 a failure leaves the target as it was. Protected targets need --confirm.
 --dry-run stages the rows and tries the merge inside a transaction that is
 rolled back: the counts are exact, and a merge that would fail (a key that
