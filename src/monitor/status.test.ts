@@ -4,7 +4,7 @@ import type { RunRecord } from '../repo/runs.js';
 import { AlertTracker } from './alerts.js';
 import type { ChangeLogFacts } from './changelog-facts.js';
 import { Metrics } from './metrics.js';
-import { evaluateStatus, previousDue } from './status.js';
+import { evaluateStatus, missingSnapshots, previousDue } from './status.js';
 
 const NOW = new Date('2026-11-21T12:00:00.000Z');
 const hoursAgo = (h: number): string => new Date(NOW.getTime() - h * 3_600_000).toISOString();
@@ -237,6 +237,32 @@ describe('status evaluation', () => {
     expect(attributed.severity).toBe('critical');
     // No run record names s2: every target hears of it.
     expect(found(judge([]), 'staging').map((f) => f[1])).toEqual(['s2', 's3']);
+  });
+
+  it('finds a committed snapshot gone without a prune tombstone, excusing those a legacy prune may have removed', () => {
+    const runs = [
+      run('backup', 5, true, { snapshot: 'old' }),
+      run('prune', 4, true), // before tombstones: it may have removed "old"
+      run('backup', 3, true, { snapshot: 'pruned' }),
+      run('backup', 2, true, { snapshot: 'gone' }),
+      run('backup', 1, true, { snapshot: 'here' }),
+      run('prune', 0.5, true, { details: { tombstones: 1 } }),
+      run('backup', 0.2, false),
+    ];
+    const missing = missingSnapshots(runs, new Set(['here']), new Set(['pruned']));
+    expect(missing).toEqual(['gone']);
+    const r = evaluateStatus({
+      now: NOW,
+      config,
+      snapshots: [snap('here', 1)],
+      missing,
+      runs: [...runs, run('verify', 0.5, true, { snapshot: 'here' })],
+    });
+    expect(r.targets[0]!.findings.map((f) => [f.severity, f.kind, f.snapshot])).toContainEqual([
+      'critical',
+      'snapshot-missing',
+      'gone',
+    ]);
   });
 
   it('a scheduled job that did not run is a finding; one that ran is not', () => {

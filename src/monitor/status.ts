@@ -15,6 +15,8 @@
  * - a snapshot whose latest verification found differences (critical if no
  *   newer snapshot passed since, else warning: restoring that one would fail);
  * - a verification that could not run (warning);
+ * - a snapshot a backup committed that is gone without a prune's tombstone
+ *   (critical: deleted by hand or lost);
  * - a snapshot whose manifest cannot be read (critical when damaged: it
  *   cannot be restored, and "latest" and moments are chosen without it;
  *   warning when of a newer format), of the target named by the backup's
@@ -66,6 +68,7 @@ export type FindingKind =
   | 'verify-error'
   | 'check-failed'
   | 'snapshot-unreadable'
+  | 'snapshot-missing'
   | 'missed-run'
   | 'recovery-point'
   | 'log-unjoined'
@@ -156,6 +159,8 @@ export interface StatusInput {
   readonly snapshots: readonly SnapshotSummary[];
   /** Snapshots whose manifest cannot be read (damaged, or of a newer format). */
   readonly unreadable?: readonly UnreadableSnapshot[] | undefined;
+  /** Snapshots a backup committed whose manifest is gone, and no prune removed (missingSnapshots). */
+  readonly missing?: readonly string[] | undefined;
   readonly runs: readonly RunRecord[];
   /** Targets' change logs (read by `readStatus`); targets without one are absent. */
   readonly changeLogs?: readonly ChangeLogFacts[] | undefined;
@@ -179,6 +184,36 @@ const RANK: Record<Severity, number> = { ok: 0, warning: 1, critical: 2 };
 /** The worse of two severities. */
 export function worst(a: Severity, b: Severity): Severity {
   return RANK[a] >= RANK[b] ? a : b;
+}
+
+/**
+ * Snapshots that a successful backup committed and that are gone without a
+ * prune's tombstone: deleted by hand, lost with the storage, or never
+ * copied over. A prune from before tombstones (its record lacks the
+ * `tombstones` detail) that finished after the backup may have removed it:
+ * such a snapshot is not counted, rather than give an old repository false
+ * alarms.
+ */
+export function missingSnapshots(
+  runs: readonly RunRecord[],
+  present: ReadonlySet<string>,
+  pruned: ReadonlySet<string>,
+): string[] {
+  const legacyPrunes = runs
+    .filter((r) => r.kind === 'prune' && r.details?.tombstones === undefined)
+    .map((r) => r.finishedAt);
+  const lastLegacy = legacyPrunes.reduce((a, b) => (b > a ? b : a), '');
+  return runs
+    .filter(
+      (r) =>
+        r.kind === 'backup' &&
+        r.ok &&
+        r.snapshot !== null &&
+        !present.has(r.snapshot) &&
+        !pruned.has(r.snapshot) &&
+        r.finishedAt > lastLegacy,
+    )
+    .map((r) => r.snapshot!);
 }
 
 /** What status needs of a snapshot. */
@@ -240,6 +275,11 @@ export async function readStatus(
 ): Promise<StatusReport> {
   const { snapshots, unreadable } = await snapshotSummaries(repo);
   const runs = await new RunStore(repo.storage).list();
+  const missing = missingSnapshots(
+    runs,
+    new Set([...snapshots.map((s) => s.id), ...unreadable.map((u) => u.id)]),
+    await new SnapshotStore(repo.storage).pruned(),
+  );
   // Change logs are kept per target name: look for one of every target known.
   const candidates = [
     ...new Set([
@@ -259,6 +299,7 @@ export async function readStatus(
     targets: options.targets,
     snapshots,
     unreadable,
+    missing,
     runs,
     changeLogs,
     captureFailures: options.captureFailures,
@@ -407,6 +448,18 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
         `the last check of the repository (${lastCheck.finishedAt}) could not finish: ${lastCheck.error.message}`,
       );
     }
+  }
+
+  // A snapshot gone without prune removing it (a backup of this target committed it).
+  for (const id of input.missing ?? []) {
+    const by = input.runs.find((r) => r.kind === 'backup' && r.snapshot === id);
+    if (by?.target !== target) continue;
+    add(
+      'critical',
+      'snapshot-missing',
+      `snapshot ${id} of "${target}", committed by the backup of ${by.finishedAt}, is gone from the repository and no prune removed it: copy snapshots/${id}.json back from a copy of the repository (\`flashback check\` then checks its chunks)`,
+      id,
+    );
   }
 
   // A manifest that cannot be read: its target is the one whose backup wrote it, if recorded.

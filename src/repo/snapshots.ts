@@ -125,6 +125,10 @@ function manifestKey(id: string): string {
   return `snapshots/${id}.json`;
 }
 
+function tombstoneKey(id: string): string {
+  return `snapshots/${id}.pruned`;
+}
+
 /**
  * A manifest this build cannot read: damaged (DamagedError `snapshot.damaged`,
  * exit 8) or of a newer format (RepositoryError `repository.version`).
@@ -170,9 +174,25 @@ export class SnapshotStore {
    * Deletes a snapshot: removing its manifest makes it disappear atomically
    * (its chunks become unreferenced, for prune to collect). Only prune calls
    * this, under the exclusive lock. Deleting a missing snapshot is not an error.
+   * A tombstone (`snapshots/<id>.pruned`) is written first, so a manifest
+   * gone without one was not removed by prune: status says so (`pruned`).
    */
   async delete(id: string): Promise<void> {
+    await this.storage.write(
+      tombstoneKey(id),
+      Buffer.from(`${JSON.stringify({ pruned: new Date().toISOString() })}\n`),
+    );
     await this.storage.delete(manifestKey(id));
+  }
+
+  /** The ids of every snapshot prune removed (those with a tombstone). */
+  async pruned(): Promise<Set<string>> {
+    const out = new Set<string>();
+    for await (const obj of this.storage.list('snapshots/')) {
+      const m = /^snapshots\/(.+)\.pruned$/.exec(obj.key);
+      if (m !== null && ID.test(m[1]!)) out.add(m[1]!);
+    }
+    return out;
   }
 
   /** Reads one manifest; rejects a newer format version. */

@@ -345,7 +345,8 @@ const JOBS: Record<
   async prune({ job, options, signal, hooks }) {
     const r = await recordRun(
       options.repo,
-      { kind: 'prune', target: job.target, trigger: 'schedule' },
+      // (tombstones: this prune leaves one per snapshot it removes; see readStatus.)
+      { kind: 'prune', target: job.target, trigger: 'schedule', details: { tombstones: 1 } },
       async () => {
         const p = await prune({
           repo: options.repo,

@@ -444,6 +444,24 @@ describe('check', () => {
     expect(r.report.findings).toEqual([
       expect.objectContaining({ severity: 'info', kind: 'chunks-unreferenced' }),
     ]);
+    // No prune removed it (no tombstone): status says a snapshot went missing.
+    const status = await runCli(
+      ['status', '--target', 'prod', '--repository-only', '--json', '--repo', repo],
+      { cwd: dir },
+    );
+    expect(status.code).toBe(ExitCode.critical);
+    const prod = (
+      JSON.parse(status.stdout) as {
+        targets: Array<{ findings: Array<{ kind: string; message: string; snapshot?: string }> }>;
+      }
+    ).targets[0]!;
+    expect(prod.findings).toContainEqual(
+      expect.objectContaining({
+        kind: 'snapshot-missing',
+        snapshot: s1.id,
+        message: expect.stringContaining('is gone from the repository and no prune removed it'),
+      }),
+    );
   });
 
   it('warns about an unreadable run record (exit 1), and stops at an exclusive lock (exit 7)', async () => {

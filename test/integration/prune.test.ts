@@ -247,6 +247,9 @@ describe('prune', () => {
     });
     await assertIntact({ check: false });
     for (const id of [s1, s3, s4]) await assertRestores(id);
+    // The removed snapshot left a tombstone: status does not take it for lost.
+    const status = await cli(['status', '--repository-only', '--json']);
+    expect(status.stdout).not.toContain('snapshot-missing');
   });
 
   it('SIGKILL after the manifests are deleted: no chunk is missing, and the next prune frees the rest', async () => {

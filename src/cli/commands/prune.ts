@@ -62,7 +62,13 @@ async function runPrune(
   } else {
     ({ value: result } = await recordRun(
       repo,
-      { kind: 'prune', target: opts.target ?? null, trigger: 'command' },
+      // (tombstones: this prune leaves one per snapshot it removes; see readStatus.)
+      {
+        kind: 'prune',
+        target: opts.target ?? null,
+        trigger: 'command',
+        details: { tombstones: 1 },
+      },
       async () => {
         const r = await run();
         return {
