@@ -285,6 +285,9 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
       await faultpoint('prune.during-chunks');
       await forEachLimited(rest, limit, (c) => chunks.delete(c.id), options.signal);
     }
+    // Tombstones a full disk refused, now that chunks are freed. (Still
+    // refused: status will take those snapshots for lost, and say so loudly.)
+    await snapshots.writeTombstones().catch(() => {});
     // (3) Change logs, back to the oldest snapshot remaining.
     const logs = await pruneLogs(storage, withPolicy, await snapshots.all(), {
       dryRun: false,

@@ -174,15 +174,30 @@ export class SnapshotStore {
    * Deletes a snapshot: removing its manifest makes it disappear atomically
    * (its chunks become unreferenced, for prune to collect). Only prune calls
    * this, under the exclusive lock. Deleting a missing snapshot is not an error.
-   * A tombstone (`snapshots/<id>.pruned`) is written first, so a manifest
+   * A tombstone (`snapshots/<id>.pruned`) is written after, so a manifest
    * gone without one was not removed by prune: status says so (`pruned`).
+   * After, not before: on a full disk (what prune is run for) the deleted
+   * manifest makes room for it. One that cannot be written yet is kept for
+   * `writeTombstones`, which prune calls again once chunks are freed.
    */
   async delete(id: string): Promise<void> {
-    await this.storage.write(
-      tombstoneKey(id),
-      Buffer.from(`${JSON.stringify({ pruned: new Date().toISOString() })}\n`),
-    );
     await this.storage.delete(manifestKey(id));
+    this.unmarked.add(id);
+    await this.writeTombstones().catch(() => {});
+  }
+
+  /** Removed snapshots whose tombstone is not written yet (see delete). */
+  private readonly unmarked = new Set<string>();
+
+  /** Writes the tombstones delete could not; throws if one still cannot be. */
+  async writeTombstones(): Promise<void> {
+    for (const id of [...this.unmarked]) {
+      await this.storage.write(
+        tombstoneKey(id),
+        Buffer.from(`${JSON.stringify({ pruned: new Date().toISOString() })}\n`),
+      );
+      this.unmarked.delete(id);
+    }
   }
 
   /** The ids of every snapshot prune removed (those with a tombstone). */

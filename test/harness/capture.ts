@@ -12,10 +12,12 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { PgClient } from '../../src/pg/connect.js';
 import { ChangeLog, readTransactions, type Transaction } from '../../src/repo/changelog.js';
 import { LocalStorage } from '../../src/storage/local.js';
-import { CLI } from './pg.js';
+import { CLI, type CliResult, runCli, type TestServer } from './pg.js';
 
 /** The captured table and the audit trail the trigger keeps of it. */
 export const CAPTURE_SCHEMA = `
@@ -554,4 +556,50 @@ export async function serverMoment(c: PgClient): Promise<string> {
       `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
     )
   ).rows[0]!.t;
+}
+
+/** A target with a change log, for tests of what the log rebuilds (capturedTarget). */
+export interface CapturedTarget {
+  /** Runs the CLI in the target's directory, with its password. */
+  run(args: readonly string[]): Promise<CliResult>;
+  /** Stops capture and drops its slot (in `finally`). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Database `db` of `server` as unprotected target `name`: a repository in
+ * `dir`, capture running (quickCapture), and a first snapshot taken while
+ * it runs, so every moment from now on can be rebuilt.
+ */
+export async function capturedTarget(
+  server: TestServer,
+  db: string,
+  name: string,
+  dir: string,
+  /** Run once the target is configured, before capture starts (what a target without a log does). */
+  beforeCapture?: (run: CapturedTarget['run']) => Promise<void>,
+): Promise<CapturedTarget> {
+  const env = { PW: server.password };
+  const run = (args: readonly string[]) => runCli(args, { cwd: dir, env });
+  const init = await run(['init', '--force', '--repo', 'repo']);
+  if (init.code !== 0) throw new Error(`init failed: ${init.stderr}`);
+  await writeFile(
+    path.join(dir, 'flashback.yaml'),
+    `repository: repo\ntargets:\n  ${name}:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
+  );
+  await beforeCapture?.(run);
+  const capture = quickCapture(dir, env, name).start();
+  const stop = async () => {
+    await capture.stop();
+    await run(['capture', name, '--drop-slot', '--confirm', name]);
+  };
+  try {
+    await capture.streaming();
+    const backup = await run(['backup', name]);
+    if (backup.code !== 0) throw new Error(`backup failed: ${backup.stderr}`);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { run, stop };
 }

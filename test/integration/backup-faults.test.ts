@@ -119,6 +119,8 @@ describe('backup faults', () => {
       expect(p.snapshotsRemoved).toBe(1);
       expect(p.chunksRemoved).toBeGreaterThan(0);
       expect((await files(repo)).filter((f) => f.startsWith('locks/'))).toEqual([]);
+      // The removed snapshot has its tombstone, full disk or not: not taken for lost.
+      expect((await files(repo)).filter((f) => f.endsWith('.pruned')).length).toBe(1);
       expect((await cli(['backup', 'prod'])).code).toBe(0);
 
       await run('mount', ['-o', 'remount,ro', repo]);

@@ -6,12 +6,10 @@
  * before the log is read. A dry run into a database to create counts the
  * moment's rows.
  */
-import { writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
-import { type CaptureProcess, quickCapture, serverMoment } from '../harness/capture.js';
-import { connectTo, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
+import { type CapturedTarget, capturedTarget, serverMoment } from '../harness/capture.js';
+import { connectTo, freshDatabase, sql, tempDir, testServers } from '../harness/pg.js';
 
 const server = testServers().find((s) => s.major === 17)!;
 
@@ -22,9 +20,7 @@ describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17
   it('a key change with an unsent TOASTed value elsewhere refuses only restores of that table; a dry run counts the rows of the moment', async () => {
     const { dir, cleanup } = await tempDir();
     const db = await freshDatabase(server, 'scope');
-    const env = { PW: server.password };
-    const run = (args: string[]) => runCli(args, { cwd: dir, env });
-    let capture: CaptureProcess | undefined;
+    let captured: CapturedTarget | undefined;
     const fresh = `${db}_whole`;
     try {
       await sql(
@@ -36,14 +32,8 @@ describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17
          CREATE TABLE orders (id int PRIMARY KEY, total numeric);
          INSERT INTO orders SELECT g, g * 10 FROM generate_series(1, 20) g;`,
       );
-      expect((await run(['init', '--force', '--repo', 'repo'])).code).toBe(0);
-      await writeFile(
-        path.join(dir, 'flashback.yaml'),
-        `repository: repo\ntargets:\n  scope:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
-      );
-      capture = quickCapture(dir, env, 'scope').start();
-      await capture.streaming();
-      expect((await run(['backup', 'scope'])).code).toBe(0);
+      captured = await capturedTarget(server, db, 'scope', dir);
+      const run = captured.run;
 
       const live = await connectTo(server, db);
       // The key of a docs row moves; its body is not sent (unchanged, out of line).
@@ -141,8 +131,7 @@ describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17
       // (Before reading: no "as of … transaction(s) from the change log" line.)
       expect(typo.stderr).not.toContain('from the change log');
     } finally {
-      await capture?.stop();
-      await run(['capture', 'scope', '--drop-slot', '--confirm', 'scope']);
+      await captured?.stop();
       await sql(server, 'postgres', `DROP DATABASE IF EXISTS ${fresh}`);
       await cleanup();
     }

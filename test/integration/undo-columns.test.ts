@@ -6,11 +6,9 @@
  * column, not the old one. Each is said in the notes. (It was an internal
  * error, exit 70: the staged rows named the columns of before.)
  */
-import { writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type CaptureProcess, quickCapture } from '../harness/capture.js';
-import { connectTo, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
+import { type CapturedTarget, capturedTarget, serverMoment } from '../harness/capture.js';
+import { connectTo, freshDatabase, sql, tempDir, testServers } from '../harness/pg.js';
 
 const server = testServers().find((s) => s.major === 17)!;
 
@@ -18,9 +16,7 @@ describe('undo across columns changed since the window (PostgreSQL 17)', () => {
   it('puts rows back into the columns the table has now', async () => {
     const { dir, cleanup } = await tempDir();
     const db = await freshDatabase(server, 'undocols');
-    const env = { PW: server.password };
-    const run = (args: string[]) => runCli(args, { cwd: dir, env });
-    let capture: CaptureProcess | undefined;
+    let captured: CapturedTarget | undefined;
     try {
       await sql(
         server,
@@ -31,20 +27,15 @@ describe('undo across columns changed since the window (PostgreSQL 17)', () => {
          ALTER TABLE logs REPLICA IDENTITY FULL;
          INSERT INTO logs SELECT i % 5, 'm' || i, 'x' || i FROM generate_series(1, 20) i;`,
       );
-      expect((await run(['init', '--force', '--repo', 'repo'])).code).toBe(0);
-      await writeFile(
-        path.join(dir, 'flashback.yaml'),
-        `repository: repo\ntargets:\n  cols:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
-      );
-      // Before capture: said in undo's words, not a restore's.
-      const early = await run(['undo', 'cols', '--tx', '1']);
-      expect(early.code).toBe(3);
-      expect(early.stderr).toContain(
-        'target "cols" has no change log: undo reads the changes to undo from one',
-      );
-      capture = quickCapture(dir, env, 'cols').start();
-      await capture.streaming();
-      expect((await run(['backup', 'cols'])).code).toBe(0);
+      captured = await capturedTarget(server, db, 'cols', dir, async (run) => {
+        // Before capture: said in undo's words, not a restore's.
+        const early = await run(['undo', 'cols', '--tx', '1']);
+        expect(early.code).toBe(3);
+        expect(early.stderr).toContain(
+          'target "cols" has no change log: undo reads the changes to undo from one',
+        );
+      });
+      const run = captured.run;
       const notesBefore = await sql(server, db, 'SELECT id, a FROM notes ORDER BY id');
       const logsBefore = await sql(server, db, 'SELECT tenant_id, msg FROM logs ORDER BY msg');
 
@@ -87,8 +78,7 @@ describe('undo across columns changed since the window (PostgreSQL 17)', () => {
         logsBefore,
       );
     } finally {
-      await capture?.stop();
-      await run(['capture', 'cols', '--drop-slot', '--confirm', 'cols']);
+      await captured?.stop();
       await cleanup();
     }
   });
@@ -96,9 +86,7 @@ describe('undo across columns changed since the window (PostgreSQL 17)', () => {
   it('with --table, a column change of another table in the window does not refuse the undo', async () => {
     const { dir, cleanup } = await tempDir();
     const db = await freshDatabase(server, 'undoscope');
-    const env = { PW: server.password };
-    const run = (args: string[]) => runCli(args, { cwd: dir, env });
-    let capture: CaptureProcess | undefined;
+    let captured: CapturedTarget | undefined;
     try {
       await sql(
         server,
@@ -108,26 +96,14 @@ describe('undo across columns changed since the window (PostgreSQL 17)', () => {
          CREATE TABLE users (id int PRIMARY KEY, name text);
          INSERT INTO users SELECT i, 'u' || i FROM generate_series(1, 10) i;`,
       );
-      expect((await run(['init', '--force', '--repo', 'repo'])).code).toBe(0);
-      await writeFile(
-        path.join(dir, 'flashback.yaml'),
-        `repository: repo\ntargets:\n  scope:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
-      );
-      capture = quickCapture(dir, env, 'scope').start();
-      await capture.streaming();
-      expect((await run(['backup', 'scope'])).code).toBe(0);
+      captured = await capturedTarget(server, db, 'scope', dir);
+      const run = captured.run;
       const c = await connectTo(server, db);
-      const now = async () =>
-        (
-          await c.query<{ t: string }>(
-            `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
-          )
-        ).rows[0]!.t;
-      const since = await now();
+      const since = await serverMoment(c);
       await c.query("UPDATE orders SET status = 'cancelled'");
       await c.query('ALTER TABLE users ADD COLUMN phone text');
       await c.query("UPDATE users SET phone = '555' WHERE id = 1");
-      const until = await now();
+      const until = await serverMoment(c);
       await c.end();
       await new Promise((r) => setTimeout(r, 1500));
 
@@ -141,8 +117,7 @@ describe('undo across columns changed since the window (PostgreSQL 17)', () => {
         await sql(server, db, "SELECT count(*) FILTER (WHERE status = 'open') AS n FROM orders"),
       ).toEqual([{ n: '30' }]);
     } finally {
-      await capture?.stop();
-      await run(['capture', 'scope', '--drop-slot', '--confirm', 'scope']);
+      await captured?.stop();
       await cleanup();
     }
   });
