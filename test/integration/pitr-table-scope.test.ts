@@ -45,6 +45,9 @@ describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17
       await live.end();
       await new Promise((r) => setTimeout(r, 1500));
 
+      // A restore of the moment, of one table.
+      const atMoment = (table: string, rest: string[]) =>
+        run(['restore', 'scope', '--at', moment, '--table', table, ...rest]);
       const whole = await run([
         'restore',
         'scope',
@@ -60,16 +63,7 @@ describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17
       expect(whole.stderr).toContain('key of a row of public.docs changed');
 
       // The deleted orders go back into the live database, as they were at the moment.
-      const orders = await run([
-        'restore',
-        'scope',
-        '--at',
-        moment,
-        '--table',
-        'orders',
-        '--to',
-        'scope',
-      ]);
+      const orders = await atMoment('orders', ['--to', 'scope']);
       expect(orders.code, orders.stderr).toBe(0);
       const rows = await sql(server, db, 'SELECT id, total::text FROM orders ORDER BY id');
       expect(rows.map((r) => [r.id, r.total])).toEqual(
@@ -80,13 +74,7 @@ describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17
       );
 
       // A dry run into a database to create counts the moment's rows, not the snapshot's 20.
-      const planned = await run([
-        'restore',
-        'scope',
-        '--at',
-        moment,
-        '--table',
-        'orders',
+      const planned = await atMoment('orders', [
         '--to',
         `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${fresh}`,
         '--create',
@@ -103,29 +91,11 @@ describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17
         ['orders', 20, 21],
       ]);
 
-      const docs = await run([
-        'restore',
-        'scope',
-        '--at',
-        moment,
-        '--table',
-        'docs',
-        '--to',
-        'scope',
-      ]);
+      const docs = await atMoment('docs', ['--to', 'scope']);
       expect(docs.code).toBe(ExitCode.failed);
       expect(docs.stderr).toContain('key of a row of public.docs changed');
 
-      const typo = await run([
-        'restore',
-        'scope',
-        '--at',
-        moment,
-        '--table',
-        'ordres',
-        '--to',
-        'scope',
-      ]);
+      const typo = await atMoment('ordres', ['--to', 'scope']);
       expect(typo.code).toBe(ExitCode.usage);
       expect(typo.stderr).toContain('no table in snapshot');
       // (Before reading: no "as of … transaction(s) from the change log" line.)
