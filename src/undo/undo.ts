@@ -14,6 +14,8 @@
  * - a key in `after` only was inserted: **delete** it;
  * - a key in both whose row differs was updated: **revert** exactly the
  *   columns that changed, leaving the others as they are now;
+ * - a row already as it was before the window (an undo run twice) needs
+ *   nothing and is left out, with a note;
  * - a **conflict** is a row written again after the window: for a reinsert,
  *   the key exists now; for a delete or revert, the live row is no longer
  *   the one the window left. `--conflicts skip` (default) leaves them and
@@ -329,13 +331,36 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     for (const [i, t] of ordered.entries()) {
       const win = window.tables.get(name(t))!;
       const layout = layoutOf(t);
-      staged.push({
-        t: layout.live,
-        u:
-          t.key.length === 0
-            ? await stageKeyless(client, chunks, t, i, preOverlay, win, o.where, progress, layout)
-            : await planTable(client, i, befores.get(name(t))!, win, o.where, progress, layout),
-      });
+      if (t.key.length === 0) {
+        const u = await stageKeyless(
+          client,
+          chunks,
+          t,
+          i,
+          preOverlay,
+          win,
+          o.where,
+          progress,
+          layout,
+        );
+        staged.push({ t: layout.live, u });
+        continue;
+      }
+      const planned = await planTable(
+        client,
+        i,
+        befores.get(name(t))!,
+        win,
+        o.where,
+        progress,
+        layout,
+      );
+      staged.push({ t: layout.live, u: planned.u });
+      if (planned.already > 0) {
+        notes.push(
+          `${name(layout.live)}: ${fmt(planned.already)} row(s) are already as they were before the changes (put back or removed since): nothing to do for them`,
+        );
+      }
     }
     // A delete that would cascade to (or set null in) rows written since is a conflict too.
     const cascades = new Map<string, Cascade[]>();
@@ -470,6 +495,18 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       };
     }
     const total = tables.reduce((a, t) => a + t.reinsert + t.revert + t.delete, 0);
+    if (total === 0) {
+      // Nothing to write (every row already as before, or every one a
+      // conflict left alone): no confirmation, no empty transaction.
+      return {
+        ...base,
+        validation: { ok: true },
+        applied: true,
+        xids: [],
+        tenants: [],
+        seconds: (Date.now() - started) / 1000,
+      };
+    }
     if (!confirmed) {
       progress({ phase: 'confirm' });
       await confirmUndo(o, client, description, tables, policy, tenants?.length);
@@ -1175,7 +1212,7 @@ async function planTable(
   where: string | undefined,
   progress: (p: UndoProgress) => void,
   layout: LiveLayout,
-): Promise<string> {
+): Promise<{ u: string; already: number }> {
   const t = layout.live;
   const live = `ONLY ${qualify(t.schema, t.name)}`;
   const a = `pg_temp.fb_undo_after_${i}`;
@@ -1256,7 +1293,21 @@ async function planTable(
     where,
     `the predicate is evaluated on rows of ${name(t)}: the version being put back (for rows to delete, the row the window inserted)`,
   );
-  return u;
+  // Rows already as they were before the window (put back, or deleted,
+  // since: an undo run twice, or by hand) need nothing: left out of the
+  // plan, not reported as conflicts with the state they should have. (Not
+  // a delete of a table whose keys moved in the window: its row may live
+  // on under a later key, and its other half, put back, would make two.)
+  const gone =
+    win.moved.size === 0
+      ? `NOT EXISTS (SELECT 1 FROM ${live} l WHERE ${keyEq('l', 'u')})`
+      : 'false';
+  const already = await client.query(
+    `DELETE FROM ${u} u WHERE CASE u."fb op"
+       WHEN 'delete' THEN ${gone}
+       ELSE EXISTS (SELECT 1 FROM ${live} l WHERE ${keyEq('l', 'u')} AND ${same('l', 'u')}) END`,
+  );
+  return { u, already: already.rowCount ?? 0 };
 }
 
 /**

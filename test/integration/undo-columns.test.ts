@@ -77,6 +77,27 @@ describe('undo across columns changed since the window (PostgreSQL 17)', () => {
       expect(await sql(server, db, 'SELECT tenant_id, msg FROM logs ORDER BY msg')).toEqual(
         logsBefore,
       );
+
+      // Run twice by mistake: the keyed rows are already as before (not
+      // conflicts), and nothing is written.
+      const again = await run(['undo', 'cols', '--tx', xid, '--apply', '--json']);
+      expect(again.code, again.stderr).toBe(0);
+      const second = JSON.parse(again.stdout) as {
+        tables: Array<{ table: string; reinsert: number; revert: number; conflicts: number }>;
+        notes: string[];
+        xids: number[];
+      };
+      expect(second.tables.find((t) => t.table === 'public.notes')).toMatchObject({
+        reinsert: 0,
+        revert: 0,
+        conflicts: 0,
+      });
+      expect(second.notes).toContain(
+        'public.notes: 20 row(s) are already as they were before the changes (put back or removed since): nothing to do for them',
+      );
+      expect(second.xids).toEqual([]);
+      const text = await run(['undo', 'cols', '--tx', xid, '--apply']);
+      expect(text.stdout).toContain('nothing to apply: no row needed writing; nothing was written');
     } finally {
       await captured?.stop();
       await cleanup();

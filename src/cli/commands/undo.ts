@@ -248,7 +248,9 @@ export function formatUndoReport(r: UndoReport): string {
   }
   for (const note of r.notes) s += `note: ${note}\n`;
   if (r.out !== undefined) s += `\nthe exact SQL is in ${r.out}\n`;
-  if (r.applied) {
+  if (r.applied && r.xids.length === 0) {
+    s += 'nothing to apply: no row needed writing; nothing was written\n';
+  } else if (r.applied) {
     s += `applied in ${r.xids.length} transaction(s): ${r.xids.join(', ')} (each can be undone with \`flashback undo ${r.target} --tx XID\`)\n`;
   } else if (!r.validation.ok) {
     s += `this plan cannot be applied: ${r.validation.error}\nnothing was written\n`;
