@@ -147,7 +147,10 @@ async function snapshotToRestore(
     return store.resolve('latest', resolveTarget(ref, config, ctx.env).name);
   }
   if (ref === 'latest') {
-    const targets = [...new Set((await store.all()).map((m) => m.target))];
+    const all = await store.all();
+    const targets = [...new Set(all.map((m) => m.target))];
+    // (One reading of the manifests: resolve('latest') would read them all again.)
+    if (targets.length === 1) return all.at(-1)!;
     if (targets.length > 1) {
       throw new UsageError(
         `"latest" is ambiguous: the repository holds snapshots of ${targets.length} targets (${targets.slice(0, 5).join(', ')}${targets.length > 5 ? ', …' : ''})`,
