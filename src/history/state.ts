@@ -623,6 +623,17 @@ export async function readWindow(
   // transaction as a rename has only its new name recorded beside the log).
   const created = spec.createdInWindow === undefined ? undefined : new Set(spec.createdInWindow);
   const only = spec.only === undefined ? undefined : new Set(spec.only);
+  // Per table object, not per change: a name is built once per table.
+  const chosenTables = new Map<TableSnapshot, boolean>();
+  const chosen = (t: TableSnapshot): boolean => {
+    if (only === undefined) return true;
+    let yes = chosenTables.get(t);
+    if (yes === undefined) {
+      yes = only.has(`${t.schema}.${t.name}`);
+      chosenTables.set(t, yes);
+    }
+    return yes;
+  };
   const mappers = new Map<string, { columns: unknown; map: number[] | null }>();
   // (A string: a table created in the window, left out; null: a table not in `only`.)
   const resolved = new WeakMap<
@@ -691,8 +702,7 @@ export async function readWindow(
       const t = oid !== undefined && oid !== 0 && byOid.size > 0 ? byOid.get(oid) : byName.get(key);
       // (Tables created in the window are counted whatever `only` says: undo names them.)
       if (t === undefined && created?.has(key)) r = key;
-      else if (only !== undefined && (t === undefined || !only.has(`${t.schema}.${t.name}`)))
-        r = null;
+      else if (only !== undefined && (t === undefined || !chosen(t))) r = null;
       else if (t === undefined) {
         throw new OperationError(
           'restore.table-not-in-snapshot',
@@ -726,9 +736,7 @@ export async function readWindow(
     if (tracker !== undefined) {
       const p = tracker.resolve(c, tx.commitTime);
       if (p === null) return; // a table that does not exist at the point
-      if (only === undefined || only.has(`${p.t.schema}.${p.t.name}`)) {
-        applyChange(p.t, overlayOf(p.t), c, p.map);
-      }
+      if (chosen(p.t)) applyChange(p.t, overlayOf(p.t), c, p.map);
       state.changes++;
       return;
     }

@@ -199,10 +199,13 @@ export function missingSnapshots(
   present: ReadonlySet<string>,
   pruned: ReadonlySet<string>,
 ): string[] {
-  const legacyPrunes = runs
-    .filter((r) => r.kind === 'prune' && r.details?.tombstones === undefined)
-    .map((r) => r.finishedAt);
-  const lastLegacy = legacyPrunes.reduce((a, b) => (b > a ? b : a), '');
+  // (ISO times: the newest sorts last.)
+  const lastLegacy =
+    runs
+      .filter((r) => r.kind === 'prune' && r.details?.tombstones === undefined)
+      .map((r) => r.finishedAt)
+      .sort()
+      .at(-1) ?? '';
   return runs
     .filter(
       (r) =>
@@ -234,9 +237,11 @@ export interface UnreadableSnapshot {
  */
 const summaries = new WeakMap<object, Map<string, SnapshotSummary>>();
 
-async function snapshotSummaries(
-  repo: Repository,
-): Promise<{ snapshots: SnapshotSummary[]; unreadable: UnreadableSnapshot[] }> {
+async function snapshotSummaries(repo: Repository): Promise<{
+  snapshots: SnapshotSummary[];
+  unreadable: UnreadableSnapshot[];
+  pruned: Set<string>;
+}> {
   const store = new SnapshotStore(repo.storage);
   let known = summaries.get(repo.storage);
   if (known === undefined) {
@@ -245,7 +250,8 @@ async function snapshotSummaries(
   }
   const snapshots: SnapshotSummary[] = [];
   const unreadable: UnreadableSnapshot[] = [];
-  for (const id of await store.ids()) {
+  const { ids, pruned } = await store.catalog();
+  for (const id of ids) {
     let s = known.get(id);
     if (s === undefined) {
       let m: SnapshotManifest;
@@ -265,7 +271,7 @@ async function snapshotSummaries(
     }
     snapshots.push(s);
   }
-  return { snapshots, unreadable };
+  return { snapshots, unreadable, pruned };
 }
 
 export async function readStatus(
@@ -273,12 +279,12 @@ export async function readStatus(
   config: FlashbackConfig,
   options: ReadStatusOptions = {},
 ): Promise<StatusReport> {
-  const { snapshots, unreadable } = await snapshotSummaries(repo);
+  const { snapshots, unreadable, pruned } = await snapshotSummaries(repo);
   const runs = await new RunStore(repo.storage).list();
   const missing = missingSnapshots(
     runs,
     new Set([...snapshots.map((s) => s.id), ...unreadable.map((u) => u.id)]),
-    await new SnapshotStore(repo.storage).pruned(),
+    pruned,
   );
   // Change logs are kept per target name: look for one of every target known.
   const candidates = [

@@ -175,7 +175,7 @@ export class SnapshotStore {
    * (its chunks become unreferenced, for prune to collect). Only prune calls
    * this, under the exclusive lock. Deleting a missing snapshot is not an error.
    * A tombstone (`snapshots/<id>.pruned`) is written after, so a manifest
-   * gone without one was not removed by prune: status says so (`pruned`).
+   * gone without one was not removed by prune: status says so (`catalog`).
    * After, not before: on a full disk (what prune is run for) the deleted
    * manifest makes room for it. One that cannot be written yet is kept for
    * `writeTombstones`, which prune calls again once chunks are freed.
@@ -198,16 +198,6 @@ export class SnapshotStore {
       );
       this.unmarked.delete(id);
     }
-  }
-
-  /** The ids of every snapshot prune removed (those with a tombstone). */
-  async pruned(): Promise<Set<string>> {
-    const out = new Set<string>();
-    for await (const obj of this.storage.list('snapshots/')) {
-      const m = /^snapshots\/(.+)\.pruned$/.exec(obj.key);
-      if (m !== null && ID.test(m[1]!)) out.add(m[1]!);
-    }
-    return out;
   }
 
   /** Reads one manifest; rejects a newer format version. */
@@ -252,10 +242,21 @@ export class SnapshotStore {
 
   /** Every snapshot id, oldest first. */
   async ids(): Promise<string[]> {
+    return (await this.catalog()).ids;
+  }
+
+  /**
+   * Every snapshot id, oldest first (see ids), and the ids prune removed
+   * (those with a tombstone: see delete), from one listing of `snapshots/`.
+   */
+  async catalog(): Promise<{ ids: string[]; pruned: Set<string> }> {
     const ids: string[] = [];
+    const pruned = new Set<string>();
     for await (const obj of this.storage.list('snapshots/')) {
-      const id = obj.key.slice('snapshots/'.length).replace(/\.json$/, '');
-      if (ID.test(id)) ids.push(id);
+      const m = /^snapshots\/(.+)\.(json|pruned)$/.exec(obj.key);
+      if (m === null || !ID.test(m[1]!)) continue;
+      if (m[2] === 'json') ids.push(m[1]!);
+      else pruned.add(m[1]!);
     }
     ids.sort();
     // Ids sort by the second their snapshot started; two of the same second
@@ -273,7 +274,7 @@ export class SnapshotStore {
       }
       i = j;
     }
-    return ids;
+    return { ids, pruned };
   }
 
   /** A manifest's startedAt, or '' when it is damaged (`check` reports that); storage errors pass. */

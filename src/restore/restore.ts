@@ -11,6 +11,7 @@ import { ChunkStore } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
+import { columnsNow } from './columns-now.js';
 import { copyChunks, countedSource, loadTable, snapshotSource, type TableSource } from './load.js';
 import { parallelFullRestore } from './parallel.js';
 import {
@@ -573,25 +574,18 @@ function stageColumns(t: TableSnapshot, model: TableModel | undefined): string |
  * would lose that column's values, and the INSERT failed as an internal error.
  */
 async function assertColumnsLive(client: PgClient, t: TableSnapshot): Promise<void> {
-  const r = await client.query<{ oid: string; num: string; name: string; dropped: string }>(
-    `SELECT attrelid::text AS oid, attnum::text AS num, attname AS name, attisdropped::text AS dropped
-       FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0`,
-    [qualify(t.schema, t.name)],
-  );
-  const live = new Set(r.rows.filter((x) => x.dropped !== 'true').map((x) => x.name));
-  const gone = t.columns.filter((c) => !live.has(c));
+  const now = await columnsNow(client, t);
+  const gone = t.columns.filter((c) => !now.names.has(c));
   if (gone.length === 0) return;
   // The same table as the snapshot's (its OID): a column's attnum tells a
   // rename from a drop. Adding a column back under the old name after a
   // rename would restore into the new, empty column and leave the renamed
   // one as it is: the hint must not say so.
-  const same = t.oid !== undefined && r.rows[0]?.oid === String(t.oid);
-  const byNum = new Map(r.rows.map((x) => [Number(x.num), x]));
+  const same = now.byNumber;
   const renamed = new Map<string, string>();
   for (const c of gone) {
-    const num = same ? t.attnums?.[t.columns.indexOf(c)] : undefined;
-    const now = num === undefined ? undefined : byNum.get(num);
-    if (now !== undefined && now.dropped !== 'true') renamed.set(c, now.name);
+    const col = now.columns[t.columns.indexOf(c)]!;
+    if (col.kind === 'present') renamed.set(c, col.name);
   }
   const dropped = gone.filter((c) => !renamed.has(c));
   const s = gone.length > 1 ? 's' : '';
@@ -603,7 +597,7 @@ async function assertColumnsLive(client: PgClient, t: TableSnapshot): Promise<vo
       `rename ${[...renamed.values()].join(', ')} back to ${[...renamed.keys()].join(', ')} for the restore (restore does not follow renames)`,
     );
   }
-  if (dropped.length > 0 && same && t.attnums !== undefined) {
+  if (dropped.length > 0 && same) {
     ways.push(`add ${dropped.join(', ')} back first (dropped since the snapshot)`);
   } else if (dropped.length > 0) {
     // No column numbers to tell: adding a column of the old name after a

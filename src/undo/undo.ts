@@ -62,6 +62,7 @@ import { ChunkStore } from '../repo/chunks.js';
 import { whileShared } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
+import { columnsNow } from '../restore/columns-now.js';
 import { keysByChunk } from '../restore/key-chunks.js';
 import { copyChunks, linesSource, type RowBlock, type TableSource } from '../restore/load.js';
 import { type ChunkPicker, createPicker } from '../restore/pick.js';
@@ -1052,24 +1053,14 @@ async function liveLayouts(
 ): Promise<Map<string, LiveLayout>> {
   const out = new Map<string, LiveLayout>();
   for (const t of tables) {
-    const r = await client.query<{ oid: string; attnum: string; attname: string; dropped: string }>(
-      `SELECT a.attrelid::text AS oid, a.attnum::text AS attnum, a.attname, a.attisdropped::text AS dropped
-         FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0`,
-      [qualify(t.schema, t.name)],
-    );
-    const same = r.rows.length > 0 && t.oid !== undefined && r.rows[0]!.oid === String(t.oid);
-    const byNum = new Map(r.rows.map((x) => [Number(x.attnum), x]));
-    const names = new Set(r.rows.filter((x) => x.dropped !== 'true').map((x) => x.attname));
+    const now = await columnsNow(client, t);
     const stage: string[] = [];
     const placeholders: string[] = [];
     const notes: string[] = [];
     const renamed = new Map<string, string>();
     for (const [j, c] of t.columns.entries()) {
-      const num = t.attnums?.[j];
-      const now = same && num !== undefined ? byNum.get(num) : undefined;
-      const gone =
-        same && num !== undefined ? now === undefined || now.dropped === 'true' : !names.has(c);
-      if (gone && t.key.includes(c)) {
+      const col = now.columns[j]!;
+      if (col.kind !== 'present' && t.key.includes(c)) {
         throw new OperationError(
           'undo.key-dropped',
           `key column ${c} of ${name(t)} is not in the table now (dropped or renamed since the window began): its rows cannot be matched to put them back. Nothing was written.`,
@@ -1078,7 +1069,7 @@ async function liveLayouts(
           },
         );
       }
-      if (gone && !(same && num !== undefined)) {
+      if (col.kind === 'missing') {
         // Without column numbers a rename cannot be told from a drop: guessing
         // either way could put values into the wrong column, or lose them.
         throw new OperationError(
@@ -1089,18 +1080,18 @@ async function liveLayouts(
           },
         );
       }
-      if (gone) {
-        const p = `fb dropped ${num}`;
+      if (col.kind === 'dropped') {
+        const p = `fb dropped ${col.attnum}`;
         stage.push(p);
         placeholders.push(p);
         notes.push(
           `column ${c} of ${name(t)} was dropped since the window began: its values are not put back (the other columns are)`,
         );
-      } else if (now !== undefined && now.attname !== c) {
-        stage.push(now.attname);
-        renamed.set(c, now.attname);
+      } else if (col.name !== c) {
+        stage.push(col.name);
+        renamed.set(c, col.name);
         notes.push(
-          `column ${c} of ${name(t)} was renamed to ${now.attname} since the window began: its values are put back under that name`,
+          `column ${c} of ${name(t)} was renamed to ${col.name} since the window began: its values are put back under that name`,
         );
       } else stage.push(c);
     }
