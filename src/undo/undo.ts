@@ -32,7 +32,6 @@
  * plan; a row written again since makes that fail with nothing written,
  * and the plan above is made instead (applyDirect).
  */
-import { writeFile } from 'node:fs/promises';
 import type { ResolvedTarget } from '../config/targets.js';
 import { OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
@@ -68,6 +67,7 @@ import { copyChunks, linesSource, type RowBlock, type TableSource } from '../res
 import { type ChunkPicker, createPicker } from '../restore/pick.js';
 import { orderByForeignKeys, selectTables } from '../restore/plan.js';
 import { columnList } from '../restore/sql.js';
+import { checkOutFile, writeWhole } from '../util/out-file.js';
 import { inFlight } from '../util/workers.js';
 
 /** What to undo. */
@@ -206,6 +206,8 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
   const started = Date.now();
   const policy = o.conflicts ?? 'skip';
   const progress = (p: UndoProgress) => o.onProgress?.(p);
+  // A path that cannot be written is refused now, not after reading the log.
+  if (o.out !== undefined) await checkOutFile(o.out, '--out');
   // Connected while the log is read: the handshake (SCRAM) is not free.
   const connecting = inFlight(connect(o.target, { applicationName: 'flashback undo' }));
   let read: Awaited<ReturnType<typeof readWindow>>;
@@ -573,7 +575,16 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       done.push(p);
       o.onTenant?.(p);
     }
-    await script(applied);
+    try {
+      await script(applied);
+    } catch (err) {
+      // Committed already: the message must not read as a failed undo.
+      throw new OperationError(
+        'undo.out',
+        `the undo was applied (transaction${xids.length === 1 ? '' : 's'} ${xids.join(', ')}), but its SQL was not written: ${(err as Error).message}`,
+        { hint: 'nothing needs to be run again; the database is undone', cause: err },
+      );
+    }
     return {
       ...base,
       tables: tables.map((t) => appliedCounts(t, statements, wrote, policy)),
@@ -1941,25 +1952,32 @@ async function writeScript(
   base: { target: string; selection: string; snapshot: string },
 ): Promise<void> {
   const { to: copyTo } = await import('pg-copy-streams');
-  const parts: string[] = [
-    `-- flashback undo of ${base.selection} on target "${base.target}" (rows before the window from snapshot ${base.snapshot} and the change log)`,
-    // (Not --single-transaction: the script is its own BEGIN … COMMIT.)
-    '-- Review, then run with: psql -v ON_ERROR_STOP=1 -f THIS_FILE (one transaction: BEGIN … COMMIT below)',
-    'BEGIN;',
-  ];
-  for (const { t, u } of staged) {
-    const tmp = u.slice('pg_temp.'.length);
-    parts.push(
-      `CREATE TEMP TABLE ${tmp} (LIKE ${qualify(t.schema, t.name)}) ON COMMIT DROP;`,
-      `ALTER TABLE ${tmp} ${PLAN_COLUMNS};`,
-      `COPY ${tmp} FROM stdin;`,
+  // Streamed: the staged rows of a long window need not fit in memory.
+  await writeWhole(file, async (put) => {
+    await put(
+      [
+        `-- flashback undo of ${base.selection} on target "${base.target}" (rows before the window from snapshot ${base.snapshot} and the change log)`,
+        // (Not --single-transaction: the script is its own BEGIN … COMMIT.)
+        '-- Review, then run with: psql -v ON_ERROR_STOP=1 -f THIS_FILE (one transaction: BEGIN … COMMIT below)',
+        'BEGIN;',
+        '',
+      ].join('\n'),
     );
-    const chunks: Buffer[] = [];
-    for await (const b of client.query(copyTo(`COPY ${u} TO STDOUT`)) as AsyncIterable<Buffer>)
-      chunks.push(b);
-    parts.push(`${Buffer.concat(chunks).toString('utf8')}\\.`);
-  }
-  for (const s of statements) parts.push(`${s.sql};`);
-  parts.push('COMMIT;', '');
-  await writeFile(file, parts.join('\n'));
+    for (const { t, u } of staged) {
+      const tmp = u.slice('pg_temp.'.length);
+      await put(
+        [
+          `CREATE TEMP TABLE ${tmp} (LIKE ${qualify(t.schema, t.name)}) ON COMMIT DROP;`,
+          `ALTER TABLE ${tmp} ${PLAN_COLUMNS};`,
+          `COPY ${tmp} FROM stdin;`,
+          '',
+        ].join('\n'),
+      );
+      for await (const b of client.query(copyTo(`COPY ${u} TO STDOUT`)) as AsyncIterable<Buffer>)
+        await put(b);
+      await put('\\.\n');
+    }
+    for (const s of statements) await put(`${s.sql};\n`);
+    await put('COMMIT;\n');
+  });
 }

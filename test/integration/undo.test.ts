@@ -242,6 +242,10 @@ describe('undo', () => {
       await app.query('UPDATE workflow_steps SET step = step + 1 WHERE id = $1', [tenant5First]);
     });
 
+    // A path that cannot be written is refused before the log is read.
+    const nowhere = await undoCli(['--tx', String(bad), '--out', path.join(dir, 'no', 'u.sql')]);
+    expect(nowhere.code).toBe(ExitCode.usage);
+    expect(nowhere.stderr).toContain(`the directory ${path.join(dir, 'no')} does not exist`);
     const out = path.join(dir, 'undo-a.sql');
     const preview = await undoCli(['--tx', String(bad), '--out', out, '--json']);
     expect(preview.code, preview.stderr).toBe(0);

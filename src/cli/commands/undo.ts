@@ -55,7 +55,10 @@ export function registerUndo(program: Command, context: (cmd: Command) => CliCon
       'skip',
     )
     .option('--apply', 'apply it (one transaction, through the guard); without it, a preview')
-    .option('--out <file>', 'write the exact SQL (with the rows) to this file for review')
+    .option(
+      '--out <file>',
+      'write the exact SQL (with the rows) to this file for review (whole or not at all)',
+    )
     .option('--by <column>', 'tenant by tenant: one transaction per value of this column')
     .option('--order <values>', 'with --by: these values first, in this order (comma-separated)')
     .option('--order-file <file>', 'with --by: the order, one value per line')
