@@ -821,3 +821,62 @@ describe('"latest" in a repository of several targets', () => {
     }
   });
 });
+
+describe('what the backup could not reproduce', () => {
+  it('a whole restore names it again (text and --json); a restore of some rows does not', async () => {
+    const { dir, cleanup } = await tempDir();
+    const server = testServers()[0]!;
+    const db = `unrepro_${Math.random().toString(16).slice(2, 8)}`;
+    try {
+      await sql(server, 'postgres', `CREATE DATABASE ${db}`);
+      // A large object (not backed up) whose OID stays in a table.
+      await sql(
+        server,
+        db,
+        `CREATE TABLE docs (id int PRIMARY KEY, body oid);
+         INSERT INTO docs SELECT 1, lo_from_bytea(0, '\\x00ff');`,
+      );
+      expect((await runCli(['init', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `repository: repo\ntargets:\n  t:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n  copy:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}_copy\n    user: postgres\n    password_env: PW\n    protected: false\n`,
+      );
+      const env = { PW: server.password };
+      const b = await runCli(['backup', 't'], { cwd: dir, env });
+      expect(b.code, b.stderr).toBe(0);
+      const line = 'large objects 1 large object(s): large objects are not backed up';
+      expect(b.stdout).toContain(`not reproducible: ${line}`);
+      const dry = await runCli(['restore', 'latest', '--to', 'copy', '--create', '--dry-run'], {
+        cwd: dir,
+        env,
+      });
+      expect(dry.code, dry.stderr).toBe(0);
+      expect(dry.stdout).toContain(
+        `would not be reproduced exactly, as the backup reported (\`flashback show ${b.stdout.match(/snapshot (\S+)/)![1]}\`):\n  ${line}\n`,
+      );
+      const r = await runCli(['restore', 'latest', '--to', 'copy', '--create', '--json'], {
+        cwd: dir,
+        env,
+      });
+      expect(r.code, r.stderr).toBe(0);
+      expect((JSON.parse(r.stdout) as { notReproduced: unknown }).notReproduced).toEqual([
+        {
+          kind: 'large objects',
+          name: '1 large object(s)',
+          reason: 'large objects are not backed up',
+        },
+      ]);
+      await sql(server, `${db}_copy`, 'DELETE FROM docs');
+      const some = await runCli(['restore', 'latest', '--to', 'copy', '--table', 'docs'], {
+        cwd: dir,
+        env,
+      });
+      expect(some.code, some.stderr).toBe(0);
+      expect(some.stdout).not.toContain('reproduced');
+    } finally {
+      await sql(server, 'postgres', `DROP DATABASE IF EXISTS ${db}_copy WITH (FORCE)`);
+      await sql(server, 'postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+      await cleanup();
+    }
+  });
+});

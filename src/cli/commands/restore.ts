@@ -254,6 +254,9 @@ async function restoreFrom(
     // (Its versions past the memory budget are in a temporary file.)
     if (overlay !== undefined) closeOverlay(overlay);
   });
+  // What the backup named as not reproducible is missing from a whole
+  // restore too: said again here, where someone is about to rely on the copy.
+  const missing = result.plan.mode === 'full' ? manifest.schema.unsupported : [];
   if (ctx.json) {
     ctx.printJson({
       applied: result.applied,
@@ -261,6 +264,7 @@ async function restoreFrom(
       plan: result.plan,
       ...(result.failure === undefined ? {} : { failure: result.failure }),
       ...(asOf === undefined ? {} : { asOf }),
+      notReproduced: missing,
     });
     return result.failure === undefined ? ExitCode.ok : ExitCode.failed;
   }
@@ -268,6 +272,12 @@ async function restoreFrom(
   if (result.failure !== undefined) {
     ctx.out(`dry run: this restore would fail: ${result.failure}\nnothing was written\n`);
     return ExitCode.failed;
+  }
+  if (missing.length > 0) {
+    ctx.out(
+      `${result.applied ? 'not reproduced' : 'would not be reproduced'} exactly, as the backup reported (\`flashback show ${manifest.id}\`):\n`,
+    );
+    for (const u of missing) ctx.out(`  ${u.kind} ${u.name}: ${u.reason}\n`);
   }
   ctx.out(
     result.applied
