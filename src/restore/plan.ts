@@ -6,6 +6,7 @@ import { UsageError } from '../errors.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import { parseTableName } from '../pg/schema/names.js';
 import { partitionedTables, partitionLeaves } from '../pg/schema/partitions.js';
+import { quoteIdent } from '../pg/schema/quote.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
 
 /** What to do with snapshot rows whose key already exists in the target table. */
@@ -38,6 +39,8 @@ export interface RestorePlan {
   readonly where?: string | undefined;
   readonly onConflict: OnConflict;
   readonly tables: readonly TablePlan[];
+  /** With `--disable-triggers`: the user triggers switched off while rows are merged (see triggers.ts). */
+  readonly triggersOff?: ReadonlyArray<{ readonly table: string; readonly name: string }>;
 }
 
 /**
@@ -168,5 +171,9 @@ export function describePlan(plan: RestorePlan): string {
   const effect = known
     ? `insert ${n((t) => t.insert)} rows, update ${n((t) => t.update)}, skip ${n((t) => t.skip)} (existing keys: ${plan.onConflict})`
     : `up to ${n((t) => t.snapshotRows)} rows (existing keys: ${plan.onConflict})`;
-  return `${what} from snapshot ${plan.snapshot}${where}: ${effect}`;
+  const off =
+    plan.triggersOff === undefined || plan.triggersOff.length === 0
+      ? ''
+      : `; user triggers off while merging (writers to those tables wait): ${plan.triggersOff.map((t) => `${t.table}.${quoteIdent(t.name)}`).join(', ')}`;
+  return `${what} from snapshot ${plan.snapshot}${where}: ${effect}${off}`;
 }

@@ -24,6 +24,7 @@ import {
 } from './plan.js';
 import { checkRoles } from './roles.js';
 import { columnList } from './sql.js';
+import { disableStatements, enableStatements, firingTriggers, switchTriggers } from './triggers.js';
 
 /** The interruption message of the single-transaction path. */
 const ROLLED_BACK = 'restore interrupted: rolled back, nothing was written';
@@ -57,6 +58,12 @@ export interface RestoreOptions {
    * restores pass the snapshot merged with the change log (src/history).
    */
   readonly source?: TableSource | undefined;
+  /**
+   * Switch off the user triggers of the tables merged into, inside the
+   * transaction (src/restore/triggers.ts). A whole restore needs none: its
+   * triggers are created after the rows are in.
+   */
+  readonly disableTriggers?: boolean | undefined;
   /** Called as rows are read and as tables and post-data statements finish (often: throttle). */
   readonly onProgress?: ((p: RestoreProgress) => void) | undefined;
 }
@@ -424,7 +431,20 @@ async function run(
         skip: existing - update,
       });
     }
-    const plan: RestorePlan = { ...base, tables: planned };
+    // Switched off for the merges only, after the confirmation: the lock
+    // it takes would hold writers back while a prompt waits. The dry run
+    // tries the merges as the restore will run them.
+    const off =
+      options.disableTriggers === true && base.mode === 'selective' && !empty
+        ? await firingTriggers(client, tables)
+        : [];
+    const plan: RestorePlan = {
+      ...base,
+      tables: planned,
+      ...(options.disableTriggers === true
+        ? { triggersOff: off.map((t) => ({ table: t.table, name: t.name })) }
+        : {}),
+    };
     if (options.dryRun === true) {
       // The merges tried, then rolled back: exact counts, and a merge that
       // would fail (a key already there under --on-conflict fail, a foreign
@@ -432,6 +452,7 @@ async function run(
       // database are not: their counts are the snapshot's.)
       const tried = [...planned];
       let failure: string | undefined;
+      await switchTriggers(client, disableStatements(off), 'nothing was restored');
       for (const [i, t] of tables.entries()) {
         const st = staged[i];
         if (st === undefined) continue;
@@ -447,6 +468,7 @@ async function run(
       return { plan: { ...plan, tables: tried }, applied: false, failure };
     }
     await confirm(plan);
+    await switchTriggers(client, disableStatements(off), 'nothing was restored');
     const done: TablePlan[] = [];
     for (const [i, t] of tables.entries()) {
       const st = staged[i];
@@ -468,6 +490,7 @@ async function run(
       done.push({ ...planned[i]!, ...counts });
       events.table();
     }
+    await switchTriggers(client, enableStatements(off), 'nothing was restored');
     for (const s of ddl?.postData ?? []) {
       await runDdl(client, s);
       events.statement();

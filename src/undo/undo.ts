@@ -33,7 +33,7 @@
  * and the plan above is made instead (applyDirect).
  */
 import type { ResolvedTarget } from '../config/targets.js';
-import { OperationError, UsageError } from '../errors.js';
+import { FlashbackError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard, refuseWrongIdentity } from '../guard/guard.js';
 import { type SchemaView, schemaViews } from '../history/history.js';
@@ -67,6 +67,13 @@ import { copyChunks, linesSource, type RowBlock, type TableSource } from '../res
 import { type ChunkPicker, createPicker } from '../restore/pick.js';
 import { orderByForeignKeys, selectTables } from '../restore/plan.js';
 import { columnList } from '../restore/sql.js';
+import {
+  disableStatements,
+  enableStatements,
+  firingTriggers,
+  type SuspendedTrigger,
+  switchTriggers,
+} from '../restore/triggers.js';
 import { checkOutFile, writeWhole } from '../util/out-file.js';
 import { inFlight } from '../util/workers.js';
 
@@ -96,6 +103,8 @@ export interface UndoOptions {
   readonly mode: 'preview' | 'apply' | 'estimate';
   /** Write the exact SQL (with the staged rows) to this file. */
   readonly out?: string | undefined;
+  /** Switch off the user triggers of the tables written, inside each apply transaction (src/restore/triggers.ts). */
+  readonly disableTriggers?: boolean | undefined;
   /** Tenant by tenant: the column, and the order (values in text form; the rest follow, ascending). */
   readonly by?: string | undefined;
   readonly order?: readonly string[] | undefined;
@@ -184,6 +193,8 @@ export interface UndoReport {
   readonly xids: readonly number[];
   readonly tenants: readonly TenantProgress[];
   readonly out?: string | undefined;
+  /** With --disable-triggers: the user triggers switched off while writing (or to be). */
+  readonly triggersOff?: ReadonlyArray<{ readonly table: string; readonly name: string }>;
   readonly seconds: number;
   /** What the undo leaves alone, and why (tables created in the window). */
   readonly notes: readonly string[];
@@ -256,6 +267,19 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     const layouts = await liveLayouts(client, ordered, o.target.name);
     for (const l of layouts.values()) notes.push(...l.notes);
     const layoutOf = (t: TableSnapshot) => layouts.get(name(t))!;
+    // Switched off inside each transaction that writes, after the guard:
+    // the lock it takes holds writers back (src/restore/triggers.ts).
+    const off =
+      o.disableTriggers === true
+        ? await firingTriggers(
+            client,
+            ordered.map((t) => layoutOf(t).live),
+          )
+        : [];
+    const triggersOff =
+      o.disableTriggers === true
+        ? { triggersOff: off.map((t) => ({ table: t.table, name: t.name })) }
+        : {};
     // Stage in a session of our own; temporary tables live until it ends.
     // One transaction for all of the staging: its statements (temporary
     // tables created, filled, analyzed) then wait for one commit, not one each.
@@ -307,7 +331,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
         befores,
         manifest.schema,
         description,
-        { progress, policy },
+        { progress, policy, off },
       );
       if (direct !== undefined) {
         return {
@@ -322,6 +346,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
           applied: true,
           xids: [direct.tenant.xid!],
           tenants: [direct.tenant],
+          ...triggersOff,
           seconds: (Date.now() - started) / 1000,
           notes,
         };
@@ -432,13 +457,14 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       conflicts,
       policy,
       notes,
+      ...triggersOff,
     };
     // `--out` writes the statements in the order that applied: known after the
     // preview's trial or the apply itself (an estimate tries it, only then).
     let out: string | undefined;
     const script = async (order: readonly Statement[]): Promise<void> => {
       if (o.out === undefined) return;
-      await writeScript(client, o.out, staged, order, base);
+      await writeScript(client, o.out, staged, order, base, off);
       out = o.out;
     };
     const tenants =
@@ -452,8 +478,10 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       progress({ phase: 'trial' });
       await client.query('BEGIN');
       try {
+        await switchTriggers(client, disableStatements(off), 'nothing was written');
         return { order: (await runPlan(client, statements, reorderable)).order };
       } catch (err) {
+        if (err instanceof FlashbackError) throw err;
         return { order: statements, error: serverErrorText(err) };
       } finally {
         await client.query('ROLLBACK');
@@ -512,7 +540,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     }
     if (!confirmed) {
       progress({ phase: 'confirm' });
-      await confirmUndo(o, client, description, tables, policy, tenants?.length);
+      await confirmUndo(o, client, description, tables, policy, tenants?.length, off);
     }
     const xids: number[] = [];
     const done: TenantProgress[] = [];
@@ -529,6 +557,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       await client.query('BEGIN');
       try {
         const tenant = tenants === undefined ? undefined : { column: o.by!, value: g.value };
+        await switchTriggers(client, disableStatements(off), 'this transaction was rolled back');
         // Under skip, each statement re-checks its rows against the live
         // table: a key change with one half written again since the plan
         // would be done by halves. Such pairs are left whole, first.
@@ -553,11 +582,12 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
             },
           );
         }
+        await switchTriggers(client, enableStatements(off), 'this transaction was rolled back');
         xids.push(await currentXid(client));
         await client.query('COMMIT');
       } catch (err) {
         await client.query('ROLLBACK').catch(() => {});
-        if (err instanceof OperationError && err.code === 'undo.conflict') throw err;
+        if (err instanceof FlashbackError) throw err;
         throw new OperationError(
           'undo.apply',
           `undo failed${tenants === undefined ? '' : ` for ${o.by} = ${g.value} (tenants done before it stay undone)`}: ${serverErrorText(err)}; this transaction was rolled back`,
@@ -611,11 +641,12 @@ async function confirmUndo(
   tables: readonly UndoTable[],
   policy: ConflictPolicy,
   tenants: number | undefined,
+  off: readonly SuspendedTrigger[],
 ): Promise<void> {
   const conflicts = sum(tables, 'conflicts');
   await guard({
     target: o.target,
-    action: `undo ${description}: reinsert ${fmt(sum(tables, 'reinsert'))}, revert ${fmt(sum(tables, 'revert'))}, delete ${fmt(sum(tables, 'delete'))} row(s) in ${tables.length} table(s)${conflicts > 0 ? `; ${fmt(conflicts)} conflict(s) ${policy === 'skip' ? 'skipped' : 'overwritten'}` : ''}${tenants === undefined ? '' : `, tenant by tenant (${tenants})`}`,
+    action: `undo ${description}: reinsert ${fmt(sum(tables, 'reinsert'))}, revert ${fmt(sum(tables, 'revert'))}, delete ${fmt(sum(tables, 'delete'))} row(s) in ${tables.length} table(s)${conflicts > 0 ? `; ${fmt(conflicts)} conflict(s) ${policy === 'skip' ? 'skipped' : 'overwritten'}` : ''}${tenants === undefined ? '' : `, tenant by tenant (${tenants})`}${off.length === 0 ? '' : `; user triggers off while writing (writers to those tables wait): ${off.map((t) => `${t.table}.${quoteIdent(t.name)}`).join(', ')}`}`,
     confirm: o.confirm,
     fingerprints: new FingerprintStore(o.repo),
     io: o.io,
@@ -637,7 +668,15 @@ async function applyDirect(
   befores: ReadonlyMap<string, Before>,
   schema: SchemaModel,
   description: string,
-  { progress, policy }: { progress: (p: UndoProgress) => void; policy: ConflictPolicy },
+  {
+    progress,
+    policy,
+    off,
+  }: {
+    progress: (p: UndoProgress) => void;
+    policy: ConflictPolicy;
+    off: readonly SuspendedTrigger[];
+  },
 ): Promise<{ tables: UndoTable[]; tenant: TenantProgress } | undefined> {
   const tables = ordered.map((t) => ({
     table: name(t),
@@ -647,22 +686,25 @@ async function applyDirect(
     conflicts: 0,
   }));
   progress({ phase: 'confirm' });
-  await confirmUndo(o, client, description, tables, policy, undefined);
+  await confirmUndo(o, client, description, tables, policy, undefined, off);
   const rows = sum(tables, 'reinsert');
   progress({ phase: 'apply', rows });
   const t0 = Date.now();
   await client.query('BEGIN');
   let xid: number;
   try {
+    await switchTriggers(client, disableStatements(off), 'this transaction was rolled back');
     for (const t of ordered) {
       await client.query(
         `INSERT INTO ${qualify(t.schema, t.name)}${columnList(t.columns)}${overriding(schema, t)} SELECT ${t.columns.map(quoteIdent).join(', ')} FROM ${befores.get(name(t))!.b}`,
       );
     }
+    await switchTriggers(client, enableStatements(off), 'this transaction was rolled back');
     xid = await currentXid(client);
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
+    if (err instanceof FlashbackError) throw err;
     const code = (err as { code?: unknown }).code;
     if (code === '23505' || code === '23P01') return undefined;
     throw new OperationError(
@@ -1950,6 +1992,7 @@ async function writeScript(
   staged: ReadonlyArray<{ t: TableSnapshot; u: string }>,
   statements: readonly Statement[],
   base: { target: string; selection: string; snapshot: string },
+  off: readonly SuspendedTrigger[],
 ): Promise<void> {
   const { to: copyTo } = await import('pg-copy-streams');
   // Streamed: the staged rows of a long window need not fit in memory.
@@ -1977,7 +2020,9 @@ async function writeScript(
         await put(b);
       await put('\\.\n');
     }
+    for (const s of disableStatements(off)) await put(`${s};\n`);
     for (const s of statements) await put(`${s.sql};\n`);
+    for (const s of enableStatements(off)) await put(`${s};\n`);
     await put('COMMIT;\n');
   });
 }

@@ -14,6 +14,7 @@ import {
 } from '../../history/state.js';
 import { parseTimeArg } from '../../history/time.js';
 import type { SchemaModel } from '../../pg/schema/model.js';
+import { quoteIdent } from '../../pg/schema/quote.js';
 import { ChunkStore } from '../../repo/chunks.js';
 import { whileShared } from '../../repo/lock.js';
 import type { Repository } from '../../repo/repository.js';
@@ -37,6 +38,7 @@ interface RestoreFlags {
   workers: string;
   owner: boolean;
   acl: boolean;
+  disableTriggers?: boolean;
   at?: string;
   lsn?: string;
   beforeXid?: string;
@@ -74,6 +76,10 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
     )
     .option('--no-acl', 'do not restore grants and policy roles')
     .option(
+      '--disable-triggers',
+      "merging into existing tables: switch their user triggers off inside the restore's transaction (writers to them wait until it ends)",
+    )
+    .option(
       '--dry-run',
       'print the plan (rows to insert, update, skip per table), tried and rolled back; write nothing',
     )
@@ -90,8 +96,13 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
       `
 Without --table/--where, the whole snapshot goes into an empty database.
 With them, rows are merged into existing tables: by default only rows whose
-key is absent are inserted and the rest counted as skipped (the table's
-triggers fire on them, as on any write). One transaction:
+key is absent are inserted and the rest counted as skipped. The tables'
+triggers fire on them, as on any write (a trigger stamping updated_at
+changes the rows put back); --disable-triggers switches the user triggers
+(not foreign keys) of the tables merged into off after the confirmation
+and back on before the commit, as they were: no other session sees them
+off, but writers to those tables wait until the restore ends, and it
+needs the tables' owner. One transaction:
 a failure leaves the target as it was. Protected targets need --confirm.
 --dry-run stages the rows and tries the merge inside a transaction that is
 rolled back: the counts are exact, and a merge that would fail (a key that
@@ -246,6 +257,7 @@ async function restoreFrom(
     owners: opts.owner,
     grants: opts.acl,
     dryRun: opts.dryRun,
+    disableTriggers: opts.disableTriggers,
     confirm: opts.confirm,
     io: ctx.guardIO,
     signal: ctx.interruptSignal(),
@@ -318,8 +330,13 @@ function formatPlan(plan: RestorePlan, applied: boolean): string {
     n(t.update),
     n(t.skip),
   ]);
+  const off = plan.triggersOff ?? [];
   return (
-    head + table(['TABLE', 'ACTION', 'IN SNAPSHOT', 'INSERT', 'UPDATE', 'SKIP'], rows, [2, 3, 4, 5])
+    head +
+    table(['TABLE', 'ACTION', 'IN SNAPSHOT', 'INSERT', 'UPDATE', 'SKIP'], rows, [2, 3, 4, 5]) +
+    (off.length === 0
+      ? ''
+      : `user triggers ${applied ? 'switched' : 'to switch'} off while merging: ${off.map((t) => `${t.table}.${quoteIdent(t.name)}`).join(', ')}\n`)
   );
 }
 

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
 import { parseTimeArg } from '../../history/time.js';
+import { quoteIdent } from '../../pg/schema/quote.js';
 import {
   type ConflictPolicy,
   type UndoProgress,
@@ -29,6 +30,7 @@ interface UndoFlags {
   orderFile?: string;
   estimate?: boolean;
   confirm?: string;
+  disableTriggers?: boolean;
 }
 
 export function registerUndo(program: Command, context: (cmd: Command) => CliContext): void {
@@ -63,6 +65,10 @@ export function registerUndo(program: Command, context: (cmd: Command) => CliCon
     .option('--order <values>', 'with --by: these values first, in this order (comma-separated)')
     .option('--order-file <file>', 'with --by: the order, one value per line')
     .option('--estimate', 'with --by: rows and expected time per tenant; nothing runs')
+    .option(
+      '--disable-triggers',
+      'switch the user triggers of the tables written off inside each apply transaction (writers to them wait until it ends)',
+    )
     .option('--confirm <name>', 'the target name, to confirm --apply without a prompt')
     .option('--json', 'print JSON')
     .addHelpText(
@@ -90,6 +96,15 @@ a DELETE removed (nothing updated or inserted), without --out, --by or
 --where, puts them back at once without planning first; a row written
 again since makes that fail with nothing written, and the plan is then
 made and applied as above, without asking again.
+
+The tables' triggers fire on the undo's writes, as on any write (a trigger
+stamping updated_at changes the rows set back). --disable-triggers
+switches the user triggers (not foreign keys) of the tables written off
+after the confirmation and back on before each commit, as they were: no
+other session sees them off, but writers to those tables wait until the
+transaction ends, and it needs the tables' owner. The trial of a preview
+and the --out script do the same. Cascades to other tables still fire
+their triggers.
 
 Progress is shown on stderr (not with --json): the change log read, the
 rows read from the snapshot, the plan, the trial of a preview, the apply,
@@ -174,6 +189,7 @@ async function runUndo(ctx: CliContext, ref: string, opts: UndoFlags): Promise<n
     conflicts: opts.conflicts as ConflictPolicy,
     mode: opts.estimate === true ? 'estimate' : opts.apply === true ? 'apply' : 'preview',
     out: opts.out,
+    disableTriggers: opts.disableTriggers,
     by: opts.by,
     order,
     confirm: opts.confirm,
@@ -248,6 +264,9 @@ export function formatUndoReport(r: UndoReport): string {
       ]),
       [1, 2],
     )}`;
+  }
+  if (r.triggersOff !== undefined && r.triggersOff.length > 0) {
+    s += `user triggers ${r.applied ? 'switched' : 'to switch'} off while writing: ${r.triggersOff.map((t) => `${t.table}.${quoteIdent(t.name)}`).join(', ')}\n`;
   }
   for (const note of r.notes) s += `note: ${note}\n`;
   if (r.out !== undefined) s += `\nthe exact SQL is in ${r.out}\n`;
