@@ -21,6 +21,8 @@ export interface TablePlan {
    * - `merge`: the table exists in the target; matching rows are merged per `onConflict`.
    */
   readonly action: 'load' | 'merge';
+  /** The table's name in the snapshot (`schema.name`), when it was renamed since and is merged into under its name now. */
+  readonly renamedFrom?: string | undefined;
   /** Rows of this table in the snapshot. */
   readonly snapshotRows: number;
   readonly chunks: number;

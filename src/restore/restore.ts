@@ -111,10 +111,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       },
     );
   }
-  const selected = orderByForeignKeys(
-    selectTables(manifest, options.tables ?? []),
-    manifest.schema,
-  );
+  let selected = orderByForeignKeys(selectTables(manifest, options.tables ?? []), manifest.schema);
   const lock = await RepositoryLock.acquire(options.repo.storage, {
     exclusive: false,
     reader: true,
@@ -168,6 +165,18 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           },
         );
       }
+      // Tables renamed since the snapshot, in the database it was taken of:
+      // followed by their OID, so their rows go into them under the names
+      // they have now (as undo does). The snapshot's rows are read under
+      // the old name (`source` below); everything else uses the new one.
+      const renamed = empty
+        ? new Map<TableSnapshot, TableSnapshot>()
+        : await renamedSince(
+            client,
+            manifest,
+            selected.filter((t) => !existing.has(`${t.schema}.${t.name}`)),
+          );
+      selected = selected.map((t) => renamed.get(t) ?? t);
       const missing = selected.filter((t) => !existing.has(`${t.schema}.${t.name}`));
       if (!empty && missing.length > 0) {
         throw new UsageError(
@@ -217,7 +226,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
             p.statementsDone++;
           }),
       };
-      const from = options.source ?? snapshotSource(new ChunkStore(options.repo.storage));
+      const stored = options.source ?? snapshotSource(new ChunkStore(options.repo.storage));
+      const from: TableSource =
+        renamed.size === 0 ? stored : { blocks: (t) => stored.blocks(originOf(t)) };
       const chunks =
         report === undefined
           ? from
@@ -318,12 +329,70 @@ function initialPlan(
     tables: tables.map((t) => ({
       schema: t.schema,
       name: t.name,
+      ...(originOf(t) === t ? {} : { renamedFrom: `${originOf(t).schema}.${originOf(t).name}` }),
       action,
       snapshotRows: t.rows,
       chunks: t.chunks.length,
       ...(countsKnown ? { insert: t.rows, update: 0, skip: 0 } : {}),
     })),
   };
+}
+
+/**
+ * Renamed copies of tables made by renamedSince, to the snapshot's own: the
+ * snapshot's rows and schema model are found under the old name.
+ */
+const ORIGIN = new WeakMap<TableSnapshot, TableSnapshot>();
+
+/** The snapshot's table behind `t` (itself, unless renamedSince made `t`). */
+function originOf(t: TableSnapshot): TableSnapshot {
+  return ORIGIN.get(t) ?? t;
+}
+
+/** The schema model of `t`'s table in the snapshot. */
+function modelOf(
+  manifest: SnapshotManifest<SchemaModel>,
+  t: TableSnapshot,
+): TableModel | undefined {
+  const o = originOf(t);
+  return manifest.schema.tables.find((m) => m.schema === o.schema && m.name === o.name);
+}
+
+/**
+ * Of `missing` (snapshot tables absent from the target by name), those
+ * renamed since: when the target is the database the snapshot was taken of
+ * (same system identifier and name), a table whose OID is still there under
+ * another name is the same table. Each maps to a copy under its name now.
+ */
+async function renamedSince(
+  client: PgClient,
+  manifest: SnapshotManifest<SchemaModel>,
+  missing: readonly TableSnapshot[],
+): Promise<Map<TableSnapshot, TableSnapshot>> {
+  const out = new Map<TableSnapshot, TableSnapshot>();
+  const withOid = missing.filter((t) => t.oid !== undefined);
+  if (withOid.length === 0) return out;
+  // (Values come back as text: src/pg/connect.ts.)
+  const same = await client.query<{ same: string }>(
+    'SELECT (system_identifier::text = $1 AND current_database() = $2)::text AS same FROM pg_control_system()',
+    [manifest.systemIdentifier, manifest.database],
+  );
+  if (same.rows[0]?.same !== 'true') return out;
+  const r = await client.query<{ oid: string; schema: string; name: string }>(
+    `SELECT c.oid::text AS oid, n.nspname AS schema, c.relname AS name
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.oid = ANY($1::oid[]) AND c.relkind IN ('r', 'p')`,
+    [withOid.map((t) => t.oid)],
+  );
+  const now = new Map(r.rows.map((x) => [Number(x.oid), x]));
+  for (const t of withOid) {
+    const n = now.get(t.oid!);
+    if (n === undefined) continue;
+    const copy: TableSnapshot = { ...t, schema: n.schema, name: n.name };
+    ORIGIN.set(copy, t);
+    out.set(t, copy);
+  }
+  return out;
 }
 
 /**
@@ -401,9 +470,7 @@ async function run(
         planned.push({ ...base.tables[i]!, insert: t.rows, update: 0, skip: 0 });
         continue;
       }
-      const model = options.manifest.schema.tables.find(
-        (m) => m.schema === t.schema && m.name === t.name,
-      );
+      const model = modelOf(options.manifest, t);
       if (!empty) await assertColumnsLive(client, t);
       const st = await stage(client, chunks, t, model, i, options.where, options.signal).catch(
         (err: unknown) => {
@@ -693,9 +760,7 @@ async function mergeTable(
   const cols = columnList(t.columns);
   const select = t.columns.map(quoteIdent).join(', ');
   const onConflict = options.onConflict ?? 'skip';
-  const identityAlways = options.manifest.schema.tables
-    .find((m) => m.schema === t.schema && m.name === t.name)
-    ?.columns.some((c) => c.identity === 'always');
+  const identityAlways = modelOf(options.manifest, t)?.columns.some((c) => c.identity === 'always');
   const overriding = identityAlways === true ? ' OVERRIDING SYSTEM VALUE' : '';
   try {
     if (t.key.length === 0) {

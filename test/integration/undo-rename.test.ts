@@ -21,6 +21,8 @@ describe('undo across table renames (PostgreSQL 17)', () => {
   let cleanup: () => Promise<void>;
   let live: PgClient;
   let capture: CaptureProcess;
+  /** A moment after the backup, before any rename. */
+  let atBackup: string;
   const run = (args: string[]) => runCli(args, { cwd: dir, env });
   const moment = () => serverMoment(live);
   const rows = async (table: string) =>
@@ -52,6 +54,7 @@ describe('undo across table renames (PostgreSQL 17)', () => {
     capture = quickCapture(dir, env, name).start();
     await capture.streaming();
     expect((await run(['backup', name])).code).toBe(0);
+    atBackup = await moment();
   });
 
   afterAll(async () => {
@@ -135,5 +138,37 @@ describe('undo across table renames (PostgreSQL 17)', () => {
       `public.gone, whose rows the window changed, is not in "${name}" now (dropped since`,
     );
     expect(await rows('things_old')).toEqual(things);
+  });
+
+  it("restore --table under the snapshot's name puts rows back into the table it is now (snapshot and --at)", async () => {
+    // items was renamed to things, then things_old (tests above).
+    const before = await rows('things_old');
+    await live.query('DELETE FROM things_old WHERE id BETWEEN 12 AND 15');
+    const restore = (more: string[], where: string) =>
+      run([
+        'restore',
+        name,
+        ...more,
+        '--to',
+        name,
+        '--table',
+        'items',
+        '--where',
+        where,
+        '--confirm',
+        name,
+      ]);
+    const plain = await restore([], 'id IN (12, 13)');
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stdout).toMatch(/public\.things_old +merge +20 +2 +0 +0\n/);
+    expect(plain.stdout).toContain(
+      'note: public.items of the snapshot is public.things_old now (the same table by its OID, renamed since): its rows went into public.things_old\n',
+    );
+    const at = await restore(['--at', atBackup], 'id IN (14, 15)');
+    expect(at.code, at.stderr).toBe(0);
+    expect(at.stdout).toContain('its rows went into public.things_old');
+    expect(await rows('things_old')).toEqual(before);
+    // The new table under the old name is left alone.
+    expect(await rows('things')).toEqual([{ id: '1', v: 'new table' }]);
   });
 });

@@ -102,7 +102,10 @@ changes the rows put back); --disable-triggers switches the user triggers
 (not foreign keys) of the tables merged into off after the confirmation
 and back on before the commit, as they were: no other session sees them
 off, but writers to those tables wait until the restore ends, and it
-needs the tables' owner. One transaction:
+needs the tables' owner. A table renamed since the snapshot, in the
+database it was taken of, is found by its OID: name it as the snapshot
+does, and its rows go into it under its name now (a note says so). One
+transaction:
 a failure leaves the target as it was. Protected targets need --confirm.
 --dry-run stages the rows and tries the merge inside a transaction that is
 rolled back: the counts are exact, and a merge that would fail (a key that
@@ -336,7 +339,14 @@ function formatPlan(plan: RestorePlan, applied: boolean): string {
     table(['TABLE', 'ACTION', 'IN SNAPSHOT', 'INSERT', 'UPDATE', 'SKIP'], rows, [2, 3, 4, 5]) +
     (off.length === 0
       ? ''
-      : `user triggers ${applied ? 'switched' : 'to switch'} off while merging: ${off.map((t) => `${t.table}.${quoteIdent(t.name)}`).join(', ')}\n`)
+      : `user triggers ${applied ? 'switched' : 'to switch'} off while merging: ${off.map((t) => `${t.table}.${quoteIdent(t.name)}`).join(', ')}\n`) +
+    plan.tables
+      .filter((t) => t.renamedFrom !== undefined)
+      .map(
+        (t) =>
+          `note: ${t.renamedFrom} of the snapshot is ${t.schema}.${t.name} now (the same table by its OID, renamed since): its rows ${applied ? 'went' : 'go'} into ${t.schema}.${t.name}\n`,
+      )
+      .join('')
   );
 }
 
