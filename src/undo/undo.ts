@@ -164,6 +164,8 @@ export interface Conflict {
   readonly before: Record<string, string | null> | null;
   readonly after: Record<string, string | null> | null;
   readonly now: Record<string, string | null> | null;
+  /** Why it is a conflict, where its versions do not show it (a cascade, half of a key change). */
+  readonly why?: string;
 }
 
 /** Progress and result of one tenant. */
@@ -397,7 +399,8 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       cascades.set(name(st.t), c);
       for (const ref of c) {
         await client.query(
-          `UPDATE ${st.u} u SET "fb conflict" = true WHERE u."fb op" = 'delete' AND ${ref.remains('u')}`,
+          `UPDATE ${st.u} u SET "fb conflict" = true, "fb why" = coalesce(u."fb why", $1) WHERE u."fb op" = 'delete' AND ${ref.remains('u')}`,
+          [ref.why],
         );
       }
     }
@@ -1401,7 +1404,7 @@ async function spreadConflicts(
   const is = (x: string, p: string) => movedSide(t, x, p);
   for (;;) {
     const r = await client.query(
-      `UPDATE ${u} x SET "fb conflict" = true
+      `UPDATE ${u} x SET "fb conflict" = true, "fb why" = coalesce(x."fb why", ${quoteLiteral(WHY_MOVED)})
         WHERE NOT x."fb conflict" AND EXISTS (
           SELECT 1 FROM pg_temp.fb_undo_moves_${i} m JOIN ${u} y ON y."fb conflict"
            WHERE (${is('x', 'from')} AND ${is('y', 'to')}) OR (${is('x', 'to')} AND ${is('y', 'from')}))`,
@@ -1448,7 +1451,7 @@ async function leaveSplitMoves(
       ? ''
       : ` AND a.${quoteIdent(tenant.column)}::text IS NOT DISTINCT FROM $1 AND b.${quoteIdent(tenant.column)}::text IS NOT DISTINCT FROM $1`;
   const r = await client.query(
-    `UPDATE ${u} x SET "fb conflict" = true FROM ${m} m, ${u} a, ${u} b
+    `UPDATE ${u} x SET "fb conflict" = true, "fb why" = coalesce(x."fb why", ${quoteLiteral(WHY_MOVED)}) FROM ${m} m, ${u} a, ${u} b
       WHERE ${is('a', 'from')} AND ${is('b', 'to')} AND NOT a."fb conflict" AND NOT b."fb conflict"${inGroup}
         AND (${will('a')}) IS DISTINCT FROM (${will('b')})
         AND ((${is('x', 'from')}) OR (${is('x', 'to')}))`,
@@ -1477,8 +1480,17 @@ function counted(
 }
 
 /** The plan columns of a staged table: what to do with the row, and what conflict checks need. */
+/**
+ * The plan's own columns beside each staged row: what to do, whether it is a
+ * conflict, the columns the window changed and their values after it, and
+ * why a conflict is one when its versions do not show it (`fb why`).
+ */
 const PLAN_COLUMNS =
-  'ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean NOT NULL DEFAULT false, ADD COLUMN "fb changed" text[], ADD COLUMN "fb after" text[]';
+  'ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean NOT NULL DEFAULT false, ADD COLUMN "fb changed" text[], ADD COLUMN "fb after" text[], ADD COLUMN "fb why" text';
+
+/** `fb why` of the rows of a key change left alone because one half was written since. */
+const WHY_MOVED =
+  'its key was changed in the window, and a row under the old or new key was written since: a key change is undone whole or not at all';
 
 async function addPlanColumns(client: PgClient, u: string): Promise<void> {
   await client.query(`ALTER TABLE ${u} ${PLAN_COLUMNS}`);
@@ -1660,8 +1672,9 @@ async function conflictSamples(client: PgClient, t: TableSnapshot, u: string): P
     b: string | null;
     a: string | null;
     l: string | null;
+    w: string | null;
   }>(
-    `SELECT u."fb op" AS op,
+    `SELECT u."fb op" AS op, u."fb why" AS w,
             (SELECT ${texts('b')} FROM pg_temp.fb_undo_before_${i} b WHERE ${keyEq('b', 'u')}) AS b,
             (SELECT ${texts('a')} FROM pg_temp.fb_undo_after_${i} a WHERE ${keyEq('a', 'u')}) AS a,
             (SELECT ${texts('l')} FROM ONLY ${qualify(t.schema, t.name)} l WHERE ${keyEq('l', 'u')}) AS l
@@ -1679,6 +1692,7 @@ async function conflictSamples(client: PgClient, t: TableSnapshot, u: string): P
     before: text(x.b),
     after: text(x.a),
     now: text(x.l),
+    ...(x.w === null ? {} : { why: x.w }),
   }));
 }
 
@@ -1896,6 +1910,8 @@ function overriding(schema: SchemaModel, t: TableSnapshot): string {
 
 /** A foreign key that deleting a row of a table would act on (ON DELETE CASCADE, SET NULL, SET DEFAULT). */
 interface Cascade {
+  /** Why a delete it would reach is a conflict, for the report: the child and the action. */
+  readonly why: string;
   /** SQL: rows of the child reference `alias`'s row and are not themselves deleted by the plan. */
   remains(alias: string): string;
   /** SQL: rows of the child reference `alias`'s row now. */
@@ -1908,8 +1924,8 @@ async function cascadingReferences(
   t: TableSnapshot,
   staged: ReadonlyArray<{ t: TableSnapshot; u: string }>,
 ): Promise<Cascade[]> {
-  const r = await client.query<{ s: string; n: string; cc: string; pc: string }>(
-    `SELECT cn.nspname AS s, cl.relname AS n,
+  const r = await client.query<{ s: string; n: string; cc: string; pc: string; act: string }>(
+    `SELECT cn.nspname AS s, cl.relname AS n, k.confdeltype AS act,
             array_to_json(ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY x(num, ord)
                                 JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = x.num ORDER BY x.ord))::text AS cc,
             array_to_json(ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY x(num, ord)
@@ -1934,7 +1950,13 @@ async function cascadingReferences(
         : ` AND NOT EXISTS (SELECT 1 FROM ${planned.u} cu WHERE cu."fb op" = 'delete' AND ${planned.t.key
             .map((k) => `cu.${quoteIdent(k)} = c.${quoteIdent(k)}`)
             .join(' AND ')})`;
+    const action = {
+      c: 'CASCADE would delete',
+      n: 'SET NULL would change',
+      d: 'SET DEFAULT would change',
+    }[row.act];
     return {
+      why: `rows of ${child} that refer to it were written since (ON DELETE ${action} them)`,
       remains: (alias) =>
         `EXISTS (SELECT 1 FROM ONLY ${child} c WHERE ${match(alias)}${notPlanned})`,
       referencedNow: (alias) => `EXISTS (SELECT 1 FROM ONLY ${child} c WHERE ${match(alias)})`,

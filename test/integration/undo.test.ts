@@ -720,11 +720,20 @@ describe('undo', () => {
     expect(r.code, r.stderr).toBe(0);
     const plan = JSON.parse(r.stdout) as {
       tables: Array<{ table: string; delete: number; conflicts: number }>;
+      conflicts: Array<{ table: string; op: string; why?: string }>;
     };
     expect(plan.tables.find((t) => t.table === 'public.orders')).toMatchObject({
       delete: 1,
       conflicts: 1,
     });
+    // Its versions alone (inserted in the window, unchanged since) do not say why.
+    expect(plan.conflicts).toContainEqual(
+      expect.objectContaining({
+        table: 'public.orders',
+        op: 'delete',
+        why: 'rows of public.order_items that refer to it were written since (ON DELETE CASCADE would delete them)',
+      }),
+    );
     // Order 11 and its item (both from the window) are gone; order 10 stays, with the item written after.
     expect(await rows(live, 'SELECT id FROM orders')).toEqual(['10']);
     expect(await rows(live, 'SELECT id, what FROM order_items')).toEqual(['2\twritten after']);
@@ -812,6 +821,12 @@ describe('undo', () => {
       ['delete', '107'],
       ['reinsert', '7'],
     ]);
+    // 107's versions show why; 7's (nothing there now, as before) do not, so it says.
+    expect(Object.fromEntries(report.conflicts.map((c) => [c.op, c.why]))).toEqual({
+      delete: undefined,
+      reinsert:
+        'its key was changed in the window, and a row under the old or new key was written since: a key change is undone whole or not at all',
+    });
     expect(await rows(live, 'SELECT id, email FROM accounts WHERE id IN (7, 8, 107, 108)')).toEqual(
       ['107\tg2@example.com', '8\th@example.com'],
     ); // (sorted as text)

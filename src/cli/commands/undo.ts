@@ -80,7 +80,8 @@ last values, updated rows set back (only the columns that changed), inserted
 rows removed, truncated rows put back. A row written again after the changes
 being undone is a conflict: shown with its versions (before, after the bad
 change, now) and skipped unless --conflicts overwrite; so is a delete that
-would cascade to rows written since. Conflicts are checked again as the
+would cascade to rows written since (a conflict whose versions do not show
+why, like that one, says why). Conflicts are checked again as the
 apply reaches each row: one written between the plan and the apply (while
 the prompt waits) is skipped too, or with --conflicts fail rolls the apply
 back. A row whose key was changed is undone whole or not at all; in a table
@@ -247,7 +248,7 @@ export function formatUndoReport(r: UndoReport): string {
   if (r.conflicts.length > 0) {
     s += `\nconflicts (${r.policy === 'skip' ? 'skipped' : r.policy === 'overwrite' ? 'overwritten' : 'refused'}): rows written again after the changes being undone\n`;
     for (const c of r.conflicts) {
-      s += `  ${c.table} ${c.op}\n    before: ${show(c.before)}\n    after:  ${show(c.after)}\n    now:    ${show(c.now)}\n`;
+      s += `  ${c.table} ${c.op}${c.why === undefined ? '' : `: ${c.why}`}\n    before: ${show(c.before)}\n    after:  ${show(c.after)}\n    now:    ${show(c.now)}\n`;
     }
   }
   const late = r.tables.reduce((a, t) => a + (t.lateConflicts ?? 0), 0);
