@@ -403,6 +403,12 @@ describe('impactReport', () => {
     });
     expect(r.unresolved).toEqual([{ table: 'public.files', updated: 1, deleted: 1, truncated: 0 }]);
     expect(r.lookup).toEqual({ snapshot: null, chunksRead: 0, keys: 3 });
+    // Each of the three is a gap: the CLI says the report is incomplete (exit 1).
+    expect(r.gaps.map((g) => g.slice(0, 30)).sort()).toEqual([
+      'public.files: the value of ten',
+      'the change log of "prod" began',
+      'the change log reaches only 20',
+    ]);
     expect(r.notes.join('\n')).toMatch(
       /the change log reaches only 2026-11-21T10:00:02.000001Z: changes committed after that, up to 2026-11-21T11:00:00.000000Z, are not in it/,
     );

@@ -167,6 +167,12 @@ export interface ImpactReport {
   readonly logReaches: string | null;
   /** Things the reader should know: gaps, truncates, guesses that were not made. */
   readonly notes: readonly string[];
+  /**
+   * Of `notes`, those that mean the counts may be short: changes in the
+   * window the log does not hold, or whose value is unknown. The CLI exits 1
+   * when there are any: a CSV sent to customers must not look complete.
+   */
+  readonly gaps: readonly string[];
 }
 
 // ---------------------------------------------------------------------------
@@ -475,6 +481,12 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
     (await store.all(target)) as Array<SnapshotManifest<SchemaModel>>,
   );
   const notes: string[] = [];
+  // Of the notes, those that mean changes in the window are not counted.
+  const gaps: string[] = [];
+  const gap = (text: string) => {
+    notes.push(text);
+    gaps.push(text);
+  };
   const until = normaliseTime(o.until);
   const next = logs[index + 1];
   if (next !== undefined && until >= normaliseTime(next.info.created)) {
@@ -502,7 +514,7 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
     sinceLsn = lsnValue(m.lsn);
     sinceSnapshot = { id: m.id, lsn: m.lsn };
     if (sinceLsn < logStart) {
-      notes.push(
+      gap(
         `snapshot ${m.id} (LSN ${m.lsn}) is older than the change log of "${target}" (it begins at LSN ${lsnText(logStart)}): changes committed between the two are in neither and are not counted`,
       );
     }
@@ -513,7 +525,7 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
     base =
       [...before].reverse().find((m) => lsnValue(m.lsn) >= logStart) ?? before[before.length - 1];
     if (logCreated > since) {
-      notes.push(
+      gap(
         `the change log of "${target}" began at ${logCreated}, after --since: changes committed before it are not counted`,
       );
     }
@@ -716,7 +728,7 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
     newest < until &&
     Date.parse(until) - Date.parse(newest) <= LOG_SLACK_MS;
   if (!endsAtLog && (newest === '' || newest < until)) {
-    notes.push(
+    gap(
       `the change log reaches ${newest === '' ? 'no commit or heartbeat after the window opens' : `only ${newest}`}: changes committed after that, up to ${until}, are not in it (is capture running?)`,
     );
   }
@@ -741,7 +753,7 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
       u.updated > 0 ? `${u.updated} update(s) (the value before)` : '',
       u.truncated > 0 ? `${u.truncated} truncated row(s)` : '',
     ].filter(Boolean);
-    notes.push(
+    gap(
       `${t.label}: the value of ${column} is unknown for ${parts.join(', ')}: the change log does not carry it and neither a snapshot before the window nor an earlier change holds the row (not counted above)`,
     );
   }
@@ -786,6 +798,7 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
     lookup: lookupInfo,
     logReaches: newest === '' ? null : newest,
     notes,
+    gaps,
   };
 }
 

@@ -514,6 +514,24 @@ describe('flashback impact', () => {
     const none = await cli(['impact', '--by', 'tenant_id']);
     expect(none.code).toBe(3);
     expect(none.stderr).toContain('where does the window start?');
+    // A window the log does not wholly hold: the CSV is printed, but a
+    // script sending it on learns it is incomplete (exit 1), not only a reader.
+    const early = await cli([
+      'impact',
+      '--since',
+      '2000-01-01T00:00:00Z',
+      '--until',
+      t2,
+      '--by',
+      'tenant_id',
+      '--csv',
+    ]);
+    expect(early.code, early.stderr).toBe(ExitCode.failed);
+    expect(early.stdout).toMatch(/^tenant_id,table,inserted,/);
+    expect(early.stderr).toMatch(/note: the change log of "\S+" began at \S+, after --since/);
+    expect(early.stderr).toMatch(
+      /\nflashback: the report is incomplete: \d+ note\(s\) above name changes in the window it could not count or attribute\n$/,
+    );
   });
 
   it('drops the capture slot', async () => {

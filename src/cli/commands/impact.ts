@@ -64,7 +64,10 @@ hold the keys are read) and the log after it. A truncate counts every row the
 table had at that moment. Tables without the column are listed, not counted.
 With --json or --csv, notes go to stderr.
 
-Exit codes: 0 report printed (also when empty); 3 usage (unknown target,
+Exit codes: 0 report printed (also when empty); 1 report printed, but
+incomplete: changes in the window that the change log does not hold (it
+began after the window opened, or reaches only part of it), or whose value
+is unknown (the notes say which); 3 usage (unknown target,
 column, snapshot, bad time); 6 no repository; 7 locked (a prune is running:
 it reads under a shared lock); 8 a snapshot chunk or change-log segment it
 needs is missing or damaged.`,
@@ -95,7 +98,12 @@ needs is missing or damaged.`,
       } else {
         ctx.out(render(report));
       }
-      process.exitCode = ExitCode.ok;
+      if (report.gaps.length > 0) {
+        ctx.err(
+          `flashback: the report is incomplete: ${report.gaps.length} note(s) above name changes in the window it could not count or attribute\n`,
+        );
+      }
+      process.exitCode = report.gaps.length > 0 ? ExitCode.failed : ExitCode.ok;
     });
 }
 
