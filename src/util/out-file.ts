@@ -77,7 +77,10 @@ export async function writeWhole(
     if (!ws.closed) await once(ws, 'close');
     await rename(tmp, file);
   } catch (err) {
+    // Closed before removed: a file still being opened would appear after the removal.
+    const closed = ws.closed ? Promise.resolve() : until('close');
     ws.destroy();
+    await closed;
     await rm(tmp, { force: true }).catch(() => {});
     if (err !== failure) throw err;
     const code = (err as NodeJS.ErrnoException).code;
