@@ -125,6 +125,14 @@ export async function connectParams(
   const client = new pg.Client(config);
   // An idle connection dropped by the server must not crash the process.
   client.on('error', () => {});
+  // The server reports its encoding as the session starts (no query needed).
+  let serverEncoding: string | undefined;
+  (client as unknown as { connection: NodeJS.EventEmitter }).connection.on(
+    'parameterStatus',
+    (m: { parameterName: string; parameterValue: string }) => {
+      if (m.parameterName === 'server_encoding') serverEncoding = m.parameterValue;
+    },
+  );
   try {
     await client.connect();
   } catch (err) {
@@ -132,7 +140,18 @@ export async function connectParams(
     throw unreachable(label, params, err, timeout);
   }
   try {
-    await client.query(SET_SESSION);
+    // A SQL_ASCII database holds bytes in no encoding: a UTF8 session has
+    // the server check every value it sends, and a byte past 127 that is not
+    // UTF-8 stops the backup ("invalid byte sequence"). Such a session takes
+    // the bytes as they are, as pg_dump does; COPY data is handled as bytes
+    // throughout. Not the replication session: values the change log holds
+    // are read as text, so capture keeps refusing what is not UTF-8 rather
+    // than store it.
+    await client.query(
+      serverEncoding === 'SQL_ASCII' && options.replication !== true
+        ? `${SET_SESSION}; SET client_encoding = SQL_ASCII`
+        : SET_SESSION,
+    );
   } catch (err) {
     await client.end().catch(() => {});
     throw err;
