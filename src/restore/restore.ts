@@ -23,6 +23,7 @@ import {
   type TablePlan,
 } from './plan.js';
 import { checkRoles } from './roles.js';
+import { type RaisedSequence, raiseSequences } from './sequences.js';
 import { columnList } from './sql.js';
 import { disableStatements, enableStatements, firingTriggers, switchTriggers } from './triggers.js';
 
@@ -96,6 +97,8 @@ export interface RestoreResult {
   readonly seconds: number;
   /** A dry run whose merge was tried and failed: why the restore would fail (nothing was written). */
   readonly failure?: string | undefined;
+  /** A whole restore to a moment: the sequences raised past their columns' rows (sequences.ts). */
+  readonly sequencesRaised?: readonly RaisedSequence[] | undefined;
 }
 
 /** Plans and (unless dry-run) applies a restore. */
@@ -282,7 +285,12 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           update: 0,
           skip: 0,
         }));
-        return { plan: { ...base, tables }, applied: true, seconds: (Date.now() - started) / 1000 };
+        return {
+          plan: { ...base, tables },
+          applied: true,
+          seconds: (Date.now() - started) / 1000,
+          ...(await atMoment(client, options)),
+        };
       }
       const result = await run(client, chunks, selected, base, empty, options, events, (plan) =>
         guard({
@@ -294,7 +302,11 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           client,
         }),
       );
-      return { ...result, seconds: (Date.now() - started) / 1000 };
+      return {
+        ...result,
+        seconds: (Date.now() - started) / 1000,
+        ...(result.applied && !selective ? await atMoment(client, options) : {}),
+      };
     } finally {
       await client.end().catch(() => {});
     }
@@ -336,6 +348,15 @@ function initialPlan(
       ...(countsKnown ? { insert: t.rows, update: 0, skip: 0 } : {}),
     })),
   };
+}
+
+/** After a whole restore to a moment (a source other than the snapshot's chunks): the sequences raised. */
+async function atMoment(
+  client: PgClient,
+  options: RestoreOptions,
+): Promise<Pick<RestoreResult, 'sequencesRaised'>> {
+  if (options.source === undefined) return {};
+  return { sequencesRaised: await raiseSequences(client, options.manifest.schema) };
 }
 
 /**

@@ -23,6 +23,7 @@ import {
   connectTo,
   freshDatabase,
   runCli,
+  sql,
   type TestServer,
   tempDir,
   testServers,
@@ -191,6 +192,17 @@ describe('restore to a moment', () => {
       expect(r.stderr).toContain(`as of ${m.at}`);
       const got = await state(server, into);
       for (const t of TABLES) expect(got[t], `${t} at moment ${i + 1}`).toEqual(m.rows[t]);
+      // Files added since the snapshot took ids past its sequence: raised, so the
+      // rebuilt database takes new rows (its first INSERT failed on a taken key).
+      expect(r.stdout).toMatch(
+        /\nsequences raised to their columns' largest values \(the change log does not carry sequence changes\): .*public\.files_id_seq \d+ → \d+/,
+      );
+      const [ins] = await sql(
+        server,
+        into,
+        "INSERT INTO files (tenant_id, kind, name, size_bytes, sha256, created_at) VALUES (1, 'image', 'new', 1, sha256('n'), now()) RETURNING id::text AS id, (SELECT max(id)::text FROM files) AS before",
+      );
+      expect(BigInt(String(ins!.id))).toBeGreaterThan(BigInt(String(ins!.before)));
     }
   });
 

@@ -279,6 +279,7 @@ async function restoreFrom(
       plan: result.plan,
       ...(result.failure === undefined ? {} : { failure: result.failure }),
       ...(asOf === undefined ? {} : { asOf }),
+      ...(result.sequencesRaised === undefined ? {} : { sequencesRaised: result.sequencesRaised }),
       notReproduced: missing,
     });
     return result.failure === undefined ? ExitCode.ok : ExitCode.failed;
@@ -287,6 +288,14 @@ async function restoreFrom(
   if (result.failure !== undefined) {
     ctx.out(`dry run: this restore would fail: ${result.failure}\nnothing was written\n`);
     return ExitCode.failed;
+  }
+  const raised = result.sequencesRaised ?? [];
+  if (raised.length > 0) {
+    // The log carries no sequence changes: without this, the rebuilt
+    // database's first INSERT would take a key that exists.
+    ctx.out(
+      `sequences raised to their columns' largest values (the change log does not carry sequence changes): ${raised.map((r) => `${r.sequence} ${r.from ?? '(unused)'} → ${r.to}`).join(', ')}\n`,
+    );
   }
   if (missing.length > 0) {
     ctx.out(
