@@ -22,6 +22,7 @@ import { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, identityRefusal } from '../guard/identity.js';
 import { connect, type PgClient } from '../pg/connect.js';
 import { CopyOut, tableCopySql } from '../pg/copy-out.js';
+import type { SlotWait } from '../pg/replication/slot-wait.js';
 import type { SchemaModel, TableModel } from '../pg/schema/model.js';
 import { qualify } from '../pg/schema/quote.js';
 import { readSchema } from '../pg/schema/read.js';
@@ -55,6 +56,8 @@ export interface BackupOptions {
   readonly signal?: AbortSignal | undefined;
   /** Called as work progresses (at most a few times per second is up to the caller). */
   readonly onProgress?: ((p: BackupProgress) => void) | undefined;
+  /** Told while the snapshot waits for running transactions to end (src/pg/replication/slot-wait.ts). */
+  readonly onWait?: ((w: SlotWait) => void) | undefined;
 }
 
 /** Running totals while a backup runs. */
@@ -130,7 +133,7 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
       const refusal = identityRefusal(target, identity);
       if (refusal !== undefined) throw refusal;
 
-      snapshot = await exportSnapshot(target);
+      snapshot = await exportSnapshot(target, { signal: options.signal, onWait: options.onWait });
       // The server's clock once the snapshot exists: every transaction the
       // snapshot sees committed before this, so a restore to a later moment
       // may start from it (src/history/state.ts).

@@ -29,6 +29,7 @@ import { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, identityRefusal } from '../guard/identity.js';
 import { connect, type PgClient } from '../pg/connect.js';
 import { createSlot, dropSlot, ensurePublication, ownSlotInfo } from '../pg/replication/slot.js';
+import { slotWaitMessage } from '../pg/replication/slot-wait.js';
 import {
   DEFAULT_PUBLICATION,
   openReplicationStream,
@@ -265,7 +266,10 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
         database: server.identity.database,
         at: new Date().toISOString(),
       });
-      const made = await createSlot({ name: target.name, connection: target.connection }, slot);
+      const made = await createSlot({ name: target.name, connection: target.connection }, slot, {
+        signal,
+        onWait: (w) => options.onWarning?.(slotWaitMessage(`capture ${target.name}`, w)),
+      });
       // Tests SIGKILL capture here: a slot the repository has not recorded yet.
       await faultpoint('capture.after-slot');
       created = true;

@@ -8,8 +8,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { ResolvedTarget } from '../config/targets.js';
-import { OperationError } from '../errors.js';
+import { InterruptedError, OperationError } from '../errors.js';
 import { connect, type PgClient } from './connect.js';
+import { type SlotWait, watchSlotCommand } from './replication/slot-wait.js';
 import { quoteLiteral } from './schema/quote.js';
 
 /** An exported snapshot; `close()` ends it and drops the temporary slot. */
@@ -21,17 +22,34 @@ export interface ExportedSnapshot {
   close(): Promise<void>;
 }
 
-/** Creates a temporary logical slot with an exported snapshot on the target. */
-export async function exportSnapshot(target: ResolvedTarget): Promise<ExportedSnapshot> {
+/**
+ * Creates a temporary logical slot with an exported snapshot on the target.
+ * It waits for the transactions running on the server to end (told to
+ * `onWait`); aborting `signal` cancels it (InterruptedError). See
+ * src/pg/replication/slot-wait.ts.
+ */
+export async function exportSnapshot(
+  target: ResolvedTarget,
+  o: { signal?: AbortSignal | undefined; onWait?: ((w: SlotWait) => void) | undefined } = {},
+): Promise<ExportedSnapshot> {
   const repl = await connect(target, { replication: true, applicationName: 'flashback backup' });
   const slot = `flashback_tmp_${randomBytes(6).toString('hex')}`;
   try {
     // The pre-15 spelling (EXPORT_SNAPSHOT) is still accepted by 15-18; the
     // parenthesised form only from 15, so use this one for 14 support.
-    const r = await repl.query<{ consistent_point: string; snapshot_name: string }>(
+    const rows = await watchSlotCommand<{ consistent_point: string; snapshot_name: string }>(
+      repl,
       `CREATE_REPLICATION_SLOT ${slot} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT`,
+      {
+        label: target.name,
+        connection: target.connection,
+        signal: o.signal,
+        onWait: o.onWait,
+        interrupted:
+          'backup interrupted while waiting for a consistent snapshot: nothing was written',
+      },
     );
-    const row = r.rows[0];
+    const row = rows[0];
     if (row === undefined) throw new Error('CREATE_REPLICATION_SLOT returned no row');
     return {
       name: row.snapshot_name,
@@ -42,6 +60,7 @@ export async function exportSnapshot(target: ResolvedTarget): Promise<ExportedSn
     };
   } catch (err) {
     await repl.end().catch(() => {});
+    if (err instanceof InterruptedError) throw err;
     throw new OperationError(
       'backup.snapshot',
       `cannot create a consistent snapshot on target "${target.name}": ${(err as Error).message}`,

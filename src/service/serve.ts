@@ -33,6 +33,7 @@ import { AlertSender, AlertTracker, type Webhook } from '../monitor/alerts.js';
 import { Metrics } from '../monitor/metrics.js';
 import { describeError, type RecordHooks, recordRun } from '../monitor/record.js';
 import { readStatus, type StatusReport } from '../monitor/status.js';
+import { slotWaitMessage } from '../pg/replication/slot-wait.js';
 import { prune } from '../prune/prune.js';
 import type { Repository } from '../repo/repository.js';
 import { formatBytes } from '../util/format.js';
@@ -289,7 +290,16 @@ const JOBS: Record<
       options.repo,
       { kind: 'backup', target: job.target, trigger: 'schedule' },
       async () => {
-        const b = await backup({ target, repo: options.repo, signal });
+        const b = await backup({
+          target,
+          repo: options.repo,
+          signal,
+          onWait: (w) =>
+            options.log.warn(
+              { job: job.job, target: job.target },
+              slotWaitMessage(`backup ${job.target}`, w),
+            ),
+        });
         const t = b.manifest.totals;
         return {
           value: b,

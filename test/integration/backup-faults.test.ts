@@ -180,4 +180,56 @@ describe('backup faults', () => {
     expect(again.code).toBe(0);
     expect(JSON.parse(again.stdout).totals.tables).toBe(6);
   });
+
+  it('waits for a transaction left open, saying which, and stops on Ctrl-C with nothing written', async () => {
+    const repo = path.join(dir, 'repo');
+    expect((await runCli(['init', '--force', '--repo', repo], { cwd: dir })).code).toBe(0);
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `targets:\n  prod:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n`,
+    );
+    const stored = (await files(repo)).filter((f) => /^(snapshots|locks)\//.test(f));
+    // An open transaction holding a transaction id: no snapshot can begin before it ends.
+    const open = await connectTo(server, db);
+    try {
+      await open.query('BEGIN');
+      const xid = (await open.query<{ x: string }>('SELECT txid_current()::text AS x')).rows[0]!.x;
+      const child = spawn(process.execPath, [CLI, 'backup', 'prod', '--repo', repo], {
+        cwd: dir,
+        env: { ...process.env, ...env },
+      });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+      });
+      for (let i = 0; i < 100 && !stderr.includes('waiting'); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(stderr).toMatch(
+        new RegExp(
+          `warning: backup prod: waiting \\d+ s for [^\\n]*transaction ${xid} \\(pid \\d+, user postgres`,
+        ),
+      );
+      child.kill('SIGINT');
+      const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+      expect(code, stderr).toBe(ExitCode.interrupted);
+      expect(stderr).toContain(
+        'backup interrupted while waiting for a consistent snapshot: nothing was written',
+      );
+      // Nothing left behind: no snapshot, no lock, no temporary slot; the run is on record.
+      expect((await files(repo)).filter((f) => /^(snapshots|locks)\//.test(f))).toEqual(stored);
+      expect(
+        await sql(
+          server,
+          db,
+          "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'flashback_tmp_%' AND database = current_database()",
+        ),
+      ).toEqual([]);
+      const status = await runCli(['status', '--repo', repo], { cwd: dir, env });
+      expect(status.stdout).toContain('backup interrupted while waiting for a consistent snapshot');
+    } finally {
+      await open.query('ROLLBACK').catch(() => {});
+      await open.end();
+    }
+  });
 });

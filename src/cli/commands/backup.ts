@@ -11,6 +11,7 @@ import {
 import { type ResolvedTarget, resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
 import { recordRun } from '../../monitor/record.js';
+import { slotWaitMessage } from '../../pg/replication/slot-wait.js';
 import { formatBytes } from '../../util/format.js';
 import type { CliContext } from '../context.js';
 import { clock, Progress, rate } from '../progress.js';
@@ -172,7 +173,18 @@ async function runBackup(ctx: CliContext, ref: string, opts: { workers: string }
     repo,
     { kind: 'backup', target: target.name, trigger: 'command' },
     async () => {
-      const r = await backup({ target, repo, workers, signal, onProgress });
+      const r = await backup({
+        target,
+        repo,
+        workers,
+        signal,
+        onProgress,
+        // Said, not drawn over: a wait that can last hours needs its reason on record.
+        onWait: (w) => {
+          progress.done();
+          ctx.err(`flashback: warning: ${slotWaitMessage(`backup ${target.name}`, w)}\n`);
+        },
+      });
       return {
         value: r,
         snapshot: r.manifest.id,

@@ -12,9 +12,11 @@
  * every function here works on an ordinary connection and on a
  * replication connection alike (the latter rejects the extended protocol).
  */
+import { InterruptedError } from '../../errors.js';
 import { connectParams, type PgClient } from '../connect.js';
 import { quoteIdent, quoteLiteral } from '../schema/quote.js';
 import { Lsn } from './pgoutput.js';
+import { type SlotWait, watchSlotCommand } from './slot-wait.js';
 import {
   checkSlotName,
   DEFAULT_PUBLICATION,
@@ -136,6 +138,10 @@ export interface CreateSlotOptions {
    * open (and the snapshot importable) until `release()`.
    */
   readonly exportSnapshot?: boolean | undefined;
+  /** Told which transactions the creation waits for (src/pg/replication/slot-wait.ts). */
+  readonly onWait?: ((w: SlotWait) => void) | undefined;
+  /** Aborting cancels the creation (InterruptedError): no slot is left. */
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
@@ -157,10 +163,18 @@ export async function createSlot(
   });
   try {
     // The pre-15 spelling; 15-18 accept it, and without a keyword the server exports.
-    const r = await repl.query<{ consistent_point: string; snapshot_name: string | null }>(
+    const rows = await watchSlotCommand<{ consistent_point: string; snapshot_name: string | null }>(
+      repl,
       `CREATE_REPLICATION_SLOT ${slotName} LOGICAL pgoutput ${exportSnapshot ? 'EXPORT_SNAPSHOT' : 'NOEXPORT_SNAPSHOT'}`,
+      {
+        label: target.name,
+        connection: target.connection,
+        signal: options.signal,
+        onWait: options.onWait,
+        interrupted: `interrupted while creating replication slot "${slotName}" (waiting for transactions to end): no slot was created`,
+      },
     );
-    const row = r.rows[0];
+    const row = rows[0];
     if (row === undefined) throw new Error('CREATE_REPLICATION_SLOT returned no row');
     const consistentPoint = Lsn.parse(row.consistent_point);
     if (!exportSnapshot) {
@@ -177,6 +191,7 @@ export async function createSlot(
     };
   } catch (err) {
     await repl.end().catch(() => {});
+    if (err instanceof InterruptedError) throw err;
     const code = (err as { code?: string }).code;
     const msg = `cannot create replication slot "${slotName}" on target "${target.name}": ${(err as Error).message}`;
     if (code === '42710') {
