@@ -31,9 +31,9 @@ import { readServerInfo } from '../pg/server-info.js';
 import { exportSnapshot, importSnapshot } from '../pg/snapshot.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { type ChunkEncoder, createEncoder } from '../repo/compress-pool.js';
+import { readKnownDamage } from '../repo/damage.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
-import { RunStore } from '../repo/runs.js';
 import {
   type ChunkRef,
   type KeyKind,
@@ -159,7 +159,7 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
         )
       ).rows[0]!;
       const locale = databaseLocale(JSON.parse(db.d) as Record<string, string | null | undefined>);
-      const { tables: previous, finishedAt: previousAt } = await previousTables(repo, target.name);
+      const { tables: previous } = await previousTables(repo, target.name);
 
       const n = Math.max(1, Math.min(options.workers ?? 2, tables.length));
       for (let i = 0; i < n; i++) {
@@ -169,7 +169,7 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
       }
       encoder = createEncoder();
       const chunks = new ChunkStore(repo.storage, encoder);
-      chunks.distrust = await distrusted(repo, target.name, previous, previousAt);
+      chunks.distrust = await distrusted(repo, previous);
       const progress = {
         tablesDone: 0,
         tablesTotal: tables.length,
@@ -410,33 +410,21 @@ async function estimateSizes(
 /**
  * Which stored chunks a backup must not reuse unread (ChunkStore.distrust):
  * a chunk of another size than the previous snapshot recorded for it (cut
- * short: a full disk, a partial copy), and chunks the newest repository
- * \`check\` or the newest \`verify\` of this target found missing or
- * damaged. Reusing them would make every later snapshot as broken, and
- * the size check of \`check\` blind to it (the new manifest would record
- * the damaged size). Damage of the same size that nothing has read yet is
- * not seen here: \`verify\` and \`check --read-data\` find it, and the next
- * backup then rewrites it.
+ * short: a full disk, a partial copy), and chunks known missing or damaged
+ * (src/monitor/damage.ts: found by a \`check\` or \`verify\`, and not
+ * shown whole or written again since). Reusing them would make every later
+ * snapshot as broken, and the size check of \`check\` blind to it (the new
+ * manifest would record the damaged size). Damage of the same size that
+ * nothing has read yet is not seen here: \`verify\` and \`check
+ * --read-data\` find it, and the next backup then rewrites it.
  */
 async function distrusted(
   repo: Repository,
-  target: string,
   previous: ReadonlyMap<string, TableSnapshot>,
-  /** When the previous snapshot finished: a record older than that was acted on by it. */
-  previousAt: string | undefined,
 ): Promise<(id: string, storedSize: number) => boolean> {
   const recorded = new Map<string, number>();
   for (const t of previous.values()) for (const c of t.chunks) recorded.set(c.id, c.stored);
-  const runs = new RunStore(repo.storage);
-  const newest = [
-    await runs.newest({ target: null, kind: 'check' }),
-    await runs.newest({ target, kind: 'verify' }),
-  ].filter((r) => r !== undefined && (previousAt === undefined || r.finishedAt > previousAt));
-  const damaged = new Set(
-    newest.flatMap((r) =>
-      (r?.problems ?? []).flatMap((p) => (p.chunkId === undefined ? [] : [p.chunkId])),
-    ),
-  );
+  const damaged = await readKnownDamage(repo.storage);
   return (id, size) => damaged.has(id) || (recorded.get(id) ?? size) !== size;
 }
 
@@ -444,7 +432,7 @@ async function distrusted(
 async function previousTables(
   repo: Repository,
   target: string,
-): Promise<{ tables: Map<string, TableSnapshot>; finishedAt?: string }> {
+): Promise<{ tables: Map<string, TableSnapshot> }> {
   const store = new SnapshotStore(repo.storage);
   const ids = await store.ids();
   for (let i = ids.length - 1; i >= 0; i--) {
@@ -458,7 +446,7 @@ async function previousTables(
       throw err;
     }
     if (m.target === target) {
-      return { tables: new Map(m.tables.map((t) => [key(t), t])), finishedAt: m.finishedAt };
+      return { tables: new Map(m.tables.map((t) => [key(t), t])) };
     }
   }
   return { tables: new Map() };

@@ -50,6 +50,7 @@ import { formatSize } from '../config/size.js';
 import { DamagedError, RepositoryError, UsageError } from '../errors.js';
 import { lsnValue } from '../repo/changelog.js';
 import { begunBy } from '../repo/changelogs.js';
+import { damagedSnapshots, type KnownDamage, readKnownDamage } from '../repo/damage.js';
 import type { Repository } from '../repo/repository.js';
 import { type RunKind, type RunRecord, RunStore, runScope } from '../repo/runs.js';
 import { type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
@@ -67,6 +68,7 @@ export type FindingKind =
   | 'verify-failed'
   | 'verify-error'
   | 'check-failed'
+  | 'chunks-damaged'
   | 'snapshot-unreadable'
   | 'snapshot-missing'
   | 'missed-run'
@@ -166,6 +168,8 @@ export interface StatusInput {
   readonly changeLogs?: readonly ChangeLogFacts[] | undefined;
   /** Captures run by `serve` that are failing now (serve alone knows). */
   readonly captureFailures?: readonly CaptureFailure[] | undefined;
+  /** Chunks known missing or damaged now (src/repo/damage.ts), with the snapshots using them. */
+  readonly damage?: ReadonlyMap<string, KnownDamage> | undefined;
 }
 
 /** A capture in `serve` that failed and is being retried. */
@@ -299,7 +303,9 @@ export async function readStatus(
     slots: options.slots,
     env: options.env,
   });
+  const damage = await readKnownDamage(repo.storage, runs);
   return evaluateStatus({
+    damage,
     now: options.now ?? new Date(),
     config,
     targets: options.targets,
@@ -401,7 +407,9 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
   const latestVerify = new Map<string, RunRecord>();
   for (const r of of('verify'))
     if (r.snapshot !== null && exists.has(r.snapshot)) latestVerify.set(r.snapshot, r);
-  const passed = snaps.filter((s) => latestVerify.get(s.id)?.ok === true);
+  // A snapshot using a chunk known bad since does not restore, whatever its verify said.
+  const broken = damagedSnapshots(input.damage ?? new Map());
+  const passed = snaps.filter((s) => latestVerify.get(s.id)?.ok === true && !broken.has(s.id));
   const newestPassed = passed[passed.length - 1];
   if (newestPassed === undefined) {
     // With a failed verification the verify-failed finding below says it all.
@@ -430,7 +438,9 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
   // restores from stays critical until a check passes again.
   const lastCheck = input.runs.filter((r) => r.kind === 'check').at(-1);
   if (lastCheck !== undefined && !lastCheck.ok && lastCheck.error?.code !== 'interrupted') {
-    const problems = lastCheck.problems ?? [];
+    // (Chunks are judged over every run, below: a later check that did not
+    // read them must not clear what one that read them found.)
+    const problems = (lastCheck.problems ?? []).filter((p) => p.chunkId === undefined);
     const log = `changes/${runScope(target)}/`;
     const mine = problems.filter(
       (p) => p.snapshots?.some((id) => exists.has(id)) || p.object?.startsWith(log),
@@ -454,6 +464,22 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
         `the last check of the repository (${lastCheck.finishedAt}) could not finish: ${lastCheck.error.message}`,
       );
     }
+  }
+
+  // Chunks known missing or damaged that this target's snapshots use.
+  const hit = [...(input.damage?.values() ?? [])].filter((d) =>
+    d.snapshots.some((id) => exists.has(id)),
+  );
+  if (hit.length > 0) {
+    const first = hit[0]!;
+    const using = new Set(hit.flatMap((d) => d.snapshots));
+    const mine = snaps.filter((s) => using.has(s.id)).map((s) => s.id); // (oldest first)
+    add(
+      'critical',
+      'chunks-damaged',
+      `${hit.length} chunk(s) found ${first.kind} (by ${first.foundBy} at ${first.foundAt}: ${first.message}${hit.length > 1 ? `; and ${hit.length - 1} more` : ''}) and not written again since: snapshot(s) ${mine.join(', ')} of "${target}" cannot be restored as they are; the next backup writes ${hit.length === 1 ? 'it' : 'them'} again, and \`flashback check --read-data\` reads everything anew`,
+      mine.at(-1),
+    );
   }
 
   // A snapshot gone without prune removing it (a backup of this target committed it).

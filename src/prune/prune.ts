@@ -36,6 +36,7 @@ import {
 } from '../repo/changelog.js';
 import { logOfSnapshot, snapshotsOfLog, targetLogs } from '../repo/changelogs.js';
 import { ChunkStore, type StoredChunk } from '../repo/chunks.js';
+import { damagedSnapshots, readKnownDamage } from '../repo/damage.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import type { RunRecord } from '../repo/runs.js';
@@ -199,9 +200,16 @@ export function planPrune(input: PrunePlanInput): PrunePlan {
   return { now: input.now.toISOString(), targets, remove };
 }
 
-/** The ids whose newest verification passed. */
-export function verifiedIds(verifications: ReadonlyMap<string, RunRecord>): Set<string> {
-  return new Set([...verifications].filter(([, r]) => r.ok).map(([id]) => id));
+/**
+ * The ids whose newest verification passed, less those that use a chunk
+ * known bad since (src/repo/damage.ts): kept as "the newest verified", a
+ * snapshot that does not restore would stand in for one that does.
+ */
+export function verifiedIds(
+  verifications: ReadonlyMap<string, RunRecord>,
+  broken: ReadonlySet<string> = new Set(),
+): Set<string> {
+  return new Set([...verifications].filter(([id, r]) => r.ok && !broken.has(id)).map(([id]) => id));
 }
 
 /** Plans and (unless dry-run) executes a prune under the repository lock. */
@@ -226,7 +234,10 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
     });
     const plan = planPrune({
       snapshots: manifests,
-      verified: verifiedIds(await new RunStore(storage).verifications()),
+      verified: verifiedIds(
+        await new RunStore(storage).verifications(),
+        damagedSnapshots(await readKnownDamage(storage)),
+      ),
       config: options.config,
       target: options.target,
       now: options.now ?? new Date(),

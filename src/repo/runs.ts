@@ -30,6 +30,8 @@ export interface RunProblem {
   /** `check`: the snapshots affected (up to 20), and the repository object concerned. */
   readonly snapshots?: readonly string[] | undefined;
   readonly object?: string | undefined;
+  /** `check`: the kind of finding (`chunk-damaged`, `chunk-missing`, …; src/verify/check.ts); verify: `chunk-damaged` or `chunk-missing` for a chunk it could not read. Absent in older records. */
+  readonly kind?: string | undefined;
   readonly message: string;
 }
 

@@ -26,6 +26,7 @@ import {
 import { ChangeLog } from '../repo/changelog.js';
 import { ChunkError, ChunkStore, chunkKey } from '../repo/chunks.js';
 import { HEADER_SIZE } from '../repo/codec.js';
+import { readKnownDamage } from '../repo/damage.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import { type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
@@ -321,6 +322,19 @@ async function run(
     );
     interrupted();
     read.seconds = (Date.now() - readStarted) / 1000;
+  }
+
+  // Damage an earlier check or verify found by reading, in chunks this check
+  // did not read: still damaged as far as anyone knows (src/repo/damage.ts).
+  // Without this, a plain check after `--read-data` said "no problems".
+  const readNow = new Set(toRead);
+  for (const d of (await readKnownDamage(storage)).values()) {
+    if (d.kind !== 'damaged' || !used.has(d.chunkId) || readNow.has(d.chunkId)) continue;
+    if (problems.has(d.chunkId)) continue;
+    problems.set(d.chunkId, {
+      kind: 'chunk-damaged',
+      reason: `found damaged by ${d.foundBy} at ${d.foundAt} and not written again since (this check did not read it: --read-data reads it anew)`,
+    });
   }
 
   // 5. Name everything a damaged chunk takes with it: a second pass over the

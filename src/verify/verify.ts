@@ -188,6 +188,8 @@ const RESTORED_OTHERWISE = new Set([
 /** Every table and chunk position that references a chunk that failed to read. */
 function chunkProblems(manifest: SnapshotManifest, err: ChunkError): RunProblem[] {
   const out: RunProblem[] = [];
+  // (As check names them: src/monitor/damage.ts tells the two apart.)
+  const kind = /\bis missing\b/.test(err.message) ? 'chunk-missing' : 'chunk-damaged';
   for (const t of manifest.tables) {
     t.chunks.forEach((c, i) => {
       if (c.id === err.chunkId) {
@@ -195,12 +197,13 @@ function chunkProblems(manifest: SnapshotManifest, err: ChunkError): RunProblem[
           table: `${t.schema}.${t.name}`,
           chunk: i,
           chunkId: c.id,
+          kind,
           message: `${err.message} (chunk ${i + 1} of ${t.chunks.length} of ${t.schema}.${t.name}, rows ${describeRange(c.first, c.last)})`,
         });
       }
     });
   }
-  if (out.length === 0) out.push({ chunkId: err.chunkId, message: err.message });
+  if (out.length === 0) out.push({ chunkId: err.chunkId, kind, message: err.message });
   return out;
 }
 

@@ -160,8 +160,8 @@ describe('check', () => {
     const repo = await copy();
     const id = table(s1, 'files').chunks[0]!.id;
     await flipByte(chunkFile(repo, id), -20);
-    const [quick, full, subset, human] = await Promise.all([
-      check(repo),
+    const quick = await check(repo);
+    const [full, subset, human] = await Promise.all([
       check(repo, '--read-data'),
       check(repo, '--read-data-subset', '100%'),
       runCli(['check', '--repo', repo, '--read-data'], { cwd: dir }),
@@ -192,10 +192,23 @@ describe('check', () => {
     );
     expect(human.stdout).toContain(`used by public.files chunk 0 in snapshots ${s1.id}, ${s2.id}`);
     expect(human.stdout).toContain('DAMAGED');
+    // Once found, a check that does not read the chunk still reports it (it
+    // cleared the finding, and status then said all was well).
+    const again = await check(repo);
+    expect(again.code).toBe(ExitCode.damaged);
+    expect(errors(again.report)).toEqual([
+      expect.objectContaining({
+        kind: 'chunk-damaged',
+        chunkId: id,
+        message: expect.stringMatching(
+          /and not written again since \(this check did not read it: --read-data reads it anew\); used by public\.files chunk 0 in snapshots/,
+        ),
+      }),
+    ]);
     // The failed checks are on record, naming the chunk.
     const runs = await new RunStore(new LocalStorage(repo)).list({ kind: 'check' });
     const failed = runs.filter((r) => !r.ok);
-    expect(failed.length).toBe(3);
+    expect(failed.length).toBe(4);
     for (const r of failed) {
       expect(r.problems).toEqual([
         expect.objectContaining({ table: 'public.files', chunk: 0, chunkId: id }),
@@ -292,10 +305,25 @@ describe('check', () => {
     expect(errors(found.report)[0]!.hint).toContain(
       'the next backup of the target writes the chunk again',
     );
+    // A check that does not read it does not clear it: status, list and the
+    // next backup keep knowing (status turned OK, and the backup reused it).
+    expect((await check(repo)).code).toBe(ExitCode.damaged);
+    const damagedNow = async () => {
+      const st = await runCli(['status', '--repo', repo, '--repository-only', '--json'], {
+        cwd: dir,
+      });
+      const kinds = (
+        JSON.parse(st.stdout) as { targets: Array<{ findings: Array<{ kind: string }> }> }
+      ).targets.flatMap((t) => t.findings.map((f) => f.kind));
+      const list = await runCli(['list', '--repo', repo], { cwd: dir });
+      return { status: kinds.includes('chunks-damaged'), list: list.stdout.includes('DAMAGED') };
+    };
+    expect(await damagedNow()).toEqual({ status: true, list: true });
     // Once check has named it, the next backup writes it again.
     const human = await runCli(['backup', 'prod', '--repo', repo], { cwd: dir, env });
     expect(human.code, human.stderr).toBe(0);
     expect(human.stdout).toContain('rewrote 1 damaged chunk(s) already in the repository');
+    expect(await damagedNow()).toEqual({ status: false, list: false });
     const clean = await check(repo, '--read-data');
     expect(clean.code, JSON.stringify(errors(clean.report))).toBe(ExitCode.ok);
     expect(clean.report.totals.snapshots).toBe(5);
@@ -329,10 +357,15 @@ describe('check', () => {
         }>;
       }
     ).targets.find((t) => t.target === 'prod')!;
-    expect(prod.findings.find((f) => f.kind === 'check-failed')).toMatchObject({
+    expect(prod.findings.find((f) => f.kind === 'chunks-damaged')).toMatchObject({
       severity: 'critical',
-      message: expect.stringContaining(`in what "prod" restores from: chunk ${id} is missing`),
+      message: expect.stringContaining(
+        `1 chunk(s) found missing (by check at ${(await new RunStore(new LocalStorage(repo)).newest({ kind: 'check' }))!.finishedAt}: chunk ${id} is missing; used by`,
+      ),
     });
+    expect(prod.findings.find((f) => f.kind === 'chunks-damaged')!.message).toContain(
+      `snapshot(s) ${s1.id}, ${s2.id} of "prod" cannot be restored as they are`,
+    );
   });
 
   it('finds a manifest with flipped bytes and a truncated one, naming the snapshot and file', async () => {

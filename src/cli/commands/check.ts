@@ -97,6 +97,7 @@ async function runCheck(ctx: CliContext, flags: CheckFlags): Promise<number> {
         chunkId: f.chunkId,
         ...(f.snapshots.length > 0 ? { snapshots: f.snapshots.slice(0, 20) } : {}),
         ...(f.object === undefined ? {} : { object: f.object }),
+        kind: f.kind,
         message: f.message,
       }));
       const t = r.totals;

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { ExitCode } from '../../errors.js';
 import type { SchemaModel } from '../../pg/schema/model.js';
+import { damagedSnapshots, readKnownDamage } from '../../repo/damage.js';
 import { type RunRecord, RunStore } from '../../repo/runs.js';
 import { type SnapshotManifest, SnapshotStore } from '../../repo/snapshots.js';
 import { formatBytes, formatTime } from '../../util/format.js';
@@ -49,6 +50,8 @@ async function list(ctx: CliContext, target: string | undefined): Promise<number
     ExitCode.ok,
   );
   const verified = await new RunStore(storage).verifications();
+  // Snapshots using a chunk found bad since (src/repo/damage.ts): not "pass", whatever verify said then.
+  const broken = damagedSnapshots(await readKnownDamage(storage));
   const verification = (id: string) => {
     const v = verified.get(id);
     return v === undefined
@@ -72,6 +75,7 @@ async function list(ctx: CliContext, target: string | undefined): Promise<number
         serverVersion: m.serverVersion,
         totals: m.totals,
         verification: verification(m.id),
+        damaged: broken.has(m.id),
       })),
     );
     return code;
@@ -90,7 +94,7 @@ async function list(ctx: CliContext, target: string | undefined): Promise<number
     formatBytes(m.totals.bytes),
     formatBytes(m.totals.storedBytes),
     formatBytes(m.totals.newBytes),
-    verifiedCell(verified.get(m.id)),
+    broken.has(m.id) ? 'DAMAGED' : verifiedCell(verified.get(m.id)),
   ]);
   ctx.out(
     table(
