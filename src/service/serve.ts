@@ -161,10 +161,10 @@ export async function serve(options: ServeOptions): Promise<void> {
     const hooks: RecordHooks = { onRecordError, onRecorded: (r) => metrics.observeRun(r) };
     try {
       const summary = await JOBS[job.job]({ job, options, signal, hooks });
-      log.info(
-        { job: job.job, target: job.target, seconds: (Date.now() - started) / 1000 },
-        `${jobName(job)}: ${summary}`,
-      );
+      const fields = { job: job.job, target: job.target, seconds: (Date.now() - started) / 1000 };
+      // A job that ran and found something wrong is an error in the log, not news.
+      if (typeof summary === 'string') log.info(fields, `${jobName(job)}: ${summary}`);
+      else log.error(fields, `${jobName(job)}: ${summary.failed}`);
     } catch (err) {
       const e = describeError(err);
       log.error(
@@ -282,7 +282,7 @@ const JOBS: Record<
     options: ServeOptions;
     signal: AbortSignal;
     hooks: RecordHooks;
-  }) => Promise<string>
+  }) => Promise<string | { failed: string }>
 > = {
   async backup({ job, options, signal, hooks }) {
     const target = resolveTarget(job.target, options.config, options.env);
@@ -337,7 +337,17 @@ const JOBS: Record<
   async verify({ job, options, signal, hooks }) {
     const all = await selectSnapshots(options.repo, { kind: 'unverified', target: job.target });
     const newest = all.at(-1);
-    if (newest === undefined) return 'nothing to verify: the newest snapshot is verified';
+    if (newest === undefined) {
+      // Recorded all the same: the run happened, and without a record the
+      // missed-run check took serve for dead at every due time.
+      await recordRun(
+        options.repo,
+        { kind: 'verify', target: job.target, trigger: 'schedule' },
+        async () => ({ value: undefined, details: { nothing: 'the newest snapshot is verified' } }),
+        hooks,
+      );
+      return 'nothing to verify: the newest snapshot is verified';
+    }
     const results = await verifyAll({
       repo: options.repo,
       config: options.config,
@@ -350,7 +360,9 @@ const JOBS: Record<
     const v = results[0]!.value;
     if (v.ok)
       return `snapshot ${v.snapshot} verified: restore ${v.restoreSeconds.toFixed(1)} s, compare ${v.compareSeconds.toFixed(1)} s`;
-    return `snapshot ${v.snapshot} FAILED verification: ${v.problems[0]?.message ?? ''}`;
+    return {
+      failed: `snapshot ${v.snapshot} FAILED verification: ${v.problems[0]?.message ?? ''}`,
+    };
   },
   async prune({ job, options, signal, hooks }) {
     const r = await recordRun(

@@ -287,6 +287,46 @@ ${prod}${extra}`;
     expect(st.stdout).toContain(`snapshot ${snapshot} of "prod" FAILED verification`);
   });
 
+  it('records a scheduled verify that had nothing to verify: no missed-run while serve runs', async () => {
+    await writeFile(path.join(dir, 'flashback.yaml'), config(''));
+    expect((await runCli(['backup', 'prod'], { cwd: dir, env })).code).toBe(0);
+    expect((await runCli(['verify', '--latest'], { cwd: dir, env })).code).toBe(0);
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      config('    schedule:\n      verify: "*/2 * * * * *"\n'),
+    );
+    const serve = startServe(dir, { HOOK_URL: hook.url });
+    try {
+      await until('two verifies with nothing to do', () =>
+        serve.logs.filter((l) => String(l.msg).includes('nothing to verify')).length >= 2
+          ? true
+          : undefined,
+      );
+    } finally {
+      expect(await stop(serve)).toBe(0);
+    }
+    const runs = (await readdir(path.join(dir, 'repo', 'runs', 'prod'))).filter((f) =>
+      f.includes('-verify-'),
+    );
+    const noOps = [];
+    for (const f of runs) {
+      const r = JSON.parse(await readFile(path.join(dir, 'repo', 'runs', 'prod', f), 'utf8')) as {
+        ok: boolean;
+        snapshot: string | null;
+        details?: { nothing?: string };
+      };
+      if (r.details?.nothing !== undefined) noOps.push(r);
+    }
+    expect(noOps.length).toBeGreaterThanOrEqual(2);
+    expect(noOps[0]).toMatchObject({ ok: true, snapshot: null });
+    // Without the records, every due time after the last real verify looked missed.
+    const st = await runCli(['status', '--target', 'prod', '--json'], { cwd: dir, env });
+    const kinds = (
+      JSON.parse(st.stdout) as { targets: Array<{ findings: Array<{ kind: string }> }> }
+    ).targets.flatMap((t) => t.findings.map((f) => f.kind));
+    expect(kinds).not.toContain('missed-run');
+  });
+
   it('stops cleanly on SIGTERM in the middle of a backup: nothing committed, lock released', async () => {
     await writeFile(
       path.join(dir, 'flashback.yaml'),
