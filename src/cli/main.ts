@@ -191,10 +191,20 @@ export function runAsProcess(): void {
   process.on('SIGTERM', onSignal);
   // A closed terminal or a dropped SSH session: a restore in flight must
   // still roll back and drop the database it created, as on SIGTERM. Not for
-  // the long-running commands: started under nohup they must keep running,
-  // and a handler here would override nohup's ignoring of the signal.
+  // the long-running commands: they keep running, with or without nohup
+  // (Node resets the signal's disposition nohup set to "ignore" as it
+  // starts, so without a handler SIGHUP killed them silently, exit 129).
   const args = process.argv.slice(2);
   if (!args.includes('serve') && !args.includes('capture')) process.on('SIGHUP', onSignal);
+  else {
+    process.on('SIGHUP', () => {
+      try {
+        process.stderr.write(
+          'flashback: SIGHUP ignored: still running (stop with SIGTERM or Ctrl-C)\n',
+        );
+      } catch {} // (the terminal that hung up may be gone)
+    });
+  }
   // `flashback list | head`: the reader is gone once it has its lines. Node
   // ignores SIGPIPE, so the next write fails with EPIPE, and without a
   // listener that is an uncaught error: a stack trace, and a restore killed

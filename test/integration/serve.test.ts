@@ -287,7 +287,7 @@ ${prod}${extra}`;
     expect(st.stdout).toContain(`snapshot ${snapshot} of "prod" FAILED verification`);
   });
 
-  it('records a scheduled verify that had nothing to verify: no missed-run while serve runs', async () => {
+  it('records a scheduled verify that had nothing to verify (no missed-run), and keeps running on SIGHUP', async () => {
     await writeFile(path.join(dir, 'flashback.yaml'), config(''));
     expect((await runCli(['backup', 'prod'], { cwd: dir, env })).code).toBe(0);
     expect((await runCli(['verify', '--latest'], { cwd: dir, env })).code).toBe(0);
@@ -297,11 +297,17 @@ ${prod}${extra}`;
     );
     const serve = startServe(dir, { HOOK_URL: hook.url });
     try {
+      // A hangup (the SSH session that started it closed) does not stop it:
+      // Node undoes nohup's ignoring of SIGHUP, and it died silently (129).
+      await until('serve started', () => serve.logs.length > 0 || undefined);
+      serve.child.kill('SIGHUP');
+      await until('the hangup noted', () => serve.stderr.includes('SIGHUP ignored') || undefined);
       await until('two verifies with nothing to do', () =>
         serve.logs.filter((l) => String(l.msg).includes('nothing to verify')).length >= 2
           ? true
           : undefined,
       );
+      expect(serve.child.exitCode).toBe(null);
     } finally {
       expect(await stop(serve)).toBe(0);
     }
