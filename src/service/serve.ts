@@ -39,6 +39,7 @@ import type { Repository } from '../repo/repository.js';
 import { formatBytes } from '../util/format.js';
 import { selectSnapshots, verifyAll } from '../verify/run.js';
 import { CaptureLoop } from './capture-loop.js';
+import { takeServeLease } from './lease.js';
 import type { Logger } from './log.js';
 import { type JobKind, jobName, nextDue, type ScheduledJob, scheduledJobs } from './schedule.js';
 
@@ -75,8 +76,21 @@ export function webhooks(config: FlashbackConfig, env: NodeJS.ProcessEnv): Webho
   });
 }
 
-/** Runs until `signal` aborts; resolves after a clean stop. */
+/**
+ * Runs until `signal` aborts; resolves after a clean stop. Refuses
+ * (RepositoryLockedError, exit 7) while another serve runs on the
+ * repository (src/service/lease.ts).
+ */
 export async function serve(options: ServeOptions): Promise<void> {
+  const lease = await takeServeLease(options.repo.storage, (m) => options.log.warn({}, m));
+  try {
+    await serveLeased(options);
+  } finally {
+    await lease.release();
+  }
+}
+
+async function serveLeased(options: ServeOptions): Promise<void> {
   const { config, repo, log, signal } = options;
   const metrics = new Metrics();
   const tracker = new AlertTracker();

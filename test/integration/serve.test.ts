@@ -333,6 +333,43 @@ ${prod}${extra}`;
     expect(kinds).not.toContain('missed-run');
   });
 
+  it('refuses a second serve on the same repository (exit 7), and takes over from one that is gone', async () => {
+    await writeFile(path.join(dir, 'flashback.yaml'), config(''));
+    const first = startServe(dir, { HOOK_URL: hook.url });
+    try {
+      await until('serve started', () => first.logs.length > 0 || undefined);
+      const second = startServe(dir, { HOOK_URL: hook.url });
+      expect(await second.exited).toBe(ExitCode.locked);
+      expect(second.stderr).toContain(
+        `another flashback serve runs on the repository at ${path.join(dir, 'repo')} (pid ${first.child.pid} on `,
+      );
+    } finally {
+      expect(await stop(first)).toBe(0);
+    }
+    expect(await readdir(path.join(dir, 'repo', 'serve'))).toEqual([]);
+    // A serve killed without a chance to remove its lease (SIGKILL): noticed and removed.
+    await writeFile(
+      path.join(dir, 'repo', 'serve', 'gone.json'),
+      JSON.stringify({
+        id: 'gone',
+        pid: 2 ** 22 + 1,
+        hostname: (await import('node:os')).hostname(),
+        started: '2026-11-23T00:00:00.000Z',
+        refreshed: '2026-11-23T00:00:00.000Z',
+      }),
+    );
+    const third = startServe(dir, { HOOK_URL: hook.url });
+    try {
+      await until('the stale lease removed', () =>
+        third.logs.find((l) =>
+          String(l.msg).startsWith('removed the lease of a serve that is gone'),
+        ),
+      );
+    } finally {
+      expect(await stop(third)).toBe(0);
+    }
+  });
+
   it('stops cleanly on SIGTERM in the middle of a backup: nothing committed, lock released', async () => {
     await writeFile(
       path.join(dir, 'flashback.yaml'),

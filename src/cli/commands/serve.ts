@@ -47,7 +47,11 @@ SIGTERM or SIGINT stops the running job cleanly (a backup commits nothing
 and releases its lock) and every capture (what was received is stored
 first), and exits 0; a second signal exits at once (130).
 
-Exit codes: 0 stopped cleanly; 3 configuration error; 6 no repository.`,
+One serve per repository: another one already running on it is refused
+(exit 7, naming its pid and host; the lease is serve/<uuid>.json).
+
+Exit codes: 0 stopped cleanly; 3 configuration error; 6 no repository; 7
+another serve runs on the repository.`,
     )
     .action(async (opts: ServeFlags, self: Command) => {
       const ctx = context(self);
