@@ -45,8 +45,13 @@ export interface RunIdentity {
 export interface RecordHooks {
   /** The record was written (success or failure): e.g. for metrics. */
   readonly onRecorded?: ((record: RunRecord) => void) | undefined;
-  /** The record could not be written; the job's own outcome stands. */
-  readonly onRecordError?: ((err: unknown) => void) | undefined;
+  /**
+   * The record could not be written (the repository read-only or full); the
+   * job's own outcome stands. `run` is the record that was not written, for
+   * a caller that can keep it in memory (serve: status and alerts still see
+   * the run).
+   */
+  readonly onRecordError?: ((err: unknown, run: RunRecord) => void) | undefined;
 }
 
 /**
@@ -81,7 +86,12 @@ export async function recordRun<T>(
       hooks.onRecorded?.(rec);
       return rec;
     } catch (err) {
-      hooks.onRecordError?.(err);
+      hooks.onRecordError?.(err, {
+        format: 'flashback-run',
+        version: 1,
+        id: `unrecorded-${run.startedAt}-${run.kind}`,
+        ...run,
+      });
       return undefined;
     }
   };

@@ -284,7 +284,11 @@ export async function readStatus(
   options: ReadStatusOptions = {},
 ): Promise<StatusReport> {
   const { snapshots, unreadable, pruned } = await snapshotSummaries(repo);
-  const runs = await new RunStore(repo.storage).list();
+  // With the runs serve could not record (the repository read-only or full).
+  const runs = [...(await new RunStore(repo.storage).list()), ...(options.unrecorded ?? [])].sort(
+    // (The store's order: by start time, as its keys are.)
+    (a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : 0),
+  );
   const missing = missingSnapshots(
     runs,
     new Set([...snapshots.map((s) => s.id), ...unreadable.map((u) => u.id)]),
@@ -330,6 +334,8 @@ export interface ReadStatusOptions {
   /** Environment for target passwords (with `slots`). */
   readonly env?: NodeJS.ProcessEnv | undefined;
   readonly captureFailures?: readonly CaptureFailure[] | undefined;
+  /** Runs whose records could not be written, kept by serve (judged as if recorded). */
+  readonly unrecorded?: readonly RunRecord[] | undefined;
 }
 
 /** Judges every target. Pure. */

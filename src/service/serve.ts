@@ -36,6 +36,7 @@ import { readStatus, type StatusReport } from '../monitor/status.js';
 import { slotWaitMessage } from '../pg/replication/slot-wait.js';
 import { prune } from '../prune/prune.js';
 import type { Repository } from '../repo/repository.js';
+import type { RunRecord } from '../repo/runs.js';
 import { formatBytes } from '../util/format.js';
 import { selectSnapshots, verifyAll } from '../verify/run.js';
 import { CaptureLoop } from './capture-loop.js';
@@ -75,6 +76,9 @@ export function webhooks(config: FlashbackConfig, env: NodeJS.ProcessEnv): Webho
     };
   });
 }
+
+/** Runs kept in memory when their records cannot be written (over serve's lifetime). */
+const MAX_UNRECORDED = 200;
 
 /**
  * Runs until `signal` aborts; resolves after a clean stop. Refuses
@@ -117,6 +121,8 @@ async function serveLeased(options: ServeOptions): Promise<void> {
   const onAbort = (): void => stopCaptures.abort();
   signal.addEventListener('abort', onAbort, { once: true });
   let captures: CaptureLoop[] = [];
+  /** Runs whose record could not be written (the repository read-only or full), newest last. */
+  const unrecorded: RunRecord[] = [];
 
   // Evaluations run one at a time (a capture failure asks for one at any moment).
   let evaluation = Promise.resolve();
@@ -130,6 +136,7 @@ async function serveLeased(options: ServeOptions): Promise<void> {
         slots: true,
         env: options.env,
         captureFailures: captures.flatMap((c) => c.failure() ?? []),
+        unrecorded,
       });
       metrics.observeStatus(lastStatus);
       const alerts = tracker.update(lastStatus.targets, lastStatus.at);
@@ -168,9 +175,14 @@ async function serveLeased(options: ServeOptions): Promise<void> {
   const runJob = async (job: ScheduledJob): Promise<void> => {
     const started = Date.now();
     log.info({ job: job.job, target: job.target }, `${jobName(job)}: started`);
-    const onRecordError = (err: unknown): void => {
+    const onRecordError = (err: unknown, run: RunRecord): void => {
       metrics.error('record');
       log.error({ error: describeError(err) }, 'could not record the run in the repository');
+      // Kept in memory instead: a backup that failed because the repository
+      // cannot be written must still reach status, metrics and alerts.
+      unrecorded.push(run);
+      if (unrecorded.length > MAX_UNRECORDED) unrecorded.shift();
+      metrics.observeRun(run);
     };
     const hooks: RecordHooks = { onRecordError, onRecorded: (r) => metrics.observeRun(r) };
     try {

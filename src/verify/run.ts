@@ -6,7 +6,7 @@
 import type { FlashbackConfig } from '../config/schema.js';
 import { resolveTarget } from '../config/targets.js';
 import { UsageError } from '../errors.js';
-import { type Recorded, recordRun } from '../monitor/record.js';
+import { type Recorded, type RecordHooks, recordRun } from '../monitor/record.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import type { Repository } from '../repo/repository.js';
 import { type RunRecord, RunStore, type RunTrigger } from '../repo/runs.js';
@@ -57,7 +57,7 @@ export interface VerifyRunOptions {
   readonly signal?: AbortSignal | undefined;
   readonly onStart?: ((m: SnapshotManifest, scratch: string) => void) | undefined;
   readonly onProgress?: ((m: SnapshotManifest, p: VerifyProgress) => void) | undefined;
-  readonly onRecordError?: ((err: unknown) => void) | undefined;
+  readonly onRecordError?: RecordHooks['onRecordError'];
   readonly onRecorded?: ((record: RunRecord) => void) | undefined;
 }
 

@@ -6,16 +6,18 @@
  * metrics and /healthz scraped over HTTP, and a clean stop on SIGTERM in the
  * middle of a backup.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
 import { CLI, connectTo, freshDatabase, runCli, tempDir, testServers } from '../harness/pg.js';
 
+const run = promisify(execFile);
 const server = testServers().find((s) => s.major === 17)!;
 const env = { PW: server.password };
 
@@ -367,6 +369,37 @@ ${prod}${extra}`;
       );
     } finally {
       expect(await stop(third)).toBe(0);
+    }
+  });
+
+  it('alerts a scheduled backup that fails because the repository cannot be written (no record possible)', async () => {
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      config('    schedule:\n      backup: "*/2 * * * * *"\n'),
+    );
+    const repo = path.join(dir, 'repo');
+    const serve = startServe(dir, { HOOK_URL: hook.url });
+    const before = hook.received.length;
+    let mounted = false;
+    try {
+      await until('serve started', () => serve.logs.length > 0 || undefined);
+      // A real read-only file system (the tests run as root, as CI does).
+      await run('mount', ['--bind', repo, repo]);
+      mounted = true;
+      await run('mount', ['-o', 'remount,ro,bind', repo]);
+      const alert = await until('an alert for the failed backup', () =>
+        hook.received
+          .slice(before)
+          .map((r) => r.body.flashback)
+          .find((a) => a.target === 'prod' && a.kind === 'backup-failed'),
+      );
+      expect(alert.message).toContain('cannot write to the repository');
+      expect(
+        serve.logs.some((l) => String(l.msg) === 'could not record the run in the repository'),
+      ).toBe(true);
+    } finally {
+      if (mounted) await run('umount', [repo]);
+      expect(await stop(serve)).toBe(0);
     }
   });
 

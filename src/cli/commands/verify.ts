@@ -93,7 +93,7 @@ async function runVerify(
           ? `verify ${m.id}: comparing ${p.tablesDone}/${p.tablesTotal} tables, ${formatBytes(p.bytes)}, ${rate(p.bytes, progress.seconds)}`
           : `verify ${m.id}: ${p.phase === 'restore' ? 'restoring' : 'comparing schema'}`,
       ),
-    onRecordError: (err) =>
+    onRecordError: (err: unknown) =>
       ctx.err(
         `flashback: warning: could not record the verification in the repository: ${(err as Error).message}\n`,
       ),
