@@ -56,6 +56,12 @@ export interface RestorePlan {
 export function selectTables(
   manifest: SnapshotManifest<SchemaModel>,
   patterns: readonly string[],
+  /**
+   * What the manifest is, for messages, when not a stored snapshot: a
+   * moment's tables (`at 2026-… (snapshot X and the change log)`), whose
+   * names may differ from the snapshot's.
+   */
+  scope?: string,
 ): TableSnapshot[] {
   if (patterns.length === 0) return [...manifest.tables];
   const candidates = namedTables(manifest);
@@ -78,8 +84,12 @@ export function selectTables(
     }
     if (hits.length === 0) {
       const names = manifest.tables.map((t) => `${t.schema}.${t.name}`);
-      throw new UsageError(`no table in snapshot ${manifest.id} matches "${p}"`, {
-        hint: `tables in it: ${names.slice(0, 12).join(', ')}${names.length > 12 ? ', …' : ''} (\`flashback show ${manifest.id}\`)`,
+      const list = `${names.slice(0, 12).join(', ')}${names.length > 12 ? ', …' : ''}`;
+      throw new UsageError(`no table ${scope ?? `in snapshot ${manifest.id}`} matches "${p}"`, {
+        hint:
+          scope === undefined
+            ? `tables in it: ${list} (\`flashback show ${manifest.id}\`)`
+            : `tables then: ${list} (renamed since the snapshot? name a table as it was then)`,
       });
     }
     if (hits.every((h) => h.tables.length === 0)) {

@@ -237,7 +237,12 @@ async function restoreFrom(
       // nothing is refused before the log is read.
       opts.table.length === 0
         ? undefined
-        : (m) => selectTables(m, opts.table).map((t) => `${t.schema}.${t.name}`),
+        : (m) =>
+            selectTables(
+              m,
+              opts.table,
+              `at ${describePoint(point)} (snapshot ${m.id} and the change log)`,
+            ).map((t) => `${t.schema}.${t.name}`),
     ).finally(() => reading.done());
     overlay = rebuilt.overlay;
     manifest = rebuilt.manifest;
