@@ -34,11 +34,29 @@ describe('alert tracking', () => {
     expect(tr.update(t('ok', []), 't5')).toEqual([]);
   });
 
-  it('alerts every failed backup, not just the first', () => {
+  it('alerts a failing backup once per cause, not at every attempt; again after a success', () => {
     const tr = new AlertTracker();
-    expect(tr.update(t('critical', [failed('10:00')]), 'a')).toHaveLength(1);
-    expect(tr.update(t('critical', [failed('10:00')]), 'b')).toHaveLength(0);
-    expect(tr.update(t('critical', [failed('11:00')]), 'c')).toHaveLength(1);
+    const down = (at: string, n: number) =>
+      failed(
+        `${at}: connection refused (${n} failed attempt(s) since the last good backup at 2026-11-23T00:00:00.000Z)`,
+      );
+    expect(tr.update(t('critical', [down('2026-11-23T01:00:00.000Z', 1)]), 'a')).toHaveLength(1);
+    expect(tr.update(t('critical', [down('2026-11-23T01:00:00.000Z', 1)]), 'b')).toHaveLength(0);
+    // The next attempts, same error: no new page.
+    expect(tr.update(t('critical', [down('2026-11-23T01:02:00.000Z', 2)]), 'c')).toHaveLength(0);
+    expect(tr.update(t('critical', [down('2026-11-23T01:04:00.000Z', 3)]), 'd')).toHaveLength(0);
+    // Another error is news.
+    expect(
+      tr.update(
+        t('critical', [
+          failed('2026-11-23T01:06:00.000Z: disk full (4 failed attempt(s) since x)'),
+        ]),
+        'e',
+      ),
+    ).toHaveLength(1);
+    // Recovered, then failing again: alerted again.
+    expect(tr.update(t('ok', []), 'f').map((a) => a.event)).toEqual(['recovered']);
+    expect(tr.update(t('critical', [down('2026-11-23T02:00:00.000Z', 1)]), 'g')).toHaveLength(1);
   });
 
   it('sends Slack-compatible JSON with the facts as data', () => {

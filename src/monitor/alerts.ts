@@ -179,8 +179,21 @@ export class AlertTracker {
   }
 }
 
+/**
+ * What makes a finding the same one from one evaluation to the next. For
+ * failures (a backup, a verification that could not run, a missed run) it
+ * is the message without its times and counts: the same error again, each
+ * schedule period through an outage, is one alert (it paged at every
+ * attempt); another error is a new one; the finding gone (a success) and
+ * back alerts again.
+ */
 function findingKey(f: Finding): string {
-  const perEvent =
+  const perCause =
     f.kind === 'backup-failed' || f.kind === 'verify-error' || f.kind === 'missed-run';
-  return [f.target, f.kind, f.snapshot ?? '', perEvent ? f.message : ''].join('\u0000');
+  const cause = perCause
+    ? f.message
+        .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/g, 'T')
+        .replace(/ \(\d+ failed attempt\(s\) since [^)]*\)$/, '')
+    : '';
+  return [f.target, f.kind, f.snapshot ?? '', cause].join('\u0000');
 }
