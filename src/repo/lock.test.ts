@@ -6,6 +6,23 @@ import { MemoryStorage } from '../storage/memory.js';
 import { listLocks, RepositoryLock, removeLocks } from './lock.js';
 
 describe('repository locks', () => {
+  it('a lock whose removal fails on a repository turned read-only is removed at the next lock, not kept live for good', async () => {
+    const s = new MemoryStorage();
+    const a = await RepositoryLock.acquire(s, { exclusive: false, command: 'backup prod' });
+    const deleteOnce = s.delete.bind(s);
+    s.delete = async () => {
+      throw Object.assign(new Error('EROFS: read-only file system, unlink'), { code: 'EROFS' });
+    };
+    await a.release(); // (no error: the job's own outcome stands)
+    expect((await listLocks(s)).map((l) => l.command)).toEqual(['backup prod']);
+    s.delete = deleteOnce;
+    // Writable again: the next lock of this process (a prune: exclusive) clears it first.
+    const p = await RepositoryLock.acquire(s, { exclusive: true, command: 'prune' });
+    expect((await listLocks(s)).map((l) => l.command)).toEqual(['prune']);
+    await p.release();
+    expect(await listLocks(s)).toEqual([]);
+  });
+
   it('lets shared locks coexist and refuses an exclusive one, naming the holder', async () => {
     const s = new MemoryStorage();
     const a = await RepositoryLock.acquire(s, { exclusive: false, command: 'backup prod' });

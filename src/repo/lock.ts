@@ -84,6 +84,8 @@ export class RepositoryLock {
    * and prune go on as LockOptions allow. Other storage errors pass as raised.
    */
   static async acquire(storage: Storage, options: LockOptions): Promise<RepositoryLock> {
+    // An orphan of ours would conflict with this very lock (an exclusive one).
+    await removeOrphans(storage);
     const now = new Date().toISOString();
     const info: LockInfo = {
       id: randomUUID(),
@@ -157,7 +159,44 @@ export class RepositoryLock {
     this.timer = undefined;
     if (!this.written) return;
     this.written = false;
-    await this.storage.delete(lockKey(this.info.id));
+    const key = lockKey(this.info.id);
+    try {
+      await this.storage.delete(key);
+    } catch (err) {
+      if (unwritable(err) === undefined) throw err;
+      // The repository turned read-only or full while the lock was held: the
+      // file stays, live for as long as this process runs (a serve: for
+      // good), and a prune would be locked out. Removed when next possible.
+      orphansOf(this.storage).add(key);
+      return;
+    }
+    await removeOrphans(this.storage);
+  }
+}
+
+/** Lock files of this process whose removal failed, per storage (see release). */
+const orphans = new WeakMap<Storage, Set<string>>();
+
+function orphansOf(storage: Storage): Set<string> {
+  let s = orphans.get(storage);
+  if (s === undefined) {
+    s = new Set();
+    orphans.set(storage, s);
+  }
+  return s;
+}
+
+/** Removes what it can of this process's orphaned lock files. */
+async function removeOrphans(storage: Storage): Promise<void> {
+  const left = orphans.get(storage);
+  if (left === undefined) return;
+  for (const key of [...left]) {
+    try {
+      await storage.delete(key);
+      left.delete(key);
+    } catch {
+      // (still not writable: tried again at the next lock)
+    }
   }
 }
 
