@@ -17,6 +17,7 @@
  *   nothing and releases its lock) and every capture (what was received is
  *   stored first), then exits.
  */
+import { readFile, stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { backup } from '../backup/backup.js';
 import {
@@ -26,6 +27,7 @@ import {
   type NothingNew,
   nothingNewInLog,
 } from '../backup/from-log.js';
+import { parseConfig } from '../config/load.js';
 import type { FlashbackConfig } from '../config/schema.js';
 import { resolveTarget } from '../config/targets.js';
 import { ConfigError } from '../errors.js';
@@ -56,6 +58,12 @@ export interface ServeOptions {
   readonly listen?: string | undefined;
   /** Called once listening, with the actual address. */
   readonly onListening?: ((address: string) => void) | undefined;
+  /**
+   * The configuration file `config` was read from: watched, so an edit is
+   * not taken for applied (serve keeps what it started with) and an edit
+   * that breaks it is said at once (`status` refuses it meanwhile).
+   */
+  readonly configFile?: string | undefined;
 }
 
 /** The resolved webhooks; a missing url_env variable is a configuration error at start. */
@@ -75,6 +83,14 @@ export function webhooks(config: FlashbackConfig, env: NodeJS.ProcessEnv): Webho
       url,
     };
   });
+}
+
+/** A file's modification time (ms), or 'gone'. */
+async function modified(file: string): Promise<number | 'gone'> {
+  return stat(file).then(
+    (s) => s.mtimeMs,
+    () => 'gone' as const,
+  );
 }
 
 /** Runs kept in memory when their records cannot be written (over serve's lifetime). */
@@ -121,6 +137,27 @@ async function serveLeased(options: ServeOptions): Promise<void> {
   const onAbort = (): void => stopCaptures.abort();
   signal.addEventListener('abort', onAbort, { once: true });
   let captures: CaptureLoop[] = [];
+  // The configuration file as serve read it: an edit is said, once.
+  const configFile = options.configFile;
+  let configSeen = configFile === undefined ? undefined : await modified(configFile);
+  const watchConfig = async (): Promise<void> => {
+    if (configFile === undefined) return;
+    const now = await modified(configFile);
+    if (now === configSeen) return;
+    configSeen = now;
+    try {
+      parseConfig(await readFile(configFile, 'utf8'), configFile);
+      log.warn(
+        { config: configFile },
+        `${configFile} changed: serve goes on with the configuration it started with; restart it to apply the change`,
+      );
+    } catch (err) {
+      log.error(
+        { config: configFile, error: describeError(err) },
+        `${configFile} changed and is no longer valid (${(err as Error).message}): serve goes on with the configuration it started with, and \`flashback status\` and the other commands refuse it until it is fixed`,
+      );
+    }
+  };
   /** Runs whose record could not be written (the repository read-only or full), newest last. */
   const unrecorded: RunRecord[] = [];
 
@@ -284,6 +321,7 @@ async function serveLeased(options: ServeOptions): Promise<void> {
         continue;
       }
       if (Date.now() - lastEvaluation >= config.serve.check_interval) {
+        await watchConfig();
         await evaluate();
         lastEvaluation = Date.now();
       }

@@ -310,6 +310,21 @@ ${prod}${extra}`;
           : undefined,
       );
       expect(serve.child.exitCode).toBe(null);
+      // An edit of the configuration is said, not silently ignored; a broken one at once.
+      const file = path.join(dir, 'flashback.yaml');
+      const good = await readFile(file, 'utf8');
+      await writeFile(
+        file,
+        good.replace('check_interval: 1s', 'check_interval: 1s\n  bogus_key: 1'),
+      );
+      const broken = await until('the broken configuration said', () =>
+        serve.logs.find((l) => String(l.msg).includes('changed and is no longer valid')),
+      );
+      expect(broken.level).toBe(50); // (pino's error)
+      await writeFile(file, good);
+      await until('the edit said', () =>
+        serve.logs.find((l) => String(l.msg).endsWith('restart it to apply the change')),
+      );
     } finally {
       expect(await stop(serve)).toBe(0);
     }

@@ -55,7 +55,7 @@ another serve runs on the repository.`,
     )
     .action(async (opts: ServeFlags, self: Command) => {
       const ctx = context(self);
-      const { config } = await ctx.config();
+      const { config, file } = await ctx.config();
       const mode = opts.log ?? config.serve.log;
       if (mode !== 'json' && mode !== 'human') {
         throw new UsageError(`--log: expected json or human, got "${mode}"`);
@@ -77,6 +77,7 @@ another serve runs on the repository.`,
         log: createLogger(mode, ctx.io.stdout),
         signal: ctx.interruptSignal(),
         listen: opts.listen,
+        configFile: file,
       });
       process.exitCode = ExitCode.ok;
     });
