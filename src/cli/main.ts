@@ -195,9 +195,13 @@ export function runAsProcess(): void {
   // (Node resets the signal's disposition nohup set to "ignore" as it
   // starts, so without a handler SIGHUP killed them silently, exit 129).
   const args = process.argv.slice(2);
+  // After a hangup, the terminal's output fails (EIO): for serve and capture
+  // that is not a reason to stop (their logs are for a file or a collector).
+  let hungUp = false;
   if (!args.includes('serve') && !args.includes('capture')) process.on('SIGHUP', onSignal);
   else {
     process.on('SIGHUP', () => {
+      hungUp = true;
       try {
         process.stderr.write(
           'flashback: SIGHUP ignored: still running (stop with SIGTERM or Ctrl-C)\n',
@@ -215,6 +219,7 @@ export function runAsProcess(): void {
   let settled = false;
   const onOutputError = (err: NodeJS.ErrnoException): void => {
     if (outputClosed) return; // writes after the first failure fail too
+    if (hungUp && err.code === 'EIO') return; // (see SIGHUP above: keeps running)
     outputClosed = true;
     if (err.code !== 'EPIPE') {
       try {

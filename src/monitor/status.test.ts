@@ -42,6 +42,26 @@ function run(
 const config = parseConfig('targets:\n  prod:\n    database: app\n', undefined);
 
 describe('status evaluation', () => {
+  it('a scheduled verify that had nothing to do does not hide the one before that could not run', () => {
+    const runs = [
+      run('backup', 3, true, { snapshot: 's1' }),
+      run('verify', 2, true, { snapshot: 's1' }),
+      run('backup', 1.5, true, { snapshot: 's2' }),
+      run('verify', 1, false, {
+        snapshot: 's2',
+        error: { code: 'verify.scratch', message: 'the scratch server did not start' },
+      }),
+      run('verify', 0.5, true, { details: { nothing: 'the newest snapshot is verified' } }),
+    ];
+    const r = evaluateStatus({
+      now: NOW,
+      config,
+      snapshots: [snap('s1', 3), snap('s2', 1.5)],
+      runs,
+    });
+    expect(r.targets[0]!.findings.map((f) => f.kind)).toContain('verify-error');
+  });
+
   it('is ok with a fresh, verified backup and no failures', () => {
     const r = evaluateStatus({
       now: NOW,

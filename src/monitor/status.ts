@@ -533,7 +533,10 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       s.id,
     );
   }
-  const lastVerify = of('verify').at(-1);
+  // (Not a scheduled verify that had nothing to do: it says nothing of the last one that ran.)
+  const lastVerify = of('verify')
+    .filter((r) => r.details?.nothing === undefined)
+    .at(-1);
   if (lastVerify !== undefined && !lastVerify.ok && (lastVerify.problems?.length ?? 0) === 0) {
     add(
       'warning',

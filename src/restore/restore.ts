@@ -25,7 +25,7 @@ import {
 import { checkRoles } from './roles.js';
 import { type RaisedSequence, raiseSequences } from './sequences.js';
 import { columnList } from './sql.js';
-import { disableStatements, enableStatements, firingTriggers, switchTriggers } from './triggers.js';
+import { disableStatements, enableTriggers, firingTriggers, switchTriggers } from './triggers.js';
 
 /** The interruption message of the single-transaction path. */
 const ROLLED_BACK = 'restore interrupted: rolled back, nothing was written';
@@ -289,7 +289,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           plan: { ...base, tables },
           applied: true,
           seconds: (Date.now() - started) / 1000,
-          ...(await atMoment(client, options)),
+          ...(await atMoment(client, options, selected)),
         };
       }
       const result = await run(client, chunks, selected, base, empty, options, events, (plan) =>
@@ -305,7 +305,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       return {
         ...result,
         seconds: (Date.now() - started) / 1000,
-        ...(result.applied && !selective ? await atMoment(client, options) : {}),
+        // Tables this restore created (into an empty database): their sequences too.
+        ...(result.applied && empty ? await atMoment(client, options, selected) : {}),
       };
     } finally {
       await client.end().catch(() => {});
@@ -354,9 +355,11 @@ function initialPlan(
 async function atMoment(
   client: PgClient,
   options: RestoreOptions,
+  tables: readonly TableSnapshot[],
 ): Promise<Pick<RestoreResult, 'sequencesRaised'>> {
   if (options.source === undefined) return {};
-  return { sequencesRaised: await raiseSequences(client, options.manifest.schema) };
+  const restored = new Set(tables.map((t) => `${t.schema}.${t.name}`));
+  return { sequencesRaised: await raiseSequences(client, options.manifest.schema, restored) };
 }
 
 /**
@@ -578,7 +581,7 @@ async function run(
       done.push({ ...planned[i]!, ...counts });
       events.table();
     }
-    await switchTriggers(client, enableStatements(off), 'nothing was restored');
+    await enableTriggers(client, off, 'nothing was restored');
     for (const s of ddl?.postData ?? []) {
       await runDdl(client, s);
       events.statement();

@@ -91,14 +91,34 @@ export async function switchTriggers(
     try {
       await client.query(s);
     } catch (err) {
+      const denied = (err as { code?: unknown }).code === '42501';
       throw new OperationError(
         'triggers.switch',
         `--disable-triggers: ${serverErrorText(err)}; ${outcome}`,
         {
-          hint: "switching a table's triggers off needs its owner (or a superuser): run as that role, or without --disable-triggers",
+          hint: denied
+            ? "switching a table's triggers off needs its owner (or a superuser): run as that role, or without --disable-triggers"
+            : undefined,
           cause: err,
         },
       );
     }
   }
+}
+
+/**
+ * Puts the triggers back as they were (enableStatements), in the caller's
+ * transaction. The deferred checks run first, by themselves: a violation
+ * they find is the writes' (a key taken since, a foreign key), and takes the
+ * caller's usual path, not blamed on the triggers.
+ */
+export async function enableTriggers(
+  client: PgClient,
+  triggers: readonly SuspendedTrigger[],
+  outcome: string,
+): Promise<void> {
+  if (triggers.length === 0) return;
+  const [checks, ...alters] = enableStatements(triggers);
+  await client.query(checks!);
+  await switchTriggers(client, alters, outcome);
 }

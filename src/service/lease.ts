@@ -81,9 +81,11 @@ export async function takeServeLease(
       continue; // (removed meanwhile, or not ours to judge)
     }
     const sameHost = other.hostname === os.hostname();
-    const live = sameHost
-      ? isAlive(other.pid)
-      : Date.now() - Date.parse(other.refreshed) < STALE_AFTER_MS;
+    // Same host: its process must run, and not be this one (a container
+    // restarted after a kill keeps its hostname and runs serve as pid 1
+    // again), and it must have refreshed lately (a pid reused after a reboot).
+    const fresh = Date.now() - Date.parse(other.refreshed) < STALE_AFTER_MS;
+    const live = sameHost ? other.pid !== process.pid && isAlive(other.pid) && fresh : fresh;
     if (!live) {
       await storage.delete(o.key).catch(() => {});
       onNote(

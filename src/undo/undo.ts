@@ -70,6 +70,7 @@ import { columnList } from '../restore/sql.js';
 import {
   disableStatements,
   enableStatements,
+  enableTriggers,
   firingTriggers,
   type SuspendedTrigger,
   switchTriggers,
@@ -560,7 +561,8 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       await client.query('BEGIN');
       try {
         const tenant = tenants === undefined ? undefined : { column: o.by!, value: g.value };
-        await switchTriggers(client, disableStatements(off), 'this transaction was rolled back');
+        const rolledBack = `this transaction was rolled back${tenants === undefined ? '' : ` (${o.by} = ${g.value}; tenants done before it stay undone)`}`;
+        await switchTriggers(client, disableStatements(off), rolledBack);
         // Under skip, each statement re-checks its rows against the live
         // table: a key change with one half written again since the plan
         // would be done by halves. Such pairs are left whole, first.
@@ -585,7 +587,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
             },
           );
         }
-        await switchTriggers(client, enableStatements(off), 'this transaction was rolled back');
+        await enableTriggers(client, off, rolledBack);
         xids.push(await currentXid(client));
         await client.query('COMMIT');
       } catch (err) {
@@ -702,7 +704,7 @@ async function applyDirect(
         `INSERT INTO ${qualify(t.schema, t.name)}${columnList(t.columns)}${overriding(schema, t)} SELECT ${t.columns.map(quoteIdent).join(', ')} FROM ${befores.get(name(t))!.b}`,
       );
     }
-    await switchTriggers(client, enableStatements(off), 'this transaction was rolled back');
+    await enableTriggers(client, off, 'this transaction was rolled back');
     xid = await currentXid(client);
     await client.query('COMMIT');
   } catch (err) {
@@ -1956,7 +1958,7 @@ async function cascadingReferences(
       d: 'SET DEFAULT would change',
     }[row.act];
     return {
-      why: `rows of ${child} that refer to it were written since (ON DELETE ${action} them)`,
+      why: `rows of ${child} that refer to it are not deleted by this undo (written since, or in a table it leaves alone): ON DELETE ${action} them`,
       remains: (alias) =>
         `EXISTS (SELECT 1 FROM ONLY ${child} c WHERE ${match(alias)}${notPlanned})`,
       referencedNow: (alias) => `EXISTS (SELECT 1 FROM ONLY ${child} c WHERE ${match(alias)})`,

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -47,6 +47,20 @@ describe('files written for the user (undo --out)', () => {
     ).rejects.toBe(boom);
     expect(await readFile(file, 'utf8')).toBe('older script\n');
     expect(await readdir(dir)).toEqual(['undo.sql']);
+  });
+
+  it('writes a new script readable by its owner only, keeps the mode of one it replaces, and writes a device as it is', async () => {
+    const file = path.join(dir, 'undo.sql');
+    await writeWhole(file, (put) => put('BEGIN;\n'));
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    await chmod(file, 0o640);
+    await writeWhole(file, (put) => put('COMMIT;\n'));
+    expect((await stat(file)).mode & 0o777).toBe(0o640);
+    // /dev/null (as /dev/stdout or a pipe): no temporary file beside it, no rename over it.
+    await checkOutFile('/dev/null', '--out');
+    await writeWhole('/dev/null', (put) => put('BEGIN;\n'));
+    expect((await stat('/dev/null')).isCharacterDevice()).toBe(true);
+    expect((await readdir('/dev')).filter((f) => f.startsWith('.null.'))).toEqual([]);
   });
 
   it('a full disk is an error naming the file (exit 1), with nothing half-written left', async () => {

@@ -18,11 +18,10 @@ import { OperationError, UsageError } from '../errors.js';
  */
 export async function checkOutFile(file: string, flag: string): Promise<void> {
   const dir = path.dirname(path.resolve(file));
-  const isDir = await stat(file).then(
-    (s) => s.isDirectory(),
-    () => false,
-  );
-  if (isDir) throw new UsageError(`${flag} ${file} is a directory`, { hint: 'give a file name' });
+  const st = await stat(file).catch(() => undefined);
+  if (st?.isDirectory() === true)
+    throw new UsageError(`${flag} ${file} is a directory`, { hint: 'give a file name' });
+  if (st !== undefined && !st.isFile()) return; // (a pipe or a device, written as it is)
   try {
     await access(dir, constants.W_OK);
   } catch (err) {
@@ -47,8 +46,19 @@ export async function writeWhole(
   file: string,
   produce: (put: Put) => Promise<void>,
 ): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  const ws = createWriteStream(tmp, { flags: 'w', mode: 0o644 });
+  const st = await stat(file).catch(() => undefined);
+  // A pipe or a device (/dev/stdout, >(gzip …)) is written as it is: it
+  // cannot be replaced by a rename, and holds nothing to keep whole.
+  const direct = st !== undefined && !st.isFile();
+  const tmp = direct
+    ? file
+    : path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  // The rows of a production database: readable by the owner only, unless
+  // the file it replaces was made readable to others.
+  const ws = createWriteStream(tmp, {
+    flags: 'w',
+    mode: st === undefined || direct ? 0o600 : st.mode & 0o777,
+  });
   let failure: Error | undefined;
   ws.on('error', (err) => {
     failure ??= err;
@@ -75,13 +85,13 @@ export async function writeWhole(
     if (failure !== undefined) throw failure;
     // (The descriptor is closed after 'finish': renamed only once it is.)
     if (!ws.closed) await once(ws, 'close');
-    await rename(tmp, file);
+    if (!direct) await rename(tmp, file);
   } catch (err) {
     // Closed before removed: a file still being opened would appear after the removal.
     const closed = ws.closed ? Promise.resolve() : until('close');
     ws.destroy();
     await closed;
-    await rm(tmp, { force: true }).catch(() => {});
+    if (!direct) await rm(tmp, { force: true }).catch(() => {});
     if (err !== failure) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     throw new OperationError(

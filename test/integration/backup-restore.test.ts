@@ -942,6 +942,12 @@ describe('a SQL_ASCII database', () => {
       expect(some.code, some.stderr).toBe(0);
       expect(some.stdout).toMatch(/public\.t +merge +3 +2 +0 +0\n/);
       expect(await bytes(db)).toBe(source);
+      // Schema text is read as text: a byte past 127 there would come back
+      // as U+FFFD and the default be restored altered. Refused, loudly.
+      await sql(server, db, `ALTER TABLE t ALTER v SET DEFAULT E'caf\\xe9'`);
+      const refused = await run(['backup', 't']);
+      expect(refused.code).toBe(ExitCode.failed);
+      expect(refused.stderr).toContain('invalid byte sequence for encoding "UTF8"');
     } finally {
       await sql(server, 'postgres', `DROP DATABASE IF EXISTS ${db}_copy WITH (FORCE)`);
       await sql(server, 'postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);

@@ -731,7 +731,7 @@ describe('undo', () => {
       expect.objectContaining({
         table: 'public.orders',
         op: 'delete',
-        why: 'rows of public.order_items that refer to it were written since (ON DELETE CASCADE would delete them)',
+        why: 'rows of public.order_items that refer to it are not deleted by this undo (written since, or in a table it leaves alone): ON DELETE CASCADE would delete them',
       }),
     );
     // Order 11 and its item (both from the window) are gone; order 10 stays, with the item written after.

@@ -294,7 +294,13 @@ async function restoreFrom(
     ctx.out(`dry run: this restore would fail: ${result.failure}\nnothing was written\n`);
     return ExitCode.failed;
   }
-  const raised = result.sequencesRaised ?? [];
+  const raised = (result.sequencesRaised ?? []).filter((r) => r.error === undefined);
+  for (const r of result.sequencesRaised ?? []) {
+    if (r.error !== undefined)
+      ctx.err(
+        `flashback: warning: the sequence of ${r.sequence} could not be raised past its rows (${r.error}): set it with setval() before the application inserts\n`,
+      );
+  }
   if (raised.length > 0) {
     // The log carries no sequence changes: without this, the rebuilt
     // database's first INSERT would take a key that exists.

@@ -11,6 +11,7 @@
  * out (an extension is recreated as a whole). Everything else is either in
  * the model or named in `unsupported`.
  */
+import { OperationError } from '../../errors.js';
 import type { PgClient } from '../connect.js';
 import { inheritsKeepsOrder } from './inheritance.js';
 import type {
@@ -86,6 +87,19 @@ export async function readSchema(client: PgClient): Promise<SchemaModel> {
   const saved = await setSessionForReading(client);
   try {
     return await new SchemaReader(client).read();
+  } catch (err) {
+    // 22021: the catalog holds text that is not UTF-8 (see client_encoding below).
+    if ((err as { code?: unknown }).code === '22021') {
+      throw new OperationError(
+        'schema.encoding',
+        `the database's schema holds text that is not UTF-8 (${(err as Error).message}): a default, comment, check or function body written in another encoding into a SQL_ASCII database cannot be recorded faithfully, so nothing was backed up`,
+        {
+          hint: 'rewrite that text in UTF-8 (or in ASCII), or dump this database with pg_dump; its rows alone would back up byte for byte',
+          cause: err,
+        },
+      );
+    }
+    throw err;
   } finally {
     await restoreSession(client, saved);
   }
@@ -93,6 +107,12 @@ export async function readSchema(client: PgClient): Promise<SchemaModel> {
 
 const SESSION_SETTINGS: Readonly<Record<string, string>> = {
   search_path: '',
+  // Catalog text (defaults, comments, bodies) is read as JavaScript strings:
+  // in a SQL_ASCII database a byte past 127 would come back as U+FFFD and
+  // the DDL be recorded altered, without a word (src/pg/connect.ts sets such
+  // sessions to SQL_ASCII, for the rows). UTF8 here makes such text an
+  // error ("invalid byte sequence") instead.
+  client_encoding: 'UTF8',
   DateStyle: 'ISO, YMD',
   IntervalStyle: 'postgres',
   extra_float_digits: '3',
