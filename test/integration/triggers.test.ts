@@ -33,6 +33,9 @@ describe('--disable-triggers (PostgreSQL 15)', () => {
         `SELECT id, v, updated_at::text FROM items WHERE ${where} ORDER BY id`,
       )
     ).rows;
+  /** undo of one transaction, on items only (its audit rows would be undone too), triggers off. */
+  const undoItems = (xid: string, ...more: string[]) =>
+    run(['undo', name, '--tx', xid, '--table', 'items', '--disable-triggers', ...more]);
   const audited = async () =>
     Number((await live.query<{ n: string }>('SELECT count(*)::text AS n FROM audit')).rows[0]!.n);
   const triggerStates = async () =>
@@ -162,17 +165,7 @@ describe('--disable-triggers (PostgreSQL 15)', () => {
     const auditedBefore = await audited();
     await settle();
     const out = path.join(dir, 'undo.sql');
-    const preview = await run([
-      'undo',
-      name,
-      '--tx',
-      bad,
-      '--table',
-      'items',
-      '--disable-triggers',
-      '--out',
-      out,
-    ]);
+    const preview = await undoItems(bad, '--out', out);
     expect(preview.code, preview.stderr).toBe(0);
     expect(preview.stdout).toContain(
       'user triggers to switch off while writing: public.items.audit, public.items.audit_always, public.items.stamp\n',
@@ -182,18 +175,7 @@ describe('--disable-triggers (PostgreSQL 15)', () => {
     expect(script).toContain(
       'SET CONSTRAINTS ALL IMMEDIATE;\nALTER TABLE ONLY public.items ENABLE TRIGGER audit;\nALTER TABLE ONLY public.items ENABLE ALWAYS TRIGGER audit_always;\nALTER TABLE ONLY public.items ENABLE TRIGGER stamp;\nCOMMIT;\n',
     );
-    const undone = await run([
-      'undo',
-      name,
-      '--tx',
-      bad,
-      '--table',
-      'items',
-      '--disable-triggers',
-      '--apply',
-      '--confirm',
-      name,
-    ]);
+    const undone = await undoItems(bad, '--apply', '--confirm', name);
     expect(undone.code, undone.stderr).toBe(0);
     expect(undone.stdout).toMatch(/public\.items +0 +2 +0 +0\n/);
     // The stamp of the bad update is set back too: the row is as before it.
@@ -206,18 +188,7 @@ describe('--disable-triggers (PostgreSQL 15)', () => {
     const gone = await items('id BETWEEN 6 AND 7');
     const del = await xidOf('DELETE FROM items WHERE id BETWEEN 6 AND 7');
     await settle();
-    const back = await run([
-      'undo',
-      name,
-      '--tx',
-      del,
-      '--table',
-      'items',
-      '--disable-triggers',
-      '--apply',
-      '--confirm',
-      name,
-    ]);
+    const back = await undoItems(del, '--apply', '--confirm', name);
     expect(back.code, back.stderr).toBe(0);
     expect(back.stdout).toMatch(/public\.items +2 +0 +0 +0\n/);
     expect(await items('id BETWEEN 6 AND 7')).toEqual(gone);
