@@ -158,7 +158,6 @@ describe('--disable-triggers (PostgreSQL 15)', () => {
   });
 
   it('undo: the plan, the direct put-back and the --out script leave the triggers off, then as they were', async () => {
-    // (--table items: the bad transactions' own audit rows would be undone too.)
     // Reverts: the plan's path (an update is not a put-back of deleted rows).
     const before = await items('id BETWEEN 4 AND 5');
     const bad = await xidOf("UPDATE items SET v = 'wrong' WHERE id BETWEEN 4 AND 5");
