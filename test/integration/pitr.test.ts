@@ -190,6 +190,8 @@ describe('restore to a moment', () => {
       );
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toContain(`as of ${m.at}`);
+      // Capture's own publication is not the database's: not "not reproduced".
+      expect(r.stdout).not.toContain('publication flashback');
       const got = await state(server, into);
       for (const t of TABLES) expect(got[t], `${t} at moment ${i + 1}`).toEqual(m.rows[t]);
       // Files added since the snapshot took ids past its sequence: raised, so the

@@ -13,6 +13,7 @@
  */
 import { OperationError } from '../../errors.js';
 import type { PgClient } from '../connect.js';
+import { DEFAULT_PUBLICATION } from '../replication/stream.js';
 import { inheritsKeepsOrder } from './inheritance.js';
 import type {
   Acl,
@@ -44,7 +45,7 @@ import type {
   ViewModel,
 } from './model.js';
 import { SCHEMA_MODEL_VERSION } from './model.js';
-import { qualify } from './quote.js';
+import { qualify, quoteLiteral } from './quote.js';
 import { functionRef, qualifiedRef, tableObjectRef, unqualifiedRef } from './refs.js';
 import { INTERNAL_SCHEMA_FILTER } from './shapes.js';
 
@@ -1390,7 +1391,7 @@ class SchemaReader {
         WHERE e.evtfoid NOT IN (SELECT p.oid FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                                  WHERE n.nspname = '_flashback')
       UNION ALL SELECT 'pg_publication', p.oid, 'publication', quote_ident(p.pubname)
-        FROM pg_publication p
+        FROM pg_publication p WHERE p.pubname <> ${quoteLiteral(DEFAULT_PUBLICATION)} -- (capture's own)
       UNION ALL SELECT 'pg_subscription', s.oid, 'subscription', quote_ident(s.subname)
         FROM pg_subscription s
         WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
