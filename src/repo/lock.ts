@@ -298,12 +298,21 @@ export async function removeLocks(
   return removed;
 }
 
-function staleness(info: LockInfo, now: number): { stale: boolean; staleReason?: string } {
+/**
+ * Whether a holder that writes `info` and refreshes it is gone: its process
+ * (same host) is not running, or it was not refreshed for `staleAfterMs`.
+ * Also judges serve's lease (src/service/lease.ts).
+ */
+export function staleness(
+  info: Pick<LockInfo, 'pid' | 'hostname' | 'refreshed'>,
+  now: number,
+  staleAfterMs = STALE_AFTER_MS,
+): { stale: boolean; staleReason?: string } {
   if (info.hostname === os.hostname() && !isAlive(info.pid)) {
     return { stale: true, staleReason: `process ${info.pid} is not running` };
   }
   const age = now - Date.parse(info.refreshed);
-  if (age > STALE_AFTER_MS) {
+  if (age > staleAfterMs) {
     return { stale: true, staleReason: `not refreshed for ${Math.round(age / 60_000)} min` };
   }
   return { stale: false };

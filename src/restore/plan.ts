@@ -6,8 +6,8 @@ import { UsageError } from '../errors.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import { parseTableName } from '../pg/schema/names.js';
 import { partitionedTables, partitionLeaves } from '../pg/schema/partitions.js';
-import { quoteIdent } from '../pg/schema/quote.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
+import { triggerList } from './triggers.js';
 
 /** What to do with snapshot rows whose key already exists in the target table. */
 export type OnConflict = 'skip' | 'update' | 'fail';
@@ -186,6 +186,6 @@ export function describePlan(plan: RestorePlan): string {
   const off =
     plan.triggersOff === undefined || plan.triggersOff.length === 0
       ? ''
-      : `; user triggers off while merging (writers to those tables wait): ${plan.triggersOff.map((t) => `${t.table}.${quoteIdent(t.name)}`).join(', ')}`;
+      : `; user triggers off while merging (writers to those tables wait): ${triggerList(plan.triggersOff)}`;
   return `${what} from snapshot ${plan.snapshot}${where}: ${effect}${off}`;
 }

@@ -70,11 +70,11 @@ export function enableStatements(triggers: readonly SuspendedTrigger[]): string[
   ];
 }
 
-/** How they are named in a report: `public.items: stamp, audit`. */
-export function describeTriggers(triggers: readonly SuspendedTrigger[]): string {
-  const by = new Map<string, string[]>();
-  for (const t of triggers) by.set(t.table, [...(by.get(t.table) ?? []), t.name]);
-  return [...by].map(([table, names]) => `${table}: ${names.join(', ')}`).join('; ');
+/** How they are named in plans, banners and reports: `public.items.stamp, public.items.audit`. */
+export function triggerList(
+  triggers: ReadonlyArray<{ readonly table: string; readonly name: string }>,
+): string {
+  return triggers.map((t) => `${t.table}.${quoteIdent(t.name)}`).join(', ');
 }
 
 /**

@@ -16,9 +16,8 @@
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { RepositoryLockedError } from '../errors.js';
-import { unwritable } from '../repo/lock.js';
+import { staleness, unwritable } from '../repo/lock.js';
 import type { Storage } from '../storage/storage.js';
-import { isAlive } from '../util/process.js';
 
 /** A lease as stored. */
 interface LeaseInfo {
@@ -81,11 +80,12 @@ export async function takeServeLease(
       continue; // (removed meanwhile, or not ours to judge)
     }
     const sameHost = other.hostname === os.hostname();
-    // Same host: its process must run, and not be this one (a container
-    // restarted after a kill keeps its hostname and runs serve as pid 1
-    // again), and it must have refreshed lately (a pid reused after a reboot).
-    const fresh = Date.now() - Date.parse(other.refreshed) < STALE_AFTER_MS;
-    const live = sameHost ? other.pid !== process.pid && isAlive(other.pid) && fresh : fresh;
+    // Gone as a lock's holder is (its process, or refreshed lately: a pid
+    // reused after a reboot), or this very process: a container restarted
+    // after a kill keeps its hostname and runs serve as pid 1 again.
+    const live =
+      !staleness(other, Date.now(), STALE_AFTER_MS).stale &&
+      !(sameHost && other.pid === process.pid);
     if (!live) {
       await storage.delete(o.key).catch(() => {});
       onNote(

@@ -74,6 +74,7 @@ import {
   firingTriggers,
   type SuspendedTrigger,
   switchTriggers,
+  triggerList,
 } from '../restore/triggers.js';
 import { checkOutFile, writeWhole } from '../util/out-file.js';
 import { inFlight } from '../util/workers.js';
@@ -651,7 +652,7 @@ async function confirmUndo(
   const conflicts = sum(tables, 'conflicts');
   await guard({
     target: o.target,
-    action: `undo ${description}: reinsert ${fmt(sum(tables, 'reinsert'))}, revert ${fmt(sum(tables, 'revert'))}, delete ${fmt(sum(tables, 'delete'))} row(s) in ${tables.length} table(s)${conflicts > 0 ? `; ${fmt(conflicts)} conflict(s) ${policy === 'skip' ? 'skipped' : 'overwritten'}` : ''}${tenants === undefined ? '' : `, tenant by tenant (${tenants})`}${off.length === 0 ? '' : `; user triggers off while writing (writers to those tables wait): ${off.map((t) => `${t.table}.${quoteIdent(t.name)}`).join(', ')}`}`,
+    action: `undo ${description}: reinsert ${fmt(sum(tables, 'reinsert'))}, revert ${fmt(sum(tables, 'revert'))}, delete ${fmt(sum(tables, 'delete'))} row(s) in ${tables.length} table(s)${conflicts > 0 ? `; ${fmt(conflicts)} conflict(s) ${policy === 'skip' ? 'skipped' : 'overwritten'}` : ''}${tenants === undefined ? '' : `, tenant by tenant (${tenants})`}${off.length === 0 ? '' : `; user triggers off while writing (writers to those tables wait): ${triggerList(off)}`}`,
     confirm: o.confirm,
     fingerprints: new FingerprintStore(o.repo),
     io: o.io,

@@ -37,7 +37,9 @@ missing, truncated and overwritten chunks and damaged manifests. --read-data
 also reads every chunk, decompresses it and compares its sha256 with its id,
 as a restore would; --read-data-subset N% does that for a random N% of the
 chunks, a different subset each run, so regular runs cover everything over
-time. Each finding names the snapshots, tables and chunk positions affected.
+time. A chunk an earlier check or verify found damaged, and that nothing
+has written again or read whole since, is reported again when this check
+does not read it. Each finding names the snapshots, tables and chunk positions affected.
 Chunks no snapshot uses (left by backups that did not commit; prune removes
 them) are reported for information. Takes a shared lock: prune waits.
 

@@ -14,7 +14,6 @@ import {
 } from '../../history/state.js';
 import { parseTimeArg } from '../../history/time.js';
 import type { SchemaModel } from '../../pg/schema/model.js';
-import { quoteIdent } from '../../pg/schema/quote.js';
 import { ChunkStore } from '../../repo/chunks.js';
 import { whileShared } from '../../repo/lock.js';
 import type { Repository } from '../../repo/repository.js';
@@ -22,6 +21,7 @@ import { type SnapshotManifest, SnapshotStore } from '../../repo/snapshots.js';
 import type { TableSource } from '../../restore/load.js';
 import { type OnConflict, type RestorePlan, selectTables } from '../../restore/plan.js';
 import { type RestoreProgress, restore } from '../../restore/restore.js';
+import { triggerList } from '../../restore/triggers.js';
 import { formatBytes } from '../../util/format.js';
 import type { CliContext } from '../context.js';
 import { clock, Progress, rate } from '../progress.js';
@@ -359,7 +359,7 @@ function formatPlan(plan: RestorePlan, applied: boolean): string {
     table(['TABLE', 'ACTION', 'IN SNAPSHOT', 'INSERT', 'UPDATE', 'SKIP'], rows, [2, 3, 4, 5]) +
     (off.length === 0
       ? ''
-      : `user triggers ${applied ? 'switched' : 'to switch'} off while merging: ${off.map((t) => `${t.table}.${quoteIdent(t.name)}`).join(', ')}\n`) +
+      : `user triggers ${applied ? 'switched' : 'to switch'} off while merging: ${triggerList(off)}\n`) +
     plan.tables
       .filter((t) => t.renamedFrom !== undefined)
       .map(

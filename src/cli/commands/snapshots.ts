@@ -17,6 +17,10 @@ export function registerSnapshots(program: Command, context: (cmd: Command) => C
     .addHelpText(
       'after',
       `
+VERIFIED is the newest verification (pass, FAIL, or error: it could not
+run), or DAMAGED for a snapshot using a chunk found missing or damaged
+since and not written again (damaged: true with --json).
+
 A snapshot whose manifest cannot be read is left out with a warning on
 stderr: commands that choose a snapshot ("latest", a moment) choose among
 the others, and prune refuses to run. \`flashback check\` says what else is

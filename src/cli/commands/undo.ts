@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
 import { parseTimeArg } from '../../history/time.js';
-import { quoteIdent } from '../../pg/schema/quote.js';
+import { triggerList } from '../../restore/triggers.js';
 import {
   type ConflictPolicy,
   type UndoProgress,
@@ -267,7 +267,7 @@ export function formatUndoReport(r: UndoReport): string {
     )}`;
   }
   if (r.triggersOff !== undefined && r.triggersOff.length > 0) {
-    s += `user triggers ${r.applied ? 'switched' : 'to switch'} off while writing: ${r.triggersOff.map((t) => `${t.table}.${quoteIdent(t.name)}`).join(', ')}\n`;
+    s += `user triggers ${r.applied ? 'switched' : 'to switch'} off while writing: ${triggerList(r.triggersOff)}\n`;
   }
   for (const note of r.notes) s += `note: ${note}\n`;
   if (r.out !== undefined) s += `\nthe exact SQL is in ${r.out}\n`;
