@@ -13,6 +13,9 @@
  * the CLI (src/cli/commands/history.ts) only formats. docs/CAPTURE.md ("Row
  * history") describes the behaviour for users.
  */
+
+import { tableKey } from '../backup/backup.js';
+import { parseSchemaEvent } from '../capture/schema-events.js';
 import {
   DamagedError,
   ExitCode,
@@ -21,7 +24,7 @@ import {
   UsageError,
 } from '../errors.js';
 import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-text.js';
-import type { SchemaModel } from '../pg/schema/model.js';
+import type { SchemaModel, TableModel } from '../pg/schema/model.js';
 import { parseTableName, resolveTableName, type TableName } from '../pg/schema/names.js';
 import { partitionsIn } from '../pg/schema/partitions.js';
 import type { TableShape } from '../pg/schema/shapes.js';
@@ -33,6 +36,7 @@ import {
   lsnText,
   lsnValue,
   readTransactions,
+  type SchemaEventRef,
   type Transaction,
 } from '../repo/changelog.js';
 import {
@@ -49,6 +53,7 @@ import { runScope } from '../repo/runs.js';
 import {
   type ChunkRef,
   inSnapshots,
+  type KeyKind,
   type SnapshotManifest,
   SnapshotStore,
   type TableSnapshot,
@@ -60,8 +65,11 @@ import { normaliseTime } from './time.js';
 /** A column value in its PostgreSQL text form, or null. */
 export type Cell = string | null;
 
-/** What happened to the row in a version; `snapshot` is the starting state read from a snapshot. */
-export type VersionOp = 'snapshot' | 'insert' | 'update' | 'delete' | 'truncate';
+/**
+ * What happened to the row in a version; `snapshot` is the starting state
+ * read from a snapshot, `drop` the row's table dropped (DROP TABLE).
+ */
+export type VersionOp = 'snapshot' | 'insert' | 'update' | 'delete' | 'truncate' | 'drop';
 
 /** One version of the row: its state after a transaction (or as a snapshot holds it). */
 export interface RowVersion {
@@ -91,6 +99,8 @@ export interface RowVersion {
   readonly added?: readonly string[];
   /** Changed columns this version does not have: dropped from the table in between (old value only). */
   readonly dropped?: readonly string[];
+  /** Columns renamed since the previous version: new name to the name it had (listed in `changed`). */
+  readonly renamed?: Readonly<Record<string, string>>;
   /**
    * Columns whose value is unknown (shown as null): an unchanged TOASTed value
    * the server did not send, with no earlier version to take it from.
@@ -281,8 +291,11 @@ export function resolveKey(
 export function candidateChunks(
   s: Pick<SnapTable, 'manifest' | 'table'>,
   key: readonly string[],
+  keyColumns: readonly string[] = s.table.key,
 ): number[] {
   const { table } = s;
+  // A key the snapshot did not order its rows by (one added since): any chunk.
+  if (!sameNames(table.key, keyColumns)) return table.chunks.map((_, i) => i);
   const holds = keysByChunk(
     s.manifest.schema as SchemaModel | undefined,
     table,
@@ -300,12 +313,33 @@ export function candidateChunks(
   return [...exact, ...maybe];
 }
 
-/** The row of a chunk (COPY text lines, key columns first) whose key fields equal `key`, decoded; or undefined. */
-export function findRowInChunk(content: Buffer, key: readonly string[]): Cell[] | undefined {
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/**
+ * The row of a chunk (COPY text lines) whose key fields equal `key`,
+ * decoded; or undefined. The key fields are the first ones (a snapshot's
+ * key columns come first), or at `positions` (a key the snapshot did not
+ * order by).
+ */
+export function findRowInChunk(
+  content: Buffer,
+  key: readonly string[],
+  positions?: readonly number[],
+): Cell[] | undefined {
   let pos = 0;
+  const scattered = positions !== undefined && positions.some((p, i) => p !== i);
   while (pos < content.length) {
     let nl = content.indexOf(0x0a, pos);
     if (nl < 0) nl = content.length;
+    if (scattered) {
+      const fields = splitFields(content.subarray(pos, nl));
+      if (positions.every((p, i) => fields[p] !== undefined && decodeField(fields[p]) === key[i]))
+        return fields.map(decodeField);
+      pos = nl + 1;
+      continue;
+    }
     const keyEnd = endOfFields(content, pos, nl, key.length);
     const fields = splitFields(content.subarray(pos, keyEnd));
     let match = fields.length === key.length;
@@ -338,15 +372,19 @@ class RowTracker {
   private unknownCols = new Set<string>();
   private key: Cell[];
   private txStart: Snap | undefined;
-  private ops: Array<Change['op']> = [];
+  private ops: Array<Change['op'] | 'drop'> = [];
   /** The old key of a row that moved into the followed key in this transaction. */
   private movedFrom: Cell[] | undefined;
+  /** Columns of the row renamed since its previous version: current name to the name it had then. */
+  private renamedNow = new Map<string, string>();
   private readonly index = new WeakMap<object, Map<string, number>>();
 
   constructor(
     readonly keyColumns: readonly string[],
     /** The key asked for, normalised. */
     readonly requested: readonly string[],
+    /** The table's column renames, new name to the name before (columnRenames). */
+    private readonly renames: ReadonlyMap<string, string> = new Map(),
   ) {
     this.key = [...requested];
   }
@@ -376,6 +414,31 @@ class RowTracker {
     this.movedFrom = undefined;
   }
 
+  /**
+   * Columns were renamed (old name to new, all at once: a swap is two
+   * pairs): the row as known, and its state at the transaction's start, take
+   * the new names; the next version shows them as renamed.
+   */
+  renameColumns(pairs: ReadonlyMap<string, string>): void {
+    if (pairs.size === 0) return;
+    const rename = <T>(m: ReadonlyMap<string, T>): Map<string, T> =>
+      new Map([...m].map(([k, v]) => [pairs.get(k) ?? k, v]));
+    this.row = rename(this.row);
+    this.unknownCols = new Set([...this.unknownCols].map((k) => pairs.get(k) ?? k));
+    if (this.txStart !== undefined) {
+      this.txStart = {
+        ...this.txStart,
+        row: rename(this.txStart.row),
+        unknown: new Set([...this.txStart.unknown].map((k) => pairs.get(k) ?? k)),
+      };
+    }
+    const next = new Map<string, string>();
+    for (const [now, was] of this.renamedNow) next.set(pairs.get(now) ?? now, was);
+    for (const [was, now] of pairs) if (!this.renamedNow.has(was)) next.set(now, was);
+    for (const [now, was] of next) if (now === was) next.delete(now);
+    this.renamedNow = next;
+  }
+
   /** True if the change touches the row: by its old identity, or (insert, update) by its new key. */
   concerns(c: Change): boolean {
     return this.match(c) !== undefined;
@@ -397,14 +460,18 @@ class RowTracker {
     const prev = this.state === 'present' ? this.row : undefined;
     const next = new Map<string, Cell>();
     const unknown = new Set<string>();
+    // Renames the log's schema events did not announce, found from the
+    // schema views: the row takes the change's names first.
+    if (prev !== undefined) this.renameColumns(this.unannounced(c, prev));
+    const known = this.state === 'present' ? this.row : undefined;
     c.columns.forEach(([name], i) => {
       const v = c.row?.[i];
       if (v === 0 || v === undefined) {
         // Unchanged TOASTed value: the server did not send it; the previous
         // version has it (or the old row, under REPLICA IDENTITY FULL).
         const o = c.old?.[i];
-        if (prev?.has(name) === true && !this.unknownCols.has(name))
-          next.set(name, prev.get(name)!);
+        if (known?.has(name) === true && !this.unknownCols.has(name))
+          next.set(name, known.get(name)!);
         else if (o !== undefined && o !== 0) next.set(name, o);
         else {
           next.set(name, null);
@@ -419,6 +486,14 @@ class RowTracker {
     this.unknownCols = unknown;
   }
 
+  /** The row's table was dropped in this transaction (after its changes). */
+  drop(): void {
+    if (this.state === 'absent') return;
+    this.txStart ??= this.snap();
+    this.ops.push('drop');
+    this.state = 'absent';
+  }
+
   /** The version the transaction made, if it touched the row. */
   commit(tx: Transaction): RowVersion | undefined {
     const before = this.txStart;
@@ -430,7 +505,7 @@ class RowTracker {
     if (after.state !== 'present') {
       // Inserted and deleted within one transaction: never visible, no version.
       if (before.state === 'absent') return undefined;
-      const op = last === 'truncate' ? 'truncate' : 'delete';
+      const op = last === 'truncate' || last === 'drop' ? last : 'delete';
       if (before.state === 'unknown')
         return { ...base, op, key: after.key, row: null, changed: [] };
       return {
@@ -446,19 +521,37 @@ class RowTracker {
     const from = present ? before.key : this.movedFrom;
     const keyChangedFrom =
       from !== undefined && !sameCells(from, after.key) ? { keyChangedFrom: from } : {};
-    const changed = present ? changedColumns(before.row, after.row) : [...after.row.keys()];
-    const had = changed.filter((c) => before.row.has(c));
+    // The state before is under the current column names (renameColumns):
+    // renamed columns are compared with their old selves and marked.
+    const renamed = present ? [...this.renamedNow].filter(([now]) => after.row.has(now)) : [];
+    this.renamedNow = new Map();
+    const prior = before.row;
+    const renamedSame = (c: string): boolean => renamed.some(([now]) => now === c);
+    const changed = present ? changedColumns(prior, after.row) : [...after.row.keys()];
+    for (const [now] of renamed) if (!changed.includes(now)) changed.push(now);
+    // (A renamed column whose value stayed has no old value to show.)
+    const had = changed.filter(
+      (c) => prior.has(c) && !(renamedSame(c) && prior.get(c) === after.row.get(c)),
+    );
     const old = present
-      ? { old: Object.fromEntries(had.map((c) => [c, before.row.get(c) ?? null])) }
+      ? { old: Object.fromEntries(had.map((c) => [c, prior.get(c) ?? null])) }
       : {};
     // Columns added or dropped in between (schema changes): no old, or no new, value.
-    const added = present ? changed.filter((c) => !before.row.has(c)) : [];
+    const added = present ? changed.filter((c) => !prior.has(c)) : [];
     const dropped = changed.filter((c) => !after.row.has(c));
     const unknown = after.unknown.size > 0 ? { unknown: [...after.unknown] } : {};
+    // An insert when the row did not exist before the transaction (inserted,
+    // then perhaps updated, in it) or was deleted in it and inserted again.
+    const removed = Math.max(
+      this.ops.lastIndexOf('delete'),
+      this.ops.lastIndexOf('truncate'),
+      this.ops.lastIndexOf('drop'),
+    );
+    const inserted = this.ops.lastIndexOf('insert');
+    const created = inserted > removed && (before.state !== 'present' || removed >= 0);
     return {
       ...base,
-      // The last change decides (a delete and re-insert in one transaction is an insert).
-      op: last === 'insert' ? 'insert' : 'update',
+      op: created ? 'insert' : 'update',
       key: after.key,
       ...keyChangedFrom,
       row: Object.fromEntries(after.row),
@@ -466,8 +559,31 @@ class RowTracker {
       ...old,
       ...(added.length > 0 ? { added } : {}),
       ...(dropped.length > 0 ? { dropped } : {}),
+      ...(renamed.length > 0 ? { renamed: Object.fromEntries(renamed) } : {}),
       ...unknown,
     };
+  }
+
+  /**
+   * Columns of the change that the previous version has under an earlier
+   * name: the change lacks that name and the renames lead back to it
+   * (through several renames, if need be). The previous name to the new.
+   */
+  private unannounced(c: Change, prev: ReadonlyMap<string, Cell>): Map<string, string> {
+    const out = new Map<string, string>();
+    if (this.renames.size === 0) return out;
+    const names = this.indexOf(c);
+    for (const [name] of c.columns) {
+      if (prev.has(name)) continue;
+      let was = this.renames.get(name);
+      const seen = new Set([name]);
+      while (was !== undefined && !seen.has(was) && !prev.has(was)) {
+        seen.add(was);
+        was = this.renames.get(was);
+      }
+      if (was !== undefined && prev.has(was) && !names.has(was)) out.set(was, name);
+    }
+    return out;
   }
 
   private snap(): Snap {
@@ -503,12 +619,28 @@ class RowTracker {
     return m;
   }
 
+  /** Where a column is among `columns` (a snapshot's): by its name, else an earlier one; -1 if absent. */
+  positionIn(columns: readonly string[], column: string): number {
+    return this.position(new Map(columns.map((c, i) => [c, i])), column) ?? -1;
+  }
+
+  /** Where a column is in a change: by its name, else by an earlier name (a change from before a rename). */
+  private position(idx: ReadonlyMap<string, number>, column: string): number | undefined {
+    let name: string | undefined = column;
+    for (let hops = 0; name !== undefined && hops < 64; hops++) {
+      const at = idx.get(name);
+      if (at !== undefined) return at;
+      name = this.renames.get(name);
+    }
+    return undefined;
+  }
+
   /** The key columns' values in the new row (unchanged TOASTed key values: the old ones). */
   private newKey(c: Change): Array<ChangeValue | undefined> {
     const idx = this.indexOf(c);
     const old = this.oldKey(c);
     return this.keyColumns.map((k, i) => {
-      const at = idx.get(k);
+      const at = this.position(idx, k);
       const v = at === undefined ? undefined : c.row?.[at];
       return v === 0 ? old[i] : v;
     });
@@ -523,7 +655,7 @@ class RowTracker {
   private oldKey(c: Change): Array<ChangeValue | undefined> {
     const idx = this.indexOf(c);
     return this.keyColumns.map((k) => {
-      const at = idx.get(k);
+      const at = this.position(idx, k);
       if (at === undefined) return undefined;
       if (c.key !== null) return c.columns[at]![3] ? c.key[at] : undefined;
       if (c.old !== null) return c.old[at];
@@ -551,6 +683,50 @@ class RowTracker {
   private sameKey(values: ReadonlyArray<ChangeValue | undefined>): boolean {
     return this.key.every((k, i) => values[i] === k);
   }
+}
+
+/** A snapshot's table's column names by attnum, when it recorded them. */
+function startColumns(t: TableSnapshot | undefined): Map<number, string> | undefined {
+  if (t?.attnums === undefined) return undefined;
+  return new Map(t.columns.map((c, i) => [t.attnums![i]!, c]));
+}
+
+/** What a schema event in the log says about the followed table. */
+type TableEvent =
+  /** Its columns after a DDL command: attnum to name (dropped ones left out). */
+  | { readonly at: number; readonly kind: 'columns'; readonly columns: ReadonlyMap<number, string> }
+  /** It was dropped. */
+  | { readonly at: number; readonly kind: 'drop' };
+
+/**
+ * A transaction's schema events (src/capture/schema-events.ts) that concern
+ * the table, in order, each with the number of the transaction's changes
+ * before it: by the table's OID when known, else by name.
+ */
+function tableEvents(
+  events: readonly SchemaEventRef[] | undefined,
+  oid: number | undefined,
+  schema: string,
+  name: string,
+): TableEvent[] {
+  const out: TableEvent[] = [];
+  const isOurs = (t: { oid: number; schema: string; name: string }): boolean =>
+    oid !== undefined ? t.oid === oid : t.schema === schema && t.name === name;
+  for (const e of events ?? []) {
+    let event: ReturnType<typeof parseSchemaEvent>;
+    try {
+      event = parseSchemaEvent(e.event);
+    } catch {
+      continue; // (A damaged event: readers of the schema refuse it; history does not need it.)
+    }
+    if (event.kind === 'drop' && event.tables.some(isOurs)) out.push({ at: e.at, kind: 'drop' });
+    if (event.kind !== 'ddl') continue;
+    const t = event.tables.find(isOurs);
+    if (t === undefined) continue;
+    const columns = new Map(t.columns.filter((c) => !c[3]).map((c) => [c[0], c[1]] as const));
+    out.push({ at: e.at, kind: 'columns', columns });
+  }
+  return out;
 }
 
 function sameCells(a: readonly Cell[], b: readonly Cell[]): boolean {
@@ -652,6 +828,8 @@ export interface SchemaView {
   readonly lsn: bigint;
   /** The tables' OIDs on the source, by schema.name, where known (snapshots by older versions lack them). */
   readonly oids: ReadonlyMap<string, number>;
+  /** Each table's column attnums on the source (column name to attnum), by schema.name, where known. */
+  readonly attnums?: ReadonlyMap<string, Readonly<Record<string, number>>>;
 }
 
 /**
@@ -674,13 +852,26 @@ export async function schemaViews(
     oids: new Map(
       m.tables.flatMap((t) => (t.oid === undefined ? [] : [[label(t.schema, t.name), t.oid]])),
     ),
+    attnums: new Map(
+      m.tables.flatMap((t) =>
+        t.attnums === undefined
+          ? []
+          : [
+              [
+                label(t.schema, t.name),
+                Object.fromEntries(t.columns.map((c, i) => [c, t.attnums![i]!])),
+              ],
+            ],
+      ),
+    ),
   }));
   for (const ref of await log.schemaRecords()) {
     const r = await log.readSchema<SchemaModel, TableShape>(ref);
     if (r.model === null) continue;
     const oids = new Map(Object.entries(r.shapes ?? {}).map(([k, shape]) => [k, shape.oid]));
+    const attnums = new Map(Object.entries(r.shapes ?? {}).map(([k, shape]) => [k, shape.attnums]));
     const at = normaliseTime(r.commitTime);
-    all.push({ tables: r.model.tables, schema: r.model, at, lsn: ref.endLsn, oids });
+    all.push({ tables: r.model.tables, schema: r.model, at, lsn: ref.endLsn, oids, attnums });
   }
   // Stable: a snapshot and a record at the same LSN keep the snapshots-first order.
   return all.sort((a, b) => (a.lsn < b.lsn ? -1 : a.lsn > b.lsn ? 1 : 0));
@@ -706,6 +897,79 @@ function tableOf(m: SnapshotManifest, schema: string, name: string): TableSnapsh
 function modelColumns(m: SnapshotManifest, schema: string, name: string) {
   const model = m.schema as Partial<SchemaModel> | null | undefined;
   return model?.tables?.find((t) => t.schema === schema && t.name === name)?.columns;
+}
+
+/** A table's key as one schema view has it. */
+interface KeyDef {
+  readonly key: readonly string[];
+  readonly kind: KeyKind;
+  /** The table's columns, with types, when the view has its model. */
+  readonly columns: TableModel['columns'] | undefined;
+  /** The view's moment. */
+  readonly at: string;
+}
+
+/**
+ * The table's key in the newest schema view (a snapshot's or a recorded
+ * schema change's) at or before `until` that has the table: by OID where
+ * the view knows OIDs and the table's is known, else by name. A snapshot
+ * says how it keyed the table; a recorded schema, its primary key, else
+ * its replica identity index.
+ */
+function newestKey(
+  views: readonly SchemaView[],
+  until: string | undefined,
+  oid: number | undefined,
+  schema: string | undefined,
+  name: string,
+): KeyDef | undefined {
+  for (let i = views.length - 1; i >= 0; i--) {
+    const v = views[i]!;
+    if (until !== undefined && v.at > until) continue;
+    // The table's schema.name in this view.
+    const named =
+      oid !== undefined && v.oids.size > 0
+        ? [...v.oids].find(([, x]) => x === oid)?.[0]
+        : schema !== undefined
+          ? label(schema, name)
+          : undefined;
+    if (named === undefined) continue;
+    const model = v.schema?.tables?.find((t) => label(t.schema, t.name) === named);
+    const entry = v.tables.find((t) => label(t.schema, t.name) === named) as
+      | Partial<TableSnapshot>
+      | undefined;
+    if (entry?.keyKind !== undefined && entry.key !== undefined) {
+      return { key: entry.key, kind: entry.keyKind, columns: model?.columns, at: v.at };
+    }
+    if (model !== undefined) return { ...tableKey(model), columns: model.columns, at: v.at };
+  }
+  return undefined;
+}
+
+/**
+ * The table's column renames, new name to the name before, from the
+ * columns' attnums in successive views (a column keeps its attnum when
+ * renamed). Only views that know the table's OID and attnums count.
+ */
+export function columnRenames(
+  views: readonly SchemaView[],
+  oid: number | undefined,
+): Map<string, string> {
+  const out = new Map<string, string>();
+  if (oid === undefined) return out;
+  let previous: Map<number, string> | undefined;
+  for (const v of views) {
+    const named = [...v.oids].find(([, x]) => x === oid)?.[0];
+    const cols = named === undefined ? undefined : v.attnums?.get(named);
+    if (cols === undefined) continue;
+    const byAttnum = new Map(Object.entries(cols).map(([c, n]) => [n, c]));
+    for (const [n, c] of byAttnum) {
+      const was = previous?.get(n);
+      if (was !== undefined && was !== c) out.set(c, was);
+    }
+    previous = byAttnum;
+  }
+  return out;
 }
 
 function label(schema: string, name: string): string {
@@ -773,6 +1037,8 @@ async function readLogHistory(
   o: RowHistoryOptions,
   logs: readonly TargetLog[],
   index: number,
+  /** How many key changes have been followed back so far (bounds a chain of them). */
+  back = 0,
 ): Promise<RowHistory> {
   const storage = o.repo.storage;
   const { log, info } = logs[index]!;
@@ -829,7 +1095,6 @@ async function readLogHistory(
     oid !== undefined && m.tables.some((t) => t.oid !== undefined)
       ? m.tables.find((t) => t.oid === oid)
       : tableOf(m, schema!, name.name);
-  const definedIn = [...manifests].reverse().find((m) => tableIn(m) !== undefined);
   if (oid !== undefined) {
     const names = [
       ...new Set(views.flatMap((v) => [...v.oids].filter(([, x]) => x === oid).map(([k]) => k))),
@@ -846,20 +1111,30 @@ async function readLogHistory(
       ? c.relid === oid
       : c.schema === schema && c.table === name.name;
 
-  // Key columns and their types: from the snapshot, else from the log's relation record.
+  // Key columns and their types: as the newest schema that has the table
+  // (up to --until) defines them: a key added since the newest snapshot is
+  // the key (changes made before it are matched by those columns' values
+  // all the same). Else from the log's relation record.
   let tracker: RowTracker | undefined;
   let integer: boolean[] = [];
-  if (definedIn !== undefined) {
-    const t = tableIn(definedIn)!;
-    if (t.keyKind === 'none' || t.key.length === 0) {
+  const renames = columnRenames(views, oid);
+  const keyDef = newestKey(views, o.until, oid, schema, name.name);
+  if (keyDef !== undefined) {
+    if (keyDef.kind === 'none' || keyDef.key.length === 0) {
       throw new UsageError(
-        `${tableLabel} has neither a primary key nor a replica identity index: its rows have no key to follow`,
+        `${tableLabel} has neither a primary key nor a replica identity index (as of ${keyDef.at}): its rows have no key to follow`,
         { hint: 'row history needs a key; add a primary key to the table' },
       );
     }
-    const types = modelColumns(definedIn, t.schema, t.name);
-    integer = t.key.map((k) => INTEGER_TYPES.has(types?.find((c) => c.name === k)?.type ?? ''));
-    tracker = new RowTracker(t.key, resolveKey(o.key, t.key, integer, tableLabel));
+    const types = keyDef.columns;
+    integer = keyDef.key.map((k) =>
+      INTEGER_TYPES.has(types?.find((c) => c.name === k)?.type ?? ''),
+    );
+    tracker = new RowTracker(
+      keyDef.key,
+      resolveKey(o.key, keyDef.key, integer, tableLabel),
+      renames,
+    );
   }
   const keyFromLog = (c: Change): RowTracker => {
     const cols = c.columns.filter((x) => x[3]);
@@ -870,7 +1145,7 @@ async function readLogHistory(
     }
     integer = cols.map((x) => INTEGER_OIDS.has(x[1]));
     const names = cols.map((x) => x[0]);
-    return new RowTracker(names, resolveKey(o.key, names, integer, tableLabel));
+    return new RowTracker(names, resolveKey(o.key, names, integer, tableLabel), renames);
   };
 
   // Snapshots that hold the table and are not after the window's end, by LSN.
@@ -918,7 +1193,10 @@ async function readLogHistory(
     const key = t.currentKey as string[];
     let found: Cell[] | undefined;
     let read = 0;
-    for (const i of candidateChunks(s, key)) {
+    // Where the key's columns are in the snapshot's chunks (absent: a key
+    // column the table did not have then, so no row of it can match).
+    const positions = t.keyColumns.map((k) => t.positionIn(s.table.columns, k));
+    for (const i of positions.includes(-1) ? [] : candidateChunks(s, key, t.keyColumns)) {
       read++;
       const ref = s.table.chunks[i]!;
       const content = await chunkStore.get(ref.id).catch((err: unknown) => {
@@ -929,7 +1207,7 @@ async function readLogHistory(
           { hint: err.hint, cause: err },
         );
       });
-      found = findRowInChunk(content, key);
+      found = findRowInChunk(content, key, positions);
       if (found !== undefined) break;
     }
     start.snapshot = {
@@ -975,24 +1253,61 @@ async function readLogHistory(
 
   if (tracker !== undefined && base !== undefined && !gapped) await load(base, tracker);
   let crossed = 0;
+  // The table's OID as the log's changes give it, for a log whose schema records lack it.
+  let relid = oid;
+  // The table's column names by attnum, as of the log read so far (from the
+  // starting snapshot, then each schema event): renames found on the way
+  // join those the schema views showed.
+  let columns: ReadonlyMap<number, string> | undefined = startColumns(base?.table);
   const fromLsn = base !== undefined ? base.lsn : logStart;
   for await (const tx of readTransactions(log, { fromLsn, untilTime: o.until })) {
     while (crossed < later.length && later[crossed]!.lsn <= tx.commitLsn) crossed++;
     tracker?.begin();
+    /** The row's state before its first change: from the newest snapshot the log has passed (nothing touched the row since), else the base. */
+    const before = async (t: RowTracker): Promise<void> => {
+      const s = crossed > 0 ? later[crossed - 1] : base;
+      if (s !== undefined) await load(s, t);
+    };
+    // The table's schema events in this transaction, each before the change it preceded.
+    const events = tableEvents(tx.schema, relid, schema, name.name);
+    let next = 0;
+    const eventsUpTo = async (at: number): Promise<void> => {
+      for (; next < events.length && events[next]!.at <= at; next++) {
+        const e = events[next]!;
+        if (e.kind === 'columns') {
+          // Names by attnum: a column renamed keeps its attnum.
+          const pairs = new Map<string, string>();
+          for (const [n, now] of e.columns) {
+            const was = columns?.get(n);
+            if (was !== undefined && was !== now) {
+              pairs.set(was, now);
+              renames.set(now, was);
+            }
+          }
+          tracker?.renameColumns(pairs);
+          columns = e.columns;
+        } else if (tracker !== undefined) {
+          if (tracker.current === 'unknown') await before(tracker);
+          tracker.drop();
+        }
+      }
+    };
+    let i = 0;
     for (const c of tx.changes) {
+      if (events.length > 0) await eventsUpTo(i);
+      i++;
       if (!ours(c)) continue;
+      if (c.relid !== undefined && c.relid !== 0) relid ??= c.relid;
       if (tracker === undefined) {
         tracker = keyFromLog(c);
         tracker.begin();
       }
       if (tracker.current === 'unknown' && c.op !== 'insert' && tracker.concerns(c)) {
-        // The row's first change: its state before comes from the newest
-        // snapshot the log has passed (nothing touched the row since), else the base.
-        const s = crossed > 0 ? later[crossed - 1] : base;
-        if (s !== undefined) await load(s, tracker);
+        await before(tracker);
       }
       tracker.apply(c);
     }
+    await eventsUpTo(Number.POSITIVE_INFINITY);
     const v = tracker?.commit(tx);
     if (v === undefined) continue;
     if (v.keyChangedFrom !== undefined) {
@@ -1018,6 +1333,38 @@ async function readLogHistory(
       snapshot: start.snapshot?.id,
       lastSeen,
     });
+  }
+  // The row came to this key from another in the window (an update moved
+  // it): its life before is under the old key. Read from there: that history
+  // follows the row to this key, so it holds these versions too, and the
+  // values the move did not send (unchanged TOASTed ones).
+  const came = versions[0]!.keyChangedFrom;
+  if (
+    came !== undefined &&
+    back < 16 &&
+    came.every((v) => v !== null) &&
+    (o.since === undefined || versions[0]!.time >= o.since)
+  ) {
+    const keyColumns = tracker.keyColumns;
+    const earlier = await readLogHistory(
+      { ...o, key: { named: keyColumns.map((k, i) => [k, came[i]!] as const) } },
+      logs,
+      index,
+      back + 1,
+    ).catch((err: unknown) => {
+      if (err instanceof RowNotFoundError) return undefined;
+      throw err;
+    });
+    if (earlier !== undefined && earlier.versions.length > 0) {
+      return {
+        ...earlier,
+        key: tracker.requested,
+        notes: [
+          `the row had the key (${came.join(', ')}) before transaction ${versions[0]!.xid} at ${versions[0]!.time}: its history is read from there`,
+          ...earlier.notes,
+        ],
+      };
+    }
   }
   return {
     target: info.target,
@@ -1056,7 +1403,7 @@ function notFound(
   const last = seen.lastSeen;
   const gone =
     last !== undefined && last.row === null
-      ? `; it was ${last.op === 'truncate' ? 'truncated' : 'deleted'} at ${last.time} (transaction ${last.xid})`
+      ? `; it was ${last.op === 'truncate' ? 'truncated' : last.op === 'drop' ? 'removed with its table (DROP TABLE)' : 'deleted'} at ${last.time} (transaction ${last.xid})`
       : '';
   const hint =
     tracker === undefined

@@ -51,6 +51,9 @@ describe('flashback history', () => {
   const cli = (args: string[]) => runCli(args, { cwd: dir, env });
   const steps: Step[] = [];
   const moves: Step[] = [];
+  /** Transactions of the schema-change steps, by table. */
+  const later: Record<string, number[]> = {};
+  let docsBody = '';
   let before = '';
 
   beforeAll(async () => {
@@ -71,7 +74,18 @@ describe('flashback history', () => {
         SELECT t, 'user' || s || '@x.example', 'member', NULL
           FROM generate_series(1, 3) t, generate_series(1, 300) s;
       CREATE TABLE ledger (id int PRIMARY KEY, note text);
-      INSERT INTO ledger SELECT g, 'n' || g FROM generate_series(1, 5) g;`);
+      INSERT INTO ledger SELECT g, 'n' || g FROM generate_series(1, 5) g;
+      -- Given a key after the snapshot; renamed columns; dropped; a large value under a key change.
+      CREATE TABLE keyless (id int NOT NULL, v text);
+      ALTER TABLE keyless REPLICA IDENTITY FULL;
+      INSERT INTO keyless VALUES (1, 'one'), (2, 'two');
+      CREATE TABLE renames (id int PRIMARY KEY, a text, b text);
+      INSERT INTO renames VALUES (1, 'a1', 'b1');
+      CREATE TABLE doomed (id int PRIMARY KEY, v text);
+      INSERT INTO doomed VALUES (1, 'd1');
+      CREATE TABLE docs (id int PRIMARY KEY, body text);
+      ALTER TABLE docs ALTER body SET STORAGE EXTERNAL;
+      INSERT INTO docs VALUES (1, repeat('long text ', 1000));`);
     expect((await cli(['init', '--repo', 'repo'])).code).toBe(0);
     await writeFile(
       path.join(dir, 'flashback.yaml'),
@@ -207,8 +221,41 @@ describe('flashback history', () => {
       `UPDATE memberships SET note = E'after\\tthe move' WHERE tenant_id = 2 AND email = 'renamed,7@x.example'`,
     );
 
+    // Schema changes around rows (each a version, or part of one; see the test below).
+    later.keyless = [
+      await tx(`UPDATE keyless SET v = 'under full identity' WHERE id = 1`),
+      await tx('ALTER TABLE keyless ADD PRIMARY KEY (id)'),
+      await tx(`UPDATE keyless SET v = 'under the key' WHERE id = 1`),
+    ];
+    later.renames = [
+      await tx('ALTER TABLE renames RENAME COLUMN a TO alpha'),
+      await tx(`UPDATE renames SET alpha = 'a2' WHERE id = 1`),
+      await tx(
+        'ALTER TABLE renames RENAME COLUMN b TO beta',
+        'ALTER TABLE renames RENAME COLUMN alpha TO gamma',
+      ),
+      await tx(`UPDATE renames SET beta = 'b3' WHERE id = 1`),
+    ];
+    later.doomed = [
+      await tx(`UPDATE doomed SET v = 'd2' WHERE id = 1`),
+      await tx('DROP TABLE doomed'),
+    ];
+    later.fresh = [
+      await tx(
+        `INSERT INTO ledger_old VALUES (9, 'fresh')`,
+        `UPDATE ledger_old SET note = 'fresher' WHERE id = 9`,
+      ),
+    ];
+    // The key changes; the large value is not sent again.
+    later.docs = [
+      await tx('UPDATE docs SET id = 100 WHERE id = 1'),
+      await tx('UPDATE docs SET id = 101 WHERE id = 100'),
+    ];
+    docsBody = (await c.query<{ body: string }>('SELECT body FROM docs WHERE id = 101')).rows[0]!
+      .body;
+
     // Wait until the log holds the last transaction, then stop capture.
-    const last = moves[moves.length - 1]!.xid;
+    const last = later.docs.at(-1)!;
     const log = new ChangeLog(openStorage(path.join(dir, 'repo')), target);
     let seen = false;
     for (let i = 0; i < 100 && !seen; i++) {
@@ -307,7 +354,8 @@ describe('flashback history', () => {
       ['update', moves[2]!.xid, ['2', 'renamed,7@x.example'], undefined, ['note'], moves[2]!.row],
     ]);
     expect(r.stderr).toContain('the history follows the row');
-    // The new key (a comma inside a value: by name) starts where the row moved in.
+    // The new key (a comma inside a value: by name): the row's history from
+    // its old key on, since it moved in from there.
     const named = await cli([
       'history',
       'public.memberships',
@@ -321,9 +369,14 @@ describe('flashback history', () => {
     expect(
       (JSON.parse(named.stdout) as RowVersion[]).map((x) => [x.op, x.xid, x.keyChangedFrom]),
     ).toEqual([
+      ['snapshot', null, undefined],
+      ['update', moves[0]!.xid, undefined],
       ['update', moves[1]!.xid, ['2', 'user7@x.example']],
       ['update', moves[2]!.xid, undefined],
     ]);
+    expect(named.stderr).toContain(
+      `note: the row had the key (2, user7@x.example) before transaction ${moves[1]!.xid}`,
+    );
   });
 
   it('follows a table by its OID across a rename and a swap; columns added and dropped are marked', async () => {
@@ -364,6 +417,73 @@ describe('flashback history', () => {
     expect((JSON.parse(now.stdout) as RowVersion[]).map((x) => [x.op, x.row])).toEqual([
       ['insert', { id: '3', note: 'new table' }],
     ]);
+  });
+
+  it('follows schema changes: a key added later, renamed columns, a dropped table; an insert updated in its transaction is an insert', async () => {
+    const json = async (...args: string[]): Promise<RowVersion[]> => {
+      const r = await cli(['history', ...args, '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as RowVersion[];
+    };
+    // The snapshot had no key; the key added since is the key, and changes
+    // made before it (identified by the whole old row) are found by it too.
+    expect((await json('keyless', '1')).map((x) => [x.op, x.xid, x.row])).toEqual([
+      ['snapshot', null, { id: '1', v: 'one' }],
+      ['update', later.keyless![0], { id: '1', v: 'under full identity' }],
+      ['update', later.keyless![2], { id: '1', v: 'under the key' }],
+    ]);
+    // Renamed columns are compared with their old selves, not dropped and added.
+    const renamed = await json('renames', '1');
+    expect(
+      renamed.map((x) => [x.op, x.xid, x.changed, x.old, x.renamed, x.added, x.dropped]),
+    ).toEqual([
+      ['snapshot', null, ['id', 'a', 'b'], undefined, undefined, undefined, undefined],
+      [
+        'update',
+        later.renames![1],
+        ['alpha'],
+        { alpha: 'a1' },
+        { alpha: 'a' },
+        undefined,
+        undefined,
+      ],
+      [
+        'update',
+        later.renames![3],
+        ['beta', 'gamma'],
+        { beta: 'b1' },
+        { beta: 'b', gamma: 'alpha' },
+        undefined,
+        undefined,
+      ],
+    ]);
+    expect(renamed[2]!.row).toEqual({ id: '1', gamma: 'a2', beta: 'b3' });
+    const text = await cli(['history', 'renames', '1']);
+    expect(text.stdout).toMatch(/\n {4}alpha \(renamed from a\) +a1 → a2\n/);
+    expect(text.stdout).toMatch(/\n {4}gamma \(renamed from alpha\) +a2\n/);
+    // A dropped table: the row's last version says so.
+    expect((await json('doomed', '1')).map((x) => [x.op, x.xid, x.row])).toEqual([
+      ['snapshot', null, { id: '1', v: 'd1' }],
+      ['update', later.doomed![0], { id: '1', v: 'd2' }],
+      ['drop', later.doomed![1], null],
+    ]);
+    expect((await cli(['history', 'doomed', '1'])).stdout).toContain(
+      '(row removed with its table: DROP TABLE)',
+    );
+    // Inserted, then updated, in one transaction: one version, an insert.
+    expect((await json('ledger_old', '9')).map((x) => [x.op, x.xid, x.row])).toEqual([
+      ['insert', later.fresh![0], { id: '9', note: 'fresher' }],
+    ]);
+    // Asked by its newest key, the row's history starts under its first key,
+    // and the large value the key changes did not send is known throughout.
+    const docs = await json('docs', '101');
+    expect(docs.map((x) => [x.op, x.xid, x.key, x.keyChangedFrom, x.unknown])).toEqual([
+      ['snapshot', null, ['1'], undefined, undefined],
+      ['update', later.docs![0], ['100'], ['1'], undefined],
+      ['update', later.docs![1], ['101'], ['100'], undefined],
+    ]);
+    expect(docsBody.length).toBe(10_000);
+    for (const v of docs) expect(v.row?.body).toBe(docsBody);
   });
 
   it('prints a readable list, reads one chunk for an integer key, and explains mistakes', async () => {

@@ -58,8 +58,11 @@ then every transaction in the change log that touched the row gives one
 version: its commit time (UTC, microseconds), transaction id, LSN, operation
 and the columns that changed, old → new. The first version shown is the row
 as it was when the window opened (every column). If the key changes, the
-history follows the row to its new key and says so; if the table was
-renamed, it follows the table (by its OID) under its earlier names. After a
+history follows the row to its new key and says so (asked by a key the row
+moved to, it starts under the old key); if the table was renamed, it
+follows the table (by its OID) under its earlier names; a renamed column
+shows as "new (renamed from old)", a dropped table as the row's last
+version (drop). After a
 failover (\`capture --new-log\`), a window that spans several of the
 target's change logs reads each, oldest first, as its own history; the gap
 between two is shown (what was committed in it is in neither), and in
@@ -154,12 +157,16 @@ export function render(h: RowHistory, since?: string, until?: string): string {
     // The first version of each log's part shows every column: the log starts afresh.
     const first = i === 0 || (v.log !== undefined && h.versions[i - 1]!.log !== v.log);
     const cols = v.row === null ? [] : first ? Object.keys(v.row) : v.changed;
-    const width = Math.max(0, ...cols.map((c) => c.length));
+    const shown = (c: string): string =>
+      v.renamed?.[c] !== undefined ? `${c} (renamed from ${v.renamed[c]})` : c;
+    const width = Math.max(0, ...cols.map((c) => shown(c).length));
     if (v.keyChangedFrom !== undefined) {
       lines.push(`    key moved from (${v.keyChangedFrom.join(', ')}) to (${v.key.join(', ')})`);
     }
     if (v.row === null) {
-      lines.push(`    (row ${v.op === 'truncate' ? 'removed by TRUNCATE' : 'deleted'})`);
+      lines.push(
+        `    (row ${v.op === 'truncate' ? 'removed by TRUNCATE' : v.op === 'drop' ? 'removed with its table: DROP TABLE' : 'deleted'})`,
+      );
       return;
     }
     if (cols.length === 0) lines.push('    (no column changed)');
@@ -174,7 +181,7 @@ export function render(h: RowHistory, since?: string, until?: string): string {
           : v.old !== undefined && c in v.old
             ? `${cell(v.old[c] ?? null, false)} → `
             : '';
-      lines.push(`    ${c.padEnd(width)}  ${was}${now}`);
+      lines.push(`    ${shown(c).padEnd(width)}  ${was}${now}`);
     }
   });
   while (at < parts.length) partHeader(parts[at++]!);
