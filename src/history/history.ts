@@ -329,13 +329,14 @@ export function findRowInChunk(
   positions?: readonly number[],
 ): Cell[] | undefined {
   let pos = 0;
-  const scattered = positions !== undefined && positions.some((p, i) => p !== i);
+  // Key fields elsewhere than first: each line split whole.
+  const scattered = positions?.some((p, i) => p !== i) === true ? positions : undefined;
   while (pos < content.length) {
     let nl = content.indexOf(0x0a, pos);
     if (nl < 0) nl = content.length;
-    if (scattered) {
+    if (scattered !== undefined) {
       const fields = splitFields(content.subarray(pos, nl));
-      if (positions.every((p, i) => fields[p] !== undefined && decodeField(fields[p]) === key[i]))
+      if (scattered.every((p, i) => fields[p] !== undefined && decodeField(fields[p]) === key[i]))
         return fields.map(decodeField);
       pos = nl + 1;
       continue;
