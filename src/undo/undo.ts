@@ -52,7 +52,13 @@ import {
   spoolSource,
   type TableOverlay,
 } from '../history/state.js';
-import { connect, type PgClient, queryOne, serverErrorText } from '../pg/connect.js';
+import {
+  connect,
+  type PgClient,
+  queryOne,
+  SESSION_SETTINGS,
+  serverErrorText,
+} from '../pg/connect.js';
 import { endOfFields } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
@@ -2020,6 +2026,9 @@ async function writeScript(
   off: readonly SuspendedTrigger[],
 ): Promise<void> {
   const { to: copyTo } = await import('pg-copy-streams');
+  const encoding = (
+    await client.query<{ e: string }>("SELECT current_setting('client_encoding') AS e")
+  ).rows[0]!.e;
   // Streamed: the staged rows of a long window need not fit in memory.
   await writeWhole(file, async (put) => {
     await put(
@@ -2028,6 +2037,13 @@ async function writeScript(
         // (Not --single-transaction: the script is its own BEGIN … COMMIT.)
         '-- Review, then run with: psql -v ON_ERROR_STOP=1 -f THIS_FILE (one transaction: BEGIN … COMMIT below)',
         'BEGIN;',
+        // The settings the plan was made under: the statements compare live
+        // rows with the plan's as text (a timestamptz's text depends on
+        // TimeZone, an interval's on IntervalStyle), and the COPY data below
+        // is in this encoding. Without them, a psql session in another time
+        // zone would match no row and change nothing, without an error.
+        ...SESSION_SETTINGS.map(([name, value]) => `SET LOCAL ${name} = ${value};`),
+        `SET LOCAL client_encoding = '${encoding.replaceAll("'", "''")}';`,
         '',
       ].join('\n'),
     );

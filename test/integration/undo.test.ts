@@ -111,6 +111,27 @@ describe('undo', () => {
     return report;
   };
 
+  /** Runs a script as an undo script's header says, with Debian's psql; `env` adds to the session's environment. */
+  const psqlFile = (file: string, extra: NodeJS.ProcessEnv = {}) =>
+    new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const p = spawn(
+        '/usr/bin/psql',
+        [
+          ...['-h', server.host, '-p', String(server.port), '-U', server.user, '-d', db],
+          ...['-v', 'ON_ERROR_STOP=1', '-q', '-f', file],
+        ],
+        {
+          env: { ...process.env, PGPASSWORD: server.password, ...extra },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        },
+      );
+      let stderr = '';
+      p.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+      });
+      p.on('exit', (code) => resolve({ code, stderr }));
+    });
+
   /** Two new accounts, then the transaction (its xid) that adds 100 to their ids, both captured. */
   const renumbered = async (...accounts: Array<[number, string]>) => {
     await live.query(
@@ -759,36 +780,7 @@ describe('undo', () => {
     );
     // Run as its header says (Debian's psql): it applies the undo, with no warning.
     expect(script).toContain('-- Review, then run with: psql -v ON_ERROR_STOP=1 -f THIS_FILE');
-    const psql = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const p = spawn(
-        '/usr/bin/psql',
-        [
-          '-h',
-          server.host,
-          '-p',
-          String(server.port),
-          '-U',
-          server.user,
-          '-d',
-          db,
-          '-v',
-          'ON_ERROR_STOP=1',
-          '-q',
-          '-f',
-          out,
-        ],
-        {
-          env: { ...process.env, PGPASSWORD: server.password },
-          stdio: ['ignore', 'ignore', 'pipe'],
-        },
-      );
-      let stderr = '';
-      p.stderr.on('data', (d: Buffer) => {
-        stderr += d.toString();
-      });
-      p.on('exit', (code) => resolve({ code, stderr }));
-    });
-    expect(psql).toEqual({ code: 0, stderr: '' });
+    expect(await psqlFile(out)).toEqual({ code: 0, stderr: '' });
     expect(await rows(live, 'SELECT id, email FROM accounts ORDER BY id')).toEqual([
       '1\ta@example.com',
       '2\tb@example.com',
@@ -1190,6 +1182,29 @@ describe('undo', () => {
     expect(dropped.stderr).toContain(
       "a dropped table's rows come back with `flashback restore --at` a moment before the drop",
     );
+  });
+
+  it('writes a script that does the same in any psql session: its own time zone, date and interval styles, encoding', async () => {
+    const read = 'SELECT id, status, created_at FROM subscribers WHERE tenant_id = 11 ORDER BY id';
+    const before = await rows(live, read);
+    const x = await xidOf(live, [
+      `UPDATE subscribers SET status = 'bounced', created_at = created_at + interval '1 day 2 hours' WHERE tenant_id = 11`,
+    ]);
+    await settle();
+    expect(await rows(live, read)).not.toEqual(before);
+    const out = path.join(dir, 'session.sql');
+    const r = await undoCli(['--tx', String(x), '--out', out]);
+    expect(r.code, r.stderr).toBe(0);
+    // The rows are matched by their values as text: a timestamptz's text
+    // depends on the session. Before, this run said UPDATE 0 and exit 0.
+    const psql = await psqlFile(out, {
+      PGTZ: 'America/New_York',
+      PGDATESTYLE: 'SQL, DMY',
+      PGOPTIONS: '-c intervalstyle=iso_8601 -c extra_float_digits=0',
+      PGCLIENTENCODING: 'LATIN1',
+    });
+    expect(psql).toEqual({ code: 0, stderr: '' });
+    expect(await rows(live, read)).toEqual(before);
   });
 
   it('refuses what it cannot do, saying why', async () => {
