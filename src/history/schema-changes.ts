@@ -69,8 +69,18 @@ export interface SchemaChanges {
   readonly manifest: SnapshotManifest<SchemaModel>;
   /** The record the point's schema comes from. */
   readonly at: { readonly xid: number; readonly commitTime: string; readonly commitLsn: bigint };
-  /** A tracker for one pass over the window, in log order. */
-  tracker(): ShapeTracker;
+  /**
+   * A tracker for one pass over the window, in log order; given the tables
+   * restored (schema.name), the others' changes are passed over and cannot
+   * refuse the pass.
+   */
+  tracker(only?: readonly string[]): ShapeTracker;
+  /**
+   * Tables (schema.name at the point) whose rows cannot be carried across
+   * the window's schema changes, with why: a restore that includes one is
+   * refused with that error; one that leaves them out is not.
+   */
+  readonly refusals: ReadonlyMap<string, OperationError>;
 }
 
 /** Where a point is, for choosing the schema records before it. */
@@ -120,13 +130,19 @@ export async function planSchemaChanges(
   const baseByOid = new Map(base.tables.map((t) => [t.oid!, t]));
   const byOid = new Map<number, PointTable>();
   const tables: TableSnapshot[] = [];
+  const refusals = new Map<string, OperationError>();
   for (const tm of model.tables.filter((x) => x.hasData)) {
-    const shape = shapes[`${tm.schema}.${tm.name}`];
+    const label = `${tm.schema}.${tm.name}`;
+    const shape = shapes[label];
     if (shape === undefined) {
-      throw new OperationError(
-        'restore.schema-unrecorded',
-        `the schema recorded after transaction ${record.xid} lacks the columns of ${tm.schema}.${tm.name}`,
+      refusals.set(
+        label,
+        new OperationError(
+          'restore.schema-unrecorded',
+          `the schema recorded after transaction ${record.xid} lacks the columns of ${label}`,
+        ),
       );
+      continue;
     }
     const columns = chunkColumns(tm);
     const { key, kind } = tableKey(tm);
@@ -134,14 +150,21 @@ export async function planSchemaChanges(
     const keyAttnums = attnums.slice(0, key.length);
     const b = baseByOid.get(shape.oid);
     if (b !== undefined) {
-      checkTypes(b, baseModel.get(`${b.schema}.${b.name}`), tm, shape, base.id);
-      const bKey = b.attnums!.slice(0, b.key.length);
-      if (bKey.join(',') !== keyAttnums.join(',')) {
-        throw new OperationError(
-          'restore.key-changed',
-          `the key of ${tm.schema}.${tm.name} changed after snapshot ${base.id} (now ${key.join(', ') || 'none'}, then ${b.key.join(', ') || 'none'}): matching its rows across the change is not supported`,
-          { hint: 'take a new backup after the change and restore to a moment after it' },
-        );
+      // (Refused only if this table is restored: another table's change
+      // cannot stop the restore of the ones that were not changed.)
+      try {
+        checkTypes(b, baseModel.get(`${b.schema}.${b.name}`), tm, shape, base.id);
+        const bKey = b.attnums!.slice(0, b.key.length);
+        if (bKey.join(',') !== keyAttnums.join(',')) {
+          throw new OperationError(
+            'restore.key-changed',
+            `the key of ${label} changed after snapshot ${base.id} (now ${key.join(', ') || 'none'}, then ${b.key.join(', ') || 'none'}): matching its rows across the change is not supported`,
+            { hint: 'take a new backup after the change and restore to a moment after it' },
+          );
+        }
+      } catch (err) {
+        if (!(err instanceof OperationError)) throw err;
+        refusals.set(label, err);
       }
     }
     const t: TableSnapshot = {
@@ -168,7 +191,16 @@ export async function planSchemaChanges(
   return {
     manifest: { ...base, schema: model, tables },
     at: { xid: record.xid, commitTime: record.commitTime, commitLsn: lsnValue(record.commitLsn) },
-    tracker: () => new ShapeTracker(byOid, initial, base),
+    tracker: (only) =>
+      new ShapeTracker(
+        only === undefined
+          ? byOid
+          : new Map([...byOid].filter(([, p]) => only.includes(`${p.t.schema}.${p.t.name}`))),
+        initial,
+        base,
+        only === undefined ? undefined : new Set([...byOid.keys()]),
+      ),
+    refusals,
   };
 }
 
@@ -246,6 +278,11 @@ export class ShapeTracker {
     private readonly byOid: ReadonlyMap<number, PointTable>,
     initial: ReadonlyMap<number, Map<string, number>>,
     private readonly base: SnapshotManifest,
+    /**
+     * Every table of the point, when `byOid` holds only those restored: the
+     * changes of the others are passed over (not tables "not at the point").
+     */
+    private readonly atPoint?: ReadonlySet<number>,
   ) {
     this.current = new Map([...initial].map(([k, v]) => [k, new Map(v)]));
   }
@@ -318,6 +355,10 @@ export class ShapeTracker {
     if (hit !== undefined) return hit;
     const p = c.relid === undefined ? undefined : this.byOid.get(c.relid);
     if (p === undefined) {
+      if (c.relid !== undefined && this.atPoint?.has(c.relid) === true) {
+        this.cache.set(c.columns, null);
+        return null;
+      }
       if (c.relid !== undefined && !this.skipped.has(c.relid))
         this.skipped.set(c.relid, `${c.schema}.${c.table} (at ${when})`);
       this.cache.set(c.columns, null);

@@ -305,6 +305,11 @@ export async function rebuildPlan(
     const schema = await planSchemaChanges(log, plan.manifest, before);
     const manifest = schema?.manifest ?? plan.manifest;
     const only = select?.(manifest);
+    // A table whose rows cannot be carried across the window's schema
+    // changes refuses the restore only when it is restored.
+    for (const [table, err] of schema?.refusals ?? []) {
+      if (only === undefined || only.includes(table)) throw err;
+    }
     return {
       schema,
       manifest,
@@ -440,7 +445,7 @@ export async function buildOverlay(
     only: options.only,
   };
   const state = emptyWindowState();
-  const tracker = options.schema?.tracker();
+  const tracker = options.schema?.tracker(options.only);
   // Changes are read in place (applyStored) unless the window's schema
   // changes are followed: the tracker needs every change decoded.
   const inPlace = tracker === undefined && options.inPlace !== false;

@@ -109,4 +109,66 @@ describe('restore --at --table rebuilds only the tables asked for (PostgreSQL 17
       await cleanup();
     }
   });
+
+  it('a column retyped, or a key added, in another table refuses only restores of that table', async () => {
+    const { dir, cleanup } = await tempDir();
+    const db = await freshDatabase(server, 'scope2');
+    let captured: CapturedTarget | undefined;
+    try {
+      await sql(
+        server,
+        db,
+        `CREATE TABLE accounts (id int PRIMARY KEY, tenant_id int NOT NULL, name text);
+         INSERT INTO accounts SELECT g, g % 5, 'account ' || g FROM generate_series(1, 50) g;
+         CREATE TABLE unrelated (id int PRIMARY KEY, v int);
+         INSERT INTO unrelated SELECT g, g FROM generate_series(1, 10) g;
+         CREATE TABLE keyless (id int NOT NULL, v text);
+         ALTER TABLE keyless REPLICA IDENTITY FULL;
+         INSERT INTO keyless VALUES (1, 'one');`,
+      );
+      captured = await capturedTarget(server, db, 'scope2', dir);
+      const live = await connectTo(server, db);
+      // Migrations on other tables: a column retyped (a rewrite), a key added.
+      await live.query('ALTER TABLE unrelated ALTER COLUMN v TYPE bigint');
+      await live.query('ALTER TABLE keyless ADD PRIMARY KEY (id)');
+      const moment = await serverMoment(live);
+      await live.query('DELETE FROM accounts WHERE tenant_id = 4');
+      await live.end();
+      await new Promise((r) => setTimeout(r, 1500));
+
+      const atMoment = (table: string) =>
+        captured!.run([
+          'restore',
+          'scope2',
+          '--at',
+          moment,
+          '--table',
+          table,
+          '--where',
+          'tenant_id = 4',
+          '--to',
+          'scope2',
+        ]);
+      // Before, both were refused for the other tables' changes.
+      const accounts = await atMoment('accounts');
+      expect(accounts.code, accounts.stderr).toBe(0);
+      expect(await sql(server, db, 'SELECT count(*) AS n FROM accounts')).toEqual([{ n: '50' }]);
+      const retyped = await captured.run([
+        'restore',
+        'scope2',
+        '--at',
+        moment,
+        '--table',
+        'unrelated',
+        '--to',
+        'scope2',
+        '--dry-run',
+      ]);
+      expect(retyped.code).toBe(ExitCode.failed);
+      expect(retyped.stderr).toContain('column v of public.unrelated was retyped');
+    } finally {
+      await captured?.stop();
+      await cleanup();
+    }
+  });
 });
