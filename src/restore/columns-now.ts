@@ -26,16 +26,44 @@ export interface ColumnsNow {
   readonly names: ReadonlySet<string>;
   /** Whether columns were matched by attnum (the same table by OID, attnums recorded). */
   readonly byNumber: boolean;
+  /** The live table's relkind: 'r' ordinary, 'p' partitioned (its rows are in its partitions). */
+  readonly relkind: string | undefined;
+  /** Whether the live table is a partition now. */
+  readonly isPartition: boolean;
+  /** Its primary key's columns now, in key order (empty without one). */
+  readonly primaryKey: readonly string[];
+  /** Its generated columns now (their values are computed, never written). */
+  readonly generated: ReadonlySet<string>;
+  /** Its GENERATED ALWAYS identity columns now (written only with OVERRIDING SYSTEM VALUE, never updated). */
+  readonly identityAlways: ReadonlySet<string>;
 }
 
 /** Reads the live table's columns (to_regclass of `t`'s name) and matches `t`'s to them. */
 export async function columnsNow(client: PgClient, t: TableSnapshot): Promise<ColumnsNow> {
-  const r = await client.query<{ oid: string; num: string; name: string; dropped: string }>(
-    `SELECT attrelid::text AS oid, attnum::text AS num, attname AS name, attisdropped::text AS dropped
+  const r = await client.query<{
+    oid: string;
+    num: string;
+    name: string;
+    dropped: string;
+    generated: string;
+    identity: string;
+  }>(
+    `SELECT attrelid::text AS oid, attnum::text AS num, attname AS name, attisdropped::text AS dropped,
+            attgenerated::text AS generated, attidentity::text AS identity
        FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0`,
     [qualify(t.schema, t.name)],
   );
-  const names = new Set(r.rows.filter((x) => x.dropped !== 'true').map((x) => x.name));
+  const rel = await client.query<{ relkind: string; part: string; pk: string | null }>(
+    `SELECT c.relkind::text AS relkind, c.relispartition::text AS part,
+            (SELECT json_agg(a.attname ORDER BY k.i)::text
+               FROM pg_index x CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY k(n, i)
+               JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
+              WHERE x.indrelid = c.oid AND x.indisprimary) AS pk
+       FROM pg_class c WHERE c.oid = to_regclass($1)`,
+    [qualify(t.schema, t.name)],
+  );
+  const live = r.rows.filter((x) => x.dropped !== 'true');
+  const names = new Set(live.map((x) => x.name));
   const byNumber =
     t.oid !== undefined && t.attnums !== undefined && r.rows[0]?.oid === String(t.oid);
   const byNum = new Map(r.rows.map((x) => [Number(x.num), x]));
@@ -47,5 +75,15 @@ export async function columnsNow(client: PgClient, t: TableSnapshot): Promise<Co
       ? { kind: 'dropped', attnum }
       : { kind: 'present', name: now.name };
   });
-  return { columns, names, byNumber };
+  const info = rel.rows[0];
+  return {
+    columns,
+    names,
+    byNumber,
+    relkind: info?.relkind,
+    isPartition: info?.part === 'true',
+    primaryKey: info?.pk == null ? [] : (JSON.parse(info.pk) as string[]),
+    generated: new Set(live.filter((x) => x.generated !== '').map((x) => x.name)),
+    identityAlways: new Set(live.filter((x) => x.identity === 'a').map((x) => x.name)),
+  };
 }

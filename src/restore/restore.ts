@@ -11,7 +11,7 @@ import { ChunkStore } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import type { SnapshotManifest, TableSnapshot } from '../repo/snapshots.js';
-import { columnsNow } from './columns-now.js';
+import { type ColumnsNow, columnsNow } from './columns-now.js';
 import { copyChunks, countedSource, loadTable, snapshotSource, type TableSource } from './load.js';
 import { parallelFullRestore } from './parallel.js';
 import {
@@ -495,7 +495,9 @@ async function run(
         continue;
       }
       const model = modelOf(options.manifest, t);
-      if (!empty) await assertColumnsLive(client, t);
+      const live = empty ? undefined : await columnsNow(client, t);
+      if (live !== undefined) assertColumnsLive(t, model, live);
+      const shape = mergeShape(t, model, live);
       const st = await stage(client, chunks, t, model, i, options.where, options.signal).catch(
         (err: unknown) => {
           // The server refused (a type dropped since, a predicate failing on a
@@ -510,11 +512,11 @@ async function run(
         },
       );
       const existing =
-        t.key.length === 0
-          ? await countIdentical(client, t, st)
-          : await countExisting(client, t, st);
-      const update = options.onConflict === 'update' && t.key.length > 0 ? existing : 0;
-      staged.push({ ...st, existing });
+        shape.key.length === 0
+          ? await countIdentical(client, t, st, shape)
+          : await countExisting(client, t, st, shape);
+      const update = options.onConflict === 'update' && shape.key.length > 0 ? existing : 0;
+      staged.push({ ...st, existing, shape });
       planned.push({
         ...base.tables[i]!,
         insert: st.rows - existing,
@@ -618,6 +620,57 @@ interface Staged {
   readonly name: string;
   readonly rows: number;
   readonly existing: number;
+  readonly shape: MergeShape;
+}
+
+/**
+ * How staged rows are written into a live table: decided by the table as
+ * it is now, not as the snapshot had it (it may have been partitioned,
+ * given a key, or had a column's kind changed since).
+ */
+interface MergeShape {
+  /** `ONLY ` for an ordinary table (not its inheritance children); '' for a partitioned one, whose rows are in its partitions. */
+  readonly only: string;
+  /** Columns that identify a row: the snapshot's key, else the live primary key; empty for none (rows compared whole). */
+  readonly key: readonly string[];
+  /** Columns written, all in the staging table. */
+  readonly insert: readonly string[];
+  /** Written with OVERRIDING SYSTEM VALUE (a GENERATED ALWAYS identity among them). */
+  readonly overriding: boolean;
+  /** Columns an update sets (not the key, not an identity the server refuses to update). */
+  readonly update: readonly string[];
+}
+
+function mergeShape(
+  t: TableSnapshot,
+  model: TableModel | undefined,
+  live: ColumnsNow | undefined,
+): MergeShape {
+  // Columns generated in the snapshot and plain now: their values are in
+  // the stage (computed there), and the table no longer computes them.
+  const wasGenerated = (model?.columns ?? [])
+    .filter((c) => c.generated !== undefined && !t.columns.includes(c.name))
+    .map((c) => c.name)
+    .filter((c) => live !== undefined && live.names.has(c) && !live.generated.has(c));
+  const insert = [...t.columns.filter((c) => live?.generated.has(c) !== true), ...wasGenerated];
+  const livePk = live?.primaryKey ?? [];
+  const key =
+    t.key.length > 0
+      ? t.key
+      : livePk.length > 0 && livePk.every((c) => insert.includes(c))
+        ? livePk
+        : [];
+  const always =
+    live === undefined
+      ? new Set(model?.columns.filter((c) => c.identity === 'always').map((c) => c.name) ?? [])
+      : live.identityAlways;
+  return {
+    only: live?.relkind === 'p' ? '' : 'ONLY ',
+    key,
+    insert,
+    overriding: insert.some((c) => always.has(c)),
+    update: insert.filter((c) => !key.includes(c) && !always.has(c)),
+  };
 }
 
 /**
@@ -687,10 +740,27 @@ function stageColumns(t: TableSnapshot, model: TableModel | undefined): string |
  * snapshot's rows hold (dropped or renamed since): putting the rows back
  * would lose that column's values, and the INSERT failed as an internal error.
  */
-async function assertColumnsLive(client: PgClient, t: TableSnapshot): Promise<void> {
-  const now = await columnsNow(client, t);
-  const gone = t.columns.filter((c) => !now.names.has(c));
+function assertColumnsLive(t: TableSnapshot, model: TableModel | undefined, now: ColumnsNow): void {
+  // A partition then, a table of its own now (detached): its rows would
+  // land outside the table they belonged to.
+  if (model?.partitionOf !== undefined && now.relkind !== undefined && !now.isPartition) {
+    const parent = qualify(model.partitionOf.schema, model.partitionOf.name);
+    throw new OperationError(
+      'restore.partition-detached',
+      `${t.schema}.${t.name} was a partition of ${parent} in the snapshot and is not one now (detached since): its rows would go into the detached table, not into ${parent}; nothing was restored`,
+      {
+        hint: `attach it again for the restore, or restore the rows into another database (--to OTHER --create) and copy them into ${parent}`,
+      },
+    );
+  }
+  // By attnum where known: a column dropped and added again under its old
+  // name, or another renamed to it, is not the column the rows hold.
+  const gone = t.columns.filter((c, j) => {
+    const col = now.columns[j]!;
+    return !now.names.has(c) || (now.byNumber && !(col.kind === 'present' && col.name === c));
+  });
   if (gone.length === 0) return;
+  const reused = gone.filter((c) => now.names.has(c));
   // The same table as the snapshot's (its OID): a column's attnum tells a
   // rename from a drop. Adding a column back under the old name after a
   // rename would restore into the new, empty column and leave the renamed
@@ -721,9 +791,12 @@ async function assertColumnsLive(client: PgClient, t: TableSnapshot): Promise<vo
     );
   }
   const why =
-    renamed.size > 0
+    (renamed.size > 0
       ? ` (renamed since: ${[...renamed].map(([c, n]) => `${c} is now ${n}`).join(', ')})`
-      : '';
+      : '') +
+    (reused.length > 0
+      ? ` (${reused.join(', ')} now name${reused.length > 1 ? '' : 's'} ${reused.length > 1 ? 'other columns' : 'another column'}, added since)`
+      : '');
   throw new OperationError(
     'restore.columns-changed',
     `${t.schema}.${t.name} no longer has column${s} ${gone.join(', ')}, which the snapshot's rows hold${why}: they cannot be put back as they were; nothing was restored`,
@@ -731,44 +804,59 @@ async function assertColumnsLive(client: PgClient, t: TableSnapshot): Promise<vo
   );
 }
 
-function keyMatch(t: TableSnapshot, a: string, b: string): string {
-  return t.key.map((k) => `${a}.${quoteIdent(k)} = ${b}.${quoteIdent(k)}`).join(' AND ');
+function keyMatch(key: readonly string[], a: string, b: string): string {
+  return key.map((k) => `${a}.${quoteIdent(k)} = ${b}.${quoteIdent(k)}`).join(' AND ');
 }
 
-/** Staged rows of a keyless table that have an identical row in the target. */
+/**
+ * Staged rows of a keyless table that the target has already, copy for
+ * copy: two identical rows in the snapshot and one in the table is one
+ * present and one absent (a row of a keyless table has no identity but its
+ * values, and a DELETE ... LIMIT of duplicates removes some of them).
+ */
 async function countIdentical(
   client: PgClient,
   t: TableSnapshot,
   staged: { name: string },
+  shape: MergeShape,
 ): Promise<number> {
-  const target = qualify(t.schema, t.name);
   const r = await client.query<{ n: string }>(
-    `SELECT count(*) AS n FROM ${staged.name} s WHERE EXISTS (SELECT 1 FROM ONLY ${target} d WHERE ${rowMatch(t, 'd', 's')})`,
+    `${copiesOf(t, staged, shape)} SELECT count(*) AS n FROM numbered s JOIN live l ON l.r = s."fb row" WHERE s."fb copy" <= l.n`,
   );
   return Number(r.rows[0]?.n ?? 0);
 }
 
 /**
- * Rows-equal test for keyless tables: every stored column, compared as text
- * (json has no = operator), NULL equal to NULL. As one equality of the row
- * of texts (a NULL field prints empty, an empty string as ""), so the
- * planner can hash it: column by column, IS NOT DISTINCT FROM can only be a
- * nested loop, and putting back 10 rows of a 40,000-row table took 52 s.
+ * For a keyless table: `numbered`, the staged rows with each row's text
+ * and its copy number among identical staged rows; `live`, how many copies
+ * of each such row the target holds. Rows compare as the text of the row
+ * of their columns' texts (json has no = operator; NULL equal to NULL: a
+ * NULL field prints empty, an empty string as ""), which the planner can
+ * hash: column by column, IS NOT DISTINCT FROM can only be a nested loop,
+ * and putting back 10 rows of a 40,000-row table took 52 s.
  */
-function rowMatch(t: TableSnapshot, a: string, b: string): string {
-  if (t.columns.length === 0) return 'true'; // rows of a table without columns are all alike
+function copiesOf(t: TableSnapshot, staged: { name: string }, shape: MergeShape): string {
+  const target = `${shape.only}${qualify(t.schema, t.name)}`;
   const row = (x: string) =>
-    `ROW(${t.columns.map((c) => `${x}.${quoteIdent(c)}::text`).join(', ')})::text`;
-  return `${row(a)} = ${row(b)}`;
+    t.columns.length === 0
+      ? `''`
+      : `ROW(${t.columns.map((c) => `${x}.${quoteIdent(c)}::text`).join(', ')})::text`;
+  return `WITH numbered AS (
+      SELECT s.*, ${row('s')} AS "fb row", row_number() OVER (PARTITION BY ${row('s')}) AS "fb copy"
+        FROM ${staged.name} s),
+    live AS (
+      SELECT ${row('d')} AS r, count(*) AS n FROM ${target} d
+       WHERE ${row('d')} IN (SELECT "fb row" FROM numbered) GROUP BY 1)`;
 }
 
 async function countExisting(
   client: PgClient,
   t: TableSnapshot,
   staged: { name: string },
+  shape: MergeShape,
 ): Promise<number> {
   const r = await client.query<{ n: string }>(
-    `SELECT count(*) AS n FROM ${staged.name} s WHERE EXISTS (SELECT 1 FROM ONLY ${qualify(t.schema, t.name)} d WHERE ${keyMatch(t, 'd', 's')})`,
+    `SELECT count(*) AS n FROM ${staged.name} s WHERE EXISTS (SELECT 1 FROM ${shape.only}${qualify(t.schema, t.name)} d WHERE ${keyMatch(shape.key, 'd', 's')})`,
   );
   return Number(r.rows[0]?.n ?? 0);
 }
@@ -781,27 +869,29 @@ async function mergeTable(
   options: RestoreOptions,
 ): Promise<{ insert: number; update: number; skip: number }> {
   const target = qualify(t.schema, t.name);
-  const cols = columnList(t.columns);
-  const select = t.columns.map(quoteIdent).join(', ');
+  const { shape } = staged;
+  const cols = columnList(shape.insert);
+  const select = shape.insert.map(quoteIdent).join(', ');
   const onConflict = options.onConflict ?? 'skip';
-  const identityAlways = modelOf(options.manifest, t)?.columns.some((c) => c.identity === 'always');
-  const overriding = identityAlways === true ? ' OVERRIDING SYSTEM VALUE' : '';
+  const overriding = shape.overriding ? ' OVERRIDING SYSTEM VALUE' : '';
+  const from = `${shape.only}${target}`;
   try {
-    if (t.key.length === 0) {
-      // No key: a snapshot row is present when an identical row exists.
+    if (shape.key.length === 0) {
+      // No key: a snapshot row is present when the table holds as many
+      // identical rows (copy for copy: see countIdentical).
       const r = await client.query(
-        `INSERT INTO ${target}${cols}${overriding} SELECT ${select} FROM ${staged.name} s WHERE NOT EXISTS (SELECT 1 FROM ONLY ${target} d WHERE ${rowMatch(t, 'd', 's')})`,
+        `${copiesOf(t, staged, shape)} INSERT INTO ${target}${cols}${overriding} SELECT ${shape.insert.map((c) => `s.${quoteIdent(c)}`).join(', ')} FROM numbered s LEFT JOIN live l ON l.r = s."fb row" WHERE s."fb copy" > coalesce(l.n, 0)`,
       );
       const insert = r.rowCount ?? 0;
       return { insert, update: 0, skip: staged.rows - insert };
     }
     let update = 0;
     if (onConflict === 'update') {
-      const rest = t.columns.filter((c) => !t.key.includes(c));
+      const rest = shape.update;
       update = staged.existing;
       if (rest.length > 0) {
         const r = await client.query(
-          `UPDATE ONLY ${target} d SET ${rest.map((c) => `${quoteIdent(c)} = s.${quoteIdent(c)}`).join(', ')} FROM ${staged.name} s WHERE ${keyMatch(t, 'd', 's')}`,
+          `UPDATE ${from} d SET ${rest.map((c) => `${quoteIdent(c)} = s.${quoteIdent(c)}`).join(', ')} FROM ${staged.name} s WHERE ${keyMatch(shape.key, 'd', 's')}`,
         );
         update = r.rowCount ?? 0;
       }
@@ -809,7 +899,7 @@ async function mergeTable(
     const absent =
       onConflict === 'fail'
         ? ''
-        : ` WHERE NOT EXISTS (SELECT 1 FROM ONLY ${target} d WHERE ${keyMatch(t, 'd', 's')})`;
+        : ` WHERE NOT EXISTS (SELECT 1 FROM ${from} d WHERE ${keyMatch(shape.key, 'd', 's')})`;
     // With 'update', the rows just updated exist and are excluded here.
     const r = await client.query(
       `INSERT INTO ${target}${cols}${overriding} SELECT ${select} FROM ${staged.name} s${absent}`,

@@ -1,0 +1,190 @@
+/**
+ * A selective restore into a live table that changed since the snapshot
+ * (PostgreSQL 15): the rows go where the table is now, or the restore is
+ * refused with nothing written. Each case was wrong data, or a failure,
+ * before: duplicates in a table partitioned since, a detached partition
+ * taking the rows, a column renamed and added again taking another's
+ * values, a formerly generated column left NULL, duplicate rows of a
+ * keyless table not put back, a key added since failing the merge.
+ */
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
+import { freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
+
+const server = testServers().find((s) => s.major === 15)!;
+
+describe('restore --table --where into a table changed since the snapshot', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let db: string;
+  const env = { PW: server.password };
+  const cli = (args: string[]) => runCli(args, { cwd: dir, env });
+  const q = (text: string) => sql(server, db, text);
+  /** Restores the rows of tenant 7 of `table` from the snapshot into the live database. */
+  const putBack = (table: string, ...rest: string[]) =>
+    cli([
+      'restore',
+      'latest',
+      '--to',
+      'live',
+      '--table',
+      table,
+      '--where',
+      'tenant_id = 7',
+      ...rest,
+    ]);
+  const rows = async (text: string) => (await q(text)).map((r) => Object.values(r).join('|'));
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await tempDir());
+    db = await freshDatabase(server, 'livechg');
+    await q(`
+      CREATE TABLE conv (id int PRIMARY KEY, tenant_id int NOT NULL, v text);
+      INSERT INTO conv SELECT g, g % 10, 'v' || g FROM generate_series(1, 40) g;
+      CREATE TABLE events (tenant_id int NOT NULL, kind text NOT NULL, n int) PARTITION BY LIST (kind);
+      CREATE TABLE events_a PARTITION OF events FOR VALUES IN ('a');
+      CREATE TABLE events_def PARTITION OF events DEFAULT;
+      INSERT INTO events SELECT g % 10, CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, g FROM generate_series(1, 40) g;
+      CREATE TABLE evolve (id int PRIMARY KEY, tenant_id int NOT NULL, a text);
+      INSERT INTO evolve SELECT g, g % 10, 'a' || g FROM generate_series(1, 40) g;
+      CREATE TABLE genlater (id int PRIMARY KEY, tenant_id int NOT NULL, n int,
+                             total int GENERATED ALWAYS AS (n * 3) STORED);
+      INSERT INTO genlater (id, tenant_id, n) SELECT g, g % 10, g FROM generate_series(1, 40) g;
+      CREATE TABLE logs (tenant_id int NOT NULL, line text);
+      INSERT INTO logs SELECT 7, 'same line' FROM generate_series(1, 10);
+      INSERT INTO logs SELECT 8, 'other' FROM generate_series(1, 3);
+      CREATE TABLE nopk (id int NOT NULL, tenant_id int NOT NULL, v text);
+      INSERT INTO nopk SELECT g, g % 10, 'n' || g FROM generate_series(1, 40) g;
+      CREATE TABLE ident (id int PRIMARY KEY, tenant_id int NOT NULL,
+                          seq int GENERATED ALWAYS AS IDENTITY, v text);
+      INSERT INTO ident (id, tenant_id, v) SELECT g, g % 10, 'i' || g FROM generate_series(1, 40) g;`);
+    expect((await cli(['init', '--repo', 'repo'])).code).toBe(0);
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `repository: ./repo\ntargets:\n  live:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
+    );
+    const backup = await cli(['backup', 'live']);
+    expect(backup.code, backup.stderr).toBe(0);
+  });
+
+  afterAll(async () => {
+    await cleanup();
+  });
+
+  it('puts rows back through a table partitioned since, without duplicating the rows there', async () => {
+    await q(`
+      ALTER TABLE conv RENAME TO conv_old;
+      CREATE TABLE conv (id int NOT NULL, tenant_id int NOT NULL, v text, PRIMARY KEY (id, tenant_id))
+        PARTITION BY LIST (tenant_id);
+      CREATE TABLE conv_7 PARTITION OF conv FOR VALUES IN (7);
+      CREATE TABLE conv_rest PARTITION OF conv DEFAULT;
+      INSERT INTO conv SELECT * FROM conv_old;
+      UPDATE conv SET v = 'changed' WHERE id = 7;
+      DELETE FROM conv WHERE id = 17;`);
+    const r = await putBack('conv', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    expect(await rows('SELECT id, v FROM conv WHERE tenant_id = 7 ORDER BY id')).toEqual([
+      '7|changed',
+      '17|v17',
+      '27|v27',
+      '37|v37',
+    ]);
+    const update = await putBack('conv', '--on-conflict', 'update');
+    expect(update.code, update.stderr).toBe(0);
+    expect(await rows('SELECT id, v FROM conv WHERE id = 7')).toEqual(['7|v7']);
+  });
+
+  it('refuses a partition detached since: its rows would not be in the partitioned table', async () => {
+    await q(`
+      ALTER TABLE events DETACH PARTITION events_def;
+      CREATE TABLE events_b PARTITION OF events FOR VALUES IN ('b');
+      INSERT INTO events_b SELECT * FROM events_def;
+      DELETE FROM events WHERE tenant_id = 7;`);
+    const before = await rows('SELECT count(*) FROM events_def');
+    const r = await putBack('events');
+    expect(r.code).toBe(ExitCode.failed);
+    expect(r.stderr).toContain(
+      'public.events_def was a partition of public.events in the snapshot and is not one now (detached since)',
+    );
+    expect(await rows('SELECT count(*) FROM events_def')).toEqual(before);
+    expect(await rows('SELECT count(*) FROM events WHERE tenant_id = 7')).toEqual(['0']);
+  });
+
+  it('refuses a column renamed and added again under its old name (the values would go to the new column)', async () => {
+    await q(`
+      ALTER TABLE evolve RENAME COLUMN a TO a_legacy;
+      ALTER TABLE evolve ADD COLUMN a text;
+      DELETE FROM evolve WHERE tenant_id = 7;`);
+    const r = await putBack('evolve');
+    expect(r.code).toBe(ExitCode.failed);
+    expect(r.stderr).toContain('renamed since: a is now a_legacy');
+    expect(r.stderr).toContain('a now names another column, added since');
+    expect(await rows('SELECT count(*) FROM evolve WHERE tenant_id = 7')).toEqual(['0']);
+  });
+
+  it('writes the values of a column that was generated in the snapshot and is plain now', async () => {
+    await q(`
+      ALTER TABLE genlater ALTER COLUMN total DROP EXPRESSION;
+      DELETE FROM genlater WHERE tenant_id = 7;`);
+    const r = await putBack('genlater');
+    expect(r.code, r.stderr).toBe(0);
+    expect(await rows('SELECT id, total FROM genlater WHERE tenant_id = 7 ORDER BY id')).toEqual([
+      '7|21',
+      '17|51',
+      '27|81',
+      '37|111',
+    ]);
+  });
+
+  it('puts back the deleted copies of duplicate rows in a table without a key, copy for copy', async () => {
+    await q(`DELETE FROM logs WHERE ctid IN (SELECT ctid FROM logs WHERE tenant_id = 7 LIMIT 4)`);
+    const plan = await putBack('logs', '--dry-run', '--json');
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(JSON.parse(plan.stdout).plan.tables[0]).toMatchObject({ insert: 4, skip: 6 });
+    const r = await putBack('logs');
+    expect(r.code, r.stderr).toBe(0);
+    expect(await rows('SELECT tenant_id, count(*) FROM logs GROUP BY 1 ORDER BY 1')).toEqual([
+      '7|10',
+      '8|3',
+    ]);
+    // Again: nothing more to put back.
+    const again = await putBack('logs');
+    expect(again.code, again.stderr).toBe(0);
+    expect(await rows('SELECT count(*) FROM logs WHERE tenant_id = 7')).toEqual(['10']);
+  });
+
+  it('matches rows by a primary key the table was given since the snapshot', async () => {
+    await q(`
+      ALTER TABLE nopk ADD PRIMARY KEY (id);
+      UPDATE nopk SET v = 'changed' WHERE id = 7;
+      DELETE FROM nopk WHERE id = 17;`);
+    const skip = await putBack('nopk');
+    expect(skip.code, skip.stderr).toBe(0);
+    expect(await rows('SELECT id, v FROM nopk WHERE tenant_id = 7 ORDER BY id')).toEqual([
+      '7|changed',
+      '17|n17',
+      '27|n27',
+      '37|n37',
+    ]);
+    const update = await putBack('nopk', '--on-conflict', 'update');
+    expect(update.code, update.stderr).toBe(0);
+    expect(await rows('SELECT v FROM nopk WHERE id = 7')).toEqual(['n7']);
+  });
+
+  it('writes GENERATED ALWAYS identity columns as the table has them now, and leaves them out of updates', async () => {
+    await q(`
+      ALTER TABLE ident ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY;
+      UPDATE ident SET v = 'changed' WHERE id = 7;
+      DELETE FROM ident WHERE id = 17;`);
+    const r = await putBack('ident', '--on-conflict', 'update');
+    expect(r.code, r.stderr).toBe(0);
+    expect(await rows('SELECT id, seq, v FROM ident WHERE tenant_id = 7 ORDER BY id')).toEqual([
+      '7|7|i7',
+      '17|17|i17',
+      '27|27|i27',
+      '37|37|i37',
+    ]);
+  });
+});
