@@ -651,7 +651,7 @@ function mergeShape(
   const wasGenerated = (model?.columns ?? [])
     .filter((c) => c.generated !== undefined && !t.columns.includes(c.name))
     .map((c) => c.name)
-    .filter((c) => live !== undefined && live.names.has(c) && !live.generated.has(c));
+    .filter((c) => live?.names.has(c) === true && !live.generated.has(c));
   const insert = [...t.columns.filter((c) => live?.generated.has(c) !== true), ...wasGenerated];
   const livePk = live?.primaryKey ?? [];
   const key =
