@@ -431,6 +431,8 @@ export async function buildOverlay(
     readonly tablesOf?: string | undefined;
     /** Only these tables (schema.name) are folded in (WindowSpec). */
     readonly only?: readonly string[] | undefined;
+    /** Refuse a column of the snapshot's tables dropped in the window (WindowSpec). */
+    readonly refuseDroppedColumns?: boolean | undefined;
   } = {},
 ): Promise<Overlay> {
   const { manifest, log, point } = plan;
@@ -443,6 +445,7 @@ export async function buildOverlay(
     createdInWindow: options.createdInWindow,
     tablesOf: options.tablesOf,
     only: options.only,
+    refuseDroppedColumns: options.refuseDroppedColumns,
   };
   const state = emptyWindowState();
   const tracker = options.schema?.tracker(options.only);
@@ -564,6 +567,13 @@ export interface WindowSpec {
   readonly createdInWindow?: readonly string[] | undefined;
   /** What the snapshot's tables stand for, in messages (default "the snapshot"; undo: "the window's start"). */
   readonly tablesOf?: string | undefined;
+  /**
+   * Refuse (restore.schema-changed) a column of one of the snapshot's
+   * tables (of `only`, when given) dropped by a schema change in the
+   * window (undo: its values are gone from the live table, though no row
+   * of it changed, so nothing else would say so).
+   */
+  readonly refuseDroppedColumns?: boolean | undefined;
   /**
    * Only these tables (schema.name, of `snapshot`) are folded in: the
    * changes of every other table are read past, unchecked (`restore --at
@@ -839,6 +849,20 @@ export async function readWindow(
     if (ev.kind === 'ddl' && created !== undefined) {
       for (const t of ev.tables) {
         if (!snapshotOids.has(t.oid)) created.add(`${t.schema}.${t.name}`);
+      }
+    }
+    if (ev.kind === 'ddl' && spec.refuseDroppedColumns === true) {
+      for (const e of ev.tables) {
+        const t = byOid.get(e.oid);
+        if (t === undefined || t.attnums === undefined || !chosen(t)) continue;
+        const kept = new Set(e.columns.filter((c) => !c[3]).map((c) => c[0]));
+        const gone = t.columns.filter((_, j) => !kept.has(t.attnums![j]!));
+        if (gone.length === 0) continue;
+        throw new OperationError(
+          'restore.schema-changed',
+          `column${gone.length > 1 ? 's' : ''} ${gone.join(', ')} of ${t.schema}.${t.name} ${gone.length > 1 ? 'were' : 'was'} dropped at ${tx.commitTime} (transaction ${tx.xid}): their values are gone from the table, and this command cannot follow its rows across that schema change`,
+          { hint: 'take a new backup after the change; `restore --at` rebuilds moments after it' },
+        );
       }
     }
     const oids =

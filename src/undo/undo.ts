@@ -867,6 +867,9 @@ async function readWindow(o: UndoOptions): Promise<{
         onProgress,
         createdInWindow: createdSince(pre, from, views),
         tablesOf: "the window's start",
+        // A column dropped in the window: no row of it need change, so
+        // nothing else shows that its values are gone.
+        refuseDroppedColumns: true,
         only: select?.(pre.manifest),
       },
     );

@@ -142,4 +142,38 @@ describe('undo across columns changed since the window (PostgreSQL 17)', () => {
       await cleanup();
     }
   });
+
+  it('refuses a transaction that dropped a column (its values are gone though no row changed)', async () => {
+    const { dir, cleanup } = await tempDir();
+    const db = await freshDatabase(server, 'undodrop');
+    let captured: CapturedTarget | undefined;
+    try {
+      await sql(
+        server,
+        db,
+        `CREATE TABLE settings (id int PRIMARY KEY, tenant_id int, plan text);
+         INSERT INTO settings SELECT i, i % 3, 'plan ' || i FROM generate_series(1, 6) i;`,
+      );
+      captured = await capturedTarget(server, db, 'drop', dir);
+      const c = await connectTo(server, db);
+      // A migration replaces the column: every row's value is lost, no row change is logged.
+      await c.query('BEGIN');
+      await c.query('ALTER TABLE settings DROP COLUMN plan');
+      await c.query("ALTER TABLE settings ADD COLUMN plan text DEFAULT 'free'");
+      const { rows } = await c.query<{ x: string }>(
+        'SELECT (txid_current() % 4294967296)::text AS x',
+      );
+      await c.query('COMMIT');
+      await c.end();
+      await new Promise((r) => setTimeout(r, 1500));
+      // Before, "0 change(s) in the window … applies cleanly", exit 0.
+      const r = await captured.run(['undo', 'drop', '--tx', rows[0]!.x]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain('column plan of public.settings was dropped at');
+      expect(r.stderr).toContain('--before-xid');
+    } finally {
+      await captured?.stop();
+      await cleanup();
+    }
+  });
 });
