@@ -97,6 +97,7 @@ import {
   type ShapeTracker,
   sameMembers,
 } from './schema-changes.js';
+import { isoMicro } from './time.js';
 
 /** A moment to rebuild: a time, a WAL position, or just before a transaction. */
 export type PointInTime =
@@ -267,9 +268,16 @@ export async function planPointInTime(
     // The snapshot must be from before the transaction: where it committed (found above).
     const commitLsn = xidCommitLsn;
     if (commitLsn === undefined) {
-      throw new UsageError(`transaction ${point.xid} is not in the change log of "${target}"`, {
-        hint: 'check the id (txid_current() on the source, or `flashback history`), or choose a time',
-      });
+      const stopped = await logStopped(log);
+      throw new UsageError(
+        `transaction ${point.xid} is not in the change log of "${target}"${stopped ?? ''}`,
+        {
+          hint:
+            stopped === undefined
+              ? 'check the id (txid_current() on the source, or `flashback history`), or choose a time'
+              : `start capture (\`flashback capture ${target}\`) and let it catch up, then run this again`,
+        },
+      );
     }
     manifest = joined.filter((m) => lsnValue(m.lsn) <= commitLsn!).at(-1);
   } else {
@@ -282,6 +290,17 @@ export async function planPointInTime(
     );
   }
   return { manifest, log, point, xidCommitLsn };
+}
+
+/**
+ * When the log's newest commit or heartbeat is more than 10 s old (capture
+ * stores a heartbeat every 5 s: it has stopped, or fallen far behind), a
+ * clause saying so, for a message about something not found in it.
+ */
+export async function logStopped(log: ChangeLog): Promise<string | undefined> {
+  const newest = (await newestStoredTime(log, await log.segments())) ?? '';
+  if (newest >= isoMicro(Date.now() - 10_000, '000')) return undefined;
+  return `; the log reaches only ${newest || 'its start'} (is capture running?): what was committed after that is not in it`;
 }
 
 /**

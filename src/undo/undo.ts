@@ -37,10 +37,12 @@ import { FlashbackError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard, refuseWrongIdentity } from '../guard/guard.js';
 import { type SchemaView, schemaViews } from '../history/history.js';
+import { awaitLogReaches } from '../history/log-reach.js';
 import {
   buildOverlay,
   closeOverlay,
   lineOf,
+  logStopped,
   type Overlay,
   type OverlayProgress,
   type PointInTime,
@@ -52,6 +54,7 @@ import {
   spoolSource,
   type TableOverlay,
 } from '../history/state.js';
+import { isoMicro } from '../history/time.js';
 import {
   connect,
   type PgClient,
@@ -808,6 +811,25 @@ async function readWindow(o: UndoOptions): Promise<{
     'undo',
   );
   const onProgress = (p: OverlayProgress) => o.onProgress?.({ phase: 'log', ...p });
+  if (sel.kind === 'window' && sel.until === undefined) {
+    // The window runs to the end of the log, which must be about now
+    // (capture stores a heartbeat every few seconds): a log that stopped
+    // (capture not running) would leave what was committed since out of
+    // the undo without a word.
+    const soon = isoMicro(Date.now() - LOG_SLACK_MS, '000');
+    // (Waiting up to a heartbeat and a flush for a log just short of it.)
+    await awaitLogReaches(planned.log, o.target.name, soon, { waitMs: 6_000 }).catch(
+      (err: unknown) => {
+        if (!(err instanceof UsageError)) throw err;
+        throw new UsageError(
+          `${err.message.replace(/: it cannot say what changed up to .*$/, '')}, not now: undo --since without --until runs to now, and what was committed after the log's end would be left out`,
+          {
+            hint: `start capture (\`flashback capture ${o.target.name}\`) and let it catch up, or give --until (up to where the log reaches) to undo what it holds`,
+          },
+        );
+      },
+    );
+  }
   // What each schema change left (read once: which tables the window
   // created, and the names the start's tables have had since).
   const views = await schemaViews(planned.log, []);
@@ -842,11 +864,19 @@ async function readWindow(o: UndoOptions): Promise<{
   const preOverlay = rebuilt.overlay;
   const first = preOverlay.next;
   if (first === undefined) {
+    // A log that stopped a while ago cannot hold a transaction committed since.
+    const stopped = await logStopped(planned.log);
     throw new UsageError(
-      sel.kind === 'tx'
+      (sel.kind === 'tx'
         ? `transaction ${sel.xid} is not in the change log of "${o.target.name}"`
-        : `no transaction of "${o.target.name}" committed after ${sel.since} in the change log`,
-      { hint: 'check the window; `flashback impact` shows what changed when' },
+        : `no transaction of "${o.target.name}" committed after ${sel.since} in the change log`) +
+        (stopped ?? ''),
+      {
+        hint:
+          stopped === undefined
+            ? 'check the window; `flashback impact` shows what changed when'
+            : `start capture (\`flashback capture ${o.target.name}\`) and let it catch up, then run the undo again`,
+      },
     );
   }
   const from = lsnValue(first.commitLsn);
@@ -893,6 +923,13 @@ async function readWindow(o: UndoOptions): Promise<{
       : `${window.transactions} transaction(s) committed from ${sel.since} to ${sel.until ?? `the end of the log (${window.last?.commitTime ?? sel.since})`}`;
   return { pre, preOverlay, window, description, renames: renamesSince(pre.manifest, views) };
 }
+
+/**
+ * How far behind now the log's end may be for `undo --since` without
+ * `--until`: capture stores a commit within a second and a heartbeat every
+ * five, so a log more than this behind has stopped (or fallen far behind).
+ */
+const LOG_SLACK_MS = 10_000;
 
 /**
  * `--table` patterns against the window's start's tables under their names

@@ -7,6 +7,7 @@
  * error, exit 70: the staged rows named the columns of before.)
  */
 import { describe, expect, it } from 'vitest';
+import { ExitCode } from '../../src/errors.js';
 import { type CapturedTarget, capturedTarget, serverMoment } from '../harness/capture.js';
 import { connectTo, freshDatabase, sql, tempDir, testServers } from '../harness/pg.js';
 
@@ -143,7 +144,7 @@ describe('undo across columns changed since the window (PostgreSQL 17)', () => {
     }
   });
 
-  it('refuses a transaction that dropped a column (its values are gone though no row changed)', async () => {
+  it('refuses a transaction that dropped a column (its values are gone though no row changed), and a window the log stopped short of', async () => {
     const { dir, cleanup } = await tempDir();
     const db = await freshDatabase(server, 'undodrop');
     let captured: CapturedTarget | undefined;
@@ -171,6 +172,33 @@ describe('undo across columns changed since the window (PostgreSQL 17)', () => {
       expect(r.code).toBe(1);
       expect(r.stderr).toContain('column plan of public.settings was dropped at');
       expect(r.stderr).toContain('--before-xid');
+
+      // Capture stops; the application goes on writing. Before, `--since`
+      // undid "to the end of the log" without a word, and the transaction
+      // written since was "not in the change log: check the id".
+      const run = captured.run;
+      const app = await connectTo(server, db);
+      const since = await serverMoment(app);
+      await app.query("UPDATE settings SET plan = 'captured' WHERE id = 2");
+      await new Promise((r) => setTimeout(r, 1500));
+      await captured.stop();
+      captured = undefined;
+      await app.query('BEGIN');
+      await app.query("UPDATE settings SET plan = 'late' WHERE id = 1");
+      const late = await app.query<{ x: string }>(
+        'SELECT (txid_current() % 4294967296)::text AS x',
+      );
+      await app.query('COMMIT');
+      await app.end();
+      await new Promise((r) => setTimeout(r, 11_000));
+      const window = await run(['undo', 'drop', '--since', since]);
+      expect(window.code).toBe(ExitCode.usage);
+      expect(window.stderr).toMatch(
+        /the change log of "drop" reaches only \S+, not now: undo --since without --until runs to now/,
+      );
+      const tx = await run(['undo', 'drop', '--tx', late.rows[0]!.x]);
+      expect(tx.code).toBe(ExitCode.usage);
+      expect(tx.stderr).toContain('(is capture running?)');
     } finally {
       await captured?.stop();
       await cleanup();
