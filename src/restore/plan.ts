@@ -175,7 +175,12 @@ export function orderByForeignKeys<T extends { schema: string; name: string }>(
 
 /** A one-line summary of a plan, for the guard's banner: exact row counts when known. */
 export function describePlan(plan: RestorePlan): string {
-  const what = plan.mode === 'full' ? 'full restore' : `restore ${plan.tables.length} table(s)`;
+  // The tables by name: a pattern (or a bare name in several schemas) may
+  // take more than the operator meant, and the banner is where it shows.
+  const names = plan.tables.map((t) => `${t.schema}.${t.name}`);
+  const listed = `${names.slice(0, 6).join(', ')}${names.length > 6 ? `, and ${names.length - 6} more` : ''}`;
+  const what =
+    plan.mode === 'full' ? 'full restore' : `restore ${plan.tables.length} table(s) (${listed})`;
   const where = plan.where === undefined ? '' : ` where ${plan.where}`;
   const n = (f: (t: TablePlan) => number | undefined): string =>
     plan.tables.reduce((a, t) => a + (f(t) ?? 0), 0).toLocaleString('en-US');

@@ -189,6 +189,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           },
         );
       }
+      if (!empty) await refuseRowSecurity(client, selected);
       if (options.where !== undefined)
         await validateWhere(
           client,
@@ -431,6 +432,42 @@ async function existingTables(client: PgClient): Promise<Set<string>> {
       WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ${INTERNAL_SCHEMA_FILTER}`,
   );
   return new Set(r.rows.map((row) => row.t));
+}
+
+/**
+ * Refuses, before anything is read, a live table whose row-level security
+ * applies to this role: Flashback's sessions run with row_security off (a
+ * merge must see every row, or it would insert rows that exist), so the
+ * server would fail every query on it ("query would be affected by
+ * row-level security policy"), which surfaced as an internal error or as
+ * an invalid --where. It applies unless the role is a superuser or has
+ * BYPASSRLS, or owns the table and the table does not FORCE it.
+ */
+async function refuseRowSecurity(
+  client: PgClient,
+  tables: readonly TableSnapshot[],
+): Promise<void> {
+  if (tables.length === 0) return;
+  const r = await client.query<{ t: string; forced: string }>(
+    `SELECT n.nspname || '.' || c.relname AS t, c.relforcerowsecurity::text AS forced
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.oid = ANY (SELECT to_regclass(x) FROM unnest($1::text[]) x)
+        AND c.relrowsecurity
+        AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+        AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))`,
+    [tables.map((t) => qualify(t.schema, t.name))],
+  );
+  if (r.rows.length === 0) return;
+  const list = r.rows.map(
+    (x) => `${x.t}${x.forced === 'true' ? ' (FORCE ROW LEVEL SECURITY)' : ''}`,
+  );
+  throw new OperationError(
+    'restore.row-security',
+    `row-level security applies to this role on ${list.join(', ')}: a restore must see every row of the tables it merges into, and the server would hide some; nothing was restored`,
+    {
+      hint: 'connect as a role with BYPASSRLS (or a superuser) for the restore; for a table that forces it, its owner can also run ALTER TABLE … NO FORCE ROW LEVEL SECURITY for the duration',
+    },
+  );
 }
 
 /** Runs the predicate against each target table with LIMIT 0, so a bad predicate fails before anything is written, with the server's message. */

@@ -19,7 +19,9 @@ describe('restore --table --where into a table changed since the snapshot', () =
   let dir: string;
   let cleanup: () => Promise<void>;
   let db: string;
-  const env = { PW: server.password };
+  const env = { PW: server.password, OWNER_PW: 'owner-pw' };
+  // A role of its own: roles are per server, shared by every test file.
+  const owner = `fbowner_${Math.random().toString(16).slice(2, 8)}`;
   const cli = (args: string[]) => runCli(args, { cwd: dir, env });
   const q = (text: string) => sql(server, db, text);
   /** Restores the rows of tenant 7 of `table` from the snapshot into the live database. */
@@ -59,17 +61,26 @@ describe('restore --table --where into a table changed since the snapshot', () =
       INSERT INTO nopk SELECT g, g % 10, 'n' || g FROM generate_series(1, 40) g;
       CREATE TABLE ident (id int PRIMARY KEY, tenant_id int NOT NULL,
                           seq int GENERATED ALWAYS AS IDENTITY, v text);
-      INSERT INTO ident (id, tenant_id, v) SELECT g, g % 10, 'i' || g FROM generate_series(1, 40) g;`);
+      INSERT INTO ident (id, tenant_id, v) SELECT g, g % 10, 'i' || g FROM generate_series(1, 40) g;
+      CREATE ROLE ${owner} LOGIN PASSWORD 'owner-pw';
+      GRANT CREATE, TEMPORARY ON DATABASE ${db} TO ${owner};
+      CREATE TABLE secure (id int PRIMARY KEY, tenant_id int NOT NULL);
+      INSERT INTO secure SELECT g, g % 10 FROM generate_series(1, 40) g;
+      ALTER TABLE secure OWNER TO ${owner};
+      ALTER TABLE secure ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+      CREATE POLICY mine ON secure USING (tenant_id = 7);`);
     expect((await cli(['init', '--repo', 'repo'])).code).toBe(0);
     await writeFile(
       path.join(dir, 'flashback.yaml'),
-      `repository: ./repo\ntargets:\n  live:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n`,
+      `repository: ./repo\ntargets:\n  live:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: postgres\n    password_env: PW\n    protected: false\n  owner:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}\n    user: ${owner}\n    password_env: OWNER_PW\n    protected: false\n`,
     );
     const backup = await cli(['backup', 'live']);
     expect(backup.code, backup.stderr).toBe(0);
   });
 
   afterAll(async () => {
+    await q(`DROP OWNED BY ${owner}; REVOKE ALL ON DATABASE ${db} FROM ${owner}`).catch(() => {});
+    await sql(server, 'postgres', `DROP ROLE IF EXISTS ${owner}`).catch(() => {});
     await cleanup();
   });
 
@@ -186,5 +197,23 @@ describe('restore --table --where into a table changed since the snapshot', () =
       '27|27|i27',
       '37|37|i37',
     ]);
+  });
+
+  it('refuses, up front, a table whose row-level security applies to the role (it was an internal error)', async () => {
+    const r = await cli([
+      'restore',
+      'latest',
+      '--to',
+      'owner',
+      '--table',
+      'secure',
+      '--where',
+      'tenant_id = 8',
+    ]);
+    expect(r.code).toBe(ExitCode.failed);
+    expect(r.stderr).toContain(
+      'row-level security applies to this role on public.secure (FORCE ROW LEVEL SECURITY)',
+    );
+    expect(r.stderr).toContain('BYPASSRLS');
   });
 });
