@@ -17,7 +17,9 @@
  * - a row already as it was before the window (an undo run twice) needs
  *   nothing and is left out, with a note;
  * - a **conflict** is a row written again after the window: for a reinsert,
- *   the key exists now; for a delete or revert, the live row is no longer
+ *   the key exists now, or the log after the window wrote it (writtenAgain:
+ *   re-created and deleted again leaves no trace in the table); for a
+ *   delete or revert, the live row is no longer
  *   the one the window left. `--conflicts skip` (default) leaves them and
  *   lists them with their three versions; `overwrite` applies anyway; `fail`
  *   refuses the whole undo.
@@ -30,13 +32,15 @@
  * tables, with nothing to review (no --out, --by, --where), puts the
  * staged `before` rows straight back, one INSERT per table, without the
  * plan; a row written again since makes that fail with nothing written,
- * and the plan above is made instead (applyDirect).
+ * and the plan above is made instead (applyDirect). Not taken when the log
+ * after the window wrote a deleted key again (the insert would succeed).
  */
 import type { ResolvedTarget } from '../config/targets.js';
 import { FlashbackError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard, refuseWrongIdentity } from '../guard/guard.js';
 import { type SchemaView, schemaViews } from '../history/history.js';
+import type { Key } from '../history/keyed-rows.js';
 import { awaitLogReaches } from '../history/log-reach.js';
 import {
   buildOverlay,
@@ -269,6 +273,11 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
         ([t, n]) =>
           `${t} was created in the window: its ${fmt(n)} change(s) are left alone (there was no such table before the window)`,
       ),
+      ...(read.again.unread === undefined
+        ? []
+        : [
+            `rows the window deleted were not looked for in the log after it (${read.again.unread}): a row deleted in the window, written again since and deleted again, would be put back`,
+          ]),
     ];
     const touched = manifest.tables.filter(
       (t) => window.tables.has(name(t)) && (chosen === undefined || chosen.has(name(t))),
@@ -324,6 +333,8 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       o.by === undefined &&
       o.where === undefined &&
       ordered.length > 0 &&
+      // (A row deleted again since would go back unseen: the plan flags it.)
+      ![...read.again.keys.keys()].some((n) => ordered.some((t) => name(t) === n)) &&
       ordered.every((t) => {
         const w = window.tables.get(name(t))!;
         return t.key.length > 0 && !w.truncated && w.byKey.onlyDeletions;
@@ -397,6 +408,8 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
         layout,
       );
       staged.push({ t: layout.live, u: planned.u });
+      const again = read.again.keys.get(name(t));
+      if (again !== undefined) await flagWrittenAgain(client, layout.live, planned.u, i, again);
       if (planned.already > 0) {
         notes.push(
           `${name(layout.live)}: ${fmt(planned.already)} row(s) are already as they were before the changes (put back or removed since): nothing to do for them`,
@@ -801,6 +814,8 @@ async function readWindow(o: UndoOptions): Promise<{
   description: string;
   /** The window's start's tables renamed since (renamesSince). */
   renames: ReadonlyMap<TableSnapshot, TableName>;
+  /** Keys the window deleted and a later transaction wrote again (writtenAgain). */
+  again: WrittenAgain;
 }> {
   const sel = o.selection;
   const planned = await planPointInTime(
@@ -921,7 +936,114 @@ async function readWindow(o: UndoOptions): Promise<{
     sel.kind === 'tx'
       ? `transaction ${sel.xid} (committed ${first.commitTime})`
       : `${window.transactions} transaction(s) committed from ${sel.since} to ${sel.until ?? `the end of the log (${window.last?.commitTime ?? sel.since})`}`;
-  return { pre, preOverlay, window, description, renames: renamesSince(pre.manifest, views) };
+  const again = await writtenAgain(pre, window, onProgress, select?.(pre.manifest));
+  return {
+    pre,
+    preOverlay,
+    window,
+    description,
+    renames: renamesSince(pre.manifest, views),
+    again,
+  };
+}
+
+/** What writtenAgain found. */
+interface WrittenAgain {
+  /** Per table (schema.name at the window's start): keys the window deleted that a later transaction wrote. */
+  readonly keys: ReadonlyMap<string, readonly Key[]>;
+  /** Why the log after the window could not be read for them (then only the live rows tell). */
+  readonly unread?: string | undefined;
+}
+
+/**
+ * Keys the window deleted that a transaction after it wrote again
+ * (inserted, then perhaps deleted, or changed): putting them back would
+ * revive a row removed on purpose since, though the key is absent now, so
+ * the live table cannot tell. Read from the log after the window, for the
+ * tables the window deleted rows of, as the net effect of that part of the
+ * log (the fast reader; memory as for a window). A table whose columns
+ * changed since cannot be read so: then `unread` says why.
+ */
+async function writtenAgain(
+  pre: PointInTimePlan,
+  window: Overlay,
+  onProgress: (p: OverlayProgress) => void,
+  only: readonly string[] | undefined,
+): Promise<WrittenAgain> {
+  const none: WrittenAgain = { keys: new Map() };
+  const deleting = [...window.tables]
+    .filter(([n, ov]) => (only === undefined || only.includes(n)) && hasDeletion(ov))
+    .map(([n]) => n);
+  if (deleting.length === 0 || window.last === undefined) return none;
+  const end = (await pre.log.segments()).at(-1)?.committed;
+  const from = lsnValue(window.last.commitLsn) + 1n;
+  if (end === undefined || end <= from) return none;
+  let after: Overlay;
+  try {
+    after = await buildOverlay(
+      { ...pre, point: { kind: 'lsn', lsn: lsnText(end) } },
+      { fromLsn: from, onProgress, only: deleting, tablesOf: "the window's start" },
+    );
+  } catch (err) {
+    if (!(err instanceof OperationError)) throw err;
+    return { keys: new Map(), unread: err.message };
+  }
+  try {
+    const keys = new Map<string, Key[]>();
+    for (const n of deleting) {
+      const w = window.tables.get(n)!.byKey;
+      const a = after.tables.get(n)?.byKey;
+      if (a === undefined || a.size === 0) continue;
+      const hit: Key[] = [];
+      for (const k of w.heldKeys()) if (w.deleted(k) && a.has(k)) hit.push(k);
+      if (hit.length > 0) keys.set(n, hit);
+    }
+    return { keys };
+  } finally {
+    closeOverlay(after);
+  }
+}
+
+/** `fb why` of a row the window deleted and a later transaction wrote again. */
+const WRITTEN_AGAIN =
+  'the window deleted it, and a transaction after the window wrote that key again (inserted it, and perhaps deleted it again): putting it back would undo that later write';
+
+/** Marks the reinserts of keys written again after the window as conflicts (writtenAgain). */
+async function flagWrittenAgain(
+  client: PgClient,
+  t: TableSnapshot,
+  u: string,
+  i: number,
+  keys: readonly Key[],
+): Promise<void> {
+  const k = `fb_undo_again_${i}`;
+  await client.query(
+    `CREATE TEMP TABLE ${k} AS SELECT ${t.key.map(quoteIdent).join(', ')} FROM ${u} WHERE false`,
+  );
+  // (The overlay's keys are COPY text of the key fields, or integers.)
+  await copyChunks(
+    client,
+    linesSource(keys.map(String)),
+    t,
+    `pg_temp.${k}`,
+    undefined,
+    'undo interrupted',
+    false,
+    t.key,
+  );
+  await client.query(
+    `UPDATE ${u} u SET "fb conflict" = true, "fb why" = coalesce(u."fb why", $1)
+       FROM pg_temp.${k} k
+      WHERE u."fb op" = 'reinsert' AND NOT u."fb conflict" AND ${t.key.map((c) => `u.${quoteIdent(c)} = k.${quoteIdent(c)}`).join(' AND ')}`,
+    [WRITTEN_AGAIN],
+  );
+}
+
+/** Whether the window deleted a row of a keyed table. */
+function hasDeletion(ov: TableOverlay): boolean {
+  if (ov.truncated) return false;
+  for (const k of ov.byKey.heldKeys()) if (ov.byKey.deleted(k)) return true;
+  return false;
 }
 
 /**
@@ -1129,6 +1251,7 @@ function underNamesNow(
     pre: { ...read.pre, manifest: { ...m, schema, tables: m.tables.map(rename) } },
     preOverlay: overlay(read.preOverlay),
     window: overlay(read.window),
+    again: { ...read.again, keys: rekey(read.again.keys) },
   };
 }
 

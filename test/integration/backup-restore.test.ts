@@ -315,7 +315,9 @@ describe.each(
       ],
       { cwd: dir, env },
     );
-    expect(r.stderr).toContain('action    restore 1 table(s) (public.workflow_steps) from snapshot');
+    expect(r.stderr).toContain(
+      'action    restore 1 table(s) (public.workflow_steps) from snapshot',
+    );
     // The banner states the exact effect before anything is written.
     expect(r.stderr).toContain(
       `where tenant_id = 3: insert ${deleted.toLocaleString('en-US')} rows, update 0, skip ${kept.toLocaleString('en-US')} (existing keys: skip)`,

@@ -695,7 +695,9 @@ describe('undo', () => {
     );
     await settle();
     const second = await run(again);
-    expect(second.phases).toEqual(['rows', 'confirm', 'apply', 'plan', 'apply']);
+    // The log after the window wrote that key again: planned straight away
+    // (before, the direct insert was tried first, failed, and then planned).
+    expect(second.phases).toEqual(['rows', 'plan', 'confirm', 'apply']);
     expect(second.report.tables).toEqual([
       { table: 'public.carts', reinsert: 9, revert: 0, delete: 0, conflicts: 1, lateConflicts: 0 },
       linesBack,
@@ -1181,6 +1183,45 @@ describe('undo', () => {
     expect(dropped.stderr).toContain(
       "a dropped table's rows come back with `flashback restore --at` a moment before the drop",
     );
+  });
+
+  it('puts no row back that was written again after the window (re-created and deleted again): a conflict, on the plan and on the shortcut for deletes', async () => {
+    await live.query(
+      "INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(9201, 9206) g",
+    );
+    await settle();
+    const mixed = await xidOf(live, [
+      'DELETE FROM orders WHERE id BETWEEN 9201 AND 9203',
+      "UPDATE orders SET note = 'bad' WHERE id = 9204",
+    ]);
+    const deletes = await xidOf(live, ['DELETE FROM orders WHERE id IN (9205, 9206)']);
+    // Later, on purpose: 9202 and 9206 come back, and are deleted again.
+    await live.query("INSERT INTO orders VALUES (9202, 'recreated'), (9206, 'recreated')");
+    await live.query('DELETE FROM orders WHERE id IN (9202, 9206)');
+    await settle();
+    const ids = () => rows(live, 'SELECT id, note FROM orders WHERE id BETWEEN 9201 AND 9206');
+
+    const r = await undoCli(['--tx', String(mixed), '--apply', '--confirm', name, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout) as { conflicts: Conflict[] };
+    expect(report.conflicts.map((c) => [c.op, c.why])).toEqual([
+      [
+        'reinsert',
+        'the window deleted it, and a transaction after the window wrote that key again (inserted it, and perhaps deleted it again): putting it back would undo that later write',
+      ],
+    ]);
+    // Before, 9202 came back too.
+    expect(await ids()).toEqual(['9201\torder 9201', '9203\torder 9203', '9204\torder 9204']);
+
+    // A window of deletes alone (the shortcut): the same.
+    const d = await undoCli(['--tx', String(deletes), '--apply', '--confirm', name]);
+    expect(d.code, d.stderr).toBe(0);
+    expect(await ids()).toEqual([
+      '9201\torder 9201',
+      '9203\torder 9203',
+      '9204\torder 9204',
+      '9205\torder 9205',
+    ]);
   });
 
   it('writes a script that does the same in any psql session: its own time zone, date and interval styles, encoding', async () => {
