@@ -88,5 +88,11 @@ describe('chunks known bad, from the run records', () => {
       finishedAt: new Date(Date.parse(backup.startedAt) + 1000).toISOString(),
     };
     expect(ids([late, backup])).toEqual(['a']);
+    // A snapshot from the log passes the chunk on unread: still bad (it was cleared).
+    const fromLog = {
+      ...run('backup', { snapshot: 's1', ok: true }),
+      details: { mode: 'from-log' },
+    };
+    expect(ids([found, fromLog])).toEqual(['a']);
   });
 });

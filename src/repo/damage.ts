@@ -17,7 +17,9 @@
  *   one that failed adds the chunk it could not read;
  * - a backup that committed, started after a chunk was known bad, and uses
  *   that chunk, wrote it again (it does not reuse a known bad chunk:
- *   src/backup/backup.ts): it is whole.
+ *   src/backup/backup.ts): it is whole. Not a `backup --from-log`: it
+ *   passes the previous snapshot's unchanged chunks on unread (it has no
+ *   source to write them from), so its snapshot holds the damage too.
  * `holders` says which snapshots use each chunk named in the records (read
  * from the manifests only when there is damage to place: `readKnownDamage`).
  */
@@ -78,7 +80,7 @@ export function knownDamage(
     } else if (r.kind === 'verify') {
       if (r.ok) for (const id of bad.keys()) if (uses(id, r.snapshot)) bad.delete(id);
     } else if (r.kind === 'backup') {
-      if (r.ok) {
+      if (r.ok && r.details?.mode !== 'from-log') {
         for (const [id, d] of bad)
           if (d.foundAt < r.startedAt && uses(id, r.snapshot)) bad.delete(id);
       }
