@@ -101,6 +101,27 @@ describe('snapshot manifests', () => {
     expect((await store.resolve('latest')).id).toBe('20261121-100001-1111');
   });
 
+  it('marks a snapshot removed before removing it: a prune killed in between leaves no snapshot gone unmarked', async () => {
+    const storage = new MemoryStorage();
+    const store = new SnapshotStore(storage);
+    await store.commit(manifest('20261121-160530-aaaa'));
+    // The process dies as it deletes the manifest.
+    const killed = Object.assign(Object.create(storage) as MemoryStorage, {
+      delete: async () => {
+        throw new Error('killed');
+      },
+    });
+    await expect(new SnapshotStore(killed).delete('20261121-160530-aaaa')).rejects.toThrow(
+      'killed',
+    );
+    expect(await store.catalog()).toEqual({
+      ids: ['20261121-160530-aaaa'],
+      pruned: new Set(['20261121-160530-aaaa']),
+    });
+    await store.delete('20261121-160530-aaaa');
+    expect(await store.catalog()).toEqual({ ids: [], pruned: new Set(['20261121-160530-aaaa']) });
+  });
+
   it('makes sortable, readable ids', () => {
     expect(newSnapshotId(new Date('2026-11-21T16:05:30.123Z'))).toMatch(
       /^20261121-160530-[0-9a-f]{4}$/,

@@ -129,6 +129,10 @@ function tombstoneKey(id: string): string {
   return `snapshots/${id}.pruned`;
 }
 
+function tombstone(): Buffer {
+  return Buffer.from(`${JSON.stringify({ pruned: new Date().toISOString() })}\n`);
+}
+
 /**
  * A manifest this build cannot read: damaged (DamagedError `snapshot.damaged`,
  * exit 8) or of a newer format (RepositoryError `repository.version`).
@@ -174,14 +178,23 @@ export class SnapshotStore {
    * Deletes a snapshot: removing its manifest makes it disappear atomically
    * (its chunks become unreferenced, for prune to collect). Only prune calls
    * this, under the exclusive lock. Deleting a missing snapshot is not an error.
-   * A tombstone (`snapshots/<id>.pruned`) is written after, so a manifest
-   * gone without one was not removed by prune: status says so (`catalog`).
-   * After, not before: on a full disk (what prune is run for) the deleted
-   * manifest makes room for it. One that cannot be written yet is kept for
-   * `writeTombstones`, which prune calls again once chunks are freed.
+   * A tombstone (`snapshots/<id>.pruned`) marks it as removed by prune: a
+   * manifest gone without one was not, and status says so (`catalog`). It is
+   * written first, so a prune killed between the two leaves a snapshot with
+   * a tombstone (still there, and removed by the next prune), never one gone
+   * without (a critical finding for good: written after, a kill in between
+   * did that). On a full disk (what prune is run for) the tombstone may not
+   * fit until the manifest is gone: then it is written after, and one that
+   * still cannot be is kept for `writeTombstones`, which prune calls again
+   * once chunks are freed.
    */
   async delete(id: string): Promise<void> {
+    const marked = await this.storage
+      .write(tombstoneKey(id), tombstone())
+      .then(() => true)
+      .catch(() => false);
     await this.storage.delete(manifestKey(id));
+    if (marked) return;
     this.unmarked.add(id);
     await this.writeTombstones().catch(() => {});
   }
@@ -192,10 +205,7 @@ export class SnapshotStore {
   /** Writes the tombstones delete could not; throws if one still cannot be. */
   async writeTombstones(): Promise<void> {
     for (const id of [...this.unmarked]) {
-      await this.storage.write(
-        tombstoneKey(id),
-        Buffer.from(`${JSON.stringify({ pruned: new Date().toISOString() })}\n`),
-      );
+      await this.storage.write(tombstoneKey(id), tombstone());
       this.unmarked.delete(id);
     }
   }
