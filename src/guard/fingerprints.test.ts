@@ -1,8 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import type { ResolvedTarget } from '../config/targets.js';
 import type { ServerIdentity } from '../pg/server-info.js';
 import { Repository } from '../repo/repository.js';
 import { MemoryStorage } from '../storage/memory.js';
 import { compareFingerprint, FingerprintStore, sameDatabase } from './fingerprints.js';
+import { identityLine } from './guard.js';
+import { checkIdentity } from './identity.js';
 
 const prod: ServerIdentity = {
   systemIdentifier: '7001',
@@ -16,6 +19,35 @@ async function store(): Promise<FingerprintStore> {
 }
 
 describe('fingerprint records', () => {
+  it('a first contact with a repository that cannot be written goes on, unrecorded, and says so', async () => {
+    const storage = new MemoryStorage();
+    const repo = await Repository.init(storage);
+    const readOnly = Object.assign(Object.create(storage) as MemoryStorage, {
+      writeIfAbsent: async () => {
+        throw Object.assign(new Error("EROFS: read-only file system, open 'targets/.tmp'"), {
+          code: 'EROFS',
+        });
+      },
+    });
+    const s = new FingerprintStore(await Repository.open(readOnly));
+    const target = { kind: 'config', name: 'copy' } as unknown as ResolvedTarget;
+    const check = await checkIdentity(target, prod, s);
+    expect(check.status).toBe('new');
+    expect(identityLine(check)).toBe(
+      "first contact; fingerprint NOT recorded: the repository cannot be written (EROFS: read-only file system, open 'targets/.tmp')",
+    );
+    expect(await new FingerprintStore(repo).get('copy')).toBeUndefined();
+    // Any other failure is not swallowed.
+    const broken = Object.assign(Object.create(storage) as MemoryStorage, {
+      writeIfAbsent: async () => {
+        throw new Error('bug');
+      },
+    });
+    await expect(
+      checkIdentity(target, prod, new FingerprintStore(await Repository.open(broken))),
+    ).rejects.toThrow('bug');
+  });
+
   it('keeps the first observation: a second recordFirst changes nothing', async () => {
     const s = await store();
     expect(await s.recordFirst('prod', prod)).toBe(true);

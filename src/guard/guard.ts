@@ -194,7 +194,9 @@ export function banner(
 export function identityLine(check: IdentityCheck): string {
   switch (check.status) {
     case 'new':
-      return 'fingerprint recorded now (first contact)';
+      return check.unrecorded === undefined
+        ? 'fingerprint recorded now (first contact)'
+        : `first contact; fingerprint NOT recorded: the repository cannot be written (${check.unrecorded})`;
     case 'match':
       return `matches the fingerprint recorded ${check.record?.recorded ?? ''}`;
     case 'changed':

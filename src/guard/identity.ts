@@ -32,7 +32,15 @@ export interface IdentityCheck {
   readonly changes: readonly FingerprintChange[];
   /** Other targets whose recorded fingerprint is the same database, not accepted as such. */
   readonly sameAs: readonly FingerprintRecord[];
+  /**
+   * First contact whose fingerprint could not be written (a read-only or
+   * full repository, which a restore reads from all the same): why.
+   */
+  readonly unrecorded?: string | undefined;
 }
+
+/** Errors of a repository that cannot be written now; a first fingerprint then goes unrecorded. */
+const UNWRITABLE = new Set(['EROFS', 'ENOSPC', 'EDQUOT', 'EACCES', 'EPERM']);
 
 /**
  * Checks `identity` for `target` against the store, recording the
@@ -59,8 +67,23 @@ export async function checkIdentity(
       sameAs,
     };
   if (record === undefined) {
-    await store.recordFirst(target.name, identity);
-    return { status: sameAs.length > 0 ? 'same-as-other' : 'new', identity, changes: [], sameAs };
+    let unrecorded: string | undefined;
+    try {
+      await store.recordFirst(target.name, identity);
+    } catch (err) {
+      // Recorded at the next contact that can write; a restore from a
+      // read-only repository (what it is for) must not fail for it.
+      const code = (err as { code?: unknown }).code;
+      if (typeof code !== 'string' || !UNWRITABLE.has(code)) throw err;
+      unrecorded = (err as Error).message;
+    }
+    return {
+      status: sameAs.length > 0 ? 'same-as-other' : 'new',
+      identity,
+      changes: [],
+      sameAs,
+      ...(unrecorded === undefined ? {} : { unrecorded }),
+    };
   }
   const changes = compareFingerprint(record, identity);
   const status = changes.length > 0 ? 'changed' : sameAs.length > 0 ? 'same-as-other' : 'match';
