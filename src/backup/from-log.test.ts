@@ -23,7 +23,10 @@ const snapshot = (id: string, lsn: string) =>
     id,
     target: 'prod',
     lsn,
+    startedAt: '2026-11-22T10:00:00.000Z',
+    finishedAt: '2026-11-22T10:00:01.000Z',
     tables: [],
+    totals: { tables: 0, rows: 0, bytes: 0, storedBytes: 0, newChunks: 0, newBytes: 0 },
   }) as unknown as SnapshotManifest;
 
 /** A repository with a snapshot of "prod" at `lsn`, and its log started at `startLsn`. */

@@ -122,6 +122,40 @@ describe('snapshot manifests', () => {
     expect(await store.catalog()).toEqual({ ids: [], pruned: new Set(['20261121-160530-aaaa']) });
   });
 
+  it('checks a manifest against its checksum, and refuses one that lacks what readers rely on (exit 8)', async () => {
+    const storage = new MemoryStorage();
+    const store = new SnapshotStore(storage);
+    const id = '20261121-160530-bbbb';
+    await store.commit({ ...manifest(id), lsn: '3/AE2CBFC8' });
+    const key = `snapshots/${id}.json`;
+    const text = (await storage.read(key)).toString('utf8');
+    expect(JSON.parse(text).checksum).toMatch(/^[0-9a-f]{64}$/);
+    // Read back whole, without the checksum field.
+    const read = await store.read(id);
+    expect(read.lsn).toBe('3/AE2CBFC8');
+    expect(read.checksum).toBeUndefined();
+    // One bit of the LSN flipped (E to F): another moment, restored with exit 0 before.
+    await storage.write(key, Buffer.from(text.replace('3/AE2CBFC8', '3/AF2CBFC8')));
+    const err = await store.read(id).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DamagedError);
+    expect((err as DamagedError).exitCode).toBe(ExitCode.damaged);
+    expect((err as Error).message).toBe(
+      `snapshot ${id}: manifest does not match its checksum (changed or damaged since it was written)`,
+    );
+    // A manifest from before checksums is read as it is, unless it lacks a field readers use.
+    const { totals: _, ...noTotals } = manifest(id);
+    await storage.write(key, Buffer.from(JSON.stringify(noTotals)));
+    await expect(store.read(id)).rejects.toThrow(
+      `snapshot ${id}: manifest is incomplete (no totals)`,
+    );
+    await storage.write(key, Buffer.from(JSON.stringify(manifest(id))));
+    expect((await store.read(id)).id).toBe(id);
+    // Committing a manifest made from a read one writes a checksum of its own.
+    const id2 = '20261121-160531-cccc';
+    await store.commit({ ...read, id: id2 });
+    expect((await store.read(id2)).lsn).toBe('3/AE2CBFC8');
+  });
+
   it('makes sortable, readable ids', () => {
     expect(newSnapshotId(new Date('2026-11-21T16:05:30.123Z'))).toMatch(
       /^20261121-160530-[0-9a-f]{4}$/,

@@ -4,7 +4,7 @@
  * commit point of a backup. A backup that dies before it leaves only
  * unreferenced chunks (removed by prune), never a partial snapshot.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { DamagedError, RepositoryError, UsageError } from '../errors.js';
 import { ObjectNotFoundError, type Storage } from '../storage/storage.js';
 import type { Repository } from './repository.js';
@@ -111,6 +111,55 @@ export interface SnapshotManifest<Schema = unknown> {
     | { readonly base: string; readonly transactions: number; readonly changes: number }
     | undefined;
   readonly totals: SnapshotTotals;
+  /**
+   * sha256 (hex) of the manifest's JSON without this field, as written:
+   * a reader that finds it checks it (a flipped digit of the LSN restored
+   * another moment, with exit 0). Absent in manifests written before it.
+   */
+  readonly checksum?: string | undefined;
+}
+
+/** The checksum of a manifest's body (everything but `checksum`, in its key order). */
+function manifestChecksum(body: object): string {
+  return createHash('sha256').update(JSON.stringify(body)).digest('hex');
+}
+
+/**
+ * What a manifest lacks that readers rely on (list, show, prune, restore
+ * read these without checking), or undefined when nothing: a manifest
+ * edited or cut so is damaged, not a crash (exit 70) in each of them.
+ */
+function manifestDefect(m: Record<string, unknown>): string | undefined {
+  for (const f of ['id', 'target', 'lsn', 'startedAt'] as const) {
+    if (typeof m[f] !== 'string') return `no ${f}`;
+  }
+  if (m.totals === null || typeof m.totals !== 'object') return 'no totals';
+  const tables = m.tables as unknown[];
+  for (const [i, t] of tables.entries()) {
+    const x = t as Record<string, unknown> | null;
+    if (
+      x === null ||
+      typeof x !== 'object' ||
+      typeof x.schema !== 'string' ||
+      typeof x.name !== 'string' ||
+      !Array.isArray(x.columns) ||
+      !Array.isArray(x.key) ||
+      !Array.isArray(x.chunks)
+    ) {
+      return `table ${i + 1} lacks its name, columns, key or chunks`;
+    }
+    for (const c of x.chunks as unknown[]) {
+      const r = c as Record<string, unknown> | null;
+      if (
+        r === null ||
+        typeof r !== 'object' ||
+        typeof r.id !== 'string' ||
+        typeof r.rows !== 'number'
+      )
+        return `a chunk of ${String(x.schema)}.${String(x.name)} lacks its id or rows`;
+    }
+  }
+  return undefined;
 }
 
 /** A new snapshot id: UTC time (sortable, readable) plus randomness. */
@@ -167,9 +216,11 @@ export class SnapshotStore {
 
   /** Commits a snapshot. Fails if the id exists (never overwrites a snapshot). */
   async commit(manifest: SnapshotManifest): Promise<void> {
+    // (A manifest made from a read one carries its checksum: not part of the body.)
+    const { checksum: _, ...body } = manifest;
     const written = await this.storage.writeIfAbsent(
       manifestKey(manifest.id),
-      Buffer.from(`${JSON.stringify(manifest)}\n`),
+      Buffer.from(`${JSON.stringify({ ...body, checksum: manifestChecksum(body) })}\n`),
     );
     if (!written) throw new RepositoryError('exists', `snapshot ${manifest.id} already exists`);
   }
@@ -247,7 +298,25 @@ export class SnapshotStore {
         },
       );
     }
-    return m;
+    const { checksum, ...body } = m;
+    if (checksum !== undefined && checksum !== manifestChecksum(body)) {
+      throw new DamagedError(
+        'snapshot.damaged',
+        `snapshot ${id}: manifest does not match its checksum (changed or damaged since it was written)`,
+        { hint: DAMAGED_HINT },
+      );
+    }
+    const defect = manifestDefect(m as unknown as Record<string, unknown>);
+    if (defect !== undefined) {
+      throw new DamagedError(
+        'snapshot.damaged',
+        `snapshot ${id}: manifest is incomplete (${defect})`,
+        {
+          hint: DAMAGED_HINT,
+        },
+      );
+    }
+    return body as SnapshotManifest;
   }
 
   /** Every snapshot id, oldest first. */

@@ -402,6 +402,28 @@ describe('check', () => {
     }
   });
 
+  it('finds a manifest whose LSN lost a bit (valid JSON, another moment): its checksum no longer matches', async () => {
+    const repo = await copy();
+    const file = manifestFile(repo, s2.id);
+    const text = await readFile(file, 'utf8');
+    const lsn = (JSON.parse(text) as { lsn: string }).lsn;
+    // One hex digit of the LSN one bit off: before, check passed and restore --at read the log from the wrong place.
+    const last = lsn.at(-1)!;
+    const flipped = `${lsn.slice(0, -1)}${(Number.parseInt(last, 16) ^ 1).toString(16).toUpperCase()}`;
+    await writeFile(file, text.replace(`"lsn":"${lsn}"`, `"lsn":"${flipped}"`));
+    const r = await check(repo);
+    expect(r.code).toBe(ExitCode.damaged);
+    expect(errors(r.report)).toEqual([
+      expect.objectContaining({
+        kind: 'manifest-invalid',
+        snapshots: [s2.id],
+        message: expect.stringContaining('manifest does not match its checksum'),
+      }),
+    ]);
+    const restore = await runCli(['show', s2.id, '--repo', repo], { cwd: dir, env });
+    expect(restore.code).toBe(ExitCode.damaged);
+  });
+
   it('goes on without a damaged manifest: list and status name it, restore takes the newest readable, prune refuses', async () => {
     const repo = await copy();
     const size = (await readFile(manifestFile(repo, s2.id))).length;

@@ -144,6 +144,9 @@ describe('verify', () => {
     const t = m.tables.find((x) => x.name === 'subscribers')!;
     t.chunks[0]!.rows += 1;
     t.rows += 1;
+    // As a manifest from before checksums: with its checksum, the edit is
+    // refused as damage when the manifest is read, before any restore.
+    delete (m as { checksum?: string }).checksum;
     await writeFile(file, JSON.stringify(m));
     const r = await runCli(['verify', snapshot, '--repo', copy, '--json'], { cwd: dir, env });
     expect(r.code, r.stderr).toBe(ExitCode.damaged);
