@@ -30,6 +30,12 @@ export interface TablePlan {
   readonly insert?: number | undefined;
   readonly update?: number | undefined;
   readonly skip?: number | undefined;
+  /**
+   * Rows absent from the table that the INSERT did not write: a BEFORE
+   * INSERT trigger returned NULL for them, or a rule took them elsewhere
+   * (not counted as skipped: nothing held their keys).
+   */
+  readonly dropped?: number | undefined;
 }
 
 /** A whole restore. */

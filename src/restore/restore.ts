@@ -4,7 +4,7 @@ import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard, refuseWrongIdentity } from '../guard/guard.js';
 import { connect, connectParams, type PgClient, queryOne, serverErrorText } from '../pg/connect.js';
 import { generateDdl } from '../pg/schema/ddl.js';
-import type { SchemaModel, TableModel } from '../pg/schema/model.js';
+import type { ConstraintModel, SchemaModel, TableModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
 import { INTERNAL_SCHEMA_FILTER } from '../pg/schema/shapes.js';
 import { ChunkStore } from '../repo/chunks.js';
@@ -189,7 +189,16 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           },
         );
       }
-      if (!empty) await refuseRowSecurity(client, selected);
+      if (!empty) {
+        // Parents before children as the live tables' foreign keys say too:
+        // one added since the snapshot put a child's rows first, and the
+        // merge failed on it.
+        selected = orderByForeignKeys(selected, {
+          ...manifest.schema,
+          constraints: [...manifest.schema.constraints, ...(await liveForeignKeys(client))],
+        });
+        await refuseRowSecurity(client, selected);
+      }
       if (options.where !== undefined)
         await validateWhere(
           client,
@@ -432,6 +441,26 @@ async function existingTables(client: PgClient): Promise<Set<string>> {
       WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ${INTERNAL_SCHEMA_FILTER}`,
   );
   return new Set(r.rows.map((row) => row.t));
+}
+
+/** The live database's foreign keys, as the schema model's constraints (for their order only). */
+async function liveForeignKeys(client: PgClient): Promise<ConstraintModel[]> {
+  const r = await client.query<{ cs: string; ct: string; ps: string; pt: string; n: string }>(
+    `SELECT cn.nspname AS cs, c.relname AS ct, pn.nspname AS ps, p.relname AS pt, k.conname AS n
+       FROM pg_constraint k
+       JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+       JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace
+      WHERE k.contype = 'f'`,
+  );
+  return r.rows.map((x) => ({
+    schema: x.cs,
+    table: x.ct,
+    name: x.n,
+    type: 'foreign-key',
+    definition: '',
+    references: { schema: x.ps, name: x.pt },
+    dependsOn: [],
+  }));
 }
 
 /**
@@ -920,7 +949,13 @@ async function mergeTable(
         `${copiesOf(t, staged, shape)} INSERT INTO ${target}${cols}${overriding} SELECT ${shape.insert.map((c) => `s.${quoteIdent(c)}`).join(', ')} FROM numbered s LEFT JOIN live l ON l.r = s."fb row" WHERE s."fb copy" > coalesce(l.n, 0)`,
       );
       const insert = r.rowCount ?? 0;
-      return { insert, update: 0, skip: staged.rows - insert };
+      const dropped = Math.max(0, staged.rows - staged.existing - insert);
+      return {
+        insert,
+        update: 0,
+        skip: staged.rows - insert - dropped,
+        ...(dropped > 0 ? { dropped } : {}),
+      };
     }
     let update = 0;
     if (onConflict === 'update') {
@@ -942,7 +977,15 @@ async function mergeTable(
       `INSERT INTO ${target}${cols}${overriding} SELECT ${select} FROM ${staged.name} s${absent}`,
     );
     const insert = r.rowCount ?? 0;
-    return { insert, update, skip: staged.rows - insert - update };
+    // The rows whose key was absent, less those written: not skipped, dropped.
+    const absentRows = onConflict === 'fail' ? staged.rows : staged.rows - staged.existing;
+    const dropped = Math.max(0, absentRows - insert);
+    return {
+      insert,
+      update,
+      skip: staged.rows - insert - update - dropped,
+      ...(dropped > 0 ? { dropped } : {}),
+    };
   } catch (err) {
     const e = err as { code?: string; detail?: string; message: string };
     if (onConflict === 'fail' && e.code === '23505') {

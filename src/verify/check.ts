@@ -709,7 +709,7 @@ function unreferencedFinding(
     hint:
       unusable.length > 0
         ? 'repair the unreadable manifests before `flashback prune`: it removes unused chunks'
-        : '`flashback prune` removes them',
+        : '`flashback prune` removes them when it runs, which needs a retention policy (`retention` in flashback.yaml, docs/CONFIG.md)',
   };
 }
 

@@ -366,6 +366,13 @@ function formatPlan(plan: RestorePlan, applied: boolean): string {
         (t) =>
           `note: ${t.renamedFrom} of the snapshot is ${t.schema}.${t.name} now (the same table by its OID, renamed since): its rows ${applied ? 'went' : 'go'} into ${t.schema}.${t.name}\n`,
       )
+      .join('') +
+    plan.tables
+      .filter((t) => (t.dropped ?? 0) > 0)
+      .map(
+        (t) =>
+          `warning: ${t.schema}.${t.name}: ${n(t.dropped)} row(s) whose key was absent ${applied ? 'were' : 'would be'} not written: a BEFORE INSERT trigger returned NULL for them, or a rule took them elsewhere (--disable-triggers switches user triggers off)\n`,
+      )
       .join('')
   );
 }
