@@ -103,8 +103,14 @@ export function targetScratch(target: ResolvedTarget): Scratch {
       },
     );
   }
+  // Each restore-test's database is a one-off, not the configured target:
+  // under its name, the guard recorded the first one's database as the
+  // target's fingerprint and refused every later one ("not the database it
+  // was when first recorded").
   const on = (database: string): ResolvedTarget => ({
     ...target,
+    name: `${target.name} (scratch database ${database})`,
+    kind: 'url',
     connection: { ...target.connection, database },
     confirmName: database,
   });

@@ -215,6 +215,12 @@ describe('verify', () => {
     expect(
       (JSON.parse(r.stdout) as { verified: Array<{ scratch: string }> }).verified[0]!.scratch,
     ).toBe('target "scratch"');
+    // Another snapshot, in a database of another name: before, the guard
+    // had recorded the first one's database as the target's and refused it.
+    const second = await runCli(['backup', 'prod', '--json'], { cwd: dir, env });
+    expect(second.code, second.stderr).toBe(0);
+    const next = await runCli(['verify', 'latest'], { cwd: dir, env });
+    expect(next.code, next.stderr).toBe(ExitCode.ok);
     const left = await connectTo(server);
     const dbs = await left.query<{ datname: string }>(
       "SELECT datname FROM pg_database WHERE datname LIKE 'flashback_verify_%'",
