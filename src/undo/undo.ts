@@ -1512,6 +1512,20 @@ async function planTable(
     where,
     `the predicate is evaluated on rows of ${name(t)}: the version being put back (for rows to delete, the row the window inserted)`,
   );
+  // A key change is undone whole or not at all: --where may keep one half
+  // (the old key put back) and leave the other (the new key deleted), which
+  // would make the row twice, or lose it.
+  if (where !== undefined && win.moved.size > 0 && t.key.length > 0) {
+    await movesTable(client, t, u, i, win.moved);
+    const is = (x: string, p: string) => movedSide(t, x, p);
+    await client.query(
+      `UPDATE ${u} x SET "fb conflict" = true, "fb why" = coalesce(x."fb why", $1)
+        WHERE EXISTS (SELECT 1 FROM pg_temp.fb_undo_moves_${i} m
+         WHERE (${is('x', 'from')} AND NOT EXISTS (SELECT 1 FROM ${u} y WHERE ${is('y', 'to')}))
+            OR (${is('x', 'to')} AND NOT EXISTS (SELECT 1 FROM ${u} y WHERE ${is('y', 'from')})))`,
+      [WHY_HALF],
+    );
+  }
   // Rows already as they were before the window (put back, or deleted,
   // since: an undo run twice, or by hand) need nothing: left out of the
   // plan, not reported as conflicts with the state they should have. (Not
@@ -1543,11 +1557,32 @@ async function linkMoves(
   i: number,
   moved: ReadonlyMap<string, string>,
 ): Promise<void> {
+  await movesTable(client, t, u, i, moved);
+  await spreadConflicts(client, t, u, i);
+}
+
+/**
+ * `pg_temp.fb_undo_moves_<i>`: the window's key changes of the table, one
+ * row per change (the new key as `to 0…`, the old as `from 0…`); made once
+ * per table and plan.
+ */
+async function movesTable(
+  client: PgClient,
+  t: TableSnapshot,
+  u: string,
+  i: number,
+  moved: ReadonlyMap<string, string>,
+): Promise<void> {
   const m = `fb_undo_moves_${i}`;
+  const exists = await client.query('SELECT 1 FROM pg_class WHERE oid = to_regclass($1)', [
+    `pg_temp.${m}`,
+  ]);
+  if ((exists.rowCount ?? 0) > 0) return;
   const side = (p: string) => t.key.map((_, j) => `${p} ${j}`);
   const columns = [...side('to'), ...side('from')];
+  // (Typed as the plan's key columns: u is LIKE the table now.)
   await client.query(
-    `CREATE TEMP TABLE ${m} AS SELECT ${[...t.key, ...t.key].map((c, j) => `${quoteIdent(c)} AS ${quoteIdent(columns[j]!)}`).join(', ')} FROM ONLY ${qualify(t.schema, t.name)} WITH NO DATA`,
+    `CREATE TEMP TABLE ${m} AS SELECT ${[...t.key, ...t.key].map((c, j) => `${quoteIdent(c)} AS ${quoteIdent(columns[j]!)}`).join(', ')} FROM ${u} WITH NO DATA`,
   );
   const lines = [...moved].map(([to, from]) => `${to}\t${from}`);
   await copyChunks(
@@ -1558,7 +1593,6 @@ async function linkMoves(
     undefined,
     'undo interrupted',
   );
-  await spreadConflicts(client, t, u, i);
 }
 
 /** The key of plan row `x` equals the `p` ('from' or 'to') side of linkMoves' row m. */
@@ -1661,6 +1695,10 @@ const PLAN_COLUMNS =
   'ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean NOT NULL DEFAULT false, ADD COLUMN "fb changed" text[], ADD COLUMN "fb after" text[], ADD COLUMN "fb why" text';
 
 /** `fb why` of the rows of a key change left alone because one half was written since. */
+/** `fb why` of a key change's half kept by --where when the other half is not. */
+const WHY_HALF =
+  'its key was changed in the window, and --where keeps only one of the two halves (old key put back, new key deleted): a key change is undone whole or not at all';
+
 const WHY_MOVED =
   'its key was changed in the window, and a row under the old or new key was written since: a key change is undone whole or not at all';
 

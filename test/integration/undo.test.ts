@@ -1224,6 +1224,34 @@ describe('undo', () => {
     ]);
   });
 
+  it('undoes a key change whole or not at all under --where too: a predicate keeping one half leaves both', async () => {
+    await live.query("INSERT INTO orders VALUES (9301, 'renumbered'), (9302, 'renumbered')");
+    await settle();
+    const x = await xidOf(live, ['UPDATE orders SET id = id + 100 WHERE id IN (9301, 9302)']);
+    await settle();
+    // The predicate holds for the old keys (put back), not the new (deleted).
+    const r = await undoCli([
+      '--tx',
+      String(x),
+      '--where',
+      'id < 9400',
+      '--apply',
+      '--confirm',
+      name,
+      '--json',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout) as { conflicts: Conflict[] };
+    expect(report.conflicts.map((c) => c.why)).toEqual([
+      'its key was changed in the window, and --where keeps only one of the two halves (old key put back, new key deleted): a key change is undone whole or not at all',
+      'its key was changed in the window, and --where keeps only one of the two halves (old key put back, new key deleted): a key change is undone whole or not at all',
+    ]);
+    // Before, 9301 and 9302 came back beside 9401 and 9402: each order twice.
+    expect(
+      await rows(live, 'SELECT id FROM orders WHERE id BETWEEN 9301 AND 9402 ORDER BY id'),
+    ).toEqual(['9401', '9402']);
+  });
+
   it('writes a script that does the same in any psql session: its own time zone, date and interval styles, encoding', async () => {
     const read = 'SELECT id, status, created_at FROM subscribers WHERE tenant_id = 11 ORDER BY id';
     const before = await rows(live, read);
