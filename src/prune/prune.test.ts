@@ -165,6 +165,37 @@ describe('prune', () => {
     });
   });
 
+  it('stops with a repository error (exit 6) where the repository refuses deletes, and goes on once it allows them', async () => {
+    const { storage, repo, refs, snapshots } = await setup({ a: 'a\n', b: 'b\n' });
+    await snapshots.commit(
+      manifest('20261101-000000-0001', 'prod', '2026-11-01T00:00:00.000Z', [refs.a!]),
+    );
+    await snapshots.commit(
+      manifest('20261102-000000-0002', 'prod', '2026-11-02T00:00:00.000Z', [refs.b!]),
+    );
+    // chunks/ mounted read-only (the lock's directory is writable).
+    const readOnly = Object.assign(Object.create(storage) as MemoryStorage, {
+      delete: async (key: string) => {
+        if (key.startsWith('chunks/')) {
+          throw Object.assign(new Error(`EROFS: read-only file system, unlink '${key}'`), {
+            code: 'EROFS',
+          });
+        }
+        return storage.delete(key);
+      },
+    });
+    const cfg = config('retention:\n  keep_last: 1\n');
+    const err = await prune({ repo: await Repository.open(readOnly), config: cfg }).catch(
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: 'repository.read-only', exitCode: ExitCode.repository });
+    expect((err as Error).message).toContain('prune cannot delete from the repository');
+    expect(await snapshots.ids()).toEqual(['20261102-000000-0002']);
+    expect(await listLocks(storage)).toEqual([]);
+    // Writable again: the chunk no snapshot uses goes.
+    expect(await prune({ repo, config: cfg })).toMatchObject({ chunksRemoved: 1 });
+  });
+
   it('keeps the newest snapshot whose latest verification passed', async () => {
     const { repo, refs, snapshots, storage } = await setup({ a: 'a\n', b: 'b\n', c: 'c\n' });
     await snapshots.commit(

@@ -37,7 +37,7 @@ import {
 import { logOfSnapshot, snapshotsOfLog, targetLogs } from '../repo/changelogs.js';
 import { ChunkStore, type StoredChunk } from '../repo/chunks.js';
 import { damagedSnapshots, readKnownDamage } from '../repo/damage.js';
-import { RepositoryLock } from '../repo/lock.js';
+import { RepositoryLock, unwritable } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import type { RunRecord } from '../repo/runs.js';
 import { RunStore, runScope } from '../repo/runs.js';
@@ -267,49 +267,74 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
       return done(plan.remove.length, garbage, kept, logs);
     }
 
-    const limit = options.concurrency ?? DEFAULT_CONCURRENCY;
-    // (1) Manifests first: each delete removes one whole snapshot.
-    await forEachLimited(plan.remove, limit, (id) => snapshots.delete(id), options.signal);
-    await faultpoint('prune.after-manifests');
-    // On a full repository the lock was held unrecorded: with the manifests'
-    // space free, it is written now, before any chunk is removed (a backup
-    // that started meanwhile makes this stop; its chunks stay).
-    await lock.record().catch((err: unknown) => {
-      if (!(err instanceof OperationError && err.code === 'repository.full')) throw err;
-      throw new OperationError(
-        'prune.full',
-        `the repository at ${storage.location} is still full after removing ${plan.remove.length} snapshot manifest(s): prune could not record its lock, so it stopped before removing any chunk`,
-        {
-          hint: 'free a little space on that disk (any file), then run prune again: it removes the chunks no snapshot uses',
-          cause: err,
-        },
-      );
+    return await deleting(storage, plan.remove.length, async () => {
+      const limit = options.concurrency ?? DEFAULT_CONCURRENCY;
+      // (1) Manifests first: each delete removes one whole snapshot.
+      await forEachLimited(plan.remove, limit, (id) => snapshots.delete(id), options.signal);
+      await faultpoint('prune.after-manifests');
+      // On a full repository the lock was held unrecorded: with the manifests'
+      // space free, it is written now, before any chunk is removed (a backup
+      // that started meanwhile makes this stop; its chunks stay).
+      await lock.record().catch((err: unknown) => {
+        if (!(err instanceof OperationError && err.code === 'repository.full')) throw err;
+        throw new OperationError(
+          'prune.full',
+          `the repository at ${storage.location} is still full after removing ${plan.remove.length} snapshot manifest(s): prune could not record its lock, so it stopped before removing any chunk`,
+          {
+            hint: 'free a little space on that disk (any file), then run prune again: it removes the chunks no snapshot uses',
+            cause: err,
+          },
+        );
+      });
+      // (2) Chunks: the referenced set comes from the manifests present now,
+      // not from the plan, so that it can only be larger than needed.
+      const { garbage, kept } = await unreferenced(chunks, await snapshots.all());
+      const [first, ...rest] = garbage;
+      if (first !== undefined) {
+        // One delete alone first, so a test can stop the run with some chunks
+        // gone and others not (deterministically, not racing parallel deletes).
+        await chunks.delete(first.id);
+        await faultpoint('prune.during-chunks');
+        await forEachLimited(rest, limit, (c) => chunks.delete(c.id), options.signal);
+      }
+      // Tombstones a full disk refused, now that chunks are freed. (Still
+      // refused: status will take those snapshots for lost, and say so loudly.)
+      await snapshots.writeTombstones().catch(() => {});
+      // (3) Change logs, back to the oldest snapshot remaining.
+      const logs = await pruneLogs(storage, withPolicy, await snapshots.all(), {
+        dryRun: false,
+        limit,
+        signal: options.signal,
+      });
+      // (4) Run records are kept, also those of removed snapshots: they are
+      // the history `status` reads for failures, and tiny.
+      return done(plan.remove.length, garbage, kept, logs);
     });
-    // (2) Chunks: the referenced set comes from the manifests present now,
-    // not from the plan, so that it can only be larger than needed.
-    const { garbage, kept } = await unreferenced(chunks, await snapshots.all());
-    const [first, ...rest] = garbage;
-    if (first !== undefined) {
-      // One delete alone first, so a test can stop the run with some chunks
-      // gone and others not (deterministically, not racing parallel deletes).
-      await chunks.delete(first.id);
-      await faultpoint('prune.during-chunks');
-      await forEachLimited(rest, limit, (c) => chunks.delete(c.id), options.signal);
-    }
-    // Tombstones a full disk refused, now that chunks are freed. (Still
-    // refused: status will take those snapshots for lost, and say so loudly.)
-    await snapshots.writeTombstones().catch(() => {});
-    // (3) Change logs, back to the oldest snapshot remaining.
-    const logs = await pruneLogs(storage, withPolicy, await snapshots.all(), {
-      dryRun: false,
-      limit,
-      signal: options.signal,
-    });
-    // (4) Run records are kept, also those of removed snapshots: they are
-    // the history `status` reads for failures, and tiny.
-    return done(plan.remove.length, garbage, kept, logs);
   } finally {
     await lock.release();
+  }
+}
+
+/**
+ * Runs prune's deletions; a repository that turned out not to allow them
+ * (a read-only mount or permissions, where the lock's own write went
+ * through, or only some directories are read-only) is a repository error
+ * naming what to do, not an internal error. What was deleted before stays
+ * consistent: each manifest with its tombstone, then chunks no snapshot uses.
+ */
+async function deleting<T>(storage: Storage, planned: number, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (unwritable(err) !== 'read-only') throw err;
+    throw new RepositoryError(
+      'read-only',
+      `prune cannot delete from the repository at ${storage.location} (${(err as NodeJS.ErrnoException).code}: ${(err as Error).message}); it stopped (of ${planned} snapshot(s) to remove, those done are gone whole, and chunks no snapshot uses stay)`,
+      {
+        hint: 'make the repository writable (mount, permissions) and run prune again: it goes on where it stopped',
+        cause: err,
+      },
+    );
   }
 }
 
