@@ -570,10 +570,21 @@ async function run(
           // row): a plain failure naming the table, not an internal error.
           if (typeof (err as { code?: unknown }).code !== 'string' || err instanceof FlashbackError)
             throw err;
+          // (The whole table is staged before --where filters it, in the
+          // types as they are now: a domain's check or an enum value
+          // changed since refuses a row the predicate would leave out too.)
+          const code = (err as { code: string }).code;
           throw new OperationError(
             'restore.stage',
             `reading the snapshot's rows of ${t.schema}.${t.name} into a staging table failed: ${(err as Error).message}; nothing was restored`,
-            { cause: err },
+            {
+              cause: err,
+              ...(code.startsWith('22') || code.startsWith('23')
+                ? {
+                    hint: `a value in the snapshot does not fit ${t.schema}.${t.name}'s types as they are now (a domain's constraint or an enum changed since): restore the table into another database (--to OTHER --create) and copy the rows you need from there`,
+                  }
+                : {}),
+            },
           );
         },
       );

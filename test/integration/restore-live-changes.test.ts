@@ -66,6 +66,9 @@ describe('restore --table --where into a table changed since the snapshot', () =
       CREATE TABLE b_parent (id int PRIMARY KEY, tenant_id int NOT NULL);
       INSERT INTO b_parent SELECT g, g % 10 FROM generate_series(1, 40) g;
       INSERT INTO a_child SELECT g, g % 10, g FROM generate_series(1, 40) g;
+      CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+      CREATE TABLE dom (id int PRIMARY KEY, tenant_id int NOT NULL, v posint);
+      INSERT INTO dom SELECT g, g % 10, g FROM generate_series(1, 40) g;
       CREATE TABLE trig (id int PRIMARY KEY, tenant_id int NOT NULL);
       INSERT INTO trig SELECT g, g % 10 FROM generate_series(1, 40) g;
       CREATE ROLE ${owner} LOGIN PASSWORD 'owner-pw';
@@ -255,6 +258,18 @@ describe('restore --table --where into a table changed since the snapshot', () =
     expect(r.stdout).toMatch(/public\.trig +merge +40 +4 +0 +0\n/);
     expect(r.stdout).toContain(
       'warning: public.trig: 4 row(s) whose key was absent were not written: a BEFORE INSERT trigger returned NULL for them',
+    );
+  });
+
+  it('says why staging fails on a value the type no longer takes (a domain tightened since), and what to do', async () => {
+    await q(`
+      ALTER DOMAIN posint ADD CONSTRAINT five CHECK (VALUE >= 5) NOT VALID;
+      DELETE FROM dom WHERE tenant_id = 7;`);
+    const r = await putBack('dom');
+    expect(r.code).toBe(ExitCode.failed);
+    expect(r.stderr).toContain('violates check constraint "five"');
+    expect(r.stderr).toContain(
+      "a value in the snapshot does not fit public.dom's types as they are now",
     );
   });
 });
