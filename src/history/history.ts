@@ -489,7 +489,8 @@ class RowTracker {
 
   /** The row's table was dropped in this transaction (after its changes). */
   drop(): void {
-    if (this.state === 'absent') return;
+    // (Unknown: no snapshot or change says the row existed; nothing to show.)
+    if (this.state !== 'present') return;
     this.txStart ??= this.snap();
     this.ops.push('drop');
     this.state = 'absent';
@@ -1356,9 +1357,18 @@ async function readLogHistory(
       if (err instanceof RowNotFoundError) return undefined;
       throw err;
     });
-    if (earlier !== undefined && earlier.versions.length > 0) {
+    // Its own life only: a row that held the old key before it (deleted,
+    // then the key taken by an insert of the row that moved) is another row.
+    const move = earlier?.versions.findIndex(
+      (v) => v.xid === versions[0]!.xid && v.lsn === versions[0]!.lsn,
+    );
+    if (earlier !== undefined && move !== undefined && move > 0) {
+      let from = 0;
+      for (let j = 0; j < move; j++) if (earlier.versions[j]!.row === null) from = j + 1;
+      const own = earlier.versions.slice(from);
       return {
         ...earlier,
+        versions: from > 0 ? [asFirst(own[0]!), ...own.slice(1)] : own,
         key: tracker.requested,
         notes: [
           `the row had the key (${came.join(', ')}) before transaction ${versions[0]!.xid} at ${versions[0]!.time}: its history is read from there`,

@@ -135,14 +135,12 @@ export async function planSchemaChanges(
     const label = `${tm.schema}.${tm.name}`;
     const shape = shapes[label];
     if (shape === undefined) {
-      refusals.set(
-        label,
-        new OperationError(
-          'restore.schema-unrecorded',
-          `the schema recorded after transaction ${record.xid} lacks the columns of ${label}`,
-        ),
+      // (Not a per-table refusal: left out, the table would vanish from a
+      // restore of several, and its changes would have nowhere to go.)
+      throw new OperationError(
+        'restore.schema-unrecorded',
+        `the schema recorded after transaction ${record.xid} lacks the columns of ${label}`,
       );
-      continue;
     }
     const columns = chunkColumns(tm);
     const { key, kind } = tableKey(tm);

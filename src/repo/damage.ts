@@ -80,7 +80,8 @@ export function knownDamage(
     } else if (r.kind === 'verify') {
       if (r.ok) for (const id of bad.keys()) if (uses(id, r.snapshot)) bad.delete(id);
     } else if (r.kind === 'backup') {
-      if (r.ok && r.details?.mode !== 'from-log') {
+      // (Older records of a snapshot from the log carry `fromLog` instead of `mode`.)
+      if (r.ok && r.details?.mode !== 'from-log' && r.details?.fromLog === undefined) {
         for (const [id, d] of bad)
           if (d.foundAt < r.startedAt && uses(id, r.snapshot)) bad.delete(id);
       }

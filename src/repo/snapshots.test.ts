@@ -129,7 +129,7 @@ describe('snapshot manifests', () => {
     await store.commit({ ...manifest(id), lsn: '3/AE2CBFC8' });
     const key = `snapshots/${id}.json`;
     const text = (await storage.read(key)).toString('utf8');
-    expect(JSON.parse(text).checksum).toMatch(/^[0-9a-f]{64}$/);
+    expect(JSON.parse(text).checksum).toMatch(new RegExp(`^${id}:[0-9a-f]{64}$`));
     // Read back whole, without the checksum field.
     const read = await store.read(id);
     expect(read.lsn).toBe('3/AE2CBFC8');
@@ -154,6 +154,14 @@ describe('snapshot manifests', () => {
     const id2 = '20261121-160531-cccc';
     await store.commit({ ...read, id: id2 });
     expect((await store.read(id2)).lsn).toBe('3/AE2CBFC8');
+    // A build that did not know the field copies it into a manifest made
+    // from one: it names the other id, and is not checked.
+    const copied = JSON.parse((await storage.read(`snapshots/${id2}.json`)).toString('utf8'));
+    await storage.write(
+      `snapshots/20261121-160532-dddd.json`,
+      Buffer.from(JSON.stringify({ ...copied, id: '20261121-160532-dddd', lsn: '3/B0000000' })),
+    );
+    expect((await store.read('20261121-160532-dddd')).lsn).toBe('3/B0000000');
   });
 
   it('makes sortable, readable ids', () => {

@@ -112,9 +112,12 @@ export interface SnapshotManifest<Schema = unknown> {
     | undefined;
   readonly totals: SnapshotTotals;
   /**
-   * sha256 (hex) of the manifest's JSON without this field, as written:
-   * a reader that finds it checks it (a flipped digit of the LSN restored
-   * another moment, with exit 0). Absent in manifests written before it.
+   * `<id>:<sha256 hex>`: the manifest's id, and the hash of its JSON
+   * without this field, as written. A reader that finds it checks it (a
+   * flipped digit of the LSN restored another moment, with exit 0). Absent
+   * in manifests written before it; one naming another id was copied from
+   * the manifest it was built from by a build that did not know the field
+   * (`backup --from-log`), and is not checked.
    */
   readonly checksum?: string | undefined;
 }
@@ -218,9 +221,10 @@ export class SnapshotStore {
   async commit(manifest: SnapshotManifest): Promise<void> {
     // (A manifest made from a read one carries its checksum: not part of the body.)
     const { checksum: _, ...body } = manifest;
+    const checksum = `${manifest.id}:${manifestChecksum(body)}`;
     const written = await this.storage.writeIfAbsent(
       manifestKey(manifest.id),
-      Buffer.from(`${JSON.stringify({ ...body, checksum: manifestChecksum(body) })}\n`),
+      Buffer.from(`${JSON.stringify({ ...body, checksum })}\n`),
     );
     if (!written) throw new RepositoryError('exists', `snapshot ${manifest.id} already exists`);
   }
@@ -299,7 +303,11 @@ export class SnapshotStore {
       );
     }
     const { checksum, ...body } = m;
-    if (checksum !== undefined && checksum !== manifestChecksum(body)) {
+    const sum = typeof checksum === 'string' ? /^(.*):([0-9a-f]{64})$/.exec(checksum) : null;
+    if (
+      checksum !== undefined &&
+      (sum === null || (sum[1] === m.id && sum[2] !== manifestChecksum(body)))
+    ) {
       throw new DamagedError(
         'snapshot.damaged',
         `snapshot ${id}: manifest does not match its checksum (changed or damaged since it was written)`,

@@ -38,8 +38,17 @@ export interface ColumnsNow {
   readonly identityAlways: ReadonlySet<string>;
 }
 
-/** Reads the live table's columns (to_regclass of `t`'s name) and matches `t`'s to them. */
-export async function columnsNow(client: PgClient, t: TableSnapshot): Promise<ColumnsNow> {
+/**
+ * Reads the live table's columns (to_regclass of `t`'s name) and matches
+ * `t`'s to them. `sameDatabase`: whether the live database is the one the
+ * snapshot was taken of (false: another database's table may have the same
+ * OID by chance, so columns are matched by name).
+ */
+export async function columnsNow(
+  client: PgClient,
+  t: TableSnapshot,
+  sameDatabase = true,
+): Promise<ColumnsNow> {
   const r = await client.query<{
     oid: string;
     num: string;
@@ -65,7 +74,10 @@ export async function columnsNow(client: PgClient, t: TableSnapshot): Promise<Co
   const live = r.rows.filter((x) => x.dropped !== 'true');
   const names = new Set(live.map((x) => x.name));
   const byNumber =
-    t.oid !== undefined && t.attnums !== undefined && r.rows[0]?.oid === String(t.oid);
+    sameDatabase &&
+    t.oid !== undefined &&
+    t.attnums !== undefined &&
+    r.rows[0]?.oid === String(t.oid);
   const byNum = new Map(r.rows.map((x) => [Number(x.num), x]));
   const columns = t.columns.map((c, j): ColumnNow => {
     if (!byNumber) return names.has(c) ? { kind: 'present', name: c } : { kind: 'missing' };

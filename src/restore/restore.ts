@@ -392,6 +392,16 @@ function modelOf(
   return manifest.schema.tables.find((m) => m.schema === o.schema && m.name === o.name);
 }
 
+/** Whether the connected database is the one the snapshot was taken of (same system identifier and name). */
+async function isSnapshotDatabase(client: PgClient, manifest: SnapshotManifest): Promise<boolean> {
+  // (Values come back as text: src/pg/connect.ts.)
+  const same = await client.query<{ same: string }>(
+    'SELECT (system_identifier::text = $1 AND current_database() = $2)::text AS same FROM pg_control_system()',
+    [manifest.systemIdentifier, manifest.database],
+  );
+  return same.rows[0]?.same === 'true';
+}
+
 /**
  * Of `missing` (snapshot tables absent from the target by name), those
  * renamed since: when the target is the database the snapshot was taken of
@@ -406,12 +416,7 @@ async function renamedSince(
   const out = new Map<TableSnapshot, TableSnapshot>();
   const withOid = missing.filter((t) => t.oid !== undefined);
   if (withOid.length === 0) return out;
-  // (Values come back as text: src/pg/connect.ts.)
-  const same = await client.query<{ same: string }>(
-    'SELECT (system_identifier::text = $1 AND current_database() = $2)::text AS same FROM pg_control_system()',
-    [manifest.systemIdentifier, manifest.database],
-  );
-  if (same.rows[0]?.same !== 'true') return out;
+  if (!(await isSnapshotDatabase(client, manifest))) return out;
   const r = await client.query<{ oid: string; schema: string; name: string }>(
     `SELECT c.oid::text AS oid, n.nspname AS schema, c.relname AS name
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -554,6 +559,8 @@ async function run(
     for (const s of ddl?.preData ?? []) await runDdl(client, s);
     const staged: Array<Staged | undefined> = [];
     const planned: TablePlan[] = [];
+    // (Asked once, at the first table merged into.)
+    let sameDatabase: boolean | undefined;
     for (const [i, t] of tables.entries()) {
       if (empty && options.where === undefined) {
         staged.push(undefined);
@@ -561,7 +568,8 @@ async function run(
         continue;
       }
       const model = modelOf(options.manifest, t);
-      const live = empty ? undefined : await columnsNow(client, t);
+      sameDatabase ??= empty ? false : await isSnapshotDatabase(client, options.manifest);
+      const live = empty ? undefined : await columnsNow(client, t, sameDatabase);
       if (live !== undefined) assertColumnsLive(t, model, live);
       const shape = mergeShape(t, model, live);
       const st = await stage(client, chunks, t, model, i, options.where, options.signal).catch(
@@ -848,7 +856,8 @@ function assertColumnsLive(t: TableSnapshot, model: TableModel | undefined, now:
     const col = now.columns[t.columns.indexOf(c)]!;
     if (col.kind === 'present') renamed.set(c, col.name);
   }
-  const dropped = gone.filter((c) => !renamed.has(c));
+  // (A name another column has taken cannot be added back.)
+  const dropped = gone.filter((c) => !renamed.has(c) && !reused.includes(c));
   const s = gone.length > 1 ? 's' : '';
   const ways = [
     'restore the table into another database (--to OTHER --create) and copy what you need from it',
@@ -872,7 +881,7 @@ function assertColumnsLive(t: TableSnapshot, model: TableModel | undefined, now:
       ? ` (renamed since: ${[...renamed].map(([c, n]) => `${c} is now ${n}`).join(', ')})`
       : '') +
     (reused.length > 0
-      ? ` (${reused.join(', ')} now name${reused.length > 1 ? '' : 's'} ${reused.length > 1 ? 'other columns' : 'another column'}, added since)`
+      ? ` (${reused.join(', ')} now name${reused.length > 1 ? '' : 's'} ${reused.length > 1 ? 'other columns' : 'another column'})`
       : '');
   throw new OperationError(
     'restore.columns-changed',

@@ -36,7 +36,7 @@
  * after the window wrote a deleted key again (the insert would succeed).
  */
 import type { ResolvedTarget } from '../config/targets.js';
-import { FlashbackError, OperationError, UsageError } from '../errors.js';
+import { DamagedError, FlashbackError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard, refuseWrongIdentity } from '../guard/guard.js';
 import { type SchemaView, schemaViews } from '../history/history.js';
@@ -936,7 +936,15 @@ async function readWindow(o: UndoOptions): Promise<{
     sel.kind === 'tx'
       ? `transaction ${sel.xid} (committed ${first.commitTime})`
       : `${window.transactions} transaction(s) committed from ${sel.since} to ${sel.until ?? `the end of the log (${window.last?.commitTime ?? sel.since})`}`;
-  const again = await writtenAgain(pre, window, onProgress, select?.(pre.manifest));
+  let again: WrittenAgain;
+  try {
+    again = await writtenAgain(pre, window, onProgress, select?.(pre.manifest));
+  } catch (err) {
+    // (Their spill files go with them.)
+    closeOverlay(preOverlay);
+    closeOverlay(window);
+    throw err;
+  }
   return {
     pre,
     preOverlay,
@@ -985,17 +993,23 @@ async function writtenAgain(
       { fromLsn: from, onProgress, only: deleting, tablesOf: "the window's start" },
     );
   } catch (err) {
-    if (!(err instanceof OperationError)) throw err;
+    // A schema change after the window, or a damaged segment there (which
+    // the undo does not otherwise need): said in a note, not fatal.
+    if (!(err instanceof OperationError || err instanceof DamagedError)) throw err;
     return { keys: new Map(), unread: err.message };
   }
   try {
     const keys = new Map<string, Key[]>();
     for (const n of deleting) {
-      const w = window.tables.get(n)!.byKey;
+      const ov = window.tables.get(n)!;
+      const w = ov.byKey;
       const a = after.tables.get(n)?.byKey;
       if (a === undefined || a.size === 0) continue;
       const hit: Key[] = [];
-      for (const k of w.heldKeys()) if (w.deleted(k) && a.has(k)) hit.push(k);
+      // Truncated in the window: every row of before is put back, so every
+      // key written after the window counts (the plan matches them to its reinserts).
+      if (ov.truncated) hit.push(...a.heldKeys());
+      else for (const k of w.heldKeys()) if (w.deleted(k) && a.has(k)) hit.push(k);
       if (hit.length > 0) keys.set(n, hit);
     }
     return { keys };
@@ -1039,9 +1053,9 @@ async function flagWrittenAgain(
   );
 }
 
-/** Whether the window deleted a row of a keyed table. */
+/** Whether the window deleted a row of a keyed table (or truncated it). */
 function hasDeletion(ov: TableOverlay): boolean {
-  if (ov.truncated) return false;
+  if (ov.truncated) return true;
   for (const k of ov.byKey.heldKeys()) if (ov.byKey.deleted(k)) return true;
   return false;
 }

@@ -83,6 +83,8 @@ describe('flashback history', () => {
       INSERT INTO renames VALUES (1, 'a1', 'b1');
       CREATE TABLE doomed (id int PRIMARY KEY, v text);
       INSERT INTO doomed VALUES (1, 'd1');
+      CREATE TABLE moved (id int PRIMARY KEY, v text);
+      INSERT INTO moved VALUES (1, 'first row');
       CREATE TABLE docs (id int PRIMARY KEY, body text);
       ALTER TABLE docs ALTER body SET STORAGE EXTERNAL;
       INSERT INTO docs VALUES (1, repeat('long text ', 1000));`);
@@ -251,11 +253,22 @@ describe('flashback history', () => {
       await tx('UPDATE docs SET id = 100 WHERE id = 1'),
       await tx('UPDATE docs SET id = 101 WHERE id = 100'),
     ];
+    // Key 1's first row is deleted; another takes the key, then moves to 2.
+    later.moved = [
+      await tx('DELETE FROM moved WHERE id = 1'),
+      await tx(`INSERT INTO moved VALUES (1, 'second row')`),
+      await tx('UPDATE moved SET id = 2 WHERE id = 1'),
+    ];
+    // A table created after the snapshot, then dropped: no row of it ever existed.
+    later.ghost = [
+      await tx('CREATE TABLE ghost (id int PRIMARY KEY)'),
+      await tx('DROP TABLE ghost'),
+    ];
     docsBody = (await c.query<{ body: string }>('SELECT body FROM docs WHERE id = 101')).rows[0]!
       .body;
 
     // Wait until the log holds the last transaction, then stop capture.
-    const last = later.docs.at(-1)!;
+    const last = later.ghost.at(-1)!;
     const log = new ChangeLog(openStorage(path.join(dir, 'repo')), target);
     let seen = false;
     for (let i = 0; i < 100 && !seen; i++) {
@@ -483,6 +496,15 @@ describe('flashback history', () => {
       ['update', later.docs![1], ['101'], ['100'], undefined],
     ]);
     expect(docsBody.length).toBe(10_000);
+    // Followed back to key 1, but not into the life of the row that held it before.
+    expect((await json('moved', '2')).map((x) => [x.op, x.xid, x.row])).toEqual([
+      ['insert', later.moved![1], { id: '1', v: 'second row' }],
+      ['update', later.moved![2], { id: '2', v: 'second row' }],
+    ]);
+    // No version, not a drop of a row nothing says existed.
+    const ghost = await cli(['history', 'ghost', '999']);
+    expect(ghost.code).toBe(ExitCode.usage);
+    expect(ghost.stderr).toContain('no version of public.ghost with key (999)');
     for (const v of docs) expect(v.row?.body).toBe(docsBody);
   });
 

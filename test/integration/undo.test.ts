@@ -1224,6 +1224,21 @@ describe('undo', () => {
     ]);
   });
 
+  it('after a TRUNCATE in the window, puts no row back whose key was written again since', async () => {
+    await live.query(
+      "CREATE TABLE tray (id int PRIMARY KEY, v text); INSERT INTO tray SELECT g, 'tray ' || g FROM generate_series(1, 4) g",
+    );
+    await settle();
+    const x = await xidOf(live, ['TRUNCATE tray']);
+    await live.query("INSERT INTO tray VALUES (2, 'again')");
+    await live.query('DELETE FROM tray WHERE id = 2');
+    await settle();
+    const r = await undoCli(['--tx', String(x), '--apply', '--confirm', name, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { conflicts: Conflict[] }).conflicts).toHaveLength(1);
+    expect(await rows(live, 'SELECT id FROM tray ORDER BY id')).toEqual(['1', '3', '4']);
+  });
+
   it('undoes a key change whole or not at all under --where too: a predicate keeping one half leaves both', async () => {
     await live.query("INSERT INTO orders VALUES (9301, 'renumbered'), (9302, 'renumbered')");
     await settle();

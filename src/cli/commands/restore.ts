@@ -371,7 +371,7 @@ function formatPlan(plan: RestorePlan, applied: boolean): string {
       .filter((t) => (t.dropped ?? 0) > 0)
       .map(
         (t) =>
-          `warning: ${t.schema}.${t.name}: ${n(t.dropped)} row(s) whose key was absent ${applied ? 'were' : 'would be'} not written: a BEFORE INSERT trigger returned NULL for them, or a rule took them elsewhere (--disable-triggers switches user triggers off)\n`,
+          `warning: ${t.schema}.${t.name}: ${n(t.dropped)} row(s) whose key was absent ${applied ? 'were' : 'would be'} not written: a BEFORE INSERT trigger returned NULL for them, a rule took them elsewhere (--disable-triggers switches user triggers off), or another session wrote their keys meanwhile\n`,
       )
       .join('')
   );
