@@ -65,6 +65,13 @@ export interface ConnectOptions {
  * takes them (a list, such as search_path's, unquoted).
  */
 export const SESSION_SETTINGS: ReadonlyArray<readonly [name: string, value: string]> = [
+  // The timeouts first: the settings are one simple query, whose statements
+  // each run under the timeout in force (PostgreSQL 13+), the database's
+  // until these are set. Last, every SET ran under a database's 1 ms
+  // statement_timeout, and a busy server cancelled the connection's setup.
+  ['statement_timeout', '0'],
+  ['lock_timeout', '0'],
+  ['idle_in_transaction_session_timeout', '0'],
   ['DateStyle', "'ISO, YMD'"],
   ['IntervalStyle', 'postgres'],
   ['extra_float_digits', '3'],
@@ -75,9 +82,6 @@ export const SESSION_SETTINGS: ReadonlyArray<readonly [name: string, value: stri
   ['standard_conforming_strings', 'on'],
   ['search_path', 'public'],
   ['row_security', 'off'],
-  ['statement_timeout', '0'],
-  ['lock_timeout', '0'],
-  ['idle_in_transaction_session_timeout', '0'],
 ];
 
 /** The settings as one simple-protocol query (accepted by a replication session too). */
@@ -147,11 +151,21 @@ export async function connectParams(
     // throughout. Not the replication session: values the change log holds
     // are read as text, so capture keeps refusing what is not UTF-8 rather
     // than store it.
-    await client.query(
+    const settings =
       serverEncoding === 'SQL_ASCII' && options.replication !== true
         ? `${SET_SESSION}; SET client_encoding = SQL_ASCII`
-        : SET_SESSION,
-    );
+        : SET_SESSION;
+    // Even the first SET runs under the database's statement_timeout: a tiny
+    // one can cancel it on a busy server (57014). Again, then: what it did
+    // set stays set, and it is quick.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await client.query(settings);
+        break;
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== '57014' || attempt >= 5) throw err;
+      }
+    }
   } catch (err) {
     await client.end().catch(() => {});
     throw err;
