@@ -156,8 +156,9 @@ export async function connectParams(
         ? `${SET_SESSION}; SET client_encoding = SQL_ASCII`
         : SET_SESSION;
     // Even the first SET runs under the database's statement_timeout: a tiny
-    // one can cancel it on a busy server (57014). Again, then: what it did
-    // set stays set, and it is quick.
+    // one can cancel it on a busy server (57014). The query is one implicit
+    // transaction, so a cancel undoes all of it: it is run again (it takes
+    // microseconds; a cancel is a scheduling accident).
     for (let attempt = 1; ; attempt++) {
       try {
         await client.query(settings);
