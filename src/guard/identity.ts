@@ -7,6 +7,7 @@
 import type { ResolvedTarget } from '../config/targets.js';
 import { GuardRefusedError } from '../errors.js';
 import type { ServerIdentity } from '../pg/server-info.js';
+import { unwritable } from '../repo/lock.js';
 import {
   compareFingerprint,
   type FingerprintChange,
@@ -39,9 +40,6 @@ export interface IdentityCheck {
   readonly unrecorded?: string | undefined;
 }
 
-/** Errors of a repository that cannot be written now; a first fingerprint then goes unrecorded. */
-const UNWRITABLE = new Set(['EROFS', 'ENOSPC', 'EDQUOT', 'EACCES', 'EPERM']);
-
 /**
  * Checks `identity` for `target` against the store, recording the
  * fingerprint of a named target on first contact.
@@ -73,8 +71,7 @@ export async function checkIdentity(
     } catch (err) {
       // Recorded at the next contact that can write; a restore from a
       // read-only repository (what it is for) must not fail for it.
-      const code = (err as { code?: unknown }).code;
-      if (typeof code !== 'string' || !UNWRITABLE.has(code)) throw err;
+      if (unwritable(err) === undefined) throw err;
       unrecorded = (err as Error).message;
     }
     return {

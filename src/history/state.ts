@@ -293,13 +293,20 @@ export async function planPointInTime(
 }
 
 /**
- * When the log's newest commit or heartbeat is more than 10 s old (capture
- * stores a heartbeat every 5 s: it has stopped, or fallen far behind), a
- * clause saying so, for a message about something not found in it.
+ * How far behind now (source time against this machine's clock) the log's
+ * newest commit or heartbeat may be while capture runs: it stores a commit
+ * within a second and a heartbeat every five, so a log more than this
+ * behind has stopped, or fallen far behind.
+ */
+export const LOG_SLACK_MS = 10_000;
+
+/**
+ * When the log has stopped (LOG_SLACK_MS), a clause saying so, for a
+ * message about something not found in it.
  */
 export async function logStopped(log: ChangeLog): Promise<string | undefined> {
   const newest = (await newestStoredTime(log, await log.segments())) ?? '';
-  if (newest >= isoMicro(Date.now() - 10_000, '000')) return undefined;
+  if (newest >= isoMicro(Date.now() - LOG_SLACK_MS, '000')) return undefined;
   return `; the log reaches only ${newest || 'its start'} (is capture running?): what was committed after that is not in it`;
 }
 

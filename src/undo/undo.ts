@@ -45,6 +45,7 @@ import { awaitLogReaches } from '../history/log-reach.js';
 import {
   buildOverlay,
   closeOverlay,
+  LOG_SLACK_MS,
   lineOf,
   logStopped,
   type Overlay,
@@ -1059,13 +1060,6 @@ function hasDeletion(ov: TableOverlay): boolean {
   for (const k of ov.byKey.heldKeys()) if (ov.byKey.deleted(k)) return true;
   return false;
 }
-
-/**
- * How far behind now the log's end may be for `undo --since` without
- * `--until`: capture stores a commit within a second and a heartbeat every
- * five, so a log more than this behind has stopped (or fallen far behind).
- */
-const LOG_SLACK_MS = 10_000;
 
 /**
  * `--table` patterns against the window's start's tables under their names
