@@ -31,7 +31,7 @@ import { readServerInfo } from '../pg/server-info.js';
 import { exportSnapshot, importSnapshot } from '../pg/snapshot.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { type ChunkEncoder, createEncoder } from '../repo/compress-pool.js';
-import { readKnownDamage } from '../repo/damage.js';
+import { chunkReuseRule } from '../repo/damage.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import {
@@ -169,7 +169,7 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
       }
       encoder = createEncoder();
       const chunks = new ChunkStore(repo.storage, encoder);
-      chunks.distrust = await distrusted(repo, previous);
+      chunks.distrust = await chunkReuseRule(repo.storage, previous.values());
       const progress = {
         tablesDone: 0,
         tablesTotal: tables.length,
@@ -405,27 +405,6 @@ async function estimateSizes(
     out.set(`${row.s}.${row.n}`, { bytes, rowBytes: tuples > 0 ? bytes / tuples : 100 });
   }
   return out;
-}
-
-/**
- * Which stored chunks a backup must not reuse unread (ChunkStore.distrust):
- * a chunk of another size than the previous snapshot recorded for it (cut
- * short: a full disk, a partial copy), and chunks known missing or damaged
- * (src/monitor/damage.ts: found by a \`check\` or \`verify\`, and not
- * shown whole or written again since). Reusing them would make every later
- * snapshot as broken, and the size check of \`check\` blind to it (the new
- * manifest would record the damaged size). Damage of the same size that
- * nothing has read yet is not seen here: \`verify\` and \`check
- * --read-data\` find it, and the next backup then rewrites it.
- */
-async function distrusted(
-  repo: Repository,
-  previous: ReadonlyMap<string, TableSnapshot>,
-): Promise<(id: string, storedSize: number) => boolean> {
-  const recorded = new Map<string, number>();
-  for (const t of previous.values()) for (const c of t.chunks) recorded.set(c.id, c.stored);
-  const damaged = await readKnownDamage(repo.storage);
-  return (id, size) => damaged.has(id) || (recorded.get(id) ?? size) !== size;
 }
 
 /** The newest snapshot's tables of this target, to reuse their chunking parameters. */

@@ -55,6 +55,7 @@ import {
 import { snapshotsOfLog, targetLogs } from '../repo/changelogs.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { createEncoder } from '../repo/compress-pool.js';
+import { chunkReuseRule } from '../repo/damage.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import { runScope } from '../repo/runs.js';
@@ -187,6 +188,7 @@ export async function backupFromLog(options: FromLogOptions): Promise<FromLogRes
       if (changed(t) && t.key.length > 0) keyOrderFor(base.schema, t);
     }
     const chunks = new ChunkStore(repo.storage, encoder);
+    chunks.distrust = await chunkReuseRule(repo.storage, base.tables);
     const tables: TableSnapshot[] = [];
     let newChunks = 0;
     let newBytes = 0;

@@ -33,6 +33,9 @@ export class ChunkError extends DamagedError {
   }
 }
 
+/** What `ChunkStore.put` does with a chunk already stored (see `ChunkStore.distrust`). */
+export type ReuseVerdict = 'reuse' | 'rewrite' | 'read';
+
 /** A chunk as listed: its id and the bytes its stored object takes. */
 export interface StoredChunk {
   readonly id: string;
@@ -55,13 +58,15 @@ export function chunkKey(id: string): string {
 /** Reads and writes chunks on a storage backend. */
 export class ChunkStore {
   /**
-   * Whether a chunk already stored (its id, and its stored size now) must not
-   * be reused: known damaged, or of another size than a snapshot recorded
-   * (cut short). Such a chunk is written again, replacing it: the content
-   * is the same (its id is its hash), so every snapshot using it restores
-   * again. Unset: an existing chunk is always reused (unread).
+   * What to do with a chunk already stored (its id, and its stored size now)
+   * instead of writing it: `reuse` it unread; `rewrite` it, replacing it
+   * (known damaged, or of another size than a snapshot recorded: cut short);
+   * or `read` it first, reusing it only if it decodes and hashes to its id
+   * and writing it again if not. A rewrite is safe: the content is the same
+   * (its id is its hash), so every snapshot using the chunk restores again.
+   * Unset: an existing chunk is always reused (unread).
    */
-  distrust: ((id: string, storedSize: number) => boolean) | undefined;
+  distrust: ((id: string, storedSize: number) => ReuseVerdict) | undefined;
 
   constructor(
     private readonly storage: Storage,
@@ -89,9 +94,11 @@ export class ChunkStore {
     const id = chunkId(content);
     const key = chunkKey(id);
     const existing = await this.storage.stat(key);
-    const rewrite = existing !== undefined && this.distrust?.(id, existing.size) === true;
-    if (existing !== undefined && !rewrite) {
-      return { id, storedSize: existing.size, isNew: false };
+    let rewrite = false;
+    if (existing !== undefined) {
+      const verdict = this.distrust?.(id, existing.size) ?? 'reuse';
+      rewrite = verdict === 'rewrite' || (verdict === 'read' && !(await this.isWhole(id)));
+      if (!rewrite) return { id, storedSize: existing.size, isNew: false };
     }
     const stored = await this.encoder.encode(content, options.codec, options.handOver === true);
     if (rewrite) {
@@ -123,6 +130,17 @@ export class ChunkStore {
           'run `flashback check` to see what else is affected',
         );
       }
+      throw err;
+    }
+  }
+
+  /** True if the stored chunk decodes and hashes to its id (false also when it is gone). */
+  private async isWhole(id: string): Promise<boolean> {
+    try {
+      await openChunk(id, await this.readStored(id));
+      return true;
+    } catch (err) {
+      if (err instanceof ChunkError) return false;
       throw err;
     }
   }

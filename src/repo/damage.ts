@@ -25,9 +25,10 @@
  */
 
 import type { Storage } from '../storage/storage.js';
+import type { ReuseVerdict } from './chunks.js';
 import type { RunProblem, RunRecord } from './runs.js';
 import { RunStore } from './runs.js';
-import { SnapshotStore } from './snapshots.js';
+import { SnapshotStore, type TableSnapshot } from './snapshots.js';
 
 /** A chunk known bad. */
 export interface KnownDamage {
@@ -154,6 +155,36 @@ export async function readKnownDamage(
     }
   }
   return knownDamage(runs, holders);
+}
+
+/**
+ * How a backup treats the chunks already stored (ChunkStore.distrust), given
+ * the tables of the snapshot it follows (the target's newest):
+ * - known missing or damaged (found by a `check` or `verify`, and not shown
+ *   whole or written again since): written again;
+ * - recorded by that snapshot with another size (cut short: a full disk, a
+ *   partial copy): written again;
+ * - recorded with this size: reused unread (the common case, free);
+ * - not recorded by it (an older snapshot's, or another target's): read and
+ *   reused only if whole. Nothing the backup reads records this chunk's size,
+ *   so a cut or damaged copy would otherwise be reused, and its size written
+ *   into the new manifest would make `check`'s size test blind to it.
+ * Damage of the recorded size that nothing has read yet is not seen here:
+ * `verify` and `check --read-data` find it, and the next backup rewrites it.
+ */
+export async function chunkReuseRule(
+  storage: Storage,
+  previous: Iterable<TableSnapshot>,
+): Promise<(id: string, storedSize: number) => ReuseVerdict> {
+  const recorded = new Map<string, number>();
+  for (const t of previous) for (const c of t.chunks) recorded.set(c.id, c.stored);
+  const damaged = await readKnownDamage(storage);
+  return (id, size) => {
+    if (damaged.has(id)) return 'rewrite';
+    const r = recorded.get(id);
+    if (r === undefined) return 'read';
+    return r === size ? 'reuse' : 'rewrite';
+  };
 }
 
 /** The snapshots that use a chunk known bad: not restorable as they are, whatever verified them before. */

@@ -61,6 +61,7 @@ describe('check', () => {
   let s1: SnapshotManifest;
   let s2: SnapshotManifest;
   let copies = 0;
+  let originalEmail: string;
   const env = { PW: server.password };
 
   /** A fresh copy of the two-snapshot repository, to damage. */
@@ -104,6 +105,8 @@ describe('check', () => {
     const first = await runCli(['backup', 'prod', '--json'], { cwd: dir, env });
     expect(first.code, first.stderr).toBe(0);
     // One changed row: the second snapshot shares every chunk but one of subscribers.
+    originalEmail = (await sql(server, source, 'SELECT email FROM subscribers WHERE id = 1'))[0]!
+      .email!;
     await sql(server, source, "UPDATE subscribers SET email = 'changed@example.com' WHERE id = 1");
     const second = await runCli(['backup', 'prod', '--json'], { cwd: dir, env });
     expect(second.code, second.stderr).toBe(0);
@@ -278,6 +281,44 @@ describe('check', () => {
     expect(errors(r.report)[0]!.message).toContain(`${Math.floor(ref.stored / 2)} bytes`);
     // Reading data does not report it twice.
     expect(errors(withData.report).length).toBe(1);
+  });
+
+  it('a backup reads a stored chunk only an older snapshot names before reusing it, and writes it again if cut short', async () => {
+    const repo = await copy();
+    // Only the first snapshot has it: the second backup's own chunk replaced it.
+    const ref = table(s1, 'subscribers').chunks[0]!;
+    expect(chunkIds(s2).has(ref.id)).toBe(false);
+    await truncate(chunkFile(repo, ref.id), 50);
+    // The row changed back: a new backup makes that chunk again.
+    const revert = (email: string) =>
+      sql(server, source, `UPDATE subscribers SET email = '${email}' WHERE id = 1`);
+    await revert(originalEmail);
+    try {
+      const r = await runCli(['backup', 'prod', '--repo', repo, '--json'], { cwd: dir, env });
+      expect(r.code, r.stderr).toBe(0);
+      expect((JSON.parse(r.stdout) as { rewrittenChunks: number }).rewrittenChunks).toBe(1);
+      const newest = (await new SnapshotStore(new LocalStorage(repo)).all()).at(-1)!;
+      // The new manifest records the whole chunk's size, not the cut one.
+      expect(table(newest, 'subscribers').chunks[0]).toMatchObject({
+        id: ref.id,
+        stored: ref.stored,
+      });
+      // And the older snapshot that used it is whole again.
+      const after = await check(repo, '--read-data');
+      expect(after.code, JSON.stringify(errors(after.report))).toBe(ExitCode.ok);
+      // A whole chunk of an older snapshot is reused (read, not written).
+      const again = await runCli(['backup', 'prod', '--repo', repo, '--json'], {
+        cwd: dir,
+        env,
+      });
+      expect(again.code, again.stderr).toBe(0);
+      expect(JSON.parse(again.stdout)).toMatchObject({
+        rewrittenChunks: 0,
+        totals: { newChunks: 0 },
+      });
+    } finally {
+      await revert('changed@example.com');
+    }
   });
 
   it('a backup writes a damaged chunk again instead of reusing it, and the snapshots using it restore again', async () => {
