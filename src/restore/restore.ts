@@ -596,11 +596,11 @@ async function run(
           );
         },
       );
-      const existing =
+      const { existing, differing } =
         shape.key.length === 0
-          ? await countIdentical(client, t, st, shape)
+          ? { existing: await countIdentical(client, t, st, shape), differing: 0 }
           : await countExisting(client, t, st, shape);
-      const update = options.onConflict === 'update' && shape.key.length > 0 ? existing : 0;
+      const update = options.onConflict === 'update' ? differing : 0;
       staged.push({ ...st, existing, shape });
       planned.push({
         ...base.tables[i]!,
@@ -935,16 +935,35 @@ function copiesOf(t: TableSnapshot, staged: { name: string }, shape: MergeShape)
        WHERE ${row('d')} IN (SELECT "fb row" FROM numbered) GROUP BY 1)`;
 }
 
+/**
+ * Of the staged rows of a keyed table: how many have their key in the
+ * target (`existing`), and how many of those differ from it in a column an
+ * update writes (`differing`: what `--on-conflict update` updates; the
+ * others are identical and skipped).
+ */
 async function countExisting(
   client: PgClient,
   t: TableSnapshot,
   staged: { name: string },
   shape: MergeShape,
-): Promise<number> {
-  const r = await client.query<{ n: string }>(
-    `SELECT count(*) AS n FROM ${staged.name} s WHERE EXISTS (SELECT 1 FROM ${shape.only}${qualify(t.schema, t.name)} d WHERE ${keyMatch(shape.key, 'd', 's')})`,
+): Promise<{ existing: number; differing: number }> {
+  const r = await client.query<{ n: string; d: string }>(
+    `SELECT count(*) AS n, count(*) FILTER (WHERE ${differs(shape.update, 'd', 's')}) AS d
+       FROM ${staged.name} s JOIN ${shape.only}${qualify(t.schema, t.name)} d ON ${keyMatch(shape.key, 'd', 's')}`,
   );
-  return Number(r.rows[0]?.n ?? 0);
+  return { existing: Number(r.rows[0]?.n ?? 0), differing: Number(r.rows[0]?.d ?? 0) };
+}
+
+/**
+ * True where row `a` differs from row `b` in any of `columns`, compared as
+ * the text of each value (json has no = operator, and numerically equal
+ * values like 1.0 and 1.00 are still not the snapshot's), NULL equal to
+ * NULL. False for no columns.
+ */
+function differs(columns: readonly string[], a: string, b: string): string {
+  if (columns.length === 0) return 'false';
+  const row = (x: string) => `ROW(${columns.map((c) => `${x}.${quoteIdent(c)}::text`).join(', ')})`;
+  return `${row(a)} IS DISTINCT FROM ${row(b)}`;
 }
 
 /** Writes staged rows into their table per --on-conflict; returns what was done. */
@@ -980,10 +999,12 @@ async function mergeTable(
     let update = 0;
     if (onConflict === 'update') {
       const rest = shape.update;
-      update = staged.existing;
       if (rest.length > 0) {
+        // Only rows that differ: an identical row is not written (its
+        // triggers would fire, and a BEFORE UPDATE one setting updated_at
+        // would change it), and counts as skipped.
         const r = await client.query(
-          `UPDATE ${from} d SET ${rest.map((c) => `${quoteIdent(c)} = s.${quoteIdent(c)}`).join(', ')} FROM ${staged.name} s WHERE ${keyMatch(shape.key, 'd', 's')}`,
+          `UPDATE ${from} d SET ${rest.map((c) => `${quoteIdent(c)} = s.${quoteIdent(c)}`).join(', ')} FROM ${staged.name} s WHERE ${keyMatch(shape.key, 'd', 's')} AND ${differs(rest, 'd', 's')}`,
         );
         update = r.rowCount ?? 0;
       }

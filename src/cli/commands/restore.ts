@@ -62,7 +62,7 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
     .option('--where <sql>', 'only rows matching this SQL predicate (needs --table)')
     .option(
       '--on-conflict <mode>',
-      'rows whose key exists in the target: skip, update or fail',
+      'rows whose key exists in the target: skip, update (those that differ) or fail',
       'skip',
     )
     .option(
