@@ -179,6 +179,9 @@ describe('verify', () => {
     expect(r.code, r.stdout + r.stderr).toBe(ExitCode.damaged);
     expect(r.stdout).toContain('the snapshot does not restore');
     expect(r.stdout).toContain('my_ts');
+    // Not a damaged chunk: a new backup would not repair it.
+    expect(r.stderr).toContain('not repaired by a new backup');
+    expect(r.stderr).not.toContain('check --read-data');
   });
 
   it('passes a table the backup reported as restored otherwise (inherited column order)', async () => {

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { ExitCode, UsageError } from '../../errors.js';
 import { formatBytes } from '../../util/format.js';
 import { selectSnapshots, type VerifySelection, verifyAll } from '../../verify/run.js';
+import type { VerifyReport } from '../../verify/verify.js';
 import type { CliContext } from '../context.js';
 import { Progress, rate } from '../progress.js';
 
@@ -121,9 +122,35 @@ async function runVerify(
   }
   if (failed.length > 0) {
     ctx.err(
-      `flashback: ${failed.length} of ${results.length} snapshot(s) FAILED verification: ${failed.map((r) => r.value.snapshot).join(', ')}\nhint: \`flashback check --read-data\` shows every damaged chunk; take a new backup now: it writes a chunk verify found damaged again, and the snapshots that used it restore again if its rows are unchanged\n`,
+      `flashback: ${failed.length} of ${results.length} snapshot(s) FAILED verification: ${failed.map((r) => r.value.snapshot).join(', ')}\n${failureHints(failed.map((r) => r.value))}`,
     );
     return ExitCode.damaged;
   }
   return ExitCode.ok;
+}
+
+/**
+ * What to do, by what failed: damaged chunks are repaired by the next
+ * backup; a snapshot whose schema or rows the server refuses is not (the
+ * next backup has the same schema), nor is a restore that differs.
+ */
+function failureHints(failed: readonly VerifyReport[]): string {
+  const problems = failed.flatMap((r) => r.problems);
+  const out: string[] = [];
+  if (problems.some((p) => p.kind === 'chunk-damaged' || p.kind === 'chunk-missing')) {
+    out.push(
+      'hint: `flashback check --read-data` shows every damaged chunk; take a new backup now: it writes a chunk verify found damaged again, and the snapshots that used it restore again if its rows are unchanged',
+    );
+  }
+  if (problems.some((p) => p.message.startsWith('the snapshot does not restore'))) {
+    out.push(
+      'hint: a snapshot that does not restore is not repaired by a new backup, which takes the same schema: `flashback show SNAPSHOT` lists what the backup could not reproduce; create that on the source some other way, or restore only the tables that do not need it (--table)',
+    );
+  }
+  if (out.length === 0) {
+    out.push(
+      'hint: the restored database differs from the backup (listed above): keep the snapshots, and report it with the output of `flashback verify --json`',
+    );
+  }
+  return `${out.join('\n')}\n`;
 }
