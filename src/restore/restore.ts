@@ -3,7 +3,7 @@ import { FlashbackError, InterruptedError, OperationError, UsageError } from '..
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard, refuseWrongIdentity } from '../guard/guard.js';
 import { connect, connectParams, type PgClient, queryOne, serverErrorText } from '../pg/connect.js';
-import { generateDdl } from '../pg/schema/ddl.js';
+import { databaseDdl, generateDdl } from '../pg/schema/ddl.js';
 import type { ConstraintModel, SchemaModel, TableModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
 import { INTERNAL_SCHEMA_FILTER } from '../pg/schema/shapes.js';
@@ -206,7 +206,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           options.where,
         );
       if (empty)
-        await checkRoles(client, manifest.schema, {
+        // (The database's own owner and grantees only when it is ours to set.)
+        await checkRoles(client, created ? manifest.schema : withoutDatabase(manifest.schema), {
           owners: options.owners ?? true,
           grants: options.grants ?? true,
         });
@@ -295,6 +296,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           update: 0,
           skip: 0,
         }));
+        await applyDatabaseProperties(client, target, manifest, options);
         return {
           plan: { ...base, tables },
           applied: true,
@@ -312,6 +314,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           client,
         }),
       );
+      if (created && result.applied)
+        await applyDatabaseProperties(client, target, manifest, options);
       return {
         ...result,
         seconds: (Date.now() - started) / 1000,
@@ -1044,6 +1048,39 @@ async function mergeTable(
       `restoring ${t.schema}.${t.name} failed: ${serverErrorText(err)}; nothing was restored`,
       { cause: err },
     );
+  }
+}
+
+/** The model without the database's own properties (not set on a database the restore did not create). */
+function withoutDatabase(model: SchemaModel): SchemaModel {
+  const { database: _database, ...rest } = model;
+  return rest;
+}
+
+/**
+ * The snapshot's database properties (owner, connection limit, comment,
+ * privileges, settings) on a database this restore created, once its
+ * contents are in. A failure fails the restore (the database is dropped).
+ */
+async function applyDatabaseProperties(
+  client: PgClient,
+  target: ResolvedTarget,
+  manifest: SnapshotManifest<SchemaModel>,
+  options: RestoreOptions,
+): Promise<void> {
+  for (const st of databaseDdl(manifest.schema, target.connection.database, {
+    includeOwnership: options.owners ?? true,
+    includeGrants: options.grants ?? true,
+  })) {
+    try {
+      await client.query(st.sql);
+    } catch (err) {
+      throw new OperationError(
+        'restore.ddl',
+        `setting the database's ${st.kind} failed: ${serverErrorText(err)} (${st.sql}); nothing was restored`,
+        { cause: err },
+      );
+    }
   }
 }
 

@@ -314,6 +314,21 @@ async function restoreFrom(
     );
     for (const u of missing) ctx.out(`  ${u.kind} ${u.name}: ${u.reason}\n`);
   }
+  const db = manifest.schema.database;
+  if (
+    result.plan.mode === 'full' &&
+    opts.create !== true &&
+    db !== undefined &&
+    (db.acl !== null ||
+      db.connectionLimit !== -1 ||
+      db.settings.length > 0 ||
+      db.comment !== undefined)
+  ) {
+    // (As pg_restore without --create: the database is the target's, not the snapshot's.)
+    ctx.out(
+      `the source database's privileges, connection limit, settings and comment ${result.applied ? 'were' : 'would be'} left as they are here: a restore applies them only to a database it creates (--create)\n`,
+    );
+  }
   ctx.out(
     result.applied
       ? `restored in ${result.seconds.toFixed(1)} s\n`

@@ -135,6 +135,65 @@ export function generateDdl(model: SchemaModel, options: GenerateDdlOptions = {}
   return order(nodes);
 }
 
+/**
+ * Statements giving the database named `name` the snapshot's database
+ * properties (DatabaseModel): owner (with ownership), connection limit,
+ * comment, privileges (with grants), then its settings, last because one
+ * such as default_transaction_read_only would stop the restore's own
+ * writes. Run after the restore into a database it created. Empty for a
+ * snapshot that did not record them.
+ */
+export function databaseDdl(
+  model: SchemaModel,
+  name: string,
+  options: Pick<GenerateDdlOptions, 'includeOwnership' | 'includeGrants'> = {},
+): DdlStatement[] {
+  const db = model.database;
+  if (db === undefined) return [];
+  const include = {
+    ownership: options.includeOwnership ?? true,
+    grants: options.includeGrants ?? true,
+  };
+  const q = quoteIdent(name);
+  const out: DdlStatement[] = [];
+  if (include.ownership)
+    out.push(stmt('owner', q, `ALTER DATABASE ${q} OWNER TO ${quoteIdent(db.owner)}`));
+  if (db.connectionLimit !== -1)
+    out.push(stmt('database', q, `ALTER DATABASE ${q} CONNECTION LIMIT ${db.connectionLimit}`));
+  if (db.comment !== undefined)
+    out.push(stmt('comment', q, `COMMENT ON DATABASE ${q} IS ${quoteLiteral(db.comment)}`));
+  if (include.grants && db.acl !== null) {
+    const target: Target = { keyword: 'DATABASE', grantKeyword: 'DATABASE', name: q };
+    out.push(...new Builder(model, include).grantStatements(target, db.owner, db.acl, ''));
+  }
+  for (const setting of db.settings) {
+    out.push(stmt('setting', q, `ALTER DATABASE ${q} SET ${settingSql(setting)}`));
+  }
+  return out;
+}
+
+/**
+ * Settings whose stored value is already a list of quoted items (GUC_LIST_QUOTE
+ * in PostgreSQL): written as stored; any other value is one literal.
+ */
+const LIST_SETTINGS = new Set([
+  'search_path',
+  'temp_tablespaces',
+  'local_preload_libraries',
+  'session_preload_libraries',
+  'shared_preload_libraries',
+  'unix_socket_directories',
+]);
+
+/** `name=value` as stored in pg_db_role_setting, as the tail of ALTER DATABASE ... SET. */
+function settingSql(setting: string): string {
+  const eq = setting.indexOf('=');
+  const name = setting.slice(0, eq);
+  const value = setting.slice(eq + 1);
+  const ident = /^[A-Za-z_][A-Za-z0-9_.]*$/.test(name) ? name : quoteIdent(name);
+  return `${ident} = ${LIST_SETTINGS.has(name.toLowerCase()) ? (value === '' ? "''" : value) : quoteLiteral(value)}`;
+}
+
 /** Key of a table for the `tables` option. */
 function tableKey(schema: string, name: string): string {
   return `${schema}.${name}`;
@@ -414,12 +473,7 @@ class Builder {
    * by its grantor when that is not the owner. `columns` is ` (col)` for
    * column privileges, which have no defaults to revoke.
    */
-  private grantStatements(
-    target: Target,
-    owner: string,
-    acl: AclEntry[],
-    columns: string,
-  ): DdlStatement[] {
+  grantStatements(target: Target, owner: string, acl: AclEntry[], columns: string): DdlStatement[] {
     const on = `ON ${target.grantKeyword} ${target.grantName ?? target.name}`;
     const out: DdlStatement[] = [];
     // Without ownership, whoever restores owns what it creates, with the owner's default

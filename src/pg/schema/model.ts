@@ -458,6 +458,21 @@ export interface UnsupportedObject {
 }
 
 /** A database's schema. */
+/**
+ * The database's own properties. A restore applies them only to a
+ * database it creates (`--create`), as `pg_restore --create` does; into an
+ * existing database they are left as they are there.
+ */
+export interface DatabaseModel {
+  owner: string;
+  acl: Acl;
+  /** CONNECTION LIMIT; -1 for none. */
+  connectionLimit: number;
+  /** `ALTER DATABASE ... SET` settings (for every role), as `name=value`, sorted. */
+  settings: string[];
+  comment?: string;
+}
+
 export interface SchemaModel {
   version: 1;
   /** server_version_num of the source, e.g. 170010. */
@@ -489,4 +504,6 @@ export interface SchemaModel {
   statistics: StatisticsModel[];
   /** What exists in the database but is not recreated, each with the reason. */
   unsupported: UnsupportedObject[];
+  /** The database's owner, privileges, settings and comment (absent in snapshots before they were recorded). */
+  database?: DatabaseModel;
 }

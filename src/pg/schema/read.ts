@@ -24,6 +24,7 @@ import type {
   ColumnModel,
   CompositeTypeModel,
   ConstraintModel,
+  DatabaseModel,
   DomainTypeModel,
   EnumTypeModel,
   ExtensionModel,
@@ -284,6 +285,7 @@ class SchemaReader {
     const statistics = await this.readStatistics();
     await this.readUnsupported();
     await this.readDependencies();
+    const database = await this.readDatabase();
 
     const withDeps = <T extends { dependsOn: ObjectRef[] }>(ref: ObjectRef, obj: T): T => {
       obj.dependsOn = [...(this.deps.get(ref) ?? [])].filter((d) => d !== ref).sort();
@@ -331,7 +333,28 @@ class SchemaReader {
       unsupported: this.unsupported.sort(
         (a, b) => compare(a.kind, b.kind) || compare(a.name, b.name),
       ),
+      database,
     };
+  }
+
+  /** The database's owner, privileges, connection limit, settings for every role, and comment. */
+  private async readDatabase(): Promise<DatabaseModel> {
+    const [r] = await this.q(`
+      SELECT pg_get_userbyid(d.datdba) AS owner, ${aclJson('d.datacl')} AS acl,
+        d.datconnlimit::text AS connlimit, shobj_description(d.oid, 'pg_database') AS comment,
+        (SELECT coalesce(json_agg(x ORDER BY x), '[]')::text
+           FROM pg_db_role_setting rs, unnest(rs.setconfig) x
+          WHERE rs.setdatabase = d.oid AND rs.setrole = 0) AS settings
+      FROM pg_database d WHERE d.datname = current_database()`);
+    const row = r ?? {};
+    const db: DatabaseModel = {
+      owner: s(row, 'owner'),
+      acl: parseAcl(row.acl ?? null),
+      connectionLimit: Number(s(row, 'connlimit')),
+      settings: JSON.parse(s(row, 'settings')) as string[],
+    };
+    setOpt(db, 'comment', row.comment);
+    return db;
   }
 
   private async readMembers(): Promise<void> {
@@ -1411,11 +1434,11 @@ class SchemaReader {
         FROM pg_largeobject_metadata HAVING count(*) > 0
       UNION ALL SELECT 'pg_seclabel', 0, 'security label', objtype || ' ' || objname
         FROM pg_seclabels WHERE objtype NOT IN ('role', 'database', 'tablespace')
-      UNION ALL SELECT 'pg_db_role_setting', 0, 'database setting', unnest(setconfig)
-        FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
-      UNION ALL SELECT 'pg_database', 0, 'database comment', current_database()
-        FROM pg_database WHERE datname = current_database()
-          AND shobj_description(oid, 'pg_database') IS NOT NULL
+      UNION ALL SELECT 'pg_db_role_setting', 0, 'role setting in database',
+        'for role ' || quote_ident(pg_get_userbyid(rs.setrole)) || ': ' || x
+        FROM pg_db_role_setting rs, unnest(rs.setconfig) x
+        WHERE rs.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND rs.setrole <> 0
       UNION ALL SELECT 'pg_depend', d.objid, 'extension dependency',
         pg_describe_object(d.classid, d.objid, d.objsubid) || ' depends on extension '
           || (SELECT quote_ident(extname) FROM pg_extension WHERE oid = d.refobjid)
@@ -1443,8 +1466,8 @@ class SchemaReader {
       'default privileges': 'ALTER DEFAULT PRIVILEGES settings are not recreated',
       'large objects': 'large objects are not backed up',
       'security label': 'security labels are not recreated',
-      'database setting': 'ALTER DATABASE ... SET settings are not recreated',
-      'database comment': 'the comment on the database is not recreated',
+      'role setting in database':
+        'ALTER ROLE ... IN DATABASE ... SET settings are not recreated (roles are cluster-wide, not in a snapshot)',
       'extension dependency': 'DEPENDS ON EXTENSION marks are not recreated',
     };
     for (const r of rows) {
