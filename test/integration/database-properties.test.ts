@@ -54,7 +54,17 @@ describe('database properties', () => {
        ALTER ROLE ${reader} IN DATABASE ${db} SET work_mem = '8MB';
        COMMENT ON DATABASE ${db} IS 'orders for ''EU'' tenants'`,
     );
-    await sql(server, db, 'CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)');
+    await sql(
+      server,
+      db,
+      `CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);
+       CREATE EXTENSION pg_trgm;
+       REVOKE EXECUTE ON FUNCTION pg_catalog.pg_sleep(double precision) FROM PUBLIC;
+       REVOKE SELECT ON pg_catalog.pg_settings FROM PUBLIC;
+       REVOKE USAGE ON TYPE int4range FROM PUBLIC;
+       REVOKE EXECUTE ON FUNCTION public.similarity(text, text) FROM PUBLIC;
+       GRANT EXECUTE ON FUNCTION public.similarity(text, text) TO ${reader} WITH GRANT OPTION`,
+    );
     expect((await cli(['init', '--repo', 'repo'])).code).toBe(0);
     const target = (name: string, database: string) =>
       `  ${name}:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${database}\n    user: postgres\n    password_env: PW\n    protected: false\n`;
@@ -83,6 +93,19 @@ describe('database properties', () => {
     const source = await properties(db);
     expect(source?.acl).toContain(`${reader}=c/${owner}`);
     expect(await properties(`${db}_copy`)).toEqual(source);
+    // Hardening of built-in and extension objects comes back too (it was undone).
+    const acls = (name: string) =>
+      sql(
+        server,
+        name,
+        `SELECT 'pg_sleep' AS o, (SELECT proacl::text FROM pg_proc WHERE oid = 'pg_sleep(double precision)'::regprocedure) AS acl
+         UNION ALL SELECT 'similarity', (SELECT proacl::text FROM pg_proc WHERE oid = 'public.similarity(text, text)'::regprocedure)
+         UNION ALL SELECT 'pg_settings', (SELECT relacl::text FROM pg_class WHERE oid = 'pg_catalog.pg_settings'::regclass)
+         UNION ALL SELECT 'int4range', (SELECT typacl::text FROM pg_type WHERE oid = 'int4range'::regtype)`,
+      );
+    const sourceAcls = await acls(db);
+    expect(sourceAcls.map((r) => r.acl)).not.toContain(null);
+    expect(await acls(`${db}_copy`)).toEqual(sourceAcls);
     // And a verify restores them in its scratch server and finds them equal.
     const v = await cli(['verify', 'latest']);
     expect(v.code, v.stdout + v.stderr).toBe(0);

@@ -28,6 +28,7 @@ import type {
   ConstraintModel,
   DdlStatement,
   FunctionModel,
+  InitialPrivilegesChange,
   ObjectRef,
   SchemaModel,
   SequenceModel,
@@ -316,6 +317,8 @@ class Builder {
     for (const r of this.model.rules) this.rule(r);
     for (const p of this.model.policies) this.policy(p);
     for (const s of this.model.statistics) this.statisticsObject(s);
+    if (this.include.grants)
+      for (const c of this.model.initialPrivilegesChanged ?? []) this.initialPrivileges(c);
     // Dependencies on objects that are not generated (unsupported kinds) are dropped here.
     for (const n of this.nodes) n.deps = n.deps.filter((d) => this.byId.has(d) && d !== n.id);
   }
@@ -527,6 +530,30 @@ class Builder {
   }
 
   // --- objects -------------------------------------------------------------
+
+  /** Grants and revokes on a built-in or extension object, after the extension is created. */
+  private initialPrivileges(c: InitialPrivilegesChange): void {
+    const on = `ON ${c.kind} ${c.name}`;
+    const who = (g: string | null) => (g === null ? 'PUBLIC' : quoteIdent(g));
+    this.add({
+      id: `initial-grant|${c.kind} ${c.name}`,
+      phase: Phase.Post,
+      priority: PRIORITY.grant,
+      deps: c.extension === undefined ? [] : [unqualifiedRef('extension', c.extension)],
+      statements: [
+        ...c.revokes.map((r) =>
+          stmt('grant', c.name, `REVOKE ${r.privilege} ${on} FROM ${who(r.grantee)}`),
+        ),
+        ...c.grants.map((g) =>
+          stmt(
+            'grant',
+            c.name,
+            `GRANT ${g.privilege} ${on} TO ${who(g.grantee)}${g.grantable === true ? ' WITH GRANT OPTION' : ''}`,
+          ),
+        ),
+      ],
+    });
+  }
 
   private schema(s: SchemaModel['schemas'][number]): void {
     const ref = unqualifiedRef('schema', s.name);

@@ -473,6 +473,33 @@ export interface DatabaseModel {
   comment?: string;
 }
 
+/** One privilege of one grantee (null: PUBLIC). */
+export interface PrivilegeItem {
+  grantee: string | null;
+  privilege: string;
+  /** WITH GRANT OPTION (grants only). */
+  grantable?: boolean;
+}
+
+/**
+ * Privileges changed on an object that a restore does not create, because
+ * it is built in (`pg_catalog.pg_sleep`) or an extension's member
+ * (`public.similarity(text, text)` of pg_trgm): what was granted and
+ * revoked relative to its initial privileges (pg_init_privs, else the
+ * built-in default), for grantees other than its owner. Grantors are not
+ * kept: the restoring role grants.
+ */
+export interface InitialPrivilegesChange {
+  /** What GRANT names: ROUTINE, TABLE, SEQUENCE, TYPE, SCHEMA or LANGUAGE. */
+  kind: string;
+  /** The object as GRANT takes it, schema-qualified where it has a schema. */
+  name: string;
+  /** The extension it belongs to (granted after it is created); absent when built in. */
+  extension?: string;
+  grants: PrivilegeItem[];
+  revokes: PrivilegeItem[];
+}
+
 export interface SchemaModel {
   version: 1;
   /** server_version_num of the source, e.g. 170010. */
@@ -506,4 +533,6 @@ export interface SchemaModel {
   unsupported: UnsupportedObject[];
   /** The database's owner, privileges, settings and comment (absent in snapshots before they were recorded). */
   database?: DatabaseModel;
+  /** Grants and revokes on built-in and extension objects, sorted by kind and name (absent in snapshots before they were recorded). */
+  initialPrivilegesChanged?: InitialPrivilegesChange[];
 }

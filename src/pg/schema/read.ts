@@ -30,9 +30,11 @@ import type {
   ExtensionModel,
   FunctionModel,
   IndexModel,
+  InitialPrivilegesChange,
   NamespaceModel,
   ObjectRef,
   PolicyModel,
+  PrivilegeItem,
   RangeTypeModel,
   RuleModel,
   SchemaModel,
@@ -286,6 +288,7 @@ class SchemaReader {
     await this.readUnsupported();
     await this.readDependencies();
     const database = await this.readDatabase();
+    const initialPrivilegesChanged = await this.readInitialPrivilegesChanged();
 
     const withDeps = <T extends { dependsOn: ObjectRef[] }>(ref: ObjectRef, obj: T): T => {
       obj.dependsOn = [...(this.deps.get(ref) ?? [])].filter((d) => d !== ref).sort();
@@ -334,7 +337,81 @@ class SchemaReader {
         (a, b) => compare(a.kind, b.kind) || compare(a.name, b.name),
       ),
       database,
+      initialPrivilegesChanged,
     };
+  }
+
+  /**
+   * Privileges granted or revoked on objects a restore does not create
+   * (InitialPrivilegesChange): functions, relations, types, schemas and
+   * languages that are built in or an extension's members, whose ACL differs
+   * from their initial one. Hardening such as REVOKE EXECUTE ON FUNCTION
+   * pg_catalog.pg_sleep FROM PUBLIC would otherwise be undone by a restore.
+   * Column privileges on such tables are not read.
+   */
+  private async readInitialPrivilegesChanged(): Promise<InitialPrivilegesChange[]> {
+    const rows = await this.q(`
+      WITH objects AS (
+        SELECT 'pg_proc'::regclass AS cls, p.oid, 'ROUTINE' AS kind, p.oid::regprocedure::text AS name,
+          p.proacl AS acl, p.proowner AS owner, 'f'::"char" AS dflt
+          FROM pg_proc p WHERE p.proacl IS NOT NULL
+        UNION ALL SELECT 'pg_class'::regclass, c.oid, CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+          c.oid::regclass::text, c.relacl, c.relowner, CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char"
+          FROM pg_class c WHERE c.relacl IS NOT NULL AND c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
+        UNION ALL SELECT 'pg_type'::regclass, t.oid, 'TYPE', format_type(t.oid, NULL), t.typacl, t.typowner, 'T'
+          FROM pg_type t WHERE t.typacl IS NOT NULL
+        UNION ALL SELECT 'pg_namespace'::regclass, n.oid, 'SCHEMA', quote_ident(n.nspname), n.nspacl, n.nspowner, 'n'
+          FROM pg_namespace n WHERE n.nspacl IS NOT NULL AND n.nspname <> 'public'
+        UNION ALL SELECT 'pg_language'::regclass, l.oid, 'LANGUAGE', quote_ident(l.lanname), l.lanacl, l.lanowner, 'l'
+          FROM pg_language l WHERE l.lanacl IS NOT NULL),
+      theirs AS (
+        SELECT o.*, (SELECT e.extname FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+                      WHERE d.classid = o.cls AND d.objid = o.oid AND d.deptype = 'e'
+                        AND d.refclassid = 'pg_extension'::regclass) AS extension,
+          coalesce((SELECT i.initprivs FROM pg_init_privs i
+                     WHERE i.classoid = o.cls AND i.objoid = o.oid AND i.objsubid = 0),
+                   acldefault(o.dflt, o.owner)) AS base
+          FROM objects o),
+      changed AS (
+        SELECT * FROM theirs WHERE (oid < ${FIRST_NORMAL_OID} OR extension IS NOT NULL)
+          AND acl::text[] IS DISTINCT FROM base::text[]),
+      now AS (
+        SELECT c.cls, c.oid, x.grantee, x.privilege_type AS priv, bool_or(x.is_grantable) AS g
+          FROM changed c, aclexplode(c.acl) x WHERE x.grantee <> c.owner GROUP BY 1, 2, 3, 4),
+      was AS (
+        SELECT c.cls, c.oid, x.grantee, x.privilege_type AS priv, bool_or(x.is_grantable) AS g
+          FROM changed c, aclexplode(c.base) x WHERE x.grantee <> c.owner GROUP BY 1, 2, 3, 4)
+      SELECT c.kind, c.name, c.extension,
+        CASE WHEN d.grantee = 0 THEN NULL ELSE pg_get_userbyid(d.grantee) END AS grantee,
+        d.priv, d.now_g, d.was_g
+      FROM (SELECT coalesce(n.cls, w.cls) AS cls, coalesce(n.oid, w.oid) AS oid,
+                   coalesce(n.grantee, w.grantee) AS grantee, coalesce(n.priv, w.priv) AS priv,
+                   n.g AS now_g, w.g AS was_g
+              FROM now n FULL JOIN was w
+                ON w.cls = n.cls AND w.oid = n.oid AND w.grantee = n.grantee AND w.priv = n.priv
+             WHERE n.g IS DISTINCT FROM w.g) d
+      JOIN changed c ON c.cls = d.cls AND c.oid = d.oid`);
+    const byObject = new Map<string, InitialPrivilegesChange>();
+    for (const r of rows) {
+      const key = `${s(r, 'kind')} ${s(r, 'name')}`;
+      let change = byObject.get(key);
+      if (change === undefined) {
+        change = { kind: s(r, 'kind'), name: s(r, 'name'), grants: [], revokes: [] };
+        setOpt(change, 'extension', r.extension);
+        byObject.set(key, change);
+      }
+      const grantee = r.grantee ?? null;
+      const privilege = s(r, 'priv');
+      // Held before in another form (with or without grant option): revoked, then granted as now.
+      if (r.was_g !== null && r.was_g !== undefined) change.revokes.push({ grantee, privilege });
+      if (r.now_g !== null && r.now_g !== undefined)
+        change.grants.push({ grantee, privilege, grantable: r.now_g === 't' });
+    }
+    const order = (a: PrivilegeItem, b: PrivilegeItem) =>
+      compare(a.grantee ?? '', b.grantee ?? '') || compare(a.privilege, b.privilege);
+    return [...byObject.values()]
+      .map((c) => ({ ...c, grants: c.grants.sort(order), revokes: c.revokes.sort(order) }))
+      .sort((a, b) => compare(a.kind, b.kind) || compare(a.name, b.name));
   }
 
   /** The database's owner, privileges, connection limit, settings for every role, and comment. */
