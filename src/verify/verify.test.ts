@@ -37,6 +37,17 @@ describe('diffSchemas', () => {
     expect(diffSchemas(a, b)).toEqual([]);
   });
 
+  it('skips what an older snapshot did not record, and compares it when recorded', () => {
+    const database = { owner: 'o', acl: null, connectionLimit: -1, settings: [] };
+    const restored = model({ database, initialPrivilegesChanged: [] });
+    expect(diffSchemas(model(), restored)).toEqual([]);
+    expect(
+      diffSchemas(model({ database: { ...database, connectionLimit: 5 } }), restored).map(
+        (p) => p.message,
+      ),
+    ).toEqual(['schema: database differs after restore']);
+  });
+
   it('names a missing, a changed and an extra object by kind and name', () => {
     const a = model();
     const b = model({
