@@ -175,6 +175,33 @@ describe('verify', () => {
     const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${db}`;
     const b = await runCli(['backup', url, '--repo', own], { cwd: dir });
     expect(b.code, b.stderr).toBe(0);
+    // The backup says which objects need it, and that a full restore fails without it.
+    expect(b.stdout).toContain(
+      'not reproducible: text search configuration public.my_ts: text search configurations are not recreated; needed by table public.docs',
+    );
+    expect(b.stderr).toContain(
+      'warning: a full restore of this snapshot fails unless text search configuration public.my_ts exists in the target first',
+    );
+    // A dry run with --create does not claim to have tried it.
+    const dry = await runCli(
+      ['restore', 'latest', '--to', `${url}_new`, '--create', '--dry-run', '--repo', own],
+      { cwd: dir },
+    );
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toContain('a full restore of this snapshot fails unless');
+    expect(dry.stdout).toContain('dry run: planned from the snapshot, not tried');
+    expect(dry.stdout).not.toContain('tried and rolled back');
+    // What the warning says works: the object made first in an empty database.
+    const empty = await freshDatabase(server, 'prepared');
+    await sql(server, empty, 'CREATE TEXT SEARCH CONFIGURATION public.my_ts (COPY = english)');
+    const into = await runCli(
+      ['restore', 'latest', '--to', url.replace(db, empty), '--confirm', empty, '--repo', own],
+      { cwd: dir },
+    );
+    expect(into.code, into.stderr).toBe(0);
+    expect(await sql(server, empty, 'SELECT v::text FROM docs')).toEqual([
+      { v: "'brown':3 'fox':4 'quick':2" },
+    ]);
     const r = await runCli(['verify', 'latest', '--repo', own], { cwd: dir });
     expect(r.code, r.stdout + r.stderr).toBe(ExitCode.damaged);
     expect(r.stdout).toContain('the snapshot does not restore');

@@ -15,6 +15,7 @@ import { slotWaitMessage } from '../../pg/replication/slot-wait.js';
 import { formatBytes } from '../../util/format.js';
 import type { CliContext } from '../context.js';
 import { clock, Progress, rate } from '../progress.js';
+import { blockedRestoreWarning, describeUnsupported } from '../unsupported.js';
 
 export function registerBackup(program: Command, context: (cmd: Command) => CliContext): void {
   program
@@ -226,7 +227,8 @@ async function runBackup(ctx: CliContext, ref: string, opts: { workers: string }
   ctx.out(
     `  lsn ${m.lsn}, took ${result.seconds.toFixed(1)} s (${rate(t.bytes, result.seconds)})\n`,
   );
-  for (const u of m.schema.unsupported)
-    ctx.out(`  not reproducible: ${u.kind} ${u.name}: ${u.reason}\n`);
+  for (const u of m.schema.unsupported) ctx.out(`  not reproducible: ${describeUnsupported(u)}\n`);
+  const blocked = blockedRestoreWarning(m.schema.unsupported);
+  if (blocked !== undefined) ctx.err(`flashback: warning: ${blocked}\n`);
   return ExitCode.ok;
 }

@@ -25,6 +25,7 @@ import { triggerList } from '../../restore/triggers.js';
 import { formatBytes } from '../../util/format.js';
 import type { CliContext } from '../context.js';
 import { clock, Progress, rate } from '../progress.js';
+import { blockedRestoreWarning, describeUnsupported } from '../unsupported.js';
 import { table } from './snapshots.js';
 
 interface RestoreFlags {
@@ -312,7 +313,7 @@ async function restoreFrom(
     ctx.out(
       `${result.applied ? 'not reproduced' : 'would not be reproduced'} exactly, as the backup reported (\`flashback show ${manifest.id}\`):\n`,
     );
-    for (const u of missing) ctx.out(`  ${u.kind} ${u.name}: ${u.reason}\n`);
+    for (const u of missing) ctx.out(`  ${describeUnsupported(u)}\n`);
   }
   const db = manifest.schema.database;
   if (
@@ -329,11 +330,18 @@ async function restoreFrom(
       `the source database's privileges, connection limit, settings and comment ${result.applied ? 'were' : 'would be'} left as they are here: a restore applies them only to a database it creates (--create)\n`,
     );
   }
-  ctx.out(
-    result.applied
-      ? `restored in ${result.seconds.toFixed(1)} s\n`
-      : 'dry run: tried and rolled back; nothing was written\n',
-  );
+  if (result.applied) {
+    ctx.out(`restored in ${result.seconds.toFixed(1)} s\n`);
+  } else if (result.plan.mode === 'full' && opts.create === true) {
+    // (No database to try it in: creating one would be a write.)
+    const blocked = blockedRestoreWarning(missing);
+    if (blocked !== undefined) ctx.out(`warning: ${blocked}\n`);
+    ctx.out(
+      'dry run: planned from the snapshot, not tried (--create has no database to try it in: `flashback verify` restores a snapshot in a scratch server); nothing was written\n',
+    );
+  } else {
+    ctx.out('dry run: tried and rolled back; nothing was written\n');
+  }
   return ExitCode.ok;
 }
 

@@ -7,6 +7,7 @@ import { type RunRecord, RunStore } from '../../repo/runs.js';
 import { type SnapshotManifest, SnapshotStore } from '../../repo/snapshots.js';
 import { formatBytes, formatTime } from '../../util/format.js';
 import type { CliContext } from '../context.js';
+import { blockedRestoreWarning, describeUnsupported } from '../unsupported.js';
 
 export function registerSnapshots(program: Command, context: (cmd: Command) => CliContext): void {
   program
@@ -143,9 +144,10 @@ async function show(ctx: CliContext, ref: string): Promise<number> {
       : `${t.key.join(', ')}${t.keyKind === 'replica-identity' ? ' (replica identity)' : ''}`,
   ]);
   ctx.out(table(['TABLE', 'ROWS', 'CHUNKS', 'SIZE', 'STORED', 'KEY'], rows, [1, 2, 3, 4]));
-  for (const u of m.schema.unsupported)
-    ctx.out(`\nnot reproducible: ${u.kind} ${u.name}: ${u.reason}`);
+  for (const u of m.schema.unsupported) ctx.out(`\nnot reproducible: ${describeUnsupported(u)}`);
   if (m.schema.unsupported.length > 0) ctx.out('\n');
+  const blocked = blockedRestoreWarning(m.schema.unsupported);
+  if (blocked !== undefined) ctx.out(`warning: ${blocked}\n`);
   return ExitCode.ok;
 }
 

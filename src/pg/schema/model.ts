@@ -455,6 +455,12 @@ export interface UnsupportedObject {
   kind: string;
   name: string;
   reason: string;
+  /**
+   * Objects of the model that need this one (pg_depend), as `kind name`
+   * (`table public.t`, `index public.t_x`), sorted: a restore creating them
+   * fails unless the object exists in the target first. Absent when none.
+   */
+  neededBy?: string[];
 }
 
 /** A database's schema. */

@@ -250,6 +250,8 @@ class SchemaReader {
   private readonly deps = new Map<ObjectRef, Set<ObjectRef>>();
   private readonly rels = new Map<string, RelInfo>();
   private readonly unsupported: UnsupportedObject[] = [];
+  /** Objects not recreated, by `catalog:oid`, to name what needs them. */
+  private readonly notRecreated = new Map<string, UnsupportedObject>();
 
   constructor(private readonly client: PgClient) {}
 
@@ -261,8 +263,14 @@ class SchemaReader {
     return this.members.has(`${catalog}:${oid}`);
   }
 
-  private note(kind: string, name: string, reason: string): void {
-    this.unsupported.push({ kind, name, reason });
+  /**
+   * Records an object that is not recreated. `key` (`catalog:oid`) lets
+   * readDependencies name the model objects that need it (`neededBy`).
+   */
+  private note(kind: string, name: string, reason: string, key?: string): void {
+    const u: UnsupportedObject = { kind, name, reason };
+    this.unsupported.push(u);
+    if (key !== undefined) this.notRecreated.set(key, u);
   }
 
   async read(): Promise<SchemaModel> {
@@ -700,6 +708,7 @@ class SchemaReader {
               'base type',
               qualify(schema, name),
               'types implemented in C are not recreated',
+              `pg_type:${oid}`,
             );
           }
           break;
@@ -867,6 +876,7 @@ class SchemaReader {
           'foreign table',
           qualify(schema, name),
           'foreign tables (and their servers) are not recreated',
+          `pg_class:${oid}`,
         );
         continue;
       }
@@ -1550,7 +1560,13 @@ class SchemaReader {
     for (const r of rows) {
       if (this.isMember(s(r, 'cls'), s(r, 'oid'))) continue;
       const kind = s(r, 'kind');
-      this.note(kind, s(r, 'name'), reasons[kind] ?? 'not recreated');
+      const oid = s(r, 'oid');
+      this.note(
+        kind,
+        s(r, 'name'),
+        reasons[kind] ?? 'not recreated',
+        oid === '0' ? undefined : `${s(r, 'cls')}:${oid}`,
+      );
     }
   }
 
@@ -1572,6 +1588,13 @@ class SchemaReader {
       const objid = s(r, 'objid');
       if (this.isMember(cls, objid)) continue;
       const from = this.resolve(`${cls}:${objid}`);
+      const needed = this.notRecreated.get(`${s(r, 'refcls')}:${s(r, 'refobjid')}`);
+      if (needed !== undefined && from !== undefined) {
+        const by = from.replace(':', ' ');
+        const list = needed.neededBy ?? [];
+        if (!list.includes(by)) list.push(by);
+        needed.neededBy = list.sort();
+      }
       const to = this.resolve(`${s(r, 'refcls')}:${s(r, 'refobjid')}`);
       if (from === undefined || to === undefined || from === to) continue;
       // A sequence OWNED BY a column: the table needs the sequence, not the reverse.
