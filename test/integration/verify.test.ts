@@ -29,6 +29,12 @@ async function snapshotFiles(repo: string): Promise<string[]> {
   return (await readdir(path.join(repo, 'snapshots'))).filter((f) => f.endsWith('.json'));
 }
 
+/** A btree operator class sorting integers backwards: an object Flashback does not recreate. */
+const REVERSED_OPS = `CREATE FUNCTION rev_cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE
+    AS 'SELECT CASE WHEN $1 < $2 THEN 1 WHEN $1 > $2 THEN -1 ELSE 0 END';
+  CREATE OPERATOR CLASS rev_ops FOR TYPE int USING btree AS
+    OPERATOR 1 >, OPERATOR 2 >=, OPERATOR 3 =, OPERATOR 4 <=, OPERATOR 5 <, FUNCTION 1 rev_cmp(int, int)`;
+
 describe('verify', () => {
   const server = testServers().find((s) => s.major === 17)!;
   const env = { PW: server.password };
@@ -159,16 +165,16 @@ describe('verify', () => {
   });
 
   it('fails (exit 8, not "could not run") a snapshot whose schema does not restore', async () => {
-    // A text search configuration is not reproduced (the backup says so); a
-    // generated column needs it, so the table cannot be created.
+    // An operator class is not reproduced (the backup says so); an index
+    // needs it, so the index cannot be created.
     const db = await freshDatabase(server, 'unrestorable');
     await sql(
       server,
       db,
-      `CREATE TEXT SEARCH CONFIGURATION my_ts (COPY = english);
-       CREATE TABLE docs (id int PRIMARY KEY, body text,
-         v tsvector GENERATED ALWAYS AS (to_tsvector('my_ts'::regconfig, body)) STORED);
-       INSERT INTO docs (id, body) VALUES (1, 'the quick brown fox')`,
+      `${REVERSED_OPS};
+       CREATE TABLE docs (id int PRIMARY KEY, n int);
+       CREATE INDEX docs_n ON docs (n rev_ops);
+       INSERT INTO docs VALUES (1, 10), (2, 20)`,
     );
     const own = path.join(dir, 'unrestorable');
     expect((await runCli(['init', '--force', '--repo', own], { cwd: dir })).code).toBe(0);
@@ -177,10 +183,10 @@ describe('verify', () => {
     expect(b.code, b.stderr).toBe(0);
     // The backup says which objects need it, and that a full restore fails without it.
     expect(b.stdout).toContain(
-      'not reproducible: text search configuration public.my_ts: text search configurations are not recreated; needed by table public.docs',
+      'not reproducible: operator class public.rev_ops USING btree: user-defined operator classes are not recreated; needed by index public.docs_n',
     );
     expect(b.stderr).toContain(
-      'warning: a full restore of this snapshot fails unless text search configuration public.my_ts exists in the target first',
+      'warning: a full restore of this snapshot fails unless operator class public.rev_ops USING btree exists in the target first',
     );
     // A dry run with --create does not claim to have tried it.
     const dry = await runCli(
@@ -193,19 +199,19 @@ describe('verify', () => {
     expect(dry.stdout).not.toContain('tried and rolled back');
     // What the warning says works: the object made first in an empty database.
     const empty = await freshDatabase(server, 'prepared');
-    await sql(server, empty, 'CREATE TEXT SEARCH CONFIGURATION public.my_ts (COPY = english)');
+    await sql(server, empty, REVERSED_OPS);
     const into = await runCli(
       ['restore', 'latest', '--to', url.replace(db, empty), '--confirm', empty, '--repo', own],
       { cwd: dir },
     );
     expect(into.code, into.stderr).toBe(0);
-    expect(await sql(server, empty, 'SELECT v::text FROM docs')).toEqual([
-      { v: "'brown':3 'fox':4 'quick':2" },
+    expect(await sql(server, empty, "SELECT pg_get_indexdef('docs_n'::regclass) AS d")).toEqual([
+      { d: 'CREATE INDEX docs_n ON public.docs USING btree (n rev_ops)' },
     ]);
     const r = await runCli(['verify', 'latest', '--repo', own], { cwd: dir });
     expect(r.code, r.stdout + r.stderr).toBe(ExitCode.damaged);
     expect(r.stdout).toContain('the snapshot does not restore');
-    expect(r.stdout).toContain('my_ts');
+    expect(r.stdout).toContain('rev_ops');
     // Not a damaged chunk: a new backup would not repair it.
     expect(r.stderr).toContain('not repaired by a new backup');
     expect(r.stderr).not.toContain('check --read-data');

@@ -33,6 +33,8 @@ import type {
   SchemaModel,
   SequenceModel,
   TableModel,
+  TextSearchConfigurationModel,
+  TextSearchDictionaryModel,
   TypeModel,
   ViewModel,
 } from './model.js';
@@ -305,6 +307,8 @@ class Builder {
       }
     }
     for (const c of this.model.collations) this.collation(c);
+    for (const d of this.model.textSearchDictionaries ?? []) this.textSearchDictionary(d);
+    for (const c of this.model.textSearchConfigurations ?? []) this.textSearchConfiguration(c);
     for (const t of this.model.types) this.type(t);
     for (const f of this.model.functions) this.function(f);
     for (const a of this.model.aggregates) this.aggregate(a);
@@ -587,6 +591,56 @@ class Builder {
       statements: [stmt('collation', name, `CREATE COLLATION ${name} (${parts.join(', ')})`)],
     });
     const target: Target = { keyword: 'COLLATION', grantKeyword: '', name };
+    if (c.comment !== undefined) this.comment(ref, target, c.comment);
+    this.ownerAndGrants(ref, target, c.owner, null);
+  }
+
+  private textSearchDictionary(d: TextSearchDictionaryModel): void {
+    const ref = qualifiedRef('tsdictionary', d.schema, d.name);
+    const name = qualify(d.schema, d.name);
+    const options = d.options === undefined ? '' : `, ${d.options}`;
+    this.add({
+      id: ref,
+      phase: Phase.Pre,
+      priority: PRIORITY.collation,
+      deps: d.dependsOn,
+      statements: [
+        stmt(
+          'text search dictionary',
+          name,
+          `CREATE TEXT SEARCH DICTIONARY ${name} (TEMPLATE = ${d.template}${options})`,
+        ),
+      ],
+    });
+    const target: Target = { keyword: 'TEXT SEARCH DICTIONARY', grantKeyword: '', name };
+    if (d.comment !== undefined) this.comment(ref, target, d.comment);
+    this.ownerAndGrants(ref, target, d.owner, null);
+  }
+
+  private textSearchConfiguration(c: TextSearchConfigurationModel): void {
+    const ref = qualifiedRef('tsconfig', c.schema, c.name);
+    const name = qualify(c.schema, c.name);
+    this.add({
+      id: ref,
+      phase: Phase.Pre,
+      priority: PRIORITY.collation,
+      deps: c.dependsOn,
+      statements: [
+        stmt(
+          'text search configuration',
+          name,
+          `CREATE TEXT SEARCH CONFIGURATION ${name} (PARSER = ${c.parser})`,
+        ),
+        ...c.mappings.map((m) =>
+          stmt(
+            'text search configuration',
+            name,
+            `ALTER TEXT SEARCH CONFIGURATION ${name} ADD MAPPING FOR ${quoteIdent(m.token)} WITH ${m.dictionaries.join(', ')}`,
+          ),
+        ),
+      ],
+    });
+    const target: Target = { keyword: 'TEXT SEARCH CONFIGURATION', grantKeyword: '', name };
     if (c.comment !== undefined) this.comment(ref, target, c.comment);
     this.ownerAndGrants(ref, target, c.owner, null);
   }

@@ -30,6 +30,8 @@ export type RefKind =
   | 'schema'
   | 'extension'
   | 'collation'
+  | 'tsdictionary'
+  | 'tsconfig'
   | 'type'
   | 'function'
   | 'sequence'
@@ -95,6 +97,32 @@ export interface CollationModel {
   locale?: string;
   /** icu: tailoring rules (PostgreSQL 16+). */
   rules?: string;
+  owner: string;
+  comment?: string;
+  dependsOn: ObjectRef[];
+}
+
+/** A text search dictionary (CREATE TEXT SEARCH DICTIONARY) on a built-in or extension template. */
+export interface TextSearchDictionaryModel {
+  schema: string;
+  name: string;
+  /** The template, quoted and qualified (`pg_catalog.snowball`). */
+  template: string;
+  /** The options as the catalog keeps them (`language = 'english', stopwords = 'english'`); absent when none. */
+  options?: string;
+  owner: string;
+  comment?: string;
+  dependsOn: ObjectRef[];
+}
+
+/** A text search configuration (CREATE TEXT SEARCH CONFIGURATION) with its mappings. */
+export interface TextSearchConfigurationModel {
+  schema: string;
+  name: string;
+  /** The parser, quoted and qualified (`pg_catalog."default"`). */
+  parser: string;
+  /** Per token type (the parser's alias), the dictionaries in order, quoted and qualified; sorted by token. */
+  mappings: Array<{ token: string; dictionaries: string[] }>;
   owner: string;
   comment?: string;
   dependsOn: ObjectRef[];
@@ -539,6 +567,9 @@ export interface SchemaModel {
   unsupported: UnsupportedObject[];
   /** The database's owner, privileges, settings and comment (absent in snapshots before they were recorded). */
   database?: DatabaseModel;
+  /** Text search dictionaries and configurations (absent in snapshots before they were recreated). */
+  textSearchDictionaries?: TextSearchDictionaryModel[];
+  textSearchConfigurations?: TextSearchConfigurationModel[];
   /** Grants and revokes on built-in and extension objects, sorted by kind and name (absent in snapshots before they were recorded). */
   initialPrivilegesChanged?: InitialPrivilegesChange[];
 }

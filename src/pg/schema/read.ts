@@ -41,6 +41,8 @@ import type {
   SequenceModel,
   StatisticsModel,
   TableModel,
+  TextSearchConfigurationModel,
+  TextSearchDictionaryModel,
   TriggerModel,
   TypeModel,
   UnsupportedObject,
@@ -280,6 +282,7 @@ class SchemaReader {
     const schemas = await this.readSchemas();
     const extensions = await this.readExtensions();
     const collations = await this.readCollations();
+    const { dictionaries, configurations } = await this.readTextSearch();
     const types = await this.readTypes();
     const functions = await this.readFunctions();
     const aggregates = await this.readAggregates();
@@ -305,6 +308,8 @@ class SchemaReader {
     for (const x of schemas) withDeps(unqualifiedRef('schema', x.name), x);
     for (const x of extensions) withDeps(unqualifiedRef('extension', x.name), x);
     for (const x of collations) withDeps(qualifiedRef('collation', x.schema, x.name), x);
+    for (const x of dictionaries) withDeps(qualifiedRef('tsdictionary', x.schema, x.name), x);
+    for (const x of configurations) withDeps(qualifiedRef('tsconfig', x.schema, x.name), x);
     for (const x of types) withDeps(qualifiedRef('type', x.schema, x.name), x);
     for (const x of functions) withDeps(functionRef(x.schema, x.name, x.signature), x);
     for (const x of aggregates) withDeps(functionRef(x.schema, x.name, x.signature), x);
@@ -325,6 +330,8 @@ class SchemaReader {
       schemas: schemas.sort(byName),
       extensions: extensions.sort(byName),
       collations: collations.sort(byName),
+      textSearchDictionaries: dictionaries.sort(byName),
+      textSearchConfigurations: configurations.sort(byName),
       types: types.sort(byName),
       functions: functions.sort(
         (a, b) => byName(a, b) || compare(a.identityArguments, b.identityArguments),
@@ -502,6 +509,71 @@ class SchemaReader {
       out.push(ext);
     }
     return out;
+  }
+
+  /**
+   * Text search dictionaries on built-in or extension templates, and
+   * configurations on built-in or extension parsers, with their mappings.
+   * Those on user-made templates or parsers (C code) stay unsupported.
+   */
+  private async readTextSearch(): Promise<{
+    dictionaries: TextSearchDictionaryModel[];
+    configurations: TextSearchConfigurationModel[];
+  }> {
+    const qualified = (nsp: string, name: string) =>
+      `(SELECT quote_ident(x.nspname) FROM pg_namespace x WHERE x.oid = ${nsp}) || '.' || quote_ident(${name})`;
+    // Built in, or an extension's member: exists once the extension is created.
+    const available = (cls: string, oid: string) =>
+      `(${oid} < ${FIRST_NORMAL_OID} OR EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '${cls}'::regclass
+         AND e.objid = ${oid} AND e.deptype = 'e'))`;
+    const dictionaries: TextSearchDictionaryModel[] = [];
+    for (const r of await this.q(`
+      SELECT d.oid, n.nspname, d.dictname, ${qualified('t.tmplnamespace', 't.tmplname')} AS template,
+        d.dictinitoption, pg_get_userbyid(d.dictowner) AS owner, obj_description(d.oid, 'pg_ts_dict') AS comment
+      FROM pg_ts_dict d JOIN pg_namespace n ON n.oid = d.dictnamespace JOIN pg_ts_template t ON t.oid = d.dicttemplate
+      WHERE ${USER_NS} AND d.oid >= ${FIRST_NORMAL_OID} AND ${available('pg_ts_template', 't.oid')}`)) {
+      if (this.isMember('pg_ts_dict', s(r, 'oid'))) continue;
+      const d: TextSearchDictionaryModel = {
+        schema: s(r, 'nspname'),
+        name: s(r, 'dictname'),
+        template: s(r, 'template'),
+        owner: s(r, 'owner'),
+        dependsOn: [],
+      };
+      setOpt(d, 'options', r.dictinitoption);
+      setOpt(d, 'comment', r.comment);
+      this.refs.set(`pg_ts_dict:${s(r, 'oid')}`, qualifiedRef('tsdictionary', d.schema, d.name));
+      dictionaries.push(d);
+    }
+    const configurations: TextSearchConfigurationModel[] = [];
+    for (const r of await this.q(`
+      SELECT c.oid, n.nspname, c.cfgname, ${qualified('p.prsnamespace', 'p.prsname')} AS parser,
+        pg_get_userbyid(c.cfgowner) AS owner, obj_description(c.oid, 'pg_ts_config') AS comment,
+        (SELECT coalesce(json_agg(json_build_array(m.token, m.dicts) ORDER BY m.token), '[]')::text
+           FROM (SELECT t.alias AS token,
+                        array_agg(${qualified('dd.dictnamespace', 'dd.dictname')} ORDER BY cm.mapseqno) AS dicts
+                   FROM pg_ts_config_map cm
+                   JOIN ts_token_type(c.cfgparser) t ON t.tokid = cm.maptokentype
+                   JOIN pg_ts_dict dd ON dd.oid = cm.mapdict
+                  WHERE cm.mapcfg = c.oid GROUP BY t.alias) m) AS mappings
+      FROM pg_ts_config c JOIN pg_namespace n ON n.oid = c.cfgnamespace JOIN pg_ts_parser p ON p.oid = c.cfgparser
+      WHERE ${USER_NS} AND c.oid >= ${FIRST_NORMAL_OID} AND ${available('pg_ts_parser', 'p.oid')}`)) {
+      if (this.isMember('pg_ts_config', s(r, 'oid'))) continue;
+      const c: TextSearchConfigurationModel = {
+        schema: s(r, 'nspname'),
+        name: s(r, 'cfgname'),
+        parser: s(r, 'parser'),
+        mappings: (JSON.parse(s(r, 'mappings')) as Array<[string, string[]]>).map(
+          ([token, dictionaries]) => ({ token, dictionaries }),
+        ),
+        owner: s(r, 'owner'),
+        dependsOn: [],
+      };
+      setOpt(c, 'comment', r.comment);
+      this.refs.set(`pg_ts_config:${s(r, 'oid')}`, qualifiedRef('tsconfig', c.schema, c.name));
+      configurations.push(c);
+    }
+    return { dictionaries, configurations };
   }
 
   private async readCollations(): Promise<CollationModel[]> {
@@ -1558,7 +1630,9 @@ class SchemaReader {
       'extension dependency': 'DEPENDS ON EXTENSION marks are not recreated',
     };
     for (const r of rows) {
-      if (this.isMember(s(r, 'cls'), s(r, 'oid'))) continue;
+      // (Members of an extension come with it; text search objects on built-in parts are modelled.)
+      if (this.isMember(s(r, 'cls'), s(r, 'oid')) || this.refs.has(`${s(r, 'cls')}:${s(r, 'oid')}`))
+        continue;
       const kind = s(r, 'kind');
       const oid = s(r, 'oid');
       this.note(
