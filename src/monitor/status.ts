@@ -53,7 +53,7 @@ import { begunBy } from '../repo/changelogs.js';
 import { damagedSnapshots, type KnownDamage, readKnownDamage } from '../repo/damage.js';
 import type { Repository } from '../repo/repository.js';
 import { type RunKind, type RunRecord, RunStore, runScope } from '../repo/runs.js';
-import { type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
+import { byDataTime, dataTime, type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
 import { type ChangeLogFacts, readChangeLogFacts } from './changelog-facts.js';
 
 export type Severity = 'ok' | 'warning' | 'critical';
@@ -224,7 +224,10 @@ export function missingSnapshots(
 }
 
 /** What status needs of a snapshot. */
-export type SnapshotSummary = Pick<SnapshotManifest, 'id' | 'target' | 'startedAt' | 'lsn'>;
+export type SnapshotSummary = Pick<
+  SnapshotManifest,
+  'id' | 'target' | 'startedAt' | 'consistentAt' | 'lsn'
+>;
 
 /** A snapshot whose manifest cannot be read, and why. */
 export interface UnreadableSnapshot {
@@ -270,7 +273,13 @@ async function snapshotSummaries(repo: Repository): Promise<{
         }
         throw err;
       }
-      s = { id: m.id, target: m.target, startedAt: m.startedAt, lsn: m.lsn };
+      s = {
+        id: m.id,
+        target: m.target,
+        startedAt: m.startedAt,
+        consistentAt: m.consistentAt,
+        lsn: m.lsn,
+      };
       known.set(id, s);
     }
     snapshots.push(s);
@@ -384,20 +393,21 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       ...(snapshot === undefined ? {} : { snapshot }),
     });
   };
-  const snaps = input.snapshots
-    .filter((s) => s.target === target)
-    .sort((a, b) => (a.startedAt < b.startedAt ? -1 : 1));
+  // By the moment of their data: a snapshot from the log of an earlier
+  // moment, written last, is not the newest (and its age is its data's).
+  const snaps = input.snapshots.filter((s) => s.target === target).sort(byDataTime);
   const exists = new Set(snaps.map((s) => s.id));
   const runs = input.runs.filter((r) => r.target === target);
   const of = (kind: RunKind): RunRecord[] => runs.filter((r) => r.kind === kind);
   const age = (iso: string): number => now - Date.parse(iso);
+  const dataAge = (s: SnapshotSummary): number => now - dataTime(s);
 
   // Newest snapshot and its age.
   const newestSnap = snaps[snaps.length - 1];
   if (newestSnap === undefined) {
     add('critical', 'no-backup', `no backup of "${target}" in the repository`);
   } else {
-    const a = age(newestSnap.startedAt);
+    const a = dataAge(newestSnap);
     const level = a > th.backupCritical ? 'critical' : a > th.backupWarning ? 'warning' : undefined;
     if (level !== undefined) {
       add(
@@ -428,7 +438,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       );
     }
   } else {
-    const a = age(newestPassed.startedAt);
+    const a = dataAge(newestPassed);
     const level =
       a > th.verifiedCritical ? 'critical' : a > th.verifiedWarning ? 'warning' : undefined;
     if (level !== undefined) {
@@ -525,7 +535,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
     if (v === undefined || v.ok) continue;
     if ((v.problems?.length ?? 0) === 0) continue; // could not run: below
     failedVerifications.push(s.id);
-    const newerPassed = newestPassed !== undefined && newestPassed.startedAt > s.startedAt;
+    const newerPassed = newestPassed !== undefined && byDataTime(newestPassed, s) > 0;
     add(
       newerPassed ? 'warning' : 'critical',
       'verify-failed',
@@ -676,7 +686,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       add(
         'warning',
         'log-since-snapshot',
-        `restoring "${target}" to a moment now reads ${formatSize(bytesSinceSnapshot)} of change log stored since its newest snapshot ${base!.id} (${formatDuration(age(base!.startedAt))} ago) before it can begin (warning above ${formatSize(th.logSinceSnapshotWarning)}); snapshots from the log bound it: schedule backup_from_log, or run \`flashback backup ${target} --from-log\``,
+        `restoring "${target}" to a moment now reads ${formatSize(bytesSinceSnapshot)} of change log stored since its newest snapshot ${base!.id} (${formatDuration(dataAge(base!))} ago) before it can begin (warning above ${formatSize(th.logSinceSnapshotWarning)}); snapshots from the log bound it: schedule backup_from_log, or run \`flashback backup ${target} --from-log\``,
         base!.id,
       );
     }
@@ -707,16 +717,16 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
         ? null
         : {
             id: newestSnap.id,
-            at: newestSnap.startedAt,
-            ageSeconds: Math.round(age(newestSnap.startedAt) / 1000),
+            at: newestSnap.consistentAt ?? newestSnap.startedAt,
+            ageSeconds: Math.round(dataAge(newestSnap) / 1000),
           },
     newestVerified:
       newestPassed === undefined
         ? null
         : {
             id: newestPassed.id,
-            at: newestPassed.startedAt,
-            ageSeconds: Math.round(age(newestPassed.startedAt) / 1000),
+            at: newestPassed.consistentAt ?? newestPassed.startedAt,
+            ageSeconds: Math.round(dataAge(newestPassed) / 1000),
             verifiedAt: latestVerify.get(newestPassed.id)!.finishedAt,
           },
     lastBackup:

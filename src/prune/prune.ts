@@ -165,7 +165,11 @@ export function planPrune(input: PrunePlanInput): PrunePlan {
     const manifests = new Map((byTarget.get(target) ?? []).map((m) => [m.id, m]));
     const r = planRetention({
       target,
-      snapshots: [...manifests.values()].map((m) => ({ id: m.id, time: m.startedAt })),
+      // (The moment of the data: a snapshot from the log may be of an earlier one than its start.)
+      snapshots: [...manifests.values()].map((m) => ({
+        id: m.id,
+        time: m.consistentAt ?? m.startedAt,
+      })),
       policy: retentionFor(input.config, target),
       now: input.now,
       verified: input.verified,

@@ -122,6 +122,26 @@ export interface SnapshotManifest<Schema = unknown> {
   readonly checksum?: string | undefined;
 }
 
+/**
+ * When a snapshot's data is from, in ms: its consistent point (the source's
+ * clock), else, in manifests from before that was recorded, its start.
+ */
+export function dataTime(m: Pick<SnapshotManifest, 'consistentAt' | 'startedAt'>): number {
+  return Date.parse(m.consistentAt ?? m.startedAt);
+}
+
+/**
+ * Orders snapshots by the moment of their data, oldest first, then by id:
+ * "newest" is the newest data, not the last written (`backup --from-log
+ * --lsn` writes an earlier moment after later ones).
+ */
+export function byDataTime(
+  a: Pick<SnapshotManifest, 'consistentAt' | 'startedAt' | 'id'>,
+  b: Pick<SnapshotManifest, 'consistentAt' | 'startedAt' | 'id'>,
+): number {
+  return dataTime(a) - dataTime(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
 /** The checksum of a manifest's body (everything but `checksum`, in its key order). */
 function manifestChecksum(body: object): string {
   return createHash('sha256').update(JSON.stringify(body)).digest('hex');
@@ -375,7 +395,7 @@ export class SnapshotStore {
   }
 
   /**
-   * Every readable manifest, oldest first, optionally of one target, and
+   * Every readable manifest, oldest data first (byDataTime), optionally of one target, and
    * every unreadable one (of any target: its target cannot be read either).
    * Storage errors pass.
    */
@@ -396,13 +416,14 @@ export class SnapshotStore {
       }
       if (target === undefined || m.target === target) manifests.push(m);
     }
+    manifests.sort(byDataTime);
     return { manifests, unreadable: bad };
   }
 
   /**
-   * Every manifest, oldest first, optionally of one target. An unreadable
-   * one goes to `onUnreadable` and is left out, or without that option
-   * is thrown.
+   * Every manifest, oldest data first (byDataTime), optionally of one
+   * target. An unreadable one goes to `onUnreadable` and is left out, or
+   * without that option is thrown.
    */
   async all(target?: string): Promise<SnapshotManifest[]> {
     const { manifests, unreadable } = await this.scan(target);
@@ -414,7 +435,8 @@ export class SnapshotStore {
 
   /**
    * Resolves what a user typed: a full id, a unique prefix of one, or
-   * `latest` (optionally of one target). Throws UsageError naming the problem.
+   * `latest` (optionally of one target): the newest data, byDataTime.
+   * Throws UsageError naming the problem.
    */
   async resolve(ref: string, target?: string): Promise<SnapshotManifest> {
     const ids = await this.ids();

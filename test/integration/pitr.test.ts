@@ -325,6 +325,38 @@ describe('restore to a moment', () => {
     expect(await state(server, into)).toEqual(await state(server, db));
   });
 
+  it('counts a snapshot from the log of an earlier moment, written last, as older: latest, status and list go by the data', async () => {
+    const before = JSON.parse(
+      (await runCli(['show', 'latest', '--json'], { cwd: dir, env })).stdout,
+    ) as { id: string };
+    const f = await runCli(['backup', name, '--from-log', '--lsn', moments[1]!.lsn, '--json'], {
+      cwd: dir,
+      env,
+    });
+    expect(f.code, f.stderr).toBe(0);
+    const early = (JSON.parse(f.stdout) as { snapshot: string }).snapshot;
+    try {
+      // "latest" (and a restore of the target) is still the newest data, not the last written.
+      const latest = JSON.parse(
+        (await runCli(['show', 'latest', '--json'], { cwd: dir, env })).stdout,
+      ) as { id: string };
+      expect(latest.id).toBe(before.id);
+      const st = await runCli(['status', '--json', '--target', name], { cwd: dir, env });
+      const newest = (JSON.parse(st.stdout) as { targets: Array<{ newest: { id: string } }> })
+        .targets[0]!.newest;
+      expect(newest.id).toBe(before.id);
+      // The list is in the data's order, the early one before the one it predates.
+      const list = JSON.parse(
+        (await runCli(['list', '--json'], { cwd: dir, env })).stdout,
+      ) as Array<{ id: string; dataAt: string }>;
+      const ids = list.map((x) => x.id);
+      expect(ids.indexOf(early)).toBeLessThan(ids.indexOf(before.id));
+      expect(list.map((x) => x.dataAt)).toEqual(list.map((x) => x.dataAt).sort());
+    } finally {
+      await rm(path.join(dir, 'repo', 'snapshots', `${early}.json`));
+    }
+  });
+
   it('leaves alone a slot of the same name that another database owns', async () => {
     // Another config, a target of the same name on another database of the same server.
     const other = await freshDatabase(server, 'pitr_other');

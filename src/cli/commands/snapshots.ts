@@ -12,12 +12,17 @@ import { blockedRestoreWarning, describeUnsupported } from '../unsupported.js';
 export function registerSnapshots(program: Command, context: (cmd: Command) => CliContext): void {
   program
     .command('list')
-    .description('list the snapshots in the repository, oldest first')
+    .description('list the snapshots in the repository, oldest data first')
     .option('-t, --target <name>', 'only snapshots of this target')
     .option('--json', 'print JSON')
     .addHelpText(
       'after',
       `
+TIME is the moment of the snapshot's data (its consistent point), which
+orders the list: a snapshot from the log (backup --from-log --lsn) may be
+of an earlier moment than snapshots written before it. "latest", status
+and retention go by the same order.
+
 VERIFIED is the newest verification (pass, FAIL, or error: it could not
 run), or DAMAGED for a snapshot using a chunk found missing or damaged
 since and not written again (damaged: true with --json).
@@ -76,6 +81,8 @@ async function list(ctx: CliContext, target: string | undefined): Promise<number
         target: m.target,
         database: m.database,
         time: m.startedAt,
+        // (The moment of its data, which orders the list: a snapshot from the log may be of an earlier one.)
+        dataAt: m.consistentAt ?? m.startedAt,
         lsn: m.lsn,
         serverVersion: m.serverVersion,
         totals: m.totals,
@@ -91,7 +98,7 @@ async function list(ctx: CliContext, target: string | undefined): Promise<number
   }
   const rows = all.map((m) => [
     m.id,
-    formatTime(m.startedAt),
+    formatTime(m.consistentAt ?? m.startedAt),
     m.target,
     m.lsn,
     String(m.totals.tables),
