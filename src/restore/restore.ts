@@ -373,7 +373,7 @@ async function atMoment(
 ): Promise<Pick<RestoreResult, 'sequencesRaised'>> {
   if (options.source === undefined) return {};
   const restored = new Set(tables.map((t) => `${t.schema}.${t.name}`));
-  return { sequencesRaised: await raiseSequences(client, options.manifest.schema, restored) };
+  return { sequencesRaised: await raiseSequences(client, restored) };
 }
 
 /**

@@ -306,7 +306,7 @@ async function restoreFrom(
     // The log carries no sequence changes: without this, the rebuilt
     // database's first INSERT would take a key that exists.
     ctx.out(
-      `sequences raised to their columns' largest values (the change log does not carry sequence changes): ${raised.map((r) => `${r.sequence} ${r.from ?? '(unused)'} → ${r.to}`).join(', ')}\n`,
+      `sequences moved past their columns' values (the change log does not carry sequence changes): ${raised.map((r) => `${r.sequence} ${r.from ?? '(unused)'} → ${r.to}`).join(', ')}\n`,
     );
   }
   if (missing.length > 0) {
