@@ -1,5 +1,7 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { AlertTracker, alertPayload } from './alerts.js';
+import { AlertSender, AlertTracker, alertPayload } from './alerts.js';
 import type { Finding, Severity } from './status.js';
 
 function t(severity: Severity, findings: Finding[]) {
@@ -73,5 +75,49 @@ describe('alert tracking', () => {
       ':rotating_light: *Flashback CRITICAL: prod*\nsnapshot X FAILED verification',
     );
     expect((p.flashback as { snapshot: string }).snapshot).toBe('X');
+  });
+});
+
+describe('alert delivery', () => {
+  it('gives up on a webhook that accepts and never answers, within the timeout of each attempt', async () => {
+    // (It hung serve for good: the timeout's signal could be collected before it fired.)
+    const server = createServer((req) => req.resume()).listen(0, '127.0.0.1');
+    await new Promise((r) => server.once('listening', r));
+    const { port } = server.address() as AddressInfo;
+    try {
+      const sender = new AlertSender([{ name: 'hang', url: `http://127.0.0.1:${port}/` }], {
+        attempts: 2,
+        backoffMs: 10,
+        timeoutMs: 200,
+      });
+      const started = Date.now();
+      const [r] = await sender.send({
+        event: 'finding',
+        severity: 'critical',
+        target: 'prod',
+        kind: 'backup-failed',
+        message: 'x',
+        at: 't',
+      });
+      expect(r).toMatchObject({ ok: false, attempts: 2, error: 'no answer within 200 ms' });
+      expect(Date.now() - started).toBeLessThan(3000);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  it('alerts again, at the next evaluation, what no webhook took, while it holds', () => {
+    const tr = new AlertTracker();
+    const [a] = tr.update(t('critical', [failed('2026-01-01T00:00:00Z')]), 't1');
+    tr.undelivered(a!);
+    expect(tr.update(t('critical', [failed('2026-01-01T00:00:00Z')]), 't2')).toHaveLength(1);
+    // Delivered this time: not again.
+    expect(tr.update(t('critical', [failed('2026-01-01T00:00:00Z')]), 't3')).toEqual([]);
+    const [rec] = tr.update(t('ok', []), 't4');
+    expect(rec?.event).toBe('recovered');
+    tr.undelivered(rec!);
+    expect(tr.update(t('ok', []), 't5').map((x) => x.event)).toEqual(['recovered']);
+    expect(tr.update(t('ok', []), 't6')).toEqual([]);
   });
 });

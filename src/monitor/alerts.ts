@@ -81,15 +81,28 @@ export class AlertSender {
 
   private async deliver(w: Webhook, body: string, signal?: AbortSignal): Promise<DeliveryResult> {
     let error = '';
-    for (let attempt = 1; attempt <= this.options.attempts; attempt++) {
+    let attempt = 0;
+    while (attempt < this.options.attempts) {
+      attempt++;
+      // Each attempt is bounded by its own timer, which holds its controller:
+      // AbortSignal.any([AbortSignal.timeout(…), …]) on Node 20 can be
+      // collected before it fires, and a webhook that never answered then
+      // hung the scheduler for good.
+      const ac = new AbortController();
+      const timer = setTimeout(
+        () => ac.abort(new Error(`no answer within ${this.options.timeoutMs} ms`)),
+        this.options.timeoutMs,
+      );
+      const onAbort = (): void => ac.abort(signal?.reason);
+      signal?.addEventListener('abort', onAbort, { once: true });
       try {
         const res = await fetch(w.url, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
           body,
-          signal: anySignal(AbortSignal.timeout(this.options.timeoutMs), signal),
+          signal: ac.signal,
         });
-        // Drain the body so the connection is reused or closed.
+        // Drain the body so the connection is reused or closed (within the timeout too).
         await res.arrayBuffer().catch(() => undefined);
         if (res.ok) return { webhook: w.name, ok: true, attempts: attempt };
         error = `HTTP ${res.status} ${res.statusText}`;
@@ -98,19 +111,21 @@ export class AlertSender {
           return { webhook: w.name, ok: false, attempts: attempt, error };
         }
       } catch (err) {
-        error = (err as Error).message;
+        error =
+          ac.signal.aborted && !signal?.aborted
+            ? String((ac.signal.reason as Error).message)
+            : (err as Error).message;
+      } finally {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
       }
       if (signal?.aborted === true) break;
       if (attempt < this.options.attempts) {
         await this.sleep(this.options.backoffMs * 2 ** (attempt - 1), signal).catch(() => {});
       }
     }
-    return { webhook: w.name, ok: false, attempts: this.options.attempts, error };
+    return { webhook: w.name, ok: false, attempts: attempt, error };
   }
-}
-
-function anySignal(a: AbortSignal, b: AbortSignal | undefined): AbortSignal {
-  return b === undefined ? a : AbortSignal.any([a, b]);
 }
 
 function delay(ms: number, signal?: AbortSignal): Promise<void> {
@@ -177,6 +192,17 @@ export class AlertTracker {
     this.previous = current;
     return alerts;
   }
+
+  /**
+   * An alert that no webhook took: forgotten as sent, so the next
+   * evaluation alerts it again while it still holds (a finding still
+   * present, a target still healthy). Otherwise the receiver never heard of
+   * the failure, and later got "recovered" for it.
+   */
+  undelivered(alert: Alert): void {
+    if (alert.event === 'recovered') this.unhealthy.add(alert.target);
+    else this.previous.delete(findingKey(alert));
+  }
 }
 
 /**
@@ -187,7 +213,9 @@ export class AlertTracker {
  * attempt); another error is a new one; the finding gone (a success) and
  * back alerts again.
  */
-function findingKey(f: Finding): string {
+function findingKey(
+  f: Pick<Finding, 'target' | 'snapshot' | 'message'> & { readonly kind: string },
+): string {
   const perCause =
     f.kind === 'backup-failed' || f.kind === 'verify-error' || f.kind === 'missed-run';
   const cause = perCause

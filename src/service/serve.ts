@@ -7,8 +7,10 @@
  *   see it. A job due while another runs waits; a job is never queued twice.
  * - records every job's outcome in the repository (runs/), like the commands;
  * - re-evaluates the status (the same function as `flashback status`) every
- *   `serve.check_interval` and after each job, exposes it as Prometheus
- *   metrics, and sends an alert for every new finding and every recovery;
+ *   `serve.check_interval`, on its own clock (also while a job runs), and
+ *   after each job; exposes it as Prometheus metrics, and sends an alert
+ *   for every new finding and every recovery, beside the jobs (a slow
+ *   webhook holds up nothing), again while undelivered;
  * - runs a continuous capture of every target with `capture: true`, each in
  *   its own loop beside the job queue, restarted with backoff when it fails
  *   (capture-loop.ts);
@@ -31,7 +33,7 @@ import { parseConfig } from '../config/load.js';
 import type { FlashbackConfig } from '../config/schema.js';
 import { resolveTarget } from '../config/targets.js';
 import { ConfigError } from '../errors.js';
-import { AlertSender, AlertTracker, type Webhook } from '../monitor/alerts.js';
+import { type Alert, AlertSender, AlertTracker, type Webhook } from '../monitor/alerts.js';
 import { Metrics } from '../monitor/metrics.js';
 import { describeError, type RecordHooks, recordRun } from '../monitor/record.js';
 import { readStatus, type StatusReport } from '../monitor/status.js';
@@ -182,30 +184,42 @@ async function serveLeased(options: ServeOptions): Promise<void> {
           { target: a.target, kind: a.kind, snapshot: a.snapshot },
           a.message,
         );
-        if (!sender.configured) continue;
-        for (const d of await sender.send(a, signal)) {
-          metrics.alert(d.ok);
-          if (d.ok)
-            log.info(
-              { webhook: d.webhook, kind: a.kind, target: a.target, attempts: d.attempts },
-              'alert sent',
-            );
-          else
-            log.error(
-              {
-                webhook: d.webhook,
-                kind: a.kind,
-                target: a.target,
-                attempts: d.attempts,
-                error: d.error,
-              },
-              'alert could not be delivered',
-            );
-        }
+      }
+      // Sent beside the evaluations and jobs, not in their way: a slow or
+      // unreachable webhook (retries, backoff) delays neither.
+      if (sender.configured && alerts.length > 0) {
+        delivering = delivering.then(() => deliver(alerts));
       }
     } catch (err) {
       metrics.error('status');
       log.error({ error: describeError(err) }, 'status evaluation failed');
+    }
+  };
+  let delivering = Promise.resolve();
+  const deliver = async (alerts: readonly Alert[]): Promise<void> => {
+    for (const a of alerts) {
+      const results = await sender.send(a, signal);
+      for (const d of results) {
+        metrics.alert(d.ok);
+        if (d.ok)
+          log.info(
+            { webhook: d.webhook, kind: a.kind, target: a.target, attempts: d.attempts },
+            'alert sent',
+          );
+        else
+          log.error(
+            {
+              webhook: d.webhook,
+              kind: a.kind,
+              target: a.target,
+              attempts: d.attempts,
+              error: d.error,
+            },
+            'alert could not be delivered; sent again at the next evaluation while it holds',
+          );
+      }
+      // No webhook took it: alerted again while it holds, not forgotten.
+      if (!signal.aborted && results.every((d) => !d.ok)) tracker.undelivered(a);
     }
   };
 
@@ -241,8 +255,10 @@ async function serveLeased(options: ServeOptions): Promise<void> {
     if (path === '/metrics')
       return { status: 200, type: metrics.contentType, body: await metrics.text() };
     if (path === '/healthz') {
-      // Alive means the scheduler loop is turning; the backups' health is in `status`.
-      const alive = Date.now() - lastTick < 10_000;
+      // Alive means the scheduler loop is turning, or running a job (a
+      // backup may take hours; the status, evaluated beside it, says if
+      // it is late); the backups' health is in `status`.
+      const alive = running !== undefined || Date.now() - lastTick < 10_000;
       return {
         status: alive ? 200 : 503,
         type: 'application/json',
@@ -294,7 +310,17 @@ async function serveLeased(options: ServeOptions): Promise<void> {
     sleep(5000, stopCaptures.signal),
   ]);
   await evaluate();
-  let lastEvaluation = Date.now();
+  // The status is evaluated on its own clock, also while a job runs: a
+  // backup held up for minutes must not freeze the metrics and the alerts
+  // (its lateness is exactly what they are for).
+  const evaluator = (async () => {
+    while (!signal.aborted) {
+      await sleep(config.serve.check_interval, signal);
+      if (signal.aborted) break;
+      await watchConfig();
+      await evaluate();
+    }
+  })();
   try {
     while (!signal.aborted) {
       lastTick = Date.now();
@@ -317,13 +343,7 @@ async function serveLeased(options: ServeOptions): Promise<void> {
         running = undefined;
         if (signal.aborted) break;
         await evaluate();
-        lastEvaluation = Date.now();
         continue;
-      }
-      if (Date.now() - lastEvaluation >= config.serve.check_interval) {
-        await watchConfig();
-        await evaluate();
-        lastEvaluation = Date.now();
       }
       await sleep(Math.min(1000, msUntilNext(next)), signal);
     }
@@ -331,7 +351,9 @@ async function serveLeased(options: ServeOptions): Promise<void> {
     stopCaptures.abort();
     signal.removeEventListener('abort', onAbort);
     await Promise.all(captures.map((c) => c.done));
+    await evaluator;
     await evaluation;
+    await delivering;
     await new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeAllConnections();
     log.info({}, 'flashback serve stopped');

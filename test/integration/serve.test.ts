@@ -442,6 +442,22 @@ ${prod}${extra}`;
       serve.stderr.includes('faultpoint backup.during-data reached'),
     );
     expect(await readdir(path.join(dir, 'repo', 'locks'))).toHaveLength(1);
+    // While the backup is held up, the status is still evaluated (the
+    // metrics froze for as long as a job ran) and /healthz says alive (it
+    // said "stalled", 503, after 10 s of any job).
+    const address = await until('the service to listen', () => listenAddress(serve));
+    const age = async () =>
+      Number(
+        /^flashback_backup_age_seconds\{target="prod"\} (\d+)/m.exec(
+          await (await fetch(`http://${address}/metrics`)).text(),
+        )?.[1],
+      );
+    const first = await age();
+    await new Promise((r) => setTimeout(r, 10_500));
+    expect(await age()).toBeGreaterThanOrEqual(first + 9);
+    const health = await fetch(`http://${address}/healthz`);
+    expect(health.status).toBe(200);
+    expect(((await health.json()) as { running: string }).running).toBe('backup prod');
     expect(await stop(serve)).toBe(0);
     expect((await readdir(path.join(dir, 'repo', 'snapshots'))).length).toBe(snapshotsBefore);
     expect(await readdir(path.join(dir, 'repo', 'locks'))).toEqual([]);
