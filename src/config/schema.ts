@@ -201,16 +201,32 @@ const captureSchema = z.strictObject({
   max_retained_wal: size.default(DEFAULT_MAX_RETAINED_WAL),
 });
 
+/** Whether the runtime knows `tz` as a time zone (the cron schedules are computed in it). */
+function knownTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const serveSchema = z.strictObject({
   /** host:port for /metrics and /healthz. */
   listen: z
     .string()
     .regex(/^[^\s:]*:\d{1,5}$/, { error: 'expected host:port, e.g. 127.0.0.1:9187' })
+    .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, {
+      error: 'expected a port from 0 to 65535',
+    })
     .default('127.0.0.1:9187'),
   /** Log lines: JSON (for log shippers) or human. */
   log: z.enum(['json', 'human']).default('json'),
   /** Time zone of the cron expressions. */
-  timezone: z.string().default('UTC'),
+  timezone: z
+    .string()
+    .refine(knownTimeZone, { error: 'expected an IANA time zone name, e.g. Europe/Berlin or UTC' })
+    .default('UTC'),
   /** How often freshness is re-evaluated for alerts. */
   check_interval: duration.default(60_000),
 });

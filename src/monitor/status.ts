@@ -316,6 +316,20 @@ export async function readStatus(
     slots: options.slots,
     env: options.env,
   });
+  // A target asked for that nothing knows is a typo, not a critical "no backup".
+  const unknown = (options.targets ?? []).filter(
+    (t) =>
+      config.targets[t] === undefined &&
+      !snapshots.some((s) => s.target === t) &&
+      !runs.some((r) => r.target === t) &&
+      !changeLogs.some((l) => l.target === t),
+  );
+  if (unknown.length > 0) {
+    throw new UsageError(
+      `unknown target(s) ${unknown.map((t) => `"${t}"`).join(', ')}: not in the configuration, and no snapshots, runs or change log of them in the repository`,
+      { hint: '`flashback targets` lists the configured targets, `flashback list` the snapshots' },
+    );
+  }
   const damage = await readKnownDamage(repo.storage, runs);
   return evaluateStatus({
     damage,

@@ -32,7 +32,7 @@ import {
 import { parseConfig } from '../config/load.js';
 import type { FlashbackConfig } from '../config/schema.js';
 import { resolveTarget } from '../config/targets.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, UsageError } from '../errors.js';
 import { type Alert, AlertSender, AlertTracker, type Webhook } from '../monitor/alerts.js';
 import { Metrics } from '../monitor/metrics.js';
 import { describeError, type RecordHooks, recordRun } from '../monitor/record.js';
@@ -533,9 +533,22 @@ async function listen(
     );
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const refused = (err: NodeJS.ErrnoException): void => {
+      // The address is configuration: taken or not ours to use is a usage error, not a bug.
+      if (err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL') {
+        reject(
+          new UsageError(`cannot listen on ${address}: ${err.message}`, {
+            hint:
+              err.code === 'EADDRINUSE'
+                ? 'another process listens there (another flashback serve?): choose another address with --listen or serve.listen'
+                : 'choose an address of this machine, and a port above 1023 unless serve runs as root (--listen or serve.listen)',
+          }),
+        );
+      } else reject(err);
+    };
+    server.once('error', refused);
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.off('error', refused);
       resolve();
     });
   });

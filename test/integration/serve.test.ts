@@ -350,6 +350,43 @@ ${prod}${extra}`;
     expect(kinds).not.toContain('missed-run');
   });
 
+  it('refuses a taken or impossible listen address, an unknown time zone and an unknown status target (exit 3, not 70)', async () => {
+    await writeFile(path.join(dir, 'flashback.yaml'), config(''));
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+    const { port } = busy.address() as AddressInfo;
+    try {
+      const taken = await runCli(['serve', '--listen', `127.0.0.1:${port}`], {
+        cwd: dir,
+        env: { ...env, HOOK_URL: hook.url },
+      });
+      expect(taken.code, taken.stderr).toBe(ExitCode.usage);
+      expect(taken.stderr).toContain(`cannot listen on 127.0.0.1:${port}`);
+      expect(taken.stderr).toContain('another process listens there');
+    } finally {
+      await new Promise((r) => busy.close(r));
+    }
+    const high = await runCli(['serve', '--listen', '127.0.0.1:99999'], {
+      cwd: dir,
+      env: { ...env, HOOK_URL: hook.url },
+    });
+    expect(high.code, high.stderr).toBe(ExitCode.usage);
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      config('').replace('  check_interval: 1s', '  check_interval: 1s\n  timezone: Mars/Olympus'),
+    );
+    const tz = await runCli(['serve'], { cwd: dir, env: { ...env, HOOK_URL: hook.url } });
+    expect(tz.code, tz.stderr).toBe(ExitCode.usage);
+    expect(tz.stderr).toContain('expected an IANA time zone name');
+    await writeFile(path.join(dir, 'flashback.yaml'), config(''));
+    const typo = await runCli(['status', '--target', 'prdo'], {
+      cwd: dir,
+      env: { ...env, HOOK_URL: hook.url },
+    });
+    expect(typo.code, typo.stderr).toBe(ExitCode.usage);
+    expect(typo.stderr).toContain('unknown target(s) "prdo"');
+  });
+
   it('refuses a second serve on the same repository (exit 7), and takes over from one that is gone', async () => {
     await writeFile(path.join(dir, 'flashback.yaml'), config(''));
     const first = startServe(dir, { HOOK_URL: hook.url });

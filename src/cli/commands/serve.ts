@@ -60,7 +60,11 @@ another serve runs on the repository.`,
       if (mode !== 'json' && mode !== 'human') {
         throw new UsageError(`--log: expected json or human, got "${mode}"`);
       }
-      if (opts.listen !== undefined && !/^[^\s:]*:\d{1,5}$/.test(opts.listen)) {
+      if (
+        opts.listen !== undefined &&
+        (!/^[^\s:]*:\d{1,5}$/.test(opts.listen) ||
+          Number(opts.listen.slice(opts.listen.lastIndexOf(':') + 1)) > 65535)
+      ) {
         throw new UsageError(
           `--listen: expected host:port, e.g. 127.0.0.1:9187, got "${opts.listen}"`,
         );

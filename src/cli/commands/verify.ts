@@ -36,7 +36,8 @@ repository; \`list\` and \`status\` show it.
 Exit codes: 0 every snapshot verified; 8 a snapshot differs, has a damaged
 chunk, or does not restore (its schema or rows refused: the output names
 snapshot, table and chunk, or the statement); 1 verify could not run (e.g.
-no scratch server, or the scratch server's disk full); 3 usage; 6 no
+no scratch server to start, or the scratch server's disk full); 3 usage;
+5 a configured scratch target (verify.scratch) cannot be reached; 6 no
 repository; 130 interrupted.`,
     )
     .action(async (ref: string | undefined, opts: VerifyFlags, self: Command) => {
