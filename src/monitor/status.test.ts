@@ -62,6 +62,29 @@ describe('status evaluation', () => {
     expect(r.targets[0]!.findings.map((f) => f.kind)).toContain('verify-error');
   });
 
+  it('warns while the last prune failed (retention not applied), also one of the whole repository; a success clears it', () => {
+    const base = [
+      run('backup', 2, true, { snapshot: 's1' }),
+      run('verify', 1.9, true, { snapshot: 's1' }),
+    ];
+    const failed = (h: number, target: string | null) =>
+      run('prune', h, false, {
+        id: `prune-${h}`,
+        target,
+        error: { code: 'repository.locked', message: 'the repository is locked by "backup prod"' },
+      });
+    const judge = (runs: RunRecord[]) =>
+      evaluateStatus({ now: NOW, config, snapshots: [snap('s1', 2)], runs }).targets[0]!;
+    const t = judge([...base, failed(1, 'prod')]);
+    expect(t.severity).toBe('warning');
+    expect(t.findings.map((f) => [f.kind, f.severity])).toEqual([['prune-failed', 'warning']]);
+    expect(t.findings[0]!.message).toContain('the repository is locked');
+    expect(judge([...base, failed(1, null)]).findings.map((f) => f.kind)).toEqual(['prune-failed']);
+    expect(
+      judge([...base, failed(1, 'prod'), run('prune', 0.5, true, { id: 'prune-ok' })]).findings,
+    ).toEqual([]);
+  });
+
   it('is ok with a fresh, verified backup and no failures', () => {
     const r = evaluateStatus({
       now: NOW,

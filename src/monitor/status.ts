@@ -67,6 +67,7 @@ export type FindingKind =
   | 'backup-failed'
   | 'verify-failed'
   | 'verify-error'
+  | 'prune-failed'
   | 'check-failed'
   | 'chunks-damaged'
   | 'snapshot-unreadable'
@@ -567,6 +568,21 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       'verify-error',
       `the last verification of "${target}" could not run (${lastVerify.finishedAt}): ${lastVerify.error?.message ?? 'unknown error'}`,
       lastVerify.snapshot ?? undefined,
+    );
+  }
+
+  // The last prune of the target (its own, or of the whole repository)
+  // failed: retention is not applied and the repository grows until one works.
+  const lastPrune = runs
+    .filter((r) => r.kind === 'prune')
+    .concat(input.runs.filter((r) => r.kind === 'prune' && r.target === null))
+    .sort((a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : 0))
+    .at(-1);
+  if (lastPrune !== undefined && !lastPrune.ok && lastPrune.error?.code !== 'interrupted') {
+    add(
+      'warning',
+      'prune-failed',
+      `the last prune of "${target}" FAILED at ${lastPrune.finishedAt}: ${lastPrune.error?.message ?? 'unknown error'}; old snapshots and chunks are kept until a prune succeeds`,
     );
   }
 
