@@ -14,6 +14,7 @@ import {
 } from '../../history/state.js';
 import { parseTimeArg } from '../../history/time.js';
 import type { SchemaModel } from '../../pg/schema/model.js';
+import { qualify } from '../../pg/schema/quote.js';
 import { ChunkStore } from '../../repo/chunks.js';
 import { whileShared } from '../../repo/lock.js';
 import type { Repository } from '../../repo/repository.js';
@@ -278,6 +279,20 @@ async function restoreFrom(
   // What the backup named as not reproducible is missing from a whole
   // restore too: said again here, where someone is about to rely on the copy.
   const missing = result.plan.mode === 'full' ? manifest.schema.unsupported : [];
+  // Unlogged tables are not in the change log (never published): at a
+  // moment their rows are the snapshot's, and none for one created since.
+  const restored = new Set(result.plan.tables.map((t) => `${t.schema}.${t.name}`));
+  const unlogged =
+    asOf === undefined
+      ? []
+      : manifest.schema.tables
+          .filter((t) => t.unlogged && restored.has(`${t.schema}.${t.name}`))
+          .map((t) => qualify(t.schema, t.name));
+  if (unlogged.length > 0 && !ctx.json) {
+    ctx.err(
+      `flashback: warning: unlogged table(s) ${unlogged.join(', ')} are not in the change log: their rows are the snapshot's (none for a table created since), not the moment's\n`,
+    );
+  }
   if (ctx.json) {
     ctx.printJson({
       applied: result.applied,
@@ -287,6 +302,7 @@ async function restoreFrom(
       ...(asOf === undefined ? {} : { asOf }),
       ...(result.sequencesRaised === undefined ? {} : { sequencesRaised: result.sequencesRaised }),
       notReproduced: missing,
+      ...(unlogged.length === 0 ? {} : { unloggedAsOfSnapshot: unlogged }),
     });
     return result.failure === undefined ? ExitCode.ok : ExitCode.failed;
   }
