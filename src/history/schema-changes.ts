@@ -32,6 +32,7 @@ import { type EventColumn, parseSchemaEvent } from '../capture/schema-events.js'
 import { OperationError } from '../errors.js';
 import { encodeField, splitFields } from '../pg/copy-text.js';
 import type { SchemaModel, TableModel } from '../pg/schema/model.js';
+import { qualify } from '../pg/schema/quote.js';
 import type { TableShape } from '../pg/schema/shapes.js';
 import type { Change, ChangeLog, SchemaRecord } from '../repo/changelog.js';
 import { lsnValue } from '../repo/changelog.js';
@@ -126,6 +127,7 @@ export async function planSchemaChanges(
   const unnumbered = base.tables.find((t) => t.oid === undefined || t.attnums === undefined);
   if (unnumbered !== undefined) throw olderSnapshot(base, unnumbered.schema, unnumbered.name);
   const baseModel = new Map(base.schema.tables.map((t) => [`${t.schema}.${t.name}`, t]));
+  const redefined = redefinedTypes(base.schema, model);
   // (Every snapshot table has its OID and attnums from here on.)
   const baseByOid = new Map(base.tables.map((t) => [t.oid!, t]));
   const byOid = new Map<number, PointTable>();
@@ -151,7 +153,7 @@ export async function planSchemaChanges(
       // (Refused only if this table is restored: another table's change
       // cannot stop the restore of the ones that were not changed.)
       try {
-        checkTypes(b, baseModel.get(`${b.schema}.${b.name}`), tm, shape, base.id);
+        checkTypes(b, baseModel.get(`${b.schema}.${b.name}`), tm, shape, base.id, redefined);
         const bKey = b.attnums!.slice(0, b.key.length);
         if (bKey.join(',') !== keyAttnums.join(',')) {
           throw new OperationError(
@@ -202,6 +204,35 @@ export async function planSchemaChanges(
   };
 }
 
+/**
+ * Types whose values written before the window no longer read as the same
+ * values at the point, with why: an enum with a label renamed (ALTER TYPE
+ * … RENAME VALUE: the snapshot's rows hold the old label), a composite
+ * type whose attributes changed (ALTER TYPE … ADD/DROP/ALTER ATTRIBUTE:
+ * the snapshot's rows hold the old fields). By qualified name.
+ */
+function redefinedTypes(before: SchemaModel, now: SchemaModel): Map<string, string> {
+  const out = new Map<string, string>();
+  const then = new Map(before.types.map((t) => [qualify(t.schema, t.name), t]));
+  for (const t of now.types) {
+    const name = qualify(t.schema, t.name);
+    const old = then.get(name);
+    if (old === undefined || old.kind !== t.kind) continue;
+    if (t.kind === 'enum' && old.kind === 'enum') {
+      const gone = old.labels.filter((l) => !t.labels.includes(l));
+      if (gone.length > 0)
+        out.set(
+          name,
+          `an enum whose value(s) ${gone.map((l) => `'${l}'`).join(', ')} were renamed`,
+        );
+    } else if (t.kind === 'composite' && old.kind === 'composite') {
+      if (JSON.stringify(old.attributes) !== JSON.stringify(t.attributes))
+        out.set(name, 'a composite type whose attributes changed');
+    }
+  }
+  return out;
+}
+
 /** Types whose values keep their text when one is changed to another without a rewrite. */
 const TEXTUAL = /^(text|character varying(\(\d+\))?)$/;
 
@@ -217,6 +248,7 @@ function checkTypes(
   now: TableModel,
   shape: TableShape,
   snapshot: string,
+  redefined: ReadonlyMap<string, string>,
 ): void {
   if (before === undefined) return;
   const byAttnum = new Map(b.columns.map((c, i) => [b.attnums![i]!, c]));
@@ -225,6 +257,15 @@ function checkTypes(
     const oldName = a === undefined ? undefined : byAttnum.get(a);
     const old = before.columns.find((c) => c.name === oldName);
     if (old === undefined) continue;
+    // (An array of such a type too: its elements hold the old text.)
+    const why = redefined.get(col.type.replace(/(\[\])+$/, ''));
+    if (why !== undefined) {
+      throw new OperationError(
+        'restore.type-redefined',
+        `column ${col.name} of ${now.schema}.${now.name} is of type ${col.type}, ${why} after snapshot ${snapshot}: its values from before are in the old form, which the type no longer reads`,
+        { hint: 'take a new backup after the change and restore to a moment after it' },
+      );
+    }
     const sameType = old.type === col.type && (old.collation ?? '') === (col.collation ?? '');
     if (sameType) continue;
     if (b.key.includes(old.name)) {
