@@ -41,6 +41,7 @@ import { slotWaitMessage } from '../pg/replication/slot-wait.js';
 import { prune } from '../prune/prune.js';
 import type { Repository } from '../repo/repository.js';
 import type { RunRecord } from '../repo/runs.js';
+import { SnapshotStore } from '../repo/snapshots.js';
 import { formatBytes } from '../util/format.js';
 import { selectSnapshots, verifyAll } from '../verify/run.js';
 import { CaptureLoop } from './capture-loop.js';
@@ -421,8 +422,14 @@ const JOBS: Record<
     return `snapshot ${v.manifest.id} committed from snapshot ${v.base} and ${v.transactions.toLocaleString('en-US')} transaction(s) of the change log: ${formatBytes(v.manifest.totals.newBytes)} new`;
   },
   async verify({ job, options, signal, hooks }) {
-    const all = await selectSnapshots(options.repo, { kind: 'unverified', target: job.target });
-    const newest = all.at(-1);
+    // The target's newest snapshot, if it is not verified yet: not an older
+    // one left unverified (verifying it says nothing of what a restore gets now).
+    const unverified = await selectSnapshots(options.repo, {
+      kind: 'unverified',
+      target: job.target,
+    });
+    const latest = (await SnapshotStore.of(options.repo).all(job.target)).at(-1);
+    const newest = unverified.find((m) => m.id === latest?.id);
     if (newest === undefined) {
       // Recorded all the same: the run happened, and without a record the
       // missed-run check took serve for dead at every due time.

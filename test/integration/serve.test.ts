@@ -291,6 +291,8 @@ ${prod}${extra}`;
 
   it('records a scheduled verify that had nothing to verify (no missed-run), and keeps running on SIGHUP', async () => {
     await writeFile(path.join(dir, 'flashback.yaml'), config(''));
+    // An older snapshot left unverified: the schedule verifies the newest, not it.
+    expect((await runCli(['backup', 'prod'], { cwd: dir, env })).code).toBe(0);
     expect((await runCli(['backup', 'prod'], { cwd: dir, env })).code).toBe(0);
     expect((await runCli(['verify', '--latest'], { cwd: dir, env })).code).toBe(0);
     await writeFile(
@@ -310,6 +312,7 @@ ${prod}${extra}`;
           : undefined,
       );
       expect(serve.child.exitCode).toBe(null);
+      expect(serve.logs.filter((l) => String(l.msg).includes(' verified: restore'))).toEqual([]);
       // An edit of the configuration is said, not silently ignored; a broken one at once.
       const file = path.join(dir, 'flashback.yaml');
       const good = await readFile(file, 'utf8');
