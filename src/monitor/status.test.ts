@@ -191,6 +191,45 @@ describe('status evaluation', () => {
     expect(later.targets[0]!.failedVerifications).toEqual(['s1']);
   });
 
+  it('damaged chunks are critical while the newest snapshot uses them, a warning once a newer one does not', () => {
+    const damage = new Map([
+      [
+        'c1',
+        {
+          chunkId: 'c1',
+          kind: 'damaged' as const,
+          foundBy: 'check' as const,
+          foundAt: hoursAgo(2),
+          message: 'chunk c1 is damaged',
+          snapshots: ['s1'],
+        },
+      ],
+    ]);
+    const runs = [
+      run('backup', 3, true, { snapshot: 's1' }),
+      run('verify', 2.9, true, { snapshot: 's1' }),
+    ];
+    const only = evaluateStatus({ now: NOW, config, snapshots: [snap('s1', 3)], runs, damage });
+    const f = only.targets[0]!.findings.find((x) => x.kind === 'chunks-damaged')!;
+    expect(f.severity).toBe('critical');
+    // The advice holds only if the rows are unchanged: it says so, and what else to do.
+    expect(f.message).toContain('a backup writes it again only if those rows are unchanged');
+    const newer = evaluateStatus({
+      now: NOW,
+      config,
+      snapshots: [snap('s1', 3), snap('s2', 1)],
+      runs: [
+        ...runs,
+        run('backup', 1, true, { snapshot: 's2' }),
+        run('verify', 0.9, true, { snapshot: 's2' }),
+      ],
+      damage,
+    });
+    const g = newer.targets[0]!.findings.find((x) => x.kind === 'chunks-damaged')!;
+    expect(g.severity).toBe('warning');
+    expect(g.message).toContain('(the newest, s2, does not use it)');
+  });
+
   it('a check that found damage in what a target restores from is critical until a check passes', () => {
     const base = { now: NOW, config, snapshots: [snap('s1', 3)] };
     const ok = [

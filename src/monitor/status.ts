@@ -505,10 +505,14 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
     const first = hit[0]!;
     const using = new Set(hit.flatMap((d) => d.snapshots));
     const mine = snaps.filter((s) => using.has(s.id)).map((s) => s.id); // (oldest first)
+    // Critical while the newest snapshot is among them (a restore of the
+    // target fails); a warning once a newer one does not use them.
+    const newestHit = newestSnap !== undefined && using.has(newestSnap.id);
+    const it = hit.length === 1 ? 'it' : 'them';
     add(
-      'critical',
+      newestHit ? 'critical' : 'warning',
       'chunks-damaged',
-      `${hit.length} chunk(s) found ${first.kind} (by ${first.foundBy} at ${first.foundAt}: ${first.message}${hit.length > 1 ? `; and ${hit.length - 1} more` : ''}) and not written again since: snapshot(s) ${mine.join(', ')} of "${target}" cannot be restored as they are; the next backup writes ${hit.length === 1 ? 'it' : 'them'} again, and \`flashback check --read-data\` reads everything anew`,
+      `${hit.length} chunk(s) found ${first.kind} (by ${first.foundBy} at ${first.foundAt}: ${first.message}${hit.length > 1 ? `; and ${hit.length - 1} more` : ''}) and not written again since: snapshot(s) ${mine.join(', ')} of "${target}" cannot be restored as they are${newestHit ? '' : ` (the newest, ${newestSnap!.id}, does not use ${it})`}; a backup writes ${it} again only if those rows are unchanged in the database; otherwise copy ${it} back from a copy of the repository, or let retention remove those snapshots. \`flashback check --read-data\` reads everything anew`,
       mine.at(-1),
     );
   }
