@@ -52,7 +52,13 @@ import { lsnValue } from '../repo/changelog.js';
 import { begunBy } from '../repo/changelogs.js';
 import { damagedSnapshots, type KnownDamage, readKnownDamage } from '../repo/damage.js';
 import type { Repository } from '../repo/repository.js';
-import { type RunKind, type RunRecord, RunStore, runScope } from '../repo/runs.js';
+import {
+  type RunKind,
+  type RunRecord,
+  RunStore,
+  runScope,
+  type UnreadableRun,
+} from '../repo/runs.js';
 import { byDataTime, dataTime, type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
 import { type ChangeLogFacts, readChangeLogFacts } from './changelog-facts.js';
 
@@ -68,6 +74,7 @@ export type FindingKind =
   | 'verify-failed'
   | 'verify-error'
   | 'prune-failed'
+  | 'run-unreadable'
   | 'check-failed'
   | 'chunks-damaged'
   | 'snapshot-unreadable'
@@ -171,6 +178,8 @@ export interface StatusInput {
   readonly captureFailures?: readonly CaptureFailure[] | undefined;
   /** Chunks known missing or damaged now (src/repo/damage.ts), with the snapshots using them. */
   readonly damage?: ReadonlyMap<string, KnownDamage> | undefined;
+  /** Run records that exist and cannot be read: what they recorded is not judged. */
+  readonly unreadableRuns?: readonly UnreadableRun[] | undefined;
 }
 
 /** A capture in `serve` that failed and is being retried. */
@@ -295,7 +304,11 @@ export async function readStatus(
 ): Promise<StatusReport> {
   const { snapshots, unreadable, pruned } = await snapshotSummaries(repo);
   // With the runs serve could not record (the repository read-only or full).
-  const runs = [...(await new RunStore(repo.storage).list()), ...(options.unrecorded ?? [])].sort(
+  const unreadableRuns: UnreadableRun[] = [];
+  const runs = [
+    ...(await new RunStore(repo.storage).list({}, (u) => unreadableRuns.push(u))),
+    ...(options.unrecorded ?? []),
+  ].sort(
     // (The store's order: by start time, as its keys are.)
     (a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : 0),
   );
@@ -333,6 +346,7 @@ export async function readStatus(
   }
   const damage = await readKnownDamage(repo.storage, runs);
   return evaluateStatus({
+    unreadableRuns,
     damage,
     now: options.now ?? new Date(),
     config,
@@ -572,6 +586,17 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       'verify-error',
       `the last verification of "${target}" could not run (${lastVerify.finishedAt}): ${lastVerify.error?.message ?? 'unknown error'}`,
       lastVerify.snapshot ?? undefined,
+    );
+  }
+
+  // A run record that cannot be read may be the failure that matters (a
+  // garbled record of a failed backup made the status ok).
+  for (const u of input.unreadableRuns ?? []) {
+    if (u.scope !== runScope(target) && u.scope !== runScope(null)) continue;
+    add(
+      'warning',
+      'run-unreadable',
+      `the record of a ${u.kind} ${u.scope === runScope(null) ? 'of the repository ' : ''}started ${u.second.replace(/^(\d{4})(\d\d)(\d\d)-(\d\d)(\d\d)(\d\d)$/, '$1-$2-$3 $4:$5:$6Z')} (${u.key}) cannot be read: what it recorded, a failure perhaps, is not judged here; \`flashback check\` reports it, and removing it (once looked at) clears this`,
     );
   }
 

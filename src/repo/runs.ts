@@ -105,13 +105,21 @@ export class RunStore {
    * and time are in the key, so only matching records are read. Unreadable
    * records are skipped: `check` reports them.
    */
-  async list(filter: RunFilter = {}): Promise<RunRecord[]> {
+  async list(
+    filter: RunFilter = {},
+    /** Told of each record that exists and cannot be read (not JSON, not a run record). */
+    onUnreadable?: (record: UnreadableRun) => void,
+  ): Promise<RunRecord[]> {
     const keys = await this.keys(filter);
     const out: RunRecord[] = [];
     // Small objects: read a few at a time (latency-bound on object storage).
     for (let i = 0; i < keys.length; i += 16) {
-      const batch = await Promise.all(keys.slice(i, i + 16).map((k) => this.readKey(k.key)));
-      for (const r of batch) if (r !== undefined) out.push(r);
+      const slice = keys.slice(i, i + 16);
+      const batch = await Promise.all(slice.map((k) => this.readKey(k.key)));
+      for (const [j, r] of batch.entries()) {
+        if (r === GARBLED) onUnreadable?.(unreadableRun(slice[j]!.key));
+        else if (r !== undefined) out.push(r);
+      }
     }
     return out.sort(byStart);
   }
@@ -128,7 +136,9 @@ export class RunStore {
       let start = end - 1;
       while (start > 0 && keys[start - 1]!.second === second) start--;
       const read = await Promise.all(keys.slice(start, end).map((k) => this.readKey(k.key)));
-      const found = read.filter((r): r is RunRecord => r !== undefined).sort(byStart);
+      const found = read
+        .filter((r): r is RunRecord => r !== undefined && r !== GARBLED)
+        .sort(byStart);
       if (found.length > 0) return found.at(-1);
       end = start;
     }
@@ -165,13 +175,32 @@ export class RunStore {
       await this.storage.delete(`${PREFIX}${runScope(r.target)}/${r.id}.json`);
   }
 
-  private async readKey(key: string): Promise<RunRecord | undefined> {
+  /** The record at `key`; undefined if gone meanwhile; GARBLED if it cannot be read. */
+  private async readKey(key: string): Promise<RunRecord | undefined | typeof GARBLED> {
     try {
-      const r = JSON.parse((await this.storage.read(key)).toString('utf8')) as RunRecord;
-      return r.format === 'flashback-run' ? r : undefined;
+      const r = JSON.parse((await this.storage.read(key)).toString('utf8')) as RunRecord | null;
+      return r !== null && r.format === 'flashback-run' ? r : GARBLED;
     } catch (err) {
-      if (err instanceof ObjectNotFoundError || err instanceof SyntaxError) return undefined;
+      if (err instanceof ObjectNotFoundError) return undefined;
+      if (err instanceof SyntaxError) return GARBLED;
       throw err;
     }
   }
+}
+
+const GARBLED = Symbol('garbled');
+
+/** A run record that exists and cannot be read: what its key tells. */
+export interface UnreadableRun {
+  readonly key: string;
+  /** The folder: a target's name (or `url-…` hash), `_repository` for repository-wide runs. */
+  readonly scope: string;
+  readonly kind: RunKind;
+  /** Its start, from the key (`YYYYMMDD-HHMMSS`). */
+  readonly second: string;
+}
+
+function unreadableRun(key: string): UnreadableRun {
+  const m = KEY.exec(key)!;
+  return { key, scope: m[1]!, kind: m[3] as RunKind, second: m[2]! };
 }

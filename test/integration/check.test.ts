@@ -576,6 +576,19 @@ describe('check', () => {
         object: `runs/prod/${one}.json`,
       }),
     ]);
+    // Status says so too (it was ok: a garbled record of a failed backup hid the failure).
+    const st = await runCli(['status', '--repo', repo, '--repository-only', '--json'], {
+      cwd: dir,
+    });
+    expect(st.code, st.stderr).not.toBe(ExitCode.ok);
+    const findings = (
+      JSON.parse(st.stdout) as {
+        targets: Array<{ findings: Array<{ kind: string; message: string }> }>;
+      }
+    ).targets.flatMap((t) => t.findings);
+    expect(findings.find((f) => f.kind === 'run-unreadable')?.message).toContain(
+      `(runs/prod/${one}.json) cannot be read`,
+    );
     // A running prune (exclusive lock of a live process on this host) must not have chunks checked under it.
     await holdPruneLock(repo);
     const locked = await runCli(['check', '--repo', repo], { cwd: dir });
