@@ -40,7 +40,7 @@ describe('slot safety rules', () => {
       ['slot-inactive', 'warning'],
     ]);
     expect(idle[1]!.message).toBe(
-      'capture of "prod" is not running: its replication slot "flashback_prod" holds 1.50 GiB of WAL and keeps more as the database changes',
+      'nothing reads the replication slot "flashback_prod" of "prod": capture is not running, or is failing and retrying; the slot holds 1.50 GiB of WAL and keeps more as the database changes',
     );
   });
 });

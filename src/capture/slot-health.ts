@@ -78,8 +78,8 @@ export function judgeSlot(target: string, s: SlotState, maxRetainedWal: number):
     out.push({
       kind: 'slot-inactive',
       severity: 'warning',
-      message: `capture of "${target}" is not running: its replication slot "${s.slot}" holds ${held} and keeps more as the database changes`,
-      fix: `run \`flashback capture ${target}\` (or \`capture: true\` under \`flashback serve\`); if the change log is no longer wanted, \`flashback capture ${target} --drop-slot\``,
+      message: `nothing reads the replication slot "${s.slot}" of "${target}": capture is not running, or is failing and retrying; the slot holds ${held} and keeps more as the database changes`,
+      fix: `if capture runs under \`flashback serve\`, its log says why it fails (a full or read-only repository stops it); otherwise run \`flashback capture ${target}\` (or set \`capture: true\` under serve). If the change log is no longer wanted, \`flashback capture ${target} --drop-slot\``,
     });
   }
   return out;

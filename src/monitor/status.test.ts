@@ -670,9 +670,7 @@ describe('status of a change log', () => {
     ]);
     expect(kinds(slot({ active: false }))).toEqual([['slot-inactive', 'warning']]);
     const inactive = evaluate([log({ slot: slot({ active: false, retainedWalBytes: 5 << 20 }) })]);
-    expect(inactive.findings[0]!.message).toContain(
-      'capture of "prod" is not running: its replication slot "flashback_prod" holds 5.00 MiB of WAL',
-    );
+    expect(inactive.findings[0]!.message).toContain('the slot holds 5.00 MiB of WAL');
     expect(kinds({ error: 'connection refused' })).toEqual([['slot-unchecked', 'warning']]);
   });
 
