@@ -226,7 +226,12 @@ function redefinedTypes(before: SchemaModel, now: SchemaModel): Map<string, stri
           `an enum whose value(s) ${gone.map((l) => `'${l}'`).join(', ')} were renamed`,
         );
     } else if (t.kind === 'composite' && old.kind === 'composite') {
-      if (JSON.stringify(old.attributes) !== JSON.stringify(t.attributes))
+      // (By count and types: a comment or a renamed attribute leaves the text form as it was.)
+      const types = (a: typeof t.attributes) => a.map((x) => x.type).join('\u0000');
+      if (
+        old.attributes.length !== t.attributes.length ||
+        types(old.attributes) !== types(t.attributes)
+      )
         out.set(name, 'a composite type whose attributes changed');
     }
   }

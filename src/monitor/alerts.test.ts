@@ -78,6 +78,15 @@ describe('alert tracking', () => {
   });
 });
 
+const FAILED_ALERT = {
+  event: 'finding',
+  severity: 'critical',
+  target: 'prod',
+  kind: 'backup-failed',
+  message: 'x',
+  at: 't',
+} as const;
+
 describe('alert delivery', () => {
   it('gives up on a webhook that accepts and never answers, within the timeout of each attempt', async () => {
     // (It hung serve for good: the timeout's signal could be collected before it fired.)
@@ -91,20 +100,27 @@ describe('alert delivery', () => {
         timeoutMs: 200,
       });
       const started = Date.now();
-      const [r] = await sender.send({
-        event: 'finding',
-        severity: 'critical',
-        target: 'prod',
-        kind: 'backup-failed',
-        message: 'x',
-        at: 't',
-      });
+      const [r] = await sender.send(FAILED_ALERT);
       expect(r).toMatchObject({ ok: false, attempts: 2, error: 'no answer within 200 ms' });
       expect(Date.now() - started).toBeLessThan(3000);
     } finally {
       server.closeAllConnections();
       server.close();
     }
+  });
+
+  it('sends nothing once stopping (an alert still queued at shutdown does not hold it up)', async () => {
+    const sender = new AlertSender([{ name: 'never', url: 'http://127.0.0.1:9/' }], {
+      attempts: 3,
+      backoffMs: 1000,
+      timeoutMs: 10_000,
+    });
+    const stop = new AbortController();
+    stop.abort();
+    const started = Date.now();
+    const [r] = await sender.send(FAILED_ALERT, stop.signal);
+    expect(r).toMatchObject({ ok: false, attempts: 0, error: 'not sent: stopping' });
+    expect(Date.now() - started).toBeLessThan(500);
   });
 
   it('alerts again, at the next evaluation, what no webhook took, while it holds', () => {

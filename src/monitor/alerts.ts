@@ -83,6 +83,11 @@ export class AlertSender {
     let error = '';
     let attempt = 0;
     while (attempt < this.options.attempts) {
+      // (Stopping: not sent. A listener added to a signal already aborted never fires.)
+      if (signal?.aborted === true) {
+        error = error || 'not sent: stopping';
+        break;
+      }
       attempt++;
       // Each attempt is bounded by its own timer, which holds its controller:
       // AbortSignal.any([AbortSignal.timeout(…), …]) on Node 20 can be
@@ -119,7 +124,7 @@ export class AlertSender {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
       }
-      if (signal?.aborted === true) break;
+      // (Stopping: the sleep ends at once, and the loop's top stops.)
       if (attempt < this.options.attempts) {
         await this.sleep(this.options.backoffMs * 2 ** (attempt - 1), signal).catch(() => {});
       }
@@ -130,6 +135,10 @@ export class AlertSender {
 
 function delay(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
+    if (signal?.aborted === true) {
+      reject(new Error('aborted'));
+      return;
+    }
     const t = setTimeout(resolve, ms);
     signal?.addEventListener(
       'abort',

@@ -99,6 +99,13 @@ export interface RestoreResult {
   readonly failure?: string | undefined;
   /** A whole restore to a moment: the sequences raised past their columns' rows (sequences.ts). */
   readonly sequencesRaised?: readonly RaisedSequence[] | undefined;
+  /**
+   * What the restore could not set and went on without (the rows are in):
+   * a database property refused (a setting only a superuser may make), or
+   * privileges on built-in and extension objects, which only a superuser
+   * can change.
+   */
+  readonly warnings?: readonly string[] | undefined;
 }
 
 /** Plans and (unless dry-run) applies a restore. */
@@ -160,6 +167,12 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       }
       const existing = await existingTables(client);
       const empty = existing.size === 0;
+      const warnings: string[] = [];
+      // (Objects are created only into an empty database.)
+      const ddlSchema =
+        empty && (options.grants ?? true)
+          ? await schemaForRole(client, manifest.schema, warnings)
+          : manifest.schema;
       if (!selective && !empty) {
         throw new UsageError(
           `database "${target.connection.database}" of target "${target.name}" is not empty (${existing.size} tables, e.g. ${[...existing].slice(0, 3).join(', ')}): a full restore needs an empty database`,
@@ -274,7 +287,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           io: options.io,
           client,
         });
-        const ddl = generateDdl(manifest.schema, {
+        const ddl = generateDdl(ddlSchema, {
           includeOwnership: options.owners ?? true,
           includeGrants: options.grants ?? true,
         });
@@ -296,15 +309,20 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           update: 0,
           skip: 0,
         }));
-        await applyDatabaseProperties(client, target, manifest, options);
+        warnings.push(...(await applyDatabaseProperties(client, target, manifest, options)));
         return {
           plan: { ...base, tables },
           applied: true,
           seconds: (Date.now() - started) / 1000,
           ...(await atMoment(client, options, selected)),
+          ...(warnings.length > 0 ? { warnings } : {}),
         };
       }
-      const result = await run(client, chunks, selected, base, empty, options, events, (plan) =>
+      const forDdl =
+        ddlSchema === manifest.schema
+          ? options
+          : { ...options, manifest: { ...manifest, schema: ddlSchema } };
+      const result = await run(client, chunks, selected, base, empty, forDdl, events, (plan) =>
         guard({
           target,
           action: describePlan(plan),
@@ -315,12 +333,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         }),
       );
       if (created && result.applied)
-        await applyDatabaseProperties(client, target, manifest, options);
+        warnings.push(...(await applyDatabaseProperties(client, target, manifest, options)));
       return {
         ...result,
         seconds: (Date.now() - started) / 1000,
         // Tables this restore created (into an empty database): their sequences too.
         ...(result.applied && empty ? await atMoment(client, options, selected) : {}),
+        ...(result.applied && warnings.length > 0 ? { warnings } : {}),
       };
     } finally {
       await client.end().catch(() => {});
@@ -951,9 +970,13 @@ async function countExisting(
   staged: { name: string },
   shape: MergeShape,
 ): Promise<{ existing: number; differing: number }> {
+  // (EXISTS, not a join: a key held by several live rows, its constraint
+  // dropped since, counts once, as the merge treats it.)
+  const live = `${shape.only}${qualify(t.schema, t.name)} d WHERE ${keyMatch(shape.key, 'd', 's')}`;
   const r = await client.query<{ n: string; d: string }>(
-    `SELECT count(*) AS n, count(*) FILTER (WHERE ${differs(shape.update, 'd', 's')}) AS d
-       FROM ${staged.name} s JOIN ${shape.only}${qualify(t.schema, t.name)} d ON ${keyMatch(shape.key, 'd', 's')}`,
+    `SELECT count(*) AS n,
+            count(*) FILTER (WHERE EXISTS (SELECT 1 FROM ${live} AND ${differs(shape.update, 'd', 's')})) AS d
+       FROM ${staged.name} s WHERE EXISTS (SELECT 1 FROM ${live})`,
   );
   return { existing: Number(r.rows[0]?.n ?? 0), differing: Number(r.rows[0]?.d ?? 0) };
 }
@@ -1067,7 +1090,8 @@ async function applyDatabaseProperties(
   target: ResolvedTarget,
   manifest: SnapshotManifest<SchemaModel>,
   options: RestoreOptions,
-): Promise<void> {
+): Promise<string[]> {
+  const refused: string[] = [];
   for (const st of databaseDdl(manifest.schema, target.connection.database, {
     includeOwnership: options.owners ?? true,
     includeGrants: options.grants ?? true,
@@ -1075,13 +1099,40 @@ async function applyDatabaseProperties(
     try {
       await client.query(st.sql);
     } catch (err) {
-      throw new OperationError(
-        'restore.ddl',
-        `setting the database's ${st.kind} failed: ${serverErrorText(err)} (${st.sql}); nothing was restored`,
-        { cause: err },
-      );
+      // The rows are in: a property the role may not set (a superuser-only
+      // setting, an owner it is not a member of) is said, as pg_restore
+      // does, not a reason to drop the restored database.
+      refused.push(`the database's ${st.kind} was not set (${st.sql}): ${serverErrorText(err)}`);
     }
   }
+  return refused;
+}
+
+/**
+ * The model to create objects from: without the privileges of built-in and
+ * extension objects when the restoring role is not a superuser (their
+ * GRANTs and REVOKEs would only raise warnings and change nothing), with a
+ * warning naming what was left as the target has it.
+ */
+async function schemaForRole(
+  client: PgClient,
+  model: SchemaModel,
+  warnings: string[],
+): Promise<SchemaModel> {
+  const changes = model.initialPrivilegesChanged ?? [];
+  if (changes.length === 0) return model;
+  const r = await client.query<{ s: string }>(
+    'SELECT rolsuper::text AS s FROM pg_roles WHERE rolname = current_user',
+  );
+  if (r.rows[0]?.s === 'true') return model;
+  warnings.push(
+    `privileges changed on ${changes.length} built-in or extension object(s) were not applied (only a superuser can change them; restore as one to apply them): ${changes
+      .slice(0, 5)
+      .map((c) => `${c.kind} ${c.name}`)
+      .join(', ')}${changes.length > 5 ? ', …' : ''}`,
+  );
+  const { initialPrivilegesChanged: _left, ...rest } = model;
+  return rest;
 }
 
 function maintenance(target: ResolvedTarget): ResolvedTarget {

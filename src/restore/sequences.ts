@@ -58,7 +58,11 @@ export async function raiseSequences(
       JOIN pg_class sc ON sc.oid = u.seq JOIN pg_namespace sn ON sn.oid = sc.relnamespace
       JOIN pg_class c ON c.oid = u.rel JOIN pg_namespace n ON n.oid = c.relnamespace
       JOIN pg_attribute a ON a.attrelid = u.rel AND a.attnum = u.att
+      -- (Numbers only: a default such as 'INV-' || nextval('s') on a text
+      -- column draws from it too, but its values say nothing of the sequence.)
+      JOIN pg_type ty ON ty.oid = a.atttypid
      WHERE c.relkind IN ('r', 'p') AND NOT a.attisdropped
+       AND (ty.typcategory = 'N' OR (ty.typtype = 'd' AND (SELECT bt.typcategory FROM pg_type bt WHERE bt.oid = ty.typbasetype) = 'N'))
      ORDER BY 1, 2, 3`);
   const bySequence = new Map<string, SequenceUse[]>();
   for (const u of uses.rows) {

@@ -183,7 +183,7 @@ targets:
     // The table shows the recovery point.
     const h = await runCli(['status', '--target', 'prod'], { cwd: dir, env });
     expect(h.stdout).toMatch(/RECOVERY/);
-    expect(h.stdout).toContain('warning: capture of "prod" is not running');
+    expect(h.stdout).toContain('warning: nothing reads the replication slot "flashback_prod"');
     // The repository alone: no connection, no slot findings.
     const offline = await runCli(['status', '--target', 'prod', '--json', '--repository-only'], {
       cwd: dir,

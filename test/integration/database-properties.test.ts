@@ -6,7 +6,7 @@
  * been revoked from PUBLIC came back open to every role. A setting of one
  * role in the database is named as not reproduced, under its role.
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
@@ -51,6 +51,8 @@ describe('database properties', () => {
        ALTER DATABASE ${db} SET work_mem = '4MB';
        ALTER DATABASE ${db} SET search_path = "$user", public, "odd ""schema""";
        ALTER DATABASE ${db} SET statement_timeout = '1min';
+       ALTER DATABASE ${db} SET temp_tablespaces = '';
+       ALTER DATABASE ${db} SET log_statement = 'ddl';
        ALTER ROLE ${reader} IN DATABASE ${db} SET work_mem = '8MB';
        COMMENT ON DATABASE ${db} IS 'orders for ''EU'' tenants'`,
     );
@@ -62,6 +64,8 @@ describe('database properties', () => {
        REVOKE EXECUTE ON FUNCTION pg_catalog.pg_sleep(double precision) FROM PUBLIC;
        REVOKE SELECT ON pg_catalog.pg_settings FROM PUBLIC;
        REVOKE USAGE ON TYPE int4range FROM PUBLIC;
+       REVOKE USAGE ON TYPE pg_catalog.timestamptz FROM PUBLIC;
+       REVOKE SELECT ON information_schema.tables FROM PUBLIC;
        REVOKE EXECUTE ON FUNCTION public.similarity(text, text) FROM PUBLIC;
        GRANT EXECUTE ON FUNCTION public.similarity(text, text) TO ${reader} WITH GRANT OPTION`,
     );
@@ -101,14 +105,60 @@ describe('database properties', () => {
         `SELECT 'pg_sleep' AS o, (SELECT proacl::text FROM pg_proc WHERE oid = 'pg_sleep(double precision)'::regprocedure) AS acl
          UNION ALL SELECT 'similarity', (SELECT proacl::text FROM pg_proc WHERE oid = 'public.similarity(text, text)'::regprocedure)
          UNION ALL SELECT 'pg_settings', (SELECT relacl::text FROM pg_class WHERE oid = 'pg_catalog.pg_settings'::regclass)
-         UNION ALL SELECT 'int4range', (SELECT typacl::text FROM pg_type WHERE oid = 'int4range'::regtype)`,
+         UNION ALL SELECT 'int4range', (SELECT typacl::text FROM pg_type WHERE oid = 'int4range'::regtype)
+         UNION ALL SELECT 'timestamptz', (SELECT typacl::text FROM pg_type WHERE oid = 'timestamptz'::regtype)
+         UNION ALL SELECT 'information_schema.tables', (SELECT relacl::text FROM pg_class WHERE oid = 'information_schema.tables'::regclass)`,
       );
     const sourceAcls = await acls(db);
     expect(sourceAcls.map((r) => r.acl)).not.toContain(null);
     expect(await acls(`${db}_copy`)).toEqual(sourceAcls);
+    // Only what was changed is recorded: information_schema's own grants to
+    // PUBLIC are its initial state, not 60-odd changes.
+    const manifest = JSON.parse(
+      await readFile(
+        path.join(
+          dir,
+          'repo',
+          'snapshots',
+          `${JSON.parse((await cli(['show', 'latest', '--json'])).stdout).id}.json`,
+        ),
+        'utf8',
+      ),
+    ) as { schema: { initialPrivilegesChanged: Array<{ name: string }> } };
+    expect(
+      manifest.schema.initialPrivilegesChanged
+        .filter((c) => c.name.startsWith('information_schema.'))
+        .map((c) => c.name),
+    ).toEqual(['information_schema.tables']);
     // And a verify restores them in its scratch server and finds them equal.
     const v = await cli(['verify', 'latest']);
     expect(v.code, v.stdout + v.stderr).toBe(0);
+  });
+
+  it('as a role that is not a superuser, restores the rows and warns of what it could not set', async () => {
+    const role = `fbdbcreator_${suffix}`;
+    await sql(server, 'postgres', `CREATE ROLE ${role} LOGIN CREATEDB PASSWORD 'creator-pw'`);
+    try {
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `${await readFile(path.join(dir, 'flashback.yaml'), 'utf8')}  mine:\n    host: ${server.host}\n    port: ${server.port}\n    database: ${db}_mine\n    user: ${role}\n    password_env: MINE_PW\n    protected: false\n`,
+      );
+      const r = await runCli(['restore', 'latest', '--to', 'mine', '--create', '--no-owner'], {
+        cwd: dir,
+        env: { ...env, MINE_PW: 'creator-pw' },
+      });
+      expect(r.code, r.stderr).toBe(0);
+      expect(await sql(server, `${db}_mine`, 'SELECT id FROM t')).toEqual([{ id: '1' }]);
+      // A superuser-only setting, and hardening of built-in objects: said, not silently dropped.
+      expect(r.stderr).toMatch(
+        /warning: the database's setting was not set \(.*log_statement.*\): permission denied/,
+      );
+      expect(r.stderr).toContain('warning: privileges changed on');
+      expect(r.stderr).toContain('only a superuser can change them');
+    } finally {
+      await sql(server, 'postgres', `DROP DATABASE IF EXISTS ${db}_mine`);
+      await sql(server, 'postgres', `DROP ROLE IF EXISTS ${role}`);
+    }
   });
 
   it('leaves them alone in an existing database, and says so', async () => {

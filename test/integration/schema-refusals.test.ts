@@ -91,7 +91,10 @@ describe('schema changes refused by name (PostgreSQL 17)', () => {
       INSERT INTO felt SELECT g, 'sad', ARRAY['ok', 'sad']::mood[] FROM generate_series(1, 10) g;
       CREATE TYPE pair AS (a int, b text);
       CREATE TABLE boxed (id int PRIMARY KEY, p pair);
-      INSERT INTO boxed SELECT g, ROW(g, 'x')::pair FROM generate_series(1, 10) g;`);
+      INSERT INTO boxed SELECT g, ROW(g, 'x')::pair FROM generate_series(1, 10) g;
+      CREATE TYPE tagged AS (a int, b text);
+      CREATE TABLE labelled (id int PRIMARY KEY, t tagged);
+      INSERT INTO labelled SELECT g, ROW(g, 'y')::tagged FROM generate_series(1, 10) g;`);
     expect((await runCli(['init', '--force', '--repo', 'repo'], { cwd: dir })).code).toBe(0);
     await writeFile(path.join(dir, 'flashback.yaml'), config(name, db, 'postgres'));
     capture = captureOf(dir, name, env).start();
@@ -121,6 +124,8 @@ describe('schema changes refused by name (PostgreSQL 17)', () => {
     await new Promise((r) => setTimeout(r, 1500));
     await live.query("ALTER TYPE mood RENAME VALUE 'sad' TO 'unhappy'");
     await live.query('ALTER TYPE pair ADD ATTRIBUTE c int CASCADE');
+    // A comment changes no value's text: not a redefinition.
+    await live.query("COMMENT ON COLUMN tagged.a IS 'the count'");
     afterTypes = await position(live);
     await new Promise((r) => setTimeout(r, 1500));
   });
@@ -132,11 +137,22 @@ describe('schema changes refused by name (PostgreSQL 17)', () => {
     await cleanup();
   });
 
-  const restoreAt = (lsn: string, into: string) =>
-    runCli(['restore', name, '--lsn', lsn, '--to', url(into), '--create', '--confirm', into], {
-      cwd: dir,
-      env,
-    });
+  const restoreAt = (lsn: string, into: string, ...only: string[]) =>
+    runCli(
+      [
+        'restore',
+        name,
+        '--lsn',
+        lsn,
+        ...only.flatMap((t) => ['--table', t]),
+        '--to',
+        url(into),
+        '--create',
+        '--confirm',
+        into,
+      ],
+      { cwd: dir, env },
+    );
   const created = async (into: string) =>
     (await live.query('SELECT 1 FROM pg_database WHERE datname = $1', [into])).rowCount;
 
@@ -166,26 +182,15 @@ describe('schema changes refused by name (PostgreSQL 17)', () => {
     ] as const;
     for (const [table, text] of cases) {
       const into = `refuse_ty_${table}_${Date.now() % 100000}`;
-      const r = await runCli(
-        [
-          'restore',
-          name,
-          '--lsn',
-          afterTypes,
-          '--table',
-          table,
-          '--to',
-          url(into),
-          '--create',
-          '--confirm',
-          into,
-        ],
-        { cwd: dir, env },
-      );
+      const r = await restoreAt(afterTypes, into, table);
       expect(r.code, r.stderr).toBe(ExitCode.failed);
       expect(r.stderr).toContain(text);
       expect(await created(into)).toBe(0);
     }
+    const into = `refuse_tyok_${Date.now() % 100000}`;
+    const ok = await restoreAt(afterTypes, into, 'labelled');
+    expect(ok.code, ok.stderr).toBe(0);
+    expect((await rows(server, into, 'labelled')).length).toBe(10);
   });
 
   it("refuses a key column's collation change, naming it", async () => {

@@ -303,10 +303,12 @@ async function restoreFrom(
       ...(result.sequencesRaised === undefined ? {} : { sequencesRaised: result.sequencesRaised }),
       notReproduced: missing,
       ...(unlogged.length === 0 ? {} : { unloggedAsOfSnapshot: unlogged }),
+      ...(result.warnings === undefined ? {} : { warnings: result.warnings }),
     });
     return result.failure === undefined ? ExitCode.ok : ExitCode.failed;
   }
   ctx.out(formatPlan(result.plan, result.applied));
+  for (const w of result.warnings ?? []) ctx.err(`flashback: warning: ${w}\n`);
   if (result.failure !== undefined) {
     ctx.out(`dry run: this restore would fail: ${result.failure}\nnothing was written\n`);
     return ExitCode.failed;

@@ -194,7 +194,10 @@ function settingSql(setting: string): string {
   const name = setting.slice(0, eq);
   const value = setting.slice(eq + 1);
   const ident = /^[A-Za-z_][A-Za-z0-9_.]*$/.test(name) ? name : quoteIdent(name);
-  return `${ident} = ${LIST_SETTINGS.has(name.toLowerCase()) ? (value === '' ? "''" : value) : quoteLiteral(value)}`;
+  // (A list set to nothing is stored as "" or as nothing: written as '', an
+  // empty string; "" alone is a zero-length identifier, refused.)
+  const list = LIST_SETTINGS.has(name.toLowerCase());
+  return `${ident} = ${list ? (value === '' || value === '""' ? "''" : value) : quoteLiteral(value)}`;
 }
 
 /** Key of a table for the `tables` option. */

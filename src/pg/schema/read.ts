@@ -373,8 +373,10 @@ class SchemaReader {
         UNION ALL SELECT 'pg_class'::regclass, c.oid, CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
           c.oid::regclass::text, c.relacl, c.relowner, CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char"
           FROM pg_class c WHERE c.relacl IS NOT NULL AND c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
-        UNION ALL SELECT 'pg_type'::regclass, t.oid, 'TYPE', format_type(t.oid, NULL), t.typacl, t.typowner, 'T'
-          FROM pg_type t WHERE t.typacl IS NOT NULL
+        UNION ALL SELECT 'pg_type'::regclass, t.oid, 'TYPE',
+          -- (Not format_type: "timestamp with time zone" is no name GRANT takes.)
+          quote_ident(tn.nspname) || '.' || quote_ident(t.typname), t.typacl, t.typowner, 'T'
+          FROM pg_type t JOIN pg_namespace tn ON tn.oid = t.typnamespace WHERE t.typacl IS NOT NULL
         UNION ALL SELECT 'pg_namespace'::regclass, n.oid, 'SCHEMA', quote_ident(n.nspname), n.nspacl, n.nspowner, 'n'
           FROM pg_namespace n WHERE n.nspacl IS NOT NULL AND n.nspname <> 'public'
         UNION ALL SELECT 'pg_language'::regclass, l.oid, 'LANGUAGE', quote_ident(l.lanname), l.lanacl, l.lanowner, 'l'
@@ -385,7 +387,16 @@ class SchemaReader {
                         AND d.refclassid = 'pg_extension'::regclass) AS extension,
           coalesce((SELECT i.initprivs FROM pg_init_privs i
                      WHERE i.classoid = o.cls AND i.objoid = o.oid AND i.objsubid = 0),
-                   acldefault(o.dflt, o.owner)) AS base
+                   -- information_schema is made after initdb records initial
+                   -- privileges: what it grants PUBLIC (USAGE on it, SELECT on
+                   -- its views and tables) is its initial state.
+                   CASE WHEN o.cls = 'pg_namespace'::regclass AND o.oid = 'information_schema'::regnamespace
+                          THEN array_append(acldefault('n', o.owner), makeaclitem(0, o.owner, 'USAGE', false))
+                        WHEN o.cls = 'pg_class'::regclass AND o.dflt = 'r' AND EXISTS (
+                               SELECT 1 FROM pg_class ic WHERE ic.oid = o.oid
+                                  AND ic.relnamespace = 'information_schema'::regnamespace)
+                          THEN array_append(acldefault('r', o.owner), makeaclitem(0, o.owner, 'SELECT', false))
+                        ELSE acldefault(o.dflt, o.owner) END) AS base
           FROM objects o),
       changed AS (
         SELECT * FROM theirs WHERE (oid < ${FIRST_NORMAL_OID} OR extension IS NOT NULL)
