@@ -158,14 +158,14 @@ describe('backup faults', () => {
     child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString();
     });
-    // Interrupt once the first chunks are being written.
-    for (
-      let i = 0;
-      i < 200 && (await files(repo)).filter((f) => f.startsWith('chunks/')).length === 0;
-      i++
-    ) {
+    // Interrupt once the first chunks are being written (up to 30 s: on a
+    // busy machine 2 s were not always enough, and the interrupt then came
+    // while the backup still waited for its snapshot).
+    const writing = async () => (await files(repo)).some((f) => f.startsWith('chunks/'));
+    for (let i = 0; i < 3000 && !(await writing()); i++) {
       await new Promise((r) => setTimeout(r, 10));
     }
+    expect(await writing(), 'the backup never began writing chunks').toBe(true);
     child.kill('SIGINT');
     const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
     expect(code).toBe(ExitCode.interrupted);
