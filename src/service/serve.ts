@@ -314,11 +314,18 @@ async function serveLeased(options: ServeOptions): Promise<void> {
   // The status is evaluated on its own clock, also while a job runs: a
   // backup held up for minutes must not freeze the metrics and the alerts
   // (its lateness is exactly what they are for).
+  // (It stops with the service, or when the loop below ends any other way;
+  // a failure is logged, never an unhandled rejection.)
+  const stopped = stopCaptures.signal;
   const evaluator = (async () => {
-    while (!signal.aborted) {
-      await sleep(config.serve.check_interval, signal);
-      if (signal.aborted) break;
-      await watchConfig();
+    while (!stopped.aborted) {
+      await sleep(config.serve.check_interval, stopped);
+      if (stopped.aborted) break;
+      try {
+        await watchConfig();
+      } catch (err) {
+        log.error({ error: describeError(err) }, 'reading the configuration file failed');
+      }
       await evaluate();
     }
   })();
