@@ -171,6 +171,7 @@ export interface StatusInput {
   readonly unreadable?: readonly UnreadableSnapshot[] | undefined;
   /** Snapshots a backup committed whose manifest is gone, and no prune removed (missingSnapshots). */
   readonly missing?: readonly string[] | undefined;
+  /** Run records, oldest first (by start): the last of a kind is the newest. */
   readonly runs: readonly RunRecord[];
   /** Targets' change logs (read by `readStatus`); targets without one are absent. */
   readonly changeLogs?: readonly ChangeLogFacts[] | undefined;
@@ -602,10 +603,8 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
 
   // The last prune of the target (its own, or of the whole repository)
   // failed: retention is not applied and the repository grows until one works.
-  const lastPrune = runs
-    .filter((r) => r.kind === 'prune')
-    .concat(input.runs.filter((r) => r.kind === 'prune' && r.target === null))
-    .sort((a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : 0))
+  const lastPrune = input.runs
+    .filter((r) => r.kind === 'prune' && (r.target === target || r.target === null))
     .at(-1);
   if (lastPrune !== undefined && !lastPrune.ok && lastPrune.error?.code !== 'interrupted') {
     add(

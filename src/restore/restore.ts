@@ -946,10 +946,7 @@ async function countIdentical(
  */
 function copiesOf(t: TableSnapshot, staged: { name: string }, shape: MergeShape): string {
   const target = `${shape.only}${qualify(t.schema, t.name)}`;
-  const row = (x: string) =>
-    t.columns.length === 0
-      ? `''`
-      : `ROW(${t.columns.map((c) => `${x}.${quoteIdent(c)}::text`).join(', ')})::text`;
+  const row = (x: string) => (t.columns.length === 0 ? `''` : `${textRow(t.columns, x)}::text`);
   return `WITH numbered AS (
       SELECT s.*, ${row('s')} AS "fb row", row_number() OVER (PARTITION BY ${row('s')}) AS "fb copy"
         FROM ${staged.name} s),
@@ -989,8 +986,12 @@ async function countExisting(
  */
 function differs(columns: readonly string[], a: string, b: string): string {
   if (columns.length === 0) return 'false';
-  const row = (x: string) => `ROW(${columns.map((c) => `${x}.${quoteIdent(c)}::text`).join(', ')})`;
-  return `${row(a)} IS DISTINCT FROM ${row(b)}`;
+  return `${textRow(columns, a)} IS DISTINCT FROM ${textRow(columns, b)}`;
+}
+
+/** `ROW(x.c1::text, …)`: a row of `columns` of alias `x`, each value as its text. */
+function textRow(columns: readonly string[], x: string): string {
+  return `ROW(${columns.map((c) => `${x}.${quoteIdent(c)}::text`).join(', ')})`;
 }
 
 /** Writes staged rows into their table per --on-conflict; returns what was done. */
