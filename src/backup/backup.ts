@@ -121,6 +121,7 @@ async function runBackup(options: BackupOptions): Promise<BackupResult> {
   const lock = await RepositoryLock.acquire(repo.storage, {
     exclusive: false,
     command: `backup ${target.name}`,
+    run: { kind: 'backup', target: target.name },
   });
   try {
     const coordinator = await connect(target, { applicationName: 'flashback backup' });

@@ -172,6 +172,7 @@ export async function backupFromLog(options: FromLogOptions): Promise<FromLogRes
   const lock = await RepositoryLock.acquire(repo.storage, {
     exclusive: false,
     command: `backup ${target} --from-log`,
+    run: { kind: 'backup', target, fromLog: true },
   });
   const encoder = createEncoder();
   let opened: Overlay | undefined;

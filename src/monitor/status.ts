@@ -11,7 +11,9 @@
  *   verified_warning/critical (ages are of the snapshot's data, not of the
  *   verification);
  * - the most recent backup attempt failed (critical: incident 1 was backups
- *   failing silently for days) or was interrupted (warning);
+ *   failing silently for days), was killed (critical: its process is gone
+ *   and left its lock and no run record: killedRuns) or was interrupted
+ *   (warning);
  * - a snapshot whose latest verification found differences (critical if no
  *   newer snapshot passed since, else warning: restoring that one would fail);
  * - a verification that could not run (warning);
@@ -51,6 +53,7 @@ import { DamagedError, RepositoryError, UsageError } from '../errors.js';
 import { lsnValue } from '../repo/changelog.js';
 import { begunBy } from '../repo/changelogs.js';
 import { damagedSnapshots, type KnownDamage, readKnownDamage } from '../repo/damage.js';
+import { type LockStatus, listLocks } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import {
   type RunKind,
@@ -238,7 +241,8 @@ export function missingSnapshots(
 export type SnapshotSummary = Pick<
   SnapshotManifest,
   'id' | 'target' | 'startedAt' | 'consistentAt' | 'lsn'
->;
+> &
+  Partial<Pick<SnapshotManifest, 'finishedAt'>>;
 
 /** A snapshot whose manifest cannot be read, and why. */
 export interface UnreadableSnapshot {
@@ -290,6 +294,7 @@ async function snapshotSummaries(repo: Repository): Promise<{
         startedAt: m.startedAt,
         consistentAt: m.consistentAt,
         lsn: m.lsn,
+        finishedAt: m.finishedAt,
       };
       known.set(id, s);
     }
@@ -309,6 +314,7 @@ export async function readStatus(
   const runs = [
     ...(await new RunStore(repo.storage).list({}, (u) => unreadableRuns.push(u))),
     ...(options.unrecorded ?? []),
+    ...killedRuns(await listLocks(repo.storage), snapshots),
   ].sort(
     // (The store's order: by start time, as its keys are.)
     (a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : 0),
@@ -358,6 +364,55 @@ export async function readStatus(
     runs,
     changeLogs,
     captureFailures: options.captureFailures,
+  });
+}
+
+/**
+ * Runs that were killed: a stale lock held for a run (a backup) is a process
+ * that ended without releasing it, so without writing its run record either
+ * (killed, out of memory, the machine restarted). Without this, such a
+ * backup leaves no trace until the newest backup grows old enough to alert.
+ * Judged as a failed run (error code `killed`) from the lock's creation to
+ * its last refresh; a later run of the same kind supersedes it as any
+ * other. Not when a snapshot of its target was committed after it began:
+ * killed after its commit point, it did its work (or another run did).
+ * `flashback unlock` removes the lock, and with it this record.
+ */
+export function killedRuns(
+  locks: readonly LockStatus[],
+  snapshots: readonly Pick<SnapshotSummary, 'target' | 'finishedAt'>[],
+): RunRecord[] {
+  return locks.flatMap((l): RunRecord[] => {
+    if (!l.stale || l.run === undefined) return [];
+    const began = Date.parse(l.created);
+    const since = snapshots.some(
+      (s) =>
+        s.target === l.run!.target &&
+        s.finishedAt !== undefined &&
+        Date.parse(s.finishedAt) >= began,
+    );
+    if (since) return [];
+    const seconds = Math.max(0, (Date.parse(l.refreshed) - Date.parse(l.created)) / 1000);
+    return [
+      {
+        format: 'flashback-run',
+        version: 1,
+        id: `killed-${l.id}`,
+        kind: l.run.kind,
+        target: l.run.target,
+        snapshot: null,
+        ok: false,
+        trigger: 'command',
+        startedAt: l.created,
+        finishedAt: l.refreshed,
+        seconds: Number.isFinite(seconds) ? seconds : 0,
+        error: {
+          code: 'killed',
+          message: `"${l.command}" (pid ${l.pid} on ${l.hostname}, started ${l.created}) ended without finishing or recording a result: ${l.staleReason ?? 'its lock is stale'} (killed, out of memory, or the machine restarted?); it committed nothing, and its lock is left in the repository (\`flashback unlock\` removes it)`,
+        },
+        ...(l.run.fromLog === true ? { details: { mode: 'from-log' } } : {}),
+      },
+    ];
   });
 }
 
@@ -628,12 +683,13 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
     if (job === 'backup') failures = failed;
     if (last !== undefined && !last.ok) {
       const interrupted = last.error?.code === 'interrupted';
+      const killed = last.error?.code === 'killed';
       const lastGood = [...backups].reverse().find((r) => r.ok);
       const what = scheduleJobLabel(job);
       add(
         interrupted ? 'warning' : 'critical',
         'backup-failed',
-        `the last ${what} of "${target}" ${interrupted ? 'was interrupted' : 'FAILED'} at ${last.finishedAt}: ${last.error?.message ?? 'unknown error'} (${failed} failed attempt(s) since ${lastGood === undefined ? 'the first' : `the last good ${what} at ${lastGood.finishedAt}`})`,
+        `the last ${what} of "${target}" ${interrupted ? 'was interrupted' : killed ? `was KILLED (last seen running at ${last.finishedAt})` : 'FAILED'}${killed ? '' : ` at ${last.finishedAt}`}: ${last.error?.message ?? 'unknown error'} (${failed} failed attempt(s) since ${lastGood === undefined ? 'the first' : `the last good ${what} at ${lastGood.finishedAt}`})`,
       );
     }
   }

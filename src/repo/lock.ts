@@ -31,6 +31,7 @@ import {
 } from '../errors.js';
 import { ObjectNotFoundError, type Storage } from '../storage/storage.js';
 import { isAlive } from '../util/process.js';
+import type { RunKind } from './runs.js';
 
 /** A lock as stored. */
 export interface LockInfo {
@@ -42,6 +43,21 @@ export interface LockInfo {
   readonly command: string;
   readonly created: string;
   readonly refreshed: string;
+  /**
+   * The run the lock is held for, when it leaves a run record as it ends
+   * (backups). A stale lock with a run is a run that was killed before it
+   * could record anything: `status` reports it (killedRuns). Absent in
+   * locks of other commands and of older versions.
+   */
+  readonly run?: LockRun | undefined;
+}
+
+/** The run a lock is held for: what its run record would say. */
+export interface LockRun {
+  readonly kind: RunKind;
+  readonly target: string | null;
+  /** A backup from the change log (`backup --from-log`), judged apart from direct backups. */
+  readonly fromLog?: boolean | undefined;
 }
 
 /** A lock with its staleness judged now. */
@@ -63,6 +79,8 @@ export interface LockOptions {
   readonly reader?: boolean | undefined;
   /** On a full disk, hold the lock unrecorded until `record()` (prune: deleting frees the space). */
   readonly deferOnFull?: boolean | undefined;
+  /** The run it is held for (LockInfo.run). */
+  readonly run?: LockRun | undefined;
 }
 
 /** A held lock; call `release()` when done. */
@@ -95,6 +113,7 @@ export class RepositoryLock {
       command: options.command,
       created: now,
       refreshed: now,
+      ...(options.run === undefined ? {} : { run: options.run }),
     };
     try {
       await storage.write(lockKey(info.id), serialize(info));

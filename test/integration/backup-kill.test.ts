@@ -8,6 +8,7 @@ import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
+import type { StatusReport } from '../../src/monitor/status.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
 import type { FaultPointName } from '../../src/util/faultpoint.js';
 import type { CheckReport } from '../../src/verify/check.js';
@@ -94,12 +95,43 @@ describe('SIGKILL of a backup', () => {
       const listed = JSON.parse(list.stdout) as Array<{ id: string; target: string }>;
       expect(listed.length).toBe(committed ? 1 : 0);
 
+      // The kill left no run record, yet status reports it: a backup killed
+      // (out of memory, say) must not go unnoticed until its age alerts.
+      // Killed after its commit point, it did its work: nothing to report.
+      const killedFinding = async () => {
+        const st = await runCli(['status', '--repo', repo, '--target', 'prod', '--json'], {
+          cwd: dir,
+        });
+        const r = JSON.parse(st.stdout) as StatusReport;
+        return {
+          code: st.code,
+          failed: r.targets[0]!.findings.filter((f) => f.kind === 'backup-failed'),
+        };
+      };
+      const before = await killedFinding();
+      if (committed) {
+        expect(before.failed).toEqual([]);
+      } else {
+        expect(before.code).toBe(ExitCode.critical);
+        expect(before.failed).toEqual([
+          expect.objectContaining({
+            severity: 'critical',
+            message: expect.stringContaining(
+              `the last backup of "prod" was KILLED (last seen running at ${lock.refreshed}): "backup prod" (pid ${child.pid} on ${lock.hostname}`,
+            ),
+          }),
+        ]);
+        expect(before.failed[0]!.message).toContain(`process ${child.pid} is not running`);
+      }
+
       const next = await runCli(['backup', 'prod', '--repo', repo, '--json'], {
         cwd: dir,
         env: env(),
       });
       expect(next.code, next.stderr).toBe(ExitCode.ok);
       const id = JSON.parse(next.stdout).snapshot as string;
+      // A backup that worked since supersedes the killed one, its lock still there.
+      expect((await killedFinding()).failed).toEqual([]);
 
       // The new snapshot restores, and so does the one committed just before the kill.
       const restores: Array<[string, string]> = [[id, `copy${i}a`]];

@@ -24,8 +24,9 @@ export function registerStatus(program: Command, context: (cmd: Command) => CliC
 Judged from the repository alone (snapshots and the record every backup and
 verify leaves), against the freshness thresholds in flashback.yaml (defaults:
 newest backup warning 25h, critical 49h; newest verified backup warning 25h,
-critical 26h). Also critical: the last backup attempt failed, or the newest
-verification found a difference. A scheduled job that ran before but not
+critical 26h). Also critical: the last backup attempt failed, or was killed
+(its process gone, its lock left behind), or the newest verification found a
+difference. A scheduled job that ran before but not
 within missed_run_grace (30m) of when it was last due is a warning: the
 scheduler (\`flashback serve\`) has stopped doing its work.
 
