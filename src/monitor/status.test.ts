@@ -358,6 +358,31 @@ describe('status evaluation', () => {
     const missed = evaluateStatus({ ...base, runs: [verified, run('backup', 2.5, true)] });
     expect(missed.targets[0]!.findings.map((f) => f.kind)).toEqual(['missed-run']);
     expect(missed.targets[0]!.findings[0]!.message).toContain('2026-11-21T11:00:00.000Z');
+    expect(missed.targets[0]!.findings[0]!.message).toContain('is `flashback serve` running?');
+    // A job still holding the repository since before the deadline is what delays it: named.
+    const lock = (command: string, hoursAgo: number) => ({
+      id: command,
+      exclusive: false,
+      pid: 42,
+      hostname: 'h',
+      command,
+      created: new Date(NOW.getTime() - hoursAgo * 3_600_000).toISOString(),
+      refreshed: NOW.toISOString(),
+      stale: false,
+    });
+    const busy = evaluateStatus({
+      ...base,
+      runs: [verified, run('backup', 2.5, true)],
+      held: [lock('backup prod', 2), lock('history public.t', 2), lock('prune', 0.1)],
+    });
+    expect(busy.targets[0]!.findings.map((f) => [f.kind, f.message])).toEqual([
+      [
+        'missed-run',
+        expect.stringMatching(
+          /has not run: running in the repository meanwhile: "backup prod" \(pid 42 on h, since 2026-11-21T10:00:00.000Z\); serve runs one job at a time/,
+        ),
+      ],
+    ]);
     const ran = evaluateStatus({ ...base, runs: [verified, run('backup', 0.99, true)] });
     expect(ran.severity).toBe('ok');
     // Never ran at all: a new schedule, not a stopped scheduler.

@@ -184,6 +184,8 @@ export interface StatusInput {
   readonly damage?: ReadonlyMap<string, KnownDamage> | undefined;
   /** Run records that exist and cannot be read: what they recorded is not judged. */
   readonly unreadableRuns?: readonly UnreadableRun[] | undefined;
+  /** Locks held now by live processes: what is running (named in missed-run findings). */
+  readonly held?: readonly LockStatus[] | undefined;
 }
 
 /** A capture in `serve` that failed and is being retried. */
@@ -311,10 +313,11 @@ export async function readStatus(
   const { snapshots, unreadable, pruned } = await snapshotSummaries(repo);
   // With the runs serve could not record (the repository read-only or full).
   const unreadableRuns: UnreadableRun[] = [];
+  const locks = await listLocks(repo.storage);
   const runs = [
     ...(await new RunStore(repo.storage).list({}, (u) => unreadableRuns.push(u))),
     ...(options.unrecorded ?? []),
-    ...killedRuns(await listLocks(repo.storage), snapshots),
+    ...killedRuns(locks, snapshots),
   ].sort(
     // (The store's order: by start time, as its keys are.)
     (a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : 0),
@@ -354,6 +357,7 @@ export async function readStatus(
   const damage = await readKnownDamage(repo.storage, runs);
   return evaluateStatus({
     unreadableRuns,
+    held: locks.filter((l) => !l.stale),
     damage,
     now: options.now ?? new Date(),
     config,
@@ -710,10 +714,27 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
     if (jobRuns.length === 0) continue;
     const ran = jobRuns.some((r) => Date.parse(r.startedAt) >= due - 60_000);
     if (!ran) {
+      // A job still running (serve runs one at a time, and skips a job due
+      // again while it is pending) is not a stopped scheduler: say what runs.
+      // (Jobs serve runs: backups, prunes, and verify's restores.)
+      const busy = (input.held ?? []).filter(
+        (l) =>
+          /^(backup|prune|restore) /.test(`${l.command} `) &&
+          Date.parse(l.created) < due + th.missedRunGrace,
+      );
+      const why =
+        busy.length === 0
+          ? 'is `flashback serve` running?'
+          : `running in the repository meanwhile: ${busy
+              .slice(0, 3)
+              .map((l) => `"${l.command}" (pid ${l.pid} on ${l.hostname}, since ${l.created})`)
+              .join(
+                ', ',
+              )}${busy.length > 3 ? ` and ${busy.length - 3} more` : ''}; serve runs one job at a time, so a long job delays the others`;
       add(
         'warning',
         'missed-run',
-        `scheduled ${scheduleJobLabel(job)} of "${target}" (${expr}) was due at ${new Date(due).toISOString()} and has not run: is \`flashback serve\` running?`,
+        `scheduled ${scheduleJobLabel(job)} of "${target}" (${expr}) was due at ${new Date(due).toISOString()} and has not run: ${why}`,
       );
     }
   }

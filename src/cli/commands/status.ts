@@ -28,7 +28,8 @@ critical 26h). Also critical: the last backup attempt failed, or was killed
 (its process gone, its lock left behind), or the newest verification found a
 difference. A scheduled job that ran before but not
 within missed_run_grace (30m) of when it was last due is a warning: the
-scheduler (\`flashback serve\`) has stopped doing its work.
+scheduler (\`flashback serve\`) has stopped doing its work, or a long job
+holds it up (named, when one runs in the repository).
 
 For a target with a change log (\`flashback capture\`), RECOVERY is the
 recovery point: the age of the newest change or heartbeat stored in the
