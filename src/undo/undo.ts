@@ -380,12 +380,17 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       await client.query('BEGIN');
     }
     // From here on every statement names the tables' columns as they are now.
-    const staged: Array<{ t: TableSnapshot; u: string }> = [];
+    const staged: Array<{
+      t: TableSnapshot;
+      u: string;
+      /** Marks the rows written again since the plan as conflicts, at the apply (tables without a key). */
+      recheck?: (client: PgClient) => Promise<void>;
+    }> = [];
     for (const [i, t] of ordered.entries()) {
       const win = window.tables.get(name(t))!;
       const layout = layoutOf(t);
       if (t.key.length === 0) {
-        const u = await stageKeyless(
+        const { u, recheck } = await stageKeyless(
           client,
           chunks,
           t,
@@ -396,7 +401,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
           progress,
           layout,
         );
-        staged.push({ t: layout.live, u });
+        staged.push({ t: layout.live, u, recheck });
         continue;
       }
       const planned = await planTable(
@@ -596,6 +601,9 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
             await leaveSplitMoves(client, st.t, st.u, i, tenant);
           }
         }
+        // Rows without a key are told apart by count: the statements cannot
+        // re-check them one by one, so they are counted again here.
+        if (policy !== 'overwrite') for (const st of staged) await st.recheck?.(client);
         const ran = await runPlan(client, statements, reorderable, tenant);
         applied = ran.order;
         for (const [s, n] of ran.rows) {
@@ -1754,7 +1762,7 @@ async function stageKeyless(
   where: string | undefined,
   progress: (p: UndoProgress) => void,
   layout: LiveLayout,
-): Promise<string> {
+): Promise<{ u: string; recheck: (client: PgClient) => Promise<void> }> {
   const u = `pg_temp.fb_undo_${i}`;
   await createStaging(client, u, layout);
   await addPlanColumns(client, u);
@@ -1799,12 +1807,6 @@ async function stageKeyless(
   // Live copies of the rows in `x` (one pass over the live table, not one per row).
   const liveCounts = (x: string) =>
     `SELECT ${whole('l')} AS k, count(*) AS n FROM ${live} l WHERE ${whole('l')} IN (SELECT k FROM ${x}) GROUP BY 1`;
-  // More planned deletes of a row than live copies of it: the excess are conflicts.
-  await client.query(
-    `WITH d AS (${numbered('delete')}), n AS (${liveCounts('d')})
-     UPDATE ${u} SET "fb conflict" = true FROM d LEFT JOIN n USING (k)
-      WHERE ${u}.ctid = d.id AND d.rn > coalesce(n.n, 0)`,
-  );
   // More live copies of a row to put back than the window left: that many are back already.
   let before = 'r.removed';
   let preCounts = '';
@@ -1824,18 +1826,55 @@ async function stageKeyless(
     preCounts = `, b AS (SELECT ${whole('p')} AS k, count(*) AS before FROM ${pre} p GROUP BY 1)`;
     before = 'coalesce(b.before, 0)';
   }
-  await client.query(
-    `WITH x AS (${numbered('reinsert')}),
-          r AS (SELECT k, count(*) AS removed FROM x GROUP BY k),
-          n AS (${liveCounts('r')}),
-          a AS (SELECT ${whole('d')} AS k, count(*) AS added FROM ${u} d WHERE d."fb op" = 'delete' GROUP BY 1)${preCounts},
-          excess AS (SELECT r.k, coalesce(n.n, 0) - (${before} - r.removed + coalesce(a.added, 0)) AS e
-                       FROM r LEFT JOIN n USING (k) LEFT JOIN a USING (k)${preCounts === '' ? '' : ' LEFT JOIN b USING (k)'})
-     UPDATE ${u} SET "fb conflict" = true FROM x JOIN excess USING (k)
-      WHERE ${u}.ctid = x.id AND x.rn <= excess.e`,
-  );
-  return u;
+  // Judged against the live table as it is: when the plan is made, and again
+  // at the apply (under its lock), so that rows written meanwhile (an undo
+  // of the same window run beside this one) are not put back twice.
+  const mark = async (c: PgClient): Promise<void> => {
+    // More planned deletes of a row than live copies of it: the excess are conflicts.
+    await c.query(
+      `WITH d AS (${numbered('delete')}), n AS (${liveCounts('d')})
+       UPDATE ${u} SET "fb conflict" = true FROM d LEFT JOIN n USING (k)
+        WHERE ${u}.ctid = d.id AND d.rn > coalesce(n.n, 0)`,
+    );
+    await c.query(
+      `WITH x AS (${numbered('reinsert')}),
+            r AS (SELECT k, count(*) AS removed FROM x GROUP BY k),
+            n AS (${liveCounts('r')}),
+            a AS (SELECT ${whole('d')} AS k, count(*) AS added FROM ${u} d WHERE d."fb op" = 'delete' GROUP BY 1)${preCounts},
+            excess AS (SELECT r.k, coalesce(n.n, 0) - (${before} - r.removed + coalesce(a.added, 0)) AS e
+                         FROM r LEFT JOIN n USING (k) LEFT JOIN a USING (k)${preCounts === '' ? '' : ' LEFT JOIN b USING (k)'})
+       UPDATE ${u} SET "fb conflict" = true FROM x JOIN excess USING (k)
+        WHERE ${u}.ctid = x.id AND x.rn <= excess.e`,
+    );
+    // Rows both removed and added: an update of a row without a key looks
+    // like a delete and an insert, and which removed row became which added
+    // one is not known. Undoing one half of an update written since would
+    // leave the row twice (the old version put back, the new one kept) or
+    // lose it: with one conflict, none of the table's rows is undone.
+    await c.query(
+      `UPDATE ${u} x SET "fb conflict" = true, "fb why" = coalesce(x."fb why", $1)
+        WHERE NOT x."fb conflict"
+          AND EXISTS (SELECT 1 FROM ${u} y WHERE y."fb conflict")
+          AND EXISTS (SELECT 1 FROM ${u} y WHERE y."fb op" = 'reinsert')
+          AND EXISTS (SELECT 1 FROM ${u} y WHERE y."fb op" = 'delete')`,
+      [WHY_KEYLESS],
+    );
+  };
+  await mark(client);
+  return {
+    u,
+    recheck: async (c) => {
+      // Writers wait until the apply's transaction ends: the statements then
+      // find the rows as counted here.
+      await c.query(`LOCK TABLE ONLY ${qualify(now.schema, now.name)} IN SHARE ROW EXCLUSIVE MODE`);
+      await mark(c);
+    },
+  };
 }
+
+/** `fb why` of the rows of a table without a key held back with another that was written since. */
+const WHY_KEYLESS =
+  'the table has no key, and the changes undone both removed and added rows of it (an update looks so) while another of them was written since: which removed row became which added one is not known, so none is undone';
 
 /** The lines of `source` that are among `wanted` (the rest are dropped as read). */
 function onlyLines(source: TableSource, wanted: ReadonlyMap<string, number>): TableSource {
@@ -1875,7 +1914,7 @@ function rememberNeeded(block: RowBlock, k: number, needed: Map<string, string>)
 
 /** Up to CONFLICT_SAMPLES conflicts of a table with before, after (the window's result) and now. */
 async function conflictSamples(client: PgClient, t: TableSnapshot, u: string): Promise<Conflict[]> {
-  if (t.key.length === 0) return []; // rows without a key: a missing row to delete is counted, not shown
+  if (t.key.length === 0) return keylessConflicts(client, t, u);
   const keyEq = (x: string, y: string) =>
     t.key.map((c) => `${x}.${quoteIdent(c)} = ${y}.${quoteIdent(c)}`).join(' AND ');
   const i = u.slice(u.lastIndexOf('_') + 1);
@@ -1912,6 +1951,40 @@ async function conflictSamples(client: PgClient, t: TableSnapshot, u: string): P
     now: text(x.l),
     ...(x.w === null ? {} : { why: x.w }),
   }));
+}
+
+/**
+ * Conflicts of a table without a key: no row can be looked up by key, so
+ * each shows the one version it is about (the row to put back, or the row
+ * the changes added) and why.
+ */
+async function keylessConflicts(
+  client: PgClient,
+  t: TableSnapshot,
+  u: string,
+): Promise<Conflict[]> {
+  const r = await client.query<{ op: Conflict['op']; v: string; w: string | null }>(
+    `SELECT u."fb op" AS op, u."fb why" AS w,
+            to_json(ARRAY[${t.columns.map((c) => `u.${quoteIdent(c)}::text`).join(', ')}]) AS v
+       FROM ${u} u WHERE u."fb conflict" LIMIT ${CONFLICT_SAMPLES}`,
+  );
+  return r.rows.map((x) => {
+    const values = JSON.parse(x.v) as Array<string | null>;
+    const row = Object.fromEntries(t.columns.map((c, k) => [c, values[k] ?? null]));
+    const put = x.op === 'reinsert';
+    return {
+      table: name(t),
+      op: x.op,
+      before: put ? row : null,
+      after: put ? null : row,
+      now: null,
+      why:
+        x.w ??
+        (put
+          ? 'the table has no key: it holds as many copies of this row now as it did before the changes (put back already, or written again since)'
+          : 'the table has no key: the row the changes added is no longer in it (changed or deleted since)'),
+    };
+  });
 }
 
 /** A statement of the apply, whole and per tenant ($1 = the tenant's value as text). */

@@ -509,6 +509,67 @@ describe('undo', () => {
     expect(now.filter(later).length).toBe(1 + writes);
   });
 
+  it('on a table without a key, undoes no half of an update written since, and shows the conflict', async () => {
+    const before = await rows(live, 'SELECT * FROM events');
+    const bad = await xidOf(live, [
+      "UPDATE events SET kind = 'bad' WHERE tenant_id = 7 AND kind = 'open'",
+    ]);
+    // The application changes one of those rows again.
+    const fixed = (
+      await live.query(
+        "UPDATE events SET kind = 'app-fixed' WHERE ctid = (SELECT min(ctid) FROM events WHERE tenant_id = 7 AND kind = 'bad')",
+      )
+    ).rowCount;
+    expect(fixed).toBe(1);
+    await settle();
+    const now = await rows(live, 'SELECT * FROM events');
+    const r = await undoCli(['--tx', String(bad), '--apply', '--confirm', name, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout) as { tables: UndoTable[]; conflicts: Conflict[] };
+    const changed = before.filter((l) => l.startsWith('7\topen\t')).length;
+    // Every row of the update held back: which old row became which new one is unknown.
+    expect(report.tables[0]).toMatchObject({ reinsert: 0, delete: 0, conflicts: 2 * changed });
+    expect(report.conflicts.length).toBe(Math.min(20, 2 * changed));
+    expect(report.conflicts).toContainEqual(
+      expect.objectContaining({
+        table: 'public.events',
+        op: 'delete',
+        before: null,
+        now: null,
+        after: expect.objectContaining({ tenant_id: '7', kind: 'bad' }),
+        why: expect.stringContaining('the row the changes added is no longer in it'),
+      }),
+    );
+    // Nothing written: before, the old version came back beside the row the application fixed.
+    expect(await rows(live, 'SELECT * FROM events')).toEqual(now);
+    // Put the rows back as they were, for the tests after this one.
+    await live.query(
+      "UPDATE events SET kind = 'open' WHERE tenant_id = 7 AND kind IN ('bad', 'app-fixed')",
+    );
+    expect(await rows(live, 'SELECT * FROM events')).toEqual(before);
+  });
+
+  it('on a table without a key, an undo run beside the same undo waiting for its confirmation puts nothing back twice', async () => {
+    const before = await rows(live, 'SELECT * FROM events');
+    const bad = await xidOf(live, ["DELETE FROM events WHERE tenant_id = 8 AND kind = 'click'"]);
+    await settle();
+    const removed = before.filter((l) => l.startsWith('8\tclick\t')).length;
+    expect(removed).toBeGreaterThan(0);
+    let other: { code: number; stdout: string } | undefined;
+    const report = await applyWhilePromptWaits(bad, async () => {
+      other = await undoCli(['--tx', String(bad), '--apply', '--confirm', name, '--json']);
+    });
+    expect(other?.code).toBe(0);
+    expect(JSON.parse(other!.stdout).tables[0]).toMatchObject({ reinsert: removed });
+    // The one that waited found every row back already: none put back twice.
+    expect(report.tables[0]).toMatchObject({
+      reinsert: 0,
+      conflicts: removed,
+      lateConflicts: removed,
+    });
+    expect(await rows(live, 'SELECT * FROM events')).toEqual(before);
+  });
+
   it('re-checks at apply time: a row written again while the confirmation waits is left alone', async () => {
     const tenantRows = () =>
       rows(live, 'SELECT id, status, email FROM subscribers WHERE tenant_id = 9');
