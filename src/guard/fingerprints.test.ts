@@ -81,8 +81,12 @@ describe('fingerprint records', () => {
   it('replaces a record on accept, with the targets it shares a database with', async () => {
     const s = await store();
     await s.recordFirst('staging', { ...prod, database: 'staging' });
-    const r = await s.accept('staging', prod, ['prod', 'ci']);
-    expect(r).toMatchObject({ database: 'shop', acceptedSameAs: ['ci', 'prod'] });
+    const r = await s.accept('staging', prod, ['prod', 'ci'], true);
+    expect(r).toMatchObject({
+      database: 'shop',
+      acceptedSameAs: ['ci', 'prod'],
+      acceptedProtected: true,
+    });
     expect((await s.all()).map((x) => x.target)).toEqual(['staging']);
   });
 });

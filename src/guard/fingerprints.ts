@@ -20,6 +20,14 @@ export interface FingerprintRecord {
   readonly recorded: string;
   /** Other targets this one was deliberately accepted as sharing a database with. */
   readonly acceptedSameAs: readonly string[];
+  /**
+   * Whether the target was protected when those shares were accepted (absent
+   * in older records). `targets accept` refuses an unprotected second name
+   * for a protected database; the acceptance holds while the target stays
+   * as protected as it was, so turning it unprotected afterwards cannot let
+   * writes through without a confirmation (checkIdentity).
+   */
+  readonly acceptedProtected?: boolean | undefined;
 }
 
 /** One field of the fingerprint that differs from the record. */
@@ -66,8 +74,10 @@ export class FingerprintStore {
     target: string,
     identity: ServerIdentity,
     sameAs: readonly string[],
+    /** Whether the target is protected as it is accepted. */
+    isProtected: boolean,
   ): Promise<FingerprintRecord> {
-    const record = toRecord(target, identity, sameAs);
+    const record = { ...toRecord(target, identity, sameAs), acceptedProtected: isProtected };
     await this.repo.storage.write(key(target), serialize(record));
     return record;
   }

@@ -53,7 +53,11 @@ export async function checkIdentity(
   const all = await store.all();
   const named = target.kind === 'config';
   const record = named ? all.find((r) => r.target === target.name) : undefined;
-  const accepted = new Set(record?.acceptedSameAs ?? []);
+  // Shares accepted while the target was protected hold only while it still
+  // is: an alias of production made unprotected since must be accepted again
+  // (which refuses it: an unprotected second name for a protected database).
+  const honoured = target.protected || record?.acceptedProtected === false;
+  const accepted = new Set(honoured ? (record?.acceptedSameAs ?? []) : []);
   const sameAs = all.filter(
     (r) => r.target !== target.name && !accepted.has(r.target) && sameDatabase(r, identity),
   );

@@ -229,6 +229,31 @@ ${targetYaml('prod', pg17, shop)}  staging:
       check: 'identity',
       severity: 'ok',
     });
+    // Made unprotected after it was accepted: the acceptance no longer holds,
+    // or writes to prod's database would go through it without a confirmation.
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      `repository: ./flashback-repo
+targets:
+${targetYaml('prod', pg17, shop)}  staging:
+    url: postgres://postgres@127.0.0.1:${pg17.port}/${shop}
+    password_env: PW_17
+    protected: false
+`,
+    );
+    const reopened = await runCli(['doctor', 'staging', '--json'], { cwd: dir, env });
+    expect(reopened.code).toBe(ExitCode.critical);
+    expect(
+      JSON.parse(reopened.stdout)[0].findings.find(
+        (f: { check: string }) => f.check === 'identity',
+      ),
+    ).toMatchObject({
+      severity: 'critical',
+      summary: expect.stringContaining('target "staging" is the same database as target "prod"'),
+    });
+    const again = await runCli(['targets', 'accept', 'staging'], { cwd: dir, env });
+    expect(again.code).toBe(ExitCode.refused);
+    expect(again.stderr).toContain('is unprotected and its database is that of protected target');
   });
 });
 

@@ -289,7 +289,12 @@ export async function acceptTarget(
   }
   await confirm(target, confirmFlag, ctx.guardIO);
   const sameAs = [...(before?.acceptedSameAs ?? []), ...check.sameAs.map((r) => r.target)];
-  const record = await store.accept(target.name, info.identity, [...new Set(sameAs)]);
+  const record = await store.accept(
+    target.name,
+    info.identity,
+    [...new Set(sameAs)],
+    target.protected,
+  );
   if (ctx.json) ctx.printJson({ target: target.name, accepted: true, record });
   else
     ctx.out(
