@@ -3,6 +3,7 @@ import os from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { ExitCode, RepositoryLockedError } from '../errors.js';
 import { MemoryStorage } from '../storage/memory.js';
+import { processStart } from '../util/process.js';
 import { listLocks, RepositoryLock, removeLocks } from './lock.js';
 
 describe('repository locks', () => {
@@ -93,6 +94,47 @@ describe('repository locks', () => {
     expect((await listLocks(s)).map((l) => l.command)).toEqual(['backup']);
     expect((await removeLocks(s, { all: true })).map((l) => l.command)).toEqual(['backup']);
     await live.release();
+  });
+
+  it('knows a dead holder whose PID another process has since been given (by its start time)', async () => {
+    const s = new MemoryStorage();
+    const now = new Date().toISOString();
+    const start = processStart(process.pid);
+    expect(start).toMatch(/^\d+$/);
+    // This process's PID, recorded by a process that started at another time.
+    const lock = (id: string, pidStart?: string) =>
+      s.write(
+        `locks/${id}.json`,
+        Buffer.from(
+          JSON.stringify({
+            id,
+            exclusive: true,
+            pid: process.pid,
+            ...(pidStart === undefined ? {} : { pidStart }),
+            hostname: os.hostname(),
+            command: 'prune',
+            created: now,
+            refreshed: now,
+          }),
+        ),
+      );
+    await lock('reused', String(Number(start) - 1));
+    await lock('same', start);
+    await lock('older', undefined); // (written before start times were recorded)
+    const statuses = await listLocks(s);
+    expect(statuses.find((l) => l.id === 'reused')).toMatchObject({
+      stale: true,
+      staleReason: `process ${process.pid} is not running`,
+    });
+    expect(statuses.find((l) => l.id === 'same')?.stale).toBe(false);
+    expect(statuses.find((l) => l.id === 'older')?.stale).toBe(false);
+    // Locks taken now record it.
+    const mine = await RepositoryLock.acquire(new MemoryStorage(), {
+      exclusive: false,
+      command: 'x',
+    });
+    expect(mine.info.pidStart).toBe(start);
+    await mine.release();
   });
 
   it('on a repository it cannot write: readers go on unrecorded, prune records once it can, writers are told why', async () => {

@@ -30,7 +30,7 @@ import {
   RepositoryLockedError,
 } from '../errors.js';
 import { ObjectNotFoundError, type Storage } from '../storage/storage.js';
-import { isAlive } from '../util/process.js';
+import { isSameProcessAlive, processStart } from '../util/process.js';
 import type { RunKind } from './runs.js';
 
 /** A lock as stored. */
@@ -38,6 +38,12 @@ export interface LockInfo {
   readonly id: string;
   readonly exclusive: boolean;
   readonly pid: number;
+  /**
+   * When that process started (processStart; absent in older locks and where
+   * it cannot be read): with it, a PID reused by another process after the
+   * holder died does not keep the lock alive.
+   */
+  readonly pidStart?: string | undefined;
   readonly hostname: string;
   /** What holds it, e.g. `backup prod`. */
   readonly command: string;
@@ -109,6 +115,7 @@ export class RepositoryLock {
       id: randomUUID(),
       exclusive: options.exclusive,
       pid: process.pid,
+      ...ownStart(),
       hostname: os.hostname(),
       command: options.command,
       created: now,
@@ -323,11 +330,11 @@ export async function removeLocks(
  * Also judges serve's lease (src/service/lease.ts).
  */
 export function staleness(
-  info: Pick<LockInfo, 'pid' | 'hostname' | 'refreshed'>,
+  info: Pick<LockInfo, 'pid' | 'hostname' | 'refreshed' | 'pidStart'>,
   now: number,
   staleAfterMs = STALE_AFTER_MS,
 ): { stale: boolean; staleReason?: string } {
-  if (info.hostname === os.hostname() && !isAlive(info.pid)) {
+  if (info.hostname === os.hostname() && !isSameProcessAlive(info.pid, info.pidStart)) {
     return { stale: true, staleReason: `process ${info.pid} is not running` };
   }
   const age = now - Date.parse(info.refreshed);
@@ -340,6 +347,12 @@ export function staleness(
 function unreadable(key: string): LockInfo {
   const id = key.slice('locks/'.length).replace(/\.json$/, '');
   return { id, exclusive: true, pid: 0, hostname: '?', command: '?', created: '?', refreshed: '?' };
+}
+
+/** This process's start, for the records that name it by PID (LockInfo.pidStart). */
+export function ownStart(): { pidStart?: string } {
+  const start = processStart(process.pid);
+  return start === undefined ? {} : { pidStart: start };
 }
 
 function lockKey(id: string): string {

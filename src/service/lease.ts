@@ -16,13 +16,15 @@
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { RepositoryLockedError } from '../errors.js';
-import { staleness, unwritable } from '../repo/lock.js';
+import { ownStart, staleness, unwritable } from '../repo/lock.js';
 import type { Storage } from '../storage/storage.js';
 
 /** A lease as stored. */
 interface LeaseInfo {
   readonly id: string;
   readonly pid: number;
+  /** When that process started (LockInfo.pidStart). */
+  readonly pidStart?: string | undefined;
   readonly hostname: string;
   readonly started: string;
   readonly refreshed: string;
@@ -52,6 +54,7 @@ export async function takeServeLease(
   const info: LeaseInfo = {
     id: randomUUID(),
     pid: process.pid,
+    ...ownStart(),
     hostname: os.hostname(),
     started: now,
     refreshed: now,

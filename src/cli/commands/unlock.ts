@@ -1,7 +1,8 @@
 /** `flashback unlock`: remove stale repository locks. */
+import os from 'node:os';
 import type { Command } from 'commander';
 import { ExitCode } from '../../errors.js';
-import { listLocks, removeLocks } from '../../repo/lock.js';
+import { listLocks, removeLocks, STALE_AFTER_MS } from '../../repo/lock.js';
 import type { CliContext } from '../context.js';
 
 export function registerUnlock(program: Command, context: (cmd: Command) => CliContext): void {
@@ -26,7 +27,7 @@ export function registerUnlock(program: Command, context: (cmd: Command) => CliC
           );
         for (const l of remaining)
           ctx.out(
-            `kept lock of "${l.command}" (pid ${l.pid} on ${l.hostname}, since ${l.created}): its process is running\n`,
+            `kept lock of "${l.command}" (pid ${l.pid} on ${l.hostname}, since ${l.created}): ${l.hostname === os.hostname() ? 'its process is running' : `held on another host, refreshed ${l.refreshed} (stale once not refreshed for ${STALE_AFTER_MS / 60_000} min); \`flashback unlock --all\` if you know it is gone`}\n`,
           );
         if (removed.length === 0 && remaining.length === 0) ctx.out('no locks\n');
       }
