@@ -315,8 +315,9 @@ export class ShapeTracker {
   /** Tables whose changes were passed over (not at the point): each must have been dropped in the window. */
   private readonly skipped = new Map<number, string>();
   private readonly dropped = new Set<number>();
-  /** The events of the transaction being read that are still ahead. */
+  /** The events of the transaction being read; those from `aheadFrom` on are not applied yet. */
   private ahead: readonly string[] = [];
+  private aheadFrom = 0;
 
   constructor(
     private readonly byOid: ReadonlyMap<number, PointTable>,
@@ -341,10 +342,13 @@ export class ShapeTracker {
    */
   beginTransaction(events: readonly string[]): void {
     this.ahead = events;
+    this.aheadFrom = 0;
   }
 
   /** Applies one schema event (its JSON) found in the log at `when`. */
   apply(content: string, when: string): void {
+    // (Events are applied in the order beginTransaction gave them.)
+    if (this.ahead[this.aheadFrom] === content) this.aheadFrom++;
     let e: ReturnType<typeof parseSchemaEvent>;
     try {
       e = parseSchemaEvent(content);
@@ -437,9 +441,13 @@ export class ShapeTracker {
       );
     }
     // The log identifies rows by the replica identity: it must be the key (or the whole row).
+    // (None flagged: a table with no replica identity then, e.g. filled by
+    // CREATE TABLE AS before its key was added, which can only have had
+    // inserts published: an update or delete of it fails on the source.)
     const identity = c.columns.flatMap((col, j) => (col[3] ? [attnumOf[j]!] : []));
     if (
       p.keyAttnums.length > 0 &&
+      identity.length > 0 &&
       identity.length !== c.columns.length &&
       !sameMembers(identity, p.keyAttnums)
     ) {
@@ -464,9 +472,15 @@ export class ShapeTracker {
     return r;
   }
 
-  /** The table's columns in an event of this transaction that has every one of `names`. */
+  /**
+   * The table's columns in the next event of this transaction not applied
+   * yet that has every one of `names`. Only those ahead: an earlier layout
+   * of the same names (columns renamed round, or dropped and added again
+   * under their names, in one transaction) would place values in the
+   * wrong columns, or in dropped ones.
+   */
   private shapeAhead(oid: number, names: readonly string[]): Map<string, number> | undefined {
-    for (const content of this.ahead) {
+    for (const content of this.ahead.slice(this.aheadFrom)) {
       let e: ReturnType<typeof parseSchemaEvent>;
       try {
         e = parseSchemaEvent(content);

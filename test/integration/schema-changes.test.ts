@@ -191,6 +191,28 @@ for (const server of testServers().filter((s) => s.major === 15 || s.major === 1
       await live.query('DROP TABLE gone');
       await live.query('CREATE INDEX ON memo (flag)');
       await live.query("UPDATE tag SET label = 'x' WHERE id = 2");
+      // Migrations of several DDLs in one transaction, rows written after
+      // them in it (the last DDL's message can come after that row): two
+      // columns' names swapped; a column dropped and added again under its
+      // name; a table made by CREATE TABLE AS, given its key, then filled.
+      await live.query(`BEGIN;
+        ALTER TABLE acct ADD COLUMN extra text;
+        ALTER TABLE acct RENAME COLUMN tier TO tmp;
+        ALTER TABLE acct RENAME COLUMN full_name TO tier;
+        ALTER TABLE acct RENAME COLUMN tmp TO full_name;
+        UPDATE acct SET full_name = 'swapped' WHERE id = 2;
+        COMMIT`);
+      await live.query(`BEGIN;
+        ALTER TABLE tag ADD COLUMN z text;
+        ALTER TABLE tag DROP COLUMN z;
+        ALTER TABLE tag ADD COLUMN z text;
+        UPDATE tag SET z = 'z-upd' WHERE id = 3;
+        COMMIT`);
+      await live.query(`BEGIN;
+        CREATE TABLE keyed_later AS SELECT g AS id, 'x' || g AS name FROM generate_series(1, 5) g;
+        ALTER TABLE keyed_later ADD PRIMARY KEY (id);
+        INSERT INTO keyed_later VALUES (6, 'x6');
+        COMMIT`);
       await record();
       // 5: a rewrite: the retyped values are not in the log.
       rewriteLsn = await position(live);
