@@ -97,6 +97,21 @@ export interface NothingNew {
 export const FROM_LOG = { mode: 'from-log' } as const;
 
 /**
+ * The unlogged tables of a snapshot made from the log: never published, so
+ * not in the change log, and their rows are the base snapshot's (none for a
+ * table created since), not the moment's. Empty for a direct snapshot.
+ */
+export function staleUnlogged(m: SnapshotManifest<SchemaModel>): string[] {
+  if (m.fromLog === undefined) return [];
+  return m.schema.tables.filter((t) => t.unlogged).map((t) => `${t.schema}.${t.name}`);
+}
+
+/** What to tell of staleUnlogged's tables, wherever the snapshot is written, shown or restored. */
+export function staleUnloggedText(tables: readonly string[], base: string): string {
+  return `unlogged table(s) ${tables.join(', ')} are not in the change log: in this snapshot from the log their rows are those of snapshot ${base} (none for a table created since), not the moment's; a direct backup reads them`;
+}
+
+/**
  * Why a snapshot from the log up to its end would add nothing, or undefined
  * when it would. Nothing new: the target's newest snapshot already reaches
  * the end of the stored log (an idle log: it would be a copy; or a direct

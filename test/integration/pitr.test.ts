@@ -369,6 +369,28 @@ describe('restore to a moment', () => {
     expect(f.code, f.stderr).toBe(0);
     const early = (JSON.parse(f.stdout) as { snapshot: string }).snapshot;
     try {
+      // Its unlogged table's rows are not the moment's (they are not in the log): said
+      // when it is written, shown and restored, with where it came from.
+      const base = (
+        JSON.parse((await runCli(['show', early, '--json'], { cwd: dir, env })).stdout) as {
+          fromLog: { base: string };
+        }
+      ).fromLog.base;
+      const stale = `unlogged table(s) public.scratchpad are not in the change log: in this snapshot from the log their rows are those of snapshot ${base}`;
+      expect(f.stderr).toContain(`warning: ${stale}`);
+      const shown = await runCli(['show', early], { cwd: dir, env });
+      expect(shown.stdout).toContain(`warning: ${stale}`);
+      expect(shown.stdout).toMatch(
+        new RegExp(`from log {2}snapshot ${base} and \\d+ transaction\\(s\\)`),
+      );
+      const into = `pitr_fl_${Date.now() % 100000}`;
+      const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+      const restored = await runCli(
+        ['restore', early, '--to', url, '--create', '--confirm', into, '--table', 'scratchpad'],
+        { cwd: dir, env },
+      );
+      expect(restored.code, restored.stderr).toBe(0);
+      expect(restored.stderr).toContain(`warning: ${stale}`);
       // "latest" (and a restore of the target) is still the newest data, not the last written.
       const latest = JSON.parse(
         (await runCli(['show', 'latest', '--json'], { cwd: dir, env })).stdout,

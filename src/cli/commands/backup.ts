@@ -7,6 +7,8 @@ import {
   type FromLogResult,
   type NothingNew,
   nothingNewInLog,
+  staleUnlogged,
+  staleUnloggedText,
 } from '../../backup/from-log.js';
 import { type ResolvedTarget, resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
@@ -107,6 +109,8 @@ async function runFromLog(ctx: CliContext, ref: string, lsn: string | undefined)
     return ExitCode.ok;
   }
   const m = r.manifest;
+  const stale = staleUnlogged(m);
+  if (stale.length > 0) ctx.err(`flashback: warning: ${staleUnloggedText(stale, r.base)}\n`);
   if (ctx.json) {
     ctx.printJson({
       snapshot: m.id,

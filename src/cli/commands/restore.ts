@@ -1,5 +1,6 @@
 /** `flashback restore SNAPSHOT --to TARGET`: a snapshot, some tables, or some rows. */
 import type { Command } from 'commander';
+import { staleUnlogged, staleUnloggedText } from '../../backup/from-log.js';
 import type { FlashbackConfig } from '../../config/schema.js';
 import { isTargetUrl, type ResolvedTarget, resolveTarget } from '../../config/targets.js';
 import { ExitCode, UsageError } from '../../errors.js';
@@ -292,6 +293,11 @@ async function restoreFrom(
     ctx.err(
       `flashback: warning: unlogged table(s) ${unlogged.join(', ')} are not in the change log: their rows are the snapshot's (none for a table created since), not the moment's\n`,
     );
+  }
+  // A snapshot from the log says the same of its own unlogged tables.
+  const stale = asOf === undefined ? staleUnlogged(manifest).filter((t) => restored.has(t)) : [];
+  if (stale.length > 0 && !ctx.json) {
+    ctx.err(`flashback: warning: ${staleUnloggedText(stale, manifest.fromLog!.base)}\n`);
   }
   if (ctx.json) {
     ctx.printJson({

@@ -1,5 +1,6 @@
 /** `flashback list` and `flashback show SNAPSHOT`. */
 import type { Command } from 'commander';
+import { staleUnlogged, staleUnloggedText } from '../../backup/from-log.js';
 import { ExitCode } from '../../errors.js';
 import type { SchemaModel } from '../../pg/schema/model.js';
 import { damagedSnapshots, readKnownDamage } from '../../repo/damage.js';
@@ -137,6 +138,11 @@ async function show(ctx: CliContext, ref: string): Promise<number> {
   ctx.out(
     `  taken     ${formatTime(m.startedAt)} to ${formatTime(m.finishedAt)}, consistent at LSN ${m.lsn}\n`,
   );
+  if (m.fromLog !== undefined) {
+    ctx.out(
+      `  from log  snapshot ${m.fromLog.base} and ${m.fromLog.transactions.toLocaleString('en-US')} transaction(s), ${m.fromLog.changes.toLocaleString('en-US')} change(s) of the change log (the source's tables not read)\n`,
+    );
+  }
   ctx.out(
     `  totals    ${m.totals.tables} tables, ${m.totals.rows.toLocaleString('en-US')} rows, ${formatBytes(m.totals.bytes)} of data, ${formatBytes(m.totals.storedBytes)} stored, ${formatBytes(m.totals.newBytes)} new\n\n`,
   );
@@ -155,6 +161,8 @@ async function show(ctx: CliContext, ref: string): Promise<number> {
   if (m.schema.unsupported.length > 0) ctx.out('\n');
   const blocked = blockedRestoreWarning(m.schema.unsupported);
   if (blocked !== undefined) ctx.out(`warning: ${blocked}\n`);
+  const stale = staleUnlogged(m);
+  if (stale.length > 0) ctx.out(`warning: ${staleUnloggedText(stale, m.fromLog!.base)}\n`);
   return ExitCode.ok;
 }
 
