@@ -12,7 +12,7 @@ import { captureSlotInfo } from '../capture/capture.js';
 import { type SlotState, slotState } from '../capture/slot-health.js';
 import type { FlashbackConfig } from '../config/schema.js';
 import { resolveTarget } from '../config/targets.js';
-import { FlashbackError } from '../errors.js';
+import { DamagedError, FlashbackError, RepositoryError } from '../errors.js';
 import { connect } from '../pg/connect.js';
 import { lsnText, newestStoredTime } from '../repo/changelog.js';
 import { newestLog } from '../repo/changelogs.js';
@@ -57,6 +57,20 @@ export interface ChangeLogFactsOptions {
   readonly env?: NodeJS.ProcessEnv | undefined;
   /** Connect timeout per target; default 3 s: status must not hang on one target. */
   readonly timeoutSeconds?: number | undefined;
+  /**
+   * Told of a target whose log cannot be read (damaged, or of a newer
+   * format): left out of the facts, so that one log does not stop the
+   * judgement of every target. Without it, the error is thrown.
+   */
+  readonly onUnreadable?: ((log: UnreadableLog) => void) | undefined;
+}
+
+/** A target's change log that cannot be read, and why. */
+export interface UnreadableLog {
+  readonly target: string;
+  /** Damaged; otherwise written by a newer Flashback. */
+  readonly damaged: boolean;
+  readonly message: string;
 }
 
 /**
@@ -72,7 +86,16 @@ export async function readChangeLogFacts(
 ): Promise<ChangeLogFacts[]> {
   const found = await Promise.all(
     targets.map(async (target): Promise<ChangeLogFacts | undefined> => {
-      const newest = await newestLog(repo.storage, runScope(target));
+      let newest: Awaited<ReturnType<typeof newestLog>>;
+      try {
+        newest = await newestLog(repo.storage, runScope(target));
+      } catch (err) {
+        const damaged = err instanceof DamagedError;
+        if (options.onUnreadable === undefined || !(damaged || err instanceof RepositoryError))
+          throw err;
+        options.onUnreadable({ target, damaged, message: (err as Error).message });
+        return undefined;
+      }
       if (newest === undefined) return undefined;
       const { log, info } = newest;
       const segments = await log.segments();

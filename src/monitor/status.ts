@@ -34,6 +34,9 @@
  *   its replication slot gone (critical: capture cannot resume), lost WAL
  *   (critical), holding more than capture.max_retained_wal or not read by
  *   any capture (warnings), or not checkable (warning);
+ * - a change log whose `capture.json` cannot be read (critical when
+ *   damaged: no moment of it can be restored; warning when of a newer
+ *   format), judged for its target alone;
  * - in `serve`: a capture that failed and is being retried (warning,
  *   critical once failing longer than recovery_point_critical).
  */
@@ -63,7 +66,7 @@ import {
   type UnreadableRun,
 } from '../repo/runs.js';
 import { byDataTime, dataTime, type SnapshotManifest, SnapshotStore } from '../repo/snapshots.js';
-import { type ChangeLogFacts, readChangeLogFacts } from './changelog-facts.js';
+import { type ChangeLogFacts, readChangeLogFacts, type UnreadableLog } from './changelog-facts.js';
 
 export type Severity = 'ok' | 'warning' | 'critical';
 
@@ -91,6 +94,7 @@ export type FindingKind =
   | 'slot-wal'
   | 'slot-inactive'
   | 'slot-unchecked'
+  | 'changelog-unreadable'
   | 'capture-failed';
 
 export interface Finding {
@@ -186,6 +190,8 @@ export interface StatusInput {
   readonly unreadableRuns?: readonly UnreadableRun[] | undefined;
   /** Locks held now by live processes: what is running (named in missed-run findings). */
   readonly held?: readonly LockStatus[] | undefined;
+  /** Targets' change logs that cannot be read (damaged, or of a newer format). */
+  readonly unreadableLogs?: readonly UnreadableLog[] | undefined;
 }
 
 /** A capture in `serve` that failed and is being retried. */
@@ -336,9 +342,11 @@ export async function readStatus(
       ...(options.targets ?? []),
     ]),
   ];
+  const unreadableLogs: UnreadableLog[] = [];
   const changeLogs = await readChangeLogFacts(repo, config, candidates, {
     slots: options.slots,
     env: options.env,
+    onUnreadable: (u) => unreadableLogs.push(u),
   });
   // A target asked for that nothing knows is a typo, not a critical "no backup".
   const unknown = (options.targets ?? []).filter(
@@ -346,7 +354,8 @@ export async function readStatus(
       config.targets[t] === undefined &&
       !snapshots.some((s) => s.target === t) &&
       !runs.some((r) => r.target === t) &&
-      !changeLogs.some((l) => l.target === t),
+      !changeLogs.some((l) => l.target === t) &&
+      !unreadableLogs.some((l) => l.target === t),
   );
   if (unknown.length > 0) {
     throw new UsageError(
@@ -357,6 +366,7 @@ export async function readStatus(
   const damage = await readKnownDamage(repo.storage, runs);
   return evaluateStatus({
     unreadableRuns,
+    unreadableLogs,
     held: locks.filter((l) => !l.stale),
     damage,
     now: options.now ?? new Date(),
@@ -453,6 +463,7 @@ export function evaluateStatus(input: StatusInput): StatusReport {
         ...input.snapshots.map((s) => s.target),
         ...input.runs.flatMap((r) => (r.target === null ? [] : [r.target])),
         ...(input.changeLogs ?? []).map((c) => c.target),
+        ...(input.unreadableLogs ?? []).map((c) => c.target),
         ...(input.captureFailures ?? []).map((c) => c.target),
       ]),
     ].sort();
@@ -657,6 +668,17 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       'warning',
       'run-unreadable',
       `the record of a ${u.kind} ${u.scope === runScope(null) ? 'of the repository ' : ''}started ${u.second.replace(/^(\d{4})(\d\d)(\d\d)-(\d\d)(\d\d)(\d\d)$/, '$1-$2-$3 $4:$5:$6Z')} (${u.key}) cannot be read: what it recorded, a failure perhaps, is not judged here; \`flashback check\` reports it, and removing it (once looked at) clears this`,
+    );
+  }
+
+  // The change log cannot be read: no moment of it can be restored, and its
+  // recovery point is unknown.
+  for (const u of input.unreadableLogs ?? []) {
+    if (u.target !== target) continue;
+    add(
+      u.damaged ? 'critical' : 'warning',
+      'changelog-unreadable',
+      `${u.message}${u.damaged ? '' : ' (status does not judge its recovery point)'}`,
     );
   }
 

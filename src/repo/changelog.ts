@@ -97,6 +97,20 @@ export interface CaptureInfo {
   readonly previousEnd?: string;
 }
 
+/** `capture.json` cannot be read as a change log's description. */
+function damagedInfo(
+  log: { readonly label: string; readonly dir: string },
+  why: string,
+): DamagedError {
+  return new DamagedError(
+    'changelog.info-damaged',
+    `the change log of ${log.label} cannot be used: ${log.dir}capture.json is damaged (${why}); without it no moment of the log can be placed`,
+    {
+      hint: 'copy capture.json back from a copy of the repository; `flashback check` lists what else is damaged',
+    },
+  );
+}
+
 /** A segment as listed. */
 export interface SegmentInfo {
   readonly key: string;
@@ -244,14 +258,47 @@ export class ChangeLog {
 
   /** The capture description, or undefined before the first capture. */
   async info(): Promise<CaptureInfo | undefined> {
-    const info = await this.readJson<CaptureInfo>('capture.json');
+    let info: CaptureInfo | undefined;
+    try {
+      info = await this.readJson<CaptureInfo>('capture.json');
+    } catch (err) {
+      if (!(err instanceof SyntaxError)) throw err;
+      throw damagedInfo(this, `it is not JSON (${err.message})`);
+    }
     if (info === undefined) return undefined;
+    // Read by status, restores to a moment, history and capture: a torn or
+    // edited file is damage they report, not a crash of each of them.
+    const o = info as unknown as Record<string, unknown>;
+    if (o === null || typeof o !== 'object' || o.format !== 'flashback-capture') {
+      throw damagedInfo(this, 'it is not a change log description (format "flashback-capture")');
+    }
+    if (typeof o.version !== 'number' || !Number.isInteger(o.version) || o.version < 1) {
+      throw damagedInfo(this, `its version is ${JSON.stringify(o.version)}`);
+    }
     if (info.version > 2) {
       throw new RepositoryError(
         'version',
         `the change log of ${this.label} has format version ${info.version}; this Flashback reads up to 2`,
         { hint: 'upgrade Flashback to read it' },
       );
+    }
+    const lsn = (x: unknown) => typeof x === 'string' && /^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/i.test(x);
+    const missing = [
+      ...['target', 'slot', 'publication', 'systemIdentifier', 'database', 'created'].filter(
+        (k) => typeof o[k] !== 'string',
+      ),
+      ...(lsn(o.startLsn) ? [] : ['startLsn']),
+      ...(o.originLsn === undefined || lsn(o.originLsn) ? [] : ['originLsn']),
+      ...(o.previousEnd === undefined || lsn(o.previousEnd) ? [] : ['previousEnd']),
+      ...(o.firstSegment === undefined ||
+      (typeof o.firstSegment === 'number' &&
+        Number.isInteger(o.firstSegment) &&
+        o.firstSegment >= 1)
+        ? []
+        : ['firstSegment']),
+    ];
+    if (missing.length > 0) {
+      throw damagedInfo(this, `${missing.join(', ')} missing or not valid`);
     }
     return info;
   }

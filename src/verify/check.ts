@@ -21,6 +21,7 @@ import {
   FlashbackError,
   InterruptedError,
   OperationError,
+  RepositoryError,
   UsageError,
 } from '../errors.js';
 import { ChangeLog } from '../repo/changelog.js';
@@ -56,7 +57,9 @@ export type CheckKind =
   /** A change-log segment missing from its sequence (its changes are lost), or a capture.json that does not parse. */
   | 'changelog-missing'
   /** A change-log segment that does not decode or parse (read-data). */
-  | 'changelog-damaged';
+  | 'changelog-damaged'
+  /** A change log of a newer format version than this build reads. */
+  | 'changelog-version';
 
 /** One place a chunk is used: a snapshot, a table in it, and the chunk's 0-based position. */
 export interface ChunkUse {
@@ -384,22 +387,42 @@ async function run(
     // (A target's later logs are in changes/<scope>.<n>/: each is checked alike.)
     const log = ChangeLog.inDirectory(storage, scope) ?? new ChangeLog(storage, scope);
     let firstSegment = 1;
+    let described = true;
     try {
-      firstSegment = (await log.info())?.firstSegment ?? 1;
+      const info = await log.info();
+      described = info !== undefined;
+      firstSegment = info?.firstSegment ?? 1;
     } catch (err) {
+      const newer = err instanceof RepositoryError && err.code === 'repository.version';
       findings.push({
         severity: 'error',
-        kind: 'changelog-missing',
+        kind: newer ? 'changelog-version' : 'changelog-missing',
         snapshots: [],
         object: `${log.dir}capture.json`,
-        message: `the change log of ${log.label} cannot be read: ${(err as Error).message}`,
-        hint: 'restore changes/<target>/capture.json from a copy of the repository',
+        message: newer
+          ? (err as Error).message
+          : `the change log of ${log.label} cannot be read: ${(err as Error).message}`,
+        hint: newer
+          ? 'upgrade Flashback to check this change log'
+          : `restore ${log.dir}capture.json from a copy of the repository`,
       });
       continue;
     }
     // Segments before the first kept one were pruned (any listed are leftovers
     // of an interrupted prune, which the next prune removes).
     const segments = (await log.segments()).filter((seg) => seg.seq >= firstSegment);
+    if (!described && segments.length > 0) {
+      // (A log whose slot is made and capture.json not yet written has no segment.)
+      findings.push({
+        severity: 'error',
+        kind: 'changelog-missing',
+        snapshots: [],
+        object: `${log.dir}capture.json`,
+        message: `the change log of ${log.label} has ${segments.length} segment(s) and no capture.json: without it the log is not found, and none of its moments can be restored`,
+        hint: `restore ${log.dir}capture.json from a copy of the repository`,
+      });
+      continue;
+    }
     // Each gap once, against the segment before it (compared with its index,
     // one missing segment made every later one look missing too).
     let expected = firstSegment;

@@ -412,6 +412,81 @@ describe('restore to a moment', () => {
     }
   });
 
+  it('reports a damaged capture.json as damage (exit 8, a status finding), not a crash; check finds it torn, incomplete, of a newer format, or gone', async () => {
+    const copy = path.join(dir, 'repo-torn');
+    await copyRepo(path.join(dir, 'repo'), copy);
+    const file = path.join(copy, 'changes', name, 'capture.json');
+    const good = await readFile(file, 'utf8');
+    const cli = (args: string[]) => runCli([...args, '--repo', copy], { cwd: dir, env });
+    const into = `pitr_torn_${Date.now() % 100000}`;
+    const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+    try {
+      await writeFile(file, good.slice(0, 40));
+      const st = await cli(['status', '--repository-only', '--json', '--target', name]);
+      expect(st.code, st.stderr).toBe(ExitCode.critical);
+      const findings = (
+        JSON.parse(st.stdout) as { targets: Array<{ findings: Array<Record<string, string>> }> }
+      ).targets[0]!.findings;
+      expect(findings).toContainEqual(
+        expect.objectContaining({
+          severity: 'critical',
+          kind: 'changelog-unreadable',
+          message: expect.stringContaining('capture.json is damaged (it is not JSON'),
+        }),
+      );
+      const at = await cli([
+        'restore',
+        name,
+        '--at',
+        moments[1]!.at,
+        '--to',
+        url,
+        '--create',
+        '--confirm',
+        into,
+      ]);
+      expect(at.code, at.stderr).toBe(ExitCode.damaged);
+      expect(at.stderr).toContain('capture.json is damaged');
+      const h = await cli(['history', 'keyed', '4', '--target', name]);
+      expect(h.code, h.stderr).toBe(ExitCode.damaged);
+      const torn = await cli(['check']);
+      expect(torn.code).toBe(ExitCode.damaged);
+
+      // Parses, but lacks what places the log.
+      await writeFile(file, '{"format":"flashback-capture","version":1}\n');
+      const incomplete = await cli(['check']);
+      expect(incomplete.code).toBe(ExitCode.damaged);
+      expect(incomplete.stdout + incomplete.stderr).toContain('startLsn missing or not valid');
+      const at2 = await cli([
+        'restore',
+        name,
+        '--at',
+        moments[1]!.at,
+        '--to',
+        url,
+        '--create',
+        '--confirm',
+        into,
+      ]);
+      expect(at2.code, at2.stderr).toBe(ExitCode.damaged);
+
+      // Of a newer format: this build cannot check it (exit 6), and says so in status.
+      await writeFile(file, good.replace(/"version": \d/, '"version": 3'));
+      const newer = await cli(['check']);
+      expect(newer.code, newer.stdout).toBe(ExitCode.repository);
+      const st2 = await cli(['status', '--repository-only', '--json', '--target', name]);
+      expect(st2.stdout).toContain('"kind": "changelog-unreadable"');
+
+      // Gone, its segments left: the whole log would be lost without a word.
+      await rm(file);
+      const gone = await cli(['check']);
+      expect(gone.code).toBe(ExitCode.damaged);
+      expect(gone.stdout + gone.stderr).toContain('segment(s) and no capture.json');
+    } finally {
+      await rm(copy, { recursive: true, force: true });
+    }
+  });
+
   it('leaves alone a slot of the same name that another database owns', async () => {
     // Another config, a target of the same name on another database of the same server.
     const other = await freshDatabase(server, 'pitr_other');

@@ -55,7 +55,9 @@ Flashback); 7 locked by prune; 8 data missing or damaged; 130 interrupted.`,
 /** The exit code for a report: damage first, then what this build cannot read, then warnings. */
 export function checkExitCode(report: CheckReport): ExitCodeValue {
   const errors = report.findings.filter((f) => f.severity === 'error');
-  if (errors.some((f) => f.kind !== 'manifest-version')) return ExitCode.damaged;
+  // (Of a newer format: this build cannot check it, which is not damage.)
+  const newer = new Set(['manifest-version', 'changelog-version']);
+  if (errors.some((f) => !newer.has(f.kind))) return ExitCode.damaged;
   if (errors.length > 0) return ExitCode.repository;
   if (report.findings.some((f) => f.severity === 'warning')) return ExitCode.failed;
   return ExitCode.ok;
