@@ -665,6 +665,9 @@ async function run(
           break;
         }
       }
+      // Deferred constraints are checked at COMMIT, which a dry run never
+      // reaches: checked now, as the restore's COMMIT would.
+      if (failure === undefined) failure = await deferredFailure(client);
       await client.query('ROLLBACK');
       return { plan: { ...plan, tables: tried }, applied: false, failure };
     }
@@ -691,17 +694,51 @@ async function run(
       done.push({ ...planned[i]!, ...counts });
       events.table();
     }
+    // (A deferred constraint refusing the rows: a failure naming it, before
+    // the triggers' ALTERs, which PostgreSQL refuses with checks pending.)
+    const deferred =
+      base.mode === 'selective' && !empty ? await deferredFailure(client) : undefined;
+    if (deferred !== undefined) {
+      throw new OperationError('restore.merge', `${deferred}; nothing was restored`);
+    }
     await enableTriggers(client, off, 'nothing was restored');
     for (const s of ddl?.postData ?? []) {
       await runDdl(client, s);
       events.statement();
     }
     if (options.signal?.aborted === true) throw new InterruptedError(ROLLED_BACK);
-    await client.query('COMMIT');
+    try {
+      await client.query('COMMIT');
+    } catch (err) {
+      if (typeof (err as { code?: unknown }).code !== 'string') throw err;
+      throw new OperationError(
+        'restore.commit',
+        `the restore's transaction did not commit: ${serverErrorText(err)}; nothing was restored`,
+        { cause: err },
+      );
+    }
     return { plan: { ...plan, tables: done }, applied: true };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
     throw err;
+  }
+}
+
+/**
+ * Checks the deferred constraints (a foreign key `DEFERRABLE INITIALLY
+ * DEFERRED`) now, in a savepoint, and says what refuses the rows, or
+ * undefined when nothing does. Their checks are otherwise left to COMMIT.
+ */
+async function deferredFailure(client: PgClient): Promise<string | undefined> {
+  await client.query('SAVEPOINT flashback_deferred');
+  try {
+    await client.query('SET CONSTRAINTS ALL IMMEDIATE');
+    await client.query('RELEASE SAVEPOINT flashback_deferred');
+    return undefined;
+  } catch (err) {
+    if (typeof (err as { code?: unknown }).code !== 'string') throw err;
+    await client.query('ROLLBACK TO SAVEPOINT flashback_deferred');
+    return `a deferred constraint refuses the rows: ${serverErrorText(err)}`;
   }
 }
 
@@ -1008,6 +1045,16 @@ async function mergeTable(
   const onConflict = options.onConflict ?? 'skip';
   const overriding = shape.overriding ? ' OVERRIDING SYSTEM VALUE' : '';
   const from = `${shape.only}${target}`;
+  if (shape.key.length === 0 && onConflict === 'fail' && staged.existing > 0) {
+    // Without a key a row is "there" when an identical copy is.
+    throw new OperationError(
+      'restore.conflict',
+      `restoring ${t.schema}.${t.name}: ${staged.existing.toLocaleString('en-US')} of its row(s) are already there (the table has no key: rows are matched whole, copy for copy); nothing was restored`,
+      {
+        hint: 'use --on-conflict skip to put back only the copies that are missing',
+      },
+    );
+  }
   try {
     if (shape.key.length === 0) {
       // No key: a snapshot row is present when the table holds as many

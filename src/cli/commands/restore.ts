@@ -112,7 +112,8 @@ transaction:
 a failure leaves the target as it was. Protected targets need --confirm.
 --dry-run stages the rows and tries the merge inside a transaction that is
 rolled back: the counts are exact, and a merge that would fail (a key that
-exists under --on-conflict fail, a foreign key, a unique value) says why
+exists under --on-conflict fail, or for a table without a key an identical
+row, a foreign key, deferred ones included, a unique value) says why
 (exit 1). The rows it touches are locked while it runs.
 
 Progress (tables, rows, MB of the total, MB/s, post-data statements, data
