@@ -204,8 +204,15 @@ export interface UndoReport {
   readonly tables: readonly UndoTable[];
   readonly conflicts: readonly Conflict[];
   readonly policy: ConflictPolicy;
-  /** preview: whether the plan applies (it was run and rolled back), or why not. */
-  readonly validation: { readonly ok: boolean; readonly error?: string | undefined };
+  /**
+   * preview: whether the plan applies (it was run and rolled back), or why
+   * not; `tried: false` when it was not run (--estimate).
+   */
+  readonly validation: {
+    readonly ok: boolean;
+    readonly error?: string | undefined;
+    readonly tried?: boolean | undefined;
+  };
   readonly applied: boolean;
   /** Transactions of the apply: each can itself be undone with `undo --tx`. */
   readonly xids: readonly number[];
@@ -263,6 +270,9 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     throw err;
   }
   try {
+    // Staging creates tables in the database (temporary ones), for every
+    // mode: not in another database than the one recorded for the target.
+    await refuseWrongIdentity(o.target, new FingerprintStore(o.repo), client);
     const created = window.createdInWindow ?? new Map<string, number>();
     const chosen =
       o.tables === undefined || o.tables.length === 0
@@ -500,10 +510,12 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       await writeScript(client, o.out, staged, order, base, off);
       out = o.out;
     };
+    const movedOf = (t: TableSnapshot) => window.tables.get(name(t))?.moved ?? new Map();
+    if (o.by !== undefined) await tenantGroups(client, staged, o.by, movedOf);
     const tenants =
       o.by === undefined
         ? undefined
-        : await tenantValues(client, staged, o.by, o.order ?? [], policy);
+        : await tenantValues(client, staged, TENANT_GROUP, o.order ?? [], policy);
     // Runs the plan and rolls it back: the order that applies, or why none does.
     const trial = async (): Promise<{ order: readonly Statement[]; error?: string }> => {
       // (Rolled back, but run in the database: not in the wrong one.)
@@ -512,6 +524,30 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       await client.query('BEGIN');
       try {
         await switchTriggers(client, disableStatements(off), 'nothing was written');
+        if (tenants !== undefined) {
+          // Tenant by tenant, as the apply will commit them: a plan that
+          // applies whole can fail in one tenant's transaction.
+          await client.query('SAVEPOINT flashback_tenants');
+          for (const g of tenants) {
+            const tenant = { column: TENANT_GROUP, value: g.value };
+            const where = `for ${o.by} = ${g.value} (the apply commits the tenants before it)`;
+            try {
+              if (policy === 'skip') {
+                for (const [i, st] of staged.entries()) {
+                  if (st.t.key.length > 0 && movedOf(st.t).size > 0)
+                    await leaveSplitMoves(client, st.t, st.u, i, tenant);
+                }
+              }
+              await runPlan(client, statements, reorderable, tenant);
+            } catch (err) {
+              if (err instanceof FlashbackError) throw err;
+              return { order: statements, error: `${where}: ${serverErrorText(err)}` };
+            }
+            const split = await splitMoves(client, staged, movedOf, g.value);
+            if (split !== undefined) return { order: statements, error: `${where}: ${split}` };
+          }
+          await client.query('ROLLBACK TO SAVEPOINT flashback_tenants');
+        }
         return { order: (await runPlan(client, statements, reorderable)).order };
       } catch (err) {
         if (err instanceof FlashbackError) throw err;
@@ -524,7 +560,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       if (o.out !== undefined) await script((await trial()).order);
       return {
         ...base,
-        validation: { ok: true },
+        validation: { ok: true, tried: false },
         applied: false,
         xids: [],
         tenants: (
@@ -589,7 +625,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       let groupRows = 0;
       await client.query('BEGIN');
       try {
-        const tenant = tenants === undefined ? undefined : { column: o.by!, value: g.value };
+        const tenant = tenants === undefined ? undefined : { column: TENANT_GROUP, value: g.value };
         const rolledBack = `this transaction was rolled back${tenants === undefined ? '' : ` (${o.by} = ${g.value}; tenants done before it stay undone)`}`;
         await switchTriggers(client, disableStatements(off), rolledBack);
         // Under skip, each statement re-checks its rows against the live
@@ -605,6 +641,18 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
         // re-check them one by one, so they are counted again here.
         if (policy !== 'overwrite') for (const st of staged) await st.recheck?.(client);
         const ran = await runPlan(client, statements, reorderable, tenant);
+        if (tenants !== undefined) {
+          const split = await splitMoves(client, staged, movedOf, g.value);
+          if (split !== undefined) {
+            throw new OperationError(
+              'undo.split',
+              `undo failed for ${o.by} = ${g.value} (tenants done before it stay undone): ${split}; this transaction was rolled back`,
+              {
+                hint: 'undo without --by (one transaction), or the tables involved on their own (--table)',
+              },
+            );
+          }
+        }
         applied = ran.order;
         for (const [s, n] of ran.rows) {
           wrote.set(s, (wrote.get(s) ?? 0) + n);
@@ -620,8 +668,14 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
           );
         }
         await enableTriggers(client, off, rolledBack);
-        xids.push(await currentXid(client));
-        await client.query('COMMIT');
+        if (groupRows === 0) {
+          // Every row of the group written again since the plan: nothing
+          // was changed, and no transaction is reported.
+          await client.query('ROLLBACK');
+        } else {
+          xids.push(await currentXid(client));
+          await client.query('COMMIT');
+        }
       } catch (err) {
         await client.query('ROLLBACK').catch(() => {});
         if (err instanceof FlashbackError) throw err;
@@ -637,7 +691,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
         index: i + 1,
         total: groups.length,
         seconds: (Date.now() - t0) / 1000,
-        xid: xids.at(-1),
+        ...(groupRows === 0 ? {} : { xid: xids.at(-1) }),
       };
       done.push(p);
       o.onTenant?.(p);
@@ -1709,6 +1763,12 @@ function counted(
  */
 const PLAN_COLUMNS =
   'ADD COLUMN "fb op" text, ADD COLUMN "fb conflict" boolean NOT NULL DEFAULT false, ADD COLUMN "fb changed" text[], ADD COLUMN "fb after" text[], ADD COLUMN "fb why" text';
+const PLAN_COLUMN_NAMES = ['"fb op"', '"fb conflict"', '"fb changed"', '"fb after"', '"fb why"'];
+/**
+ * With --by: the tenant group a plan row is applied in (the tenant column's
+ * text, but one group for both halves of a key change: tenantGroups).
+ */
+const TENANT_GROUP = 'fb tenant';
 
 /** `fb why` of the rows of a key change left alone because one half was written since. */
 /** `fb why` of a key change's half kept by --where when the other half is not. */
@@ -2235,12 +2295,19 @@ async function cascadingReferences(
     const match = (alias: string) =>
       cc.map((c, i) => `c.${quoteIdent(c)} = ${alias}.${quoteIdent(pc[i]!)}`).join(' AND ');
     const planned = staged.find((x) => x.t.schema === row.s && x.t.name === row.n);
+    // A child the plan deletes, or reverts to point elsewhere (the undo of
+    // an ON UPDATE CASCADE that followed a key change), will not be there
+    // for the action to reach.
     const notPlanned =
       planned === undefined || planned.t.key.length === 0
         ? ''
-        : ` AND NOT EXISTS (SELECT 1 FROM ${planned.u} cu WHERE cu."fb op" = 'delete' AND ${planned.t.key
+        : ` AND NOT EXISTS (SELECT 1 FROM ${planned.u} cu WHERE ${planned.t.key
             .map((k) => `cu.${quoteIdent(k)} = c.${quoteIdent(k)}`)
-            .join(' AND ')})`;
+            .join(' AND ')} AND (cu."fb op" = 'delete' OR (cu."fb op" = 'revert' AND ROW(${cc
+            .map((c) => `cu.${quoteIdent(c)}`)
+            .join(', ')}) IS DISTINCT FROM ROW(${pc
+            .map((c) => `ALIAS.${quoteIdent(c)}`)
+            .join(', ')}))))`;
     const action = {
       c: 'CASCADE would delete',
       n: 'SET NULL would change',
@@ -2249,10 +2316,87 @@ async function cascadingReferences(
     return {
       why: `rows of ${child} that refer to it are not deleted by this undo (written since, or in a table it leaves alone): ON DELETE ${action} them`,
       remains: (alias) =>
-        `EXISTS (SELECT 1 FROM ONLY ${child} c WHERE ${match(alias)}${notPlanned})`,
+        `EXISTS (SELECT 1 FROM ONLY ${child} c WHERE ${match(alias)}${notPlanned.replaceAll('ALIAS.', `${alias}.`)})`,
       referencedNow: (alias) => `EXISTS (SELECT 1 FROM ONLY ${child} c WHERE ${match(alias)})`,
     };
   });
+}
+
+/**
+ * Gives each plan row its tenant group (TENANT_GROUP): the text of `by`.
+ * Both halves of a key change go in one group (the smaller value of the
+ * two; a chain of changes, the smallest of it): a change that also moved
+ * the row to another tenant would otherwise be undone by halves in two
+ * transactions, the row under its new key left beside the one put back.
+ */
+async function tenantGroups(
+  client: PgClient,
+  staged: ReadonlyArray<{ t: TableSnapshot; u: string }>,
+  by: string,
+  moved: (t: TableSnapshot) => ReadonlyMap<string, string>,
+): Promise<void> {
+  for (const [i, { t, u }] of staged.entries()) {
+    if (!t.columns.includes(by)) {
+      throw new UsageError(`--by ${by}: table ${name(t)} has no column "${by}"`, {
+        hint: 'undo those tables separately (--table), or choose a column every changed table has',
+      });
+    }
+    await client.query(
+      `ALTER TABLE ${u} ADD COLUMN ${quoteIdent(TENANT_GROUP)} text; UPDATE ${u} SET ${quoteIdent(TENANT_GROUP)} = ${quoteIdent(by)}::text`,
+    );
+    if (t.key.length === 0 || moved(t).size === 0) continue;
+    await movesTable(client, t, u, i, moved(t));
+    const is = (x: string, p: string) => movedSide(t, x, p);
+    // (Any fixed order will do; NULL, a tenant too, sorts last.)
+    const rank = (x: string) =>
+      `ROW(${x}.${quoteIdent(TENANT_GROUP)} IS NULL, ${x}.${quoteIdent(TENANT_GROUP)} COLLATE "C")`;
+    for (;;) {
+      const r = await client.query(
+        `UPDATE ${u} x SET ${quoteIdent(TENANT_GROUP)} = y.${quoteIdent(TENANT_GROUP)}
+           FROM pg_temp.fb_undo_moves_${i} m, ${u} y
+          WHERE ((${is('x', 'from')} AND ${is('y', 'to')}) OR (${is('x', 'to')} AND ${is('y', 'from')}))
+            AND ${rank('y')} < ${rank('x')}`,
+      );
+      if ((r.rowCount ?? 0) === 0) break;
+    }
+  }
+}
+
+/**
+ * After a tenant group's statements, before its commit: the key changes of
+ * the group done by halves (the old key put back and the row under its new
+ * key left, or the new one deleted and the old not put back), which the
+ * statements' own checks can leave when the rows they depend on belong to
+ * other groups (children moved by ON UPDATE CASCADE, deleted by another
+ * tenant's transaction). Says which, or undefined.
+ */
+async function splitMoves(
+  client: PgClient,
+  staged: ReadonlyArray<{ t: TableSnapshot; u: string }>,
+  moved: (t: TableSnapshot) => ReadonlyMap<string, string>,
+  tenant: string | null,
+): Promise<string | undefined> {
+  for (const [i, { t, u }] of staged.entries()) {
+    if (t.key.length === 0 || moved(t).size === 0) continue;
+    const is = (x: string, p: string) => movedSide(t, x, p);
+    const there = (x: string) =>
+      `EXISTS (SELECT 1 FROM ONLY ${qualify(t.schema, t.name)} l WHERE ${t.key.map((c) => `l.${quoteIdent(c)} = ${x}.${quoteIdent(c)}`).join(' AND ')})`;
+    const r = await client.query<{ k: string }>(
+      `SELECT ${t.key.map((c) => `a.${quoteIdent(c)}::text`).join(" || ', ' || ")} AS k
+         FROM pg_temp.fb_undo_moves_${i} m, ${u} a, ${u} b
+        WHERE ${is('a', 'from')} AND ${is('b', 'to')} AND NOT a."fb conflict" AND NOT b."fb conflict"
+          AND a."fb op" = 'reinsert' AND b."fb op" = 'delete'
+          AND a.${quoteIdent(TENANT_GROUP)} IS NOT DISTINCT FROM $1
+          AND ${there('a')} = ${there('b')}
+        LIMIT 1`,
+      [tenant],
+    );
+    const k = r.rows[0]?.k;
+    if (k !== undefined) {
+      return `the key change of row (${k}) of ${name(t)} would be undone by halves (rows it depends on, through foreign keys, are in other tenants' groups)`;
+    }
+  }
+  return undefined;
 }
 
 /** Tenants (values of `column` in the plan rows), the given order first, then the rest ascending. */
@@ -2264,12 +2408,7 @@ async function tenantValues(
   policy: ConflictPolicy,
 ): Promise<Array<{ value: string | null; rows: number }>> {
   const counts = new Map<string | null, number>();
-  for (const { t, u } of staged) {
-    if (!t.columns.includes(column)) {
-      throw new UsageError(`--by ${column}: table ${name(t)} has no column "${column}"`, {
-        hint: 'undo those tables separately (--table), or choose a column every changed table has',
-      });
-    }
+  for (const { u } of staged) {
     const r = await client.query<{ v: string | null; n: string }>(
       `SELECT ${quoteIdent(column)}::text AS v, count(*)::text AS n FROM ${u}${policy === 'skip' ? ' WHERE NOT "fb conflict"' : ''} GROUP BY 1`,
     );
@@ -2339,7 +2478,12 @@ async function writeScript(
           '',
         ].join('\n'),
       );
-      for await (const b of client.query(copyTo(`COPY ${u} TO STDOUT`)) as AsyncIterable<Buffer>)
+      // (The columns the script's table has: not a placeholder of a dropped
+      // column, nor the apply's tenant group.)
+      const cols = [...t.columns.map(quoteIdent), ...PLAN_COLUMN_NAMES].join(', ');
+      for await (const b of client.query(
+        copyTo(`COPY (SELECT ${cols} FROM ${u}) TO STDOUT`),
+      ) as AsyncIterable<Buffer>)
         await put(b);
       await put('\\.\n');
     }

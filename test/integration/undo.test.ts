@@ -199,6 +199,13 @@ describe('undo', () => {
     await live.query(
       "CREATE TABLE shelf (id int PRIMARY KEY, v text NOT NULL); INSERT INTO shelf SELECT g, 'item ' || g FROM generate_series(1, 10) g",
     );
+    // Tenants' shops and their items (ON UPDATE CASCADE), undone tenant by tenant.
+    await live.query(
+      `CREATE TABLE shops (id int PRIMARY KEY, tenant int NOT NULL);
+       CREATE TABLE shop_items (id int PRIMARY KEY, shop_id int NOT NULL REFERENCES shops ON DELETE CASCADE ON UPDATE CASCADE, tenant int NOT NULL);
+       INSERT INTO shops SELECT g, g % 3 FROM generate_series(1, 30) g;
+       INSERT INTO shop_items SELECT g, (g - 1) % 30 + 1, ((g - 1) % 30 + 1) % 3 FROM generate_series(1, 90) g`,
+    );
     // Big enough for the pick threads (32 chunks or more hold deleted keys).
     await live.query(
       'CREATE TABLE readings (id bigint PRIMARY KEY, sensor int NOT NULL, payload text NOT NULL); INSERT INTO readings SELECT g, g % 50, md5(g::text) || md5((g * 3)::text) FROM generate_series(1, 500000) g',
@@ -568,6 +575,65 @@ describe('undo', () => {
       lateConflicts: removed,
     });
     expect(await rows(live, 'SELECT * FROM events')).toEqual(before);
+  });
+
+  it('tenant by tenant (--by): tries each tenant as the apply commits it, and never undoes a key change by halves', async () => {
+    const shops = () => rows(live, 'SELECT * FROM shops');
+    const items = () => rows(live, 'SELECT * FROM shop_items');
+    // One of shop 6's items belongs to tenant 1 (shop 6 is tenant 0's).
+    await live.query('UPDATE shop_items SET tenant = 1 WHERE id = 6');
+    const [s0, i0] = [await shops(), await items()];
+    await settle();
+    const gone = await xidOf(live, ['DELETE FROM shops WHERE id = 6']);
+    await settle();
+    const byTenant = (x: number, ...more: string[]) =>
+      undoCli(['--tx', String(x), '--by', 'tenant', '--order', '1,0', ...more]);
+    // Whole, the plan applies; tenant by tenant, tenant 1's item comes before its shop.
+    const preview = await byTenant(gone);
+    expect(preview.code, preview.stdout).toBe(ExitCode.failed);
+    expect(preview.stdout).toContain(
+      'this plan cannot be applied: for tenant = 1 (the apply commits the tenants before it)',
+    );
+    expect(preview.stdout).toContain('shop_items_shop_id_fkey');
+    const estimate = await byTenant(gone, '--estimate');
+    expect(estimate.code, estimate.stderr).toBe(0);
+    expect(estimate.stdout).toContain('estimate: the plan was not tried');
+    const whole = await undoCli(['--tx', String(gone), '--apply', '--confirm', name]);
+    expect(whole.code, whole.stderr).toBe(0);
+    expect([await shops(), await items()]).toEqual([s0, i0]);
+
+    // Shop 5 (tenant 2) renumbered and moved to tenant 0; its items follow (ON UPDATE CASCADE).
+    const moved = await xidOf(live, ['UPDATE shops SET id = 1005, tenant = 0 WHERE id = 5']);
+    await settle();
+    const [s1, i1] = [await shops(), await items()];
+    const split = await byTenant(moved, '--apply', '--confirm', name);
+    expect(split.code, split.stdout).toBe(ExitCode.failed);
+    expect(split.stderr).toContain(
+      'undo failed for tenant = 0 (tenants done before it stay undone): the key change of row (5) of public.shops would be undone by halves',
+    );
+    // Nothing changed: before, shop 5 came back beside shop 1005.
+    expect([await shops(), await items()]).toEqual([s1, i1]);
+    // In one transaction it is undone whole: shop 5 back, its items pointing at it
+    // (deleting 1005 no longer counts as cascading to items the undo points back).
+    const undone = await undoCli(['--tx', String(moved), '--apply', '--confirm', name, '--json']);
+    expect(undone.code, undone.stderr).toBe(0);
+    expect(JSON.parse(undone.stdout).tables).toEqual([
+      expect.objectContaining({ table: 'public.shops', reinsert: 1, delete: 1, conflicts: 0 }),
+      expect.objectContaining({ table: 'public.shop_items', revert: 3, conflicts: 0 }),
+    ]);
+    expect([await shops(), await items()]).toEqual([s0, i0]);
+  });
+
+  it('reports no transaction for an apply whose every row was written again while the confirmation waited', async () => {
+    const bad = await xidOf(live, ['UPDATE shops SET tenant = 9 WHERE id = 7']);
+    await settle();
+    const report = await applyWhilePromptWaits(bad, () =>
+      live.query('UPDATE shops SET tenant = 8 WHERE id = 7'),
+    );
+    expect(report.tables[0]).toMatchObject({ revert: 0, conflicts: 1, lateConflicts: 1 });
+    expect(report.xids).toEqual([]);
+    expect(report.tenants[0]?.xid).toBeUndefined();
+    await live.query('UPDATE shops SET tenant = 1 WHERE id = 7');
   });
 
   it('re-checks at apply time: a row written again while the confirmation waits is left alone', async () => {
@@ -967,20 +1033,18 @@ describe('undo', () => {
     await settle();
     const preview = await undoCli(['--tx', String(x), '--json']);
     expect(preview.code, preview.stderr).toBe(ExitCode.failed); // a plan that cannot be applied
-    // Under skip, deleting team 2 is a conflict (it would cascade), so putting
-    // team 1 back is too (one row's key change, undone whole or not at all):
-    // the member's revert then has no team 1 to refer to.
+    // Deleting team 2 is no conflict: the plan points its member back at team 1
+    // first (the cascade would reach nothing). Putting team 1 back collides on
+    // the name, and no other order may be tried.
     expect(JSON.parse(preview.stdout)).toMatchObject({
       tables: [
-        { table: 'public.teams', reinsert: 0, delete: 0, conflicts: 2 },
+        { table: 'public.teams', reinsert: 1, delete: 1, conflicts: 0 },
         { table: 'public.members', revert: 1 },
       ],
       validation: {
         ok: false,
         // The server's detail names the row, not only the constraint.
-        error: expect.stringMatching(
-          /violates foreign key constraint "members_team_id_fkey".*: Key \(team_id\)=\(1\) is not present in table "teams"/,
-        ),
+        error: expect.stringMatching(/duplicate key value.*: Key \(name\)=\(red\) already exists/),
       },
     });
     const r = await undoCli([

@@ -272,11 +272,17 @@ export function formatUndoReport(r: UndoReport): string {
   for (const note of r.notes) s += `note: ${note}\n`;
   if (r.out !== undefined) s += `\nthe exact SQL is in ${r.out}\n`;
   if (r.applied && r.xids.length === 0) {
-    s += 'nothing to apply: no row needed writing; nothing was written\n';
+    s +=
+      late > 0
+        ? 'nothing was written: every row left to write was written again since the plan\n'
+        : 'nothing to apply: no row needed writing; nothing was written\n';
   } else if (r.applied) {
     s += `applied in ${r.xids.length} transaction(s): ${r.xids.join(', ')} (each can be undone with \`flashback undo ${r.target} --tx XID\`)\n`;
   } else if (!r.validation.ok) {
     s += `this plan cannot be applied: ${r.validation.error}\nnothing was written\n`;
+  } else if (r.validation.tried === false) {
+    s +=
+      'estimate: the plan was not tried (a preview without --estimate tries it); nothing was written.\n';
   } else {
     s +=
       'preview: the plan applies cleanly (tried and rolled back); nothing was written. Run again with --apply.\n';
