@@ -449,6 +449,17 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       const moved = window.tables.get(name(st.t))!.moved;
       if (st.t.key.length > 0 && moved.size > 0) await linkMoves(client, st.t, st.u, i, moved);
     }
+    // A row put back that refers to a parent left alone as a conflict stays
+    // out too (and so on down), as do key changes they are half of.
+    if (policy === 'skip') {
+      const links = await stagedForeignKeys(client, staged);
+      while ((await holdChildren(client, links)) > 0) {
+        for (const [i, st] of staged.entries()) {
+          const moved = window.tables.get(name(st.t))!.moved;
+          if (st.t.key.length > 0 && moved.size > 0) await spreadConflicts(client, st.t, st.u, i);
+        }
+      }
+    }
     const tables: UndoTable[] = [];
     const conflicts: Conflict[] = [];
     for (const { t, u } of staged) {
@@ -2397,6 +2408,85 @@ async function splitMoves(
     }
   }
   return undefined;
+}
+
+/** A foreign key between two staged tables: the child's columns referring to the parent's. */
+interface StagedLink {
+  readonly child: { readonly t: TableSnapshot; readonly u: string };
+  readonly parent: { readonly t: TableSnapshot; readonly u: string };
+  readonly childColumns: readonly string[];
+  readonly parentColumns: readonly string[];
+}
+
+/** The foreign keys (as the live catalog has them now) from one staged keyed table to another. */
+async function stagedForeignKeys(
+  client: PgClient,
+  staged: ReadonlyArray<{ t: TableSnapshot; u: string }>,
+): Promise<StagedLink[]> {
+  const keyed = staged.filter((x) => x.t.key.length > 0);
+  if (keyed.length < 1) return [];
+  const r = await client.query<{
+    cs: string;
+    cn: string;
+    ps: string;
+    pn: string;
+    cc: string;
+    pc: string;
+  }>(
+    `SELECT cn.nspname AS cs, cl.relname AS cn, pn.nspname AS ps, pl.relname AS pn,
+            array_to_json(ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY x(num, ord)
+                                JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = x.num ORDER BY x.ord))::text AS cc,
+            array_to_json(ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY x(num, ord)
+                                JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = x.num ORDER BY x.ord))::text AS pc
+       FROM pg_constraint k
+       JOIN pg_class cl ON cl.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cl.relnamespace
+       JOIN pg_class pl ON pl.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pl.relnamespace
+      WHERE k.contype = 'f'`,
+  );
+  const find = (schema: string, table: string) =>
+    keyed.find((x) => x.t.schema === schema && x.t.name === table);
+  return r.rows.flatMap((row) => {
+    const child = find(row.cs, row.cn);
+    const parent = find(row.ps, row.pn);
+    if (child === undefined || parent === undefined) return [];
+    return [
+      {
+        child,
+        parent,
+        childColumns: JSON.parse(row.cc) as string[],
+        parentColumns: JSON.parse(row.pc) as string[],
+      },
+    ];
+  });
+}
+
+/**
+ * Under skip: marks as conflicts the rows to put back (reinserts, and
+ * reverts that change a referencing column) that refer to a parent row the
+ * plan leaves alone as a conflict (not put back). Put back, such a row
+ * would fail the whole undo on its foreign key, or, where a row written
+ * since holds the parent's key now (SET NULL undone), point at that
+ * unrelated row. Returns how many rows it marked.
+ */
+async function holdChildren(client: PgClient, links: readonly StagedLink[]): Promise<number> {
+  let marked = 0;
+  for (const l of links) {
+    const names = `ARRAY[${l.childColumns.map(quoteLiteral).join(', ')}]::text[]`;
+    const match = l.childColumns
+      .map((c, j) => `y.${quoteIdent(l.parentColumns[j]!)} = x.${quoteIdent(c)}`)
+      .join(' AND ');
+    const r = await client.query(
+      `UPDATE ${l.child.u} x SET "fb conflict" = true, "fb why" = coalesce(x."fb why", $1)
+        WHERE NOT x."fb conflict"
+          AND (x."fb op" = 'reinsert' OR (x."fb op" = 'revert' AND x."fb changed" && ${names}))
+          AND EXISTS (SELECT 1 FROM ${l.parent.u} y WHERE y."fb conflict" AND y."fb op" = 'reinsert' AND ${match})`,
+      [
+        `it refers to a row of ${name(l.parent.t)} that is left alone as a conflict (not put back): put back, it would point at whatever holds that key now, or not apply`,
+      ],
+    );
+    marked += r.rowCount ?? 0;
+  }
+  return marked;
 }
 
 /** Tenants (values of `column` in the plan rows), the given order first, then the rest ascending. */

@@ -624,6 +624,39 @@ describe('undo', () => {
     expect([await shops(), await items()]).toEqual([s0, i0]);
   });
 
+  it('leaves the children of a parent it leaves as a conflict, and puts back the rest (it refused the whole undo)', async () => {
+    await live.query(
+      "INSERT INTO orders VALUES (900, 'kept apart'), (901, 'back'); INSERT INTO order_items VALUES (9001, 900, 'a'), (9002, 900, 'b'), (9011, 901, 'c')",
+    );
+    await settle();
+    const bad = await xidOf(live, ['DELETE FROM orders WHERE id IN (900, 901)']);
+    // The application writes order 900 again and deletes it, deliberately.
+    await live.query("INSERT INTO orders VALUES (900, 'again')");
+    await live.query('DELETE FROM orders WHERE id = 900');
+    await settle();
+    const r = await undoCli(['--tx', String(bad), '--apply', '--confirm', name, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout) as { tables: UndoTable[]; conflicts: Conflict[] };
+    expect(report.tables).toEqual([
+      expect.objectContaining({ table: 'public.orders', reinsert: 1, conflicts: 1 }),
+      expect.objectContaining({ table: 'public.order_items', reinsert: 1, conflicts: 2 }),
+    ]);
+    expect(report.conflicts).toContainEqual(
+      expect.objectContaining({
+        table: 'public.order_items',
+        why: expect.stringContaining(
+          'it refers to a row of public.orders that is left alone as a conflict',
+        ),
+      }),
+    );
+    expect(await rows(live, 'SELECT * FROM orders WHERE id >= 900')).toEqual(['901\tback']);
+    expect(await rows(live, 'SELECT * FROM order_items WHERE id >= 9000')).toEqual([
+      '9011\t901\tc',
+    ]);
+    await live.query('DELETE FROM orders WHERE id >= 900'); // (the tests after count orders)
+    await settle();
+  });
+
   it('reports no transaction for an apply whose every row was written again while the confirmation waited', async () => {
     const bad = await xidOf(live, ['UPDATE shops SET tenant = 9 WHERE id = 7']);
     await settle();
@@ -825,25 +858,34 @@ describe('undo', () => {
     // The log after the window wrote that key again: planned straight away
     // (before, the direct insert was tried first, failed, and then planned).
     expect(second.phases).toEqual(['rows', 'plan', 'confirm', 'apply']);
+    // Cart 3's lines stay out with it: put back, they would belong to the
+    // cart written since, which may be another one under the same key.
     expect(second.report.tables).toEqual([
       { table: 'public.carts', reinsert: 9, revert: 0, delete: 0, conflicts: 1, lateConflicts: 0 },
-      linesBack,
+      { ...linesBack, reinsert: 27, conflicts: 3 },
     ]);
-    expect(second.report.conflicts).toEqual([
-      {
-        table: 'public.carts',
-        op: 'reinsert',
-        before: { id: '3', owner: 'owner 3' },
-        after: null,
-        now: { id: '3', owner: 'written again' },
-      },
-    ]);
+    expect(second.report.conflicts[0]).toEqual({
+      table: 'public.carts',
+      op: 'reinsert',
+      before: { id: '3', owner: 'owner 3' },
+      after: null,
+      now: { id: '3', owner: 'written again' },
+    });
+    expect(second.report.conflicts.slice(1)).toEqual(
+      [0, 1, 2].map(() =>
+        expect.objectContaining({
+          table: 'public.cart_lines',
+          op: 'reinsert',
+          why: expect.stringContaining('it refers to a row of public.carts that is left alone'),
+        }),
+      ),
+    );
     expect(second.report.xids).toHaveLength(1);
-    // The cart written again keeps its values; every other row is back (its lines too).
+    // The cart written again keeps its values; every other row is back, but cart 3's lines.
     expect(await carts()).toEqual(
       cartsBefore.map((l) => (l.startsWith('3\t') ? '3\twritten again' : l)),
     );
-    expect(await lines()).toEqual(linesBefore);
+    expect(await lines()).toEqual(linesBefore.filter((l) => l.split('\t')[1] !== '3'));
   });
 
   it('does not let a delete cascade to rows written after the window', async () => {
