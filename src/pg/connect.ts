@@ -84,6 +84,29 @@ export const SESSION_SETTINGS: ReadonlyArray<readonly [name: string, value: stri
   ['row_security', 'off'],
 ];
 
+/**
+ * Within the open transaction, gives these settings back the values the
+ * database (and role) set for its own sessions, in place of
+ * SESSION_SETTINGS': for the statements that write into a live database,
+ * whose triggers and assignment casts must act as the application's own
+ * writes do. With Flashback's search_path an unqualified table name in a
+ * trigger function went to another schema's table; with UTC, a timestamptz
+ * of the snapshot put into a column retyped to timestamp since took UTC's
+ * wall clock, not the database's. Transaction-local (set_config's
+ * is_local): the session's settings are back after it.
+ */
+export async function asTheDatabase(
+  client: PgClient,
+  names: ReadonlyArray<'search_path' | 'TimeZone'>,
+): Promise<void> {
+  // (reset_val: what RESET would give, the database's or role's value, or
+  // the server's; SESSION_SETTINGS are SETs, not startup parameters.)
+  await client.query(
+    'SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = ANY($1::text[])',
+    [names],
+  );
+}
+
 /** The settings as one simple-protocol query (accepted by a replication session too). */
 const SET_SESSION = SESSION_SETTINGS.map(([name, value]) => `SET ${name} = ${value}`).join('; ');
 

@@ -2,7 +2,14 @@ import type { ResolvedTarget } from '../config/targets.js';
 import { FlashbackError, InterruptedError, OperationError, UsageError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard, refuseWrongIdentity } from '../guard/guard.js';
-import { connect, connectParams, type PgClient, queryOne, serverErrorText } from '../pg/connect.js';
+import {
+  asTheDatabase,
+  connect,
+  connectParams,
+  type PgClient,
+  queryOne,
+  serverErrorText,
+} from '../pg/connect.js';
 import { databaseDdl, generateDdl } from '../pg/schema/ddl.js';
 import type { ConstraintModel, SchemaModel, TableModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
@@ -646,6 +653,9 @@ async function run(
         ? { triggersOff: off.map((t) => ({ table: t.table, name: t.name })) }
         : {}),
     };
+    // Rows merged into a live database are written as its applications
+    // write them: their triggers and casts in its search_path and time zone.
+    if (!empty) await asTheDatabase(client, ['search_path', 'TimeZone']);
     if (options.dryRun === true) {
       // The merges tried, then rolled back: exact counts, and a merge that
       // would fail (a key already there under --on-conflict fail, a foreign

@@ -61,6 +61,7 @@ import {
 } from '../history/state.js';
 import { isoMicro } from '../history/time.js';
 import {
+  asTheDatabase,
   connect,
   type PgClient,
   queryOne,
@@ -533,6 +534,10 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       await refuseWrongIdentity(o.target, new FingerprintStore(o.repo), client);
       progress({ phase: 'trial' });
       await client.query('BEGIN');
+      // Triggers find their tables through the database's search_path (not
+      // Flashback's). The time zone stays UTC: the statements compare live
+      // rows with the plan's as text, made in it.
+      await asTheDatabase(client, ['search_path']);
       try {
         await switchTriggers(client, disableStatements(off), 'nothing was written');
         if (tenants !== undefined) {
@@ -635,6 +640,7 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
       const t0 = Date.now();
       let groupRows = 0;
       await client.query('BEGIN');
+      await asTheDatabase(client, ['search_path']); // (as in the trial)
       try {
         const tenant = tenants === undefined ? undefined : { column: TENANT_GROUP, value: g.value };
         const rolledBack = `this transaction was rolled back${tenants === undefined ? '' : ` (${o.by} = ${g.value}; tenants done before it stay undone)`}`;
@@ -795,6 +801,7 @@ async function applyDirect(
   await client.query('BEGIN');
   let xid: number;
   try {
+    await asTheDatabase(client, ['search_path']); // (as in the plan's apply)
     await switchTriggers(client, disableStatements(off), 'this transaction was rolled back');
     for (const t of ordered) {
       await client.query(
@@ -2553,7 +2560,11 @@ async function writeScript(
         // TimeZone, an interval's on IntervalStyle), and the COPY data below
         // is in this encoding. Without them, a psql session in another time
         // zone would match no row and change nothing, without an error.
-        ...SESSION_SETTINGS.map(([name, value]) => `SET LOCAL ${name} = ${value};`),
+        // (Not search_path: the apply writes in the database's own, for its
+        // triggers, and so does the script, in psql's.)
+        ...SESSION_SETTINGS.filter(([name]) => name !== 'search_path').map(
+          ([name, value]) => `SET LOCAL ${name} = ${value};`,
+        ),
         `SET LOCAL client_encoding = '${encoding.replaceAll("'", "''")}';`,
         '',
       ].join('\n'),

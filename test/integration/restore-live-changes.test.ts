@@ -79,6 +79,14 @@ describe('restore --table --where into a table changed since the snapshot', () =
                            pid int REFERENCES dparent DEFERRABLE INITIALLY DEFERRED);
       INSERT INTO dparent SELECT g, g % 10 FROM generate_series(1, 40) g;
       INSERT INTO dchild SELECT g, g % 10, g FROM generate_series(1, 40) g;
+      CREATE SCHEMA appx;
+      CREATE TABLE appx.log (msg text);
+      CREATE TABLE log (msg text);
+      CREATE TABLE stamped (id int PRIMARY KEY, tenant_id int NOT NULL, at timestamptz NOT NULL);
+      CREATE FUNCTION note_insert() RETURNS trigger LANGUAGE plpgsql AS
+        'BEGIN INSERT INTO log VALUES (''stamped '' || NEW.id); RETURN NEW; END';
+      CREATE TRIGGER noted AFTER INSERT ON stamped FOR EACH ROW EXECUTE FUNCTION note_insert();
+      INSERT INTO stamped SELECT g, g % 10, '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 minute' FROM generate_series(1, 40) g;
       CREATE TABLE trig (id int PRIMARY KEY, tenant_id int NOT NULL);
       INSERT INTO trig SELECT g, g % 10 FROM generate_series(1, 40) g;
       CREATE ROLE ${owner} LOGIN PASSWORD 'owner-pw';
@@ -225,6 +233,37 @@ describe('restore --table --where into a table changed since the snapshot', () =
     ]);
     expect(both.code, both.stderr).toBe(0);
     expect(await rows('SELECT count(*) FROM dchild WHERE tenant_id = 7')).toEqual(['4']);
+  });
+
+  it("writes rows as the database's applications do: its triggers in its search_path, casts in its time zone", async () => {
+    await q(`ALTER DATABASE ${db} SET search_path = appx, public`);
+    await q(`ALTER DATABASE ${db} SET timezone = 'America/New_York'`);
+    try {
+      // Retyped since the snapshot, in the database's zone.
+      await q(
+        "SET timezone = 'America/New_York'; ALTER TABLE stamped ALTER COLUMN at TYPE timestamp",
+      );
+      const want = await rows('SELECT id, at::text FROM stamped WHERE tenant_id = 7 ORDER BY id');
+      expect(want[0]).toBe('7|2023-12-31 19:07:00');
+      await q('DELETE FROM stamped WHERE tenant_id = 7');
+      const publicLog = await rows('SELECT count(*) FROM public.log');
+      const r = await putBack('stamped');
+      expect(r.code, r.stderr).toBe(0);
+      expect(
+        await rows('SELECT id, at::text FROM stamped WHERE tenant_id = 7 ORDER BY id'),
+      ).toEqual(want);
+      // The trigger's unqualified table is the database's appx.log, as for the application.
+      expect(await rows('SELECT msg FROM appx.log ORDER BY msg')).toEqual([
+        'stamped 17',
+        'stamped 27',
+        'stamped 37',
+        'stamped 7',
+      ]);
+      expect(await rows('SELECT count(*) FROM public.log')).toEqual(publicLog);
+    } finally {
+      await q(`ALTER DATABASE ${db} RESET search_path`);
+      await q(`ALTER DATABASE ${db} RESET timezone`);
+    }
   });
 
   it('matches rows by a primary key the table was given since the snapshot', async () => {

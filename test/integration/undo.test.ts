@@ -657,6 +657,24 @@ describe('undo', () => {
     await settle();
   });
 
+  it("fires the tables' triggers in the database's search_path, as the application's writes do", async () => {
+    await live.query(`CREATE SCHEMA appx; CREATE TABLE appx.undo_log (msg text); CREATE TABLE public.undo_log (msg text);
+      CREATE FUNCTION shop_noted() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN INSERT INTO undo_log VALUES (''shop '' || NEW.id); RETURN NEW; END';
+      CREATE TRIGGER shop_noted AFTER INSERT ON shops FOR EACH ROW EXECUTE FUNCTION shop_noted()`);
+    await live.query(`ALTER DATABASE ${db} SET search_path = appx, public`);
+    try {
+      const bad = await xidOf(live, ['DELETE FROM shops WHERE id = 11']);
+      await settle();
+      const r = await undoCli(['--tx', String(bad), '--apply', '--confirm', name]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(await rows(live, 'SELECT msg FROM appx.undo_log')).toEqual(['shop 11']);
+      expect(await rows(live, 'SELECT msg FROM public.undo_log')).toEqual([]);
+    } finally {
+      await live.query(`ALTER DATABASE ${db} RESET search_path`);
+      await live.query('DROP TRIGGER shop_noted ON shops');
+    }
+  });
+
   it('reports no transaction for an apply whose every row was written again while the confirmation waited', async () => {
     const bad = await xidOf(live, ['UPDATE shops SET tenant = 9 WHERE id = 7']);
     await settle();
