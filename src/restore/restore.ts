@@ -1,7 +1,8 @@
 import type { ResolvedTarget } from '../config/targets.js';
 import { FlashbackError, InterruptedError, OperationError, UsageError } from '../errors.js';
-import { FingerprintStore } from '../guard/fingerprints.js';
+import { compareFingerprint, FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard, refuseWrongIdentity } from '../guard/guard.js';
+import { identityRefusal } from '../guard/identity.js';
 import {
   asTheDatabase,
   connect,
@@ -14,6 +15,7 @@ import { databaseDdl, generateDdl } from '../pg/schema/ddl.js';
 import type { ConstraintModel, SchemaModel, TableModel } from '../pg/schema/model.js';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/schema/quote.js';
 import { INTERNAL_SCHEMA_FILTER } from '../pg/schema/shapes.js';
+import { readIdentity } from '../pg/server-info.js';
 import { ChunkStore } from '../repo/chunks.js';
 import { RepositoryLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
@@ -164,7 +166,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       }
       return { plan: { ...plan, tables }, applied: false, seconds: (Date.now() - started) / 1000 };
     }
-    if (options.create === true) created = await createDatabase(target, manifest);
+    if (options.create === true)
+      created = await createDatabase(target, manifest, new FingerprintStore(options.repo));
     const client = await connect(target, { applicationName: 'flashback restore' });
     try {
       // A dry run tries its merges in the database (and rolls them back): the
@@ -1221,10 +1224,24 @@ async function assertNoDatabase(target: ResolvedTarget): Promise<void> {
 async function createDatabase(
   target: ResolvedTarget,
   manifest: SnapshotManifest,
+  fingerprints: FingerprintStore,
 ): Promise<boolean> {
   await assertNoDatabase(target);
   const admin = await connectParams(target.name, maintenance(target).connection);
   try {
+    // The guard's identity check comes after the database exists; a server
+    // that is not the one recorded for the target gets no database at all.
+    const record = target.kind === 'config' ? await fingerprints.get(target.name) : undefined;
+    if (record !== undefined) {
+      const server = await readIdentity(admin, target.connection);
+      const identity = { ...server, database: target.connection.database };
+      const changes = compareFingerprint(record, identity);
+      const refusal =
+        changes.length === 0
+          ? undefined
+          : identityRefusal(target, { status: 'changed', identity, record, changes, sameAs: [] });
+      if (refusal !== undefined) throw refusal;
+    }
     await admin.query(
       `CREATE DATABASE ${quoteIdent(target.connection.database)} TEMPLATE template0 ENCODING ${quoteLiteral(manifest.encoding)} LC_COLLATE ${quoteLiteral(manifest.collate)} LC_CTYPE ${quoteLiteral(manifest.ctype)}${localeClause(manifest)}`,
     );

@@ -1,7 +1,7 @@
 /** backup, list, show and restore against real servers, through the CLI as users run them. */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdir, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -450,6 +450,45 @@ describe.each(
     const names = JSON.parse(r.stdout).plan.tables.map((t: { name: string }) => t.name);
     // Parents before children (foreign keys), whatever order the patterns gave.
     expect(names).toEqual(['tenants', 'workflows', 'workflow_steps']);
+  });
+
+  it('refuses --create on a server that is not the one recorded for the target, creating nothing there', async () => {
+    const other = testServers().find((x) => x.major !== server.major)!;
+    const db = `moved_${source}`;
+    const yaml = await readFile(path.join(dir, 'flashback.yaml'), 'utf8');
+    const at = (s: TestServer) =>
+      `  moved:\n    host: ${s.host}\n    port: ${s.port}\n    database: ${db}\n    user: postgres\n    password_env: ${s === server ? 'PW' : 'PW2'}\n    protected: false\n`;
+    const run = () =>
+      runCli(['restore', 'latest', '--to', 'moved', '--create', '--table', 'tenants'], {
+        cwd: dir,
+        env: { ...env, PW2: other.password },
+      });
+    try {
+      await writeFile(path.join(dir, 'flashback.yaml'), `${yaml}${at(server)}`);
+      const first = await run(); // (its fingerprint recorded)
+      expect(first.code, first.stderr).toBe(0);
+      await sql(server, 'postgres', `DROP DATABASE ${db}`);
+      // The configuration now names another server, under the same database name.
+      await writeFile(path.join(dir, 'flashback.yaml'), `${yaml}${at(other)}`);
+      const moved = await run();
+      expect(moved.code, moved.stderr).toBe(ExitCode.refused);
+      expect(moved.stderr).toContain(
+        'target "moved" is not the database it was when first recorded',
+      );
+      expect(moved.stderr).toContain('system identifier was');
+      // Refused before the database was created: the guard's banner, shown
+      // once connected to it, never came (before, the database was created
+      // on that server, then dropped after the refusal: left there by a kill).
+      expect(moved.stderr).not.toContain('=====');
+      const made = await sql(
+        other,
+        'postgres',
+        `SELECT count(*) AS n FROM pg_database WHERE datname = '${db}'`,
+      );
+      expect(made[0]?.n).toBe('0');
+    } finally {
+      await writeFile(path.join(dir, 'flashback.yaml'), yaml);
+    }
   });
 
   it('rejects bad input with a clear message and writes nothing', async () => {
