@@ -227,6 +227,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           client,
           selected.filter((t) => existing.has(`${t.schema}.${t.name}`)),
           options.where,
+          manifest,
         );
       if (empty)
         // (The database's own owner and grantees only when it is ours to set.)
@@ -542,22 +543,44 @@ async function validateWhere(
   client: PgClient,
   tables: readonly TableSnapshot[],
   where: string,
+  manifest: SnapshotManifest<SchemaModel>,
 ): Promise<void> {
   for (const t of tables) {
+    // Against the rows it will filter: the snapshot's columns (a column
+    // added since is not in them), in a relation named as the table (so a
+    // qualified `orders.tenant_id` works), as stage() runs it. Planned only
+    // (LIMIT 0, rolled back): a function it calls is not run.
+    const columns = stageColumns(t, modelOf(manifest, t));
+    await client.query('BEGIN');
     try {
-      await queryOne(
-        client,
-        `SELECT 1 FROM ONLY ${qualify(t.schema, t.name)} WHERE (${where}) LIMIT 0`,
-      );
+      let relation = `ONLY ${qualify(t.schema, t.name)}`;
+      if (columns !== undefined) {
+        // (A type dropped since: the live table's columns, as before.)
+        await client.query('SAVEPOINT flashback_where');
+        try {
+          await client.query(`CREATE TEMP TABLE flashback_where_check (${columns})`);
+          relation = `pg_temp.flashback_where_check AS ${quoteIdent(t.name)}`;
+        } catch {
+          await client.query('ROLLBACK TO SAVEPOINT flashback_where');
+        }
+      }
+      await queryOne(client, `SELECT 1 FROM ${relation} WHERE (${where}) LIMIT 0`);
     } catch (err) {
-      throw new UsageError(
-        `invalid --where for table ${t.schema}.${t.name}: ${(err as Error).message}`,
-        {
-          hint: 'the predicate is SQL over the table\'s columns, e.g. --where "tenant_id = 42"',
-        },
-      );
+      throw invalidWhere(t, err);
+    } finally {
+      await client.query('ROLLBACK').catch(() => {});
     }
   }
+}
+
+/** An invalid --where, with the server's message. */
+function invalidWhere(t: TableSnapshot, err: unknown): UsageError {
+  return new UsageError(
+    `invalid --where for table ${t.schema}.${t.name}: ${(err as Error).message}`,
+    {
+      hint: 'the predicate is SQL over the columns the table had in the snapshot, e.g. --where "tenant_id = 42"',
+    },
+  );
 }
 
 /**
@@ -858,10 +881,17 @@ async function stage(
   );
   let rows = await copyChunks(client, chunks, t, `pg_temp.${name}`, signal, ROLLED_BACK);
   if (where !== undefined) {
+    // (Named as the table: a predicate may qualify its columns with it.)
     const r = await queryOne(
       client,
-      `DELETE FROM pg_temp.${name} WHERE NOT coalesce((${where}), false)`,
-    );
+      `DELETE FROM pg_temp.${name} AS ${quoteIdent(t.name)} WHERE NOT coalesce((${where}), false)`,
+    ).catch((err: unknown) => {
+      // A predicate the server refuses (into an empty database it was not
+      // checked before): the user's input, not a failure of the restore.
+      // One failing on a row (a division by zero) is the same.
+      if (typeof (err as { code?: unknown }).code !== 'string') throw err;
+      throw invalidWhere(t, err);
+    });
     rows -= r.rowCount ?? 0;
   }
   return { name: `pg_temp.${name}`, rows };

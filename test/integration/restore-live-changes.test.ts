@@ -266,6 +266,60 @@ describe('restore --table --where into a table changed since the snapshot', () =
     }
   });
 
+  it("checks --where against the snapshot's columns, takes the table's name as qualifier, and calls a bad one usage (exit 3) into an empty database too", async () => {
+    await q('ALTER TABLE conv ADD COLUMN region text');
+    try {
+      // A column the live table has and the snapshot's rows do not: refused up front.
+      const since = await putBack('conv', '--where', "region = 'eu'", '--dry-run');
+      expect(since.code, since.stderr).toBe(ExitCode.usage);
+      expect(since.stderr).toContain(
+        'invalid --where for table public.conv: column "region" does not exist',
+      );
+    } finally {
+      await q('ALTER TABLE conv DROP COLUMN region');
+    }
+    const qualified = await cli([
+      'restore',
+      'latest',
+      '--to',
+      'live',
+      '--table',
+      'conv',
+      '--where',
+      'conv.tenant_id = 7',
+      '--dry-run',
+      '--json',
+    ]);
+    expect(qualified.code, qualified.stderr).toBe(0);
+    expect(JSON.parse(qualified.stdout).plan.tables[0]).toMatchObject({ skip: 4 });
+    const into = `where_${Date.now() % 100000}`;
+    const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+    const empty = await cli([
+      'restore',
+      'latest',
+      '--to',
+      url,
+      '--create',
+      '--confirm',
+      into,
+      '--table',
+      'conv',
+      '--where',
+      'no_such = 1',
+    ]);
+    expect(empty.code, empty.stderr).toBe(ExitCode.usage);
+    expect(empty.stderr).toContain(
+      'invalid --where for table public.conv: column "no_such" does not exist',
+    );
+    expect(
+      await sql(
+        server,
+        'postgres',
+        `SELECT count(*) AS n FROM pg_database WHERE datname = '${into}'`,
+      ),
+    ).toEqual([{ n: '0' }]);
+  });
+
   it('matches rows by a primary key the table was given since the snapshot', async () => {
     await q(`
       ALTER TABLE nopk ADD PRIMARY KEY (id);
