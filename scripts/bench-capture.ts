@@ -273,6 +273,7 @@ async function main(): Promise<void> {
       target: 'bench',
       point: { kind: 'time', at: end.before },
     });
+    if ('reason' in fl) throw new Error(`backup --from-log made no snapshot: ${fl.reason}`);
     const fromLogSeconds = (performance.now() - t) / 1000;
     const flRun = await restoreAtEnd('restored_fl');
     if (flRun.from !== fl.manifest.id)

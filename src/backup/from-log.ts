@@ -25,6 +25,7 @@ import { LineBuffer } from '../history/keyed-rows.js';
 import { fillAbsent, type Reshape, reshapeBlock } from '../history/schema-changes.js';
 import {
   closeOverlay,
+  describePoint,
   emptyTableOverlay,
   lineOf,
   type Overlay,
@@ -180,8 +181,15 @@ export async function nothingNewInLog(
   };
 }
 
-/** Builds and commits a snapshot from the log. */
-export async function backupFromLog(options: FromLogOptions): Promise<FromLogResult> {
+/**
+ * Builds and commits a snapshot from the log; or, when no transaction of
+ * the log lies between the snapshot it starts from and the point (an
+ * `--lsn` at or just after a snapshot's), commits nothing and says why: the
+ * snapshot would be a copy of that one under a newer name.
+ */
+export async function backupFromLog(
+  options: FromLogOptions,
+): Promise<FromLogResult | NothingNew> {
   const started = new Date();
   const { repo, target } = options;
   const lock = await RepositoryLock.acquire(repo.storage, {
@@ -197,6 +205,12 @@ export async function backupFromLog(options: FromLogOptions): Promise<FromLogRes
     // After schema changes in the window: the point's schema, the snapshot's rows laid out in it.
     const { manifest: base, overlay } = await rebuildPlan(plan);
     opened = overlay;
+    if (overlay.transactions === 0) {
+      return {
+        newest: plan.manifest.id,
+        reason: `no transaction of "${target}" committed between snapshot ${plan.manifest.id} (LSN ${plan.manifest.lsn}) and ${describePoint(point)}: a snapshot from the log would be a copy of it`,
+      };
+    }
     const changed = (t: TableSnapshot): boolean =>
       overlay.tables.has(`${t.schema}.${t.name}`) || overlay.reshape.has(`${t.schema}.${t.name}`);
     // Refuse before writing anything: every changed keyed table must have a key order we reproduce.

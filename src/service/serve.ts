@@ -415,6 +415,7 @@ const JOBS: Record<
         const idle = await nothingNewInLog(options.repo, job.target);
         if (idle !== undefined) return { value: idle, details: { skipped: idle.reason } };
         const v = await backupFromLog({ repo: options.repo, target: job.target, signal });
+        if ('reason' in v) return { value: v, details: { skipped: v.reason } };
         const t = v.manifest.totals;
         return {
           value: v,

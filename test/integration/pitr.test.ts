@@ -358,6 +358,26 @@ describe('restore to a moment', () => {
     expect(await state(server, into)).toEqual(await state(server, db));
   });
 
+  it('makes no snapshot from the log that would copy one: --lsn with no transaction after the snapshot it starts from', async () => {
+    const latest = JSON.parse(
+      (await runCli(['show', 'latest', '--json'], { cwd: dir, env })).stdout,
+    ) as {
+      id: string;
+      lsn: string;
+    };
+    const count = async () => (await readdir(path.join(dir, 'repo', 'snapshots'))).length;
+    const before = await count();
+    const r = await runCli(['backup', name, '--from-log', '--lsn', latest.lsn, '--json'], {
+      cwd: dir,
+      env,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { snapshot: string | null; skipped: string };
+    expect(out.snapshot).toBeNull();
+    expect(out.skipped).toContain(`committed between snapshot ${latest.id}`);
+    expect(await count()).toBe(before);
+  });
+
   it('counts a snapshot from the log of an earlier moment, written last, as older: latest, status and list go by the data', async () => {
     const before = JSON.parse(
       (await runCli(['show', 'latest', '--json'], { cwd: dir, env })).stdout,

@@ -91,6 +91,7 @@ async function runFromLog(ctx: CliContext, ref: string, lsn: string | undefined)
         point: lsn === undefined ? undefined : { kind: 'lsn', lsn },
         signal,
       });
+      if ('reason' in v) return { value: v, details: { skipped: v.reason } };
       const t = v.manifest.totals;
       return {
         value: v,
