@@ -279,6 +279,32 @@ describe('impactReport', () => {
     });
   });
 
+  it('counts a row whose key changed once (also when moved twice), and a key taken again by a new row as another', async () => {
+    const move = (from: string, to: string, tenant: string): ChangeRecord => [
+      'U',
+      F,
+      [from, null, null],
+      null,
+      [to, tenant, 'k'],
+    ];
+    const log = new LogBuilder()
+      .tx(800, upd('20', '4', 'changed')) // row 20 updated, then renumbered
+      .tx(801, move('20', '2020', '4'))
+      .tx(802, move('21', '2021', '4')) // row 21 moved twice
+      .tx(803, move('2021', '3021', '4'))
+      .tx(804, ins('20', '4'), upd('20', '4', 'again')) // a new row under the old key 20
+      .heartbeat('2026-11-21T10:00:20.000000Z');
+    const repo = await fixture(log);
+    const r = await impactReport({
+      repo,
+      column: 'tenant_id',
+      since: { kind: 'time', at: '2026-11-21T10:00:00.500000Z' },
+      until: '2026-11-21T10:00:05.500000Z',
+    });
+    // Updated: old row 20, row 21, and the new row 20: three rows, not five or four.
+    expect(counts(r.rows)).toEqual({ 'public.files 4': [1, 3, 0, 0] });
+  });
+
   it('without --until, ends where the log does when that is under a minute short of now', async () => {
     const repo = await fixture(story());
     const asOf = (until: string) =>

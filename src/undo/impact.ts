@@ -282,6 +282,20 @@ interface TableCtx {
   truncated: boolean;
   readonly unresolved: { updated: number; deleted: number; truncated: number };
   readonly layouts: WeakMap<readonly ChangeColumn[], Layout>;
+  /**
+   * Rows whose key the window changed: each key it moved to → the row's
+   * first identity, so that its updates count once (rowOf). A key inserted
+   * again after its row moved away is another row: a new identity.
+   */
+  readonly moves: Map<Id, Id>;
+  /** The identities `moves` leads to (a key of a row that moved away). */
+  readonly movedFrom: Set<Id>;
+  generation: number;
+}
+
+/** The row a key stands for in the window's counts (TableCtx.moves). */
+function rowOf(t: TableCtx, id: Id): Id {
+  return t.moves.get(id) ?? id;
 }
 
 function newCtx(label: string, snap: TableSnapshot | undefined, oid?: number): TableCtx {
@@ -296,6 +310,9 @@ function newCtx(label: string, snap: TableSnapshot | undefined, oid?: number): T
     truncated: false,
     unresolved: { updated: 0, deleted: 0, truncated: 0 },
     layouts: new WeakMap(),
+    moves: new Map(),
+    movedFrom: new Set(),
+    generation: 0,
   };
 }
 
@@ -452,7 +469,7 @@ function counterOf(t: TableCtx, value: Val, time: string): Counter {
 function countUpdated(t: TableCtx, value: Val, id: Id | undefined, time: string): void {
   const k = counterOf(t, value, time);
   if (id === undefined) k.updatedKeyless++;
-  else k.updatedKeys.add(id);
+  else k.updatedKeys.add(rowOf(t, id));
 }
 
 // ---------------------------------------------------------------------------
@@ -590,10 +607,22 @@ async function readImpact(o: ImpactOptions): Promise<ImpactReport> {
     changes++;
     if (c.op === 'insert') {
       counterOf(t, valueText(c.row?.[l.col]), time).inserted++;
+      // A key another row had before it moved away: a row of its own.
+      const id = newIdentity(c, l);
+      if (id !== undefined && (t.moves.has(id) || t.movedFrom.has(id))) {
+        t.moves.set(id, `${String(id)}\u0001${++t.generation}`);
+      }
     } else if (c.op === 'update') {
       const next = c.row?.[l.col];
       const prev = oldValue(c, l);
       const id = newIdentity(c, l);
+      // A key change: the row goes on under its new key, counted as one row.
+      const from = oldIdentity(c, l);
+      if (from !== undefined && id !== undefined && from !== id) {
+        const row = rowOf(t, from);
+        t.moves.set(id, row);
+        t.movedFrom.add(row);
+      }
       if (prev !== LOOKUP) {
         countUpdated(t, prev, id, time);
         if (next !== 0 && next !== undefined && next !== prev) countUpdated(t, next, id, time);
