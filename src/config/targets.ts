@@ -37,6 +37,12 @@ export interface ResolvedTarget {
   /** What `--confirm` must be given: the target's name, or for URL/env targets its database name. */
   readonly confirmName: string;
   readonly description?: string | undefined;
+  /**
+   * The configured targets that are protected (a named target's): the guard
+   * lets an unprotected target share a database with another only while
+   * that one is not protected (guard/identity.ts).
+   */
+  readonly protectedTargets?: ReadonlySet<string> | undefined;
 }
 
 const URL_RE = /^postgres(ql)?:\/\//i;
@@ -81,7 +87,7 @@ export function resolveTarget(
           : 'no targets are configured: declare it in flashback.yaml, or give a postgres:// URL',
     });
   }
-  return configTarget(ref, t, env);
+  return configTarget(ref, t, env, protectedNames(config));
 }
 
 /** Every configured target, in file order. Targets whose password variable is unset come back as errors. */
@@ -91,7 +97,7 @@ export function configuredTargets(
 ): Array<{ name: string; target?: ResolvedTarget; error?: ConfigError }> {
   return Object.entries(config.targets).map(([name, t]) => {
     try {
-      return { name, target: configTarget(name, t, env) };
+      return { name, target: configTarget(name, t, env, protectedNames(config)) };
     } catch (err) {
       if (err instanceof ConfigError) return { name, error: err };
       throw err;
@@ -131,7 +137,21 @@ export function environmentTarget(env: NodeJS.ProcessEnv): ResolvedTarget | unde
   };
 }
 
-function configTarget(name: string, t: TargetConfig, env: NodeJS.ProcessEnv): ResolvedTarget {
+/** The names of the protected targets of a configuration. */
+function protectedNames(config: FlashbackConfig): ReadonlySet<string> {
+  return new Set(
+    Object.entries(config.targets)
+      .filter(([, t]) => t.protected)
+      .map(([n]) => n),
+  );
+}
+
+function configTarget(
+  name: string,
+  t: TargetConfig,
+  env: NodeJS.ProcessEnv,
+  protectedTargets: ReadonlySet<string>,
+): ResolvedTarget {
   let password: string | undefined;
   if (t.password_env !== undefined) {
     password = env[t.password_env];
@@ -170,6 +190,7 @@ function configTarget(name: string, t: TargetConfig, env: NodeJS.ProcessEnv): Re
     protected: t.protected,
     confirmName: name,
     description: t.description,
+    protectedTargets,
   };
 }
 

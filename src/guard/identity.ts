@@ -53,11 +53,17 @@ export async function checkIdentity(
   const all = await store.all();
   const named = target.kind === 'config';
   const record = named ? all.find((r) => r.target === target.name) : undefined;
-  // Shares accepted while the target was protected hold only while it still
-  // is: an alias of production made unprotected since must be accepted again
-  // (which refuses it: an unprotected second name for a protected database).
-  const honoured = target.protected || record?.acceptedProtected === false;
-  const accepted = new Set(honoured ? (record?.acceptedSameAs ?? []) : []);
+  // An accepted share holds while it does not make an unprotected second
+  // name for a protected target's database (which `targets accept` refuses):
+  // made unprotected since, or the other target protected since, writes to
+  // that database would go through this name without a confirmation.
+  // Without the configuration's protections, only shares accepted unprotected.
+  const honoured = (other: string): boolean =>
+    target.protected ||
+    (target.protectedTargets !== undefined
+      ? !target.protectedTargets.has(other)
+      : record?.acceptedProtected === false);
+  const accepted = new Set((record?.acceptedSameAs ?? []).filter(honoured));
   const sameAs = all.filter(
     (r) => r.target !== target.name && !accepted.has(r.target) && sameDatabase(r, identity),
   );

@@ -319,7 +319,9 @@ export async function readStatus(
   const { snapshots, unreadable, pruned } = await snapshotSummaries(repo);
   // With the runs serve could not record (the repository read-only or full).
   const unreadableRuns: UnreadableRun[] = [];
-  const locks = await listLocks(repo.storage);
+  // (Locks that cannot be listed, say unreadable to the monitoring user:
+  // killed runs and running jobs are not judged, the rest is.)
+  const locks = await listLocks(repo.storage).catch(() => []);
   const runs = [
     ...(await new RunStore(repo.storage).list({}, (u) => unreadableRuns.push(u))),
     ...(options.unrecorded ?? []),
@@ -752,7 +754,7 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
               .map((l) => `"${l.command}" (pid ${l.pid} on ${l.hostname}, since ${l.created})`)
               .join(
                 ', ',
-              )}${busy.length > 3 ? ` and ${busy.length - 3} more` : ''}; serve runs one job at a time, so a long job delays the others`;
+              )}${busy.length > 3 ? ` and ${busy.length - 3} more` : ''}; serve runs one job at a time, so a long job of its own delays the others (if none of these is serve's, is it running?)`;
       add(
         'warning',
         'missed-run',

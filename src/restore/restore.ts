@@ -1,5 +1,11 @@
 import type { ResolvedTarget } from '../config/targets.js';
-import { FlashbackError, InterruptedError, OperationError, UsageError } from '../errors.js';
+import {
+  FlashbackError,
+  GuardRefusedError,
+  InterruptedError,
+  OperationError,
+  UsageError,
+} from '../errors.js';
 import { compareFingerprint, FingerprintStore } from '../guard/fingerprints.js';
 import { type GuardIO, guard, refuseWrongIdentity } from '../guard/guard.js';
 import { identityRefusal } from '../guard/identity.js';
@@ -1270,7 +1276,12 @@ async function createDatabase(
         changes.length === 0
           ? undefined
           : identityRefusal(target, { status: 'changed', identity, record, changes, sameAs: [] });
-      if (refusal !== undefined) throw refusal;
+      if (refusal !== undefined) {
+        // (`targets accept` connects to the database, which is not there yet.)
+        throw new GuardRefusedError(refusal.reason, target.name, refusal.message, {
+          hint: `if the target moved deliberately (a new cluster): create database "${target.connection.database}" there, accept the target with \`flashback targets accept ${target.name}\`, then restore into it without --create`,
+        });
+      }
     }
     await admin.query(
       `CREATE DATABASE ${quoteIdent(target.connection.database)} TEMPLATE template0 ENCODING ${quoteLiteral(manifest.encoding)} LC_COLLATE ${quoteLiteral(manifest.collate)} LC_CTYPE ${quoteLiteral(manifest.ctype)}${localeClause(manifest)}`,

@@ -394,8 +394,8 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     const staged: Array<{
       t: TableSnapshot;
       u: string;
-      /** Marks the rows written again since the plan as conflicts, at the apply (tables without a key). */
-      recheck?: (client: PgClient) => Promise<void>;
+      /** Marks the rows written again since the plan as conflicts, at the apply (tables without a key); returns how many. */
+      recheck?: (client: PgClient) => Promise<number>;
     }> = [];
     for (const [i, t] of ordered.entries()) {
       const win = window.tables.get(name(t))!;
@@ -435,16 +435,22 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     }
     // A delete that would cascade to (or set null in) rows written since is a conflict too.
     const cascades = new Map<string, Cascade[]>();
-    for (const st of staged) {
-      const c = await cascadingReferences(client, st.t, staged);
-      cascades.set(name(st.t), c);
-      for (const ref of c) {
-        await client.query(
-          `UPDATE ${st.u} u SET "fb conflict" = true, "fb why" = coalesce(u."fb why", $1) WHERE u."fb op" = 'delete' AND ${ref.remains('u')}`,
-          [ref.why],
-        );
+    for (const st of staged)
+      cascades.set(name(st.t), await cascadingReferences(client, st.t, staged, policy));
+    const markCascades = async (): Promise<number> => {
+      let marked = 0;
+      for (const st of staged) {
+        for (const ref of cascades.get(name(st.t))!) {
+          const r = await client.query(
+            `UPDATE ${st.u} u SET "fb conflict" = true, "fb why" = coalesce(u."fb why", $1) WHERE u."fb op" = 'delete' AND NOT u."fb conflict" AND ${ref.remains('u')}`,
+            [ref.why],
+          );
+          marked += r.rowCount ?? 0;
+        }
       }
-    }
+      return marked;
+    };
+    await markCascades();
     // Last: a row whose key the window changed is undone whole or not at all.
     for (const [i, st] of staged.entries()) {
       const moved = window.tables.get(name(st.t))!.moved;
@@ -452,13 +458,18 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
     }
     // A row put back that refers to a parent left alone as a conflict stays
     // out too (and so on down), as do key changes they are half of.
+    // Each conflict can make others (a child revert left alone keeps its
+    // parent's delete from being done without cascading): to a fixed point.
     if (policy === 'skip') {
       const links = await stagedForeignKeys(client, staged);
-      while ((await holdChildren(client, links)) > 0) {
+      for (;;) {
+        let marked = (await holdChildren(client, links)) + (await markCascades());
         for (const [i, st] of staged.entries()) {
           const moved = window.tables.get(name(st.t))!.moved;
-          if (st.t.key.length > 0 && moved.size > 0) await spreadConflicts(client, st.t, st.u, i);
+          if (st.t.key.length > 0 && moved.size > 0)
+            marked += await spreadConflicts(client, st.t, st.u, i);
         }
+        if (marked === 0) break;
       }
     }
     const tables: UndoTable[] = [];
@@ -655,8 +666,24 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
           }
         }
         // Rows without a key are told apart by count: the statements cannot
-        // re-check them one by one, so they are counted again here.
-        if (policy !== 'overwrite') for (const st of staged) await st.recheck?.(client);
+        // re-check them one by one, so they are counted again here, before
+        // the first tenant (the live table then is as planned but for what
+        // was written meanwhile; later, the groups applied before count too).
+        if (policy !== 'overwrite' && i === 0) {
+          for (const st of staged) {
+            if (st.recheck === undefined) continue;
+            const late = await st.recheck(client);
+            if (policy === 'fail' && late > 0) {
+              throw new OperationError(
+                'undo.conflict',
+                `${fmt(late)} row(s) of ${name(st.t)} were written again between the plan and the apply: this transaction was rolled back`,
+                {
+                  hint: 'run the undo again: the new plan shows them as conflicts',
+                },
+              );
+            }
+          }
+        }
         const ran = await runPlan(client, statements, reorderable, tenant);
         if (tenants !== undefined) {
           const split = await splitMoves(client, staged, movedOf, g.value);
@@ -1694,8 +1721,9 @@ async function spreadConflicts(
   t: TableSnapshot,
   u: string,
   i: number,
-): Promise<void> {
+): Promise<number> {
   const is = (x: string, p: string) => movedSide(t, x, p);
+  let marked = 0;
   for (;;) {
     const r = await client.query(
       `UPDATE ${u} x SET "fb conflict" = true, "fb why" = coalesce(x."fb why", ${quoteLiteral(WHY_MOVED)})
@@ -1703,7 +1731,8 @@ async function spreadConflicts(
           SELECT 1 FROM pg_temp.fb_undo_moves_${i} m JOIN ${u} y ON y."fb conflict"
            WHERE (${is('x', 'from')} AND ${is('y', 'to')}) OR (${is('x', 'to')} AND ${is('y', 'from')}))`,
     );
-    if ((r.rowCount ?? 0) === 0) break;
+    if ((r.rowCount ?? 0) === 0) return marked;
+    marked += r.rowCount ?? 0;
   }
 }
 
@@ -1840,7 +1869,7 @@ async function stageKeyless(
   where: string | undefined,
   progress: (p: UndoProgress) => void,
   layout: LiveLayout,
-): Promise<{ u: string; recheck: (client: PgClient) => Promise<void> }> {
+): Promise<{ u: string; recheck: (client: PgClient) => Promise<number> }> {
   const u = `pg_temp.fb_undo_${i}`;
   await createStaging(client, u, layout);
   await addPlanColumns(client, u);
@@ -1945,7 +1974,14 @@ async function stageKeyless(
       // Writers wait until the apply's transaction ends: the statements then
       // find the rows as counted here.
       await c.query(`LOCK TABLE ONLY ${qualify(now.schema, now.name)} IN SHARE ROW EXCLUSIVE MODE`);
+      const count = async () =>
+        Number(
+          (await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${u} WHERE "fb conflict"`))
+            .rows[0]!.n,
+        );
+      const before = await count();
       await mark(c);
+      return (await count()) - before;
     },
   };
 }
@@ -2292,6 +2328,7 @@ async function cascadingReferences(
   client: PgClient,
   t: TableSnapshot,
   staged: ReadonlyArray<{ t: TableSnapshot; u: string }>,
+  policy: ConflictPolicy,
 ): Promise<Cascade[]> {
   const r = await client.query<{ s: string; n: string; cc: string; pc: string; act: string }>(
     `SELECT cn.nspname AS s, cl.relname AS n, k.confdeltype AS act,
@@ -2321,7 +2358,9 @@ async function cascadingReferences(
         ? ''
         : ` AND NOT EXISTS (SELECT 1 FROM ${planned.u} cu WHERE ${planned.t.key
             .map((k) => `cu.${quoteIdent(k)} = c.${quoteIdent(k)}`)
-            .join(' AND ')} AND (cu."fb op" = 'delete' OR (cu."fb op" = 'revert' AND ROW(${cc
+            .join(
+              ' AND ',
+            )}${policy === 'skip' ? ' AND NOT cu."fb conflict"' : ''} AND (cu."fb op" = 'delete' OR (cu."fb op" = 'revert' AND ROW(${cc
             .map((c) => `cu.${quoteIdent(c)}`)
             .join(', ')}) IS DISTINCT FROM ROW(${pc
             .map((c) => `ALIAS.${quoteIdent(c)}`)
@@ -2575,7 +2614,7 @@ async function writeScript(
         [
           `CREATE TEMP TABLE ${tmp} (LIKE ${qualify(t.schema, t.name)}) ON COMMIT DROP;`,
           `ALTER TABLE ${tmp} ${PLAN_COLUMNS};`,
-          `COPY ${tmp} FROM stdin;`,
+          `COPY ${tmp} (${[...t.columns.map(quoteIdent), ...PLAN_COLUMN_NAMES].join(', ')}) FROM stdin;`,
           '',
         ].join('\n'),
       );

@@ -257,6 +257,40 @@ ${targetYaml('prod', pg17, shop)}  staging:
   });
 });
 
+describe('second names for one database', () => {
+  it('keeps an accepted share of two unprotected names only while the other stays unprotected', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const db = await freshDatabase(pg17, 'shared');
+      const write = (firstProtected: boolean) =>
+        writeFile(
+          path.join(dir, 'flashback.yaml'),
+          `repository: ./flashback-repo\ntargets:\n${targetYaml('ci1', pg17, db, firstProtected ? '' : '    protected: false\n')}${targetYaml('ci2', pg17, db, '    protected: false\n')}`,
+        );
+      expect(
+        (await runCli(['init', '--repo', 'flashback-repo', '--force'], { cwd: dir })).code,
+      ).toBe(0);
+      await write(false);
+      expect((await runCli(['targets', 'ci1'], { cwd: dir, env })).code).toBe(0);
+      const acc = await runCli(['targets', 'accept', 'ci2'], { cwd: dir, env });
+      expect(acc.code, acc.stderr).toBe(0);
+      const identity = async () =>
+        JSON.parse(
+          (await runCli(['doctor', 'ci2', '--json'], { cwd: dir, env })).stdout,
+        )[0].findings.find((f: { check: string }) => f.check === 'identity');
+      expect(await identity()).toMatchObject({ severity: 'ok' });
+      // ci1 protected since: ci2 would be an unprotected way into its database.
+      await write(true);
+      expect(await identity()).toMatchObject({
+        severity: 'critical',
+        summary: expect.stringContaining('target "ci2" is the same database as target "ci1"'),
+      });
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
 describe('errors and exit codes', () => {
   it('refuses a history window that starts in the future, and an impossible zone offset (exit 3)', async () => {
     const { dir, cleanup } = await tempDir();

@@ -675,6 +675,46 @@ describe('undo', () => {
     }
   });
 
+  it('tenant by tenant, undoes an update of a table without a key in every tenant (the first tenant put back made the others conflicts)', async () => {
+    const before = await rows(live, 'SELECT * FROM events');
+    const bad = await xidOf(live, [
+      "UPDATE events SET kind = kind || '-x' WHERE tenant_id IN (3, 11) AND kind = 'open'",
+    ]);
+    await settle();
+    const r = await undoCli([
+      '--tx',
+      String(bad),
+      '--by',
+      'tenant_id',
+      '--apply',
+      '--confirm',
+      name,
+      '--json',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).tenants.map((t: { rows: number }) => t.rows)).toEqual([
+      before.filter((l) => l.startsWith('3\topen\t')).length * 2,
+      before.filter((l) => l.startsWith('11\topen\t')).length * 2,
+    ]);
+    expect(await rows(live, 'SELECT * FROM events')).toEqual(before);
+  });
+
+  it('leaves a key change whole when a child its cascade moved was written since (the row came back under both keys)', async () => {
+    const shops = () => rows(live, 'SELECT * FROM shops');
+    const moved = await xidOf(live, ['UPDATE shops SET id = 1012 WHERE id = 12']);
+    await live.query(
+      'UPDATE shop_items SET tenant = 5 WHERE id = (SELECT min(id) FROM shop_items WHERE shop_id = 1012)',
+    );
+    await settle();
+    const now = await shops();
+    const r = await undoCli(['--tx', String(moved), '--apply', '--confirm', name, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).tables).toContainEqual(
+      expect.objectContaining({ table: 'public.shops', reinsert: 0, delete: 0, conflicts: 2 }),
+    );
+    expect(await shops()).toEqual(now);
+  });
+
   it('reports no transaction for an apply whose every row was written again while the confirmation waited', async () => {
     const bad = await xidOf(live, ['UPDATE shops SET tenant = 9 WHERE id = 7']);
     await settle();
