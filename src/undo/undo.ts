@@ -2332,10 +2332,7 @@ async function cascadingReferences(
 ): Promise<Cascade[]> {
   const r = await client.query<{ s: string; n: string; cc: string; pc: string; act: string }>(
     `SELECT cn.nspname AS s, cl.relname AS n, k.confdeltype AS act,
-            array_to_json(ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY x(num, ord)
-                                JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = x.num ORDER BY x.ord))::text AS cc,
-            array_to_json(ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY x(num, ord)
-                                JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = x.num ORDER BY x.ord))::text AS pc
+            ${FK_COLUMNS}
        FROM pg_constraint k
        JOIN pg_class cl ON cl.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cl.relnamespace
       WHERE k.contype = 'f' AND k.confdeltype IN ('c', 'n', 'd')
@@ -2456,6 +2453,12 @@ async function splitMoves(
   return undefined;
 }
 
+/** A foreign key's columns (pg_constraint `k`), in order: the child's `cc`, the parent's `pc`, as JSON arrays. */
+const FK_COLUMNS = `array_to_json(ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY x(num, ord)
+                                JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = x.num ORDER BY x.ord))::text AS cc,
+            array_to_json(ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY x(num, ord)
+                                JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = x.num ORDER BY x.ord))::text AS pc`;
+
 /** A foreign key between two staged tables: the child's columns referring to the parent's. */
 interface StagedLink {
   readonly child: { readonly t: TableSnapshot; readonly u: string };
@@ -2480,10 +2483,7 @@ async function stagedForeignKeys(
     pc: string;
   }>(
     `SELECT cn.nspname AS cs, cl.relname AS cn, pn.nspname AS ps, pl.relname AS pn,
-            array_to_json(ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY x(num, ord)
-                                JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = x.num ORDER BY x.ord))::text AS cc,
-            array_to_json(ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY x(num, ord)
-                                JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = x.num ORDER BY x.ord))::text AS pc
+            ${FK_COLUMNS}
        FROM pg_constraint k
        JOIN pg_class cl ON cl.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cl.relnamespace
        JOIN pg_class pl ON pl.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pl.relnamespace
