@@ -187,9 +187,7 @@ export async function nothingNewInLog(
  * `--lsn` at or just after a snapshot's), commits nothing and says why: the
  * snapshot would be a copy of that one under a newer name.
  */
-export async function backupFromLog(
-  options: FromLogOptions,
-): Promise<FromLogResult | NothingNew> {
+export async function backupFromLog(options: FromLogOptions): Promise<FromLogResult | NothingNew> {
   const started = new Date();
   const { repo, target } = options;
   const lock = await RepositoryLock.acquire(repo.storage, {
