@@ -426,6 +426,9 @@ describe('restore to a moment', () => {
       ) as Array<{ id: string; dataAt: string }>;
       const ids = list.map((x) => x.id);
       expect(ids.indexOf(early)).toBeLessThan(ids.indexOf(before.id));
+      // It says where it came from, as show does.
+      expect(list.find((x) => x.id === early)).toMatchObject({ fromLog: { base } });
+      expect(list.find((x) => x.id === before.id)).not.toHaveProperty('fromLog');
       expect(list.map((x) => x.dataAt)).toEqual(list.map((x) => x.dataAt).sort());
     } finally {
       await rm(path.join(dir, 'repo', 'snapshots', `${early}.json`));

@@ -89,6 +89,8 @@ async function list(ctx: CliContext, target: string | undefined): Promise<number
         totals: m.totals,
         verification: verification(m.id),
         damaged: broken.has(m.id),
+        // (Made from the log: the snapshot it started from and what it took of the log.)
+        ...(m.fromLog === undefined ? {} : { fromLog: m.fromLog }),
       })),
     );
     return code;
