@@ -20,7 +20,7 @@
  */
 
 import { parseSchemaEvent, type SchemaEvent } from '../capture/schema-events.js';
-import { OperationError, UsageError } from '../errors.js';
+import { DamagedError, OperationError, UsageError } from '../errors.js';
 import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
 import {
@@ -284,6 +284,19 @@ export async function planPointInTime(
     manifest = candidates[candidates.length - 1];
   }
   if (manifest === undefined) {
+    // A manifest that cannot be read may be the very snapshot needed: damage,
+    // not a moment out of reach (exit 8, and no hint to older data).
+    const { unreadable } = await store.scan(target);
+    if (unreadable.length > 0) {
+      const ids = unreadable.map((u) => u.id);
+      throw new DamagedError(
+        'restore.base-unreadable',
+        `no readable snapshot of "${target}" to start from for ${describePoint(point)}: the manifest of snapshot(s) ${ids.slice(0, 5).join(', ')}${ids.length > 5 ? ` and ${ids.length - 5} more` : ''} cannot be read (${unreadable[0]!.error.message}), and one of them may be the snapshot this moment needs`,
+        {
+          hint: 'copy the manifest back from a copy of the repository (`flashback check` lists what is damaged), or choose a moment after a snapshot that can be read',
+        },
+      );
+    }
     throw new UsageError(
       `no snapshot of "${target}" to start from: ${purpose === 'undo' ? `undo rebuilds the rows as they were ${point.kind === 'time' ? `at ${point.at}` : describePoint(point)}, which needs` : `a restore to ${describePoint(point)} needs`} a snapshot taken after the change log${logs.length > 1 ? ` (log ${k + 1})` : ''} began (${info.startLsn}, ${info.created}) and before that moment`,
       { hint: noBaseHint(target, point, info.created, every) },

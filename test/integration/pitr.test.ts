@@ -510,6 +510,42 @@ describe('restore to a moment', () => {
     }
   });
 
+  it('calls a moment whose starting snapshot cannot be read damage (exit 8), not out of reach', async () => {
+    const copy = path.join(dir, 'repo-manifests');
+    await copyRepo(path.join(dir, 'repo'), copy);
+    try {
+      const folder = path.join(copy, 'snapshots');
+      for (const f of await readdir(folder)) {
+        if (!f.endsWith('.json')) continue;
+        const text = await readFile(path.join(folder, f), 'utf8');
+        await writeFile(path.join(folder, f), text.replace(/"lsn":\s*"[0-9A-F]+\//, '"lsn": "9/'));
+      }
+      const into = `pitr_nobase_${Date.now() % 100000}`;
+      const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+      const r = await runCli(
+        [
+          'restore',
+          name,
+          '--at',
+          moments[1]!.at,
+          '--to',
+          url,
+          '--create',
+          '--confirm',
+          into,
+          '--repo',
+          copy,
+        ],
+        { cwd: dir, env },
+      );
+      expect(r.code, r.stderr).toBe(ExitCode.damaged);
+      expect(r.stderr).toContain(`no readable snapshot of "${name}" to start from`);
+      expect(r.stderr).not.toContain('the closest state before it');
+    } finally {
+      await rm(copy, { recursive: true, force: true });
+    }
+  });
+
   it('leaves alone a slot of the same name that another database owns', async () => {
     // Another config, a target of the same name on another database of the same server.
     const other = await freshDatabase(server, 'pitr_other');
