@@ -82,14 +82,14 @@ describe('parseReadDataSubset', () => {
 });
 
 describe('describeUses', () => {
-  it('groups snapshots by table and chunk position', () => {
+  it('groups snapshots by table and chunk position (counted from 1, as verify counts)', () => {
     expect(
       describeUses([
         { snapshot: 'A', table: 'public.files', chunk: 3 },
         { snapshot: 'B', table: 'public.files', chunk: 3 },
         { snapshot: 'C', table: 'public.files', chunk: 4 },
       ]),
-    ).toBe('public.files chunk 3 in snapshots A, B; public.files chunk 4 in snapshot C');
+    ).toBe('public.files chunk 4 in snapshots A, B; public.files chunk 5 in snapshot C');
   });
 });
 

@@ -707,7 +707,8 @@ function chunkFinding(id: string, p: ChunkProblem, uses: readonly ChunkUse[]): C
 export function describeUses(uses: readonly ChunkUse[]): string {
   const groups = new Map<string, string[]>();
   for (const u of uses) {
-    const k = `${u.table} chunk ${u.chunk}`;
+    // (Messages count chunks from 1, as verify's and restore's do; `chunk` is 0-based.)
+    const k = `${u.table} chunk ${u.chunk + 1}`;
     groups.set(k, [...(groups.get(k) ?? []), u.snapshot]);
   }
   return [...groups]

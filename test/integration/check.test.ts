@@ -193,7 +193,7 @@ describe('check', () => {
         'm',
       ),
     );
-    expect(human.stdout).toContain(`used by public.files chunk 0 in snapshots ${s1.id}, ${s2.id}`);
+    expect(human.stdout).toContain(`used by public.files chunk 1 in snapshots ${s1.id}, ${s2.id}`);
     expect(human.stdout).toContain('DAMAGED');
     // Once found, a check that does not read the chunk still reports it (it
     // cleared the finding, and status then said all was well).
@@ -204,7 +204,7 @@ describe('check', () => {
         kind: 'chunk-damaged',
         chunkId: id,
         message: expect.stringMatching(
-          /and not written again since \(this check did not read it: --read-data reads it anew\); used by public\.files chunk 0 in snapshots/,
+          /and not written again since \(this check did not read it: --read-data reads it anew\); used by public\.files chunk 1 in snapshots/,
         ),
       }),
     ]);
