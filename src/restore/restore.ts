@@ -977,7 +977,8 @@ function assertColumnsLive(t: TableSnapshot, model: TableModel | undefined, now:
     );
   }
   if (dropped.length > 0 && same) {
-    ways.push(`add ${dropped.join(', ')} back first (dropped since the snapshot)`);
+    // (Added back, it is another column, with another number: refused as
+    // reused, below. Restoring elsewhere is the way.)
   } else if (dropped.length > 0) {
     // No column numbers to tell: adding a column of the old name after a
     // rename would take the values, and the renamed one keep its own.
