@@ -573,6 +573,9 @@ async function undoLocked(o: UndoOptions): Promise<UndoReport> {
             const split = await splitMoves(client, staged, movedOf, g.value);
             if (split !== undefined) return { order: statements, error: `${where}: ${split}` };
           }
+          // The order of the whole plan matters only to the --out script
+          // (one transaction): run it again only for that.
+          if (o.out === undefined) return { order: statements };
           await client.query('ROLLBACK TO SAVEPOINT flashback_tenants');
         }
         return { order: (await runPlan(client, statements, reorderable)).order };
