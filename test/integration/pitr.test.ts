@@ -21,6 +21,7 @@ import { cliAt, killHard } from '../harness/faultpoint.js';
 import {
   CLI,
   connectTo,
+  url as dbUrl,
   freshDatabase,
   runCli,
   sql,
@@ -199,7 +200,7 @@ describe('restore to a moment', () => {
   it('rebuilds each moment exactly with --at', async () => {
     for (const [i, m] of moments.entries()) {
       const into = `pitr_at_${i}_${Date.now() % 100000}`;
-      const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+      const url = dbUrl(server, into);
       const r = await runCli(
         ['restore', name, '--at', m.at, '--to', url, '--create', '--confirm', into],
         {
@@ -243,8 +244,7 @@ describe('restore to a moment', () => {
 
   it('rebuilds with --lsn and --before-xid', async () => {
     const into = `pitr_lsn_${Date.now() % 100000}`;
-    const url = (d: string) =>
-      `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${d}`;
+    const url = (d: string) => dbUrl(server, d);
     const r = await runCli(
       ['restore', name, '--lsn', moments[1]!.lsn, '--to', url(into), '--create', '--confirm', into],
       { cwd: dir, env },
@@ -345,7 +345,7 @@ describe('restore to a moment', () => {
         ).toEqual(t.chunks.map((c) => c.id));
     }
     const into = `pitr_fromlog_${Date.now() % 100000}`;
-    const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+    const url = dbUrl(server, into);
     const r = await runCli(
       ['restore', fromLog.snapshot, '--to', url, '--create', '--confirm', into, '--repo', copy],
       {
@@ -404,7 +404,7 @@ describe('restore to a moment', () => {
         new RegExp(`from log {2}snapshot ${base} and \\d+ transaction\\(s\\)`),
       );
       const into = `pitr_fl_${Date.now() % 100000}`;
-      const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+      const url = dbUrl(server, into);
       const restored = await runCli(
         ['restore', early, '--to', url, '--create', '--confirm', into, '--table', 'scratchpad'],
         { cwd: dir, env },
@@ -442,7 +442,7 @@ describe('restore to a moment', () => {
     const good = await readFile(file, 'utf8');
     const cli = (args: string[]) => runCli([...args, '--repo', copy], { cwd: dir, env });
     const into = `pitr_torn_${Date.now() % 100000}`;
-    const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+    const url = dbUrl(server, into);
     try {
       await writeFile(file, good.slice(0, 40));
       const st = await cli(['status', '--repository-only', '--json', '--target', name]);
@@ -521,7 +521,7 @@ describe('restore to a moment', () => {
         await writeFile(path.join(folder, f), text.replace(/"lsn":\s*"[0-9A-F]+\//, '"lsn": "9/'));
       }
       const into = `pitr_nobase_${Date.now() % 100000}`;
-      const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+      const url = dbUrl(server, into);
       const r = await runCli(
         [
           'restore',
@@ -580,7 +580,7 @@ describe('restore to a moment', () => {
     // written before this test: the rebuilt state is its state now.
     await live.query("UPDATE keyed SET v = 'just now' WHERE k = 2");
     const into = `pitr_now_${Date.now() % 100000}`;
-    const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+    const url = dbUrl(server, into);
     const r = await runCli(
       ['restore', name, '--at', 'now', '--to', url, '--create', '--confirm', into],
       {
@@ -641,7 +641,7 @@ describe('restore to a moment', () => {
     let restores = 0;
     const restoresLater = async () => {
       const into = `pitr_pruned_${restores++}_${Date.now() % 100000}`;
-      const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+      const url = dbUrl(server, into);
       const r = await runCli(
         [
           'restore',

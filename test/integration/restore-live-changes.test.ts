@@ -11,7 +11,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
-import { freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
+import { url as dbUrl, freshDatabase, runCli, sql, tempDir, testServers } from '../harness/pg.js';
 
 const server = testServers().find((s) => s.major === 15)!;
 
@@ -293,7 +293,7 @@ describe('restore --table --where into a table changed since the snapshot', () =
     expect(qualified.code, qualified.stderr).toBe(0);
     expect(JSON.parse(qualified.stdout).plan.tables[0]).toMatchObject({ skip: 4 });
     const into = `where_${Date.now() % 100000}`;
-    const url = `postgres://postgres:${encodeURIComponent(server.password)}@${server.host}:${server.port}/${into}`;
+    const url = dbUrl(server, into);
     const empty = await cli([
       'restore',
       'latest',
