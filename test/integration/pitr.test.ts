@@ -443,6 +443,8 @@ describe('restore to a moment', () => {
     const cli = (args: string[]) => runCli([...args, '--repo', copy], { cwd: dir, env });
     const into = `pitr_torn_${Date.now() % 100000}`;
     const url = dbUrl(server, into);
+    const restoreAt = () =>
+      cli(['restore', name, '--at', moments[1]!.at, '--to', url, '--create', '--confirm', into]);
     try {
       await writeFile(file, good.slice(0, 40));
       const st = await cli(['status', '--repository-only', '--json', '--target', name]);
@@ -457,17 +459,7 @@ describe('restore to a moment', () => {
           message: expect.stringContaining('capture.json is damaged (it is not JSON'),
         }),
       );
-      const at = await cli([
-        'restore',
-        name,
-        '--at',
-        moments[1]!.at,
-        '--to',
-        url,
-        '--create',
-        '--confirm',
-        into,
-      ]);
+      const at = await restoreAt();
       expect(at.code, at.stderr).toBe(ExitCode.damaged);
       expect(at.stderr).toContain('capture.json is damaged');
       const h = await cli(['history', 'keyed', '4', '--target', name]);
@@ -480,17 +472,7 @@ describe('restore to a moment', () => {
       const incomplete = await cli(['check']);
       expect(incomplete.code).toBe(ExitCode.damaged);
       expect(incomplete.stdout + incomplete.stderr).toContain('startLsn missing or not valid');
-      const at2 = await cli([
-        'restore',
-        name,
-        '--at',
-        moments[1]!.at,
-        '--to',
-        url,
-        '--create',
-        '--confirm',
-        into,
-      ]);
+      const at2 = await restoreAt();
       expect(at2.code, at2.stderr).toBe(ExitCode.damaged);
 
       // Of a newer format: this build cannot check it (exit 6), and says so in status.
