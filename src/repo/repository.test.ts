@@ -30,6 +30,24 @@ describe('repository identity', () => {
     expect((await s.read('snapshots/20261121-100000-aaaa.json')).toString()).toBe('{}');
   });
 
+  it('refuses to make a repository of a location holding anything else, and writes nothing there', async () => {
+    const s = new MemoryStorage();
+    // Another tool's files, one of them where a chunk would be.
+    const chunkLike = `chunks/ab/ab${'0'.repeat(62)}`;
+    await s.write(chunkLike, Buffer.from('not ours'));
+    await s.write('notes/readme.txt', Buffer.from('hello'));
+    const err = await Repository.init(s).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'repository.not-empty', exitCode: ExitCode.repository });
+    expect((err as Error).message).toContain('holds notes/readme.txt');
+    expect((err as RepositoryError).hint).toContain('empty directory');
+    expect(await s.stat('config.json')).toBeUndefined();
+    // An existing repository with a stray file in it is still "exists".
+    const repo = new MemoryStorage();
+    await Repository.init(repo);
+    await repo.write('README', Buffer.from('x'));
+    await expect(Repository.init(repo)).rejects.toMatchObject({ code: 'repository.exists' });
+  });
+
   it('rejects a newer format version, naming both versions', async () => {
     const s = new MemoryStorage();
     await s.write(

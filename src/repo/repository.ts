@@ -39,8 +39,27 @@ export class Repository {
     readonly options: RepositoryOptions = {},
   ) {}
 
-  /** Creates a repository; refuses if the location already holds one. */
+  /**
+   * Creates a repository; refuses if the location already holds one, or
+   * holds anything a repository does not (see `foreignObject`).
+   */
   static async init(storage: Storage): Promise<Repository> {
+    let foreign: string | undefined;
+    try {
+      // (An existing repository is "exists" below, even with a stray file in it.)
+      if ((await storage.stat(CONFIG_KEY)) === undefined) foreign = await foreignObject(storage);
+    } catch (err) {
+      throw notADirectory(storage, err) ?? err;
+    }
+    if (foreign !== undefined) {
+      throw new RepositoryError(
+        'not-empty',
+        `${storage.location} is not empty and is not a Flashback repository (it holds ${foreign})`,
+        {
+          hint: 'choose an empty directory or a new one for the repository: prune deletes what it does not recognise under chunks/, and other tools may delete what Flashback writes',
+        },
+      );
+    }
     const config: RepositoryConfig = {
       format: 'flashback-repository',
       version: REPOSITORY_FORMAT_VERSION,
@@ -110,6 +129,34 @@ export class Repository {
     }
     return new Repository(storage, config, options);
   }
+}
+
+/** The first path segments of everything a repository holds (docs/REPOSITORY.md, "Layout"). */
+const REPOSITORY_ENTRIES = new Set([
+  CONFIG_KEY,
+  'targets',
+  'chunks',
+  'snapshots',
+  'locks',
+  'serve',
+  'runs',
+  'changes',
+]);
+
+/**
+ * The key of an object at the location that no repository holds, if any.
+ * A repository that lost only its `config.json` holds nothing foreign, so
+ * `init` may give it a new one; another tool's directory (or a home
+ * directory) does, and must not become a repository: the two would delete
+ * each other's files. Lists everything only when nothing foreign is found
+ * early, i.e. for an empty location (at once) or such a damaged repository.
+ */
+async function foreignObject(storage: Storage): Promise<string | undefined> {
+  for await (const obj of storage.list('')) {
+    const first = obj.key.split('/', 1)[0]!;
+    if (!REPOSITORY_ENTRIES.has(first)) return obj.key;
+  }
+  return undefined;
 }
 
 /** Whether the location holds any of a repository's data. */

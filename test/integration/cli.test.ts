@@ -1,6 +1,6 @@
 /** The `flashback` command as users run it: output, JSON, exit codes, and no leaked passwords. */
 import { execFile, spawn } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -52,6 +52,23 @@ describe('flashback targets, init and accept', () => {
     expect(again.stdout).toContain(`kept ${path.join(dir, 'flashback.yaml')}`);
     expect(again.stdout).toMatch(/using existing repository .*flashback-repo/);
     expect(await readFile(path.join(dir, 'flashback.yaml'), 'utf8')).toBe(text);
+  });
+
+  it('init refuses a directory holding files of its own, exit 6, and leaves it as it was', async () => {
+    const own = await tempDir();
+    try {
+      const other = path.join(own.dir, 'other-backups');
+      await mkdir(path.join(other, '.cache'), { recursive: true });
+      await writeFile(path.join(other, '.cache', 'state'), 'x');
+      const r = await runCli(['init', '--repo', other], { cwd: own.dir });
+      expect(r.code).toBe(ExitCode.repository);
+      expect(r.stderr).toContain(`${other} is not empty and is not a Flashback repository`);
+      expect(await readdir(other)).toEqual(['.cache']);
+      // The starter configuration is not written either.
+      expect(await readdir(own.dir)).toEqual(['other-backups']);
+    } finally {
+      await own.cleanup();
+    }
   });
 
   it('init beside a configuration written by hand creates the repository it names and keeps the file', async () => {

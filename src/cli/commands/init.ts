@@ -21,7 +21,8 @@ export function registerInit(program: Command, context: (cmd: Command) => CliCon
       `
 The file goes to --config PATH, FLASHBACK_CONFIG, or ./flashback.yaml.
 The repository is --repo PATH, FLASHBACK_REPO, or ./flashback-repo beside the file.
-An existing repository at that location is kept as it is.
+An existing repository at that location is kept as it is; a location that
+holds other files is refused (exit 6): choose an empty or new directory.
 When the file exists already, it is kept (--force overwrites it with the
 starter) and only the repository it names is created: a hand-written or
 deployed configuration needs nothing else.`,
