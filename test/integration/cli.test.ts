@@ -6,6 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
+import { holdPruneLock } from '../harness/lock.js';
 import {
   CLI,
   freshDatabase,
@@ -321,6 +322,25 @@ describe('errors and exit codes', () => {
       );
       expect(offset.code).toBe(ExitCode.usage);
       expect(offset.stderr).toContain('--since: not a time: "2026-11-21T10:00:00+99:00"');
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('unlock exits 7 while it keeps a lock of a running process, 0 once none is left', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const repo = path.join(dir, 'repo');
+      expect((await runCli(['init', '--repo', repo], { cwd: dir })).code).toBe(ExitCode.ok);
+      const release = await holdPruneLock(repo);
+      const kept = await runCli(['unlock', '--repo', repo], { cwd: dir });
+      expect(kept.code).toBe(ExitCode.locked);
+      expect(kept.stdout).toContain('kept lock of "prune"');
+      expect(kept.stdout).toContain('its process is running');
+      await release();
+      const none = await runCli(['unlock', '--repo', repo], { cwd: dir });
+      expect(none.code).toBe(ExitCode.ok);
+      expect(none.stdout).toBe('no locks\n');
     } finally {
       await cleanup();
     }

@@ -14,6 +14,12 @@ export function registerUnlock(program: Command, context: (cmd: Command) => CliC
       'remove every lock, also of running processes (only when you know they are gone)',
     )
     .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `
+Exit 0 when no lock is left, 7 when a lock of a running process (or one on
+another host, not yet stale) was kept.`,
+    )
     .action(async (opts: { all?: boolean }, self: Command) => {
       const ctx = context(self);
       const repo = await ctx.repository();
@@ -31,6 +37,8 @@ export function registerUnlock(program: Command, context: (cmd: Command) => CliC
           );
         if (removed.length === 0 && remaining.length === 0) ctx.out('no locks\n');
       }
-      process.exitCode = ExitCode.ok;
+      // A lock kept means the repository is still locked: a script's
+      // `flashback unlock && flashback backup` must not go on as if it were not.
+      process.exitCode = remaining.length === 0 ? ExitCode.ok : ExitCode.locked;
     });
 }
