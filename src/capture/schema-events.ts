@@ -95,6 +95,22 @@ export type SchemaEvent =
    */
   | { readonly kind: 'rewrite'; readonly oid: number; readonly reason: number };
 
+/**
+ * Whether capture records the schema after a transaction holding these
+ * events (`schemas/<endlsn>.json`, docs/REPOSITORY.md): it does for each
+ * one with a readable `ddl` or `drop` event (capture.ts, its Commit case).
+ * A `rewrite` alone changes no table's columns.
+ */
+export function recordsSchema(events: readonly { readonly event: string }[]): boolean {
+  return events.some((e) => {
+    try {
+      return parseSchemaEvent(e.event).kind !== 'rewrite';
+    } catch {
+      return false; // (capture stores it as received, and records nothing for it)
+    }
+  });
+}
+
 /** Parses a message's content; throws on anything else (a damaged or foreign message). */
 export function parseSchemaEvent(content: string): SchemaEvent {
   const j = JSON.parse(content) as Record<string, unknown>;

@@ -19,7 +19,7 @@
  * changed key), not the table; the chunks stream as in any restore.
  */
 
-import { parseSchemaEvent, type SchemaEvent } from '../capture/schema-events.js';
+import { parseSchemaEvent, recordsSchema, type SchemaEvent } from '../capture/schema-events.js';
 import { DamagedError, OperationError, UsageError } from '../errors.js';
 import { decodeField, encodeField, endOfFields, splitFields } from '../pg/copy-text.js';
 import type { SchemaModel } from '../pg/schema/model.js';
@@ -31,6 +31,7 @@ import {
   findCommitLsn,
   lsnText,
   lsnValue,
+  missingSchemaRecord,
   newestStoredTime,
   type ReadOptions,
   type StoredRelation,
@@ -352,7 +353,10 @@ export async function rebuildPlan(
     return {
       schema,
       manifest,
-      overlay: await buildOverlay({ ...plan, manifest }, { schema, onProgress, only }),
+      overlay: await buildOverlay(
+        { ...plan, manifest },
+        { schema, onProgress, only, requireSchemaRecords: true },
+      ),
     };
   };
   if (point.kind !== 'time') {
@@ -472,6 +476,11 @@ export async function buildOverlay(
     readonly only?: readonly string[] | undefined;
     /** Refuse a column of the snapshot's tables dropped in the window (WindowSpec). */
     readonly refuseDroppedColumns?: boolean | undefined;
+    /**
+     * The point's tables come from the log's schema records: a schema
+     * change without its record is damage (WindowSpec's `schemaRecords`).
+     */
+    readonly requireSchemaRecords?: boolean | undefined;
   } = {},
 ): Promise<Overlay> {
   const { manifest, log, point } = plan;
@@ -485,6 +494,10 @@ export async function buildOverlay(
     tablesOf: options.tablesOf,
     only: options.only,
     refuseDroppedColumns: options.refuseDroppedColumns,
+    schemaRecords:
+      options.requireSchemaRecords === true
+        ? { dir: log.dir, endLsns: (await log.schemaRecords()).map((r) => r.endLsn) }
+        : undefined,
   };
   const state = emptyWindowState();
   const tracker = options.schema?.tracker(options.only);
@@ -620,6 +633,15 @@ export interface WindowSpec {
    * memory). Absent: every table.
    */
   readonly only?: readonly string[] | undefined;
+  /**
+   * The log's schema records (its directory and their end LSNs). Given, a
+   * transaction of the window that changed the schema without one fails
+   * the reading as damage: a record deleted would otherwise go unnoticed,
+   * and the point's tables be taken from an older one.
+   */
+  readonly schemaRecords?:
+    | { readonly dir: string; readonly endLsns: readonly bigint[] }
+    | undefined;
 }
 
 /** What reading a window (or a part of it) gathers. */
@@ -707,6 +729,8 @@ export async function readWindow(
     return ov;
   };
   const snapshotOids = new Set(snapshot.tables.map((t) => t.oid));
+  const recorded =
+    spec.schemaRecords === undefined ? undefined : new Set(spec.schemaRecords.endLsns);
   const untilLsn = untilLsnOf(spec);
   let tx!: Transaction;
   let events: readonly { at: number; event: string }[] | undefined;
@@ -845,6 +869,14 @@ export async function readWindow(
         return false;
       }
       events = tx.schema;
+      if (
+        events !== undefined &&
+        recorded !== undefined &&
+        !recorded.has(tx.endLsn) &&
+        recordsSchema(events)
+      ) {
+        throw missingSchemaRecord(spec.schemaRecords!.dir, tx);
+      }
       if (events !== undefined) tracker?.beginTransaction(events.map((x) => x.event));
       e = 0;
       i = -1;

@@ -456,7 +456,7 @@ export class ChangeLog {
 
   /** Stores the schema record of a transaction (replacing one of the same position: capture may see it again after a restart). */
   async writeSchema(record: SchemaRecord): Promise<string> {
-    const key = `${this.dir}schemas/${lsnValue(record.endLsn).toString(16).padStart(16, '0')}.json`;
+    const key = schemaRecordKey(this.dir, lsnValue(record.endLsn));
     if (record.model === null) {
       // Seen again after a restart, when a later change has made it unreadable:
       // what was recorded the first time stays.
@@ -603,6 +603,31 @@ function damaged(seg: SegmentInfo, err: unknown): unknown {
 }
 
 /** The error for a change-log object that cannot be read or decoded; anything else passes unchanged. */
+/** The key of the schema record of the transaction ending at `endLsn`, in the log at `dir`. */
+export function schemaRecordKey(dir: string, endLsn: bigint): string {
+  return `${dir}schemas/${endLsn.toString(16).padStart(16, '0')}.json`;
+}
+
+/**
+ * A transaction that changed the schema, in a log without its schema
+ * record (deleted, or lost with a copy of the repository): the tables of
+ * every moment after it are not known. Damage, not "nothing changed": a
+ * reader taking an older record instead would rebuild the wrong tables.
+ */
+export function missingSchemaRecord(
+  dir: string,
+  tx: { readonly xid: number; readonly commitTime: string; readonly endLsn: bigint },
+): DamagedError {
+  const key = schemaRecordKey(dir, tx.endLsn);
+  return new DamagedError(
+    'changelog.schema-missing',
+    `change-log object ${key} is missing: transaction ${tx.xid} (committed ${tx.commitTime}) changed the schema, and the tables after it are not known`,
+    {
+      hint: 'restore the object from a copy of the repository; moments before that transaction can still be rebuilt',
+    },
+  );
+}
+
 function damagedObject(key: string, err: unknown): unknown {
   if (
     !(err instanceof ChunkFormatError) &&

@@ -975,12 +975,18 @@ async function readWindow(o: UndoOptions): Promise<{
   try {
     rebuilt = await rebuildPlan(planned, onProgress, select);
   } catch (err) {
-    // The window's start is a moment whose schema capture could not read,
-    // or the snapshot is from a Flashback that did not record OIDs: read in
-    // the snapshot's tables, as before schema changes were followed (that
-    // refuses only a table whose columns changed and whose rows are in the way).
-    const fallback = ['restore.schema-unrecorded', 'restore.schema-changed'];
-    if (!(err instanceof OperationError) || !fallback.includes(err.code)) throw err;
+    // The window's start is a moment whose schema capture could not read
+    // (or whose record is lost), or the snapshot is from a Flashback that
+    // did not record OIDs: read in the snapshot's tables, as before schema
+    // changes were followed (that refuses only a table whose columns
+    // changed and whose rows are in the way).
+    const fallback = [
+      'restore.schema-unrecorded',
+      'restore.schema-changed',
+      'changelog.schema-missing',
+    ];
+    if (!(err instanceof OperationError || err instanceof DamagedError)) throw err;
+    if (!fallback.includes(err.code)) throw err;
     rebuilt = {
       manifest: planned.manifest,
       overlay: await buildOverlay(planned, { onProgress, only: select?.(planned.manifest) }),

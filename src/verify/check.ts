@@ -16,6 +16,8 @@
  * Runs under a shared lock, so prune cannot delete chunks mid-check. The
  * result is plain data; cli/ prints it and maps it to exit codes.
  */
+
+import { recordsSchema } from '../capture/schema-events.js';
 import {
   DamagedError,
   FlashbackError,
@@ -24,7 +26,13 @@ import {
   RepositoryError,
   UsageError,
 } from '../errors.js';
-import { ChangeLog } from '../repo/changelog.js';
+import {
+  ChangeLog,
+  lsnValue,
+  missingSchemaRecord,
+  scanTransactions,
+  schemaRecordKey,
+} from '../repo/changelog.js';
 import { ChunkError, ChunkStore, chunkKey } from '../repo/chunks.js';
 import { HEADER_SIZE } from '../repo/codec.js';
 import { readKnownDamage } from '../repo/damage.js';
@@ -388,8 +396,11 @@ async function run(
     const log = ChangeLog.inDirectory(storage, scope) ?? new ChangeLog(storage, scope);
     let firstSegment = 1;
     let described = true;
+    let startLsn: string | undefined;
+    const findingsBefore = findings.length;
     try {
       const info = await log.info();
+      startLsn = info?.startLsn;
       described = info !== undefined;
       firstSegment = info?.firstSegment ?? 1;
     } catch (err) {
@@ -466,6 +477,27 @@ async function run(
         });
       }
     });
+    // Every transaction that changed the schema has its schema record
+    // (restore --at takes the tables of a moment from it). Only a whole,
+    // undamaged log can tell: its transactions are read across segments.
+    if (percent >= 100 && findings.length === findingsBefore && startLsn !== undefined) {
+      const recorded = new Set(schemas.map((r) => r.endLsn));
+      await scanTransactions(log, { fromLsn: lsnValue(startLsn) }, (tx) => {
+        interrupted();
+        if (tx.schema !== undefined && !recorded.has(tx.endLsn) && recordsSchema(tx.schema)) {
+          const err = missingSchemaRecord(log.dir, tx);
+          findings.push({
+            severity: 'error',
+            kind: 'changelog-missing',
+            snapshots: [],
+            object: schemaRecordKey(log.dir, tx.endLsn),
+            message: `the change log of ${log.label} lacks a schema record: ${err.message}`,
+            hint: err.hint,
+          });
+        }
+        return undefined;
+      });
+    }
   }
 
   const rank: Record<CheckSeverity, number> = { error: 0, warning: 1, info: 2 };

@@ -11,13 +11,14 @@
  * moment after the second is rebuilt.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { to as copyTo } from 'pg-copy-streams';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readGeneration } from '../../src/capture/schema-events.js';
+import { ExitCode } from '../../src/errors.js';
 import type { PgClient } from '../../src/pg/connect.js';
-import { ChangeLog } from '../../src/repo/changelog.js';
+import { ChangeLog, lsnValue } from '../../src/repo/changelog.js';
 import { runScope } from '../../src/repo/runs.js';
 import { LocalStorage } from '../../src/storage/local.js';
 import {
@@ -214,7 +215,11 @@ for (const server of testServers().filter((s) => s.major === 15 || s.major === 1
         INSERT INTO keyed_later VALUES (6, 'x6');
         COMMIT`);
       await record();
-      // 5: a rewrite: the retyped values are not in the log.
+      // 5: one column added (its schema record is the one a test loses).
+      await live.query("ALTER TABLE acct ADD COLUMN lost text DEFAULT 'l'");
+      await live.query("UPDATE acct SET lost = 'set' WHERE id = 4");
+      await record();
+      // 6: a rewrite: the retyped values are not in the log.
       rewriteLsn = await position(live);
       await live.query(
         'ALTER TABLE memo ALTER COLUMN flag TYPE int USING (CASE WHEN flag THEN 10 ELSE 0 END)',
@@ -233,7 +238,7 @@ for (const server of testServers().filter((s) => s.major === 15 || s.major === 1
     });
 
     it('rebuilds each moment: the tables as they were, every row', async () => {
-      for (const [i, m] of moments.slice(0, 5).entries()) {
+      for (const [i, m] of moments.slice(0, 6).entries()) {
         const into = `ddl_${server.major}_${i}_${Date.now() % 100000}`;
         const r = await restoreAt(m.lsn, into);
         expect(r.code, r.stderr).toBe(0);
@@ -245,7 +250,7 @@ for (const server of testServers().filter((s) => s.major === 15 || s.major === 1
         }
       }
       // The moments are different states (the test would not notice a rebuild stuck at one).
-      expect(new Set(moments.slice(0, 5).map((m) => JSON.stringify(m.tables))).size).toBe(5);
+      expect(new Set(moments.slice(0, 6).map((m) => JSON.stringify(m.tables))).size).toBe(6);
     });
 
     it('makes a snapshot from the log across the changes, restored like a direct one', async () => {
@@ -269,7 +274,7 @@ for (const server of testServers().filter((s) => s.major === 15 || s.major === 1
 
     it('refuses a moment after a table rewrite, naming it, and creates nothing', async () => {
       const into = `ddl_${server.major}_rw_${Date.now() % 100000}`;
-      const r = await restoreAt(moments[5]!.lsn, into);
+      const r = await restoreAt(moments[6]!.lsn, into);
       expect(r.code).not.toBe(0);
       // From the first snapshot the rewrite is met in the log; from the one
       // made from the log (it has the boolean column) the retype is seen first.
@@ -282,6 +287,41 @@ for (const server of testServers().filter((s) => s.major === 15 || s.major === 1
       // Just before the rewrite is still a moment like any other.
       const ok = await restoreAt(rewriteLsn, `${into}_before`);
       expect(ok.code, ok.stderr).toBe(0);
+    });
+
+    it('fails as damage (exit 8) when a schema record is lost, naming it; check --read-data finds it', async () => {
+      // The record of moment 5's column: without it, the schema of moment 4
+      // (recorded) was taken for moment 5.
+      const log = new ChangeLog(new LocalStorage(path.join(dir, 'repo')), runScope(name));
+      const [from, to] = [lsnValue(moments[4]!.lsn), lsnValue(moments[5]!.lsn)];
+      const refs = (await log.schemaRecords()).filter((r) => r.endLsn > from && r.endLsn <= to);
+      expect(refs).toHaveLength(1);
+      const ref = refs[0]!;
+      const file = path.join(dir, 'repo', ref.key);
+      const aside = `${file}.aside`;
+      await rename(file, aside);
+      try {
+        const into = `ddl_${server.major}_lost_${Date.now() % 100000}`;
+        const r = await restoreAt(moments[5]!.lsn, into);
+        expect(r.code, r.stderr).toBe(ExitCode.damaged);
+        expect(r.stderr).toContain(`change-log object ${ref.key} is missing`);
+        expect(r.stderr).toContain('changed the schema');
+        const exists = await live.query('SELECT 1 FROM pg_database WHERE datname = $1', [into]);
+        expect(exists.rowCount).toBe(0);
+        // Moments before that transaction need no record of it.
+        const before = await restoreAt(moments[4]!.lsn, `${into}_b`);
+        expect(before.code, before.stderr).toBe(0);
+        const c = await runCli(['check', '--read-data', '--json'], { cwd: dir, env });
+        expect(c.code).toBe(ExitCode.damaged);
+        const findings = (JSON.parse(c.stdout) as { findings: { kind: string; object: string }[] })
+          .findings;
+        expect(findings).toEqual([
+          expect.objectContaining({ kind: 'changelog-missing', object: ref.key }),
+        ]);
+      } finally {
+        await rename(aside, file);
+      }
+      expect((await runCli(['check', '--read-data'], { cwd: dir, env })).code).toBe(0);
     });
 
     it.runIf(server.major === 17)(
