@@ -20,7 +20,7 @@ import type { ResolvedTarget } from '../config/targets.js';
 import { DamagedError, InterruptedError, OperationError, RepositoryError } from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, identityRefusal } from '../guard/identity.js';
-import { connect, type PgClient } from '../pg/connect.js';
+import { connect, type PgClient, serverRefusal } from '../pg/connect.js';
 import { CopyOut, tableCopySql } from '../pg/copy-out.js';
 import type { SlotWait } from '../pg/replication/slot-wait.js';
 import type { SchemaModel, TableModel } from '../pg/schema/model.js';
@@ -370,7 +370,8 @@ async function copyTable(
     throw new OperationError(
       'backup.copy',
       `backup of table ${qualify(t.schema, t.name)} failed: ${(err as Error).message}`,
-      { cause: err },
+      // (A privilege or row-level security: what to grant.)
+      { cause: err, hint: serverRefusal(err)?.hint },
     );
   }
   return {

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { ExitCode, FlashbackError, UsageError } from '../errors.js';
 import { overlayMemoryBlocks } from '../history/arena.js';
+import { serverRefusal } from '../pg/connect.js';
 import { redact } from '../secrets.js';
 import { VERSION } from '../version.js';
 import { registerBackup } from './commands/backup.js';
@@ -125,6 +126,8 @@ export function reportError(err: unknown, io: CliIO, debug: boolean, json: boole
     );
     return ExitCode.usage;
   }
+  // (A server's refusal that says what to fix is not a bug in Flashback.)
+  if (!(err instanceof FlashbackError)) err = serverRefusal(err) ?? err;
   if (err instanceof FlashbackError) {
     printJson(err.code, err.message, err.exitCode, err.hint);
     let text = `flashback: error: ${err.message}\n`;

@@ -86,6 +86,7 @@ export async function runChecks(
     ),
     await checkReplicationRole(client),
     await checkSelectPrivilege(client),
+    await checkRowSecurity(client),
     await checkReplicaIdentity(client),
     await checkUnlogged(client),
     await checkLargeObjects(client),
@@ -269,10 +270,13 @@ const USER_RELATIONS = `
    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
 
 async function checkSelectPrivilege(client: PgClient): Promise<Finding> {
-  const r = await client.query<{ name: string; kind: string }>(
-    `SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relkind::text AS kind ${USER_RELATIONS}
+  // (SELECT on a table is not enough: without USAGE on its schema the
+  // backup's LOCK TABLE is refused all the same.)
+  const r = await client.query<{ name: string; kind: string; usage: string }>(
+    `SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relkind::text AS kind,
+            has_schema_privilege(n.oid, 'USAGE') AS usage ${USER_RELATIONS}
        AND c.relkind IN ('r', 'p', 'm', 'S')
-       AND NOT has_table_privilege(c.oid, 'SELECT')
+       AND NOT (has_table_privilege(c.oid, 'SELECT') AND has_schema_privilege(n.oid, 'USAGE'))
      ORDER BY 1`,
   );
   if (r.rows.length === 0) {
@@ -286,8 +290,43 @@ async function checkSelectPrivilege(client: PgClient): Promise<Finding> {
     check: 'select-privilege',
     severity: 'critical',
     summary: `the role cannot read ${r.rows.length} table(s) or sequence(s): a backup would fail`,
-    details: r.rows.map((row) => `${row.name}${row.kind === 'S' ? ' (sequence)' : ''}`),
-    fix: 'GRANT pg_read_all_data TO <role>; or GRANT SELECT ON ALL TABLES IN SCHEMA <schema> TO <role> (and ON ALL SEQUENCES)',
+    details: r.rows.map(
+      (row) =>
+        `${row.name}${row.kind === 'S' ? ' (sequence)' : ''}${row.usage === 't' ? '' : ' (no USAGE on its schema)'}`,
+    ),
+    fix: 'GRANT pg_read_all_data TO <role>; or GRANT USAGE ON SCHEMA <schema> TO <role> and GRANT SELECT ON ALL TABLES IN SCHEMA <schema> TO <role> (and ON ALL SEQUENCES)',
+  };
+}
+
+/**
+ * Tables whose row-level security applies to the role: a backup reads with
+ * row_security off, so the server refuses them rather than hide rows, and
+ * the backup fails. Owners are exempt unless the table forces it.
+ */
+async function checkRowSecurity(client: PgClient): Promise<Finding> {
+  const r = await client.query<{ name: string; forced: string; usr: string }>(
+    `SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relforcerowsecurity AS forced,
+            current_user AS usr ${USER_RELATIONS}
+       AND c.relkind IN ('r', 'p') AND c.relrowsecurity
+       AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+       AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
+     ORDER BY 1`,
+  );
+  if (r.rows.length === 0) {
+    return {
+      check: 'row-security',
+      severity: 'ok',
+      summary: 'no row-level security applies to the role',
+    };
+  }
+  return {
+    check: 'row-security',
+    severity: 'critical',
+    summary: `row-level security applies to the role on ${r.rows.length} table(s): a backup would fail on them (Flashback reads every row or none, never the rows a policy lets through)`,
+    details: r.rows.map(
+      (row) => `${row.name}${row.forced === 't' ? ' (FORCE ROW LEVEL SECURITY)' : ''}`,
+    ),
+    fix: `ALTER ROLE ${quoteIdent(r.rows[0]!.usr)} BYPASSRLS`,
   };
 }
 
@@ -363,8 +402,8 @@ async function checkLargeObjects(client: PgClient): Promise<Finding> {
   return {
     check: 'large-objects',
     severity: 'warning',
-    summary: `${n} large object(s): logical decoding does not carry large objects, so changes to them are not in the change log`,
-    fix: 'store such data in bytea columns, or rely on snapshots alone for it',
+    summary: `${n} large object(s): Flashback does not back them up (a backup names them as not reproducible), and logical decoding does not carry them into the change log`,
+    fix: 'store such data in bytea columns, or back large objects up with another tool (pg_dump --blobs)',
   };
 }
 

@@ -4,6 +4,7 @@
  * metrics and alerts. Used by the commands and by `serve` alike.
  */
 import { FlashbackError } from '../errors.js';
+import { serverRefusal } from '../pg/connect.js';
 import type { Repository } from '../repo/repository.js';
 import {
   type NewRun,
@@ -122,6 +123,7 @@ export async function recordRun<T>(
 
 /** An error as a record keeps it: the code and message a user saw. */
 export function describeError(err: unknown): { code: string; message: string } {
+  if (!(err instanceof FlashbackError)) err = serverRefusal(err) ?? err;
   if (err instanceof FlashbackError) return { code: err.code, message: err.message };
   return { code: 'internal', message: err instanceof Error ? err.message : String(err) };
 }

@@ -7,7 +7,7 @@
 import net from 'node:net';
 import pg from 'pg';
 import type { ConnectionParams, ResolvedTarget } from '../config/targets.js';
-import { TargetUnreachableError } from '../errors.js';
+import { OperationError, TargetUnreachableError } from '../errors.js';
 import { redact } from '../secrets.js';
 
 /** A connected client. Values of every type are returned as strings (or null). */
@@ -305,4 +305,52 @@ export function serverErrorText(err: unknown): string {
   const e = err as { message?: string; detail?: string };
   const message = e.message ?? String(err);
   return e.detail === undefined || e.detail === '' ? message : `${message}: ${e.detail}`;
+}
+
+/**
+ * A server error that reached the top of a command unhandled, as the
+ * failure it is when it says something about the environment, not about
+ * Flashback: the role lacks a privilege (42501), the server is short of a
+ * resource (class 53: disk, memory, connections), was shut down or
+ * cancelled the statement (57), failed an I/O (58), lost the connection
+ * (08), gave up on a lock or a conflicting transaction (55P03, 40), or is
+ * read-only (25006: a standby). An OperationError (exit 1) with a hint;
+ * undefined for anything else (a statement Flashback built wrong stays an
+ * internal error, exit 70, to be reported).
+ */
+export function serverRefusal(err: unknown): OperationError | undefined {
+  if (!(err instanceof pg.DatabaseError) || typeof err.code !== 'string') return undefined;
+  const state = err.code;
+  const hint = refusalHint(state, err.message);
+  if (hint === undefined) return undefined;
+  return new OperationError(
+    'server.refused',
+    `the server refused: ${serverErrorText(err)} (SQLSTATE ${state})`,
+    { hint, cause: err },
+  );
+}
+
+function refusalHint(state: string, message: string): string | undefined {
+  if (state === '42501') {
+    if (/row-level security/.test(message)) {
+      return 'row-level security applies to the role Flashback connects as, and Flashback never reads or writes past it silently: ALTER ROLE <role> BYPASSRLS, or connect as a role that has it';
+    }
+    if (/create database/.test(message)) {
+      return 'the role needs CREATEDB (ALTER ROLE <role> CREATEDB), or create the database first and restore without --create';
+    }
+    return 'grant the role Flashback connects as that privilege, or connect as a role that has it (`flashback doctor TARGET` lists what backups and capture need)';
+  }
+  if (state === '25006')
+    return 'the server is read-only (a standby, or default_transaction_read_only): write to the primary';
+  if (state === '55P03' || state.startsWith('40'))
+    return 'another transaction was in the way: run the command again';
+  if (state.startsWith('53'))
+    return 'the server ran out of a resource (disk space, memory or connections): free it and run the command again';
+  if (state.startsWith('57'))
+    return 'the server cancelled the statement or shut down: run the command again once it is up';
+  if (state.startsWith('58'))
+    return "the server's system failed (an I/O error): see the server's log";
+  if (state.startsWith('08'))
+    return 'the connection to the server failed: run the command again once it is reachable';
+  return undefined;
 }

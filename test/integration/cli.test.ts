@@ -544,6 +544,61 @@ describe('errors and exit codes', () => {
   });
 });
 
+describe("a server's refusal", () => {
+  it('is a failure naming what to grant (exit 1), not an internal error, in the output and in status', async () => {
+    const { dir, cleanup } = await tempDir();
+    const db = await freshDatabase(pg15, 'refuse');
+    const role = `lim_${Math.random().toString(16).slice(2, 8)}`;
+    try {
+      await sql(
+        pg15,
+        db,
+        `CREATE SCHEMA priv; CREATE TABLE priv.t (id int PRIMARY KEY); INSERT INTO priv.t VALUES (1);
+         CREATE ROLE ${role} LOGIN REPLICATION PASSWORD 'pw-lim'; GRANT SELECT ON priv.t TO ${role}`,
+      );
+      expect((await runCli(['init', '--repo', 'repo'], { cwd: dir })).code).toBe(ExitCode.ok);
+      await writeFile(
+        path.join(dir, 'flashback.yaml'),
+        `repository: repo\ntargets:\n  lim:\n    host: ${pg15.host}\n    port: ${pg15.port}\n    database: ${db}\n    user: ${role}\n    password_env: PW_LIM\n    protected: false\n`,
+      );
+      const env = { PW_LIM: 'pw-lim' };
+      // SELECT on the table, no USAGE on its schema.
+      const b = await runCli(['backup', 'lim'], { cwd: dir, env });
+      expect(b.code, b.stderr).toBe(ExitCode.failed);
+      expect(b.stderr).toContain('permission denied for schema priv');
+      expect(b.stderr).toContain('hint: grant the role Flashback connects as that privilege');
+      expect(b.stderr).not.toContain('internal error');
+      const st = await runCli(['status', '--target', 'lim', '--json'], { cwd: dir, env });
+      expect(st.stdout).toContain('permission denied for schema priv');
+      expect(st.stdout).not.toContain('"internal"');
+      // Granted, the backup works; a restore --create by a role without CREATEDB is refused.
+      await sql(pg15, db, `GRANT USAGE ON SCHEMA priv TO ${role}`);
+      const ok = await runCli(['backup', 'lim', '--json'], { cwd: dir, env });
+      expect(ok.code, ok.stderr).toBe(ExitCode.ok);
+      const into = `${db}_copy`;
+      const r = await runCli(
+        [
+          'restore',
+          JSON.parse(ok.stdout).snapshot,
+          '--to',
+          `postgres://${role}@${pg15.host}:${pg15.port}/${into}`,
+          '--create',
+          '--confirm',
+          into,
+        ],
+        { cwd: dir, env: { PGPASSWORD: 'pw-lim' } },
+      );
+      expect(r.code, r.stderr).toBe(ExitCode.failed);
+      expect(r.stderr).toContain('permission denied to create database');
+      expect(r.stderr).toContain('CREATEDB');
+    } finally {
+      await sql(pg15, 'postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+      await sql(pg15, 'postgres', `DROP ROLE IF EXISTS ${role}`);
+      await cleanup();
+    }
+  });
+});
+
 describe('library', () => {
   it('is importable as "flashback" with its typed API', async () => {
     const root = new URL('../..', import.meta.url);

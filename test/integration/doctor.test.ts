@@ -54,7 +54,10 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
        CREATE SEQUENCE seq_s;
        SELECT lo_from_bytea(0, '\\x00ff');
        CREATE ROLE ${role} LOGIN PASSWORD '${rolePw}';
-       GRANT SELECT ON ok_t TO ${role};`,
+       GRANT SELECT ON ok_t TO ${role};
+       CREATE SCHEMA priv; CREATE TABLE priv.t (id int PRIMARY KEY); GRANT SELECT ON priv.t TO ${role};
+       CREATE TABLE sec (id int PRIMARY KEY); ALTER TABLE sec ENABLE ROW LEVEL SECURITY;
+       GRANT SELECT ON sec TO ${role};`,
       );
     });
     afterAll(async () => {
@@ -82,7 +85,8 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
         details: ['public.scratch_u'],
       });
       expect(f['large-objects']?.severity).toBe('warning');
-      expect(f['large-objects']?.summary).toMatch(/^1 large object/);
+      expect(f['large-objects']?.summary).toMatch(/^1 large object.*does not back them up/);
+      expect(f['row-security']?.severity).toBe('ok'); // (a superuser bypasses it)
       expect(f['replica-identity']?.fix).toContain('ADD PRIMARY KEY');
       // The human form says the same, with the fix.
       const h = await runCli(['doctor', asSuper(db)], { env });
@@ -148,6 +152,15 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
         ]),
       );
       expect(f['select-privilege']?.details).not.toContain('public.ok_t');
+      // SELECT without USAGE on the schema: a backup's LOCK TABLE is refused.
+      expect(f['select-privilege']?.details).toContain('priv.t (no USAGE on its schema)');
+      expect(f['select-privilege']?.fix).toContain('GRANT USAGE ON SCHEMA');
+      // Row-level security the role does not bypass: a backup fails on the table.
+      expect(f['row-security']).toMatchObject({
+        severity: 'critical',
+        details: ['public.sec'],
+        fix: `ALTER ROLE ${role} BYPASSRLS`,
+      });
     });
   },
 );
