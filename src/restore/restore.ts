@@ -1284,13 +1284,40 @@ async function createDatabase(
         });
       }
     }
-    await admin.query(
-      `CREATE DATABASE ${quoteIdent(target.connection.database)} TEMPLATE template0 ENCODING ${quoteLiteral(manifest.encoding)} LC_COLLATE ${quoteLiteral(manifest.collate)} LC_CTYPE ${quoteLiteral(manifest.ctype)}${localeClause(manifest)}`,
-    );
+    const name = target.connection.database;
+    await admin
+      .query(
+        `CREATE DATABASE ${quoteIdent(name)} TEMPLATE template0 ENCODING ${quoteLiteral(manifest.encoding)} LC_COLLATE ${quoteLiteral(manifest.collate)} LC_CTYPE ${quoteLiteral(manifest.ctype)}${localeClause(manifest)}`,
+      )
+      .catch((err: unknown) => {
+        throw createFailed(name, manifest, err);
+      });
     return true;
   } finally {
     await admin.end().catch(() => {});
   }
+}
+
+/**
+ * CREATE DATABASE refused: most often the server lacks the source's locale
+ * (or its encoding does not go with it), which only the server's
+ * administrator can change; or the role may not create databases.
+ */
+function createFailed(name: string, m: SnapshotManifest, err: unknown): unknown {
+  const state = (err as { code?: unknown }).code;
+  if (typeof state !== 'string' || !/^[0-9A-Z]{5}$/.test(state)) return err;
+  const locale = `encoding ${m.encoding}, LC_COLLATE ${m.collate}, LC_CTYPE ${m.ctype}${m.localeProvider === undefined ? '' : `, ${m.localeProvider} locale ${m.locale ?? ''}`}`;
+  const hint =
+    state === '42501'
+      ? 'the role needs CREATEDB (ALTER ROLE <role> CREATEDB), or create the database first and restore without --create'
+      : /locale|encoding|collat/i.test((err as Error).message)
+        ? `the target server lacks what the source's database uses (${locale}): install that locale on the server's machine (e.g. locale-gen) and restart PostgreSQL, or create the database yourself with a locale the server has and restore into it without --create`
+        : undefined;
+  return new OperationError(
+    'restore.create-database',
+    `creating database "${name}" failed: ${serverErrorText(err)}`,
+    { hint, cause: err },
+  );
 }
 
 /**

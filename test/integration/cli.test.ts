@@ -6,9 +6,12 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
+import { SnapshotStore } from '../../src/repo/snapshots.js';
+import { LocalStorage } from '../../src/storage/local.js';
 import { holdPruneLock } from '../harness/lock.js';
 import {
   CLI,
+  url as dbUrl,
   freshDatabase,
   runCli,
   sql,
@@ -591,6 +594,19 @@ describe("a server's refusal", () => {
       expect(r.code, r.stderr).toBe(ExitCode.failed);
       expect(r.stderr).toContain('permission denied to create database');
       expect(r.stderr).toContain('CREATEDB');
+      // A snapshot of a database whose locale the target server lacks.
+      const store = new SnapshotStore(new LocalStorage(path.join(dir, 'repo')));
+      const m = await store.read(JSON.parse(ok.stdout).snapshot);
+      const foreign = { ...m, id: `${m.id.slice(0, -4)}ffff`, collate: 'xx_XX.nowhere' };
+      await store.commit(foreign);
+      const l = await runCli(
+        ['restore', foreign.id, '--to', dbUrl(pg15, into), '--create', '--confirm', into],
+        { cwd: dir },
+      );
+      expect(l.code, l.stderr).toBe(ExitCode.failed);
+      expect(l.stderr).toContain(`creating database "${into}" failed: invalid locale name`);
+      expect(l.stderr).toContain('LC_COLLATE xx_XX.nowhere');
+      expect(l.stderr).toContain('install that locale');
     } finally {
       await sql(pg15, 'postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
       await sql(pg15, 'postgres', `DROP ROLE IF EXISTS ${role}`);
