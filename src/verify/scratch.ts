@@ -70,8 +70,8 @@ export async function embeddedScratch(major: number): Promise<Scratch> {
     description: `embedded PostgreSQL ${major}`,
     database: target,
     async prepareRoles(schema) {
-      const { owners, grants } = referencedRoles(schema);
-      const wanted = [...new Set([...owners, ...grants])].filter(
+      const { owners, grants, policies } = referencedRoles(schema);
+      const wanted = [...new Set([...owners, ...grants, ...policies])].filter(
         (r) => r.toLowerCase() !== 'public',
       );
       const c = await connect(target('postgres'));

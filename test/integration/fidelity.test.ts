@@ -138,8 +138,13 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
         other,
         `CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t OWNER TO postgres`,
       );
-      await sql(server, 'postgres', 'CREATE ROLE fid_gone_owner');
-      await sql(server, other, 'ALTER TABLE t OWNER TO fid_gone_owner');
+      await sql(server, 'postgres', 'CREATE ROLE fid_gone_owner; CREATE ROLE fid_gone_reader');
+      await sql(
+        server,
+        other,
+        `ALTER TABLE t OWNER TO fid_gone_owner; ALTER TABLE t ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY readers ON t FOR SELECT TO fid_gone_reader USING (id < 10)`,
+      );
       await writeFile(
         path.join(dir, 'roles.yaml'),
         `repository: ./repo\ntargets:\n${target('r', other)}${target('r2', `${other}_copy`)}`,
@@ -149,8 +154,8 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
         env,
       });
       expect(b.code, b.stderr).toBe(0);
-      await sql(server, other, 'ALTER TABLE t OWNER TO postgres');
-      await sql(server, 'postgres', 'DROP ROLE fid_gone_owner');
+      await sql(server, other, 'ALTER TABLE t OWNER TO postgres; DROP POLICY readers ON t');
+      await sql(server, 'postgres', 'DROP ROLE fid_gone_owner; DROP ROLE fid_gone_reader');
       const id = JSON.parse(b.stdout).snapshot;
       const refused = await runCli(
         ['restore', id, '--to', 'r2', '--create', '--config', 'roles.yaml'],
@@ -158,9 +163,28 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
       );
       expect(refused.code).toBe(3);
       expect(refused.stderr).toContain(
-        'the snapshot refers to roles that do not exist on the target: fid_gone_owner',
+        'the snapshot refers to roles that do not exist on the target: fid_gone_owner, fid_gone_reader',
       );
       expect(refused.stderr).toContain('--no-owner');
+      // A policy's role is needed with --no-acl too: refused up front, not halfway.
+      const policy = await runCli(
+        [
+          'restore',
+          id,
+          '--to',
+          'r2',
+          '--create',
+          '--no-owner',
+          '--no-acl',
+          '--config',
+          'roles.yaml',
+        ],
+        { cwd: dir, env },
+      );
+      expect(policy.code, policy.stderr).toBe(3);
+      expect(policy.stderr).toContain('do not exist on the target: fid_gone_reader');
+      expect(policy.stderr).toContain('must exist whatever --no-acl says');
+      await sql(server, 'postgres', 'CREATE ROLE fid_gone_reader');
       // Nothing half-made remains: the database created for the restore is gone again.
       expect(
         await sql(server, 'postgres', `SELECT 1 FROM pg_database WHERE datname = '${other}_copy'`),
@@ -170,6 +194,8 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
         { cwd: dir, env },
       );
       expect(ok.code, ok.stderr).toBe(0);
+      await sql(server, `${other}_copy`, 'DROP POLICY readers ON t');
+      await sql(server, 'postgres', 'DROP ROLE fid_gone_reader');
     });
   },
 );

@@ -77,7 +77,10 @@ export function registerRestore(program: Command, context: (cmd: Command) => Cli
       '--no-owner',
       'leave new objects owned by the restoring role (roles are not in a snapshot)',
     )
-    .option('--no-acl', 'do not restore grants and policy roles')
+    .option(
+      '--no-acl',
+      "do not restore grants (policies' roles must still exist: a policy for another role would let other rows through)",
+    )
     .option(
       '--disable-triggers',
       "merging into existing tables: switch their user triggers off inside the restore's transaction (writers to them wait until it ends)",
