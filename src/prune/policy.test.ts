@@ -126,6 +126,14 @@ describe('retention policy', () => {
     });
   });
 
+  it('keeps the newest snapshot when no rule does: keep_within never empties a target whose backups stopped', () => {
+    const now = '2026-12-01T00:00:00Z';
+    const snaps = [snap('2026-11-20T10:00Z'), snap('2026-11-21T10:00Z'), snap('2026-11-22T10:00Z')];
+    expect(kept(plan(snaps, { keep_within: 2 * D }, { now }))).toEqual({
+      [snaps[2]!.id]: ['newest'],
+    });
+  });
+
   it('keeps what any rule keeps, listing every reason', () => {
     const snaps = [
       snap('2026-11-18T10:00Z'),

@@ -8,8 +8,9 @@
  * of each of the N most recent days (UTC) that have one, and likewise hourly,
  * weekly (ISO week), monthly and yearly; `keep_within D` keeps everything
  * newer than now − D. A snapshot kept by any rule stays. On top of the
- * policy, the newest snapshot whose latest verification passed is always
- * kept, so a prune can never leave a target without its proven restore point.
+ * policy, the newest snapshot, and the newest whose latest verification
+ * passed, are always kept, so a prune can never leave a target without a
+ * snapshot, nor without its proven restore point.
  */
 import { formatDuration } from '../config/duration.js';
 import type { RetentionConfig } from '../config/schema.js';
@@ -148,6 +149,12 @@ export function planRetention(input: RetentionInput): RetentionPlan {
 
   const newestVerified = newestFirst.find((s) => input.verified.has(s.id));
   if (newestVerified !== undefined) keep(newestVerified.id, 'newest verified');
+  // The newest snapshot stays whatever the policy says: `keep_within`
+  // counts back from now, so after backups failed for longer than it (or
+  // with nothing verified yet) it would otherwise leave the target with
+  // no snapshot at all.
+  const newest = newestFirst[0];
+  if (newest !== undefined && reasons.get(newest.id)!.length === 0) keep(newest.id, 'newest');
 
   return {
     target,
