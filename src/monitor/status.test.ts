@@ -62,6 +62,25 @@ describe('status evaluation', () => {
     expect(r.targets[0]!.findings.map((f) => f.kind)).toContain('verify-error');
   });
 
+  it('a verification that could not run does not hide the pass before it (verified, with a verify-error warning)', () => {
+    const r = evaluateStatus({
+      now: NOW,
+      config,
+      snapshots: [snap('s1', 3)],
+      runs: [
+        run('backup', 3, true, { snapshot: 's1' }),
+        run('verify', 2, true, { snapshot: 's1' }),
+        run('verify', 1, false, {
+          snapshot: 's1',
+          error: { code: 'interrupted', message: 'restore interrupted' },
+        }),
+      ],
+    });
+    const kinds = r.targets[0]!.findings.map((f) => f.kind);
+    expect(kinds).toContain('verify-error');
+    expect(kinds).not.toContain('no-verified');
+  });
+
   it('warns while the last prune failed (retention not applied), also one of the whole repository; a success clears it', () => {
     const base = [
       run('backup', 2, true, { snapshot: 's1' }),

@@ -62,6 +62,7 @@ import {
   type RunKind,
   type RunRecord,
   RunStore,
+  reachedVerdict,
   runScope,
   type UnreadableRun,
 } from '../repo/runs.js';
@@ -521,10 +522,12 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
     }
   }
 
-  // Latest verification per snapshot still in the repository.
+  // Latest verdict of a verification per snapshot still in the repository
+  // (one that could not run is the verify-error finding below).
   const latestVerify = new Map<string, RunRecord>();
   for (const r of of('verify'))
-    if (r.snapshot !== null && exists.has(r.snapshot)) latestVerify.set(r.snapshot, r);
+    if (r.snapshot !== null && exists.has(r.snapshot) && reachedVerdict(r))
+      latestVerify.set(r.snapshot, r);
   // A snapshot using a chunk known bad since does not restore, whatever its verify said.
   const broken = damagedSnapshots(input.damage ?? new Map());
   const passed = snaps.filter((s) => latestVerify.get(s.id)?.ok === true && !broken.has(s.id));

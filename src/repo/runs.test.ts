@@ -41,6 +41,26 @@ describe('run records', () => {
     expect(await runs.list({ target: 'prod', kind: 'backup' })).toEqual([]);
   });
 
+  it('counts only verifications that reached a verdict: one that could not run neither verifies nor hides a pass', async () => {
+    const runs = new RunStore(new MemoryStorage());
+    const at = (h: number) => `2026-11-21T${String(h).padStart(2, '0')}:00:00.000Z`;
+    const error = { code: 'verify.scratch', message: 'the scratch server is unreachable' };
+    // s1 passed, then a later verify could not run: still verified.
+    await runs.record(run({ kind: 'verify', snapshot: 's1', startedAt: at(10) }));
+    await runs.record(run({ kind: 'verify', snapshot: 's1', startedAt: at(11), ok: false, error }));
+    // s2 was never verified: only an attempt that could not run (tried again later).
+    await runs.record(run({ kind: 'verify', snapshot: 's2', startedAt: at(12), ok: false, error }));
+    // s3 found a difference: that is a verdict.
+    const problems = [{ table: 'public.t', kind: 'rows', message: 'rows differ' }];
+    await runs.record(
+      run({ kind: 'verify', snapshot: 's3', startedAt: at(13), ok: false, error, problems }),
+    );
+    const v = await runs.verifications();
+    expect([...v.keys()].sort()).toEqual(['s1', 's3']);
+    expect(v.get('s1')?.ok).toBe(true);
+    expect(v.get('s3')?.ok).toBe(false);
+  });
+
   it('finds the newest record of a kind, within one second by its start, past unreadable ones', async () => {
     const storage = new MemoryStorage();
     const runs = new RunStore(storage);

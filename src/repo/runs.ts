@@ -160,11 +160,16 @@ export class RunStore {
     return keys.sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
   }
 
-  /** The newest verify record of each snapshot. */
+  /**
+   * The newest verify record of each snapshot that reached a verdict
+   * (reachedVerdict): a verification that could not run says nothing of
+   * the snapshot, so it neither makes it "verified" (and never tried again)
+   * nor hides an earlier pass.
+   */
   async verifications(): Promise<Map<string, RunRecord>> {
     const out = new Map<string, RunRecord>();
     for (const r of await this.list({ kind: 'verify' })) {
-      if (r.snapshot !== null) out.set(r.snapshot, r);
+      if (r.snapshot !== null && reachedVerdict(r)) out.set(r.snapshot, r);
     }
     return out;
   }
@@ -189,6 +194,15 @@ export class RunStore {
 }
 
 const GARBLED = Symbol('garbled');
+
+/**
+ * Whether a verify record says something of its snapshot: it passed, or it
+ * found differences or damage (its problems). One that could not run (no
+ * scratch server, interrupted) has an error and no problems.
+ */
+export function reachedVerdict(r: RunRecord): boolean {
+  return r.ok || (r.problems?.length ?? 0) > 0;
+}
 
 /** A run record that exists and cannot be read: what its key tells. */
 export interface UnreadableRun {

@@ -439,15 +439,19 @@ const JOBS: Record<
     const latest = (await SnapshotStore.of(options.repo).all(job.target)).at(-1);
     const newest = unverified.find((m) => m.id === latest?.id);
     if (newest === undefined) {
+      const nothing =
+        latest === undefined
+          ? `no snapshot of "${job.target}" yet`
+          : 'the newest snapshot is verified';
       // Recorded all the same: the run happened, and without a record the
       // missed-run check took serve for dead at every due time.
       await recordRun(
         options.repo,
         { kind: 'verify', target: job.target, trigger: 'schedule' },
-        async () => ({ value: undefined, details: { nothing: 'the newest snapshot is verified' } }),
+        async () => ({ value: undefined, details: { nothing } }),
         hooks,
       );
-      return 'nothing to verify: the newest snapshot is verified';
+      return `nothing to verify: ${nothing}`;
     }
     const results = await verifyAll({
       repo: options.repo,
