@@ -39,6 +39,19 @@ describe('top-level error handler', () => {
     expect(dbg.err()).toContain('    at ');
   });
 
+  it('reports a file this user may not read as a failure naming it (exit 1), not as a bug', () => {
+    const io = capture();
+    // As node:fs throws it (the tests run as root, which no mode refuses).
+    const denied = Object.assign(
+      new Error("EACCES: permission denied, open '/r/snapshots/x.json'"),
+      { code: 'EACCES', errno: -13, syscall: 'open', path: '/r/snapshots/x.json' },
+    );
+    expect(reportError(denied, io, false, false)).toBe(ExitCode.failed);
+    expect(io.err()).toContain('flashback: error: EACCES: permission denied');
+    expect(io.err()).toContain('may not open /r/snapshots/x.json: check its owner and mode');
+    expect(io.err()).not.toContain('This is a bug');
+  });
+
   it('prints a typed error with its hint and exit code, as JSON too, never with a secret', () => {
     registerSecret('pw-in-message');
     const io = capture();

@@ -7,7 +7,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { ExitCode, FlashbackError, UsageError } from '../errors.js';
+import { ExitCode, FlashbackError, OperationError, UsageError } from '../errors.js';
 import { overlayMemoryBlocks } from '../history/arena.js';
 import { serverRefusal } from '../pg/connect.js';
 import { redact } from '../secrets.js';
@@ -126,8 +126,9 @@ export function reportError(err: unknown, io: CliIO, debug: boolean, json: boole
     );
     return ExitCode.usage;
   }
-  // (A server's refusal that says what to fix is not a bug in Flashback.)
-  if (!(err instanceof FlashbackError)) err = serverRefusal(err) ?? err;
+  // (A server's refusal, or a file this user may not read or write, says
+  // what to fix: not a bug in Flashback.)
+  if (!(err instanceof FlashbackError)) err = serverRefusal(err) ?? fileRefusal(err) ?? err;
   if (err instanceof FlashbackError) {
     printJson(err.code, err.message, err.exitCode, err.hint);
     let text = `flashback: error: ${err.message}\n`;
@@ -147,6 +148,16 @@ export function reportError(err: unknown, io: CliIO, debug: boolean, json: boole
   if (debug) text += `${e.stack ?? ''}\n${causeChain(e)}`;
   io.stderr.write(redact(text));
   return ExitCode.internal;
+}
+
+/** A file or directory this user may not read or write (EACCES, EPERM), as a failure naming it. */
+function fileRefusal(err: unknown): FlashbackError | undefined {
+  const e = err as NodeJS.ErrnoException;
+  if (!(err instanceof Error) || (e.code !== 'EACCES' && e.code !== 'EPERM')) return undefined;
+  return new OperationError('permission-denied', `${e.message}`, {
+    hint: `the user Flashback runs as may not ${e.syscall ?? 'use'} ${e.path ?? 'that file'}: check its owner and mode (a file written by another user, say root with umask 077, is the usual cause)`,
+    cause: err,
+  });
 }
 
 function causeChain(err: Error): string {

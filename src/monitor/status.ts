@@ -96,7 +96,8 @@ export type FindingKind =
   | 'slot-inactive'
   | 'slot-unchecked'
   | 'changelog-unreadable'
-  | 'capture-failed';
+  | 'capture-failed'
+  | 'status-unreadable';
 
 export interface Finding {
   readonly severity: Exclude<Severity, 'ok'>;
@@ -310,6 +311,51 @@ async function snapshotSummaries(repo: Repository): Promise<{
     snapshots.push(s);
   }
   return { snapshots, unreadable, pruned };
+}
+
+/**
+ * The report when the status cannot be read at all (the repository
+ * unreadable to this user, its volume gone): every target of the last
+ * report and every configured one is critical, so that serve's metrics,
+ * /healthz and alerts say so instead of repeating the last evaluation while
+ * nothing can be seen.
+ */
+export function unreadableStatus(
+  config: FlashbackConfig,
+  previous: StatusReport | undefined,
+  reason: string,
+  now: Date,
+): StatusReport {
+  // (Every configured target too: what it has cannot be seen either.)
+  const names = [
+    ...new Set([...(previous?.targets.map((t) => t.target) ?? []), ...Object.keys(config.targets)]),
+  ];
+  const targets = names.map((target): TargetStatus => {
+    const before = previous?.targets.find((t) => t.target === target);
+    return {
+      ...(before ?? {
+        target,
+        newest: null,
+        newestVerified: null,
+        lastBackup: null,
+        backupFailures: 0,
+        failedVerifications: [],
+        snapshots: 0,
+        changeLog: null,
+        thresholds: freshnessFor(config, target),
+      }),
+      severity: 'critical',
+      findings: [
+        {
+          severity: 'critical',
+          kind: 'status-unreadable',
+          target,
+          message: `the status of "${target}" cannot be read from the repository: ${reason}; failures of its backups cannot be seen`,
+        },
+      ],
+    };
+  });
+  return { at: now.toISOString(), severity: targets.length > 0 ? 'critical' : 'ok', targets };
 }
 
 export async function readStatus(

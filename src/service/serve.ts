@@ -36,7 +36,7 @@ import { ConfigError, UsageError } from '../errors.js';
 import { type Alert, AlertSender, AlertTracker, type Webhook } from '../monitor/alerts.js';
 import { Metrics } from '../monitor/metrics.js';
 import { describeError, type RecordHooks, recordRun } from '../monitor/record.js';
-import { readStatus, type StatusReport } from '../monitor/status.js';
+import { readStatus, type StatusReport, unreadableStatus } from '../monitor/status.js';
 import { slotWaitMessage } from '../pg/replication/slot-wait.js';
 import { prune } from '../prune/prune.js';
 import type { Repository } from '../repo/repository.js';
@@ -172,12 +172,21 @@ async function serveLeased(options: ServeOptions): Promise<void> {
   };
   const evaluateOnce = async (): Promise<void> => {
     try {
-      lastStatus = await readStatus(repo, config, {
-        slots: true,
-        env: options.env,
-        captureFailures: captures.flatMap((c) => c.failure() ?? []),
-        unrecorded,
-      });
+      try {
+        lastStatus = await readStatus(repo, config, {
+          slots: true,
+          env: options.env,
+          captureFailures: captures.flatMap((c) => c.failure() ?? []),
+          unrecorded,
+        });
+      } catch (err) {
+        // Not the last evaluation again: while the repository cannot be
+        // read, every backup's failure is unseen, which is itself critical
+        // (metrics, /healthz and an alert say so).
+        metrics.error('status');
+        log.error({ error: describeError(err) }, 'status evaluation failed');
+        lastStatus = unreadableStatus(config, lastStatus, describeError(err).message, new Date());
+      }
       metrics.observeStatus(lastStatus);
       const alerts = tracker.update(lastStatus.targets, lastStatus.at);
       for (const a of alerts) {

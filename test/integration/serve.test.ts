@@ -7,7 +7,7 @@
  * middle of a backup.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -351,6 +351,51 @@ ${prod}${extra}`;
       JSON.parse(st.stdout) as { targets: Array<{ findings: Array<{ kind: string }> }> }
     ).targets.flatMap((t) => t.findings.map((f) => f.kind));
     expect(kinds).not.toContain('missed-run');
+  });
+
+  it('is critical (an alert, metrics, /healthz) while the repository cannot be read, not its last good evaluation', async () => {
+    await writeFile(path.join(dir, 'flashback.yaml'), config(''));
+    const serve = startServe(dir, { HOOK_URL: hook.url });
+    // The run records' folder unlistable (as root, the tests cannot take a
+    // permission away; the evaluation fails the same way): a file in its place.
+    const runs = path.join(dir, 'repo', 'runs');
+    let moved = false;
+    const before = hook.received.length;
+    try {
+      const address = await until('the service to listen', () => listenAddress(serve));
+      await until(
+        'a first evaluation',
+        () => serve.logs.some((l) => l.msg === 'flashback serve started') || undefined,
+      );
+      await mkdir(runs, { recursive: true }); // (none yet when this test runs alone)
+      await rename(runs, `${runs}.aside`);
+      moved = true;
+      await writeFile(runs, 'not a folder');
+      const alerts = () => hook.received.slice(before).map((r) => r.body.flashback);
+      const alert = await until('an alert that the status cannot be read', () =>
+        alerts().find((a) => a.target === 'prod' && a.kind === 'status-unreadable'),
+      );
+      expect(alert.severity).toBe('critical');
+      expect(alert.message).toContain('cannot be read from the repository');
+      const metrics = await (await fetch(`http://${address}/metrics`)).text();
+      expect(metrics).toMatch(/^flashback_status\{target="prod"\} 2$/m);
+      const h = (await (await fetch(`http://${address}/healthz`)).json()) as { backups: string };
+      expect(h.backups).toBe('critical');
+      await rm(runs);
+      await rename(`${runs}.aside`, runs);
+      moved = false;
+      // Readable again: evaluations stop failing (one at most still in flight).
+      const failed = () => serve.logs.filter((l) => l.msg === 'status evaluation failed').length;
+      const after = failed();
+      await new Promise((r) => setTimeout(r, 3000)); // (three evaluations)
+      expect(failed()).toBeLessThanOrEqual(after + 1);
+    } finally {
+      if (moved) {
+        await rm(runs);
+        await rename(`${runs}.aside`, runs);
+      }
+      expect(await stop(serve)).toBe(0);
+    }
   });
 
   it('refuses a taken or impossible listen address, an unknown time zone and an unknown status target (exit 3, not 70)', async () => {
