@@ -363,6 +363,8 @@ export async function readStatus(
   config: FlashbackConfig,
   options: ReadStatusOptions = {},
 ): Promise<StatusReport> {
+  // (An empty place where the repository was would read as "no backups".)
+  await repo.assertPresent();
   const { snapshots, unreadable, pruned } = await snapshotSummaries(repo);
   // With the runs serve could not record (the repository read-only or full).
   const unreadableRuns: UnreadableRun[] = [];

@@ -48,6 +48,20 @@ describe('repository identity', () => {
     await expect(Repository.init(repo)).rejects.toMatchObject({ code: 'repository.exists' });
   });
 
+  it('tells a long-running process when its repository is gone or replaced', async () => {
+    const s = new MemoryStorage();
+    const repo = await Repository.init(s);
+    await repo.assertPresent();
+    const config = await s.read('config.json');
+    await s.delete('config.json');
+    await expect(repo.assertPresent()).rejects.toMatchObject({
+      code: 'repository.gone',
+      exitCode: ExitCode.repository,
+    });
+    await s.write('config.json', Buffer.from(config.toString().replace(repo.config.id, 'other')));
+    await expect(repo.assertPresent()).rejects.toThrow(/is another one now \(id other;/);
+  });
+
   it('rejects a newer format version, naming both versions', async () => {
     const s = new MemoryStorage();
     await s.write(

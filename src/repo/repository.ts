@@ -129,6 +129,39 @@ export class Repository {
     }
     return new Repository(storage, config, options);
   }
+
+  /**
+   * Throws a RepositoryError when the repository opened is no longer at its
+   * location: its `config.json` gone (the directory moved or deleted, its
+   * volume unmounted: the mount point is an empty directory) or another
+   * repository's. A long-running process (serve) checks before each job and
+   * evaluation, so it neither reports an empty place as "no backups" nor
+   * fills it with a repository's data and no identity.
+   */
+  async assertPresent(): Promise<void> {
+    let id: unknown;
+    try {
+      id = (JSON.parse((await this.storage.read(CONFIG_KEY)).toString('utf8')) as { id?: unknown })
+        .id;
+    } catch (err) {
+      if (!(err instanceof ObjectNotFoundError) && !(err instanceof SyntaxError)) throw err;
+    }
+    if (id === this.config.id) return;
+    const hint =
+      'mount or restore it, or point the configuration at where it is now (then restart serve)';
+    if (typeof id === 'string') {
+      throw new RepositoryError(
+        'replaced',
+        `the repository at ${this.storage.location} is another one now (id ${id}; ${this.config.id} was opened)`,
+        { hint },
+      );
+    }
+    throw new RepositoryError(
+      'gone',
+      `the repository at ${this.storage.location} is gone (its ${CONFIG_KEY} cannot be read): moved, deleted, or its volume unmounted`,
+      { hint },
+    );
+  }
 }
 
 /** The first path segments of everything a repository holds (docs/REPOSITORY.md, "Layout"). */

@@ -247,6 +247,8 @@ async function serveLeased(options: ServeOptions): Promise<void> {
     };
     const hooks: RecordHooks = { onRecordError, onRecorded: (r) => metrics.observeRun(r) };
     try {
+      // Not into an empty mount point: the evaluations say the repository is gone.
+      await repo.assertPresent();
       const summary = await JOBS[job.job]({ job, options, signal, hooks });
       const fields = { job: job.job, target: job.target, seconds: (Date.now() - started) / 1000 };
       // A job that ran and found something wrong is an error in the log, not news.

@@ -398,6 +398,46 @@ ${prod}${extra}`;
     }
   });
 
+  it('neither backs up into nor reports on an empty place where the repository was (moved, or its volume unmounted)', async () => {
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      config('    schedule:\n      backup: "*/2 * * * * *"\n'),
+    );
+    const repo = path.join(dir, 'repo');
+    const serve = startServe(dir, { HOOK_URL: hook.url });
+    const before = hook.received.length;
+    let moved = false;
+    try {
+      await until(
+        'a scheduled backup',
+        () =>
+          serve.logs.some((l) => String(l.msg).startsWith('backup prod: snapshot')) || undefined,
+      );
+      await rename(repo, `${repo}.moved`);
+      moved = true;
+      const alert = await until('an alert that the repository is gone', () =>
+        hook.received
+          .slice(before)
+          .map((r) => r.body.flashback)
+          .find((a) => a.target === 'prod' && a.kind === 'status-unreadable'),
+      );
+      expect(alert.message).toContain('is gone');
+      await until(
+        'a backup refused',
+        () =>
+          serve.logs.some(
+            (l) =>
+              String(l.msg).startsWith('backup prod: failed') && String(l.msg).includes('is gone'),
+          ) || undefined,
+      );
+      // Nothing was written where the repository was.
+      await expect(readdir(repo)).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      if (moved) await rename(`${repo}.moved`, repo);
+      expect(await stop(serve)).toBe(0);
+    }
+  });
+
   it('refuses a taken or impossible listen address, an unknown time zone and an unknown status target (exit 3, not 70)', async () => {
     await writeFile(path.join(dir, 'flashback.yaml'), config(''));
     const busy = createServer();
