@@ -969,7 +969,7 @@ export function previousDue(expr: string, at: number, tz: string): number | unde
 }
 
 /** Whether a run is one of scheduled `job`: backups from the log are backup runs marked `mode: from-log`. */
-function ranAs(r: RunRecord, job: ScheduleJob): boolean {
+export function ranAs(r: RunRecord, job: ScheduleJob): boolean {
   const fromLog = r.details?.mode === 'from-log' || r.details?.fromLog !== undefined;
   if (job === 'backup_from_log') return r.kind === 'backup' && fromLog;
   if (job === 'backup') return r.kind === 'backup' && !fromLog;

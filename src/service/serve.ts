@@ -36,11 +36,17 @@ import { ConfigError, UsageError } from '../errors.js';
 import { type Alert, AlertSender, AlertTracker, type Webhook } from '../monitor/alerts.js';
 import { Metrics } from '../monitor/metrics.js';
 import { describeError, type RecordHooks, recordRun } from '../monitor/record.js';
-import { readStatus, type StatusReport, unreadableStatus } from '../monitor/status.js';
+import {
+  previousDue,
+  ranAs,
+  readStatus,
+  type StatusReport,
+  unreadableStatus,
+} from '../monitor/status.js';
 import { slotWaitMessage } from '../pg/replication/slot-wait.js';
 import { prune } from '../prune/prune.js';
 import type { Repository } from '../repo/repository.js';
-import type { RunRecord } from '../repo/runs.js';
+import { type RunRecord, RunStore } from '../repo/runs.js';
 import { SnapshotStore } from '../repo/snapshots.js';
 import { formatBytes } from '../util/format.js';
 import { selectSnapshots, verifyAll } from '../verify/run.js';
@@ -131,7 +137,23 @@ async function serveLeased(options: ServeOptions): Promise<void> {
     .map((t) => resolveTarget(t, config, options.env));
   const tz = config.serve.timezone;
   const next = new Map<ScheduledJob, Date>(jobs.map((j) => [j, nextDue(j, new Date(), tz)]));
-  const queue: ScheduledJob[] = [];
+  // Runs missed while serve was down (a crash, a restart across a due
+  // time) are run once at start, as anacron does: otherwise a daily backup
+  // missed is a day without one. A job that never ran is a new schedule and
+  // waits for its time (status judges it the same way).
+  const queue: ScheduledJob[] = await missedJobs(repo, jobs, tz, Date.now()).catch((err) => {
+    log.error(
+      { error: describeError(err) },
+      'could not read the run records to catch up missed runs',
+    );
+    return [];
+  });
+  for (const j of queue) {
+    log.warn(
+      { job: j.job, target: j.target },
+      `${jobName(j)}: missed while serve was not running; run now`,
+    );
+  }
   let running: ScheduledJob | undefined;
   let lastTick = Date.now();
   let lastStatus: StatusReport | undefined;
@@ -589,4 +611,23 @@ function serverAddress(server: Server): string {
   const a = server.address();
   if (a === null || typeof a === 'string') return String(a);
   return `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+}
+
+/** The jobs that ran before and missed their last due time (the status's missed-run rule, without its grace). */
+async function missedJobs(
+  repo: Repository,
+  jobs: readonly ScheduledJob[],
+  tz: string,
+  now: number,
+): Promise<ScheduledJob[]> {
+  if (jobs.length === 0) return [];
+  const runs = await new RunStore(repo.storage).list({});
+  return jobs.filter((j) => {
+    const due = previousDue(j.cron, now, tz);
+    if (due === undefined) return false;
+    const own = runs.filter(
+      (r) => ranAs(r, j.job) && (r.target === j.target || (j.job === 'prune' && r.target === null)),
+    );
+    return own.length > 0 && !own.some((r) => Date.parse(r.startedAt) >= due);
+  });
 }

@@ -14,7 +14,9 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
+import { RunStore } from '../../src/repo/runs.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
+import { LocalStorage } from '../../src/storage/local.js';
 import { CLI, connectTo, freshDatabase, runCli, tempDir, testServers } from '../harness/pg.js';
 
 const run = promisify(execFile);
@@ -434,6 +436,37 @@ ${prod}${extra}`;
       await expect(readdir(repo)).rejects.toMatchObject({ code: 'ENOENT' });
     } finally {
       if (moved) await rename(`${repo}.moved`, repo);
+      expect(await stop(serve)).toBe(0);
+    }
+  });
+
+  it('runs at start a job that missed its due time while serve was down, once; not a job that never ran', async () => {
+    // A yearly prune that last ran before this year's due time (serve was
+    // down on 1 January), and a yearly verify that never ran (a new schedule).
+    await new RunStore(new LocalStorage(path.join(dir, 'repo'))).record({
+      kind: 'prune',
+      target: 'prod',
+      snapshot: null,
+      ok: true,
+      trigger: 'schedule',
+      startedAt: '2024-12-31T23:00:00.000Z',
+      finishedAt: '2024-12-31T23:00:01.000Z',
+      seconds: 1,
+    });
+    await writeFile(
+      path.join(dir, 'flashback.yaml'),
+      config('    schedule:\n      prune: "0 0 1 1 *"\n      verify: "0 0 1 1 *"\n'),
+    );
+    const serve = startServe(dir, { HOOK_URL: hook.url });
+    try {
+      await until('the missed prune run', () =>
+        serve.logs.find((l) => String(l.msg).startsWith('prune prod: ') && l.seconds !== undefined),
+      );
+      expect(
+        serve.logs.filter((l) => String(l.msg).includes('missed while serve was not running')),
+      ).toEqual([expect.objectContaining({ job: 'prune', target: 'prod' })]);
+      expect(serve.logs.some((l) => String(l.msg).startsWith('verify prod:'))).toBe(false);
+    } finally {
       expect(await stop(serve)).toBe(0);
     }
   });
