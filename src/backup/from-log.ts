@@ -162,7 +162,7 @@ export async function nothingNewInLog(
   }
   let found = false;
   // (The segments listed above: a log idle for a week is about 120,000 of them.)
-  const segments = await windowSegments(log, from, segs);
+  const { segments, gap } = await windowSegments(log, from, segs);
   await scanTransactions(
     log,
     { fromLsn: from },
@@ -173,6 +173,8 @@ export async function nothingNewInLog(
     { segments },
   );
   if (found) return undefined;
+  // (Nothing before a missing segment: what it held is not known.)
+  if (gap !== undefined) throw gap;
   // (Not recorded, on a repository that cannot be written: the next run reads it all again.)
   await log.writeIdleRecord({ snapshot: newest.id, logStart, upTo: end }).catch(() => {});
   return {

@@ -26,7 +26,7 @@ async function tenSegments() {
     }
     await log.writeSegment(i + 1, committed, records);
   }
-  const segments = await windowSegments(log, undefined);
+  const { segments } = await windowSegments(log, undefined);
   return { log, segments, at };
 }
 

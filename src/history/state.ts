@@ -508,7 +508,7 @@ export async function buildOverlay(
   // Before reading: a moment the log does not reach yet is waited for (the
   // last seconds, `--at now`) or refused, not found out after the read.
   if (point.kind === 'time') await awaitLogReaches(log, manifest.target, point.at, options.reach);
-  const segments = await windowSegments(log, spec.fromLsn);
+  const { segments, gap } = await windowSegments(log, spec.fromLsn);
   const parts = options.parts ?? 'auto';
   let readAs: ReadAs = 'one part';
   if (inPlace && parts !== false) {
@@ -552,6 +552,15 @@ export async function buildOverlay(
   await settleRemoved(state);
   refuseDeferrableKeyMoves(manifest, state.tables);
   // The log must reach the point, or changes after what is stored would be missed.
+  // The log read up to a missing segment without reaching the point: the
+  // changes it held are lost (a point before it was reached, and is whole).
+  const reached =
+    point.kind === 'xid'
+      ? state.foundXid
+      : point.kind === 'time'
+        ? newestTime >= point.at
+        : state.newestLsn >= lsnValue(point.lsn);
+  if (!reached && gap !== undefined) throw gap;
   if (point.kind === 'xid' && !state.foundXid) {
     throw new UsageError(
       `transaction ${point.xid} is not in the change log of "${manifest.target}" after snapshot ${manifest.id}`,

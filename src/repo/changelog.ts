@@ -763,6 +763,8 @@ export async function* readTransactions(
       }
       if (!more) return;
     }
+    // (Read to a missing segment: what follows it is lost.)
+    if (scanner.gap !== undefined) throw scanner.gap;
   } finally {
     for (const tx of ready.slice(given)) release(tx);
     scanner.close();
@@ -789,6 +791,8 @@ export async function scanTransactions(
     for await (const { seg, content, verified } of log.contents(segments)) {
       if (!scanner.scan(seg, content, verified, visit)) return;
     }
+    // (Read to a missing segment: what follows it is lost.)
+    if (scanner.gap !== undefined) throw scanner.gap;
   } finally {
     scanner.close();
   }
@@ -817,15 +821,19 @@ export async function scanContents(
 
 /**
  * The segments a window from `fromLsn` reads (those holding only earlier
- * transactions skipped); DamagedError when one among them is missing.
+ * transactions skipped), up to a segment missing among them, which is
+ * `gap`: a reader that reaches the end of the list without reaching its
+ * point must fail with it.
  */
-export function windowSegments(
+export async function windowSegments(
   log: ChangeLog,
   fromLsn: bigint | undefined,
   /** The log's segments as the caller listed them just now (a long log takes many LIST calls). */
   listed?: readonly SegmentInfo[],
-): Promise<SegmentInfo[]> {
-  return new Scanner(log.scope, { fromLsn }).segments(log, listed);
+): Promise<{ segments: SegmentInfo[]; gap: DamagedError | undefined }> {
+  const scanner = new Scanner(log.scope, { fromLsn });
+  const segments = await scanner.segments(log, listed);
+  return { segments, gap: scanner.gap };
 }
 
 /**
@@ -881,9 +889,18 @@ class Scanner {
   }
 
   /**
+   * A segment missing among those to read (segments), met when reading
+   * goes past the last one before it: lost changes, refused, not read past.
+   */
+  gap: DamagedError | undefined;
+
+  /**
    * The segments to read: those holding only transactions before `fromLsn`
    * are skipped. A segment missing among them (its number not listed
-   * between two that are) is lost changes: refused, not read past.
+   * between two that are) ends the list before it, and is `gap`: a reading
+   * that stops before it (a moment before the lost changes) needs nothing
+   * of it; one that reaches it must fail with `gap` (readTransactions and
+   * scanTransactions do; a caller given the list does it itself).
    */
   async segments(log: ChangeLog, listed?: readonly SegmentInfo[]): Promise<SegmentInfo[]> {
     const all = listed ?? (await log.segments());
@@ -895,13 +912,14 @@ class Scanner {
       const after = read[i - 1]!.seq;
       if (read[i]!.seq !== after + 1 && read[i]!.seq > first) {
         const missing = Math.max(after + 1, first);
-        throw new DamagedError(
+        this.gap = new DamagedError(
           'changelog.damaged',
           `change-log segment ${missing} of "${this.scope}" is missing (segments ${after} and ${read[i]!.seq} are stored): changes stored in it cannot be read`,
           {
-            hint: 'restore the segment from a copy of the repository; moments after it cannot be rebuilt from this log (`flashback check` lists every gap)',
+            hint: 'restore the segment from a copy of the repository; moments after it cannot be rebuilt from this log, moments before it can (`flashback check` lists every gap)',
           },
         );
+        return read.slice(0, i);
       }
     }
     return read;

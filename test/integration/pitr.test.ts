@@ -16,6 +16,7 @@ import { to as copyTo } from 'pg-copy-streams';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import type { PgClient } from '../../src/pg/connect.js';
+import { lsnValue } from '../../src/repo/changelog.js';
 import { createSampleDatabase } from '../../src/sample/saas.js';
 import { cliAt, killHard } from '../harness/faultpoint.js';
 import {
@@ -608,6 +609,53 @@ describe('restore to a moment', () => {
     });
     expect(xid.code).toBe(ExitCode.usage);
     expect(xid.stderr).toContain('not in the change log');
+  });
+
+  it('rebuilds a moment before a lost segment; one after it is damage (exit 8)', async () => {
+    const pause = () => new Promise((r) => setTimeout(r, 1000));
+    await live.query("UPDATE keyed SET v = 'before the gap' WHERE k = 1");
+    await pause(); // (stored, and heartbeats after it)
+    const x = { ...(await now(live)), rows: await state(server, db) };
+    await pause();
+    const preB = lsnValue((await now(live)).lsn);
+    await live.query("UPDATE keyed SET v = 'in the gap' WHERE k = 3");
+    await pause();
+    await live.query("UPDATE keyed SET v = 'after the gap' WHERE k = 5");
+    const y = await now(live);
+    await new Promise((r) => setTimeout(r, 1500));
+    const copy = path.join(dir, 'repo-gap');
+    await copyRepo(path.join(dir, 'repo'), copy);
+    // The first segment past the position before the middle write: it, or
+    // a heartbeat's just before it.
+    const log = path.join(copy, 'changes', name);
+    const segs = (await readdir(log)).filter((f) => f.endsWith('.seg')).sort();
+    const lost = segs.find((f) => BigInt(`0x${f.slice(13, 29)}`) > preB)!;
+    expect(segs.indexOf(lost)).toBeLessThan(segs.length - 1);
+    await rm(path.join(log, lost));
+    const restore = (lsn: string, into: string) =>
+      runCli(
+        [
+          'restore',
+          name,
+          '--lsn',
+          lsn,
+          '--to',
+          dbUrl(server, into),
+          '--create',
+          '--confirm',
+          into,
+          '--repo',
+          copy,
+        ],
+        { cwd: dir, env },
+      );
+    const before = `pitr_gap_b_${Date.now() % 100000}`;
+    const r = await restore(x.lsn, before);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await state(server, before)).toEqual(x.rows);
+    const after = await restore(y.lsn, `pitr_gap_a_${Date.now() % 100000}`);
+    expect(after.code, after.stderr).toBe(ExitCode.damaged);
+    expect(after.stderr).toMatch(/change-log segment \d+ of ".*" is missing/);
   });
 
   it('prune cuts the log back to the oldest snapshot kept, also after a SIGKILL; moments after it still rebuild exactly', async () => {
