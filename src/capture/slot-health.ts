@@ -8,6 +8,7 @@
  */
 import { formatSize } from '../config/size.js';
 import type { SlotInfo } from '../pg/replication/slot.js';
+import { lsnText, lsnValue } from '../repo/changelog-format.js';
 
 /** What the rules look at: pg_replication_slots, as plain data (JSON-safe). */
 export interface SlotState {
@@ -18,12 +19,24 @@ export interface SlotState {
   readonly walStatus: string | undefined;
   /** WAL held back by the slot, in bytes. */
   readonly retainedWalBytes: number | undefined;
+  /** Where the slot's consumer confirmed it has everything up to (confirmed_flush_lsn). */
+  readonly confirmedLsn?: string | undefined;
+}
+
+/** The change log the slot feeds, as stored in the repository. */
+export interface SlotLog {
+  /** The newest segment's `<committed>` (or the log's start while it has none). */
+  readonly end: bigint;
+  /** acknowledged.json's `since`, when written (src/repo/changelog.ts, AckRecord). */
+  readonly ackSince?: bigint | undefined;
+  /** Its directory in the repository (`changes/<scope>[.<n>]/`). */
+  readonly dir: string;
 }
 
 /** One thing wrong with the slot. */
 export interface SlotProblem {
   /** Stable identifier (the status finding kind). */
-  readonly kind: 'slot-lost' | 'slot-wal' | 'slot-inactive';
+  readonly kind: 'slot-ahead' | 'slot-lost' | 'slot-wal' | 'slot-inactive';
   readonly severity: 'warning' | 'critical';
   readonly message: string;
   /** What to do. */
@@ -38,6 +51,7 @@ export function slotState(info: SlotInfo): SlotState {
     walStatus: info.walStatus,
     retainedWalBytes:
       info.retainedWalBytes === undefined ? undefined : Number(info.retainedWalBytes),
+    confirmedLsn: info.confirmedFlushLsn?.text,
   };
 }
 
@@ -45,8 +59,35 @@ export function slotState(info: SlotInfo): SlotState {
  * The problems of a target's slot, worst first; empty when it is healthy.
  * `maxRetainedWal` is `capture.max_retained_wal` in bytes.
  */
-export function judgeSlot(target: string, s: SlotState, maxRetainedWal: number): SlotProblem[] {
+export function judgeSlot(
+  target: string,
+  s: SlotState,
+  maxRetainedWal: number,
+  /** The log it feeds: with it, a slot confirmed past the stored log is found. */
+  log?: SlotLog,
+): SlotProblem[] {
   const out: SlotProblem[] = [];
+  // Confirmed past the stored log (and past where capture began to confirm
+  // only what is stored): segments the server has discarded are gone from
+  // the repository (lost, or an older copy of it put back), and capture
+  // refuses to resume (capture.log-behind-slot). Running it, as the
+  // inactive slot's advice says, would not help.
+  const confirmed = s.confirmedLsn === undefined ? undefined : lsnValue(s.confirmedLsn);
+  if (
+    !s.active &&
+    log?.ackSince !== undefined &&
+    confirmed !== undefined &&
+    confirmed > log.end &&
+    confirmed > log.ackSince
+  ) {
+    out.push({
+      kind: 'slot-ahead',
+      severity: 'critical',
+      message: `replication slot "${s.slot}" has confirmed ${lsnText(confirmed)}, past the end of the change log of "${target}" in the repository (${lsnText(log.end)}): changes stored in between are no longer in the repository (segments lost, or an older copy of it), and capture refuses to resume`,
+      fix: `if a newer copy of the repository has them, put ${log.dir} back from it; otherwise \`flashback capture ${target} --drop-slot\`, then \`flashback capture ${target} --new-log\`, and take a backup`,
+    });
+    return out;
+  }
   const held =
     s.retainedWalBytes === undefined ? 'WAL' : `${formatSize(s.retainedWalBytes)} of WAL`;
   if (s.walStatus === 'lost') {

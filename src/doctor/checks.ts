@@ -3,7 +3,7 @@
  * (consistent backups, logical decoding, restores by key), each finding with
  * a severity and how to fix it. Findings are plain data; cli/ prints them.
  */
-import { judgeSlot, slotState } from '../capture/slot-health.js';
+import { judgeSlot, type SlotLog, slotState } from '../capture/slot-health.js';
 import { formatSize } from '../config/size.js';
 import type { PgClient } from '../pg/connect.js';
 import { ownSlotInfo, readPublication } from '../pg/replication/slot.js';
@@ -51,14 +51,7 @@ export interface SlotCheckOptions {
 }
 
 /** Where a change log in the repository ends, and since when its slot is acknowledged only to there. */
-export interface ChangeLogEnd {
-  /** The newest segment's `<committed>` (or the log's start while it has none). */
-  readonly end: bigint;
-  /** acknowledged.json's `since`, when written (src/repo/changelog.ts, AckRecord). */
-  readonly ackSince?: bigint | undefined;
-  /** Its directory in the repository (`changes/<scope>[.<n>]/`: the target's newest log). */
-  readonly dir: string;
-}
+export type ChangeLogEnd = SlotLog;
 
 /** Runs every check against a connected target; the slot check only with `slot`. */
 export async function runChecks(
@@ -127,25 +120,8 @@ async function checkCaptureSlot(client: PgClient, o: SlotCheckOptions): Promise<
       summary: `no replication slot "${o.slot}": capture of "${o.target}" has not been started`,
     };
   }
-  // Confirmed past the stored log: segments the server has discarded are gone
-  // from the repository (capture refuses to resume, capture.log-behind-slot).
-  const confirmed = info.confirmedFlushLsn?.value;
-  if (
-    !info.active &&
-    o.log?.ackSince !== undefined &&
-    confirmed !== undefined &&
-    confirmed > o.log.end &&
-    confirmed > o.log.ackSince
-  ) {
-    return {
-      check: 'capture-slot',
-      severity: 'critical',
-      summary: `replication slot "${o.slot}" has confirmed ${lsnText(confirmed)}, past the end of the change log of "${o.target}" in the repository (${lsnText(o.log.end)}): changes stored in between are no longer in the repository (segments lost, or an older copy of it), and capture refuses to resume`,
-      fix: `if a newer copy of the repository has them, put ${o.log.dir} back from it; otherwise \`flashback capture ${o.target} --drop-slot\`, then \`flashback capture ${o.target} --new-log\`, and take a backup`,
-    };
-  }
   const state = slotState(info);
-  const problems = judgeSlot(o.target, state, o.maxRetainedWal);
+  const problems = judgeSlot(o.target, state, o.maxRetainedWal, o.log);
   const first = problems[0];
   if (first === undefined) {
     const held =

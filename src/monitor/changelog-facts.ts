@@ -47,6 +47,9 @@ export interface ChangeLogFacts {
   readonly segmentSizes: ReadonlyArray<{ readonly committed: bigint; readonly size: number }>;
   /** Undefined when the slot was not checked (repository only). */
   readonly slot?: SlotFacts | undefined;
+  /** With the slot: the log's directory, and acknowledged.json's `since` when written (judgeSlot's SlotLog). */
+  readonly dir?: string | undefined;
+  readonly ackSince?: string | undefined;
 }
 
 /** Options for `readChangeLogFacts`. */
@@ -112,7 +115,13 @@ export async function readChangeLogFacts(
         segmentSizes: segments.map((s) => ({ committed: s.committed, size: s.size })),
       };
       if (options.slots !== true) return base;
-      return { ...base, slot: await readSlot(target, config, options) };
+      const ack = await log.ackRecord().catch(() => undefined);
+      return {
+        ...base,
+        slot: await readSlot(target, config, options),
+        dir: log.dir,
+        ackSince: ack?.since,
+      };
     }),
   );
   return found.filter((f): f is ChangeLogFacts => f !== undefined);

@@ -41,7 +41,7 @@
  *   critical once failing longer than recovery_point_critical).
  */
 import { CronExpressionParser } from 'cron-parser';
-import { judgeSlot, type SlotState } from '../capture/slot-health.js';
+import { judgeSlot, type SlotLog, type SlotState } from '../capture/slot-health.js';
 import { formatDuration } from '../config/duration.js';
 import {
   type FlashbackConfig,
@@ -91,6 +91,7 @@ export type FindingKind =
   | 'log-unjoined'
   | 'log-since-snapshot'
   | 'slot-missing'
+  | 'slot-ahead'
   | 'slot-lost'
   | 'slot-wal'
   | 'slot-inactive'
@@ -876,7 +877,15 @@ function evaluateTarget(target: string, input: StatusInput): TargetStatus {
       );
     } else if (slot !== undefined) {
       state = slot;
-      for (const p of judgeSlot(target, slot, input.config.capture.max_retained_wal)) {
+      const stored: SlotLog | undefined =
+        log.dir === undefined
+          ? undefined
+          : {
+              end: lsnValue(log.committed ?? log.startLsn),
+              ackSince: log.ackSince === undefined ? undefined : lsnValue(log.ackSince),
+              dir: log.dir,
+            };
+      for (const p of judgeSlot(target, slot, input.config.capture.max_retained_wal, stored)) {
         // While serve retries a failed capture, capture-failed says why nobody reads the slot.
         if (p.kind === 'slot-inactive' && failing !== undefined) continue;
         add(p.severity, p.kind, `${p.message}; ${p.fix}`);

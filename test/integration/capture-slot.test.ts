@@ -644,6 +644,21 @@ describe('a repository that lost the newest segments of its change log, on the s
     expect(slotFinding(d.stdout)?.summary).toContain(
       `replication slot "flashback_slotgap" has confirmed ${lsnText(slotAt)}, past the end of the change log of "slotgap" in the repository (${lsnText(kept.at(-1)!.committed)})`,
     );
+    // And status (serve's alerts): critical, not "nothing reads the slot, run capture".
+    const st = await runCli(['status', '--target', 'slotgap', '--json'], { cwd: dir, env });
+    const findings = (
+      JSON.parse(st.stdout) as {
+        targets: Array<{ findings: Array<{ kind: string; severity: string; message: string }> }>;
+      }
+    ).targets[0]!.findings;
+    expect(findings).toContainEqual(
+      expect.objectContaining({
+        kind: 'slot-ahead',
+        severity: 'critical',
+        message: expect.stringContaining('capture refuses to resume'),
+      }),
+    );
+    expect(findings.map((f) => f.kind)).not.toContain('slot-inactive');
 
     // The lost segments put back: capture resumes.
     for (const s of lost)
