@@ -286,7 +286,13 @@ function withShape(t: TableSnapshot, shape: TableShape | undefined): TableSnapsh
   if (shape === undefined) return t;
   const attnums = t.columns.map((c) => shape.attnums[c]);
   if (attnums.some((n) => n === undefined)) return t;
-  return { ...t, oid: shape.oid, attnums: attnums as number[] };
+  const types = t.columns.map((c) => shape.types?.[c]);
+  return {
+    ...t,
+    oid: shape.oid,
+    attnums: attnums as number[],
+    ...(types.some((x) => x === undefined) ? {} : { types: types as [number, number][] }),
+  };
 }
 
 /** How the rows of a table are keyed: primary key, else replica identity index, else none. */

@@ -181,6 +181,10 @@ export async function planSchemaChanges(
       chunks: b?.chunks ?? [],
       oid: shape.oid,
       attnums,
+      // (The point's types, when the record has them: a later unrecorded retype is told from them.)
+      ...(columns.every((c) => shape.types?.[c] !== undefined)
+        ? { types: columns.map((c) => shape.types![c]!) }
+        : {}),
     };
     tables.push(t);
     byOid.set(shape.oid, { t, attnums, keyAttnums, base: b });

@@ -355,7 +355,14 @@ export async function rebuildPlan(
       manifest,
       overlay: await buildOverlay(
         { ...plan, manifest },
-        { schema, onProgress, only, requireSchemaRecords: true },
+        {
+          schema,
+          onProgress,
+          only,
+          requireSchemaRecords: true,
+          // (With schema records, the tracker follows the tables instead.)
+          refuseUnrecorded: schema === undefined,
+        },
       ),
     };
   };
@@ -481,6 +488,8 @@ export async function buildOverlay(
      * change without its record is damage (WindowSpec's `schemaRecords`).
      */
     readonly requireSchemaRecords?: boolean | undefined;
+    /** Refuse a rename or retype the log shows with no schema record (WindowSpec). */
+    readonly refuseUnrecorded?: boolean | undefined;
   } = {},
 ): Promise<Overlay> {
   const { manifest, log, point } = plan;
@@ -494,6 +503,7 @@ export async function buildOverlay(
     tablesOf: options.tablesOf,
     only: options.only,
     refuseDroppedColumns: options.refuseDroppedColumns,
+    refuseUnrecorded: options.refuseUnrecorded,
     schemaRecords:
       options.requireSchemaRecords === true
         ? { dir: log.dir, endLsns: (await log.schemaRecords()).map((r) => r.endLsn) }
@@ -651,6 +661,13 @@ export interface WindowSpec {
   readonly schemaRecords?:
     | { readonly dir: string; readonly endLsns: readonly bigint[] }
     | undefined;
+  /**
+   * The snapshot's tables are the point's (no schema record in the window):
+   * a change of the snapshot's tables the log shows only in its rows, a
+   * table renamed or a column retyped (capture without event triggers
+   * records neither), is refused, not rebuilt under the old name or type.
+   */
+  readonly refuseUnrecorded?: boolean | undefined;
 }
 
 /** What reading a window (or a part of it) gathers. */
@@ -799,6 +816,8 @@ export async function readWindow(
           },
         );
       } else {
+        if (spec.refuseUnrecorded === true)
+          refuseUnrecorded(t, schema, table, columns, tx, snapshot.id);
         r = {
           t,
           ov: overlayOf(t),
@@ -1026,6 +1045,42 @@ function columnMap(
   const same = map.every((j, i) => j === i);
   cache.set(key, { columns: c.columns, map: same ? null : map });
   return same ? null : map;
+}
+
+/**
+ * A relation of the log that is a snapshot table (by OID) under another
+ * name, or with a column of another type, while no schema record says so:
+ * refused (restore.schema-changed), since the tables would be rebuilt as
+ * the snapshot has them, not as they were at the point.
+ */
+function refuseUnrecorded(
+  t: TableSnapshot,
+  schema: string,
+  table: string,
+  columns: readonly ChangeColumn[],
+  tx: { readonly xid: number; readonly commitTime: string },
+  snapshotId: string,
+): void {
+  const hint =
+    'take a new backup after the change and restore to a moment after it; capture records schema changes when it runs as a superuser (docs/CAPTURE.md, "Schema changes")';
+  if (t.schema !== schema || t.name !== table) {
+    throw new OperationError(
+      'restore.schema-changed',
+      `table ${t.schema}.${t.name} of snapshot ${snapshotId} is ${schema}.${table} in the change log (transaction ${tx.xid}, ${tx.commitTime}), and the log has no record of the rename`,
+      { hint },
+    );
+  }
+  if (t.types === undefined) return;
+  for (const [j, name] of t.columns.entries()) {
+    const c = columns.find((x) => x[0] === name);
+    const [oid, mod] = t.types[j]!;
+    if (c === undefined || (c[1] === oid && c[2] === mod)) continue;
+    throw new OperationError(
+      'restore.schema-changed',
+      `column ${name} of ${schema}.${table} changed type after snapshot ${snapshotId} (type OID ${c[1]}, modifier ${c[2]} in the change log at transaction ${tx.xid}, ${tx.commitTime}; ${oid}, ${mod} in the snapshot), and the log has no record of the change`,
+      { hint },
+    );
+  }
 }
 
 function reorder(values: readonly ChangeValue[], map: readonly number[] | null): ChangeValue[] {

@@ -52,6 +52,12 @@ export interface TableSnapshot {
   readonly oid?: number;
   /** attnum of each of `columns` on the source, in the same order (with `oid`). */
   readonly attnums?: readonly number[];
+  /**
+   * Type OID and type modifier of each of `columns` on the source, in the
+   * same order (absent in older snapshots): a restore to a moment refuses a
+   * column retyped since with no schema record in the change log.
+   */
+  readonly types?: readonly (readonly [number, number])[];
 }
 
 /** Totals of a snapshot, for `list`. */

@@ -17,6 +17,12 @@ export interface TableShape {
   readonly name: string;
   /** attnum of each (non-dropped) column, by name. */
   readonly attnums: Readonly<Record<string, number>>;
+  /**
+   * Type OID and type modifier of each column, by name, as pgoutput's
+   * Relation messages carry them: a column retyped with no record of it in
+   * the change log (capture without event triggers) is told from these.
+   */
+  readonly types?: Readonly<Record<string, readonly [number, number]>> | undefined;
 }
 
 /**
@@ -25,11 +31,14 @@ export interface TableShape {
  * exported snapshot sees.
  */
 export async function readTableShapes(client: PgClient): Promise<Map<string, TableShape>> {
-  const r = await client.query<{ oid: string; s: string; n: string; cols: string }>(
+  const r = await client.query<{ oid: string; s: string; n: string; cols: string; types: string }>(
     `SELECT c.oid::text AS oid, n.nspname AS s, c.relname AS n,
             coalesce((SELECT json_object_agg(a.attname, a.attnum)
                         FROM pg_attribute a
-                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '{}')::text AS cols
+                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '{}')::text AS cols,
+            coalesce((SELECT json_object_agg(a.attname, json_build_array(a.atttypid::bigint, a.atttypmod))
+                        FROM pg_attribute a
+                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '{}')::text AS types
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't' AND ${INTERNAL_SCHEMA_FILTER}`,
   );
@@ -40,6 +49,7 @@ export async function readTableShapes(client: PgClient): Promise<Map<string, Tab
       schema: row.s,
       name: row.n,
       attnums: JSON.parse(row.cols) as Record<string, number>,
+      types: JSON.parse(row.types) as Record<string, [number, number]>,
     });
   }
   return out;
