@@ -81,6 +81,7 @@ export async function runChecks(
     await checkSelectPrivilege(client),
     await checkRowSecurity(client),
     await checkReplicaIdentity(client),
+    await checkIdentityNotKey(client),
     await checkUnlogged(client),
     await checkLargeObjects(client),
     ...(options.slot === undefined ? [] : [await checkCaptureSlot(client, options.slot)]),
@@ -353,6 +354,43 @@ async function checkReplicaIdentity(client: PgClient): Promise<Finding> {
     summary: `${open.length} table(s) have neither a primary key nor a replica identity index: rows cannot be found by key, and their updates and deletes cannot be captured unless REPLICA IDENTITY FULL`,
     details: open.map((row) => row.name),
     fix: 'ALTER TABLE <t> ADD PRIMARY KEY (...); or ALTER TABLE <t> REPLICA IDENTITY USING INDEX <unique index>; or, as a last resort, REPLICA IDENTITY FULL',
+  };
+}
+
+/**
+ * Tables with a primary key whose replica identity is something else: an
+ * index on other columns (the log identifies their rows by those, and a
+ * restore to a moment, which matches rows by the key, refuses the table:
+ * restore.identity-not-key), or NOTHING (the log has no old row at all, and
+ * with the publication in place the server refuses their UPDATE and DELETE).
+ */
+async function checkIdentityNotKey(client: PgClient): Promise<Finding> {
+  const r = await client.query<{ name: string; ident: string }>(
+    `SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relreplident::text AS ident ${USER_RELATIONS}
+       AND c.relkind = 'r' AND c.relpersistence = 'p'
+       AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND NOT i.indisreplident)
+       AND c.relreplident IN ('i', 'n')
+     ORDER BY 1`,
+  );
+  if (r.rows.length === 0) {
+    return {
+      check: 'identity-key',
+      severity: 'ok',
+      summary:
+        'every table with a primary key is identified in the change log by it (or by the whole row)',
+    };
+  }
+  const nothing = r.rows.filter((row) => row.ident === 'n');
+  const published = nothing.length > 0 && (await readPublication(client)) === true;
+  return {
+    check: 'identity-key',
+    severity: published ? 'critical' : 'warning',
+    summary: `${r.rows.length} table(s) with a primary key have another replica identity (an index on other columns, or NOTHING): the change log does not identify their rows by the key, so a restore to a moment refuses them${published ? `; with the publication "${DEFAULT_PUBLICATION}" in place the server refuses UPDATE and DELETE on those set to NOTHING` : ''}`,
+    details: r.rows.map(
+      (row) =>
+        `${row.name} (${row.ident === 'n' ? 'REPLICA IDENTITY NOTHING' : 'replica identity index'})`,
+    ),
+    fix: 'ALTER TABLE <t> REPLICA IDENTITY DEFAULT (the primary key); or REPLICA IDENTITY FULL',
   };
 }
 

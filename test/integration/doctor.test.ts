@@ -48,6 +48,9 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
        CREATE TABLE "Mixed Case" (a int);
        CREATE TABLE full_t (a int); ALTER TABLE full_t REPLICA IDENTITY FULL;
        CREATE TABLE ri_t (a int NOT NULL); CREATE UNIQUE INDEX ri_t_a ON ri_t (a); ALTER TABLE ri_t REPLICA IDENTITY USING INDEX ri_t_a;
+       CREATE TABLE ri_code (id int PRIMARY KEY, code text NOT NULL); CREATE UNIQUE INDEX ri_code_c ON ri_code (code);
+       ALTER TABLE ri_code REPLICA IDENTITY USING INDEX ri_code_c;
+       CREATE TABLE ri_none (id int PRIMARY KEY); ALTER TABLE ri_none REPLICA IDENTITY NOTHING;
        CREATE TABLE parted (id int PRIMARY KEY) PARTITION BY RANGE (id);
        CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);
        CREATE UNLOGGED TABLE scratch_u (id int PRIMARY KEY);
@@ -87,13 +90,21 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
       expect(f['large-objects']?.severity).toBe('warning');
       expect(f['large-objects']?.summary).toMatch(/^1 large object.*does not back them up/);
       expect(f['row-security']?.severity).toBe('ok'); // (a superuser bypasses it)
+      // A primary key, and another replica identity: a restore to a moment refuses the table.
+      expect(f['identity-key']).toMatchObject({
+        severity: 'warning',
+        details: [
+          'public.ri_code (replica identity index)',
+          'public.ri_none (REPLICA IDENTITY NOTHING)',
+        ],
+      });
       expect(f['replica-identity']?.fix).toContain('ADD PRIMARY KEY');
       // The human form says the same, with the fix.
       const h = await runCli(['doctor', asSuper(db)], { env });
       expect(h.stdout).toMatch(/WARNING\s+replica-identity\s+3 table\(s\)/);
       expect(h.stdout).toContain('public.nopk');
       expect(h.stdout).toContain('fix: ALTER TABLE <t> SET LOGGED');
-      expect(h.stdout).toContain('summary: 0 critical, 3 warning');
+      expect(h.stdout).toContain('summary: 0 critical, 4 warning');
     });
 
     it('is ok once its last fix, REPLICA IDENTITY FULL, is applied to every table without a key', async () => {
