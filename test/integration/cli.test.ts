@@ -330,6 +330,20 @@ describe('errors and exit codes', () => {
     }
   });
 
+  it('status with nothing to report on is exit 3, in JSON too (not an empty report with exit 0)', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      expect((await runCli(['init'], { cwd: dir })).code).toBe(ExitCode.ok);
+      const text = await runCli(['status'], { cwd: dir });
+      expect(text.code).toBe(ExitCode.usage);
+      const json = await runCli(['status', '--json'], { cwd: dir });
+      expect(json.code).toBe(ExitCode.usage);
+      expect(JSON.parse(json.stdout).error.message).toContain('no targets to report on');
+    } finally {
+      await cleanup();
+    }
+  });
+
   it('unlock exits 7 while it keeps a lock of a running process, 0 once none is left', async () => {
     const { dir, cleanup } = await tempDir();
     try {

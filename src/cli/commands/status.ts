@@ -61,14 +61,15 @@ async function status(ctx: CliContext, only: readonly string[], slots: boolean):
     slots,
     env: ctx.env,
   });
-  if (ctx.json) {
-    ctx.printJson(report);
-    return EXIT[report.severity];
-  }
+  // (In JSON too: an empty report with exit 0 would read as "all is well".)
   if (report.targets.length === 0) {
     throw new UsageError('no targets to report on: no schedules, snapshots or runs yet', {
       hint: 'take a backup with `flashback backup TARGET`, or name one with --target',
     });
+  }
+  if (ctx.json) {
+    ctx.printJson(report);
+    return EXIT[report.severity];
   }
   const age = (s: number | undefined): string => (s === undefined ? '-' : formatDuration(s * 1000));
   ctx.out(
