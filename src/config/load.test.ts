@@ -63,6 +63,16 @@ targets:
     );
   });
 
+  it('refuses settings that would fail silently later: a warning past its critical, a zero check interval, a webhook that is not http(s)', () => {
+    const e = problemsOf(
+      'serve:\n  check_interval: 0s\nfreshness:\n  backup_warning: 10h\n  backup_critical: 30s\nalerts:\n  webhooks:\n    - url: ftp://x/y\ntargets: {}\n',
+    );
+    const byPath = Object.fromEntries(e.problems.map((p) => [p.path, p.message]));
+    expect(byPath['serve.check_interval']).toBe('expected at least 1s');
+    expect(byPath['freshness.backup_warning']).toContain('expected at most backup_critical');
+    expect(byPath['alerts.webhooks.0.url']).toBe('expected an http:// or https:// URL');
+  });
+
   it('refuses an inline password and says how to give one', () => {
     const e = problemsOf('targets:\n  prod:\n    database: shop\n    password: hunter2\n');
     expect(e.message).toContain('targets.prod.password: inline passwords are not accepted');

@@ -79,19 +79,34 @@ const scheduleSchema = z.strictObject({
  * Freshness thresholds for `status`, metrics and alerts. Ages are measured
  * from a snapshot's consistent point (its start) to now.
  */
-const freshnessSchema = z.strictObject({
-  backup_warning: duration.optional(),
-  backup_critical: duration.optional(),
-  verified_warning: duration.optional(),
-  verified_critical: duration.optional(),
-  /** How late a scheduled run may be before the scheduler itself is a finding. */
-  missed_run_grace: duration.optional(),
-  /** Age of the newest change or heartbeat stored in the change log (targets that have one). */
-  recovery_point_warning: duration.optional(),
-  recovery_point_critical: duration.optional(),
-  /** Change log stored after the newest snapshot, which restoring to a moment after it must read first. */
-  log_since_snapshot_warning: size.optional(),
-});
+const freshnessSchema = z
+  .strictObject({
+    backup_warning: duration.optional(),
+    backup_critical: duration.optional(),
+    verified_warning: duration.optional(),
+    verified_critical: duration.optional(),
+    /** How late a scheduled run may be before the scheduler itself is a finding. */
+    missed_run_grace: duration.optional(),
+    /** Age of the newest change or heartbeat stored in the change log (targets that have one). */
+    recovery_point_warning: duration.optional(),
+    recovery_point_critical: duration.optional(),
+    /** Change log stored after the newest snapshot, which restoring to a moment after it must read first. */
+    log_since_snapshot_warning: size.optional(),
+  })
+  .superRefine((f, ctx) => {
+    // A warning past its critical would never be seen: the critical comes first.
+    for (const kind of ['backup', 'verified', 'recovery_point'] as const) {
+      const warning = f[`${kind}_warning`];
+      const critical = f[`${kind}_critical`];
+      if (warning !== undefined && critical !== undefined && warning > critical) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [`${kind}_warning`],
+          message: `expected at most ${kind}_critical (a warning after the critical would never be seen)`,
+        });
+      }
+    }
+  });
 
 /** Which snapshots `prune` keeps, per target. A snapshot kept by any rule stays. */
 const retentionSchema = z.strictObject({
@@ -156,7 +171,7 @@ const targetSchema = z
 
 const webhookSchema = z
   .strictObject({
-    url: z.url({ error: 'expected an http:// or https:// URL' }).optional(),
+    url: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }).optional(),
     /** The URL is often a secret (Slack's is): read it from this variable instead. */
     url_env: z
       .string()
@@ -227,8 +242,10 @@ const serveSchema = z.strictObject({
     .string()
     .refine(knownTimeZone, { error: 'expected an IANA time zone name, e.g. Europe/Berlin or UTC' })
     .default('UTC'),
-  /** How often freshness is re-evaluated for alerts. */
-  check_interval: duration.default(60_000),
+  /** How often freshness is re-evaluated for alerts (each evaluation reads the repository). */
+  check_interval: duration
+    .refine((ms) => ms >= 1000, { error: 'expected at least 1s' })
+    .default(60_000),
 });
 
 /** The whole configuration file. */

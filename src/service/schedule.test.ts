@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../config/load.js';
 import { jobName, nextDue, scheduledJobs } from './schedule.js';
+import { webhooks } from './serve.js';
 
 describe('the schedule of serve', () => {
   it('lists every scheduled job per target, backups from the log included', () => {
@@ -28,5 +29,20 @@ describe('the schedule of serve', () => {
         undefined,
       ),
     ).toThrow(/from_log/);
+  });
+});
+
+describe("serve's webhooks", () => {
+  it('refuses at start a url_env variable that holds no http(s) URL, naming it (not at the first alert)', () => {
+    const config = parseConfig(
+      'alerts:\n  webhooks:\n    - url_env: HOOK\ntargets:\n  prod:\n    database: app\n',
+      undefined,
+    );
+    expect(() => webhooks(config, { HOOK: 'notaurl' })).toThrow(
+      /alerts\.webhooks\.0\.url_env: environment variable HOOK does not hold an http:\/\/ or https:\/\/ URL/,
+    );
+    expect(webhooks(config, { HOOK: 'https://hooks.example/x' })).toEqual([
+      { name: '$HOOK', url: 'https://hooks.example/x' },
+    ]);
   });
 });

@@ -87,6 +87,15 @@ export function webhooks(config: FlashbackConfig, env: NodeJS.ProcessEnv): Webho
         },
       ]);
     }
+    // (Not found out at the first alert, which then goes nowhere.)
+    if (!/^https?:\/\/[^/\s]+/i.test(url) || !URL.canParse(url)) {
+      throw new ConfigError(undefined, [
+        {
+          path: `alerts.webhooks.${i}.url_env`,
+          message: `environment variable ${w.url_env} does not hold an http:// or https:// URL`,
+        },
+      ]);
+    }
     return {
       name: w.name ?? (w.url_env !== undefined ? `$${w.url_env}` : `webhook ${i + 1}`),
       url,
