@@ -824,7 +824,12 @@ interface MergeShape {
   readonly insert: readonly string[];
   /** Written with OVERRIDING SYSTEM VALUE (a GENERATED ALWAYS identity among them). */
   readonly overriding: boolean;
-  /** Columns an update sets (not the key, not an identity the server refuses to update). */
+  /**
+   * Columns an update sets and compares (not an identity the server refuses
+   * to update). The key's too: a key equal by its type's `=` can differ in
+   * text (citext, a nondeterministic collation: `User1` and `user1`), and
+   * the snapshot's is put back.
+   */
   readonly update: readonly string[];
 }
 
@@ -856,7 +861,7 @@ function mergeShape(
     key,
     insert,
     overriding: insert.some((c) => always.has(c)),
-    update: insert.filter((c) => !key.includes(c) && !always.has(c)),
+    update: insert.filter((c) => !always.has(c)),
   };
 }
 
@@ -1076,9 +1081,13 @@ function differs(columns: readonly string[], a: string, b: string): string {
   return `${textRow(columns, a)} IS DISTINCT FROM ${textRow(columns, b)}`;
 }
 
-/** `ROW(x.c1::text, …)`: a row of `columns` of alias `x`, each value as its text. */
+/**
+ * `ROW(x.c1::text, …)`: a row of `columns` of alias `x`, each value as its
+ * text, compared byte for byte (COLLATE "C": a column's nondeterministic
+ * collation would call `User1` and `user1` the same).
+ */
 function textRow(columns: readonly string[], x: string): string {
-  return `ROW(${columns.map((c) => `${x}.${quoteIdent(c)}::text`).join(', ')})`;
+  return `ROW(${columns.map((c) => `${x}.${quoteIdent(c)}::text COLLATE "C"`).join(', ')})`;
 }
 
 /** Writes staged rows into their table per --on-conflict; returns what was done. */

@@ -1603,13 +1603,17 @@ async function planTable(
     t.key.map((c) => `${x}.${quoteIdent(c)} = ${y}.${quoteIdent(c)}`).join(' AND ');
   const same = (x: string, y: string) =>
     t.columns
-      .map((c) => `${x}.${quoteIdent(c)}::text IS NOT DISTINCT FROM ${y}.${quoteIdent(c)}::text`)
+      .map(
+        (c) =>
+          `${x}.${quoteIdent(c)}::text COLLATE "C" IS NOT DISTINCT FROM ${y}.${quoteIdent(c)}::text COLLATE "C"`,
+      )
       .join(' AND ') || 'true';
+  // (Key columns too: a key equal by its type's `=` can differ in text, as
+  // citext's or a nondeterministic collation's `User1` and `user1` do.)
   const changed = `array_remove(ARRAY[${t.columns
-    .filter((c) => !t.key.includes(c))
     .map(
       (c) =>
-        `CASE WHEN b.${quoteIdent(c)}::text IS DISTINCT FROM a.${quoteIdent(c)}::text THEN ${quoteLiteral(c)} END`,
+        `CASE WHEN b.${quoteIdent(c)}::text COLLATE "C" IS DISTINCT FROM a.${quoteIdent(c)}::text COLLATE "C" THEN ${quoteLiteral(c)} END`,
     )
     .join(', ')}]::text[], NULL)`;
   await client.query(
@@ -1619,7 +1623,7 @@ async function planTable(
   );
   // "fb after": the row the window left, as text per column: the apply checks
   // the live row still is that one (it may have changed since this plan).
-  const afterText = `ARRAY[${t.columns.map((c) => `a.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
+  const afterText = `ARRAY[${t.columns.map((c) => `a.${quoteIdent(c)}::text COLLATE "C"`).join(', ')}]::text[]`;
   await client.query(
     `INSERT INTO ${u} (${cols}, "fb op", "fb conflict", "fb after")
        SELECT ${pick('a')}, 'delete', NOT EXISTS (SELECT 1 FROM ${live} l WHERE ${keyEq('l', 'a')} AND ${same('l', 'a')}), ${afterText}
@@ -1773,7 +1777,7 @@ async function leaveSplitMoves(
   await client.query(`LOCK TABLE ONLY ${target} IN SHARE ROW EXCLUSIVE MODE`);
   const keyEq = (x: string) =>
     t.key.map((c) => `l.${quoteIdent(c)} = ${x}.${quoteIdent(c)}`).join(' AND ');
-  const live = `ARRAY[${t.columns.map((c) => `l.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
+  const live = `ARRAY[${t.columns.map((c) => `l.${quoteIdent(c)}::text COLLATE "C"`).join(', ')}]::text[]`;
   const will = (x: string) =>
     `CASE WHEN ${x}."fb op" = 'reinsert'
        THEN NOT EXISTS (SELECT 1 FROM ONLY ${target} l WHERE ${keyEq(x)})
@@ -1916,7 +1920,7 @@ async function stageKeyless(
   const now = layout.live;
   const live = `ONLY ${qualify(now.schema, now.name)}`;
   const whole = (a: string) =>
-    `ARRAY[${now.columns.map((c) => `${a}.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
+    `ARRAY[${now.columns.map((c) => `${a}.${quoteIdent(c)}::text COLLATE "C"`).join(', ')}]::text[]`;
   // Each staged row of an op, numbered among its identical copies.
   const numbered = (op: string) =>
     `SELECT s.ctid AS id, ${whole('s')} AS k, row_number() OVER (PARTITION BY ${whole('s')}) AS rn FROM ${u} s WHERE s."fb op" = '${op}'`;
@@ -2046,7 +2050,7 @@ async function conflictSamples(client: PgClient, t: TableSnapshot, u: string): P
   // JSON numbers, which lose digits past 2^53 once parsed). An array, not
   // json_build_object: that takes at most 100 arguments, 50 columns.
   const texts = (x: string) =>
-    `to_json(ARRAY[${t.columns.map((c) => `${x}.${quoteIdent(c)}::text`).join(', ')}])`;
+    `to_json(ARRAY[${t.columns.map((c) => `${x}.${quoteIdent(c)}::text COLLATE "C"`).join(', ')}])`;
   const r = await client.query<{
     op: Conflict['op'];
     b: string | null;
@@ -2088,7 +2092,7 @@ async function keylessConflicts(
 ): Promise<Conflict[]> {
   const r = await client.query<{ op: Conflict['op']; v: string; w: string | null }>(
     `SELECT u."fb op" AS op, u."fb why" AS w,
-            to_json(ARRAY[${t.columns.map((c) => `u.${quoteIdent(c)}::text`).join(', ')}]) AS v
+            to_json(ARRAY[${t.columns.map((c) => `u.${quoteIdent(c)}::text COLLATE "C"`).join(', ')}]) AS v
        FROM ${u} u WHERE u."fb conflict" LIMIT ${CONFLICT_SAMPLES}`,
   );
   return r.rows.map((x) => {
@@ -2231,7 +2235,7 @@ function applyStatements(
   // fail, a row left so fails the apply: see undoLocked).
   const liveIs = (t: TableSnapshot) =>
     policy !== 'overwrite'
-      ? ` AND ARRAY[${t.columns.map((c) => `l.${quoteIdent(c)}::text`).join(', ')}]::text[] IS NOT DISTINCT FROM u."fb after"`
+      ? ` AND ARRAY[${t.columns.map((c) => `l.${quoteIdent(c)}::text COLLATE "C"`).join(', ')}]::text[] IS NOT DISTINCT FROM u."fb after"`
       : '';
   const tenant = (sql: string) => (column: string) =>
     `${sql} AND u.${quoteIdent(column)}::text IS NOT DISTINCT FROM $1`;
@@ -2247,6 +2251,8 @@ function applyStatements(
     const keyEq = (x: string, y: string) =>
       t.key.map((c) => `${x}.${quoteIdent(c)} = ${y}.${quoteIdent(c)}`).join(' AND ');
     const rest = t.columns.filter((c) => !t.key.includes(c));
+    // The key is set back too where only its text changed (see planTable's "fb changed").
+    const settable = t.columns.filter((c) => !alwaysIdentity(schema, t).has(c));
     const upsert =
       policy === 'overwrite' && rest.length > 0
         ? ` ON CONFLICT (${t.key.map(quoteIdent).join(', ')}) DO UPDATE SET ${rest.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(', ')}`
@@ -2267,8 +2273,8 @@ function applyStatements(
       byTenant: (column) => `${tenant(reinsert)(column)}${upsert}`,
       fast: absent === '' ? undefined : { sql: unchecked, byTenant: tenant(unchecked) },
     });
-    if (rest.length > 0) {
-      const revert = `UPDATE ONLY ${target} l SET ${rest
+    if (settable.length > 0) {
+      const revert = `UPDATE ONLY ${target} l SET ${settable
         .map(
           (c) =>
             `${quoteIdent(c)} = CASE WHEN ${quoteLiteral(c)} = ANY (u."fb changed") THEN u.${quoteIdent(c)} ELSE l.${quoteIdent(c)} END`,
@@ -2283,7 +2289,7 @@ function applyStatements(
     if (t.key.length === 0) {
       // One live row per planned delete: identical rows are told apart by position (ctid).
       const whole = (a: string) =>
-        `ARRAY[${t.columns.map((c) => `${a}.${quoteIdent(c)}::text`).join(', ')}]::text[]`;
+        `ARRAY[${t.columns.map((c) => `${a}.${quoteIdent(c)}::text COLLATE "C"`).join(', ')}]::text[]`;
       const planned = (extra: string) =>
         `SELECT ${whole('u')} FROM ${u} u WHERE u."fb op" = 'delete'${cond}${extra}`;
       const del = (extra: string) =>
@@ -2315,6 +2321,16 @@ function applyStatements(
 }
 
 /** What an INSERT of a table's rows as they were needs when a column is GENERATED ALWAYS AS IDENTITY. */
+/** Columns of `t` GENERATED ALWAYS AS IDENTITY: an UPDATE may not set them, even to themselves. */
+function alwaysIdentity(schema: SchemaModel, t: TableSnapshot): Set<string> {
+  return new Set(
+    schema.tables
+      .find((m) => m.schema === t.schema && m.name === t.name)
+      ?.columns.filter((c) => c.identity === 'always')
+      .map((c) => c.name) ?? [],
+  );
+}
+
 function overriding(schema: SchemaModel, t: TableSnapshot): string {
   const always = schema.tables
     .find((m) => m.schema === t.schema && m.name === t.name)
@@ -2445,7 +2461,7 @@ async function splitMoves(
     const there = (x: string) =>
       `EXISTS (SELECT 1 FROM ONLY ${qualify(t.schema, t.name)} l WHERE ${t.key.map((c) => `l.${quoteIdent(c)} = ${x}.${quoteIdent(c)}`).join(' AND ')})`;
     const r = await client.query<{ k: string }>(
-      `SELECT ${t.key.map((c) => `a.${quoteIdent(c)}::text`).join(" || ', ' || ")} AS k
+      `SELECT ${t.key.map((c) => `a.${quoteIdent(c)}::text COLLATE "C"`).join(" || ', ' || ")} AS k
          FROM pg_temp.fb_undo_moves_${i} m, ${u} a, ${u} b
         WHERE ${is('a', 'from')} AND ${is('b', 'to')} AND NOT a."fb conflict" AND NOT b."fb conflict"
           AND a."fb op" = 'reinsert' AND b."fb op" = 'delete'

@@ -179,6 +179,12 @@ describe('undo', () => {
     await live.query(
       "CREATE TABLE accounts (id int PRIMARY KEY, email text NOT NULL UNIQUE); INSERT INTO accounts VALUES (1, 'a@example.com'), (2, 'b@example.com'), (3, 'c@example.com')",
     );
+    // Keys its collation compares without case: `User1` and `user1` are one key.
+    await live.query(
+      `CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+       CREATE TABLE handles (h text COLLATE nocase PRIMARY KEY, n int NOT NULL);
+       INSERT INTO handles SELECT 'User' || g, g FROM generate_series(1, 5) g`,
+    );
     await live.query(
       "CREATE TABLE teams (id int PRIMARY KEY, name text NOT NULL UNIQUE); CREATE TABLE members (id int PRIMARY KEY, team_id int NOT NULL REFERENCES teams ON DELETE CASCADE ON UPDATE CASCADE); INSERT INTO teams VALUES (1, 'red'); INSERT INTO members VALUES (10, 1)",
     );
@@ -1015,6 +1021,35 @@ describe('undo', () => {
       '2\tb@example.com',
       '3\tc@example.com',
     ]);
+  });
+
+  it('puts back a key that only its text tells apart (a case-insensitive collation), as restore --on-conflict update does', async () => {
+    const x = await xidOf(live, ['UPDATE handles SET h = lower(h) WHERE n <= 3']);
+    await settle();
+    const u = await undoCli(['--tx', String(x), '--apply', '--confirm', name]);
+    expect(u.code, u.stderr).toBe(0);
+    const want = ['User1\t1', 'User2\t2', 'User3\t3', 'User4\t4', 'User5\t5'];
+    expect(await rows(live, 'SELECT h, n FROM handles ORDER BY n')).toEqual(want);
+    // The same from the snapshot, into the live database.
+    await live.query('UPDATE handles SET h = upper(h) WHERE n >= 4');
+    const r = await runCli(
+      [
+        'restore',
+        name,
+        '--to',
+        name,
+        '--table',
+        'handles',
+        '--on-conflict',
+        'update',
+        '--confirm',
+        name,
+      ],
+      { cwd: dir, env },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/public\.handles\s+merge\s+5\s+0\s+2\s+3/);
+    expect(await rows(live, 'SELECT h, n FROM handles ORDER BY n')).toEqual(want);
   });
 
   it('undoes a key change whole or not at all: the row under its new key written again leaves both keys alone', async () => {
