@@ -4,7 +4,7 @@ import type { RunRecord } from '../repo/runs.js';
 import { AlertTracker } from './alerts.js';
 import type { ChangeLogFacts } from './changelog-facts.js';
 import { Metrics } from './metrics.js';
-import { evaluateStatus, missingSnapshots, previousDue } from './status.js';
+import { evaluateStatus, killedRuns, missingSnapshots, previousDue } from './status.js';
 
 const NOW = new Date('2026-11-21T12:00:00.000Z');
 const hoursAgo = (h: number): string => new Date(NOW.getTime() - h * 3_600_000).toISOString();
@@ -79,6 +79,39 @@ describe('status evaluation', () => {
     const kinds = r.targets[0]!.findings.map((f) => f.kind);
     expect(kinds).toContain('verify-error');
     expect(kinds).not.toContain('no-verified');
+  });
+
+  it('reports a prune killed holding its lock as a failed prune (it left no record)', () => {
+    const at = hoursAgo(1);
+    const killed = killedRuns(
+      [
+        {
+          id: 'l1',
+          exclusive: true,
+          pid: 4242,
+          hostname: 'db-backup-1',
+          command: 'prune',
+          created: at,
+          refreshed: at,
+          run: { kind: 'prune', target: null },
+          stale: true,
+          staleReason: 'process 4242 is not running',
+        },
+      ],
+      [],
+    );
+    const t = evaluateStatus({
+      now: NOW,
+      config,
+      snapshots: [snap('s1', 2)],
+      runs: [
+        run('backup', 2, true, { snapshot: 's1' }),
+        run('verify', 1.9, true, { snapshot: 's1' }),
+        ...killed,
+      ],
+    }).targets[0]!;
+    expect(t.findings.map((f) => f.kind)).toEqual(['prune-failed']);
+    expect(t.findings[0]!.message).toContain('process 4242 is not running');
   });
 
   it('warns while the last prune failed (retention not applied), also one of the whole repository; a success clears it', () => {

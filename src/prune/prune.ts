@@ -226,6 +226,8 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
     exclusive: !dryRun,
     command: dryRun ? 'prune --dry-run' : 'prune',
     reader: dryRun,
+    // (A prune killed holding it is then a failed prune in status, not nothing.)
+    ...(dryRun ? {} : { run: { kind: 'prune' as const, target: options.target ?? null } }),
     // A full repository is what prune is for: see RepositoryLock.record below.
     deferOnFull: true,
   });

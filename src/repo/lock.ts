@@ -51,7 +51,7 @@ export interface LockInfo {
   readonly refreshed: string;
   /**
    * The run the lock is held for, when it leaves a run record as it ends
-   * (backups). A stale lock with a run is a run that was killed before it
+   * (backups, prunes). A stale lock with a run is a run that was killed before it
    * could record anything: `status` reports it (killedRuns). Absent in
    * locks of other commands and of older versions.
    */

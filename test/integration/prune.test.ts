@@ -198,8 +198,9 @@ describe('prune', () => {
         startedAt: at,
         finishedAt: at,
         seconds: 1,
+        ...(ok ? {} : { problems: [{ table: 'public.files', message: 'rows differ' }] }),
       });
-    // s1 verified; s2 verified too, but its latest verification failed.
+    // s1 verified; s2 verified too, but its latest verification found a difference.
     await verify(s1, true, '2026-01-01T00:00:00.000Z');
     await verify(s2, true, '2026-01-01T01:00:00.000Z');
     await verify(s2, false, '2026-01-01T02:00:00.000Z');
@@ -264,6 +265,19 @@ describe('prune', () => {
     expect(await ids()).toEqual([s1, s4, s5]);
     expect(await chunkDir(repo)).toEqual(before); // no chunk deleted yet
     await assertIntact({ check: true });
+    // It left no record: status says it was killed, from its lock.
+    const st = await cli(['status', '--repository-only', '--json']);
+    const findings = (
+      JSON.parse(st.stdout) as {
+        targets: Array<{ findings: Array<{ kind: string; message: string }> }>;
+      }
+    ).targets.flatMap((t) => t.findings);
+    expect(findings).toContainEqual(
+      expect.objectContaining({
+        kind: 'prune-failed',
+        message: expect.stringContaining('ended without finishing or recording a result'),
+      }),
+    );
 
     // The killed run's lock is stale (its process is gone): the next run goes ahead.
     const r = await cli(['prune', '--json']);
