@@ -23,5 +23,5 @@ export function blockedRestoreWarning(
 ): string | undefined {
   const needed = unsupported.filter((u) => (u.neededBy ?? []).length > 0);
   if (needed.length === 0) return undefined;
-  return `a full restore of this snapshot fails unless ${needed.map((u) => `${u.kind} ${u.name}`).join(', ')} ${needed.length === 1 ? 'exists' : 'exist'} in the target first: create ${needed.length === 1 ? 'it' : 'them'} in an empty database and restore into it (without --create), or restore only the tables that do not need ${needed.length === 1 ? 'it' : 'them'} (--table); \`flashback verify\` tells whether a snapshot restores`;
+  return `a full restore of this snapshot fails unless ${needed.map((u) => `${u.kind} ${u.name}`).join(', ')} ${needed.length === 1 ? 'exists' : 'exist'} in the target first: restore only the tables that do not need ${needed.length === 1 ? 'it' : 'them'} (--table), or create ${needed.length === 1 ? 'it' : 'them'} in an empty database and restore into it (without --create), which works only where ${needed.length === 1 ? 'it needs' : 'they need'} nothing the snapshot creates (a type of its own: the restore then stops on that type, already there); \`flashback verify\` tells whether a snapshot restores`;
 }
