@@ -218,10 +218,12 @@ describe('prune', () => {
         startedAt: at,
         finishedAt: at,
         seconds: 1,
+        // (A failure is a verdict when it found something: a difference.)
+        ...(ok ? {} : { problems: [{ table: 'public.t', message: 'rows differ' }] }),
       });
     await verify('20261101-000000-0001', true, '2026-11-04T00:00:00.000Z');
     await verify('20261102-000000-0002', true, '2026-11-04T01:00:00.000Z');
-    await verify('20261102-000000-0002', false, '2026-11-05T00:00:00.000Z'); // its latest failed
+    await verify('20261102-000000-0002', false, '2026-11-05T00:00:00.000Z'); // its latest found a difference
     const r = await prune({ repo, config: config('retention:\n  keep_last: 1\n') });
     expect(r.plan.remove).toEqual(['20261102-000000-0002']);
     expect(r.plan.targets[0]!.snapshots[0]!.reasons).toEqual(['newest verified']);
