@@ -342,7 +342,19 @@ export async function rebuildPlan(
 ): Promise<{ manifest: SnapshotManifest<SchemaModel>; overlay: Overlay }> {
   const { point, log } = plan;
   const build = async (before: Before) => {
-    const schema = await planSchemaChanges(log, plan.manifest, before);
+    let schema: SchemaChanges | undefined;
+    try {
+      schema = await planSchemaChanges(log, plan.manifest, before);
+    } catch (err) {
+      // The point's schema is not known (another change committed before
+      // capture could read it): with tables chosen, they are read as the
+      // snapshot has them, which refuses any of them the window changed
+      // (columns, a rename, a retype) and restores those it left alone.
+      const chosen = select?.(plan.manifest);
+      if (!(err instanceof OperationError && err.code === 'restore.schema-unrecorded')) throw err;
+      if (chosen === undefined) throw err;
+      schema = undefined;
+    }
     const manifest = schema?.manifest ?? plan.manifest;
     const only = select?.(manifest);
     // A table whose rows cannot be carried across the window's schema
@@ -504,6 +516,15 @@ export async function buildOverlay(
     only: options.only,
     refuseDroppedColumns: options.refuseDroppedColumns,
     refuseUnrecorded: options.refuseUnrecorded,
+    snapshotColumns:
+      options.refuseUnrecorded === true
+        ? Object.fromEntries(
+            (manifest.schema?.tables ?? []).map((m) => [
+              `${m.schema}.${m.name}`,
+              m.columns.map((c) => [c.name, c.type] as const),
+            ]),
+          )
+        : undefined,
     schemaRecords:
       options.requireSchemaRecords === true
         ? { dir: log.dir, endLsns: (await log.schemaRecords()).map((r) => r.endLsn) }
@@ -668,6 +689,14 @@ export interface WindowSpec {
    * records neither), is refused, not rebuilt under the old name or type.
    */
   readonly refuseUnrecorded?: boolean | undefined;
+  /**
+   * With refuseUnrecorded: every column of each snapshot table (schema.name,
+   * from its schema model), to tell a schema event that changed one of them
+   * (a column added, dropped or renamed) when no record says what followed.
+   */
+  readonly snapshotColumns?:
+    | Readonly<Record<string, readonly (readonly [name: string, type: string])[]>>
+    | undefined;
 }
 
 /** What reading a window (or a part of it) gathers. */
@@ -948,6 +977,31 @@ export async function readWindow(
     if (ev.kind === 'ddl' && created !== undefined) {
       for (const t of ev.tables) {
         if (!snapshotOids.has(t.oid)) created.add(`${t.schema}.${t.name}`);
+      }
+    }
+    if (ev.kind === 'ddl' && spec.refuseUnrecorded === true) {
+      // No record says what the tables are after this: one of the chosen
+      // snapshot tables it changed cannot be rebuilt as the snapshot has it.
+      for (const e of ev.tables) {
+        const t = byOid.get(e.oid);
+        if (t === undefined || !chosen(t)) continue;
+        const all = spec.snapshotColumns?.[`${t.schema}.${t.name}`];
+        const kept = e.columns.filter((c) => !c[3]);
+        // (Names only: the event's types are format_type's in the session's
+        // search_path, the model's in an empty one. A retype shows in the rows.)
+        const same =
+          e.schema === t.schema &&
+          e.name === t.name &&
+          (all === undefined ||
+            (kept.length === all.length && kept.every((c) => all.some(([n]) => n === c[1]))));
+        if (same) continue;
+        throw new OperationError(
+          'restore.schema-changed',
+          `table ${t.schema}.${t.name} of snapshot ${snapshot.id} was changed at ${tx.commitTime} (transaction ${tx.xid}), and the schema after that change was not recorded: it cannot be rebuilt as it was`,
+          {
+            hint: 'choose a moment before that change, or after the next schema change capture recorded; take a new backup to restore moments after it',
+          },
+        );
       }
     }
     if (ev.kind === 'ddl' && spec.refuseDroppedColumns === true) {

@@ -343,6 +343,34 @@ for (const server of testServers().filter((s) => s.major === 15 || s.major === 1
         const refused = await restoreAt(between, `ddl_unrec_${Date.now() % 100000}`);
         expect(refused.code).not.toBe(0);
         expect(refused.stderr).toContain('was not recorded');
+        // With tables chosen: one the unrecorded change left alone restores;
+        // the one it changed is refused.
+        const chosen = (table: string, into: string) =>
+          runCli(
+            [
+              'restore',
+              name,
+              '--lsn',
+              between,
+              '--to',
+              url(into),
+              '--create',
+              '--confirm',
+              into,
+              '--table',
+              table,
+            ],
+            { cwd: dir, env },
+          );
+        const alone = `ddl_alone_${Date.now() % 100000}`;
+        const a = await chosen('acct', alone);
+        expect(a.code, a.stderr).toBe(0);
+        expect((await state(server, alone))['public.acct']).toEqual(
+          (await state(server, db))['public.acct'],
+        );
+        const changed = await chosen('tag', `ddl_changed_${Date.now() % 100000}`);
+        expect(changed.code).toBe(ExitCode.failed);
+        expect(changed.stderr).toContain('the schema after that change was not recorded');
         const into = `ddl_after_${Date.now() % 100000}`;
         const r = await restoreAt(after.lsn, into);
         expect(r.code, r.stderr).toBe(0);
