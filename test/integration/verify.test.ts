@@ -5,7 +5,7 @@
  * chunk, and a snapshot whose data does not come back as recorded, fail with
  * exit 8 naming snapshot, table and chunk; results are recorded and listed.
  */
-import { cp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { cp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
@@ -107,6 +107,21 @@ describe('verify', () => {
     const again = await runCli(['verify', '--unverified'], { cwd: dir, env });
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain('nothing to verify');
+
+    // A pass that cannot be recorded (the run records' folder unwritable) is
+    // not "0, verified": status and prune would not count it.
+    const runs = path.join(repo, 'runs', 'prod');
+    await rename(runs, `${runs}.aside`);
+    await writeFile(runs, 'in the way');
+    try {
+      const unrecorded = await runCli(['verify', snapshot], { cwd: dir, env });
+      expect(unrecorded.stdout).toContain(`PASS ${snapshot}`);
+      expect(unrecorded.code, unrecorded.stderr).toBe(ExitCode.failed);
+      expect(unrecorded.stderr).toContain('passed but could not be recorded in the repository');
+    } finally {
+      await rm(runs);
+      await rename(`${runs}.aside`, runs);
+    }
   });
 
   it('fails on a damaged chunk, naming snapshot, table and chunk, and records the failure', async () => {

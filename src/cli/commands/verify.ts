@@ -36,7 +36,8 @@ repository; \`list\` and \`status\` show it.
 Exit codes: 0 every snapshot verified; 8 a snapshot differs, has a damaged
 chunk, or does not restore (its schema or rows refused: the output names
 snapshot, table and chunk, or the statement); 1 verify could not run (e.g.
-no scratch server to start, or the scratch server's disk full); 3 usage;
+no scratch server to start, or the scratch server's disk full), or it
+passed and its result could not be recorded in the repository; 3 usage;
 5 a configured scratch target (verify.scratch) cannot be reached; 6 no
 repository; 130 interrupted.`,
     )
@@ -126,6 +127,15 @@ async function runVerify(
       `flashback: ${failed.length} of ${results.length} snapshot(s) FAILED verification: ${failed.map((r) => r.value.snapshot).join(', ')}\n${failureHints(failed.map((r) => r.value))}`,
     );
     return ExitCode.damaged;
+  }
+  // Verified, but not on record: status, prune and serve go by the record,
+  // so for them the snapshot is not verified. Not "0, all is well".
+  const unrecorded = results.filter((r) => r.record === undefined);
+  if (unrecorded.length > 0) {
+    ctx.err(
+      `flashback: ${unrecorded.length} verification(s) passed but could not be recorded in the repository (${unrecorded.map((r) => r.value.snapshot).join(', ')}): status, prune and serve still count the snapshot(s) unverified; free or fix the repository and verify again\n`,
+    );
+    return ExitCode.failed;
   }
   return ExitCode.ok;
 }
