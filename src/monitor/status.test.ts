@@ -112,6 +112,14 @@ describe('status evaluation', () => {
     }).targets[0]!;
     expect(t.findings.map((f) => f.kind)).toEqual(['prune-failed']);
     expect(t.findings[0]!.message).toContain('process 4242 is not running');
+    // Nor does it excuse a snapshot gone without a tombstone (as an old prune's record would).
+    expect(
+      missingSnapshots(
+        [run('backup', 3, true, { snapshot: 'gone' }), ...killed],
+        new Set(['s1']),
+        new Set(),
+      ),
+    ).toEqual(['gone']);
   });
 
   it('warns while the last prune failed (retention not applied), also one of the whole repository; a success clears it', () => {

@@ -477,6 +477,9 @@ export function killedRuns(
           message: `"${l.command}" (pid ${l.pid} on ${l.hostname}, started ${l.created}) ended without finishing or recording a result: ${l.staleReason ?? 'its lock is stale'} (killed, out of memory, or the machine restarted?); it committed nothing, and its lock is left in the repository (\`flashback unlock\` removes it)`,
         },
         ...(l.run.fromLog === true ? { details: { mode: 'from-log' } } : {}),
+        // (A prune of a version that names its run leaves a tombstone before
+        // each delete: it excuses no snapshot gone, as older prunes' records do.)
+        ...(l.run.kind === 'prune' ? { details: { tombstones: 1 } } : {}),
       },
     ];
   });
