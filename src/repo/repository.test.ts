@@ -1,5 +1,9 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExitCode, RepositoryError } from '../errors.js';
+import { LocalStorage } from '../storage/local.js';
 import { MemoryStorage } from '../storage/memory.js';
 import { REPOSITORY_FORMAT_VERSION, Repository } from './repository.js';
 
@@ -46,6 +50,22 @@ describe('repository identity', () => {
     await Repository.init(repo);
     await repo.write('README', Buffer.from('x'));
     await expect(Repository.init(repo)).rejects.toMatchObject({ code: 'repository.exists' });
+  });
+
+  it("makes a repository at the top of a fresh volume, past its lost+found, and names another tool's folder there", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'fb-init-'));
+    try {
+      // (Unreadable to all but root on a real volume: it is not walked into.)
+      await mkdir(path.join(dir, 'lost+found'));
+      await writeFile(path.join(dir, 'lost+found', '#1234'), 'x');
+      await Repository.init(new LocalStorage(dir));
+      const other = await mkdtemp(path.join(os.tmpdir(), 'fb-init-'));
+      await mkdir(path.join(other, 'pgbackrest'));
+      await expect(Repository.init(new LocalStorage(other))).rejects.toThrow(/holds pgbackrest/);
+      await rm(other, { recursive: true });
+    } finally {
+      await rm(dir, { recursive: true });
+    }
   });
 
   it('tells a long-running process when its repository is gone or replaced', async () => {

@@ -181,10 +181,16 @@ const REPOSITORY_ENTRIES = new Set([
  * A repository that lost only its `config.json` holds nothing foreign, so
  * `init` may give it a new one; another tool's directory (or a home
  * directory) does, and must not become a repository: the two would delete
- * each other's files. Lists everything only when nothing foreign is found
- * early, i.e. for an empty location (at once) or such a damaged repository.
+ * each other's files. Only the top level is looked at where the backend
+ * can (Storage.topLevel); otherwise everything is listed until something
+ * foreign is found.
  */
 async function foreignObject(storage: Storage): Promise<string | undefined> {
+  if (storage.topLevel !== undefined) {
+    // (A file system's own lost+found, at the top of a volume mounted for
+    // the repository, is no other tool's.)
+    return (await storage.topLevel()).find((n) => !REPOSITORY_ENTRIES.has(n) && n !== 'lost+found');
+  }
   for await (const obj of storage.list('')) {
     const first = obj.key.split('/', 1)[0]!;
     if (!REPOSITORY_ENTRIES.has(first)) return obj.key;

@@ -141,6 +141,15 @@ export class LocalStorage implements Storage {
     }
   }
 
+  async topLevel(): Promise<string[]> {
+    try {
+      return (await readdir(this.location)).filter((n) => !n.startsWith('.tmp-'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+  }
+
   async delete(key: string): Promise<void> {
     try {
       await unlink(this.file(key));

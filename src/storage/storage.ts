@@ -56,6 +56,15 @@ export interface Storage {
 
   /** Deletes an object. Deleting a missing key is not an error. May be repeated. */
   delete(key: string): Promise<void>;
+
+  /**
+   * The names at the top of the location: each object's first path
+   * segment, and (where the backend has them) directories, even empty or
+   * unreadable ones. Optional: `init` looks at these alone, where a backend
+   * has them, so a volume's `lost+found` (unreadable to most users) is not
+   * walked into; without it, `list('')` is walked.
+   */
+  topLevel?(): Promise<string[]>;
 }
 
 /** The object asked for does not exist. */
