@@ -235,12 +235,23 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           options.where,
           manifest,
         );
-      if (empty)
-        // (The database's own owner and grantees only when it is ours to set.)
-        await checkRoles(client, created ? manifest.schema : withoutDatabase(manifest.schema), {
-          owners: options.owners ?? true,
-          grants: options.grants ?? true,
-        });
+      if (empty) {
+        // (The database's own owner and grantees only when it is ours to set;
+        // the policies only of the tables restored, the only ones created.)
+        const restored = new Set(selected.map((t) => `${t.schema}.${t.name}`));
+        const schema = created ? manifest.schema : withoutDatabase(manifest.schema);
+        await checkRoles(
+          client,
+          {
+            ...schema,
+            // (As the DDL takes them: a selective restore's tables alone.)
+            policies: selective
+              ? schema.policies.filter((p) => restored.has(`${p.schema}.${p.table}`))
+              : schema.policies,
+          },
+          { owners: options.owners ?? true, grants: options.grants ?? true },
+        );
+      }
       const progress = {
         tablesDone: 0,
         tablesTotal: selected.length,

@@ -143,7 +143,8 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
         server,
         other,
         `ALTER TABLE t OWNER TO fid_gone_owner; ALTER TABLE t ENABLE ROW LEVEL SECURITY;
-         CREATE POLICY readers ON t FOR SELECT TO fid_gone_reader USING (id < 10)`,
+         CREATE POLICY readers ON t FOR SELECT TO fid_gone_reader USING (id < 10);
+         CREATE TABLE plain (id int PRIMARY KEY); INSERT INTO plain VALUES (1)`,
       );
       await writeFile(
         path.join(dir, 'roles.yaml'),
@@ -184,6 +185,25 @@ describe.each(testServers().map((s) => [s.major, s] as const))(
       expect(policy.code, policy.stderr).toBe(3);
       expect(policy.stderr).toContain('do not exist on the target: fid_gone_reader');
       expect(policy.stderr).toContain('must exist whatever --no-acl says');
+      // A table without such a policy restores alone all the same.
+      const alone = await runCli(
+        [
+          'restore',
+          id,
+          '--to',
+          'r2',
+          '--create',
+          '--table',
+          'plain',
+          '--no-owner',
+          '--no-acl',
+          '--config',
+          'roles.yaml',
+        ],
+        { cwd: dir, env },
+      );
+      expect(alone.code, alone.stderr).toBe(0);
+      await sql(server, 'postgres', `DROP DATABASE ${other}_copy`);
       await sql(server, 'postgres', 'CREATE ROLE fid_gone_reader');
       // Nothing half-made remains: the database created for the restore is gone again.
       expect(
