@@ -24,7 +24,13 @@
  *   is idle.
  */
 import type { ResolvedTarget } from '../config/targets.js';
-import { DamagedError, FlashbackError, OperationError, UsageError } from '../errors.js';
+import {
+  DamagedError,
+  FlashbackError,
+  OperationError,
+  RepositoryError,
+  UsageError,
+} from '../errors.js';
 import { FingerprintStore } from '../guard/fingerprints.js';
 import { checkIdentity, identityRefusal } from '../guard/identity.js';
 import { connect, type PgClient } from '../pg/connect.js';
@@ -417,6 +423,21 @@ export async function capture(options: CaptureOptions): Promise<CaptureResult> {
       if (segment.messages === 0 && !(markerDue && pendingCommitted > committed)) return;
       markerDue = false;
       storedAt = Date.now();
+      // The repository gone from under the capture (moved, its volume
+      // unmounted: an empty mount point): nothing is stored there, and so
+      // nothing acknowledged; the slot keeps the changes for when it is back.
+      const present = await repo.storage.stat(`${log.dir}capture.json`).catch((err: unknown) => {
+        throw storeFailed(target.name, repo.storage.location, err);
+      });
+      if (present === undefined) {
+        throw new RepositoryError(
+          'gone',
+          `the change log of "${target.name}" is gone from the repository at ${repo.storage.location} (no ${log.dir}capture.json): moved, deleted, or its volume unmounted; nothing was stored, nothing acknowledged`,
+          {
+            hint: 'mount or restore the repository, then start capture again: the replication slot keeps every change not yet stored',
+          },
+        );
+      }
       const key = await log
         .writeSegment(seq, pendingCommitted, segment.content())
         .catch((err: unknown) => {

@@ -15,7 +15,7 @@
  * the end (a slot holds WAL).
  */
 import { execFile } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { access, mkdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -281,6 +281,26 @@ describe('capture under faults (PostgreSQL 17)', () => {
     const failed = capture.runs.filter((r) => r.code === 1);
     expect(failed.length).toBeGreaterThanOrEqual(3);
     expect(failed[0]!.stderr).toMatch(/terminat/);
+  });
+
+  it('loses nothing, and writes nothing where it was, while the repository is moved away (an unmounted volume)', async () => {
+    let strayed = true;
+    const { capture } = await scenario('repository moved away 3 s', async ({ capture, setup }) => {
+      await sleep(800);
+      await capture.streaming();
+      await rename(setup.repoDir, `${setup.repoDir}.away`);
+      await sleep(3000);
+      strayed = await access(setup.repoDir).then(
+        () => true,
+        () => false,
+      );
+      await rename(`${setup.repoDir}.away`, setup.repoDir);
+      await sleep(1000);
+    });
+    // Nothing was stored in its place (and so nothing acknowledged to the slot).
+    expect(strayed).toBe(false);
+    const failed = capture.runs.filter((r) => r.code !== 0 && r.signal === null);
+    expect(failed.some((r) => r.stderr.includes('is gone from the repository'))).toBe(true);
   });
 
   it('loses nothing while the repository is read-only for a while', async () => {
