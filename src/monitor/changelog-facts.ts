@@ -101,6 +101,10 @@ export async function readChangeLogFacts(
       }
       if (newest === undefined) return undefined;
       const { log, info } = newest;
+      // The slot before the segments (as capture does): a segment stored and
+      // acknowledged between the two reads would otherwise look lost
+      // (confirmed past the listed log's end: judgeSlot's slot-ahead).
+      const slot = options.slots === true ? await readSlot(target, config, options) : undefined;
       const segments = await log.segments();
       const newestAt = await newestStoredTime(log, segments);
       const last = segments.at(-1);
@@ -118,7 +122,7 @@ export async function readChangeLogFacts(
       const ack = await log.ackRecord().catch(() => undefined);
       return {
         ...base,
-        slot: await readSlot(target, config, options),
+        slot,
         dir: log.dir,
         ackSince: ack?.since,
       };
