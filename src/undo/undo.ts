@@ -2273,15 +2273,27 @@ function applyStatements(
       byTenant: (column) => `${tenant(reinsert)(column)}${upsert}`,
       fast: absent === '' ? undefined : { sql: unchecked, byTenant: tenant(unchecked) },
     });
-    if (settable.length > 0) {
-      const revert = `UPDATE ONLY ${target} l SET ${settable
+    // Rows whose key only changed its text are reverted by a statement of
+    // their own that sets the key too: the others' UPDATE leaves the key
+    // columns out, so it fires no UPDATE OF key trigger and needs no
+    // privilege on them, as before.
+    const keys = t.key.filter((c) => settable.includes(c));
+    const keyChanged = `u."fb changed" && ARRAY[${keys.map(quoteLiteral).join(', ')}]::text[]`;
+    const revertOf = (columns: readonly string[], rows: string) =>
+      `UPDATE ONLY ${target} l SET ${columns
         .map(
           (c) =>
             `${quoteIdent(c)} = CASE WHEN ${quoteLiteral(c)} = ANY (u."fb changed") THEN u.${quoteIdent(c)} ELSE l.${quoteIdent(c)} END`,
         )
         .join(
           ', ',
-        )} FROM ${u} u WHERE ${keyEq('l', 'u')} AND u."fb op" = 'revert'${cond}${liveIs(t)}`;
+        )} FROM ${u} u WHERE ${keyEq('l', 'u')} AND u."fb op" = 'revert'${rows}${cond}${liveIs(t)}`;
+    if (rest.length > 0) {
+      const revert = revertOf(rest, keys.length > 0 ? ` AND NOT (${keyChanged})` : '');
+      out.push({ kind: 'revert', table: name(t), sql: revert, byTenant: tenant(revert) });
+    }
+    if (keys.length > 0) {
+      const revert = revertOf([...rest, ...keys], ` AND ${keyChanged}`);
       out.push({ kind: 'revert', table: name(t), sql: revert, byTenant: tenant(revert) });
     }
   }
