@@ -4,7 +4,13 @@ import type { RunRecord } from '../repo/runs.js';
 import { AlertTracker } from './alerts.js';
 import type { ChangeLogFacts } from './changelog-facts.js';
 import { Metrics } from './metrics.js';
-import { evaluateStatus, killedRuns, missingSnapshots, previousDue } from './status.js';
+import {
+  evaluateStatus,
+  killedRuns,
+  missingSnapshots,
+  previousDue,
+  unreadableStatus,
+} from './status.js';
 
 const NOW = new Date('2026-11-21T12:00:00.000Z');
 const hoursAgo = (h: number): string => new Date(NOW.getTime() - h * 3_600_000).toISOString();
@@ -79,6 +85,21 @@ describe('status evaluation', () => {
     const kinds = r.targets[0]!.findings.map((f) => f.kind);
     expect(kinds).toContain('verify-error');
     expect(kinds).not.toContain('no-verified');
+  });
+
+  it('an unreadable repository makes every target critical and keeps the findings last seen (recovery re-sends none)', () => {
+    const before = evaluateStatus({
+      now: NOW,
+      config,
+      snapshots: [snap('s1', 30)],
+      runs: [run('backup', 30, true, { snapshot: 's1' })],
+    });
+    const seen = before.targets[0]!.findings.map((f) => f.kind);
+    expect(seen).toContain('backup-age');
+    const r = unreadableStatus(config, before, 'EACCES: permission denied', NOW);
+    expect(r.severity).toBe('critical');
+    expect(r.targets[0]!.findings.map((f) => f.kind)).toEqual(['status-unreadable', ...seen]);
+    expect(r.targets[0]!.findings[0]!.message).toContain('EACCES: permission denied');
   });
 
   it('reports a prune killed holding its lock as a failed prune (it left no record)', () => {

@@ -353,6 +353,9 @@ export function unreadableStatus(
           target,
           message: `the status of "${target}" cannot be read from the repository: ${reason}; failures of its backups cannot be seen`,
         },
+        // (Kept, as last seen: alerts already sent for them are not sent
+        // again as new once the repository can be read.)
+        ...(before?.findings.filter((f) => f.kind !== 'status-unreadable') ?? []),
       ],
     };
   });

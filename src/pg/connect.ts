@@ -346,11 +346,13 @@ function refusalHint(state: string, message: string): string | undefined {
     return 'another transaction was in the way: run the command again';
   if (state.startsWith('53'))
     return 'the server ran out of a resource (disk space, memory or connections): free it and run the command again';
-  if (state.startsWith('57'))
-    return 'the server cancelled the statement or shut down: run the command again once it is up';
+  if (state === '57014')
+    return "the statement was cancelled (statement_timeout, or pg_cancel_backend): raise the role's statement_timeout for Flashback, or run the command again";
+  if (state.startsWith('57')) return 'the server shut down: run the command again once it is up';
   if (state.startsWith('58'))
     return "the server's system failed (an I/O error): see the server's log";
-  if (state.startsWith('08'))
+  // (Not 08P01, a protocol violation: what Flashback sent was wrong, a bug.)
+  if (state.startsWith('08') && state !== '08P01')
     return 'the connection to the server failed: run the command again once it is reachable';
   return undefined;
 }
