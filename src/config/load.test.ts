@@ -71,6 +71,20 @@ targets:
     expect(byPath['serve.check_interval']).toBe('expected at least 1s');
     expect(byPath['freshness.backup_warning']).toContain('expected at most backup_critical');
     expect(byPath['alerts.webhooks.0.url']).toBe('expected an http:// or https:// URL');
+    // Across blocks too: a warning past the default critical, or the top-level one.
+    const merged = problemsOf(
+      'freshness:\n  verified_critical: 1d\ntargets:\n  prod:\n    database: app\n    freshness:\n      verified_warning: 2d\n      recovery_point_warning: 10m\n',
+    );
+    expect(merged.problems.map((p) => [p.path, p.message])).toEqual([
+      [
+        'targets.prod.freshness.verified_warning',
+        'for target "prod", verified_warning (2d) is past verified_critical (1d): the warning would never be seen',
+      ],
+      [
+        'targets.prod.freshness.recovery_point_warning',
+        'for target "prod", recovery_point_warning (10m) is past recovery_point_critical (5m): the warning would never be seen',
+      ],
+    ]);
   });
 
   it('refuses an inline password and says how to give one', () => {

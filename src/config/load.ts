@@ -10,7 +10,8 @@ import path from 'node:path';
 import { type Document, isMap, LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigProblem } from '../errors.js';
-import { configSchema, type FlashbackConfig } from './schema.js';
+import { formatDuration } from './duration.js';
+import { configSchema, type FlashbackConfig, freshnessFor } from './schema.js';
 
 /** The default file name looked for in the working directory. */
 export const DEFAULT_CONFIG_FILE = 'flashback.yaml';
@@ -75,13 +76,59 @@ export function parseConfig(text: string, file: string | undefined): FlashbackCo
   }
   const data: unknown = doc.toJS() ?? {};
   const result = configSchema.safeParse(data);
-  if (result.success) return result.data;
+  if (result.success) {
+    const crossed = crossedThresholds(result.data);
+    if (crossed.length === 0) return result.data;
+    throw new ConfigError(
+      file,
+      crossed.map((c) => ({
+        path: c.at.join('.'),
+        message: c.message,
+        ...position(doc, lineCounter, c.at, false),
+      })),
+      { hint: 'see docs/CONFIG.md, "Freshness"' },
+    );
+  }
   const problems = result.error.issues.flatMap((issue) =>
     toProblems(issue, data, doc, lineCounter),
   );
   throw new ConfigError(file, problems, {
     hint: 'see docs/CONFIG.md; `flashback init` in an empty directory writes a commented example',
   });
+}
+
+/**
+ * Warning thresholds past their critical once a target's own, the
+ * top-level and the default values are merged (freshnessFor): such a
+ * warning would never be seen. (Both in one block is the schema's check.)
+ */
+function crossedThresholds(config: FlashbackConfig): Array<{ at: string[]; message: string }> {
+  const out: Array<{ at: string[]; message: string }> = [];
+  const pairs = [
+    ['backup', 'backupWarning', 'backupCritical'],
+    ['verified', 'verifiedWarning', 'verifiedCritical'],
+    ['recovery_point', 'recoveryPointWarning', 'recoveryPointCritical'],
+  ] as const;
+  for (const target of Object.keys(config.targets)) {
+    const f = freshnessFor(config, target);
+    const own = config.targets[target]?.freshness ?? {};
+    for (const [kind, warning, critical] of pairs) {
+      if (f[warning] <= f[critical]) continue;
+      const key = `${kind}_warning` as const;
+      const at =
+        own[key] !== undefined
+          ? ['targets', target, 'freshness', key]
+          : config.freshness[key] !== undefined
+            ? ['freshness', key]
+            : ['targets', target, 'freshness', `${kind}_critical`];
+      if (out.some((o) => o.at.join('.') === at.join('.'))) continue;
+      out.push({
+        at,
+        message: `for target "${target}", ${kind}_warning (${formatDuration(f[warning])}) is past ${kind}_critical (${formatDuration(f[critical])}): the warning would never be seen`,
+      });
+    }
+  }
+  return out;
 }
 
 function toProblems(
