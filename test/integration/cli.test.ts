@@ -663,6 +663,12 @@ describe('bad flags of the capture, point-in-time and undo commands', () => {
           ['restore', 'prod', '--before-xid', '-4', '--to', 'prod'],
           /--before-xid: expected a transaction id/,
         ],
+        // (Not taken for 8427: another transaction than the one meant.)
+        [
+          ['restore', 'prod', '--before-xid', '0x20EB', '--to', 'prod'],
+          /--before-xid: expected a transaction id \(decimal digits/,
+        ],
+        [['undo', 'prod', '--tx', '8427.0'], /--tx: expected a transaction id \(decimal digits/],
         [
           ['restore', 'prod', '--at', 'now', '--lsn', '0/1', '--to', 'prod'],
           /give one of --at, --lsn, --before-xid/,

@@ -25,6 +25,7 @@ import { type OnConflict, type RestorePlan, selectTables } from '../../restore/p
 import { type RestoreProgress, restore } from '../../restore/restore.js';
 import { triggerList } from '../../restore/triggers.js';
 import { formatBytes } from '../../util/format.js';
+import { parseXidArg } from '../args.js';
 import type { CliContext } from '../context.js';
 import { clock, Progress, rate } from '../progress.js';
 import { blockedRestoreWarning, describeUnsupported } from '../unsupported.js';
@@ -384,11 +385,7 @@ function pointOf(opts: RestoreFlags): PointInTime | undefined {
     return { kind: 'lsn', lsn: opts.lsn };
   }
   if (opts.beforeXid !== undefined) {
-    const xid = Number(opts.beforeXid);
-    if (!Number.isInteger(xid) || xid <= 0) {
-      throw new UsageError(`--before-xid: expected a transaction id, got "${opts.beforeXid}"`);
-    }
-    return { kind: 'xid', xid };
+    return { kind: 'xid', xid: parseXidArg(opts.beforeXid, '--before-xid') };
   }
   return undefined;
 }

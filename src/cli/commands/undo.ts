@@ -12,6 +12,7 @@ import {
   type UndoSelection,
   undo,
 } from '../../undo/undo.js';
+import { parseXidArg } from '../args.js';
 import type { CliContext } from '../context.js';
 import { Progress } from '../progress.js';
 import { table } from './snapshots.js';
@@ -136,10 +137,7 @@ async function runUndo(ctx: CliContext, ref: string, opts: UndoFlags): Promise<n
   if (opts.tx !== undefined) {
     if (opts.since !== undefined || opts.until !== undefined)
       throw new UsageError('give --tx or --since/--until, not both');
-    const xid = Number(opts.tx);
-    if (!Number.isInteger(xid) || xid <= 0)
-      throw new UsageError(`--tx: expected a transaction id, got "${opts.tx}"`);
-    selection = { kind: 'tx', xid };
+    selection = { kind: 'tx', xid: parseXidArg(opts.tx, '--tx') };
   } else if (opts.since !== undefined) {
     const since = parseTimeArg(opts.since, '--since');
     const until = opts.until === undefined ? undefined : parseTimeArg(opts.until, '--until');
